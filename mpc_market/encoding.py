@@ -1,0 +1,122 @@
+"""Order encoding shared with the market nodes, and the book of orders it is built from.
+
+Per (participant, slot) one vector of small integers:
+
+  onehot  (2K+1)  1 at the order's sell level, or K + its buy level, or 2K for "no order";
+  weighted (2K)   the energy at the same sell/buy position (no entry for "no order");
+  bits     (B)    the energy in binary, B = bit length of max_order_wh;
+  slack    (B)    only when max_order_wh < 2**B - 1: bits of max_order_wh - energy.
+
+Every participant sends a vector for every slot of the file (zero orders where it has none),
+so nodes learn neither sides nor participation. Orders that cannot trade locally are zero
+orders too; their owner settles them with the retailer.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .market import MarketConfig, Order
+
+
+@dataclass(frozen=True)
+class Layout:
+    levels: int
+    energy_bits: int
+    max_order_wh: int
+
+    @property
+    def has_slack(self):
+        return self.max_order_wh != (1 << self.energy_bits) - 1
+
+    @property
+    def onehot(self):
+        return slice(0, 2 * self.levels + 1)
+
+    @property
+    def no_order(self):
+        return 2 * self.levels
+
+    @property
+    def weighted(self):
+        start = 2 * self.levels + 1
+        return slice(start, start + 2 * self.levels)
+
+    @property
+    def bits(self):
+        start = 4 * self.levels + 1
+        return slice(start, start + self.energy_bits)
+
+    @property
+    def slack(self):
+        start = 4 * self.levels + 1 + self.energy_bits
+        return slice(start, start + self.energy_bits if self.has_slack else start)
+
+    @property
+    def width(self):
+        return self.slack.stop
+
+    @classmethod
+    def for_config(cls, config: MarketConfig):
+        return cls(config.levels, config.energy_bits, config.max_order_wh)
+
+
+def encode_entry(layout, position, energy):
+    """The vector of one order: position = sell level, K + buy level, or None (zero order)."""
+    vector = np.zeros(layout.width, dtype=np.uint64)
+    if position is None:
+        vector[layout.no_order] = 1
+        energy = 0
+    else:
+        vector[position] = 1
+        vector[layout.weighted.start + position] = energy
+    for i in range(layout.energy_bits):
+        vector[layout.bits.start + i] = (energy >> i) & 1
+    if layout.has_slack:
+        for i in range(layout.energy_bits):
+            vector[layout.slack.start + i] = ((layout.max_order_wh - energy) >> i) & 1
+    return vector
+
+
+class Book:
+    """All orders of one clearing run, indexed by participant and slot."""
+
+    def __init__(self, config: MarketConfig, orders: list[Order]):
+        self.config = config
+        self.layout = Layout.for_config(config)
+        self.orders = orders
+        self.participants = sorted({o.participant for o in orders})
+        self.slots = sorted({o.slot for o in orders})
+        self.participant_index = {p: i for i, p in enumerate(self.participants)}
+        self.slot_index = {s: i for i, s in enumerate(self.slots)}
+        self.positions = {}  # (participant, slot) -> (position or None, energy)
+        for o in orders:
+            self.positions[(o.participant, o.slot)] = (self.position(o), o.energy_wh)
+
+    def position(self, order):
+        """Encoded one-hot position of an order, None if it cannot trade locally."""
+        k = self.config.levels
+        if order.side == 'sell':
+            level = self.config.sell_level(order.limit_price)
+            return level
+        level = self.config.buy_level(order.limit_price)
+        return None if level is None else k + level
+
+    def untradeable(self):
+        """Orders that cannot trade locally (owners are warned)."""
+        return [o for o in self.orders if self.positions[(o.participant, o.slot)][0] is None]
+
+    def encode(self, participants):
+        """Vectors (n, slots, width) of the given participants (indices), zero orders filled in."""
+        layout = self.layout
+        block = np.zeros((len(participants), len(self.slots), layout.width), dtype=np.uint64)
+        zero = encode_entry(layout, None, 0)
+        for row, p in enumerate(participants):
+            name = self.participants[p]
+            for col, slot in enumerate(self.slots):
+                entry = self.positions.get((name, slot))
+                if entry is None:
+                    block[row, col] = zero
+                else:
+                    block[row, col] = encode_entry(layout, *entry)
+        return block

@@ -1,0 +1,246 @@
+"""Clearing engines with one result format: the plaintext reference and local MPC.
+
+``clear_mpc`` plays every participant (client-side Shamir sharing, one package per node),
+starts the market nodes as separate OS processes talking MPyC over TCP on 127.0.0.1, and
+finally plays every owner again, reconstructing each participant's rows from the nodes'
+result shares.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import field as ff
+from . import reference
+from .encoding import Book
+from .jobs import JobSpec, node_dir, write_json
+
+MAX_NODES = 7
+
+
+class EngineError(Exception):
+    """The secure computation failed (a node crashed or timed out)."""
+
+
+@dataclass
+class OrderRow:
+    participant: str
+    slot: int
+    side: str
+    energy_wh: int
+    matched_wh: int
+    unmatched_wh: int
+    amount: int  # 10**-(decimals+3) currency; > 0 pays, < 0 is paid
+    status: str  # 'cleared', 'retailer' (cannot trade locally) or 'excluded' (invalid package)
+
+
+@dataclass
+class SlotRow:
+    slot: int
+    level: int | None
+    price_units: int | None
+    traded_wh: int
+    residual_wh: int
+
+
+@dataclass
+class ClearingResult:
+    slots: list
+    rows: list
+    excluded: list = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+
+def _rows(book, matched_of, excluded):
+    """Order rows from a function (participant, slot) -> (matched, unmatched, amount)."""
+    config = book.config
+    rows = []
+    for o in book.orders:
+        position = book.positions[(o.participant, o.slot)][0]
+        if o.participant in excluded or position is None:
+            status = 'excluded' if o.participant in excluded else 'retailer'
+            amount = reference.order_amount(config, o.side, o.energy_wh, 0, None)
+            rows.append(OrderRow(o.participant, o.slot, o.side, o.energy_wh, 0, o.energy_wh, amount, status))
+        else:
+            matched, unmatched, amount = matched_of(o)
+            rows.append(OrderRow(o.participant, o.slot, o.side, o.energy_wh, matched, unmatched, amount, 'cleared'))
+    return rows
+
+
+def _slot_row(config, slot, level, traded, residual):
+    if level is None or traded == 0:
+        return SlotRow(slot, None, None, 0, 0)
+    return SlotRow(slot, level, config.level_price_units(level), traded, residual)
+
+
+def clear_plain(book: Book) -> ClearingResult:
+    """The plaintext reference on the whole book."""
+    started = time.perf_counter()
+    config, k = book.config, book.config.levels
+    by_slot = {s: [] for s in book.slots}
+    for o in book.orders:
+        position = book.positions[(o.participant, o.slot)][0]
+        if position is not None:
+            side, level = ('sell', position) if position < k else ('buy', position - k)
+            by_slot[o.slot].append((o, side, level))
+    slots, outcome = [], {}
+    for s in book.slots:
+        entries = by_slot[s]
+        result, matched = reference.clear_slot([(side, lv, o.energy_wh) for o, side, lv in entries], k)
+        slots.append(_slot_row(config, s, result.level, result.traded_wh, result.residual_wh))
+        price = slots[-1].price_units
+        for (o, side, _), m in zip(entries, matched):
+            outcome[(o.participant, o.slot)] = (m, o.energy_wh - m,
+                                                reference.order_amount(config, o.side, o.energy_wh, m, price))
+    rows = _rows(book, lambda o: outcome[(o.participant, o.slot)], set())
+    return ClearingResult(slots, rows, [], {'engine': 'plain', 'total_s': time.perf_counter() - started})
+
+
+def _free_ports(count):
+    sockets = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(('127.0.0.1', 0))
+        sockets.append(s)
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def job_spec(book, nodes, chunk):
+    config = book.config
+    return JobSpec(nodes=nodes, threshold=(nodes - 1) // 2, levels=config.levels,
+                   energy_bits=config.energy_bits, max_order_wh=config.max_order_wh,
+                   floor_units=config.floor_units, ceiling_units=config.ceiling_units,
+                   tick_units=config.price_units(config.tick),
+                   participants=book.participants, slots=book.slots, chunk=chunk)
+
+
+def share_book(book, spec, job_dir, progress=None, tamper=None):
+    """Play every participant: encode its orders, Shamir-share them, give node i its package.
+
+    tamper(node_index, participant_indices, shares) may alter shares (tests of malicious input).
+    """
+    n_p, n_s, width = len(book.participants), len(book.slots), book.layout.width
+    outputs = []
+    for i in range(spec.nodes):
+        os.makedirs(node_dir(job_dir, i), exist_ok=True)
+        outputs.append(np.lib.format.open_memmap(os.path.join(node_dir(job_dir, i), 'shares.npy'), mode='w+',
+                                                 dtype=np.uint32, shape=(ff.LIMBS, n_p, n_s, width)))
+    step = max(1, min(spec.chunk, 200_000 // max(1, n_s * width // 64)))
+    for start in range(0, n_p, step):
+        stop = min(start + step, n_p)
+        values = book.encode(range(start, stop))
+        if tamper is not None:
+            values = tamper(None, range(start, stop), values)
+        shares = ff.share_values(values, spec.threshold, spec.nodes)
+        for i, out in enumerate(outputs):
+            block = shares[i]
+            if tamper is not None:
+                block = tamper(i, range(start, stop), block)
+            out[:, start:stop] = block
+        if progress:
+            progress('sharing', stop, n_p)
+    for i, out in enumerate(outputs):
+        out.flush()
+        write_json(os.path.join(node_dir(job_dir, i), 'held.json'), book.participants)
+
+
+def run_nodes(job_dir, nodes, timeout=None, host='127.0.0.1'):
+    """Start the node processes, wait for all of them; raise EngineError on any failure."""
+    ports = _free_ports(nodes)
+    parties = ','.join(f'{host}:{p}' for p in ports)
+    procs = []
+    for i in range(nodes):
+        log = open(os.path.join(node_dir(job_dir, i), 'node.log'), 'w')
+        procs.append((subprocess.Popen([sys.executable, '-m', 'mpc_market.mpc.node', '--job', job_dir,
+                                        '--index', str(i), '--parties', parties],
+                                       stdout=log, stderr=subprocess.STDOUT), log))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    failed = None
+    for i, (proc, log) in enumerate(procs):
+        try:
+            left = None if deadline is None else max(0.1, deadline - time.monotonic())
+            code = proc.wait(timeout=left)
+            if code != 0 and failed is None:
+                failed = f'node {i} exited with status {code}'
+        except subprocess.TimeoutExpired:
+            failed = failed or f'node {i} timed out after {timeout} s'
+            break
+    for proc, log in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    if failed:
+        tail = ''
+        for i in range(nodes):
+            with open(os.path.join(node_dir(job_dir, i), 'node.log')) as f:
+                lines = [ln for ln in f.read().splitlines() if ln.strip()]
+            if lines:
+                tail = f'{lines[-1]} (node {i})'
+                break
+        raise EngineError(f'{failed}; {tail}' if tail else failed)
+
+
+def reconstruct(job_dir, spec):
+    """Play every owner: recombine result shares from all nodes (checking consistency)."""
+    per_node = [np.load(os.path.join(node_dir(job_dir, i), 'results.npy')) for i in range(spec.nodes)]
+    ints = [ff.to_ints(r) for r in per_node]
+    values, consistent = ff.recombine(ints, spec.threshold)
+    if not consistent.all():
+        raise EngineError('result shares from the nodes are inconsistent')
+    return ff.signed(values)  # (participants, slots, 3)
+
+
+def clear_mpc(book: Book, nodes=3, chunk=4096, workdir=None, keep=False, progress=None, timeout=None,
+              tamper=None) -> ClearingResult:
+    if not 3 <= nodes <= MAX_NODES:
+        raise ValueError(f'nodes must be in 3..{MAX_NODES}')
+    started = time.perf_counter()
+    job_dir = tempfile.mkdtemp(prefix='mpc-market-job-', dir=workdir)
+    try:
+        spec = job_spec(book, nodes, chunk)
+        spec.save(job_dir)
+        share_book(book, spec, job_dir, progress, tamper)
+        shared = time.perf_counter()
+        if progress:
+            progress('nodes', 0, nodes)
+        run_nodes(job_dir, nodes, timeout)
+        computed = time.perf_counter()
+        publics = []
+        for i in range(nodes):
+            with open(os.path.join(node_dir(job_dir, i), 'public.json')) as f:
+                publics.append(json.load(f))
+        if any(p['slots'] != publics[0]['slots'] for p in publics):
+            raise EngineError('nodes disagree on the public results')
+        values = reconstruct(job_dir, spec)
+        public = publics[0]
+        excluded = set(public['excluded']) | set(public['missing'])
+        pi, si = book.participant_index, book.slot_index
+        rows = _rows(book, lambda o: tuple(int(v) for v in values[pi[o.participant], si[o.slot]]), excluded)
+        slots = [_slot_row(book.config, s['slot'], s['level'] if s['level'] >= 0 else None,
+                           s['traded_wh'], s['residual_wh']) for s in public['slots']]
+        finished = time.perf_counter()
+        n = max(1, len(book.participants))
+        stats = {
+            'engine': 'mpc', 'nodes': nodes,
+            'sharing_s': shared - started, 'nodes_s': computed - shared, 'output_s': finished - computed,
+            'total_s': finished - started,
+            'node_timings': [p['timings'] for p in publics],
+            'bytes_sent_per_participant': max(p['bytes_sent'] for p in publics) / n,
+            'peak_rss_mb': max(p['peak_rss_mb'] for p in publics),
+        }
+        return ClearingResult(slots, rows, sorted(excluded), stats)
+    finally:
+        if not keep:
+            shutil.rmtree(job_dir, ignore_errors=True)

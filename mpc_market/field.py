@@ -1,0 +1,151 @@
+"""Shamir shares over GF(2^127 - 1) held as 32-bit limbs, so bulk work stays in numpy.
+
+A node receives hundreds of shares per order. Turning each into a Python int would dominate
+the run time, so shares travel and are stored as ``uint32`` arrays of shape (..., 4), little
+endian limbs. Only linear maps with public coefficients are applied to them here (sums,
+prefix sums, random linear combinations); their few results per order become Python ints
+for MPyC. The Mersenne modulus makes reduction a shift and an add.
+"""
+
+import os
+
+import numpy as np
+
+MODULUS_BITS = 127
+MODULUS = (1 << MODULUS_BITS) - 1
+LIMBS = 4
+_MASK32 = np.uint64(0xFFFFFFFF)
+_TOP_BITS = MODULUS_BITS - 96  # bits held by the top limb
+
+
+def random_limbs(shape):
+    """Uniformly random field elements (bias 2**-127) as limb-major uint64 arrays (4, *shape)."""
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = np.frombuffer(os.urandom(16 * count), dtype=np.uint32).reshape(LIMBS, *shape).astype(np.uint64)
+    raw[3] &= np.uint64((1 << _TOP_BITS) - 1)
+    return raw
+
+
+def _normalize(acc):
+    """Reduce limb-major uint64 accumulators (4, ...), each < 2**62, to canonical limbs mod p."""
+    shift32 = np.uint64(32)
+    for _ in range(2):
+        carry = np.zeros(acc.shape[1:], dtype=np.uint64)
+        for i in range(LIMBS):
+            acc[i] += carry
+            np.right_shift(acc[i], shift32, out=carry)
+            acc[i] &= _MASK32
+        # bits >= 127 wrap around: 2^127 = 1 (mod p); carry counts units of 2^128.
+        carry <<= np.uint64(32 - _TOP_BITS)
+        carry += acc[3] >> np.uint64(_TOP_BITS)
+        acc[3] &= np.uint64((1 << _TOP_BITS) - 1)
+        acc[0] += carry
+    full = ((acc[0] == _MASK32) & (acc[1] == _MASK32) & (acc[2] == _MASK32)
+            & (acc[3] == np.uint64((1 << _TOP_BITS) - 1)))
+    acc[:, full] = 0  # the value p itself is 0
+    return acc
+
+
+def share_values(values, threshold, parties):
+    """Shamir-share small nonnegative integers (< 2**40) among parties 1..m (MPyC's points).
+
+    Returns a list of m limb-major uint32 arrays of shape (4, *values.shape).
+    """
+    values = np.asarray(values, dtype=np.uint64)
+    coefficients = [random_limbs(values.shape) for _ in range(threshold)]
+    shares = []
+    for x in range(1, parties + 1):
+        acc = coefficients[0] * np.uint64(x)  # x**d <= 7**3, so each limb stays < 2**41
+        for d, coefficient in enumerate(coefficients[1:], 2):
+            acc += coefficient * np.uint64(x ** d)
+        acc[0] += values
+        shares.append(_normalize(acc).astype(np.uint32))
+    return shares
+
+
+def to_ints(limbs):
+    """Python ints (object array) of limb-major arrays (4, ...) whose limbs are < 2**64."""
+    result = np.asarray(limbs[LIMBS - 1]).astype(object)
+    for i in range(LIMBS - 2, -1, -1):
+        result = (result << 32) + np.asarray(limbs[i]).astype(object)
+    return result
+
+
+def from_ints(values):
+    """Limb-major uint32 array (4, ...) of Python ints in [0, p)."""
+    values = np.asarray(values, dtype=object)
+    out = np.empty((LIMBS, *values.shape), dtype=np.uint32)
+    for i in range(LIMBS):
+        out[i] = ((values >> (32 * i)) & 0xFFFFFFFF).astype(np.uint64)
+    return out
+
+
+def sum_rows(limbs, axis=0):
+    """Field sums along an axis (of the value shape) of limb-major shares, as ints mod p."""
+    total = np.asarray(limbs, dtype=np.uint64).sum(axis=axis + 1)  # < 2**32 * n per limb
+    return to_ints(total) % MODULUS
+
+
+def lincomb(limbs, coefficients):
+    """Linear combinations sum_j share[i, j] * c[v][j] mod p of a block of shares.
+
+    limbs: limb-major uint32 (4, n, J); coefficients: V sequences of J ints in [0, p).
+    Returns an object array (n, V) of Python ints mod p. Exact float64 BLAS products on
+    16-bit limbs: each partial sum is < 2**32 * J < 2**53 for J < 2**21.
+    """
+    n, width = limbs.shape[1], limbs.shape[2]
+    assert width < 1 << 21
+    coeff = from_ints(np.array(coefficients, dtype=object).T)  # (4, J, V)
+    nvec = coeff.shape[2]
+    coeff_halves = np.stack([h for c in coeff for h in (c & 0xFFFF, c >> 16)])  # (8, J, V)
+    cmat = np.moveaxis(coeff_halves, 0, -1).reshape(width, nvec * 2 * LIMBS).astype(np.float64)
+    by_offset = np.zeros((n, nvec, 4 * LIMBS - 1), dtype=np.uint64)
+    for a in range(2 * LIMBS):
+        plane = limbs[a // 2]
+        half = (plane & 0xFFFF) if a % 2 == 0 else (plane >> 16)
+        part = (half.astype(np.float64) @ cmat).astype(np.uint64).reshape(n, nvec, 2 * LIMBS)
+        by_offset[:, :, a:a + 2 * LIMBS] += part  # < 8 * 2**53 fits
+    result = by_offset[:, :, -1].astype(object)
+    for s in range(4 * LIMBS - 3, -1, -1):
+        result = (result << 16) + by_offset[:, :, s].astype(object)
+    return result % MODULUS
+
+
+def recombine(shares_by_party, threshold):
+    """Reconstruct secrets (object arrays of ints) from the shares of parties 1..m.
+
+    shares_by_party: list of m object arrays of equal shape. Uses the first threshold+1
+    points and checks that all others lie on the same degree-t polynomial; returns
+    (secrets, consistent) where consistent is a boolean array.
+    """
+    m = len(shares_by_party)
+    base = list(range(1, threshold + 2))
+
+    def lagrange_at(x0):
+        coeffs = []
+        for i in base:
+            num, den = 1, 1
+            for j in base:
+                if j != i:
+                    num = num * (x0 - j) % MODULUS
+                    den = den * (i - j) % MODULUS
+            coeffs.append(num * pow(den, -1, MODULUS) % MODULUS)
+        return coeffs
+
+    def evaluate(x0):
+        total = 0
+        for c, i in zip(lagrange_at(x0), base):
+            total = total + shares_by_party[i - 1] * c
+        return total % MODULUS
+
+    secrets = evaluate(0)
+    consistent = np.ones(np.shape(secrets), dtype=bool)
+    for x in range(threshold + 2, m + 1):
+        consistent &= (evaluate(x) == np.asarray(shares_by_party[x - 1]) % MODULUS)
+    return secrets, consistent
+
+
+def signed(values):
+    """Map field elements to signed ints in (-p/2, p/2)."""
+    values = np.asarray(values, dtype=object) % MODULUS
+    return np.where(values > MODULUS // 2, values - MODULUS, values)

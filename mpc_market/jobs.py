@@ -1,0 +1,60 @@
+"""The files a clearing job hands each market node, and what each node hands back.
+
+A job directory holds ``job.json`` (public parameters only) and, per node i, ``node{i}/``
+with that node's share packages (``shares.npy``: limb-major uint32 array of shape
+(4, participants, slots, width)), the participants whose packages it holds
+(``held.json``), and after the run its result shares (``results.npy``, shape
+(4, participants, slots, 3) for matched, unmatched and amount) and ``public.json``.
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+RESULT_FIELDS = ('matched_wh', 'unmatched_wh', 'amount')
+
+
+@dataclass
+class JobSpec:
+    """Public parameters of a clearing job (what every node may know)."""
+
+    nodes: int
+    threshold: int
+    levels: int
+    energy_bits: int
+    max_order_wh: int
+    floor_units: int
+    ceiling_units: int
+    tick_units: int
+    participants: list = field(default_factory=list)
+    slots: list = field(default_factory=list)
+    chunk: int = 4096
+    mode: str = 'local'
+
+    def save(self, directory):
+        write_json(os.path.join(directory, 'job.json'), asdict(self))
+
+    @classmethod
+    def load(cls, directory):
+        with open(os.path.join(directory, 'job.json')) as f:
+            return cls(**json.load(f))
+
+
+def node_dir(directory, index):
+    return os.path.join(directory, f'node{index}')
+
+
+def write_json(path, obj):
+    """Write JSON atomically (temp file + rename), so readers never see half a file."""
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def save_array(path, array):
+    tmp = path + '.tmp.npy'
+    np.save(tmp, array)
+    os.replace(tmp, path)

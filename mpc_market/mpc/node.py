@@ -1,0 +1,62 @@
+"""A market node process: one MPyC party clearing the job in a job directory.
+
+    python -m mpc_market.mpc.node --job DIR --index I --parties HOST:PORT,HOST:PORT,...
+
+The node reads only job.json and its own node{I}/ files, and writes node{I}/results.npy
+(its result shares) and node{I}/public.json (the opened public outputs).
+"""
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='mpc_market.mpc.node')
+    parser.add_argument('--job', required=True)
+    parser.add_argument('--index', type=int, required=True)
+    parser.add_argument('--parties', required=True, help='comma-separated host:port of all nodes')
+    parser.add_argument('--threshold', type=int)
+    args = parser.parse_args(argv)
+
+    mpyc_args = [sys.argv[0], '-I', str(args.index), '--no-log']
+    for address in args.parties.split(','):
+        mpyc_args += ['-P', address]
+    if args.threshold is not None:
+        mpyc_args += ['-T', str(args.threshold)]
+    sys.argv = mpyc_args  # the MPyC runtime is configured from sys.argv at import
+
+    import numpy as np
+    from mpyc.runtime import mpc
+
+    from ..jobs import JobSpec, node_dir, save_array, write_json
+    from .protocol import MarketNode
+
+    spec = JobSpec.load(args.job)
+    own = node_dir(args.job, args.index)
+    shares = np.load(os.path.join(own, 'shares.npy'), mmap_mode='r')
+    with open(os.path.join(own, 'held.json')) as f:
+        held = json.load(f)
+
+    async def run():
+        started = time.perf_counter()
+        await mpc.start()
+        node = MarketNode(spec, shares, held)
+        public, results = await node.run()
+        sent = sum(peer.protocol.nbytes_sent for peer in mpc.parties if peer.pid != mpc.pid)
+        await mpc.shutdown()
+        save_array(os.path.join(own, 'results.npy'), results)
+        public['timings'] = {k: round(v, 4) for k, v in node.timings.items()}
+        public['timings']['node_total'] = round(time.perf_counter() - started, 4)
+        public['bytes_sent'] = sent
+        public['peak_rss_mb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        write_json(os.path.join(own, 'public.json'), public)
+
+    mpc.run(run())
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,363 @@
+"""The secure clearing run by each market node, one MPyC party each.
+
+Import only inside a node process: importing mpyc.runtime sets up the MPyC runtime from
+sys.argv (see mpc_market.mpc.node).
+
+Data stay as Shamir shares over GF(2^127 - 1) throughout. Bulk linear work happens on limb
+arrays (mpc_market.field); MPyC secure arrays are used for the few non-linear steps:
+one resharing and one zero test per participant for validation, K comparisons per slot for
+the crossing, a bitwise long division per slot for the rationing ratio, and one exact
+truncation per order for the allocation. Only verdicts, chosen levels, traded volumes and
+residuals are ever opened.
+"""
+
+import hashlib
+import os
+import time
+
+import numpy as np
+from mpyc.runtime import mpc
+
+from .. import field as ff
+from ..encoding import Layout
+
+P = ff.MODULUS
+SECINT = mpc.SecInt(64, p=P)  # bit length unused: every comparison passes its own l
+FIELD = SECINT.field
+SEC_PARAM = mpc.options.sec_param
+
+
+def _sec(values):
+    return SECINT.array(FIELD.array(np.asarray(values, dtype=object) % P))
+
+
+async def _shares(secure_array):
+    return (await mpc.gather(secure_array)).value
+
+
+async def _reshare(values):
+    """Degree-2t (or any) shares -> fresh degree-t shares of the same secrets."""
+    values = np.asarray(values, dtype=object)
+    if values.size == 0:
+        return values
+    out = await mpc._reshare(FIELD.array(values.reshape(-1) % P))
+    return out.value.reshape(values.shape)
+
+
+async def _open(values):
+    values = np.asarray(values, dtype=object)
+    if values.size == 0:
+        return values
+    out = await mpc.output(FIELD.array(values.reshape(-1) % P))
+    return out.value.reshape(values.shape)
+
+
+async def _less_than_zero(values, bits):
+    """Shares of [v < 0] for shares of v with -2**(bits-1) <= v < 2**(bits-1)."""
+    values = np.asarray(values, dtype=object)
+    if values.size == 0:
+        return values
+    return (await _shares(mpc.np_sgn(_sec(values.reshape(-1)), l=bits, LT=True))).reshape(values.shape)
+
+
+async def _is_zero(values, bits):
+    values = np.asarray(values, dtype=object)
+    if values.size == 0:
+        return values
+    return (await _shares(mpc.np_sgn(_sec(values.reshape(-1)), l=bits, EQ=True))).reshape(values.shape)
+
+
+async def _sign(values, bits):
+    return await _shares(mpc.np_sgn(_sec(np.asarray(values, dtype=object)), l=bits))
+
+
+def _bits_needed(bound):
+    """Signed bit length l with -2**(l-1) <= v < 2**(l-1) for |v| <= bound."""
+    return int(bound).bit_length() + 1
+
+
+async def exact_floor_pow2(y, f, y_bits):
+    """Shares of floor(y / 2**f) for shares of 0 <= y < 2**y_bits, exactly.
+
+    Mask y with r = r_hi*2**f + r_lo (r_lo from f random bits), open c = y + r, and correct
+    floor(c/2**f) - r_hi by the borrow [c mod 2**f < r_lo], found with a bitwise comparison of
+    public bits against secret bits (a la Toft; one product over f+1 rows, one zero test).
+    """
+    y = np.asarray(y, dtype=object)
+    n = y.size
+    if n == 0:
+        return y
+    random_bits = (await mpc.np_random_bits(FIELD, (f + 1) * n)).value
+    r_bits = random_bits[:f * n].reshape(f, n)
+    sign = (2 * random_bits[f * n:] - 1) % P  # shares of s in {-1, +1}
+    r_lo = np.zeros(n, dtype=object)
+    for j in range(f - 1, -1, -1):
+        r_lo = (r_lo << 1) + r_bits[j]
+    r_hi = mpc._np_randoms(FIELD, n, 1 << (SEC_PARAM + y_bits - f))
+    if mpc.options.no_prss:
+        r_hi = await r_hi
+    r_hi = r_hi.value
+    c = await _open(y + r_lo + (r_hi << f))
+    c_lo = np.array([int(v) for v in c], dtype=object) & ((1 << f) - 1)
+    c_hi = np.array([int(v) for v in c], dtype=object) >> f
+    rows = []
+    xor_above = np.zeros(n, dtype=object)
+    for j in range(f - 1, -1, -1):
+        c_j = (c_lo >> j) & 1
+        rows.append(sign + r_bits[j] - c_j + 3 * xor_above)
+        xor_above = xor_above + c_j + r_bits[j] - 2 * c_j * r_bits[j]
+    rows.append(sign - 1 + 3 * xor_above)
+    product = mpc.np_prod(_sec(np.stack(rows)), axis=0)
+    g = await mpc.np_is_zero_public(product)
+    g = np.asarray(g, dtype=object).astype(int).astype(object)
+    # g = [c_lo < r_lo] if s = -1, else [c_lo >= r_lo]; so borrow = (1+s)/2 - s*g.
+    half = (P + 1) // 2
+    borrow = ((1 + sign) * half - sign * g) % P
+    return (c_hi - r_hi - borrow) % P
+
+
+class MarketNode:
+    """One market node's view of a clearing job: its share packages and public parameters."""
+
+    def __init__(self, spec, shares, held):
+        self.spec = spec
+        self.layout = Layout(spec.levels, spec.energy_bits, spec.max_order_wh)
+        self.shares = shares  # limb-major uint32 (4, participants, slots, width)
+        self.held = set(held)
+        self.n_participants = len(spec.participants)
+        self.n_slots = len(spec.slots)
+        self.timings = {}
+        self.seed = None
+
+    # -- public randomness, drawn after all packages are in -------------------------------
+    async def agree_seed(self):
+        contributions = await mpc.transfer(os.urandom(32))
+        self.seed = hashlib.sha256(b''.join(contributions)).digest()
+
+    def coefficients(self, label, count):
+        """count public pseudorandom field elements derived from the joint seed."""
+        stream = hashlib.shake_256(self.seed + label.encode()).digest(24 * count)
+        return [int.from_bytes(stream[24 * i:24 * i + 24], 'little') % P for i in range(count)]
+
+    # -- set agreement -----------------------------------------------------------------------
+    async def agree_participants(self):
+        """Participants whose packages every node holds (others are left out of the market)."""
+        held_sets = await mpc.transfer(sorted(self.held))
+        common = set(held_sets[0]).intersection(*map(set, held_sets[1:]))
+        return np.array([p in common for p in self.spec.participants], dtype=bool)
+
+    # -- validation --------------------------------------------------------------------------
+    def _chunk(self, start, stop):
+        block = np.asarray(self.shares[:, start:stop], dtype=np.uint32)
+        return block.reshape(ff.LIMBS, (stop - start) * self.n_slots, self.layout.width)
+
+    async def validate(self, present):
+        """Valid-and-consistent verdict per participant (opened), multiplications only."""
+        layout, k2 = self.layout, 2 * self.layout.levels
+        onehot_w = layout.onehot.stop
+        gamma = self.coefficients('gamma', 1)[0]
+        powers = [pow(gamma, j, P) for j in range(onehot_w)]
+        powers2 = [pow(gamma, 2 * j, P) for j in range(onehot_w)]
+        rho = self.coefficients('rho', 4 + 2 * layout.energy_bits + 1)
+        theta = self.coefficients('theta', 2 + 2 * layout.energy_bits)
+        lam = np.array(self.coefficients('lambda', 2 * self.n_slots), dtype=object).reshape(2, self.n_slots)
+        verdicts = np.zeros(self.n_participants, dtype=bool)
+        for start in range(0, self.n_participants, self.spec.chunk):
+            stop = min(start + self.spec.chunk, self.n_participants)
+            n = stop - start
+            block = self._chunk(start, stop)
+            a, b = ff.lincomb(block[:, :, layout.onehot], [powers, powers2]).T
+            (wg,) = ff.lincomb(block[:, :, layout.weighted], [powers[:k2]]).T
+            no_order = ff.to_ints(block[:, :, layout.no_order])
+            onehot_sum = ff.to_ints(block[:, :, layout.onehot].astype(np.uint64).sum(axis=2))
+            bits = ff.to_ints(block[:, :, layout.bits])  # (rows, B)
+            energy = sum(bits[:, i] << i for i in range(layout.energy_bits))
+            a_trade = a - no_order * powers[layout.no_order]
+            check = rho[0] * (a * a - b) + rho[1] * (energy * a_trade - wg) + rho[2] * (onehot_sum - 1)
+            mix = a + theta[0] * b + theta[1] * wg
+            for i in range(layout.energy_bits):
+                check += rho[4 + i] * (bits[:, i] * bits[:, i] - bits[:, i])
+                mix += theta[2 + i] * bits[:, i]
+            if layout.has_slack:
+                slack = ff.to_ints(block[:, :, layout.slack])
+                slack_value = sum(slack[:, i] << i for i in range(layout.energy_bits))
+                check += rho[3] * (energy + slack_value - layout.max_order_wh)
+                for i in range(layout.energy_bits):
+                    j = 4 + layout.energy_bits + i
+                    check += rho[j] * (slack[:, i] * slack[:, i] - slack[:, i])
+                    mix += theta[2 + layout.energy_bits + i] * slack[:, i]
+            per_participant = (check.reshape(n, self.n_slots) * lam[0]).sum(axis=1) % P
+            mixed = (mix.reshape(n, self.n_slots) * lam[1]).sum(axis=1) % P
+            # Consistency: open mixed + fresh random at all nodes, check degree t.
+            mask = mpc._np_randoms(FIELD, n)
+            if mpc.options.no_prss:
+                mask = await mask
+            opened = await mpc.transfer([int(v) for v in (mixed + mask.value) % P])
+            _, consistent = ff.recombine([np.array(o, dtype=object) for o in opened], self.spec.threshold)
+            # Validity: one resharing and one zero test per participant.
+            check_t = await _reshare(per_participant)
+            zero = np.asarray(await mpc.np_is_zero_public(_sec(check_t)), dtype=bool)
+            verdicts[start:stop] = consistent & zero & present[start:stop]
+        return verdicts
+
+    # -- aggregate curves and crossing -------------------------------------------------------
+    def curves(self, valid):
+        """Shares of S(k) and D(k) per slot over valid participants: (slots, K) each."""
+        k = self.layout.levels
+        totals = np.zeros((self.n_slots, 2 * k), dtype=object)
+        for start in range(0, self.n_participants, self.spec.chunk):
+            stop = min(start + self.spec.chunk, self.n_participants)
+            rows = np.flatnonzero(valid[start:stop])
+            if rows.size == 0:
+                continue
+            block = np.asarray(self.shares[:, start:stop], dtype=np.uint32)[:, rows][..., self.layout.weighted]
+            totals += ff.sum_rows(block, axis=0)
+        sell, buy = totals[:, :k] % P, totals[:, k:] % P
+        supply = np.cumsum(sell, axis=1) % P
+        demand = np.cumsum(buy[:, ::-1], axis=1)[:, ::-1] % P
+        return supply, demand
+
+    async def cross(self, supply, demand, bound):
+        """Open chosen level and traded volume per slot (level -1 where nothing trades)."""
+        slots, k = supply.shape
+        bits = _bits_needed(bound)
+        below = await _less_than_zero(supply - demand, bits)  # [S(k) < D(k)]
+        g = (1 - below) % P
+        h = np.zeros((slots, k + 1), dtype=object)  # one-hot at k* over 0..K
+        h[:, 0] = g[:, 0]
+        h[:, 1:k] = g[:, 1:] - g[:, :-1]
+        h[:, k] = 1 - g[:, k - 1]
+        prods = np.stack([(h[:, 1:] * supply).sum(axis=1), (h[:, 1:] * demand).sum(axis=1),
+                          (h[:, :k] * supply).sum(axis=1), (h[:, :k] * demand).sum(axis=1)])
+        s_lo, d_lo, s_hi, d_hi = await _reshare(prods)
+        exists_lo, exists_hi = (1 - g[:, 0]) % P, g[:, k - 1]
+        sgn = await _sign(s_lo - d_hi, bits)
+        tie_break = (1 - await _less_than_zero((s_hi - d_hi) - (d_lo - s_lo), bits)) % P
+        sq, = await _reshare([sgn * sgn])
+        greater = (sq + sgn) * ((P + 1) // 2) % P
+        equal = (1 - sq) % P
+        pick, = await _reshare([equal * tie_break])
+        pick, = await _reshare([exists_hi * (greater + pick)])
+        choose_lo, = await _reshare([exists_lo * (1 - exists_hi + pick)])
+        k_star = (k - g.sum(axis=1)) % P
+        level = (k_star - choose_lo) % P
+        volume, = await _reshare([d_hi + choose_lo * (s_lo - d_hi)])
+        volume = np.array([int(v) for v in await _open(volume)], dtype=object)
+        trading = volume > 0
+        levels = np.full(slots, -1, dtype=object)
+        if trading.any():
+            levels[trading] = [int(v) for v in await _open(level[trading])]
+        return levels, volume
+
+    async def ratio(self, volume, totals, bound, f):
+        """Shares of ceil(V * 2**f / T) for public 0 < V <= T (one per element), by long division."""
+        volume = np.asarray(volume, dtype=object)
+        bits = _bits_needed(2 * bound)
+        equal = await _is_zero(totals - volume, bits)
+        remainder = volume * (1 - equal) % P
+        quotient = equal << f
+        for i in range(1, f + 1):
+            doubled = 2 * remainder
+            digit = (1 - await _less_than_zero(doubled - totals, bits)) % P
+            taken = await _reshare(digit * totals)
+            remainder = (doubled - taken) % P
+            quotient = quotient + (digit << (f - i))
+        exact = await _is_zero(remainder, bits)
+        return (quotient + 1 - exact) % P
+
+    # -- allocation --------------------------------------------------------------------------
+    async def allocate(self, valid, levels, volume, rho_sell, rho_buy, f, y_bits, prices):
+        """Result shares (4, participants, slots, 3) and per-slot sums of sell/buy allocations."""
+        layout, k = self.layout, self.layout.levels
+        results = np.zeros((ff.LIMBS, self.n_participants, self.n_slots, 3), dtype=np.uint32)
+        sums = np.zeros((2, self.n_slots), dtype=object)
+        trading = levels >= 0
+        chosen = np.where(trading, levels, 0).astype(np.int64)
+        price = np.array([prices[int(lv)] if lv >= 0 else 0 for lv in levels], dtype=object)
+        floor_u, ceil_u = self.spec.floor_units, self.spec.ceiling_units
+        for start in range(0, self.n_participants, self.spec.chunk):
+            stop = min(start + self.spec.chunk, self.n_participants)
+            n = stop - start
+            block = np.asarray(self.shares[:, start:stop], dtype=np.uint32)  # (4, n, S, W)
+            weighted = block[..., layout.weighted].astype(np.uint64)
+            sell_prefix = np.cumsum(weighted[..., :k], axis=-1)          # level <= k
+            buy_suffix = np.cumsum(weighted[..., k:][..., ::-1], axis=-1)[..., ::-1]  # level >= k
+            pick = chosen[None, None, :, None]
+            x_sell = ff.to_ints(np.take_along_axis(sell_prefix, np.broadcast_to(pick, (4, n, self.n_slots, 1)), -1)[..., 0])
+            x_buy = ff.to_ints(np.take_along_axis(buy_suffix, np.broadcast_to(pick, (4, n, self.n_slots, 1)), -1)[..., 0])
+            e_sell = ff.to_ints(sell_prefix[..., -1])
+            e_buy = ff.to_ints(buy_suffix[..., 0])
+            is_sell = ff.to_ints(block[..., :k].astype(np.uint64).sum(axis=-1))
+            keep = (valid[start:stop, None] & trading[None, :]).astype(object)
+            keep_all = valid[start:stop, None].astype(object)
+            x_sell, x_buy = x_sell * keep % P, x_buy * keep % P
+            e_sell, e_buy, is_sell = e_sell * keep_all % P, e_buy * keep_all % P, is_sell * keep_all % P
+            y = await _reshare(x_sell * rho_sell[None, :] + x_buy * rho_buy[None, :])
+            matched = (await exact_floor_pow2(y.reshape(-1), f, y_bits)).reshape(n, self.n_slots)
+            m_sell = await _reshare(matched * is_sell)
+            m_buy = (matched - m_sell) % P
+            unmatched = (e_sell + e_buy - matched) % P
+            amount = (price * (m_buy - m_sell) + ceil_u * (e_buy - m_buy) - floor_u * (e_sell - m_sell)) % P
+            sums[0] += m_sell.sum(axis=0)
+            sums[1] += m_buy.sum(axis=0)
+            fresh = await _reshare(np.stack([matched, unmatched, amount], axis=-1))
+            results[:, start:stop] = ff.from_ints(fresh)
+        return results, sums % P
+
+    async def residuals(self, sell_total, buy_total, volume, sums, bound, trading):
+        """Open V - (allocations of the long side) per trading slot."""
+        residual = np.zeros(len(volume), dtype=object)
+        if not trading.any():
+            return residual
+        idx = np.flatnonzero(trading)
+        long_sell = await _less_than_zero(buy_total[idx] - sell_total[idx], _bits_needed(bound))
+        long_sum = await _reshare(sums[1, idx] + long_sell * (sums[0, idx] - sums[1, idx]))
+        opened = await _open((volume[idx] - long_sum) % P)
+        residual[idx] = [int(v) for v in opened]
+        return residual
+
+    # -- whole run ---------------------------------------------------------------------------
+    async def run(self):
+        spec = self.spec
+        clock = time.perf_counter()
+
+        def lap(name):
+            nonlocal clock
+            now = time.perf_counter()
+            self.timings[name] = self.timings.get(name, 0.0) + now - clock
+            clock = now
+
+        present = await self.agree_participants()
+        await self.agree_seed()
+        lap('input')
+        valid = await self.validate(present)
+        lap('validation')
+        bound = max(1, int(valid.sum())) * spec.max_order_wh
+        supply, demand = self.curves(valid)
+        levels, volume = await self.cross(supply, demand, bound)
+        lap('clearing')
+        trading = levels >= 0
+        f = spec.energy_bits + bound.bit_length() + 1
+        y_bits = spec.energy_bits + f + 1
+        chosen = np.where(trading, levels, 0).astype(np.int64)
+        sell_total = supply[np.arange(self.n_slots), chosen]
+        buy_total = demand[np.arange(self.n_slots), chosen]
+        rho_sell = np.zeros(self.n_slots, dtype=object)
+        rho_buy = np.zeros(self.n_slots, dtype=object)
+        idx = np.flatnonzero(trading)
+        if idx.size:
+            both = await self.ratio(np.concatenate([volume[idx], volume[idx]]),
+                                    np.concatenate([sell_total[idx], buy_total[idx]]), bound, f)
+            rho_sell[idx], rho_buy[idx] = both[:idx.size], both[idx.size:]
+        prices = [spec.floor_units + j * spec.tick_units for j in range(spec.levels)]
+        results, sums = await self.allocate(valid, levels, volume, rho_sell, rho_buy, f, y_bits, prices)
+        lap('allocation')
+        residual = await self.residuals(sell_total, buy_total, volume, sums, bound, trading)
+        lap('output')
+        public = {
+            'slots': [{'slot': s, 'level': int(lv), 'traded_wh': int(v), 'residual_wh': int(r)}
+                      for s, lv, v, r in zip(spec.slots, levels, volume, residual)],
+            'excluded': [p for p, ok, here in zip(spec.participants, valid, present) if here and not ok],
+            'missing': [p for p, here in zip(spec.participants, present) if not here],
+        }
+        return public, results
