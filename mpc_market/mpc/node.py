@@ -55,7 +55,12 @@ def main(argv=None):
         public['peak_rss_mb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         write_json(os.path.join(own, 'public.json'), public)
 
-    mpc.run(run())
+    profile_dir = os.environ.get('MPC_MARKET_PROFILE')  # developer aid: cProfile each node
+    if profile_dir:
+        import cProfile
+        cProfile.runctx('mpc.run(run())', globals(), locals(), os.path.join(profile_dir, f'node{args.index}.prof'))
+    else:
+        mpc.run(run())
 
 
 if __name__ == '__main__':

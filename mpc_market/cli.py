@@ -1,0 +1,189 @@
+"""Command line: ``mpc-market clear | generate | demo``."""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+from .errors import InputError
+
+MAX_WARNINGS = 10
+
+
+def _progress_printer(quiet):
+    last = [0.0]
+
+    def progress(stage, done, total):
+        now = time.monotonic()
+        if quiet or (now - last[0] < 1.0 and done < total):
+            return
+        last[0] = now
+        if stage == 'sharing':
+            print(f'  sharing orders client-side: {done}/{total} participants', file=sys.stderr)
+        elif stage == 'nodes':
+            print(f'  market nodes clearing under MPC ({total} processes)...', file=sys.stderr)
+    return progress
+
+
+def _warn_untradeable(book, orders_path, quiet):
+    untradeable = book.untradeable()
+    if quiet:
+        return
+    for o in untradeable[:MAX_WARNINGS]:
+        bound = 'above the ceiling' if o.side == 'sell' else 'below the floor'
+        print(f'warning: {orders_path}:{o.line}: limit_price: {o.participant} {o.side} limit {o.limit_price} is '
+              f'{bound}; order settled with the retailer', file=sys.stderr)
+    if len(untradeable) > MAX_WARNINGS:
+        print(f'warning: {len(untradeable) - MAX_WARNINGS} more orders cannot trade locally', file=sys.stderr)
+
+
+def _clear(orders_path, config_path, nodes, engine, mode, chunk, quiet):
+    from . import engine as engines
+    from .encoding import Book
+    from .market import load_config, load_orders
+
+    config = load_config(config_path)
+    orders = load_orders(orders_path, config)
+    book = Book(config, orders)
+    if mode == 'peers' and len(book.participants) > engines.MAX_NODES:
+        raise InputError(orders_path, 1, 'participant',
+                         f'peers mode runs one node per participant; {len(book.participants)} > {engines.MAX_NODES}')
+    _warn_untradeable(book, orders_path, quiet)
+    if engine == 'plain':
+        return config, book, engines.clear_plain(book)
+    if mode == 'peers':
+        from .peers import clear_peers
+        return config, book, clear_peers(book, progress=_progress_printer(quiet))
+    return config, book, engines.clear_mpc(book, nodes=nodes, chunk=chunk, progress=_progress_printer(quiet))
+
+
+def _summary(config, book, result):
+    traded = sum(s.traded_wh for s in result.slots)
+    trading = sum(1 for s in result.slots if s.traded_wh)
+    stats = result.stats
+    lines = [f'{len(book.orders)} orders of {len(book.participants)} participants in {len(book.slots)} slots; '
+             f'{trading} slots traded {traded} Wh locally']
+    if result.excluded:
+        lines.append(f'{len(result.excluded)} participants excluded (invalid or missing packages): '
+                     + ', '.join(result.excluded[:5]) + (' ...' if len(result.excluded) > 5 else ''))
+    if stats.get('engine') == 'mpc':
+        lines.append(f'MPC with {stats["nodes"]} nodes: {stats["total_s"]:.2f} s end to end '
+                     f'(sharing {stats["sharing_s"]:.2f} s, nodes {stats["nodes_s"]:.2f} s), '
+                     f'{stats["bytes_sent_per_participant"] / 1024:.1f} KiB sent per participant per node, '
+                     f'peak {stats["peak_rss_mb"]:.0f} MB per node')
+    else:
+        lines.append(f'plaintext reference: {stats["total_s"]:.2f} s')
+    return '\n'.join(lines)
+
+
+def cmd_clear(args):
+    from .output import write_results
+    config, book, result = _clear(args.orders, args.config, args.nodes, args.engine, args.mode, args.chunk,
+                                  args.quiet)
+    write_results(args.out, config, result)
+    print(_summary(config, book, result))
+    print(f'wrote {os.path.join(args.out, "public.csv")} and {os.path.join(args.out, "participants.csv")}')
+    return 0
+
+
+def cmd_generate(args):
+    from .generate import write_community
+    if args.participants < 1 or args.slots < 1:
+        raise InputError('<command line>', 0, 'participants' if args.participants < 1 else 'slots', 'must be >= 1')
+    orders, config, count = write_community(args.out, args.participants, args.slots, args.seed)
+    print(f'wrote {count} orders of {args.participants} households x {args.slots} slots to {orders}, market to {config}')
+    return 0
+
+
+def cmd_demo(args):
+    from .engine import clear_plain
+    from .generate import write_community
+    from .output import public_table, write_results
+    work = tempfile.mkdtemp(prefix='mpc-market-demo-')
+    orders, config_path, count = write_community(work, args.participants, args.slots, args.seed)
+    print(f'Community: {args.participants} households, {args.slots} slots of 15 minutes, {count} orders '
+          f'(generated in {work})')
+    started = time.perf_counter()
+    config, book, result = _clear(orders, config_path, args.nodes, 'mpc', 'local', 4096, True)
+    elapsed = time.perf_counter() - started
+    write_results(os.path.join(work, 'out'), config, result)
+    print(f'Cleared under MPC by {args.nodes} market node processes in {elapsed:.1f} s. Public results '
+          '(the only thing the nodes learn):')
+    print(f'  {"slot":>4} {"time":>5} {"price/kWh":>9} {"traded Wh":>10} {"residual":>8}')
+    for row in public_table(config, result):
+        if row['traded_wh']:
+            slot = int(row['slot'])
+            print(f'  {slot:>4} {slot % 96 // 4:02d}:{slot % 4 * 15:02d} {row["price"]:>9} '
+                  f'{row["traded_wh"]:>10} {row["residual_wh"]:>8}')
+    quiet_slots = sum(1 for s in result.slots if not s.traded_wh)
+    print(f'  ({quiet_slots} slots without local trade)')
+    shown = sorted({r.participant for r in result.rows if r.matched_wh})[:3]
+    for name in shown:
+        rows = [r for r in result.rows if r.participant == name]
+        matched = sum(r.matched_wh for r in rows)
+        total = sum(r.amount for r in rows)
+        print(f'Private result of {name} (only {name} can reconstruct it): {len(rows)} orders, '
+              f'{matched} Wh matched locally, net amount {config.format_amount(total)}')
+        for r in [r for r in rows if r.matched_wh][:2]:
+            print(f'    slot {r.slot}: {r.side} {r.energy_wh} Wh, matched {r.matched_wh} Wh, '
+                  f'amount {config.format_amount(r.amount)}')
+    plain = clear_plain(book)
+    same = plain.slots == result.slots and plain.rows == result.rows
+    print('Plaintext reference agrees exactly.' if same else 'MISMATCH with the plaintext reference!')
+    print(_summary(config, book, result))
+    return 0 if same else 1
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog='mpc-market', description='Privacy-preserving local electricity market')
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    p = sub.add_parser('clear', help='clear an orders file (under MPC by default)')
+    p.add_argument('--orders', required=True, help='orders CSV or JSON')
+    p.add_argument('--config', required=True, help='market TOML')
+    p.add_argument('--out', required=True, help='output directory')
+    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M', help='market nodes (3..7)')
+    p.add_argument('--engine', choices=('mpc', 'plain'), default='mpc')
+    p.add_argument('--mode', choices=('local', 'peers'), default='local',
+                   help='peers: every participant runs its own node (scenario S1, at most 7)')
+    p.add_argument('--chunk', type=int, default=4096, help='participants per streamed chunk in a node')
+    p.add_argument('--quiet', action='store_true')
+    p.set_defaults(func=cmd_clear)
+
+    p = sub.add_parser('generate', help='write a realistic community orders file and market config')
+    p.add_argument('--participants', type=int, required=True)
+    p.add_argument('--slots', type=int, default=96)
+    p.add_argument('--seed', type=int, default=1)
+    p.add_argument('--out', required=True)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser('demo', help='generate a community and clear it under MPC')
+    p.add_argument('--participants', type=int, default=200)
+    p.add_argument('--slots', type=int, default=96)
+    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M')
+    p.add_argument('--seed', type=int, default=2026)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print('error: interrupted', file=sys.stderr)
+        return 130
+    except Exception as exc:  # engine failures: one line, no traceback
+        from .engine import EngineError
+        if isinstance(exc, (EngineError, OSError)):
+            print(f'error: {exc}', file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == '__main__':
+    sys.exit(main())

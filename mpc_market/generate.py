@@ -1,0 +1,93 @@
+"""Synthetic but realistic local-market communities: household load shapes, some PV.
+
+Each household has a daily load curve (night base, morning and evening peaks, scaled by
+household size) and about a third have rooftop PV (bell-shaped between 6:00 and 20:00 with
+day-to-day cloudiness). In each 15-minute slot a household buys its net deficit or sells its
+surplus, with a limit price drawn around its own willingness to pay or accept; a few limits lie
+outside the retail band to exercise the "cannot trade locally" path.
+"""
+
+import os
+
+import numpy as np
+
+SLOTS_PER_DAY = 96
+DEFAULT_MARKET = {'price_floor': '0.047', 'price_ceiling': '0.139', 'tick': '0.001', 'max_order_wh': 65535}
+
+
+def load_shape(hour):
+    """Relative household load over the day (mean ~1)."""
+    base = 0.45
+    morning = 1.1 * np.exp(-((hour - 7.5) / 1.2) ** 2)
+    evening = 1.9 * np.exp(-((hour - 19.0) / 2.0) ** 2)
+    midday = 0.35 * np.exp(-((hour - 13.0) / 2.5) ** 2)
+    return base + morning + evening + midday
+
+
+def pv_shape(hour):
+    return np.clip(np.cos((hour - 13.0) / 7.0 * np.pi / 2), 0, None) ** 2 * ((hour > 6) & (hour < 20))
+
+
+def community(participants, slots, seed):
+    """Orders as a list of dicts with the orders-CSV keys."""
+    rng = np.random.default_rng(seed)
+    if slots >= SLOTS_PER_DAY:
+        slot_ids = np.arange(slots)
+    else:  # centre short runs on midday, when PV sellers meet buyers
+        slot_ids = np.arange(slots) + max(0, SLOTS_PER_DAY // 2 - slots // 2)
+    hours = (slot_ids % SLOTS_PER_DAY) * 0.25 + 0.125
+    days = slot_ids // SLOTS_PER_DAY
+    cloud = rng.uniform(0.35, 1.0, size=days.max() + 1)[days]
+    size = rng.choice([1, 2, 3, 4, 5], p=[0.28, 0.34, 0.16, 0.15, 0.07], size=participants)
+    avg_kw = 0.18 + 0.12 * size                                     # average load per household
+    has_pv = rng.random(participants) < 0.35
+    kwp = np.where(has_pv, rng.uniform(3.0, 9.0, participants), 0.0)
+    has_ev = rng.random(participants) < 0.15
+    buy_price = rng.uniform(0.075, 0.139, participants)             # willingness to pay
+    sell_price = rng.uniform(0.047, 0.11, participants)             # willingness to accept
+    width = len(str(participants - 1))
+    orders = []
+    load = avg_kw[:, None] * load_shape(hours)[None, :] * rng.lognormal(0, 0.25, (participants, slots))
+    ev = has_ev[:, None] * ((hours[None, :] > 18) & (hours[None, :] < 23)) * rng.uniform(0, 7.4, (participants, slots))
+    pv = kwp[:, None] * pv_shape(hours)[None, :] * cloud[None, :] * rng.uniform(0.85, 1.0, (participants, slots))
+    net_wh = np.rint((load + ev - pv) * 250).astype(np.int64)      # kW over 15 min -> Wh
+    for p in range(participants):
+        name = f'h{p:0{width}d}'
+        for j, slot in enumerate(slot_ids):
+            net = int(net_wh[p, j])
+            if abs(net) < 5:
+                continue
+            energy = min(abs(net), DEFAULT_MARKET['max_order_wh'])
+            if net > 0:
+                side, centre = 'buy', buy_price[p]
+            else:
+                side, centre = 'sell', sell_price[p]
+            limit = centre + rng.normal(0, 0.006)
+            if rng.random() < 0.01:
+                limit = 0.03 if side == 'buy' else 0.2      # outside the band: retailer only
+            if rng.random() < 0.8:
+                limit = round(limit, 3)                       # most bid on the tick grid
+            orders.append({'participant': name, 'slot': int(slot), 'side': side, 'energy_wh': energy,
+                           'limit_price': f'{max(limit, 0.0):.4f}'.rstrip('0').rstrip('.')})
+    return orders
+
+
+def write_community(out_dir, participants, slots, seed):
+    """Write orders.csv and market.toml into out_dir; return their paths."""
+    import csv
+    os.makedirs(out_dir, exist_ok=True)
+    orders = community(participants, slots, seed)
+    orders_path = os.path.join(out_dir, 'orders.csv')
+    config_path = os.path.join(out_dir, 'market.toml')
+    with open(orders_path + '.tmp', 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=['participant', 'slot', 'side', 'energy_wh', 'limit_price'])
+        writer.writeheader()
+        writer.writerows(orders)
+    os.replace(orders_path + '.tmp', orders_path)
+    m = DEFAULT_MARKET
+    with open(config_path + '.tmp', 'w') as f:
+        f.write('# Local market: feed-in tariff (floor) and retail price (ceiling) in currency per kWh\n'
+                f'[market]\nprice_floor = {m["price_floor"]}\nprice_ceiling = {m["price_ceiling"]}\n'
+                f'tick = {m["tick"]}\nmax_order_wh = {m["max_order_wh"]}\n')
+    os.replace(config_path + '.tmp', config_path)
+    return orders_path, config_path, len(orders)
