@@ -46,15 +46,14 @@ def _clear(orders_path, config_path, nodes, engine, mode, chunk, quiet):
     config = load_config(config_path)
     orders = load_orders(orders_path, config)
     book = Book(config, orders)
-    if mode == 'peers' and len(book.participants) > engines.MAX_NODES:
-        raise InputError(orders_path, 1, 'participant',
-                         f'peers mode runs one node per participant; {len(book.participants)} > {engines.MAX_NODES}')
+    if mode == 'peers' and not 3 <= len(book.participants) <= engines.MAX_NODES:
+        raise InputError(orders_path, 1, 'participant', f'peers mode runs one node per participant and needs '
+                         f'3..{engines.MAX_NODES} participants, got {len(book.participants)}')
     _warn_untradeable(book, orders_path, quiet)
     if engine == 'plain':
         return config, book, engines.clear_plain(book)
     if mode == 'peers':
-        from .peers import clear_peers
-        return config, book, clear_peers(book, progress=_progress_printer(quiet))
+        return config, book, engines.clear_peers(book, progress=_progress_printer(quiet))
     return config, book, engines.clear_mpc(book, nodes=nodes, chunk=chunk, progress=_progress_printer(quiet))
 
 
@@ -105,7 +104,7 @@ def cmd_demo(args):
     print(f'Community: {args.participants} households, {args.slots} slots of 15 minutes, {count} orders '
           f'(generated in {work})')
     started = time.perf_counter()
-    config, book, result = _clear(orders, config_path, args.nodes, 'mpc', 'local', 4096, True)
+    config, book, result = _clear(orders, config_path, args.nodes, 'mpc', 'local', 8192, True)
     elapsed = time.perf_counter() - started
     write_results(os.path.join(work, 'out'), config, result)
     print(f'Cleared under MPC by {args.nodes} market node processes in {elapsed:.1f} s. Public results '
@@ -147,7 +146,7 @@ def build_parser():
     p.add_argument('--engine', choices=('mpc', 'plain'), default='mpc')
     p.add_argument('--mode', choices=('local', 'peers'), default='local',
                    help='peers: every participant runs its own node (scenario S1, at most 7)')
-    p.add_argument('--chunk', type=int, default=4096, help='participants per streamed chunk in a node')
+    p.add_argument('--chunk', type=int, default=8192, help='orders per streamed chunk (bounds node memory)')
     p.add_argument('--quiet', action='store_true')
     p.set_defaults(func=cmd_clear)
 

@@ -90,8 +90,16 @@ class Book:
         self.participant_index = {p: i for i, p in enumerate(self.participants)}
         self.slot_index = {s: i for i, s in enumerate(self.slots)}
         self.positions = {}  # (participant, slot) -> (position or None, energy)
+        # Dense (participants, slots) arrays for vectorized encoding; -1 = zero order.
+        self.position_array = np.full((len(self.participants), len(self.slots)), -1, dtype=np.int64)
+        self.energy_array = np.zeros((len(self.participants), len(self.slots)), dtype=np.int64)
         for o in orders:
-            self.positions[(o.participant, o.slot)] = (self.position(o), o.energy_wh)
+            position = self.position(o)
+            self.positions[(o.participant, o.slot)] = (position, o.energy_wh)
+            if position is not None:
+                i, j = self.participant_index[o.participant], self.slot_index[o.slot]
+                self.position_array[i, j] = position
+                self.energy_array[i, j] = o.energy_wh
 
     def position(self, order):
         """Encoded one-hot position of an order, None if it cannot trade locally."""
@@ -109,14 +117,16 @@ class Book:
     def encode(self, participants):
         """Vectors (n, slots, width) of the given participants (indices), zero orders filled in."""
         layout = self.layout
-        block = np.zeros((len(participants), len(self.slots), layout.width), dtype=np.uint64)
-        zero = encode_entry(layout, None, 0)
-        for row, p in enumerate(participants):
-            name = self.participants[p]
-            for col, slot in enumerate(self.slots):
-                entry = self.positions.get((name, slot))
-                if entry is None:
-                    block[row, col] = zero
-                else:
-                    block[row, col] = encode_entry(layout, *entry)
+        rows = np.asarray(participants, dtype=np.int64)
+        position = self.position_array[rows]
+        energy = np.where(position >= 0, self.energy_array[rows], 0).astype(np.uint64)
+        block = np.zeros((*position.shape, layout.width), dtype=np.uint64)
+        block[..., layout.no_order] = position < 0
+        r, c = np.nonzero(position >= 0)
+        block[r, c, position[r, c]] = 1
+        block[r, c, layout.weighted.start + position[r, c]] = energy[r, c]
+        shifts = np.arange(layout.energy_bits, dtype=np.uint64)
+        block[..., layout.bits] = (energy[..., None] >> shifts) & np.uint64(1)
+        if layout.has_slack:
+            block[..., layout.slack] = ((np.uint64(layout.max_order_wh) - energy)[..., None] >> shifts) & np.uint64(1)
         return block

@@ -117,7 +117,9 @@ def _free_ports(count):
 
 
 def job_spec(book, nodes, chunk):
+    """Public job parameters; chunk = orders (participant x slot vectors) streamed at once."""
     config = book.config
+    chunk = max(1, chunk // max(1, len(book.slots)))
     return JobSpec(nodes=nodes, threshold=(nodes - 1) // 2, levels=config.levels,
                    energy_bits=config.energy_bits, max_order_wh=config.max_order_wh,
                    floor_units=config.floor_units, ceiling_units=config.ceiling_units,
@@ -136,7 +138,7 @@ def share_book(book, spec, job_dir, progress=None, tamper=None):
         os.makedirs(node_dir(job_dir, i), exist_ok=True)
         outputs.append(np.lib.format.open_memmap(os.path.join(node_dir(job_dir, i), 'shares.npy'), mode='w+',
                                                  dtype=np.uint32, shape=(ff.LIMBS, n_p, n_s, width)))
-    step = max(1, min(spec.chunk, 200_000 // max(1, n_s * width // 64)))
+    step = spec.chunk
     for start in range(0, n_p, step):
         stop = min(start + step, n_p)
         values = book.encode(range(start, stop))
@@ -155,7 +157,7 @@ def share_book(book, spec, job_dir, progress=None, tamper=None):
         write_json(os.path.join(node_dir(job_dir, i), 'held.json'), book.participants)
 
 
-def run_nodes(job_dir, nodes, timeout=None, host='127.0.0.1'):
+def run_nodes(job_dir, nodes, timeout=None, host='127.0.0.1', extra_args=()):
     """Start the node processes, wait for all of them; raise EngineError on any failure."""
     ports = _free_ports(nodes)
     parties = ','.join(f'{host}:{p}' for p in ports)
@@ -163,7 +165,7 @@ def run_nodes(job_dir, nodes, timeout=None, host='127.0.0.1'):
     for i in range(nodes):
         log = open(os.path.join(node_dir(job_dir, i), 'node.log'), 'w')
         procs.append((subprocess.Popen([sys.executable, '-m', 'mpc_market.mpc.node', '--job', job_dir,
-                                        '--index', str(i), '--parties', parties],
+                                        '--index', str(i), '--parties', parties, *extra_args],
                                        stdout=log, stderr=subprocess.STDOUT), log))
     deadline = None if timeout is None else time.monotonic() + timeout
     failed = None
@@ -202,7 +204,66 @@ def reconstruct(job_dir, spec):
     return ff.signed(values)  # (participants, slots, 3)
 
 
-def clear_mpc(book: Book, nodes=3, chunk=4096, workdir=None, keep=False, progress=None, timeout=None,
+def _read_publics(job_dir, nodes):
+    publics = []
+    for i in range(nodes):
+        with open(os.path.join(node_dir(job_dir, i), 'public.json')) as f:
+            publics.append(json.load(f))
+    if any(p['slots'] != publics[0]['slots'] for p in publics):
+        raise EngineError('nodes disagree on the public results')
+    return publics
+
+
+def _mpc_result(book, publics, values_of, times):
+    started, shared, computed = times
+    public = publics[0]
+    excluded = set(public['excluded']) | set(public['missing'])
+    rows = _rows(book, values_of, excluded)
+    slots = [_slot_row(book.config, s['slot'], s['level'] if s['level'] >= 0 else None,
+                       s['traded_wh'], s['residual_wh']) for s in public['slots']]
+    finished = time.perf_counter()
+    n = max(1, len(book.participants))
+    stats = {
+        'engine': 'mpc', 'nodes': len(publics),
+        'sharing_s': shared - started, 'nodes_s': computed - shared, 'output_s': finished - computed,
+        'total_s': finished - started,
+        'node_timings': [p['timings'] for p in publics],
+        'bytes_sent_per_participant': max(p['bytes_sent'] for p in publics) / n,
+        'peak_rss_mb': max(p['peak_rss_mb'] for p in publics),
+    }
+    return ClearingResult(slots, rows, sorted(excluded), stats)
+
+
+def clear_peers(book: Book, progress=None, timeout=None, workdir=None, keep=False) -> ClearingResult:
+    """Scenario S1: one node per participant (3..7), each sharing its own orders."""
+    nodes = len(book.participants)
+    if not 3 <= nodes <= MAX_NODES:
+        raise EngineError(f'peers mode needs 3..{MAX_NODES} participants, got {nodes}')
+    started = time.perf_counter()
+    job_dir = tempfile.mkdtemp(prefix='mpc-market-peers-', dir=workdir)
+    try:
+        spec = job_spec(book, nodes, 8192)
+        spec.mode = 'peers'
+        spec.save(job_dir)
+        for i in range(nodes):
+            os.makedirs(node_dir(job_dir, i))
+            np.save(os.path.join(node_dir(job_dir, i), 'own_orders.npy'), book.encode([i])[0])
+        shared = time.perf_counter()
+        if progress:
+            progress('nodes', 0, nodes)
+        run_nodes(job_dir, nodes, timeout, extra_args=('--peers',))
+        computed = time.perf_counter()
+        publics = _read_publics(job_dir, nodes)
+        own = [np.load(os.path.join(node_dir(job_dir, i), 'own_results.npy')) for i in range(nodes)]
+        pi, si = book.participant_index, book.slot_index
+        return _mpc_result(book, publics, lambda o: tuple(int(v) for v in own[pi[o.participant]][si[o.slot]]),
+                           (started, shared, computed))
+    finally:
+        if not keep:
+            shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def clear_mpc(book: Book, nodes=3, chunk=8192, workdir=None, keep=False, progress=None, timeout=None,
               tamper=None) -> ClearingResult:
     if not 3 <= nodes <= MAX_NODES:
         raise ValueError(f'nodes must be in 3..{MAX_NODES}')
@@ -217,30 +278,11 @@ def clear_mpc(book: Book, nodes=3, chunk=4096, workdir=None, keep=False, progres
             progress('nodes', 0, nodes)
         run_nodes(job_dir, nodes, timeout)
         computed = time.perf_counter()
-        publics = []
-        for i in range(nodes):
-            with open(os.path.join(node_dir(job_dir, i), 'public.json')) as f:
-                publics.append(json.load(f))
-        if any(p['slots'] != publics[0]['slots'] for p in publics):
-            raise EngineError('nodes disagree on the public results')
+        publics = _read_publics(job_dir, nodes)
         values = reconstruct(job_dir, spec)
-        public = publics[0]
-        excluded = set(public['excluded']) | set(public['missing'])
         pi, si = book.participant_index, book.slot_index
-        rows = _rows(book, lambda o: tuple(int(v) for v in values[pi[o.participant], si[o.slot]]), excluded)
-        slots = [_slot_row(book.config, s['slot'], s['level'] if s['level'] >= 0 else None,
-                           s['traded_wh'], s['residual_wh']) for s in public['slots']]
-        finished = time.perf_counter()
-        n = max(1, len(book.participants))
-        stats = {
-            'engine': 'mpc', 'nodes': nodes,
-            'sharing_s': shared - started, 'nodes_s': computed - shared, 'output_s': finished - computed,
-            'total_s': finished - started,
-            'node_timings': [p['timings'] for p in publics],
-            'bytes_sent_per_participant': max(p['bytes_sent'] for p in publics) / n,
-            'peak_rss_mb': max(p['peak_rss_mb'] for p in publics),
-        }
-        return ClearingResult(slots, rows, sorted(excluded), stats)
+        return _mpc_result(book, publics, lambda o: tuple(int(v) for v in values[pi[o.participant], si[o.slot]]),
+                           (started, shared, computed))
     finally:
         if not keep:
             shutil.rmtree(job_dir, ignore_errors=True)

@@ -20,6 +20,8 @@ def main(argv=None):
     parser.add_argument('--index', type=int, required=True)
     parser.add_argument('--parties', required=True, help='comma-separated host:port of all nodes')
     parser.add_argument('--threshold', type=int)
+    parser.add_argument('--peers', action='store_true',
+                        help='scenario S1: this node is also participant INDEX and shares its own orders')
     args = parser.parse_args(argv)
 
     mpyc_args = [sys.argv[0], '-I', str(args.index), '--no-log']
@@ -37,15 +39,24 @@ def main(argv=None):
 
     spec = JobSpec.load(args.job)
     own = node_dir(args.job, args.index)
-    shares = np.load(os.path.join(own, 'shares.npy'), mmap_mode='r')
-    with open(os.path.join(own, 'held.json')) as f:
-        held = json.load(f)
+    shares = held = None
+    if not args.peers:
+        shares = np.load(os.path.join(own, 'shares.npy'), mmap_mode='r')
+        with open(os.path.join(own, 'held.json')) as f:
+            held = json.load(f)
 
     async def run():
+        nonlocal shares, held
         started = time.perf_counter()
         await mpc.start()
+        if args.peers:
+            from .peers import exchange_packages
+            shares, held = await exchange_packages(spec, np.load(os.path.join(own, 'own_orders.npy')))
         node = MarketNode(spec, shares, held)
         public, results = await node.run()
+        if args.peers:
+            from .peers import own_results, return_results
+            save_array(os.path.join(own, 'own_results.npy'), own_results(spec, await return_results(spec, results)))
         sent = sum(peer.protocol.nbytes_sent for peer in mpc.parties if peer.pid != mpc.pid)
         await mpc.shutdown()
         save_array(os.path.join(own, 'results.npy'), results)
