@@ -76,7 +76,7 @@ def from_ints(values):
     values = np.asarray(values, dtype=object)
     out = np.empty((LIMBS, *values.shape), dtype=np.uint32)
     for i in range(LIMBS):
-        out[i] = ((values >> (32 * i)) & 0xFFFFFFFF).astype(np.uint64)
+        out[i] = np.asarray((values >> (32 * i)) & 0xFFFFFFFF, dtype=object).astype(np.uint64)
     return out
 
 

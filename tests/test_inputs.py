@@ -1,0 +1,100 @@
+"""Bad input files: exit status 2, one line 'error: FILE:LINE: field: ...', nothing written."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+GOOD_TOML = '[market]\nprice_floor = 0.047\nprice_ceiling = 0.139\ntick = 0.001\n'
+HEADER = 'participant,slot,side,energy_wh,limit_price\n'
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, '-m', 'mpc_market', *args], capture_output=True, text=True, cwd=cwd)
+
+
+def clear(tmp_path, orders_text, toml_text=GOOD_TOML, orders_name='orders.csv', engine='plain'):
+    orders = tmp_path / orders_name
+    orders.write_text(orders_text)
+    config = tmp_path / 'market.toml'
+    config.write_text(toml_text)
+    out = tmp_path / 'out'
+    proc = run_cli('clear', '--orders', str(orders), '--config', str(config), '--out', str(out), '--engine', engine)
+    return proc, orders, config, out
+
+
+@pytest.mark.parametrize('body, line, field', [
+    ('participant,slot,side,energy_wh\nalice,0,buy,5\n', 1, 'limit_price'),
+    (HEADER + 'alice,0,bye,5,0.1\n', 2, 'side'),
+    (HEADER + 'alice,0,buy,5.5,0.1\n', 2, 'energy_wh'),
+    (HEADER + 'alice,0,buy,0,0.1\n', 2, 'energy_wh'),
+    (HEADER + 'alice,0,buy,65536,0.1\n', 2, 'energy_wh'),
+    (HEADER + 'alice,0,buy,-3,0.1\n', 2, 'energy_wh'),
+    (HEADER + 'alice,0,buy,5,cheap\n', 2, 'limit_price'),
+    (HEADER + 'alice,0,buy,5,-0.1\n', 2, 'limit_price'),
+    (HEADER + 'alice,x,buy,5,0.1\n', 2, 'slot'),
+    (HEADER + 'alice,-1,buy,5,0.1\n', 2, 'slot'),
+    (HEADER + 'al ice,0,buy,5,0.1\n', 2, 'participant'),
+    (HEADER + 'alice,0,buy,5,0.1\nbob,0,sell,5,0.1\nalice,0,sell,7,0.1\n', 4, 'participant'),
+    (HEADER + 'alice,0,buy,5\n', 2, 'row'),
+    ('', 1, 'file'),
+    (HEADER, 2, 'file'),
+])
+def test_bad_orders(tmp_path, body, line, field):
+    proc, orders, _, out = clear(tmp_path, body)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'Traceback' not in proc.stderr
+    assert lines[0].startswith(f'error: {orders}:{line}: {field}: '), lines[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize('toml_text, line, field', [
+    ('[market]\nprice_floor = 0.047\nprice_ceiling = 0.139\ntick = 0.0007\n', 4, 'tick'),
+    ('[market]\nprice_floor = 0.047\nprice_ceiling = \ntick = 0.001\n', 3, 'toml'),
+    ('[market]\nprice_floor = 0.047\ntick = 0.001\n', 1, 'price_ceiling'),
+    ('[market]\nprice_floor = 0.2\nprice_ceiling = 0.1\ntick = 0.001\n', 3, 'price_ceiling'),
+    ('[market]\nprice_floor = 0.047\nprice_ceiling = 0.139\ntick = 0\n', 4, 'tick'),
+    ('[market]\nprice_floor = "x"\nprice_ceiling = 0.139\ntick = 0.001\n', 2, 'price_floor'),
+    (GOOD_TOML + 'max_order_wh = 0\n', 5, 'max_order_wh'),
+    (GOOD_TOML + 'tickk = 1\n', 5, 'tickk'),
+    ('[other]\n', 1, 'market'),
+])
+def test_bad_config(tmp_path, toml_text, line, field):
+    proc, _, config, out = clear(tmp_path, HEADER + 'alice,0,buy,5,0.1\n', toml_text)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f'error: {config}:{line}: {field}: '), lines
+    assert not out.exists()
+
+
+def test_json_orders_accepted_and_errors_have_lines(tmp_path):
+    good = [{'participant': 'a', 'slot': 0, 'side': 'sell', 'energy_wh': 100, 'limit_price': 0.05},
+            {'participant': 'b', 'slot': 0, 'side': 'buy', 'energy_wh': 60, 'limit_price': '0.1'}]
+    proc, _, _, out = clear(tmp_path, json.dumps(good, indent=1), orders_name='orders.json')
+    assert proc.returncode == 0, proc.stderr
+    assert (out / 'public.csv').read_text().splitlines()[1] == '0,0.050,60,0'
+    bad = good + [{'participant': 'c', 'slot': 0, 'side': 'buy', 'energy_wh': 'lots', 'limit_price': 0.1}]
+    text = '[\n' + ',\n'.join(json.dumps(o) for o in bad) + '\n]\n'
+    proc, orders, _, _ = clear(tmp_path, text, orders_name='orders.json')
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {orders}:4: energy_wh: 'lots' is not an integer"
+
+
+def test_untradeable_orders_warn_their_owner(tmp_path):
+    proc, orders, _, out = clear(tmp_path, HEADER + 'a,0,sell,5,0.5\nb,0,buy,5,0.1\n')
+    assert proc.returncode == 0
+    assert f'warning: {orders}:2: limit_price: a sell limit 0.5 is above the ceiling' in proc.stderr
+    assert 'a,0,sell,5,0,5,-0.000235,retailer' in (out / 'participants.csv').read_text()
+
+
+def test_existing_outputs_untouched_on_error(tmp_path):
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'public.csv').write_text('old')
+    proc, _, _, _ = clear(tmp_path, HEADER + 'alice,0,buy,5,0.1\nalice,0,buy,5,0.1\n')
+    assert proc.returncode == 2
+    assert (out / 'public.csv').read_text() == 'old'
+    assert sorted(os.listdir(out)) == ['public.csv']

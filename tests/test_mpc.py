@@ -1,0 +1,171 @@
+"""The MPC engine (real node processes over TCP on 127.0.0.1) against the plaintext reference."""
+
+import random
+import subprocess
+import sys
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mpc_market import field as ff
+from mpc_market.encoding import Book
+from mpc_market.engine import clear_mpc, clear_peers, clear_plain
+from mpc_market.market import MarketConfig, Order
+
+CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'))
+SMALL = MarketConfig(Decimal('0.10'), Decimal('0.20'), Decimal('0.01'), 50000)  # 11 levels, slack bits
+
+
+def book_of(orders, config=CONFIG):
+    return Book(config, [Order(p, s, side, e, Decimal(str(lim))) for p, s, side, e, lim in orders])
+
+
+def assert_same(book, **kwargs):
+    plain = clear_plain(book)
+    secure = clear_mpc(book, timeout=300, **kwargs)
+    assert secure.slots == plain.slots
+    assert secure.rows == plain.rows
+    assert secure.excluded == []
+    return secure
+
+
+order_strategy = st.tuples(
+    st.integers(0, 11), st.integers(0, 2), st.sampled_from(['buy', 'sell']),
+    st.one_of(st.integers(1, 65535), st.sampled_from([1, 65535])),
+    st.decimals(Decimal('0.030'), Decimal('0.160'), places=4))
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(order_strategy, min_size=1, max_size=30))
+def test_random_markets_agree_exactly(raw):
+    seen, orders = set(), []
+    for p, s, side, e, lim in raw:
+        if (p, s) not in seen:
+            seen.add((p, s))
+            orders.append((f'p{p}', s, side, e, lim))
+    assert_same(book_of(orders))
+
+
+def test_edge_cases_in_one_run():
+    orders = [
+        ('only', 0, 'buy', 100, 0.1),                                          # slot 0: one participant
+        ('s1', 1, 'sell', 500, 0.05), ('s2', 1, 'sell', 700, 0.06),            # slot 1: empty buy side
+        ('b1', 2, 'buy', 65535, 0.139), ('b2', 2, 'buy', 65535, 0.139),        # slot 2: maximum quantities
+        ('b3', 2, 'buy', 65535, 0.2), ('s1', 2, 'sell', 65535, 0.0), ('s2', 2, 'sell', 1, 0.047),
+        ('b1', 3, 'buy', 10, 0.05), ('s1', 3, 'sell', 10, 0.12),                # slot 3: prices do not cross
+        ('b1', 4, 'buy', 7, 0.1), ('b2', 4, 'buy', 7, 0.1), ('b3', 4, 'buy', 7, 0.1),  # slot 4: remainder
+        ('s1', 4, 'sell', 10, 0.05),
+        ('b1', 5, 'buy', 100, 0.08), ('s1', 5, 'sell', 100, 0.08),             # slot 5: exact balance
+        ('b1', 6, 'buy', 100, 0.2), ('s1', 6, 'sell', 100, 0.2),               # slot 6: untradeable both
+    ]
+    result = assert_same(book_of(orders))
+    by_slot = {s.slot: s for s in result.slots}
+    assert by_slot[0].traded_wh == 0 and by_slot[1].traded_wh == 0 and by_slot[3].traded_wh == 0
+    assert by_slot[4].residual_wh == 1 and by_slot[5].traded_wh == 100
+
+
+def test_ties_between_candidates():
+    orders = [('s1', 0, 'sell', 50, 0.11), ('s2', 0, 'sell', 50, 0.12),
+              ('b1', 0, 'buy', 50, 0.11), ('b2', 0, 'buy', 50, 0.12)]
+    assert_same(book_of(orders, SMALL))
+
+
+@pytest.mark.parametrize('nodes', [5, 7])
+def test_more_nodes(nodes):
+    rng = random.Random(nodes)
+    orders = [(f'p{i}', rng.randrange(2), rng.choice(['buy', 'sell']), rng.randint(1, 3000),
+               round(rng.uniform(0.04, 0.15), 3)) for i in range(25)]
+    assert_same(book_of(orders), nodes=nodes)
+
+
+def test_chunked_streaming_matches():
+    rng = random.Random(9)
+    orders = [(f'p{i:03d}', s, rng.choice(['buy', 'sell']), rng.randint(1, 9000), round(rng.uniform(0.04, 0.15), 3))
+              for i in range(120) for s in range(2) if rng.random() < 0.7]
+    assert_same(book_of(orders), chunk=50)
+
+
+def _add_to_shares(block, rows_cols, delta):
+    """Add a field constant to shares (4, n, S, W) at (row, slot, column) positions."""
+    for r, s, c in rows_cols:
+        value = int(ff.to_ints(block[:, r, s, c]))
+        block[:, r, s, c] = ff.from_ints(np.array((value + delta) % ff.MODULUS, dtype=object))
+    return block
+
+
+def test_malicious_orders_are_excluded_and_the_rest_clear():
+    rng = random.Random(4)
+    honest = [(f'h{i}', 0, rng.choice(['buy', 'sell']), rng.randint(1, 4000), round(rng.uniform(0.1, 0.2), 2))
+              for i in range(12)]
+    cheats = ['x_twohot', 'x_weighted', 'x_oversize', 'x_nonbit', 'x_half', 'x_negative', 'x_inconsistent']
+    orders = honest + [(c, 0, 'sell', 1000, 0.10) for c in cheats]
+    book = book_of(orders, SMALL)
+    layout = book.layout
+    index = {name: book.participant_index[name] for name in cheats}
+    k = layout.levels
+
+    def tamper(node, participants, data):
+        local = {name: i - participants.start for name, i in index.items() if i in participants}
+        if node is None:  # the cheating clients' own vectors, before sharing
+            if 'x_twohot' in local:
+                data[local['x_twohot'], 0, k + 3] = 1
+            if 'x_weighted' in local:
+                r = local['x_weighted']
+                data[r, 0, layout.weighted.start + 1] = data[r, 0, layout.weighted.start]
+                data[r, 0, layout.weighted.start] = 0
+            if 'x_oversize' in local:
+                r, energy = local['x_oversize'], 60000
+                data[r, 0, layout.weighted.start] = energy
+                data[r, 0, layout.bits] = [(energy >> i) & 1 for i in range(layout.energy_bits)]
+                data[r, 0, layout.slack] = 0
+            if 'x_nonbit' in local:
+                r = local['x_nonbit']
+                data[r, 0, layout.bits.start] = 2 + data[r, 0, layout.bits.start] - 1
+                data[r, 0, layout.weighted.start] += 1
+            return data
+        half = (ff.MODULUS + 1) // 2
+        if 'x_half' in local:  # two entries of 1/2: sums to one, not bits
+            r = local['x_half']
+            _add_to_shares(data, [(r, 0, 0)], half - 1)
+            _add_to_shares(data, [(r, 0, 1)], half)
+        if 'x_negative' in local:  # sells -200 Wh
+            r = local['x_negative']
+            _add_to_shares(data, [(r, 0, layout.weighted.start)], -1200)
+        if 'x_inconsistent' in local and node == 2:  # shares not on one line
+            _add_to_shares(data, [(local['x_inconsistent'], 0, 5)], 1)
+        return data
+
+    secure = clear_mpc(book, tamper=tamper, timeout=300)
+    assert secure.excluded == sorted(cheats)
+    plain = clear_plain(book_of(honest, SMALL))
+    assert secure.slots == plain.slots
+    honest_rows = [r for r in secure.rows if r.participant.startswith('h')]
+    assert honest_rows == plain.rows
+    assert all(r.status == 'excluded' and r.matched_wh == 0 for r in secure.rows if r.participant in cheats)
+
+
+def test_peers_mode_every_prosumer_runs_a_node():
+    orders = [('alice', 0, 'sell', 1200, 0.06), ('bob', 0, 'buy', 800, 0.12), ('carol', 0, 'buy', 900, 0.10),
+              ('dave', 0, 'sell', 300, 0.09), ('alice', 1, 'buy', 100, 0.13), ('bob', 1, 'sell', 50, 0.05)]
+    book = book_of(orders)
+    plain = clear_plain(book)
+    peers = clear_peers(book, timeout=300)
+    assert peers.slots == plain.slots and peers.rows == plain.rows
+    assert peers.stats['nodes'] == 4
+
+
+def test_cli_clear_mpc_equals_plain_on_generated_community(tmp_path):
+    def run(*args):
+        proc = subprocess.run([sys.executable, '-m', 'mpc_market', *args], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc
+    run('generate', '--participants', '40', '--slots', '4', '--seed', '7', '--out', str(tmp_path))
+    common = ['--orders', str(tmp_path / 'orders.csv'), '--config', str(tmp_path / 'market.toml')]
+    run('clear', *common, '--out', str(tmp_path / 'mpc'), '--engine', 'mpc')
+    run('clear', *common, '--out', str(tmp_path / 'plain'), '--engine', 'plain')
+    for name in ('public.csv', 'participants.csv'):
+        assert (tmp_path / 'mpc' / name).read_text() == (tmp_path / 'plain' / name).read_text()
+    assert int((tmp_path / 'mpc' / 'public.csv').read_text().splitlines()[1].split(',')[2]) >= 0
