@@ -20,6 +20,7 @@ from mpyc.runtime import mpc
 
 from .. import field as ff
 from ..encoding import Layout
+from .randbits import random_bits as fast_random_bits
 
 P = ff.MODULUS
 SECINT = mpc.SecInt(64, p=P)  # bit length unused: every comparison passes its own l
@@ -87,7 +88,7 @@ async def exact_floor_pow2(y, f, y_bits):
     n = y.size
     if n == 0:
         return y
-    random_bits = (await mpc.np_random_bits(FIELD, (f + 1) * n)).value
+    random_bits = await fast_random_bits(FIELD, (f + 1) * n)
     r_bits = random_bits[:f * n].reshape(f, n)
     sign = (2 * random_bits[f * n:] - 1) % P  # shares of s in {-1, +1}
     r_lo = np.zeros(n, dtype=object)
