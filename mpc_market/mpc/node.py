@@ -9,7 +9,6 @@ The node reads only job.json and its own node{I}/ files, and writes node{I}/resu
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 
@@ -35,7 +34,7 @@ def main(argv=None):
     from mpyc.runtime import mpc
 
     from ..jobs import JobSpec, node_dir, save_array, write_json
-    from .protocol import MarketNode
+    from .protocol import MarketNode, peak_rss_mb
 
     spec = JobSpec.load(args.job)
     own = node_dir(args.job, args.index)
@@ -63,7 +62,8 @@ def main(argv=None):
         public['timings'] = {k: round(v, 4) for k, v in node.timings.items()}
         public['timings']['node_total'] = round(time.perf_counter() - started, 4)
         public['bytes_sent'] = sent
-        public['peak_rss_mb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        public['peak_rss_mb'] = round(peak_rss_mb(), 1)
+        public['peak_rss_mb_by_phase'] = node.peaks
         write_json(os.path.join(own, 'public.json'), public)
 
     profile_dir = os.environ.get('MPC_MARKET_PROFILE')  # developer aid: cProfile each node

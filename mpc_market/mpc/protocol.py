@@ -28,6 +28,15 @@ FIELD = SECINT.field
 SEC_PARAM = mpc.options.sec_param
 
 
+def peak_rss_mb():
+    """High-water mark of this process's memory (VmHWM; ru_maxrss would include the parent's)."""
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _sec(values):
     return SECINT.array(FIELD.array(np.asarray(values, dtype=object) % P))
 
@@ -128,6 +137,7 @@ class MarketNode:
         self.n_participants = len(spec.participants)
         self.n_slots = len(spec.slots)
         self.timings = {}
+        self.peaks = {}  # peak memory (MB) at the end of each phase
         self.seed = None
 
     # -- public randomness, drawn after all packages are in -------------------------------
@@ -327,6 +337,7 @@ class MarketNode:
             now = time.perf_counter()
             self.timings[name] = self.timings.get(name, 0.0) + now - clock
             clock = now
+            self.peaks[name] = round(peak_rss_mb(), 1)
 
         present = await self.agree_participants()
         await self.agree_seed()
