@@ -19,7 +19,7 @@ from .errors import InputError
 
 ORDER_COLUMNS = ('participant', 'slot', 'side', 'energy_wh', 'limit_price')
 PARTICIPANT_RE = re.compile(r'[A-Za-z0-9_.-]{1,64}')
-MAX_ORDER_WH_LIMIT = (1 << 32) - 1
+MAX_ORDER_WH_LIMIT = (1 << 24) - 1  # keeps the rationing's masked values below 2^127 (see mpc.protocol)
 MARKET_KEYS = ('price_floor', 'price_ceiling', 'tick', 'max_order_wh')
 
 

@@ -41,40 +41,34 @@ def _sec(values):
     return SECINT.array(FIELD.array(np.asarray(values, dtype=object) % P))
 
 
-async def _shares(secure_array):
-    return (await mpc.gather(secure_array)).value
+async def _shares(secure_or_future):
+    return (await mpc.gather(secure_or_future)).value
+
+
+async def _flat(values, op):
+    """Apply async op to the flattened shares, keeping the shape (an empty array stays empty)."""
+    values = np.asarray(values, dtype=object)
+    if values.size == 0:
+        return values
+    return np.asarray(await op(values.reshape(-1) % P), dtype=object).reshape(values.shape)
 
 
 async def _reshare(values):
     """Degree-2t (or any) shares -> fresh degree-t shares of the same secrets."""
-    values = np.asarray(values, dtype=object)
-    if values.size == 0:
-        return values
-    out = await mpc._reshare(FIELD.array(values.reshape(-1) % P))
-    return out.value.reshape(values.shape)
+    return await _flat(values, lambda v: _shares(mpc._reshare(FIELD.array(v))))
 
 
 async def _open(values):
-    values = np.asarray(values, dtype=object)
-    if values.size == 0:
-        return values
-    out = await mpc.output(FIELD.array(values.reshape(-1) % P))
-    return out.value.reshape(values.shape)
+    return await _flat(values, lambda v: _shares(mpc.output(FIELD.array(v))))
 
 
 async def _less_than_zero(values, bits):
     """Shares of [v < 0] for shares of v with -2**(bits-1) <= v < 2**(bits-1)."""
-    values = np.asarray(values, dtype=object)
-    if values.size == 0:
-        return values
-    return (await _shares(mpc.np_sgn(_sec(values.reshape(-1)), l=bits, LT=True))).reshape(values.shape)
+    return await _flat(values, lambda v: _shares(mpc.np_sgn(_sec(v), l=bits, LT=True)))
 
 
 async def _is_zero(values, bits):
-    values = np.asarray(values, dtype=object)
-    if values.size == 0:
-        return values
-    return (await _shares(mpc.np_sgn(_sec(values.reshape(-1)), l=bits, EQ=True))).reshape(values.shape)
+    return await _flat(values, lambda v: _shares(mpc.np_sgn(_sec(v), l=bits, EQ=True)))
 
 
 async def _sign(values, bits):
@@ -351,6 +345,10 @@ class MarketNode:
         trading = levels >= 0
         f = spec.energy_bits + bound.bit_length() + 1
         y_bits = spec.energy_bits + f + 1
+        # masked openings need y + r < p with r about 2**(y_bits + SEC_PARAM + 6) (PRSS sums)
+        if y_bits + SEC_PARAM + 8 > ff.MODULUS_BITS:
+            raise ValueError(f'market too large for GF(2^127-1): {valid.sum()} participants with '
+                             f'max_order_wh {spec.max_order_wh}')
         chosen = np.where(trading, levels, 0).astype(np.int64)
         sell_total = supply[np.arange(self.n_slots), chosen]
         buy_total = demand[np.arange(self.n_slots), chosen]
