@@ -23,6 +23,8 @@ def _progress_printer(quiet):
             print(f'  sharing orders client-side: {done}/{total} participants', file=sys.stderr)
         elif stage == 'nodes':
             print(f'  market nodes clearing under MPC ({total} processes)...', file=sys.stderr)
+        else:
+            print(f'  nodes: {stage} {done}/{total} participants', file=sys.stderr)
     return progress
 
 

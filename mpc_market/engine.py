@@ -157,7 +157,20 @@ def share_book(book, spec, job_dir, progress=None, tamper=None):
         write_json(os.path.join(node_dir(job_dir, i), 'held.json'), book.participants)
 
 
-def run_nodes(job_dir, nodes, timeout=None, host='127.0.0.1', extra_args=()):
+def _relay_progress(log_path, offset, progress):
+    """Pass node 0's 'progress PHASE DONE TOTAL' lines to the callback; return the new offset."""
+    with open(log_path) as f:
+        f.seek(offset)
+        text = f.read()
+    complete = text[:text.rfind('\n') + 1]
+    for line in complete.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0] == 'progress' and progress:
+            progress(parts[1], int(parts[2]), int(parts[3]))
+    return offset + len(complete)
+
+
+def run_nodes(job_dir, nodes, timeout=None, host='127.0.0.1', extra_args=(), progress=None):
     """Start the node processes, wait for all of them; raise EngineError on any failure."""
     ports = _free_ports(nodes)
     parties = ','.join(f'{host}:{p}' for p in ports)
@@ -168,16 +181,22 @@ def run_nodes(job_dir, nodes, timeout=None, host='127.0.0.1', extra_args=()):
                                         '--index', str(i), '--parties', parties, *extra_args],
                                        stdout=log, stderr=subprocess.STDOUT), log))
     deadline = None if timeout is None else time.monotonic() + timeout
-    failed = None
-    for i, (proc, log) in enumerate(procs):
-        try:
-            left = None if deadline is None else max(0.1, deadline - time.monotonic())
-            code = proc.wait(timeout=left)
-            if code != 0 and failed is None:
-                failed = f'node {i} exited with status {code}'
-        except subprocess.TimeoutExpired:
-            failed = failed or f'node {i} timed out after {timeout} s'
+    failed, offset = None, 0
+    log0 = os.path.join(node_dir(job_dir, 0), 'node.log')
+    while any(proc.poll() is None for proc, _ in procs):
+        crashed = [i for i, (proc, _) in enumerate(procs) if proc.poll() not in (None, 0)]
+        if crashed:  # a lost peer would make the others wait forever
+            failed = f'node {crashed[0]} exited with status {procs[crashed[0]][0].returncode}'
             break
+        if deadline is not None and time.monotonic() > deadline:
+            failed = f'nodes timed out after {timeout} s'
+            break
+        offset = _relay_progress(log0, offset, progress)
+        time.sleep(0.2)
+    _relay_progress(log0, offset, progress)
+    for i, (proc, _) in enumerate(procs):
+        if failed is None and proc.poll() not in (None, 0):
+            failed = f'node {i} exited with status {proc.returncode}'
     for proc, log in procs:
         if proc.poll() is None:
             proc.kill()
@@ -187,7 +206,7 @@ def run_nodes(job_dir, nodes, timeout=None, host='127.0.0.1', extra_args=()):
         tail = ''
         for i in range(nodes):
             with open(os.path.join(node_dir(job_dir, i), 'node.log')) as f:
-                lines = [ln for ln in f.read().splitlines() if ln.strip()]
+                lines = [ln for ln in f.read().splitlines() if ln.strip() and not ln.startswith('progress ')]
             if lines:
                 tail = f'{lines[-1]} (node {i})'
                 break
@@ -251,7 +270,7 @@ def clear_peers(book: Book, progress=None, timeout=None, workdir=None, keep=Fals
         shared = time.perf_counter()
         if progress:
             progress('nodes', 0, nodes)
-        run_nodes(job_dir, nodes, timeout, extra_args=('--peers',))
+        run_nodes(job_dir, nodes, timeout, extra_args=('--peers',), progress=progress)
         computed = time.perf_counter()
         publics = _read_publics(job_dir, nodes)
         own = [np.load(os.path.join(node_dir(job_dir, i), 'own_results.npy')) for i in range(nodes)]
@@ -276,7 +295,7 @@ def clear_mpc(book: Book, nodes=3, chunk=8192, workdir=None, keep=False, progres
         shared = time.perf_counter()
         if progress:
             progress('nodes', 0, nodes)
-        run_nodes(job_dir, nodes, timeout)
+        run_nodes(job_dir, nodes, timeout, progress=progress)
         computed = time.perf_counter()
         publics = _read_publics(job_dir, nodes)
         values = reconstruct(job_dir, spec)

@@ -169,3 +169,19 @@ def test_cli_clear_mpc_equals_plain_on_generated_community(tmp_path):
     for name in ('public.csv', 'participants.csv'):
         assert (tmp_path / 'mpc' / name).read_text() == (tmp_path / 'plain' / name).read_text()
     assert int((tmp_path / 'mpc' / 'public.csv').read_text().splitlines()[1].split(',')[2]) >= 0
+
+
+def test_a_crashed_node_fails_the_run_instead_of_hanging(monkeypatch):
+    from mpc_market.engine import EngineError
+    monkeypatch.setenv('MPC_MARKET_FAIL_NODE', '1')
+    book = book_of([('a', 0, 'sell', 10, 0.05), ('b', 0, 'buy', 10, 0.1)])
+    with pytest.raises(EngineError, match='node 1 exited'):
+        clear_mpc(book, timeout=120)
+
+
+def test_progress_is_reported():
+    seen = []
+    rng = random.Random(2)
+    orders = [(f'p{i}', 0, rng.choice(['buy', 'sell']), rng.randint(1, 900), 0.09) for i in range(30)]
+    clear_mpc(book_of(orders), chunk=10, progress=lambda stage, done, total: seen.append((stage, done, total)))
+    assert ('sharing', 30, 30) in seen and ('validation', 30, 30) in seen and ('allocation', 30, 30) in seen

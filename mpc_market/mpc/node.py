@@ -51,7 +51,13 @@ def main(argv=None):
         if args.peers:
             from .peers import exchange_packages
             shares, held = await exchange_packages(spec, np.load(os.path.join(own, 'own_orders.npy')))
-        node = MarketNode(spec, shares, held)
+        def progress(phase, done, total):  # node 0 reports; the local engine relays it
+            if mpc.pid == 0:
+                print(f'progress {phase} {done} {total}', flush=True)
+
+        if os.environ.get('MPC_MARKET_FAIL_NODE') == str(args.index):  # fault injection for tests
+            raise SystemExit('injected failure')
+        node = MarketNode(spec, shares, held, progress)
         public, results = await node.run()
         if args.peers:
             from .peers import own_results, return_results

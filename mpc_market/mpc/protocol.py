@@ -123,7 +123,7 @@ async def exact_floor_pow2(y, f, y_bits):
 class MarketNode:
     """One market node's view of a clearing job: its share packages and public parameters."""
 
-    def __init__(self, spec, shares, held):
+    def __init__(self, spec, shares, held, progress=None):
         self.spec = spec
         self.layout = Layout(spec.levels, spec.energy_bits, spec.max_order_wh)
         self.shares = shares  # limb-major uint32 (4, participants, slots, width)
@@ -133,6 +133,7 @@ class MarketNode:
         self.timings = {}
         self.peaks = {}  # peak memory (MB) at the end of each phase
         self.seed = None
+        self.progress = progress or (lambda phase, done, total: None)
 
     # -- public randomness, drawn after all packages are in -------------------------------
     async def agree_seed(self):
@@ -203,6 +204,7 @@ class MarketNode:
             check_t = await _reshare(per_participant)
             zero = np.asarray(await mpc.np_is_zero_public(_sec(check_t)), dtype=bool)
             verdicts[start:stop] = consistent & zero & present[start:stop]
+            self.progress('validation', stop, self.n_participants)
         return verdicts
 
     # -- aggregate curves and crossing -------------------------------------------------------
@@ -307,6 +309,7 @@ class MarketNode:
             sums[1] += m_buy.sum(axis=0)
             fresh = await _reshare(np.stack([matched, unmatched, amount], axis=-1))
             results[:, start:stop] = ff.from_ints(fresh)
+            self.progress('allocation', stop, self.n_participants)
         return results, sums % P
 
     async def residuals(self, sell_total, buy_total, volume, sums, bound, trading):
