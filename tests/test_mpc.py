@@ -185,3 +185,26 @@ def test_progress_is_reported():
     orders = [(f'p{i}', 0, rng.choice(['buy', 'sell']), rng.randint(1, 900), 0.09) for i in range(30)]
     clear_mpc(book_of(orders), chunk=10, progress=lambda stage, done, total: seen.append((stage, done, total)))
     assert ('sharing', 30, 30) in seen and ('validation', 30, 30) in seen and ('allocation', 30, 30) in seen
+
+
+def test_participant_missing_at_one_node_is_left_out(tmp_path):
+    import json
+    import os
+    from mpc_market.engine import _read_publics, job_spec, reconstruct, run_nodes, share_book
+    from mpc_market.jobs import node_dir
+    orders = [('a', 0, 'sell', 100, 0.05), ('b', 0, 'buy', 60, 0.1), ('c', 0, 'buy', 80, 0.12),
+              ('d', 0, 'sell', 30, 0.06)]
+    book = book_of(orders)
+    spec = job_spec(book, 3, 8192)
+    spec.save(str(tmp_path))
+    share_book(book, spec, str(tmp_path))
+    held = os.path.join(node_dir(str(tmp_path), 2), 'held.json')
+    with open(held, 'w') as f:
+        json.dump(['a', 'b', 'd'], f)  # node 2 never received c's package
+    run_nodes(str(tmp_path), 3, timeout=120)
+    public = _read_publics(str(tmp_path), 3)[0]
+    assert public['missing'] == ['c'] and public['excluded'] == []
+    expected = clear_plain(book_of([o for o in orders if o[0] != 'c']))
+    assert [s['traded_wh'] for s in public['slots']] == [s.traded_wh for s in expected.slots]
+    values = reconstruct(str(tmp_path), spec)
+    assert int(values[book.participant_index['c'], 0, 0]) == 0  # nothing matched for c
