@@ -1,6 +1,7 @@
 """Command line: ``mpc-market clear | generate | demo``."""
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -88,12 +89,44 @@ def cmd_clear(args):
     return 0
 
 
+def cmd_settle(args):
+    from . import billing
+    from .encoding import Book
+    from .market import load_config, load_orders
+    from .output import write_settlement
+    from .readings import load_readings
+    config = load_config(args.config)
+    if args.mechanism:
+        config = dataclasses.replace(config, mechanism=args.mechanism)
+    if config.mechanism != 'double-auction':
+        raise InputError(args.config, 1, 'mechanism', f'{config.mechanism} is not available yet (issue 3 in progress)')
+    orders = load_orders(args.orders, config)
+    readings = load_readings(args.readings, config)
+    book = Book(config, orders, extra_pairs=list(readings))
+    net_of = billing.check_readings(book, readings, args.orders)
+    _warn_untradeable(book, args.orders, args.quiet)
+    if args.engine == 'plain':
+        result = billing.settle_plain(book, net_of)
+    else:
+        from .mpc_settle import settle_mpc
+        result = settle_mpc(book, net_of, nodes=args.nodes, chunk=args.chunk, progress=_progress_printer(args.quiet))
+    write_settlement(args.out, config, result)
+    print(_summary(config, book, result.clearing))
+    deviation = sum(r.deviation_amount for r in result.rows)
+    saving = sum(b.saving for b in result.bills)
+    print(f'settled {len(result.rows)} participant-slots: deviations net {config.format_amount(deviation)} '
+          f'to the retailer; community saving {config.format_amount(saving)} against retailer-only bills')
+    print(f'wrote public.csv, participants.csv, bills.csv and retailer.csv to {args.out}')
+    return 0
+
+
 def cmd_generate(args):
     from .generate import write_community
     if args.participants < 1 or args.slots < 1:
         raise InputError('<command line>', 0, 'participants' if args.participants < 1 else 'slots', 'must be >= 1')
-    orders, config, count = write_community(args.out, args.participants, args.slots, args.seed)
-    print(f'wrote {count} orders of {args.participants} households x {args.slots} slots to {orders}, market to {config}')
+    orders, config, count, readings = write_community(args.out, args.participants, args.slots, args.seed)
+    print(f'wrote {count} orders of {args.participants} households x {args.slots} slots to {orders}, '
+          f'meter readings to {readings}, market to {config}')
     return 0
 
 
@@ -102,7 +135,7 @@ def cmd_demo(args):
     from .generate import write_community
     from .output import public_table, write_results
     work = tempfile.mkdtemp(prefix='mpc-market-demo-')
-    orders, config_path, count = write_community(work, args.participants, args.slots, args.seed)
+    orders, config_path, count, _ = write_community(work, args.participants, args.slots, args.seed)
     print(f'Community: {args.participants} households, {args.slots} slots of 15 minutes, {count} orders '
           f'(generated in {work})')
     started = time.perf_counter()
@@ -152,7 +185,20 @@ def build_parser():
     p.add_argument('--quiet', action='store_true')
     p.set_defaults(func=cmd_clear)
 
-    p = sub.add_parser('generate', help='write a realistic community orders file and market config')
+    p = sub.add_parser('settle', help='clear and settle deviations from meter readings; write bills')
+    p.add_argument('--orders', required=True, help='orders CSV or JSON')
+    p.add_argument('--readings', required=True, help='meter readings CSV: participant,slot,net_wh')
+    p.add_argument('--config', required=True, help='market TOML')
+    p.add_argument('--out', required=True, help='output directory')
+    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M', help='market nodes (3..7)')
+    p.add_argument('--engine', choices=('mpc', 'plain'), default='mpc')
+    p.add_argument('--mechanism', choices=('double-auction', 'sdr', 'mmr', 'bill-sharing'),
+                   help='pricing mechanism (default: the market TOML\'s, else double-auction)')
+    p.add_argument('--chunk', type=int, default=8192, help='orders per streamed chunk (bounds node memory)')
+    p.add_argument('--quiet', action='store_true')
+    p.set_defaults(func=cmd_settle)
+
+    p = sub.add_parser('generate', help='write a realistic community: orders, meter readings, market config')
     p.add_argument('--participants', type=int, required=True)
     p.add_argument('--slots', type=int, default=96)
     p.add_argument('--seed', type=int, default=1)

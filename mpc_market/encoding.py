@@ -81,14 +81,16 @@ def encode_entry(layout, position, energy):
 class Book:
     """All orders of one clearing run, indexed by participant and slot."""
 
-    def __init__(self, config: MarketConfig, orders: list[Order]):
+    def __init__(self, config: MarketConfig, orders: list[Order], extra_pairs=()):
+        """extra_pairs: (participant, slot) without an order that must still take part (readings)."""
         self.config = config
         self.layout = Layout.for_config(config)
         self.orders = orders
-        self.participants = sorted({o.participant for o in orders})
-        self.slots = sorted({o.slot for o in orders})
+        self.participants = sorted({o.participant for o in orders} | {p for p, _ in extra_pairs})
+        self.slots = sorted({o.slot for o in orders} | {s for _, s in extra_pairs})
         self.participant_index = {p: i for i, p in enumerate(self.participants)}
         self.slot_index = {s: i for i, s in enumerate(self.slots)}
+        self.order_of = {(o.participant, o.slot): o for o in orders}
         self.positions = {}  # (participant, slot) -> (position or None, energy)
         # Dense (participants, slots) arrays for vectorized encoding; -1 = zero order.
         self.position_array = np.full((len(self.participants), len(self.slots)), -1, dtype=np.int64)

@@ -28,8 +28,12 @@ def pv_shape(hour):
     return np.clip(np.cos((hour - 13.0) / 7.0 * np.pi / 2), 0, None) ** 2 * ((hour > 6) & (hour < 20))
 
 
-def community(participants, slots, seed):
-    """Orders as a list of dicts with the orders-CSV keys."""
+def community(participants, slots, seed, with_readings=False):
+    """Orders as a list of dicts with the orders-CSV keys (and meter readings if asked).
+
+    Readings are what the meters measured: the planned net plus a forecast error of ~15 %
+    and ~30 Wh of noise, so some participants end up short and others long.
+    """
     rng = np.random.default_rng(seed)
     if slots >= SLOTS_PER_DAY:
         slot_ids = np.arange(slots)
@@ -51,10 +55,16 @@ def community(participants, slots, seed):
     ev = has_ev[:, None] * ((hours[None, :] > 18) & (hours[None, :] < 23)) * rng.uniform(0, 7.4, (participants, slots))
     pv = kwp[:, None] * pv_shape(hours)[None, :] * cloud[None, :] * rng.uniform(0.85, 1.0, (participants, slots))
     net_wh = np.rint((load + ev - pv) * 250).astype(np.int64)      # kW over 15 min -> Wh
+    error = rng.normal(1.0, 0.15, (participants, slots)) * (load + ev - pv) * 250 + rng.normal(0, 30, net_wh.shape)
+    limit = DEFAULT_MARKET['max_order_wh']
+    measured = np.clip(np.rint(error), -limit, limit).astype(np.int64)
+    readings = []
     for p in range(participants):
         name = f'h{p:0{width}d}'
         for j, slot in enumerate(slot_ids):
             net = int(net_wh[p, j])
+            if with_readings:
+                readings.append({'participant': name, 'slot': int(slot), 'net_wh': int(measured[p, j])})
             if abs(net) < 5:
                 continue
             energy = min(abs(net), DEFAULT_MARKET['max_order_wh'])
@@ -69,15 +79,21 @@ def community(participants, slots, seed):
                 limit = round(limit, 3)                       # most bid on the tick grid
             orders.append({'participant': name, 'slot': int(slot), 'side': side, 'energy_wh': energy,
                            'limit_price': f'{max(limit, 0.0):.4f}'.rstrip('0').rstrip('.')})
-    return orders
+    return (orders, readings) if with_readings else orders
 
 
 def write_community(out_dir, participants, slots, seed):
-    """Write orders.csv and market.toml into out_dir; return their paths."""
+    """Write orders.csv, readings.csv and market.toml into out_dir; return their paths."""
     import csv
     os.makedirs(out_dir, exist_ok=True)
-    orders = community(participants, slots, seed)
+    orders, readings = community(participants, slots, seed, with_readings=True)
     orders_path = os.path.join(out_dir, 'orders.csv')
+    readings_path = os.path.join(out_dir, 'readings.csv')
+    with open(readings_path + '.tmp', 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=['participant', 'slot', 'net_wh'])
+        writer.writeheader()
+        writer.writerows(readings)
+    os.replace(readings_path + '.tmp', readings_path)
     config_path = os.path.join(out_dir, 'market.toml')
     with open(orders_path + '.tmp', 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=['participant', 'slot', 'side', 'energy_wh', 'limit_price'])
@@ -90,4 +106,4 @@ def write_community(out_dir, participants, slots, seed):
                 f'[market]\nprice_floor = {m["price_floor"]}\nprice_ceiling = {m["price_ceiling"]}\n'
                 f'tick = {m["tick"]}\nmax_order_wh = {m["max_order_wh"]}\n')
     os.replace(config_path + '.tmp', config_path)
-    return orders_path, config_path, len(orders)
+    return orders_path, config_path, len(orders), readings_path

@@ -20,7 +20,8 @@ from .errors import InputError
 ORDER_COLUMNS = ('participant', 'slot', 'side', 'energy_wh', 'limit_price')
 PARTICIPANT_RE = re.compile(r'[A-Za-z0-9_.-]{1,64}')
 MAX_ORDER_WH_LIMIT = (1 << 24) - 1  # keeps the rationing's masked values below 2^127 (see mpc.protocol)
-MARKET_KEYS = ('price_floor', 'price_ceiling', 'tick', 'max_order_wh')
+MARKET_KEYS = ('price_floor', 'price_ceiling', 'tick', 'max_order_wh', 'max_reading_wh', 'mechanism')
+MECHANISMS = ('double-auction', 'sdr', 'mmr', 'bill-sharing')
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class MarketConfig:
     price_ceiling: Decimal
     tick: Decimal
     max_order_wh: int = 65535
+    max_reading_wh: int = 65535  # |net_wh| of a meter reading per slot
+    mechanism: str = 'double-auction'
 
     @property
     def decimals(self):
@@ -161,6 +164,14 @@ def config_from_table(path, text, market, extra_keys=()):
     if isinstance(max_wh, bool) or not isinstance(max_wh, int) or not 1 <= max_wh <= MAX_ORDER_WH_LIMIT:
         raise InputError(path, _key_line(text, 'max_order_wh'), 'max_order_wh',
                          f'must be an integer in 1..{MAX_ORDER_WH_LIMIT}, got {max_wh!r}')
+    max_reading = market.get('max_reading_wh', 65535)
+    if isinstance(max_reading, bool) or not isinstance(max_reading, int) or not 1 <= max_reading <= MAX_ORDER_WH_LIMIT:
+        raise InputError(path, _key_line(text, 'max_reading_wh'), 'max_reading_wh',
+                         f'must be an integer in 1..{MAX_ORDER_WH_LIMIT}, got {max_reading!r}')
+    mechanism = market.get('mechanism', 'double-auction')
+    if mechanism not in MECHANISMS:
+        raise InputError(path, _key_line(text, 'mechanism'), 'mechanism',
+                         f'{mechanism!r} is not one of {", ".join(MECHANISMS)}')
     if tick <= 0:
         raise InputError(path, _key_line(text, 'tick'), 'tick', 'must be > 0')
     if ceiling < floor_:
@@ -169,7 +180,7 @@ def config_from_table(path, text, market, extra_keys=()):
     if (ceiling - floor_) % tick != 0:
         raise InputError(path, _key_line(text, 'tick'), 'tick',
                          f'price_ceiling - price_floor = {ceiling - floor_} is not a whole number of ticks {tick}')
-    config = MarketConfig(floor_, ceiling, tick, max_wh)
+    config = MarketConfig(floor_, ceiling, tick, max_wh, max_reading, mechanism)
     if config.levels > 4096:
         raise InputError(path, _key_line(text, 'tick'), 'tick', f'{config.levels} price levels; at most 4096 supported')
     return config

@@ -30,12 +30,16 @@ def _csv_text(columns, rows):
 
 def write_results(out_dir, config, result):
     """Write public.csv, participants.csv and summary.json; all appear together or none."""
-    os.makedirs(out_dir, exist_ok=True)
-    files = {
+    return _write_all(out_dir, {
         'public.csv': _csv_text(PUBLIC_COLUMNS, public_table(config, result)),
         'participants.csv': _csv_text(PARTICIPANT_COLUMNS, participant_table(config, result)),
         'summary.json': json.dumps({'excluded': result.excluded, 'stats': result.stats}, indent=1, default=str),
-    }
+    })
+
+
+def _write_all(out_dir, files):
+    """Write every file to a temporary name, then rename them all: none or all appear."""
+    os.makedirs(out_dir, exist_ok=True)
     temps = []
     try:
         for name, text in files.items():
@@ -50,3 +54,31 @@ def write_results(out_dir, config, result):
     for tmp, final in temps:
         os.replace(tmp, final)
     return [final for _, final in temps]
+
+
+SETTLEMENT_COLUMNS = PARTICIPANT_COLUMNS + ('net_wh', 'deviation_wh', 'deviation_amount', 'total_amount')
+BILL_COLUMNS = ('participant', 'trade_amount', 'deviation_amount', 'total_amount', 'retailer_only_amount', 'saving')
+RETAILER_COLUMNS = ('slot', 'receives', 'pays', 'rounding_residue', 'net')
+
+
+def write_settlement(out_dir, config, result):
+    """public.csv, participants.csv, bills.csv and retailer.csv, all-or-nothing."""
+    money = config.format_amount
+    rows = [{**{k: getattr(r, k) for k in SETTLEMENT_COLUMNS},
+             'amount': money(r.amount), 'deviation_amount': money(r.deviation_amount),
+             'total_amount': money(r.total_amount)} for r in result.rows]
+    bills = [{'participant': b.participant, 'trade_amount': money(b.trade_amount),
+              'deviation_amount': money(b.deviation_amount), 'total_amount': money(b.total_amount),
+              'retailer_only_amount': money(b.retailer_only_amount), 'saving': money(b.saving)}
+             for b in result.bills]
+    retailer = [{'slot': slot, 'receives': money(s.retailer_receives), 'pays': money(s.retailer_pays),
+                 'rounding_residue': money(s.residue), 'net': money(s.retailer_net)}
+                for slot, s in sorted(result.slots.items())]
+    return _write_all(out_dir, {
+        'public.csv': _csv_text(PUBLIC_COLUMNS, public_table(config, result.clearing)),
+        'participants.csv': _csv_text(SETTLEMENT_COLUMNS, rows),
+        'bills.csv': _csv_text(BILL_COLUMNS, bills),
+        'retailer.csv': _csv_text(RETAILER_COLUMNS, retailer),
+        'summary.json': json.dumps({'excluded': result.clearing.excluded, 'stats': result.stats}, indent=1,
+                                   default=str),
+    })

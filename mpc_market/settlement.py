@@ -1,0 +1,71 @@
+"""Plaintext reference of deviation settlement; the MPC engine must agree with it exactly.
+
+Per slot: planned = +energy (buy), -energy (sell), 0 (no order); d = net_wh - planned;
+Short = sum max(d, 0), Long = sum max(-d, 0), N = min(Short, Long); P = the slot's deviation
+price. A short participant pays d * (N*P + (Short-N)*ceiling) / Short, a long one is paid
+|d| * (N*P + (Long-N)*floor) / Long; the retailer receives (Short-N)*ceiling, pays (Long-N)*floor.
+
+Money is in units of 10**-(decimals+3) currency (Wh x price unit), as trade amounts. Each
+participant's deviation amount is rounded towards zero to that unit, so nobody pays more or is
+paid more than the exact share, nobody long is charged and nobody short is paid. The rounding
+residue (< 1 unit per participant) goes to the retailer: its net income is exactly what the
+participants pay net, so money balances to the unit.
+
+Prices are handled doubled (price2 = 2P) because the no-trade price (floor + ceiling)/2 may fall
+halfway between two price units.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SlotSettlement:
+    short_wh: int
+    long_wh: int
+    netted_wh: int
+    retailer_receives: int  # (Short - N) * ceiling, exact
+    retailer_pays: int      # (Long - N) * floor, exact
+    retailer_net: int       # what the participants pay net: receives - pays + residue
+
+    @property
+    def residue(self):
+        return self.retailer_net - (self.retailer_receives - self.retailer_pays)
+
+
+def deviation_price2(config, level):
+    """2 x the deviation price in price units: the clearing price, or floor + ceiling if no trade."""
+    if level is None:
+        return config.floor_units + config.ceiling_units
+    return 2 * config.level_price_units(level)
+
+
+def settle_slot(deviations, price2, floor_units, ceiling_units):
+    """(SlotSettlement, amounts) for the deviations d_i of one slot; amounts > 0 are paid."""
+    short = sum(d for d in deviations if d > 0)
+    long_ = sum(-d for d in deviations if d < 0)
+    netted = min(short, long_)
+    short_value2 = netted * price2 + (short - netted) * 2 * ceiling_units   # 2 x money
+    long_value2 = netted * price2 + (long_ - netted) * 2 * floor_units
+    amounts = []
+    for d in deviations:
+        if d > 0:
+            amounts.append(d * short_value2 // (2 * short))
+        elif d < 0:
+            amounts.append(-(-d * long_value2 // (2 * long_)))
+        else:
+            amounts.append(0)
+    outcome = SlotSettlement(short, long_, netted, (short - netted) * ceiling_units,
+                             (long_ - netted) * floor_units, sum(amounts))
+    return outcome, amounts
+
+
+def planned_position(order):
+    """+energy for a buy, -energy for a sell (the whole order), 0 without an order."""
+    if order is None:
+        return 0
+    return order.energy_wh if order.side == 'buy' else -order.energy_wh
+
+
+def retailer_only_amount(config, net_wh):
+    """What a reading would cost with the retailer alone: imports at ceiling, exports at floor."""
+    return net_wh * config.ceiling_units if net_wh >= 0 else net_wh * config.floor_units
