@@ -2,14 +2,15 @@
 
 Per (participant, slot) one vector of small integers:
 
-  onehot  (2K+1)  1 at the order's sell level, or K + its buy level, or 2K for "no order";
-  weighted (2K)   the energy at the same sell/buy position (no entry for "no order");
+  onehot  (2K+3)  1 at the order's sell level, or K + its buy level, or 2K / 2K+1 for a sell /
+                  buy that cannot trade locally (limit outside the band), or 2K+2 for "no order";
+  weighted (2K+2) the energy at the same position (no entry for "no order");
   bits     (B)    the energy in binary, B = bit length of max_order_wh;
   slack    (B)    only when max_order_wh < 2**B - 1: bits of max_order_wh - energy.
 
 Every participant sends a vector for every slot of the file (zero orders where it has none),
-so nodes learn neither sides nor participation. Orders that cannot trade locally are zero
-orders too; their owner settles them with the retailer.
+so nodes learn neither sides nor participation. Orders that cannot trade locally sit at their
+own hidden positions: they stay out of the curves but count in settlement (planned position).
 """
 
 from dataclasses import dataclass
@@ -31,25 +32,30 @@ class Layout:
 
     @property
     def onehot(self):
-        return slice(0, 2 * self.levels + 1)
+        return slice(0, 2 * self.levels + 3)
 
     @property
-    def no_order(self):
+    def sell_out(self):
+        """One-hot position of a sell that cannot trade locally (buy: sell_out + 1)."""
         return 2 * self.levels
 
     @property
+    def no_order(self):
+        return 2 * self.levels + 2
+
+    @property
     def weighted(self):
-        start = 2 * self.levels + 1
-        return slice(start, start + 2 * self.levels)
+        start = 2 * self.levels + 3
+        return slice(start, start + 2 * self.levels + 2)
 
     @property
     def bits(self):
-        start = 4 * self.levels + 1
+        start = 4 * self.levels + 5
         return slice(start, start + self.energy_bits)
 
     @property
     def slack(self):
-        start = 4 * self.levels + 1 + self.energy_bits
+        start = 4 * self.levels + 5 + self.energy_bits
         return slice(start, start + self.energy_bits if self.has_slack else start)
 
     @property
@@ -62,7 +68,8 @@ class Layout:
 
 
 def encode_entry(layout, position, energy):
-    """The vector of one order: position = sell level, K + buy level, or None (zero order)."""
+    """The vector of one order: position = sell level, K + buy level, 2K / 2K+1 (sell / buy that
+    cannot trade locally), or None (no order)."""
     vector = np.zeros(layout.width, dtype=np.uint64)
     if position is None:
         vector[layout.no_order] = 1
@@ -98,10 +105,9 @@ class Book:
         for o in orders:
             position = self.position(o)
             self.positions[(o.participant, o.slot)] = (position, o.energy_wh)
-            if position is not None:
-                i, j = self.participant_index[o.participant], self.slot_index[o.slot]
-                self.position_array[i, j] = position
-                self.energy_array[i, j] = o.energy_wh
+            i, j = self.participant_index[o.participant], self.slot_index[o.slot]
+            self.position_array[i, j] = self.encoded_position(o)
+            self.energy_array[i, j] = o.energy_wh
 
     def position(self, order):
         """Encoded one-hot position of an order, None if it cannot trade locally."""
@@ -111,6 +117,13 @@ class Book:
             return level
         level = self.config.buy_level(order.limit_price)
         return None if level is None else k + level
+
+    def encoded_position(self, order):
+        """One-hot position including the two 'cannot trade locally' positions."""
+        position = self.position(order)
+        if position is None:
+            return self.layout.sell_out + (order.side == 'buy')
+        return position
 
     def untradeable(self):
         """Orders that cannot trade locally (owners are warned)."""

@@ -55,7 +55,7 @@ def test_encoding_layout_and_vectorized_book():
     config = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'), 50000)
     layout = Layout.for_config(config)
     assert layout.levels == 93 and layout.has_slack
-    assert layout.width == 2 * 93 + 1 + 2 * 93 + 2 * 16
+    assert layout.width == (2 * 93 + 3) + (2 * 93 + 2) + 2 * 16
     v = encode_entry(layout, 5, 300)
     assert v[layout.onehot].sum() == 1 and v[5] == 1 and v[layout.weighted][5] == 300
     assert sum(int(b) << i for i, b in enumerate(v[layout.bits])) == 300
@@ -68,7 +68,9 @@ def test_encoding_layout_and_vectorized_book():
     block = book.encode(range(3))
     for i, p in enumerate(book.participants):
         for j, s in enumerate(book.slots):
-            entry = book.positions.get((p, s))
-            expected = encode_entry(layout, *entry) if entry else encode_entry(layout, None, 0)
+            order = book.order_of.get((p, s))
+            expected = (encode_entry(layout, book.encoded_position(order), order.energy_wh) if order
+                        else encode_entry(layout, None, 0))
             assert (block[i, j] == expected).all()
-    assert book.positions[('c', 0)][0] is None  # sell above ceiling: zero order
+    assert book.positions[('c', 0)][0] is None  # sell above ceiling: cannot trade locally
+    assert block[book.participant_index['c'], 0, layout.sell_out] == 1

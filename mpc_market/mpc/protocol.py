@@ -159,8 +159,9 @@ class MarketNode:
 
     async def validate(self, present):
         """Valid-and-consistent verdict per participant (opened), multiplications only."""
-        layout, k2 = self.layout, 2 * self.layout.levels
+        layout = self.layout
         onehot_w = layout.onehot.stop
+        weighted_w = layout.weighted.stop - layout.weighted.start
         gamma = self.coefficients('gamma', 1)[0]
         powers = [pow(gamma, j, P) for j in range(onehot_w)]
         powers2 = [pow(gamma, 2 * j, P) for j in range(onehot_w)]
@@ -173,7 +174,7 @@ class MarketNode:
             n = stop - start
             block = self._chunk(start, stop)
             a, b = ff.lincomb(block[:, :, layout.onehot], [powers, powers2]).T
-            (wg,) = ff.lincomb(block[:, :, layout.weighted], [powers[:k2]]).T
+            (wg,) = ff.lincomb(block[:, :, layout.weighted], [powers[:weighted_w]]).T
             no_order = ff.to_ints(block[:, :, layout.no_order])
             onehot_sum = ff.to_ints(block[:, :, layout.onehot].astype(np.uint64).sum(axis=2))
             bits = ff.to_ints(block[:, :, layout.bits])  # (rows, B)
@@ -217,7 +218,8 @@ class MarketNode:
             rows = np.flatnonzero(valid[start:stop])
             if rows.size == 0:
                 continue
-            block = np.asarray(self.shares[:, start:stop], dtype=np.uint32)[:, rows][..., self.layout.weighted]
+            levels = slice(self.layout.weighted.start, self.layout.weighted.start + 2 * k)  # not the 'out' ones
+            block = np.asarray(self.shares[:, start:stop], dtype=np.uint32)[:, rows][..., levels]
             totals += ff.sum_rows(block, axis=0)
         sell, buy = totals[:, :k] % P, totals[:, k:] % P
         supply = np.cumsum(sell, axis=1) % P
@@ -288,13 +290,14 @@ class MarketNode:
             block = np.asarray(self.shares[:, start:stop], dtype=np.uint32)  # (4, n, S, W)
             weighted = block[..., layout.weighted].astype(np.uint64)
             sell_prefix = np.cumsum(weighted[..., :k], axis=-1)          # level <= k
-            buy_suffix = np.cumsum(weighted[..., k:][..., ::-1], axis=-1)[..., ::-1]  # level >= k
+            buy_suffix = np.cumsum(weighted[..., k:2 * k][..., ::-1], axis=-1)[..., ::-1]  # level >= k
             pick = chosen[None, None, :, None]
             x_sell = ff.to_ints(np.take_along_axis(sell_prefix, np.broadcast_to(pick, (4, n, self.n_slots, 1)), -1)[..., 0])
             x_buy = ff.to_ints(np.take_along_axis(buy_suffix, np.broadcast_to(pick, (4, n, self.n_slots, 1)), -1)[..., 0])
-            e_sell = ff.to_ints(sell_prefix[..., -1])
-            e_buy = ff.to_ints(buy_suffix[..., 0])
-            is_sell = ff.to_ints(block[..., :k].astype(np.uint64).sum(axis=-1))
+            out = layout.sell_out  # orders outside the band: all unmatched, at the retailer's prices
+            e_sell = ff.to_ints(sell_prefix[..., -1] + weighted[..., 2 * k])
+            e_buy = ff.to_ints(buy_suffix[..., 0] + weighted[..., 2 * k + 1])
+            is_sell = ff.to_ints(block[..., :k].astype(np.uint64).sum(axis=-1) + block[..., out])
             keep = (valid[start:stop, None] & trading[None, :]).astype(object)
             keep_all = valid[start:stop, None].astype(object)
             x_sell, x_buy = x_sell * keep % P, x_buy * keep % P
