@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 
 from . import settlement
-from .engine import clear_plain
+from .engine import clear_mpc, clear_plain
 from .errors import InputError
 
 
@@ -91,3 +91,15 @@ def settle_plain(book, net_of):
             deviations[(p, slot)] = (d, a)
     return assemble(book, clearing, net_of, lambda p, s: deviations.get((p, s), (0, 0)), outcomes,
                     {'engine': 'plain'})
+
+
+def settle_mpc(book, net_of, **kwargs):
+    """Clear and settle in one MPC session; every owner reconstructs its own rows."""
+    clearing = clear_mpc(book, net_of=net_of, **kwargs)
+    values, retailer = clearing.settlement['values'], clearing.settlement['retailer']
+    pi, si = book.participant_index, book.slot_index
+    outcomes = {slot: settlement.SlotSettlement(int(retailer[si[slot], 0]), int(retailer[si[slot], 1]),
+                                                int(retailer[si[slot], 2])) for slot in book.slots}
+    stats = dict(clearing.stats, meter_excluded=clearing.settlement['excluded'])
+    return assemble(book, clearing, net_of,
+                    lambda p, s: (int(values[pi[p], si[s], 0]), int(values[pi[p], si[s], 1])), outcomes, stats)

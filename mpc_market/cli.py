@@ -108,8 +108,8 @@ def cmd_settle(args):
     if args.engine == 'plain':
         result = billing.settle_plain(book, net_of)
     else:
-        from .mpc_settle import settle_mpc
-        result = settle_mpc(book, net_of, nodes=args.nodes, chunk=args.chunk, progress=_progress_printer(args.quiet))
+        result = billing.settle_mpc(book, net_of, nodes=args.nodes, chunk=args.chunk,
+                                    progress=_progress_printer(args.quiet))
     write_settlement(args.out, config, result)
     print(_summary(config, book, result.clearing))
     deviation = sum(r.deviation_amount for r in result.rows)

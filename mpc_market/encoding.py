@@ -145,3 +145,84 @@ class Book:
         if layout.has_slack:
             block[..., layout.slack] = ((np.uint64(layout.max_order_wh) - energy)[..., None] >> shifts) & np.uint64(1)
         return block
+
+
+@dataclass(frozen=True)
+class ReadingLayout:
+    """Per (participant, slot) meter package, checked inside MPC by multiplications only:
+
+      sign     (1)  s = 1 if the deviation d = net - planned is negative;
+      dev_bits (Bd) |d| in binary, Bd = bit length of max_reading_wh + max_order_wh;
+      pos_bits (Br) max(net, 0), neg_bits (Br) max(-net, 0); Br = bit length of max_reading_wh;
+      slack    (Br) only when max_reading_wh < 2**Br - 1: bits of max_reading_wh - |net|.
+
+    Nodes check (1 - 2s)|d| = pos - neg - planned with planned taken from their order shares,
+    pos * neg = 0, bitness and the slack sum; a participant cannot choose its deviation.
+    """
+
+    deviation_bits: int
+    reading_bits: int
+    max_reading_wh: int
+
+    @classmethod
+    def for_config(cls, config):
+        return cls((config.max_reading_wh + config.max_order_wh).bit_length(),
+                   config.max_reading_wh.bit_length(), config.max_reading_wh)
+
+    @property
+    def has_slack(self):
+        return self.max_reading_wh != (1 << self.reading_bits) - 1
+
+    @property
+    def dev_bits(self):
+        return slice(1, 1 + self.deviation_bits)
+
+    @property
+    def pos_bits(self):
+        return slice(self.dev_bits.stop, self.dev_bits.stop + self.reading_bits)
+
+    @property
+    def neg_bits(self):
+        return slice(self.pos_bits.stop, self.pos_bits.stop + self.reading_bits)
+
+    @property
+    def slack(self):
+        return slice(self.neg_bits.stop, self.neg_bits.stop + (self.reading_bits if self.has_slack else 0))
+
+    @property
+    def width(self):
+        return self.slack.stop
+
+
+def planned_positions(book, rows):
+    """+energy (buy), -energy (sell), 0 (no order) for the given participants: (n, slots)."""
+    k = book.layout.levels
+    position = book.position_array[rows]
+    energy = book.energy_array[rows]
+    buys = ((position >= k) & (position < 2 * k)) | (position == 2 * k + 1)
+    sells = ((position >= 0) & (position < k)) | (position == 2 * k)
+    return np.where(buys, energy, 0) - np.where(sells, energy, 0)
+
+
+def encode_readings(book, net_of, participants):
+    """Reading packages (n, slots, width) of the given participants; net 0 where none."""
+    layout = ReadingLayout.for_config(book.config)
+    rows = np.asarray(participants, dtype=np.int64)
+    net = np.zeros((len(rows), len(book.slots)), dtype=np.int64)
+    for r, p in enumerate(rows):
+        name = book.participants[p]
+        for c, slot in enumerate(book.slots):
+            net[r, c] = net_of.get((name, slot), 0)
+    deviation = net - planned_positions(book, rows)
+    block = np.zeros((*net.shape, layout.width), dtype=np.uint64)
+    block[..., 0] = deviation < 0
+
+    def bits(values, count):
+        return (values.astype(np.uint64)[..., None] >> np.arange(count, dtype=np.uint64)) & np.uint64(1)
+
+    block[..., layout.dev_bits] = bits(np.abs(deviation), layout.deviation_bits)
+    block[..., layout.pos_bits] = bits(np.maximum(net, 0), layout.reading_bits)
+    block[..., layout.neg_bits] = bits(np.maximum(-net, 0), layout.reading_bits)
+    if layout.has_slack:
+        block[..., layout.slack] = bits(layout.max_reading_wh - np.abs(net), layout.reading_bits)
+    return block

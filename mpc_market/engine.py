@@ -57,6 +57,7 @@ class ClearingResult:
     rows: list
     excluded: list = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    settlement: dict | None = None  # MPC settlement: deviation/amount values, retailer values
 
 
 def _rows(book, matched_of, excluded):
@@ -127,23 +128,27 @@ def job_spec(book, nodes, chunk):
                    participants=book.participants, slots=book.slots, chunk=chunk)
 
 
-def share_book(book, spec, job_dir, progress=None, tamper=None):
-    """Play every participant: encode its orders, Shamir-share them, give node i its package.
+def share_book(book, spec, job_dir, progress=None, tamper=None, encode=None, name='shares.npy'):
+    """Play every participant: encode its vectors, Shamir-share them, give node i its package.
 
-    tamper(node_index, participant_indices, shares) may alter shares (tests of malicious input).
+    encode(participant_indices) -> (n, slots, width) values; the order vectors by default.
+    tamper(node_index, participant_indices, data) may alter values (node None) or one node's
+    shares (tests of malicious input).
     """
-    n_p, n_s, width = len(book.participants), len(book.slots), book.layout.width
-    outputs = []
-    for i in range(spec.nodes):
-        os.makedirs(node_dir(job_dir, i), exist_ok=True)
-        outputs.append(np.lib.format.open_memmap(os.path.join(node_dir(job_dir, i), 'shares.npy'), mode='w+',
-                                                 dtype=np.uint32, shape=(ff.LIMBS, n_p, n_s, width)))
-    step = spec.chunk
+    encode = encode or book.encode
+    n_p, n_s = len(book.participants), len(book.slots)
+    outputs, step = [], spec.chunk
     for start in range(0, n_p, step):
         stop = min(start + step, n_p)
-        values = book.encode(range(start, stop))
+        values = encode(range(start, stop))
         if tamper is not None:
             values = tamper(None, range(start, stop), values)
+        if not outputs:
+            for i in range(spec.nodes):
+                os.makedirs(node_dir(job_dir, i), exist_ok=True)
+                outputs.append(np.lib.format.open_memmap(
+                    os.path.join(node_dir(job_dir, i), name), mode='w+', dtype=np.uint32,
+                    shape=(ff.LIMBS, n_p, n_s, values.shape[-1])))
         shares = ff.share_values(values, spec.threshold, spec.nodes)
         for i, out in enumerate(outputs):
             block = shares[i]
@@ -213,9 +218,9 @@ def run_nodes(job_dir, nodes, timeout=None, host='127.0.0.1', extra_args=(), pro
         raise EngineError(f'{failed}; {tail}' if tail else failed)
 
 
-def reconstruct(job_dir, spec):
+def reconstruct(job_dir, spec, name='results.npy'):
     """Play every owner: recombine result shares from all nodes (checking consistency)."""
-    per_node = [np.load(os.path.join(node_dir(job_dir, i), 'results.npy')) for i in range(spec.nodes)]
+    per_node = [np.load(os.path.join(node_dir(job_dir, i), name)) for i in range(spec.nodes)]
     ints = [ff.to_ints(r) for r in per_node]
     values, consistent = ff.recombine(ints, spec.threshold)
     if not consistent.all():
@@ -283,15 +288,22 @@ def clear_peers(book: Book, progress=None, timeout=None, workdir=None, keep=Fals
 
 
 def clear_mpc(book: Book, nodes=3, chunk=8192, workdir=None, keep=False, progress=None, timeout=None,
-              tamper=None) -> ClearingResult:
+              tamper=None, net_of=None, reading_tamper=None) -> ClearingResult:
+    """Clear under MPC; with net_of (meter readings) also settle deviations in the same session."""
     if not 3 <= nodes <= MAX_NODES:
         raise ValueError(f'nodes must be in 3..{MAX_NODES}')
     started = time.perf_counter()
     job_dir = tempfile.mkdtemp(prefix='mpc-market-job-', dir=workdir)
     try:
         spec = job_spec(book, nodes, chunk)
+        if net_of is not None:
+            from .encoding import encode_readings
+            spec.settle, spec.max_reading_wh = True, book.config.max_reading_wh
         spec.save(job_dir)
         share_book(book, spec, job_dir, progress, tamper)
+        if net_of is not None:
+            share_book(book, spec, job_dir, None, reading_tamper,
+                       encode=lambda rows: encode_readings(book, net_of, rows), name='readings.npy')
         shared = time.perf_counter()
         if progress:
             progress('nodes', 0, nodes)
@@ -300,8 +312,13 @@ def clear_mpc(book: Book, nodes=3, chunk=8192, workdir=None, keep=False, progres
         publics = _read_publics(job_dir, nodes)
         values = reconstruct(job_dir, spec)
         pi, si = book.participant_index, book.slot_index
-        return _mpc_result(book, publics, lambda o: tuple(int(v) for v in values[pi[o.participant], si[o.slot]]),
-                           (started, shared, computed))
+        result = _mpc_result(book, publics, lambda o: tuple(int(v) for v in values[pi[o.participant], si[o.slot]]),
+                             (started, shared, computed))
+        if spec.settle:
+            result.settlement = {'values': reconstruct(job_dir, spec, 'settlement.npy'),
+                                 'retailer': reconstruct(job_dir, spec, 'retailer.npy'),
+                                 'excluded': publics[0]['meter_excluded']}
+        return result
     finally:
         if not keep:
             shutil.rmtree(job_dir, ignore_errors=True)

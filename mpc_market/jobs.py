@@ -32,6 +32,8 @@ class JobSpec:
     slots: list = field(default_factory=list)
     chunk: int = 4096
     mode: str = 'local'
+    settle: bool = False        # meter packages present: settle deviations after clearing
+    max_reading_wh: int = 65535
 
     def save(self, directory):
         write_json(os.path.join(directory, 'job.json'), asdict(self))

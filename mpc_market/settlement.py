@@ -20,9 +20,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class SlotSettlement:
-    short_wh: int
-    long_wh: int
-    netted_wh: int
+    """The retailer's view of a slot (Short, Long and N themselves stay secret under MPC)."""
+
     retailer_receives: int  # (Short - N) * ceiling, exact
     retailer_pays: int      # (Long - N) * floor, exact
     retailer_net: int       # what the participants pay net: receives - pays + residue
@@ -54,8 +53,7 @@ def settle_slot(deviations, price2, floor_units, ceiling_units):
             amounts.append(-(-d * long_value2 // (2 * long_)))
         else:
             amounts.append(0)
-    outcome = SlotSettlement(short, long_, netted, (short - netted) * ceiling_units,
-                             (long_ - netted) * floor_units, sum(amounts))
+    outcome = SlotSettlement((short - netted) * ceiling_units, (long_ - netted) * floor_units, sum(amounts))
     return outcome, amounts
 
 

@@ -59,6 +59,21 @@ def main(argv=None):
             raise SystemExit('injected failure')
         node = MarketNode(spec, shares, held, progress)
         public, results = await node.run()
+        if spec.settle:
+            import time as _time
+            from ..encoding import ReadingLayout
+            from .settle import SettlementNode
+            settle_started = _time.perf_counter()
+            reading_layout = ReadingLayout((spec.max_reading_wh + spec.max_order_wh).bit_length(),
+                                           spec.max_reading_wh.bit_length(), spec.max_reading_wh)
+            price2 = [2 * (spec.floor_units + lv * spec.tick_units) if lv >= 0 else spec.floor_units + spec.ceiling_units
+                      for lv in node.levels]
+            readings = np.load(os.path.join(own, 'readings.npy'), mmap_mode='r')
+            settled, retailer, meter_excluded = await SettlementNode(node, readings, reading_layout, price2).run(node.valid)
+            save_array(os.path.join(own, 'settlement.npy'), settled)
+            save_array(os.path.join(own, 'retailer.npy'), retailer)
+            public['meter_excluded'] = meter_excluded
+            node.timings['settlement'] = _time.perf_counter() - settle_started
         if args.peers:
             from .peers import own_results, return_results
             save_array(os.path.join(own, 'own_results.npy'), own_results(spec, await return_results(spec, results)))

@@ -120,6 +120,36 @@ async def exact_floor_pow2(y, f, y_bits):
     return (c_hi - r_hi - borrow) % P
 
 
+async def ceil_fraction(numerator, denominator, f, bits):
+    """Shares of ceil(num * 2**f / den) for shares of 0 <= num < den: f rounds of binary long
+    division (one comparison and one product each), vectorized over all elements.
+    bits must bound 2*den as a signed bit length."""
+    remainder = np.asarray(numerator, dtype=object) % P
+    denominator = np.asarray(denominator, dtype=object)
+    quotient = np.zeros(remainder.shape, dtype=object)
+    for i in range(1, f + 1):
+        doubled = 2 * remainder
+        digit = (1 - await _less_than_zero(doubled - denominator, bits)) % P
+        taken = await _reshare(digit * denominator)
+        remainder = (doubled - taken) % P
+        quotient = quotient + (digit << (f - i))
+    exact = await _is_zero(remainder, bits)
+    return (quotient + 1 - exact) % P
+
+
+async def integer_divide(numerator, denominator, quotient_bits, bits):
+    """Shares of (floor(num/den), num mod den) for 0 <= num < den * 2**quotient_bits, den >= 1:
+    restoring division, one comparison and one product per quotient bit."""
+    remainder = np.asarray(numerator, dtype=object) % P
+    denominator = np.asarray(denominator, dtype=object)
+    quotient = np.zeros(remainder.shape, dtype=object)
+    for j in range(quotient_bits - 1, -1, -1):
+        digit = (1 - await _less_than_zero(remainder - (denominator << j), bits)) % P
+        remainder = (remainder - (await _reshare(digit * denominator) << j)) % P
+        quotient = quotient + (digit << j)
+    return quotient % P, remainder
+
+
 class MarketNode:
     """One market node's view of a clearing job: its share packages and public parameters."""
 
@@ -263,16 +293,8 @@ class MarketNode:
         volume = np.asarray(volume, dtype=object)
         bits = _bits_needed(2 * bound)
         equal = await _is_zero(totals - volume, bits)
-        remainder = volume * (1 - equal) % P
-        quotient = equal << f
-        for i in range(1, f + 1):
-            doubled = 2 * remainder
-            digit = (1 - await _less_than_zero(doubled - totals, bits)) % P
-            taken = await _reshare(digit * totals)
-            remainder = (doubled - taken) % P
-            quotient = quotient + (digit << (f - i))
-        exact = await _is_zero(remainder, bits)
-        return (quotient + 1 - exact) % P
+        fraction = await ceil_fraction(volume * (1 - equal) % P, totals, f, bits)  # V < T, or 0 if V = T
+        return (fraction + (equal << f)) % P
 
     # -- allocation --------------------------------------------------------------------------
     async def allocate(self, valid, levels, volume, rho_sell, rho_buy, f, y_bits, prices):
@@ -340,13 +362,15 @@ class MarketNode:
             self.peaks[name] = round(peak_rss_mb(), 1)
 
         present = await self.agree_participants()
+        self.valid = self.levels = None
         await self.agree_seed()
         lap('input')
-        valid = await self.validate(present)
+        valid = self.valid = await self.validate(present)
         lap('validation')
         bound = max(1, int(valid.sum())) * spec.max_order_wh
         supply, demand = self.curves(valid)
         levels, volume = await self.cross(supply, demand, bound)
+        self.levels = levels
         lap('clearing')
         trading = levels >= 0
         f = spec.energy_bits + bound.bit_length() + 1
