@@ -1,0 +1,150 @@
+"""Deviation settlement: hand-made answers, money balance, and MPC == reference."""
+
+import random
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mpc_market import billing
+from mpc_market import field as ff
+from mpc_market.encoding import Book
+from mpc_market.market import MarketConfig, Order
+from mpc_market.settlement import settle_slot
+
+F, C = 10, 20  # floor and ceiling in price units
+CONFIG = MarketConfig(Decimal('0.10'), Decimal('0.20'), Decimal('0.01'), 50000, 40000)
+
+
+def test_no_deviation():
+    outcome, amounts = settle_slot([0, 0, 0], 30, F, C)
+    assert amounts == [0, 0, 0] and outcome.retailer_net == 0
+
+
+def test_all_short_pay_the_ceiling():
+    outcome, amounts = settle_slot([100, 50], 30, F, C)
+    assert amounts == [100 * C, 50 * C]  # N = 0: all from the retailer at the retail price
+    assert outcome.retailer_receives == 150 * C and outcome.retailer_pays == 0 and outcome.residue == 0
+
+
+def test_all_long_are_paid_the_floor():
+    outcome, amounts = settle_slot([-100, -30, 0], 30, F, C)
+    assert amounts == [-100 * F, -30 * F]  + [0]
+    assert outcome.retailer_pays == 130 * F and outcome.retailer_net == -130 * F
+
+
+def test_exact_netting_at_the_slot_price():
+    outcome, amounts = settle_slot([70, -70], 2 * 15, F, C)  # P = 15
+    assert amounts == [70 * 15, -70 * 15]
+    assert outcome.retailer_receives == 0 and outcome.retailer_pays == 0 and outcome.retailer_net == 0
+
+
+def test_partial_netting_and_rounding_towards_zero():
+    # Short = 30 (two of 15), Long = 20: N = 20; short pay (20*15 + 10*20)/30 per Wh = 16.67
+    outcome, amounts = settle_slot([15, 15, -20], 30, F, C)
+    assert amounts == [15 * 500 // 30, 15 * 500 // 30, -20 * 15]
+    assert sum(amounts) == outcome.retailer_net
+    assert outcome.retailer_receives == 10 * C and outcome.residue == sum(amounts) - 10 * C
+
+
+def test_no_trade_price_is_the_midpoint():
+    rows = [Order('a', 0, 'buy', 100, Decimal('0.11')), Order('b', 0, 'sell', 100, Decimal('0.19'))]
+    book = Book(CONFIG, rows)
+    result = billing.settle_plain(book, {('a', 0): 120, ('b', 0): -120})  # a short 20, b long 20
+    by = {r.participant: r for r in result.rows}
+    assert result.clearing.slots[0].traded_wh == 0
+    assert by['a'].deviation_amount == 20 * 15 and by['b'].deviation_amount == -20 * 15  # (10 + 20) / 2
+    assert by['a'].amount == 100 * C and by['b'].amount == -100 * F
+
+
+@given(st.lists(st.integers(-5000, 5000), min_size=1, max_size=40), st.integers(20, 40))
+def test_money_balances_and_signs(deviations, price2):
+    outcome, amounts = settle_slot(deviations, price2, F, C)
+    assert sum(amounts) == outcome.retailer_net  # participants' net payments are the retailer's income
+    assert all(a >= 0 if d > 0 else a <= 0 for d, a in zip(deviations, amounts))
+    assert all(a == 0 for d, a in zip(deviations, amounts) if d == 0)
+    shorts = sum(1 for d in deviations if d > 0)
+    longs = sum(1 for d in deviations if d < 0)
+    assert -shorts - 1 <= outcome.residue <= longs + 1
+
+
+def random_market(seed, participants=14, slots=2):
+    rng = random.Random(seed)
+    orders, readings = [], {}
+    for p in range(participants):
+        for s in range(slots):
+            if rng.random() < 0.75:
+                side = rng.choice(['buy', 'sell'])
+                energy = rng.choice([rng.randint(1, 3000), 50000])
+                orders.append(Order(f'p{p:02d}', s, side, energy, Decimal(rng.randint(8, 22)) / 100))
+                planned = energy if side == 'buy' else -energy
+            else:
+                planned = 0
+            if rng.random() < 0.9 or planned:
+                readings[(f'p{p:02d}', s)] = max(-40000, min(40000, planned + rng.randint(-800, 800)))
+    return Book(CONFIG, orders, extra_pairs=list(readings)), readings
+
+
+def assert_settlements_equal(book, net_of, **kwargs):
+    plain = billing.settle_plain(book, net_of)
+    secure = billing.settle_mpc(book, net_of, timeout=300, **kwargs)
+    assert secure.clearing.slots == plain.clearing.slots
+    assert secure.rows == plain.rows
+    assert secure.bills == plain.bills
+    assert secure.slots == plain.slots
+    return secure
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 10**6))
+def test_mpc_settlement_equals_reference(seed):
+    assert_settlements_equal(*random_market(seed))
+
+
+def test_mpc_settlement_edge_cases():
+    orders = [Order('a', 0, 'buy', 100, Decimal('0.15')), Order('b', 0, 'sell', 100, Decimal('0.12')),
+              Order('c', 1, 'buy', 10, Decimal('0.11')), Order('d', 2, 'sell', 40000, Decimal('0.5'))]
+    readings = {('a', 0): 100, ('b', 0): -100,            # slot 0: nobody deviates
+                ('c', 1): 40, ('e', 1): 25,               # slot 1: all short, no trade, reading-only e
+                ('d', 2): -40000, ('e', 2): -3}           # slot 2: all long, maximum reading
+    book = Book(CONFIG, orders, extra_pairs=list(readings))
+    assert_settlements_equal(book, readings)
+
+
+def test_mpc_settlement_with_five_nodes():
+    assert_settlements_equal(*random_market(5, participants=8, slots=1), nodes=5)
+
+
+def test_cheating_meter_packages_are_excluded_from_settlement():
+    book, readings = random_market(11, participants=10, slots=1)
+    cheat = book.participants[3]
+    row = book.participant_index[cheat]
+
+    def tamper(node, participants, data):
+        if node is None and row in participants:  # claims no deviation: |d| = 0
+            data[row - participants.start, 0, 1:] = 0
+        return data
+
+    secure = billing.settle_mpc(book, readings, reading_tamper=tamper, timeout=300)
+    assert secure.stats['meter_excluded'] == [cheat]
+    assert all(r.deviation_amount == 0 for r in secure.rows if r.participant == cheat)
+    # the others settle as if the cheater's deviation were zero
+    honest = {k: v for k, v in readings.items()}
+    plain = billing.settle_plain(book, honest)
+    expected = {(r.participant, r.slot): r.matched_wh for r in plain.rows}
+    assert {(r.participant, r.slot): r.matched_wh for r in secure.rows} == expected
+
+
+def test_readings_file_errors(tmp_path):
+    from mpc_market.errors import InputError
+    from mpc_market.readings import load_readings
+    path = tmp_path / 'r.csv'
+    for body, line, field in [('participant,slot\n', 1, 'net_wh'), ('participant,slot,net_wh\na,0,x\n', 2, 'net_wh'),
+                              ('participant,slot,net_wh\na,0,40001\n', 2, 'net_wh'),
+                              ('participant,slot,net_wh\na,0,1\na,0,2\n', 3, 'participant')]:
+        path.write_text(body)
+        with pytest.raises(InputError) as info:
+            load_readings(path, CONFIG)
+        assert (info.value.line, info.value.field) == (line, field)
