@@ -52,6 +52,20 @@ def share_values(values, threshold, parties):
     Returns a list of m limb-major uint32 arrays of shape (4, *values.shape).
     """
     values = np.asarray(values, dtype=np.uint64)
+    flat = values.reshape(-1)
+    out = [np.empty((LIMBS, flat.size), dtype=np.uint32) for _ in range(parties)]
+    for start in range(0, flat.size, _BLOCK):  # cache-sized blocks: these loops are memory-bound
+        block = flat[start:start + _BLOCK]
+        shares = _share_block(block, threshold, parties)
+        for o, share in zip(out, shares):
+            o[:, start:start + block.size] = share
+    return [o.reshape(LIMBS, *values.shape) for o in out]
+
+
+_BLOCK = 1 << 15
+
+
+def _share_block(values, threshold, parties):
     coefficients = [random_limbs(values.shape) for _ in range(threshold)]
     shares = []
     for x in range(1, parties + 1):

@@ -21,6 +21,9 @@ from mpyc.runtime import mpc
 from .. import field as ff
 from ..encoding import Layout
 from .randbits import random_bits as fast_random_bits
+from .speedups import install as _install_speedups
+
+_install_speedups()
 
 P = ff.MODULUS
 SECINT = mpc.SecInt(64, p=P)  # bit length unused: every comparison passes its own l

@@ -31,8 +31,10 @@ def _stream(key, uci, label, nbytes):
 
 
 def _field_elements(key, uci, label, n):
-    raw = np.frombuffer(_stream(key, uci, label, 24 * n), dtype=np.uint64).reshape(3, n)
-    return ((raw[2].astype(object) << 128) + (raw[1].astype(object) << 64) + raw[0].astype(object)) % P
+    """n pseudorandom elements: 127 bits each (bias 2^-127 towards 0)."""
+    raw = np.frombuffer(_stream(key, uci, label, 16 * n), dtype=np.uint64).reshape(2, n)
+    high = (raw[1] & np.uint64((1 << 63) - 1)).astype(object)
+    return ((high << 64) + raw[0].astype(object)) % P
 
 
 def _signs(key, uci, label, n):
