@@ -175,16 +175,37 @@ def _relay_progress(log_path, offset, progress):
     return offset + len(complete)
 
 
-def run_nodes(job_dir, nodes, timeout=None, host='127.0.0.1', extra_args=(), progress=None):
-    """Start the node processes, wait for all of them; raise EngineError on any failure."""
+def start_nodes(job_dir, nodes, host='127.0.0.1', extra_args=()):
+    """Start the node processes; they connect, then wait for each node dir's 'ready' file."""
     ports = _free_ports(nodes)
     parties = ','.join(f'{host}:{p}' for p in ports)
     procs = []
     for i in range(nodes):
+        os.makedirs(node_dir(job_dir, i), exist_ok=True)
         log = open(os.path.join(node_dir(job_dir, i), 'node.log'), 'w')
         procs.append((subprocess.Popen([sys.executable, '-m', 'mpc_market.mpc.node', '--job', job_dir,
                                         '--index', str(i), '--parties', parties, *extra_args],
                                        stdout=log, stderr=subprocess.STDOUT), log))
+    return procs
+
+
+def mark_ready(job_dir, nodes):
+    for i in range(nodes):
+        with open(os.path.join(node_dir(job_dir, i), 'ready'), 'w'):
+            pass
+
+
+def stop_nodes(procs):
+    for proc, log in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def wait_nodes(procs, job_dir, timeout=None, progress=None):
+    """Wait for all node processes; raise EngineError on any failure (killing the others)."""
+    nodes = len(procs)
     deadline = None if timeout is None else time.monotonic() + timeout
     failed, offset = None, 0
     log0 = os.path.join(node_dir(job_dir, 0), 'node.log')
@@ -197,16 +218,12 @@ def run_nodes(job_dir, nodes, timeout=None, host='127.0.0.1', extra_args=(), pro
             failed = f'nodes timed out after {timeout} s'
             break
         offset = _relay_progress(log0, offset, progress)
-        time.sleep(0.2)
+        time.sleep(0.05)
     _relay_progress(log0, offset, progress)
     for i, (proc, _) in enumerate(procs):
         if failed is None and proc.poll() not in (None, 0):
             failed = f'node {i} exited with status {proc.returncode}'
-    for proc, log in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+    stop_nodes(procs)
     if failed:
         tail = ''
         for i in range(nodes):
@@ -216,6 +233,13 @@ def run_nodes(job_dir, nodes, timeout=None, host='127.0.0.1', extra_args=(), pro
                 tail = f'{lines[-1]} (node {i})'
                 break
         raise EngineError(f'{failed}; {tail}' if tail else failed)
+
+
+def run_nodes(job_dir, nodes, timeout=None, host='127.0.0.1', extra_args=(), progress=None):
+    """Start the nodes on packages already written and wait for them."""
+    procs = start_nodes(job_dir, nodes, host, extra_args)
+    mark_ready(job_dir, nodes)
+    wait_nodes(procs, job_dir, timeout, progress)
 
 
 def reconstruct(job_dir, spec, name='results.npy'):
@@ -300,14 +324,20 @@ def clear_mpc(book: Book, nodes=3, chunk=8192, workdir=None, keep=False, progres
             from .encoding import encode_readings
             spec.settle, spec.max_reading_wh = True, book.config.max_reading_wh
         spec.save(job_dir)
-        share_book(book, spec, job_dir, progress, tamper)
-        if net_of is not None:
-            share_book(book, spec, job_dir, None, reading_tamper,
-                       encode=lambda rows: encode_readings(book, net_of, rows), name='readings.npy')
+        procs = start_nodes(job_dir, nodes)  # nodes start up while the participants share
+        try:
+            share_book(book, spec, job_dir, progress, tamper)
+            if net_of is not None:
+                share_book(book, spec, job_dir, None, reading_tamper,
+                           encode=lambda rows: encode_readings(book, net_of, rows), name='readings.npy')
+        except BaseException:
+            stop_nodes(procs)
+            raise
         shared = time.perf_counter()
+        mark_ready(job_dir, nodes)
         if progress:
             progress('nodes', 0, nodes)
-        run_nodes(job_dir, nodes, timeout, progress=progress)
+        wait_nodes(procs, job_dir, timeout, progress)
         computed = time.perf_counter()
         publics = _read_publics(job_dir, nodes)
         values = reconstruct(job_dir, spec)

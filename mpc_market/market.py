@@ -11,6 +11,7 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass
+from functools import cached_property
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from math import ceil, floor
@@ -35,16 +36,16 @@ class MarketConfig:
     max_reading_wh: int = 65535  # |net_wh| of a meter reading per slot
     mechanism: str = 'double-auction'
 
-    @property
+    @cached_property
     def decimals(self):
         """Number of decimals of the price unit."""
         return max(-min(d.as_tuple().exponent, 0) for d in (self.price_floor, self.price_ceiling, self.tick))
 
-    @property
+    @cached_property
     def price_scale(self):
         return 10 ** self.decimals
 
-    @property
+    @cached_property
     def levels(self):
         """K, the number of price levels."""
         return int((self.price_ceiling - self.price_floor) / self.tick) + 1
@@ -55,11 +56,11 @@ class MarketConfig:
         assert units.denominator == 1, price
         return int(units)
 
-    @property
+    @cached_property
     def floor_units(self):
         return self.price_units(self.price_floor)
 
-    @property
+    @cached_property
     def ceiling_units(self):
         return self.price_units(self.price_ceiling)
 
@@ -69,21 +70,29 @@ class MarketConfig:
     def level_price(self, k):
         return self.price_floor + k * self.tick
 
-    @property
+    @cached_property
     def energy_bits(self):
         return self.max_order_wh.bit_length()
+
+    @cached_property
+    def _grid(self):
+        return Fraction(self.price_floor), Fraction(self.tick)
+
+    def _ticks_above_floor(self, limit):
+        floor_, tick = self._grid
+        return (Fraction(limit) - floor_) / tick
 
     def sell_level(self, limit):
         """Level of a sell order, or None if it cannot trade locally (limit above the ceiling)."""
         if limit > self.price_ceiling:
             return None
-        return max(0, ceil((Fraction(limit) - Fraction(self.price_floor)) / Fraction(self.tick)))
+        return max(0, ceil(self._ticks_above_floor(limit)))
 
     def buy_level(self, limit):
         """Level of a buy order, or None if it cannot trade locally (limit below the floor)."""
         if limit < self.price_floor:
             return None
-        return min(self.levels - 1, floor((Fraction(limit) - Fraction(self.price_floor)) / Fraction(self.tick)))
+        return min(self.levels - 1, floor(self._ticks_above_floor(limit)))
 
     def format_amount(self, amount_units):
         """Format an amount in 10**-(decimals+3) currency exactly, e.g. -0.123456."""

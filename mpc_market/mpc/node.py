@@ -7,6 +7,7 @@ The node reads only job.json and its own node{I}/ files, and writes node{I}/resu
 """
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -38,16 +39,16 @@ def main(argv=None):
 
     spec = JobSpec.load(args.job)
     own = node_dir(args.job, args.index)
-    shares = held = None
-    if not args.peers:
-        shares = np.load(os.path.join(own, 'shares.npy'), mmap_mode='r')
-        with open(os.path.join(own, 'held.json')) as f:
-            held = json.load(f)
-
     async def run():
-        nonlocal shares, held
         started = time.perf_counter()
         await mpc.start()
+        while not os.path.exists(os.path.join(own, 'ready')):  # packages still being written
+            await asyncio.sleep(0.02)
+        shares = held = None
+        if not args.peers:
+            shares = np.load(os.path.join(own, 'shares.npy'), mmap_mode='r')
+            with open(os.path.join(own, 'held.json')) as f:
+                held = json.load(f)
         if args.peers:
             from .peers import exchange_packages
             shares, held = await exchange_packages(spec, np.load(os.path.join(own, 'own_orders.npy')))

@@ -49,21 +49,24 @@ class SettlementNode:
         for start in range(0, n_p, node.spec.chunk):
             stop = min(start + node.spec.chunk, n_p)
             n = stop - start
-            values = ff.to_ints(np.asarray(self.readings[:, start:stop], dtype=np.uint32))  # (n, S, W)
-            sign = values[..., 0]
+            block = np.asarray(self.readings[:, start:stop], dtype=np.uint32).reshape(ff.LIMBS, n * n_s, width)
 
-            def number(columns):
-                return sum(values[..., columns.start + i] << i for i in range(columns.stop - columns.start))
-            dev, pos, neg = number(layout.dev_bits), number(layout.pos_bits), number(layout.neg_bits)
+            def weights(columns):
+                w = [0] * width
+                for i in range(columns.stop - columns.start):
+                    w[columns.start + i] = 1 << i
+                return w
+            sign_w = [1] + [0] * (width - 1)
+            linear = ff.lincomb(block, [theta, rho[3:], weights(layout.dev_bits), weights(layout.pos_bits),
+                                        weights(layout.neg_bits), weights(layout.slack), sign_w]).T
+            mix, bit_linear, dev, pos, neg, slack, sign = (v.reshape(n, n_s) for v in linear)
+            bits = ff.to_ints(block)  # (rows, W): every column is a bit; squares need ints
+            squares = sum(rho[3 + j] * (bits[:, j] * bits[:, j]) for j in range(width)).reshape(n, n_s)
             planned = self._planned(start, stop)
             sd = sign * dev
-            check = rho[0] * (pos * neg) + rho[1] * ((dev - 2 * sd) - (pos - neg - planned))
+            check = rho[0] * (pos * neg) + rho[1] * ((dev - 2 * sd) - (pos - neg - planned)) + squares - bit_linear
             if layout.has_slack:
-                check += rho[2] * (pos + neg + number(layout.slack) - layout.max_reading_wh)
-            mix = np.zeros((n, n_s), dtype=object)
-            for j in range(width):  # every column is a bit
-                check += rho[3 + j] * (values[..., j] * values[..., j] - values[..., j])
-                mix += theta[j] * values[..., j]
+                check += rho[2] * (pos + neg + slack - layout.max_reading_wh)
             per_participant = (check * lam[0]).sum(axis=1) % P
             mixed = (mix * lam[1]).sum(axis=1) % P
             mask = mpc._np_randoms(FIELD, n)
@@ -104,7 +107,7 @@ class SettlementNode:
         price_bits = max(ceil2, int(self.price2.max(initial=0))).bit_length()
         value_bits = _bits_needed((2 * bound + 1) * max(ceil2, int(self.price2.max(initial=0))) << 2)
         whole, remainder = await integer_divide(value, divisor, price_bits, value_bits)
-        f = layout.deviation_bits + (2 * bound + 1).bit_length() + 1
+        f = layout.deviation_bits + (2 * bound + 1).bit_length()  # 2**f > max|d| * D
         y_bits = layout.deviation_bits + f + 1
         fraction = await ceil_fraction(remainder, divisor, f, _bits_needed(4 * bound + 2))
         n_s = node.n_slots
