@@ -80,7 +80,7 @@ def settle_plain(book, net_of):
     """Plaintext reference: clear, then settle every slot's deviations."""
     clearing = clear_plain(book)
     config = book.config
-    price2 = {s.slot: settlement.deviation_price2(config, s.level) for s in clearing.slots}
+    price2 = {s.slot: settlement.deviation_price2(config, s) for s in clearing.slots}
     deviations, outcomes = {}, {}
     for slot in book.slots:
         members = [p for p in book.participants if (p, slot) in book.order_of or (p, slot) in net_of]

@@ -98,8 +98,6 @@ def cmd_settle(args):
     config = load_config(args.config)
     if args.mechanism:
         config = dataclasses.replace(config, mechanism=args.mechanism)
-    if config.mechanism != 'double-auction':
-        raise InputError(args.config, 1, 'mechanism', f'{config.mechanism} is not available yet (issue 3 in progress)')
     orders = load_orders(args.orders, config)
     readings = load_readings(args.readings, config)
     book = Book(config, orders, extra_pairs=list(readings))

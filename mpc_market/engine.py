@@ -49,6 +49,8 @@ class SlotRow:
     price_units: int | None
     traded_wh: int
     residual_wh: int
+    buy_price_units: int | None = None   # community schemes: the slot's buy and sell prices
+    sell_price_units: int | None = None
 
 
 @dataclass
@@ -82,8 +84,36 @@ def _slot_row(config, slot, level, traded, residual):
     return SlotRow(slot, level, config.level_price_units(level), traded, residual)
 
 
+def scheme_rows(book, prices_of):
+    """Community schemes: every order trades whole at its slot's buy or sell price."""
+    rows = []
+    for o in book.orders:
+        buy, sell = prices_of(o.slot)
+        amount = o.energy_wh * buy if o.side == 'buy' else -o.energy_wh * sell
+        rows.append(OrderRow(o.participant, o.slot, o.side, o.energy_wh, o.energy_wh, 0, amount, 'cleared'))
+    return rows
+
+
+def clear_plain_scheme(book: Book) -> ClearingResult:
+    """Plaintext reference of the community pricing schemes (supply-demand ratio, ...)."""
+    from .schemes import scheme_prices
+    started = time.perf_counter()
+    config = book.config
+    supply = {s: 0 for s in book.slots}
+    demand = {s: 0 for s in book.slots}
+    for o in book.orders:
+        (supply if o.side == 'sell' else demand)[o.slot] += o.energy_wh
+    prices = {s: scheme_prices(config.mechanism, supply[s], demand[s], config.floor_units, config.ceiling_units)
+              for s in book.slots}
+    slots = [SlotRow(s, None, None, 0, 0, *prices[s]) for s in book.slots]
+    return ClearingResult(slots, scheme_rows(book, prices.get), [],
+                          {'engine': 'plain', 'total_s': time.perf_counter() - started})
+
+
 def clear_plain(book: Book) -> ClearingResult:
     """The plaintext reference on the whole book."""
+    if book.config.mechanism != 'double-auction':
+        return clear_plain_scheme(book)
     started = time.perf_counter()
     config, k = book.config, book.config.levels
     by_slot = {s: [] for s in book.slots}
@@ -125,7 +155,7 @@ def job_spec(book, nodes, chunk):
                    energy_bits=config.energy_bits, max_order_wh=config.max_order_wh,
                    floor_units=config.floor_units, ceiling_units=config.ceiling_units,
                    tick_units=config.price_units(config.tick),
-                   participants=book.participants, slots=book.slots, chunk=chunk)
+                   participants=book.participants, slots=book.slots, chunk=chunk, mechanism=config.mechanism)
 
 
 def share_book(book, spec, job_dir, progress=None, tamper=None, encode=None, name='shares.npy'):
@@ -266,9 +296,20 @@ def _mpc_result(book, publics, values_of, times):
     started, shared, computed = times
     public = publics[0]
     excluded = set(public['excluded']) | set(public['missing'])
-    rows = _rows(book, values_of, excluded)
-    slots = [_slot_row(book.config, s['slot'], s['level'] if s['level'] >= 0 else None,
-                       s['traded_wh'], s['residual_wh']) for s in public['slots']]
+    if book.config.mechanism != 'double-auction':  # whole orders at the scheme prices
+        rows = [OrderRow(o.participant, o.slot, o.side, o.energy_wh, *values_of(o), 'cleared')
+                if o.participant not in excluded else
+                OrderRow(o.participant, o.slot, o.side, o.energy_wh, 0, o.energy_wh,
+                         reference.order_amount(book.config, o.side, o.energy_wh, 0, None), 'excluded')
+                for o in book.orders]
+    else:
+        rows = _rows(book, values_of, excluded)
+    if book.config.mechanism != 'double-auction':
+        slots = [SlotRow(s['slot'], None, None, 0, 0, s['buy_price_units'], s['sell_price_units'])
+                 for s in public['slots']]
+    else:
+        slots = [_slot_row(book.config, s['slot'], s['level'] if s['level'] >= 0 else None,
+                           s['traded_wh'], s['residual_wh']) for s in public['slots']]
     finished = time.perf_counter()
     n = max(1, len(book.participants))
     stats = {

@@ -32,6 +32,7 @@ class JobSpec:
     slots: list = field(default_factory=list)
     chunk: int = 4096
     mode: str = 'local'
+    mechanism: str = 'double-auction'
     settle: bool = False        # meter packages present: settle deviations after clearing
     max_reading_wh: int = 65535
 

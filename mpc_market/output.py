@@ -9,7 +9,17 @@ PUBLIC_COLUMNS = ('slot', 'price', 'traded_wh', 'residual_wh')
 PARTICIPANT_COLUMNS = ('participant', 'slot', 'side', 'energy_wh', 'matched_wh', 'unmatched_wh', 'amount', 'status')
 
 
+SCHEME_PUBLIC_COLUMNS = ('slot', 'buy_price', 'sell_price')
+
+
+def public_columns(config):
+    return PUBLIC_COLUMNS if config.mechanism == 'double-auction' else SCHEME_PUBLIC_COLUMNS
+
+
 def public_table(config, result):
+    if config.mechanism != 'double-auction':
+        return [{'slot': s.slot, 'buy_price': config.format_price(s.buy_price_units),
+                 'sell_price': config.format_price(s.sell_price_units)} for s in result.slots]
     return [{'slot': s.slot, 'price': '' if s.price_units is None else config.format_price(s.price_units),
              'traded_wh': s.traded_wh, 'residual_wh': s.residual_wh} for s in result.slots]
 
@@ -31,7 +41,7 @@ def _csv_text(columns, rows):
 def write_results(out_dir, config, result):
     """Write public.csv, participants.csv and summary.json; all appear together or none."""
     return _write_all(out_dir, {
-        'public.csv': _csv_text(PUBLIC_COLUMNS, public_table(config, result)),
+        'public.csv': _csv_text(public_columns(config), public_table(config, result)),
         'participants.csv': _csv_text(PARTICIPANT_COLUMNS, participant_table(config, result)),
         'summary.json': json.dumps({'excluded': result.excluded, 'stats': result.stats}, indent=1, default=str),
     })
@@ -75,7 +85,7 @@ def write_settlement(out_dir, config, result):
                  'rounding_residue': money(s.residue), 'net': money(s.retailer_net)}
                 for slot, s in sorted(result.slots.items())]
     return _write_all(out_dir, {
-        'public.csv': _csv_text(PUBLIC_COLUMNS, public_table(config, result.clearing)),
+        'public.csv': _csv_text(public_columns(config), public_table(config, result.clearing)),
         'participants.csv': _csv_text(SETTLEMENT_COLUMNS, rows),
         'bills.csv': _csv_text(BILL_COLUMNS, bills),
         'retailer.csv': _csv_text(RETAILER_COLUMNS, retailer),

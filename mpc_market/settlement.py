@@ -31,11 +31,14 @@ class SlotSettlement:
         return self.retailer_net - (self.retailer_receives - self.retailer_pays)
 
 
-def deviation_price2(config, level):
-    """2 x the deviation price in price units: the clearing price, or floor + ceiling if no trade."""
-    if level is None:
+def deviation_price2(config, slot_row):
+    """2 x the deviation price in price units: twice the clearing price, floor + ceiling if nothing
+    traded, or buy + sell price under a community scheme."""
+    if slot_row.buy_price_units is not None:
+        return slot_row.buy_price_units + slot_row.sell_price_units
+    if slot_row.level is None:
         return config.floor_units + config.ceiling_units
-    return 2 * config.level_price_units(level)
+    return 2 * config.level_price_units(slot_row.level)
 
 
 def settle_slot(deviations, price2, floor_units, ceiling_units):

@@ -148,3 +148,38 @@ def test_readings_file_errors(tmp_path):
         with pytest.raises(InputError) as info:
             load_readings(path, CONFIG)
         assert (info.value.line, info.value.field) == (line, field)
+
+
+@pytest.mark.parametrize('mechanism', ['sdr', 'mmr', 'bill-sharing'])
+def test_community_schemes_under_mpc_equal_reference(mechanism):
+    import dataclasses
+    config = dataclasses.replace(CONFIG, mechanism=mechanism)
+    rng = random.Random(hash(mechanism) % 1000)
+    orders, readings = [], {}
+    # slot 0: more demand, slot 1: more supply, slot 2: buyers only, slot 3: sellers only, slot 4: balanced
+    plan = {0: (3, 6), 1: (6, 3), 2: (0, 4), 3: (4, 0), 4: (2, 2)}
+    for slot, (sellers, buyers) in plan.items():
+        for i in range(sellers + buyers):
+            side = 'sell' if i < sellers else 'buy'
+            energy = 500 if slot == 4 else rng.randint(1, 4000)
+            name = f'q{slot}{i}'
+            orders.append(Order(name, slot, side, energy, Decimal('0.15')))
+            readings[(name, slot)] = (energy if side == 'buy' else -energy) + rng.randint(-300, 300)
+    book = Book(config, orders, extra_pairs=list(readings))
+    secure = assert_settlements_equal(book, readings)
+    prices = [(s.buy_price_units, s.sell_price_units) for s in secure.clearing.slots]
+    assert all(0 <= price <= C for pair in prices for price in pair)
+    if mechanism != 'bill-sharing':
+        assert all(F <= sell for _, sell in prices)
+    assert all(r.matched_wh == r.energy_wh for r in secure.rows if r.side)  # whole orders trade
+
+
+def test_scheme_prices_hand_values():
+    from mpc_market.schemes import scheme_prices
+    # S = 50, D = 100 (SDR = 1/2): sell = 20*10*100/(10*50 + 10*100) = 13.33 -> 14; buy = (13.33*50 + 20*50)/100
+    assert scheme_prices('sdr', 50, 100, F, C) == (16, 14)
+    assert scheme_prices('sdr', 100, 50, F, C) == (F, F)
+    assert scheme_prices('mmr', 100, 50, F, C) == (15, 13)   # sellers (50*15 + 50*10)/100 = 12.5 -> 13
+    assert scheme_prices('mmr', 50, 100, F, C) == (17, 15)   # buyers (50*15 + 50*20)/100 = 17.5 -> 17
+    assert scheme_prices('bill-sharing', 50, 100, F, C) == (10, 0)
+    assert scheme_prices('bill-sharing', 100, 50, F, C) == (0, 5)

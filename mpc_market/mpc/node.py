@@ -67,8 +67,7 @@ def main(argv=None):
             settle_started = _time.perf_counter()
             reading_layout = ReadingLayout((spec.max_reading_wh + spec.max_order_wh).bit_length(),
                                            spec.max_reading_wh.bit_length(), spec.max_reading_wh)
-            price2 = [2 * (spec.floor_units + lv * spec.tick_units) if lv >= 0 else spec.floor_units + spec.ceiling_units
-                      for lv in node.levels]
+            price2 = node.deviation_price2
             readings = np.load(os.path.join(own, 'readings.npy'), mmap_mode='r')
             settled, retailer, meter_excluded = await SettlementNode(node, readings, reading_layout, price2).run(node.valid)
             save_array(os.path.join(own, 'settlement.npy'), settled)

@@ -372,6 +372,44 @@ class MarketNode:
         residual[idx] = [int(v) for v in opened]
         return residual
 
+    # -- community pricing schemes -------------------------------------------------------------
+    def side_totals(self, valid):
+        """Shares of each slot's total sell and buy energy, all orders (limits ignored)."""
+        layout, k = self.layout, self.layout.levels
+        totals = np.zeros((self.n_slots, 2 * k + 2), dtype=object)
+        for start in range(0, self.n_participants, self.spec.chunk):
+            stop = min(start + self.spec.chunk, self.n_participants)
+            rows = np.flatnonzero(valid[start:stop])
+            if rows.size:
+                block = np.asarray(self.shares[:, start:stop], dtype=np.uint32)[:, rows][..., layout.weighted]
+                totals += ff.sum_rows(block, axis=0)
+        return (totals[:, :k].sum(axis=1) + totals[:, 2 * k]) % P, (totals[:, k:2 * k].sum(axis=1) + totals[:, 2 * k + 1]) % P
+
+    async def run_scheme(self, valid, lap):
+        from .schemes import scheme_prices
+        spec, layout, k = self.spec, self.layout, self.layout.levels
+        bound = max(1, int(valid.sum())) * spec.max_order_wh
+        supply, demand = self.side_totals(valid)
+        buy, sell = await scheme_prices(spec.mechanism, supply, demand, spec.floor_units, spec.ceiling_units, bound)
+        buy, sell = (np.array([int(v) for v in x], dtype=object) for x in np.split(await _open(np.concatenate([buy, sell])), 2))
+        self.deviation_price2 = [int(b + s) for b, s in zip(buy, sell)]
+        lap('clearing')
+        results = np.zeros((ff.LIMBS, self.n_participants, self.n_slots, 3), dtype=np.uint32)
+        for start in range(0, self.n_participants, spec.chunk):
+            stop = min(start + spec.chunk, self.n_participants)
+            weighted = np.asarray(self.shares[:, start:stop], dtype=np.uint32)[..., layout.weighted].astype(np.uint64)
+            keep = valid[start:stop, None].astype(object)
+            e_sell = ff.to_ints(weighted[..., :k].sum(axis=-1) + weighted[..., 2 * k]) * keep
+            e_buy = ff.to_ints(weighted[..., k:2 * k].sum(axis=-1) + weighted[..., 2 * k + 1]) * keep
+            amount = buy[None, :] * e_buy - sell[None, :] * e_sell
+            fresh = await _reshare(np.stack([e_sell + e_buy, np.zeros_like(amount), amount], axis=-1))
+            results[:, start:stop] = ff.from_ints(fresh)
+            self.progress('allocation', stop, self.n_participants)
+        lap('allocation')
+        public = {'slots': [{'slot': s, 'buy_price_units': int(b), 'sell_price_units': int(v)}
+                            for s, b, v in zip(spec.slots, buy, sell)]}
+        return public, results
+
     # -- whole run ---------------------------------------------------------------------------
     async def run(self):
         spec = self.spec
@@ -390,10 +428,17 @@ class MarketNode:
         lap('input')
         valid = self.valid = await self.validate(present)
         lap('validation')
+        if spec.mechanism != 'double-auction':
+            public, results = await self.run_scheme(valid, lap)
+            public['excluded'] = [p for p, ok, here in zip(spec.participants, valid, present) if here and not ok]
+            public['missing'] = [p for p, here in zip(spec.participants, present) if not here]
+            return public, results
         bound = max(1, int(valid.sum())) * spec.max_order_wh
         supply, demand = self.curves(valid)
         levels, volume = await self.cross(supply, demand, bound)
         self.levels = levels
+        self.deviation_price2 = [2 * (spec.floor_units + int(lv) * spec.tick_units) if lv >= 0
+                                 else spec.floor_units + spec.ceiling_units for lv in levels]
         lap('clearing')
         trading = levels >= 0
         f = spec.energy_bits + bound.bit_length()  # x < 2**B and T < 2**bitlen: 2**f > x*T
