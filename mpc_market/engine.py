@@ -163,32 +163,48 @@ def share_book(book, spec, job_dir, progress=None, tamper=None, encode=None, nam
 
     encode(participant_indices) -> (n, slots, width) values; the order vectors by default.
     tamper(node_index, participant_indices, data) may alter values (node None) or one node's
-    shares (tests of malicious input).
+    shares (tests of malicious input). With several chunks, a forked worker shares every other
+    chunk on the second core (the nodes are idle until the packages are ready).
     """
     encode = encode or book.encode
     n_p, n_s = len(book.participants), len(book.slots)
-    outputs, step = [], spec.chunk
-    for start in range(0, n_p, step):
-        stop = min(start + step, n_p)
-        values = encode(range(start, stop))
-        if tamper is not None:
-            values = tamper(None, range(start, stop), values)
-        if not outputs:
-            for i in range(spec.nodes):
-                os.makedirs(node_dir(job_dir, i), exist_ok=True)
-                outputs.append(np.lib.format.open_memmap(
-                    os.path.join(node_dir(job_dir, i), name), mode='w+', dtype=np.uint32,
-                    shape=(ff.LIMBS, n_p, n_s, values.shape[-1])))
-        shares = ff.share_values(values, spec.threshold, spec.nodes)
-        for i, out in enumerate(outputs):
-            block = shares[i]
+    width = encode(range(0, min(1, n_p))).shape[-1]
+    paths = [os.path.join(node_dir(job_dir, i), name) for i in range(spec.nodes)]
+    for path in paths:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.lib.format.open_memmap(path, mode='w+', dtype=np.uint32, shape=(ff.LIMBS, n_p, n_s, width)).flush()
+    step = max(256, min(spec.chunk, -(-n_p // 8)))  # small enough to split evenly between two workers
+    chunks = [(start, min(start + step, n_p)) for start in range(0, n_p, step)]
+
+    def share_chunks(mine, report):
+        outputs = [np.load(path, mmap_mode='r+') for path in paths]
+        for start, stop in mine:
+            values = encode(range(start, stop))
             if tamper is not None:
-                block = tamper(i, range(start, stop), block)
-            out[:, start:stop] = block
-        if progress:
-            progress('sharing', stop, n_p)
-    for i, out in enumerate(outputs):
-        out.flush()
+                values = tamper(None, range(start, stop), values)
+            shares = ff.share_values(values, spec.threshold, spec.nodes)
+            for i, out in enumerate(outputs):
+                block = shares[i] if tamper is None else tamper(i, range(start, stop), shares[i])
+                out[:, start:stop] = block
+            if report:
+                report('sharing', stop, n_p)
+        for out in outputs:
+            out.flush()
+
+    worker = None
+    if len(chunks) > 1 and os.cpu_count() > 1:
+        import multiprocessing
+        worker = multiprocessing.get_context('fork').Process(target=share_chunks, args=(chunks[1::2], None))
+        worker.start()
+        share_chunks(chunks[0::2], progress)
+        worker.join()
+        if worker.exitcode != 0:
+            raise EngineError(f'client-side sharing worker failed with status {worker.exitcode}')
+    else:
+        share_chunks(chunks, progress)
+    if progress:
+        progress('sharing', n_p, n_p)
+    for i in range(spec.nodes):
         write_json(os.path.join(node_dir(job_dir, i), 'held.json'), book.participants)
 
 

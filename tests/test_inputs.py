@@ -98,3 +98,45 @@ def test_existing_outputs_untouched_on_error(tmp_path):
     assert proc.returncode == 2
     assert (out / 'public.csv').read_text() == 'old'
     assert sorted(os.listdir(out)) == ['public.csv']
+
+
+READINGS_HEADER = 'participant,slot,net_wh\n'
+
+
+def settle(tmp_path, orders_text, readings_text, *extra):
+    (tmp_path / 'orders.csv').write_text(orders_text)
+    (tmp_path / 'readings.csv').write_text(readings_text)
+    (tmp_path / 'market.toml').write_text(GOOD_TOML)
+    out = tmp_path / 'out'
+    proc = run_cli('settle', '--orders', str(tmp_path / 'orders.csv'), '--readings', str(tmp_path / 'readings.csv'),
+                   '--config', str(tmp_path / 'market.toml'), '--out', str(out), '--engine', 'plain', *extra)
+    return proc, out
+
+
+@pytest.mark.parametrize('readings, file, line, field', [
+    (READINGS_HEADER + 'a,0,12\n', 'orders.csv', 3, 'participant'),           # b has no reading
+    (READINGS_HEADER + 'a,0,12\nb,0,1.5\n', 'readings.csv', 3, 'net_wh'),
+    (READINGS_HEADER + 'a,0,12\nb,0,70000\n', 'readings.csv', 3, 'net_wh'),
+    (READINGS_HEADER + 'a,0,12\na,0,13\nb,0,1\n', 'readings.csv', 3, 'participant'),
+    ('participant,net_wh\n', 'readings.csv', 1, 'slot'),
+])
+def test_bad_readings(tmp_path, readings, file, line, field):
+    proc, out = settle(tmp_path, HEADER + 'a,0,buy,10,0.1\nb,0,sell,10,0.05\n', readings)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().startswith(f'error: {tmp_path / file}:{line}: {field}: '), proc.stderr
+    assert not out.exists()
+
+
+def test_settle_writes_bills(tmp_path):
+    proc, out = settle(tmp_path, HEADER + 'a,0,buy,10,0.1\nb,0,sell,10,0.05\n',
+                       READINGS_HEADER + 'a,0,12\nb,0,-10\nc,0,5\n')
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(out)) == ['bills.csv', 'participants.csv', 'public.csv', 'retailer.csv', 'summary.json']
+    bills = (out / 'bills.csv').read_text().splitlines()
+    assert bills[0] == 'participant,trade_amount,deviation_amount,total_amount,retailer_only_amount,saving'
+    # a bought 10 Wh at 0.05, used 12: 2 Wh short, nobody long -> 2 Wh at the ceiling 0.139
+    assert bills[1] == 'a,0.000500,0.000278,0.000778,0.001668,0.000890'
+    assert 'c,0,,0,0,0,0.000000,no-order,5,5,0.000695,0.000695' in (out / 'participants.csv').read_text()
+    proc, out = settle(tmp_path, HEADER + 'a,0,buy,10,0.1\nb,0,sell,10,0.05\n',
+                       READINGS_HEADER + 'a,0,12\nb,0,-10\n', '--mechanism', 'mmr')
+    assert (out / 'public.csv').read_text().splitlines() == ['slot,buy_price,sell_price', '0,0.093,0.093']
