@@ -10,14 +10,13 @@ participant by one node; peak memory per node; and whether MPC agreed with the r
 """
 
 import argparse
-import csv
-import json
 import os
-import platform
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+
+from common import machine, save_rows  # noqa: E402
 
 from mpc_market.encoding import Book  # noqa: E402
 from mpc_market.engine import clear_mpc, clear_plain  # noqa: E402
@@ -27,17 +26,6 @@ from decimal import Decimal  # noqa: E402
 
 DEFAULT_SIZES = ['100x1', '1000x1', '10000x1', '100000x1', '1000x96']
 CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'), 65535)
-
-
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            names = [ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name')]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return {'cores': os.cpu_count(), 'cpu': cpu, 'python': platform.python_version(), 'host': platform.node()}
 
 
 def run(participants, slots, nodes, seed, check):
@@ -89,15 +77,7 @@ def main():
               f'{row["bytes_per_participant"] / 1024:.1f} KiB/participant sent per node; '
               f'peak {row["peak_rss_mb_per_node"]:.0f} MB/node'
               + ('' if args.no_check else f'; agrees: {row["agrees_with_reference"]}'), flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f'clearing-{info["cores"]}core')
-    with open(stem + '.json', 'w') as f:
-        json.dump({'machine': info, 'date': time.strftime('%Y-%m-%d'), 'rows': rows}, f, indent=1)
-    with open(stem + '.csv', 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f'saved {stem}.json and {stem}.csv')
+    save_rows(args.out, 'clearing', info, rows)
 
 
 if __name__ == '__main__':

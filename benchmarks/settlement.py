@@ -10,9 +10,7 @@ participant by one node, peak memory per node, and whether MPC agreed with the r
 """
 
 import argparse
-import csv
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -20,7 +18,8 @@ from decimal import Decimal
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
-from clearing import CONFIG, machine  # noqa: E402
+from clearing import CONFIG  # noqa: E402
+from common import machine, save_rows  # noqa: E402
 
 from mpc_market import billing  # noqa: E402
 from mpc_market.encoding import Book  # noqa: E402
@@ -80,15 +79,7 @@ def main():
               f'peak {row["peak_rss_mb_per_node"]:.0f} MB/node'
               + ('' if args.no_check else f'; agrees: {row["agrees_with_reference"]}, '
                                           f'balances: {row["money_balances"]}'), flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f'settlement-{info["cores"]}core')
-    with open(stem + '.json', 'w') as f:
-        json.dump({'machine': info, 'date': time.strftime('%Y-%m-%d'), 'rows': rows}, f, indent=1)
-    with open(stem + '.csv', 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f'saved {stem}.json and {stem}.csv')
+    save_rows(args.out, 'settlement', info, rows)
 
 
 if __name__ == '__main__':

@@ -3,13 +3,11 @@
 import random
 from decimal import Decimal
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mpc_market import billing
-from mpc_market import field as ff
 from mpc_market.encoding import Book
 from mpc_market.market import MarketConfig, Order
 from mpc_market.settlement import settle_slot
