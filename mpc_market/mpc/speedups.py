@@ -1,4 +1,4 @@
-"""A faster drop-in for MPyC's Shamir random split over GF(2^127 - 1).
+"""Faster drop-ins for two MPyC internals used by every resharing over GF(2^127 - 1).
 
 mpyc.thresha.np_random_split draws every polynomial coefficient with secrets.randbelow, one
 call per field element; in a node that is the largest single cost of resharing. Here the
@@ -7,6 +7,7 @@ bias towards 0 is 2^-127), and the evaluation at the points 1..m uses small inte
 Other moduli keep MPyC's own implementation.
 """
 
+import functools
 import os
 
 import numpy as np
@@ -41,5 +42,22 @@ def np_random_split(field, s, t, m):
     return np.stack(rows)
 
 
+_original_recombination_vector = thresha._recombination_vector
+
+
+def _signed_recombination_vector(field, xs, x_r):
+    """MPyC's Lagrange coefficients as small signed ints where possible ((3, -3, 1), not
+    (3, p-3, 1)): multiplying 127-bit shares by them is cheaper; results are reduced anyway."""
+    vector = _original_recombination_vector(field, xs, x_r)
+    p = field.modulus
+    if not isinstance(p, int):
+        return vector
+    return [v - p if v > p // 2 else v for v in vector]
+
+
 def install():
     thresha.np_random_split = np_random_split
+    if not getattr(thresha._recombination_vector, 'signed', False):
+        signed = functools.cache(_signed_recombination_vector)
+        signed.signed = True
+        thresha._recombination_vector = signed
