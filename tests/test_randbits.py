@@ -1,4 +1,4 @@
-"""Random bits and exact truncation primitives, run in real 3- and 5-party MPyC sessions."""
+"""Random bits and exact truncation primitives, run in real 3-, 5- and 7-party MPyC sessions."""
 
 import subprocess
 import sys
@@ -10,7 +10,7 @@ SCRIPT = textwrap.dedent('''
     import sys
     import numpy as np
     from mpyc.runtime import mpc
-    from mpc_market.mpc.protocol import FIELD, SECINT, _sec, exact_floor_pow2
+    from mpc_market.mpc.protocol import FIELD, SECINT, _sec, exact_floor_pow2, floor_of_ratio_product
     from mpc_market.mpc.randbits import random_bits
 
     async def main():
@@ -26,6 +26,18 @@ SCRIPT = textwrap.dedent('''
         q = await exact_floor_pow2(np.array(ys, dtype=object), f, y_bits)
         q = np.asarray(await mpc.output(_sec(q)), dtype=object)
         assert list(q) == [y >> f for y in ys]
+
+        # floor(x*N/T) from y = x * ceil(N 2^f / T): exact divisions, fractions just below 1, maxima
+        bound, x_bits = (1 << 30) - 1, 16
+        f = x_bits + bound.bit_length() + 1
+        cases = [(1, 1, 1), (65535, bound, bound), (65535, bound - 1, bound), (3, 2, 3), (65534, 1, 65535),
+                 (65535, 65534, 65535), (7, 7, 7), (1, 0, 5)]
+        cases += [(int(x), int(n) % (int(t) + 1), int(t)) for x, n, t in
+                  zip(rng.integers(1, 1 << x_bits, 150), rng.integers(0, bound, 150), rng.integers(1, bound, 150))]
+        ys = [x * -(-(n << f) // t) for x, n, t in cases]
+        q = await floor_of_ratio_product(np.array(ys, dtype=object), f, x_bits + f + 1, bound)
+        q = np.asarray(await mpc.output(_sec(q)), dtype=object)
+        assert list(q) == [x * n // t for x, n, t in cases]
         await mpc.shutdown()
         print('OK', mpc.pid)
 
@@ -33,7 +45,7 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize('parties', [3, 5])
+@pytest.mark.parametrize('parties', [3, 5, 7])
 def test_random_bits_and_exact_truncation(tmp_path, parties):
     script = tmp_path / 'check.py'
     script.write_text(SCRIPT)

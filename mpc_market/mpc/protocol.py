@@ -12,6 +12,7 @@ residuals are ever opened.
 """
 
 import hashlib
+import math
 import os
 import time
 
@@ -173,6 +174,30 @@ async def integer_divide(numerator, denominator, quotient_bits, bits):
     return quotient % P, remainder
 
 
+async def floor_of_ratio_product(y, f, y_bits, denominator_bound):
+    """Shares of floor(y / 2**f) when y = x * ceil(N * 2**f / T) for an integer ratio x*N/T with
+    T <= denominator_bound and 2**f >= 2 * max(x) * T (as chosen by the callers).
+
+    Such a ratio's fractional part is 0 or in [1/T, 1 - 1/T], and y / 2**f overshoots it by
+    less than 1/(2T); so the low f - g bits can go by a cheap probabilistic truncation (PRSS
+    mask, one opening, no comparison), rounded up by a bias of one unit, as long as its error,
+    below (1 + subsets) / 2**g, stays under 1/(2T). Only g = bitlen(T) + 1 + bitlen(1 + subsets)
+    bits then need the exact truncation with its bitwise comparison.
+    """
+    y = np.asarray(y, dtype=object)
+    subsets = math.comb(len(mpc.parties), mpc.threshold)  # PRSS sums this many bounded terms
+    g = int(denominator_bound).bit_length() + 1 + (1 + subsets).bit_length()
+    s = f - g
+    if s <= 0 or y.size == 0 or mpc.options.no_prss:
+        return await exact_floor_pow2(y, f, y_bits)
+    r_lo = mpc._np_randoms(FIELD, y.size, 1 << s).value          # < subsets * 2**s, unknown to any t
+    r_hi = mpc._np_randoms(FIELD, y.size, 1 << (SEC_PARAM + y_bits - s)).value
+    c = await _open(y.reshape(-1) + (1 << s) + r_lo + (r_hi << s))
+    coarse = (np.array([int(v) >> s for v in c], dtype=object) - r_hi) % P  # floor(y/2**s) + 1 + e
+    coarse_bits = y_bits - s + 2
+    return (await exact_floor_pow2(coarse, g, coarse_bits)).reshape(y.shape)
+
+
 class MarketNode:
     """One market node's view of a clearing job: its share packages and public parameters."""
 
@@ -320,7 +345,7 @@ class MarketNode:
         return (fraction + (equal << f)) % P
 
     # -- allocation --------------------------------------------------------------------------
-    async def allocate(self, valid, levels, volume, rho_sell, rho_buy, f, y_bits, prices):
+    async def allocate(self, valid, levels, volume, rho_sell, rho_buy, f, y_bits, prices, bound):
         """Result shares (4, participants, slots, 3) and per-slot sums of sell/buy allocations."""
         layout, k = self.layout, self.layout.levels
         results = np.zeros((ff.LIMBS, self.n_participants, self.n_slots, 3), dtype=np.uint32)
@@ -348,7 +373,7 @@ class MarketNode:
             x_sell, x_buy = x_sell * keep % P, x_buy * keep % P
             e_sell, e_buy, is_sell = e_sell * keep_all % P, e_buy * keep_all % P, is_sell * keep_all % P
             y = await _reshare(x_sell * rho_sell[None, :] + x_buy * rho_buy[None, :])
-            matched = (await exact_floor_pow2(y.reshape(-1), f, y_bits)).reshape(n, self.n_slots)
+            matched = (await floor_of_ratio_product(y.reshape(-1), f, y_bits, bound)).reshape(n, self.n_slots)
             m_sell = await _reshare(matched * is_sell)
             m_buy = (matched - m_sell) % P
             unmatched = (e_sell + e_buy - matched) % P
@@ -441,7 +466,7 @@ class MarketNode:
                                  else spec.floor_units + spec.ceiling_units for lv in levels]
         lap('clearing')
         trading = levels >= 0
-        f = spec.energy_bits + bound.bit_length()  # x < 2**B and T < 2**bitlen: 2**f > x*T
+        f = spec.energy_bits + bound.bit_length() + 1  # 2**f >= 2 * x * T for every x, T
         y_bits = spec.energy_bits + f + 1
         # masked openings need y + r < p with r about 2**(y_bits + SEC_PARAM + 6) (PRSS sums)
         if y_bits + SEC_PARAM + 8 > ff.MODULUS_BITS:
@@ -458,7 +483,7 @@ class MarketNode:
                                     np.concatenate([sell_total[idx], buy_total[idx]]), bound, f)
             rho_sell[idx], rho_buy[idx] = both[:idx.size], both[idx.size:]
         prices = [spec.floor_units + j * spec.tick_units for j in range(spec.levels)]
-        results, sums = await self.allocate(valid, levels, volume, rho_sell, rho_buy, f, y_bits, prices)
+        results, sums = await self.allocate(valid, levels, volume, rho_sell, rho_buy, f, y_bits, prices, bound)
         lap('allocation')
         residual = await self.residuals(sell_total, buy_total, volume, sums, bound, trading)
         lap('output')

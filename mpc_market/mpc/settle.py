@@ -13,7 +13,7 @@ from mpyc.runtime import mpc
 
 from .. import field as ff
 from .protocol import (FIELD, P, _bits_needed, _less_than_zero, _is_zero, _reshare, _sec, ceil_fraction,
-                       exact_floor_pow2, integer_divide)
+                       floor_of_ratio_product, integer_divide)
 
 
 class SettlementNode:
@@ -107,7 +107,7 @@ class SettlementNode:
         price_bits = max(ceil2, int(self.price2.max(initial=0))).bit_length()
         value_bits = _bits_needed((2 * bound + 1) * max(ceil2, int(self.price2.max(initial=0))) << 2)
         whole, remainder = await integer_divide(value, divisor, price_bits, value_bits)
-        f = layout.deviation_bits + (2 * bound + 1).bit_length()  # 2**f > max|d| * D
+        f = layout.deviation_bits + (2 * bound + 1).bit_length() + 1  # 2**f >= 2 * max|d| * D
         y_bits = layout.deviation_bits + f + 1
         fraction = await ceil_fraction(remainder, divisor, f, _bits_needed(4 * bound + 2))
         n_s = node.n_slots
@@ -120,7 +120,7 @@ class SettlementNode:
             n = stop - start
             ds, dl = short_side[start:stop], long_side[start:stop]
             both = await _reshare(np.stack([ds * frac_s + dl * frac_l, ds * whole_s + dl * whole_l]))
-            truncated = (await exact_floor_pow2(both[0].reshape(-1), f, y_bits)).reshape(n, n_s)
+            truncated = (await floor_of_ratio_product(both[0].reshape(-1), f, y_bits, 2 * bound + 1)).reshape(n, n_s)
             magnitude = (both[1] + truncated) % P
             signed_part = await _reshare(sign[start:stop] * magnitude)
             amount = (magnitude - 2 * signed_part) % P
