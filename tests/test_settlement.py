@@ -116,23 +116,45 @@ def test_mpc_settlement_with_five_nodes():
 
 
 def test_cheating_meter_packages_are_excluded_from_settlement():
+    from mpc_market.encoding import ReadingLayout
     book, readings = random_market(11, participants=10, slots=1)
-    cheat = book.participants[3]
-    row = book.participant_index[cheat]
+    layout = ReadingLayout.for_config(CONFIG)
+    no_deviation, out_of_range = book.participants[3], book.participants[6]
+    rows = {name: book.participant_index[name] for name in (no_deviation, out_of_range)}
+
+    def bits(value, count):
+        return [(value >> i) & 1 for i in range(count)]
 
     def tamper(node, participants, data):
-        if node is None and row in participants:  # claims no deviation: |d| = 0
-            data[row - participants.start, 0, 1:] = 0
+        if node is not None:
+            return data
+        if rows[no_deviation] in participants:  # claims |d| = 0 whatever it measured
+            data[rows[no_deviation] - participants.start, 0, 1:] = 0
+        if rows[out_of_range] in participants:  # exports 50 000 Wh > max_reading_wh = 40 000, consistently
+            r = rows[out_of_range] - participants.start
+            planned = billing.settlement.planned_position(book.order_of.get((out_of_range, 0)))
+            deviation = -50000 - planned
+            data[r, 0, 0] = deviation < 0
+            data[r, 0, layout.dev_bits] = bits(abs(deviation), layout.deviation_bits)
+            data[r, 0, layout.pos_bits] = 0
+            data[r, 0, layout.neg_bits] = bits(50000, layout.reading_bits)
+            data[r, 0, layout.slack] = 0  # no slack can make 50 000 + slack = 40 000
         return data
 
     secure = billing.settle_mpc(book, readings, reading_tamper=tamper, timeout=300)
-    assert secure.stats['meter_excluded'] == [cheat]
-    assert all(r.deviation_amount == 0 for r in secure.rows if r.participant == cheat)
-    # the others settle as if the cheater's deviation were zero
-    honest = {k: v for k, v in readings.items()}
-    plain = billing.settle_plain(book, honest)
-    expected = {(r.participant, r.slot): r.matched_wh for r in plain.rows}
-    assert {(r.participant, r.slot): r.matched_wh for r in secure.rows} == expected
+    assert secure.stats['meter_excluded'] == sorted([no_deviation, out_of_range])
+    cheats = (no_deviation, out_of_range)
+    assert all(r.deviation_amount == 0 for r in secure.rows if r.participant in cheats)
+    # clearing is untouched, and the honest participants settle among themselves
+    plain = billing.settle_plain(book, readings)
+    assert secure.clearing.rows == plain.clearing.rows
+    from mpc_market import settlement
+    honest = [p for p in book.participants if p not in cheats and ((p, 0) in readings or (p, 0) in book.order_of)]
+    deviations = [readings.get((p, 0), 0) - settlement.planned_position(book.order_of.get((p, 0))) for p in honest]
+    price2 = settlement.deviation_price2(CONFIG, secure.clearing.slots[0])
+    _, amounts = settlement.settle_slot(deviations, price2, CONFIG.floor_units, CONFIG.ceiling_units)
+    got = {r.participant: r.deviation_amount for r in secure.rows if r.participant not in cheats}
+    assert got == dict(zip(honest, amounts))
 
 
 def test_readings_file_errors(tmp_path):

@@ -6,9 +6,9 @@ sys.argv (see mpc_market.mpc.node).
 Data stay as Shamir shares over GF(2^127 - 1) throughout. Bulk linear work happens on limb
 arrays (mpc_market.field); MPyC secure arrays are used for the few non-linear steps:
 one resharing and one zero test per participant for validation, K comparisons per slot for
-the crossing, a bitwise long division per slot for the rationing ratio, and one exact
-truncation per order for the allocation. Only verdicts, chosen levels, traded volumes and
-residuals are ever opened.
+the crossing, a long division per slot for the rationing ratio, and one floor per order for
+the allocation (a cheap probabilistic truncation plus an exact one on bitlen(T)+4 bits). Only
+verdicts, chosen levels, traded volumes and residuals are ever opened.
 """
 
 import hashlib
