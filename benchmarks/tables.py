@@ -19,35 +19,33 @@ def machine_line(data):
     return f"Measured {data['date']} on {m['cores']} cores ({m['cpu']}), Python {m['python']}, 3 nodes on localhost."
 
 
-def clearing_table(data):
-    lines = [machine_line(data), '',
-             '| participants × slots | order vectors | end to end | sharing (client) | validation | clearing | '
-             'allocation | KiB sent / participant / node | peak memory / node | = reference |',
-             '|---|---|---|---|---|---|---|---|---|---|']
-    for r in data['rows']:
-        lines.append(f"| {r['participants']:,} × {r['slots']} | {r['order_vectors']:,} | **{r['end_to_end_s']:.1f} s** | "
-                     f"{r['sharing_s']:.1f} s | {r['validation_s']:.1f} s | {r['clearing_s']:.1f} s | "
-                     f"{r['allocation_s']:.1f} s | {r['bytes_per_participant'] / 1024:.1f} | "
-                     f"{r['peak_rss_mb_per_node']:.0f} MB | {r.get('agrees_with_reference', '')} |")
-    return '\n'.join(lines)
+def seconds(key, bold=False):
+    return lambda r: f"**{r[key]:.1f} s**" if bold else f"{r[key]:.1f} s"
 
 
-def settlement_table(data):
-    lines = [machine_line(data), '',
-             '| participants × 1 slot | mechanism | end to end (clear + settle) | sharing | validation | clearing | '
-             'allocation | settlement | KiB sent / participant / node | peak memory / node | = reference, balanced |',
-             '|---|---|---|---|---|---|---|---|---|---|---|']
-    for r in data['rows']:
-        lines.append(f"| {r['participants']:,} | {r['mechanism']} | **{r['end_to_end_s']:.1f} s** | {r['sharing_s']:.1f} s | "
-                     f"{r['validation_s']:.1f} s | {r['clearing_s']:.1f} s | {r['allocation_s']:.1f} s | "
-                     f"**{r['settlement_s']:.1f} s** | {r['bytes_per_participant'] / 1024:.1f} | "
-                     f"{r['peak_rss_mb_per_node']:.0f} MB | {r.get('agrees_with_reference', '')}, "
-                     f"{r.get('money_balances', '')} |")
+SHARED = [('sharing (client)', seconds('sharing_s')), ('validation', seconds('validation_s')),
+          ('clearing', seconds('clearing_s')), ('allocation', seconds('allocation_s'))]
+TRAILER = [('KiB sent / participant / node', lambda r: f"{r['bytes_per_participant'] / 1024:.1f}"),
+           ('peak memory / node', lambda r: f"{r['peak_rss_mb_per_node']:.0f} MB")]
+CLEARING = ([('participants × slots', lambda r: f"{r['participants']:,} × {r['slots']}"),
+             ('order vectors', lambda r: f"{r['order_vectors']:,}"), ('end to end', seconds('end_to_end_s', True))]
+            + SHARED + TRAILER + [('= reference', lambda r: str(r.get('agrees_with_reference', '')))])
+SETTLEMENT = ([('participants × 1 slot', lambda r: f"{r['participants']:,}"), ('mechanism', lambda r: r['mechanism']),
+               ('end to end (clear + settle)', seconds('end_to_end_s', True))]
+              + SHARED + [('settlement', seconds('settlement_s', True))] + TRAILER
+              + [('= reference, balanced', lambda r: f"{r.get('agrees_with_reference', '')}, "
+                                                     f"{r.get('money_balances', '')}")])
+
+
+def table(data, columns):
+    lines = [machine_line(data), '', '| ' + ' | '.join(name for name, _ in columns) + ' |',
+             '|' + '---|' * len(columns)]
+    lines += ['| ' + ' | '.join(cell(r) for _, cell in columns) + ' |' for r in data['rows']]
     return '\n'.join(lines)
 
 
 if __name__ == '__main__':
     print('### Clearing\n')
-    print(clearing_table(load('clearing-2core.json')))
+    print(table(load('clearing-2core.json'), CLEARING))
     print('\n### Clearing and settlement\n')
-    print(settlement_table(load('settlement-2core.json')))
+    print(table(load('settlement-2core.json'), SETTLEMENT))
