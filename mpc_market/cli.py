@@ -118,6 +118,40 @@ def cmd_settle(args):
     return 0
 
 
+def cmd_keys(args):
+    from . import keys
+    try:
+        if args.action in ('ca', 'all'):
+            keys.create_ca(args.dir)
+            print(f'wrote CA to {os.path.join(args.dir, "ca")}')
+        if args.action == 'node':
+            keys.create_node(args.dir, args.index, args.host or ['127.0.0.1', 'localhost'])
+            print(f'wrote node{args.index} TLS certificate and signing key to {os.path.join(args.dir, "nodes")}')
+        if args.action == 'all':
+            for i in range(args.nodes):
+                keys.create_node(args.dir, i, args.host or ['127.0.0.1', 'localhost'])
+            print(f'wrote {args.nodes} node certificates and signing keys to {os.path.join(args.dir, "nodes")}')
+        if args.action in ('participants', 'all'):
+            names = list(args.participant or [])
+            if args.orders:
+                from .market import load_orders
+                from .market import load_config
+                config = load_config(args.config) if args.config else None
+                names += sorted({o.participant for o in load_orders(args.orders, config or _default_config())})
+            if names:
+                keys.create_participants(args.dir, names)
+                print(f'registered {len(names)} participants in {os.path.join(args.dir, "registry.json")}')
+    except keys.KeyError_ as exc:
+        raise InputError(args.dir, 0, 'keys', str(exc)) from None
+    return 0
+
+
+def _default_config():
+    from decimal import Decimal
+    from .market import MarketConfig
+    return MarketConfig(Decimal('0'), Decimal('1000'), Decimal('0.001'), (1 << 24) - 1)
+
+
 def cmd_generate(args):
     from .generate import write_community
     if args.participants < 1 or args.slots < 1:
@@ -195,6 +229,17 @@ def build_parser():
     p.add_argument('--chunk', type=int, default=8192, help='orders per streamed chunk (bounds node memory)')
     p.add_argument('--quiet', action='store_true')
     p.set_defaults(func=cmd_settle)
+
+    p = sub.add_parser('keys', help='create a CA, node TLS certificates and signing keys, participant keys')
+    p.add_argument('action', choices=('ca', 'node', 'participants', 'all'))
+    p.add_argument('--dir', required=True, help='key directory (private keys are never overwritten)')
+    p.add_argument('--index', type=int, default=0, help='node index (action node)')
+    p.add_argument('--nodes', type=int, default=3, help='number of nodes (action all)')
+    p.add_argument('--host', action='append', help='host name or IP of the node(s); repeat (default 127.0.0.1, localhost)')
+    p.add_argument('--participant', action='append', help='participant id to register; repeat')
+    p.add_argument('--orders', help='register every participant of this orders file')
+    p.add_argument('--config', help='market TOML for reading --orders')
+    p.set_defaults(func=cmd_keys)
 
     p = sub.add_parser('generate', help='write a realistic community: orders, meter readings, market config')
     p.add_argument('--participants', type=int, required=True)

@@ -1,0 +1,156 @@
+"""Key material for a deployment: a CA, node TLS certificates and signing keys, participant keys.
+
+  ca/ca.key, ca/ca.pem                    the operators' certificate authority (ECDSA P-256)
+  nodes/node{i}.key, nodes/node{i}.pem    node i's TLS key and certificate (server and client
+                                          auth, SANs for its hosts), signed by the CA
+  nodes/node{i}.sign.key, .sign.pub       node i's Ed25519 key for signing receipts and results
+  participants/<id>.key                   a participant's Ed25519 private key (stays with it)
+  registry.json                           participant -> Ed25519 public key (hex), loaded by every
+                                          node: only registered participants can trade
+
+Private keys are written with mode 0600 and never overwritten.
+"""
+
+import datetime
+import ipaddress
+import json
+import os
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+VALIDITY_DAYS = 825
+
+
+class KeyError_(Exception):
+    """Key material missing, unreadable or about to be overwritten."""
+
+
+def _write_private(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyError_(f'{path}: exists; refusing to overwrite a private key') from None
+    with os.fdopen(fd, 'wb') as f:
+        f.write(data)
+
+
+def _write_public(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'wb') as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _pem_private(key):
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _name(common_name):
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, 'mpc_market'),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def create_ca(out_dir, name='mpc_market CA'):
+    """A self-signed CA certificate and key in out_dir/ca/."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(_name(name))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=VALIDITY_DAYS))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    _write_private(os.path.join(out_dir, 'ca', 'ca.key'), _pem_private(key))
+    _write_public(os.path.join(out_dir, 'ca', 'ca.pem'), cert.public_bytes(serialization.Encoding.PEM))
+    return cert
+
+
+def load_ca(out_dir):
+    try:
+        with open(os.path.join(out_dir, 'ca', 'ca.key'), 'rb') as f:
+            key = serialization.load_pem_private_key(f.read(), None)
+        with open(os.path.join(out_dir, 'ca', 'ca.pem'), 'rb') as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+    except (OSError, ValueError) as exc:
+        raise KeyError_(f'{out_dir}/ca: cannot load the CA ({exc})') from None
+    return key, cert
+
+
+def create_node(out_dir, index, hosts=('127.0.0.1', 'localhost')):
+    """TLS certificate (server + client auth) and Ed25519 signing key for node index."""
+    ca_key, ca_cert = load_ca(out_dir)
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(_name(f'node{index}')).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=VALIDITY_DAYS))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    base = os.path.join(out_dir, 'nodes', f'node{index}')
+    _write_private(base + '.key', _pem_private(key))
+    _write_public(base + '.pem', cert.public_bytes(serialization.Encoding.PEM))
+    signing = ed25519.Ed25519PrivateKey.generate()
+    _write_private(base + '.sign.key', _pem_private(signing))
+    _write_public(base + '.sign.pub', signing.public_key().public_bytes(serialization.Encoding.Raw,
+                                                                        serialization.PublicFormat.Raw).hex().encode())
+    return cert
+
+
+def create_participants(out_dir, participants):
+    """An Ed25519 key per participant and the registry of their public keys (merged if present)."""
+    registry_path = os.path.join(out_dir, 'registry.json')
+    registry = _read_json(registry_path) if os.path.exists(registry_path) else {}
+    for participant in participants:
+        if participant in registry:
+            raise KeyError_(f'{registry_path}: {participant} is already registered')
+        key = ed25519.Ed25519PrivateKey.generate()
+        _write_private(os.path.join(out_dir, 'participants', f'{participant}.key'), _pem_private(key))
+        registry[participant] = key.public_key().public_bytes(serialization.Encoding.Raw,
+                                                              serialization.PublicFormat.Raw).hex()
+    _write_public(registry_path, json.dumps(dict(sorted(registry.items())), indent=1).encode())
+    return registry
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise KeyError_(f'{path}: cannot load the participant registry ({exc})') from None
+
+
+def load_registry(path):
+    """participant -> Ed25519PublicKey."""
+    try:
+        return {p: ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(k)) for p, k in _read_json(path).items()}
+    except ValueError as exc:
+        raise KeyError_(f'{path}: malformed public key ({exc})') from None
+
+
+def load_participant_key(out_dir, participant):
+    path = os.path.join(out_dir, 'participants', f'{participant}.key')
+    try:
+        with open(path, 'rb') as f:
+            return serialization.load_pem_private_key(f.read(), None)
+    except (OSError, ValueError) as exc:
+        raise KeyError_(f'{path}: cannot load the key of {participant} ({exc})') from None
