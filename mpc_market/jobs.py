@@ -37,6 +37,7 @@ class JobSpec:
     max_reading_wh: int = 65535
 
     def save(self, directory):
+        os.makedirs(directory, exist_ok=True)
         write_json(os.path.join(directory, 'job.json'), asdict(self))
 
     @classmethod
