@@ -1,0 +1,163 @@
+"""A node's durable state in SQLite (WAL, synchronous=FULL): rounds, accepted submissions with
+their signed envelopes and receipts, used nonces, result shares and signed public results.
+
+A submission is acknowledged only after its transaction commits, so an acknowledged order
+survives a crash; a restarted node reopens the same file and resumes. Resubmitting before the
+gate closes replaces the participant's package (same round, same kind); every nonce can be
+used once, across all rounds (replay protection).
+"""
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rounds (
+    round_id TEXT PRIMARY KEY, slots TEXT NOT NULL, gate_closure_ms INTEGER NOT NULL,
+    market_toml TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS submissions (
+    round_id TEXT NOT NULL, participant TEXT NOT NULL, kind TEXT NOT NULL, nonce TEXT NOT NULL,
+    envelope BLOB NOT NULL, signature BLOB NOT NULL, package BLOB NOT NULL,
+    receipt_signature BLOB NOT NULL, accepted_ms INTEGER NOT NULL,
+    PRIMARY KEY (round_id, participant, kind));
+CREATE TABLE IF NOT EXISTS nonces (
+    participant TEXT NOT NULL, nonce TEXT NOT NULL, round_id TEXT NOT NULL,
+    PRIMARY KEY (participant, nonce));
+CREATE TABLE IF NOT EXISTS results (
+    round_id TEXT NOT NULL, participant TEXT NOT NULL, shares BLOB NOT NULL,
+    PRIMARY KEY (round_id, participant));
+CREATE TABLE IF NOT EXISTS public_results (
+    round_id TEXT PRIMARY KEY, body TEXT NOT NULL, signature BLOB NOT NULL);
+"""
+
+STATES = ('open', 'closed', 'clearing', 'cleared', 'failed')
+
+
+class StoreError(Exception):
+    """A request the store refuses (unknown round, round not open, replayed nonce)."""
+
+
+@dataclass(frozen=True)
+class Round:
+    round_id: str
+    slots: list
+    gate_closure_ms: int
+    market_toml: str
+    state: str
+    reason: str
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+class Store:
+    def __init__(self, path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute('PRAGMA journal_mode=WAL')
+        self._db.execute('PRAGMA synchronous=FULL')
+        self._db.executescript(SCHEMA)
+
+    def close(self):
+        with self._lock:
+            self._db.close()
+
+    def _transaction(self):
+        return _Transaction(self._db, self._lock)
+
+    # -- rounds ---------------------------------------------------------------------------------
+    def open_round(self, round_id, slots, gate_closure_ms, market_toml):
+        with self._transaction() as db:
+            existing = db.execute('SELECT state FROM rounds WHERE round_id = ?', (round_id,)).fetchone()
+            if existing is not None:
+                return self.round(round_id, db)  # idempotent: a restarted broker may reopen
+            db.execute('INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?)',
+                       (round_id, json.dumps(sorted(slots)), gate_closure_ms, market_toml, 'open', '', now_ms()))
+        return self.round(round_id)
+
+    def round(self, round_id, db=None):
+        row = (db or self._db).execute('SELECT round_id, slots, gate_closure_ms, market_toml, state, reason '
+                                       'FROM rounds WHERE round_id = ?', (round_id,)).fetchone()
+        if row is None:
+            raise StoreError(f'unknown round {round_id!r}')
+        return Round(row[0], json.loads(row[1]), row[2], row[3], row[4], row[5])
+
+    def set_state(self, round_id, state, reason=''):
+        assert state in STATES, state
+        with self._transaction() as db:
+            self.round(round_id, db)
+            db.execute('UPDATE rounds SET state = ?, reason = ? WHERE round_id = ?', (state, reason, round_id))
+
+    # -- submissions ----------------------------------------------------------------------------
+    def accept(self, round_id, participant, kind, nonce, envelope, signature, package, receipt_signature,
+               at_ms=None):
+        """Store a checked submission atomically; replaces an earlier one of the same kind."""
+        at_ms = now_ms() if at_ms is None else at_ms
+        with self._transaction() as db:
+            current = self.round(round_id, db)
+            if current.state != 'open' or at_ms > current.gate_closure_ms:
+                raise StoreError(f'round {round_id} is closed for submissions (gate closure passed)')
+            try:
+                db.execute('INSERT INTO nonces VALUES (?, ?, ?)', (participant, nonce, round_id))
+            except sqlite3.IntegrityError:
+                raise StoreError(f'replayed envelope (nonce {nonce} already used by {participant})') from None
+            db.execute('INSERT OR REPLACE INTO submissions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                       (round_id, participant, kind, nonce, envelope, signature, package, receipt_signature, at_ms))
+        return at_ms
+
+    def nonce_used(self, participant, nonce):
+        return self._db.execute('SELECT 1 FROM nonces WHERE participant = ? AND nonce = ?',
+                                (participant, nonce)).fetchone() is not None
+
+    def submissions(self, round_id, kind):
+        """{participant: (nonce, envelope, signature, package)} of a round."""
+        rows = self._db.execute('SELECT participant, nonce, envelope, signature, package FROM submissions '
+                                'WHERE round_id = ? AND kind = ? ORDER BY participant', (round_id, kind))
+        return {r[0]: (r[1], bytes(r[2]), bytes(r[3]), bytes(r[4])) for r in rows}
+
+    def count(self, round_id, kind='order'):
+        return self._db.execute('SELECT COUNT(*) FROM submissions WHERE round_id = ? AND kind = ?',
+                                (round_id, kind)).fetchone()[0]
+
+    # -- results --------------------------------------------------------------------------------
+    def put_results(self, round_id, shares_by_participant, public_body, public_signature):
+        """Result shares of every participant and the signed public results, in one transaction."""
+        with self._transaction() as db:
+            db.executemany('INSERT OR REPLACE INTO results VALUES (?, ?, ?)',
+                           [(round_id, p, s) for p, s in shares_by_participant.items()])
+            db.execute('INSERT OR REPLACE INTO public_results VALUES (?, ?, ?)',
+                       (round_id, public_body, public_signature))
+            db.execute("UPDATE rounds SET state = 'cleared', reason = '' WHERE round_id = ?", (round_id,))
+
+    def results(self, round_id, participant):
+        row = self._db.execute('SELECT shares FROM results WHERE round_id = ? AND participant = ?',
+                               (round_id, participant)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def public_results(self, round_id):
+        row = self._db.execute('SELECT body, signature FROM public_results WHERE round_id = ?', (round_id,)).fetchone()
+        return None if row is None else (row[0], bytes(row[1]))
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT under the store's lock (ROLLBACK on error)."""
+
+    def __init__(self, db, lock):
+        self.db, self.lock = db, lock
+
+    def __enter__(self):
+        self.lock.acquire()
+        self.db.execute('BEGIN IMMEDIATE')
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.db.execute('COMMIT' if exc_type is None else 'ROLLBACK')
+        finally:
+            self.lock.release()
+        return False
