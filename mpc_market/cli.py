@@ -131,6 +131,8 @@ def cmd_keys(args):
             for i in range(args.nodes):
                 keys.create_node(args.dir, i, args.host or ['127.0.0.1', 'localhost'])
             print(f'wrote {args.nodes} node certificates and signing keys to {os.path.join(args.dir, "nodes")}')
+            keys.create_client(args.dir, 'submitter')
+            print(f'wrote a submitter client certificate to {os.path.join(args.dir, "clients")}')
         if args.action in ('participants', 'all'):
             names = list(args.participant or [])
             if args.orders:

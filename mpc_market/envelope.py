@@ -57,8 +57,8 @@ def seal(private_key, round_id, participant, packages):
     return envelope, private_key.sign(envelope.canonical())
 
 
-def check(envelope, signature, registry, round_id, node_index, package, seen_nonces):
-    """Raise EnvelopeError unless node node_index should accept this submission."""
+def authenticate(envelope, signature, registry):
+    """Raise EnvelopeError unless a registered participant signed this envelope."""
     public_key = registry.get(envelope.participant)
     if public_key is None:
         raise EnvelopeError(f'participant {envelope.participant!r} is not registered')
@@ -66,6 +66,11 @@ def check(envelope, signature, registry, round_id, node_index, package, seen_non
         public_key.verify(signature, envelope.canonical())
     except InvalidSignature:
         raise EnvelopeError(f'bad signature for {envelope.participant}') from None
+
+
+def check(envelope, signature, registry, round_id, node_index, package, seen_nonces):
+    """Raise EnvelopeError unless node node_index should accept this submission."""
+    authenticate(envelope, signature, registry)
     if envelope.round_id != round_id:
         raise EnvelopeError(f'envelope is for round {envelope.round_id!r}, the open round is {round_id!r}')
     if (envelope.participant, envelope.nonce) in seen_nonces:

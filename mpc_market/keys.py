@@ -5,6 +5,8 @@
                                           auth, SANs for its hosts), signed by the CA
   nodes/node{i}.sign.key, .sign.pub       node i's Ed25519 key for signing receipts and results
   participants/<id>.key                   a participant's Ed25519 private key (stays with it)
+  clients/<name>.key, .pem                a submitter's client TLS certificate (participant or
+                                          representative), signed by the CA
   registry.json                           participant -> Ed25519 public key (hex), loaded by every
                                           node: only registered participants can trade
 
@@ -84,6 +86,24 @@ def load_ca(out_dir):
     except (OSError, ValueError) as exc:
         raise KeyError_(f'{out_dir}/ca: cannot load the CA ({exc})') from None
     return key, cert
+
+
+def create_client(out_dir, name):
+    """A client-auth TLS certificate for a participant or representative that submits orders."""
+    ca_key, ca_cert = load_ca(out_dir)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=VALIDITY_DAYS))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    base = os.path.join(out_dir, 'clients', name)
+    _write_private(base + '.key', _pem_private(key))
+    _write_public(base + '.pem', cert.public_bytes(serialization.Encoding.PEM))
+    return cert
 
 
 def create_node(out_dir, index, hosts=('127.0.0.1', 'localhost')):

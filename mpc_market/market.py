@@ -148,6 +148,11 @@ def load_config(path):
         raise InputError(path, 0, 'file', exc.strerror or str(exc)) from None
     except UnicodeDecodeError:
         raise InputError(path, 1, 'file', 'not UTF-8 text') from None
+    return parse_config(path, text)
+
+
+def parse_config(path, text):
+    """The market configuration of TOML text (path only names it in errors)."""
     try:
         doc = tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as exc:

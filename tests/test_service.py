@@ -1,0 +1,158 @@
+"""Submission path of a deployment: three node services over mutual TLS on 127.0.0.1."""
+
+import os
+import time
+from concurrent import futures
+from decimal import Decimal
+
+import grpc
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from mpc_market import envelope as envelopes
+from mpc_market import field as ff
+from mpc_market import keys
+from mpc_market.encoding import Book
+from mpc_market.market import MarketConfig, Order
+from mpc_market.rpc import market_pb2, market_pb2_grpc
+from mpc_market.service import NodeService, RateLimiter
+from mpc_market.store import Store, now_ms
+from mpc_market.submit import SubmitError, Submitter, load_endpoints, tls_credentials
+
+TOML = '[market]\nprice_floor = 0.10\nprice_ceiling = 0.20\ntick = 0.01\n'
+CONFIG = MarketConfig(Decimal('0.10'), Decimal('0.20'), Decimal('0.01'))
+
+
+def _read(*parts):
+    with open(os.path.join(*parts), 'rb') as f:
+        return f.read()
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    d = str(tmp_path / 'keys')
+    keys.create_ca(d)
+    for i in range(3):
+        keys.create_node(d, i)
+    keys.create_client(d, 'submitter')
+    keys.create_participants(d, ['alice', 'bob', 'carol'])
+    registry = keys.load_registry(os.path.join(d, 'registry.json'))
+    servers, stores, addresses = [], [], []
+    for i in range(3):
+        store = Store(str(tmp_path / f'node{i}.db'))
+        store.open_round('r1', [0, 1], now_ms() + 60_000, TOML)
+        signing = serialization.load_pem_private_key(_read(d, 'nodes', f'node{i}.sign.key'), None)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        market_pb2_grpc.add_NodeServicer_to_server(
+            NodeService(i, store, registry, signing, limiter=RateLimiter(rate=1, burst=8)), server)
+        credentials = grpc.ssl_server_credentials([(_read(d, 'nodes', f'node{i}.key'), _read(d, 'nodes', f'node{i}.pem'))],
+                                                  root_certificates=_read(d, 'ca', 'ca.pem'), require_client_auth=True)
+        port = server.add_secure_port('127.0.0.1:0', credentials)
+        server.start()
+        servers.append(server)
+        stores.append(store)
+        addresses.append(f'localhost:{port}')
+    submitter = Submitter(load_endpoints(d, addresses), tls_credentials(d))
+    yield d, submitter, stores, servers, addresses
+    submitter.close()
+    for server in servers:
+        server.stop(None)
+
+
+def order_values(orders, participant, round_slots=(0, 1)):
+    """The participant's vectors for every slot of the round (zero orders where it has none)."""
+    book = Book(CONFIG, [Order(p, s, side, e, Decimal(lim)) for p, s, side, e, lim in orders],
+                extra_pairs=[(participant, s) for s in round_slots])
+    return book.encode([book.participant_index[participant]])[0]
+
+
+def test_honest_submission_reaches_every_node_and_shares_recombine(deployment):
+    d, submitter, stores, _, _ = deployment
+    values = order_values([('alice', 0, 'sell', 300, '0.12'), ('alice', 1, 'buy', 40, '0.18')], 'alice')
+    envelope, receipts = submitter.submit('r1', 'alice', keys.load_participant_key(d, 'alice'), values)
+    assert [r.node_index for r in receipts] == [0, 1, 2]
+    packages = [store.submissions('r1', 'order')['alice'][3] for store in stores]
+    shares = [ff.to_ints(np.frombuffer(p, dtype='<u4').reshape(ff.LIMBS, *values.shape)) for p in packages]
+    secrets, consistent = ff.recombine(shares, 1)
+    assert consistent.all() and (secrets == values.astype(object)).all()
+    status = market_pb2_grpc.NodeStub(submitter.channels[1]).RoundStatus(market_pb2.RoundRef(round_id='r1'))
+    assert status.state == market_pb2.RoundState.OPEN and status.accepted == 1
+
+
+def test_attacks_are_rejected_with_clear_errors_and_nothing_stored(deployment):
+    d, submitter, stores, _, _ = deployment
+    alice, bob = keys.load_participant_key(d, 'alice'), keys.load_participant_key(d, 'bob')
+    values = order_values([('alice', 0, 'sell', 300, '0.12')], 'alice')
+    stub = market_pb2_grpc.NodeStub(submitter.channels[0])
+    shares = ff.share_values(values[None], 1, 3)
+    packages = [s.astype('<u4').tobytes() for s in shares]
+
+    def send(envelope, signature, package=packages[0], node_index=0, participant='alice'):
+        with pytest.raises(grpc.RpcError) as info:
+            stub.SubmitOrder(market_pb2.Submission(round_id=envelope.round_id, participant=participant,
+                                                   envelope=envelope.to_json().encode(), signature=signature,
+                                                   node_index=node_index, package=package), timeout=10)
+        return info.value.code(), info.value.details()
+
+    env, sig = envelopes.seal(alice, 'r1', 'alice', packages)
+    mallory = envelopes.Envelope('r1', 'mallory', env.nonce, env.package_hashes)
+    assert send(mallory, sig, participant='mallory') == (grpc.StatusCode.UNAUTHENTICATED,
+                                                         "node 0: participant 'mallory' is not registered")
+    assert send(env, sig, participant='bob')[0] == grpc.StatusCode.INVALID_ARGUMENT  # request != envelope
+    forged, forged_sig = envelopes.seal(bob, 'r1', 'alice', packages)
+    assert send(forged, forged_sig) == (grpc.StatusCode.UNAUTHENTICATED, 'node 0: bad signature for alice')
+    code, details = send(env, sig, package=packages[0][:-1] + b'\x00')
+    assert code == grpc.StatusCode.DATA_LOSS and 'tampered' in details
+    assert send(env, sig, node_index=1)[0] == grpc.StatusCode.INVALID_ARGUMENT
+    other, other_sig = envelopes.seal(alice, 'r2', 'alice', packages)
+    assert send(other, other_sig)[0] == grpc.StatusCode.FAILED_PRECONDITION  # unknown round
+    bad = bytearray(packages[0])
+    bad[-1] = 0xFF  # top limb of the last share >= 2^31: not a field element
+    bad_env, bad_sig = envelopes.seal(alice, 'r1', 'alice', [bytes(bad)] + packages[1:])
+    assert 'not a field element' in send(bad_env, bad_sig, package=bytes(bad))[1]
+    short_env, short_sig = envelopes.seal(alice, 'r1', 'alice', [packages[0][:32]] + packages[1:])
+    assert 'malformed package' in send(short_env, short_sig, package=packages[0][:32])[1]
+    assert stores[0].count('r1') == 0
+    for _ in range(20):  # a flood of forgeries in alice's name does not use up alice's quota
+        send(forged, forged_sig)
+    submitter.submit('r1', 'alice', alice, values)  # the honest one still goes through
+    code, details = send(*submitter_last(stores[0]))
+    assert code == grpc.StatusCode.ALREADY_EXISTS and 'replayed' in details
+
+
+def submitter_last(store):
+    nonce, envelope_json, signature, package = store.submissions('r1', 'order')['alice']
+    return envelopes.Envelope.from_json(envelope_json), signature, package
+
+
+def test_late_orders_and_flooding(deployment):
+    d, submitter, stores, _, _ = deployment
+    carol = keys.load_participant_key(d, 'carol')
+    values = order_values([('carol', 0, 'buy', 30, '0.15')], 'carol')
+    for store in stores:
+        store.open_round('late', [0, 1], now_ms() - 1, TOML)
+    with pytest.raises(SubmitError, match='node 0 .* closed'):
+        submitter.submit('late', 'carol', carol, values)
+    # burst of 8, then 1/s: a flood of valid submissions from carol's own key is cut off...
+    errors = [submitter.submit_many('r1', [('carol', carol, values)])['carol'] for _ in range(12)]
+    accepted = [e is None for e in errors]
+    assert accepted[:5] == [True] * 5 and 5 <= sum(accepted) <= 9  # the burst (the late try used a token)
+    assert any(e and 'rate limit' in e for e in errors[sum(accepted):])
+    bob = keys.load_participant_key(d, 'bob')
+    assert submitter.submit_many('r1', [('bob', bob, order_values([('bob', 0, 'sell', 9, '0.1')], 'bob'))]) == \
+        {'bob': None}
+
+
+def test_node_down_is_named_and_can_be_retried(deployment):
+    d, submitter, stores, servers, _ = deployment
+    alice = keys.load_participant_key(d, 'alice')
+    values = order_values([('alice', 0, 'sell', 300, '0.12')], 'alice')
+    servers[2].stop(None)
+    time.sleep(0.2)
+    submitter.timeout = 3
+    with pytest.raises(SubmitError, match=r'node 2 \(localhost:\d+\) did not accept: UNAVAILABLE'):
+        submitter.submit('r1', 'alice', alice, values)
+    nonces = {store.submissions('r1', 'order').get('alice', ('-',))[0] for store in stores[:2]}
+    assert len(nonces) == 1  # the nodes that did accept hold the same envelope; node 2 has none
+    assert stores[2].count('r1') == 0
