@@ -3,20 +3,14 @@
 from dataclasses import dataclass, field
 
 from . import settlement
-from .engine import clear_mpc, clear_plain
+from .engine import OrderRow, clear_mpc, clear_plain
 from .errors import InputError
 
 
 @dataclass
-class SettlementRow:
-    participant: str
-    slot: int
-    side: str
-    energy_wh: int
-    matched_wh: int
-    unmatched_wh: int
-    amount: int
-    status: str
+class SettlementRow(OrderRow):
+    """An order row (or an empty one for a reading without order) plus its settlement."""
+
     net_wh: int
     deviation_wh: int
     deviation_amount: int
@@ -60,13 +54,9 @@ def assemble(book, clearing, net_of, deviation_of, slot_settlements, stats=None)
     for participant, slot in pairs:
         net = net_of.get((participant, slot), 0)
         deviation, deviation_amount = deviation_of(participant, slot)
-        t = trade.get((participant, slot))
-        if t is None:
-            row = SettlementRow(participant, slot, '', 0, 0, 0, 0, 'no-order', net, deviation,
-                                deviation_amount, deviation_amount)
-        else:
-            row = SettlementRow(t.participant, t.slot, t.side, t.energy_wh, t.matched_wh, t.unmatched_wh,
-                                t.amount, t.status, net, deviation, deviation_amount, t.amount + deviation_amount)
+        t = trade.get((participant, slot)) or OrderRow(participant, slot, '', 0, 0, 0, 0, 'no-order')
+        row = SettlementRow(**vars(t), net_wh=net, deviation_wh=deviation, deviation_amount=deviation_amount,
+                            total_amount=t.amount + deviation_amount)
         rows.append(row)
         bill = bills.setdefault(participant, [0, 0, 0])
         bill[0] += row.amount

@@ -62,16 +62,19 @@ class ClearingResult:
     settlement: dict | None = None  # MPC settlement: deviation/amount values, retailer values
 
 
+def _retailer_row(config, order, status):
+    """An order settled wholly with the retailer (excluded, or unable to trade locally)."""
+    amount = reference.order_amount(config, order.side, order.energy_wh, 0, None)
+    return OrderRow(order.participant, order.slot, order.side, order.energy_wh, 0, order.energy_wh, amount, status)
+
+
 def _rows(book, matched_of, excluded):
     """Order rows from a function (participant, slot) -> (matched, unmatched, amount)."""
-    config = book.config
     rows = []
     for o in book.orders:
         position = book.positions[(o.participant, o.slot)][0]
         if o.participant in excluded or position is None:
-            status = 'excluded' if o.participant in excluded else 'retailer'
-            amount = reference.order_amount(config, o.side, o.energy_wh, 0, None)
-            rows.append(OrderRow(o.participant, o.slot, o.side, o.energy_wh, 0, o.energy_wh, amount, status))
+            rows.append(_retailer_row(book.config, o, 'excluded' if o.participant in excluded else 'retailer'))
         else:
             matched, unmatched, amount = matched_of(o)
             rows.append(OrderRow(o.participant, o.slot, o.side, o.energy_wh, matched, unmatched, amount, 'cleared'))
@@ -314,9 +317,7 @@ def _mpc_result(book, publics, values_of, times):
     excluded = set(public['excluded']) | set(public['missing'])
     if book.config.mechanism != 'double-auction':  # whole orders at the scheme prices
         rows = [OrderRow(o.participant, o.slot, o.side, o.energy_wh, *values_of(o), 'cleared')
-                if o.participant not in excluded else
-                OrderRow(o.participant, o.slot, o.side, o.energy_wh, 0, o.energy_wh,
-                         reference.order_amount(book.config, o.side, o.energy_wh, 0, None), 'excluded')
+                if o.participant not in excluded else _retailer_row(book.config, o, 'excluded')
                 for o in book.orders]
     else:
         rows = _rows(book, values_of, excluded)

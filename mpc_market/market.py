@@ -138,17 +138,20 @@ def _toml_decimal(path, text, key, value):
     return value
 
 
-def load_config(path):
-    """Read the ``[market]`` table of a market TOML file."""
+def read_text(path, encoding='utf-8-sig'):
+    """A whole input file as text; unreadable or non-UTF-8 files are InputErrors."""
     try:
         with open(path, 'rb') as f:
-            raw = f.read()
-        text = raw.decode('utf-8')
+            return f.read().decode(encoding)
     except OSError as exc:
         raise InputError(path, 0, 'file', exc.strerror or str(exc)) from None
     except UnicodeDecodeError:
         raise InputError(path, 1, 'file', 'not UTF-8 text') from None
-    return parse_config(path, text)
+
+
+def load_config(path):
+    """Read the ``[market]`` table of a market TOML file."""
+    return parse_config(path, read_text(path, 'utf-8'))
 
 
 def parse_config(path, text):
@@ -200,17 +203,23 @@ def config_from_table(path, text, market, extra_keys=()):
     return config
 
 
-def _parse_order(path, line, row, config):
+def parse_participant_slot(path, line, row):
+    """The (participant, slot) key of an order or reading row, validated."""
     participant = row['participant']
     if not isinstance(participant, str) or not PARTICIPANT_RE.fullmatch(participant):
         raise InputError(path, line, 'participant', f'{participant!r} is not 1-64 characters of [A-Za-z0-9_.-]')
-    slot = _parse_int(path, line, 'slot', row['slot'])
+    slot = parse_int(path, line, 'slot', row['slot'])
     if slot < 0:
         raise InputError(path, line, 'slot', f'must be >= 0, got {slot}')
+    return participant, slot
+
+
+def _parse_order(path, line, row, config):
+    participant, slot = parse_participant_slot(path, line, row)
     side = row['side']
     if side not in ('buy', 'sell'):
         raise InputError(path, line, 'side', f"must be 'buy' or 'sell', got {side!r}")
-    energy = _parse_int(path, line, 'energy_wh', row['energy_wh'])
+    energy = parse_int(path, line, 'energy_wh', row['energy_wh'])
     if not 1 <= energy <= config.max_order_wh:
         raise InputError(path, line, 'energy_wh', f'must be in 1..{config.max_order_wh}, got {energy}')
     raw_price = row['limit_price']
@@ -225,7 +234,7 @@ def _parse_order(path, line, row, config):
     return Order(participant, slot, side, energy, price, line)
 
 
-def _parse_int(path, line, field, value):
+def parse_int(path, line, field, value):
     if isinstance(value, bool):
         raise InputError(path, line, field, f'{value!r} is not an integer')
     if isinstance(value, int):
@@ -235,15 +244,15 @@ def _parse_int(path, line, field, value):
     raise InputError(path, line, field, f'{value!r} is not an integer')
 
 
-def _csv_rows(path, text):
-    lines = text.splitlines()
-    reader = csv.reader(lines)
+def csv_records(path, text, columns):
+    """(line, {column: stripped value}) of a CSV with a header containing columns; blank lines skipped."""
+    reader = csv.reader(text.splitlines())
     try:
         header = next(reader)
     except StopIteration:
         raise InputError(path, 1, 'header', 'empty file') from None
     header = [h.strip() for h in header]
-    for column in ORDER_COLUMNS:
+    for column in columns:
         if column not in header:
             raise InputError(path, 1, column, 'missing column')
     for line, row in enumerate(reader, 2):
@@ -285,17 +294,11 @@ def _json_rows(path, text):
 
 def load_orders(path, config):
     """Parse and validate an orders CSV (or JSON list); at most one order per (participant, slot)."""
-    try:
-        with open(path, 'rb') as f:
-            text = f.read().decode('utf-8-sig')
-    except OSError as exc:
-        raise InputError(path, 0, 'file', exc.strerror or str(exc)) from None
-    except UnicodeDecodeError:
-        raise InputError(path, 1, 'file', 'not UTF-8 text') from None
+    text = read_text(path)
     if not text.strip():
         raise InputError(path, 1, 'file', 'empty file')
     is_json = str(path).lower().endswith('.json') or text.lstrip().startswith('[')
-    rows = _json_rows(path, text) if is_json else _csv_rows(path, text)
+    rows = _json_rows(path, text) if is_json else csv_records(path, text, ORDER_COLUMNS)
     orders = []
     seen = {}
     for line, row in rows:

@@ -198,6 +198,13 @@ async def floor_of_ratio_product(y, f, y_bits, denominator_bound):
     return (await exact_floor_pow2(coarse, g, coarse_bits)).reshape(y.shape)
 
 
+def side_energies(weighted, levels):
+    """Sell and buy energy of weighted vectors (..., 2K+2): trading levels plus 'out of band'."""
+    k = levels
+    return (weighted[..., :k].sum(axis=-1) + weighted[..., 2 * k],
+            weighted[..., k:2 * k].sum(axis=-1) + weighted[..., 2 * k + 1])
+
+
 class MarketNode:
     """One market node's view of a clearing job: its share packages and public parameters."""
 
@@ -234,6 +241,23 @@ class MarketNode:
     def _chunk(self, start, stop):
         block = np.asarray(self.shares[:, start:stop], dtype=np.uint32)
         return block.reshape(ff.LIMBS, (stop - start) * self.n_slots, self.layout.width)
+
+    async def verdicts(self, checks, mixed, also_reshare=()):
+        """Per participant: shares consistent and check == 0, opening nothing else.
+
+        mixed: a random combination of each participant's shares, opened with a fresh PRSS mask at
+        all nodes and checked to lie on one degree-t polynomial. checks: degree-2t values, zero iff
+        valid: one resharing and one zero test each. also_reshare rides along in the resharing.
+        """
+        n = len(checks)
+        mask = mpc._np_randoms(FIELD, n)
+        if mpc.options.no_prss:
+            mask = await mask
+        opened = await mpc.transfer([int(v) for v in (mixed + mask.value) % P])
+        _, consistent = ff.recombine([np.array(o, dtype=object) for o in opened], self.spec.threshold)
+        fresh = await _reshare(np.concatenate([checks, np.asarray(also_reshare, dtype=object).reshape(-1)]))
+        zero = np.asarray(await mpc.np_is_zero_public(_sec(fresh[:n])), dtype=bool)
+        return consistent & zero, fresh[n:]
 
     async def validate(self, present):
         """Valid-and-consistent verdict per participant (opened), multiplications only."""
@@ -273,33 +297,28 @@ class MarketNode:
                     mix += theta[2 + layout.energy_bits + i] * slack[:, i]
             per_participant = (check.reshape(n, self.n_slots) * lam[0]).sum(axis=1) % P
             mixed = (mix.reshape(n, self.n_slots) * lam[1]).sum(axis=1) % P
-            # Consistency: open mixed + fresh random at all nodes, check degree t.
-            mask = mpc._np_randoms(FIELD, n)
-            if mpc.options.no_prss:
-                mask = await mask
-            opened = await mpc.transfer([int(v) for v in (mixed + mask.value) % P])
-            _, consistent = ff.recombine([np.array(o, dtype=object) for o in opened], self.spec.threshold)
-            # Validity: one resharing and one zero test per participant.
-            check_t = await _reshare(per_participant)
-            zero = np.asarray(await mpc.np_is_zero_public(_sec(check_t)), dtype=bool)
-            verdicts[start:stop] = consistent & zero & present[start:stop]
+            ok, _ = await self.verdicts(per_participant, mixed)
+            verdicts[start:stop] = ok & present[start:stop]
             self.progress('validation', stop, self.n_participants)
         return verdicts
 
     # -- aggregate curves and crossing -------------------------------------------------------
-    def curves(self, valid):
-        """Shares of S(k) and D(k) per slot over valid participants: (slots, K) each."""
-        k = self.layout.levels
-        totals = np.zeros((self.n_slots, 2 * k), dtype=object)
+    def weighted_totals(self, valid):
+        """Shares of the weighted vectors summed over valid participants: (slots, 2K+2)."""
+        totals = np.zeros((self.n_slots, self.layout.weighted.stop - self.layout.weighted.start), dtype=object)
         for start in range(0, self.n_participants, self.spec.chunk):
             stop = min(start + self.spec.chunk, self.n_participants)
             rows = np.flatnonzero(valid[start:stop])
-            if rows.size == 0:
-                continue
-            levels = slice(self.layout.weighted.start, self.layout.weighted.start + 2 * k)  # not the 'out' ones
-            block = np.asarray(self.shares[:, start:stop], dtype=np.uint32)[:, rows][..., levels]
-            totals += ff.sum_rows(block, axis=0)
-        sell, buy = totals[:, :k] % P, totals[:, k:] % P
+            if rows.size:
+                block = np.asarray(self.shares[:, start:stop], dtype=np.uint32)[:, rows][..., self.layout.weighted]
+                totals += ff.sum_rows(block, axis=0)
+        return totals % P
+
+    def curves(self, valid):
+        """Shares of S(k) and D(k) per slot over valid participants: (slots, K) each."""
+        k = self.layout.levels
+        totals = self.weighted_totals(valid)  # the 'out of band' columns stay out of the curves
+        sell, buy = totals[:, :k], totals[:, k:2 * k]
         supply = np.cumsum(sell, axis=1) % P
         demand = np.cumsum(buy[:, ::-1], axis=1)[:, ::-1] % P
         return supply, demand
@@ -365,8 +384,7 @@ class MarketNode:
             x_sell = ff.to_ints(np.take_along_axis(sell_prefix, np.broadcast_to(pick, (4, n, self.n_slots, 1)), -1)[..., 0])
             x_buy = ff.to_ints(np.take_along_axis(buy_suffix, np.broadcast_to(pick, (4, n, self.n_slots, 1)), -1)[..., 0])
             out = layout.sell_out  # orders outside the band: all unmatched, at the retailer's prices
-            e_sell = ff.to_ints(sell_prefix[..., -1] + weighted[..., 2 * k])
-            e_buy = ff.to_ints(buy_suffix[..., 0] + weighted[..., 2 * k + 1])
+            e_sell, e_buy = (ff.to_ints(e) for e in side_energies(weighted, k))
             is_sell = ff.to_ints(block[..., :k].astype(np.uint64).sum(axis=-1) + block[..., out])
             keep = (valid[start:stop, None] & trading[None, :]).astype(object)
             keep_all = valid[start:stop, None].astype(object)
@@ -400,15 +418,8 @@ class MarketNode:
     # -- community pricing schemes -------------------------------------------------------------
     def side_totals(self, valid):
         """Shares of each slot's total sell and buy energy, all orders (limits ignored)."""
-        layout, k = self.layout, self.layout.levels
-        totals = np.zeros((self.n_slots, 2 * k + 2), dtype=object)
-        for start in range(0, self.n_participants, self.spec.chunk):
-            stop = min(start + self.spec.chunk, self.n_participants)
-            rows = np.flatnonzero(valid[start:stop])
-            if rows.size:
-                block = np.asarray(self.shares[:, start:stop], dtype=np.uint32)[:, rows][..., layout.weighted]
-                totals += ff.sum_rows(block, axis=0)
-        return (totals[:, :k].sum(axis=1) + totals[:, 2 * k]) % P, (totals[:, k:2 * k].sum(axis=1) + totals[:, 2 * k + 1]) % P
+        sells, buys = side_energies(self.weighted_totals(valid), self.layout.levels)
+        return sells % P, buys % P
 
     async def run_scheme(self, valid, lap):
         from .schemes import scheme_prices
@@ -424,8 +435,7 @@ class MarketNode:
             stop = min(start + spec.chunk, self.n_participants)
             weighted = np.asarray(self.shares[:, start:stop], dtype=np.uint32)[..., layout.weighted].astype(np.uint64)
             keep = valid[start:stop, None].astype(object)
-            e_sell = ff.to_ints(weighted[..., :k].sum(axis=-1) + weighted[..., 2 * k]) * keep
-            e_buy = ff.to_ints(weighted[..., k:2 * k].sum(axis=-1) + weighted[..., 2 * k + 1]) * keep
+            e_sell, e_buy = (ff.to_ints(e) * keep for e in side_energies(weighted, k))
             amount = buy[None, :] * e_buy - sell[None, :] * e_sell
             fresh = await _reshare(np.stack([e_sell + e_buy, np.zeros_like(amount), amount], axis=-1))
             results[:, start:stop] = ff.from_ints(fresh)

@@ -9,11 +9,10 @@ exact truncation, which equals floor(|d| * X / D) for 2**f > max|d| * D.
 """
 
 import numpy as np
-from mpyc.runtime import mpc
 
 from .. import field as ff
-from .protocol import (FIELD, P, _bits_needed, _less_than_zero, _is_zero, _reshare, _sec, ceil_fraction,
-                       floor_of_ratio_product, integer_divide)
+from .protocol import (P, _bits_needed, _is_zero, _less_than_zero, _reshare, ceil_fraction,
+                       floor_of_ratio_product, integer_divide, side_energies)
 
 
 class SettlementNode:
@@ -27,11 +26,9 @@ class SettlementNode:
 
     def _planned(self, start, stop):
         """Shares of planned = buy energy - sell energy (whole order), (rows, slots)."""
-        k, order_layout = self.node.layout.levels, self.node.layout
-        block = np.asarray(self.node.shares[:, start:stop], dtype=np.uint32)[..., order_layout.weighted]
-        block = block.astype(np.uint64)
-        sells = block[..., :k].sum(axis=-1) + block[..., 2 * k]
-        buys = block[..., k:2 * k].sum(axis=-1) + block[..., 2 * k + 1]
+        layout = self.node.layout
+        block = np.asarray(self.node.shares[:, start:stop], dtype=np.uint32)[..., layout.weighted].astype(np.uint64)
+        sells, buys = side_energies(block, layout.levels)
         return (ff.to_ints(buys) - ff.to_ints(sells)) % P
 
     async def validate(self, valid_orders):
@@ -46,19 +43,20 @@ class SettlementNode:
         u_all = np.zeros((n_p, n_s), dtype=object)
         dev_all = np.zeros((n_p, n_s), dtype=object)
         sign_all = np.zeros((n_p, n_s), dtype=object)
+
+        def binary(columns):  # weights 2**i on a bit field, 0 elsewhere
+            w = [0] * width
+            for i in range(columns.stop - columns.start):
+                w[columns.start + i] = 1 << i
+            return w
+        # mix, the linear part of the bit checks, |d|, import, export, slack, sign: one BLAS pass
+        coefficients = [theta, rho[3:], binary(layout.dev_bits), binary(layout.pos_bits), binary(layout.neg_bits),
+                        binary(layout.slack), [1] + [0] * (width - 1)]
         for start in range(0, n_p, node.spec.chunk):
             stop = min(start + node.spec.chunk, n_p)
             n = stop - start
             block = np.asarray(self.readings[:, start:stop], dtype=np.uint32).reshape(ff.LIMBS, n * n_s, width)
-
-            def weights(columns):
-                w = [0] * width
-                for i in range(columns.stop - columns.start):
-                    w[columns.start + i] = 1 << i
-                return w
-            sign_w = [1] + [0] * (width - 1)
-            linear = ff.lincomb(block, [theta, rho[3:], weights(layout.dev_bits), weights(layout.pos_bits),
-                                        weights(layout.neg_bits), weights(layout.slack), sign_w]).T
+            linear = ff.lincomb(block, coefficients).T
             mix, bit_linear, dev, pos, neg, slack, sign = (v.reshape(n, n_s) for v in linear)
             bits = ff.to_ints(block)  # (rows, W): every column is a bit; squares need ints
             squares = sum(rho[3 + j] * (bits[:, j] * bits[:, j]) for j in range(width)).reshape(n, n_s)
@@ -69,15 +67,9 @@ class SettlementNode:
                 check += rho[2] * (pos + neg + slack - layout.max_reading_wh)
             per_participant = (check * lam[0]).sum(axis=1) % P
             mixed = (mix * lam[1]).sum(axis=1) % P
-            mask = mpc._np_randoms(FIELD, n)
-            if mpc.options.no_prss:
-                mask = await mask
-            opened = await mpc.transfer([int(v) for v in (mixed + mask.value) % P])
-            _, consistent = ff.recombine([np.array(o, dtype=object) for o in opened], node.spec.threshold)
-            fresh = await _reshare(np.concatenate([per_participant, sd.reshape(-1) % P]))
-            zero = np.asarray(await mpc.np_is_zero_public(_sec(fresh[:n])), dtype=bool)
-            verdicts[start:stop] = consistent & zero & valid_orders[start:stop]
-            u_all[start:stop] = fresh[n:].reshape(n, n_s)
+            ok, u = await node.verdicts(per_participant, mixed, also_reshare=sd % P)  # u = s*|d|, degree t
+            verdicts[start:stop] = ok & valid_orders[start:stop]
+            u_all[start:stop] = u.reshape(n, n_s)
             dev_all[start:stop] = dev % P
             sign_all[start:stop] = sign
         keep = verdicts[:, None].astype(object)
