@@ -136,8 +136,7 @@ def cmd_keys(args):
         if args.action in ('participants', 'all'):
             names = list(args.participant or [])
             if args.orders:
-                from .market import load_orders
-                from .market import load_config
+                from .market import load_config, load_orders
                 config = load_config(args.config) if args.config else None
                 names += sorted({o.participant for o in load_orders(args.orders, config or _default_config())})
             if names:
