@@ -1,4 +1,5 @@
-"""Command line: ``mpc-market clear | generate | demo``."""
+"""Command line: ``mpc-market clear | settle | generate | demo | keys`` (local) and
+``node | broker | up | round | submit | results`` (deployment over gRPC)."""
 
 import argparse
 import dataclasses
@@ -131,8 +132,10 @@ def cmd_keys(args):
             for i in range(args.nodes):
                 keys.create_node(args.dir, i, args.host or ['127.0.0.1', 'localhost'])
             print(f'wrote {args.nodes} node certificates and signing keys to {os.path.join(args.dir, "nodes")}')
-            keys.create_client(args.dir, 'submitter')
-            print(f'wrote a submitter client certificate to {os.path.join(args.dir, "clients")}')
+            keys.create_broker(args.dir, args.host or ['127.0.0.1', 'localhost'])
+            for client in ('submitter', 'operator'):
+                keys.create_client(args.dir, client)
+            print(f'wrote the broker certificate and submitter and operator client certificates to {args.dir}')
         if args.action in ('participants', 'all'):
             names = list(args.participant or [])
             if args.orders:
@@ -202,6 +205,234 @@ def cmd_demo(args):
     return 0 if same else 1
 
 
+# -- deployment -------------------------------------------------------------------------------------
+def _logging():
+    import logging
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(levelname)s %(message)s')
+
+
+def cmd_node(args):
+    from .deployment import load_node_config
+    from .nodeserver import serve
+    config = load_node_config(args.config)
+    _logging()
+    return serve(config)
+
+
+def cmd_broker(args):
+    from .broker import serve
+    from .deployment import load_broker_config
+    config = load_broker_config(args.config)
+    _logging()
+    return serve(config)
+
+
+def cmd_up(args):
+    import signal
+    from .localdeploy import LocalDeployment
+    deployment = LocalDeployment(args.dir, args.nodes, netns=args.netns)
+    if os.path.exists(deployment.broker_config):
+        deployment.load()
+        print(f'using the existing deployment in {args.dir}')
+    else:
+        participants = []
+        if args.orders:
+            from .market import load_config, load_orders
+            config = load_config(args.config) if args.config else _default_config()
+            participants = sorted({o.participant for o in load_orders(args.orders, config)})
+        try:
+            deployment.create(participants)
+        except Exception as exc:
+            from .keys import KeyError_
+            if isinstance(exc, KeyError_):
+                raise InputError(args.dir, 0, 'keys', str(exc)) from None
+            raise
+        print(f'wrote fresh keys ({len(participants)} participants registered) and configs to {args.dir}')
+    deployment.start()
+    print(f'broker at {deployment.broker_address}; {args.nodes} nodes running (logs in {args.dir}/*.log)')
+    print(f'  operator:     mpc-market round open --broker {deployment.broker_address} --keys {deployment.keys} '
+          '--round r1 --slots 0-3 --market MARKET.toml --gate-closure-in 60')
+    print(f'  participants: mpc-market submit --broker {deployment.broker_address} --keys {deployment.keys} '
+          '--orders ORDERS.csv')
+    print('Ctrl-C stops everything.', flush=True)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    try:
+        while not stop and all(p.poll() is None for p in deployment.procs.values()):
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    dead = [n for n, p in deployment.procs.items() if p.poll() is not None]
+    deployment.stop()
+    if dead:
+        print(f'error: {", ".join(dead)} stopped; see {args.dir}/{dead[0]}.log', file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parse_slots(text):
+    slots = []
+    for part in text.split(','):
+        try:
+            if '-' in part:
+                lo, hi = (int(x) for x in part.split('-', 1))
+                slots.extend(range(lo, hi + 1))
+            else:
+                slots.append(int(part))
+        except ValueError:
+            raise InputError('<command line>', 0, 'slots', f'{text!r} is not like 0-95 or 0,1,2') from None
+    if not slots or min(slots) < 0 or len(set(slots)) != len(slots):
+        raise InputError('<command line>', 0, 'slots', f'{text!r}: need distinct slots >= 0')
+    return sorted(slots)
+
+
+def _state_line(state):
+    from .rpc import market_pb2
+    name = market_pb2.RoundState.State.Name(state.state).lower()
+    closes = time.strftime('%H:%M:%S', time.localtime(state.gate_closure_unix_ms / 1000))
+    line = (f'round {state.round_id}: {name}; {len(state.slots)} slots; gate closure {closes}; '
+            f'{state.accepted} participants accepted by every node; clearing attempts {state.attempts}')
+    return line + (f'; reason: {state.reason}' if state.reason else '')
+
+
+def cmd_round(args):
+    from .client import BrokerClient
+    from .market import load_config, read_text
+    from .rpc import market_pb2
+    from .store import now_ms
+    broker = BrokerClient(args.broker, args.keys, args.client)
+    try:
+        if args.action == 'open':
+            if not args.slots or not args.market:
+                raise InputError('<command line>', 0, 'slots' if not args.slots else 'market',
+                                 'round open needs --slots and --market')
+            load_config(args.market)  # report a bad market file here, with its line
+            state = broker.open(args.round, _parse_slots(args.slots), now_ms() + int(args.gate_closure_in * 1000),
+                                read_text(args.market, 'utf-8'))
+        elif args.action == 'close':
+            state = broker.close_round(args.round)
+        else:
+            state = broker.status(args.round)
+        if args.wait is not None:
+            state = broker.wait(state.round_id, args.wait)
+        print(_state_line(state))
+        return 0 if args.wait is None or state.state == market_pb2.RoundState.CLEARED else 1
+    finally:
+        broker.close()
+
+
+def cmd_submit(args):
+    from .client import BrokerClient, submit_orders
+    broker = BrokerClient(args.broker, args.keys, args.client)
+    try:
+        report = submit_orders(args.orders, broker, args.keys, args.round, args.client, args.workers)
+    finally:
+        broker.close()
+    rate = len(report.accepted) / report.seconds if report.seconds else 0.0
+    print(f'round {report.round_id}: {len(report.accepted)} participants\' orders accepted by every node '
+          f'in {report.seconds:.2f} s ({rate:.0f}/s)')
+    for participant, reason in list(report.failed.items())[:MAX_WARNINGS]:
+        print(f'error: {reason}', file=sys.stderr)
+    if report.failed:
+        print(f'error: {len(report.failed)} participants not accepted (nothing half-counted; resubmit them)',
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_results(args):
+    from .client import BrokerClient, fetch_own_results, fetch_public, own_order_rows
+    from .output import PARTICIPANT_COLUMNS, _csv_text, participant_table, public_columns, _write_all
+    from .engine import ClearingResult
+    from .market import parse_config
+    broker = BrokerClient(args.broker, args.keys, args.client)
+    try:
+        if args.public:
+            state, body = fetch_public(broker, args.keys, args.round)
+            config = parse_config(f'round {state.round_id}', state.market_toml)
+            text = _csv_text(public_columns(config), body['slots'])
+            summary = (f'round {state.round_id}: public results signed by all {len(state.node_addresses)} nodes; '
+                       f'{body["participants"]} participants cleared, {body["excluded"]} excluded, '
+                       f'{body["missing"]} missing')
+            name = 'public.csv'
+        else:
+            if not args.participant:
+                raise InputError('<command line>', 0, 'participant', 'give --participant ID or --public')
+            state, status, values = fetch_own_results(broker, args.keys, args.participant, args.round, args.client)
+            if status == 'missing':
+                print(f'round {state.round_id}: {args.participant}: no order counted (not every node held the same '
+                      'submission)')
+                return 1
+            if args.orders:
+                config, rows = own_order_rows(state, status, values, args.orders, args.participant)
+                text = _csv_text(PARTICIPANT_COLUMNS, participant_table(config, ClearingResult([], rows)))
+            else:
+                config = parse_config(f'round {state.round_id}', state.market_toml)
+                text = _csv_text(('participant', 'slot', 'matched_wh', 'unmatched_wh', 'amount', 'status'), [
+                    {'participant': args.participant, 'slot': s, 'matched_wh': v[0], 'unmatched_wh': v[1],
+                     'amount': config.format_amount(v[2]), 'status': status} for s, v in zip(state.slots, values)])
+            summary = f'round {state.round_id}: {args.participant}: {status} (reconstructed from all nodes\' shares)'
+            name = f'{args.participant}.csv'
+    finally:
+        broker.close()
+    if args.out:
+        _write_all(args.out, {name: text})
+        print(f'{summary}; wrote {os.path.join(args.out, name)}')
+    else:
+        print(summary, file=sys.stderr)
+        sys.stdout.write(text)
+    return 0
+
+
+def _deployment_parsers(sub):
+    p = sub.add_parser('node', help='run one market node (gRPC server + MPyC party)')
+    p.add_argument('--config', required=True, help='NODE.toml')
+    p.set_defaults(func=cmd_node)
+
+    p = sub.add_parser('broker', help='run the broker (rounds, gate closure, public results)')
+    p.add_argument('--config', required=True, help='BROKER.toml')
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser('up', help='fresh keys + broker + nodes as processes on this machine')
+    p.add_argument('--dir', required=True, help='deployment directory (reused if it exists)')
+    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M')
+    p.add_argument('--orders', help='register every participant of this orders file')
+    p.add_argument('--config', help='market TOML for reading --orders')
+    p.add_argument('--netns', action='store_true', help='each node in its own network namespace '
+                   '(run parties/netns.sh up first; root)')
+    p.set_defaults(func=cmd_up)
+
+    def client_args(p, client):
+        p.add_argument('--broker', required=True, help='broker host:port')
+        p.add_argument('--keys', required=True, help='key directory (CA, client certificate, node public keys, '
+                       'participant keys)')
+        p.add_argument('--client', default=client, help=f'client certificate name in KEYS/clients (default {client})')
+        p.add_argument('--round', default='', help='round id (default: the latest open round)')
+
+    p = sub.add_parser('round', help='open, close or show a round at the broker')
+    p.add_argument('action', choices=('open', 'close', 'status'))
+    client_args(p, 'operator')
+    p.add_argument('--slots', help='slots traded in the round: 0-95 or 0,1,2')
+    p.add_argument('--market', help='market TOML of the round')
+    p.add_argument('--gate-closure-in', type=float, default=60.0, metavar='SECONDS')
+    p.add_argument('--wait', type=float, metavar='SECONDS', help='wait until the round is cleared')
+    p.set_defaults(func=cmd_round)
+
+    p = sub.add_parser('submit', help='share, sign and submit orders to every node')
+    client_args(p, 'submitter')
+    p.add_argument('--orders', required=True, help='orders CSV or JSON (one or many participants)')
+    p.add_argument('--workers', type=int, default=16, help='concurrent submissions')
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser('results', help="a participant's own results, or the public results")
+    client_args(p, 'submitter')
+    p.add_argument('--participant', help='participant id (its key signs the request)')
+    p.add_argument('--orders', help="the participant's orders file: print rows like participants.csv")
+    p.add_argument('--public', action='store_true', help='the public results, checked against every node signature')
+    p.add_argument('--out', help='directory to write the CSV to (default: stdout)')
+    p.set_defaults(func=cmd_results)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog='mpc-market', description='Privacy-preserving local electricity market')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -255,6 +486,7 @@ def build_parser():
     p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M')
     p.add_argument('--seed', type=int, default=2026)
     p.set_defaults(func=cmd_demo)
+    _deployment_parsers(sub)
     return parser
 
 
@@ -269,8 +501,10 @@ def main(argv=None):
         print('error: interrupted', file=sys.stderr)
         return 130
     except Exception as exc:  # engine failures: one line, no traceback
+        from .client import ClientError
         from .engine import EngineError
-        if isinstance(exc, (EngineError, OSError)):
+        from .keys import KeyError_
+        if isinstance(exc, (EngineError, OSError, ClientError, KeyError_)):
             print(f'error: {exc}', file=sys.stderr)
             return 1
         raise

@@ -152,13 +152,18 @@ def _free_ports(count):
 
 def job_spec(book, nodes, chunk):
     """Public job parameters; chunk = orders (participant x slot vectors) streamed at once."""
-    config = book.config
-    chunk = max(1, chunk // max(1, len(book.slots)))
+    spec = config_spec(book.config, book.slots, nodes, max(1, chunk // max(1, len(book.slots))))
+    spec.participants = book.participants
+    return spec
+
+
+def config_spec(config, slots, nodes, chunk):
+    """Job parameters of a market config and slots (participants still to be filled in)."""
     return JobSpec(nodes=nodes, threshold=(nodes - 1) // 2, levels=config.levels,
                    energy_bits=config.energy_bits, max_order_wh=config.max_order_wh,
                    floor_units=config.floor_units, ceiling_units=config.ceiling_units,
                    tick_units=config.price_units(config.tick),
-                   participants=book.participants, slots=book.slots, chunk=chunk, mechanism=config.mechanism)
+                   participants=[], slots=list(slots), chunk=chunk, mechanism=config.mechanism)
 
 
 def share_book(book, spec, job_dir, progress=None, tamper=None, encode=None, name='shares.npy'):
@@ -311,22 +316,29 @@ def _read_publics(job_dir, nodes):
     return publics
 
 
+def public_slot_rows(config, public_slots):
+    """SlotRows from the nodes' opened public outputs (public.json 'slots')."""
+    if config.mechanism != 'double-auction':
+        return [SlotRow(s['slot'], None, None, 0, 0, s['buy_price_units'], s['sell_price_units']) for s in public_slots]
+    return [_slot_row(config, s['slot'], s['level'] if s['level'] >= 0 else None, s['traded_wh'], s['residual_wh'])
+            for s in public_slots]
+
+
+def order_rows(book, excluded, values_of):
+    """OrderRows from reconstructed (matched, unmatched, amount) per order; excluded settle with the retailer."""
+    if book.config.mechanism != 'double-auction':  # whole orders at the scheme prices
+        return [OrderRow(o.participant, o.slot, o.side, o.energy_wh, *values_of(o), 'cleared')
+                if o.participant not in excluded else _retailer_row(book.config, o, 'excluded')
+                for o in book.orders]
+    return _rows(book, values_of, excluded)
+
+
 def _mpc_result(book, publics, values_of, times):
     started, shared, computed = times
     public = publics[0]
     excluded = set(public['excluded']) | set(public['missing'])
-    if book.config.mechanism != 'double-auction':  # whole orders at the scheme prices
-        rows = [OrderRow(o.participant, o.slot, o.side, o.energy_wh, *values_of(o), 'cleared')
-                if o.participant not in excluded else _retailer_row(book.config, o, 'excluded')
-                for o in book.orders]
-    else:
-        rows = _rows(book, values_of, excluded)
-    if book.config.mechanism != 'double-auction':
-        slots = [SlotRow(s['slot'], None, None, 0, 0, s['buy_price_units'], s['sell_price_units'])
-                 for s in public['slots']]
-    else:
-        slots = [_slot_row(book.config, s['slot'], s['level'] if s['level'] >= 0 else None,
-                           s['traded_wh'], s['residual_wh']) for s in public['slots']]
+    rows = order_rows(book, excluded, values_of)
+    slots = public_slot_rows(book.config, public['slots'])
     finished = time.perf_counter()
     n = max(1, len(book.participants))
     stats = {

@@ -5,8 +5,9 @@
                                           auth, SANs for its hosts), signed by the CA
   nodes/node{i}.sign.key, .sign.pub       node i's Ed25519 key for signing receipts and results
   participants/<id>.key                   a participant's Ed25519 private key (stays with it)
-  clients/<name>.key, .pem                a submitter's client TLS certificate (participant or
-                                          representative), signed by the CA
+  clients/<name>.key, .pem                client TLS certificates: submitter (participants and
+                                          representatives), operator (opens and closes rounds)
+  broker/broker.key, broker/broker.pem    the broker's TLS certificate (server, and client of the nodes)
   registry.json                           participant -> Ed25519 public key (hex), loaded by every
                                           node: only registered participants can trade
 
@@ -88,47 +89,59 @@ def load_ca(out_dir):
     return key, cert
 
 
-def create_client(out_dir, name):
-    """A client-auth TLS certificate for a participant or representative that submits orders."""
+def _issue(out_dir, subdir, name, dns_names=(), hosts=(), server=False):
+    """A CA-signed ECDSA certificate for name (client auth; server auth too when server)."""
     ca_key, ca_cert = load_ca(out_dir)
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(ca_cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=VALIDITY_DAYS))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    base = os.path.join(out_dir, 'clients', name)
-    _write_private(base + '.key', _pem_private(key))
-    _write_public(base + '.pem', cert.public_bytes(serialization.Encoding.PEM))
-    return cert
-
-
-def create_node(out_dir, index, hosts=('127.0.0.1', 'localhost')):
-    """TLS certificate (server + client auth) and Ed25519 signing key for node index."""
-    ca_key, ca_cert = load_ca(out_dir)
-    key = ec.generate_private_key(ec.SECP256R1())
-    names = []
+    names = [x509.DNSName(n) for n in dns_names]
     for host in hosts:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             names.append(x509.DNSName(host))
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server else \
+        [ExtendedKeyUsageOID.CLIENT_AUTH]
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(_name(f'node{index}')).issuer_name(ca_cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=VALIDITY_DAYS))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    base = os.path.join(out_dir, 'nodes', f'node{index}')
+    builder = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(ca_cert.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=VALIDITY_DAYS))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.ExtendedKeyUsage(usages), critical=False))
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    base = os.path.join(out_dir, subdir, name)
     _write_private(base + '.key', _pem_private(key))
     _write_public(base + '.pem', cert.public_bytes(serialization.Encoding.PEM))
+    return cert
+
+
+def create_client(out_dir, name):
+    """A client-auth TLS certificate (a submitter, a representative, an operator)."""
+    return _issue(out_dir, 'clients', name)
+
+
+def create_broker(out_dir, hosts=('127.0.0.1', 'localhost')):
+    """The broker's TLS certificate: server for clients, client towards the nodes (name 'broker')."""
+    return _issue(out_dir, 'broker', 'broker', dns_names=['broker'], hosts=hosts, server=True)
+
+
+def node_name(index):
+    """The name every client pins node index's TLS certificate to, whatever its address."""
+    return f'node{index}'
+
+
+def mpyc_party_name(index):
+    """The host name MPyC checks on a party's certificate when it connects with --ssl."""
+    return f'MPyC party {index}'
+
+
+def create_node(out_dir, index, hosts=('127.0.0.1', 'localhost')):
+    """TLS certificate (server + client auth; gRPC and MPyC) and Ed25519 signing key for node index."""
+    cert = _issue(out_dir, 'nodes', node_name(index), dns_names=[node_name(index), mpyc_party_name(index)],
+                  hosts=hosts, server=True)
+    base = os.path.join(out_dir, 'nodes', node_name(index))
     signing = ed25519.Ed25519PrivateKey.generate()
     _write_private(base + '.sign.key', _pem_private(signing))
     _write_public(base + '.sign.pub', signing.public_key().public_bytes(serialization.Encoding.Raw,
@@ -174,3 +187,32 @@ def load_participant_key(out_dir, participant):
             return serialization.load_pem_private_key(f.read(), None)
     except (OSError, ValueError) as exc:
         raise KeyError_(f'{path}: cannot load the key of {participant} ({exc})') from None
+
+
+def read_key_file(keys_dir, *parts):
+    path = os.path.join(keys_dir, *parts)
+    try:
+        with open(path, 'rb') as f:
+            return f.read()
+    except OSError as exc:
+        raise KeyError_(f'{path}: cannot read ({exc.strerror})') from None
+
+
+def load_node_signing_key(keys_dir, index):
+    data = read_key_file(keys_dir, 'nodes', f'{node_name(index)}.sign.key')
+    try:
+        return serialization.load_pem_private_key(data, None)
+    except ValueError as exc:
+        raise KeyError_(f'{keys_dir}/nodes/{node_name(index)}.sign.key: {exc}') from None
+
+
+def load_node_verify_keys(keys_dir, nodes):
+    """Ed25519 public keys of nodes 0..nodes-1 (receipts, result shares, public results)."""
+    out = []
+    for i in range(nodes):
+        text = read_key_file(keys_dir, 'nodes', f'{node_name(i)}.sign.pub').decode().strip()
+        try:
+            out.append(ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(text)))
+        except ValueError as exc:
+            raise KeyError_(f'{keys_dir}/nodes/{node_name(i)}.sign.pub: {exc}') from None
+    return out

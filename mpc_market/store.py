@@ -17,7 +17,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS rounds (
     round_id TEXT PRIMARY KEY, slots TEXT NOT NULL, gate_closure_ms INTEGER NOT NULL,
     market_toml TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
-    created_ms INTEGER NOT NULL);
+    created_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS submissions (
     round_id TEXT NOT NULL, participant TEXT NOT NULL, kind TEXT NOT NULL, nonce TEXT NOT NULL,
     envelope BLOB NOT NULL, signature BLOB NOT NULL, package BLOB NOT NULL,
@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS nonces (
     participant TEXT NOT NULL, nonce TEXT NOT NULL, round_id TEXT NOT NULL,
     PRIMARY KEY (participant, nonce));
 CREATE TABLE IF NOT EXISTS results (
-    round_id TEXT NOT NULL, participant TEXT NOT NULL, shares BLOB NOT NULL,
+    round_id TEXT NOT NULL, participant TEXT NOT NULL, status TEXT NOT NULL, shares BLOB NOT NULL,
     PRIMARY KEY (round_id, participant));
 CREATE TABLE IF NOT EXISTS public_results (
     round_id TEXT PRIMARY KEY, body TEXT NOT NULL, signature BLOB NOT NULL);
@@ -48,6 +48,7 @@ class Round:
     market_toml: str
     state: str
     reason: str
+    attempts: int = 0
 
 
 def now_ms():
@@ -76,22 +77,38 @@ class Store:
             existing = db.execute('SELECT state FROM rounds WHERE round_id = ?', (round_id,)).fetchone()
             if existing is not None:
                 return self.round(round_id, db)  # idempotent: a restarted broker may reopen
-            db.execute('INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?)',
+            db.execute('INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, 0)',
                        (round_id, json.dumps(sorted(slots)), gate_closure_ms, market_toml, 'open', '', now_ms()))
         return self.round(round_id)
 
     def round(self, round_id, db=None):
-        row = (db or self._db).execute('SELECT round_id, slots, gate_closure_ms, market_toml, state, reason '
+        row = (db or self._db).execute('SELECT round_id, slots, gate_closure_ms, market_toml, state, reason, attempts '
                                        'FROM rounds WHERE round_id = ?', (round_id,)).fetchone()
         if row is None:
             raise StoreError(f'unknown round {round_id!r}')
-        return Round(row[0], json.loads(row[1]), row[2], row[3], row[4], row[5])
+        return Round(row[0], json.loads(row[1]), row[2], row[3], row[4], row[5], row[6])
 
     def set_state(self, round_id, state, reason=''):
         assert state in STATES, state
         with self._transaction() as db:
             self.round(round_id, db)
             db.execute('UPDATE rounds SET state = ?, reason = ? WHERE round_id = ?', (state, reason, round_id))
+
+    def begin_clearing(self, round_id, rerun=False):
+        """Close the gate and mark the round clearing (again, after a failure); None if it is
+        already clearing, or cleared and not rerun."""
+        with self._transaction() as db:
+            current = self.round(round_id, db)
+            if current.state == 'clearing' or (current.state == 'cleared' and not rerun):
+                return None
+            db.execute("UPDATE rounds SET state = 'clearing', reason = '', attempts = attempts + 1 "
+                       'WHERE round_id = ?', (round_id,))
+        return self.round(round_id)
+
+    def fail_interrupted(self, reason):
+        """At start-up: rounds left 'clearing' by a crash are failed (the broker re-runs them)."""
+        with self._transaction() as db:
+            db.execute("UPDATE rounds SET state = 'failed', reason = ? WHERE state = 'clearing'", (reason,))
 
     # -- submissions ----------------------------------------------------------------------------
     def accept(self, round_id, participant, kind, nonce, envelope, signature, package, receipt_signature,
@@ -125,19 +142,21 @@ class Store:
                                 (round_id, kind)).fetchone()[0]
 
     # -- results --------------------------------------------------------------------------------
-    def put_results(self, round_id, shares_by_participant, public_body, public_signature):
-        """Result shares of every participant and the signed public results, in one transaction."""
+    def put_results(self, round_id, results_by_participant, public_body, public_signature):
+        """{participant: (status, shares)} and the signed public results, in one transaction."""
         with self._transaction() as db:
-            db.executemany('INSERT OR REPLACE INTO results VALUES (?, ?, ?)',
-                           [(round_id, p, s) for p, s in shares_by_participant.items()])
+            db.execute('DELETE FROM results WHERE round_id = ?', (round_id,))
+            db.executemany('INSERT INTO results VALUES (?, ?, ?, ?)',
+                           [(round_id, p, status, shares) for p, (status, shares) in results_by_participant.items()])
             db.execute('INSERT OR REPLACE INTO public_results VALUES (?, ?, ?)',
                        (round_id, public_body, public_signature))
             db.execute("UPDATE rounds SET state = 'cleared', reason = '' WHERE round_id = ?", (round_id,))
 
     def results(self, round_id, participant):
-        row = self._db.execute('SELECT shares FROM results WHERE round_id = ? AND participant = ?',
+        """(status, shares) of a participant, None if it took no part."""
+        row = self._db.execute('SELECT status, shares FROM results WHERE round_id = ? AND participant = ?',
                                (round_id, participant)).fetchone()
-        return None if row is None else bytes(row[0])
+        return None if row is None else (row[0], bytes(row[1]))
 
     def public_results(self, round_id):
         row = self._db.execute('SELECT body, signature FROM public_results WHERE round_id = ?', (round_id,)).fetchone()

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from . import envelope as envelopes
 from . import field as ff
+from .deployment import secure_channel
+from .keys import node_name
 from .rpc import market_pb2, market_pb2_grpc
 from .service import receipt_bytes
 
@@ -56,7 +58,7 @@ class Submitter:
         self.endpoints = endpoints
         self.threshold = (len(endpoints) - 1) // 2 if threshold is None else threshold
         self.timeout = timeout
-        self.channels = [grpc.secure_channel(e.address, credentials) for e in endpoints]
+        self.channels = [secure_channel(e.address, credentials, node_name(e.index)) for e in endpoints]
         self.stubs = [market_pb2_grpc.NodeStub(c) for c in self.channels]
 
     def close(self):

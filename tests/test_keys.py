@@ -83,6 +83,8 @@ def test_keys_cli_all(tmp_path):
     assert sorted(os.listdir(tmp_path / 'k' / 'nodes')) == sorted(
         f'node{i}{ext}' for i in range(3) for ext in ('.key', '.pem', '.sign.key', '.sign.pub'))
     assert sorted(os.listdir(tmp_path / 'k' / 'participants')) == ['h1.key', 'h2.key']
-    assert sorted(os.listdir(tmp_path / 'k' / 'clients')) == ['submitter.key', 'submitter.pem']
+    assert sorted(os.listdir(tmp_path / 'k' / 'clients')) == ['operator.key', 'operator.pem', 'submitter.key',
+                                                              'submitter.pem']
+    assert sorted(os.listdir(tmp_path / 'k' / 'broker')) == ['broker.key', 'broker.pem']
     proc = subprocess.run(run + ['ca', '--dir', str(tmp_path / 'k')], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith('error: ') and 'refusing to overwrite' in proc.stderr

@@ -52,8 +52,9 @@ def test_late_and_unknown_rounds_are_refused_without_side_effects(store, tmp_pat
 
 
 def test_results_and_public_results(store):
-    store.put_results('r1', {'alice': b'shares-a', 'bob': b'shares-b'}, '{"slots": []}', b'node-sig')
-    assert store.results('r1', 'alice') == b'shares-a' and store.results('r1', 'carol') is None
+    store.put_results('r1', {'alice': ('cleared', b'shares-a'), 'bob': ('missing', b'')}, '{"slots": []}', b'node-sig')
+    assert store.results('r1', 'alice') == ('cleared', b'shares-a') and store.results('r1', 'carol') is None
+    assert store.results('r1', 'bob') == ('missing', b'')
     assert store.public_results('r1') == ('{"slots": []}', b'node-sig')
     assert store.round('r1').state == 'cleared'
 

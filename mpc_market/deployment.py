@@ -1,0 +1,196 @@
+"""Deployment configuration (NODE.toml, BROKER.toml) and the TLS plumbing shared by every actor.
+
+Every gRPC connection is mutual TLS under the deployment CA. Clients pin the server's identity
+by name, not by address: node i's certificate carries the name ``node{i}``, the broker's
+``broker``, so a misconfigured or malicious address book cannot send node i's package to
+node j. Servers learn the client's certificate name from the TLS session, which is how a node
+knows that round control comes from the broker.
+
+NODE.toml::
+
+    [node]
+    index = 0
+    listen = "127.0.0.1:7101"         # gRPC (TLS)
+    data_dir = "node0"                # SQLite store and clearing runs (relative to this file)
+    keys = "keys"                     # ca/ca.pem, nodes/node0.*, registry.json
+    connect_timeout_s = 60            # MPyC start-up: all peers connected
+    clearing_timeout_s = 900          # watchdog for one clearing run
+    rate_per_s = 5                    # per-participant submission limit (token bucket)
+    burst = 20
+
+    [deployment]
+    nodes = ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]   # gRPC, node 0 first
+    mpc = ["127.0.0.1:7201", "127.0.0.1:7202", "127.0.0.1:7203"]     # MPyC parties (TLS)
+
+BROKER.toml::
+
+    [broker]
+    listen = "127.0.0.1:7100"
+    data_dir = "broker"
+    keys = "keys"                     # ca/ca.pem, broker/broker.*, nodes/node*.sign.pub only
+    operators = ["operator"]          # client certificate names allowed to open and close rounds
+    poll_s = 0.5
+    max_attempts = 5                  # clearing attempts per round (a failed run is retried)
+
+    [deployment]
+    nodes = [...]
+"""
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+
+import grpc
+
+from .errors import InputError
+from .market import read_text
+
+MAX_MESSAGE_BYTES = 80 << 20
+ADDRESS_RE = re.compile(r'^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$')
+
+
+@dataclass
+class NodeConfig:
+    path: str
+    index: int
+    listen: str
+    data_dir: str
+    keys: str
+    nodes: list
+    mpc: list
+    connect_timeout_s: float = 60.0
+    clearing_timeout_s: float = 900.0
+    rate_per_s: float = 5.0
+    burst: int = 20
+
+
+@dataclass
+class BrokerConfig:
+    path: str
+    listen: str
+    data_dir: str
+    keys: str
+    nodes: list
+    operators: list = field(default_factory=lambda: ['operator'])
+    poll_s: float = 0.5
+    max_attempts: int = 5
+
+
+def _line(text, key):
+    for number, line in enumerate(text.splitlines(), 1):
+        if re.match(rf'\s*{re.escape(key)}\s*=', line):
+            return number
+    return 1
+
+
+def _load(path, section):
+    text = read_text(path, 'utf-8')
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r'line (\d+)', str(exc))
+        raise InputError(path, int(m.group(1)) if m else 1, 'toml', str(exc).split(' (at')[0]) from None
+    table = doc.get(section)
+    if not isinstance(table, dict):
+        raise InputError(path, 1, section, f'missing [{section}] table')
+    deployment = doc.get('deployment')
+    if not isinstance(deployment, dict):
+        raise InputError(path, 1, 'deployment', 'missing [deployment] table')
+    return text, table, deployment
+
+
+def _get(path, text, table, key, kind, default=None, check=None, what=''):
+    if key not in table:
+        if default is None:
+            raise InputError(path, 1, key, 'missing')
+        return default
+    value = table[key]
+    ok = isinstance(value, kind) and not isinstance(value, bool) and (check is None or check(value))
+    if not ok:
+        raise InputError(path, _line(text, key), key, f'expected {what}, got {value!r}')
+    return value
+
+
+def _addresses(path, text, table, key, count=None):
+    value = _get(path, text, table, key, list, what='a list of "host:port"')
+    if not value or not all(isinstance(a, str) and ADDRESS_RE.match(a) for a in value):
+        raise InputError(path, _line(text, key), key, f'expected a non-empty list of "host:port", got {value!r}')
+    if count is not None and len(value) != count:
+        raise InputError(path, _line(text, key), key, f'{len(value)} addresses for {count} nodes')
+    return value
+
+
+def _relative(path, value):
+    return value if os.path.isabs(value) else os.path.join(os.path.dirname(os.path.abspath(path)), value)
+
+
+def load_node_config(path):
+    text, node, deployment = _load(path, 'node')
+    nodes = _addresses(path, text, deployment, 'nodes')
+    if not 3 <= len(nodes) <= 7:
+        raise InputError(path, _line(text, 'nodes'), 'nodes', f'a deployment has 3..7 nodes, got {len(nodes)}')
+    positive = lambda v: v > 0  # noqa: E731
+    return NodeConfig(
+        path=path,
+        index=_get(path, text, node, 'index', int, check=lambda v: 0 <= v < len(nodes), what=f'0..{len(nodes) - 1}'),
+        listen=_get(path, text, node, 'listen', str, check=ADDRESS_RE.match, what='"host:port"'),
+        data_dir=_relative(path, _get(path, text, node, 'data_dir', str, what='a directory')),
+        keys=_relative(path, _get(path, text, node, 'keys', str, what='a directory')),
+        nodes=nodes, mpc=_addresses(path, text, deployment, 'mpc', len(nodes)),
+        connect_timeout_s=float(_get(path, text, node, 'connect_timeout_s', (int, float), 60.0, positive, 'seconds > 0')),
+        clearing_timeout_s=float(_get(path, text, node, 'clearing_timeout_s', (int, float), 900.0, positive,
+                                      'seconds > 0')),
+        rate_per_s=float(_get(path, text, node, 'rate_per_s', (int, float), 5.0, positive, 'a rate > 0')),
+        burst=_get(path, text, node, 'burst', int, 20, positive, 'an integer > 0'))
+
+
+def load_broker_config(path):
+    text, broker, deployment = _load(path, 'broker')
+    nodes = _addresses(path, text, deployment, 'nodes')
+    operators = _get(path, text, broker, 'operators', list, ['operator'],
+                     lambda v: all(isinstance(o, str) for o in v), 'a list of certificate names')
+    return BrokerConfig(
+        path=path,
+        listen=_get(path, text, broker, 'listen', str, check=ADDRESS_RE.match, what='"host:port"'),
+        data_dir=_relative(path, _get(path, text, broker, 'data_dir', str, what='a directory')),
+        keys=_relative(path, _get(path, text, broker, 'keys', str, what='a directory')),
+        nodes=nodes, operators=operators,
+        poll_s=float(_get(path, text, broker, 'poll_s', (int, float), 0.5, lambda v: v > 0, 'seconds > 0')),
+        max_attempts=_get(path, text, broker, 'max_attempts', int, 5, lambda v: v > 0, 'an integer > 0'))
+
+
+# -- TLS -------------------------------------------------------------------------------------------
+def _read(keys_dir, *parts):
+    from .keys import read_key_file
+    return read_key_file(keys_dir, *parts)
+
+
+def server_credentials(keys_dir, subdir, name):
+    """Server side of mutual TLS: our certificate, clients must present one from the CA."""
+    return grpc.ssl_server_credentials([(_read(keys_dir, subdir, f'{name}.key'), _read(keys_dir, subdir, f'{name}.pem'))],
+                                       root_certificates=_read(keys_dir, 'ca', 'ca.pem'), require_client_auth=True)
+
+
+def client_credentials(keys_dir, subdir, name):
+    return grpc.ssl_channel_credentials(_read(keys_dir, 'ca', 'ca.pem'), _read(keys_dir, subdir, f'{name}.key'),
+                                        _read(keys_dir, subdir, f'{name}.pem'))
+
+
+def secure_channel(address, credentials, server_name):
+    """A channel that accepts only a server certificate issued to server_name (node0, broker)."""
+    return grpc.secure_channel(address, credentials, options=[
+        ('grpc.ssl_target_name_override', server_name),
+        ('grpc.max_send_message_length', MAX_MESSAGE_BYTES),
+        ('grpc.max_receive_message_length', MAX_MESSAGE_BYTES)])
+
+
+def server_options():
+    return [('grpc.max_send_message_length', MAX_MESSAGE_BYTES),
+            ('grpc.max_receive_message_length', MAX_MESSAGE_BYTES)]
+
+
+def client_name(context):
+    """The common name of the client's TLS certificate ('' without one)."""
+    names = context.auth_context().get('x509_common_name') or [b'']
+    return names[0].decode(errors='replace')

@@ -1,0 +1,197 @@
+"""``mpc-market node --config NODE.toml``: one market node = gRPC server (mutual TLS) + MPyC party.
+
+Participants submit share packages (mpc_market.service); the broker opens rounds and, at gate
+closure, tells every node to clear (only a client whose certificate is named ``broker`` may).
+Clearing runs in a child MPyC process over TLS (mpc_market.clearing_run) while this process
+keeps answering; results are stored before the round is reported cleared. Each participant
+fetches only its own result shares, with a request signed by its own key. A node restarted
+after a crash fails the interrupted round, and the broker re-runs it from the stored shares.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from concurrent import futures
+
+import grpc
+from cryptography.exceptions import InvalidSignature
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from . import deployment
+from .clearing_run import ClearingFailed, clear_round
+from .keys import load_node_signing_key, load_registry
+from .rpc import market_pb2, market_pb2_grpc
+from .service import NodeService, RateLimiter
+from .store import Store, StoreError, now_ms
+
+RESULTS_REQUEST_DOMAIN = b'mpc-market/results-request/v1\n'
+RESULT_SHARES_DOMAIN = b'mpc-market/result-shares/v1\n'
+FRESHNESS_MS = 5 * 60 * 1000
+BROKER_NAME = 'broker'
+
+log = logging.getLogger('mpc_market.node')
+
+
+def results_request_bytes(round_id, participant, unix_ms):
+    body = json.dumps({'round_id': round_id, 'participant': participant, 'unix_ms': unix_ms},
+                      sort_keys=True, separators=(',', ':'))
+    return RESULTS_REQUEST_DOMAIN + body.encode()
+
+
+def result_shares_bytes(round_id, participant, node_index, status, shares_sha256):
+    body = json.dumps({'round_id': round_id, 'participant': participant, 'node_index': node_index,
+                       'status': status, 'shares_sha256': shares_sha256}, sort_keys=True, separators=(',', ':'))
+    return RESULT_SHARES_DOMAIN + body.encode()
+
+
+def round_state(round_, accepted):
+    return market_pb2.RoundState(round_id=round_.round_id, state=getattr(market_pb2.RoundState, round_.state.upper()),
+                                 reason=round_.reason, gate_closure_unix_ms=round_.gate_closure_ms,
+                                 accepted=accepted, slots=round_.slots, market_toml=round_.market_toml,
+                                 attempts=round_.attempts)
+
+
+class MarketNodeServer(NodeService):
+    """Submission service plus round control (broker only), results and the clearing runs."""
+
+    def __init__(self, config, store, registry, signing_key):
+        super().__init__(config.index, store, registry, signing_key,
+                         limiter=RateLimiter(config.rate_per_s, config.burst))
+        self.config = config
+        self._clearing = None  # round id of the run in progress
+        self._lock = threading.Lock()
+
+    # -- round control (broker only) ---------------------------------------------------------------
+    def _require_broker(self, context):
+        name = deployment.client_name(context)
+        if name != BROKER_NAME:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f'node {self.index}: round control is for the broker, '
+                          f'not {name or "an anonymous client"}')
+
+    def OpenRound(self, request, context):
+        self._require_broker(context)
+        from .errors import InputError
+        from .market import parse_config
+        try:
+            parse_config(f'round {request.round_id}', request.market_toml)
+        except InputError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'node {self.index}: market: {exc}')
+        if not request.round_id or not request.slots or len(set(request.slots)) != len(request.slots):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'node {self.index}: a round needs an id and distinct slots')
+        return super().OpenRound(request, context)
+
+    def CloseRound(self, request, context):
+        """Gate closure: stop accepting and clear (again, after a failure or when rerun is set)."""
+        self._require_broker(context)
+        try:
+            round_ = self.store.round(request.round_id)
+        except StoreError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, f'node {self.index}: {exc}')
+        with self._lock:
+            if self._clearing is None:
+                started = self.store.begin_clearing(request.round_id, rerun=request.rerun)
+                if started is not None:
+                    self._clearing = started.round_id
+                    threading.Thread(target=self._clear, args=(started,), daemon=True).start()
+            elif round_.state == 'open':  # another round is clearing: close the gate now, clear later
+                self.store.set_state(request.round_id, 'closed')
+        return self.RoundStatus(market_pb2.RoundRef(round_id=request.round_id), context)
+
+    def _clear(self, round_):
+        started = time.perf_counter()
+        log.info('round %s: clearing (attempt %d)', round_.round_id, round_.attempts)
+        try:
+            clear_round(self.store, round_, self.config, self.signing_key)
+            log.info('round %s: cleared in %.2f s', round_.round_id, time.perf_counter() - started)
+        except ClearingFailed as exc:
+            log.warning('round %s: failed: %s', round_.round_id, exc)
+            self.store.set_state(round_.round_id, 'failed', str(exc))
+        except Exception as exc:  # noqa: BLE001 - the round must not stay 'clearing'
+            log.exception('round %s: internal error', round_.round_id)
+            self.store.set_state(round_.round_id, 'failed', f'node {self.index}: internal error: {exc}')
+        finally:
+            with self._lock:
+                self._clearing = None
+
+    def RoundStatus(self, request, context):
+        try:
+            round_ = self.store.round(request.round_id)
+        except StoreError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, f'node {self.index}: {exc}')
+        return round_state(round_, self.store.count(round_.round_id))
+
+    def NodePublicResults(self, request, context):
+        stored = self.store.public_results(request.round_id)
+        if stored is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f'node {self.index}: round {request.round_id!r} '
+                          'has no results yet')
+        body, signature = stored
+        return market_pb2.PublicResultSet(round_id=request.round_id, body=body, signatures=[
+            market_pb2.NodeSignature(node_index=self.index, signature=signature)])
+
+    # -- a participant's own results ---------------------------------------------------------------
+    def FetchResults(self, request, context):
+        public_key = self.registry.get(request.participant)
+        if public_key is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, f'node {self.index}: participant {request.participant!r} '
+                          'is not registered')
+        try:
+            public_key.verify(request.signature, results_request_bytes(request.round_id, request.participant,
+                                                                       request.unix_ms))
+        except InvalidSignature:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, f'node {self.index}: bad signature for {request.participant}')
+        if abs(now_ms() - request.unix_ms) > FRESHNESS_MS:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, f'node {self.index}: stale results request')
+        if not self.limiter.allow(request.participant):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f'node {self.index}: rate limit for {request.participant}')
+        try:
+            round_ = self.store.round(request.round_id)
+        except StoreError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, f'node {self.index}: {exc}')
+        if round_.state != 'cleared':
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f'node {self.index}: round {round_.round_id} is '
+                          f'{round_.state}' + (f' ({round_.reason})' if round_.reason else ''))
+        stored = self.store.results(round_.round_id, request.participant)
+        if stored is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f'node {self.index}: {request.participant} took no part in '
+                          f'round {round_.round_id}')
+        status, shares = stored
+        signature = self.signing_key.sign(result_shares_bytes(round_.round_id, request.participant, self.index,
+                                                              status, hashlib.sha256(shares).hexdigest()))
+        return market_pb2.ResultShares(round_id=round_.round_id, participant=request.participant,
+                                       node_index=self.index, shares=shares, node_signature=signature, status=status)
+
+
+def serve(config):
+    """Run the node until SIGTERM or SIGINT."""
+    from .keys import read_key_file
+    os.makedirs(config.data_dir, exist_ok=True)
+    read_key_file(config.keys, 'ca', 'ca.pem')
+    store = Store(os.path.join(config.data_dir, 'node.db'))
+    store.fail_interrupted(f'node {config.index} restarted during clearing')
+    registry = load_registry(os.path.join(config.keys, 'registry.json'))
+    servicer = MarketNodeServer(config, store, registry, load_node_signing_key(config.keys, config.index))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=deployment.server_options())
+    market_pb2_grpc.add_NodeServicer_to_server(servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    credentials = deployment.server_credentials(config.keys, 'nodes', f'node{config.index}')
+    if not server.add_secure_port(config.listen, credentials):
+        raise OSError(f'node {config.index}: cannot listen on {config.listen}')
+    server.start()
+    health_servicer.set('', health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set('mpc_market.rpc.Node', health_pb2.HealthCheckResponse.SERVING)
+    print(f'node {config.index} listening on {config.listen} (mutual TLS), MPyC party at '
+          f'{config.mpc[config.index]}, {len(registry)} registered participants', flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    health_servicer.enter_graceful_shutdown()
+    server.stop(2).wait()
+    store.close()
+    return 0
