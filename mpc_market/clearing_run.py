@@ -70,7 +70,7 @@ def run_party(job_dir, index, mpc_addresses, connect_timeout, clearing_timeout, 
     with open(log_path, 'w') as log:
         child = subprocess.Popen([sys.executable, '-m', 'mpc_market.mpc.node', '--job', job_dir, '--index', str(index),
                                   '--parties', ','.join(mpc_addresses), '--deployment', '--ssl'],
-                                 cwd=job_dir, stdout=log, stderr=subprocess.STDOUT)
+                                 cwd=job_dir, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
     if on_start:
         on_start(child)
     started = time.monotonic()
@@ -91,6 +91,13 @@ def run_party(job_dir, index, mpc_addresses, connect_timeout, clearing_timeout, 
             child.wait()
     if child.returncode != 0:
         raise ClearingFailed(f'node {index}: {_last_error(log_path) or f"MPC party exited with status {child.returncode}"}')
+
+
+def _die_with_parent():
+    """Linux: the MPC party gets SIGKILL when the node daemon dies (no orphan holding the port)."""
+    import ctypes
+    import signal
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _log_has(path, word):

@@ -88,19 +88,19 @@ class LocalDeployment:
         self.broker_address = load_broker_config(self.broker_config).listen
         return self
 
-    def _start(self, name, argv, netns=None):
+    def _start(self, name, argv, netns=None, env=None):
         log = open(os.path.join(self.dir, f'{name}.log'), 'a')
         self.offsets[name] = log.tell()
         prefix = ['ip', 'netns', 'exec', netns] if netns else []
-        env = dict(os.environ, PYTHONUNBUFFERED='1')
+        env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
         self.procs[name] = subprocess.Popen(prefix + [sys.executable, '-m', 'mpc_market', *argv], stdout=log,
                                             stderr=subprocess.STDOUT, cwd=self.dir, env=env)
         log.close()
         return self.procs[name]
 
-    def start_node(self, index):
+    def start_node(self, index, env=None):
         netns = f'{NETNS_PREFIX}{index}' if self.netns else None
-        return self._start(f'node{index}', ['node', '--config', self.node_config(index)], netns)
+        return self._start(f'node{index}', ['node', '--config', self.node_config(index)], netns, env)
 
     def start_broker(self):
         return self._start('broker', ['broker', '--config', self.broker_config])

@@ -89,6 +89,9 @@ def main(argv=None):
             _abort_on_lost_peer()
         await mpc.start()
         print('connected', flush=True)  # the daemon's watchdog: start-up is over
+        stall = os.environ.get('MPC_MARKET_STALL_NODE', '').split(':')
+        if stall[0] == str(args.index):  # fault injection for tests: a node busy (or hung) mid-clearing
+            await asyncio.sleep(float(stall[1]))
         while not os.path.exists(os.path.join(own, 'ready')):  # packages still being written
             await asyncio.sleep(0.02)
         shares = held = None
