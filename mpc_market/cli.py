@@ -325,7 +325,7 @@ def cmd_submit(args):
     from .client import BrokerClient, submit_orders
     broker = BrokerClient(args.broker, args.keys, args.client)
     try:
-        report = submit_orders(args.orders, broker, args.keys, args.round, args.client, args.workers)
+        report = submit_orders(args.orders, broker, args.keys, args.round, args.client, args.workers, args.batch)
     finally:
         broker.close()
     rate = len(report.accepted) / report.seconds if report.seconds else 0.0
@@ -421,7 +421,9 @@ def _deployment_parsers(sub):
     p = sub.add_parser('submit', help='share, sign and submit orders to every node')
     client_args(p, 'submitter')
     p.add_argument('--orders', required=True, help='orders CSV or JSON (one or many participants)')
-    p.add_argument('--workers', type=int, default=16, help='concurrent submissions')
+    p.add_argument('--workers', type=int, default=4, help='concurrent batches in flight')
+    p.add_argument('--batch', type=int, default=64, help='participants per request to each node (1 = one order '
+                   'per request)')
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser('results', help="a participant's own results, or the public results")

@@ -89,7 +89,7 @@ class SubmitReport:
     seconds: float
 
 
-def submit_orders(orders_path, broker, keys_dir, round_id='', client='submitter', workers=16):
+def submit_orders(orders_path, broker, keys_dir, round_id='', client='submitter', workers=4, batch=64):
     """Share, sign and deliver every participant's orders of an orders file to all nodes."""
     state = open_round_state(broker, round_id)
     config = parse_config(f'round {state.round_id}', state.market_toml)
@@ -116,7 +116,7 @@ def submit_orders(orders_path, broker, keys_dir, round_id='', client='submitter'
     started = time.perf_counter()
     try:
         outcome = submitter.submit_many(state.round_id, [(p, keys[p], values[i]) for i, p in enumerate(book.participants)],
-                                        workers)
+                                        workers, batch)
     finally:
         submitter.close()
     return SubmitReport(state.round_id, sorted(p for p, e in outcome.items() if e is None),

@@ -181,6 +181,8 @@ def secure_channel(address, credentials, server_name):
     """A channel that accepts only a server certificate issued to server_name (node0, broker)."""
     return grpc.secure_channel(address, credentials, options=[
         ('grpc.ssl_target_name_override', server_name),
+        ('grpc.initial_reconnect_backoff_ms', 200),   # a restarted node is reachable again within 2 s
+        ('grpc.max_reconnect_backoff_ms', 2000),
         ('grpc.max_send_message_length', MAX_MESSAGE_BYTES),
         ('grpc.max_receive_message_length', MAX_MESSAGE_BYTES)])
 

@@ -70,6 +70,18 @@ def package_values(round_, kind):
     return len(round_.slots) * layout.width
 
 
+class Rejected(Exception):
+    """A submission refused with a gRPC status."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+REJECTION_CODES = {'not registered': grpc.StatusCode.UNAUTHENTICATED, 'bad signature': grpc.StatusCode.UNAUTHENTICATED,
+                   'replayed': grpc.StatusCode.ALREADY_EXISTS, 'tampered': grpc.StatusCode.DATA_LOSS}
+
+
 class NodeService(market_pb2_grpc.NodeServicer):
     """Submission side of a market node (round control and clearing are driven separately)."""
 
@@ -80,50 +92,89 @@ class NodeService(market_pb2_grpc.NodeServicer):
         self.signing_key = signing_key
         self.package_values = package_values  # (round, kind) -> number of field elements per package
         self.limiter = limiter or RateLimiter()
+        self._sizes = {}  # (round id, kind) -> package values: the round's market is parsed once
 
-    def _submit(self, request, context, kind):
-        def reject(code, message):
-            context.abort(code, f'node {self.index}: {message}')
+    def _expected_values(self, round_, kind):
+        key = (round_.round_id, kind)
+        if key not in self._sizes:
+            self._sizes[key] = self.package_values(round_, kind)
+        return self._sizes[key]
+
+    def _check(self, request, kind):
+        """Every check before storing; returns the envelope. Raises Rejected."""
         if len(request.package) > MAX_PACKAGE_BYTES:
-            reject(grpc.StatusCode.RESOURCE_EXHAUSTED, 'package too large')
+            raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, 'package too large')
         try:
             envelope = envelopes.Envelope.from_json(request.envelope)
             if envelope.participant != request.participant or envelope.round_id != request.round_id:
                 raise envelopes.EnvelopeError('envelope does not match the request')
             envelopes.authenticate(envelope, request.signature, self.registry)  # before any other work
             if not self.limiter.allow(request.participant):  # per authenticated participant
-                reject(grpc.StatusCode.RESOURCE_EXHAUSTED, f'rate limit for {request.participant}')
+                raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, f'rate limit for {request.participant}')
             if request.node_index != self.index:
                 raise envelopes.EnvelopeError(f'package is for node {request.node_index}')
             round_ = self.store.round(request.round_id)
             seen = {(envelope.participant, envelope.nonce)} if self.store.nonce_used(envelope.participant,
                                                                                     envelope.nonce) else set()
             envelopes.check(envelope, request.signature, self.registry, round_.round_id, self.index,
-                            request.package, seen)
-            check_package(request.package, self.package_values(round_, kind))
-            accepted_ms = int(time.time() * 1000)
-            package_sha256 = envelope.package_hashes[self.index]
-            receipt = receipt_bytes(round_.round_id, envelope.participant, envelope.nonce, package_sha256,
-                                    accepted_ms, self.index)
-            signature = self.signing_key.sign(receipt)
-            self.store.accept(round_.round_id, envelope.participant, kind, envelope.nonce, request.envelope,
-                              request.signature, request.package, signature, at_ms=accepted_ms)
+                            request.package, seen, authenticated=True)
+            check_package(request.package, self._expected_values(round_, kind))
         except envelopes.EnvelopeError as exc:
-            code = {'not registered': grpc.StatusCode.UNAUTHENTICATED, 'bad signature': grpc.StatusCode.UNAUTHENTICATED,
-                    'replayed': grpc.StatusCode.ALREADY_EXISTS, 'tampered': grpc.StatusCode.DATA_LOSS}
-            reject(next((c for key, c in code.items() if key in str(exc)), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+            raise Rejected(next((c for key, c in REJECTION_CODES.items() if key in str(exc)),
+                                grpc.StatusCode.INVALID_ARGUMENT), str(exc)) from None
         except StoreError as exc:
-            status = grpc.StatusCode.ALREADY_EXISTS if 'replayed' in str(exc) else grpc.StatusCode.FAILED_PRECONDITION
-            reject(status, str(exc))
-        return market_pb2.Receipt(round_id=round_.round_id, participant=envelope.participant, nonce=envelope.nonce,
+            raise Rejected(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+        return envelope
+
+    def _receipt(self, request, envelope, accepted_ms):
+        package_sha256 = envelope.package_hashes[self.index]
+        signature = self.signing_key.sign(receipt_bytes(request.round_id, envelope.participant, envelope.nonce,
+                                                        package_sha256, accepted_ms, self.index))
+        return market_pb2.Receipt(round_id=request.round_id, participant=envelope.participant, nonce=envelope.nonce,
                                   package_sha256=bytes.fromhex(package_sha256), accepted_unix_ms=accepted_ms,
                                   node_index=self.index, node_signature=signature)
+
+    def _store_batch(self, checked, kind):
+        """Store checked (request, envelope) pairs in one commit; [receipt or Rejected] in order."""
+        accepted_ms = int(time.time() * 1000)
+        receipts = [self._receipt(r, e, accepted_ms) for r, e in checked]
+        errors = self.store.accept_many([(r.round_id, e.participant, kind, e.nonce, r.envelope, r.signature, r.package,
+                                          receipt.node_signature) for (r, e), receipt in zip(checked, receipts)],
+                                        at_ms=accepted_ms)
+        return [receipt if error is None else
+                Rejected(grpc.StatusCode.ALREADY_EXISTS if 'replayed' in error else grpc.StatusCode.FAILED_PRECONDITION,
+                         error) for receipt, error in zip(receipts, errors)]
+
+    def _submit(self, request, context, kind):
+        try:
+            outcome = self._store_batch([(request, self._check(request, kind))], kind)[0]
+        except Rejected as exc:
+            outcome = exc
+        if isinstance(outcome, Rejected):
+            context.abort(outcome.code, f'node {self.index}: {outcome}')
+        return outcome
 
     def SubmitOrder(self, request, context):
         return self._submit(request, context, 'order')
 
     def SubmitReadings(self, request, context):
         return self._submit(request, context, 'readings')
+
+    def SubmitBatch(self, request, context):
+        """A representative's batch: each order checked on its own, all accepted ones in one commit."""
+        outcomes, checked, slots = [], [], []
+        for item in request.orders:
+            try:
+                checked.append((item, self._check(item, 'order')))
+                slots.append(len(outcomes))
+                outcomes.append(None)
+            except Rejected as exc:
+                outcomes.append(exc)
+        for position, outcome in zip(slots, self._store_batch(checked, 'order') if checked else []):
+            outcomes[position] = outcome
+        return market_pb2.ReceiptBatch(outcomes=[
+            market_pb2.BatchOutcome(receipt=o) if not isinstance(o, Rejected) else
+            market_pb2.BatchOutcome(error=f'node {self.index}: {o}', code=o.code.name) for o in outcomes])
 
     def OpenRound(self, request, context):
         self.store.open_round(request.round_id, list(request.slots), request.gate_closure_unix_ms, request.market_toml)

@@ -115,17 +115,43 @@ class Store:
                at_ms=None):
         """Store a checked submission atomically; replaces an earlier one of the same kind."""
         at_ms = now_ms() if at_ms is None else at_ms
-        with self._transaction() as db:
-            current = self.round(round_id, db)
-            if current.state != 'open' or at_ms > current.gate_closure_ms:
-                raise StoreError(f'round {round_id} is closed for submissions (gate closure passed)')
-            try:
-                db.execute('INSERT INTO nonces VALUES (?, ?, ?)', (participant, nonce, round_id))
-            except sqlite3.IntegrityError:
-                raise StoreError(f'replayed envelope (nonce {nonce} already used by {participant})') from None
-            db.execute('INSERT OR REPLACE INTO submissions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                       (round_id, participant, kind, nonce, envelope, signature, package, receipt_signature, at_ms))
+        error = self.accept_many([(round_id, participant, kind, nonce, envelope, signature, package,
+                                   receipt_signature)], at_ms)[0]
+        if error is not None:
+            raise StoreError(error)
         return at_ms
+
+    def accept_many(self, items, at_ms=None):
+        """Store checked submissions in one commit (one fsync); [None or the reason refused] per item.
+
+        items: (round_id, participant, kind, nonce, envelope, signature, package, receipt_signature).
+        """
+        at_ms = now_ms() if at_ms is None else at_ms
+        errors = []
+        with self._transaction() as db:
+            rounds = {}
+            for round_id, participant, kind, nonce, envelope, signature, package, receipt_signature in items:
+                if round_id not in rounds:
+                    try:
+                        rounds[round_id] = self.round(round_id, db)
+                    except StoreError as exc:
+                        rounds[round_id] = str(exc)
+                current = rounds[round_id]
+                if isinstance(current, str):
+                    errors.append(current)
+                    continue
+                if current.state != 'open' or at_ms > current.gate_closure_ms:
+                    errors.append(f'round {round_id} is closed for submissions (gate closure passed)')
+                    continue
+                try:
+                    db.execute('INSERT INTO nonces VALUES (?, ?, ?)', (participant, nonce, round_id))
+                except sqlite3.IntegrityError:
+                    errors.append(f'replayed envelope (nonce {nonce} already used by {participant})')
+                    continue
+                db.execute('INSERT OR REPLACE INTO submissions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                           (round_id, participant, kind, nonce, envelope, signature, package, receipt_signature, at_ms))
+                errors.append(None)
+        return errors
 
     def nonce_used(self, participant, nonce):
         return self._db.execute('SELECT 1 FROM nonces WHERE participant = ? AND nonce = ?',

@@ -14,6 +14,7 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
+import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -65,41 +66,81 @@ class Submitter:
         for channel in self.channels:
             channel.close()
 
+    def _check_receipt(self, participant, envelope, endpoint, receipt):
+        signed = receipt_bytes(receipt.round_id, receipt.participant, receipt.nonce,
+                               receipt.package_sha256.hex(), receipt.accepted_unix_ms, receipt.node_index)
+        try:
+            endpoint.signing_key.verify(receipt.node_signature, signed)
+        except InvalidSignature:
+            raise SubmitError(f'{participant}: node {endpoint.index} sent a receipt with a bad signature') from None
+        if receipt.nonce != envelope.nonce or receipt.package_sha256.hex() != envelope.package_hashes[endpoint.index]:
+            raise SubmitError(f'{participant}: node {endpoint.index} acknowledged something else')
+
+    def _requests(self, round_id, participants, keys, values):
+        """Share a block of participants' values (n, slots, width) at once; sign one envelope each.
+
+        Returns [(envelope, [request for node 0, 1, ...])] in participant order."""
+        shares = ff.share_values(values, self.threshold, len(self.endpoints))
+        out = []
+        for j, (participant, key) in enumerate(zip(participants, keys)):
+            packages = [np.ascontiguousarray(s[:, j]).astype('<u4').tobytes() for s in shares]
+            envelope, signature = envelopes.seal(key, round_id, participant, packages)
+            body = envelope.to_json().encode()
+            out.append((envelope, [market_pb2.Submission(round_id=round_id, participant=participant, envelope=body,
+                                                         signature=signature, node_index=e.index, package=package)
+                                   for e, package in zip(self.endpoints, packages)]))
+        return out
+
     def submit(self, round_id, participant, private_key, values, kind='order'):
         """Share values (slots, width) for one participant and deliver them; returns the receipts."""
-        shares = ff.share_values(values[None], self.threshold, len(self.endpoints))
-        packages = [s.astype('<u4').tobytes() for s in shares]
-        envelope, signature = envelopes.seal(private_key, round_id, participant, packages)
+        (envelope, requests), = self._requests(round_id, [participant], [private_key], values[None])
         receipts = []
-        for endpoint, stub, package in zip(self.endpoints, self.stubs, packages):
+        for endpoint, stub, request in zip(self.endpoints, self.stubs, requests):
             send = stub.SubmitOrder if kind == 'order' else stub.SubmitReadings
-            request = market_pb2.Submission(round_id=round_id, participant=participant,
-                                            envelope=envelope.to_json().encode(), signature=signature,
-                                            node_index=endpoint.index, package=package)
             try:
                 receipt = send(request, timeout=self.timeout)
             except grpc.RpcError as exc:
                 raise SubmitError(f'{participant}: node {endpoint.index} ({endpoint.address}) did not accept: '
                                   f'{exc.code().name}: {exc.details()}') from None
-            signed = receipt_bytes(receipt.round_id, receipt.participant, receipt.nonce,
-                                   receipt.package_sha256.hex(), receipt.accepted_unix_ms, receipt.node_index)
-            try:
-                endpoint.signing_key.verify(receipt.node_signature, signed)
-            except InvalidSignature:
-                raise SubmitError(f'{participant}: node {endpoint.index} sent a receipt with a bad signature') from None
-            if receipt.nonce != envelope.nonce or receipt.package_sha256.hex() != envelope.package_hashes[endpoint.index]:
-                raise SubmitError(f'{participant}: node {endpoint.index} acknowledged something else')
+            self._check_receipt(participant, envelope, endpoint, receipt)
             receipts.append(receipt)
         return envelope, receipts
 
-    def submit_many(self, round_id, items, workers=8):
-        """items: (participant, private_key, values); returns {participant: error or None}."""
+    def submit_batch(self, round_id, participants, keys, values):
+        """Several participants' orders in one request per node (sent to all nodes concurrently).
+
+        Returns {participant: None or the reason}; a participant counts only if every node accepted."""
+        prepared = self._requests(round_id, participants, keys, values)
+        calls = [stub.SubmitBatch.future(market_pb2.SubmissionBatch(orders=[r[i] for _, r in prepared]),
+                                         timeout=self.timeout) for i, stub in enumerate(self.stubs)]
+        outcome = {p: None for p in participants}
+        for endpoint, call in zip(self.endpoints, calls):
+            try:
+                reply = call.result()
+            except grpc.RpcError as exc:
+                for p in participants:
+                    outcome[p] = outcome[p] or (f'{p}: node {endpoint.index} ({endpoint.address}) did not accept: '
+                                                f'{exc.code().name}: {exc.details()}')
+                continue
+            for p, (envelope, _), item in zip(participants, prepared, reply.outcomes):
+                if item.error:
+                    outcome[p] = outcome[p] or f'{p}: node {endpoint.index} did not accept: {item.code}: {item.error}'
+                    continue
+                try:
+                    self._check_receipt(p, envelope, endpoint, item.receipt)
+                except SubmitError as exc:
+                    outcome[p] = outcome[p] or str(exc)
+        return outcome
+
+    def submit_many(self, round_id, items, workers=8, batch=64):
+        """items: (participant, private_key, values (slots, width)); returns {participant: error or None}."""
         outcome = {}
+        blocks = [items[i:i + batch] for i in range(0, len(items), batch)]
         with futures.ThreadPoolExecutor(workers) as pool:
-            jobs = {pool.submit(self.submit, round_id, p, key, values): p for p, key, values in items}
-            for job in futures.as_completed(jobs):
-                error = job.exception()
-                outcome[jobs[job]] = None if error is None else str(error)
+            jobs = [pool.submit(self.submit_batch, round_id, [p for p, _, _ in block], [k for _, k, _ in block],
+                                np.stack([v for _, _, v in block])) for block in blocks]
+            for job in jobs:
+                outcome.update(job.result())
         return outcome
 
 

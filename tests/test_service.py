@@ -156,3 +156,21 @@ def test_node_down_is_named_and_can_be_retried(deployment):
     nonces = {store.submissions('r1', 'order').get('alice', ('-',))[0] for store in stores[:2]}
     assert len(nonces) == 1  # the nodes that did accept hold the same envelope; node 2 has none
     assert stores[2].count('r1') == 0
+
+
+def test_batch_submission_isolates_each_participant(deployment):
+    d, submitter, stores, servers, addresses = deployment
+    names = ['alice', 'bob', 'carol']
+    keys_ = [keys.load_participant_key(d, p) for p in names]
+    values = np.zeros((3, 2, _width(stores[0])), dtype=np.uint64)
+    forged = keys.load_participant_key(d, 'alice')  # carol's envelope signed by alice: rejected alone
+    outcome = submitter.submit_batch('r1', names, [keys_[0], keys_[1], forged], values)
+    assert outcome['alice'] is None and outcome['bob'] is None
+    assert 'bad signature' in outcome['carol'] and 'node 0' in outcome['carol']
+    for store in stores:
+        assert sorted(store.submissions('r1', 'order')) == ['alice', 'bob']
+
+
+def _width(store):
+    from mpc_market.service import package_values
+    return package_values(store.round('r1'), 'order') // 2

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmpc_market/rpc/market.proto\x12\x0empc_market.rpc\"}\n\nSubmission\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\x10\n\x08\x65nvelope\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x12\n\nnode_index\x18\x05 \x01(\r\x12\x0f\n\x07package\x18\x06 \x01(\x0c\"\x9d\x01\n\x07Receipt\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\t\x12\x16\n\x0epackage_sha256\x18\x04 \x01(\x0c\x12\x18\n\x10\x61\x63\x63\x65pted_unix_ms\x18\x05 \x01(\x03\x12\x12\n\nnode_index\x18\x06 \x01(\r\x12\x16\n\x0enode_signature\x18\x07 \x01(\x0c\"[\n\x0eResultsRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\x0f\n\x07unix_ms\x18\x03 \x01(\x03\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\x81\x01\n\x0cResultShares\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\x12\n\nnode_index\x18\x03 \x01(\r\x12\x0e\n\x06shares\x18\x04 \x01(\x0c\x12\x16\n\x0enode_signature\x18\x05 \x01(\x0c\x12\x0e\n\x06status\x18\x06 \x01(\t\"_\n\tRoundSpec\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\r\n\x05slots\x18\x02 \x03(\x03\x12\x1c\n\x14gate_closure_unix_ms\x18\x03 \x01(\x03\x12\x13\n\x0bmarket_toml\x18\x04 \x01(\t\"+\n\x08RoundRef\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\r\n\x05rerun\x18\x02 \x01(\x08\"\xb0\x02\n\nRoundState\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .mpc_market.rpc.RoundState.State\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1c\n\x14gate_closure_unix_ms\x18\x04 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x05 \x01(\r\x12\r\n\x05slots\x18\x06 \x03(\x03\x12\x13\n\x0bmarket_toml\x18\x07 \x01(\t\x12\x16\n\x0enode_addresses\x18\x08 \x03(\t\x12\x10\n\x08\x61ttempts\x18\t \x01(\r\"Q\n\x05State\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x08\n\x04OPEN\x10\x01\x12\n\n\x06\x43LOSED\x10\x02\x12\x0c\n\x08\x43LEARING\x10\x03\x12\x0b\n\x07\x43LEARED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\"x\n\nSlotResult\x12\x0c\n\x04slot\x18\x01 \x01(\x03\x12\r\n\x05price\x18\x02 \x01(\t\x12\x11\n\ttraded_wh\x18\x03 \x01(\x03\x12\x13\n\x0bresidual_wh\x18\x04 \x01(\x03\x12\x11\n\tbuy_price\x18\x05 \x01(\t\x12\x12\n\nsell_price\x18\x06 \x01(\t\"6\n\rNodeSignature\x12\x12\n\nnode_index\x18\x01 \x01(\r\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x8f\x01\n\x0fPublicResultSet\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12)\n\x05slots\x18\x02 \x03(\x0b\x32\x1a.mpc_market.rpc.SlotResult\x12\x31\n\nsignatures\x18\x03 \x03(\x0b\x32\x1d.mpc_market.rpc.NodeSignature\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t2\xfc\x03\n\x04Node\x12\x42\n\x0bSubmitOrder\x12\x1a.mpc_market.rpc.Submission\x1a\x17.mpc_market.rpc.Receipt\x12\x45\n\x0eSubmitReadings\x12\x1a.mpc_market.rpc.Submission\x1a\x17.mpc_market.rpc.Receipt\x12L\n\x0c\x46\x65tchResults\x12\x1e.mpc_market.rpc.ResultsRequest\x1a\x1c.mpc_market.rpc.ResultShares\x12\x42\n\tOpenRound\x12\x19.mpc_market.rpc.RoundSpec\x1a\x1a.mpc_market.rpc.RoundState\x12\x42\n\nCloseRound\x12\x18.mpc_market.rpc.RoundRef\x1a\x1a.mpc_market.rpc.RoundState\x12\x43\n\x0bRoundStatus\x12\x18.mpc_market.rpc.RoundRef\x1a\x1a.mpc_market.rpc.RoundState\x12N\n\x11NodePublicResults\x12\x18.mpc_market.rpc.RoundRef\x1a\x1f.mpc_market.rpc.PublicResultSet2\xa1\x02\n\x06\x42roker\x12\x42\n\tOpenRound\x12\x19.mpc_market.rpc.RoundSpec\x1a\x1a.mpc_market.rpc.RoundState\x12\x42\n\nCloseRound\x12\x18.mpc_market.rpc.RoundRef\x1a\x1a.mpc_market.rpc.RoundState\x12\x43\n\x0bRoundStatus\x12\x18.mpc_market.rpc.RoundRef\x1a\x1a.mpc_market.rpc.RoundState\x12J\n\rPublicResults\x12\x18.mpc_market.rpc.RoundRef\x1a\x1f.mpc_market.rpc.PublicResultSetb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmpc_market/rpc/market.proto\x12\x0empc_market.rpc\"}\n\nSubmission\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\x10\n\x08\x65nvelope\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x12\n\nnode_index\x18\x05 \x01(\r\x12\x0f\n\x07package\x18\x06 \x01(\x0c\"=\n\x0fSubmissionBatch\x12*\n\x06orders\x18\x01 \x03(\x0b\x32\x1a.mpc_market.rpc.Submission\"U\n\x0c\x42\x61tchOutcome\x12(\n\x07receipt\x18\x01 \x01(\x0b\x32\x17.mpc_market.rpc.Receipt\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\">\n\x0cReceiptBatch\x12.\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1c.mpc_market.rpc.BatchOutcome\"\x9d\x01\n\x07Receipt\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\t\x12\x16\n\x0epackage_sha256\x18\x04 \x01(\x0c\x12\x18\n\x10\x61\x63\x63\x65pted_unix_ms\x18\x05 \x01(\x03\x12\x12\n\nnode_index\x18\x06 \x01(\r\x12\x16\n\x0enode_signature\x18\x07 \x01(\x0c\"[\n\x0eResultsRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\x0f\n\x07unix_ms\x18\x03 \x01(\x03\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\x81\x01\n\x0cResultShares\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\x12\n\nnode_index\x18\x03 \x01(\r\x12\x0e\n\x06shares\x18\x04 \x01(\x0c\x12\x16\n\x0enode_signature\x18\x05 \x01(\x0c\x12\x0e\n\x06status\x18\x06 \x01(\t\"_\n\tRoundSpec\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\r\n\x05slots\x18\x02 \x03(\x03\x12\x1c\n\x14gate_closure_unix_ms\x18\x03 \x01(\x03\x12\x13\n\x0bmarket_toml\x18\x04 \x01(\t\"+\n\x08RoundRef\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\r\n\x05rerun\x18\x02 \x01(\x08\"\xb0\x02\n\nRoundState\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .mpc_market.rpc.RoundState.State\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1c\n\x14gate_closure_unix_ms\x18\x04 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x05 \x01(\r\x12\r\n\x05slots\x18\x06 \x03(\x03\x12\x13\n\x0bmarket_toml\x18\x07 \x01(\t\x12\x16\n\x0enode_addresses\x18\x08 \x03(\t\x12\x10\n\x08\x61ttempts\x18\t \x01(\r\"Q\n\x05State\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x08\n\x04OPEN\x10\x01\x12\n\n\x06\x43LOSED\x10\x02\x12\x0c\n\x08\x43LEARING\x10\x03\x12\x0b\n\x07\x43LEARED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\"x\n\nSlotResult\x12\x0c\n\x04slot\x18\x01 \x01(\x03\x12\r\n\x05price\x18\x02 \x01(\t\x12\x11\n\ttraded_wh\x18\x03 \x01(\x03\x12\x13\n\x0bresidual_wh\x18\x04 \x01(\x03\x12\x11\n\tbuy_price\x18\x05 \x01(\t\x12\x12\n\nsell_price\x18\x06 \x01(\t\"6\n\rNodeSignature\x12\x12\n\nnode_index\x18\x01 \x01(\r\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x8f\x01\n\x0fPublicResultSet\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12)\n\x05slots\x18\x02 \x03(\x0b\x32\x1a.mpc_market.rpc.SlotResult\x12\x31\n\nsignatures\x18\x03 \x03(\x0b\x32\x1d.mpc_market.rpc.NodeSignature\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t2\xca\x04\n\x04Node\x12\x42\n\x0bSubmitOrder\x12\x1a.mpc_market.rpc.Submission\x1a\x17.mpc_market.rpc.Receipt\x12\x45\n\x0eSubmitReadings\x12\x1a.mpc_market.rpc.Submission\x1a\x17.mpc_market.rpc.Receipt\x12L\n\x0bSubmitBatch\x12\x1f.mpc_market.rpc.SubmissionBatch\x1a\x1c.mpc_market.rpc.ReceiptBatch\x12L\n\x0c\x46\x65tchResults\x12\x1e.mpc_market.rpc.ResultsRequest\x1a\x1c.mpc_market.rpc.ResultShares\x12\x42\n\tOpenRound\x12\x19.mpc_market.rpc.RoundSpec\x1a\x1a.mpc_market.rpc.RoundState\x12\x42\n\nCloseRound\x12\x18.mpc_market.rpc.RoundRef\x1a\x1a.mpc_market.rpc.RoundState\x12\x43\n\x0bRoundStatus\x12\x18.mpc_market.rpc.RoundRef\x1a\x1a.mpc_market.rpc.RoundState\x12N\n\x11NodePublicResults\x12\x18.mpc_market.rpc.RoundRef\x1a\x1f.mpc_market.rpc.PublicResultSet2\xa1\x02\n\x06\x42roker\x12\x42\n\tOpenRound\x12\x19.mpc_market.rpc.RoundSpec\x1a\x1a.mpc_market.rpc.RoundState\x12\x42\n\nCloseRound\x12\x18.mpc_market.rpc.RoundRef\x1a\x1a.mpc_market.rpc.RoundState\x12\x43\n\x0bRoundStatus\x12\x18.mpc_market.rpc.RoundRef\x1a\x1a.mpc_market.rpc.RoundState\x12J\n\rPublicResults\x12\x18.mpc_market.rpc.RoundRef\x1a\x1f.mpc_market.rpc.PublicResultSetb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,28 +33,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBMISSION']._serialized_start=47
   _globals['_SUBMISSION']._serialized_end=172
-  _globals['_RECEIPT']._serialized_start=175
-  _globals['_RECEIPT']._serialized_end=332
-  _globals['_RESULTSREQUEST']._serialized_start=334
-  _globals['_RESULTSREQUEST']._serialized_end=425
-  _globals['_RESULTSHARES']._serialized_start=428
-  _globals['_RESULTSHARES']._serialized_end=557
-  _globals['_ROUNDSPEC']._serialized_start=559
-  _globals['_ROUNDSPEC']._serialized_end=654
-  _globals['_ROUNDREF']._serialized_start=656
-  _globals['_ROUNDREF']._serialized_end=699
-  _globals['_ROUNDSTATE']._serialized_start=702
-  _globals['_ROUNDSTATE']._serialized_end=1006
-  _globals['_ROUNDSTATE_STATE']._serialized_start=925
-  _globals['_ROUNDSTATE_STATE']._serialized_end=1006
-  _globals['_SLOTRESULT']._serialized_start=1008
-  _globals['_SLOTRESULT']._serialized_end=1128
-  _globals['_NODESIGNATURE']._serialized_start=1130
-  _globals['_NODESIGNATURE']._serialized_end=1184
-  _globals['_PUBLICRESULTSET']._serialized_start=1187
-  _globals['_PUBLICRESULTSET']._serialized_end=1330
-  _globals['_NODE']._serialized_start=1333
-  _globals['_NODE']._serialized_end=1841
-  _globals['_BROKER']._serialized_start=1844
-  _globals['_BROKER']._serialized_end=2133
+  _globals['_SUBMISSIONBATCH']._serialized_start=174
+  _globals['_SUBMISSIONBATCH']._serialized_end=235
+  _globals['_BATCHOUTCOME']._serialized_start=237
+  _globals['_BATCHOUTCOME']._serialized_end=322
+  _globals['_RECEIPTBATCH']._serialized_start=324
+  _globals['_RECEIPTBATCH']._serialized_end=386
+  _globals['_RECEIPT']._serialized_start=389
+  _globals['_RECEIPT']._serialized_end=546
+  _globals['_RESULTSREQUEST']._serialized_start=548
+  _globals['_RESULTSREQUEST']._serialized_end=639
+  _globals['_RESULTSHARES']._serialized_start=642
+  _globals['_RESULTSHARES']._serialized_end=771
+  _globals['_ROUNDSPEC']._serialized_start=773
+  _globals['_ROUNDSPEC']._serialized_end=868
+  _globals['_ROUNDREF']._serialized_start=870
+  _globals['_ROUNDREF']._serialized_end=913
+  _globals['_ROUNDSTATE']._serialized_start=916
+  _globals['_ROUNDSTATE']._serialized_end=1220
+  _globals['_ROUNDSTATE_STATE']._serialized_start=1139
+  _globals['_ROUNDSTATE_STATE']._serialized_end=1220
+  _globals['_SLOTRESULT']._serialized_start=1222
+  _globals['_SLOTRESULT']._serialized_end=1342
+  _globals['_NODESIGNATURE']._serialized_start=1344
+  _globals['_NODESIGNATURE']._serialized_end=1398
+  _globals['_PUBLICRESULTSET']._serialized_start=1401
+  _globals['_PUBLICRESULTSET']._serialized_end=1544
+  _globals['_NODE']._serialized_start=1547
+  _globals['_NODE']._serialized_end=2133
+  _globals['_BROKER']._serialized_start=2136
+  _globals['_BROKER']._serialized_end=2425
 # @@protoc_insertion_point(module_scope)

@@ -46,6 +46,11 @@ class NodeStub:
                 request_serializer=mpc__market_dot_rpc_dot_market__pb2.Submission.SerializeToString,
                 response_deserializer=mpc__market_dot_rpc_dot_market__pb2.Receipt.FromString,
                 _registered_method=True)
+        self.SubmitBatch = channel.unary_unary(
+                '/mpc_market.rpc.Node/SubmitBatch',
+                request_serializer=mpc__market_dot_rpc_dot_market__pb2.SubmissionBatch.SerializeToString,
+                response_deserializer=mpc__market_dot_rpc_dot_market__pb2.ReceiptBatch.FromString,
+                _registered_method=True)
         self.FetchResults = channel.unary_unary(
                 '/mpc_market.rpc.Node/FetchResults',
                 request_serializer=mpc__market_dot_rpc_dot_market__pb2.ResultsRequest.SerializeToString,
@@ -87,6 +92,13 @@ class NodeServicer:
 
     def SubmitReadings(self, request, context):
         """a meter-reading share package
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitBatch(self, request, context):
+        """many participants' packages, one commit
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,6 +147,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.SubmitReadings,
                     request_deserializer=mpc__market_dot_rpc_dot_market__pb2.Submission.FromString,
                     response_serializer=mpc__market_dot_rpc_dot_market__pb2.Receipt.SerializeToString,
+            ),
+            'SubmitBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitBatch,
+                    request_deserializer=mpc__market_dot_rpc_dot_market__pb2.SubmissionBatch.FromString,
+                    response_serializer=mpc__market_dot_rpc_dot_market__pb2.ReceiptBatch.SerializeToString,
             ),
             'FetchResults': grpc.unary_unary_rpc_method_handler(
                     servicer.FetchResults,
@@ -218,6 +235,33 @@ class Node:
             '/mpc_market.rpc.Node/SubmitReadings',
             mpc__market_dot_rpc_dot_market__pb2.Submission.SerializeToString,
             mpc__market_dot_rpc_dot_market__pb2.Receipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mpc_market.rpc.Node/SubmitBatch',
+            mpc__market_dot_rpc_dot_market__pb2.SubmissionBatch.SerializeToString,
+            mpc__market_dot_rpc_dot_market__pb2.ReceiptBatch.FromString,
             options,
             channel_credentials,
             insecure,
