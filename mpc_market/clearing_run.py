@@ -70,7 +70,8 @@ def run_party(job_dir, index, mpc_addresses, connect_timeout, clearing_timeout, 
     with open(log_path, 'w') as log:
         child = subprocess.Popen([sys.executable, '-m', 'mpc_market.mpc.node', '--job', job_dir, '--index', str(index),
                                   '--parties', ','.join(mpc_addresses), '--deployment', '--ssl'],
-                                 cwd=job_dir, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                                 cwd=job_dir, stdout=log, stderr=subprocess.STDOUT,
+                                 env=dict(os.environ, MPC_MARKET_PARENT_PID=str(os.getpid())))
     if on_start:
         on_start(child)
     started = time.monotonic()
@@ -91,13 +92,6 @@ def run_party(job_dir, index, mpc_addresses, connect_timeout, clearing_timeout, 
             child.wait()
     if child.returncode != 0:
         raise ClearingFailed(f'node {index}: {_last_error(log_path) or f"MPC party exited with status {child.returncode}"}')
-
-
-def _die_with_parent():
-    """Linux: the MPC party gets SIGKILL when the node daemon dies (no orphan holding the port)."""
-    import ctypes
-    import signal
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _log_has(path, word):
@@ -133,18 +127,20 @@ def import_results(job_dir, index, round_id, config):
     rows = {p: ('excluded' if p in excluded else 'cleared', results[:, j].astype('<u4').tobytes())
             for j, p in enumerate(public['participants'])}
     rows.update({p: ('missing', b'') for p in public['missing']})
-    return rows, public_body(round_id, config, public)
+    return rows, public_body(round_id, config, public), public['timings']
 
 
 def clear_round(store, round_, node, signing_key, on_start=None):
-    """Run one attempt for the round; stores results (state 'cleared') or raises ClearingFailed."""
+    """Run one attempt for the round; stores results (state 'cleared') and returns the MPC phase
+    timings, or raises ClearingFailed."""
     job_dir = os.path.join(node.data_dir, 'runs', f'{round_.round_id}.{round_.attempts}')
     shutil.rmtree(job_dir, ignore_errors=True)
     os.makedirs(job_dir)
     try:
         config, _ = export_job(store, round_, node.index, len(node.nodes), node.keys, job_dir)
         run_party(job_dir, node.index, node.mpc, node.connect_timeout_s, node.clearing_timeout_s, on_start)
-        rows, body = import_results(job_dir, node.index, round_.round_id, config)
+        rows, body, timings = import_results(job_dir, node.index, round_.round_id, config)
         store.put_results(round_.round_id, rows, body, signing_key.sign(PUBLIC_DOMAIN + body.encode()))
+        return timings
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)  # the shares live in the store; no stray copies

@@ -241,7 +241,7 @@ def cmd_up(args):
             config = load_config(args.config) if args.config else _default_config()
             participants = sorted({o.participant for o in load_orders(args.orders, config)})
         try:
-            deployment.create(participants)
+            deployment.create(participants, delay_ms=args.delay_ms)
         except Exception as exc:
             from .keys import KeyError_
             if isinstance(exc, KeyError_):
@@ -400,6 +400,8 @@ def _deployment_parsers(sub):
     p.add_argument('--config', help='market TOML for reading --orders')
     p.add_argument('--netns', action='store_true', help='each node in its own network namespace '
                    '(run parties/netns.sh up first; root)')
+    p.add_argument('--delay-ms', type=float, default=0, help='added one-way latency between nodes (TCP proxy; '
+                   'when the deployment is created)')
     p.set_defaults(func=cmd_up)
 
     def client_args(p, client):

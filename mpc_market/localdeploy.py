@@ -55,8 +55,9 @@ class LocalDeployment:
     def node_config(self, index):
         return os.path.join(self.dir, f'node{index}.toml')
 
-    def create(self, participants=(), node_options=None):
-        """Fresh keys and configs; participants get keys and are registered."""
+    def create(self, participants=(), node_options=None, delay_ms=0):
+        """Fresh keys and configs; participants get keys and are registered. With delay_ms, node i
+        reaches node j > i (MPyC connects upwards) through a latency proxy (start_proxy)."""
         os.makedirs(self.dir, exist_ok=True)
         hosts = ['127.0.0.1', 'localhost'] + ([netns_address(i) for i in range(self.nodes)] if self.netns else [])
         keys.create_ca(self.keys)
@@ -66,12 +67,23 @@ class LocalDeployment:
         for client in ('submitter', 'operator'):
             keys.create_client(self.keys, client)
         keys.create_participants(self.keys, list(participants))
-        broker_port, *ports = free_ports(1 + 2 * self.nodes)
+        broker_port, *ports = free_ports(1 + 2 * self.nodes + self.nodes * self.nodes)
         grpc_hosts = [netns_address(i) if self.netns else '127.0.0.1' for i in range(self.nodes)]
         grpc = [f'{h}:{p}' for h, p in zip(grpc_hosts, ports[:self.nodes])]
-        mpc = [f'{h}:{p}' for h, p in zip(grpc_hosts, ports[self.nodes:])]
+        mpc = [f'{h}:{p}' for h, p in zip(grpc_hosts, ports[self.nodes:2 * self.nodes])]
+        self.proxy_routes = []
+        proxy_ports = iter(ports[2 * self.nodes:])
+        views = [list(mpc) for _ in range(self.nodes)]  # node i's list of MPyC addresses
+        if delay_ms:
+            for i in range(self.nodes):
+                for j in range(i + 1, self.nodes):
+                    port = next(proxy_ports)
+                    self.proxy_routes.append(f'{port}:{mpc[j].rsplit(":", 1)[0]}:{mpc[j].rsplit(":", 1)[1]}')
+                    views[i][j] = f'127.0.0.1:{port}'
+        self.delay_ms = delay_ms
         self.broker_address = f'127.0.0.1:{broker_port}'
         deployment = f'\n[deployment]\nnodes = {_toml_list(grpc)}\nmpc = {_toml_list(mpc)}\n'
+        self._write_proxy_routes()
         with open(self.broker_config, 'w') as f:
             f.write(f'[broker]\nlisten = "{self.broker_address}"\ndata_dir = "broker"\nkeys = "keys"\n'
                     f'operators = ["operator"]\npoll_s = 0.2\n{deployment}')
@@ -79,8 +91,20 @@ class LocalDeployment:
         for i in range(self.nodes):
             with open(self.node_config(i), 'w') as f:
                 f.write(f'[node]\nindex = {i}\nlisten = "{grpc[i]}"\ndata_dir = "node{i}"\nkeys = "keys"\n{extra}'
-                        f'{deployment}')
+                        f'\n[deployment]\nnodes = {_toml_list(grpc)}\nmpc = {_toml_list(views[i])}\n')
         return self
+
+    def _write_proxy_routes(self):
+        with open(os.path.join(self.dir, 'proxy.routes'), 'w') as f:
+            f.write(f'{self.delay_ms}\n' + '\n'.join(self.proxy_routes) + '\n')
+
+    def start_proxy(self):
+        """The latency proxy between nodes, when the deployment was created with delay_ms."""
+        with open(os.path.join(self.dir, 'proxy.routes')) as f:
+            delay, *routes = f.read().split()
+        if routes:
+            self._start('proxy', [], env={'PROXY': '1'}, module=['-m', 'mpc_market.latency_proxy', '--delay-ms', delay,
+                                                                 *routes])
 
     def load(self):
         """Read the broker address of an existing deployment directory."""
@@ -88,12 +112,12 @@ class LocalDeployment:
         self.broker_address = load_broker_config(self.broker_config).listen
         return self
 
-    def _start(self, name, argv, netns=None, env=None):
+    def _start(self, name, argv, netns=None, env=None, module=None):
         log = open(os.path.join(self.dir, f'{name}.log'), 'a')
         self.offsets[name] = log.tell()
         prefix = ['ip', 'netns', 'exec', netns] if netns else []
         env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
-        self.procs[name] = subprocess.Popen(prefix + [sys.executable, '-m', 'mpc_market', *argv], stdout=log,
+        self.procs[name] = subprocess.Popen(prefix + [sys.executable, *(module or ['-m', 'mpc_market', *argv])], stdout=log,
                                             stderr=subprocess.STDOUT, cwd=self.dir, env=env)
         log.close()
         return self.procs[name]
@@ -106,6 +130,7 @@ class LocalDeployment:
         return self._start('broker', ['broker', '--config', self.broker_config])
 
     def start(self, timeout=30):
+        self.start_proxy()
         for i in range(self.nodes):
             self.start_node(i)
         self.start_broker()
@@ -120,7 +145,8 @@ class LocalDeployment:
             while True:
                 with open(os.path.join(self.dir, f'{name}.log')) as f:
                     f.seek(self.offsets[name])
-                    if 'listening on' in f.read():
+                    text = f.read()
+                    if 'listening on' in text or 'proxy ready' in text:
                         break
                 if proc.poll() is not None or time.monotonic() > deadline:
                     with open(os.path.join(self.dir, f'{name}.log')) as f:

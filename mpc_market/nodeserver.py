@@ -105,8 +105,9 @@ class MarketNodeServer(NodeService):
         started = time.perf_counter()
         log.info('round %s: clearing (attempt %d)', round_.round_id, round_.attempts)
         try:
-            clear_round(self.store, round_, self.config, self.signing_key)
-            log.info('round %s: cleared in %.2f s', round_.round_id, time.perf_counter() - started)
+            timings = clear_round(self.store, round_, self.config, self.signing_key)
+            log.info('round %s: cleared in %.2f s (MPC phases: %s)', round_.round_id, time.perf_counter() - started,
+                     ', '.join(f'{k} {v:.2f} s' for k, v in timings.items()))
         except ClearingFailed as exc:
             log.warning('round %s: failed: %s', round_.round_id, exc)
             self.store.set_state(round_.round_id, 'failed', str(exc))

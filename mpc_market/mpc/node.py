@@ -23,6 +23,17 @@ import time
 _SHUTTING_DOWN = [False]
 
 
+def _die_with_parent():
+    """Linux: get SIGKILL when the node daemon dies, so no orphan keeps the MPyC port.
+
+    Set here rather than in a preexec_fn: forking the multi-threaded gRPC daemon is unsafe."""
+    import ctypes
+    import signal
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if str(os.getppid()) != os.environ.get('MPC_MARKET_PARENT_PID', str(os.getppid())):
+        raise SystemExit('error: the node daemon exited before the MPC party started')
+
+
 def _abort_on_lost_peer():
     """Exit at once when a peer's connection drops before shutdown (MPyC would wait forever)."""
     from mpyc import asyncoro
@@ -65,6 +76,8 @@ def main(argv=None):
                         help='packages of a deployment round: agree on identical envelopes first')
     parser.add_argument('--ssl', action='store_true', help='MPyC over TLS (certificates in .config/)')
     args = parser.parse_args(argv)
+    if args.deployment:
+        _die_with_parent()
 
     mpyc_args = [sys.argv[0], '-I', str(args.index), '--no-log']
     for address in args.parties.split(','):
