@@ -125,6 +125,12 @@ def cmd_keys(args):
         if args.action in ('ca', 'all'):
             keys.create_ca(args.dir)
             print(f'wrote CA to {os.path.join(args.dir, "ca")}')
+        if args.action == 'broker':
+            keys.create_broker(args.dir, args.host or ['127.0.0.1', 'localhost'])
+            print(f'wrote the broker TLS certificate to {os.path.join(args.dir, "broker")}')
+        if args.action == 'client':
+            keys.create_client(args.dir, args.name)
+            print(f'wrote client certificate {args.name} to {os.path.join(args.dir, "clients")}')
         if args.action == 'node':
             keys.create_node(args.dir, args.index, args.host or ['127.0.0.1', 'localhost'])
             print(f'wrote node{args.index} TLS certificate and signing key to {os.path.join(args.dir, "nodes")}')
@@ -241,7 +247,7 @@ def cmd_up(args):
             config = load_config(args.config) if args.config else _default_config()
             participants = sorted({o.participant for o in load_orders(args.orders, config)})
         try:
-            deployment.create(participants, delay_ms=args.delay_ms)
+            deployment.create(participants, delay_ms=args.delay_ms, base_port=args.base_port)
         except Exception as exc:
             from .keys import KeyError_
             if isinstance(exc, KeyError_):
@@ -400,6 +406,8 @@ def _deployment_parsers(sub):
     p.add_argument('--config', help='market TOML for reading --orders')
     p.add_argument('--netns', action='store_true', help='each node in its own network namespace '
                    '(run parties/netns.sh up first; root)')
+    p.add_argument('--base-port', type=int, default=7300, help='broker port; nodes use the next ports '
+                   '(when the deployment is created; 0 = any free ports)')
     p.add_argument('--delay-ms', type=float, default=0, help='added one-way latency between nodes (TCP proxy; '
                    'when the deployment is created)')
     p.set_defaults(func=cmd_up)
@@ -467,7 +475,9 @@ def build_parser():
     p.set_defaults(func=cmd_settle)
 
     p = sub.add_parser('keys', help='create a CA, node TLS certificates and signing keys, participant keys')
-    p.add_argument('action', choices=('ca', 'node', 'participants', 'all'))
+    p.add_argument('action', choices=('ca', 'node', 'broker', 'client', 'participants', 'all'))
+    p.add_argument('--name', default='submitter', help='client certificate name (action client): submitter, '
+                   'operator, a representative')
     p.add_argument('--dir', required=True, help='key directory (private keys are never overwritten)')
     p.add_argument('--index', type=int, default=0, help='node index (action node)')
     p.add_argument('--nodes', type=int, default=3, help='number of nodes (action all)')

@@ -55,7 +55,7 @@ class LocalDeployment:
     def node_config(self, index):
         return os.path.join(self.dir, f'node{index}.toml')
 
-    def create(self, participants=(), node_options=None, delay_ms=0):
+    def create(self, participants=(), node_options=None, delay_ms=0, base_port=None):
         """Fresh keys and configs; participants get keys and are registered. With delay_ms, node i
         reaches node j > i (MPyC connects upwards) through a latency proxy (start_proxy)."""
         os.makedirs(self.dir, exist_ok=True)
@@ -67,7 +67,11 @@ class LocalDeployment:
         for client in ('submitter', 'operator'):
             keys.create_client(self.keys, client)
         keys.create_participants(self.keys, list(participants))
-        broker_port, *ports = free_ports(1 + 2 * self.nodes + self.nodes * self.nodes)
+        count = 1 + 2 * self.nodes + self.nodes * self.nodes
+        if base_port:  # broker, node gRPC ports, MPyC ports, proxies: consecutive from base_port
+            broker_port, *ports = range(base_port, base_port + count)
+        else:
+            broker_port, *ports = free_ports(count)
         grpc_hosts = [netns_address(i) if self.netns else '127.0.0.1' for i in range(self.nodes)]
         grpc = [f'{h}:{p}' for h, p in zip(grpc_hosts, ports[:self.nodes])]
         mpc = [f'{h}:{p}' for h, p in zip(grpc_hosts, ports[self.nodes:2 * self.nodes])]

@@ -284,3 +284,15 @@ def test_end_to_end_with_nodes_in_separate_network_namespaces(market):
         m.stop()
     finally:
         subprocess.run(['bash', NETNS_SCRIPT, 'down', '3'], capture_output=True, text=True)
+
+
+def test_bad_node_and_broker_configs_are_one_line_errors(tmp_path):
+    bad = tmp_path / 'node.toml'
+    bad.write_text('[node]\nindex = "zero"\nlisten = "127.0.0.1:1"\ndata_dir = "d"\nkeys = "k"\n'
+                   '[deployment]\nnodes = ["a:1", "b:2", "c:3"]\nmpc = ["a:4", "b:5", "c:6"]\n')
+    proc = cli('node', '--config', bad, check=False)
+    assert proc.returncode == 2 and proc.stderr == f'error: {bad}:2: index: expected 0..2, got \'zero\'\n'
+    bad.write_text('[broker]\nlisten = "127.0.0.1:1"\ndata_dir = "d"\nkeys = "k"\n[deployment]\nnodes = "a:1"\n')
+    proc = cli('broker', '--config', bad, check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith(f'error: {bad}:6: nodes: ')
+    assert not (tmp_path / 'd').exists()  # nothing created
