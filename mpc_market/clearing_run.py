@@ -127,7 +127,7 @@ def import_results(job_dir, index, round_id, config):
     rows = {p: ('excluded' if p in excluded else 'cleared', results[:, j].astype('<u4').tobytes())
             for j, p in enumerate(public['participants'])}
     rows.update({p: ('missing', b'') for p in public['missing']})
-    return rows, public_body(round_id, config, public), public['timings']
+    return rows, public_body(round_id, config, public), dict(public['timings'], mpc_tls=public['mpc_tls'])
 
 
 def clear_round(store, round_, node, signing_key, on_start=None):

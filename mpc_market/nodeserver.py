@@ -106,8 +106,9 @@ class MarketNodeServer(NodeService):
         log.info('round %s: clearing (attempt %d)', round_.round_id, round_.attempts)
         try:
             timings = clear_round(self.store, round_, self.config, self.signing_key)
-            log.info('round %s: cleared in %.2f s (MPC phases: %s)', round_.round_id, time.perf_counter() - started,
-                     ', '.join(f'{k} {v:.2f} s' for k, v in timings.items()))
+            tls = 'MPyC over TLS' if timings.pop('mpc_tls') else 'MPyC WITHOUT TLS'
+            log.info('round %s: cleared in %.2f s, %s (phases: %s)', round_.round_id, time.perf_counter() - started,
+                     tls, ', '.join(f'{k} {v:.2f} s' for k, v in timings.items()))
         except ClearingFailed as exc:
             log.warning('round %s: failed: %s', round_.round_id, exc)
             self.store.set_state(round_.round_id, 'failed', str(exc))

@@ -139,6 +139,8 @@ def test_end_to_end_matches_the_plaintext_reference_and_the_broker_sees_no_secre
     m.submit_individually(m.participants)
     m.close_and_wait()
     m.check_results()
+    with open(os.path.join(m.deployment.dir, 'node0.log')) as f:
+        assert 'MPyC over TLS' in f.read()
     # The broker's whole state: round parameters and the signed public results, nothing individual.
     db = sqlite3.connect(os.path.join(m.deployment.dir, 'broker', 'broker.db'))
     dump = '\n'.join(str(row) for table in ('rounds', 'public_results') for row in db.execute(f'SELECT * FROM {table}'))
@@ -209,7 +211,7 @@ def test_broker_killed_and_restarted_mid_round(market):
 
 def _node_stub(m, index, client='submitter', keys_dir=None):
     credentials = client_credentials(keys_dir or m.keys, 'clients', client)
-    address = m.deployment and BrokerClient(m.broker, m.keys).status('r1').node_addresses[index]
+    address = BrokerClient(m.broker, m.keys).status('r1').node_addresses[index]
     return market_pb2_grpc.NodeStub(secure_channel(address, credentials, f'node{index}'))
 
 

@@ -153,6 +153,7 @@ def main(argv=None):
         await mpc.shutdown()
         save_array(os.path.join(own, 'results.npy'), results)
         public['timings'] = {k: round(v, 4) for k, v in node.timings.items()}
+        public['mpc_tls'] = bool(mpc.options.ssl)
         public['timings']['node_total'] = round(time.perf_counter() - started, 4)
         public['bytes_sent'] = sent
         public['peak_rss_mb'] = round(peak_rss_mb(), 1)
