@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import threading
 from concurrent import futures
 
@@ -26,7 +25,7 @@ from . import deployment
 from .clearing_run import PUBLIC_DOMAIN
 from .keys import load_node_verify_keys, node_name
 from .rpc import market_pb2, market_pb2_grpc
-from .store import _Transaction, now_ms
+from .store import Transaction, now_ms, open_database
 
 log = logging.getLogger('mpc_market.broker')
 STATE = market_pb2.RoundState
@@ -45,16 +44,13 @@ class BrokerStore:
 
     def __init__(self, path):
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute('PRAGMA journal_mode=WAL')
-        self._db.execute('PRAGMA synchronous=FULL')
-        self._db.executescript(SCHEMA)
+        self._db = open_database(path, SCHEMA)
 
     def close(self):
         self._db.close()
 
     def add(self, spec):
-        with _Transaction(self._db, self._lock) as db:
+        with Transaction(self._db, self._lock) as db:
             db.execute('INSERT OR IGNORE INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
                        (spec.round_id, json.dumps(sorted(spec.slots)), spec.gate_closure_unix_ms, spec.market_toml,
                         'open', '', 0, now_ms()))
@@ -75,13 +71,13 @@ class BrokerStore:
         return [r[0] for r in rows]
 
     def update(self, round_id, **fields):
-        with _Transaction(self._db, self._lock) as db:
+        with Transaction(self._db, self._lock) as db:
             for key, value in fields.items():
                 assert key in ('state', 'reason', 'attempts', 'gate_closure_ms'), key
                 db.execute(f'UPDATE rounds SET {key} = ? WHERE round_id = ?', (value, round_id))
 
     def publish(self, round_id, body, signatures):
-        with _Transaction(self._db, self._lock) as db:
+        with Transaction(self._db, self._lock) as db:
             db.execute('INSERT OR REPLACE INTO public_results VALUES (?, ?, ?)',
                        (round_id, body, json.dumps({str(i): s.hex() for i, s in signatures.items()})))
             db.execute("UPDATE rounds SET state = 'cleared', reason = '' WHERE round_id = ?", (round_id,))

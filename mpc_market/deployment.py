@@ -38,13 +38,12 @@ BROKER.toml::
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 
 import grpc
 
 from .errors import InputError
-from .market import read_text
+from .market import parse_toml, read_text, toml_key_line
 
 MAX_MESSAGE_BYTES = 80 << 20
 ADDRESS_RE = re.compile(r'^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$')
@@ -77,20 +76,9 @@ class BrokerConfig:
     max_attempts: int = 5
 
 
-def _line(text, key):
-    for number, line in enumerate(text.splitlines(), 1):
-        if re.match(rf'\s*{re.escape(key)}\s*=', line):
-            return number
-    return 1
-
-
 def _load(path, section):
     text = read_text(path, 'utf-8')
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        m = re.search(r'line (\d+)', str(exc))
-        raise InputError(path, int(m.group(1)) if m else 1, 'toml', str(exc).split(' (at')[0]) from None
+    doc = parse_toml(path, text)
     table = doc.get(section)
     if not isinstance(table, dict):
         raise InputError(path, 1, section, f'missing [{section}] table')
@@ -108,16 +96,17 @@ def _get(path, text, table, key, kind, default=None, check=None, what=''):
     value = table[key]
     ok = isinstance(value, kind) and not isinstance(value, bool) and (check is None or check(value))
     if not ok:
-        raise InputError(path, _line(text, key), key, f'expected {what}, got {value!r}')
+        raise InputError(path, toml_key_line(text, key), key, f'expected {what}, got {value!r}')
     return value
 
 
 def _addresses(path, text, table, key, count=None):
     value = _get(path, text, table, key, list, what='a list of "host:port"')
     if not value or not all(isinstance(a, str) and ADDRESS_RE.match(a) for a in value):
-        raise InputError(path, _line(text, key), key, f'expected a non-empty list of "host:port", got {value!r}')
+        raise InputError(path, toml_key_line(text, key), key,
+                         f'expected a non-empty list of "host:port", got {value!r}')
     if count is not None and len(value) != count:
-        raise InputError(path, _line(text, key), key, f'{len(value)} addresses for {count} nodes')
+        raise InputError(path, toml_key_line(text, key), key, f'{len(value)} addresses for {count} nodes')
     return value
 
 
@@ -129,7 +118,7 @@ def load_node_config(path):
     text, node, deployment = _load(path, 'node')
     nodes = _addresses(path, text, deployment, 'nodes')
     if not 3 <= len(nodes) <= 7:
-        raise InputError(path, _line(text, 'nodes'), 'nodes', f'a deployment has 3..7 nodes, got {len(nodes)}')
+        raise InputError(path, toml_key_line(text, 'nodes'), 'nodes', f'a deployment has 3..7 nodes, got {len(nodes)}')
     positive = lambda v: v > 0  # noqa: E731
     return NodeConfig(
         path=path,

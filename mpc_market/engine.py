@@ -138,7 +138,8 @@ def clear_plain(book: Book) -> ClearingResult:
     return ClearingResult(slots, rows, [], {'engine': 'plain', 'total_s': time.perf_counter() - started})
 
 
-def _free_ports(count):
+def free_ports(count):
+    """count TCP ports free on 127.0.0.1 right now."""
     sockets = []
     for _ in range(count):
         s = socket.socket()
@@ -231,7 +232,7 @@ def _relay_progress(log_path, offset, progress):
 
 def start_nodes(job_dir, nodes, host='127.0.0.1', extra_args=()):
     """Start the node processes; they connect, then wait for each node dir's 'ready' file."""
-    ports = _free_ports(nodes)
+    ports = free_ports(nodes)
     parties = ','.join(f'{host}:{p}' for p in ports)
     procs = []
     for i in range(nodes):

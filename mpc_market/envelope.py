@@ -18,6 +18,11 @@ from cryptography.exceptions import InvalidSignature
 DOMAIN = b'mpc-market/order-envelope/v1\n'
 
 
+def canonical_bytes(domain, fields):
+    """What gets signed: a domain separator and the canonical JSON of the fields."""
+    return domain + json.dumps(fields, sort_keys=True, separators=(',', ':')).encode()
+
+
 class EnvelopeError(Exception):
     """A submission to reject, with the reason."""
 
@@ -30,10 +35,8 @@ class Envelope:
     package_hashes: tuple     # SHA-256 hex of each node's package, node 0 first
 
     def canonical(self):
-        body = json.dumps({'nonce': self.nonce, 'package_hashes': list(self.package_hashes),
-                           'participant': self.participant, 'round_id': self.round_id},
-                          sort_keys=True, separators=(',', ':'))
-        return DOMAIN + body.encode()
+        return canonical_bytes(DOMAIN, {'nonce': self.nonce, 'package_hashes': list(self.package_hashes),
+                                        'participant': self.participant, 'round_id': self.round_id})
 
     def to_json(self):
         return json.dumps(asdict(self) | {'package_hashes': list(self.package_hashes)}, sort_keys=True)

@@ -6,27 +6,15 @@ address and reaches the others over veth links, optionally with netem latency.
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time
 
 from . import keys
+from .engine import free_ports
 
 NETNS_PREFIX = 'mm-node'
 NETNS_SUBNET = '10.77.0'
-
-
-def free_ports(count, host='127.0.0.1'):
-    sockets = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind((host, 0))
-        sockets.append(s)
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def netns_address(index):
@@ -107,8 +95,7 @@ class LocalDeployment:
         with open(os.path.join(self.dir, 'proxy.routes')) as f:
             delay, *routes = f.read().split()
         if routes:
-            self._start('proxy', [], env={'PROXY': '1'}, module=['-m', 'mpc_market.latency_proxy', '--delay-ms', delay,
-                                                                 *routes])
+            self._start('proxy', [], module=['-m', 'mpc_market.latency_proxy', '--delay-ms', delay, *routes])
 
     def load(self):
         """Read the broker address of an existing deployment directory."""

@@ -122,7 +122,8 @@ class Order:
     line: int = 0
 
 
-def _key_line(text, key):
+def toml_key_line(text, key):
+    """Line of `key = ...` in TOML text (1 when absent), for error messages."""
     for number, line in enumerate(text.splitlines(), 1):
         if re.match(rf'\s*{re.escape(key)}\s*=', line):
             return number
@@ -131,10 +132,10 @@ def _key_line(text, key):
 
 def _toml_decimal(path, text, key, value):
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
-        raise InputError(path, _key_line(text, key), key, f'expected a decimal number, got {value!r}')
+        raise InputError(path, toml_key_line(text, key), key, f'expected a decimal number, got {value!r}')
     value = Decimal(value)
     if not value.is_finite() or value < 0:
-        raise InputError(path, _key_line(text, key), key, f'must be a finite number >= 0, got {value}')
+        raise InputError(path, toml_key_line(text, key), key, f'must be a finite number >= 0, got {value}')
     return value
 
 
@@ -154,13 +155,18 @@ def load_config(path):
     return parse_config(path, read_text(path, 'utf-8'))
 
 
-def parse_config(path, text):
-    """The market configuration of TOML text (path only names it in errors)."""
+def parse_toml(path, text, **options):
+    """TOML text as a dict; a syntax error is an InputError at its line."""
     try:
-        doc = tomllib.loads(text, parse_float=Decimal)
+        return tomllib.loads(text, **options)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r'line (\d+)', str(exc))
         raise InputError(path, int(m.group(1)) if m else 1, 'toml', str(exc).split(' (at')[0]) from None
+
+
+def parse_config(path, text):
+    """The market configuration of TOML text (path only names it in errors)."""
+    doc = parse_toml(path, text, parse_float=Decimal)
     market = doc.get('market')
     if not isinstance(market, dict):
         raise InputError(path, 1, 'market', 'missing [market] table')
@@ -170,7 +176,7 @@ def parse_config(path, text):
 def config_from_table(path, text, market, extra_keys=()):
     for key in market:
         if key not in MARKET_KEYS and key not in extra_keys:
-            raise InputError(path, _key_line(text, key), key, 'unknown key in [market]')
+            raise InputError(path, toml_key_line(text, key), key, 'unknown key in [market]')
     for key in MARKET_KEYS[:3]:
         if key not in market:
             raise InputError(path, 1, key, 'missing in [market]')
@@ -179,27 +185,27 @@ def config_from_table(path, text, market, extra_keys=()):
     tick = _toml_decimal(path, text, 'tick', market['tick'])
     max_wh = market.get('max_order_wh', 65535)
     if isinstance(max_wh, bool) or not isinstance(max_wh, int) or not 1 <= max_wh <= MAX_ORDER_WH_LIMIT:
-        raise InputError(path, _key_line(text, 'max_order_wh'), 'max_order_wh',
+        raise InputError(path, toml_key_line(text, 'max_order_wh'), 'max_order_wh',
                          f'must be an integer in 1..{MAX_ORDER_WH_LIMIT}, got {max_wh!r}')
     max_reading = market.get('max_reading_wh', 65535)
     if isinstance(max_reading, bool) or not isinstance(max_reading, int) or not 1 <= max_reading <= MAX_ORDER_WH_LIMIT:
-        raise InputError(path, _key_line(text, 'max_reading_wh'), 'max_reading_wh',
+        raise InputError(path, toml_key_line(text, 'max_reading_wh'), 'max_reading_wh',
                          f'must be an integer in 1..{MAX_ORDER_WH_LIMIT}, got {max_reading!r}')
     mechanism = market.get('mechanism', 'double-auction')
     if mechanism not in MECHANISMS:
-        raise InputError(path, _key_line(text, 'mechanism'), 'mechanism',
+        raise InputError(path, toml_key_line(text, 'mechanism'), 'mechanism',
                          f'{mechanism!r} is not one of {", ".join(MECHANISMS)}')
     if tick <= 0:
-        raise InputError(path, _key_line(text, 'tick'), 'tick', 'must be > 0')
+        raise InputError(path, toml_key_line(text, 'tick'), 'tick', 'must be > 0')
     if ceiling < floor_:
-        raise InputError(path, _key_line(text, 'price_ceiling'), 'price_ceiling',
+        raise InputError(path, toml_key_line(text, 'price_ceiling'), 'price_ceiling',
                          f'{ceiling} is below price_floor {floor_}')
     if (ceiling - floor_) % tick != 0:
-        raise InputError(path, _key_line(text, 'tick'), 'tick',
+        raise InputError(path, toml_key_line(text, 'tick'), 'tick',
                          f'price_ceiling - price_floor = {ceiling - floor_} is not a whole number of ticks {tick}')
     config = MarketConfig(floor_, ceiling, tick, max_wh, max_reading, mechanism)
     if config.levels > 4096:
-        raise InputError(path, _key_line(text, 'tick'), 'tick', f'{config.levels} price levels; at most 4096 supported')
+        raise InputError(path, toml_key_line(text, 'tick'), 'tick', f'{config.levels} price levels; at most 4096 supported')
     return config
 
 

@@ -9,7 +9,6 @@ after a crash fails the interrupted round, and the broker re-runs it from the st
 """
 
 import hashlib
-import json
 import logging
 import os
 import signal
@@ -22,8 +21,11 @@ from cryptography.exceptions import InvalidSignature
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from . import deployment
+from .envelope import canonical_bytes
+from .errors import InputError
 from .clearing_run import ClearingFailed, clear_round
 from .keys import load_node_signing_key, load_registry
+from .market import parse_config
 from .rpc import market_pb2, market_pb2_grpc
 from .service import NodeService, RateLimiter
 from .store import Store, StoreError, now_ms
@@ -37,22 +39,14 @@ log = logging.getLogger('mpc_market.node')
 
 
 def results_request_bytes(round_id, participant, unix_ms):
-    body = json.dumps({'round_id': round_id, 'participant': participant, 'unix_ms': unix_ms},
-                      sort_keys=True, separators=(',', ':'))
-    return RESULTS_REQUEST_DOMAIN + body.encode()
+    return canonical_bytes(RESULTS_REQUEST_DOMAIN, {'round_id': round_id, 'participant': participant,
+                                                    'unix_ms': unix_ms})
 
 
 def result_shares_bytes(round_id, participant, node_index, status, shares_sha256):
-    body = json.dumps({'round_id': round_id, 'participant': participant, 'node_index': node_index,
-                       'status': status, 'shares_sha256': shares_sha256}, sort_keys=True, separators=(',', ':'))
-    return RESULT_SHARES_DOMAIN + body.encode()
-
-
-def round_state(round_, accepted):
-    return market_pb2.RoundState(round_id=round_.round_id, state=getattr(market_pb2.RoundState, round_.state.upper()),
-                                 reason=round_.reason, gate_closure_unix_ms=round_.gate_closure_ms,
-                                 accepted=accepted, slots=round_.slots, market_toml=round_.market_toml,
-                                 attempts=round_.attempts)
+    return canonical_bytes(RESULT_SHARES_DOMAIN, {'round_id': round_id, 'participant': participant,
+                                                  'node_index': node_index, 'status': status,
+                                                  'shares_sha256': shares_sha256})
 
 
 class MarketNodeServer(NodeService):
@@ -74,8 +68,6 @@ class MarketNodeServer(NodeService):
 
     def OpenRound(self, request, context):
         self._require_broker(context)
-        from .errors import InputError
-        from .market import parse_config
         try:
             parse_config(f'round {request.round_id}', request.market_toml)
         except InputError as exc:
@@ -118,13 +110,6 @@ class MarketNodeServer(NodeService):
         finally:
             with self._lock:
                 self._clearing = None
-
-    def RoundStatus(self, request, context):
-        try:
-            round_ = self.store.round(request.round_id)
-        except StoreError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, f'node {self.index}: {exc}')
-        return round_state(round_, self.store.count(round_.round_id))
 
     def NodePublicResults(self, request, context):
         stored = self.store.public_results(request.round_id)
@@ -170,9 +155,8 @@ class MarketNodeServer(NodeService):
 
 def serve(config):
     """Run the node until SIGTERM or SIGINT."""
-    from .keys import read_key_file
+    credentials = deployment.server_credentials(config.keys, 'nodes', f'node{config.index}')  # keys before any state
     os.makedirs(config.data_dir, exist_ok=True)
-    read_key_file(config.keys, 'ca', 'ca.pem')
     store = Store(os.path.join(config.data_dir, 'node.db'))
     store.fail_interrupted(f'node {config.index} restarted during clearing')
     registry = load_registry(os.path.join(config.keys, 'registry.json'))
@@ -181,7 +165,6 @@ def serve(config):
     market_pb2_grpc.add_NodeServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    credentials = deployment.server_credentials(config.keys, 'nodes', f'node{config.index}')
     if not server.add_secure_port(config.listen, credentials):
         raise OSError(f'node {config.index}: cannot listen on {config.listen}')
     server.start()

@@ -8,7 +8,6 @@ packages (a later step); at clearing, nodes include a participant only if all of
 same envelope (nonce), so a submission that some node missed never half-counts.
 """
 
-import json
 import threading
 import time
 
@@ -27,10 +26,9 @@ MAX_PACKAGE_BYTES = 64 << 20
 
 
 def receipt_bytes(round_id, participant, nonce, package_sha256, accepted_ms, node_index):
-    body = json.dumps({'round_id': round_id, 'participant': participant, 'nonce': nonce,
-                       'package_sha256': package_sha256, 'accepted_ms': accepted_ms, 'node_index': node_index},
-                      sort_keys=True, separators=(',', ':'))
-    return RECEIPT_DOMAIN + body.encode()
+    return envelopes.canonical_bytes(RECEIPT_DOMAIN, {
+        'round_id': round_id, 'participant': participant, 'nonce': nonce, 'package_sha256': package_sha256,
+        'accepted_ms': accepted_ms, 'node_index': node_index})
 
 
 class RateLimiter:
@@ -187,4 +185,5 @@ class NodeService(market_pb2_grpc.NodeServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, f'node {self.index}: {exc}')
         return market_pb2.RoundState(round_id=round_.round_id, state=getattr(market_pb2.RoundState, round_.state.upper()),
                                      reason=round_.reason, gate_closure_unix_ms=round_.gate_closure_ms,
-                                     accepted=self.store.count(round_.round_id))
+                                     accepted=self.store.count(round_.round_id), slots=round_.slots,
+                                     market_toml=round_.market_toml, attempts=round_.attempts)

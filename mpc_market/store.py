@@ -55,21 +55,27 @@ def now_ms():
     return int(time.time() * 1000)
 
 
+def open_database(path, schema):
+    """SQLite in WAL mode with synchronous=FULL: a committed transaction survives a crash."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute('PRAGMA journal_mode=WAL')
+    db.execute('PRAGMA synchronous=FULL')
+    db.executescript(schema)
+    return db
+
+
 class Store:
     def __init__(self, path):
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute('PRAGMA journal_mode=WAL')
-        self._db.execute('PRAGMA synchronous=FULL')
-        self._db.executescript(SCHEMA)
+        self._db = open_database(path, SCHEMA)
 
     def close(self):
         with self._lock:
             self._db.close()
 
     def _transaction(self):
-        return _Transaction(self._db, self._lock)
+        return Transaction(self._db, self._lock)
 
     # -- rounds ---------------------------------------------------------------------------------
     def open_round(self, round_id, slots, gate_closure_ms, market_toml):
@@ -189,7 +195,7 @@ class Store:
         return None if row is None else (row[0], bytes(row[1]))
 
 
-class _Transaction:
+class Transaction:
     """BEGIN IMMEDIATE ... COMMIT under the store's lock (ROLLBACK on error)."""
 
     def __init__(self, db, lock):
