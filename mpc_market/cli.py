@@ -1,5 +1,6 @@
-"""Command line: ``mpc-market clear | settle | generate | demo | keys`` (local) and
-``node | broker | up | round | submit | results`` (deployment over gRPC)."""
+"""Command line: ``mpc-market clear | settle | generate | demo | keys`` (local),
+``node | broker | up | round | submit | results`` (deployment over gRPC) and ``stats ...``
+(grid-operator statistics, see mpc_market/stats/cli.py)."""
 
 import argparse
 import dataclasses
@@ -128,6 +129,9 @@ def cmd_keys(args):
         if args.action == 'broker':
             keys.create_broker(args.dir, args.host or ['127.0.0.1', 'localhost'])
             print(f'wrote the broker TLS certificate to {os.path.join(args.dir, "broker")}')
+        if args.action == 'aggregator':
+            keys.create_aggregator(args.dir, args.host or ['127.0.0.1', 'localhost'])
+            print(f'wrote the statistics aggregator TLS certificate to {os.path.join(args.dir, "aggregator")}')
         if args.action == 'client':
             keys.create_client(args.dir, args.name)
             print(f'wrote client certificate {args.name} to {os.path.join(args.dir, "clients")}')
@@ -168,7 +172,8 @@ def cmd_generate(args):
         raise InputError('<command line>', 0, 'participants' if args.participants < 1 else 'slots', 'must be >= 1')
     orders, config, count, readings = write_community(args.out, args.participants, args.slots, args.seed)
     print(f'wrote {count} orders of {args.participants} households x {args.slots} slots to {orders}, '
-          f'meter readings to {readings}, market to {config}')
+          f'meter readings to {readings}, market to {config}, feeder map to '
+          f'{os.path.join(args.out, "feeders.csv")}')
     return 0
 
 
@@ -475,7 +480,7 @@ def build_parser():
     p.set_defaults(func=cmd_settle)
 
     p = sub.add_parser('keys', help='create a CA, node TLS certificates and signing keys, participant keys')
-    p.add_argument('action', choices=('ca', 'node', 'broker', 'client', 'participants', 'all'))
+    p.add_argument('action', choices=('ca', 'node', 'broker', 'aggregator', 'client', 'participants', 'all'))
     p.add_argument('--name', default='submitter', help='client certificate name (action client): submitter, '
                    'operator, a representative')
     p.add_argument('--dir', required=True, help='key directory (private keys are never overwritten)')
@@ -501,6 +506,8 @@ def build_parser():
     p.add_argument('--seed', type=int, default=2026)
     p.set_defaults(func=cmd_demo)
     _deployment_parsers(sub)
+    from .stats.cli import add_parsers
+    add_parsers(sub)
     return parser
 
 

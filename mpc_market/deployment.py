@@ -76,19 +76,24 @@ class BrokerConfig:
     max_attempts: int = 5
 
 
-def _load(path, section):
+def load_table(path, section):
+    """(text, table) of a TOML file's [section]."""
     text = read_text(path, 'utf-8')
-    doc = parse_toml(path, text)
-    table = doc.get(section)
+    table = parse_toml(path, text).get(section)
     if not isinstance(table, dict):
         raise InputError(path, 1, section, f'missing [{section}] table')
-    deployment = doc.get('deployment')
+    return text, table
+
+
+def _load(path, section):
+    text, table = load_table(path, section)
+    deployment = parse_toml(path, text).get('deployment')
     if not isinstance(deployment, dict):
         raise InputError(path, 1, 'deployment', 'missing [deployment] table')
     return text, table, deployment
 
 
-def _get(path, text, table, key, kind, default=None, check=None, what=''):
+def get_value(path, text, table, key, kind, default=None, check=None, what=''):
     if key not in table:
         if default is None:
             raise InputError(path, 1, key, 'missing')
@@ -101,7 +106,7 @@ def _get(path, text, table, key, kind, default=None, check=None, what=''):
 
 
 def _addresses(path, text, table, key, count=None):
-    value = _get(path, text, table, key, list, what='a list of "host:port"')
+    value = get_value(path, text, table, key, list, what='a list of "host:port"')
     if not value or not all(isinstance(a, str) and ADDRESS_RE.match(a) for a in value):
         raise InputError(path, toml_key_line(text, key), key,
                          f'expected a non-empty list of "host:port", got {value!r}')
@@ -110,7 +115,7 @@ def _addresses(path, text, table, key, count=None):
     return value
 
 
-def _relative(path, value):
+def relative_path(path, value):
     return value if os.path.isabs(value) else os.path.join(os.path.dirname(os.path.abspath(path)), value)
 
 
@@ -122,31 +127,31 @@ def load_node_config(path):
     positive = lambda v: v > 0  # noqa: E731
     return NodeConfig(
         path=path,
-        index=_get(path, text, node, 'index', int, check=lambda v: 0 <= v < len(nodes), what=f'0..{len(nodes) - 1}'),
-        listen=_get(path, text, node, 'listen', str, check=ADDRESS_RE.match, what='"host:port"'),
-        data_dir=_relative(path, _get(path, text, node, 'data_dir', str, what='a directory')),
-        keys=_relative(path, _get(path, text, node, 'keys', str, what='a directory')),
+        index=get_value(path, text, node, 'index', int, check=lambda v: 0 <= v < len(nodes), what=f'0..{len(nodes) - 1}'),
+        listen=get_value(path, text, node, 'listen', str, check=ADDRESS_RE.match, what='"host:port"'),
+        data_dir=relative_path(path, get_value(path, text, node, 'data_dir', str, what='a directory')),
+        keys=relative_path(path, get_value(path, text, node, 'keys', str, what='a directory')),
         nodes=nodes, mpc=_addresses(path, text, deployment, 'mpc', len(nodes)),
-        connect_timeout_s=float(_get(path, text, node, 'connect_timeout_s', (int, float), 60.0, positive, 'seconds > 0')),
-        clearing_timeout_s=float(_get(path, text, node, 'clearing_timeout_s', (int, float), 900.0, positive,
+        connect_timeout_s=float(get_value(path, text, node, 'connect_timeout_s', (int, float), 60.0, positive, 'seconds > 0')),
+        clearing_timeout_s=float(get_value(path, text, node, 'clearing_timeout_s', (int, float), 900.0, positive,
                                       'seconds > 0')),
-        rate_per_s=float(_get(path, text, node, 'rate_per_s', (int, float), 5.0, positive, 'a rate > 0')),
-        burst=_get(path, text, node, 'burst', int, 20, positive, 'an integer > 0'))
+        rate_per_s=float(get_value(path, text, node, 'rate_per_s', (int, float), 5.0, positive, 'a rate > 0')),
+        burst=get_value(path, text, node, 'burst', int, 20, positive, 'an integer > 0'))
 
 
 def load_broker_config(path):
     text, broker, deployment = _load(path, 'broker')
     nodes = _addresses(path, text, deployment, 'nodes')
-    operators = _get(path, text, broker, 'operators', list, ['operator'],
+    operators = get_value(path, text, broker, 'operators', list, ['operator'],
                      lambda v: all(isinstance(o, str) for o in v), 'a list of certificate names')
     return BrokerConfig(
         path=path,
-        listen=_get(path, text, broker, 'listen', str, check=ADDRESS_RE.match, what='"host:port"'),
-        data_dir=_relative(path, _get(path, text, broker, 'data_dir', str, what='a directory')),
-        keys=_relative(path, _get(path, text, broker, 'keys', str, what='a directory')),
+        listen=get_value(path, text, broker, 'listen', str, check=ADDRESS_RE.match, what='"host:port"'),
+        data_dir=relative_path(path, get_value(path, text, broker, 'data_dir', str, what='a directory')),
+        keys=relative_path(path, get_value(path, text, broker, 'keys', str, what='a directory')),
         nodes=nodes, operators=operators,
-        poll_s=float(_get(path, text, broker, 'poll_s', (int, float), 0.5, lambda v: v > 0, 'seconds > 0')),
-        max_attempts=_get(path, text, broker, 'max_attempts', int, 5, lambda v: v > 0, 'an integer > 0'))
+        poll_s=float(get_value(path, text, broker, 'poll_s', (int, float), 0.5, lambda v: v > 0, 'seconds > 0')),
+        max_attempts=get_value(path, text, broker, 'max_attempts', int, 5, lambda v: v > 0, 'an integer > 0'))
 
 
 # -- TLS -------------------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def community(participants, slots, seed, with_readings=False):
 
 
 def write_community(out_dir, participants, slots, seed):
-    """Write orders.csv, readings.csv and market.toml into out_dir; return their paths."""
+    """Write orders.csv, readings.csv, feeders.csv and market.toml into out_dir; return their paths."""
     import csv
     os.makedirs(out_dir, exist_ok=True)
     orders, readings = community(participants, slots, seed, with_readings=True)
@@ -106,4 +106,19 @@ def write_community(out_dir, participants, slots, seed):
                 f'[market]\nprice_floor = {m["price_floor"]}\nprice_ceiling = {m["price_ceiling"]}\n'
                 f'tick = {m["tick"]}\nmax_order_wh = {m["max_order_wh"]}\n')
     os.replace(config_path + '.tmp', config_path)
+    write_feeders(os.path.join(out_dir, 'feeders.csv'), sorted({r['participant'] for r in readings}))
     return orders_path, config_path, len(orders), readings_path
+
+
+FEEDER_SIZE = 20        # households per low-voltage feeder
+FEEDERS_PER_ZONE = 5
+
+
+def write_feeders(path, participants):
+    """feeders.csv: participant -> feeder (FEEDER_SIZE households each) -> zone (FEEDERS_PER_ZONE feeders)."""
+    with open(path + '.tmp', 'w') as f:
+        f.write('participant,feeder,zone\n')
+        for i, name in enumerate(participants):
+            feeder = i // FEEDER_SIZE
+            f.write(f'{name},F{feeder:03d},Z{feeder // FEEDERS_PER_ZONE:02d}\n')
+    os.replace(path + '.tmp', path)

@@ -8,6 +8,9 @@
   clients/<name>.key, .pem                client TLS certificates: submitter (participants and
                                           representatives), operator (opens and closes rounds)
   broker/broker.key, broker/broker.pem    the broker's TLS certificate (server, and client of the nodes)
+  aggregator/aggregator.key, .pem         the statistics aggregator's TLS certificate (server); grid
+                                          operators fetch aggregates with client certificates named
+                                          like their Paillier keys (clients/dso.pem, clients/tso.pem)
   registry.json                           participant -> Ed25519 public key (hex), loaded by every
                                           node: only registered participants can trade
 
@@ -125,6 +128,11 @@ def create_client(out_dir, name):
 def create_broker(out_dir, hosts=('127.0.0.1', 'localhost')):
     """The broker's TLS certificate: server for clients, client towards the nodes (name 'broker')."""
     return _issue(out_dir, 'broker', 'broker', dns_names=['broker'], hosts=hosts, server=True)
+
+
+def create_aggregator(out_dir, hosts=('127.0.0.1', 'localhost')):
+    """The statistics aggregator's TLS server certificate (name 'aggregator')."""
+    return _issue(out_dir, 'aggregator', 'aggregator', dns_names=['aggregator'], hosts=hosts, server=True)
 
 
 def node_name(index):

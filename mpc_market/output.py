@@ -48,14 +48,14 @@ def write_results(out_dir, config, result):
 
 
 def _write_all(out_dir, files):
-    """Write every file to a temporary name, then rename them all: none or all appear."""
+    """Write every file (text or bytes) to a temporary name, then rename them all: none or all appear."""
     os.makedirs(out_dir, exist_ok=True)
     temps = []
     try:
         for name, text in files.items():
             tmp = os.path.join(out_dir, f'.{name}.tmp')
-            with open(tmp, 'w', newline='') as f:
-                f.write(text)
+            with open(tmp, 'wb') as f:
+                f.write(text.encode() if isinstance(text, str) else text)
             temps.append((tmp, os.path.join(out_dir, name)))
     except BaseException:
         for tmp, _ in temps:

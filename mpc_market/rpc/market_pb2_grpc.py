@@ -613,3 +613,130 @@ class Broker:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class StatsAggregatorStub:
+    """Grid statistics. Meters (participants) submit a day of readings as packed Paillier ciphertexts
+    under the grid operators' keys, signed with their participant key; an operator (TLS client name
+    = its key's name) fetches the per-feeder (DSO) or per-zone (TSO) aggregate of a day. The
+    aggregator holds no private key and never returns an individual ciphertext.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SubmitEncryptedDays = channel.unary_unary(
+                '/mpc_market.rpc.StatsAggregator/SubmitEncryptedDays',
+                request_serializer=mpc__market_dot_rpc_dot_market__pb2.EncryptedDayBatch.SerializeToString,
+                response_deserializer=mpc__market_dot_rpc_dot_market__pb2.EncryptedDayOutcomes.FromString,
+                _registered_method=True)
+        self.FetchAggregates = channel.unary_unary(
+                '/mpc_market.rpc.StatsAggregator/FetchAggregates',
+                request_serializer=mpc__market_dot_rpc_dot_market__pb2.AggregatesRequest.SerializeToString,
+                response_deserializer=mpc__market_dot_rpc_dot_market__pb2.Aggregates.FromString,
+                _registered_method=True)
+
+
+class StatsAggregatorServicer:
+    """Grid statistics. Meters (participants) submit a day of readings as packed Paillier ciphertexts
+    under the grid operators' keys, signed with their participant key; an operator (TLS client name
+    = its key's name) fetches the per-feeder (DSO) or per-zone (TSO) aggregate of a day. The
+    aggregator holds no private key and never returns an individual ciphertext.
+    """
+
+    def SubmitEncryptedDays(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchAggregates(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_StatsAggregatorServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SubmitEncryptedDays': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitEncryptedDays,
+                    request_deserializer=mpc__market_dot_rpc_dot_market__pb2.EncryptedDayBatch.FromString,
+                    response_serializer=mpc__market_dot_rpc_dot_market__pb2.EncryptedDayOutcomes.SerializeToString,
+            ),
+            'FetchAggregates': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchAggregates,
+                    request_deserializer=mpc__market_dot_rpc_dot_market__pb2.AggregatesRequest.FromString,
+                    response_serializer=mpc__market_dot_rpc_dot_market__pb2.Aggregates.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'mpc_market.rpc.StatsAggregator', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('mpc_market.rpc.StatsAggregator', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class StatsAggregator:
+    """Grid statistics. Meters (participants) submit a day of readings as packed Paillier ciphertexts
+    under the grid operators' keys, signed with their participant key; an operator (TLS client name
+    = its key's name) fetches the per-feeder (DSO) or per-zone (TSO) aggregate of a day. The
+    aggregator holds no private key and never returns an individual ciphertext.
+    """
+
+    @staticmethod
+    def SubmitEncryptedDays(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mpc_market.rpc.StatsAggregator/SubmitEncryptedDays',
+            mpc__market_dot_rpc_dot_market__pb2.EncryptedDayBatch.SerializeToString,
+            mpc__market_dot_rpc_dot_market__pb2.EncryptedDayOutcomes.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchAggregates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mpc_market.rpc.StatsAggregator/FetchAggregates',
+            mpc__market_dot_rpc_dot_market__pb2.AggregatesRequest.SerializeToString,
+            mpc__market_dot_rpc_dot_market__pb2.Aggregates.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,0 +1,147 @@
+"""The aggregator: check meter-days, multiply ciphertexts per feeder (DSO keys) or zone (TSO keys).
+
+It holds public keys only. A group is released only with at least ``min_cohort`` meters (and
+never more than the layout's ``max_meters``, so fields cannot carry). Zones roll up the
+released feeders only: a feeder held back for its small cohort is left out of its zone too, so
+a DSO and a TSO together cannot subtract their way to it. The output bundle carries products
+of at least ``min_cohort >= 2`` ciphertexts, never an individual one.
+"""
+
+import base64
+import json
+from dataclasses import dataclass, field
+
+import gmpy2
+
+from .submission import Rejected
+
+BUNDLE_FORMAT = 'mpc-market/aggregates/v1'
+DEFAULT_MIN_COHORT = 5
+
+
+@dataclass
+class Release:
+    """Which meters go into which group: the rule shared by the encrypted and plaintext paths."""
+    feeders: dict                       # feeder -> [meters], released feeders only
+    zones: dict                         # zone -> [released feeders]
+    zone_of: dict                       # feeder -> zone (all feeders with a meter)
+    refused: list = field(default_factory=list)   # [{'feeder', 'zone', 'meters', 'reason'}]
+
+    def groups(self, level):
+        """[(name, zone or None, [meters], [feeders])] for 'feeder' or 'zone' keys."""
+        if level == 'feeder':
+            return [(f, self.zone_of[f], ms, [f]) for f, ms in sorted(self.feeders.items())]
+        return [(z, None, [m for f in fs for m in self.feeders[f]], fs) for z, fs in sorted(self.zones.items())]
+
+
+def plan_release(meters, feeder_map, min_cohort, max_meters):
+    """The Release for accepted meters (iterable) under the feeder map {meter: (feeder, zone)}."""
+    by_feeder, zone_of = {}, {}
+    for meter in sorted(meters):
+        feeder, zone = feeder_map[meter]
+        by_feeder.setdefault(feeder, []).append(meter)
+        zone_of[feeder] = zone
+    release = Release({}, {}, zone_of)
+    for feeder, members in sorted(by_feeder.items()):
+        reason = ''
+        if len(members) < min_cohort:
+            reason = f'{len(members)} meters, below the minimum cohort of {min_cohort}'
+        if len(members) > max_meters:
+            reason = f'{len(members)} meters, above the key layout\'s max_meters {max_meters}'
+        if reason:
+            release.refused.append({'feeder': feeder, 'zone': zone_of[feeder], 'meters': len(members), 'reason': reason})
+            continue
+        release.feeders[feeder] = members
+        release.zones.setdefault(zone_of[feeder], []).append(feeder)
+    for zone, feeders in list(release.zones.items()):
+        if sum(len(release.feeders[f]) for f in feeders) > max_meters:
+            raise ValueError(f'zone {zone} has more than max_meters {max_meters} meters; use a key with a larger layout')
+    return release
+
+
+class Aggregator:
+    """Accepts the meter-days of one day and computes the encrypted group sums per operator key."""
+
+    def __init__(self, public_keys, registry, feeder_map, day, min_cohort=DEFAULT_MIN_COHORT):
+        if min_cohort < 2:
+            raise ValueError('min_cohort must be at least 2 (a cohort of 1 would forward a meter\'s ciphertext)')
+        self.keys = {k.key_id: k for k in public_keys}
+        if len(self.keys) != len(public_keys) or not self.keys:
+            raise ValueError('give each operator key once')
+        self.registry, self.feeder_map, self.day, self.min_cohort = registry, feeder_map, day, min_cohort
+        self.accepted = {}               # meter -> EncryptedDay
+
+    def check(self, submission):
+        """Raise Rejected unless the submission is authentic, for this day and well formed."""
+        submission.verify(self.registry)
+        if submission.day != self.day:
+            raise Rejected('FAILED_PRECONDITION', f'{submission.meter}: readings for day {submission.day}, '
+                           f'aggregating day {self.day}')
+        feeder = self.feeder_map.get(submission.meter)
+        if feeder is None:
+            raise Rejected('NOT_FOUND', f'meter {submission.meter} is not in the feeder map')
+        if submission.feeder != feeder[0]:
+            raise Rejected('INVALID_ARGUMENT', f'{submission.meter} is on feeder {feeder[0]}, '
+                           f'the submission says {submission.feeder}')
+        blocks = dict(submission.blocks)
+        for key_id in blocks:
+            if key_id not in self.keys:
+                raise Rejected('INVALID_ARGUMENT', f'{submission.meter}: ciphertexts under unknown key {key_id}')
+        for key_id, key in self.keys.items():
+            ciphertexts = blocks.get(key_id)
+            if ciphertexts is None:
+                raise Rejected('INVALID_ARGUMENT', f'{submission.meter}: no ciphertexts under key {key.name} ({key_id})')
+            if len(ciphertexts) != key.layout.ciphertexts:
+                raise Rejected('INVALID_ARGUMENT', f'{submission.meter}: {len(ciphertexts)} ciphertexts under key '
+                               f'{key.name}, its layout has {key.layout.ciphertexts}')
+            for i, c in enumerate(ciphertexts):
+                if not key.valid_ciphertext(c):
+                    raise Rejected('OUT_OF_RANGE', f'{submission.meter}: ciphertext {i} is not a ciphertext of key '
+                                   f'{key.name} (outside Z*_n^2)')
+
+    def accept(self, submission, checked=False):
+        if not checked:
+            self.check(submission)
+        if submission.meter in self.accepted:
+            raise Rejected('ALREADY_EXISTS', f'{submission.meter} already submitted readings for {self.day}')
+        self.accepted[submission.meter] = submission
+
+    def release(self, noise=None):
+        """{key_id: bundle dict} for every operator key; raise ValueError if noise cannot fit."""
+        bundles = {}
+        for key_id, key in self.keys.items():
+            plan = plan_release(self.accepted, self.feeder_map, self.min_cohort, key.layout.max_meters)
+            groups = []
+            for name, zone, meters, feeders in plan.groups(key.level):
+                products = [gmpy2.mpz(1)] * key.layout.ciphertexts
+                for meter in meters:
+                    key.add(products, dict(self.accepted[meter].blocks)[key_id])
+                if noise is not None:
+                    _check_noise_fits(key, len(meters), noise)
+                    key.add(products, key.encrypt_values(noise.sample(key.layout.values)))
+                groups.append({'name': name, 'zone': zone, 'feeders': feeders, 'meters': len(meters),
+                               'ciphertexts': [_b64(int(c)) for c in products]})
+            bundles[key_id] = {'format': BUNDLE_FORMAT, 'day': self.day, 'key_id': key_id, 'key_name': key.name,
+                               'level': key.level, 'min_cohort': self.min_cohort, 'submitted': len(self.accepted),
+                               'groups': groups, 'refused': plan.refused,
+                               'noise': None if noise is None else noise.describe(key.layout.slots)}
+        return bundles
+
+
+def _check_noise_fits(key, meters, noise):
+    room = (1 << key.layout.field_bits) - 1 - meters * key.layout.max_reading_wh
+    if 2 * noise.bias > room:
+        raise ValueError(f'noise of scale {noise.scale} Wh needs {2 * noise.bias} spare per field, key {key.name} '
+                         f'has {room}; use a larger epsilon or a key with more guard_bits')
+
+
+def _b64(c):
+    return base64.b64encode(c.to_bytes(max(1, (c.bit_length() + 7) // 8), 'big')).decode()
+
+
+def bundle_ciphertexts(group):
+    return [int.from_bytes(base64.b64decode(c, validate=True), 'big') for c in group['ciphertexts']]
+
+
+def bundle_text(bundle):
+    return json.dumps(bundle, indent=1) + '\n'

@@ -1,0 +1,80 @@
+"""Inputs of the statistics: a day of meter readings, and the feeder map (participant -> feeder -> zone).
+
+Readings CSV, either ``participant,slot,import_wh,export_wh`` (a meter's two registers) or the
+market's ``participant,slot,net_wh`` (+ imported, - exported). A slot a meter did not report
+counts as 0 Wh both ways.
+"""
+
+import csv
+
+from ..errors import InputError
+from ..market import PARTICIPANT_RE, csv_records, parse_int, parse_participant_slot, read_text
+
+FEEDER_COLUMNS = ('participant', 'feeder', 'zone')
+
+
+def _header(path, text):
+    try:
+        return [h.strip() for h in next(csv.reader(text.splitlines()))]
+    except StopIteration:
+        raise InputError(path, 1, 'file', 'empty file') from None
+
+
+def _wh(path, line, field, value, layout):
+    wh = parse_int(path, line, field, value)
+    if not 0 <= wh <= layout.max_reading_wh:
+        raise InputError(path, line, field, f'{wh} is outside 0..{layout.max_reading_wh} (the key\'s max_reading_wh)')
+    return wh
+
+
+def load_day_readings(path, layout):
+    """({meter: [import_wh per slot] + [export_wh per slot]}, {meter: its first line}) for one day."""
+    text = read_text(path)
+    registers = 'import_wh' in _header(path, text)
+    columns = ('participant', 'slot', 'import_wh', 'export_wh') if registers else ('participant', 'slot', 'net_wh')
+    days, seen, first = {}, {}, {}
+    for line, record in csv_records(path, text, columns):
+        meter, slot = parse_participant_slot(path, line, record)
+        if slot >= layout.slots:
+            raise InputError(path, line, 'slot', f'{slot} is not a slot of the day (0..{layout.slots - 1})')
+        if (meter, slot) in seen:
+            raise InputError(path, line, 'slot', f'second reading of {meter} for slot {slot} '
+                             f'(first on line {seen[meter, slot]})')
+        seen[meter, slot] = line
+        if registers:
+            imported = _wh(path, line, 'import_wh', record['import_wh'], layout)
+            exported = _wh(path, line, 'export_wh', record['export_wh'], layout)
+        else:
+            net = parse_int(path, line, 'net_wh', record['net_wh'])
+            imported = _wh(path, line, 'net_wh', max(net, 0), layout)
+            exported = _wh(path, line, 'net_wh', max(-net, 0), layout)
+        first.setdefault(meter, line)
+        values = days.setdefault(meter, [0] * layout.values)
+        values[slot], values[layout.slots + slot] = imported, exported
+    if not days:
+        raise InputError(path, 2, 'file', 'no readings')
+    return days, first
+
+
+def _name(path, line, field, value):
+    if not PARTICIPANT_RE.fullmatch(value):
+        raise InputError(path, line, field, f'{value!r} is not 1-64 characters of [A-Za-z0-9_.-]')
+    return value
+
+
+def load_feeders(path):
+    """{participant: (feeder, zone)}; a feeder lies in exactly one zone."""
+    text = read_text(path)
+    feeders, zone_of, lines = {}, {}, {}
+    for line, record in csv_records(path, text, FEEDER_COLUMNS):
+        meter = _name(path, line, 'participant', record['participant'])
+        feeder = _name(path, line, 'feeder', record['feeder'])
+        zone = _name(path, line, 'zone', record['zone'])
+        if meter in feeders:
+            raise InputError(path, line, 'participant', f'{meter} is listed twice (first on line {lines[meter]})')
+        if zone_of.setdefault(feeder, zone) != zone:
+            raise InputError(path, line, 'zone', f'feeder {feeder} is in zone {zone_of[feeder]}, not {zone}')
+        feeders[meter], lines[meter] = (feeder, zone), line
+    if not feeders:
+        raise InputError(path, 2, 'file', 'no participants')
+    return feeders

@@ -1,0 +1,248 @@
+"""Operator Paillier keys (python-paillier) with fast, fixed-base encryption for meters.
+
+Keys come from ``phe`` (``generate_paillier_keypair``; decryption is phe's CRT ``raw_decrypt``).
+Encryption uses the Damgård–Jurik–Nielsen randomness (DJN 2010, s = 1, as in ABY's libdjn and
+SecretFlow HEU): the key owner publishes ``hs = h**n mod n**2`` with ``h = -x**2 mod n``, and a
+ciphertext is ``(1 + m*n) * hs**r mod n**2`` for a fresh ``r`` of ``ceil(k/2)`` bits. Because
+``hs`` is fixed, ``hs**r`` comes from a precomputed window table: about 1 ms per ciphertext at
+k = 2048 instead of ~9 ms for ``r**n``. Semantic security rests on DCR plus DJN's assumption that
+``hs**r`` with a short ``r`` is indistinguishable from a random n-th residue; ``standard=True``
+uses phe's ``r**n`` and DCR alone.
+
+Key files are JSON. The public file carries the packing layout, so meters, aggregator and
+operator agree on it; the key id is a SHA-256 over the public file's content. The private file
+(mode 0600) repeats the public content and adds p and q; it never leaves the operator.
+"""
+
+import hashlib
+import json
+import math
+import os
+import secrets
+from dataclasses import dataclass
+
+import gmpy2
+from phe import paillier
+
+from ..errors import InputError
+from ..keys import KeyError_, _write_private, _write_public
+from ..market import read_text
+from .packing import Layout
+
+PUBLIC_FORMAT = 'mpc-market/paillier-public/v1'
+PRIVATE_FORMAT = 'mpc-market/paillier-private/v1'
+MIN_BITS = 2048
+LEVELS = ('feeder', 'zone')     # a DSO key aggregates per feeder, a TSO key per zone
+WINDOW = 6                      # fixed-base table: 2**6 entries per 6 exponent bits
+
+
+@dataclass
+class PublicKey:
+    name: str                   # operator name (also its TLS client name at the aggregator)
+    level: str                  # 'feeder' or 'zone'
+    n: int
+    hs: int
+    layout: Layout
+    _table: list = None
+
+    @property
+    def nsquare(self):
+        return self.n * self.n
+
+    @property
+    def bits(self):
+        return self.n.bit_length()
+
+    @property
+    def ciphertext_bytes(self):
+        return (self.nsquare.bit_length() + 7) // 8
+
+    def content(self):
+        """The public fields that define the key and its layout (what the key id hashes)."""
+        layout = self.layout
+        return {'format': PUBLIC_FORMAT, 'name': self.name, 'level': self.level, 'n': format(self.n, 'x'),
+                'hs': format(self.hs, 'x'), 'slots': layout.slots, 'max_reading_wh': layout.max_reading_wh,
+                'max_meters': layout.max_meters, 'guard_bits': layout.guard_bits}
+
+    @property
+    def key_id(self):
+        text = json.dumps(self.content(), sort_keys=True, separators=(',', ':'))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    # -- encryption ---------------------------------------------------------------------------
+    def _fixed_base(self, exponent):
+        if self._table is None:
+            self._table = _window_table(gmpy2.mpz(self.hs), self.nsquare, (self.bits + 1) // 2)
+        result, mask, n2 = gmpy2.mpz(1), (1 << WINDOW) - 1, self.nsquare
+        for row in self._table:
+            digit = exponent & mask
+            if digit:
+                result = result * row[digit] % n2
+            exponent >>= WINDOW
+        return result
+
+    def encrypt(self, plaintext, standard=False):
+        """A ciphertext (int) of 0 <= plaintext < n."""
+        if not 0 <= plaintext < self.n:
+            raise ValueError('plaintext out of range')
+        if standard:
+            return paillier.PaillierPublicKey(self.n).raw_encrypt(plaintext)
+        r = secrets.randbits((self.bits + 1) // 2)
+        return int((1 + plaintext * self.n) * self._fixed_base(r) % self.nsquare)
+
+    def encrypt_values(self, values, standard=False):
+        """The layout's ciphertexts of a value vector (import fields, then export fields)."""
+        return [self.encrypt(p, standard) for p in self.layout.pack(values)]
+
+    def add(self, products, ciphertexts):
+        """Homomorphic sum: multiply ciphertexts into products (lists of mpz) in place."""
+        n2 = self.nsquare
+        for i, c in enumerate(ciphertexts):
+            products[i] = products[i] * c % n2
+
+    def valid_ciphertext(self, c):
+        """In Z*_{n^2}: 0 < c < n^2 and gcd(c, n) = 1 (anything else is not a ciphertext of this key)."""
+        return 0 < c < self.nsquare and gmpy2.gcd(c, self.n) == 1
+
+    def write(self, path):
+        _write_public(path, (json.dumps(self.content() | {'key_id': self.key_id}, indent=1) + '\n').encode())
+
+
+def _window_table(base, modulus, exponent_bits):
+    """table[i][d] = base**(d * 2**(WINDOW*i)) mod modulus."""
+    table = []
+    for _ in range(-(-exponent_bits // WINDOW)):
+        row = [gmpy2.mpz(1), base]
+        for _ in range(2, 1 << WINDOW):
+            row.append(row[-1] * base % modulus)
+        table.append(row)
+        base = row[-1] * base % modulus
+    return table
+
+
+@dataclass
+class PrivateKey:
+    public: PublicKey
+    p: int
+    q: int
+
+    def __post_init__(self):
+        self._phe = paillier.PaillierPrivateKey(paillier.PaillierPublicKey(self.public.n), self.p, self.q)
+
+    def decrypt(self, c):
+        return self._phe.raw_decrypt(int(c))
+
+    def write(self, path):
+        content = self.public.content() | {'format': PRIVATE_FORMAT, 'key_id': self.public.key_id,
+                                           'p': format(self.p, 'x'), 'q': format(self.q, 'x')}
+        _write_private(path, (json.dumps(content, indent=1) + '\n').encode())
+
+
+def generate(name, level, bits=2048, slots=96, max_reading_wh=65535, max_meters=1_000_000, guard_bits=4):
+    """A fresh operator key pair; raise ValueError for unsafe or unusable parameters."""
+    if bits < MIN_BITS:
+        raise ValueError(f'a modulus of {bits} bits is too small (at least {MIN_BITS})')
+    if level not in LEVELS:
+        raise ValueError(f'level must be one of {LEVELS}')
+    layout = Layout(slots, max_reading_wh, max_meters, guard_bits, bits)
+    layout.check()
+    phe_public, phe_private = paillier.generate_paillier_keypair(n_length=bits)
+    n = phe_public.n
+    x = secrets.randbelow(n - 2) + 2
+    while math.gcd(x, n) != 1:
+        x = secrets.randbelow(n - 2) + 2
+    hs = int(gmpy2.powmod(-x * x % n, n, n * n))
+    public = PublicKey(name, level, n, hs, layout)
+    return public, PrivateKey(public, phe_private.p, phe_private.q)
+
+
+def write_key_pair(out_dir, public, private):
+    """Write NAME.pub.json and NAME.key.json (0600); never overwrite a private key."""
+    key_path = os.path.join(out_dir, f'{public.name}.key.json')
+    pub_path = os.path.join(out_dir, f'{public.name}.pub.json')
+    try:
+        private.write(key_path)
+    except KeyError_ as exc:
+        raise InputError(key_path, 0, 'key', str(exc)) from None
+    public.write(pub_path)
+    return pub_path, key_path
+
+
+# -- loading ------------------------------------------------------------------------------------
+def json_line(text, key):
+    """1-based line of the first '"key":' in a JSON text (1 if absent)."""
+    at = text.find(f'"{key}"')
+    return 1 if at < 0 else text.count('\n', 0, at) + 1
+
+
+def load_json_object(path):
+    """(text, dict) of a JSON file holding one object."""
+    text = read_text(path, 'utf-8')
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise InputError(path, getattr(exc, 'lineno', 1), 'file', f'not JSON ({exc.msg})') from None
+    if not isinstance(doc, dict):
+        raise InputError(path, 1, 'file', 'expected a JSON object')
+    return text, doc
+
+
+def _field(path, text, doc, key, kind):
+    value = doc.get(key)
+    if key not in doc:
+        raise InputError(path, 1, key, 'missing')
+    try:
+        if kind == 'hex':
+            return int(value, 16)
+        if kind is int and not isinstance(value, bool) and isinstance(value, int):
+            return value
+        if kind is str and isinstance(value, str):
+            return value
+    except (TypeError, ValueError):
+        pass
+    raise InputError(path, json_line(text, key), key, f'expected {"a hex integer" if kind == "hex" else kind.__name__}, '
+                     f'got {value!r}')
+
+
+def _public_from(path, text, doc):
+    name = _field(path, text, doc, 'name', str)
+    level = _field(path, text, doc, 'level', str)
+    if level not in LEVELS:
+        raise InputError(path, json_line(text, 'level'), 'level', f'expected one of {LEVELS}, got {level!r}')
+    n = _field(path, text, doc, 'n', 'hex')
+    if n.bit_length() < MIN_BITS or n % 2 == 0:
+        raise InputError(path, json_line(text, 'n'), 'n', f'not an odd modulus of at least {MIN_BITS} bits')
+    hs = _field(path, text, doc, 'hs', 'hex')
+    if not (0 < hs < n * n and math.gcd(hs, n) == 1):
+        raise InputError(path, json_line(text, 'hs'), 'hs', 'not a unit modulo n^2')
+    layout = Layout(*(_field(path, text, doc, k, int) for k in ('slots', 'max_reading_wh', 'max_meters', 'guard_bits')),
+                    n.bit_length())
+    try:
+        layout.check()
+    except ValueError as exc:
+        raise InputError(path, json_line(text, 'slots'), 'slots', str(exc)) from None
+    public = PublicKey(name, level, n, hs, layout)
+    key_id = _field(path, text, doc, 'key_id', str)
+    if key_id != public.key_id:
+        raise InputError(path, json_line(text, 'key_id'), 'key_id', f'{key_id} does not match the key content '
+                         f'({public.key_id}); the file was altered')
+    return public
+
+
+def load_public(path):
+    text, doc = load_json_object(path)
+    if doc.get('format') != PUBLIC_FORMAT:
+        raise InputError(path, json_line(text, 'format'), 'format', f'expected {PUBLIC_FORMAT!r} (a public key file)')
+    return _public_from(path, text, doc)
+
+
+def load_private(path):
+    text, doc = load_json_object(path)
+    if doc.get('format') != PRIVATE_FORMAT:
+        raise InputError(path, json_line(text, 'format'), 'format', f'expected {PRIVATE_FORMAT!r} (a private key file)')
+    public = _public_from(path, text, doc | {'format': PUBLIC_FORMAT})
+    p, q = _field(path, text, doc, 'p', 'hex'), _field(path, text, doc, 'q', 'hex')
+    try:
+        return PrivateKey(public, p, q)
+    except (ValueError, ZeroDivisionError):
+        raise InputError(path, json_line(text, 'p'), 'p', 'p * q is not the modulus n') from None

@@ -1,0 +1,108 @@
+"""Operator side: decrypt an aggregates bundle into per-group totals, a CSV and one PNG per group.
+
+Every decrypted field is checked: no bit may be set above the last field, and each field must
+lie within what the group's meters could have sent (plus the noise range). A meter that
+encrypted an out-of-range value would otherwise shift other slots' totals, so such a bundle is
+refused rather than released.
+"""
+
+import io
+from dataclasses import dataclass
+
+from ..errors import InputError
+from ..market import csv_records, parse_int, read_text
+from .aggregate import BUNDLE_FORMAT, bundle_ciphertexts
+from .paillier import json_line, load_json_object
+
+COLUMNS = ('slot', 'meters', 'import_wh', 'export_wh', 'net_wh')
+
+
+@dataclass
+class GroupTotals:
+    name: str
+    zone: str | None
+    meters: int
+    imports: list           # Wh per slot
+    exports: list
+
+    @property
+    def net(self):
+        return [i - e for i, e in zip(self.imports, self.exports)]
+
+
+def load_bundle(path):
+    text, bundle = load_json_object(path)
+    if bundle.get('format') != BUNDLE_FORMAT:
+        raise InputError(path, json_line(text, 'format'), 'format', f'expected an aggregates file ({BUNDLE_FORMAT})')
+    return text, bundle
+
+
+def decrypt_bundle(private_key, path):
+    """(bundle, [GroupTotals]) of an aggregates file under private_key."""
+    text, bundle = load_bundle(path)
+    public = private_key.public
+    if bundle.get('key_id') != public.key_id:
+        raise InputError(path, json_line(text, 'key_id'), 'key_id', f'aggregates are under key {bundle.get("key_id")}, '
+                         f'the private key is {public.name} ({public.key_id})')
+    layout = public.layout
+    bias = bundle['noise']['bias_wh'] if bundle.get('noise') else 0
+    totals = []
+    for group in bundle.get('groups', []):
+        name, meters = group.get('name'), group.get('meters')
+        line = json_line(text, name)
+        try:
+            ciphertexts = bundle_ciphertexts(group)
+        except (ValueError, TypeError, KeyError):
+            raise InputError(path, line, 'ciphertexts', f'group {name}: malformed ciphertexts') from None
+        if len(ciphertexts) != layout.ciphertexts or not all(public.valid_ciphertext(c) for c in ciphertexts):
+            raise InputError(path, line, 'ciphertexts', f'group {name}: not {layout.ciphertexts} ciphertexts of this key')
+        if not isinstance(meters, int) or meters < bundle.get('min_cohort', 2) or meters > layout.max_meters:
+            raise InputError(path, line, 'meters', f'group {name}: {meters!r} meters is outside the cohort bounds')
+        values, overflow = layout.unpack([private_key.decrypt(c) for c in ciphertexts])
+        limit = meters * layout.max_reading_wh + 2 * bias
+        if overflow or any(v > limit for v in values):
+            raise InputError(path, line, 'ciphertexts', f'group {name}: decrypted fields exceed what {meters} meters can '
+                             'send; a meter encrypted an out-of-range value, refusing to release this group')
+        values = [v - bias for v in values]
+        totals.append(GroupTotals(name, group.get('zone'), meters, values[:layout.slots], values[layout.slots:]))
+    return bundle, totals
+
+
+def totals_rows(level, totals):
+    return [{level: g.name, 'slot': s, 'meters': g.meters, 'import_wh': g.imports[s], 'export_wh': g.exports[s],
+             'net_wh': g.net[s]} for g in totals for s in range(len(g.imports))]
+
+
+def load_traded(path):
+    """{slot: traded_wh} from a market's public.csv."""
+    return {parse_int(path, line, 'slot', r['slot']): parse_int(path, line, 'traded_wh', r['traded_wh'])
+            for line, r in csv_records(path, read_text(path), ('slot', 'traded_wh'))}
+
+
+def plot_group(level, group, day, traded=None, noisy=False):
+    """PNG bytes: the group's net load over the day, with the market's traded volume if given."""
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib.figure import Figure
+
+    slots = len(group.imports)
+    hours = [s * 24 / slots for s in range(slots)]
+    width = 24 / slots
+    figure = Figure(figsize=(9, 4), dpi=100)
+    axes = figure.subplots()
+    axes.step(hours, group.net, where='post', color='tab:blue', label='net load (import - export)')
+    axes.fill_between(hours, group.imports, step='post', alpha=0.15, color='tab:red', label='import')
+    axes.fill_between(hours, [-e for e in group.exports], step='post', alpha=0.15, color='tab:green',
+                      label='export (negative)')
+    if traded:
+        axes.bar([h + width / 2 for h in hours], [traded.get(s, 0) for s in range(slots)], width=width * 0.8,
+                 color='tab:orange', alpha=0.6, label='traded in the local market (whole community)')
+    axes.axhline(0, color='black', linewidth=0.5)
+    axes.set_xlim(0, 24)
+    axes.set_xlabel('hour of day')
+    axes.set_ylabel('Wh per slot')
+    axes.set_title(f'{level} {group.name}, {day}: {group.meters} meters' + (' (with DP noise)' if noisy else ''))
+    axes.legend(loc='upper left', fontsize=8)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format='png')
+    return buffer.getvalue()

@@ -1,0 +1,229 @@
+"""``mpc-market stats aggregator --config AGGREGATOR.toml``: the statistics aggregator over gRPC.
+
+Meters (or their representatives) submit signed, encrypted meter-days over mutual TLS; every
+accepted day is committed to SQLite before it is acknowledged. An operator fetches a day's
+aggregates under its key with a TLS client certificate named like the key. The first fetch of a
+day freezes it: the aggregates of every key are computed once from the same set of meters and
+stored, later submissions for that day are refused, and later fetches return the stored bundle.
+Otherwise two releases that differ by one late meter would hand the operator that meter's day.
+
+AGGREGATOR.toml::
+
+    [aggregator]
+    listen = "127.0.0.1:7400"
+    data_dir = "aggregator"            # aggregator.db (relative to this file)
+    keys = "keys"                      # ca/ca.pem, aggregator/aggregator.{key,pem}, registry.json
+    feeders = "feeders.csv"            # participant,feeder,zone
+    public_keys = ["dso.pub.json", "tso.pub.json"]
+    min_cohort = 5
+    dp_epsilon = "0.5"                 # optional: discrete Laplace noise per released field
+"""
+
+import logging
+import os
+import signal
+import sqlite3
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from .. import deployment
+from ..errors import InputError
+from ..keys import KeyError_, load_registry
+from ..rpc import market_pb2, market_pb2_grpc
+from ..store import Transaction, now_ms, open_database
+from . import dp
+from .aggregate import DEFAULT_MIN_COHORT, Aggregator, bundle_text
+from .meterdata import load_feeders
+from .paillier import load_public
+from .submission import EncryptedDay, Rejected, parse_day
+
+log = logging.getLogger('mpc_market.stats')
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS days (
+    day TEXT NOT NULL, meter TEXT NOT NULL, body BLOB NOT NULL, accepted_ms INTEGER NOT NULL,
+    PRIMARY KEY (day, meter));
+CREATE TABLE IF NOT EXISTS releases (
+    day TEXT NOT NULL, key_id TEXT NOT NULL, bundle TEXT NOT NULL, released_ms INTEGER NOT NULL,
+    PRIMARY KEY (day, key_id));
+"""
+
+
+@dataclass
+class AggregatorConfig:
+    path: str
+    listen: str
+    data_dir: str
+    keys: str
+    feeders: str
+    public_keys: list
+    min_cohort: int = DEFAULT_MIN_COHORT
+    dp_epsilon: object = None         # Fraction or None
+    public_keys_line: int = 1
+
+
+def load_aggregator_config(path):
+    get, rel = deployment.get_value, deployment.relative_path
+    text, table = deployment.load_table(path, 'aggregator')
+    files = get(path, text, table, 'public_keys', list, check=lambda v: v and all(isinstance(f, str) for f in v),
+                what='a non-empty list of public key files')
+    epsilon = get(path, text, table, 'dp_epsilon', str, '', what='a decimal string such as "0.5"')
+    try:
+        epsilon = dp.parse_epsilon(epsilon) if epsilon else None
+    except (ValueError, ZeroDivisionError) as exc:
+        raise InputError(path, deployment.toml_key_line(text, 'dp_epsilon'), 'dp_epsilon', str(exc)) from None
+    return AggregatorConfig(
+        path=path,
+        listen=get(path, text, table, 'listen', str, check=deployment.ADDRESS_RE.match, what='"host:port"'),
+        data_dir=rel(path, get(path, text, table, 'data_dir', str, what='a directory')),
+        keys=rel(path, get(path, text, table, 'keys', str, what='a directory')),
+        feeders=rel(path, get(path, text, table, 'feeders', str, what='a CSV file')),
+        public_keys=[rel(path, f) for f in files],
+        min_cohort=get(path, text, table, 'min_cohort', int, DEFAULT_MIN_COHORT, lambda v: v >= 2, 'an integer >= 2'),
+        dp_epsilon=epsilon, public_keys_line=deployment.toml_key_line(text, 'public_keys'))
+
+
+class AggregatorStore:
+    """Accepted meter-days and frozen releases (SQLite, WAL, synchronous=FULL)."""
+
+    def __init__(self, path):
+        self._lock = threading.Lock()
+        self._db = open_database(path, SCHEMA)
+
+    def close(self):
+        self._db.close()
+
+    def accept(self, submissions):
+        """Commit submissions (already checked); [None or Rejected] per submission, in order."""
+        outcomes = []
+        with Transaction(self._db, self._lock) as db:
+            released = {d for d, in db.execute('SELECT DISTINCT day FROM releases')}
+            for s in submissions:
+                if s.day in released:
+                    outcomes.append(Rejected('FAILED_PRECONDITION', f'{s.meter}: day {s.day} was already released '
+                                             'to the operators; late readings are refused'))
+                    continue
+                try:
+                    db.execute('INSERT INTO days VALUES (?, ?, ?, ?)',
+                               (s.day, s.meter, s.to_proto().SerializeToString(), now_ms()))
+                    outcomes.append(None)
+                except sqlite3.IntegrityError:
+                    outcomes.append(Rejected('ALREADY_EXISTS', f'{s.meter} already submitted readings for {s.day}'))
+        return outcomes
+
+    def release(self, day, make_bundles):
+        """{key_id: bundle text} of day: the stored release, or make_bundles(days) frozen now."""
+        with Transaction(self._db, self._lock) as db:
+            stored = dict(db.execute('SELECT key_id, bundle FROM releases WHERE day = ?', (day,)))
+            if stored:
+                return stored
+            days = [EncryptedDay.from_proto(market_pb2.EncryptedDay.FromString(body))
+                    for body, in db.execute('SELECT body FROM days WHERE day = ? ORDER BY meter', (day,))]
+            bundles = {k: bundle_text(b) for k, b in make_bundles(days).items()}
+            db.executemany('INSERT INTO releases VALUES (?, ?, ?, ?)',
+                           [(day, k, text, now_ms()) for k, text in bundles.items()])
+            return bundles
+
+
+class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
+    def __init__(self, config, store, public_keys, registry, feeder_map):
+        self.config, self.store = config, store
+        self.public_keys, self.registry, self.feeder_map = public_keys, registry, feeder_map
+        self.noise = None if config.dp_epsilon is None else dp.Noise(config.dp_epsilon,
+                                                                     public_keys[0].layout.max_reading_wh)
+
+    def _aggregator(self, day):
+        return Aggregator(self.public_keys, self.registry, self.feeder_map, day, self.config.min_cohort)
+
+    def _check(self, message):
+        submission = EncryptedDay.from_proto(message)
+        try:
+            parse_day(submission.day)
+        except ValueError:
+            raise Rejected('INVALID_ARGUMENT', f'{submission.meter}: day {submission.day!r} is not YYYY-MM-DD') from None
+        self._aggregator(submission.day).check(submission)
+        return submission
+
+    def SubmitEncryptedDays(self, request, context):
+        outcomes, checked, positions = [], [], []
+        for message in request.days:
+            try:
+                checked.append(self._check(message))
+                positions.append(len(outcomes))
+                outcomes.append(None)
+            except Rejected as exc:
+                outcomes.append(exc)
+        for position, outcome in zip(positions, self.store.accept(checked) if checked else []):
+            outcomes[position] = outcome
+        return market_pb2.EncryptedDayOutcomes(outcomes=[
+            market_pb2.EncryptedDayOutcome(accepted=True) if o is None else
+            market_pb2.EncryptedDayOutcome(error=str(o), code=o.code) for o in outcomes])
+
+    def FetchAggregates(self, request, context):
+        key = next((k for k in self.public_keys if k.key_id == request.key_id), None)
+        if key is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f'no operator key {request.key_id!r} at this aggregator')
+        caller = deployment.client_name(context)
+        if caller != key.name:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f'aggregates under key {key.name} go to the client '
+                          f'certificate {key.name!r} only, not {caller!r}')
+        try:
+            parse_day(request.day)
+        except ValueError:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'day {request.day!r} is not YYYY-MM-DD')
+
+        def make_bundles(days):
+            aggregator = self._aggregator(request.day)
+            for submission in days:
+                aggregator.accept(submission, checked=True)
+            return aggregator.release(self.noise)
+        try:
+            bundles = self.store.release(request.day, make_bundles)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        log.info('day %s: aggregates under key %s sent to %s', request.day, key.name, caller)
+        return market_pb2.Aggregates(bundle=bundles[key.key_id].encode())
+
+
+def load_service_inputs(config):
+    """(public keys, registry, feeder map); bad files raise InputError."""
+    public_keys = [load_public(path) for path in config.public_keys]
+    layouts = {(k.layout.slots, k.layout.max_reading_wh) for k in public_keys}
+    if len(layouts) != 1:
+        raise InputError(config.path, config.public_keys_line, 'public_keys',
+                         'the keys disagree on slots or max_reading_wh')
+    try:
+        registry = load_registry(os.path.join(config.keys, 'registry.json'))
+    except KeyError_ as exc:
+        raise InputError(os.path.join(config.keys, 'registry.json'), 1, 'registry', str(exc)) from None
+    return public_keys, registry, load_feeders(config.feeders)
+
+
+def serve(config):
+    """Run the aggregator until SIGTERM or SIGINT."""
+    public_keys, registry, feeder_map = load_service_inputs(config)
+    os.makedirs(config.data_dir, exist_ok=True)
+    store = AggregatorStore(os.path.join(config.data_dir, 'aggregator.db'))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=deployment.server_options())
+    market_pb2_grpc.add_StatsAggregatorServicer_to_server(
+        AggregatorService(config, store, public_keys, registry, feeder_map), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if not server.add_secure_port(config.listen, deployment.server_credentials(config.keys, 'aggregator', 'aggregator')):
+        raise OSError(f'aggregator: cannot listen on {config.listen}')
+    server.start()
+    health_servicer.set('', health_pb2.HealthCheckResponse.SERVING)
+    print(f'statistics aggregator listening on {config.listen} (mutual TLS); keys '
+          + ', '.join(f'{k.name} ({k.level})' for k in public_keys) + f'; min cohort {config.min_cohort}'
+          + ('' if config.dp_epsilon is None else f'; DP epsilon {config.dp_epsilon} per field'), flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    server.stop(2).wait()
+    store.close()
+    return 0
+
