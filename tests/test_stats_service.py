@@ -1,0 +1,146 @@
+"""The statistics aggregator as a process over mutual TLS: meters submit through ``stats submit``,
+operators fetch through ``stats fetch`` and decrypt; duplicates, wrong operators and late
+readings are refused; a released day is frozen and survives a crash of the aggregator."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mpc_market import keys
+from mpc_market.engine import free_ports
+from mpc_market.stats import paillier
+from mpc_market.stats.reference import plain_totals
+from mpc_market.stats.release import decrypt_bundle
+
+DAY = '2026-11-20'
+FEEDERS = {**{f'a{i}': ('F1', 'Z1') for i in range(7)}, **{f'b{i}': ('F2', 'Z1') for i in range(5)}}
+LATE = 'a6'                    # registered and mapped, submits only after the day was released
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, '-m', 'mpc_market', *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def start_aggregator(config):
+    proc = subprocess.Popen([sys.executable, '-m', 'mpc_market', 'stats', 'aggregator', '--config', str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = proc.stdout.readline()
+    assert 'listening' in line, line + proc.stdout.read()
+    return proc
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    root = tmp_path
+    keys.create_ca(str(root / 'keys'))
+    keys.create_aggregator(str(root / 'keys'))
+    for client in ('submitter', 'dso', 'tso'):
+        keys.create_client(str(root / 'keys'), client)
+    keys.create_participants(str(root / 'keys'), sorted(FEEDERS))
+    (root / 'feeders.csv').write_text('participant,feeder,zone\n' + ''.join(
+        f'{m},{f},{z}\n' for m, (f, z) in sorted(FEEDERS.items())))
+    rng = random.Random(5)
+    plain, lines = {}, ['participant,slot,net_wh']
+    for meter in sorted(FEEDERS):
+        plain[meter] = [0] * 192
+        for slot in range(96):
+            net = rng.randint(-4000, 4000)
+            plain[meter][slot if net > 0 else 96 + slot] = abs(net)
+            lines.append(f'{meter},{slot},{net}')
+    (root / 'readings.csv').write_text('\n'.join(lines) + '\n')
+    for name, level in (('dso', 'feeder'), ('tso', 'zone')):
+        assert cli('stats', 'keygen', '--out', root / 'op', '--name', name, '--level', level).returncode == 0
+    port, = free_ports(1)
+    (root / 'aggregator.toml').write_text(
+        f'[aggregator]\nlisten = "127.0.0.1:{port}"\ndata_dir = "agg"\nkeys = "keys"\nfeeders = "feeders.csv"\n'
+        'public_keys = ["op/dso.pub.json", "op/tso.pub.json"]\nmin_cohort = 5\n')
+    proc = start_aggregator(root / 'aggregator.toml')
+    yield root, f'127.0.0.1:{port}', plain, proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
+def encrypt(root, out, meters, day=DAY):
+    args = ['stats', 'encrypt', '--readings', root / 'readings.csv', '--day', day, '--feeders', root / 'feeders.csv',
+            '--pubkey', root / 'op/dso.pub.json', '--pubkey', root / 'op/tso.pub.json', '--keys', root / 'keys',
+            '--out', root / out]
+    for meter in meters:
+        args += ['--meter', meter]
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr
+
+
+def fetch(root, address, name, out, client=None):
+    return cli('stats', 'fetch', '--aggregator', address, '--keys', root / 'keys', '--pubkey', root / f'op/{name}.pub.json',
+               '--day', DAY, '--out', root / out, *(['--client', client] if client else []))
+
+
+def test_submit_fetch_decrypt_over_grpc(deployment):
+    root, address, plain, proc = deployment
+    on_time = sorted(m for m in FEEDERS if m != LATE)
+    encrypt(root, 'days.jsonl', on_time)
+    submit = lambda name: cli('stats', 'submit', '--submissions', root / name, '--aggregator', address,  # noqa: E731
+                              '--keys', root / 'keys', '--batch', '4')
+    result = submit('days.jsonl')
+    assert result.returncode == 0 and f'{len(on_time)} of {len(on_time)} meter-days accepted' in result.stdout
+    result = submit('days.jsonl')                                    # the same meter-days again
+    assert result.returncode == 1 and result.stderr.count('ALREADY_EXISTS') == len(on_time)
+
+    result = fetch(root, address, 'dso', 'wrong', client='tso')      # the TSO asks for the DSO's aggregates
+    assert result.returncode == 1 and 'PERMISSION_DENIED' in result.stderr and not (root / 'wrong').exists()
+    result = fetch(root, address, 'dso', 'dso-bundle', client='submitter')
+    assert result.returncode == 1 and 'PERMISSION_DENIED' in result.stderr
+
+    accepted = {m: plain[m] for m in on_time}
+    for name, level in (('dso', 'feeder'), ('tso', 'zone')):
+        result = fetch(root, address, name, f'{name}-bundle')
+        assert result.returncode == 0, result.stderr
+        private = paillier.load_private(str(root / f'op/{name}.key.json'))
+        _, totals = decrypt_bundle(private, str(root / f'{name}-bundle/{name}-{DAY}.aggregates.json'))
+        assert totals == plain_totals(accepted, FEEDERS, 5, level, private.public.layout)
+        assert [g.name for g in totals] == (['F1', 'F2'] if level == 'feeder' else ['Z1'])
+    first = (root / f'dso-bundle/dso-{DAY}.aggregates.json').read_text()
+
+    encrypt(root, 'late.jsonl', [LATE])                              # the day is frozen now
+    result = submit('late.jsonl')
+    assert result.returncode == 1 and 'already released' in result.stderr
+
+    proc.kill()                                                      # crash; the release is durable
+    proc.wait(10)
+    proc2 = start_aggregator(root / 'aggregator.toml')
+    try:
+        assert fetch(root, address, 'dso', 'again').returncode == 0
+        assert (root / f'again/dso-{DAY}.aggregates.json').read_text() == first
+        encrypt(root, 'other-day.jsonl', [LATE], day='2026-11-21')   # another day is still open
+        assert submit('other-day.jsonl').returncode == 0
+    finally:
+        proc2.send_signal(signal.SIGTERM)
+        proc2.wait(10)
+
+
+def test_foreign_client_certificate_is_refused(deployment, tmp_path_factory):
+    root, address, _, _ = deployment
+    other = tmp_path_factory.mktemp('foreign')
+    keys.create_ca(str(other))
+    keys.create_client(str(other), 'dso')
+    os.makedirs(other / 'ca', exist_ok=True)
+    (other / 'ca' / 'ca.pem').write_bytes((root / 'keys/ca/ca.pem').read_bytes())   # trusts the real CA
+    started = time.monotonic()
+    result = cli('stats', 'fetch', '--aggregator', address, '--keys', other, '--pubkey', root / 'op/dso.pub.json',
+                 '--day', DAY, '--out', root / 'x')
+    assert result.returncode == 1 and 'UNAVAILABLE' in result.stderr and time.monotonic() - started < 120
+
+
+def test_bad_aggregator_config(tmp_path):
+    (tmp_path / 'a.toml').write_text('[aggregator]\nlisten = "127.0.0.1:1"\ndata_dir = "d"\nkeys = "k"\n'
+                                     'feeders = "f.csv"\npublic_keys = ["x.json"]\nmin_cohort = 1\n')
+    result = cli('stats', 'aggregator', '--config', tmp_path / 'a.toml')
+    assert result.returncode == 2 and 'a.toml:7: min_cohort' in result.stderr and 'Traceback' not in result.stderr
+    assert not (tmp_path / 'd').exists()
