@@ -114,11 +114,15 @@ FEEDER_SIZE = 20        # households per low-voltage feeder
 FEEDERS_PER_ZONE = 5
 
 
+def feeder_map(participants):
+    """{participant: (feeder, zone)}: FEEDER_SIZE households per feeder, FEEDERS_PER_ZONE feeders per zone."""
+    return {name: (f'F{i // FEEDER_SIZE:03d}', f'Z{i // FEEDER_SIZE // FEEDERS_PER_ZONE:02d}')
+            for i, name in enumerate(participants)}
+
+
 def write_feeders(path, participants):
-    """feeders.csv: participant -> feeder (FEEDER_SIZE households each) -> zone (FEEDERS_PER_ZONE feeders)."""
+    """feeders.csv of feeder_map(participants)."""
     with open(path + '.tmp', 'w') as f:
         f.write('participant,feeder,zone\n')
-        for i, name in enumerate(participants):
-            feeder = i // FEEDER_SIZE
-            f.write(f'{name},F{feeder:03d},Z{feeder // FEEDERS_PER_ZONE:02d}\n')
+        f.writelines(f'{name},{feeder},{zone}\n' for name, (feeder, zone) in feeder_map(participants).items())
     os.replace(path + '.tmp', path)
