@@ -358,6 +358,18 @@ def test_cli_bad_readings(cli_world, tmp_path, content, where):
     assert 'Traceback' not in proc.stderr and not (tmp_path / 'out.jsonl').exists()
 
 
+def test_cli_encrypt_refuses_an_unpinned_key(cli_world, tmp_path):
+    root, _ = cli_world
+    dso = paillier.load_public(str(root / 'op/dso.pub.json'))
+    args = ['stats', 'encrypt', '--readings', root / 'readings.csv', '--day', DAY, '--feeders', root / 'feeders.csv',
+            '--pubkey', root / 'op/dso.pub.json', '--pubkey', root / 'op/tso.pub.json', '--keys', root / 'keys',
+            '--meter', 'a0', '--key-id', dso.key_id]
+    proc = cli(*args, '--out', tmp_path / 'out.jsonl')
+    assert proc.returncode == 2 and 'tso.pub.json:1: key_id' in proc.stderr and not (tmp_path / 'out.jsonl').exists()
+    tso = paillier.load_public(str(root / 'op/tso.pub.json'))
+    assert cli(*args, '--key-id', tso.key_id, '--out', tmp_path / 'out.jsonl').returncode == 0
+
+
 def test_cli_bad_inputs(cli_world, tmp_path):
     root, _ = cli_world
     proc = cli('stats', 'keygen', '--out', tmp_path, '--bits', '1024')

@@ -55,6 +55,10 @@ def cmd_encrypt(args):
     from .meterdata import load_day_readings, load_feeders
     from .submission import encrypt_day
     keys = _public_keys(args.pubkey)
+    for path, key in zip(args.pubkey, keys):
+        if args.key_id and key.key_id not in args.key_id:
+            raise InputError(path, 1, 'key_id', f'{key.key_id} is not a pinned key id (--key-id); '
+                             'refusing to encrypt under a key that was not checked')
     day = _day(args.day)
     days, lines = load_day_readings(args.readings, keys[0].layout)
     feeder_map = load_feeders(args.feeders)
@@ -218,6 +222,8 @@ def add_parsers(sub):
     p.add_argument('--feeders', required=True, help='CSV participant,feeder,zone')
     p.add_argument('--pubkey', action='append', required=True, help='operator public key; repeat (DSO, TSO)')
     p.add_argument('--keys', required=True, help='key directory with participants/<id>.key')
+    p.add_argument('--key-id', action='append', help='pin: encrypt only under public keys with these ids, as '
+                   'announced by the operators out of band; repeat')
     p.add_argument('--meter', action='append', help='only this meter; repeat (default: every meter in the file)')
     p.add_argument('--out', required=True, help='JSON-lines file of signed encrypted meter-days')
     p.add_argument('--standard-randomness', action='store_true', help="phe's r^n randomness (DCR only; ~9x slower)")
