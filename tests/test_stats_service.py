@@ -2,6 +2,7 @@
 operators fetch through ``stats fetch`` and decrypt; duplicates, wrong operators and late
 readings are refused; a released day is frozen and survives a crash of the aggregator."""
 
+import datetime
 import os
 import random
 import signal
@@ -17,7 +18,8 @@ from mpc_market.stats import paillier
 from mpc_market.stats.reference import plain_totals
 from mpc_market.stats.release import decrypt_bundle
 
-DAY = '2026-11-20'
+TODAY = datetime.datetime.now(datetime.timezone.utc).date()
+DAY = (TODAY - datetime.timedelta(days=1)).isoformat()
 FEEDERS = {**{f'a{i}': ('F1', 'Z1') for i in range(7)}, **{f'b{i}': ('F2', 'Z1') for i in range(5)}}
 LATE = 'a6'                    # registered and mapped, submits only after the day was released
 
@@ -118,8 +120,11 @@ def test_submit_fetch_decrypt_over_grpc(deployment):
     try:
         assert fetch(root, address, 'dso', 'again').returncode == 0
         assert (root / f'again/dso-{DAY}.aggregates.json').read_text() == first
-        encrypt(root, 'other-day.jsonl', [LATE], day='2026-11-21')   # another day is still open
+        encrypt(root, 'other-day.jsonl', [LATE], day=TODAY.isoformat())   # another day is still open
         assert submit('other-day.jsonl').returncode == 0
+        encrypt(root, 'future.jsonl', [LATE], day=(TODAY + datetime.timedelta(days=5)).isoformat())
+        result = submit('future.jsonl')
+        assert result.returncode == 1 and 'has not begun' in result.stderr
     finally:
         proc2.send_signal(signal.SIGTERM)
         proc2.wait(10)

@@ -5,6 +5,7 @@ accepted day is committed to SQLite before it is acknowledged. An operator fetch
 aggregates under its key with a TLS client certificate named like the key. The first fetch of a
 day freezes it: the aggregates of every key are computed once from the same set of meters and
 stored, later submissions for that day are refused, and later fetches return the stored bundle.
+Days that have not begun (after tomorrow, UTC) are refused as well.
 Otherwise two releases that differ by one late meter would hand the operator that meter's day.
 
 AGGREGATOR.toml::
@@ -19,6 +20,7 @@ AGGREGATOR.toml::
     dp_epsilon = "0.5"                 # optional: discrete Laplace noise per released field
 """
 
+import datetime
 import logging
 import os
 import signal
@@ -144,6 +146,10 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
             parse_day(submission.day)
         except ValueError:
             raise Rejected('INVALID_ARGUMENT', f'{submission.meter}: day {submission.day!r} is not YYYY-MM-DD') from None
+        latest = datetime.datetime.now(datetime.timezone.utc).date() + datetime.timedelta(days=1)
+        if datetime.date.fromisoformat(submission.day) > latest:
+            raise Rejected('FAILED_PRECONDITION', f'{submission.meter}: day {submission.day} has not begun '
+                           f'(the aggregator accepts days up to {latest}, UTC)')
         self._aggregator(submission.day).check(submission)
         return submission
 
