@@ -9,14 +9,19 @@ encryption per meter-day under one key (packed with DJN randomness as shipped, p
 r^n, and one ciphertext per value with phe as the naive baseline; each includes the Ed25519
 signature when packed), the aggregator's time to check and to sum all meter-days for both keys,
 decryption per feeder-day, bytes per meter-day, and whether the decrypted totals equal the
-plaintext reference.
+plaintext reference. With --grpc (default for the 2048-bit runs) also the aggregator as a
+process over mutual TLS: meter-days accepted per second (4 client threads, batches of 256,
+each committed before its answer) and the first fetch (loading, summing and freezing the day).
 """
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent import futures
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
@@ -24,7 +29,10 @@ from common import machine, save_rows  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: E402
 from phe import paillier as phe  # noqa: E402
 
+from mpc_market import keys  # noqa: E402
+from mpc_market.engine import free_ports  # noqa: E402
 from mpc_market.generate import community, feeder_map  # noqa: E402
+from mpc_market.stats.client import AggregatorClient  # noqa: E402
 from mpc_market.stats import paillier  # noqa: E402
 from mpc_market.stats.aggregate import Aggregator, bundle_text  # noqa: E402
 from mpc_market.stats.reference import plain_totals  # noqa: E402
@@ -51,7 +59,51 @@ def per_meter_day(function, items):
     return (time.perf_counter() - started) / len(items) * 1e3
 
 
-def run(meters, bits, seed, samples):
+def grpc_run(work, submissions, public_keys, registry, feeders, threads=4, batch=256):
+    """(meter-days accepted per second, first fetch seconds) against an aggregator process."""
+    key_dir = os.path.join(work, 'keys')
+    keys.create_ca(key_dir)
+    keys.create_aggregator(key_dir)
+    for client in ('submitter', public_keys[0].name):
+        keys.create_client(key_dir, client)
+    raw = lambda k: k.public_bytes_raw().hex()  # noqa: E731
+    with open(os.path.join(key_dir, 'registry.json'), 'w') as f:
+        json.dump({m: raw(k) for m, k in registry.items()}, f)
+    with open(os.path.join(work, 'feeders.csv'), 'w') as f:
+        f.write('participant,feeder,zone\n' + ''.join(f'{m},{fd},{z}\n' for m, (fd, z) in feeders.items()))
+    for key in public_keys:
+        key.write(os.path.join(work, f'{key.name}.pub.json'))
+    port, = free_ports(1)
+    address = f'127.0.0.1:{port}'
+    with open(os.path.join(work, 'aggregator.toml'), 'w') as f:
+        f.write(f'[aggregator]\nlisten = "{address}"\ndata_dir = "agg"\nkeys = "keys"\nfeeders = "feeders.csv"\n'
+                f'public_keys = {json.dumps([f"{k.name}.pub.json" for k in public_keys])}\n')
+    server = subprocess.Popen([sys.executable, '-m', 'mpc_market', 'stats', 'aggregator', '--config',
+                               os.path.join(work, 'aggregator.toml')], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        assert 'listening' in server.stdout.readline()
+        clients = [AggregatorClient(address, key_dir, 'submitter') for _ in range(threads)]
+        chunks = [submissions[i:i + batch] for i in range(0, len(submissions), batch)]
+        started = time.perf_counter()
+        with futures.ThreadPoolExecutor(threads) as pool:
+            outcomes = [o for part in pool.map(lambda i: clients[i % threads].submit(chunks[i], batch), range(len(chunks)))
+                        for o in part]
+        rate = len(submissions) / (time.perf_counter() - started)
+        assert all(error is None for _, error in outcomes), [e for _, e in outcomes if e][:3]
+        operator = AggregatorClient(address, key_dir, public_keys[0].name)
+        started = time.perf_counter()
+        operator.fetch(DAY, public_keys[0].key_id, timeout=600)
+        fetch_s = time.perf_counter() - started
+        for client in clients + [operator]:
+            client.close()
+        return rate, fetch_s
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def run(meters, bits, seed, samples, with_grpc):
     days = meter_days(meters, seed)
     feeders = feeder_map(sorted(days))
     dso, dso_private = paillier.generate('dso', 'feeder', bits)
@@ -92,6 +144,11 @@ def run(meters, bits, seed, samples):
             decrypt_ms[key.level] = (time.perf_counter() - started) / len(totals) * 1e3
             exact &= totals == plain_totals(days, feeders, 5, key.level, key.layout)
 
+    rate = fetch_s = None
+    if with_grpc:
+        with tempfile.TemporaryDirectory() as work:
+            rate, fetch_s = grpc_run(work, submissions, [dso, tso], registry, feeders)
+
     one = encrypt(names[0], [dso])
     row = {'meters': meters, 'bits': bits, 'ciphertexts_per_meter_day': dso.layout.ciphertexts,
            'encrypt_packed_ms': round(packed_ms, 2), 'encrypt_packed_phe_r^n_ms': round(packed_standard_ms, 2),
@@ -103,13 +160,17 @@ def run(meters, bits, seed, samples):
            'ciphertext_bytes_per_meter_day': sum((c.bit_length() + 7) // 8 for _, cs in one.blocks for c in cs),
            'protobuf_bytes_per_meter_day': len(one.to_proto().SerializeToString()),
            'json_bytes_per_meter_day': len(one.to_json()) + 1,
+           'grpc_meter_days_per_s': None if rate is None else round(rate),
+           'grpc_first_fetch_s': None if fetch_s is None else round(fetch_s, 2),
            'feeders': len(bundles[dso.key_id]['groups']), 'zones': len(bundles[tso.key_id]['groups']),
            'exact': exact}
     print(f'{meters} meters x 96 slots, {bits}-bit keys ({dso.layout.ciphertexts} ciphertexts per meter-day per key): '
           f'encrypt+sign {packed_ms:.2f} ms packed (phe r^n packed {packed_standard_ms:.1f} ms, unpacked phe '
           f'{unpacked_ms:.0f} ms); aggregator: check {check_s:.2f} s + sum {sum_s:.2f} s for {meters} meter-days '
           f'x 2 keys; decrypt {decrypt_ms["feeder"]:.1f} ms per feeder-day; {row["protobuf_bytes_per_meter_day"]} '
-          f'bytes per meter-day (protobuf, one key); exact: {exact}', flush=True)
+          f'bytes per meter-day (protobuf, one key); exact: {exact}'
+          + ('' if rate is None else f'; over gRPC: {rate:.0f} meter-days/s accepted, first fetch {fetch_s:.2f} s'),
+          flush=True)
     return row
 
 
@@ -119,6 +180,8 @@ def main():
     parser.add_argument('--bits', type=int, nargs='+')
     parser.add_argument('--samples', type=int, default=200, help='meter-days timed one by one')
     parser.add_argument('--seed', type=int, default=2026)
+    parser.add_argument('--grpc', choices=('auto', 'yes', 'no'), default='auto',
+                        help='also measure the aggregator service (auto: for 2048-bit runs)')
     parser.add_argument('--out', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results'))
     args = parser.parse_args()
     info = machine()
@@ -127,7 +190,8 @@ def main():
         runs = [(m, b) for m in args.sizes or [1000] for b in args.bits or [2048]]
     else:
         runs = [(1000, 2048), (10000, 2048), (1000, 3072)]
-    rows = [run(m, b, args.seed, args.samples) for m, b in runs]
+    rows = [run(m, b, args.seed, args.samples, args.grpc == 'yes' or (args.grpc == 'auto' and b == 2048))
+            for m, b in runs]
     save_rows(args.out, 'stats', info, rows)
     return 0 if all(r['exact'] for r in rows) else 1
 

@@ -186,6 +186,19 @@ def test_one_meter_and_empty_groups(world):
         Aggregator([world['dso']], world['registry'], FEEDERS, DAY, min_cohort=1)
 
 
+def test_operator_refuses_groups_below_its_own_minimum(world, tmp_path):
+    """An aggregator configured with a smaller cohort (or lying about it) gets no decryption."""
+    aggregator = Aggregator([world['dso']], world['registry'], FEEDERS, DAY, min_cohort=3)
+    for meter in ('c0', 'c1', 'c2'):
+        aggregator.accept(encrypt_day(meter, DAY, 'F3', [1] * world['dso'].layout.values, [world['dso']],
+                                      meter_key(world, meter)))
+    path = bundle_file(tmp_path, aggregator.release()[world['dso'].key_id])
+    with pytest.raises(InputError, match='outside 5'):
+        decrypt_bundle(world['private'][world['dso'].key_id], path, min_cohort=5)
+    _, totals = decrypt_bundle(world['private'][world['dso'].key_id], path, min_cohort=3)
+    assert totals[0].imports == [3] * SLOTS
+
+
 def test_groups_above_the_layout_limit_are_refused():
     plan = plan_release([f'm{i}' for i in range(7)], {f'm{i}': ('F', 'Z') for i in range(7)}, 5, 6)
     assert not plan.feeders and 'max_meters' in plan.refused[0]['reason']

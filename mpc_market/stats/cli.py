@@ -160,7 +160,7 @@ def cmd_decrypt(args):
     from .release import COLUMNS, decrypt_bundle, load_traded, plot_group, totals_rows
     private = load_private(args.key)
     started = time.perf_counter()
-    bundle, totals = decrypt_bundle(private, args.aggregates)
+    bundle, totals = decrypt_bundle(private, args.aggregates, args.min_cohort)
     elapsed = time.perf_counter() - started
     level, day = bundle['level'], bundle['day']
     traded = load_traded(args.public_results) if args.public_results else None
@@ -252,6 +252,7 @@ def add_parsers(sub):
     p.add_argument('--key', required=True, help="the operator's NAME.key.json")
     p.add_argument('--aggregates', required=True, help='aggregates JSON from the aggregator')
     p.add_argument('--public-results', help="the market's public.csv: plot its traded volume")
+    p.add_argument('--min-cohort', type=int, default=5, help='refuse to decrypt any group of fewer meters')
     p.add_argument('--no-plot', action='store_true')
     p.add_argument('--out', required=True)
     p.set_defaults(func=cmd_decrypt)

@@ -37,8 +37,8 @@ def load_bundle(path):
     return text, bundle
 
 
-def decrypt_bundle(private_key, path):
-    """(bundle, [GroupTotals]) of an aggregates file under private_key."""
+def decrypt_bundle(private_key, path, min_cohort=2):
+    """(bundle, [GroupTotals]) of an aggregates file under private_key; groups below min_cohort are refused."""
     text, bundle = load_bundle(path)
     public = private_key.public
     if bundle.get('key_id') != public.key_id:
@@ -56,8 +56,9 @@ def decrypt_bundle(private_key, path):
             raise InputError(path, line, 'ciphertexts', f'group {name}: malformed ciphertexts') from None
         if len(ciphertexts) != layout.ciphertexts or not all(public.valid_ciphertext(c) for c in ciphertexts):
             raise InputError(path, line, 'ciphertexts', f'group {name}: not {layout.ciphertexts} ciphertexts of this key')
-        if not isinstance(meters, int) or meters < bundle.get('min_cohort', 2) or meters > layout.max_meters:
-            raise InputError(path, line, 'meters', f'group {name}: {meters!r} meters is outside the cohort bounds')
+        if not isinstance(meters, int) or meters < max(2, min_cohort) or meters > layout.max_meters:
+            raise InputError(path, line, 'meters', f'group {name}: {meters!r} meters is outside '
+                             f'{max(2, min_cohort)}..{layout.max_meters}; not decrypting it')
         values, overflow = layout.unpack([private_key.decrypt(c) for c in ciphertexts])
         limit = meters * layout.max_reading_wh + 2 * bias
         if overflow or any(v > limit for v in values):
