@@ -202,6 +202,11 @@ def test_operator_refuses_groups_below_its_own_minimum(world, tmp_path):
 def test_groups_above_the_layout_limit_are_refused():
     plan = plan_release([f'm{i}' for i in range(7)], {f'm{i}': ('F', 'Z') for i in range(7)}, 5, 6)
     assert not plan.feeders and 'max_meters' in plan.refused[0]['reason']
+    feeders = {f'm{i}': (f'F{i // 5}', 'Z') for i in range(10)}        # two feeders of 5, one zone of 10
+    plan = plan_release(feeders, feeders, 5, 8)
+    assert [g[0] for g in plan.groups('feeder')] == ['F0', 'F1'] and plan.groups('zone') == []
+    assert plan.refusals('zone')[-1] == {'zone': 'Z', 'meters': 10, 'reason': "10 meters, above the key layout's "
+                                         'max_meters 8'}
 
 
 # -- rejections ---------------------------------------------------------------------------------

@@ -25,13 +25,19 @@ class Release:
     feeders: dict                       # feeder -> [meters], released feeders only
     zones: dict                         # zone -> [released feeders]
     zone_of: dict                       # feeder -> zone (all feeders with a meter)
-    refused: list = field(default_factory=list)   # [{'feeder', 'zone', 'meters', 'reason'}]
+    refused: list = field(default_factory=list)        # [{'feeder', 'zone', 'meters', 'reason'}]
+    refused_zones: list = field(default_factory=list)  # [{'zone', 'meters', 'reason'}]: too big for the layout
 
     def groups(self, level):
         """[(name, zone or None, [meters], [feeders])] for 'feeder' or 'zone' keys."""
         if level == 'feeder':
             return [(f, self.zone_of[f], ms, [f]) for f, ms in sorted(self.feeders.items())]
-        return [(z, None, [m for f in fs for m in self.feeders[f]], fs) for z, fs in sorted(self.zones.items())]
+        held = {r['zone'] for r in self.refused_zones}
+        return [(z, None, [m for f in fs for m in self.feeders[f]], fs) for z, fs in sorted(self.zones.items())
+                if z not in held]
+
+    def refusals(self, level):
+        return self.refused + (self.refused_zones if level == 'zone' else [])
 
 
 def plan_release(meters, feeder_map, min_cohort, max_meters):
@@ -53,9 +59,11 @@ def plan_release(meters, feeder_map, min_cohort, max_meters):
             continue
         release.feeders[feeder] = members
         release.zones.setdefault(zone_of[feeder], []).append(feeder)
-    for zone, feeders in list(release.zones.items()):
-        if sum(len(release.feeders[f]) for f in feeders) > max_meters:
-            raise ValueError(f'zone {zone} has more than max_meters {max_meters} meters; use a key with a larger layout')
+    for zone, feeders in sorted(release.zones.items()):
+        count = sum(len(release.feeders[f]) for f in feeders)
+        if count > max_meters:
+            release.refused_zones.append({'zone': zone, 'meters': count, 'reason': f'{count} meters, above the key '
+                                          f'layout\'s max_meters {max_meters}'})
     return release
 
 
@@ -123,7 +131,7 @@ class Aggregator:
                                'ciphertexts': [_b64(int(c)) for c in products]})
             bundles[key_id] = {'format': BUNDLE_FORMAT, 'day': self.day, 'key_id': key_id, 'key_name': key.name,
                                'level': key.level, 'min_cohort': self.min_cohort, 'submitted': len(self.accepted),
-                               'groups': groups, 'refused': plan.refused,
+                               'groups': groups, 'refused': plan.refusals(key.level),
                                'noise': None if noise is None else noise.describe(key.layout.slots)}
         return bundles
 

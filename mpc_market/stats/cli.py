@@ -146,7 +146,7 @@ def cmd_aggregate(args):
     print(f'{len(aggregator.accepted)} meter-days accepted, {len(rejected)} rejected; checked in {checked - started:.2f} s, '
           f'summed in {done - checked:.2f} s')
     for key_id, bundle in bundles.items():
-        refused = ', '.join(f'{r["feeder"]} ({r["reason"]})' for r in bundle['refused'])
+        refused = ', '.join(f'{r.get("feeder", r["zone"])} ({r["reason"]})' for r in bundle['refused'])
         print(f'  {names[key_id]}: {len(bundle["groups"])} {bundle["level"]} aggregates'
               + (f'; held back: {refused}' if refused else '')
               + ('' if noise is None else f'; DP noise epsilon {noise.epsilon} per field'))
@@ -173,7 +173,8 @@ def cmd_decrypt(args):
           f'({elapsed * 1e3 / max(1, len(totals)):.1f} ms per {level}-day)'
           + (' with DP noise' if bundle.get('noise') else '') + f'; wrote {", ".join(sorted(files))} to {args.out}')
     for refused in bundle.get('refused', []):
-        print(f'  held back by the aggregator: feeder {refused["feeder"]}: {refused["reason"]}')
+        group = f'feeder {refused["feeder"]}' if 'feeder' in refused else f'zone {refused["zone"]}'
+        print(f'  held back by the aggregator: {group}: {refused["reason"]}')
     return 0
 
 
