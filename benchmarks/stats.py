@@ -15,6 +15,7 @@ each committed before its answer) and the first fetch (loading, summing and free
 """
 
 import argparse
+import datetime
 import json
 import os
 import subprocess
@@ -39,7 +40,7 @@ from mpc_market.stats.reference import plain_totals  # noqa: E402
 from mpc_market.stats.release import decrypt_bundle  # noqa: E402
 from mpc_market.stats.submission import encrypt_day  # noqa: E402
 
-DAY = '2026-11-20'
+DAY = (datetime.datetime.now(datetime.timezone.utc).date() - datetime.timedelta(days=1)).isoformat()
 
 
 def meter_days(meters, seed):

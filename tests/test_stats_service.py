@@ -95,6 +95,9 @@ def test_submit_fetch_decrypt_over_grpc(deployment):
     result = submit('days.jsonl')                                    # the same meter-days again
     assert result.returncode == 1 and result.stderr.count('ALREADY_EXISTS') == len(on_time)
 
+    early = cli('stats', 'fetch', '--aggregator', address, '--keys', root / 'keys', '--pubkey',
+                root / 'op/dso.pub.json', '--day', TODAY.isoformat(), '--out', root / 'early')
+    assert early.returncode == 1 and 'FAILED_PRECONDITION' in early.stderr and 'is released from' in early.stderr
     result = fetch(root, address, 'dso', 'wrong', client='tso')      # the TSO asks for the DSO's aggregates
     assert result.returncode == 1 and 'PERMISSION_DENIED' in result.stderr and not (root / 'wrong').exists()
     result = fetch(root, address, 'dso', 'dso-bundle', client='submitter')

@@ -5,7 +5,8 @@ accepted day is committed to SQLite before it is acknowledged. An operator fetch
 aggregates under its key with a TLS client certificate named like the key. The first fetch of a
 day freezes it: the aggregates of every key are computed once from the same set of meters and
 stored, later submissions for that day are refused, and later fetches return the stored bundle.
-Days that have not begun (after tomorrow, UTC) are refused as well.
+Days that have not begun (after tomorrow, UTC) are refused as well, and a day is released only
+once it has ended plus ``release_delay_h``, so an early fetch cannot freeze half a day.
 Otherwise two releases that differ by one late meter would hand the operator that meter's day.
 
 AGGREGATOR.toml::
@@ -17,6 +18,7 @@ AGGREGATOR.toml::
     feeders = "feeders.csv"            # participant,feeder,zone
     public_keys = ["dso.pub.json", "tso.pub.json"]
     min_cohort = 5
+    release_delay_h = 2                # a day is released no earlier than this long after it ended (UTC)
     dp_epsilon = "0.5"                 # optional: discrete Laplace noise per released field
 """
 
@@ -64,6 +66,7 @@ class AggregatorConfig:
     public_keys: list
     min_cohort: int = DEFAULT_MIN_COHORT
     dp_epsilon: object = None         # Fraction or None
+    release_delay_h: float = 0.0
     public_keys_line: int = 1
 
 
@@ -85,6 +88,8 @@ def load_aggregator_config(path):
         feeders=rel(path, get(path, text, table, 'feeders', str, what='a CSV file')),
         public_keys=[rel(path, f) for f in files],
         min_cohort=get(path, text, table, 'min_cohort', int, DEFAULT_MIN_COHORT, lambda v: v >= 2, 'an integer >= 2'),
+        release_delay_h=float(get(path, text, table, 'release_delay_h', (int, float), 0, lambda v: v >= 0,
+                                  'hours >= 0')),
         dp_epsilon=epsilon, public_keys_line=deployment.toml_key_line(text, 'public_keys'))
 
 
@@ -180,6 +185,12 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
             parse_day(request.day)
         except ValueError:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'day {request.day!r} is not YYYY-MM-DD')
+        day_end = datetime.datetime.combine(datetime.date.fromisoformat(request.day) + datetime.timedelta(days=1),
+                                            datetime.time(), datetime.timezone.utc)
+        release_at = day_end + datetime.timedelta(hours=self.config.release_delay_h)
+        if datetime.datetime.now(datetime.timezone.utc) < release_at:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f'day {request.day} is released from '
+                          f'{release_at:%Y-%m-%d %H:%M} UTC on (its readings may still come in)')
 
         def make_bundles(days):
             aggregator = self._aggregator(request.day)
