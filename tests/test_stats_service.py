@@ -93,7 +93,7 @@ def test_submit_fetch_decrypt_over_grpc(deployment):
     result = submit('days.jsonl')
     assert result.returncode == 0 and f'{len(on_time)} of {len(on_time)} meter-days accepted' in result.stdout
     result = submit('days.jsonl')                                    # the same meter-days again
-    assert result.returncode == 1 and result.stderr.count('ALREADY_EXISTS') == len(on_time)
+    assert result.returncode == 1 and result.stderr.count('ALREADY_EXISTS') == len(on_time)   # 11 <= 20 shown
 
     early = cli('stats', 'fetch', '--aggregator', address, '--keys', root / 'keys', '--pubkey',
                 root / 'op/dso.pub.json', '--day', TODAY.isoformat(), '--out', root / 'early')

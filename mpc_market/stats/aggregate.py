@@ -91,10 +91,7 @@ class Aggregator:
         if submission.feeder != feeder[0]:
             raise Rejected('INVALID_ARGUMENT', f'{submission.meter} is on feeder {feeder[0]}, '
                            f'the submission says {submission.feeder}')
-        blocks = dict(submission.blocks)
-        for key_id in blocks:
-            if key_id not in self.keys:
-                raise Rejected('INVALID_ARGUMENT', f'{submission.meter}: ciphertexts under unknown key {key_id}')
+        blocks = dict(submission.blocks)      # blocks under other keys are ignored (another aggregator's)
         for key_id, key in self.keys.items():
             ciphertexts = blocks.get(key_id)
             if ciphertexts is None:

@@ -6,6 +6,8 @@ import time
 
 from ..errors import InputError
 
+MAX_REJECTIONS_SHOWN = 20
+
 
 def _day(value):
     from .submission import parse_day
@@ -97,7 +99,10 @@ def cmd_submit(args):
     for (line, submission), (_, error) in zip(items, outcomes):
         if error:
             rejected += 1
-            print(f'rejected: {args.submissions}:{line}: {error}', file=sys.stderr)
+            if rejected <= MAX_REJECTIONS_SHOWN:
+                print(f'rejected: {args.submissions}:{line}: {error}', file=sys.stderr)
+    if rejected > MAX_REJECTIONS_SHOWN:
+        print(f'rejected: {rejected - MAX_REJECTIONS_SHOWN} more', file=sys.stderr)
     print(f'{len(items) - rejected} of {len(items)} meter-days accepted by {args.aggregator} in {elapsed:.2f} s')
     return 1 if rejected else 0
 
@@ -141,8 +146,10 @@ def cmd_aggregate(args):
     from ..output import _write_all
     names = {k.key_id: k.name for k in keys}
     _write_all(args.out, {f'{names[k]}-{day}.aggregates.json': bundle_text(b) for k, b in bundles.items()})
-    for message in rejected:
+    for message in rejected[:MAX_REJECTIONS_SHOWN]:
         print(f'rejected: {message}', file=sys.stderr)
+    if len(rejected) > MAX_REJECTIONS_SHOWN:
+        print(f'rejected: {len(rejected) - MAX_REJECTIONS_SHOWN} more', file=sys.stderr)
     print(f'{len(aggregator.accepted)} meter-days accepted, {len(rejected)} rejected; checked in {checked - started:.2f} s, '
           f'summed in {done - checked:.2f} s')
     for key_id, bundle in bundles.items():
