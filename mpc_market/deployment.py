@@ -76,21 +76,26 @@ class BrokerConfig:
     max_attempts: int = 5
 
 
+def _tables(path, *sections):
+    """(text, table, ...) of a TOML file's [sections], parsed once."""
+    text = read_text(path, 'utf-8')
+    doc = parse_toml(path, text)
+    tables = []
+    for section in sections:
+        table = doc.get(section)
+        if not isinstance(table, dict):
+            raise InputError(path, 1, section, f'missing [{section}] table')
+        tables.append(table)
+    return (text, *tables)
+
+
 def load_table(path, section):
     """(text, table) of a TOML file's [section]."""
-    text = read_text(path, 'utf-8')
-    table = parse_toml(path, text).get(section)
-    if not isinstance(table, dict):
-        raise InputError(path, 1, section, f'missing [{section}] table')
-    return text, table
+    return _tables(path, section)
 
 
 def _load(path, section):
-    text, table = load_table(path, section)
-    deployment = parse_toml(path, text).get('deployment')
-    if not isinstance(deployment, dict):
-        raise InputError(path, 1, 'deployment', 'missing [deployment] table')
-    return text, table, deployment
+    return _tables(path, section, 'deployment')
 
 
 def get_value(path, text, table, key, kind, default=None, check=None, what=''):
