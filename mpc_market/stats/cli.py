@@ -17,14 +17,12 @@ def _day(value):
         raise InputError('<command line>', 0, 'day', f'{value!r} is not YYYY-MM-DD') from None
 
 
-def _public_keys(paths):
-    from .paillier import load_public
-    keys = [load_public(p) for p in paths]
-    if len({(k.layout.slots, k.layout.max_reading_wh) for k in keys}) != 1:
-        raise InputError(paths[-1], 1, 'slots', 'the public keys disagree on slots or max_reading_wh')
-    if len({k.key_id for k in keys}) != len(keys):
-        raise InputError(paths[-1], 1, 'key_id', 'the same public key is given twice')
-    return keys
+def _report_rejections(messages):
+    """Print at most MAX_REJECTIONS_SHOWN rejections (and how many more) to stderr."""
+    for message in messages[:MAX_REJECTIONS_SHOWN]:
+        print(f'rejected: {message}', file=sys.stderr)
+    if len(messages) > MAX_REJECTIONS_SHOWN:
+        print(f'rejected: {len(messages) - MAX_REJECTIONS_SHOWN} more', file=sys.stderr)
 
 
 def _write_file(path, text):
@@ -55,8 +53,9 @@ def cmd_keygen(args):
 def cmd_encrypt(args):
     from ..keys import load_participant_key
     from .meterdata import load_day_readings, load_feeders
+    from .paillier import load_public_keys
     from .submission import encrypt_day
-    keys = _public_keys(args.pubkey)
+    keys = load_public_keys(args.pubkey)
     for path, key in zip(args.pubkey, keys):
         if args.key_id and key.key_id not in args.key_id:
             raise InputError(path, 1, 'key_id', f'{key.key_id} is not a pinned key id (--key-id); '
@@ -95,30 +94,21 @@ def cmd_submit(args):
         elapsed = time.perf_counter() - started
     finally:
         client.close()
-    rejected = 0
-    for (line, submission), (_, error) in zip(items, outcomes):
-        if error:
-            rejected += 1
-            if rejected <= MAX_REJECTIONS_SHOWN:
-                print(f'rejected: {args.submissions}:{line}: {error}', file=sys.stderr)
-    if rejected > MAX_REJECTIONS_SHOWN:
-        print(f'rejected: {rejected - MAX_REJECTIONS_SHOWN} more', file=sys.stderr)
-    print(f'{len(items) - rejected} of {len(items)} meter-days accepted by {args.aggregator} in {elapsed:.2f} s')
+    rejected = [f'{args.submissions}:{line}: {error}' for (line, _), (_, error) in zip(items, outcomes) if error]
+    _report_rejections(rejected)
+    print(f'{len(items) - len(rejected)} of {len(items)} meter-days accepted by {args.aggregator} in {elapsed:.2f} s')
     return 1 if rejected else 0
 
 
 def cmd_aggregate(args):
-    from ..keys import KeyError_, load_registry
     from . import dp
     from .aggregate import Aggregator, bundle_text
-    from .meterdata import load_feeders
+    from .meterdata import load_feeders, load_participant_registry
+    from .paillier import load_public_keys
     from .submission import Rejected, read_submissions
-    keys = _public_keys(args.pubkey)
+    keys = load_public_keys(args.pubkey)
     day = _day(args.day)
-    try:
-        registry = load_registry(args.registry)
-    except KeyError_ as exc:
-        raise InputError(args.registry, 1, 'registry', str(exc)) from None
+    registry = load_participant_registry(args.registry)
     noise = None
     if args.dp_epsilon:
         try:
@@ -146,10 +136,7 @@ def cmd_aggregate(args):
     from ..output import _write_all
     names = {k.key_id: k.name for k in keys}
     _write_all(args.out, {f'{names[k]}-{day}.aggregates.json': bundle_text(b) for k, b in bundles.items()})
-    for message in rejected[:MAX_REJECTIONS_SHOWN]:
-        print(f'rejected: {message}', file=sys.stderr)
-    if len(rejected) > MAX_REJECTIONS_SHOWN:
-        print(f'rejected: {len(rejected) - MAX_REJECTIONS_SHOWN} more', file=sys.stderr)
+    _report_rejections(rejected)
     print(f'{len(aggregator.accepted)} meter-days accepted, {len(rejected)} rejected; checked in {checked - started:.2f} s, '
           f'summed in {done - checked:.2f} s')
     for key_id, bundle in bundles.items():

@@ -1,4 +1,5 @@
-"""Inputs of the statistics: a day of meter readings, and the feeder map (participant -> feeder -> zone).
+"""Inputs of the statistics: a day of meter readings, the feeder map (participant -> feeder -> zone)
+and the participant registry (the meters' signature keys).
 
 Readings CSV, either ``participant,slot,import_wh,export_wh`` (a meter's two registers) or the
 market's ``participant,slot,net_wh`` (+ imported, - exported). A slot a meter did not report
@@ -8,6 +9,7 @@ counts as 0 Wh both ways.
 import csv
 
 from ..errors import InputError
+from ..keys import KeyError_, load_registry
 from ..market import PARTICIPANT_RE, csv_records, parse_int, parse_participant_slot, read_text
 
 FEEDER_COLUMNS = ('participant', 'feeder', 'zone')
@@ -78,3 +80,11 @@ def load_feeders(path):
     if not feeders:
         raise InputError(path, 2, 'file', 'no participants')
     return feeders
+
+
+def load_participant_registry(path):
+    """participant -> Ed25519 public key; a bad registry file is an InputError."""
+    try:
+        return load_registry(path)
+    except KeyError_ as exc:
+        raise InputError(path, 1, 'registry', str(exc)) from None

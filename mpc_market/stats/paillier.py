@@ -246,3 +246,13 @@ def load_private(path):
         return PrivateKey(public, p, q)
     except (ValueError, ZeroDivisionError):
         raise InputError(path, json_line(text, 'p'), 'p', 'p * q is not the modulus n') from None
+
+
+def load_public_keys(paths):
+    """The public keys of paths: distinct, and agreeing on slots and max_reading_wh (one reading format)."""
+    keys = [load_public(p) for p in paths]
+    if len({(k.layout.slots, k.layout.max_reading_wh) for k in keys}) != 1:
+        raise InputError(paths[-1], 1, 'slots', 'the public keys disagree on slots or max_reading_wh')
+    if len({k.key_id for k in keys}) != len(keys):
+        raise InputError(paths[-1], 1, 'key_id', 'the same public key is given twice')
+    return keys

@@ -36,13 +36,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .. import deployment
 from ..errors import InputError
-from ..keys import KeyError_, load_registry
 from ..rpc import market_pb2, market_pb2_grpc
 from ..store import Transaction, now_ms, open_database
 from . import dp
 from .aggregate import DEFAULT_MIN_COHORT, Aggregator, bundle_text
-from .meterdata import load_feeders
-from .paillier import load_public
+from .meterdata import load_feeders, load_participant_registry
+from .paillier import load_public_keys
 from .submission import EncryptedDay, Rejected, parse_day
 
 log = logging.getLogger('mpc_market.stats')
@@ -67,7 +66,6 @@ class AggregatorConfig:
     min_cohort: int = DEFAULT_MIN_COHORT
     dp_epsilon: object = None         # Fraction or None
     release_delay_h: float = 0.0
-    public_keys_line: int = 1
 
 
 def load_aggregator_config(path):
@@ -90,7 +88,7 @@ def load_aggregator_config(path):
         min_cohort=get(path, text, table, 'min_cohort', int, DEFAULT_MIN_COHORT, lambda v: v >= 2, 'an integer >= 2'),
         release_delay_h=float(get(path, text, table, 'release_delay_h', (int, float), 0, lambda v: v >= 0,
                                   'hours >= 0')),
-        dp_epsilon=epsilon, public_keys_line=deployment.toml_key_line(text, 'public_keys'))
+        dp_epsilon=epsilon)
 
 
 class AggregatorStore:
@@ -207,16 +205,8 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
 
 def load_service_inputs(config):
     """(public keys, registry, feeder map); bad files raise InputError."""
-    public_keys = [load_public(path) for path in config.public_keys]
-    layouts = {(k.layout.slots, k.layout.max_reading_wh) for k in public_keys}
-    if len(layouts) != 1:
-        raise InputError(config.path, config.public_keys_line, 'public_keys',
-                         'the keys disagree on slots or max_reading_wh')
-    try:
-        registry = load_registry(os.path.join(config.keys, 'registry.json'))
-    except KeyError_ as exc:
-        raise InputError(os.path.join(config.keys, 'registry.json'), 1, 'registry', str(exc)) from None
-    return public_keys, registry, load_feeders(config.feeders)
+    return (load_public_keys(config.public_keys), load_participant_registry(os.path.join(config.keys, 'registry.json')),
+            load_feeders(config.feeders))
 
 
 def serve(config):
