@@ -7,13 +7,12 @@ a DSO and a TSO together cannot subtract their way to it. The output bundle carr
 of at least ``min_cohort >= 2`` ciphertexts, never an individual one.
 """
 
-import base64
 import json
 from dataclasses import dataclass, field
 
 import gmpy2
 
-from .submission import Rejected
+from .submission import Rejected, ciphertext_from_text, ciphertext_text
 
 BUNDLE_FORMAT = 'mpc-market/aggregates/v1'
 DEFAULT_MIN_COHORT = 5
@@ -113,19 +112,19 @@ class Aggregator:
 
     def release(self, noise=None):
         """{key_id: bundle dict} for every operator key; raise ValueError if noise cannot fit."""
-        bundles = {}
+        bundles, blocks = {}, {meter: dict(s.blocks) for meter, s in self.accepted.items()}
         for key_id, key in self.keys.items():
             plan = plan_release(self.accepted, self.feeder_map, self.min_cohort, key.layout.max_meters)
             groups = []
             for name, zone, meters, feeders in plan.groups(key.level):
                 products = [gmpy2.mpz(1)] * key.layout.ciphertexts
                 for meter in meters:
-                    key.add(products, dict(self.accepted[meter].blocks)[key_id])
+                    key.add(products, blocks[meter][key_id])
                 if noise is not None:
                     _check_noise_fits(key, len(meters), noise)
                     key.add(products, key.encrypt_values(noise.sample(key.layout.values)))
                 groups.append({'name': name, 'zone': zone, 'feeders': feeders, 'meters': len(meters),
-                               'ciphertexts': [_b64(int(c)) for c in products]})
+                               'ciphertexts': [ciphertext_text(int(c)) for c in products]})
             bundles[key_id] = {'format': BUNDLE_FORMAT, 'day': self.day, 'key_id': key_id, 'key_name': key.name,
                                'level': key.level, 'min_cohort': self.min_cohort, 'submitted': len(self.accepted),
                                'groups': groups, 'refused': plan.refusals(key.level),
@@ -140,12 +139,8 @@ def _check_noise_fits(key, meters, noise):
                          f'has {room}; use a larger epsilon or a key with more guard_bits')
 
 
-def _b64(c):
-    return base64.b64encode(c.to_bytes(max(1, (c.bit_length() + 7) // 8), 'big')).decode()
-
-
 def bundle_ciphertexts(group):
-    return [int.from_bytes(base64.b64decode(c, validate=True), 'big') for c in group['ciphertexts']]
+    return [ciphertext_from_text(c) for c in group['ciphertexts']]
 
 
 def bundle_text(bundle):

@@ -20,6 +20,7 @@ import math
 import os
 import secrets
 from dataclasses import dataclass
+from functools import cached_property
 
 import gmpy2
 from phe import paillier
@@ -45,17 +46,13 @@ class PublicKey:
     layout: Layout
     _table: list = None
 
-    @property
+    @cached_property
     def nsquare(self):
         return self.n * self.n
 
     @property
     def bits(self):
         return self.n.bit_length()
-
-    @property
-    def ciphertext_bytes(self):
-        return (self.nsquare.bit_length() + 7) // 8
 
     def content(self):
         """The public fields that define the key and its layout (what the key id hashes)."""
@@ -64,7 +61,7 @@ class PublicKey:
                 'hs': format(self.hs, 'x'), 'slots': layout.slots, 'max_reading_wh': layout.max_reading_wh,
                 'max_meters': layout.max_meters, 'guard_bits': layout.guard_bits}
 
-    @property
+    @cached_property
     def key_id(self):
         text = json.dumps(self.content(), sort_keys=True, separators=(',', ':'))
         return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -42,6 +42,15 @@ def _int_bytes(c):
     return c.to_bytes(max(1, (c.bit_length() + 7) // 8), 'big')
 
 
+def ciphertext_text(c):
+    """A ciphertext in JSON files: base64 of its big-endian bytes."""
+    return base64.b64encode(_int_bytes(c)).decode()
+
+
+def ciphertext_from_text(text):
+    return int.from_bytes(base64.b64decode(text, validate=True), 'big')
+
+
 def block_hash(ciphertexts):
     return hashlib.sha256(b','.join(format(c, 'x').encode() for c in ciphertexts)).hexdigest()
 
@@ -73,7 +82,7 @@ class EncryptedDay:
     # -- wire formats -------------------------------------------------------------------------
     def to_json(self):
         return json.dumps({'meter': self.meter, 'day': self.day, 'feeder': self.feeder,
-                           'keys': {k: [base64.b64encode(_int_bytes(c)).decode() for c in cs] for k, cs in self.blocks},
+                           'keys': {k: [ciphertext_text(c) for c in cs] for k, cs in self.blocks},
                            'signature': self.signature.hex()}, sort_keys=True)
 
     @classmethod
@@ -81,7 +90,7 @@ class EncryptedDay:
         raw = json.loads(text)
         if not isinstance(raw, dict) or not isinstance(raw.get('keys'), dict):
             raise ValueError('expected an object with "keys"')
-        blocks = tuple(sorted((str(k), tuple(int.from_bytes(base64.b64decode(c, validate=True), 'big') for c in cs))
+        blocks = tuple(sorted((str(k), tuple(ciphertext_from_text(c) for c in cs))
                               for k, cs in raw['keys'].items()))
         return cls(str(raw['meter']), str(raw['day']), str(raw['feeder']), blocks, bytes.fromhex(raw['signature']))
 
