@@ -21,6 +21,8 @@ import grpc
 from cryptography.exceptions import InvalidSignature
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from .names import NAME_RULE, is_name
+from .private import make_private_dir
 from . import deployment
 from .clearing_run import PUBLIC_DOMAIN
 from .keys import load_node_verify_keys, node_name
@@ -167,6 +169,8 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
 
     def OpenRound(self, request, context):
         self._require_operator(context)
+        if not is_name(request.round_id):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'broker: round id is not {NAME_RULE}')
         if request.gate_closure_unix_ms <= now_ms():
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, 'broker: the gate closure is in the past')
         existing = self.store.get(request.round_id) if request.round_id else None
@@ -272,7 +276,7 @@ class Scheduler:
 
 def serve(config):
     """Run the broker until SIGTERM or SIGINT."""
-    os.makedirs(config.data_dir, exist_ok=True)
+    make_private_dir(config.data_dir)
     store = BrokerStore(os.path.join(config.data_dir, 'broker.db'))
     nodes = Nodes(config)
     scheduler = Scheduler(config, store, nodes)

@@ -22,8 +22,8 @@ from . import field as ff
 from .encoding import Layout
 from .engine import ClearingResult, config_spec, public_slot_rows
 from .jobs import node_dir, write_json
-from .keys import node_name
 from .market import parse_config
+from .names import path_token
 from .output import public_table
 
 PUBLIC_DOMAIN = b'mpc-market/public-results/v1\n'
@@ -39,6 +39,7 @@ def export_job(store, round_, index, nodes, keys_dir, job_dir):
     layout = Layout.for_config(config)
     spec = config_spec(config, round_.slots, nodes, max(1, 8192 // max(1, len(round_.slots))))
     spec.mode = 'deployment'
+    spec.round_id = round_.round_id
     spec.save(job_dir)
     own = node_dir(job_dir, index)
     os.makedirs(own, exist_ok=True)
@@ -54,23 +55,15 @@ def export_job(store, round_, index, nodes, keys_dir, job_dir):
     write_json(os.path.join(own, 'held.json'), held)
     with open(os.path.join(own, 'ready'), 'w'):
         pass
-    # MPyC --ssl reads these relative to its working directory and checks peers against the
-    # name 'MPyC party {i}' that keys.create_node puts in every node certificate.
-    tls = os.path.join(job_dir, '.config')
-    os.makedirs(tls, exist_ok=True)
-    for source, target in ((('nodes', f'{node_name(index)}.pem'), f'party_{index}.crt'),
-                           (('nodes', f'{node_name(index)}.key'), f'party_{index}.key'),
-                           (('ca', 'ca.pem'), 'mpyc_ca.crt')):
-        os.symlink(os.path.abspath(os.path.join(keys_dir, *source)), os.path.join(tls, target))
     return config, len(held)
 
 
-def run_party(job_dir, index, mpc_addresses, connect_timeout, clearing_timeout, on_start=None):
+def run_party(job_dir, index, mpc_addresses, keys_dir, connect_timeout, clearing_timeout, on_start=None):
     """Run the MPyC party child under the watchdog; raise ClearingFailed with the reason."""
     log_path = os.path.join(job_dir, 'party.log')
     with open(log_path, 'w') as log:
         child = subprocess.Popen([sys.executable, '-m', 'mpc_market.mpc.node', '--job', job_dir, '--index', str(index),
-                                  '--parties', ','.join(mpc_addresses), '--deployment', '--ssl'],
+                                  '--parties', ','.join(mpc_addresses), '--deployment', '--keys', keys_dir],
                                  cwd=job_dir, stdout=log, stderr=subprocess.STDOUT,
                                  env=dict(os.environ, MPC_MARKET_PARENT_PID=str(os.getpid())))
     if on_start:
@@ -134,12 +127,12 @@ def import_results(job_dir, index, round_id, config):
 def clear_round(store, round_, node, signing_key, on_start=None):
     """Run one attempt for the round; stores results (state 'cleared') and returns the MPC phase
     timings, or raises ClearingFailed."""
-    job_dir = os.path.join(node.data_dir, 'runs', f'{round_.round_id}.{round_.attempts}')
+    job_dir = os.path.join(node.data_dir, 'runs', f'{path_token(round_.round_id)}.{round_.attempts}')
     shutil.rmtree(job_dir, ignore_errors=True)
     os.makedirs(job_dir)
     try:
         config, _ = export_job(store, round_, node.index, len(node.nodes), node.keys, job_dir)
-        run_party(job_dir, node.index, node.mpc, node.connect_timeout_s, node.clearing_timeout_s, on_start)
+        run_party(job_dir, node.index, node.mpc, node.keys, node.connect_timeout_s, node.clearing_timeout_s, on_start)
         rows, body, timings = import_results(job_dir, node.index, round_.round_id, config)
         store.put_results(round_.round_id, rows, body, signing_key.sign(PUBLIC_DOMAIN + body.encode()))
         return timings

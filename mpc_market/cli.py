@@ -306,6 +306,13 @@ def _state_line(state):
     return line + (f'; reason: {state.reason}' if state.reason else '')
 
 
+def _round_id(value):
+    from .names import is_name, NAME_RULE
+    if value and not is_name(value):
+        raise argparse.ArgumentTypeError(f'round id {value[:80]!r} is not {NAME_RULE}')
+    return value
+
+
 def cmd_round(args):
     from .client import BrokerClient
     from .market import load_config, read_text
@@ -422,7 +429,7 @@ def _deployment_parsers(sub):
         p.add_argument('--keys', required=True, help='key directory (CA, client certificate, node public keys, '
                        'participant keys)')
         p.add_argument('--client', default=client, help=f'client certificate name in KEYS/clients (default {client})')
-        p.add_argument('--round', default='', help='round id (default: the latest open round)')
+        p.add_argument('--round', default='', type=_round_id, help='round id (default: the latest open round)')
 
     p = sub.add_parser('round', help='open, close or show a round at the broker')
     p.add_argument('action', choices=('open', 'close', 'status'))

@@ -230,16 +230,29 @@ def _relay_progress(log_path, offset, progress):
     return offset + len(complete)
 
 
+def ephemeral_node_keys(job_dir, nodes, host):
+    """A per-run CA and node certificates in the private job directory, so the local node
+    processes accept MPyC links only from each other; the CA key is deleted once they are issued."""
+    from . import keys
+    tls = os.path.join(job_dir, 'tls')
+    keys.create_ca(tls)
+    for i in range(nodes):
+        keys.create_node(tls, i, hosts=(host,))
+    os.remove(os.path.join(tls, 'ca', 'ca.key'))
+    return tls
+
+
 def start_nodes(job_dir, nodes, host='127.0.0.1', extra_args=()):
     """Start the node processes; they connect, then wait for each node dir's 'ready' file."""
     ports = free_ports(nodes)
     parties = ','.join(f'{host}:{p}' for p in ports)
+    tls = ephemeral_node_keys(job_dir, nodes, host)
     procs = []
     for i in range(nodes):
         os.makedirs(node_dir(job_dir, i), exist_ok=True)
         log = open(os.path.join(node_dir(job_dir, i), 'node.log'), 'w')
         procs.append((subprocess.Popen([sys.executable, '-m', 'mpc_market.mpc.node', '--job', job_dir,
-                                        '--index', str(i), '--parties', parties, *extra_args],
+                                        '--index', str(i), '--parties', parties, '--keys', tls, *extra_args],
                                        stdout=log, stderr=subprocess.STDOUT), log))
     return procs
 

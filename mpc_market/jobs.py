@@ -35,6 +35,7 @@ class JobSpec:
     mechanism: str = 'double-auction'
     settle: bool = False        # meter packages present: settle deviations after clearing
     max_reading_wh: int = 65535
+    round_id: str = ''          # a deployment round: bound into the nodes' signed statements
 
     def save(self, directory):
         os.makedirs(directory, exist_ok=True)

@@ -21,11 +21,14 @@ import datetime
 import ipaddress
 import json
 import os
+import re
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .names import NAME_RULE, is_name
 
 VALIDITY_DAYS = 825
 
@@ -121,7 +124,11 @@ def _issue(out_dir, subdir, name, dns_names=(), hosts=(), server=False):
 
 
 def create_client(out_dir, name):
-    """A client-auth TLS certificate (a submitter, a representative, an operator)."""
+    """A client-auth TLS certificate (a submitter, a representative, an operator). The names of
+    servers and nodes are reserved, so no client certificate can pass for one."""
+    if not is_name(name) or name in ('broker', 'aggregator') or re.fullmatch(r'node\d+', name):
+        raise KeyError_(f'{name[:80]!r} cannot name a client certificate ({NAME_RULE}; not broker, aggregator '
+                        'or node<i>)')
     return _issue(out_dir, 'clients', name)
 
 
@@ -162,6 +169,8 @@ def create_participants(out_dir, participants):
     registry_path = os.path.join(out_dir, 'registry.json')
     registry = _read_json(registry_path) if os.path.exists(registry_path) else {}
     for participant in participants:
+        if not is_name(participant):
+            raise KeyError_(f'participant {participant[:80]!r} is not {NAME_RULE}')
         if participant in registry:
             raise KeyError_(f'{registry_path}: {participant} is already registered')
         key = ed25519.Ed25519PrivateKey.generate()

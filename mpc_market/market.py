@@ -17,9 +17,10 @@ from fractions import Fraction
 from math import ceil, floor
 
 from .errors import InputError
+from .names import NAME_RE, NAME_RULE
 
 ORDER_COLUMNS = ('participant', 'slot', 'side', 'energy_wh', 'limit_price')
-PARTICIPANT_RE = re.compile(r'[A-Za-z0-9_.-]{1,64}')
+PARTICIPANT_RE = NAME_RE  # see mpc_market.names
 MAX_ORDER_WH_LIMIT = (1 << 24) - 1  # keeps the rationing's masked values below 2^127 (see mpc.protocol)
 MARKET_KEYS = ('price_floor', 'price_ceiling', 'tick', 'max_order_wh', 'max_reading_wh', 'mechanism')
 MECHANISMS = ('double-auction', 'sdr', 'mmr', 'bill-sharing')
@@ -213,7 +214,7 @@ def parse_participant_slot(path, line, row):
     """The (participant, slot) key of an order or reading row, validated."""
     participant = row['participant']
     if not isinstance(participant, str) or not PARTICIPANT_RE.fullmatch(participant):
-        raise InputError(path, line, 'participant', f'{participant!r} is not 1-64 characters of [A-Za-z0-9_.-]')
+        raise InputError(path, line, 'participant', f'{str(participant)[:80]!r} is not {NAME_RULE}')
     slot = parse_int(path, line, 'slot', row['slot'])
     if slot < 0:
         raise InputError(path, line, 'slot', f'must be >= 0, got {slot}')

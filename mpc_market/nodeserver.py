@@ -20,12 +20,14 @@ import grpc
 from cryptography.exceptions import InvalidSignature
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from .private import make_private_dir
 from . import deployment
 from .envelope import canonical_bytes
 from .errors import InputError
 from .clearing_run import ClearingFailed, clear_round
 from .keys import load_node_signing_key, load_registry
 from .market import parse_config
+from .names import NAME_RULE, is_name
 from .rpc import market_pb2, market_pb2_grpc
 from .service import NodeService, RateLimiter
 from .store import Store, StoreError, now_ms
@@ -72,7 +74,9 @@ class MarketNodeServer(NodeService):
             parse_config(f'round {request.round_id}', request.market_toml)
         except InputError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'node {self.index}: market: {exc}')
-        if not request.round_id or not request.slots or len(set(request.slots)) != len(request.slots):
+        if not is_name(request.round_id):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'node {self.index}: round id is not {NAME_RULE}')
+        if not request.slots or len(set(request.slots)) != len(request.slots):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'node {self.index}: a round needs an id and distinct slots')
         return super().OpenRound(request, context)
 
@@ -156,7 +160,7 @@ class MarketNodeServer(NodeService):
 def serve(config):
     """Run the node until SIGTERM or SIGINT."""
     credentials = deployment.server_credentials(config.keys, 'nodes', f'node{config.index}')  # keys before any state
-    os.makedirs(config.data_dir, exist_ok=True)
+    make_private_dir(config.data_dir)
     store = Store(os.path.join(config.data_dir, 'node.db'))
     store.fail_interrupted(f'node {config.index} restarted during clearing')
     registry = load_registry(os.path.join(config.keys, 'registry.json'))

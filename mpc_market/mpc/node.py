@@ -16,11 +16,15 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 
+from cryptography.exceptions import InvalidSignature
 
-_SHUTTING_DOWN = [False]
+
+AGREEMENT_DOMAIN = b'mpc-market/held-envelopes/v1\n'
+SHA256_HEX = re.compile(r'^[0-9a-f]{64}$')
 
 
 def _die_with_parent():
@@ -34,29 +38,62 @@ def _die_with_parent():
         raise SystemExit('error: the node daemon exited before the MPC party started')
 
 
-def _abort_on_lost_peer():
-    """Exit at once when a peer's connection drops before shutdown (MPyC would wait forever)."""
-    from mpyc import asyncoro
-
-    def connection_lost(self, exc):
-        if not _SHUTTING_DOWN[0]:
-            print(f'error: lost connection to node {self.peer_pid} during clearing', flush=True)
-            os._exit(3)
-        self.runtime.unset_protocol(self.peer_pid)
-    asyncoro.MessageExchanger.connection_lost = connection_lost
+def held_statement(round_id, node_index, held):
+    """The canonical bytes a node signs to tell the others which envelopes it holds."""
+    from ..envelope import canonical_bytes
+    return canonical_bytes(AGREEMENT_DOMAIN, {'round_id': round_id, 'node_index': node_index,
+                                              'held': sorted([p, h] for p, h in held.items())})
 
 
-async def agree_on_envelopes(spec, shares, held):
+def parse_held_statement(message, sender, round_id, verify_key):
+    """{participant: envelope hash} from a peer's signed statement; raise ValueError unless it is
+    node sender's signature over exactly the schema of held_statement for this round."""
+    from ..market import PARTICIPANT_RE
+    if not (isinstance(message, tuple) and len(message) == 2 and all(isinstance(x, bytes) for x in message)):
+        raise ValueError(f'node {sender}: malformed envelope statement')
+    body, signature = message
+    try:
+        verify_key.verify(signature, body)
+    except InvalidSignature:
+        raise ValueError(f'node {sender}: envelope statement with a bad signature') from None
+    if not body.startswith(AGREEMENT_DOMAIN):
+        raise ValueError(f'node {sender}: not an envelope statement')
+    try:
+        fields = json.loads(body[len(AGREEMENT_DOMAIN):])
+    except (ValueError, RecursionError):
+        raise ValueError(f'node {sender}: malformed envelope statement') from None
+    if not isinstance(fields, dict) or fields.get('round_id') != round_id or fields.get('node_index') != sender:
+        raise ValueError(f'node {sender}: envelope statement for another round or node')
+    rows = fields.get('held')
+    if not isinstance(rows, list) or not all(
+            isinstance(r, list) and len(r) == 2 and isinstance(r[0], str) and PARTICIPANT_RE.fullmatch(r[0])
+            and isinstance(r[1], str) and SHA256_HEX.match(r[1]) for r in rows):
+        raise ValueError(f'node {sender}: malformed envelope statement')
+    held = dict(map(tuple, rows))
+    if len(held) != len(rows) or body != held_statement(round_id, sender, held):
+        raise ValueError(f'node {sender}: envelope statement is not canonical')
+    return held
+
+
+async def agree_on_envelopes(spec, shares, held, keys_dir, index):
     """Keep the participants whose identical signed envelope every node holds.
 
-    held: {participant: envelope SHA-256}, rows of shares in sorted(held) order. Sets
+    Each node signs the list of {participant: envelope SHA-256} it holds with its Ed25519 key;
+    every statement received is checked against its sender's key and the schema. Sets
     spec.participants; returns (kept shares, kept participants, missing participants, kept rows).
     """
     import numpy as np
     from mpyc.runtime import mpc
-    views = await mpc.transfer(sorted(held.items()))
-    common = set(map(tuple, views[0])).intersection(*(set(map(tuple, v)) for v in views[1:]))
-    everyone = set().union(*({p for p, _ in v} for v in views))
+
+    from ..keys import load_node_signing_key, load_node_verify_keys
+    verify_keys = load_node_verify_keys(keys_dir, spec.nodes)
+    body = held_statement(spec.round_id, index, held)
+    messages = await mpc.transfer((body, load_node_signing_key(keys_dir, index).sign(body)))
+    views = [held if sender == index else parse_held_statement(message, sender, spec.round_id,
+                                                                 verify_keys[sender])
+             for sender, message in enumerate(messages)]
+    common = set(views[0].items()).intersection(*(set(v.items()) for v in views[1:]))
+    everyone = set().union(*views)
     kept = sorted(p for p, _ in common)
     row_of = {p: i for i, p in enumerate(sorted(held))}
     rows = np.array([row_of[p] for p in kept], dtype=np.int64)
@@ -74,7 +111,8 @@ def main(argv=None):
                         help='scenario S1: this node is also participant INDEX and shares its own orders')
     parser.add_argument('--deployment', action='store_true',
                         help='packages of a deployment round: agree on identical envelopes first')
-    parser.add_argument('--ssl', action='store_true', help='MPyC over TLS (certificates in .config/)')
+    parser.add_argument('--keys', required=True,
+                        help='ca/ca.pem and nodes/node{i}.* of this node: every MPyC link is mutual TLS')
     args = parser.parse_args(argv)
     if args.deployment:
         _die_with_parent()
@@ -84,23 +122,20 @@ def main(argv=None):
         mpyc_args += ['-P', address]
     if args.threshold is not None:
         mpyc_args += ['-T', str(args.threshold)]
-    if args.ssl:
-        mpyc_args += ['--ssl']
     sys.argv = mpyc_args  # the MPyC runtime is configured from sys.argv at import
 
     import numpy as np
     from mpyc.runtime import mpc
 
     from ..jobs import JobSpec, node_dir, save_array, write_json
+    from . import mpyc_internals as internals
     from .protocol import MarketNode, peak_rss_mb
 
     spec = JobSpec.load(args.job)
     own = node_dir(args.job, args.index)
     async def run():
         started = time.perf_counter()
-        if args.deployment:
-            _abort_on_lost_peer()
-        await mpc.start()
+        await internals.start(mpc, args.keys)
         print('connected', flush=True)  # the daemon's watchdog: start-up is over
         stall = os.environ.get('MPC_MARKET_STALL_NODE', '').split(':')
         if stall[0] == str(args.index):  # fault injection for tests: a node busy (or hung) mid-clearing
@@ -117,7 +152,7 @@ def main(argv=None):
             shares, held = await exchange_packages(spec, np.load(os.path.join(own, 'own_orders.npy')))
         missing = []
         if args.deployment:
-            shares, held, missing, rows = await agree_on_envelopes(spec, shares, held)
+            shares, held, missing, rows = await agree_on_envelopes(spec, shares, held, args.keys, args.index)
         def progress(phase, done, total):  # node 0 reports; the local engine relays it
             if mpc.pid == 0:
                 print(f'progress {phase} {done} {total}', flush=True)
@@ -149,7 +184,7 @@ def main(argv=None):
         if args.deployment:
             public['participants'] = spec.participants
             public['missing'] = missing
-        _SHUTTING_DOWN[0] = True
+        internals.shutting_down()
         await mpc.shutdown()
         save_array(os.path.join(own, 'results.npy'), results)
         public['timings'] = {k: round(v, 4) for k, v in node.timings.items()}

@@ -21,10 +21,10 @@ from mpyc.runtime import mpc
 
 from .. import field as ff
 from ..encoding import Layout
+from . import mpyc_internals as internals
 from .randbits import random_bits as fast_random_bits
-from .speedups import install as _install_speedups
 
-_install_speedups()
+internals.install()
 
 P = ff.MODULUS
 SECINT = mpc.SecInt(64, p=P)  # bit length unused: every comparison passes its own l
@@ -59,7 +59,7 @@ async def _flat(values, op):
 
 async def _reshare(values):
     """Degree-2t (or any) shares -> fresh degree-t shares of the same secrets."""
-    return await _flat(values, lambda v: _shares(mpc._reshare(FIELD.array(v))))
+    return await _flat(values, lambda v: _shares(internals.reshare(mpc, FIELD.array(v))))
 
 
 async def _open(values):
@@ -101,7 +101,7 @@ async def exact_floor_pow2(y, f, y_bits):
     r_lo = np.zeros(n, dtype=object)
     for j in range(f - 1, -1, -1):
         r_lo = (r_lo << 1) + r_bits[j]
-    r_hi = mpc._np_randoms(FIELD, n, 1 << (SEC_PARAM + y_bits - f))
+    r_hi = internals.np_randoms(mpc, FIELD, n, 1 << (SEC_PARAM + y_bits - f))
     if mpc.options.no_prss:
         r_hi = await r_hi
     r_hi = r_hi.value
@@ -190,8 +190,8 @@ async def floor_of_ratio_product(y, f, y_bits, denominator_bound):
     s = f - g
     if s <= 0 or y.size == 0 or mpc.options.no_prss:
         return await exact_floor_pow2(y, f, y_bits)
-    r_lo = mpc._np_randoms(FIELD, y.size, 1 << s).value          # < subsets * 2**s, unknown to any t
-    r_hi = mpc._np_randoms(FIELD, y.size, 1 << (SEC_PARAM + y_bits - s)).value
+    r_lo = internals.np_randoms(mpc, FIELD, y.size, 1 << s).value          # < subsets * 2**s, unknown to any t
+    r_hi = internals.np_randoms(mpc, FIELD, y.size, 1 << (SEC_PARAM + y_bits - s)).value
     c = await _open(y.reshape(-1) + (1 << s) + r_lo + (r_hi << s))
     coarse = (np.array([int(v) >> s for v in c], dtype=object) - r_hi) % P  # floor(y/2**s) + 1 + e
     coarse_bits = y_bits - s + 2
@@ -250,7 +250,7 @@ class MarketNode:
         valid: one resharing and one zero test each. also_reshare rides along in the resharing.
         """
         n = len(checks)
-        mask = mpc._np_randoms(FIELD, n)
+        mask = internals.np_randoms(mpc, FIELD, n)
         if mpc.options.no_prss:
             mask = await mask
         opened = await mpc.transfer([int(v) for v in (mixed + mask.value) % P])

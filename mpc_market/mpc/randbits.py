@@ -21,6 +21,7 @@ import numpy as np
 from mpyc.runtime import mpc
 
 from .. import field as ff
+from . import mpyc_internals as internals
 
 P = ff.MODULUS
 INV2 = (P + 1) // 2
@@ -48,7 +49,7 @@ async def random_bits(field, n):
         return np.zeros(0, dtype=object)
     if len(mpc.parties) != 3 or mpc.threshold != 1 or mpc.options.no_prss:
         return (await mpc.np_random_bits(field, n)).value
-    keys, uci, me = mpc._prss_keys, mpc._prss_uci(), mpc.pid
+    keys, uci, me = internals.prss_keys(mpc), internals.prss_uci(mpc), mpc.pid
     round1, round2 = {0: [2], 1: [0], 2: []}, {0: [], 1: [], 2: [0]}
     if me == 0:
         c = (_signs(keys[(0, 1)], uci, b'b01', n) * _signs(keys[(0, 2)], uci, b'b02', n)).astype(object)

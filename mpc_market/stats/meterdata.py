@@ -10,6 +10,7 @@ import csv
 
 from ..errors import InputError
 from ..keys import KeyError_, load_registry
+from ..names import NAME_RULE
 from ..market import PARTICIPANT_RE, csv_records, parse_int, parse_participant_slot, read_text
 
 FEEDER_COLUMNS = ('participant', 'feeder', 'zone')
@@ -60,7 +61,7 @@ def load_day_readings(path, layout):
 
 def _name(path, line, field, value):
     if not PARTICIPANT_RE.fullmatch(value):
-        raise InputError(path, line, field, f'{value!r} is not 1-64 characters of [A-Za-z0-9_.-]')
+        raise InputError(path, line, field, f'{value[:80]!r} is not {NAME_RULE}')
     return value
 
 

@@ -25,6 +25,7 @@ from functools import cached_property
 import gmpy2
 from phe import paillier
 
+from ..names import NAME_RULE, check_name, is_name
 from ..errors import InputError
 from ..keys import KeyError_, _write_private, _write_public
 from ..market import read_text
@@ -137,6 +138,7 @@ class PrivateKey:
 
 def generate(name, level, bits=2048, slots=96, max_reading_wh=65535, max_meters=1_000_000, guard_bits=4):
     """A fresh operator key pair; raise ValueError for unsafe or unusable parameters."""
+    check_name('operator key name', name)
     if bits < MIN_BITS:
         raise ValueError(f'a modulus of {bits} bits is too small (at least {MIN_BITS})')
     if level not in LEVELS:
@@ -203,6 +205,8 @@ def _field(path, text, doc, key, kind):
 
 def _public_from(path, text, doc):
     name = _field(path, text, doc, 'name', str)
+    if not is_name(name):
+        raise InputError(path, json_line(text, 'name'), 'name', f'{name[:80]!r} is not {NAME_RULE}')
     level = _field(path, text, doc, 'level', str)
     if level not in LEVELS:
         raise InputError(path, json_line(text, 'level'), 'level', f'expected one of {LEVELS}, got {level!r}')

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from ..private import make_private_dir
 from .. import deployment
 from ..errors import InputError
 from ..rpc import market_pb2, market_pb2_grpc
@@ -212,7 +213,7 @@ def load_service_inputs(config):
 def serve(config):
     """Run the aggregator until SIGTERM or SIGINT."""
     public_keys, registry, feeder_map = load_service_inputs(config)
-    os.makedirs(config.data_dir, exist_ok=True)
+    make_private_dir(config.data_dir)
     store = AggregatorStore(os.path.join(config.data_dir, 'aggregator.db'))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=deployment.server_options())
     market_pb2_grpc.add_StatsAggregatorServicer_to_server(

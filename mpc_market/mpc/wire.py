@@ -1,0 +1,184 @@
+"""A small, closed serialization for everything the market nodes send each other.
+
+MPyC serializes ``mpc.transfer`` payloads and numpy share arrays with ``pickle``, which runs
+code chosen by the sender when the receiver loads it. This codec replaces it (installed by
+mpc_market.mpc.mpyc_internals): it encodes only None, bools, integers, bytes, strings, lists,
+tuples and numpy arrays (of integer dtypes, or object arrays of integers, the share format)
+and decodes nothing else. Decoding checks every length against the bytes at hand and a nesting
+bound, so a malformed message raises WireError; it cannot allocate more than the message
+promises or construct any other type.
+"""
+
+import struct
+
+import numpy as np
+
+__all__ = ['WireError', 'dumps', 'loads']
+
+MAX_DEPTH = 16
+MAX_INT_BYTES = 1 << 16          # field elements are 16 bytes; nothing legitimate comes close
+_NUMERIC = {b'u1': np.uint8, b'i1': np.int8, b'u2': np.dtype('<u2'), b'i2': np.dtype('<i2'),
+            b'u4': np.dtype('<u4'), b'i4': np.dtype('<i4'), b'u8': np.dtype('<u8'), b'i8': np.dtype('<i8'),
+            b'b1': np.bool_}
+_CODE_OF = {np.dtype(v): k for k, v in _NUMERIC.items()}
+_M64 = (1 << 64) - 1
+
+NONE, FALSE, TRUE, INT, BYTES, STR, LIST, TUPLE, ARRAY, INTARRAY = range(10)
+
+
+class WireError(ValueError):
+    """A message that is not a well-formed encoding of an allowed value."""
+
+
+def dumps(obj):
+    out = []
+    _encode(obj, out, 0)
+    return b''.join(out)
+
+
+def _encode(obj, out, depth):
+    if depth > MAX_DEPTH:
+        raise WireError('nesting too deep')
+    if obj is None:
+        out.append(bytes((NONE,)))
+    elif obj is True or obj is False or isinstance(obj, np.bool_):
+        out.append(bytes((TRUE if obj else FALSE,)))
+    elif isinstance(obj, (int, np.integer)) or type(obj).__name__ == 'mpz':
+        out.append(bytes((INT,)) + _int_bytes(int(obj)))
+    elif isinstance(obj, (bytes, bytearray, memoryview)):
+        data = bytes(obj)
+        out.append(struct.pack('<BI', BYTES, len(data)) + data)
+    elif isinstance(obj, str):
+        data = obj.encode()
+        out.append(struct.pack('<BI', STR, len(data)) + data)
+    elif isinstance(obj, (list, tuple)):
+        out.append(struct.pack('<BI', LIST if isinstance(obj, list) else TUPLE, len(obj)))
+        for item in obj:
+            _encode(item, out, depth + 1)
+    elif isinstance(obj, np.ndarray):
+        _encode_array(obj, out)
+    elif hasattr(obj, 'value') and type(obj).__module__.startswith('mpyc'):  # a field element or array
+        _encode(obj.value, out, depth)
+    else:
+        raise WireError(f'cannot send a {type(obj).__name__}')
+
+
+def _int_bytes(value):
+    magnitude = abs(value)
+    data = magnitude.to_bytes((magnitude.bit_length() + 7) // 8, 'little')
+    if len(data) > MAX_INT_BYTES:
+        raise WireError('integer too large')
+    return struct.pack('<BI', value < 0, len(data)) + data
+
+
+def _shape_header(tag, code, shape):
+    return struct.pack(f'<B2sB{len(shape)}Q', tag, code, len(shape), *shape)
+
+
+def _encode_array(array, out):
+    if array.dtype != object:
+        code = _CODE_OF.get(array.dtype.newbyteorder('<') if array.dtype.byteorder == '>' else array.dtype)
+        if code is None:
+            raise WireError(f'cannot send an array of {array.dtype}')
+        out.append(_shape_header(ARRAY, code, array.shape) + np.ascontiguousarray(array, dtype=_NUMERIC[code]).tobytes())
+        return
+    flat = array.reshape(-1)
+    negative = np.fromiter((int(v) < 0 for v in flat), dtype=bool, count=flat.size) if flat.size else np.zeros(0, bool)
+    rest = np.where(negative, -flat, flat) if negative.any() else flat
+    limbs = []
+    while rest.size and rest.any():  # 64-bit limbs until every value is used up
+        limbs.append(np.asarray(rest & _M64).astype(np.uint64))
+        rest = rest >> 64
+        if len(limbs) * 8 > MAX_INT_BYTES:
+            raise WireError('integer too large')
+    out.append(_shape_header(INTARRAY, b'ob', array.shape) + struct.pack('<B', len(limbs)))
+    out.append(np.packbits(negative).tobytes())
+    out.extend(limb.astype('<u8').tobytes() for limb in limbs)
+
+
+def loads(data):
+    reader = _Reader(bytes(data))
+    value = reader.value(0)
+    if reader.pos != len(reader.data):
+        raise WireError('trailing bytes')
+    return value
+
+
+class _Reader:
+    def __init__(self, data):
+        self.data, self.pos = data, 0
+
+    def take(self, n):
+        if n < 0 or self.pos + n > len(self.data):
+            raise WireError('truncated message')
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return chunk
+
+    def unpack(self, fmt):
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+
+    def value(self, depth):
+        if depth > MAX_DEPTH:
+            raise WireError('nesting too deep')
+        (tag,) = self.unpack('<B')
+        if tag == NONE:
+            return None
+        if tag in (FALSE, TRUE):
+            return tag == TRUE
+        if tag == INT:
+            negative, size = self.unpack('<BI')
+            if negative > 1 or size > MAX_INT_BYTES:
+                raise WireError('malformed integer')
+            magnitude = int.from_bytes(self.take(size), 'little')
+            return -magnitude if negative else magnitude
+        if tag in (BYTES, STR):
+            (size,) = self.unpack('<I')
+            raw = self.take(size)
+            if tag == BYTES:
+                return raw
+            try:
+                return raw.decode()
+            except UnicodeDecodeError:
+                raise WireError('malformed string') from None
+        if tag in (LIST, TUPLE):
+            (count,) = self.unpack('<I')
+            if count > len(self.data) - self.pos:  # every item takes at least one byte
+                raise WireError('truncated message')
+            items = [self.value(depth + 1) for _ in range(count)]
+            return items if tag == LIST else tuple(items)
+        if tag in (ARRAY, INTARRAY):
+            return self.array(tag)
+        raise WireError(f'unknown tag {tag}')
+
+    def array(self, tag):
+        code, ndim = self.unpack('<2sB')
+        if ndim > 8:
+            raise WireError('too many dimensions')
+        shape = self.unpack(f'<{ndim}Q')
+        size = 1
+        for n in shape:
+            size *= n
+        if size > len(self.data):  # cannot be backed by the bytes at hand
+            raise WireError('truncated message')
+        if tag == ARRAY:
+            dtype = _NUMERIC.get(code)
+            if dtype is None:
+                raise WireError('unknown array type')
+            dtype = np.dtype(dtype)
+            return np.frombuffer(self.take(size * dtype.itemsize), dtype=dtype).reshape(shape).copy()
+        if code != b'ob':
+            raise WireError('unknown array type')
+        (count,) = self.unpack('<B')
+        if count * 8 > MAX_INT_BYTES:
+            raise WireError('integer too large')
+        negative = np.unpackbits(np.frombuffer(self.take((size + 7) // 8), dtype=np.uint8))[:size].astype(bool)
+        values = np.zeros(size, dtype=object)
+        for k in range(count):
+            limb = np.frombuffer(self.take(8 * size), dtype='<u8').astype(object)
+            values = values + (limb << (64 * k)) if k else limb
+        if count and negative.any():
+            values = np.where(negative, -values, values)
+        elif not count:
+            values = np.zeros(size, dtype=object) * 0
+        return values.reshape(shape)

@@ -1,0 +1,32 @@
+"""The one pattern every externally supplied name must match before it is used anywhere.
+
+Participants, round ids, feeders, zones, operator key names and certificate names reach file
+names, SQL parameters, log lines and signed messages. A name is 1-64 characters of
+[A-Za-z0-9_.-] starting with a letter or digit, so it is never '', '.', '..', an option
+('-x'), a path or a control sequence. Code still never joins a name from the network into a
+path (run directories are named by a hash).
+"""
+
+import hashlib
+import re
+
+__all__ = ['NAME_RE', 'is_name', 'check_name', 'path_token']
+
+NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
+NAME_RULE = '1-64 of [A-Za-z0-9_.-], starting with a letter or digit'
+
+
+def is_name(value):
+    return isinstance(value, str) and NAME_RE.fullmatch(value) is not None
+
+
+def check_name(kind, value):
+    """value if it is a valid name, else ValueError naming kind and the rule."""
+    if not is_name(value):
+        raise ValueError(f'{kind} {str(value)[:80]!r} is not a valid name ({NAME_RULE})')
+    return value
+
+
+def path_token(name):
+    """A file-name-safe token for a name (its hash), for directories keyed by untrusted names."""
+    return hashlib.sha256(name.encode()).hexdigest()[:24]
