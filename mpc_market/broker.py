@@ -158,9 +158,10 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f'broker: {name or "an anonymous client"} may not '
                           'open or close rounds')
 
-    def _state(self, round_):
+    def _state(self, round_, counts=True):
+        """The round as clients see it; the live accepted count only for operators (counts)."""
         accepted = [r.accepted for r, _ in self.nodes.call('RoundStatus', market_pb2.RoundRef(round_id=round_['round_id']),
-                                                           timeout=3) if r is not None]
+                                                           timeout=3) if r is not None] if counts else []
         return market_pb2.RoundState(round_id=round_['round_id'], state=getattr(STATE, round_['state'].upper()),
                                      reason=round_['reason'], gate_closure_unix_ms=round_['gate_closure_ms'],
                                      accepted=min(accepted) if accepted else 0, slots=round_['slots'],
@@ -194,7 +195,8 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
         return self._state(self.store.get(round_['round_id']))
 
     def RoundStatus(self, request, context):
-        return self._state(self._round(request.round_id, context))
+        return self._state(self._round(request.round_id, context),
+                           counts=deployment.client_name(context) in self.config.operators)
 
     def PublicResults(self, request, context):
         round_ = self._round(request.round_id, context)

@@ -7,6 +7,7 @@ can recombine.
 """
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 
@@ -14,15 +15,15 @@ import grpc
 import numpy as np
 from cryptography.exceptions import InvalidSignature
 
-from . import deployment
+from . import deployment, sealed
 from . import field as ff
 from .broker import verify_public
 from .encoding import Book
 from .engine import order_rows
 from .errors import InputError
-from .keys import KeyError_, load_node_verify_keys, load_participant_key, node_name
+from .keys import KeyError_, load_node_verify_keys, load_participant_agreement_key, load_participant_key, node_name
 from .market import load_orders, parse_config
-from .nodeserver import result_shares_bytes, results_request_bytes
+from .nodeserver import result_shares_bytes, results_request_bytes, seal_context
 from .rpc import market_pb2, market_pb2_grpc
 from .store import now_ms
 from .submit import NodeEndpoint, Submitter
@@ -124,29 +125,43 @@ def submit_orders(orders_path, broker, keys_dir, round_id='', client='submitter'
 
 
 def fetch_own_results(broker, keys_dir, participant, round_id='', client='submitter'):
-    """(round state, status, values (slots, 3) or None): this participant's reconstructed results."""
+    """(round state, status, values (slots, 3) or None): this participant's reconstructed results.
+
+    Each node gets its own signed single-use request and seals its shares to the participant's
+    X25519 key; only this participant's key opens them."""
     state = broker.status(round_id)
     try:
         key = load_participant_key(keys_dir, participant)
+        agreement_key = load_participant_agreement_key(keys_dir, participant)
     except KeyError_ as exc:
         raise InputError(keys_dir, 0, 'participant', str(exc)) from None
     verify_keys = load_node_verify_keys(keys_dir, len(state.node_addresses))
     credentials = deployment.client_credentials(keys_dir, 'clients', client)
-    unix_ms = now_ms()
-    request = market_pb2.ResultsRequest(round_id=state.round_id, participant=participant, unix_ms=unix_ms,
-                                        signature=key.sign(results_request_bytes(state.round_id, participant, unix_ms)))
-    replies = []
+    replies, plaintexts = [], []
     for i, address in enumerate(state.node_addresses):
+        unix_ms, nonce = now_ms(), os.urandom(16).hex()
+        request = market_pb2.ResultsRequest(
+            round_id=state.round_id, participant=participant, unix_ms=unix_ms, node_index=i, nonce=nonce,
+            signature=key.sign(results_request_bytes(state.round_id, participant, i, nonce, unix_ms)))
         channel = deployment.secure_channel(address, credentials, node_name(i))
         try:
             reply = _rpc(f'node {i} ({address})', market_pb2_grpc.NodeStub(channel).FetchResults, request, timeout=30)
         finally:
             channel.close()
-        signed = result_shares_bytes(state.round_id, participant, i, reply.status, hashlib.sha256(reply.shares).hexdigest())
+        if reply.node_index != i or reply.nonce != nonce or reply.participant != participant \
+                or reply.round_id != state.round_id:
+            raise ClientError(f'node {i}: a reply to another request')
+        signed = result_shares_bytes(state.round_id, participant, i, reply.status, nonce,
+                                     hashlib.sha256(reply.ephemeral_public + reply.shares).hexdigest())
         try:
             verify_keys[i].verify(reply.node_signature, signed)
         except InvalidSignature:
             raise ClientError(f'node {i}: result shares with a bad signature') from None
+        try:
+            plaintexts.append(sealed.open_sealed(agreement_key, reply.ephemeral_public, reply.shares,
+                                                 seal_context(state.round_id, participant, i, reply.status, nonce)))
+        except sealed.SealError as exc:
+            raise ClientError(f'node {i}: {exc}') from None
         replies.append(reply)
     statuses = {r.status for r in replies}
     if len(statuses) != 1:
@@ -155,7 +170,10 @@ def fetch_own_results(broker, keys_dir, participant, round_id='', client='submit
     if status == 'missing':
         return state, status, None
     slots = len(state.slots)
-    shares = [ff.to_ints(np.frombuffer(r.shares, dtype='<u4').reshape(ff.LIMBS, slots, 3)) for r in replies]
+    try:
+        shares = [ff.to_ints(np.frombuffer(p, dtype='<u4').reshape(ff.LIMBS, slots, 3)) for p in plaintexts]
+    except ValueError:
+        raise ClientError('result shares of the wrong size') from None
     values, consistent = ff.recombine(shares, (len(replies) - 1) // 2)
     if not np.all(consistent):
         raise ClientError('result shares from the nodes are inconsistent')

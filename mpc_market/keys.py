@@ -5,14 +5,16 @@
                                           auth, SANs for its hosts), signed by the CA
   nodes/node{i}.sign.key, .sign.pub       node i's Ed25519 key for signing receipts and results
   participants/<id>.key                   a participant's Ed25519 private key (stays with it)
+  participants/<id>.kex.key               its X25519 key: nodes encrypt its result shares to it
   clients/<name>.key, .pem                client TLS certificates: submitter (participants and
                                           representatives), operator (opens and closes rounds)
   broker/broker.key, broker/broker.pem    the broker's TLS certificate (server, and client of the nodes)
   aggregator/aggregator.key, .pem         the statistics aggregator's TLS certificate (server); grid
                                           operators fetch aggregates with client certificates named
                                           like their Paillier keys (clients/dso.pem, clients/tso.pem)
-  registry.json                           participant -> Ed25519 public key (hex), loaded by every
-                                          node: only registered participants can trade
+  registry.json                           participant -> {"sign": Ed25519, "kex": X25519} public keys
+                                          (hex), loaded by every node: only registered participants
+                                          can trade, and only they can read their results
 
 Private keys are written with mode 0600 and never overwritten.
 """
@@ -25,7 +27,7 @@ import re
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .names import NAME_RULE, is_name
@@ -165,7 +167,8 @@ def create_node(out_dir, index, hosts=('127.0.0.1', 'localhost')):
 
 
 def create_participants(out_dir, participants):
-    """An Ed25519 key per participant and the registry of their public keys (merged if present)."""
+    """An Ed25519 signing key and an X25519 key-agreement key per participant, and the registry
+    of their public keys (merged if present)."""
     registry_path = os.path.join(out_dir, 'registry.json')
     registry = _read_json(registry_path) if os.path.exists(registry_path) else {}
     for participant in participants:
@@ -174,9 +177,10 @@ def create_participants(out_dir, participants):
         if participant in registry:
             raise KeyError_(f'{registry_path}: {participant} is already registered')
         key = ed25519.Ed25519PrivateKey.generate()
+        kex = x25519.X25519PrivateKey.generate()
         _write_private(os.path.join(out_dir, 'participants', f'{participant}.key'), _pem_private(key))
-        registry[participant] = key.public_key().public_bytes(serialization.Encoding.Raw,
-                                                              serialization.PublicFormat.Raw).hex()
+        _write_private(os.path.join(out_dir, 'participants', f'{participant}.kex.key'), _pem_private(kex))
+        registry[participant] = {'sign': _raw_hex(key.public_key()), 'kex': _raw_hex(kex.public_key())}
     _write_public(registry_path, json.dumps(dict(sorted(registry.items())), indent=1).encode())
     return registry
 
@@ -189,12 +193,44 @@ def _read_json(path):
         raise KeyError_(f'{path}: cannot load the participant registry ({exc})') from None
 
 
+def _raw_hex(public_key):
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+
+
+def _registry_entries(path):
+    entries = _read_json(path)
+    if not isinstance(entries, dict) or not all(
+            is_name(p) and isinstance(e, dict) and set(e) == {'sign', 'kex'} and all(isinstance(v, str) for v in e.values())
+            for p, e in entries.items()):
+        raise KeyError_(f'{path}: expected {{participant: {{"sign": hex, "kex": hex}}}}')
+    return entries
+
+
 def load_registry(path):
-    """participant -> Ed25519PublicKey."""
+    """participant -> Ed25519PublicKey (order, reading and request signatures)."""
     try:
-        return {p: ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(k)) for p, k in _read_json(path).items()}
+        return {p: ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(e['sign']))
+                for p, e in _registry_entries(path).items()}
     except ValueError as exc:
         raise KeyError_(f'{path}: malformed public key ({exc})') from None
+
+
+def load_agreement_keys(path):
+    """participant -> X25519PublicKey (result shares are encrypted to it)."""
+    try:
+        return {p: x25519.X25519PublicKey.from_public_bytes(bytes.fromhex(e['kex']))
+                for p, e in _registry_entries(path).items()}
+    except ValueError as exc:
+        raise KeyError_(f'{path}: malformed public key ({exc})') from None
+
+
+def load_participant_agreement_key(out_dir, participant):
+    path = os.path.join(out_dir, 'participants', f'{participant}.kex.key')
+    try:
+        with open(path, 'rb') as f:
+            return serialization.load_pem_private_key(f.read(), None)
+    except (OSError, ValueError) as exc:
+        raise KeyError_(f'{path}: cannot load the key-agreement key of {participant} ({exc})') from None
 
 
 def load_participant_key(out_dir, participant):

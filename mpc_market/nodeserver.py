@@ -11,6 +11,7 @@ after a crash fails the interrupted round, and the broker re-runs it from the st
 import hashlib
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -18,14 +19,15 @@ from concurrent import futures
 
 import grpc
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .private import make_private_dir
-from . import deployment
+from . import deployment, sealed
 from .envelope import canonical_bytes
 from .errors import InputError
 from .clearing_run import ClearingFailed, clear_round
-from .keys import load_node_signing_key, load_registry
+from .keys import load_agreement_keys, load_node_signing_key, load_registry
 from .market import parse_config
 from .names import NAME_RULE, is_name
 from .rpc import market_pb2, market_pb2_grpc
@@ -35,28 +37,39 @@ from .store import Store, StoreError, now_ms
 RESULTS_REQUEST_DOMAIN = b'mpc-market/results-request/v1\n'
 RESULT_SHARES_DOMAIN = b'mpc-market/result-shares/v1\n'
 FRESHNESS_MS = 5 * 60 * 1000
+NONCE_RE = re.compile(r'[0-9a-f]{32}')
+_UNKNOWN_PARTICIPANT = ed25519.Ed25519PrivateKey.generate().public_key()
 BROKER_NAME = 'broker'
 
 log = logging.getLogger('mpc_market.node')
 
 
-def results_request_bytes(round_id, participant, unix_ms):
+def results_request_bytes(round_id, participant, node_index, nonce, unix_ms):
+    """What a participant signs to fetch its result shares from one node, once."""
     return canonical_bytes(RESULTS_REQUEST_DOMAIN, {'round_id': round_id, 'participant': participant,
-                                                    'unix_ms': unix_ms})
+                                                    'node_index': node_index, 'nonce': nonce, 'unix_ms': unix_ms})
 
 
-def result_shares_bytes(round_id, participant, node_index, status, shares_sha256):
+def result_shares_bytes(round_id, participant, node_index, status, nonce, sealed_sha256):
+    """What a node signs over its sealed reply (sealed_sha256: SHA-256 of ephemeral key + ciphertext)."""
     return canonical_bytes(RESULT_SHARES_DOMAIN, {'round_id': round_id, 'participant': participant,
-                                                  'node_index': node_index, 'status': status,
-                                                  'shares_sha256': shares_sha256})
+                                                  'node_index': node_index, 'status': status, 'nonce': nonce,
+                                                  'sealed_sha256': sealed_sha256})
+
+
+def seal_context(round_id, participant, node_index, status, nonce):
+    """Associated data of a sealed reply: it opens only in the context it was made for."""
+    return canonical_bytes(RESULT_SHARES_DOMAIN, {'round_id': round_id, 'participant': participant,
+                                                  'node_index': node_index, 'status': status, 'nonce': nonce})
 
 
 class MarketNodeServer(NodeService):
     """Submission service plus round control (broker only), results and the clearing runs."""
 
-    def __init__(self, config, store, registry, signing_key):
+    def __init__(self, config, store, registry, signing_key, agreement_keys):
         super().__init__(config.index, store, registry, signing_key,
                          limiter=RateLimiter(config.rate_per_s, config.burst))
+        self.agreement_keys = agreement_keys  # participant -> X25519 key its result shares are sealed to
         self.config = config
         self._clearing = None  # round id of the run in progress
         self._lock = threading.Lock()
@@ -126,19 +139,24 @@ class MarketNodeServer(NodeService):
 
     # -- a participant's own results ---------------------------------------------------------------
     def FetchResults(self, request, context):
+        """A participant's own result shares, sealed to its X25519 key. The request is signed by the
+        participant, names this node and a fresh nonce, and is answered once; every way it can fail
+        authentication gets the same answer, so nobody learns who is registered."""
         public_key = self.registry.get(request.participant)
-        if public_key is None:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, f'node {self.index}: participant {request.participant!r} '
-                          'is not registered')
+        signed = results_request_bytes(request.round_id, request.participant, request.node_index, request.nonce,
+                                       request.unix_ms)
         try:
-            public_key.verify(request.signature, results_request_bytes(request.round_id, request.participant,
-                                                                       request.unix_ms))
+            (public_key or _UNKNOWN_PARTICIPANT).verify(request.signature, signed)  # same work when unknown
+            authentic = public_key is not None
         except InvalidSignature:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, f'node {self.index}: bad signature for {request.participant}')
-        if abs(now_ms() - request.unix_ms) > FRESHNESS_MS:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, f'node {self.index}: stale results request')
+            authentic = False
+        if (not authentic or request.node_index != self.index or not NONCE_RE.fullmatch(request.nonce)
+                or abs(now_ms() - request.unix_ms) > FRESHNESS_MS):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, f'node {self.index}: results request not authenticated')
         if not self.limiter.allow(request.participant):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f'node {self.index}: rate limit for {request.participant}')
+        if not self.store.use_request_nonce(request.participant, request.nonce):
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, f'node {self.index}: results request replayed')
         try:
             round_ = self.store.round(request.round_id)
         except StoreError as exc:
@@ -151,10 +169,15 @@ class MarketNodeServer(NodeService):
             context.abort(grpc.StatusCode.NOT_FOUND, f'node {self.index}: {request.participant} took no part in '
                           f'round {round_.round_id}')
         status, shares = stored
-        signature = self.signing_key.sign(result_shares_bytes(round_.round_id, request.participant, self.index,
-                                                              status, hashlib.sha256(shares).hexdigest()))
+        ephemeral, sealed_shares = sealed.seal(self.agreement_keys[request.participant], shares,
+                                               seal_context(round_.round_id, request.participant, self.index, status,
+                                                            request.nonce))
+        signature = self.signing_key.sign(result_shares_bytes(
+            round_.round_id, request.participant, self.index, status, request.nonce,
+            hashlib.sha256(ephemeral + sealed_shares).hexdigest()))
         return market_pb2.ResultShares(round_id=round_.round_id, participant=request.participant,
-                                       node_index=self.index, shares=shares, node_signature=signature, status=status)
+                                       node_index=self.index, shares=sealed_shares, node_signature=signature,
+                                       status=status, ephemeral_public=ephemeral, nonce=request.nonce)
 
 
 def serve(config):
@@ -164,7 +187,8 @@ def serve(config):
     store = Store(os.path.join(config.data_dir, 'node.db'))
     store.fail_interrupted(f'node {config.index} restarted during clearing')
     registry = load_registry(os.path.join(config.keys, 'registry.json'))
-    servicer = MarketNodeServer(config, store, registry, load_node_signing_key(config.keys, config.index))
+    servicer = MarketNodeServer(config, store, registry, load_node_signing_key(config.keys, config.index),
+                                load_agreement_keys(os.path.join(config.keys, 'registry.json')))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=deployment.server_options())
     market_pb2_grpc.add_NodeServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()

@@ -14,6 +14,7 @@ import time
 import grpc
 import numpy as np
 
+from . import deployment
 from . import envelope as envelopes
 from . import field as ff
 from .encoding import Layout, ReadingLayout
@@ -23,6 +24,7 @@ from .store import StoreError
 
 RECEIPT_DOMAIN = b'mpc-market/receipt/v1\n'
 MAX_PACKAGE_BYTES = 64 << 20
+STATUS_CLIENT = 'broker'
 
 
 def receipt_bytes(round_id, participant, nonce, package_sha256, accepted_ms, node_index):
@@ -76,7 +78,7 @@ class Rejected(Exception):
         self.code = code
 
 
-REJECTION_CODES = {'not registered': grpc.StatusCode.UNAUTHENTICATED, 'bad signature': grpc.StatusCode.UNAUTHENTICATED,
+REJECTION_CODES = {'not authenticated': grpc.StatusCode.UNAUTHENTICATED,
                    'replayed': grpc.StatusCode.ALREADY_EXISTS, 'tampered': grpc.StatusCode.DATA_LOSS}
 
 
@@ -137,11 +139,11 @@ class NodeService(market_pb2_grpc.NodeServicer):
         accepted_ms = int(time.time() * 1000)
         receipts = [self._receipt(r, e, accepted_ms) for r, e in checked]
         errors = self.store.accept_many([(r.round_id, e.participant, kind, e.nonce, r.envelope, r.signature, r.package,
-                                          receipt.node_signature) for (r, e), receipt in zip(checked, receipts)],
+                                          receipt.node_signature, e.seq) for (r, e), receipt in zip(checked, receipts)],
                                         at_ms=accepted_ms)
         return [receipt if error is None else
-                Rejected(grpc.StatusCode.ALREADY_EXISTS if 'replayed' in error else grpc.StatusCode.FAILED_PRECONDITION,
-                         error) for receipt, error in zip(receipts, errors)]
+                Rejected(grpc.StatusCode.ALREADY_EXISTS if error.startswith(('replayed', 'superseded')) else
+                         grpc.StatusCode.FAILED_PRECONDITION, error) for receipt, error in zip(receipts, errors)]
 
     def _submit(self, request, context, kind):
         try:
@@ -179,6 +181,12 @@ class NodeService(market_pb2_grpc.NodeServicer):
         return self.RoundStatus(market_pb2.RoundRef(round_id=request.round_id), context)
 
     def RoundStatus(self, request, context):
+        """A round's state and live accepted count: for the broker only (the count would tell any
+        client who is submitting when)."""
+        name = deployment.client_name(context)
+        if name != STATUS_CLIENT:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f'node {self.index}: round status is for the broker, '
+                          f'not {name or "an anonymous client"}')
         try:
             round_ = self.store.round(request.round_id)
         except StoreError as exc:

@@ -7,11 +7,14 @@ gate closes replaces the participant's package (same round, same kind); every no
 used once, across all rounds (replay protection).
 """
 
+import hashlib
 import json
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
+
+from .names import NAME_RULE, is_name
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rounds (
@@ -21,10 +24,13 @@ CREATE TABLE IF NOT EXISTS rounds (
 CREATE TABLE IF NOT EXISTS submissions (
     round_id TEXT NOT NULL, participant TEXT NOT NULL, kind TEXT NOT NULL, nonce TEXT NOT NULL,
     envelope BLOB NOT NULL, signature BLOB NOT NULL, package BLOB NOT NULL,
-    receipt_signature BLOB NOT NULL, accepted_ms INTEGER NOT NULL,
+    receipt_signature BLOB NOT NULL, accepted_ms INTEGER NOT NULL, seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (round_id, participant, kind));
 CREATE TABLE IF NOT EXISTS nonces (
     participant TEXT NOT NULL, nonce TEXT NOT NULL, round_id TEXT NOT NULL,
+    PRIMARY KEY (participant, nonce));
+CREATE TABLE IF NOT EXISTS result_requests (
+    participant TEXT NOT NULL, nonce TEXT NOT NULL, at_ms INTEGER NOT NULL,
     PRIMARY KEY (participant, nonce));
 CREATE TABLE IF NOT EXISTS results (
     round_id TEXT NOT NULL, participant TEXT NOT NULL, status TEXT NOT NULL, shares BLOB NOT NULL,
@@ -49,6 +55,10 @@ class Round:
     state: str
     reason: str
     attempts: int = 0
+
+
+def _sha256(data):
+    return hashlib.sha256(bytes(data)).digest()
 
 
 def now_ms():
@@ -79,6 +89,8 @@ class Store:
 
     # -- rounds ---------------------------------------------------------------------------------
     def open_round(self, round_id, slots, gate_closure_ms, market_toml):
+        if not is_name(round_id):
+            raise StoreError(f'round id {str(round_id)[:80]!r} is not {NAME_RULE}')
         with self._transaction() as db:
             existing = db.execute('SELECT state FROM rounds WHERE round_id = ?', (round_id,)).fetchone()
             if existing is not None:
@@ -118,25 +130,28 @@ class Store:
 
     # -- submissions ----------------------------------------------------------------------------
     def accept(self, round_id, participant, kind, nonce, envelope, signature, package, receipt_signature,
-               at_ms=None):
+               at_ms=None, seq=0):
         """Store a checked submission atomically; replaces an earlier one of the same kind."""
         at_ms = now_ms() if at_ms is None else at_ms
         error = self.accept_many([(round_id, participant, kind, nonce, envelope, signature, package,
-                                   receipt_signature)], at_ms)[0]
+                                   receipt_signature, seq)], at_ms)[0]
         if error is not None:
             raise StoreError(error)
         return at_ms
 
     def accept_many(self, items, at_ms=None):
         """Store checked submissions in one commit (one fsync); [None or the reason refused] per item.
-
-        items: (round_id, participant, kind, nonce, envelope, signature, package, receipt_signature).
+        items: (round_id, participant, kind, nonce, envelope, signature, package, receipt_signature[, seq]).
+        Of two envelopes of one participant the higher (seq, SHA-256 of the envelope) is kept, in
+        whatever order they arrive, so every node that sees both keeps the same one.
         """
         at_ms = now_ms() if at_ms is None else at_ms
         errors = []
         with self._transaction() as db:
             rounds = {}
-            for round_id, participant, kind, nonce, envelope, signature, package, receipt_signature in items:
+            for item in items:
+                round_id, participant, kind, nonce, envelope, signature, package, receipt_signature = item[:8]
+                seq = item[8] if len(item) > 8 else 0
                 if round_id not in rounds:
                     try:
                         rounds[round_id] = self.round(round_id, db)
@@ -149,13 +164,20 @@ class Store:
                 if current.state != 'open' or at_ms > current.gate_closure_ms:
                     errors.append(f'round {round_id} is closed for submissions (gate closure passed)')
                     continue
+                held = db.execute('SELECT seq, envelope FROM submissions WHERE round_id = ? AND participant = ? '
+                                  'AND kind = ?', (round_id, participant, kind)).fetchone()
+                if held is not None and (held[0], _sha256(held[1])) > (seq, _sha256(envelope)):
+                    errors.append(f'superseded: this node already holds a later envelope of {participant} '
+                                  f'(sequence number {held[0]} > {seq})')
+                    continue
                 try:
                     db.execute('INSERT INTO nonces VALUES (?, ?, ?)', (participant, nonce, round_id))
                 except sqlite3.IntegrityError:
                     errors.append(f'replayed envelope (nonce {nonce} already used by {participant})')
                     continue
-                db.execute('INSERT OR REPLACE INTO submissions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                           (round_id, participant, kind, nonce, envelope, signature, package, receipt_signature, at_ms))
+                db.execute('INSERT OR REPLACE INTO submissions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                           (round_id, participant, kind, nonce, envelope, signature, package, receipt_signature,
+                            at_ms, seq))
                 errors.append(None)
         return errors
 
@@ -189,6 +211,15 @@ class Store:
         row = self._db.execute('SELECT status, shares FROM results WHERE round_id = ? AND participant = ?',
                                (round_id, participant)).fetchone()
         return None if row is None else (row[0], bytes(row[1]))
+
+    def use_request_nonce(self, participant, nonce):
+        """Record a results request's nonce; False if it was used before (a replay)."""
+        with self._transaction() as db:
+            try:
+                db.execute('INSERT INTO result_requests VALUES (?, ?, ?)', (participant, nonce, now_ms()))
+            except sqlite3.IntegrityError:
+                return False
+        return True
 
     def public_results(self, round_id):
         row = self._db.execute('SELECT body, signature FROM public_results WHERE round_id = ?', (round_id,)).fetchone()

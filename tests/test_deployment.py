@@ -252,8 +252,9 @@ def test_rejections_by_running_nodes_and_broker(market, tmp_path):
     from mpc_market.store import now_ms
     key = keys.load_participant_key(m.keys, 'p00')
     stamp = now_ms()
-    request = market_pb2.ResultsRequest(round_id='r1', participant='p01', unix_ms=stamp,
-                                        signature=key.sign(results_request_bytes('r1', 'p01', stamp)))
+    nonce = os.urandom(16).hex()
+    request = market_pb2.ResultsRequest(round_id='r1', participant='p01', unix_ms=stamp, node_index=1, nonce=nonce,
+                                        signature=key.sign(results_request_bytes('r1', 'p01', 1, nonce, stamp)))
     with pytest.raises(grpc.RpcError) as err:
         _node_stub(m, 1).FetchResults(request, timeout=10)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -59,16 +59,16 @@ def test_envelopes_accept_the_honest_and_reject_attacks(keydir):
     def rejected(reason, *args):
         with pytest.raises(envelope.EnvelopeError, match=reason):
             envelope.check(*args)
-    rejected('not registered', envelope.Envelope('round-7', 'mallory', env.nonce, env.package_hashes), sig,
+    rejected('not authenticated', envelope.Envelope('round-7', 'mallory', env.nonce, env.package_hashes), sig,
              registry, 'round-7', 0, packages[0], seen)
     forged, forged_sig = envelope.seal(bob, 'round-7', 'alice', packages)  # bob signs as alice
-    rejected('bad signature', forged, forged_sig, registry, 'round-7', 0, packages[0], seen)
+    rejected('not authenticated', forged, forged_sig, registry, 'round-7', 0, packages[0], seen)
     rejected('open round', env, sig, registry, 'round-8', 0, packages[0], seen)
     rejected('replayed', env, sig, registry, 'round-7', 0, packages[0], {('alice', env.nonce)})
     rejected('tampered', env, sig, registry, 'round-7', 1, b'share for node 1, altered', seen)
     rejected('no package hash', env, sig, registry, 'round-7', 3, packages[0], seen)
     altered = envelope.Envelope('round-7', 'alice', env.nonce, (env.package_hashes[1],) + env.package_hashes[1:])
-    rejected('bad signature', altered, sig, registry, 'round-7', 0, packages[1], seen)
+    rejected('not authenticated', altered, sig, registry, 'round-7', 0, packages[1], seen)
     with pytest.raises(envelope.EnvelopeError, match='malformed'):
         envelope.Envelope.from_json('{"round_id": 1}')
 
@@ -82,7 +82,7 @@ def test_keys_cli_all(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(tmp_path / 'k' / 'nodes')) == sorted(
         f'node{i}{ext}' for i in range(3) for ext in ('.key', '.pem', '.sign.key', '.sign.pub'))
-    assert sorted(os.listdir(tmp_path / 'k' / 'participants')) == ['h1.key', 'h2.key']
+    assert sorted(os.listdir(tmp_path / 'k' / 'participants')) == ['h1.kex.key', 'h1.key', 'h2.kex.key', 'h2.key']
     assert sorted(os.listdir(tmp_path / 'k' / 'clients')) == ['operator.key', 'operator.pem', 'submitter.key',
                                                               'submitter.pem']
     assert sorted(os.listdir(tmp_path / 'k' / 'broker')) == ['broker.key', 'broker.pem']

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmpc_market/rpc/market.proto\x12\x0empc_market.rpc\"}\n\nSubmission\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\x10\n\x08\x65nvelope\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x12\n\nnode_index\x18\x05 \x01(\r\x12\x0f\n\x07package\x18\x06 \x01(\x0c\"=\n\x0fSubmissionBatch\x12*\n\x06orders\x18\x01 \x03(\x0b\x32\x1a.mpc_market.rpc.Submission\"U\n\x0c\x42\x61tchOutcome\x12(\n\x07receipt\x18\x01 \x01(\x0b\x32\x17.mpc_market.rpc.Receipt\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\">\n\x0cReceiptBatch\x12.\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1c.mpc_market.rpc.BatchOutcome\"\x9d\x01\n\x07Receipt\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\t\x12\x16\n\x0epackage_sha256\x18\x04 \x01(\x0c\x12\x18\n\x10\x61\x63\x63\x65pted_unix_ms\x18\x05 \x01(\x03\x12\x12\n\nnode_index\x18\x06 \x01(\r\x12\x16\n\x0enode_signature\x18\x07 \x01(\x0c\"[\n\x0eResultsRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\x0f\n\x07unix_ms\x18\x03 \x01(\x03\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\x81\x01\n\x0cResultShares\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\x12\n\nnode_index\x18\x03 \x01(\r\x12\x0e\n\x06shares\x18\x04 \x01(\x0c\x12\x16\n\x0enode_signature\x18\x05 \x01(\x0c\x12\x0e\n\x06status\x18\x06 \x01(\t\"_\n\tRoundSpec\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\r\n\x05slots\x18\x02 \x03(\x03\x12\x1c\n\x14gate_closure_unix_ms\x18\x03 \x01(\x03\x12\x13\n\x0bmarket_toml\x18\x04 \x01(\t\"+\n\x08RoundRef\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\r\n\x05rerun\x18\x02 \x01(\x08\"\xb0\x02\n\nRoundState\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .mpc_market.rpc.RoundState.State\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1c\n\x14gate_closure_unix_ms\x18\x04 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x05 \x01(\r\x12\r\n\x05slots\x18\x06 \x03(\x03\x12\x13\n\x0bmarket_toml\x18\x07 \x01(\t\x12\x16\n\x0enode_addresses\x18\x08 \x03(\t\x12\x10\n\x08\x61ttempts\x18\t \x01(\r\"Q\n\x05State\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x08\n\x04OPEN\x10\x01\x12\n\n\x06\x43LOSED\x10\x02\x12\x0c\n\x08\x43LEARING\x10\x03\x12\x0b\n\x07\x43LEARED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\"x\n\nSlotResult\x12\x0c\n\x04slot\x18\x01 \x01(\x03\x12\r\n\x05price\x18\x02 \x01(\t\x12\x11\n\ttraded_wh\x18\x03 \x01(\x03\x12\x13\n\x0bresidual_wh\x18\x04 \x01(\x03\x12\x11\n\tbuy_price\x18\x05 \x01(\t\x12\x12\n\nsell_price\x18\x06 \x01(\t\"6\n\rNodeSignature\x12\x12\n\nnode_index\x18\x01 \x01(\r\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x8f\x01\n\x0fPublicResultSet\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12)\n\x05slots\x18\x02 \x03(\x0b\x32\x1a.mpc_market.rpc.SlotResult\x12\x31\n\nsignatures\x18\x03 \x03(\x0b\x32\x1d.mpc_market.rpc.NodeSignature\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\"5\n\x0eKeyCiphertexts\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x02 \x03(\x0c\"{\n\x0c\x45ncryptedDay\x12\r\n\x05meter\x18\x01 \x01(\t\x12\x0b\n\x03\x64\x61y\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x65\x65\x64\x65r\x18\x03 \x01(\t\x12,\n\x04keys\x18\x04 \x03(\x0b\x32\x1e.mpc_market.rpc.KeyCiphertexts\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"?\n\x11\x45ncryptedDayBatch\x12*\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32\x1c.mpc_market.rpc.EncryptedDay\"D\n\x13\x45ncryptedDayOutcome\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\"M\n\x14\x45ncryptedDayOutcomes\x12\x35\n\x08outcomes\x18\x01 \x03(\x0b\x32#.mpc_market.rpc.EncryptedDayOutcome\"0\n\x11\x41ggregatesRequest\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"\x1c\n\nAggregates\x12\x0e\n\x06\x62undle\x18\x01 \x01(\x0c\x32\xca\x04\n\x04Node\x12\x42\n\x0bSubmitOrder\x12\x1a.mpc_market.rpc.Submission\x1a\x17.mpc_market.rpc.Receipt\x12\x45\n\x0eSubmitReadings\x12\x1a.mpc_market.rpc.Submission\x1a\x17.mpc_market.rpc.Receipt\x12L\n\x0bSubmitBatch\x12\x1f.mpc_market.rpc.SubmissionBatch\x1a\x1c.mpc_market.rpc.ReceiptBatch\x12L\n\x0c\x46\x65tchResults\x12\x1e.mpc_market.rpc.ResultsRequest\x1a\x1c.mpc_market.rpc.ResultShares\x12\x42\n\tOpenRound\x12\x19.mpc_market.rpc.RoundSpec\x1a\x1a.mpc_market.rpc.RoundState\x12\x42\n\nCloseRound\x12\x18.mpc_market.rpc.RoundRef\x1a\x1a.mpc_market.rpc.RoundState\x12\x43\n\x0bRoundStatus\x12\x18.mpc_market.rpc.RoundRef\x1a\x1a.mpc_market.rpc.RoundState\x12N\n\x11NodePublicResults\x12\x18.mpc_market.rpc.RoundRef\x1a\x1f.mpc_market.rpc.PublicResultSet2\xa1\x02\n\x06\x42roker\x12\x42\n\tOpenRound\x12\x19.mpc_market.rpc.RoundSpec\x1a\x1a.mpc_market.rpc.RoundState\x12\x42\n\nCloseRound\x12\x18.mpc_market.rpc.RoundRef\x1a\x1a.mpc_market.rpc.RoundState\x12\x43\n\x0bRoundStatus\x12\x18.mpc_market.rpc.RoundRef\x1a\x1a.mpc_market.rpc.RoundState\x12J\n\rPublicResults\x12\x18.mpc_market.rpc.RoundRef\x1a\x1f.mpc_market.rpc.PublicResultSet2\xc3\x01\n\x0fStatsAggregator\x12^\n\x13SubmitEncryptedDays\x12!.mpc_market.rpc.EncryptedDayBatch\x1a$.mpc_market.rpc.EncryptedDayOutcomes\x12P\n\x0f\x46\x65tchAggregates\x12!.mpc_market.rpc.AggregatesRequest\x1a\x1a.mpc_market.rpc.Aggregatesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmpc_market/rpc/market.proto\x12\x0empc_market.rpc\"}\n\nSubmission\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\x10\n\x08\x65nvelope\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x12\n\nnode_index\x18\x05 \x01(\r\x12\x0f\n\x07package\x18\x06 \x01(\x0c\"=\n\x0fSubmissionBatch\x12*\n\x06orders\x18\x01 \x03(\x0b\x32\x1a.mpc_market.rpc.Submission\"U\n\x0c\x42\x61tchOutcome\x12(\n\x07receipt\x18\x01 \x01(\x0b\x32\x17.mpc_market.rpc.Receipt\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\">\n\x0cReceiptBatch\x12.\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1c.mpc_market.rpc.BatchOutcome\"\x9d\x01\n\x07Receipt\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\t\x12\x16\n\x0epackage_sha256\x18\x04 \x01(\x0c\x12\x18\n\x10\x61\x63\x63\x65pted_unix_ms\x18\x05 \x01(\x03\x12\x12\n\nnode_index\x18\x06 \x01(\r\x12\x16\n\x0enode_signature\x18\x07 \x01(\x0c\"~\n\x0eResultsRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\x0f\n\x07unix_ms\x18\x03 \x01(\x03\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x12\n\nnode_index\x18\x05 \x01(\r\x12\r\n\x05nonce\x18\x06 \x01(\t\"\xaa\x01\n\x0cResultShares\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12\x12\n\nnode_index\x18\x03 \x01(\r\x12\x0e\n\x06shares\x18\x04 \x01(\x0c\x12\x16\n\x0enode_signature\x18\x05 \x01(\x0c\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x18\n\x10\x65phemeral_public\x18\x07 \x01(\x0c\x12\r\n\x05nonce\x18\x08 \x01(\t\"_\n\tRoundSpec\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\r\n\x05slots\x18\x02 \x03(\x03\x12\x1c\n\x14gate_closure_unix_ms\x18\x03 \x01(\x03\x12\x13\n\x0bmarket_toml\x18\x04 \x01(\t\"+\n\x08RoundRef\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\r\n\x05rerun\x18\x02 \x01(\x08\"\xb0\x02\n\nRoundState\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .mpc_market.rpc.RoundState.State\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1c\n\x14gate_closure_unix_ms\x18\x04 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x05 \x01(\r\x12\r\n\x05slots\x18\x06 \x03(\x03\x12\x13\n\x0bmarket_toml\x18\x07 \x01(\t\x12\x16\n\x0enode_addresses\x18\x08 \x03(\t\x12\x10\n\x08\x61ttempts\x18\t \x01(\r\"Q\n\x05State\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x08\n\x04OPEN\x10\x01\x12\n\n\x06\x43LOSED\x10\x02\x12\x0c\n\x08\x43LEARING\x10\x03\x12\x0b\n\x07\x43LEARED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\"x\n\nSlotResult\x12\x0c\n\x04slot\x18\x01 \x01(\x03\x12\r\n\x05price\x18\x02 \x01(\t\x12\x11\n\ttraded_wh\x18\x03 \x01(\x03\x12\x13\n\x0bresidual_wh\x18\x04 \x01(\x03\x12\x11\n\tbuy_price\x18\x05 \x01(\t\x12\x12\n\nsell_price\x18\x06 \x01(\t\"6\n\rNodeSignature\x12\x12\n\nnode_index\x18\x01 \x01(\r\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x8f\x01\n\x0fPublicResultSet\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12)\n\x05slots\x18\x02 \x03(\x0b\x32\x1a.mpc_market.rpc.SlotResult\x12\x31\n\nsignatures\x18\x03 \x03(\x0b\x32\x1d.mpc_market.rpc.NodeSignature\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\"5\n\x0eKeyCiphertexts\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63iphertexts\x18\x02 \x03(\x0c\"{\n\x0c\x45ncryptedDay\x12\r\n\x05meter\x18\x01 \x01(\t\x12\x0b\n\x03\x64\x61y\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x65\x65\x64\x65r\x18\x03 \x01(\t\x12,\n\x04keys\x18\x04 \x03(\x0b\x32\x1e.mpc_market.rpc.KeyCiphertexts\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"?\n\x11\x45ncryptedDayBatch\x12*\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32\x1c.mpc_market.rpc.EncryptedDay\"D\n\x13\x45ncryptedDayOutcome\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\"M\n\x14\x45ncryptedDayOutcomes\x12\x35\n\x08outcomes\x18\x01 \x03(\x0b\x32#.mpc_market.rpc.EncryptedDayOutcome\"0\n\x11\x41ggregatesRequest\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"\x1c\n\nAggregates\x12\x0e\n\x06\x62undle\x18\x01 \x01(\x0c\x32\xca\x04\n\x04Node\x12\x42\n\x0bSubmitOrder\x12\x1a.mpc_market.rpc.Submission\x1a\x17.mpc_market.rpc.Receipt\x12\x45\n\x0eSubmitReadings\x12\x1a.mpc_market.rpc.Submission\x1a\x17.mpc_market.rpc.Receipt\x12L\n\x0bSubmitBatch\x12\x1f.mpc_market.rpc.SubmissionBatch\x1a\x1c.mpc_market.rpc.ReceiptBatch\x12L\n\x0c\x46\x65tchResults\x12\x1e.mpc_market.rpc.ResultsRequest\x1a\x1c.mpc_market.rpc.ResultShares\x12\x42\n\tOpenRound\x12\x19.mpc_market.rpc.RoundSpec\x1a\x1a.mpc_market.rpc.RoundState\x12\x42\n\nCloseRound\x12\x18.mpc_market.rpc.RoundRef\x1a\x1a.mpc_market.rpc.RoundState\x12\x43\n\x0bRoundStatus\x12\x18.mpc_market.rpc.RoundRef\x1a\x1a.mpc_market.rpc.RoundState\x12N\n\x11NodePublicResults\x12\x18.mpc_market.rpc.RoundRef\x1a\x1f.mpc_market.rpc.PublicResultSet2\xa1\x02\n\x06\x42roker\x12\x42\n\tOpenRound\x12\x19.mpc_market.rpc.RoundSpec\x1a\x1a.mpc_market.rpc.RoundState\x12\x42\n\nCloseRound\x12\x18.mpc_market.rpc.RoundRef\x1a\x1a.mpc_market.rpc.RoundState\x12\x43\n\x0bRoundStatus\x12\x18.mpc_market.rpc.RoundRef\x1a\x1a.mpc_market.rpc.RoundState\x12J\n\rPublicResults\x12\x18.mpc_market.rpc.RoundRef\x1a\x1f.mpc_market.rpc.PublicResultSet2\xc3\x01\n\x0fStatsAggregator\x12^\n\x13SubmitEncryptedDays\x12!.mpc_market.rpc.EncryptedDayBatch\x1a$.mpc_market.rpc.EncryptedDayOutcomes\x12P\n\x0f\x46\x65tchAggregates\x12!.mpc_market.rpc.AggregatesRequest\x1a\x1a.mpc_market.rpc.Aggregatesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,41 +42,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECEIPT']._serialized_start=389
   _globals['_RECEIPT']._serialized_end=546
   _globals['_RESULTSREQUEST']._serialized_start=548
-  _globals['_RESULTSREQUEST']._serialized_end=639
-  _globals['_RESULTSHARES']._serialized_start=642
-  _globals['_RESULTSHARES']._serialized_end=771
-  _globals['_ROUNDSPEC']._serialized_start=773
-  _globals['_ROUNDSPEC']._serialized_end=868
-  _globals['_ROUNDREF']._serialized_start=870
-  _globals['_ROUNDREF']._serialized_end=913
-  _globals['_ROUNDSTATE']._serialized_start=916
-  _globals['_ROUNDSTATE']._serialized_end=1220
-  _globals['_ROUNDSTATE_STATE']._serialized_start=1139
-  _globals['_ROUNDSTATE_STATE']._serialized_end=1220
-  _globals['_SLOTRESULT']._serialized_start=1222
-  _globals['_SLOTRESULT']._serialized_end=1342
-  _globals['_NODESIGNATURE']._serialized_start=1344
-  _globals['_NODESIGNATURE']._serialized_end=1398
-  _globals['_PUBLICRESULTSET']._serialized_start=1401
-  _globals['_PUBLICRESULTSET']._serialized_end=1544
-  _globals['_KEYCIPHERTEXTS']._serialized_start=1546
-  _globals['_KEYCIPHERTEXTS']._serialized_end=1599
-  _globals['_ENCRYPTEDDAY']._serialized_start=1601
-  _globals['_ENCRYPTEDDAY']._serialized_end=1724
-  _globals['_ENCRYPTEDDAYBATCH']._serialized_start=1726
-  _globals['_ENCRYPTEDDAYBATCH']._serialized_end=1789
-  _globals['_ENCRYPTEDDAYOUTCOME']._serialized_start=1791
-  _globals['_ENCRYPTEDDAYOUTCOME']._serialized_end=1859
-  _globals['_ENCRYPTEDDAYOUTCOMES']._serialized_start=1861
-  _globals['_ENCRYPTEDDAYOUTCOMES']._serialized_end=1938
-  _globals['_AGGREGATESREQUEST']._serialized_start=1940
-  _globals['_AGGREGATESREQUEST']._serialized_end=1988
-  _globals['_AGGREGATES']._serialized_start=1990
-  _globals['_AGGREGATES']._serialized_end=2018
-  _globals['_NODE']._serialized_start=2021
-  _globals['_NODE']._serialized_end=2607
-  _globals['_BROKER']._serialized_start=2610
-  _globals['_BROKER']._serialized_end=2899
-  _globals['_STATSAGGREGATOR']._serialized_start=2902
-  _globals['_STATSAGGREGATOR']._serialized_end=3097
+  _globals['_RESULTSREQUEST']._serialized_end=674
+  _globals['_RESULTSHARES']._serialized_start=677
+  _globals['_RESULTSHARES']._serialized_end=847
+  _globals['_ROUNDSPEC']._serialized_start=849
+  _globals['_ROUNDSPEC']._serialized_end=944
+  _globals['_ROUNDREF']._serialized_start=946
+  _globals['_ROUNDREF']._serialized_end=989
+  _globals['_ROUNDSTATE']._serialized_start=992
+  _globals['_ROUNDSTATE']._serialized_end=1296
+  _globals['_ROUNDSTATE_STATE']._serialized_start=1215
+  _globals['_ROUNDSTATE_STATE']._serialized_end=1296
+  _globals['_SLOTRESULT']._serialized_start=1298
+  _globals['_SLOTRESULT']._serialized_end=1418
+  _globals['_NODESIGNATURE']._serialized_start=1420
+  _globals['_NODESIGNATURE']._serialized_end=1474
+  _globals['_PUBLICRESULTSET']._serialized_start=1477
+  _globals['_PUBLICRESULTSET']._serialized_end=1620
+  _globals['_KEYCIPHERTEXTS']._serialized_start=1622
+  _globals['_KEYCIPHERTEXTS']._serialized_end=1675
+  _globals['_ENCRYPTEDDAY']._serialized_start=1677
+  _globals['_ENCRYPTEDDAY']._serialized_end=1800
+  _globals['_ENCRYPTEDDAYBATCH']._serialized_start=1802
+  _globals['_ENCRYPTEDDAYBATCH']._serialized_end=1865
+  _globals['_ENCRYPTEDDAYOUTCOME']._serialized_start=1867
+  _globals['_ENCRYPTEDDAYOUTCOME']._serialized_end=1935
+  _globals['_ENCRYPTEDDAYOUTCOMES']._serialized_start=1937
+  _globals['_ENCRYPTEDDAYOUTCOMES']._serialized_end=2014
+  _globals['_AGGREGATESREQUEST']._serialized_start=2016
+  _globals['_AGGREGATESREQUEST']._serialized_end=2064
+  _globals['_AGGREGATES']._serialized_start=2066
+  _globals['_AGGREGATES']._serialized_end=2094
+  _globals['_NODE']._serialized_start=2097
+  _globals['_NODE']._serialized_end=2683
+  _globals['_BROKER']._serialized_start=2686
+  _globals['_BROKER']._serialized_end=2975
+  _globals['_STATSAGGREGATOR']._serialized_start=2978
+  _globals['_STATSAGGREGATOR']._serialized_end=3173
 # @@protoc_insertion_point(module_scope)

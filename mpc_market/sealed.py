@@ -1,0 +1,48 @@
+"""Result shares sealed to their owner: X25519 + HKDF-SHA256 + ChaCha20-Poly1305.
+
+A node encrypts a participant's result shares to the participant's registered X25519 key with a
+fresh ephemeral key per reply, and binds the reply's context (round, participant, node, status,
+request nonce) as associated data. Another node, the broker or anyone replaying the request gets
+ciphertext it cannot open; a reply moved to another context fails authentication.
+"""
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import x25519
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.exceptions import InvalidTag
+
+__all__ = ['seal', 'open_sealed', 'SealError']
+
+INFO = b'mpc-market/result-shares-key/v1'
+NONCE = bytes(12)  # each key encrypts exactly one message
+
+
+class SealError(Exception):
+    """A sealed reply that does not open with this key and context."""
+
+
+def _key(shared, ephemeral_public, recipient_public):
+    return HKDF(hashes.SHA256(), 32, salt=ephemeral_public + recipient_public, info=INFO).derive(shared)
+
+
+def _raw(public_key):
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def seal(recipient, plaintext, context):
+    """(ephemeral public key bytes, ciphertext) of plaintext for recipient (X25519PublicKey)."""
+    ephemeral = x25519.X25519PrivateKey.generate()
+    ephemeral_public = _raw(ephemeral.public_key())
+    key = _key(ephemeral.exchange(recipient), ephemeral_public, _raw(recipient))
+    return ephemeral_public, ChaCha20Poly1305(key).encrypt(NONCE, plaintext, context)
+
+
+def open_sealed(private_key, ephemeral_public, ciphertext, context):
+    """The plaintext, or SealError."""
+    try:
+        peer = x25519.X25519PublicKey.from_public_bytes(ephemeral_public)
+        key = _key(private_key.exchange(peer), ephemeral_public, _raw(private_key.public_key()))
+        return ChaCha20Poly1305(key).decrypt(NONCE, ciphertext, context)
+    except (ValueError, InvalidTag):
+        raise SealError('result shares do not open with this participant\'s key') from None
