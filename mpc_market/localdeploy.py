@@ -12,6 +12,7 @@ import time
 
 from . import keys
 from .engine import free_ports
+from .private import make_private_dir
 
 NETNS_PREFIX = 'mm-node'
 NETNS_SUBNET = '10.77.0'
@@ -46,7 +47,7 @@ class LocalDeployment:
     def create(self, participants=(), node_options=None, delay_ms=0, base_port=None):
         """Fresh keys and configs; participants get keys and are registered. With delay_ms, node i
         reaches node j > i (MPyC connects upwards) through a latency proxy (start_proxy)."""
-        os.makedirs(self.dir, exist_ok=True)
+        make_private_dir(self.dir)  # keys, configs, logs and every process's state: 0700 / 0600
         hosts = ['127.0.0.1', 'localhost'] + ([netns_address(i) for i in range(self.nodes)] if self.netns else [])
         keys.create_ca(self.keys)
         for i in range(self.nodes):
