@@ -33,7 +33,7 @@ from . import wire
 __all__ = ['SUPPORTED_VERSIONS', 'install', 'start', 'AuthenticatedExchanger', 'party_of_certificate',
            'reshare', 'np_randoms', 'prss_keys', 'prss_uci', 'tls_files']
 
-SUPPORTED_VERSIONS = ('0.10', '0.11')
+SUPPORTED_VERSIONS = ('0.11',)
 PARTY_NAME = re.compile(r'^MPyC party (\d{1,2})$')
 
 log = logging.getLogger('mpc_market.mpc')

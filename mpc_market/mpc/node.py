@@ -23,6 +23,7 @@ import time
 from cryptography.exceptions import InvalidSignature
 
 
+STATISTICAL_SECURITY = 40
 AGREEMENT_DOMAIN = b'mpc-market/held-envelopes/v1\n'
 SHA256_HEX = re.compile(r'^[0-9a-f]{64}$')
 
@@ -117,7 +118,8 @@ def main(argv=None):
     if args.deployment:
         _die_with_parent()
 
-    mpyc_args = [sys.argv[0], '-I', str(args.index), '--no-log']
+    # statistical security 2^-40 for every masked opening and MPyC comparison (default 2^-30)
+    mpyc_args = [sys.argv[0], '-I', str(args.index), '--no-log', '-K', str(STATISTICAL_SECURITY)]
     for address in args.parties.split(','):
         mpyc_args += ['-P', address]
     if args.threshold is not None:

@@ -32,6 +32,10 @@ FIELD = SECINT.field
 SEC_PARAM = mpc.options.sec_param
 
 
+def _commitment(pid, contribution):
+    return hashlib.sha256(b'mpc-market/seed-commitment/v1\n' + bytes([pid]) + contribution).digest()
+
+
 def peak_rss_mb():
     """High-water mark of this process's memory (VmHWM; ru_maxrss would include the parent's)."""
     with open('/proc/self/status') as f:
@@ -222,7 +226,15 @@ class MarketNode:
 
     # -- public randomness, drawn after all packages are in -------------------------------
     async def agree_seed(self):
-        contributions = await mpc.transfer(os.urandom(32))
+        """Joint seed by commit-then-reveal: every node commits to its contribution before any is
+        revealed, so no node can choose its own after seeing the others' (grinding the checks)."""
+        mine = os.urandom(32)
+        commitments = await mpc.transfer(_commitment(mpc.pid, mine))
+        contributions = await mpc.transfer(mine)
+        for pid, (commitment, contribution) in enumerate(zip(commitments, contributions)):
+            if not (isinstance(contribution, bytes) and len(contribution) == 32
+                    and commitment == _commitment(pid, contribution)):
+                raise RuntimeError(f'node {pid} revealed a seed contribution that does not match its commitment')
         self.seed = hashlib.sha256(b''.join(contributions)).digest()
 
     def coefficients(self, label, count):

@@ -156,6 +156,8 @@ class _Reader:
         if ndim > 8:
             raise WireError('too many dimensions')
         shape = self.unpack(f'<{ndim}Q')
+        if any(n > len(self.data) for n in shape):
+            raise WireError('truncated message')
         size = 1
         for n in shape:
             size *= n
