@@ -31,6 +31,7 @@ from .keys import load_agreement_keys, load_node_signing_key, load_registry
 from .market import parse_config
 from .names import NAME_RULE, is_name
 from .rpc import market_pb2, market_pb2_grpc
+from .admission import Admission
 from .service import NodeService, RateLimiter
 from .store import Store, StoreError, now_ms
 
@@ -40,6 +41,8 @@ FRESHNESS_MS = 5 * 60 * 1000
 NONCE_RE = re.compile(r'[0-9a-f]{32}')
 _UNKNOWN_PARTICIPANT = ed25519.Ed25519PrivateKey.generate().public_key()
 BROKER_NAME = 'broker'
+WORKERS = 16
+RESERVED_WORKERS = 4  # never taken by submissions: round control, status and health always answer
 
 log = logging.getLogger('mpc_market.node')
 
@@ -68,7 +71,8 @@ class MarketNodeServer(NodeService):
 
     def __init__(self, config, store, registry, signing_key, agreement_keys):
         super().__init__(config.index, store, registry, signing_key,
-                         limiter=RateLimiter(config.rate_per_s, config.burst))
+                         limiter=RateLimiter(config.rate_per_s, config.burst),
+                         admission=Admission(WORKERS, reserved=RESERVED_WORKERS))
         self.agreement_keys = agreement_keys  # participant -> X25519 key its result shares are sealed to
         self.config = config
         self._clearing = None  # round id of the run in progress
@@ -139,6 +143,10 @@ class MarketNodeServer(NodeService):
 
     # -- a participant's own results ---------------------------------------------------------------
     def FetchResults(self, request, context):
+        with self.admission.admit(context, 1, f'node {self.index}'):
+            return self._fetch_results(request, context)
+
+    def _fetch_results(self, request, context):
         """A participant's own result shares, sealed to its X25519 key. The request is signed by the
         participant, names this node and a fresh nonce, and is answered once; every way it can fail
         authentication gets the same answer, so nobody learns who is registered."""
@@ -189,7 +197,7 @@ def serve(config):
     registry = load_registry(os.path.join(config.keys, 'registry.json'))
     servicer = MarketNodeServer(config, store, registry, load_node_signing_key(config.keys, config.index),
                                 load_agreement_keys(os.path.join(config.keys, 'registry.json')))
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=deployment.server_options())
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS), options=deployment.server_options())
     market_pb2_grpc.add_NodeServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -17,6 +17,7 @@ import numpy as np
 from . import deployment
 from . import envelope as envelopes
 from . import field as ff
+from .admission import Admission
 from .encoding import Layout, ReadingLayout
 from .market import parse_config
 from .rpc import market_pb2, market_pb2_grpc
@@ -85,8 +86,10 @@ REJECTION_CODES = {'not authenticated': grpc.StatusCode.UNAUTHENTICATED,
 class NodeService(market_pb2_grpc.NodeServicer):
     """Submission side of a market node (round control and clearing are driven separately)."""
 
-    def __init__(self, index, store, registry, signing_key, package_values=package_values, limiter=None):
+    def __init__(self, index, store, registry, signing_key, package_values=package_values, limiter=None,
+                 admission=None):
         self.index = index
+        self.admission = admission or Admission(workers=4, reserved=1)  # per client certificate, before any work
         self.store = store
         self.registry = registry
         self.signing_key = signing_key
@@ -155,13 +158,19 @@ class NodeService(market_pb2_grpc.NodeServicer):
         return outcome
 
     def SubmitOrder(self, request, context):
-        return self._submit(request, context, 'order')
+        with self.admission.admit(context, 1, f'node {self.index}'):
+            return self._submit(request, context, 'order')
 
     def SubmitReadings(self, request, context):
-        return self._submit(request, context, 'readings')
+        with self.admission.admit(context, 1, f'node {self.index}'):
+            return self._submit(request, context, 'readings')
 
     def SubmitBatch(self, request, context):
         """A representative's batch: each order checked on its own, all accepted ones in one commit."""
+        with self.admission.admit(context, len(request.orders), f'node {self.index}'):
+            return self._submit_batch(request)
+
+    def _submit_batch(self, request):
         outcomes, checked, slots = [], [], []
         for item in request.orders:
             try:

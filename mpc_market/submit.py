@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from . import envelope as envelopes
 from . import field as ff
+from .admission import is_busy, retry_when_busy
 from .deployment import secure_channel
 from .keys import node_name
 from .rpc import market_pb2, market_pb2_grpc
@@ -98,7 +99,7 @@ class Submitter:
         for endpoint, stub, request in zip(self.endpoints, self.stubs, requests):
             send = stub.SubmitOrder if kind == 'order' else stub.SubmitReadings
             try:
-                receipt = send(request, timeout=self.timeout)
+                receipt = retry_when_busy(send, request, self.timeout)
             except grpc.RpcError as exc:
                 raise SubmitError(f'{participant}: node {endpoint.index} ({endpoint.address}) did not accept: '
                                   f'{exc.code().name}: {exc.details()}') from None
@@ -111,12 +112,17 @@ class Submitter:
 
         Returns {participant: None or the reason}; a participant counts only if every node accepted."""
         prepared = self._requests(round_id, participants, keys, values)
-        calls = [stub.SubmitBatch.future(market_pb2.SubmissionBatch(orders=[r[i] for _, r in prepared]),
-                                         timeout=self.timeout) for i, stub in enumerate(self.stubs)]
+        batches = [market_pb2.SubmissionBatch(orders=[r[i] for _, r in prepared]) for i in range(len(self.stubs))]
+        calls = [stub.SubmitBatch.future(batch, timeout=self.timeout) for stub, batch in zip(self.stubs, batches)]
         outcome = {p: None for p in participants}
-        for endpoint, call in zip(self.endpoints, calls):
+        for endpoint, stub, batch, call in zip(self.endpoints, self.stubs, batches, calls):
             try:
-                reply = call.result()
+                try:
+                    reply = call.result()
+                except grpc.RpcError as exc:
+                    if not is_busy(exc):
+                        raise
+                    reply = retry_when_busy(stub.SubmitBatch, batch, self.timeout)
             except grpc.RpcError as exc:
                 for p in participants:
                     outcome[p] = outcome[p] or (f'{p}: node {endpoint.index} ({endpoint.address}) did not accept: '

@@ -1,8 +1,11 @@
 """gRPC clients of the statistics aggregator: meters submit, operators fetch (mutual TLS)."""
 
+import functools
+
 import grpc
 
 from .. import deployment
+from ..admission import retry_when_busy
 from ..client import ClientError
 from ..rpc import market_pb2, market_pb2_grpc
 
@@ -30,7 +33,7 @@ class AggregatorClient:
         out = []
         for start in range(0, len(submissions), batch):
             chunk = submissions[start:start + batch]
-            reply = self._call('submit', self.stub.SubmitEncryptedDays,
+            reply = self._call('submit', functools.partial(retry_when_busy, self.stub.SubmitEncryptedDays),
                                market_pb2.EncryptedDayBatch(days=[s.to_proto() for s in chunk]), timeout)
             out += [(s, None if o.accepted else f'{o.code}: {o.error}') for s, o in zip(chunk, reply.outcomes)]
         return out

@@ -34,9 +34,10 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ..private import make_private_dir
 from .. import deployment
+from ..admission import Admission
 from ..errors import InputError
+from ..private import make_private_dir
 from ..rpc import market_pb2, market_pb2_grpc
 from ..store import Transaction, now_ms, open_database
 from . import dp
@@ -46,6 +47,9 @@ from .paillier import load_public_keys
 from .submission import EncryptedDay, Rejected, parse_day
 
 log = logging.getLogger('mpc_market.stats')
+WORKERS = 8
+RESERVED_WORKERS = 2  # never taken by submissions: operators' fetches and health checks always answer
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS days (
     day TEXT NOT NULL, meter TEXT NOT NULL, body BLOB NOT NULL, accepted_ms INTEGER NOT NULL,
@@ -138,6 +142,7 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
     def __init__(self, config, store, public_keys, registry, feeder_map):
         self.config, self.store = config, store
         self.public_keys, self.registry, self.feeder_map = public_keys, registry, feeder_map
+        self.admission = Admission(WORKERS, reserved=RESERVED_WORKERS)  # per client certificate, before any work
         self.noise = None if config.dp_epsilon is None else dp.Noise(config.dp_epsilon,
                                                                      public_keys[0].layout.max_reading_wh)
 
@@ -158,6 +163,10 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
         return submission
 
     def SubmitEncryptedDays(self, request, context):
+        with self.admission.admit(context, len(request.days), 'aggregator'):
+            return self._submit_days(request)
+
+    def _submit_days(self, request):
         outcomes, checked, positions = [], [], []
         for message in request.days:
             try:
@@ -215,7 +224,7 @@ def serve(config):
     public_keys, registry, feeder_map = load_service_inputs(config)
     make_private_dir(config.data_dir)
     store = AggregatorStore(os.path.join(config.data_dir, 'aggregator.db'))
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=deployment.server_options())
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS), options=deployment.server_options())
     market_pb2_grpc.add_StatsAggregatorServicer_to_server(
         AggregatorService(config, store, public_keys, registry, feeder_map), server)
     health_servicer = health.HealthServicer()
