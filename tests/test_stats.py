@@ -193,8 +193,8 @@ def test_operator_refuses_groups_below_its_own_minimum(world, tmp_path):
         aggregator.accept(encrypt_day(meter, DAY, 'F3', [1] * world['dso'].layout.values, [world['dso']],
                                       meter_key(world, meter)))
     path = bundle_file(tmp_path, aggregator.release()[world['dso'].key_id])
-    with pytest.raises(InputError, match='outside 5'):
-        decrypt_bundle(world['private'][world['dso'].key_id], path, min_cohort=5)
+    bundle, totals = decrypt_bundle(world['private'][world['dso'].key_id], path, min_cohort=5)
+    assert totals == [] and 'outside 5' in bundle['refused_at_decryption'][0]['reason']
     _, totals = decrypt_bundle(world['private'][world['dso'].key_id], path, min_cohort=3)
     assert totals[0].imports == [3] * SLOTS
 
@@ -252,8 +252,9 @@ def test_rejections(world):
     assert list(aggregator.accepted) == ['a0'] and aggregator.accepted['a0'] is good
 
 
-def test_out_of_range_plaintext_is_refused_at_decryption(world, tmp_path):
-    """A meter that encrypts a value above max_reading_wh would spill into other fields: refused."""
+def test_out_of_range_plaintext_is_refused_at_decryption_alone(world, tmp_path):
+    """A meter that encrypts a value above max_reading_wh would spill into other fields: its group
+    is refused, and only its group: every other feeder of the day is still released."""
     dso = world['dso']
     aggregator = Aggregator([dso], world['registry'], FEEDERS, DAY)
     for i in range(5):
@@ -262,11 +263,30 @@ def test_out_of_range_plaintext_is_refused_at_decryption(world, tmp_path):
             plaintexts[-1] += 1 << (dso.layout.field_bits * dso.layout.fields_per_ciphertext)   # above the last field
         sub = EncryptedDay(f'b{i}', DAY, 'F2', ((dso.key_id, tuple(dso.encrypt(p) for p in plaintexts)),))
         aggregator.accept(sub.signed(meter_key(world, f'b{i}')))
+    for i in range(6):
+        aggregator.accept(encrypt_day(f'a{i}', DAY, 'F1', [2] * dso.layout.values, [dso], meter_key(world, f'a{i}')))
     path = bundle_file(tmp_path, aggregator.release()[dso.key_id])
-    with pytest.raises(InputError, match='out-of-range value'):
-        decrypt_bundle(world['private'][dso.key_id], path)
+    bundle, totals = decrypt_bundle(world['private'][dso.key_id], path)
+    assert [r['name'] for r in bundle['refused_at_decryption']] == ['F2']
+    assert 'out-of-range value' in bundle['refused_at_decryption'][0]['reason']
+    assert [(g.name, g.imports) for g in totals] == [('F1', [12] * SLOTS)]
     with pytest.raises(InputError, match='aggregates are under key'):
         decrypt_bundle(world['private'][world['tso'].key_id], path)
+
+
+def test_residual_risk_a_negative_reading_is_not_detected(world, tmp_path):
+    """Documented in SECURITY.md: without range proofs, a meter encrypting n - x subtracts x from
+    its feeder's totals and nothing can tell. This test pins that limitation so the claim stays true."""
+    dso = world['dso']
+    aggregator = Aggregator([dso], world['registry'], FEEDERS, DAY)
+    for i in range(5):
+        plaintexts = dso.layout.pack([10] * dso.layout.values)
+        if i == 0:
+            plaintexts = [(p - dso.layout.pack([30] * dso.layout.values)[k]) % dso.n for k, p in enumerate(plaintexts)]
+        sub = EncryptedDay(f'b{i}', DAY, 'F2', ((dso.key_id, tuple(dso.encrypt(p) for p in plaintexts)),))
+        aggregator.accept(sub.signed(meter_key(world, f'b{i}')))
+    bundle, totals = decrypt_bundle(world['private'][dso.key_id], bundle_file(tmp_path, aggregator.release()[dso.key_id]))
+    assert bundle['refused_at_decryption'] == [] and totals[0].imports == [20] * SLOTS   # 50 - 30: undetected
 
 
 # -- differential privacy ---------------------------------------------------------------------------

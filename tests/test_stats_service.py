@@ -152,3 +152,23 @@ def test_bad_aggregator_config(tmp_path):
     result = cli('stats', 'aggregator', '--config', tmp_path / 'a.toml')
     assert result.returncode == 2 and 'a.toml:7: min_cohort' in result.stderr and 'Traceback' not in result.stderr
     assert not (tmp_path / 'd').exists()
+
+
+def test_aggregator_turns_away_oversize_batches_and_keeps_its_state_private(deployment):
+    """Flooding the aggregator: a batch over 256 meter-days is refused before any check, and its
+    state directory is 0700 with 0600 files whatever the caller's umask."""
+    import grpc
+    import stat
+    from mpc_market.deployment import client_credentials, secure_channel
+    from mpc_market.rpc import market_pb2, market_pb2_grpc
+    root, address, _, _ = deployment
+    stub = market_pb2_grpc.StatsAggregatorStub(secure_channel(
+        address, client_credentials(str(root / 'keys'), 'clients', 'submitter'), 'aggregator'))
+    batch = market_pb2.EncryptedDayBatch(days=[market_pb2.EncryptedDay(meter='a0', day=DAY)] * 257)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SubmitEncryptedDays(batch, timeout=10)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and 'at most 256' in err.value.details()
+    for directory, _, files in os.walk(root / 'agg'):
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+        for name in files:
+            assert stat.S_IMODE(os.stat(os.path.join(directory, name)).st_mode) == 0o600, name

@@ -169,6 +169,8 @@ def cmd_decrypt(args):
     for refused in bundle.get('refused', []):
         group = f'feeder {refused["feeder"]}' if 'feeder' in refused else f'zone {refused["zone"]}'
         print(f'  held back by the aggregator: {group}: {refused["reason"]}')
+    for refused in bundle['refused_at_decryption']:
+        print(f'warning: {level} {refused["name"]} refused: {refused["reason"]}', file=sys.stderr)
     return 0
 
 

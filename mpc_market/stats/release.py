@@ -2,17 +2,23 @@
 
 Every decrypted field is checked: no bit may be set above the last field, and each field must
 lie within what the group's meters could have sent (plus the noise range). A meter that
-encrypted an out-of-range value would otherwise shift other slots' totals, so such a bundle is
-refused rather than released.
+encrypted a grossly out-of-range value would otherwise shift other slots' totals, so that group
+alone is refused; every other group of the bundle is still released. What this cannot catch: a
+meter that encrypts n - x (a negative reading) or any in-range lie shifts its own group's sums
+undetectably, since there are no range proofs (see SECURITY.md).
 """
 
 import io
+import re
 from dataclasses import dataclass
 
 from ..errors import InputError
 from ..market import csv_records, parse_int, read_text
 from .aggregate import BUNDLE_FORMAT, bundle_ciphertexts
-from .paillier import json_line, load_json_object
+from ..names import NAME_RULE, is_name
+from .paillier import LEVELS, json_line, load_json_object
+
+DAY_RE = re.compile(r'\d{4}-\d{2}-\d{2}')
 
 COLUMNS = ('slot', 'meters', 'import_wh', 'export_wh', 'net_wh')
 
@@ -31,24 +37,58 @@ class GroupTotals:
 
 
 def load_bundle(path):
+    """(text, bundle) of an aggregates file, its structure checked field by field (InputError)."""
     text, bundle = load_json_object(path)
+    def bad(key, what):
+        raise InputError(path, json_line(text, key), key, what)
     if bundle.get('format') != BUNDLE_FORMAT:
-        raise InputError(path, json_line(text, 'format'), 'format', f'expected an aggregates file ({BUNDLE_FORMAT})')
+        bad('format', f'expected an aggregates file ({BUNDLE_FORMAT})')
+    if not isinstance(bundle.get('key_id'), str):
+        bad('key_id', 'expected the key id (a string)')
+    if bundle.get('level') not in LEVELS:
+        bad('level', f'expected one of {LEVELS}')
+    if not isinstance(bundle.get('day'), str) or not DAY_RE.fullmatch(bundle['day']):
+        bad('day', 'expected YYYY-MM-DD')
+    noise = bundle.get('noise')
+    if noise is not None and not (isinstance(noise, dict) and type(noise.get('bias_wh')) is int
+                                  and 0 <= noise['bias_wh'] < 1 << 64):
+        bad('noise', 'expected null or an object with an integer bias_wh')
+    groups = bundle.get('groups', [])
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        bad('groups', 'expected a list of objects')
+    for group in groups:
+        if not is_name(group.get('name')):
+            bad('groups', f'a group name is not {NAME_RULE}')
+        if group.get('zone') is not None and not is_name(group.get('zone')):
+            bad('zone', f'group {group["name"]}: zone is not {NAME_RULE}')
+        if type(group.get('meters')) is not int:
+            bad('meters', f'group {group["name"]}: expected an integer count of meters')
+        if not isinstance(group.get('ciphertexts'), list) or not all(isinstance(c, str) for c in group['ciphertexts']):
+            bad('ciphertexts', f'group {group["name"]}: expected a list of ciphertexts')
+    refused = bundle.get('refused', [])
+    if not isinstance(refused, list) or not all(
+            isinstance(r, dict) and isinstance(r.get('reason'), str)
+            and any(isinstance(r.get(k), str) for k in ('feeder', 'zone')) for r in refused):
+        bad('refused', 'expected a list of {feeder|zone, reason}')
     return text, bundle
 
 
 def decrypt_bundle(private_key, path, min_cohort=2):
-    """(bundle, [GroupTotals]) of an aggregates file under private_key; groups below min_cohort are refused."""
+    """(bundle, [GroupTotals]) of an aggregates file under private_key.
+
+    A malformed file raises InputError. A group below min_cohort, or whose decrypted fields
+    exceed what its meters could send, is refused alone: it is listed in
+    bundle['refused_at_decryption'] as {name, reason} and every other group is released."""
     text, bundle = load_bundle(path)
     public = private_key.public
-    if bundle.get('key_id') != public.key_id:
-        raise InputError(path, json_line(text, 'key_id'), 'key_id', f'aggregates are under key {bundle.get("key_id")}, '
+    if bundle['key_id'] != public.key_id:
+        raise InputError(path, json_line(text, 'key_id'), 'key_id', f'aggregates are under key {bundle["key_id"]}, '
                          f'the private key is {public.name} ({public.key_id})')
     layout = public.layout
     bias = bundle['noise']['bias_wh'] if bundle.get('noise') else 0
-    totals = []
+    totals, refused = [], []
     for group in bundle.get('groups', []):
-        name, meters = group.get('name'), group.get('meters')
+        name, meters = group['name'], group['meters']
         line = json_line(text, name)
         try:
             ciphertexts = bundle_ciphertexts(group)
@@ -56,16 +96,19 @@ def decrypt_bundle(private_key, path, min_cohort=2):
             raise InputError(path, line, 'ciphertexts', f'group {name}: malformed ciphertexts') from None
         if len(ciphertexts) != layout.ciphertexts or not all(public.valid_ciphertext(c) for c in ciphertexts):
             raise InputError(path, line, 'ciphertexts', f'group {name}: not {layout.ciphertexts} ciphertexts of this key')
-        if not isinstance(meters, int) or meters < max(2, min_cohort) or meters > layout.max_meters:
-            raise InputError(path, line, 'meters', f'group {name}: {meters!r} meters is outside '
-                             f'{max(2, min_cohort)}..{layout.max_meters}; not decrypting it')
+        if meters < max(2, min_cohort) or meters > layout.max_meters:
+            refused.append({'name': name, 'reason': f'{meters} meters is outside {max(2, min_cohort)}..'
+                                                    f'{layout.max_meters}; not decrypting it'})
+            continue
         values, overflow = layout.unpack([private_key.decrypt(c) for c in ciphertexts])
         limit = meters * layout.max_reading_wh + 2 * bias
         if overflow or any(v > limit for v in values):
-            raise InputError(path, line, 'ciphertexts', f'group {name}: decrypted fields exceed what {meters} meters can '
-                             'send; a meter encrypted an out-of-range value, refusing to release this group')
+            refused.append({'name': name, 'reason': f'decrypted fields exceed what {meters} meters can send: a meter '
+                                                    'encrypted an out-of-range value; this group is not released'})
+            continue
         values = [v - bias for v in values]
         totals.append(GroupTotals(name, group.get('zone'), meters, values[:layout.slots], values[layout.slots:]))
+    bundle['refused_at_decryption'] = refused
     return bundle, totals
 
 
