@@ -131,13 +131,34 @@ def toml_key_line(text, key):
     return 1
 
 
+MAX_PRICE_DECIMALS = 9      # prices live on a grid of at most 1e-9 currency per kWh
+MAX_PRICE_DIGITS = 7        # and below 10^7 currency per kWh
+
+
+def bounded_price(value):
+    """value (a Decimal) if it is finite, >= 0 and on the supported range and grid; else None.
+    Checked before any arithmetic: 1e999999999 or 1e-999999999 would otherwise take forever."""
+    if not value.is_finite() or value.is_signed():
+        return None if not value.is_zero() or not value.is_finite() else value
+    _, digits, exponent = value.as_tuple()  # no Decimal arithmetic: it would overflow or crawl
+    significant = len(digits)
+    while significant > 1 and digits[significant - 1] == 0:  # trailing zeros
+        significant -= 1
+        exponent += 1
+    if any(digits) and (exponent < -MAX_PRICE_DECIMALS or exponent + significant - 1 >= MAX_PRICE_DIGITS):
+        return None
+    return value
+
+
+PRICE_RULE = f'a decimal >= 0, below 10^{MAX_PRICE_DIGITS}, with at most {MAX_PRICE_DECIMALS} decimals'
+
+
 def _toml_decimal(path, text, key, value):
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
-        raise InputError(path, toml_key_line(text, key), key, f'expected a decimal number, got {value!r}')
-    value = Decimal(value)
-    if not value.is_finite() or value < 0:
-        raise InputError(path, toml_key_line(text, key), key, f'must be a finite number >= 0, got {value}')
-    return value
+        raise InputError(path, toml_key_line(text, key), key, f'expected a decimal number, got {str(value)[:40]!r}')
+    if isinstance(value, int) and value.bit_length() > 64 or bounded_price(Decimal(value)) is None:
+        raise InputError(path, toml_key_line(text, key), key, f'must be {PRICE_RULE}, got {str(value)[:40]}')
+    return Decimal(value)
 
 
 def read_text(path, encoding='utf-8-sig'):
@@ -163,6 +184,8 @@ def parse_toml(path, text, **options):
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r'line (\d+)', str(exc))
         raise InputError(path, int(m.group(1)) if m else 1, 'toml', str(exc).split(' (at')[0]) from None
+    except (ValueError, RecursionError):  # an integer of thousands of digits, arrays nested too deeply
+        raise InputError(path, 1, 'toml', 'nested too deeply or a number too long') from None
 
 
 def parse_config(path, text):
@@ -231,13 +254,13 @@ def _parse_order(path, line, row, config):
         raise InputError(path, line, 'energy_wh', f'must be in 1..{config.max_order_wh}, got {energy}')
     raw_price = row['limit_price']
     try:
-        if isinstance(raw_price, (bool, float)):
+        if isinstance(raw_price, (bool, float)) or len(str(raw_price)) > 40:
             raise InvalidOperation
         price = Decimal(str(raw_price).strip())
     except InvalidOperation:
-        raise InputError(path, line, 'limit_price', f'{raw_price!r} is not a decimal number') from None
-    if not price.is_finite() or price < 0:
-        raise InputError(path, line, 'limit_price', f'must be a finite decimal >= 0, got {raw_price!r}')
+        raise InputError(path, line, 'limit_price', f'{str(raw_price)[:40]!r} is not a decimal number') from None
+    if bounded_price(price) is None:
+        raise InputError(path, line, 'limit_price', f'must be {PRICE_RULE}, got {str(raw_price)[:40]!r}')
     return Order(participant, slot, side, energy, price, line)
 
 
@@ -245,29 +268,35 @@ def parse_int(path, line, field, value):
     if isinstance(value, bool):
         raise InputError(path, line, field, f'{value!r} is not an integer')
     if isinstance(value, int):
+        if value.bit_length() > 63:
+            raise InputError(path, line, field, 'integer out of range')
         return value
-    if isinstance(value, str) and re.fullmatch(r'\s*[+-]?\d+\s*', value):
+    if isinstance(value, str) and re.fullmatch(r'\s*[+-]?\d{1,18}\s*', value):
         return int(value)
-    raise InputError(path, line, field, f'{value!r} is not an integer')
+    raise InputError(path, line, field, f'{str(value)[:40]!r} is not an integer (at most 18 digits)')
 
 
 def csv_records(path, text, columns):
     """(line, {column: stripped value}) of a CSV with a header containing columns; blank lines skipped."""
     reader = csv.reader(text.splitlines())
+    line = 1
     try:
-        header = next(reader)
-    except StopIteration:
-        raise InputError(path, 1, 'header', 'empty file') from None
-    header = [h.strip() for h in header]
-    for column in columns:
-        if column not in header:
-            raise InputError(path, 1, column, 'missing column')
-    for line, row in enumerate(reader, 2):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != len(header):
-            raise InputError(path, line, 'row', f'{len(row)} fields, header has {len(header)}')
-        yield line, dict(zip(header, (c.strip() for c in row)))
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise InputError(path, 1, 'header', 'empty file') from None
+        header = [h.strip() for h in header]
+        for column in columns:
+            if column not in header:
+                raise InputError(path, 1, column, 'missing column')
+        for line, row in enumerate(reader, 2):
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise InputError(path, line, 'row', f'{len(row)} fields, header has {len(header)}')
+            yield line, dict(zip(header, (c.strip() for c in row)))
+    except csv.Error as exc:
+        raise InputError(path, reader.line_num or line, 'row', f'not CSV ({exc})') from None
 
 
 def _json_rows(path, text):
@@ -288,6 +317,8 @@ def _json_rows(path, text):
             obj, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             raise InputError(path, exc.lineno, 'json', exc.msg) from None
+        except (ValueError, RecursionError):
+            raise InputError(path, line, 'json', 'nested too deeply or a number too long') from None
         if not isinstance(obj, dict):
             raise InputError(path, line, 'json', 'expected an order object')
         for column in ORDER_COLUMNS:

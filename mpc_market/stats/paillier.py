@@ -179,8 +179,10 @@ def load_json_object(path):
     text = read_text(path, 'utf-8')
     try:
         doc = json.loads(text)
-    except ValueError as exc:
-        raise InputError(path, getattr(exc, 'lineno', 1), 'file', f'not JSON ({exc.msg})') from None
+    except json.JSONDecodeError as exc:
+        raise InputError(path, exc.lineno, 'file', f'not JSON ({exc.msg})') from None
+    except (ValueError, RecursionError):
+        raise InputError(path, 1, 'file', 'not JSON (nested too deeply or a number too long)') from None
     if not isinstance(doc, dict):
         raise InputError(path, 1, 'file', 'expected a JSON object')
     return text, doc

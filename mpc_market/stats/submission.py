@@ -119,6 +119,6 @@ def read_submissions(path):
             continue
         try:
             out.append((line, EncryptedDay.from_json(text)))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InputError(path, line, 'submission', f'malformed encrypted day ({exc})') from None
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            raise InputError(path, line, 'submission', f'malformed encrypted day ({str(exc)[:80]})') from None
     return out
