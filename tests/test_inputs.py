@@ -80,7 +80,7 @@ def test_json_orders_accepted_and_errors_have_lines(tmp_path):
     text = '[\n' + ',\n'.join(json.dumps(o) for o in bad) + '\n]\n'
     proc, orders, _, _ = clear(tmp_path, text, orders_name='orders.json')
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"error: {orders}:4: energy_wh: 'lots' is not an integer"
+    assert proc.stderr.strip() == f"error: {orders}:4: energy_wh: 'lots' is not an integer (at most 18 digits)"
 
 
 def test_untradeable_orders_warn_their_owner(tmp_path):

@@ -151,3 +151,42 @@ def test_only_node_0_can_be_party_0(tmp_path, deployment_keys, attacker):
     plain = clear_plain(book)
     assert result.slots == plain.slots and result.rows == plain.rows
 
+
+
+def test_a_foreign_process_cannot_join_a_local_run(tmp_path, monkeypatch):
+    """Local mode (clear, settle, demo): the node processes use per-run certificates in the private
+    job directory, so a process of another user (here: an attacker thread knocking on the run's
+    ports with and without TLS) is refused and the run's result is unchanged."""
+    import threading
+
+    from mpc_market import engine
+    foreign = tmp_path / 'foreign'
+    keys.create_ca(str(foreign))
+    keys.create_node(str(foreign), 0, hosts=('127.0.0.1',))
+    ports = free_ports(3)
+    monkeypatch.setattr(engine, 'free_ports', lambda count: ports[:count])
+    marker = str(tmp_path / 'pwned')
+    stop, attempts, accepted = threading.Event(), [0], [0]
+
+    def knock():
+        while not stop.is_set():
+            for port in ports[1:]:
+                for cert in (None, (f'{foreign}/nodes/node0.pem', f'{foreign}/nodes/node0.key')):
+                    try:
+                        ok = _attack(port, *(cert or (None, None)), f'{foreign}/ca/ca.pem', marker)
+                    except OSError:
+                        continue  # not listening yet
+                    attempts[0] += 1
+                    accepted[0] += ok
+            time.sleep(0.02)
+    attacker = threading.Thread(target=knock, daemon=True)
+    attacker.start()
+    book = _book()
+    try:
+        secure = engine.clear_mpc(book, timeout=120)
+    finally:
+        stop.set()
+        attacker.join(10)
+    plain = clear_plain(book)
+    assert secure.slots == plain.slots and secure.rows == plain.rows
+    assert attempts[0] > 0 and accepted[0] == 0 and not os.path.exists(marker)
