@@ -9,6 +9,7 @@ bound, so a malformed message raises WireError; it cannot allocate more than the
 promises or construct any other type.
 """
 
+import itertools
 import struct
 
 import numpy as np
@@ -83,17 +84,30 @@ def _encode_array(array, out):
         out.append(_shape_header(ARRAY, code, array.shape) + np.ascontiguousarray(array, dtype=_NUMERIC[code]).tobytes())
         return
     flat = array.reshape(-1)
-    negative = np.fromiter((int(v) < 0 for v in flat), dtype=bool, count=flat.size) if flat.size else np.zeros(0, bool)
-    rest = np.where(negative, -flat, flat) if negative.any() else flat
-    limbs = []
-    while rest.size and rest.any():  # 64-bit limbs until every value is used up
-        limbs.append(np.asarray(rest & _M64).astype(np.uint64))
-        rest = rest >> 64
-        if len(limbs) * 8 > MAX_INT_BYTES:
+    values = flat.tolist()
+    low, high = (min(values), max(values)) if values else (0, 0)
+    signed = low < 0
+    magnitudes = np.abs(flat) if signed else flat
+    bits = max(-low, high).bit_length()
+    if bits <= 64:  # one machine word: the narrowest of 1, 2, 4, 8 bytes
+        width = next(w for w in (1, 2, 4, 8) if bits <= 8 * w)
+        body = np.asarray(magnitudes).astype(f'<u{width}').tobytes()
+    else:  # 8 bytes per 64-bit limb, least significant first, element after element
+        limbs = (bits + 63) // 64
+        width = 8 * limbs
+        if width > MAX_INT_BYTES:
             raise WireError('integer too large')
-    out.append(_shape_header(INTARRAY, b'ob', array.shape) + struct.pack('<B', len(limbs)))
-    out.append(np.packbits(negative).tobytes())
-    out.extend(limb.astype('<u8').tobytes() for limb in limbs)
+        columns = np.empty((flat.size, limbs), dtype='<u8')
+        rest = magnitudes
+        for k in range(limbs - 1):
+            columns[:, k] = (rest & _M64).astype(np.uint64)
+            rest = rest >> 64
+        columns[:, limbs - 1] = rest.astype(np.uint64)
+        body = columns.tobytes()
+    out.append(_shape_header(INTARRAY, b'ob', array.shape) + struct.pack('<HB', width, signed))
+    if signed:
+        out.append(np.packbits(flat < 0).tobytes())
+    out.append(body)
 
 
 def loads(data):
@@ -171,16 +185,21 @@ class _Reader:
             return np.frombuffer(self.take(size * dtype.itemsize), dtype=dtype).reshape(shape).copy()
         if code != b'ob':
             raise WireError('unknown array type')
-        (count,) = self.unpack('<B')
-        if count * 8 > MAX_INT_BYTES:
-            raise WireError('integer too large')
-        negative = np.unpackbits(np.frombuffer(self.take((size + 7) // 8), dtype=np.uint8))[:size].astype(bool)
-        values = np.zeros(size, dtype=object)
-        for k in range(count):
-            limb = np.frombuffer(self.take(8 * size), dtype='<u8').astype(object)
-            values = values + (limb << (64 * k)) if k else limb
-        if count and negative.any():
+        width, signed = self.unpack('<HB')
+        if width > MAX_INT_BYTES or signed > 1 or not (width in (1, 2, 4) or width % 8 == 0):
+            raise WireError('malformed integer array')
+        negative = None
+        if signed:
+            negative = np.unpackbits(np.frombuffer(self.take((size + 7) // 8), dtype=np.uint8))[:size].astype(bool)
+        raw = self.take(width * size)
+        values = np.empty(size, dtype=object)
+        if width == 0:
+            values[:] = 0
+        elif width <= 8:
+            values[:] = np.frombuffer(raw, dtype=f'<u{width}').astype(object)
+        else:  # C-level split into elements, one int.from_bytes each
+            values[:] = list(map(int.from_bytes, np.frombuffer(raw, dtype=f'V{width}').tolist(),
+                                 itertools.repeat('little')))
+        if negative is not None and negative.any():
             values = np.where(negative, -values, values)
-        elif not count:
-            values = np.zeros(size, dtype=object) * 0
         return values.reshape(shape)
