@@ -206,22 +206,21 @@ def _registry_entries(path):
     return entries
 
 
-def load_registry(path):
-    """participant -> Ed25519PublicKey (order, reading and request signatures)."""
+def _registry_keys(path, kind, from_public_bytes):
     try:
-        return {p: ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(e['sign']))
-                for p, e in _registry_entries(path).items()}
+        return {p: from_public_bytes(bytes.fromhex(e[kind])) for p, e in _registry_entries(path).items()}
     except ValueError as exc:
         raise KeyError_(f'{path}: malformed public key ({exc})') from None
+
+
+def load_registry(path):
+    """participant -> Ed25519PublicKey (order, reading and request signatures)."""
+    return _registry_keys(path, 'sign', ed25519.Ed25519PublicKey.from_public_bytes)
 
 
 def load_agreement_keys(path):
-    """participant -> X25519PublicKey (result shares are encrypted to it)."""
-    try:
-        return {p: x25519.X25519PublicKey.from_public_bytes(bytes.fromhex(e['kex']))
-                for p, e in _registry_entries(path).items()}
-    except ValueError as exc:
-        raise KeyError_(f'{path}: malformed public key ({exc})') from None
+    """participant -> X25519PublicKey (result shares are sealed to it)."""
+    return _registry_keys(path, 'kex', x25519.X25519PublicKey.from_public_bytes)
 
 
 def load_participant_agreement_key(out_dir, participant):

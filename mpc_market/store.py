@@ -79,6 +79,9 @@ class Store:
         self.path = path
         self._lock = threading.Lock()
         self._db = open_database(path, SCHEMA)
+        columns = {row[1] for row in self._db.execute('PRAGMA table_info(submissions)')}
+        if 'seq' not in columns:  # a store written before envelopes had sequence numbers
+            self._db.execute('ALTER TABLE submissions ADD COLUMN seq INTEGER NOT NULL DEFAULT 0')
 
     def close(self):
         with self._lock:
