@@ -2,7 +2,8 @@
 
 For each size: submission throughput (participants' orders accepted by every node per second,
 from several concurrent client processes, each a representative submitting batches; and for
-the smallest size also one order per request from many threads) and round latency (CloseRound
+the smallest size also one order per request from many threads; each representative with its
+own client certificate, as parties/README.md advises) and round latency (CloseRound
 at the broker -> signed public results available at the broker), without and with added
 latency between the nodes (a TCP delay proxy on the MPyC links; one-way delay). Every round is
 checked against the plaintext reference (public results, and a sample of participants' own
@@ -23,6 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine, save_rows  # noqa: E402
 
+from mpc_market import keys  # noqa: E402
 from mpc_market.client import BrokerClient, fetch_own_results, fetch_public, own_order_rows  # noqa: E402
 from mpc_market.encoding import Book  # noqa: E402
 from mpc_market.engine import clear_plain  # noqa: E402
@@ -56,8 +58,9 @@ def submit(deployment, round_id, paths, batch, workers):
     started = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, '-m', 'mpc_market', 'submit', '--broker', deployment.broker_address,
                                '--keys', deployment.keys, '--round', round_id, '--orders', p, '--batch', str(batch),
-                               '--workers', str(workers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for p in paths]
+                               '--workers', str(workers), '--client', f'rep{k}'],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k, p in enumerate(paths)]
     for proc in procs:
         out, err = proc.communicate()
         if proc.returncode != 0:
@@ -85,6 +88,8 @@ def run(size, delay_ms, clients, work):
     config = load_config(market_path)
     book = Book(config, load_orders(orders_path, config))
     deployment = LocalDeployment(os.path.join(directory, 'dep')).create(book.participants, delay_ms=delay_ms)
+    for k in range(clients):  # one client certificate per representative (admission budgets each alone)
+        keys.create_client(deployment.keys, f'rep{k}')
     deployment.start(timeout=120)
     row = {'participants': size, 'orders': count, 'delay_ms': delay_ms}
     try:

@@ -29,7 +29,7 @@ __all__ = ['Admission', 'is_busy', 'retry_when_busy']
 
 
 class Admission:
-    def __init__(self, workers, reserved=2, per_client=4, items_per_s=4000.0, burst=8000, max_items=256):
+    def __init__(self, workers, reserved=2, per_client=6, items_per_s=4000.0, burst=8000, max_items=256):
         if workers <= reserved:
             raise ValueError('need more workers than reserved ones')
         self.slots = workers - reserved
