@@ -27,7 +27,7 @@ from concurrent import futures
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
 from common import machine, save_rows  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519  # noqa: E402
 from phe import paillier as phe  # noqa: E402
 
 from mpc_market import keys  # noqa: E402
@@ -68,8 +68,9 @@ def grpc_run(work, submissions, public_keys, registry, feeders, threads=4, batch
     for client in ('submitter', public_keys[0].name):
         keys.create_client(key_dir, client)
     raw = lambda k: k.public_bytes_raw().hex()  # noqa: E731
+    kex = raw(x25519.X25519PrivateKey.generate().public_key())  # the aggregator uses only the signing keys
     with open(os.path.join(key_dir, 'registry.json'), 'w') as f:
-        json.dump({m: raw(k) for m, k in registry.items()}, f)
+        json.dump({m: {'sign': raw(k), 'kex': kex} for m, k in registry.items()}, f)
     with open(os.path.join(work, 'feeders.csv'), 'w') as f:
         f.write('participant,feeder,zone\n' + ''.join(f'{m},{fd},{z}\n' for m, (fd, z) in feeders.items()))
     for key in public_keys:
