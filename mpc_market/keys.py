@@ -223,22 +223,23 @@ def load_agreement_keys(path):
     return _registry_keys(path, 'kex', x25519.X25519PublicKey.from_public_bytes)
 
 
-def load_participant_agreement_key(out_dir, participant):
-    path = os.path.join(out_dir, 'participants', f'{participant}.kex.key')
+def _load_participant_private(out_dir, participant, suffix, what):
+    path = os.path.join(out_dir, 'participants', f'{participant}{suffix}')
     try:
         with open(path, 'rb') as f:
             return serialization.load_pem_private_key(f.read(), None)
     except (OSError, ValueError) as exc:
-        raise KeyError_(f'{path}: cannot load the key-agreement key of {participant} ({exc})') from None
+        raise KeyError_(f'{path}: cannot load the {what} of {participant} ({exc})') from None
+
+
+def load_participant_agreement_key(out_dir, participant):
+    """The participant's X25519 private key (opens its sealed result shares)."""
+    return _load_participant_private(out_dir, participant, '.kex.key', 'key-agreement key')
 
 
 def load_participant_key(out_dir, participant):
-    path = os.path.join(out_dir, 'participants', f'{participant}.key')
-    try:
-        with open(path, 'rb') as f:
-            return serialization.load_pem_private_key(f.read(), None)
-    except (OSError, ValueError) as exc:
-        raise KeyError_(f'{path}: cannot load the key of {participant} ({exc})') from None
+    """The participant's Ed25519 signing key."""
+    return _load_participant_private(out_dir, participant, '.key', 'key')
 
 
 def read_key_file(keys_dir, *parts):
