@@ -3,13 +3,14 @@
 An envelope binds the round id, the participant, a fresh nonce, a sequence number and the SHA-256
 hashes of all m share packages (one per node, in node order). Of two envelopes of one participant
 every node keeps the one with the higher (seq, envelope hash), whatever order they arrive in, so
-concurrent resubmissions still leave all nodes holding the same envelope. The participant signs its canonical encoding with
-its Ed25519 key; every node checks the signature against the registry, that its own package
+concurrent resubmissions still leave all nodes holding the same envelope. The participant signs
+its canonical encoding with its Ed25519 key; every node checks the signature against the registry, that its own package
 hashes to the value at its index (tampering), that the round is the open one and that the nonce
 was not used before (replay). Nodes keep envelopes and signatures, so they can later prove what
 was submitted, and any node can check that all nodes hold the same submission.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -84,7 +85,7 @@ class Envelope:
         return envelope
 
 
-ENVELOPE_KEYS = {'nonce', 'package_hashes', 'participant', 'round_id', 'seq'}
+ENVELOPE_KEYS = frozenset(f.name for f in dataclasses.fields(Envelope))
 
 
 def _no_duplicates(pairs):

@@ -138,8 +138,8 @@ MAX_PRICE_DIGITS = 7        # and below 10^7 currency per kWh
 def bounded_price(value):
     """value (a Decimal) if it is finite, >= 0 and on the supported range and grid; else None.
     Checked before any arithmetic: 1e999999999 or 1e-999999999 would otherwise take forever."""
-    if not value.is_finite() or value.is_signed():
-        return None if not value.is_zero() or not value.is_finite() else value
+    if not value.is_finite() or (value.is_signed() and not value.is_zero()):
+        return None
     _, digits, exponent = value.as_tuple()  # no Decimal arithmetic: it would overflow or crawl
     significant = len(digits)
     while significant > 1 and digits[significant - 1] == 0:  # trailing zeros

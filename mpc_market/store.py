@@ -144,7 +144,7 @@ class Store:
 
     def accept_many(self, items, at_ms=None):
         """Store checked submissions in one commit (one fsync); [None or the reason refused] per item.
-        items: (round_id, participant, kind, nonce, envelope, signature, package, receipt_signature[, seq]).
+        items: (round_id, participant, kind, nonce, envelope, signature, package, receipt_signature, seq).
         Of two envelopes of one participant the higher (seq, SHA-256 of the envelope) is kept, in
         whatever order they arrive, so every node that sees both keeps the same one.
         """
@@ -152,9 +152,7 @@ class Store:
         errors = []
         with self._transaction() as db:
             rounds = {}
-            for item in items:
-                round_id, participant, kind, nonce, envelope, signature, package, receipt_signature = item[:8]
-                seq = item[8] if len(item) > 8 else 0
+            for round_id, participant, kind, nonce, envelope, signature, package, receipt_signature, seq in items:
                 if round_id not in rounds:
                     try:
                         rounds[round_id] = self.round(round_id, db)

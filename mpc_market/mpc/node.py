@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import sys
 import time
 
@@ -25,7 +24,6 @@ from cryptography.exceptions import InvalidSignature
 
 STATISTICAL_SECURITY = 40
 AGREEMENT_DOMAIN = b'mpc-market/held-envelopes/v1\n'
-SHA256_HEX = re.compile(r'^[0-9a-f]{64}$')
 
 
 def _die_with_parent():
@@ -49,7 +47,8 @@ def held_statement(round_id, node_index, held):
 def parse_held_statement(message, sender, round_id, verify_key):
     """{participant: envelope hash} from a peer's signed statement; raise ValueError unless it is
     node sender's signature over exactly the schema of held_statement for this round."""
-    from ..market import PARTICIPANT_RE
+    from ..envelope import SHA256_HEX
+    from ..names import is_name
     if not (isinstance(message, tuple) and len(message) == 2 and all(isinstance(x, bytes) for x in message)):
         raise ValueError(f'node {sender}: malformed envelope statement')
     body, signature = message
@@ -67,8 +66,8 @@ def parse_held_statement(message, sender, round_id, verify_key):
         raise ValueError(f'node {sender}: envelope statement for another round or node')
     rows = fields.get('held')
     if not isinstance(rows, list) or not all(
-            isinstance(r, list) and len(r) == 2 and isinstance(r[0], str) and PARTICIPANT_RE.fullmatch(r[0])
-            and isinstance(r[1], str) and SHA256_HEX.match(r[1]) for r in rows):
+            isinstance(r, list) and len(r) == 2 and is_name(r[0]) and isinstance(r[1], str)
+            and SHA256_HEX.fullmatch(r[1]) for r in rows):
         raise ValueError(f'node {sender}: malformed envelope statement')
     held = dict(map(tuple, rows))
     if len(held) != len(rows) or body != held_statement(round_id, sender, held):

@@ -9,6 +9,9 @@ one resharing and one zero test per participant for validation, K comparisons pe
 the crossing, a long division per slot for the rationing ratio, and one floor per order for
 the allocation (a cheap probabilistic truncation plus an exact one on bitlen(T)+4 bits). Only
 verdicts, chosen levels, traded volumes and residuals are ever opened.
+
+Every mpc.transfer here crosses only links that mpyc_internals.start authenticated (the peer's
+certificate names the party it claims to be) and is decoded by mpc_market.mpc.wire, never pickle.
 """
 
 import hashlib

@@ -52,6 +52,14 @@ def _parse_quietly(parse, path):
     assert time.monotonic() - started < 1.0, f'{parse.__name__} took {time.monotonic() - started:.2f} s'
 
 
+def _csv_with(path, header, template, column, value):
+    """A one-row CSV from template with column replaced by value (quoted if it holds , or newline)."""
+    row = list(template)
+    row[column] = value if ',' not in value and '\n' not in value else json.dumps(value)
+    path.write_text(header + '\n' + ','.join(row) + '\n')
+    return path
+
+
 def _fuzz_settings(examples=60):
     return settings(max_examples=examples, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -60,10 +68,7 @@ def _fuzz_settings(examples=60):
 @_fuzz_settings()
 @given(column=st.integers(0, 4), value=FIELD_VALUE)
 def test_orders_csv(tmp_path, column, value):
-    row = list(ORDER_ROW)
-    row[column] = value if ',' not in value and '\n' not in value else json.dumps(value)
-    path = tmp_path / 'orders.csv'
-    path.write_text('participant,slot,side,energy_wh,limit_price\n' + ','.join(row) + '\n')
+    path = _csv_with(tmp_path / 'orders.csv', 'participant,slot,side,energy_wh,limit_price', ORDER_ROW, column, value)
     _parse_quietly(lambda p: load_orders(p, CONFIG), path)
 
 
@@ -82,10 +87,7 @@ def test_orders_json(tmp_path, key, value, raw):
 @_fuzz_settings()
 @given(column=st.integers(0, 2), value=FIELD_VALUE)
 def test_readings_csv(tmp_path, column, value):
-    row = list(READING_ROW)
-    row[column] = value if ',' not in value and '\n' not in value else json.dumps(value)
-    path = tmp_path / 'readings.csv'
-    path.write_text('participant,slot,net_wh\n' + ','.join(row) + '\n')
+    path = _csv_with(tmp_path / 'readings.csv', 'participant,slot,net_wh', READING_ROW, column, value)
     _parse_quietly(lambda p: load_readings(p, CONFIG), path)
 
 
