@@ -7,7 +7,7 @@ own client certificate, as parties/README.md advises) and round latency (CloseRo
 at the broker -> signed public results available at the broker), without and with added
 latency between the nodes (a TCP delay proxy on the MPyC links; one-way delay). Every round is
 checked against the plaintext reference (public results, and a sample of participants' own
-results reconstructed by `mpc_market.client`).
+results reconstructed by `mpc_market.net.client`).
 
     python benchmarks/deployment.py [--sizes 1000 10000] [--delays 0 10] [--clients 4]
 """
@@ -24,14 +24,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine, save_rows  # noqa: E402
 
-from mpc_market import keys  # noqa: E402
-from mpc_market.client import BrokerClient, fetch_own_results, fetch_public, own_order_rows  # noqa: E402
-from mpc_market.encoding import Book  # noqa: E402
-from mpc_market.engine import clear_plain  # noqa: E402
-from mpc_market.generate import write_community  # noqa: E402
-from mpc_market.localdeploy import LocalDeployment  # noqa: E402
-from mpc_market.market import load_config, load_orders  # noqa: E402
-from mpc_market.output import participant_table, public_table  # noqa: E402
+from mpc_market.common import keys  # noqa: E402
+from mpc_market.net.client import BrokerClient, fetch_own_results, fetch_public, own_order_rows  # noqa: E402
+from mpc_market.market.book import Book  # noqa: E402
+from mpc_market.market.plain import clear_plain  # noqa: E402
+from mpc_market.market.generate import write_community  # noqa: E402
+from mpc_market.net.localdeploy import LocalDeployment  # noqa: E402
+from mpc_market.market.config import load_config
+from mpc_market.market.orders import load_orders  # noqa: E402
+from mpc_market.market.output import participant_table, public_table  # noqa: E402
 from mpc_market.rpc import market_pb2  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')

@@ -26,18 +26,19 @@ from common import machine, save_rows  # noqa: E402
 
 import grpc  # noqa: E402
 
-from mpc_market import envelope as envelopes  # noqa: E402
-from mpc_market import keys  # noqa: E402
-from mpc_market.client import BrokerClient  # noqa: E402
-from mpc_market.deployment import _read, client_credentials, secure_channel  # noqa: E402
-from mpc_market.encoding import Book  # noqa: E402
-from mpc_market.localdeploy import LocalDeployment  # noqa: E402
-from mpc_market.market import MarketConfig, Order, parse_config  # noqa: E402
+from mpc_market.net import messages
+from mpc_market.common import keys  # noqa: E402
+from mpc_market.net.client import BrokerClient  # noqa: E402
+from mpc_market.net.tls import _read, client_credentials, secure_channel  # noqa: E402
+from mpc_market.market.book import Book  # noqa: E402
+from mpc_market.net.localdeploy import LocalDeployment  # noqa: E402
+from mpc_market.market.config import parse_config
+from mpc_market.market.orders import Order  # noqa: E402
 from mpc_market.rpc import market_pb2, market_pb2_grpc  # noqa: E402
-from mpc_market.service import package_values  # noqa: E402
-from mpc_market.store import Round, now_ms  # noqa: E402
-from mpc_market.submit import NodeEndpoint, Submitter  # noqa: E402
-from mpc_market.keys import load_node_verify_keys  # noqa: E402
+from mpc_market.net.node_intake import package_values  # noqa: E402
+from mpc_market.net.store import Round, now_ms  # noqa: E402
+from mpc_market.net.submit import NodeEndpoint, Submitter  # noqa: E402
+from mpc_market.common.keys import load_node_verify_keys  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 MARKET = '[market]\nprice_floor = 0.047\nprice_ceiling = 0.139\ntick = 0.001\n'
@@ -52,7 +53,7 @@ def _flood(address, keys_dir, seconds, in_flight, package_bytes, counts):
     hashes = tuple(os.urandom(32).hex() for _ in range(3))
     items = [market_pb2.Submission(
         round_id='r1', participant=p, node_index=0, package=package, signature=os.urandom(64),
-        envelope=envelopes.Envelope('r1', p, os.urandom(16).hex(), hashes, 1).to_json().encode())
+        envelope=messages.Envelope('r1', p, os.urandom(16).hex(), hashes, 1).to_json().encode())
         for p in PARTICIPANTS[:256]]
     batch = market_pb2.SubmissionBatch(orders=items)
     answered = refused = 0

@@ -21,10 +21,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 from clearing import CONFIG  # noqa: E402
 from common import machine, save_rows  # noqa: E402
 
-from mpc_market import billing  # noqa: E402
-from mpc_market.encoding import Book  # noqa: E402
-from mpc_market.generate import community  # noqa: E402
-from mpc_market.market import Order  # noqa: E402
+from mpc_market.mpc import local
+from mpc_market.market import plain
+from mpc_market.market.book import Book  # noqa: E402
+from mpc_market.market.generate import community  # noqa: E402
+from mpc_market.market.orders import Order  # noqa: E402
 
 
 def run(participants, mechanism, nodes, seed, check):
@@ -35,7 +36,7 @@ def run(participants, mechanism, nodes, seed, check):
     net_of = {(r['participant'], r['slot']): r['net_wh'] for r in raw_readings}
     book = Book(config, orders, extra_pairs=list(net_of))
     book_s = time.perf_counter() - started
-    result = billing.settle_mpc(book, net_of, nodes=nodes)
+    result = local.settle_mpc(book, net_of, nodes=nodes)
     stats = result.stats
     timings = stats['node_timings']
     phases = {name: max(t.get(name, 0.0) for t in timings)
@@ -46,9 +47,9 @@ def run(participants, mechanism, nodes, seed, check):
            'bytes_per_participant': round(stats['bytes_sent_per_participant']),
            'peak_rss_mb_per_node': stats['peak_rss_mb']}
     if check:
-        plain = billing.settle_plain(book, net_of)
-        row['agrees_with_reference'] = (plain.rows == result.rows and plain.bills == result.bills
-                                        and plain.slots == result.slots)
+        reference = plain.settle_plain(book, net_of)
+        row['agrees_with_reference'] = (reference.rows == result.rows and reference.bills == result.bills
+                                        and reference.slots == result.slots)
         row['money_balances'] = sum(r.deviation_amount for r in result.rows) == sum(
             s.retailer_net for s in result.slots.values())
     return row

@@ -1,4 +1,4 @@
-"""Print the saved benchmark results as Markdown tables (as used in README.md).
+"""Print the saved benchmark results as Markdown tables (as used in docs/performance.md).
 
     python benchmarks/tables.py
 """
@@ -45,7 +45,7 @@ def table(data, columns):
 
 
 if __name__ == '__main__':
-    print('### Clearing\n')
+    print('## Clearing\n')
     print(table(load('clearing-2core.json'), CLEARING))
-    print('\n### Clearing and settlement\n')
+    print('\n## Clearing and settlement\n')
     print(table(load('settlement-2core.json'), SETTLEMENT))

@@ -13,10 +13,10 @@ import time
 import grpc
 import pytest
 
-from mpc_market import keys
-from mpc_market.client import BrokerClient
-from mpc_market.deployment import client_credentials, secure_channel
-from mpc_market.localdeploy import LocalDeployment
+from mpc_market.common import keys
+from mpc_market.net.client import BrokerClient
+from mpc_market.net.tls import client_credentials, secure_channel
+from mpc_market.net.localdeploy import LocalDeployment
 from mpc_market.rpc import market_pb2, market_pb2_grpc
 
 MARKET = '[market]\nprice_floor = 0.10\nprice_ceiling = 0.20\ntick = 0.01\nmax_order_wh = 1000\n'
@@ -248,8 +248,8 @@ def test_rejections_by_running_nodes_and_broker(market, tmp_path):
     state = BrokerClient(m.broker, m.keys).status('r1')
     assert state.accepted == 0
     # A participant cannot fetch another's results: the request must be signed by its own key.
-    from mpc_market.nodeserver import results_request_bytes
-    from mpc_market.store import now_ms
+    from mpc_market.net.messages import results_request_bytes
+    from mpc_market.net.store import now_ms
     key = keys.load_participant_key(m.keys, 'p00')
     stamp = now_ms()
     nonce = os.urandom(16).hex()

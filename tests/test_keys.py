@@ -8,7 +8,8 @@ import sys
 import pytest
 from cryptography import x509
 
-from mpc_market import envelope, keys
+from mpc_market.net import messages
+from mpc_market.common import keys
 
 
 @pytest.fixture(scope='module')
@@ -50,27 +51,27 @@ def test_envelopes_accept_the_honest_and_reject_attacks(keydir):
     registry = keys.load_registry(os.path.join(keydir, 'registry.json'))
     alice, bob = keys.load_participant_key(keydir, 'alice'), keys.load_participant_key(keydir, 'bob')
     packages = [b'share for node 0', b'share for node 1', b'share for node 2']
-    env, sig = envelope.seal(alice, 'round-7', 'alice', packages)
+    env, sig = messages.seal(alice, 'round-7', 'alice', packages)
     seen = set()
     for i, package in enumerate(packages):
-        envelope.check(env, sig, registry, 'round-7', i, package, seen)
-    assert envelope.Envelope.from_json(env.to_json()) == env
+        messages.check(env, sig, registry, 'round-7', i, package, seen)
+    assert messages.Envelope.from_json(env.to_json()) == env
 
     def rejected(reason, *args):
-        with pytest.raises(envelope.EnvelopeError, match=reason):
-            envelope.check(*args)
-    rejected('not authenticated', envelope.Envelope('round-7', 'mallory', env.nonce, env.package_hashes), sig,
+        with pytest.raises(messages.EnvelopeError, match=reason):
+            messages.check(*args)
+    rejected('not authenticated', messages.Envelope('round-7', 'mallory', env.nonce, env.package_hashes), sig,
              registry, 'round-7', 0, packages[0], seen)
-    forged, forged_sig = envelope.seal(bob, 'round-7', 'alice', packages)  # bob signs as alice
+    forged, forged_sig = messages.seal(bob, 'round-7', 'alice', packages)  # bob signs as alice
     rejected('not authenticated', forged, forged_sig, registry, 'round-7', 0, packages[0], seen)
     rejected('open round', env, sig, registry, 'round-8', 0, packages[0], seen)
     rejected('replayed', env, sig, registry, 'round-7', 0, packages[0], {('alice', env.nonce)})
     rejected('tampered', env, sig, registry, 'round-7', 1, b'share for node 1, altered', seen)
     rejected('no package hash', env, sig, registry, 'round-7', 3, packages[0], seen)
-    altered = envelope.Envelope('round-7', 'alice', env.nonce, (env.package_hashes[1],) + env.package_hashes[1:])
+    altered = messages.Envelope('round-7', 'alice', env.nonce, (env.package_hashes[1],) + env.package_hashes[1:])
     rejected('not authenticated', altered, sig, registry, 'round-7', 0, packages[1], seen)
-    with pytest.raises(envelope.EnvelopeError, match='malformed'):
-        envelope.Envelope.from_json('{"round_id": 1}')
+    with pytest.raises(messages.EnvelopeError, match='malformed'):
+        messages.Envelope.from_json('{"round_id": 1}')
 
 
 def test_keys_cli_all(tmp_path):

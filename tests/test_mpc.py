@@ -10,10 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpc_market import field as ff
-from mpc_market.encoding import Book
-from mpc_market.engine import clear_mpc, clear_peers, clear_plain
-from mpc_market.market import MarketConfig, Order
+from mpc_market.mpc import field as ff
+from mpc_market.market.book import Book
+from mpc_market.mpc.local import clear_mpc, clear_peers
+from mpc_market.market.plain import clear_plain
+from mpc_market.market.config import MarketConfig
+from mpc_market.market.orders import Order
 
 CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'))
 SMALL = MarketConfig(Decimal('0.10'), Decimal('0.20'), Decimal('0.01'), 50000)  # 11 levels, slack bits
@@ -172,7 +174,7 @@ def test_cli_clear_mpc_equals_plain_on_generated_community(tmp_path):
 
 
 def test_a_crashed_node_fails_the_run_instead_of_hanging(monkeypatch):
-    from mpc_market.engine import EngineError
+    from mpc_market.mpc.local import EngineError
     monkeypatch.setenv('MPC_MARKET_FAIL_NODE', '1')
     book = book_of([('a', 0, 'sell', 10, 0.05), ('b', 0, 'buy', 10, 0.1)])
     with pytest.raises(EngineError, match='node 1 exited|lost connection to node 1'):
@@ -190,8 +192,9 @@ def test_progress_is_reported():
 def test_participant_missing_at_one_node_is_left_out(tmp_path):
     import json
     import os
-    from mpc_market.engine import _read_publics, job_spec, reconstruct, run_nodes, share_book
-    from mpc_market.jobs import node_dir
+    from mpc_market.mpc.local import read_public_outputs, reconstruct, run_nodes, share_book
+    from mpc_market.mpc.jobs import job_spec
+    from mpc_market.mpc.jobs import node_dir
     orders = [('a', 0, 'sell', 100, 0.05), ('b', 0, 'buy', 60, 0.1), ('c', 0, 'buy', 80, 0.12),
               ('d', 0, 'sell', 30, 0.06)]
     book = book_of(orders)
@@ -202,7 +205,7 @@ def test_participant_missing_at_one_node_is_left_out(tmp_path):
     with open(held, 'w') as f:
         json.dump(['a', 'b', 'd'], f)  # node 2 never received c's package
     run_nodes(str(tmp_path), 3, timeout=120)
-    public = _read_publics(str(tmp_path), 3)[0]
+    public = read_public_outputs(str(tmp_path), 3)[0]
     assert public['missing'] == ['c'] and public['excluded'] == []
     expected = clear_plain(book_of([o for o in orders if o[0] != 'c']))
     assert [s['traded_wh'] for s in public['slots']] == [s.traded_wh for s in expected.slots]

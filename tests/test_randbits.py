@@ -10,13 +10,13 @@ SCRIPT = textwrap.dedent('''
     import sys
     import numpy as np
     from mpyc.runtime import mpc
-    from mpc_market.mpc.protocol import FIELD, SECINT, _sec, exact_floor_pow2, floor_of_ratio_product
+    from mpc_market.mpc.primitives import FIELD, SECINT, to_secure, exact_floor_pow2, floor_of_ratio_product
     from mpc_market.mpc.randbits import random_bits
 
     async def main():
         await mpc.start()
         bits = await random_bits(FIELD, 4000)
-        values = np.asarray(await mpc.output(_sec(bits)), dtype=np.int64)
+        values = np.asarray(await mpc.output(to_secure(bits)), dtype=np.int64)
         assert set(values.tolist()) <= {0, 1}, set(values.tolist())
         assert 1800 < values.sum() < 2200, values.sum()
         rng = np.random.default_rng(7)  # same public test values at every party
@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent('''
         ys = [0, 1, (1 << f) - 1, 1 << f, (1 << f) + 1, (1 << y_bits) - 1] + \\
              [int(v) for v in rng.integers(0, 1 << 62, 200) >> 2]
         q = await exact_floor_pow2(np.array(ys, dtype=object), f, y_bits)
-        q = np.asarray(await mpc.output(_sec(q)), dtype=object)
+        q = np.asarray(await mpc.output(to_secure(q)), dtype=object)
         assert list(q) == [y >> f for y in ys]
 
         # floor(x*N/T) from y = x * ceil(N 2^f / T): exact divisions, fractions just below 1, maxima
@@ -36,7 +36,7 @@ SCRIPT = textwrap.dedent('''
                   zip(rng.integers(1, 1 << x_bits, 150), rng.integers(0, bound, 150), rng.integers(1, bound, 150))]
         ys = [x * -(-(n << f) // t) for x, n, t in cases]
         q = await floor_of_ratio_product(np.array(ys, dtype=object), f, x_bits + f + 1, bound)
-        q = np.asarray(await mpc.output(_sec(q)), dtype=object)
+        q = np.asarray(await mpc.output(to_secure(q)), dtype=object)
         assert list(q) == [x * n // t for x, n, t in cases]
         await mpc.shutdown()
         print('OK', mpc.pid)

@@ -4,10 +4,11 @@ from decimal import Decimal
 
 import pytest
 
-from mpc_market import reference
-from mpc_market.encoding import Book
-from mpc_market.engine import clear_plain
-from mpc_market.market import MarketConfig, Order
+from mpc_market.market import rule as reference
+from mpc_market.market.book import Book
+from mpc_market.market.plain import clear_plain
+from mpc_market.market.config import MarketConfig
+from mpc_market.market.orders import Order
 
 CONFIG = MarketConfig(Decimal('0.10'), Decimal('0.20'), Decimal('0.01'))  # K = 11 levels
 

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pb2
 
-from mpc_market import keys
+from mpc_market.common import keys
 from mpc_market.rpc import market_pb2, market_pb2_grpc
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')

@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from mpc_market import envelope as envelopes
-from mpc_market import field as ff
-from mpc_market import keys
-from mpc_market.encoding import Book
-from mpc_market.market import MarketConfig, Order
+from mpc_market.net import messages
+from mpc_market.mpc import field as ff
+from mpc_market.common import keys
+from mpc_market.market.book import Book
+from mpc_market.market.config import MarketConfig
+from mpc_market.market.orders import Order
 from mpc_market.rpc import market_pb2, market_pb2_grpc
-from mpc_market.service import NodeService, RateLimiter
-from mpc_market.store import Store, now_ms
-from mpc_market.submit import SubmitError, Submitter, load_endpoints, tls_credentials
+from mpc_market.net.node_intake import NodeService, RateLimiter
+from mpc_market.net.store import Store, now_ms
+from mpc_market.net.submit import SubmitError, Submitter, load_endpoints, tls_credentials
 
 TOML = '[market]\nprice_floor = 0.10\nprice_ceiling = 0.20\ntick = 0.01\n'
 CONFIG = MarketConfig(Decimal('0.10'), Decimal('0.20'), Decimal('0.01'))
@@ -94,25 +95,25 @@ def test_attacks_are_rejected_with_clear_errors_and_nothing_stored(deployment):
                                                    node_index=node_index, package=package), timeout=10)
         return info.value.code(), info.value.details()
 
-    env, sig = envelopes.seal(alice, 'r1', 'alice', packages)
-    mallory = envelopes.Envelope('r1', 'mallory', env.nonce, env.package_hashes)
+    env, sig = messages.seal(alice, 'r1', 'alice', packages)
+    mallory = messages.Envelope('r1', 'mallory', env.nonce, env.package_hashes)
     unknown = send(mallory, sig, participant='mallory')
     assert unknown == (grpc.StatusCode.UNAUTHENTICATED,
                        'node 0: not authenticated: no valid signature of a registered mallory')
     assert send(env, sig, participant='bob')[0] == grpc.StatusCode.INVALID_ARGUMENT  # request != envelope
-    forged, forged_sig = envelopes.seal(bob, 'r1', 'alice', packages)
+    forged, forged_sig = messages.seal(bob, 'r1', 'alice', packages)
     assert send(forged, forged_sig) == (grpc.StatusCode.UNAUTHENTICATED,
                                         'node 0: not authenticated: no valid signature of a registered alice')
     code, details = send(env, sig, package=packages[0][:-1] + b'\x00')
     assert code == grpc.StatusCode.DATA_LOSS and 'tampered' in details
     assert send(env, sig, node_index=1)[0] == grpc.StatusCode.INVALID_ARGUMENT
-    other, other_sig = envelopes.seal(alice, 'r2', 'alice', packages)
+    other, other_sig = messages.seal(alice, 'r2', 'alice', packages)
     assert send(other, other_sig)[0] == grpc.StatusCode.FAILED_PRECONDITION  # unknown round
     bad = bytearray(packages[0])
     bad[-1] = 0xFF  # top limb of the last share >= 2^31: not a field element
-    bad_env, bad_sig = envelopes.seal(alice, 'r1', 'alice', [bytes(bad)] + packages[1:])
+    bad_env, bad_sig = messages.seal(alice, 'r1', 'alice', [bytes(bad)] + packages[1:])
     assert 'not a field element' in send(bad_env, bad_sig, package=bytes(bad))[1]
-    short_env, short_sig = envelopes.seal(alice, 'r1', 'alice', [packages[0][:32]] + packages[1:])
+    short_env, short_sig = messages.seal(alice, 'r1', 'alice', [packages[0][:32]] + packages[1:])
     assert 'malformed package' in send(short_env, short_sig, package=packages[0][:32])[1]
     assert stores[0].count('r1') == 0
     for _ in range(20):  # a flood of forgeries in alice's name does not use up alice's quota
@@ -124,7 +125,7 @@ def test_attacks_are_rejected_with_clear_errors_and_nothing_stored(deployment):
 
 def submitter_last(store):
     nonce, envelope_json, signature, package = store.submissions('r1', 'order')['alice']
-    return envelopes.Envelope.from_json(envelope_json), signature, package
+    return messages.Envelope.from_json(envelope_json), signature, package
 
 
 def test_late_orders_and_flooding(deployment):
@@ -173,5 +174,5 @@ def test_batch_submission_isolates_each_participant(deployment):
 
 
 def _width(store):
-    from mpc_market.service import package_values
+    from mpc_market.net.node_intake import package_values
     return package_values(store.round('r1'), 'order') // 2

@@ -7,10 +7,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpc_market import billing
-from mpc_market.encoding import Book
-from mpc_market.market import MarketConfig, Order
-from mpc_market.settlement import settle_slot
+from mpc_market.market import plain
+from mpc_market.mpc import local
+from mpc_market.market.book import Book
+from mpc_market.market.config import MarketConfig
+from mpc_market.market.orders import Order
+from mpc_market.market import settlement
+from mpc_market.market.settlement import settle_slot
 
 F, C = 10, 20  # floor and ceiling in price units
 CONFIG = MarketConfig(Decimal('0.10'), Decimal('0.20'), Decimal('0.01'), 50000, 40000)
@@ -50,7 +53,7 @@ def test_partial_netting_and_rounding_towards_zero():
 def test_no_trade_price_is_the_midpoint():
     rows = [Order('a', 0, 'buy', 100, Decimal('0.11')), Order('b', 0, 'sell', 100, Decimal('0.19'))]
     book = Book(CONFIG, rows)
-    result = billing.settle_plain(book, {('a', 0): 120, ('b', 0): -120})  # a short 20, b long 20
+    result = plain.settle_plain(book, {('a', 0): 120, ('b', 0): -120})  # a short 20, b long 20
     by = {r.participant: r for r in result.rows}
     assert result.clearing.slots[0].traded_wh == 0
     assert by['a'].deviation_amount == 20 * 15 and by['b'].deviation_amount == -20 * 15  # (10 + 20) / 2
@@ -86,12 +89,12 @@ def random_market(seed, participants=14, slots=2):
 
 
 def assert_settlements_equal(book, net_of, **kwargs):
-    plain = billing.settle_plain(book, net_of)
-    secure = billing.settle_mpc(book, net_of, timeout=300, **kwargs)
-    assert secure.clearing.slots == plain.clearing.slots
-    assert secure.rows == plain.rows
-    assert secure.bills == plain.bills
-    assert secure.slots == plain.slots
+    reference = plain.settle_plain(book, net_of)
+    secure = local.settle_mpc(book, net_of, timeout=300, **kwargs)
+    assert secure.clearing.slots == reference.clearing.slots
+    assert secure.rows == reference.rows
+    assert secure.bills == reference.bills
+    assert secure.slots == reference.slots
     return secure
 
 
@@ -116,7 +119,7 @@ def test_mpc_settlement_with_five_nodes():
 
 
 def test_cheating_meter_packages_are_excluded_from_settlement():
-    from mpc_market.encoding import ReadingLayout
+    from mpc_market.market.book import ReadingLayout
     book, readings = random_market(11, participants=10, slots=1)
     layout = ReadingLayout.for_config(CONFIG)
     no_deviation, out_of_range = book.participants[3], book.participants[6]
@@ -132,7 +135,7 @@ def test_cheating_meter_packages_are_excluded_from_settlement():
             data[rows[no_deviation] - participants.start, 0, 1:] = 0
         if rows[out_of_range] in participants:  # exports 50 000 Wh > max_reading_wh = 40 000, consistently
             r = rows[out_of_range] - participants.start
-            planned = billing.settlement.planned_position(book.order_of.get((out_of_range, 0)))
+            planned = settlement.planned_position(book.order_of.get((out_of_range, 0)))
             deviation = -50000 - planned
             data[r, 0, 0] = deviation < 0
             data[r, 0, layout.dev_bits] = bits(abs(deviation), layout.deviation_bits)
@@ -141,14 +144,13 @@ def test_cheating_meter_packages_are_excluded_from_settlement():
             data[r, 0, layout.slack] = 0  # no slack can make 50 000 + slack = 40 000
         return data
 
-    secure = billing.settle_mpc(book, readings, reading_tamper=tamper, timeout=300)
+    secure = local.settle_mpc(book, readings, reading_tamper=tamper, timeout=300)
     assert secure.stats['meter_excluded'] == sorted([no_deviation, out_of_range])
     cheats = (no_deviation, out_of_range)
     assert all(r.deviation_amount == 0 for r in secure.rows if r.participant in cheats)
     # clearing is untouched, and the honest participants settle among themselves
-    plain = billing.settle_plain(book, readings)
-    assert secure.clearing.rows == plain.clearing.rows
-    from mpc_market import settlement
+    reference = plain.settle_plain(book, readings)
+    assert secure.clearing.rows == reference.clearing.rows
     honest = [p for p in book.participants if p not in cheats and ((p, 0) in readings or (p, 0) in book.order_of)]
     deviations = [readings.get((p, 0), 0) - settlement.planned_position(book.order_of.get((p, 0))) for p in honest]
     price2 = settlement.deviation_price2(CONFIG, secure.clearing.slots[0])
@@ -158,8 +160,8 @@ def test_cheating_meter_packages_are_excluded_from_settlement():
 
 
 def test_readings_file_errors(tmp_path):
-    from mpc_market.errors import InputError
-    from mpc_market.readings import load_readings
+    from mpc_market.common.errors import InputError
+    from mpc_market.market.readings import load_readings
     path = tmp_path / 'r.csv'
     for body, line, field in [('participant,slot\n', 1, 'net_wh'), ('participant,slot,net_wh\na,0,x\n', 2, 'net_wh'),
                               ('participant,slot,net_wh\na,0,40001\n', 2, 'net_wh'),
@@ -195,7 +197,7 @@ def test_community_schemes_under_mpc_equal_reference(mechanism):
 
 
 def test_scheme_prices_hand_values():
-    from mpc_market.schemes import scheme_prices
+    from mpc_market.market.schemes import scheme_prices
     # S = 50, D = 100 (SDR = 1/2): sell = 20*10*100/(10*50 + 10*100) = 13.33 -> 14; buy = (13.33*50 + 20*50)/100
     assert scheme_prices('sdr', 50, 100, F, C) == (16, 14)
     assert scheme_prices('sdr', 100, 50, F, C) == (F, F)

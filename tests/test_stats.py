@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpc_market import keys
-from mpc_market.errors import InputError
+from mpc_market.common import keys
+from mpc_market.common.errors import InputError
 from mpc_market.stats import dp, paillier
 from mpc_market.stats.aggregate import Aggregator, plan_release
 from mpc_market.stats.packing import Layout

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from mpc_market import keys
-from mpc_market.engine import free_ports
+from mpc_market.common import keys
+from mpc_market.mpc.local import free_ports
 from mpc_market.stats import paillier
 from mpc_market.stats.reference import plain_totals
 from mpc_market.stats.release import decrypt_bundle
@@ -159,7 +159,7 @@ def test_aggregator_turns_away_oversize_batches_and_keeps_its_state_private(depl
     state directory is 0700 with 0600 files whatever the caller's umask."""
     import grpc
     import stat
-    from mpc_market.deployment import client_credentials, secure_channel
+    from mpc_market.net.tls import client_credentials, secure_channel
     from mpc_market.rpc import market_pb2, market_pb2_grpc
     root, address, _, _ = deployment
     stub = market_pb2_grpc.StatsAggregatorStub(secure_channel(

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from mpc_market.store import Store, StoreError, now_ms
+from mpc_market.net.store import Store, StoreError, now_ms
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_an_acknowledged_submission_survives_a_crash(tmp_path):
     path = str(tmp_path / 'crash.db')
     child = textwrap.dedent(f'''
         import os, signal, sys
-        from mpc_market.store import Store, now_ms
+        from mpc_market.net.store import Store, now_ms
         s = Store({path!r})
         s.open_round('r1', [0], now_ms() + 60_000, '')
         s.accept('r1', 'alice', 'order', 'n1', b'{{}}', b'sig', b'package', b'receipt')

@@ -27,7 +27,7 @@ import mpyc
 import numpy as np
 from mpyc import asyncoro, thresha
 
-from .. import field as ff
+from . import field as ff
 from . import wire
 
 __all__ = ['SUPPORTED_VERSIONS', 'install', 'start', 'AuthenticatedExchanger', 'party_of_certificate',
@@ -130,7 +130,7 @@ class AuthenticatedExchanger(asyncoro.MessageExchanger):
 
 
 def tls_files(keys_dir, index):
-    """(certificate, key, CA) paths of node index in a keys directory (mpc_market.keys layout)."""
+    """(certificate, key, CA) paths of node index in a keys directory (mpc_market.common.keys layout)."""
     return (os.path.join(keys_dir, 'nodes', f'node{index}.pem'), os.path.join(keys_dir, 'nodes', f'node{index}.key'),
             os.path.join(keys_dir, 'ca', 'ca.pem'))
 

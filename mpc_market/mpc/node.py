@@ -39,7 +39,7 @@ def _die_with_parent():
 
 def held_statement(round_id, node_index, held):
     """The canonical bytes a node signs to tell the others which envelopes it holds."""
-    from ..envelope import canonical_bytes
+    from ..common.signing import canonical_bytes
     return canonical_bytes(AGREEMENT_DOMAIN, {'round_id': round_id, 'node_index': node_index,
                                               'held': sorted([p, h] for p, h in held.items())})
 
@@ -47,8 +47,8 @@ def held_statement(round_id, node_index, held):
 def parse_held_statement(message, sender, round_id, verify_key):
     """{participant: envelope hash} from a peer's signed statement; raise ValueError unless it is
     node sender's signature over exactly the schema of held_statement for this round."""
-    from ..envelope import SHA256_HEX
-    from ..names import is_name
+    from ..common.signing import SHA256_HEX
+    from ..common.names import is_name
     if not (isinstance(message, tuple) and len(message) == 2 and all(isinstance(x, bytes) for x in message)):
         raise ValueError(f'node {sender}: malformed envelope statement')
     body, signature = message
@@ -85,7 +85,7 @@ async def agree_on_envelopes(spec, shares, held, keys_dir, index):
     import numpy as np
     from mpyc.runtime import mpc
 
-    from ..keys import load_node_signing_key, load_node_verify_keys
+    from ..common.keys import load_node_signing_key, load_node_verify_keys
     verify_keys = load_node_verify_keys(keys_dir, spec.nodes)
     body = held_statement(spec.round_id, index, held)
     messages = await mpc.transfer((body, load_node_signing_key(keys_dir, index).sign(body)))
@@ -128,9 +128,10 @@ def main(argv=None):
     import numpy as np
     from mpyc.runtime import mpc
 
-    from ..jobs import JobSpec, node_dir, save_array, write_json
+    from .jobs import JobSpec, node_dir, save_array, write_json
     from . import mpyc_internals as internals
-    from .protocol import MarketNode, peak_rss_mb
+    from .clearing import MarketNode
+    from .primitives import peak_rss_mb
 
     spec = JobSpec.load(args.job)
     own = node_dir(args.job, args.index)
@@ -164,8 +165,8 @@ def main(argv=None):
         public, results = await node.run()
         if spec.settle:
             import time as _time
-            from ..encoding import ReadingLayout
-            from .settle import SettlementNode
+            from ..market.book import ReadingLayout
+            from .settlement import SettlementNode
             settle_started = _time.perf_counter()
             reading_layout = ReadingLayout((spec.max_reading_wh + spec.max_order_wh).bit_length(),
                                            spec.max_reading_wh.bit_length(), spec.max_reading_wh)

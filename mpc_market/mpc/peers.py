@@ -8,7 +8,7 @@ and node i reconstructs its own rows. The clearing itself is the ordinary Market
 import numpy as np
 from mpyc.runtime import mpc
 
-from .. import field as ff
+from . import field as ff
 
 
 async def _ring_exchange(outgoing):

@@ -20,7 +20,7 @@ import hashlib
 import numpy as np
 from mpyc.runtime import mpc
 
-from .. import field as ff
+from . import field as ff
 from . import mpyc_internals as internals
 
 P = ff.MODULUS

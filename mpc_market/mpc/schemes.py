@@ -2,18 +2,18 @@
 
 Only the rounded buy and sell price of each slot are opened. Branches (S < D, empty sides) are
 secret bits applied by multiplication; every price is one batched secure division of the same
-fractions as mpc_market.schemes (the SDR buy price as two fractions plus a carry, which keeps the
+fractions as mpc_market.market.schemes (the SDR buy price as two fractions plus a carry, which keeps the
 numbers below 2^80 for 100 000 participants). Every order then trades whole at its slot's public
 price, so per-participant amounts are linear: no per-participant comparison at all.
 """
 
 import numpy as np
 
-from .protocol import P, _bits_needed, _is_zero, _less_than_zero, _reshare, integer_divide
+from .primitives import P, bits_needed, is_zero, less_than_zero, reshare_values, integer_divide
 
 
 async def _select(bit, if_one, if_zero):
-    return (if_zero + await _reshare(bit * (if_one - if_zero))) % P
+    return (if_zero + await reshare_values(bit * (if_one - if_zero))) % P
 
 
 async def scheme_prices(mechanism, supply, demand, floor_units, ceiling_units, bound):
@@ -21,12 +21,12 @@ async def scheme_prices(mechanism, supply, demand, floor_units, ceiling_units, b
     f, c = floor_units, ceiling_units
     s, d = np.asarray(supply, dtype=object), np.asarray(demand, dtype=object)
     n = s.size
-    total_bits = _bits_needed(2 * bound)
-    less = await _less_than_zero(s - d, total_bits)            # [S < D]
-    more = await _less_than_zero(d - s, total_bits)            # [S > D]
-    zero_s, zero_d = np.split(await _is_zero(np.concatenate([s, d]), total_bits), 2)
+    total_bits = bits_needed(2 * bound)
+    less = await less_than_zero(s - d, total_bits)            # [S < D]
+    more = await less_than_zero(d - s, total_bits)            # [S > D]
+    zero_s, zero_d = np.split(await is_zero(np.concatenate([s, d]), total_bits), 2)
     quotient_bits = c.bit_length() + 1
-    value_bits = _bits_needed(4 * c * max(c, 2) * bound << 6)
+    value_bits = bits_needed(4 * c * max(c, 2) * bound << 6)
 
     async def divide(numerators, denominators):
         q, r = await integer_divide(np.concatenate(numerators), np.concatenate(denominators), quotient_bits,
@@ -34,36 +34,36 @@ async def scheme_prices(mechanism, supply, demand, floor_units, ceiling_units, b
         return np.split(q, len(numerators)), np.split(r, len(numerators))
 
     async def ceil_of(q, r):
-        return (q + 1 - await _is_zero(r, value_bits)) % P
+        return (q + 1 - await is_zero(r, value_bits)) % P
 
     if mechanism == 'sdr':
         q = ((c - f) * s + f * d + (1 - less)) % P          # Q, or 1 outside the branch
         d1 = (d + (1 - less)) % P
-        deficit = await _reshare(less * (d - s))             # (D - S) in the branch, else 0
+        deficit = await reshare_values(less * (d - s))             # (D - S) in the branch, else 0
         if f == 0:
             (qb,), _ = await divide([c * deficit], [d1])
             buy_branch, sell_branch = qb, np.zeros(n, dtype=object)
         else:
             (qa, qb, qs), (ra, rb, rs) = await divide([c * f * s, c * deficit, c * f * d], [q, d1, q])
             # floor(CFS/Q + C(D-S)/D) = qa + qb + [ra/Q + rb/D >= 1]
-            cross = await _reshare(np.stack([ra * d1, rb * q, q * d1]))
-            carry = (1 - await _less_than_zero(cross[0] + cross[1] - cross[2],
-                                               _bits_needed(4 * c * c * bound * bound))) % P
+            cross = await reshare_values(np.stack([ra * d1, rb * q, q * d1]))
+            carry = (1 - await less_than_zero(cross[0] + cross[1] - cross[2],
+                                               bits_needed(4 * c * c * bound * bound))) % P
             buy_branch, sell_branch = (qa + qb + carry) % P, await ceil_of(qs, rs)
         buy = await _select(less, buy_branch, np.full(n, f, dtype=object))
         sell = await _select(less, sell_branch, np.full(n, f, dtype=object))
     elif mechanism == 'mmr':
         low_mid, high_mid = (c + f) // 2, (c + f + 1) // 2
         more_or_equal = (1 - less) % P
-        sell_num = await _reshare(more_or_equal * (d * (c + f) + 2 * (s - d) * f))
-        buy_num = await _reshare(less * (s * (c + f) + 2 * (d - s) * c))
+        sell_num = await reshare_values(more_or_equal * (d * (c + f) + 2 * (s - d) * f))
+        buy_num = await reshare_values(less * (s * (c + f) + 2 * (d - s) * c))
         (qs, qb), (rs, rb) = await divide([sell_num, buy_num], [2 * s + 2 * zero_s, 2 * d + more_or_equal])
         sell_branch = (await ceil_of(qs, rs) + zero_s * high_mid) % P
         sell = await _select(more_or_equal, sell_branch, np.full(n, high_mid, dtype=object))
         buy = await _select(less, qb, np.full(n, low_mid, dtype=object))
     elif mechanism == 'bill-sharing':
-        buy_num = await _reshare(less * (d - s))
-        sell_num = await _reshare(more * (s - d))
+        buy_num = await reshare_values(less * (d - s))
+        sell_num = await reshare_values(more * (s - d))
         (qb, qs), (rb, rs) = await divide([c * buy_num, f * sell_num], [d + zero_d, s + zero_s])
         buy, sell = qb, await ceil_of(qs, rs)
     else:

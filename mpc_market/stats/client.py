@@ -4,9 +4,9 @@ import functools
 
 import grpc
 
-from .. import deployment
-from ..admission import retry_when_busy
-from ..client import ClientError
+from ..net import tls
+from ..net.admission import retry_when_busy
+from ..net.client import ClientError
 from ..rpc import market_pb2, market_pb2_grpc
 
 
@@ -15,7 +15,7 @@ class AggregatorClient:
 
     def __init__(self, address, keys_dir, client):
         self.address = address
-        self.channel = deployment.secure_channel(address, deployment.client_credentials(keys_dir, 'clients', client),
+        self.channel = tls.secure_channel(address, tls.client_credentials(keys_dir, 'clients', client),
                                                  'aggregator')
         self.stub = market_pb2_grpc.StatsAggregatorStub(self.channel)
 

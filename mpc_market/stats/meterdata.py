@@ -8,10 +8,11 @@ counts as 0 Wh both ways.
 
 import csv
 
-from ..errors import InputError
-from ..keys import KeyError_, load_registry
-from ..names import NAME_RULE
-from ..market import PARTICIPANT_RE, csv_records, parse_int, parse_participant_slot, read_text
+from ..common.errors import InputError
+from ..common.keys import KeyError_, load_registry
+from ..common.names import NAME_RULE
+from ..market.orders import PARTICIPANT_RE, parse_participant_slot
+from ..common.textinput import csv_records, parse_int, read_text
 
 FEEDER_COLUMNS = ('participant', 'feeder', 'zone')
 

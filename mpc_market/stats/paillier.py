@@ -25,10 +25,10 @@ from functools import cached_property
 import gmpy2
 from phe import paillier
 
-from ..names import NAME_RULE, check_name, is_name
-from ..errors import InputError
-from ..keys import KeyError_, _write_private, _write_public
-from ..market import read_text
+from ..common.names import NAME_RULE, check_name, is_name
+from ..common.errors import InputError
+from ..common.keys import KeyError_, write_private_file, write_public_file
+from ..common.textinput import read_text
 from .packing import Layout
 
 PUBLIC_FORMAT = 'mpc-market/paillier-public/v1'
@@ -103,7 +103,7 @@ class PublicKey:
         return 0 < c < self.nsquare and gmpy2.gcd(c, self.n) == 1
 
     def write(self, path):
-        _write_public(path, (json.dumps(self.content() | {'key_id': self.key_id}, indent=1) + '\n').encode())
+        write_public_file(path, (json.dumps(self.content() | {'key_id': self.key_id}, indent=1) + '\n').encode())
 
 
 def _window_table(base, modulus, exponent_bits):
@@ -133,7 +133,7 @@ class PrivateKey:
     def write(self, path):
         content = self.public.content() | {'format': PRIVATE_FORMAT, 'key_id': self.public.key_id,
                                            'p': format(self.p, 'x'), 'q': format(self.q, 'x')}
-        _write_private(path, (json.dumps(content, indent=1) + '\n').encode())
+        write_private_file(path, (json.dumps(content, indent=1) + '\n').encode())
 
 
 def generate(name, level, bits=2048, slots=96, max_reading_wh=65535, max_meters=1_000_000, guard_bits=4):

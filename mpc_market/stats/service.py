@@ -34,17 +34,19 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from .. import deployment
-from ..admission import Admission
-from ..errors import InputError
-from ..private import make_private_dir
+from ..net import config
+from ..net import tls
+from ..net.admission import Admission
+from ..common.errors import InputError
+from ..common.files import make_private_dir
 from ..rpc import market_pb2, market_pb2_grpc
-from ..store import Transaction, now_ms, open_database
+from ..net.store import Transaction, now_ms, open_database
 from . import dp
 from .aggregate import DEFAULT_MIN_COHORT, Aggregator, bundle_text
 from .meterdata import load_feeders, load_participant_registry
 from .paillier import load_public_keys
 from .submission import EncryptedDay, Rejected, parse_day
+from ..common.textinput import toml_key_line
 
 log = logging.getLogger('mpc_market.stats')
 WORKERS = 8
@@ -74,18 +76,18 @@ class AggregatorConfig:
 
 
 def load_aggregator_config(path):
-    get, rel = deployment.get_value, deployment.relative_path
-    text, table = deployment.load_table(path, 'aggregator')
+    get, rel = config.get_value, config.relative_path
+    text, table = config.load_table(path, 'aggregator')
     files = get(path, text, table, 'public_keys', list, check=lambda v: v and all(isinstance(f, str) for f in v),
                 what='a non-empty list of public key files')
     epsilon = get(path, text, table, 'dp_epsilon', str, '', what='a decimal string such as "0.5"')
     try:
         epsilon = dp.parse_epsilon(epsilon) if epsilon else None
     except (ValueError, ZeroDivisionError) as exc:
-        raise InputError(path, deployment.toml_key_line(text, 'dp_epsilon'), 'dp_epsilon', str(exc)) from None
+        raise InputError(path, toml_key_line(text, 'dp_epsilon'), 'dp_epsilon', str(exc)) from None
     return AggregatorConfig(
         path=path,
-        listen=get(path, text, table, 'listen', str, check=deployment.ADDRESS_RE.match, what='"host:port"'),
+        listen=get(path, text, table, 'listen', str, check=config.ADDRESS_RE.match, what='"host:port"'),
         data_dir=rel(path, get(path, text, table, 'data_dir', str, what='a directory')),
         keys=rel(path, get(path, text, table, 'keys', str, what='a directory')),
         feeders=rel(path, get(path, text, table, 'feeders', str, what='a CSV file')),
@@ -185,7 +187,7 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
         key = next((k for k in self.public_keys if k.key_id == request.key_id), None)
         if key is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f'no operator key {request.key_id!r} at this aggregator')
-        caller = deployment.client_name(context)
+        caller = tls.client_name(context)
         if caller != key.name:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f'aggregates under key {key.name} go to the client '
                           f'certificate {key.name!r} only, not {caller!r}')
@@ -224,12 +226,12 @@ def serve(config):
     public_keys, registry, feeder_map = load_service_inputs(config)
     make_private_dir(config.data_dir)
     store = AggregatorStore(os.path.join(config.data_dir, 'aggregator.db'))
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS), options=deployment.server_options())
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS), options=tls.server_options())
     market_pb2_grpc.add_StatsAggregatorServicer_to_server(
         AggregatorService(config, store, public_keys, registry, feeder_map), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if not server.add_secure_port(config.listen, deployment.server_credentials(config.keys, 'aggregator', 'aggregator')):
+    if not server.add_secure_port(config.listen, tls.server_credentials(config.keys, 'aggregator', 'aggregator')):
         raise OSError(f'aggregator: cannot listen on {config.listen}')
     server.start()
     health_servicer.set('', health_pb2.HealthCheckResponse.SERVING)

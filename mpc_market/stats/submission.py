@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 
-from ..envelope import canonical_bytes
-from ..errors import InputError
-from ..market import read_text
+from ..common.signing import canonical_bytes
+from ..common.errors import InputError
+from ..common.textinput import read_text
 from ..rpc import market_pb2
 
 DOMAIN = b'mpc-market/encrypted-day/v1\n'

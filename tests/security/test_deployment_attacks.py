@@ -9,17 +9,17 @@ import stat
 import grpc
 import pytest
 
-from mpc_market import keys
-from mpc_market.client import BrokerClient
-from mpc_market.deployment import client_credentials, secure_channel
-from mpc_market.nodeserver import results_request_bytes
+from mpc_market.common import keys
+from mpc_market.net.client import BrokerClient
+from mpc_market.net.tls import secure_channel
+from mpc_market.net.messages import results_request_bytes
 from mpc_market.rpc import market_pb2, market_pb2_grpc
-from mpc_market.store import now_ms
+from mpc_market.net.store import now_ms
 
 
 def _node_as(m, index, keys_subdir, name):
     """A stub for node index, connecting with any certificate of the deployment (a node's too)."""
-    from mpc_market.deployment import _read
+    from mpc_market.net.tls import _read
     credentials = grpc.ssl_channel_credentials(_read(m.keys, 'ca', 'ca.pem'), _read(m.keys, keys_subdir, f'{name}.key'),
                                                _read(m.keys, keys_subdir, f'{name}.pem'))
     address = BrokerClient(m.broker, m.keys).status('r1').node_addresses[index]

@@ -12,7 +12,7 @@ import threading
 import grpc
 import pytest
 
-from mpc_market.admission import Admission, is_busy, retry_when_busy
+from mpc_market.net.admission import Admission, is_busy, retry_when_busy
 
 BENCHMARK = os.path.join(os.path.dirname(__file__), '..', '..', 'benchmarks', 'flood.py')
 

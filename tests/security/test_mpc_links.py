@@ -18,12 +18,14 @@ from decimal import Decimal
 
 import pytest
 
-from mpc_market import keys
-from mpc_market.encoding import Book
-from mpc_market.engine import clear_plain, free_ports, job_spec, mark_ready, reconstruct, share_book, \
-    wait_nodes, _mpc_result, _read_publics
-from mpc_market.jobs import node_dir
-from mpc_market.market import MarketConfig, Order
+from mpc_market.common import keys
+from mpc_market.market.book import Book
+from mpc_market.market.plain import clear_plain
+from mpc_market.mpc.local import free_ports, mark_ready, reconstruct, share_book, wait_nodes, mpc_result, read_public_outputs
+from mpc_market.mpc.jobs import job_spec
+from mpc_market.mpc.jobs import node_dir
+from mpc_market.market.config import MarketConfig
+from mpc_market.market.orders import Order
 
 CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'))
 
@@ -146,7 +148,7 @@ def test_only_node_0_can_be_party_0(tmp_path, deployment_keys, attacker):
         assert 'refused an MPyC link' in logs
     values = reconstruct(job_dir, spec)
     pi, si = book.participant_index, book.slot_index
-    result = _mpc_result(book, _read_publics(job_dir, 3),
+    result = mpc_result(book, read_public_outputs(job_dir, 3),
                          lambda o: tuple(int(v) for v in values[pi[o.participant], si[o.slot]]), (0, 0, 0))
     plain = clear_plain(book)
     assert result.slots == plain.slots and result.rows == plain.rows
@@ -159,12 +161,12 @@ def test_a_foreign_process_cannot_join_a_local_run(tmp_path, monkeypatch):
     ports with and without TLS) is refused and the run's result is unchanged."""
     import threading
 
-    from mpc_market import engine
+    from mpc_market.mpc import local
     foreign = tmp_path / 'foreign'
     keys.create_ca(str(foreign))
     keys.create_node(str(foreign), 0, hosts=('127.0.0.1',))
     ports = free_ports(3)
-    monkeypatch.setattr(engine, 'free_ports', lambda count: ports[:count])
+    monkeypatch.setattr(local, 'free_ports', lambda count: ports[:count])
     marker = str(tmp_path / 'pwned')
     stop, attempts, accepted = threading.Event(), [0], [0]
 
@@ -183,7 +185,7 @@ def test_a_foreign_process_cannot_join_a_local_run(tmp_path, monkeypatch):
     attacker.start()
     book = _book()
     try:
-        secure = engine.clear_mpc(book, timeout=120)
+        secure = local.clear_mpc(book, timeout=120)
     finally:
         stop.set()
         attacker.join(10)

@@ -1,0 +1,262 @@
+"""Deployment commands over gRPC: ``node``, ``broker``, ``up``, ``round``, ``submit``, ``results``.
+"""
+
+import argparse
+import os
+import sys
+import time
+from ..common.errors import InputError
+from .market import MAX_WARNINGS, default_config
+
+
+# -- deployment -------------------------------------------------------------------------------------
+def configure_logging():
+    import logging
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(levelname)s %(message)s')
+
+
+
+def cmd_node(args):
+    from ..net.config import load_node_config
+    from ..net.node import serve
+    config = load_node_config(args.config)
+    configure_logging()
+    return serve(config)
+
+
+
+def cmd_broker(args):
+    from ..net.broker import serve
+    from ..net.config import load_broker_config
+    config = load_broker_config(args.config)
+    configure_logging()
+    return serve(config)
+
+
+
+def cmd_up(args):
+    import signal
+    from ..net.localdeploy import LocalDeployment
+    deployment = LocalDeployment(args.dir, args.nodes, netns=args.netns)
+    if os.path.exists(deployment.broker_config):
+        deployment.load()
+        print(f'using the existing deployment in {args.dir}')
+    else:
+        participants = []
+        if args.orders:
+            from ..market.config import load_config
+            from ..market.orders import load_orders
+            config = load_config(args.config) if args.config else default_config()
+            participants = sorted({o.participant for o in load_orders(args.orders, config)})
+        try:
+            deployment.create(participants, delay_ms=args.delay_ms, base_port=args.base_port)
+        except Exception as exc:
+            from ..common.keys import KeyError_
+            if isinstance(exc, KeyError_):
+                raise InputError(args.dir, 0, 'keys', str(exc)) from None
+            raise
+        print(f'wrote fresh keys ({len(participants)} participants registered) and configs to {args.dir}')
+    deployment.start()
+    print(f'broker at {deployment.broker_address}; {args.nodes} nodes running (logs in {args.dir}/*.log)')
+    print(f'  operator:     mpc-market round open --broker {deployment.broker_address} --keys {deployment.keys} '
+          '--round r1 --slots 0-3 --market MARKET.toml --gate-closure-in 60')
+    print(f'  participants: mpc-market submit --broker {deployment.broker_address} --keys {deployment.keys} '
+          '--orders ORDERS.csv')
+    print('Ctrl-C stops everything.', flush=True)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    try:
+        while not stop and all(p.poll() is None for p in deployment.procs.values()):
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    dead = [n for n, p in deployment.procs.items() if p.poll() is not None]
+    deployment.stop()
+    if dead:
+        print(f'error: {", ".join(dead)} stopped; see {args.dir}/{dead[0]}.log', file=sys.stderr)
+        return 1
+    return 0
+
+
+
+def _parse_slots(text):
+    slots = []
+    for part in text.split(','):
+        try:
+            if '-' in part:
+                lo, hi = (int(x) for x in part.split('-', 1))
+                slots.extend(range(lo, hi + 1))
+            else:
+                slots.append(int(part))
+        except ValueError:
+            raise InputError('<command line>', 0, 'slots', f'{text!r} is not like 0-95 or 0,1,2') from None
+    if not slots or min(slots) < 0 or len(set(slots)) != len(slots):
+        raise InputError('<command line>', 0, 'slots', f'{text!r}: need distinct slots >= 0')
+    return sorted(slots)
+
+
+
+def _state_line(state):
+    from ..rpc import market_pb2
+    name = market_pb2.RoundState.State.Name(state.state).lower()
+    closes = time.strftime('%H:%M:%S', time.localtime(state.gate_closure_unix_ms / 1000))
+    line = (f'round {state.round_id}: {name}; {len(state.slots)} slots; gate closure {closes}; '
+            f'{state.accepted} participants accepted by every node; clearing attempts {state.attempts}')
+    return line + (f'; reason: {state.reason}' if state.reason else '')
+
+
+
+def _round_id(value):
+    from ..common.names import is_name, NAME_RULE
+    if value and not is_name(value):
+        raise argparse.ArgumentTypeError(f'round id {value[:80]!r} is not {NAME_RULE}')
+    return value
+
+
+
+def cmd_round(args):
+    from ..net.client import BrokerClient
+    from ..market.config import load_config
+    from ..common.textinput import read_text
+    from ..rpc import market_pb2
+    from ..net.store import now_ms
+    broker = BrokerClient(args.broker, args.keys, args.client)
+    try:
+        if args.action == 'open':
+            if not args.slots or not args.market:
+                raise InputError('<command line>', 0, 'slots' if not args.slots else 'market',
+                                 'round open needs --slots and --market')
+            load_config(args.market)  # report a bad market file here, with its line
+            state = broker.open(args.round, _parse_slots(args.slots), now_ms() + int(args.gate_closure_in * 1000),
+                                read_text(args.market, 'utf-8'))
+        elif args.action == 'close':
+            state = broker.close_round(args.round)
+        else:
+            state = broker.status(args.round)
+        if args.wait is not None:
+            state = broker.wait(state.round_id, args.wait)
+        print(_state_line(state))
+        return 0 if args.wait is None or state.state == market_pb2.RoundState.CLEARED else 1
+    finally:
+        broker.close()
+
+
+
+def cmd_submit(args):
+    from ..net.client import BrokerClient, submit_orders
+    broker = BrokerClient(args.broker, args.keys, args.client)
+    try:
+        report = submit_orders(args.orders, broker, args.keys, args.round, args.client, args.workers, args.batch)
+    finally:
+        broker.close()
+    rate = len(report.accepted) / report.seconds if report.seconds else 0.0
+    print(f'round {report.round_id}: {len(report.accepted)} participants\' orders accepted by every node '
+          f'in {report.seconds:.2f} s ({rate:.0f}/s)')
+    for participant, reason in list(report.failed.items())[:MAX_WARNINGS]:
+        print(f'error: {reason}', file=sys.stderr)
+    if report.failed:
+        print(f'error: {len(report.failed)} participants not accepted (nothing half-counted; resubmit them)',
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+
+def cmd_results(args):
+    from ..net.client import BrokerClient, fetch_own_results, fetch_public, own_order_rows
+    from ..market.output import PARTICIPANT_COLUMNS, csv_text, participant_table, public_columns, write_all
+    from ..market.results import ClearingResult
+    from ..market.config import parse_config
+    broker = BrokerClient(args.broker, args.keys, args.client)
+    try:
+        if args.public:
+            state, body = fetch_public(broker, args.keys, args.round)
+            config = parse_config(f'round {state.round_id}', state.market_toml)
+            text = csv_text(public_columns(config), body['slots'])
+            summary = (f'round {state.round_id}: public results signed by all {len(state.node_addresses)} nodes; '
+                       f'{body["participants"]} participants cleared, {body["excluded"]} excluded, '
+                       f'{body["missing"]} missing')
+            name = 'public.csv'
+        else:
+            if not args.participant:
+                raise InputError('<command line>', 0, 'participant', 'give --participant ID or --public')
+            state, status, values = fetch_own_results(broker, args.keys, args.participant, args.round, args.client)
+            if status == 'missing':
+                print(f'round {state.round_id}: {args.participant}: no order counted (not every node held the same '
+                      'submission)')
+                return 1
+            if args.orders:
+                config, rows = own_order_rows(state, status, values, args.orders, args.participant)
+                text = csv_text(PARTICIPANT_COLUMNS, participant_table(config, ClearingResult([], rows)))
+            else:
+                config = parse_config(f'round {state.round_id}', state.market_toml)
+                text = csv_text(('participant', 'slot', 'matched_wh', 'unmatched_wh', 'amount', 'status'), [
+                    {'participant': args.participant, 'slot': s, 'matched_wh': v[0], 'unmatched_wh': v[1],
+                     'amount': config.format_amount(v[2]), 'status': status} for s, v in zip(state.slots, values)])
+            summary = f'round {state.round_id}: {args.participant}: {status} (reconstructed from all nodes\' shares)'
+            name = f'{args.participant}.csv'
+    finally:
+        broker.close()
+    if args.out:
+        write_all(args.out, {name: text})
+        print(f'{summary}; wrote {os.path.join(args.out, name)}')
+    else:
+        print(summary, file=sys.stderr)
+        sys.stdout.write(text)
+    return 0
+
+
+
+def add_deployment_parsers(sub):
+    p = sub.add_parser('node', help='run one market node (gRPC server + MPyC party)')
+    p.add_argument('--config', required=True, help='NODE.toml')
+    p.set_defaults(func=cmd_node)
+
+    p = sub.add_parser('broker', help='run the broker (rounds, gate closure, public results)')
+    p.add_argument('--config', required=True, help='BROKER.toml')
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser('up', help='fresh keys + broker + nodes as processes on this machine')
+    p.add_argument('--dir', required=True, help='deployment directory (reused if it exists)')
+    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M')
+    p.add_argument('--orders', help='register every participant of this orders file')
+    p.add_argument('--config', help='market TOML for reading --orders')
+    p.add_argument('--netns', action='store_true', help='each node in its own network namespace '
+                   '(run parties/netns.sh up first; root)')
+    p.add_argument('--base-port', type=int, default=7300, help='broker port; nodes use the next ports '
+                   '(when the deployment is created; 0 = any free ports)')
+    p.add_argument('--delay-ms', type=float, default=0, help='added one-way latency between nodes (TCP proxy; '
+                   'when the deployment is created)')
+    p.set_defaults(func=cmd_up)
+
+    def client_args(p, client):
+        p.add_argument('--broker', required=True, help='broker host:port')
+        p.add_argument('--keys', required=True, help='key directory (CA, client certificate, node public keys, '
+                       'participant keys)')
+        p.add_argument('--client', default=client, help=f'client certificate name in KEYS/clients (default {client})')
+        p.add_argument('--round', default='', type=_round_id, help='round id (default: the latest open round)')
+
+    p = sub.add_parser('round', help='open, close or show a round at the broker')
+    p.add_argument('action', choices=('open', 'close', 'status'))
+    client_args(p, 'operator')
+    p.add_argument('--slots', help='slots traded in the round: 0-95 or 0,1,2')
+    p.add_argument('--market', help='market TOML of the round')
+    p.add_argument('--gate-closure-in', type=float, default=60.0, metavar='SECONDS')
+    p.add_argument('--wait', type=float, metavar='SECONDS', help='wait until the round is cleared')
+    p.set_defaults(func=cmd_round)
+
+    p = sub.add_parser('submit', help='share, sign and submit orders to every node')
+    client_args(p, 'submitter')
+    p.add_argument('--orders', required=True, help='orders CSV or JSON (one or many participants)')
+    p.add_argument('--workers', type=int, default=4, help='concurrent batches in flight')
+    p.add_argument('--batch', type=int, default=64, help='participants per request to each node (1 = one order '
+                   'per request)')
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser('results', help="a participant's own results, or the public results")
+    client_args(p, 'submitter')
+    p.add_argument('--participant', help='participant id (its key signs the request)')
+    p.add_argument('--orders', help="the participant's orders file: print rows like participants.csv")
+    p.add_argument('--public', action='store_true', help='the public results, checked against every node signature')
+    p.add_argument('--out', help='directory to write the CSV to (default: stdout)')
+    p.set_defaults(func=cmd_results)

@@ -1,0 +1,187 @@
+"""Local market commands: ``clear``, ``settle``, ``generate`` and ``demo``.
+"""
+
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from ..common.errors import InputError
+
+
+MAX_WARNINGS = 10
+
+
+
+def _progress_printer(quiet):
+    last = [0.0]
+
+    def progress(stage, done, total):
+        now = time.monotonic()
+        if quiet or (now - last[0] < 1.0 and done < total):
+            return
+        last[0] = now
+        if stage == 'sharing':
+            print(f'  sharing orders client-side: {done}/{total} participants', file=sys.stderr)
+        elif stage == 'nodes':
+            print(f'  market nodes clearing under MPC ({total} processes)...', file=sys.stderr)
+        else:
+            print(f'  nodes: {stage} {done}/{total} participants', file=sys.stderr)
+    return progress
+
+
+
+def _warn_untradeable(book, orders_path, quiet):
+    untradeable = book.untradeable()
+    if quiet:
+        return
+    for o in untradeable[:MAX_WARNINGS]:
+        bound = 'above the ceiling' if o.side == 'sell' else 'below the floor'
+        print(f'warning: {orders_path}:{o.line}: limit_price: {o.participant} {o.side} limit {o.limit_price} is '
+              f'{bound}; order settled with the retailer', file=sys.stderr)
+    if len(untradeable) > MAX_WARNINGS:
+        print(f'warning: {len(untradeable) - MAX_WARNINGS} more orders cannot trade locally', file=sys.stderr)
+
+
+
+def _clear(orders_path, config_path, nodes, engine, mode, chunk, quiet):
+    from ..mpc import local
+    from ..market import plain
+    from ..market.book import Book
+    from ..market.config import load_config
+    from ..market.orders import load_orders
+
+    config = load_config(config_path)
+    orders = load_orders(orders_path, config)
+    book = Book(config, orders)
+    if mode == 'peers' and not 3 <= len(book.participants) <= local.MAX_NODES:
+        raise InputError(orders_path, 1, 'participant', f'peers mode runs one node per participant and needs '
+                         f'3..{local.MAX_NODES} participants, got {len(book.participants)}')
+    _warn_untradeable(book, orders_path, quiet)
+    if engine == 'plain':
+        return config, book, plain.clear_plain(book)
+    if mode == 'peers':
+        return config, book, local.clear_peers(book, progress=_progress_printer(quiet))
+    return config, book, local.clear_mpc(book, nodes=nodes, chunk=chunk, progress=_progress_printer(quiet))
+
+
+
+def _summary(config, book, result):
+    traded = sum(s.traded_wh for s in result.slots)
+    trading = sum(1 for s in result.slots if s.traded_wh)
+    stats = result.stats
+    lines = [f'{len(book.orders)} orders of {len(book.participants)} participants in {len(book.slots)} slots; '
+             f'{trading} slots traded {traded} Wh locally']
+    if result.excluded:
+        lines.append(f'{len(result.excluded)} participants excluded (invalid or missing packages): '
+                     + ', '.join(result.excluded[:5]) + (' ...' if len(result.excluded) > 5 else ''))
+    if stats.get('engine') == 'mpc':
+        lines.append(f'MPC with {stats["nodes"]} nodes: {stats["total_s"]:.2f} s end to end '
+                     f'(sharing {stats["sharing_s"]:.2f} s, nodes {stats["nodes_s"]:.2f} s), '
+                     f'{stats["bytes_sent_per_participant"] / 1024:.1f} KiB sent per participant per node, '
+                     f'peak {stats["peak_rss_mb"]:.0f} MB per node')
+    else:
+        lines.append(f'plaintext reference: {stats["total_s"]:.2f} s')
+    return '\n'.join(lines)
+
+
+
+def cmd_clear(args):
+    from ..market.output import write_results
+    config, book, result = _clear(args.orders, args.config, args.nodes, args.engine, args.mode, args.chunk,
+                                  args.quiet)
+    write_results(args.out, config, result)
+    print(_summary(config, book, result))
+    print(f'wrote {os.path.join(args.out, "public.csv")} and {os.path.join(args.out, "participants.csv")}')
+    return 0
+
+
+
+def cmd_settle(args):
+    from ..market import plain
+    from ..mpc import local
+    from ..market.book import Book
+    from ..market.config import load_config
+    from ..market.orders import load_orders
+    from ..market.output import write_settlement
+    from ..market.readings import check_readings, load_readings
+    config = load_config(args.config)
+    if args.mechanism:
+        config = dataclasses.replace(config, mechanism=args.mechanism)
+    orders = load_orders(args.orders, config)
+    readings = load_readings(args.readings, config)
+    book = Book(config, orders, extra_pairs=list(readings))
+    net_of = check_readings(book, readings, args.orders)
+    _warn_untradeable(book, args.orders, args.quiet)
+    if args.engine == 'plain':
+        result = plain.settle_plain(book, net_of)
+    else:
+        result = local.settle_mpc(book, net_of, nodes=args.nodes, chunk=args.chunk,
+                                    progress=_progress_printer(args.quiet))
+    write_settlement(args.out, config, result)
+    print(_summary(config, book, result.clearing))
+    deviation = sum(r.deviation_amount for r in result.rows)
+    saving = sum(b.saving for b in result.bills)
+    print(f'settled {len(result.rows)} participant-slots: deviations net {config.format_amount(deviation)} '
+          f'to the retailer; community saving {config.format_amount(saving)} against retailer-only bills')
+    print(f'wrote public.csv, participants.csv, bills.csv and retailer.csv to {args.out}')
+    return 0
+
+
+
+def default_config():
+    from decimal import Decimal
+    from ..market.config import MarketConfig
+    return MarketConfig(Decimal('0'), Decimal('1000'), Decimal('0.001'), (1 << 24) - 1)
+
+
+
+def cmd_generate(args):
+    from ..market.generate import write_community
+    if args.participants < 1 or args.slots < 1:
+        raise InputError('<command line>', 0, 'participants' if args.participants < 1 else 'slots', 'must be >= 1')
+    orders, config, count, readings = write_community(args.out, args.participants, args.slots, args.seed)
+    print(f'wrote {count} orders of {args.participants} households x {args.slots} slots to {orders}, '
+          f'meter readings to {readings}, market to {config}, feeder map to '
+          f'{os.path.join(args.out, "feeders.csv")}')
+    return 0
+
+
+
+def cmd_demo(args):
+    from ..market.plain import clear_plain
+    from ..market.generate import write_community
+    from ..market.output import public_table, write_results
+    work = tempfile.mkdtemp(prefix='mpc-market-demo-')
+    orders, config_path, count, _ = write_community(work, args.participants, args.slots, args.seed)
+    print(f'Community: {args.participants} households, {args.slots} slots of 15 minutes, {count} orders '
+          f'(generated in {work})')
+    started = time.perf_counter()
+    config, book, result = _clear(orders, config_path, args.nodes, 'mpc', 'local', 8192, True)
+    elapsed = time.perf_counter() - started
+    write_results(os.path.join(work, 'out'), config, result)
+    print(f'Cleared under MPC by {args.nodes} market node processes in {elapsed:.1f} s. Public results '
+          '(the only thing the nodes learn):')
+    print(f'  {"slot":>4} {"time":>5} {"price/kWh":>9} {"traded Wh":>10} {"residual":>8}')
+    for row in public_table(config, result):
+        if row['traded_wh']:
+            slot = int(row['slot'])
+            print(f'  {slot:>4} {slot % 96 // 4:02d}:{slot % 4 * 15:02d} {row["price"]:>9} '
+                  f'{row["traded_wh"]:>10} {row["residual_wh"]:>8}')
+    quiet_slots = sum(1 for s in result.slots if not s.traded_wh)
+    print(f'  ({quiet_slots} slots without local trade)')
+    shown = sorted({r.participant for r in result.rows if r.matched_wh})[:3]
+    for name in shown:
+        rows = [r for r in result.rows if r.participant == name]
+        matched = sum(r.matched_wh for r in rows)
+        total = sum(r.amount for r in rows)
+        print(f'Private result of {name} (only {name} can reconstruct it): {len(rows)} orders, '
+              f'{matched} Wh matched locally, net amount {config.format_amount(total)}')
+        for r in [r for r in rows if r.matched_wh][:2]:
+            print(f'    slot {r.slot}: {r.side} {r.energy_wh} Wh, matched {r.matched_wh} Wh, '
+                  f'amount {config.format_amount(r.amount)}')
+    plain = clear_plain(book)
+    same = plain.slots == result.slots and plain.rows == result.rows
+    print('Plaintext reference agrees exactly.' if same else 'MISMATCH with the plaintext reference!')
+    print(_summary(config, book, result))
+    return 0 if same else 1

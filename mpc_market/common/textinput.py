@@ -1,0 +1,79 @@
+"""Strict readers shared by every input file: text, TOML tables and CSV records.
+
+Each error names the file, the line and the field (``InputError``), so a command can print one line
+and exit with status 2.
+"""
+
+import csv
+import re
+import tomllib
+from .errors import InputError
+
+
+def toml_key_line(text, key):
+    """Line of `key = ...` in TOML text (1 when absent), for error messages."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if re.match(rf'\s*{re.escape(key)}\s*=', line):
+            return number
+    return 1
+
+
+
+def read_text(path, encoding='utf-8-sig'):
+    """A whole input file as text; unreadable or non-UTF-8 files are InputErrors."""
+    try:
+        with open(path, 'rb') as f:
+            return f.read().decode(encoding)
+    except OSError as exc:
+        raise InputError(path, 0, 'file', exc.strerror or str(exc)) from None
+    except UnicodeDecodeError:
+        raise InputError(path, 1, 'file', 'not UTF-8 text') from None
+
+
+
+def parse_toml(path, text, **options):
+    """TOML text as a dict; a syntax error is an InputError at its line."""
+    try:
+        return tomllib.loads(text, **options)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r'line (\d+)', str(exc))
+        raise InputError(path, int(m.group(1)) if m else 1, 'toml', str(exc).split(' (at')[0]) from None
+    except (ValueError, RecursionError):  # an integer of thousands of digits, arrays nested too deeply
+        raise InputError(path, 1, 'toml', 'nested too deeply or a number too long') from None
+
+
+
+def parse_int(path, line, field, value):
+    if isinstance(value, bool):
+        raise InputError(path, line, field, f'{value!r} is not an integer')
+    if isinstance(value, int):
+        if value.bit_length() > 63:
+            raise InputError(path, line, field, 'integer out of range')
+        return value
+    if isinstance(value, str) and re.fullmatch(r'\s*[+-]?\d{1,18}\s*', value):
+        return int(value)
+    raise InputError(path, line, field, f'{str(value)[:40]!r} is not an integer (at most 18 digits)')
+
+
+
+def csv_records(path, text, columns):
+    """(line, {column: stripped value}) of a CSV with a header containing columns; blank lines skipped."""
+    reader = csv.reader(text.splitlines())
+    line = 1
+    try:
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise InputError(path, 1, 'header', 'empty file') from None
+        header = [h.strip() for h in header]
+        for column in columns:
+            if column not in header:
+                raise InputError(path, 1, column, 'missing column')
+        for line, row in enumerate(reader, 2):
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise InputError(path, line, 'row', f'{len(row)} fields, header has {len(header)}')
+            yield line, dict(zip(header, (c.strip() for c in row)))
+    except csv.Error as exc:
+        raise InputError(path, reader.line_num or line, 'row', f'not CSV ({exc})') from None

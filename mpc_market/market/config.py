@@ -1,0 +1,205 @@
+"""The market's public parameters (MARKET.toml) and their exact price arithmetic.
+
+Prices are decimals in currency per kWh. Internally every price is an integer number of
+*price units* (10**-decimals currency per kWh, the finest unit among floor, ceiling and tick),
+and every energy an integer number of Wh, so amounts (Wh x price units) are exact integers of
+10**-(decimals + 3) currency.
+"""
+
+from dataclasses import dataclass
+from functools import cached_property
+from decimal import Decimal
+from fractions import Fraction
+from math import ceil, floor
+from ..common.errors import InputError
+from ..common.textinput import parse_toml, read_text, toml_key_line
+
+
+MAX_ORDER_WH_LIMIT = (1 << 24) - 1  # keeps the rationing's masked values below 2^127 (see mpc.clearing)
+
+
+
+MARKET_KEYS = ('price_floor', 'price_ceiling', 'tick', 'max_order_wh', 'max_reading_wh', 'mechanism')
+
+
+
+MECHANISMS = ('double-auction', 'sdr', 'mmr', 'bill-sharing')
+
+
+
+@dataclass(frozen=True)
+class MarketConfig:
+    """Public market parameters; levels k = 0..K-1 have price floor + k*tick."""
+
+    price_floor: Decimal
+    price_ceiling: Decimal
+    tick: Decimal
+    max_order_wh: int = 65535
+    max_reading_wh: int = 65535  # |net_wh| of a meter reading per slot
+    mechanism: str = 'double-auction'
+
+    @cached_property
+    def decimals(self):
+        """Number of decimals of the price unit."""
+        return max(-min(d.as_tuple().exponent, 0) for d in (self.price_floor, self.price_ceiling, self.tick))
+
+    @cached_property
+    def price_scale(self):
+        return 10 ** self.decimals
+
+    @cached_property
+    def levels(self):
+        """K, the number of price levels."""
+        return int((self.price_ceiling - self.price_floor) / self.tick) + 1
+
+    def price_units(self, price):
+        """Exact integer price units of a price on the unit grid."""
+        units = Fraction(price) * self.price_scale
+        assert units.denominator == 1, price
+        return int(units)
+
+    @cached_property
+    def floor_units(self):
+        return self.price_units(self.price_floor)
+
+    @cached_property
+    def ceiling_units(self):
+        return self.price_units(self.price_ceiling)
+
+    def level_price_units(self, k):
+        return self.floor_units + k * self.price_units(self.tick)
+
+    def level_price(self, k):
+        return self.price_floor + k * self.tick
+
+    @cached_property
+    def energy_bits(self):
+        return self.max_order_wh.bit_length()
+
+    @cached_property
+    def _grid(self):
+        return Fraction(self.price_floor), Fraction(self.tick)
+
+    def _ticks_above_floor(self, limit):
+        floor_, tick = self._grid
+        return (Fraction(limit) - floor_) / tick
+
+    def sell_level(self, limit):
+        """Level of a sell order, or None if it cannot trade locally (limit above the ceiling)."""
+        if limit > self.price_ceiling:
+            return None
+        return max(0, ceil(self._ticks_above_floor(limit)))
+
+    def buy_level(self, limit):
+        """Level of a buy order, or None if it cannot trade locally (limit below the floor)."""
+        if limit < self.price_floor:
+            return None
+        return min(self.levels - 1, floor(self._ticks_above_floor(limit)))
+
+    def format_amount(self, amount_units):
+        """Format an amount in 10**-(decimals+3) currency exactly, e.g. -0.123456."""
+        return format_fixed(amount_units, self.decimals + 3)
+
+    def format_price(self, price_units):
+        return format_fixed(price_units, self.decimals)
+
+
+
+def format_fixed(value, decimals):
+    """Exact decimal string of the integer value * 10**-decimals."""
+    sign = '-' if value < 0 else ''
+    value = abs(value)
+    if decimals == 0:
+        return f'{sign}{value}'
+    whole, frac = divmod(value, 10 ** decimals)
+    return f'{sign}{whole}.{frac:0{decimals}d}'
+
+
+
+MAX_PRICE_DECIMALS = 9      # prices live on a grid of at most 1e-9 currency per kWh
+
+
+
+MAX_PRICE_DIGITS = 7        # and below 10^7 currency per kWh
+
+
+
+def bounded_price(value):
+    """value (a Decimal) if it is finite, >= 0 and on the supported range and grid; else None.
+    Checked before any arithmetic: 1e999999999 or 1e-999999999 would otherwise take forever."""
+    if not value.is_finite() or (value.is_signed() and not value.is_zero()):
+        return None
+    _, digits, exponent = value.as_tuple()  # no Decimal arithmetic: it would overflow or crawl
+    significant = len(digits)
+    while significant > 1 and digits[significant - 1] == 0:  # trailing zeros
+        significant -= 1
+        exponent += 1
+    if any(digits) and (exponent < -MAX_PRICE_DECIMALS or exponent + significant - 1 >= MAX_PRICE_DIGITS):
+        return None
+    return value
+
+
+
+PRICE_RULE = f'a decimal >= 0, below 10^{MAX_PRICE_DIGITS}, with at most {MAX_PRICE_DECIMALS} decimals'
+
+
+
+def _toml_decimal(path, text, key, value):
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        raise InputError(path, toml_key_line(text, key), key, f'expected a decimal number, got {str(value)[:40]!r}')
+    if isinstance(value, int) and value.bit_length() > 64 or bounded_price(Decimal(value)) is None:
+        raise InputError(path, toml_key_line(text, key), key, f'must be {PRICE_RULE}, got {str(value)[:40]}')
+    return Decimal(value)
+
+
+
+def load_config(path):
+    """Read the ``[market]`` table of a market TOML file."""
+    return parse_config(path, read_text(path, 'utf-8'))
+
+
+
+def parse_config(path, text):
+    """The market configuration of TOML text (path only names it in errors)."""
+    doc = parse_toml(path, text, parse_float=Decimal)
+    market = doc.get('market')
+    if not isinstance(market, dict):
+        raise InputError(path, 1, 'market', 'missing [market] table')
+    return config_from_table(path, text, market)
+
+
+
+def config_from_table(path, text, market, extra_keys=()):
+    for key in market:
+        if key not in MARKET_KEYS and key not in extra_keys:
+            raise InputError(path, toml_key_line(text, key), key, 'unknown key in [market]')
+    for key in MARKET_KEYS[:3]:
+        if key not in market:
+            raise InputError(path, 1, key, 'missing in [market]')
+    floor_ = _toml_decimal(path, text, 'price_floor', market['price_floor'])
+    ceiling = _toml_decimal(path, text, 'price_ceiling', market['price_ceiling'])
+    tick = _toml_decimal(path, text, 'tick', market['tick'])
+    max_wh = market.get('max_order_wh', 65535)
+    if isinstance(max_wh, bool) or not isinstance(max_wh, int) or not 1 <= max_wh <= MAX_ORDER_WH_LIMIT:
+        raise InputError(path, toml_key_line(text, 'max_order_wh'), 'max_order_wh',
+                         f'must be an integer in 1..{MAX_ORDER_WH_LIMIT}, got {max_wh!r}')
+    max_reading = market.get('max_reading_wh', 65535)
+    if isinstance(max_reading, bool) or not isinstance(max_reading, int) or not 1 <= max_reading <= MAX_ORDER_WH_LIMIT:
+        raise InputError(path, toml_key_line(text, 'max_reading_wh'), 'max_reading_wh',
+                         f'must be an integer in 1..{MAX_ORDER_WH_LIMIT}, got {max_reading!r}')
+    mechanism = market.get('mechanism', 'double-auction')
+    if mechanism not in MECHANISMS:
+        raise InputError(path, toml_key_line(text, 'mechanism'), 'mechanism',
+                         f'{mechanism!r} is not one of {", ".join(MECHANISMS)}')
+    if tick <= 0:
+        raise InputError(path, toml_key_line(text, 'tick'), 'tick', 'must be > 0')
+    if ceiling < floor_:
+        raise InputError(path, toml_key_line(text, 'price_ceiling'), 'price_ceiling',
+                         f'{ceiling} is below price_floor {floor_}')
+    if (ceiling - floor_) % tick != 0:
+        raise InputError(path, toml_key_line(text, 'tick'), 'tick',
+                         f'price_ceiling - price_floor = {ceiling - floor_} is not a whole number of ticks {tick}')
+    config = MarketConfig(floor_, ceiling, tick, max_wh, max_reading, mechanism)
+    if config.levels > 4096:
+        raise InputError(path, toml_key_line(text, 'tick'), 'tick', f'{config.levels} price levels; at most 4096 supported')
+    return config

@@ -1,0 +1,116 @@
+"""Orders: one per participant and slot, read from CSV or JSON and validated against the market.
+"""
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from ..common.errors import InputError
+from ..common.names import NAME_RE, NAME_RULE
+from ..common.textinput import csv_records, parse_int, read_text
+from .config import PRICE_RULE, bounded_price
+
+
+ORDER_COLUMNS = ('participant', 'slot', 'side', 'energy_wh', 'limit_price')
+
+
+
+PARTICIPANT_RE = NAME_RE  # see mpc_market.common.names
+
+
+
+@dataclass(frozen=True)
+class Order:
+    participant: str
+    slot: int
+    side: str  # 'buy' or 'sell'
+    energy_wh: int
+    limit_price: Decimal
+    line: int = 0
+
+
+
+def parse_participant_slot(path, line, row):
+    """The (participant, slot) key of an order or reading row, validated."""
+    participant = row['participant']
+    if not isinstance(participant, str) or not PARTICIPANT_RE.fullmatch(participant):
+        raise InputError(path, line, 'participant', f'{str(participant)[:80]!r} is not {NAME_RULE}')
+    slot = parse_int(path, line, 'slot', row['slot'])
+    if slot < 0:
+        raise InputError(path, line, 'slot', f'must be >= 0, got {slot}')
+    return participant, slot
+
+
+
+def _parse_order(path, line, row, config):
+    participant, slot = parse_participant_slot(path, line, row)
+    side = row['side']
+    if side not in ('buy', 'sell'):
+        raise InputError(path, line, 'side', f"must be 'buy' or 'sell', got {side!r}")
+    energy = parse_int(path, line, 'energy_wh', row['energy_wh'])
+    if not 1 <= energy <= config.max_order_wh:
+        raise InputError(path, line, 'energy_wh', f'must be in 1..{config.max_order_wh}, got {energy}')
+    raw_price = row['limit_price']
+    try:
+        if isinstance(raw_price, (bool, float)) or len(str(raw_price)) > 40:
+            raise InvalidOperation
+        price = Decimal(str(raw_price).strip())
+    except InvalidOperation:
+        raise InputError(path, line, 'limit_price', f'{str(raw_price)[:40]!r} is not a decimal number') from None
+    if bounded_price(price) is None:
+        raise InputError(path, line, 'limit_price', f'must be {PRICE_RULE}, got {str(raw_price)[:40]!r}')
+    return Order(participant, slot, side, energy, price, line)
+
+
+
+def _json_rows(path, text):
+    decoder = json.JSONDecoder(parse_float=Decimal)
+    pos = len(text) - len(text.lstrip())
+    if not text.startswith('[', pos):
+        raise InputError(path, text.count('\n', 0, pos) + 1, 'json', 'expected a list of order objects')
+    pos += 1
+    while True:
+        while pos < len(text) and text[pos] in ' \t\r\n,':
+            pos += 1
+        line = text.count('\n', 0, pos) + 1
+        if pos >= len(text):
+            raise InputError(path, line, 'json', 'unterminated list')
+        if text[pos] == ']':
+            return
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise InputError(path, exc.lineno, 'json', exc.msg) from None
+        except (ValueError, RecursionError):
+            raise InputError(path, line, 'json', 'nested too deeply or a number too long') from None
+        if not isinstance(obj, dict):
+            raise InputError(path, line, 'json', 'expected an order object')
+        for column in ORDER_COLUMNS:
+            if column not in obj:
+                raise InputError(path, line, column, 'missing field')
+        if isinstance(obj['limit_price'], Decimal):
+            obj['limit_price'] = str(obj['limit_price'])
+        yield line, obj
+        pos = end
+
+
+
+def load_orders(path, config):
+    """Parse and validate an orders CSV (or JSON list); at most one order per (participant, slot)."""
+    text = read_text(path)
+    if not text.strip():
+        raise InputError(path, 1, 'file', 'empty file')
+    is_json = str(path).lower().endswith('.json') or text.lstrip().startswith('[')
+    rows = _json_rows(path, text) if is_json else csv_records(path, text, ORDER_COLUMNS)
+    orders = []
+    seen = {}
+    for line, row in rows:
+        order = _parse_order(path, line, row, config)
+        key = (order.participant, order.slot)
+        if key in seen:
+            raise InputError(path, line, 'participant',
+                             f'second order of {order.participant} for slot {order.slot} (first on line {seen[key]})')
+        seen[key] = line
+        orders.append(order)
+    if not orders:
+        raise InputError(path, 2, 'file', 'no orders')
+    return orders

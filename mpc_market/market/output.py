@@ -1,0 +1,94 @@
+"""Result files: public.csv and participants.csv, written all-or-nothing."""
+
+import csv
+import io
+import json
+import os
+
+PUBLIC_COLUMNS = ('slot', 'price', 'traded_wh', 'residual_wh')
+PARTICIPANT_COLUMNS = ('participant', 'slot', 'side', 'energy_wh', 'matched_wh', 'unmatched_wh', 'amount', 'status')
+
+
+SCHEME_PUBLIC_COLUMNS = ('slot', 'buy_price', 'sell_price')
+
+
+def public_columns(config):
+    return PUBLIC_COLUMNS if config.mechanism == 'double-auction' else SCHEME_PUBLIC_COLUMNS
+
+
+def public_table(config, result):
+    if config.mechanism != 'double-auction':
+        return [{'slot': s.slot, 'buy_price': config.format_price(s.buy_price_units),
+                 'sell_price': config.format_price(s.sell_price_units)} for s in result.slots]
+    return [{'slot': s.slot, 'price': '' if s.price_units is None else config.format_price(s.price_units),
+             'traded_wh': s.traded_wh, 'residual_wh': s.residual_wh} for s in result.slots]
+
+
+def participant_table(config, result):
+    return [{'participant': r.participant, 'slot': r.slot, 'side': r.side, 'energy_wh': r.energy_wh,
+             'matched_wh': r.matched_wh, 'unmatched_wh': r.unmatched_wh,
+             'amount': config.format_amount(r.amount), 'status': r.status} for r in result.rows]
+
+
+def csv_text(columns, rows):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator='\n')
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_results(out_dir, config, result):
+    """Write public.csv, participants.csv and summary.json; all appear together or none."""
+    return write_all(out_dir, {
+        'public.csv': csv_text(public_columns(config), public_table(config, result)),
+        'participants.csv': csv_text(PARTICIPANT_COLUMNS, participant_table(config, result)),
+        'summary.json': json.dumps({'excluded': result.excluded, 'stats': result.stats}, indent=1, default=str),
+    })
+
+
+def write_all(out_dir, files):
+    """Write every file (text or bytes) to a temporary name, then rename them all: none or all appear."""
+    os.makedirs(out_dir, exist_ok=True)
+    temps = []
+    try:
+        for name, text in files.items():
+            tmp = os.path.join(out_dir, f'.{name}.tmp')
+            with open(tmp, 'wb') as f:
+                f.write(text.encode() if isinstance(text, str) else text)
+            temps.append((tmp, os.path.join(out_dir, name)))
+    except BaseException:
+        for tmp, _ in temps:
+            os.unlink(tmp)
+        raise
+    for tmp, final in temps:
+        os.replace(tmp, final)
+    return [final for _, final in temps]
+
+
+SETTLEMENT_COLUMNS = PARTICIPANT_COLUMNS + ('net_wh', 'deviation_wh', 'deviation_amount', 'total_amount')
+BILL_COLUMNS = ('participant', 'trade_amount', 'deviation_amount', 'total_amount', 'retailer_only_amount', 'saving')
+RETAILER_COLUMNS = ('slot', 'receives', 'pays', 'rounding_residue', 'net')
+
+
+def write_settlement(out_dir, config, result):
+    """public.csv, participants.csv, bills.csv and retailer.csv, all-or-nothing."""
+    money = config.format_amount
+    rows = [{**{k: getattr(r, k) for k in SETTLEMENT_COLUMNS},
+             'amount': money(r.amount), 'deviation_amount': money(r.deviation_amount),
+             'total_amount': money(r.total_amount)} for r in result.rows]
+    bills = [{'participant': b.participant, 'trade_amount': money(b.trade_amount),
+              'deviation_amount': money(b.deviation_amount), 'total_amount': money(b.total_amount),
+              'retailer_only_amount': money(b.retailer_only_amount), 'saving': money(b.saving)}
+             for b in result.bills]
+    retailer = [{'slot': slot, 'receives': money(s.retailer_receives), 'pays': money(s.retailer_pays),
+                 'rounding_residue': money(s.residue), 'net': money(s.retailer_net)}
+                for slot, s in sorted(result.slots.items())]
+    return write_all(out_dir, {
+        'public.csv': csv_text(public_columns(config), public_table(config, result.clearing)),
+        'participants.csv': csv_text(SETTLEMENT_COLUMNS, rows),
+        'bills.csv': csv_text(BILL_COLUMNS, bills),
+        'retailer.csv': csv_text(RETAILER_COLUMNS, retailer),
+        'summary.json': json.dumps({'excluded': result.clearing.excluded, 'stats': result.stats}, indent=1,
+                                   default=str),
+    })

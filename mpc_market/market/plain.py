@@ -1,0 +1,68 @@
+"""The plaintext engine: the market rule applied in the clear, the reference for every secure result.
+"""
+
+import time
+from . import rule as reference
+from .book import Book
+from . import settlement
+from .results import ClearingResult, SlotRow, assemble, cleared_rows, scheme_rows, slot_row
+
+
+def clear_plain_scheme(book: Book) -> ClearingResult:
+    """Plaintext reference of the community pricing schemes (supply-demand ratio, ...)."""
+    from .schemes import scheme_prices
+    started = time.perf_counter()
+    config = book.config
+    supply = {s: 0 for s in book.slots}
+    demand = {s: 0 for s in book.slots}
+    for o in book.orders:
+        (supply if o.side == 'sell' else demand)[o.slot] += o.energy_wh
+    prices = {s: scheme_prices(config.mechanism, supply[s], demand[s], config.floor_units, config.ceiling_units)
+              for s in book.slots}
+    slots = [SlotRow(s, None, None, 0, 0, *prices[s]) for s in book.slots]
+    return ClearingResult(slots, scheme_rows(book, prices.get), [],
+                          {'engine': 'plain', 'total_s': time.perf_counter() - started})
+
+
+
+def clear_plain(book: Book) -> ClearingResult:
+    """The plaintext reference on the whole book."""
+    if book.config.mechanism != 'double-auction':
+        return clear_plain_scheme(book)
+    started = time.perf_counter()
+    config, k = book.config, book.config.levels
+    by_slot = {s: [] for s in book.slots}
+    for o in book.orders:
+        position = book.positions[(o.participant, o.slot)][0]
+        if position is not None:
+            side, level = ('sell', position) if position < k else ('buy', position - k)
+            by_slot[o.slot].append((o, side, level))
+    slots, outcome = [], {}
+    for s in book.slots:
+        entries = by_slot[s]
+        result, matched = reference.clear_slot([(side, lv, o.energy_wh) for o, side, lv in entries], k)
+        slots.append(slot_row(config, s, result.level, result.traded_wh, result.residual_wh))
+        price = slots[-1].price_units
+        for (o, side, _), m in zip(entries, matched):
+            outcome[(o.participant, o.slot)] = (m, o.energy_wh - m,
+                                                reference.order_amount(config, o.side, o.energy_wh, m, price))
+    rows = cleared_rows(book, lambda o: outcome[(o.participant, o.slot)], set())
+    return ClearingResult(slots, rows, [], {'engine': 'plain', 'total_s': time.perf_counter() - started})
+
+
+
+def settle_plain(book, net_of):
+    """Plaintext reference: clear, then settle every slot's deviations."""
+    clearing = clear_plain(book)
+    config = book.config
+    price2 = {s.slot: settlement.deviation_price2(config, s) for s in clearing.slots}
+    deviations, outcomes = {}, {}
+    for slot in book.slots:
+        members = [p for p in book.participants if (p, slot) in book.order_of or (p, slot) in net_of]
+        ds = [net_of.get((p, slot), 0) - settlement.planned_position(book.order_of.get((p, slot))) for p in members]
+        outcome, amounts = settlement.settle_slot(ds, price2[slot], config.floor_units, config.ceiling_units)
+        outcomes[slot] = outcome
+        for p, d, a in zip(members, ds, amounts):
+            deviations[(p, slot)] = (d, a)
+    return assemble(book, clearing, net_of, lambda p, s: deviations.get((p, s), (0, 0)), outcomes,
+                    {'engine': 'plain'})

@@ -1,0 +1,36 @@
+"""Meter readings: ``participant,slot,net_wh`` (signed Wh: + imported, - exported)."""
+
+from ..common.errors import InputError
+from ..common.textinput import csv_records, parse_int, read_text
+from .orders import parse_participant_slot
+
+READING_COLUMNS = ('participant', 'slot', 'net_wh')
+
+
+def load_readings(path, config):
+    """{(participant, slot): (net_wh, line)}; |net_wh| <= max_reading_wh, one reading per pair."""
+    text = read_text(path)
+    if not text.strip():
+        raise InputError(path, 1, 'file', 'empty file')
+    readings = {}
+    for line, record in csv_records(path, text, READING_COLUMNS):
+        participant, slot = parse_participant_slot(path, line, record)
+        net = parse_int(path, line, 'net_wh', record['net_wh'])
+        if abs(net) > config.max_reading_wh:
+            raise InputError(path, line, 'net_wh', f'|{net}| exceeds max_reading_wh {config.max_reading_wh}')
+        if (participant, slot) in readings:
+            raise InputError(path, line, 'participant', f'second reading of {participant} for slot {slot} '
+                             f'(first on line {readings[(participant, slot)][1]})')
+        readings[(participant, slot)] = (net, line)
+    if not readings:
+        raise InputError(path, 2, 'file', 'no readings')
+    return readings
+
+
+def check_readings(book, readings, orders_path):
+    """Every order needs a reading; returns {(participant, slot): net_wh} (0 where none)."""
+    for o in book.orders:
+        if (o.participant, o.slot) not in readings:
+            raise InputError(orders_path, o.line, 'participant',
+                             f'no meter reading for {o.participant} in slot {o.slot}')
+    return {pair: net for pair, (net, _) in readings.items()}

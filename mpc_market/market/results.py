@@ -1,0 +1,154 @@
+"""Result and bill types shared by every engine, and how they are assembled from per-order values.
+
+The plaintext reference and the MPC engine both end here, so their outputs are comparable row for row.
+"""
+
+from dataclasses import dataclass, field
+from . import rule as reference
+from . import settlement
+
+
+@dataclass
+class OrderRow:
+    participant: str
+    slot: int
+    side: str
+    energy_wh: int
+    matched_wh: int
+    unmatched_wh: int
+    amount: int  # 10**-(decimals+3) currency; > 0 pays, < 0 is paid
+    status: str  # 'cleared', 'retailer' (cannot trade locally) or 'excluded' (invalid package)
+
+
+
+@dataclass
+class SlotRow:
+    slot: int
+    level: int | None
+    price_units: int | None
+    traded_wh: int
+    residual_wh: int
+    buy_price_units: int | None = None   # community schemes: the slot's buy and sell prices
+    sell_price_units: int | None = None
+
+
+
+@dataclass
+class ClearingResult:
+    slots: list
+    rows: list
+    excluded: list = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+    settlement: dict | None = None  # MPC settlement: deviation/amount values, retailer values
+
+
+
+def retailer_row(config, order, status):
+    """An order settled wholly with the retailer (excluded, or unable to trade locally)."""
+    amount = reference.order_amount(config, order.side, order.energy_wh, 0, None)
+    return OrderRow(order.participant, order.slot, order.side, order.energy_wh, 0, order.energy_wh, amount, status)
+
+
+
+def cleared_rows(book, matched_of, excluded):
+    """Order rows from a function (participant, slot) -> (matched, unmatched, amount)."""
+    rows = []
+    for o in book.orders:
+        position = book.positions[(o.participant, o.slot)][0]
+        if o.participant in excluded or position is None:
+            rows.append(retailer_row(book.config, o, 'excluded' if o.participant in excluded else 'retailer'))
+        else:
+            matched, unmatched, amount = matched_of(o)
+            rows.append(OrderRow(o.participant, o.slot, o.side, o.energy_wh, matched, unmatched, amount, 'cleared'))
+    return rows
+
+
+
+def slot_row(config, slot, level, traded, residual):
+    if level is None or traded == 0:
+        return SlotRow(slot, None, None, 0, 0)
+    return SlotRow(slot, level, config.level_price_units(level), traded, residual)
+
+
+
+def scheme_rows(book, prices_of):
+    """Community schemes: every order trades whole at its slot's buy or sell price."""
+    rows = []
+    for o in book.orders:
+        buy, sell = prices_of(o.slot)
+        amount = o.energy_wh * buy if o.side == 'buy' else -o.energy_wh * sell
+        rows.append(OrderRow(o.participant, o.slot, o.side, o.energy_wh, o.energy_wh, 0, amount, 'cleared'))
+    return rows
+
+
+
+def public_slot_rows(config, public_slots):
+    """SlotRows from the nodes' opened public outputs (public.json 'slots')."""
+    if config.mechanism != 'double-auction':
+        return [SlotRow(s['slot'], None, None, 0, 0, s['buy_price_units'], s['sell_price_units']) for s in public_slots]
+    return [slot_row(config, s['slot'], s['level'] if s['level'] >= 0 else None, s['traded_wh'], s['residual_wh'])
+            for s in public_slots]
+
+
+
+def order_rows(book, excluded, values_of):
+    """OrderRows from reconstructed (matched, unmatched, amount) per order; excluded settle with the retailer."""
+    if book.config.mechanism != 'double-auction':  # whole orders at the scheme prices
+        return [OrderRow(o.participant, o.slot, o.side, o.energy_wh, *values_of(o), 'cleared')
+                if o.participant not in excluded else retailer_row(book.config, o, 'excluded')
+                for o in book.orders]
+    return cleared_rows(book, values_of, excluded)
+
+
+
+@dataclass
+class SettlementRow(OrderRow):
+    """An order row (or an empty one for a reading without order) plus its settlement."""
+
+    net_wh: int
+    deviation_wh: int
+    deviation_amount: int
+    total_amount: int
+
+
+
+@dataclass
+class Bill:
+    participant: str
+    trade_amount: int
+    deviation_amount: int
+    total_amount: int
+    retailer_only_amount: int
+    saving: int
+
+
+
+@dataclass
+class SettlementResult:
+    clearing: object           # ClearingResult
+    rows: list
+    slots: dict                # slot -> SlotSettlement (the retailer's view)
+    bills: list
+    stats: dict = field(default_factory=dict)
+
+
+
+def assemble(book, clearing, net_of, deviation_of, slot_settlements, stats=None):
+    """Rows for every (participant, slot) with an order or a reading, and bills."""
+    config = book.config
+    trade = {(r.participant, r.slot): r for r in clearing.rows}
+    pairs = sorted(set(trade) | set(net_of), key=lambda ps: (book.participant_index[ps[0]], ps[1]))
+    rows, bills = [], {}
+    for participant, slot in pairs:
+        net = net_of.get((participant, slot), 0)
+        deviation, deviation_amount = deviation_of(participant, slot)
+        t = trade.get((participant, slot)) or OrderRow(participant, slot, '', 0, 0, 0, 0, 'no-order')
+        row = SettlementRow(**vars(t), net_wh=net, deviation_wh=deviation, deviation_amount=deviation_amount,
+                            total_amount=t.amount + deviation_amount)
+        rows.append(row)
+        bill = bills.setdefault(participant, [0, 0, 0])
+        bill[0] += row.amount
+        bill[1] += deviation_amount
+        bill[2] += settlement.retailer_only_amount(config, net)
+    bill_rows = [Bill(p, a, d, a + d, r, r - (a + d)) for p, (a, d, r) in bills.items()]
+    return SettlementResult(clearing, rows, slot_settlements, bill_rows, stats or {})

@@ -1,0 +1,82 @@
+"""The files a clearing job hands each market node, and what each node hands back.
+
+A job directory holds ``job.json`` (public parameters only) and, per node i, ``node{i}/``
+with that node's share packages (``shares.npy``: limb-major uint32 array of shape
+(4, participants, slots, width)), the participants whose packages it holds
+(``held.json``), and after the run its result shares (``results.npy``, shape
+(4, participants, slots, 3) for matched, unmatched and amount) and ``public.json``.
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+RESULT_FIELDS = ('matched_wh', 'unmatched_wh', 'amount')
+
+
+@dataclass
+class JobSpec:
+    """Public parameters of a clearing job (what every node may know)."""
+
+    nodes: int
+    threshold: int
+    levels: int
+    energy_bits: int
+    max_order_wh: int
+    floor_units: int
+    ceiling_units: int
+    tick_units: int
+    participants: list = field(default_factory=list)
+    slots: list = field(default_factory=list)
+    chunk: int = 4096
+    mode: str = 'local'
+    mechanism: str = 'double-auction'
+    settle: bool = False        # meter packages present: settle deviations after clearing
+    max_reading_wh: int = 65535
+    round_id: str = ''          # a deployment round: bound into the nodes' signed statements
+
+    def save(self, directory):
+        os.makedirs(directory, exist_ok=True)
+        write_json(os.path.join(directory, 'job.json'), asdict(self))
+
+    @classmethod
+    def load(cls, directory):
+        with open(os.path.join(directory, 'job.json')) as f:
+            return cls(**json.load(f))
+
+
+def node_dir(directory, index):
+    return os.path.join(directory, f'node{index}')
+
+
+def write_json(path, obj):
+    """Write JSON atomically (temp file + rename), so readers never see half a file."""
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def save_array(path, array):
+    tmp = path + '.tmp.npy'
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def job_spec(book, nodes, chunk):
+    """Public job parameters; chunk = orders (participant x slot vectors) streamed at once."""
+    spec = config_spec(book.config, book.slots, nodes, max(1, chunk // max(1, len(book.slots))))
+    spec.participants = book.participants
+    return spec
+
+
+
+def config_spec(config, slots, nodes, chunk):
+    """Job parameters of a market config and slots (participants still to be filled in)."""
+    return JobSpec(nodes=nodes, threshold=(nodes - 1) // 2, levels=config.levels,
+                   energy_bits=config.energy_bits, max_order_wh=config.max_order_wh,
+                   floor_units=config.floor_units, ceiling_units=config.ceiling_units,
+                   tick_units=config.price_units(config.tick),
+                   participants=[], slots=list(slots), chunk=chunk, mechanism=config.mechanism)

@@ -1,0 +1,325 @@
+"""Local MPC runs: play every participant, supervise the node processes, reconstruct the results.
+
+``clear_mpc`` shares each participant's orders client-side (Shamir, one package per node),
+starts the market nodes as separate OS processes talking MPyC over TLS on 127.0.0.1, and
+finally plays every owner again, reconstructing each participant's rows from the nodes'
+result shares.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import numpy as np
+from . import field as ff
+from ..market.book import Book
+from .jobs import node_dir, write_json
+from ..market import settlement
+from ..market.results import ClearingResult, assemble, order_rows, public_slot_rows
+from .jobs import job_spec
+
+
+MAX_NODES = 7
+
+
+
+class EngineError(Exception):
+    """The secure computation failed (a node crashed or timed out)."""
+
+
+
+def free_ports(count):
+    """count TCP ports free on 127.0.0.1 right now."""
+    sockets = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(('127.0.0.1', 0))
+        sockets.append(s)
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+
+def share_book(book, spec, job_dir, progress=None, tamper=None, encode=None, name='shares.npy'):
+    """Play every participant: encode its vectors, Shamir-share them, give node i its package.
+
+    encode(participant_indices) -> (n, slots, width) values; the order vectors by default.
+    tamper(node_index, participant_indices, data) may alter values (node None) or one node's
+    shares (tests of malicious input). With several chunks, a forked worker shares every other
+    chunk on the second core (the nodes are idle until the packages are ready).
+    """
+    encode = encode or book.encode
+    n_p, n_s = len(book.participants), len(book.slots)
+    width = encode(range(0, min(1, n_p))).shape[-1]
+    paths = [os.path.join(node_dir(job_dir, i), name) for i in range(spec.nodes)]
+    for path in paths:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.lib.format.open_memmap(path, mode='w+', dtype=np.uint32, shape=(ff.LIMBS, n_p, n_s, width)).flush()
+    step = max(256, min(spec.chunk, -(-n_p // 8)))  # small enough to split evenly between two workers
+    chunks = [(start, min(start + step, n_p)) for start in range(0, n_p, step)]
+
+    def share_chunks(mine, report):
+        outputs = [np.load(path, mmap_mode='r+') for path in paths]
+        for start, stop in mine:
+            values = encode(range(start, stop))
+            if tamper is not None:
+                values = tamper(None, range(start, stop), values)
+            shares = ff.share_values(values, spec.threshold, spec.nodes)
+            for i, out in enumerate(outputs):
+                block = shares[i] if tamper is None else tamper(i, range(start, stop), shares[i])
+                out[:, start:stop] = block
+            if report:
+                report('sharing', stop, n_p)
+        for out in outputs:
+            out.flush()
+
+    worker = None
+    if len(chunks) > 1 and os.cpu_count() > 1:
+        import multiprocessing
+        worker = multiprocessing.get_context('fork').Process(target=share_chunks, args=(chunks[1::2], None))
+        worker.start()
+        share_chunks(chunks[0::2], progress)
+        worker.join()
+        if worker.exitcode != 0:
+            raise EngineError(f'client-side sharing worker failed with status {worker.exitcode}')
+    else:
+        share_chunks(chunks, progress)
+    if progress:
+        progress('sharing', n_p, n_p)
+    for i in range(spec.nodes):
+        write_json(os.path.join(node_dir(job_dir, i), 'held.json'), book.participants)
+
+
+
+def _relay_progress(log_path, offset, progress):
+    """Pass node 0's 'progress PHASE DONE TOTAL' lines to the callback; return the new offset."""
+    with open(log_path) as f:
+        f.seek(offset)
+        text = f.read()
+    complete = text[:text.rfind('\n') + 1]
+    for line in complete.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0] == 'progress' and progress:
+            progress(parts[1], int(parts[2]), int(parts[3]))
+    return offset + len(complete)
+
+
+
+def ephemeral_node_keys(job_dir, nodes, host):
+    """A per-run CA and node certificates in the private job directory, so the local node
+    processes accept MPyC links only from each other; the CA key is deleted once they are issued."""
+    from ..common import keys
+    tls = os.path.join(job_dir, 'tls')
+    keys.create_ca(tls)
+    for i in range(nodes):
+        keys.create_node(tls, i, hosts=(host,))
+    os.remove(os.path.join(tls, 'ca', 'ca.key'))
+    return tls
+
+
+
+def start_nodes(job_dir, nodes, host='127.0.0.1', extra_args=()):
+    """Start the node processes; they connect, then wait for each node dir's 'ready' file."""
+    ports = free_ports(nodes)
+    parties = ','.join(f'{host}:{p}' for p in ports)
+    tls = ephemeral_node_keys(job_dir, nodes, host)
+    procs = []
+    for i in range(nodes):
+        os.makedirs(node_dir(job_dir, i), exist_ok=True)
+        log = open(os.path.join(node_dir(job_dir, i), 'node.log'), 'w')
+        procs.append((subprocess.Popen([sys.executable, '-m', 'mpc_market.mpc.node', '--job', job_dir,
+                                        '--index', str(i), '--parties', parties, '--keys', tls, *extra_args],
+                                       stdout=log, stderr=subprocess.STDOUT), log))
+    return procs
+
+
+
+def mark_ready(job_dir, nodes):
+    for i in range(nodes):
+        with open(os.path.join(node_dir(job_dir, i), 'ready'), 'w'):
+            pass
+
+
+
+def stop_nodes(procs):
+    for proc, log in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+
+def wait_nodes(procs, job_dir, timeout=None, progress=None):
+    """Wait for all node processes; raise EngineError on any failure (killing the others)."""
+    nodes = len(procs)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    failed, offset = None, 0
+    log0 = os.path.join(node_dir(job_dir, 0), 'node.log')
+    while any(proc.poll() is None for proc, _ in procs):
+        crashed = [i for i, (proc, _) in enumerate(procs) if proc.poll() not in (None, 0)]
+        if crashed:  # a lost peer would make the others wait forever
+            failed = f'node {crashed[0]} exited with status {procs[crashed[0]][0].returncode}'
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            failed = f'nodes timed out after {timeout} s'
+            break
+        offset = _relay_progress(log0, offset, progress)
+        time.sleep(0.05)
+    _relay_progress(log0, offset, progress)
+    for i, (proc, _) in enumerate(procs):
+        if failed is None and proc.poll() not in (None, 0):
+            failed = f'node {i} exited with status {proc.returncode}'
+    stop_nodes(procs)
+    if failed:
+        tail = ''
+        for i in range(nodes):
+            with open(os.path.join(node_dir(job_dir, i), 'node.log')) as f:
+                lines = [ln for ln in f.read().splitlines() if ln.strip() and not ln.startswith('progress ')]
+            if lines:
+                tail = f'{lines[-1]} (node {i})'
+                break
+        raise EngineError(f'{failed}; {tail}' if tail else failed)
+
+
+
+def run_nodes(job_dir, nodes, timeout=None, host='127.0.0.1', extra_args=(), progress=None):
+    """Start the nodes on packages already written and wait for them."""
+    procs = start_nodes(job_dir, nodes, host, extra_args)
+    mark_ready(job_dir, nodes)
+    wait_nodes(procs, job_dir, timeout, progress)
+
+
+
+def reconstruct(job_dir, spec, name='results.npy'):
+    """Play every owner: recombine result shares from all nodes (checking consistency)."""
+    per_node = [np.load(os.path.join(node_dir(job_dir, i), name)) for i in range(spec.nodes)]
+    ints = [ff.to_ints(r) for r in per_node]
+    values, consistent = ff.recombine(ints, spec.threshold)
+    if not consistent.all():
+        raise EngineError('result shares from the nodes are inconsistent')
+    return ff.signed(values)  # (participants, slots, 3)
+
+
+
+def read_public_outputs(job_dir, nodes):
+    publics = []
+    for i in range(nodes):
+        with open(os.path.join(node_dir(job_dir, i), 'public.json')) as f:
+            publics.append(json.load(f))
+    if any(p['slots'] != publics[0]['slots'] for p in publics):
+        raise EngineError('nodes disagree on the public results')
+    return publics
+
+
+
+def mpc_result(book, publics, values_of, times):
+    started, shared, computed = times
+    public = publics[0]
+    excluded = set(public['excluded']) | set(public['missing'])
+    rows = order_rows(book, excluded, values_of)
+    slots = public_slot_rows(book.config, public['slots'])
+    finished = time.perf_counter()
+    n = max(1, len(book.participants))
+    stats = {
+        'engine': 'mpc', 'nodes': len(publics),
+        'sharing_s': shared - started, 'nodes_s': computed - shared, 'output_s': finished - computed,
+        'total_s': finished - started,
+        'node_timings': [p['timings'] for p in publics],
+        'bytes_sent_per_participant': max(p['bytes_sent'] for p in publics) / n,
+        'peak_rss_mb': max(p['peak_rss_mb'] for p in publics),
+    }
+    return ClearingResult(slots, rows, sorted(excluded), stats)
+
+
+
+def clear_peers(book: Book, progress=None, timeout=None, workdir=None, keep=False) -> ClearingResult:
+    """Scenario S1: one node per participant (3..7), each sharing its own orders."""
+    nodes = len(book.participants)
+    if not 3 <= nodes <= MAX_NODES:
+        raise EngineError(f'peers mode needs 3..{MAX_NODES} participants, got {nodes}')
+    started = time.perf_counter()
+    job_dir = tempfile.mkdtemp(prefix='mpc-market-peers-', dir=workdir)
+    try:
+        spec = job_spec(book, nodes, 8192)
+        spec.mode = 'peers'
+        spec.save(job_dir)
+        for i in range(nodes):
+            os.makedirs(node_dir(job_dir, i))
+            np.save(os.path.join(node_dir(job_dir, i), 'own_orders.npy'), book.encode([i])[0])
+        shared = time.perf_counter()
+        if progress:
+            progress('nodes', 0, nodes)
+        run_nodes(job_dir, nodes, timeout, extra_args=('--peers',), progress=progress)
+        computed = time.perf_counter()
+        publics = read_public_outputs(job_dir, nodes)
+        own = [np.load(os.path.join(node_dir(job_dir, i), 'own_results.npy')) for i in range(nodes)]
+        pi, si = book.participant_index, book.slot_index
+        return mpc_result(book, publics, lambda o: tuple(int(v) for v in own[pi[o.participant]][si[o.slot]]),
+                           (started, shared, computed))
+    finally:
+        if not keep:
+            shutil.rmtree(job_dir, ignore_errors=True)
+
+
+
+def clear_mpc(book: Book, nodes=3, chunk=8192, workdir=None, keep=False, progress=None, timeout=None,
+              tamper=None, net_of=None, reading_tamper=None) -> ClearingResult:
+    """Clear under MPC; with net_of (meter readings) also settle deviations in the same session."""
+    if not 3 <= nodes <= MAX_NODES:
+        raise ValueError(f'nodes must be in 3..{MAX_NODES}')
+    started = time.perf_counter()
+    job_dir = tempfile.mkdtemp(prefix='mpc-market-job-', dir=workdir)
+    try:
+        spec = job_spec(book, nodes, chunk)
+        if net_of is not None:
+            from ..market.book import encode_readings
+            spec.settle, spec.max_reading_wh = True, book.config.max_reading_wh
+        spec.save(job_dir)
+        procs = start_nodes(job_dir, nodes)  # nodes start up while the participants share
+        try:
+            share_book(book, spec, job_dir, progress, tamper)
+            if net_of is not None:
+                share_book(book, spec, job_dir, None, reading_tamper,
+                           encode=lambda rows: encode_readings(book, net_of, rows), name='readings.npy')
+        except BaseException:
+            stop_nodes(procs)
+            raise
+        shared = time.perf_counter()
+        mark_ready(job_dir, nodes)
+        if progress:
+            progress('nodes', 0, nodes)
+        wait_nodes(procs, job_dir, timeout, progress)
+        computed = time.perf_counter()
+        publics = read_public_outputs(job_dir, nodes)
+        values = reconstruct(job_dir, spec)
+        pi, si = book.participant_index, book.slot_index
+        result = mpc_result(book, publics, lambda o: tuple(int(v) for v in values[pi[o.participant], si[o.slot]]),
+                             (started, shared, computed))
+        if spec.settle:
+            result.settlement = {'values': reconstruct(job_dir, spec, 'settlement.npy'),
+                                 'retailer': reconstruct(job_dir, spec, 'retailer.npy'),
+                                 'excluded': publics[0]['meter_excluded']}
+        return result
+    finally:
+        if not keep:
+            shutil.rmtree(job_dir, ignore_errors=True)
+
+
+
+def settle_mpc(book, net_of, **kwargs):
+    """Clear and settle in one MPC session; every owner reconstructs its own rows."""
+    clearing = clear_mpc(book, net_of=net_of, **kwargs)
+    values, retailer = clearing.settlement['values'], clearing.settlement['retailer']
+    pi, si = book.participant_index, book.slot_index
+    outcomes = {slot: settlement.SlotSettlement(int(retailer[si[slot], 0]), int(retailer[si[slot], 1]),
+                                                int(retailer[si[slot], 2])) for slot in book.slots}
+    stats = dict(clearing.stats, meter_excluded=clearing.settlement['excluded'])
+    return assemble(book, clearing, net_of,
+                    lambda p, s: (int(values[pi[p], si[s], 0]), int(values[pi[p], si[s], 1])), outcomes, stats)

@@ -1,0 +1,94 @@
+"""Admission control for the gRPC services, applied before any expensive work.
+
+Every submission RPC (a node's SubmitOrder / SubmitReadings / SubmitBatch / FetchResults, the
+aggregator's SubmitEncryptedDays) first passes ``Admission.admit`` with the number of items it
+carries. Checked in order, all O(1) under one lock, nothing parsed yet:
+
+- items per request <= max_items (a batch cannot make one request arbitrarily expensive);
+- submission work in flight < workers - reserved, so ``reserved`` worker threads always remain
+  for the broker's round control, status and health checks;
+- in flight per client certificate < per_client, so one flooding certificate cannot take every
+  submission slot from the others;
+- a token bucket of items per client certificate (rate, burst): a certificate's sustained cost is
+  bounded, whatever its items turn out to be.
+
+A refused request gets RESOURCE_EXHAUSTED at once (clients back off and retry). The per-
+participant limit after the signature check (service.RateLimiter) stays as it was.
+"""
+
+import contextlib
+import random
+import threading
+import time
+
+import grpc
+
+from .tls import client_name
+
+__all__ = ['Admission', 'is_busy', 'retry_when_busy']
+
+
+class Admission:
+    def __init__(self, workers, reserved=2, per_client=6, items_per_s=4000.0, burst=8000, max_items=256):
+        if workers <= reserved:
+            raise ValueError('need more workers than reserved ones')
+        self.slots = workers - reserved
+        self.per_client, self.rate, self.burst, self.max_items = per_client, items_per_s, burst, max_items
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._busy_by = {}
+        self._buckets = {}
+
+    @contextlib.contextmanager
+    def admit(self, context, items=1, what='server'):
+        """Run the body as admitted work, or abort the RPC with RESOURCE_EXHAUSTED."""
+        if items > self.max_items:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f'{what}: {items} items in one request, at most '
+                          f'{self.max_items}')
+        client = client_name(context)
+        refusal = self._enter(client, max(1, items))
+        if refusal:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f'{what}: {refusal}; retry later')
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+                self._busy_by[client] -= 1
+
+    def _enter(self, client, items):
+        now = time.monotonic()
+        with self._lock:
+            if self._busy >= self.slots:
+                return 'busy'
+            if self._busy_by.get(client, 0) >= self.per_client:
+                return f'too many requests in flight from {client!r}'
+            tokens, last = self._buckets.get(client, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            if tokens < items:
+                self._buckets[client] = (tokens, now)
+                return f'rate limit of client certificate {client!r}'
+            self._buckets[client] = (tokens - items, now)
+            self._busy += 1
+            self._busy_by[client] = self._busy_by.get(client, 0) + 1
+        return None
+
+
+def is_busy(exc):
+    """A server's admission control turned the request away for now (not a verdict on it)."""
+    return exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and 'retry later' in (exc.details() or '')
+
+
+def retry_when_busy(call, request, timeout):
+    """call(request, timeout=...), retried with jittered exponential backoff while the server is
+    busy, until timeout seconds have passed; other errors are raised at once."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        try:
+            return call(request, timeout=max(0.1, deadline - time.monotonic()))
+        except grpc.RpcError as exc:
+            if not is_busy(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(2 * delay, 1.0)

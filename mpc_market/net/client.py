@@ -1,0 +1,205 @@
+"""Participant and operator side of a deployment: rounds, submissions, results.
+
+Everything goes over mutual TLS with server names pinned (``broker``, ``node{i}``). The broker
+only tells clients which round is open and where the nodes are; orders go from the client to
+each node directly (mpc_market.net.submit), and so do result shares, which only the participant
+can recombine.
+"""
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+from cryptography.exceptions import InvalidSignature
+
+from . import tls
+from . import sealed
+from ..mpc import field as ff
+from .messages import verify_public
+from ..market.book import Book
+from ..market.results import order_rows
+from ..common.errors import InputError
+from ..common.keys import KeyError_, load_node_verify_keys, load_participant_agreement_key, load_participant_key, node_name
+from ..market.orders import load_orders
+from ..market.config import parse_config
+from .messages import result_shares_bytes, results_request_bytes, seal_context
+from ..rpc import market_pb2, market_pb2_grpc
+from .store import now_ms
+from .submit import NodeEndpoint, Submitter
+
+
+class ClientError(Exception):
+    """A deployment request that failed; the message names the service and the reason."""
+
+
+def _rpc(what, call, *args, **kwargs):
+    try:
+        return call(*args, **kwargs)
+    except grpc.RpcError as exc:
+        raise ClientError(f'{what}: {exc.code().name}: {exc.details()}') from None
+
+
+class BrokerClient:
+    def __init__(self, address, keys_dir, client='submitter'):
+        credentials = tls.client_credentials(keys_dir, 'clients', client)
+        self.address = address
+        self.channel = tls.secure_channel(address, credentials, 'broker')
+        self.stub = market_pb2_grpc.BrokerStub(self.channel)
+
+    def close(self):
+        self.channel.close()
+
+    def status(self, round_id=''):
+        return _rpc(f'broker {self.address}', self.stub.RoundStatus, market_pb2.RoundRef(round_id=round_id), timeout=30)
+
+    def open(self, round_id, slots, gate_closure_ms, market_toml):
+        return _rpc(f'broker {self.address}', self.stub.OpenRound, market_pb2.RoundSpec(
+            round_id=round_id, slots=slots, gate_closure_unix_ms=gate_closure_ms, market_toml=market_toml), timeout=60)
+
+    def close_round(self, round_id):
+        return _rpc(f'broker {self.address}', self.stub.CloseRound, market_pb2.RoundRef(round_id=round_id), timeout=30)
+
+    def public(self, round_id):
+        return _rpc(f'broker {self.address}', self.stub.PublicResults, market_pb2.RoundRef(round_id=round_id),
+                    timeout=30)
+
+    def wait(self, round_id, timeout, poll=0.2):
+        """Wait until the round is cleared (or failed with no attempts left / timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.status(round_id)
+            if state.state == market_pb2.RoundState.CLEARED or time.monotonic() > deadline:
+                return state
+            time.sleep(poll)
+
+
+def open_round_state(broker, round_id):
+    state = broker.status(round_id)
+    if state.state != market_pb2.RoundState.OPEN:
+        raise ClientError(f'round {state.round_id} is {market_pb2.RoundState.State.Name(state.state).lower()}, '
+                          'not open for orders')
+    return state
+
+
+@dataclass
+class SubmitReport:
+    round_id: str
+    accepted: list
+    failed: dict      # participant -> reason (names the node)
+    seconds: float
+
+
+def submit_orders(orders_path, broker, keys_dir, round_id='', client='submitter', workers=4, batch=64):
+    """Share, sign and deliver every participant's orders of an orders file to all nodes."""
+    state = open_round_state(broker, round_id)
+    config = parse_config(f'round {state.round_id}', state.market_toml)
+    orders = load_orders(orders_path, config)
+    slots = set(state.slots)
+    for o in orders:
+        if o.slot not in slots:
+            raise InputError(orders_path, o.line, 'slot', f'slot {o.slot} is not traded in round {state.round_id}')
+    first_line = {}
+    for o in orders:
+        first_line.setdefault(o.participant, o.line)
+    participants = sorted(first_line)
+    keys = {}
+    for p in participants:
+        try:
+            keys[p] = load_participant_key(keys_dir, p)
+        except KeyError_ as exc:
+            raise InputError(orders_path, first_line[p], 'participant', str(exc)) from None
+    book = Book(config, orders, extra_pairs=[(p, s) for p in participants for s in state.slots])
+    values = book.encode(range(len(book.participants)))
+    endpoints = [NodeEndpoint(i, a, k) for i, (a, k) in enumerate(zip(state.node_addresses,
+                                                                      load_node_verify_keys(keys_dir, len(state.node_addresses))))]
+    submitter = Submitter(endpoints, tls.client_credentials(keys_dir, 'clients', client))
+    started = time.perf_counter()
+    try:
+        outcome = submitter.submit_many(state.round_id, [(p, keys[p], values[i]) for i, p in enumerate(book.participants)],
+                                        workers, batch)
+    finally:
+        submitter.close()
+    return SubmitReport(state.round_id, sorted(p for p, e in outcome.items() if e is None),
+                        {p: e for p, e in sorted(outcome.items()) if e is not None}, time.perf_counter() - started)
+
+
+def fetch_own_results(broker, keys_dir, participant, round_id='', client='submitter'):
+    """(round state, status, values (slots, 3) or None): this participant's reconstructed results.
+
+    Each node gets its own signed single-use request and seals its shares to the participant's
+    X25519 key; only this participant's key opens them."""
+    state = broker.status(round_id)
+    try:
+        key = load_participant_key(keys_dir, participant)
+        agreement_key = load_participant_agreement_key(keys_dir, participant)
+    except KeyError_ as exc:
+        raise InputError(keys_dir, 0, 'participant', str(exc)) from None
+    verify_keys = load_node_verify_keys(keys_dir, len(state.node_addresses))
+    credentials = tls.client_credentials(keys_dir, 'clients', client)
+    replies, plaintexts = [], []
+    for i, address in enumerate(state.node_addresses):
+        unix_ms, nonce = now_ms(), os.urandom(16).hex()
+        request = market_pb2.ResultsRequest(
+            round_id=state.round_id, participant=participant, unix_ms=unix_ms, node_index=i, nonce=nonce,
+            signature=key.sign(results_request_bytes(state.round_id, participant, i, nonce, unix_ms)))
+        channel = tls.secure_channel(address, credentials, node_name(i))
+        try:
+            reply = _rpc(f'node {i} ({address})', market_pb2_grpc.NodeStub(channel).FetchResults, request, timeout=30)
+        finally:
+            channel.close()
+        if reply.node_index != i or reply.nonce != nonce or reply.participant != participant \
+                or reply.round_id != state.round_id:
+            raise ClientError(f'node {i}: a reply to another request')
+        signed = result_shares_bytes(state.round_id, participant, i, reply.status, nonce,
+                                     hashlib.sha256(reply.ephemeral_public + reply.shares).hexdigest())
+        try:
+            verify_keys[i].verify(reply.node_signature, signed)
+        except InvalidSignature:
+            raise ClientError(f'node {i}: result shares with a bad signature') from None
+        try:
+            plaintexts.append(sealed.open_sealed(agreement_key, reply.ephemeral_public, reply.shares,
+                                                 seal_context(state.round_id, participant, i, reply.status, nonce)))
+        except sealed.SealError as exc:
+            raise ClientError(f'node {i}: {exc}') from None
+        replies.append(reply)
+    statuses = {r.status for r in replies}
+    if len(statuses) != 1:
+        raise ClientError(f'nodes disagree on the status of {participant}: {sorted(statuses)}')
+    status = statuses.pop()
+    if status == 'missing':
+        return state, status, None
+    slots = len(state.slots)
+    try:
+        shares = [ff.to_ints(np.frombuffer(p, dtype='<u4').reshape(ff.LIMBS, slots, 3)) for p in plaintexts]
+    except ValueError:
+        raise ClientError('result shares of the wrong size') from None
+    values, consistent = ff.recombine(shares, (len(replies) - 1) // 2)
+    if not np.all(consistent):
+        raise ClientError('result shares from the nodes are inconsistent')
+    return state, status, np.array(ff.signed(values), dtype=object).reshape(slots, 3)
+
+
+def own_order_rows(state, status, values, orders_path, participant):
+    """This participant's OrderRows (the rows of participants.csv of `mpc-market clear`)."""
+    config = parse_config(f'round {state.round_id}', state.market_toml)
+    orders = [o for o in load_orders(orders_path, config) if o.participant == participant]
+    book = Book(config, orders, extra_pairs=[(participant, s) for s in state.slots])
+    excluded = set() if status == 'cleared' else {participant}
+    index = {s: j for j, s in enumerate(state.slots)}
+    return config, order_rows(book, excluded, lambda o: tuple(int(v) for v in values[index[o.slot]]))
+
+
+def fetch_public(broker, keys_dir, round_id=''):
+    """(state, body dict) of the public results, checked against every node's signature."""
+    import json
+    state = broker.status(round_id)
+    result = broker.public(state.round_id)
+    signatures = {s.node_index: s.signature for s in result.signatures}
+    try:
+        verify_public(result.body, signatures, load_node_verify_keys(keys_dir, len(state.node_addresses)))
+    except ValueError as exc:
+        raise ClientError(f'public results: {exc}') from None
+    return state, json.loads(result.body)

@@ -1,0 +1,160 @@
+"""Deployment configuration files: NODE.toml and BROKER.toml.
+
+NODE.toml::
+
+    [node]
+    index = 0
+    listen = "127.0.0.1:7101"         # gRPC (TLS)
+    data_dir = "node0"                # SQLite store and clearing runs (relative to this file)
+    keys = "keys"                     # ca/ca.pem, nodes/node0.*, registry.json
+    connect_timeout_s = 60            # MPyC start-up: all peers connected
+    clearing_timeout_s = 900          # watchdog for one clearing run
+    rate_per_s = 5                    # per-participant submission limit (token bucket)
+    burst = 20
+
+    [deployment]
+    nodes = ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]   # gRPC, node 0 first
+    mpc = ["127.0.0.1:7201", "127.0.0.1:7202", "127.0.0.1:7203"]     # MPyC parties (TLS)
+
+BROKER.toml::
+
+    [broker]
+    listen = "127.0.0.1:7100"
+    data_dir = "broker"
+    keys = "keys"                     # ca/ca.pem, broker/broker.*, nodes/node*.sign.pub only
+    operators = ["operator"]          # client certificate names allowed to open and close rounds
+    poll_s = 0.5
+    max_attempts = 5                  # clearing attempts per round (a failed run is retried)
+
+    [deployment]
+    nodes = [...]
+"""
+
+import os
+import re
+from dataclasses import dataclass, field
+from ..common.errors import InputError
+from ..common.textinput import parse_toml, read_text, toml_key_line
+
+
+ADDRESS_RE = re.compile(r'^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$')
+
+
+
+@dataclass
+class NodeConfig:
+    path: str
+    index: int
+    listen: str
+    data_dir: str
+    keys: str
+    nodes: list
+    mpc: list
+    connect_timeout_s: float = 60.0
+    clearing_timeout_s: float = 900.0
+    rate_per_s: float = 5.0
+    burst: int = 20
+
+
+
+@dataclass
+class BrokerConfig:
+    path: str
+    listen: str
+    data_dir: str
+    keys: str
+    nodes: list
+    operators: list = field(default_factory=lambda: ['operator'])
+    poll_s: float = 0.5
+    max_attempts: int = 5
+
+
+
+def _tables(path, *sections):
+    """(text, table, ...) of a TOML file's [sections], parsed once."""
+    text = read_text(path, 'utf-8')
+    doc = parse_toml(path, text)
+    tables = []
+    for section in sections:
+        table = doc.get(section)
+        if not isinstance(table, dict):
+            raise InputError(path, 1, section, f'missing [{section}] table')
+        tables.append(table)
+    return (text, *tables)
+
+
+
+def load_table(path, section):
+    """(text, table) of a TOML file's [section]."""
+    return _tables(path, section)
+
+
+
+def _load(path, section):
+    return _tables(path, section, 'deployment')
+
+
+
+def get_value(path, text, table, key, kind, default=None, check=None, what=''):
+    if key not in table:
+        if default is None:
+            raise InputError(path, 1, key, 'missing')
+        return default
+    value = table[key]
+    ok = isinstance(value, kind) and not isinstance(value, bool) and (check is None or check(value))
+    if not ok:
+        raise InputError(path, toml_key_line(text, key), key, f'expected {what}, got {value!r}')
+    return value
+
+
+
+def _addresses(path, text, table, key, count=None):
+    value = get_value(path, text, table, key, list, what='a list of "host:port"')
+    if not value or not all(isinstance(a, str) and ADDRESS_RE.match(a) for a in value):
+        raise InputError(path, toml_key_line(text, key), key,
+                         f'expected a non-empty list of "host:port", got {value!r}')
+    if count is not None and len(value) != count:
+        raise InputError(path, toml_key_line(text, key), key, f'{len(value)} addresses for {count} nodes')
+    return value
+
+
+
+def relative_path(path, value):
+    return value if os.path.isabs(value) else os.path.join(os.path.dirname(os.path.abspath(path)), value)
+
+
+
+def load_node_config(path):
+    text, node, deployment = _load(path, 'node')
+    nodes = _addresses(path, text, deployment, 'nodes')
+    if not 3 <= len(nodes) <= 7:
+        raise InputError(path, toml_key_line(text, 'nodes'), 'nodes', f'a deployment has 3..7 nodes, got {len(nodes)}')
+    positive = lambda v: v > 0  # noqa: E731
+    return NodeConfig(
+        path=path,
+        index=get_value(path, text, node, 'index', int, check=lambda v: 0 <= v < len(nodes), what=f'0..{len(nodes) - 1}'),
+        listen=get_value(path, text, node, 'listen', str, check=ADDRESS_RE.match, what='"host:port"'),
+        data_dir=relative_path(path, get_value(path, text, node, 'data_dir', str, what='a directory')),
+        keys=relative_path(path, get_value(path, text, node, 'keys', str, what='a directory')),
+        nodes=nodes, mpc=_addresses(path, text, deployment, 'mpc', len(nodes)),
+        connect_timeout_s=float(get_value(path, text, node, 'connect_timeout_s', (int, float), 60.0, positive, 'seconds > 0')),
+        clearing_timeout_s=float(get_value(path, text, node, 'clearing_timeout_s', (int, float), 900.0, positive,
+                                      'seconds > 0')),
+        rate_per_s=float(get_value(path, text, node, 'rate_per_s', (int, float), 5.0, positive, 'a rate > 0')),
+        burst=get_value(path, text, node, 'burst', int, 20, positive, 'an integer > 0'))
+
+
+
+def load_broker_config(path):
+    text, broker, deployment = _load(path, 'broker')
+    nodes = _addresses(path, text, deployment, 'nodes')
+    operators = get_value(path, text, broker, 'operators', list, ['operator'],
+                     lambda v: all(isinstance(o, str) for o in v), 'a list of certificate names')
+    return BrokerConfig(
+        path=path,
+        listen=get_value(path, text, broker, 'listen', str, check=ADDRESS_RE.match, what='"host:port"'),
+        data_dir=relative_path(path, get_value(path, text, broker, 'data_dir', str, what='a directory')),
+        keys=relative_path(path, get_value(path, text, broker, 'keys', str, what='a directory')),
+        nodes=nodes, operators=operators,
+        poll_s=float(get_value(path, text, broker, 'poll_s', (int, float), 0.5, lambda v: v > 0, 'seconds > 0')),
+        max_attempts=get_value(path, text, broker, 'max_attempts', int, 5, lambda v: v > 0, 'an integer > 0'))

@@ -1,0 +1,157 @@
+"""A whole deployment on one machine: fresh keys, configs, and broker + nodes as processes.
+
+Used by ``mpc-market up``, the end-to-end tests and the deployment benchmark. Each node may
+run in its own network namespace (see parties/netns.sh): then it listens on its namespace's
+address and reaches the others over veth links, optionally with netem latency.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+from ..common import keys
+from ..mpc.local import free_ports
+from ..common.files import make_private_dir
+
+NETNS_PREFIX = 'mm-node'
+NETNS_SUBNET = '10.77.0'
+
+
+def netns_address(index):
+    return f'{NETNS_SUBNET}.{10 + index}'
+
+
+def _toml_list(values):
+    return '[' + ', '.join(f'"{v}"' for v in values) + ']'
+
+
+class LocalDeployment:
+    """directory/: keys/, broker.toml, node{i}.toml, data and logs of every process."""
+
+    def __init__(self, directory, nodes=3, netns=False):
+        self.dir = os.path.abspath(directory)
+        self.nodes = nodes
+        self.netns = netns
+        self.keys = os.path.join(self.dir, 'keys')
+        self.procs = {}  # name -> Popen
+        self.offsets = {}  # name -> log size when last started (a restart appends)
+
+    @property
+    def broker_config(self):
+        return os.path.join(self.dir, 'broker.toml')
+
+    def node_config(self, index):
+        return os.path.join(self.dir, f'node{index}.toml')
+
+    def create(self, participants=(), node_options=None, delay_ms=0, base_port=None):
+        """Fresh keys and configs; participants get keys and are registered. With delay_ms, node i
+        reaches node j > i (MPyC connects upwards) through a latency proxy (start_proxy)."""
+        make_private_dir(self.dir)  # keys, configs, logs and every process's state: 0700 / 0600
+        hosts = ['127.0.0.1', 'localhost'] + ([netns_address(i) for i in range(self.nodes)] if self.netns else [])
+        keys.create_ca(self.keys)
+        for i in range(self.nodes):
+            keys.create_node(self.keys, i, hosts)
+        keys.create_broker(self.keys)
+        for client in ('submitter', 'operator'):
+            keys.create_client(self.keys, client)
+        keys.create_participants(self.keys, list(participants))
+        count = 1 + 2 * self.nodes + self.nodes * self.nodes
+        if base_port:  # broker, node gRPC ports, MPyC ports, proxies: consecutive from base_port
+            broker_port, *ports = range(base_port, base_port + count)
+        else:
+            broker_port, *ports = free_ports(count)
+        grpc_hosts = [netns_address(i) if self.netns else '127.0.0.1' for i in range(self.nodes)]
+        grpc = [f'{h}:{p}' for h, p in zip(grpc_hosts, ports[:self.nodes])]
+        mpc = [f'{h}:{p}' for h, p in zip(grpc_hosts, ports[self.nodes:2 * self.nodes])]
+        self.proxy_routes = []
+        proxy_ports = iter(ports[2 * self.nodes:])
+        views = [list(mpc) for _ in range(self.nodes)]  # node i's list of MPyC addresses
+        if delay_ms:
+            for i in range(self.nodes):
+                for j in range(i + 1, self.nodes):
+                    port = next(proxy_ports)
+                    self.proxy_routes.append(f'{port}:{mpc[j].rsplit(":", 1)[0]}:{mpc[j].rsplit(":", 1)[1]}')
+                    views[i][j] = f'127.0.0.1:{port}'
+        self.delay_ms = delay_ms
+        self.broker_address = f'127.0.0.1:{broker_port}'
+        deployment = f'\n[deployment]\nnodes = {_toml_list(grpc)}\nmpc = {_toml_list(mpc)}\n'
+        self._write_proxy_routes()
+        with open(self.broker_config, 'w') as f:
+            f.write(f'[broker]\nlisten = "{self.broker_address}"\ndata_dir = "broker"\nkeys = "keys"\n'
+                    f'operators = ["operator"]\npoll_s = 0.2\n{deployment}')
+        extra = ''.join(f'{k} = {v}\n' for k, v in (node_options or {}).items())
+        for i in range(self.nodes):
+            with open(self.node_config(i), 'w') as f:
+                f.write(f'[node]\nindex = {i}\nlisten = "{grpc[i]}"\ndata_dir = "node{i}"\nkeys = "keys"\n{extra}'
+                        f'\n[deployment]\nnodes = {_toml_list(grpc)}\nmpc = {_toml_list(views[i])}\n')
+        return self
+
+    def _write_proxy_routes(self):
+        with open(os.path.join(self.dir, 'proxy.routes'), 'w') as f:
+            f.write(f'{self.delay_ms}\n' + '\n'.join(self.proxy_routes) + '\n')
+
+    def start_proxy(self):
+        """The latency proxy between nodes, when the deployment was created with delay_ms."""
+        with open(os.path.join(self.dir, 'proxy.routes')) as f:
+            delay, *routes = f.read().split()
+        if routes:
+            self._start('proxy', [], module=['-m', 'mpc_market.net.latency_proxy', '--delay-ms', delay, *routes])
+
+    def load(self):
+        """Read the broker address of an existing deployment directory."""
+        from .config import load_broker_config
+        self.broker_address = load_broker_config(self.broker_config).listen
+        return self
+
+    def _start(self, name, argv, netns=None, env=None, module=None):
+        log = open(os.path.join(self.dir, f'{name}.log'), 'a')
+        self.offsets[name] = log.tell()
+        prefix = ['ip', 'netns', 'exec', netns] if netns else []
+        env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
+        self.procs[name] = subprocess.Popen(prefix + [sys.executable, *(module or ['-m', 'mpc_market', *argv])], stdout=log,
+                                            stderr=subprocess.STDOUT, cwd=self.dir, env=env)
+        log.close()
+        return self.procs[name]
+
+    def start_node(self, index, env=None):
+        netns = f'{NETNS_PREFIX}{index}' if self.netns else None
+        return self._start(f'node{index}', ['node', '--config', self.node_config(index)], netns, env)
+
+    def start_broker(self):
+        return self._start('broker', ['broker', '--config', self.broker_config])
+
+    def start(self, timeout=30):
+        self.start_proxy()
+        for i in range(self.nodes):
+            self.start_node(i)
+        self.start_broker()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout=30, names=None):
+        """Wait until every (named) process logged that it is listening."""
+        deadline = time.monotonic() + timeout
+        for name in names or list(self.procs):
+            proc = self.procs[name]
+            while True:
+                with open(os.path.join(self.dir, f'{name}.log')) as f:
+                    f.seek(self.offsets[name])
+                    text = f.read()
+                    if 'listening on' in text or 'proxy ready' in text:
+                        break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    with open(os.path.join(self.dir, f'{name}.log')) as f:
+                        tail = f.read().strip().splitlines()[-3:]
+                    raise RuntimeError(f'{name} did not start: {" | ".join(tail)}')
+                time.sleep(0.05)
+
+    def kill(self, name, sig=9):
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait()
+
+    def stop(self):
+        for name in list(self.procs):
+            self.kill(name, 15)

@@ -1,0 +1,230 @@
+"""Every signed message between participants, nodes and the broker, in one place.
+
+Order envelopes (signed by a participant, checked by every node), receipts (signed by a node),
+results requests and sealed result shares, and the public result set the nodes sign. Each format
+has its own domain string, so a signature made for one can never be replayed as another.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from ..common.names import is_name
+from ..common import signing
+from ..rpc import market_pb2
+from ..common.signing import canonical_bytes
+from ..market.results import ClearingResult, public_slot_rows
+from ..market.output import public_table
+from ..common.signing import SHA256_HEX
+
+
+DOMAIN = b'mpc-market/order-envelope/v1\n'
+
+
+
+class EnvelopeError(Exception):
+    """A submission to reject, with the reason."""
+
+
+
+NONCE_HEX = re.compile(r'[0-9a-f]{32}')
+
+
+
+MAX_SEQ = (1 << 63) - 1
+
+
+
+MAX_NODES = 7
+
+
+
+@dataclass(frozen=True)
+class Envelope:
+    round_id: str
+    participant: str
+    nonce: str                # 32 hex digits, fresh per submission
+    package_hashes: tuple     # SHA-256 hex of each node's package, node 0 first
+    seq: int = 0              # the participant's submission counter: the highest wins at every node
+
+    def fields(self):
+        return {'nonce': self.nonce, 'package_hashes': list(self.package_hashes), 'participant': self.participant,
+                'round_id': self.round_id, 'seq': self.seq}
+
+    def canonical(self):
+        return canonical_bytes(DOMAIN, self.fields())
+
+    def to_json(self):
+        """The exact bytes a node stores and forwards: the signed canonical JSON, without the domain."""
+        return self.canonical()[len(DOMAIN):].decode()
+
+    @classmethod
+    def from_json(cls, text):
+        """Parse an envelope; only its own canonical encoding is accepted (no extra, missing or
+        repeated keys, no other types, no other spacing), so the stored bytes are the signed bytes."""
+        raw = text.encode() if isinstance(text, str) else bytes(text)
+        try:
+            fields = json.loads(raw, object_pairs_hook=_no_duplicates)
+        except (ValueError, RecursionError) as exc:
+            raise EnvelopeError(f'malformed envelope: {str(exc)[:80]}') from None
+        if not isinstance(fields, dict) or set(fields) != ENVELOPE_KEYS:
+            raise EnvelopeError(f'malformed envelope: keys must be {sorted(ENVELOPE_KEYS)}')
+        hashes = fields['package_hashes']
+        ok = (is_name(fields['round_id']) and is_name(fields['participant'])
+              and isinstance(fields['nonce'], str) and NONCE_HEX.fullmatch(fields['nonce'])
+              and type(fields['seq']) is int and 0 <= fields['seq'] <= MAX_SEQ
+              and isinstance(hashes, list) and 1 <= len(hashes) <= MAX_NODES
+              and all(isinstance(h, str) and SHA256_HEX.fullmatch(h) for h in hashes))
+        if not ok:
+            raise EnvelopeError('malformed envelope: a field has the wrong type or format')
+        envelope = cls(fields['round_id'], fields['participant'], fields['nonce'], tuple(hashes), fields['seq'])
+        if envelope.to_json().encode() != raw:
+            raise EnvelopeError('malformed envelope: not in canonical form')
+        return envelope
+
+
+
+ENVELOPE_KEYS = frozenset(f.name for f in dataclasses.fields(Envelope))
+
+
+
+def _no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError('repeated key')
+    return dict(pairs)
+
+
+
+def package_hash(package):
+    return hashlib.sha256(package).hexdigest()
+
+
+
+def next_seq():
+    """A participant's next sequence number: nanoseconds since the epoch, so a later submission
+    from the same participant (from any of its machines with a sane clock) outranks an earlier one."""
+    return time.time_ns()
+
+
+
+def seal(private_key, round_id, participant, packages, seq=None):
+    """(envelope, signature) for one participant's packages (bytes, one per node)."""
+    envelope = Envelope(round_id, participant, os.urandom(16).hex(), tuple(package_hash(p) for p in packages),
+                        next_seq() if seq is None else seq)
+    return envelope, private_key.sign(envelope.canonical())
+
+
+
+def authenticate(envelope, signature, registry):
+    """Raise EnvelopeError unless a registered participant signed this envelope. An unknown
+    participant and a bad signature get the same answer (no registry enumeration)."""
+    public_key = registry.get(envelope.participant)
+    try:
+        (public_key or _UNKNOWN).verify(signature, envelope.canonical())
+        if public_key is None:
+            raise InvalidSignature
+    except InvalidSignature:
+        raise EnvelopeError(f'not authenticated: no valid signature of a registered {envelope.participant}') from None
+
+
+
+_UNKNOWN = ed25519.Ed25519PrivateKey.generate().public_key()
+
+
+
+def check(envelope, signature, registry, round_id, node_index, package, seen_nonces, authenticated=False):
+    """Raise EnvelopeError unless node node_index should accept this submission."""
+    if not authenticated:
+        authenticate(envelope, signature, registry)
+    if envelope.round_id != round_id:
+        raise EnvelopeError(f'envelope is for round {envelope.round_id!r}, the open round is {round_id!r}')
+    if (envelope.participant, envelope.nonce) in seen_nonces:
+        raise EnvelopeError(f'replayed envelope (nonce {envelope.nonce} already used by {envelope.participant})')
+    if not 0 <= node_index < len(envelope.package_hashes):
+        raise EnvelopeError(f'envelope has no package hash for node {node_index}')
+    if package_hash(package) != envelope.package_hashes[node_index]:
+        raise EnvelopeError('package does not match the signed hash (tampered in transit?)')
+
+
+
+RECEIPT_DOMAIN = b'mpc-market/receipt/v1\n'
+
+
+
+def receipt_bytes(round_id, participant, nonce, package_sha256, accepted_ms, node_index):
+    return signing.canonical_bytes(RECEIPT_DOMAIN, {
+        'round_id': round_id, 'participant': participant, 'nonce': nonce, 'package_sha256': package_sha256,
+        'accepted_ms': accepted_ms, 'node_index': node_index})
+
+
+
+RESULTS_REQUEST_DOMAIN = b'mpc-market/results-request/v1\n'
+
+
+
+RESULT_SHARES_DOMAIN = b'mpc-market/result-shares/v1\n'
+
+
+
+def results_request_bytes(round_id, participant, node_index, nonce, unix_ms):
+    """What a participant signs to fetch its result shares from one node, once."""
+    return canonical_bytes(RESULTS_REQUEST_DOMAIN, {'round_id': round_id, 'participant': participant,
+                                                    'node_index': node_index, 'nonce': nonce, 'unix_ms': unix_ms})
+
+
+
+def result_shares_bytes(round_id, participant, node_index, status, nonce, sealed_sha256):
+    """What a node signs over its sealed reply (sealed_sha256: SHA-256 of ephemeral key + ciphertext)."""
+    return canonical_bytes(RESULT_SHARES_DOMAIN, {'round_id': round_id, 'participant': participant,
+                                                  'node_index': node_index, 'status': status, 'nonce': nonce,
+                                                  'sealed_sha256': sealed_sha256})
+
+
+
+def seal_context(round_id, participant, node_index, status, nonce):
+    """Associated data of a sealed reply: it opens only in the context it was made for."""
+    return canonical_bytes(RESULT_SHARES_DOMAIN, {'round_id': round_id, 'participant': participant,
+                                                  'node_index': node_index, 'status': status, 'nonce': nonce})
+
+
+
+PUBLIC_DOMAIN = b'mpc-market/public-results/v1\n'
+
+
+
+def public_body(round_id, config, public):
+    """Canonical JSON of what the round makes public: per-slot results and counts, no identities."""
+    slots = public_table(config, ClearingResult(public_slot_rows(config, public['slots']), []))
+    excluded = len(public['excluded'])
+    return json.dumps({'round_id': round_id, 'mechanism': config.mechanism, 'slots': slots,
+                       'participants': len(public['participants']) - excluded, 'excluded': excluded,
+                       'missing': len(public['missing'])}, sort_keys=True, separators=(',', ':'))
+
+
+
+def public_result_set(round_id, body, signatures):
+    """The PublicResultSet message of a signed body (the slot fields parsed from it)."""
+    parsed = json.loads(body)
+    slots = [market_pb2.SlotResult(slot=int(s['slot']), price=s.get('price', ''), traded_wh=int(s.get('traded_wh', 0)),
+                                   residual_wh=int(s.get('residual_wh', 0)), buy_price=s.get('buy_price', ''),
+                                   sell_price=s.get('sell_price', '')) for s in parsed['slots']]
+    return market_pb2.PublicResultSet(round_id=round_id, body=body, slots=slots, signatures=[
+        market_pb2.NodeSignature(node_index=i, signature=s) for i, s in sorted(signatures.items())])
+
+
+
+def verify_public(body, signatures, verify_keys):
+    """Raise ValueError unless every node signed exactly this body."""
+    for i, key in enumerate(verify_keys):
+        if i not in signatures:
+            raise ValueError(f'node {i} has not signed the public results')
+        try:
+            key.verify(signatures[i], PUBLIC_DOMAIN + body.encode())
+        except InvalidSignature:
+            raise ValueError(f'bad signature of node {i} on the public results') from None

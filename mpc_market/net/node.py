@@ -1,0 +1,216 @@
+"""``mpc-market node --config NODE.toml``: one market node = gRPC server (mutual TLS) + MPyC party.
+
+Participants submit share packages (mpc_market.net.node_intake); the broker opens rounds and, at gate
+closure, tells every node to clear (only a client whose certificate is named ``broker`` may).
+Clearing runs in a child MPyC process over TLS (mpc_market.net.round_clearing) while this process
+keeps answering; results are stored before the round is reported cleared. Each participant
+fetches only its own result shares, with a request signed by its own key. A node restarted
+after a crash fails the interrupted round, and the broker re-runs it from the stored shares.
+"""
+
+import hashlib
+import logging
+import os
+import re
+import signal
+import threading
+import time
+from concurrent import futures
+import grpc
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from ..common.files import make_private_dir
+from . import tls
+from . import sealed
+from ..common.errors import InputError
+from .round_clearing import ClearingFailed, clear_round
+from ..common.keys import load_agreement_keys, load_node_signing_key, load_registry
+from ..market.config import parse_config
+from ..common.names import NAME_RULE, is_name
+from ..rpc import market_pb2, market_pb2_grpc
+from .admission import Admission
+from .node_intake import NodeService, RateLimiter
+from .store import Store, StoreError, now_ms
+from .messages import result_shares_bytes, results_request_bytes, seal_context
+
+
+FRESHNESS_MS = 5 * 60 * 1000
+
+
+
+NONCE_RE = re.compile(r'[0-9a-f]{32}')
+
+
+
+_UNKNOWN_PARTICIPANT = ed25519.Ed25519PrivateKey.generate().public_key()
+
+
+
+BROKER_NAME = 'broker'
+
+
+
+WORKERS = 16
+
+
+
+RESERVED_WORKERS = 4  # never taken by submissions: round control, status and health always answer
+
+
+
+log = logging.getLogger('mpc_market.node')
+
+
+
+class MarketNodeServer(NodeService):
+    """Submission service plus round control (broker only), results and the clearing runs."""
+
+    def __init__(self, config, store, registry, signing_key, agreement_keys):
+        super().__init__(config.index, store, registry, signing_key,
+                         limiter=RateLimiter(config.rate_per_s, config.burst),
+                         admission=Admission(WORKERS, reserved=RESERVED_WORKERS))
+        self.agreement_keys = agreement_keys  # participant -> X25519 key its result shares are sealed to
+        self.config = config
+        self._clearing = None  # round id of the run in progress
+        self._lock = threading.Lock()
+
+    # -- round control (broker only) ---------------------------------------------------------------
+    def _require_broker(self, context):
+        name = tls.client_name(context)
+        if name != BROKER_NAME:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f'node {self.index}: round control is for the broker, '
+                          f'not {name or "an anonymous client"}')
+
+    def OpenRound(self, request, context):
+        self._require_broker(context)
+        try:
+            parse_config(f'round {request.round_id}', request.market_toml)
+        except InputError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'node {self.index}: market: {exc}')
+        if not is_name(request.round_id):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'node {self.index}: round id is not {NAME_RULE}')
+        if not request.slots or len(set(request.slots)) != len(request.slots):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'node {self.index}: a round needs an id and distinct slots')
+        return super().OpenRound(request, context)
+
+    def CloseRound(self, request, context):
+        """Gate closure: stop accepting and clear (again, after a failure or when rerun is set)."""
+        self._require_broker(context)
+        try:
+            round_ = self.store.round(request.round_id)
+        except StoreError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, f'node {self.index}: {exc}')
+        with self._lock:
+            if self._clearing is None:
+                started = self.store.begin_clearing(request.round_id, rerun=request.rerun)
+                if started is not None:
+                    self._clearing = started.round_id
+                    threading.Thread(target=self._clear, args=(started,), daemon=True).start()
+            elif round_.state == 'open':  # another round is clearing: close the gate now, clear later
+                self.store.set_state(request.round_id, 'closed')
+        return self.RoundStatus(market_pb2.RoundRef(round_id=request.round_id), context)
+
+    def _clear(self, round_):
+        started = time.perf_counter()
+        log.info('round %s: clearing (attempt %d)', round_.round_id, round_.attempts)
+        try:
+            timings = clear_round(self.store, round_, self.config, self.signing_key)
+            tls = 'MPyC over TLS' if timings.pop('mpc_tls') else 'MPyC WITHOUT TLS'
+            log.info('round %s: cleared in %.2f s, %s (phases: %s)', round_.round_id, time.perf_counter() - started,
+                     tls, ', '.join(f'{k} {v:.2f} s' for k, v in timings.items()))
+        except ClearingFailed as exc:
+            log.warning('round %s: failed: %s', round_.round_id, exc)
+            self.store.set_state(round_.round_id, 'failed', str(exc))
+        except Exception as exc:  # noqa: BLE001 - the round must not stay 'clearing'
+            log.exception('round %s: internal error', round_.round_id)
+            self.store.set_state(round_.round_id, 'failed', f'node {self.index}: internal error: {exc}')
+        finally:
+            with self._lock:
+                self._clearing = None
+
+    def NodePublicResults(self, request, context):
+        stored = self.store.public_results(request.round_id)
+        if stored is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f'node {self.index}: round {request.round_id!r} '
+                          'has no results yet')
+        body, signature = stored
+        return market_pb2.PublicResultSet(round_id=request.round_id, body=body, signatures=[
+            market_pb2.NodeSignature(node_index=self.index, signature=signature)])
+
+    # -- a participant's own results ---------------------------------------------------------------
+    def FetchResults(self, request, context):
+        with self.admission.admit(context, 1, f'node {self.index}'):
+            return self._fetch_results(request, context)
+
+    def _fetch_results(self, request, context):
+        """A participant's own result shares, sealed to its X25519 key. The request is signed by the
+        participant, names this node and a fresh nonce, and is answered once; every way it can fail
+        authentication gets the same answer, so nobody learns who is registered."""
+        public_key = self.registry.get(request.participant)
+        signed = results_request_bytes(request.round_id, request.participant, request.node_index, request.nonce,
+                                       request.unix_ms)
+        try:
+            (public_key or _UNKNOWN_PARTICIPANT).verify(request.signature, signed)  # same work when unknown
+            authentic = public_key is not None
+        except InvalidSignature:
+            authentic = False
+        if (not authentic or request.node_index != self.index or not NONCE_RE.fullmatch(request.nonce)
+                or abs(now_ms() - request.unix_ms) > FRESHNESS_MS):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, f'node {self.index}: results request not authenticated')
+        if not self.limiter.allow(request.participant):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f'node {self.index}: rate limit for {request.participant}')
+        if not self.store.use_request_nonce(request.participant, request.nonce):
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, f'node {self.index}: results request replayed')
+        try:
+            round_ = self.store.round(request.round_id)
+        except StoreError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, f'node {self.index}: {exc}')
+        if round_.state != 'cleared':
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f'node {self.index}: round {round_.round_id} is '
+                          f'{round_.state}' + (f' ({round_.reason})' if round_.reason else ''))
+        stored = self.store.results(round_.round_id, request.participant)
+        if stored is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f'node {self.index}: {request.participant} took no part in '
+                          f'round {round_.round_id}')
+        status, shares = stored
+        ephemeral, sealed_shares = sealed.seal(self.agreement_keys[request.participant], shares,
+                                               seal_context(round_.round_id, request.participant, self.index, status,
+                                                            request.nonce))
+        signature = self.signing_key.sign(result_shares_bytes(
+            round_.round_id, request.participant, self.index, status, request.nonce,
+            hashlib.sha256(ephemeral + sealed_shares).hexdigest()))
+        return market_pb2.ResultShares(round_id=round_.round_id, participant=request.participant,
+                                       node_index=self.index, shares=sealed_shares, node_signature=signature,
+                                       status=status, ephemeral_public=ephemeral, nonce=request.nonce)
+
+
+
+def serve(config):
+    """Run the node until SIGTERM or SIGINT."""
+    credentials = tls.server_credentials(config.keys, 'nodes', f'node{config.index}')  # keys before any state
+    make_private_dir(config.data_dir)
+    store = Store(os.path.join(config.data_dir, 'node.db'))
+    store.fail_interrupted(f'node {config.index} restarted during clearing')
+    registry = load_registry(os.path.join(config.keys, 'registry.json'))
+    servicer = MarketNodeServer(config, store, registry, load_node_signing_key(config.keys, config.index),
+                                load_agreement_keys(os.path.join(config.keys, 'registry.json')))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS), options=tls.server_options())
+    market_pb2_grpc.add_NodeServicer_to_server(servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if not server.add_secure_port(config.listen, credentials):
+        raise OSError(f'node {config.index}: cannot listen on {config.listen}')
+    server.start()
+    health_servicer.set('', health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set('mpc_market.rpc.Node', health_pb2.HealthCheckResponse.SERVING)
+    print(f'node {config.index} listening on {config.listen} (mutual TLS), MPyC party at '
+          f'{config.mpc[config.index]}, {len(registry)} registered participants', flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    health_servicer.enter_graceful_shutdown()
+    server.stop(2).wait()
+    store.close()
+    return 0

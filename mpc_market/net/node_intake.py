@@ -1,0 +1,208 @@
+"""A market node's gRPC submission service: authenticate, check, store durably, sign a receipt.
+
+Order of work per submission: size limit, envelope signature (authentication before any other
+work), per-participant rate limit (token bucket, so forged submissions cannot use up an honest
+participant's quota), round, replay, package hash, share format; then the store commits, and only then the node
+answers with a receipt signed by its Ed25519 key. The clearing itself runs over the stored
+packages (a later step); at clearing, nodes include a participant only if all of them hold the
+same envelope (nonce), so a submission that some node missed never half-counts.
+"""
+
+import threading
+import time
+import grpc
+import numpy as np
+from . import tls
+from . import messages
+from ..mpc import field as ff
+from .admission import Admission
+from ..market.book import Layout, ReadingLayout
+from ..market.config import parse_config
+from ..rpc import market_pb2, market_pb2_grpc
+from .store import StoreError
+from .messages import receipt_bytes
+
+
+MAX_PACKAGE_BYTES = 64 << 20
+
+
+
+STATUS_CLIENT = 'broker'
+
+
+
+class RateLimiter:
+    """Token bucket per participant: rate per second, burst tokens."""
+
+    def __init__(self, rate=5.0, burst=20):
+        self.rate, self.burst = rate, burst
+        self._buckets = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key):
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens < 1:
+                self._buckets[key] = (tokens, now)
+                return False
+            self._buckets[key] = (tokens - 1, now)
+            return True
+
+
+
+def check_package(package, expected_values):
+    """A package is expected_values field elements as little-endian 32-bit limbs (4 each), < p."""
+    if len(package) != 16 * expected_values:
+        raise messages.EnvelopeError(f'malformed package: {len(package)} bytes, expected {16 * expected_values}')
+    limbs = np.frombuffer(package, dtype='<u4').reshape(ff.LIMBS, -1)
+    too_big = limbs[3] >> np.uint32(ff.MODULUS_BITS - 96)
+    if too_big.any():
+        raise messages.EnvelopeError('malformed package: a share is not a field element')
+
+
+
+def package_values(round_, kind):
+    """Field elements in one participant's package for this round: slots x vector width."""
+    config = parse_config(f'round {round_.round_id}', round_.market_toml)
+    layout = Layout.for_config(config) if kind == 'order' else ReadingLayout.for_config(config)
+    return len(round_.slots) * layout.width
+
+
+
+class Rejected(Exception):
+    """A submission refused with a gRPC status."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+
+REJECTION_CODES = {'not authenticated': grpc.StatusCode.UNAUTHENTICATED,
+                   'replayed': grpc.StatusCode.ALREADY_EXISTS, 'tampered': grpc.StatusCode.DATA_LOSS}
+
+
+
+class NodeService(market_pb2_grpc.NodeServicer):
+    """Submission side of a market node (round control and clearing are driven separately)."""
+
+    def __init__(self, index, store, registry, signing_key, package_values=package_values, limiter=None,
+                 admission=None):
+        self.index = index
+        self.admission = admission or Admission(workers=4, reserved=1)  # per client certificate, before any work
+        self.store = store
+        self.registry = registry
+        self.signing_key = signing_key
+        self.package_values = package_values  # (round, kind) -> number of field elements per package
+        self.limiter = limiter or RateLimiter()
+        self._sizes = {}  # (round id, kind) -> package values: the round's market is parsed once
+
+    def _expected_values(self, round_, kind):
+        key = (round_.round_id, kind)
+        if key not in self._sizes:
+            self._sizes[key] = self.package_values(round_, kind)
+        return self._sizes[key]
+
+    def _check(self, request, kind):
+        """Every check before storing; returns the envelope. Raises Rejected."""
+        if len(request.package) > MAX_PACKAGE_BYTES:
+            raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, 'package too large')
+        try:
+            envelope = messages.Envelope.from_json(request.envelope)
+            if envelope.participant != request.participant or envelope.round_id != request.round_id:
+                raise messages.EnvelopeError('envelope does not match the request')
+            messages.authenticate(envelope, request.signature, self.registry)  # before any other work
+            if not self.limiter.allow(request.participant):  # per authenticated participant
+                raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, f'rate limit for {request.participant}')
+            if request.node_index != self.index:
+                raise messages.EnvelopeError(f'package is for node {request.node_index}')
+            round_ = self.store.round(request.round_id)
+            seen = {(envelope.participant, envelope.nonce)} if self.store.nonce_used(envelope.participant,
+                                                                                    envelope.nonce) else set()
+            messages.check(envelope, request.signature, self.registry, round_.round_id, self.index,
+                            request.package, seen, authenticated=True)
+            check_package(request.package, self._expected_values(round_, kind))
+        except messages.EnvelopeError as exc:
+            raise Rejected(next((c for key, c in REJECTION_CODES.items() if key in str(exc)),
+                                grpc.StatusCode.INVALID_ARGUMENT), str(exc)) from None
+        except StoreError as exc:
+            raise Rejected(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+        return envelope
+
+    def _receipt(self, request, envelope, accepted_ms):
+        package_sha256 = envelope.package_hashes[self.index]
+        signature = self.signing_key.sign(receipt_bytes(request.round_id, envelope.participant, envelope.nonce,
+                                                        package_sha256, accepted_ms, self.index))
+        return market_pb2.Receipt(round_id=request.round_id, participant=envelope.participant, nonce=envelope.nonce,
+                                  package_sha256=bytes.fromhex(package_sha256), accepted_unix_ms=accepted_ms,
+                                  node_index=self.index, node_signature=signature)
+
+    def _store_batch(self, checked, kind):
+        """Store checked (request, envelope) pairs in one commit; [receipt or Rejected] in order."""
+        accepted_ms = int(time.time() * 1000)
+        receipts = [self._receipt(r, e, accepted_ms) for r, e in checked]
+        errors = self.store.accept_many([(r.round_id, e.participant, kind, e.nonce, r.envelope, r.signature, r.package,
+                                          receipt.node_signature, e.seq) for (r, e), receipt in zip(checked, receipts)],
+                                        at_ms=accepted_ms)
+        return [receipt if error is None else
+                Rejected(grpc.StatusCode.ALREADY_EXISTS if error.startswith(('replayed', 'superseded')) else
+                         grpc.StatusCode.FAILED_PRECONDITION, error) for receipt, error in zip(receipts, errors)]
+
+    def _submit(self, request, context, kind):
+        try:
+            outcome = self._store_batch([(request, self._check(request, kind))], kind)[0]
+        except Rejected as exc:
+            outcome = exc
+        if isinstance(outcome, Rejected):
+            context.abort(outcome.code, f'node {self.index}: {outcome}')
+        return outcome
+
+    def SubmitOrder(self, request, context):
+        with self.admission.admit(context, 1, f'node {self.index}'):
+            return self._submit(request, context, 'order')
+
+    def SubmitReadings(self, request, context):
+        with self.admission.admit(context, 1, f'node {self.index}'):
+            return self._submit(request, context, 'readings')
+
+    def SubmitBatch(self, request, context):
+        """A representative's batch: each order checked on its own, all accepted ones in one commit."""
+        with self.admission.admit(context, len(request.orders), f'node {self.index}'):
+            return self._submit_batch(request)
+
+    def _submit_batch(self, request):
+        outcomes, checked, slots = [], [], []
+        for item in request.orders:
+            try:
+                checked.append((item, self._check(item, 'order')))
+                slots.append(len(outcomes))
+                outcomes.append(None)
+            except Rejected as exc:
+                outcomes.append(exc)
+        for position, outcome in zip(slots, self._store_batch(checked, 'order') if checked else []):
+            outcomes[position] = outcome
+        return market_pb2.ReceiptBatch(outcomes=[
+            market_pb2.BatchOutcome(receipt=o) if not isinstance(o, Rejected) else
+            market_pb2.BatchOutcome(error=f'node {self.index}: {o}', code=o.code.name) for o in outcomes])
+
+    def OpenRound(self, request, context):
+        self.store.open_round(request.round_id, list(request.slots), request.gate_closure_unix_ms, request.market_toml)
+        return self.RoundStatus(market_pb2.RoundRef(round_id=request.round_id), context)
+
+    def RoundStatus(self, request, context):
+        """A round's state and live accepted count: for the broker only (the count would tell any
+        client who is submitting when)."""
+        name = tls.client_name(context)
+        if name != STATUS_CLIENT:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f'node {self.index}: round status is for the broker, '
+                          f'not {name or "an anonymous client"}')
+        try:
+            round_ = self.store.round(request.round_id)
+        except StoreError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, f'node {self.index}: {exc}')
+        return market_pb2.RoundState(round_id=round_.round_id, state=getattr(market_pb2.RoundState, round_.state.upper()),
+                                     reason=round_.reason, gate_closure_unix_ms=round_.gate_closure_ms,
+                                     accepted=self.store.count(round_.round_id), slots=round_.slots,
+                                     market_toml=round_.market_toml, attempts=round_.attempts)

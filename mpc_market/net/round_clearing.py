@@ -1,0 +1,133 @@
+"""One clearing run of a deployed market node over the packages in its store.
+
+The node daemon exports the round's accepted order packages to a private run directory, starts
+the MPyC party (``mpc_market.mpc.node --deployment --ssl``) as a child process and watches it:
+start-up must finish (all peers connected over TLS) within connect_timeout_s and the whole run
+within clearing_timeout_s; a lost peer ends the child at once. On success the run's result
+shares and public outputs are turned into rows for the store; on failure ClearingFailed says why.
+The inputs are the stored shares, so a re-run after a failure or restart gives the same result.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import numpy as np
+from ..mpc import field as ff
+from ..market.book import Layout
+from ..mpc.jobs import config_spec
+from ..mpc.jobs import node_dir, write_json
+from ..market.config import parse_config
+from ..common.names import path_token
+from .messages import PUBLIC_DOMAIN, public_body
+
+
+class ClearingFailed(Exception):
+    """A clearing run that did not complete; the message is the round's failure reason."""
+
+
+
+def export_job(store, round_, index, nodes, keys_dir, job_dir):
+    """Write job.json, this node's packages (sorted by participant) and MPyC's TLS files."""
+    config = parse_config(f'round {round_.round_id}', round_.market_toml)
+    layout = Layout.for_config(config)
+    spec = config_spec(config, round_.slots, nodes, max(1, 8192 // max(1, len(round_.slots))))
+    spec.mode = 'deployment'
+    spec.round_id = round_.round_id
+    spec.save(job_dir)
+    own = node_dir(job_dir, index)
+    os.makedirs(own, exist_ok=True)
+    submissions = store.submissions(round_.round_id, 'order')
+    held = {p: hashlib.sha256(envelope).hexdigest() for p, (_, envelope, _, _) in submissions.items()}
+    shape = (ff.LIMBS, len(held), len(round_.slots), layout.width)
+    shares = np.lib.format.open_memmap(os.path.join(own, 'shares.npy'), mode='w+', dtype=np.uint32, shape=shape)
+    for row, participant in enumerate(sorted(held)):
+        package = submissions[participant][3]
+        shares[:, row] = np.frombuffer(package, dtype='<u4').reshape(ff.LIMBS, len(round_.slots), layout.width)
+    shares.flush()
+    del shares
+    write_json(os.path.join(own, 'held.json'), held)
+    with open(os.path.join(own, 'ready'), 'w'):
+        pass
+    return config, len(held)
+
+
+
+def run_party(job_dir, index, mpc_addresses, keys_dir, connect_timeout, clearing_timeout, on_start=None):
+    """Run the MPyC party child under the watchdog; raise ClearingFailed with the reason."""
+    log_path = os.path.join(job_dir, 'party.log')
+    with open(log_path, 'w') as log:
+        child = subprocess.Popen([sys.executable, '-m', 'mpc_market.mpc.node', '--job', job_dir, '--index', str(index),
+                                  '--parties', ','.join(mpc_addresses), '--deployment', '--keys', keys_dir],
+                                 cwd=job_dir, stdout=log, stderr=subprocess.STDOUT,
+                                 env=dict(os.environ, MPC_MARKET_PARENT_PID=str(os.getpid())))
+    if on_start:
+        on_start(child)
+    started = time.monotonic()
+    connected = False
+    try:
+        while child.poll() is None:
+            elapsed = time.monotonic() - started
+            if not connected:
+                connected = _log_has(log_path, 'connected')
+                if not connected and elapsed > connect_timeout:
+                    raise ClearingFailed(f'node {index}: could not connect to all nodes within {connect_timeout:g} s')
+            if elapsed > clearing_timeout:
+                raise ClearingFailed(f'node {index}: clearing timed out after {clearing_timeout:g} s')
+            time.sleep(0.05)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    if child.returncode != 0:
+        raise ClearingFailed(f'node {index}: {_last_error(log_path) or f"MPC party exited with status {child.returncode}"}')
+
+
+
+def _log_has(path, word):
+    with open(path) as f:
+        return any(line.strip() == word for line in f)
+
+
+
+def _last_error(path):
+    with open(path) as f:
+        lines = [ln.strip() for ln in f if ln.strip() and not ln.startswith('progress ')]
+    errors = [ln for ln in lines if ln.startswith('error:')]
+    if errors:
+        return errors[-1][len('error:'):].strip()
+    return lines[-1] if lines else ''
+
+
+
+def import_results(job_dir, index, round_id, config):
+    """({participant: (status, shares bytes)}, public body) of a finished run."""
+    own = node_dir(job_dir, index)
+    with open(os.path.join(own, 'public.json')) as f:
+        public = json.load(f)
+    results = np.load(os.path.join(own, 'results.npy'))
+    excluded = set(public['excluded'])
+    rows = {p: ('excluded' if p in excluded else 'cleared', results[:, j].astype('<u4').tobytes())
+            for j, p in enumerate(public['participants'])}
+    rows.update({p: ('missing', b'') for p in public['missing']})
+    return rows, public_body(round_id, config, public), dict(public['timings'], mpc_tls=public['mpc_tls'])
+
+
+
+def clear_round(store, round_, node, signing_key, on_start=None):
+    """Run one attempt for the round; stores results (state 'cleared') and returns the MPC phase
+    timings, or raises ClearingFailed."""
+    job_dir = os.path.join(node.data_dir, 'runs', f'{path_token(round_.round_id)}.{round_.attempts}')
+    shutil.rmtree(job_dir, ignore_errors=True)
+    os.makedirs(job_dir)
+    try:
+        config, _ = export_job(store, round_, node.index, len(node.nodes), node.keys, job_dir)
+        run_party(job_dir, node.index, node.mpc, node.keys, node.connect_timeout_s, node.clearing_timeout_s, on_start)
+        rows, body, timings = import_results(job_dir, node.index, round_.round_id, config)
+        store.put_results(round_.round_id, rows, body, signing_key.sign(PUBLIC_DOMAIN + body.encode()))
+        return timings
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)  # the shares live in the store; no stray copies

@@ -1,0 +1,246 @@
+"""A node's durable state in SQLite (WAL, synchronous=FULL): rounds, accepted submissions with
+their signed envelopes and receipts, used nonces, result shares and signed public results.
+
+A submission is acknowledged only after its transaction commits, so an acknowledged order
+survives a crash; a restarted node reopens the same file and resumes. Resubmitting before the
+gate closes replaces the participant's package (same round, same kind); every nonce can be
+used once, across all rounds (replay protection).
+"""
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+
+from ..common.names import NAME_RULE, is_name
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rounds (
+    round_id TEXT PRIMARY KEY, slots TEXT NOT NULL, gate_closure_ms INTEGER NOT NULL,
+    market_toml TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    created_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS submissions (
+    round_id TEXT NOT NULL, participant TEXT NOT NULL, kind TEXT NOT NULL, nonce TEXT NOT NULL,
+    envelope BLOB NOT NULL, signature BLOB NOT NULL, package BLOB NOT NULL,
+    receipt_signature BLOB NOT NULL, accepted_ms INTEGER NOT NULL, seq INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (round_id, participant, kind));
+CREATE TABLE IF NOT EXISTS nonces (
+    participant TEXT NOT NULL, nonce TEXT NOT NULL, round_id TEXT NOT NULL,
+    PRIMARY KEY (participant, nonce));
+CREATE TABLE IF NOT EXISTS result_requests (
+    participant TEXT NOT NULL, nonce TEXT NOT NULL, at_ms INTEGER NOT NULL,
+    PRIMARY KEY (participant, nonce));
+CREATE TABLE IF NOT EXISTS results (
+    round_id TEXT NOT NULL, participant TEXT NOT NULL, status TEXT NOT NULL, shares BLOB NOT NULL,
+    PRIMARY KEY (round_id, participant));
+CREATE TABLE IF NOT EXISTS public_results (
+    round_id TEXT PRIMARY KEY, body TEXT NOT NULL, signature BLOB NOT NULL);
+"""
+
+STATES = ('open', 'closed', 'clearing', 'cleared', 'failed')
+
+
+class StoreError(Exception):
+    """A request the store refuses (unknown round, round not open, replayed nonce)."""
+
+
+@dataclass(frozen=True)
+class Round:
+    round_id: str
+    slots: list
+    gate_closure_ms: int
+    market_toml: str
+    state: str
+    reason: str
+    attempts: int = 0
+
+
+def _sha256(data):
+    return hashlib.sha256(bytes(data)).digest()
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def open_database(path, schema):
+    """SQLite in WAL mode with synchronous=FULL: a committed transaction survives a crash."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute('PRAGMA journal_mode=WAL')
+    db.execute('PRAGMA synchronous=FULL')
+    db.executescript(schema)
+    return db
+
+
+class Store:
+    def __init__(self, path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = open_database(path, SCHEMA)
+        columns = {row[1] for row in self._db.execute('PRAGMA table_info(submissions)')}
+        if 'seq' not in columns:  # a store written before envelopes had sequence numbers
+            self._db.execute('ALTER TABLE submissions ADD COLUMN seq INTEGER NOT NULL DEFAULT 0')
+
+    def close(self):
+        with self._lock:
+            self._db.close()
+
+    def _transaction(self):
+        return Transaction(self._db, self._lock)
+
+    # -- rounds ---------------------------------------------------------------------------------
+    def open_round(self, round_id, slots, gate_closure_ms, market_toml):
+        if not is_name(round_id):
+            raise StoreError(f'round id {str(round_id)[:80]!r} is not {NAME_RULE}')
+        with self._transaction() as db:
+            existing = db.execute('SELECT state FROM rounds WHERE round_id = ?', (round_id,)).fetchone()
+            if existing is not None:
+                return self.round(round_id, db)  # idempotent: a restarted broker may reopen
+            db.execute('INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, 0)',
+                       (round_id, json.dumps(sorted(slots)), gate_closure_ms, market_toml, 'open', '', now_ms()))
+        return self.round(round_id)
+
+    def round(self, round_id, db=None):
+        row = (db or self._db).execute('SELECT round_id, slots, gate_closure_ms, market_toml, state, reason, attempts '
+                                       'FROM rounds WHERE round_id = ?', (round_id,)).fetchone()
+        if row is None:
+            raise StoreError(f'unknown round {round_id!r}')
+        return Round(row[0], json.loads(row[1]), row[2], row[3], row[4], row[5], row[6])
+
+    def set_state(self, round_id, state, reason=''):
+        assert state in STATES, state
+        with self._transaction() as db:
+            self.round(round_id, db)
+            db.execute('UPDATE rounds SET state = ?, reason = ? WHERE round_id = ?', (state, reason, round_id))
+
+    def begin_clearing(self, round_id, rerun=False):
+        """Close the gate and mark the round clearing (again, after a failure); None if it is
+        already clearing, or cleared and not rerun."""
+        with self._transaction() as db:
+            current = self.round(round_id, db)
+            if current.state == 'clearing' or (current.state == 'cleared' and not rerun):
+                return None
+            db.execute("UPDATE rounds SET state = 'clearing', reason = '', attempts = attempts + 1 "
+                       'WHERE round_id = ?', (round_id,))
+        return self.round(round_id)
+
+    def fail_interrupted(self, reason):
+        """At start-up: rounds left 'clearing' by a crash are failed (the broker re-runs them)."""
+        with self._transaction() as db:
+            db.execute("UPDATE rounds SET state = 'failed', reason = ? WHERE state = 'clearing'", (reason,))
+
+    # -- submissions ----------------------------------------------------------------------------
+    def accept(self, round_id, participant, kind, nonce, envelope, signature, package, receipt_signature,
+               at_ms=None, seq=0):
+        """Store a checked submission atomically; replaces an earlier one of the same kind."""
+        at_ms = now_ms() if at_ms is None else at_ms
+        error = self.accept_many([(round_id, participant, kind, nonce, envelope, signature, package,
+                                   receipt_signature, seq)], at_ms)[0]
+        if error is not None:
+            raise StoreError(error)
+        return at_ms
+
+    def accept_many(self, items, at_ms=None):
+        """Store checked submissions in one commit (one fsync); [None or the reason refused] per item.
+        items: (round_id, participant, kind, nonce, envelope, signature, package, receipt_signature, seq).
+        Of two envelopes of one participant the higher (seq, SHA-256 of the envelope) is kept, in
+        whatever order they arrive, so every node that sees both keeps the same one.
+        """
+        at_ms = now_ms() if at_ms is None else at_ms
+        errors = []
+        with self._transaction() as db:
+            rounds = {}
+            for round_id, participant, kind, nonce, envelope, signature, package, receipt_signature, seq in items:
+                if round_id not in rounds:
+                    try:
+                        rounds[round_id] = self.round(round_id, db)
+                    except StoreError as exc:
+                        rounds[round_id] = str(exc)
+                current = rounds[round_id]
+                if isinstance(current, str):
+                    errors.append(current)
+                    continue
+                if current.state != 'open' or at_ms > current.gate_closure_ms:
+                    errors.append(f'round {round_id} is closed for submissions (gate closure passed)')
+                    continue
+                held = db.execute('SELECT seq, envelope FROM submissions WHERE round_id = ? AND participant = ? '
+                                  'AND kind = ?', (round_id, participant, kind)).fetchone()
+                if held is not None and (held[0], _sha256(held[1])) > (seq, _sha256(envelope)):
+                    errors.append(f'superseded: this node already holds a later envelope of {participant} '
+                                  f'(sequence number {held[0]} > {seq})')
+                    continue
+                try:
+                    db.execute('INSERT INTO nonces VALUES (?, ?, ?)', (participant, nonce, round_id))
+                except sqlite3.IntegrityError:
+                    errors.append(f'replayed envelope (nonce {nonce} already used by {participant})')
+                    continue
+                db.execute('INSERT OR REPLACE INTO submissions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                           (round_id, participant, kind, nonce, envelope, signature, package, receipt_signature,
+                            at_ms, seq))
+                errors.append(None)
+        return errors
+
+    def nonce_used(self, participant, nonce):
+        return self._db.execute('SELECT 1 FROM nonces WHERE participant = ? AND nonce = ?',
+                                (participant, nonce)).fetchone() is not None
+
+    def submissions(self, round_id, kind):
+        """{participant: (nonce, envelope, signature, package)} of a round."""
+        rows = self._db.execute('SELECT participant, nonce, envelope, signature, package FROM submissions '
+                                'WHERE round_id = ? AND kind = ? ORDER BY participant', (round_id, kind))
+        return {r[0]: (r[1], bytes(r[2]), bytes(r[3]), bytes(r[4])) for r in rows}
+
+    def count(self, round_id, kind='order'):
+        return self._db.execute('SELECT COUNT(*) FROM submissions WHERE round_id = ? AND kind = ?',
+                                (round_id, kind)).fetchone()[0]
+
+    # -- results --------------------------------------------------------------------------------
+    def put_results(self, round_id, results_by_participant, public_body, public_signature):
+        """{participant: (status, shares)} and the signed public results, in one transaction."""
+        with self._transaction() as db:
+            db.execute('DELETE FROM results WHERE round_id = ?', (round_id,))
+            db.executemany('INSERT INTO results VALUES (?, ?, ?, ?)',
+                           [(round_id, p, status, shares) for p, (status, shares) in results_by_participant.items()])
+            db.execute('INSERT OR REPLACE INTO public_results VALUES (?, ?, ?)',
+                       (round_id, public_body, public_signature))
+            db.execute("UPDATE rounds SET state = 'cleared', reason = '' WHERE round_id = ?", (round_id,))
+
+    def results(self, round_id, participant):
+        """(status, shares) of a participant, None if it took no part."""
+        row = self._db.execute('SELECT status, shares FROM results WHERE round_id = ? AND participant = ?',
+                               (round_id, participant)).fetchone()
+        return None if row is None else (row[0], bytes(row[1]))
+
+    def use_request_nonce(self, participant, nonce):
+        """Record a results request's nonce; False if it was used before (a replay)."""
+        with self._transaction() as db:
+            try:
+                db.execute('INSERT INTO result_requests VALUES (?, ?, ?)', (participant, nonce, now_ms()))
+            except sqlite3.IntegrityError:
+                return False
+        return True
+
+    def public_results(self, round_id):
+        row = self._db.execute('SELECT body, signature FROM public_results WHERE round_id = ?', (round_id,)).fetchone()
+        return None if row is None else (row[0], bytes(row[1]))
+
+
+class Transaction:
+    """BEGIN IMMEDIATE ... COMMIT under the store's lock (ROLLBACK on error)."""
+
+    def __init__(self, db, lock):
+        self.db, self.lock = db, lock
+
+    def __enter__(self):
+        self.lock.acquire()
+        self.db.execute('BEGIN IMMEDIATE')
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.db.execute('COMMIT' if exc_type is None else 'ROLLBACK')
+        finally:
+            self.lock.release()
+        return False

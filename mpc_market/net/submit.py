@@ -1,0 +1,156 @@
+"""Participant side of a deployment: share orders client-side, sign, send each node its package.
+
+A submitter (a participant, or a representative holding several participants' keys) encodes
+each participant's orders for the round's slots, Shamir-shares them, signs one envelope over
+the hashes of all m packages with that participant's own key, and sends node i only package i
+over mutual TLS. The submission counts when every node returned a receipt whose signature
+verifies with that node's signing key; otherwise the error names the node and it can be retried
+(a retry is a fresh envelope that replaces the earlier one at every node that has it).
+"""
+
+import json
+import os
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from . import messages
+from ..mpc import field as ff
+from .admission import is_busy, retry_when_busy
+from .tls import secure_channel
+from ..common.keys import node_name
+from ..rpc import market_pb2, market_pb2_grpc
+from .messages import receipt_bytes
+
+
+class SubmitError(Exception):
+    """A submission that did not reach every node; says which node and why."""
+
+
+@dataclass
+class NodeEndpoint:
+    index: int
+    address: str                 # host:port
+    signing_key: object          # Ed25519PublicKey of the node's receipts
+
+
+def load_endpoints(keys_dir, addresses):
+    endpoints = []
+    for i, address in enumerate(addresses):
+        with open(os.path.join(keys_dir, 'nodes', f'node{i}.sign.pub')) as f:
+            public = ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(f.read().strip()))
+        endpoints.append(NodeEndpoint(i, address, public))
+    return endpoints
+
+
+def tls_credentials(keys_dir, client='submitter'):
+    def read(*parts):
+        with open(os.path.join(keys_dir, *parts), 'rb') as f:
+            return f.read()
+    return grpc.ssl_channel_credentials(read('ca', 'ca.pem'), read('clients', f'{client}.key'),
+                                        read('clients', f'{client}.pem'))
+
+
+class Submitter:
+    def __init__(self, endpoints, credentials, threshold=None, timeout=30):
+        self.endpoints = endpoints
+        self.threshold = (len(endpoints) - 1) // 2 if threshold is None else threshold
+        self.timeout = timeout
+        self.channels = [secure_channel(e.address, credentials, node_name(e.index)) for e in endpoints]
+        self.stubs = [market_pb2_grpc.NodeStub(c) for c in self.channels]
+
+    def close(self):
+        for channel in self.channels:
+            channel.close()
+
+    def _check_receipt(self, participant, envelope, endpoint, receipt):
+        signed = receipt_bytes(receipt.round_id, receipt.participant, receipt.nonce,
+                               receipt.package_sha256.hex(), receipt.accepted_unix_ms, receipt.node_index)
+        try:
+            endpoint.signing_key.verify(receipt.node_signature, signed)
+        except InvalidSignature:
+            raise SubmitError(f'{participant}: node {endpoint.index} sent a receipt with a bad signature') from None
+        if receipt.nonce != envelope.nonce or receipt.package_sha256.hex() != envelope.package_hashes[endpoint.index]:
+            raise SubmitError(f'{participant}: node {endpoint.index} acknowledged something else')
+
+    def _requests(self, round_id, participants, keys, values):
+        """Share a block of participants' values (n, slots, width) at once; sign one envelope each.
+
+        Returns [(envelope, [request for node 0, 1, ...])] in participant order."""
+        shares = ff.share_values(values, self.threshold, len(self.endpoints))
+        out = []
+        for j, (participant, key) in enumerate(zip(participants, keys)):
+            packages = [np.ascontiguousarray(s[:, j]).astype('<u4').tobytes() for s in shares]
+            envelope, signature = messages.seal(key, round_id, participant, packages)
+            body = envelope.to_json().encode()
+            out.append((envelope, [market_pb2.Submission(round_id=round_id, participant=participant, envelope=body,
+                                                         signature=signature, node_index=e.index, package=package)
+                                   for e, package in zip(self.endpoints, packages)]))
+        return out
+
+    def submit(self, round_id, participant, private_key, values, kind='order'):
+        """Share values (slots, width) for one participant and deliver them; returns the receipts."""
+        (envelope, requests), = self._requests(round_id, [participant], [private_key], values[None])
+        receipts = []
+        for endpoint, stub, request in zip(self.endpoints, self.stubs, requests):
+            send = stub.SubmitOrder if kind == 'order' else stub.SubmitReadings
+            try:
+                receipt = retry_when_busy(send, request, self.timeout)
+            except grpc.RpcError as exc:
+                raise SubmitError(f'{participant}: node {endpoint.index} ({endpoint.address}) did not accept: '
+                                  f'{exc.code().name}: {exc.details()}') from None
+            self._check_receipt(participant, envelope, endpoint, receipt)
+            receipts.append(receipt)
+        return envelope, receipts
+
+    def submit_batch(self, round_id, participants, keys, values):
+        """Several participants' orders in one request per node (sent to all nodes concurrently).
+
+        Returns {participant: None or the reason}; a participant counts only if every node accepted."""
+        prepared = self._requests(round_id, participants, keys, values)
+        batches = [market_pb2.SubmissionBatch(orders=[r[i] for _, r in prepared]) for i in range(len(self.stubs))]
+        calls = [stub.SubmitBatch.future(batch, timeout=self.timeout) for stub, batch in zip(self.stubs, batches)]
+        outcome = {p: None for p in participants}
+        for endpoint, stub, batch, call in zip(self.endpoints, self.stubs, batches, calls):
+            try:
+                try:
+                    reply = call.result()
+                except grpc.RpcError as exc:
+                    if not is_busy(exc):
+                        raise
+                    reply = retry_when_busy(stub.SubmitBatch, batch, self.timeout)
+            except grpc.RpcError as exc:
+                for p in participants:
+                    outcome[p] = outcome[p] or (f'{p}: node {endpoint.index} ({endpoint.address}) did not accept: '
+                                                f'{exc.code().name}: {exc.details()}')
+                continue
+            for p, (envelope, _), item in zip(participants, prepared, reply.outcomes):
+                if item.error:
+                    outcome[p] = outcome[p] or f'{p}: node {endpoint.index} did not accept: {item.code}: {item.error}'
+                    continue
+                try:
+                    self._check_receipt(p, envelope, endpoint, item.receipt)
+                except SubmitError as exc:
+                    outcome[p] = outcome[p] or str(exc)
+        return outcome
+
+    def submit_many(self, round_id, items, workers=8, batch=64):
+        """items: (participant, private_key, values (slots, width)); returns {participant: error or None}."""
+        outcome = {}
+        blocks = [items[i:i + batch] for i in range(0, len(items), batch)]
+        with futures.ThreadPoolExecutor(workers) as pool:
+            jobs = [pool.submit(self.submit_batch, round_id, [p for p, _, _ in block], [k for _, k, _ in block],
+                                np.stack([v for _, _, v in block])) for block in blocks]
+            for job in jobs:
+                outcome.update(job.result())
+        return outcome
+
+
+def receipts_json(receipts):
+    return json.dumps([{'node': r.node_index, 'nonce': r.nonce, 'accepted_unix_ms': r.accepted_unix_ms,
+                        'package_sha256': r.package_sha256.hex(), 'signature': r.node_signature.hex()}
+                       for r in receipts])
