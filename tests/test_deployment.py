@@ -19,6 +19,8 @@ from mpc_market.net.tls import client_credentials, secure_channel
 from mpc_market.net.localdeploy import LocalDeployment
 from mpc_market.rpc import market_pb2, market_pb2_grpc
 
+from helpers import node_fault_env
+
 MARKET = '[market]\nprice_floor = 0.10\nprice_ceiling = 0.20\ntick = 0.01\nmax_order_wh = 1000\n'
 SLOTS = [0, 1, 2]
 
@@ -174,7 +176,7 @@ def test_node_down_at_submission_then_resubmission(market):
 
 
 def test_node_killed_mid_clearing_fails_the_round_then_reruns_to_the_same_result(market):
-    m = market(participants=6, node_env={1: {'MPC_MARKET_STALL_NODE': '1:120'}})
+    m = market(participants=6, node_env={1: node_fault_env('stall', 1, 120)})
     m.open()
     m.submit_individually(m.participants)
     m.client('round', 'close', '--round', 'r1')
@@ -194,7 +196,7 @@ def test_node_killed_mid_clearing_fails_the_round_then_reruns_to_the_same_result
 
 
 def test_broker_killed_and_restarted_mid_round(market):
-    m = market(participants=6, node_env={0: {'MPC_MARKET_STALL_NODE': '0:3'}})
+    m = market(participants=6, node_env={0: node_fault_env('stall', 0, 3)})
     m.open()
     m.submit_individually(m.participants[:3])
     m.deployment.kill('broker')

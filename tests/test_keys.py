@@ -10,6 +10,7 @@ from cryptography import x509
 
 from mpc_market.net import messages
 from mpc_market.common import keys
+from mpc_market.common.errors import KeyFileError, NotAuthenticated, Replayed, Tampered, WrongPhase
 
 
 @pytest.fixture(scope='module')
@@ -36,9 +37,9 @@ def test_node_certificates_chain_to_the_ca(keydir):
 def test_private_keys_are_private_and_never_overwritten(keydir):
     for path in ('ca/ca.key', 'nodes/node0.key', 'nodes/node0.sign.key', 'participants/alice.key'):
         assert stat.S_IMODE(os.stat(os.path.join(keydir, path)).st_mode) == 0o600
-    with pytest.raises(keys.KeyError_, match='refusing to overwrite'):
+    with pytest.raises(KeyFileError, match='refusing to overwrite'):
         keys.create_ca(keydir)
-    with pytest.raises(keys.KeyError_, match='already registered'):
+    with pytest.raises(KeyFileError, match='already registered'):
         keys.create_participants(keydir, ['alice'])
 
 
@@ -57,19 +58,20 @@ def test_envelopes_accept_the_honest_and_reject_attacks(keydir):
         messages.check(env, sig, registry, 'round-7', i, package, seen)
     assert messages.Envelope.from_json(env.to_json()) == env
 
-    def rejected(reason, *args):
-        with pytest.raises(messages.EnvelopeError, match=reason):
+    def rejected(error, reason, *args):  # the class says what went wrong, the message says how
+        with pytest.raises(error, match=reason):
             messages.check(*args)
-    rejected('not authenticated', messages.Envelope('round-7', 'mallory', env.nonce, env.package_hashes), sig,
+    rejected(NotAuthenticated, 'not authenticated', messages.Envelope('round-7', 'mallory', env.nonce,
+                                                                      env.package_hashes), sig,
              registry, 'round-7', 0, packages[0], seen)
     forged, forged_sig = messages.seal(bob, 'round-7', 'alice', packages)  # bob signs as alice
-    rejected('not authenticated', forged, forged_sig, registry, 'round-7', 0, packages[0], seen)
-    rejected('open round', env, sig, registry, 'round-8', 0, packages[0], seen)
-    rejected('replayed', env, sig, registry, 'round-7', 0, packages[0], {('alice', env.nonce)})
-    rejected('tampered', env, sig, registry, 'round-7', 1, b'share for node 1, altered', seen)
-    rejected('no package hash', env, sig, registry, 'round-7', 3, packages[0], seen)
+    rejected(NotAuthenticated, 'not authenticated', forged, forged_sig, registry, 'round-7', 0, packages[0], seen)
+    rejected(WrongPhase, 'open round', env, sig, registry, 'round-8', 0, packages[0], seen)
+    rejected(Replayed, 'replayed', env, sig, registry, 'round-7', 0, packages[0], {('alice', env.nonce)})
+    rejected(Tampered, 'tampered', env, sig, registry, 'round-7', 1, b'share for node 1, altered', seen)
+    rejected(messages.EnvelopeError, 'no package hash', env, sig, registry, 'round-7', 3, packages[0], seen)
     altered = messages.Envelope('round-7', 'alice', env.nonce, (env.package_hashes[1],) + env.package_hashes[1:])
-    rejected('not authenticated', altered, sig, registry, 'round-7', 0, packages[1], seen)
+    rejected(NotAuthenticated, 'not authenticated', altered, sig, registry, 'round-7', 0, packages[1], seen)
     with pytest.raises(messages.EnvelopeError, match='malformed'):
         messages.Envelope.from_json('{"round_id": 1}')
 

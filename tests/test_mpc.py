@@ -17,6 +17,8 @@ from mpc_market.market.plain import clear_plain
 from mpc_market.market.config import MarketConfig
 from mpc_market.market.orders import Order
 
+from malicious import tamper_clients
+
 CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'))
 SMALL = MarketConfig(Decimal('0.10'), Decimal('0.20'), Decimal('0.01'), 50000)  # 11 levels, slack bits
 
@@ -98,7 +100,7 @@ def _add_to_shares(block, rows_cols, delta):
     return block
 
 
-def test_malicious_orders_are_excluded_and_the_rest_clear():
+def test_malicious_orders_are_excluded_and_the_rest_clear(monkeypatch):
     rng = random.Random(4)
     honest = [(f'h{i}', 0, rng.choice(['buy', 'sell']), rng.randint(1, 4000), round(rng.uniform(0.1, 0.2), 2))
               for i in range(12)]
@@ -140,7 +142,8 @@ def test_malicious_orders_are_excluded_and_the_rest_clear():
             _add_to_shares(data, [(local['x_inconsistent'], 0, 5)], 1)
         return data
 
-    secure = clear_mpc(book, tamper=tamper, timeout=300)
+    tamper_clients(monkeypatch, book, tamper)
+    secure = clear_mpc(book, timeout=300)
     assert secure.excluded == sorted(cheats)
     plain = clear_plain(book_of(honest, SMALL))
     assert secure.slots == plain.slots
@@ -173,9 +176,9 @@ def test_cli_clear_mpc_equals_plain_on_generated_community(tmp_path):
     assert int((tmp_path / 'mpc' / 'public.csv').read_text().splitlines()[1].split(',')[2]) >= 0
 
 
-def test_a_crashed_node_fails_the_run_instead_of_hanging(monkeypatch):
+def test_a_crashed_node_fails_the_run_instead_of_hanging(node_fault):
     from mpc_market.mpc.local import EngineError
-    monkeypatch.setenv('MPC_MARKET_FAIL_NODE', '1')
+    node_fault('fail', 1)
     book = book_of([('a', 0, 'sell', 10, 0.05), ('b', 0, 'buy', 10, 0.1)])
     with pytest.raises(EngineError, match='node 1 exited|lost connection to node 1'):
         clear_mpc(book, timeout=120)

@@ -17,7 +17,7 @@ from mpc_market.market.book import Book
 from mpc_market.market.config import MarketConfig
 from mpc_market.market.orders import Order
 from mpc_market.rpc import market_pb2, market_pb2_grpc
-from mpc_market.net.node_intake import NodeService, RateLimiter
+from mpc_market.net.node_intake import NodeService, RateLimiter, broker_only
 from mpc_market.net.store import Store, now_ms
 from mpc_market.net.submit import SubmitError, Submitter, load_endpoints, tls_credentials
 
@@ -44,7 +44,7 @@ def deployment(tmp_path):
         store = Store(str(tmp_path / f'node{i}.db'))
         store.open_round('r1', [0, 1], now_ms() + 60_000, TOML)
         signing = serialization.load_pem_private_key(_read(d, 'nodes', f'node{i}.sign.key'), None)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[broker_only(i)])  # as serve()
         market_pb2_grpc.add_NodeServicer_to_server(
             NodeService(i, store, registry, signing, limiter=RateLimiter(rate=1, burst=8)), server)
         credentials = grpc.ssl_server_credentials([(_read(d, 'nodes', f'node{i}.key'), _read(d, 'nodes', f'node{i}.pem'))],
@@ -108,7 +108,7 @@ def test_attacks_are_rejected_with_clear_errors_and_nothing_stored(deployment):
     assert code == grpc.StatusCode.DATA_LOSS and 'tampered' in details
     assert send(env, sig, node_index=1)[0] == grpc.StatusCode.INVALID_ARGUMENT
     other, other_sig = messages.seal(alice, 'r2', 'alice', packages)
-    assert send(other, other_sig)[0] == grpc.StatusCode.FAILED_PRECONDITION  # unknown round
+    assert send(other, other_sig)[0] == grpc.StatusCode.NOT_FOUND  # unknown round (as for status and results)
     bad = bytearray(packages[0])
     bad[-1] = 0xFF  # top limb of the last share >= 2^31: not a field element
     bad_env, bad_sig = messages.seal(alice, 'r1', 'alice', [bytes(bad)] + packages[1:])

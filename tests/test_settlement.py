@@ -15,6 +15,8 @@ from mpc_market.market.orders import Order
 from mpc_market.market import settlement
 from mpc_market.market.settlement import settle_slot
 
+from malicious import tamper_clients
+
 F, C = 10, 20  # floor and ceiling in price units
 CONFIG = MarketConfig(Decimal('0.10'), Decimal('0.20'), Decimal('0.01'), 50000, 40000)
 
@@ -118,7 +120,7 @@ def test_mpc_settlement_with_five_nodes():
     assert_settlements_equal(*random_market(5, participants=8, slots=1), nodes=5)
 
 
-def test_cheating_meter_packages_are_excluded_from_settlement():
+def test_cheating_meter_packages_are_excluded_from_settlement(monkeypatch):
     from mpc_market.market.book import ReadingLayout
     book, readings = random_market(11, participants=10, slots=1)
     layout = ReadingLayout.for_config(CONFIG)
@@ -144,7 +146,8 @@ def test_cheating_meter_packages_are_excluded_from_settlement():
             data[r, 0, layout.slack] = 0  # no slack can make 50 000 + slack = 40 000
         return data
 
-    secure = local.settle_mpc(book, readings, reading_tamper=tamper, timeout=300)
+    tamper_clients(monkeypatch, book, tamper, readings=True)
+    secure = local.settle_mpc(book, readings, timeout=300)
     assert secure.stats['meter_excluded'] == sorted([no_deviation, out_of_range])
     cheats = (no_deviation, out_of_range)
     assert all(r.deviation_amount == 0 for r in secure.rows if r.participant in cheats)

@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-from mpc_market.net.store import Store, StoreError, now_ms
+from mpc_market.common.errors import NotFound, Replayed, WrongPhase
+from mpc_market.net.store import Store, now_ms
 
 
 @pytest.fixture
@@ -29,23 +30,23 @@ def test_resubmission_replaces_and_nonces_are_single_use(store):
     submit(store, 'alice', 'n3', b'meter', kind='readings')
     assert store.submissions('r1', 'order') == {'alice': ('n2', b'{}', b'sig', b'second')}
     assert store.count('r1', 'readings') == 1
-    with pytest.raises(StoreError, match='replayed'):
+    with pytest.raises(Replayed, match='replayed'):
         submit(store, 'alice', 'n1', b'third')
     store.open_round('r2', [0], now_ms() + 60_000, '')
-    with pytest.raises(StoreError, match='replayed'):  # a nonce from another round
+    with pytest.raises(Replayed, match='replayed'):  # a nonce from another round
         submit(store, 'alice', 'n2', round_id='r2')
     assert store.submissions('r1', 'order')['alice'][3] == b'second'
 
 
 def test_late_and_unknown_rounds_are_refused_without_side_effects(store, tmp_path):
-    with pytest.raises(StoreError, match='unknown round'):
+    with pytest.raises(NotFound, match='unknown round'):
         submit(store, 'bob', 'x', round_id='nope')
     store.open_round('past', [0], now_ms() - 1, '')
-    with pytest.raises(StoreError, match='closed'):
+    with pytest.raises(WrongPhase, match='closed'):
         submit(store, 'bob', 'y', round_id='past')
     assert not store.nonce_used('bob', 'y')  # rolled back: the nonce stays usable
     store.set_state('r1', 'closed')
-    with pytest.raises(StoreError, match='closed'):
+    with pytest.raises(WrongPhase, match='closed'):
         submit(store, 'bob', 'z')
     assert store.round('r1').state == 'closed'
     assert store.open_round('r1', [5], 0, 'other').slots == [0, 1]  # reopening is idempotent

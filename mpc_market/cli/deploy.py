@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 import time
-from ..common.errors import InputError
+from ..common.errors import InputError, KeyFileError
 from .market import MAX_WARNINGS, default_config
 
 
@@ -50,11 +50,8 @@ def cmd_up(args):
             participants = sorted({o.participant for o in load_orders(args.orders, config)})
         try:
             deployment.create(participants, delay_ms=args.delay_ms, base_port=args.base_port)
-        except Exception as exc:
-            from ..common.keys import KeyError_
-            if isinstance(exc, KeyError_):
-                raise InputError(args.dir, 0, 'keys', str(exc)) from None
-            raise
+        except KeyFileError as exc:
+            raise InputError(args.dir, 0, 'keys', str(exc)) from None
         print(f'wrote fresh keys ({len(participants)} participants registered) and configs to {args.dir}')
     deployment.start()
     print(f'broker at {deployment.broker_address}; {args.nodes} nodes running (logs in {args.dir}/*.log)')

@@ -2,7 +2,7 @@
 """
 
 import os
-from ..common.errors import InputError
+from ..common.errors import InputError, KeyFileError
 from .market import default_config
 
 
@@ -42,6 +42,6 @@ def cmd_keys(args):
             if names:
                 keys.create_participants(args.dir, names)
                 print(f'registered {len(names)} participants in {os.path.join(args.dir, "registry.json")}')
-    except keys.KeyError_ as exc:
+    except KeyFileError as exc:
         raise InputError(args.dir, 0, 'keys', str(exc)) from None
     return 0

@@ -4,7 +4,7 @@
 
 import argparse
 import sys
-from ..common.errors import InputError
+from ..common.errors import InputError, MarketError
 from .deploy import add_deployment_parsers
 from .keys import cmd_keys
 from .market import cmd_clear, cmd_demo, cmd_generate, cmd_settle
@@ -82,11 +82,6 @@ def main(argv=None):
     except KeyboardInterrupt:
         print('error: interrupted', file=sys.stderr)
         return 130
-    except Exception as exc:  # engine failures: one line, no traceback
-        from ..net.client import ClientError
-        from ..mpc.local import EngineError
-        from ..common.keys import KeyError_
-        if isinstance(exc, (EngineError, OSError, ClientError, KeyError_)):
-            print(f'error: {exc}', file=sys.stderr)
-            return 1
-        raise
+    except (MarketError, OSError) as exc:  # engine, key, network failures: one line, no traceback
+        print(f'error: {exc}', file=sys.stderr)
+        return 1

@@ -4,7 +4,7 @@ import os
 import sys
 import time
 
-from ..common.errors import InputError
+from ..common.errors import BadParameter, InputError
 
 MAX_REJECTIONS_SHOWN = 20
 
@@ -36,8 +36,8 @@ def cmd_keygen(args):
     try:
         public, private = paillier.generate(args.name, args.level, args.bits, args.slots, args.max_reading_wh,
                                             args.max_meters, args.guard_bits)
-    except ValueError as exc:
-        raise InputError('<command line>', 0, 'bits' if 'modulus' in str(exc) else 'key', str(exc)) from None
+    except BadParameter as exc:
+        raise InputError('<command line>', 0, exc.parameter, str(exc)) from None
     pub_path, key_path = paillier.write_key_pair(args.out, public, private)
     layout = public.layout
     print(f'{args.bits}-bit Paillier key {public.name} ({public.level} aggregates) in {time.perf_counter() - started:.1f} s; '
@@ -105,7 +105,8 @@ def cmd_aggregate(args):
     from ..stats.aggregate import Aggregator, bundle_text
     from ..stats.meterdata import load_feeders, load_participant_registry
     from ..stats.paillier import load_public_keys
-    from ..stats.submission import Rejected, read_submissions
+    from ..common.errors import Refused
+    from ..stats.submission import read_submissions
     keys = load_public_keys(args.pubkey)
     day = _day(args.day)
     registry = load_participant_registry(args.registry)
@@ -125,7 +126,7 @@ def cmd_aggregate(args):
         for line, submission in read_submissions(path):
             try:
                 aggregator.accept(submission)
-            except Rejected as exc:
+            except Refused as exc:
                 rejected.append(f'{path}:{line}: {exc}')
     checked = time.perf_counter()
     try:

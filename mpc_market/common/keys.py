@@ -31,12 +31,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .names import NAME_RULE, is_name
+from .errors import KeyFileError
 
 VALIDITY_DAYS = 825
-
-
-class KeyError_(Exception):
-    """Key material missing, unreadable or about to be overwritten."""
 
 
 def write_private_file(path, data):
@@ -44,7 +41,7 @@ def write_private_file(path, data):
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise KeyError_(f'{path}: exists; refusing to overwrite a private key') from None
+        raise KeyFileError(f'{path}: exists; refusing to overwrite a private key') from None
     with os.fdopen(fd, 'wb') as f:
         f.write(data)
 
@@ -93,7 +90,7 @@ def load_ca(out_dir):
         with open(os.path.join(out_dir, 'ca', 'ca.pem'), 'rb') as f:
             cert = x509.load_pem_x509_certificate(f.read())
     except (OSError, ValueError) as exc:
-        raise KeyError_(f'{out_dir}/ca: cannot load the CA ({exc})') from None
+        raise KeyFileError(f'{out_dir}/ca: cannot load the CA ({exc})') from None
     return key, cert
 
 
@@ -129,7 +126,7 @@ def create_client(out_dir, name):
     """A client-auth TLS certificate (a submitter, a representative, an operator). The names of
     servers and nodes are reserved, so no client certificate can pass for one."""
     if not is_name(name) or name in ('broker', 'aggregator') or re.fullmatch(r'node\d+', name):
-        raise KeyError_(f'{name[:80]!r} cannot name a client certificate ({NAME_RULE}; not broker, aggregator '
+        raise KeyFileError(f'{name[:80]!r} cannot name a client certificate ({NAME_RULE}; not broker, aggregator '
                         'or node<i>)')
     return _issue(out_dir, 'clients', name)
 
@@ -173,9 +170,9 @@ def create_participants(out_dir, participants):
     registry = _read_json(registry_path) if os.path.exists(registry_path) else {}
     for participant in participants:
         if not is_name(participant):
-            raise KeyError_(f'participant {participant[:80]!r} is not {NAME_RULE}')
+            raise KeyFileError(f'participant {participant[:80]!r} is not {NAME_RULE}')
         if participant in registry:
-            raise KeyError_(f'{registry_path}: {participant} is already registered')
+            raise KeyFileError(f'{registry_path}: {participant} is already registered')
         key = ed25519.Ed25519PrivateKey.generate()
         kex = x25519.X25519PrivateKey.generate()
         write_private_file(os.path.join(out_dir, 'participants', f'{participant}.key'), _pem_private(key))
@@ -190,7 +187,7 @@ def _read_json(path):
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError) as exc:
-        raise KeyError_(f'{path}: cannot load the participant registry ({exc})') from None
+        raise KeyFileError(f'{path}: cannot load the participant registry ({exc})') from None
 
 
 def _raw_hex(public_key):
@@ -202,7 +199,7 @@ def _registry_entries(path):
     if not isinstance(entries, dict) or not all(
             is_name(p) and isinstance(e, dict) and set(e) == {'sign', 'kex'} and all(isinstance(v, str) for v in e.values())
             for p, e in entries.items()):
-        raise KeyError_(f'{path}: expected {{participant: {{"sign": hex, "kex": hex}}}}')
+        raise KeyFileError(f'{path}: expected {{participant: {{"sign": hex, "kex": hex}}}}')
     return entries
 
 
@@ -210,7 +207,7 @@ def _registry_keys(path, kind, from_public_bytes):
     try:
         return {p: from_public_bytes(bytes.fromhex(e[kind])) for p, e in _registry_entries(path).items()}
     except ValueError as exc:
-        raise KeyError_(f'{path}: malformed public key ({exc})') from None
+        raise KeyFileError(f'{path}: malformed public key ({exc})') from None
 
 
 def load_registry(path):
@@ -229,7 +226,7 @@ def _load_participant_private(out_dir, participant, suffix, what):
         with open(path, 'rb') as f:
             return serialization.load_pem_private_key(f.read(), None)
     except (OSError, ValueError) as exc:
-        raise KeyError_(f'{path}: cannot load the {what} of {participant} ({exc})') from None
+        raise KeyFileError(f'{path}: cannot load the {what} of {participant} ({exc})') from None
 
 
 def load_participant_agreement_key(out_dir, participant):
@@ -248,7 +245,7 @@ def read_key_file(keys_dir, *parts):
         with open(path, 'rb') as f:
             return f.read()
     except OSError as exc:
-        raise KeyError_(f'{path}: cannot read ({exc.strerror})') from None
+        raise KeyFileError(f'{path}: cannot read ({exc.strerror})') from None
 
 
 def load_node_signing_key(keys_dir, index):
@@ -256,7 +253,7 @@ def load_node_signing_key(keys_dir, index):
     try:
         return serialization.load_pem_private_key(data, None)
     except ValueError as exc:
-        raise KeyError_(f'{keys_dir}/nodes/{node_name(index)}.sign.key: {exc}') from None
+        raise KeyFileError(f'{keys_dir}/nodes/{node_name(index)}.sign.key: {exc}') from None
 
 
 def load_node_verify_keys(keys_dir, nodes):
@@ -267,5 +264,5 @@ def load_node_verify_keys(keys_dir, nodes):
         try:
             out.append(ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(text)))
         except ValueError as exc:
-            raise KeyError_(f'{keys_dir}/nodes/{node_name(i)}.sign.pub: {exc}') from None
+            raise KeyFileError(f'{keys_dir}/nodes/{node_name(i)}.sign.pub: {exc}') from None
     return out

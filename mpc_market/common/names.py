@@ -10,6 +10,8 @@ path (run directories are named by a hash).
 import hashlib
 import re
 
+from .errors import BadParameter
+
 __all__ = ['NAME_RE', 'is_name', 'check_name', 'path_token']
 
 NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
@@ -21,9 +23,9 @@ def is_name(value):
 
 
 def check_name(kind, value):
-    """value if it is a valid name, else ValueError naming kind and the rule."""
+    """value if it is a valid name, else BadParameter (a ValueError) naming kind and the rule."""
     if not is_name(value):
-        raise ValueError(f'{kind} {str(value)[:80]!r} is not a valid name ({NAME_RULE})')
+        raise BadParameter('name', f'{kind} {str(value)[:80]!r} is not a valid name ({NAME_RULE})')
     return value
 
 

@@ -8,6 +8,7 @@ import csv
 import re
 import tomllib
 from .errors import InputError
+from .names import NAME_RE, NAME_RULE
 
 
 def toml_key_line(text, key):
@@ -77,3 +78,14 @@ def csv_records(path, text, columns):
             yield line, dict(zip(header, (c.strip() for c in row)))
     except csv.Error as exc:
         raise InputError(path, reader.line_num or line, 'row', f'not CSV ({exc})') from None
+
+
+def parse_participant_slot(path, line, row):
+    """The (participant, slot) key of an order or reading row, validated."""
+    participant = row['participant']
+    if not isinstance(participant, str) or not NAME_RE.fullmatch(participant):
+        raise InputError(path, line, 'participant', f'{str(participant)[:80]!r} is not {NAME_RULE}')
+    slot = parse_int(path, line, 'slot', row['slot'])
+    if slot < 0:
+        raise InputError(path, line, 'slot', f'must be >= 0, got {slot}')
+    return participant, slot

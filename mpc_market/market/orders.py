@@ -5,8 +5,7 @@ import json
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from ..common.errors import InputError
-from ..common.names import NAME_RE, NAME_RULE
-from ..common.textinput import csv_records, parse_int, read_text
+from ..common.textinput import csv_records, parse_int, parse_participant_slot, read_text
 from .config import PRICE_RULE, bounded_price
 
 
@@ -14,7 +13,6 @@ ORDER_COLUMNS = ('participant', 'slot', 'side', 'energy_wh', 'limit_price')
 
 
 
-PARTICIPANT_RE = NAME_RE  # see mpc_market.common.names
 
 
 
@@ -26,18 +24,6 @@ class Order:
     energy_wh: int
     limit_price: Decimal
     line: int = 0
-
-
-
-def parse_participant_slot(path, line, row):
-    """The (participant, slot) key of an order or reading row, validated."""
-    participant = row['participant']
-    if not isinstance(participant, str) or not PARTICIPANT_RE.fullmatch(participant):
-        raise InputError(path, line, 'participant', f'{str(participant)[:80]!r} is not {NAME_RULE}')
-    slot = parse_int(path, line, 'slot', row['slot'])
-    if slot < 0:
-        raise InputError(path, line, 'slot', f'must be >= 0, got {slot}')
-    return participant, slot
 
 
 

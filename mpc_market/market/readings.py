@@ -2,7 +2,7 @@
 
 from ..common.errors import InputError
 from ..common.textinput import csv_records, parse_int, read_text
-from .orders import parse_participant_slot
+from ..common.textinput import parse_participant_slot
 
 READING_COLUMNS = ('participant', 'slot', 'net_wh')
 

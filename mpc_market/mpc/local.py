@@ -21,14 +21,11 @@ from .jobs import node_dir, write_json
 from ..market import settlement
 from ..market.results import ClearingResult, assemble, order_rows, public_slot_rows
 from .jobs import job_spec
+from ..common.errors import EngineError
 
 
 MAX_NODES = 7
 
-
-
-class EngineError(Exception):
-    """The secure computation failed (a node crashed or timed out)."""
 
 
 
@@ -46,12 +43,11 @@ def free_ports(count):
 
 
 
-def share_book(book, spec, job_dir, progress=None, tamper=None, encode=None, name='shares.npy'):
+def share_book(book, spec, job_dir, progress=None, encode=None, name='shares.npy'):
     """Play every participant: encode its vectors, Shamir-share them, give node i its package.
 
     encode(participant_indices) -> (n, slots, width) values; the order vectors by default.
-    tamper(node_index, participant_indices, data) may alter values (node None) or one node's
-    shares (tests of malicious input). With several chunks, a forked worker shares every other
+    With several chunks, a forked worker shares every other
     chunk on the second core (the nodes are idle until the packages are ready).
     """
     encode = encode or book.encode
@@ -67,13 +63,9 @@ def share_book(book, spec, job_dir, progress=None, tamper=None, encode=None, nam
     def share_chunks(mine, report):
         outputs = [np.load(path, mmap_mode='r+') for path in paths]
         for start, stop in mine:
-            values = encode(range(start, stop))
-            if tamper is not None:
-                values = tamper(None, range(start, stop), values)
-            shares = ff.share_values(values, spec.threshold, spec.nodes)
+            shares = ff.share_values(encode(range(start, stop)), spec.threshold, spec.nodes)
             for i, out in enumerate(outputs):
-                block = shares[i] if tamper is None else tamper(i, range(start, stop), shares[i])
-                out[:, start:stop] = block
+                out[:, start:stop] = shares[i]
             if report:
                 report('sharing', stop, n_p)
         for out in outputs:
@@ -270,7 +262,7 @@ def clear_peers(book: Book, progress=None, timeout=None, workdir=None, keep=Fals
 
 
 def clear_mpc(book: Book, nodes=3, chunk=8192, workdir=None, keep=False, progress=None, timeout=None,
-              tamper=None, net_of=None, reading_tamper=None) -> ClearingResult:
+              net_of=None) -> ClearingResult:
     """Clear under MPC; with net_of (meter readings) also settle deviations in the same session."""
     if not 3 <= nodes <= MAX_NODES:
         raise ValueError(f'nodes must be in 3..{MAX_NODES}')
@@ -284,10 +276,10 @@ def clear_mpc(book: Book, nodes=3, chunk=8192, workdir=None, keep=False, progres
         spec.save(job_dir)
         procs = start_nodes(job_dir, nodes)  # nodes start up while the participants share
         try:
-            share_book(book, spec, job_dir, progress, tamper)
+            share_book(book, spec, job_dir, progress)
             if net_of is not None:
-                share_book(book, spec, job_dir, None, reading_tamper,
-                           encode=lambda rows: encode_readings(book, net_of, rows), name='readings.npy')
+                share_book(book, spec, job_dir, encode=lambda rows: encode_readings(book, net_of, rows),
+                           name='readings.npy')
         except BaseException:
             stop_nodes(procs)
             raise

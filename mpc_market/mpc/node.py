@@ -139,9 +139,6 @@ def main(argv=None):
         started = time.perf_counter()
         await internals.start(mpc, args.keys)
         print('connected', flush=True)  # the daemon's watchdog: start-up is over
-        stall = os.environ.get('MPC_MARKET_STALL_NODE', '').split(':')
-        if stall[0] == str(args.index):  # fault injection for tests: a node busy (or hung) mid-clearing
-            await asyncio.sleep(float(stall[1]))
         while not os.path.exists(os.path.join(own, 'ready')):  # packages still being written
             await asyncio.sleep(0.02)
         shares = held = None
@@ -159,8 +156,6 @@ def main(argv=None):
             if mpc.pid == 0:
                 print(f'progress {phase} {done} {total}', flush=True)
 
-        if os.environ.get('MPC_MARKET_FAIL_NODE') == str(args.index):  # fault injection for tests
-            raise SystemExit('injected failure')
         node = MarketNode(spec, shares, held, progress)
         public, results = await node.run()
         if spec.settle:

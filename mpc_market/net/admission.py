@@ -27,6 +27,8 @@ from .tls import client_name
 
 __all__ = ['Admission', 'is_busy', 'retry_when_busy']
 
+RETRY_KEY = 'mpc-market-retry'  # trailing metadata of a request turned away by admission control
+
 
 class Admission:
     def __init__(self, workers, reserved=2, per_client=6, items_per_s=4000.0, burst=8000, max_items=256):
@@ -48,6 +50,7 @@ class Admission:
         client = client_name(context)
         refusal = self._enter(client, max(1, items))
         if refusal:
+            context.set_trailing_metadata(((RETRY_KEY, 'busy'),))  # "not now", as opposed to "never"
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f'{what}: {refusal}; retry later')
         try:
             yield
@@ -75,8 +78,11 @@ class Admission:
 
 
 def is_busy(exc):
-    """A server's admission control turned the request away for now (not a verdict on it)."""
-    return exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and 'retry later' in (exc.details() or '')
+    """A server's admission control turned the request away for now (not a verdict on it): told by
+    the trailing metadata the server sets, never by the message."""
+    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    return any(key == RETRY_KEY for key, _ in (exc.trailing_metadata() or ()))
 
 
 def retry_when_busy(call, request, timeout):

@@ -13,11 +13,10 @@ back (up to max_attempts), keeping the failure reason visible meanwhile.
 import json
 import logging
 import os
-import signal
 import threading
 from concurrent import futures
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ..common.names import NAME_RULE, is_name
 from ..common.files import make_private_dir
 from . import tls
@@ -25,6 +24,7 @@ from ..common.keys import load_node_verify_keys, node_name
 from ..rpc import market_pb2, market_pb2_grpc
 from .store import Transaction, now_ms, open_database
 from .messages import public_result_set, verify_public
+from .server import ClientNames, run_server
 
 
 log = logging.getLogger('mpc_market.broker')
@@ -138,12 +138,6 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
         self.store = store
         self.nodes = nodes
 
-    def _require_operator(self, context):
-        name = tls.client_name(context)
-        if name not in self.config.operators:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, f'broker: {name or "an anonymous client"} may not '
-                          'open or close rounds')
-
     def _state(self, round_, counts=True):
         """The round as clients see it; the live accepted count only for operators (counts)."""
         accepted = [r.accepted for r, _ in self.nodes.call('RoundStatus', market_pb2.RoundRef(round_id=round_['round_id']),
@@ -155,7 +149,6 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
                                      attempts=round_['attempts'])
 
     def OpenRound(self, request, context):
-        self._require_operator(context)
         if not is_name(request.round_id):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'broker: round id is not {NAME_RULE}')
         if request.gate_closure_unix_ms <= now_ms():
@@ -174,7 +167,6 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
 
     def CloseRound(self, request, context):
         """Move the gate closure to now; the scheduler closes the round at the nodes."""
-        self._require_operator(context)
         round_ = self._round(request.round_id, context)
         if round_['state'] == 'open' and round_['gate_closure_ms'] > now_ms():
             self.store.update(round_['round_id'], gate_closure_ms=now_ms())
@@ -264,27 +256,29 @@ class Scheduler:
 
 
 
+def operators_only(operators):
+    """The interceptor that keeps opening and closing rounds for the operators' certificates."""
+    allowed = frozenset(operators)
+    return ClientNames({f'/mpc_market.rpc.Broker/{m}': allowed.__contains__ for m in ('OpenRound', 'CloseRound')},
+                       'broker', lambda method, name: f'{name or "an anonymous client"} may not open or close rounds')
+
+
 def serve(config):
     """Run the broker until SIGTERM or SIGINT."""
+    credentials = tls.server_credentials(config.keys, 'broker', 'broker')
     make_private_dir(config.data_dir)
     store = BrokerStore(os.path.join(config.data_dir, 'broker.db'))
     nodes = Nodes(config)
     scheduler = Scheduler(config, store, nodes)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=tls.server_options())
-    market_pb2_grpc.add_BrokerServicer_to_server(BrokerService(config, store, nodes), server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if not server.add_secure_port(config.listen, tls.server_credentials(config.keys, 'broker', 'broker')):
-        raise OSError(f'broker: cannot listen on {config.listen}')
-    server.start()
-    health_servicer.set('', health_pb2.HealthCheckResponse.SERVING)
-    print(f'broker listening on {config.listen} (mutual TLS), {len(config.nodes)} nodes', flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    while not stop.wait(config.poll_s):
-        scheduler.step()
-    server.stop(2).wait()
-    nodes.close()
-    store.close()
+
+    def add_servicers(server):
+        market_pb2_grpc.add_BrokerServicer_to_server(BrokerService(config, store, nodes), server)
+        return ['mpc_market.rpc.Broker']
+    try:
+        run_server('broker', config.listen, credentials, add_servicers, 8,
+                   f'broker listening on {config.listen} (mutual TLS), {len(config.nodes)} nodes',
+                   interceptors=[operators_only(config.operators)], tick=scheduler.step, tick_s=config.poll_s)
+    finally:
+        nodes.close()
+        store.close()
     return 0

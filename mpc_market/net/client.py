@@ -22,7 +22,8 @@ from .messages import verify_public
 from ..market.book import Book
 from ..market.results import order_rows
 from ..common.errors import InputError
-from ..common.keys import KeyError_, load_node_verify_keys, load_participant_agreement_key, load_participant_key, node_name
+from ..common.errors import KeyFileError, MarketError
+from ..common.keys import load_node_verify_keys, load_participant_agreement_key, load_participant_key, node_name
 from ..market.orders import load_orders
 from ..market.config import parse_config
 from .messages import result_shares_bytes, results_request_bytes, seal_context
@@ -31,7 +32,7 @@ from .store import now_ms
 from .submit import NodeEndpoint, Submitter
 
 
-class ClientError(Exception):
+class ClientError(MarketError):
     """A deployment request that failed; the message names the service and the reason."""
 
 
@@ -109,7 +110,7 @@ def submit_orders(orders_path, broker, keys_dir, round_id='', client='submitter'
     for p in participants:
         try:
             keys[p] = load_participant_key(keys_dir, p)
-        except KeyError_ as exc:
+        except KeyFileError as exc:
             raise InputError(orders_path, first_line[p], 'participant', str(exc)) from None
     book = Book(config, orders, extra_pairs=[(p, s) for p in participants for s in state.slots])
     values = book.encode(range(len(book.participants)))
@@ -135,7 +136,7 @@ def fetch_own_results(broker, keys_dir, participant, round_id='', client='submit
     try:
         key = load_participant_key(keys_dir, participant)
         agreement_key = load_participant_agreement_key(keys_dir, participant)
-    except KeyError_ as exc:
+    except KeyFileError as exc:
         raise InputError(keys_dir, 0, 'participant', str(exc)) from None
     verify_keys = load_node_verify_keys(keys_dir, len(state.node_addresses))
     credentials = tls.client_credentials(keys_dir, 'clients', client)

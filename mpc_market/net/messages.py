@@ -21,14 +21,15 @@ from ..common.signing import canonical_bytes
 from ..market.results import ClearingResult, public_slot_rows
 from ..market.output import public_table
 from ..common.signing import SHA256_HEX
+from ..common.errors import Malformed, NotAuthenticated, Replayed, Tampered, WrongPhase
 
 
 DOMAIN = b'mpc-market/order-envelope/v1\n'
 
 
 
-class EnvelopeError(Exception):
-    """A submission to reject, with the reason."""
+class EnvelopeError(Malformed):
+    """A malformed envelope or package, or one that does not belong here."""
 
 
 
@@ -122,7 +123,7 @@ def seal(private_key, round_id, participant, packages, seq=None):
 
 
 def authenticate(envelope, signature, registry):
-    """Raise EnvelopeError unless a registered participant signed this envelope. An unknown
+    """Raise NotAuthenticated unless a registered participant signed this envelope. An unknown
     participant and a bad signature get the same answer (no registry enumeration)."""
     public_key = registry.get(envelope.participant)
     try:
@@ -130,7 +131,7 @@ def authenticate(envelope, signature, registry):
         if public_key is None:
             raise InvalidSignature
     except InvalidSignature:
-        raise EnvelopeError(f'not authenticated: no valid signature of a registered {envelope.participant}') from None
+        raise NotAuthenticated(f'not authenticated: no valid signature of a registered {envelope.participant}') from None
 
 
 
@@ -139,17 +140,18 @@ _UNKNOWN = ed25519.Ed25519PrivateKey.generate().public_key()
 
 
 def check(envelope, signature, registry, round_id, node_index, package, seen_nonces, authenticated=False):
-    """Raise EnvelopeError unless node node_index should accept this submission."""
+    """Raise a Refused error (EnvelopeError, NotAuthenticated, WrongPhase, Replayed, Tampered) unless
+    node node_index should accept this submission."""
     if not authenticated:
         authenticate(envelope, signature, registry)
     if envelope.round_id != round_id:
-        raise EnvelopeError(f'envelope is for round {envelope.round_id!r}, the open round is {round_id!r}')
+        raise WrongPhase(f'envelope is for round {envelope.round_id!r}, the open round is {round_id!r}')
     if (envelope.participant, envelope.nonce) in seen_nonces:
-        raise EnvelopeError(f'replayed envelope (nonce {envelope.nonce} already used by {envelope.participant})')
+        raise Replayed(f'replayed envelope (nonce {envelope.nonce} already used by {envelope.participant})')
     if not 0 <= node_index < len(envelope.package_hashes):
         raise EnvelopeError(f'envelope has no package hash for node {node_index}')
     if package_hash(package) != envelope.package_hashes[node_index]:
-        raise EnvelopeError('package does not match the signed hash (tampered in transit?)')
+        raise Tampered('package does not match the signed hash (tampered in transit?)')
 
 
 

@@ -12,14 +12,11 @@ import hashlib
 import logging
 import os
 import re
-import signal
 import threading
 import time
-from concurrent import futures
 import grpc
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from ..common.files import make_private_dir
 from . import tls
 from . import sealed
@@ -30,8 +27,10 @@ from ..market.config import parse_config
 from ..common.names import NAME_RULE, is_name
 from ..rpc import market_pb2, market_pb2_grpc
 from .admission import Admission
-from .node_intake import NodeService, RateLimiter
-from .store import Store, StoreError, now_ms
+from .node_intake import NodeService, RateLimiter, broker_only
+from .store import Store, now_ms
+from .server import abort, run_server
+from ..common.errors import Refused
 from .messages import result_shares_bytes, results_request_bytes, seal_context
 
 
@@ -75,15 +74,8 @@ class MarketNodeServer(NodeService):
         self._clearing = None  # round id of the run in progress
         self._lock = threading.Lock()
 
-    # -- round control (broker only) ---------------------------------------------------------------
-    def _require_broker(self, context):
-        name = tls.client_name(context)
-        if name != BROKER_NAME:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, f'node {self.index}: round control is for the broker, '
-                          f'not {name or "an anonymous client"}')
-
+    # -- round control (the broker only: see node_intake.broker_only) ------------------------------
     def OpenRound(self, request, context):
-        self._require_broker(context)
         try:
             parse_config(f'round {request.round_id}', request.market_toml)
         except InputError as exc:
@@ -96,11 +88,10 @@ class MarketNodeServer(NodeService):
 
     def CloseRound(self, request, context):
         """Gate closure: stop accepting and clear (again, after a failure or when rerun is set)."""
-        self._require_broker(context)
         try:
             round_ = self.store.round(request.round_id)
-        except StoreError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, f'node {self.index}: {exc}')
+        except Refused as exc:
+            abort(context, exc, f'node {self.index}')
         with self._lock:
             if self._clearing is None:
                 started = self.store.begin_clearing(request.round_id, rerun=request.rerun)
@@ -164,8 +155,8 @@ class MarketNodeServer(NodeService):
             context.abort(grpc.StatusCode.ALREADY_EXISTS, f'node {self.index}: results request replayed')
         try:
             round_ = self.store.round(request.round_id)
-        except StoreError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, f'node {self.index}: {exc}')
+        except Refused as exc:
+            abort(context, exc, f'node {self.index}')
         if round_.state != 'cleared':
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f'node {self.index}: round {round_.round_id} is '
                           f'{round_.state}' + (f' ({round_.reason})' if round_.reason else ''))
@@ -195,22 +186,15 @@ def serve(config):
     registry = load_registry(os.path.join(config.keys, 'registry.json'))
     servicer = MarketNodeServer(config, store, registry, load_node_signing_key(config.keys, config.index),
                                 load_agreement_keys(os.path.join(config.keys, 'registry.json')))
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS), options=tls.server_options())
-    market_pb2_grpc.add_NodeServicer_to_server(servicer, server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if not server.add_secure_port(config.listen, credentials):
-        raise OSError(f'node {config.index}: cannot listen on {config.listen}')
-    server.start()
-    health_servicer.set('', health_pb2.HealthCheckResponse.SERVING)
-    health_servicer.set('mpc_market.rpc.Node', health_pb2.HealthCheckResponse.SERVING)
-    print(f'node {config.index} listening on {config.listen} (mutual TLS), MPyC party at '
-          f'{config.mpc[config.index]}, {len(registry)} registered participants', flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    health_servicer.enter_graceful_shutdown()
-    server.stop(2).wait()
-    store.close()
+
+    def add_servicers(server):
+        market_pb2_grpc.add_NodeServicer_to_server(servicer, server)
+        return ['mpc_market.rpc.Node']
+    try:
+        run_server(f'node {config.index}', config.listen, credentials, add_servicers, WORKERS,
+                   f'node {config.index} listening on {config.listen} (mutual TLS), MPyC party at '
+                   f'{config.mpc[config.index]}, {len(registry)} registered participants',
+                   interceptors=[broker_only(config.index)])
+    finally:
+        store.close()
     return 0

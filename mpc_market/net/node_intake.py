@@ -10,16 +10,15 @@ same envelope (nonce), so a submission that some node missed never half-counts.
 
 import threading
 import time
-import grpc
 import numpy as np
-from . import tls
 from . import messages
 from ..mpc import field as ff
 from .admission import Admission
 from ..market.book import Layout, ReadingLayout
 from ..market.config import parse_config
 from ..rpc import market_pb2, market_pb2_grpc
-from .store import StoreError
+from ..common.errors import Overloaded, Refused, TooLarge
+from .server import ClientNames, abort, status_of
 from .messages import receipt_bytes
 
 
@@ -71,20 +70,6 @@ def package_values(round_, kind):
 
 
 
-class Rejected(Exception):
-    """A submission refused with a gRPC status."""
-
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
-
-
-
-REJECTION_CODES = {'not authenticated': grpc.StatusCode.UNAUTHENTICATED,
-                   'replayed': grpc.StatusCode.ALREADY_EXISTS, 'tampered': grpc.StatusCode.DATA_LOSS}
-
-
-
 class NodeService(market_pb2_grpc.NodeServicer):
     """Submission side of a market node (round control and clearing are driven separately)."""
 
@@ -106,29 +91,23 @@ class NodeService(market_pb2_grpc.NodeServicer):
         return self._sizes[key]
 
     def _check(self, request, kind):
-        """Every check before storing; returns the envelope. Raises Rejected."""
+        """Every check before storing; returns the envelope. Raises Refused."""
         if len(request.package) > MAX_PACKAGE_BYTES:
-            raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, 'package too large')
-        try:
-            envelope = messages.Envelope.from_json(request.envelope)
-            if envelope.participant != request.participant or envelope.round_id != request.round_id:
-                raise messages.EnvelopeError('envelope does not match the request')
-            messages.authenticate(envelope, request.signature, self.registry)  # before any other work
-            if not self.limiter.allow(request.participant):  # per authenticated participant
-                raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED, f'rate limit for {request.participant}')
-            if request.node_index != self.index:
-                raise messages.EnvelopeError(f'package is for node {request.node_index}')
-            round_ = self.store.round(request.round_id)
-            seen = {(envelope.participant, envelope.nonce)} if self.store.nonce_used(envelope.participant,
-                                                                                    envelope.nonce) else set()
-            messages.check(envelope, request.signature, self.registry, round_.round_id, self.index,
-                            request.package, seen, authenticated=True)
-            check_package(request.package, self._expected_values(round_, kind))
-        except messages.EnvelopeError as exc:
-            raise Rejected(next((c for key, c in REJECTION_CODES.items() if key in str(exc)),
-                                grpc.StatusCode.INVALID_ARGUMENT), str(exc)) from None
-        except StoreError as exc:
-            raise Rejected(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+            raise TooLarge('package too large')
+        envelope = messages.Envelope.from_json(request.envelope)
+        if envelope.participant != request.participant or envelope.round_id != request.round_id:
+            raise messages.EnvelopeError('envelope does not match the request')
+        messages.authenticate(envelope, request.signature, self.registry)  # before any other work
+        if not self.limiter.allow(request.participant):  # per authenticated participant
+            raise Overloaded(f'rate limit for {request.participant}')
+        if request.node_index != self.index:
+            raise messages.EnvelopeError(f'package is for node {request.node_index}')
+        round_ = self.store.round(request.round_id)
+        seen = {(envelope.participant, envelope.nonce)} if self.store.nonce_used(envelope.participant,
+                                                                                envelope.nonce) else set()
+        messages.check(envelope, request.signature, self.registry, round_.round_id, self.index,
+                        request.package, seen, authenticated=True)
+        check_package(request.package, self._expected_values(round_, kind))
         return envelope
 
     def _receipt(self, request, envelope, accepted_ms):
@@ -140,23 +119,21 @@ class NodeService(market_pb2_grpc.NodeServicer):
                                   node_index=self.index, node_signature=signature)
 
     def _store_batch(self, checked, kind):
-        """Store checked (request, envelope) pairs in one commit; [receipt or Rejected] in order."""
+        """Store checked (request, envelope) pairs in one commit; [receipt or Refused] in order."""
         accepted_ms = int(time.time() * 1000)
         receipts = [self._receipt(r, e, accepted_ms) for r, e in checked]
         errors = self.store.accept_many([(r.round_id, e.participant, kind, e.nonce, r.envelope, r.signature, r.package,
                                           receipt.node_signature, e.seq) for (r, e), receipt in zip(checked, receipts)],
                                         at_ms=accepted_ms)
-        return [receipt if error is None else
-                Rejected(grpc.StatusCode.ALREADY_EXISTS if error.startswith(('replayed', 'superseded')) else
-                         grpc.StatusCode.FAILED_PRECONDITION, error) for receipt, error in zip(receipts, errors)]
+        return [receipt if error is None else error for receipt, error in zip(receipts, errors)]
 
     def _submit(self, request, context, kind):
         try:
             outcome = self._store_batch([(request, self._check(request, kind))], kind)[0]
-        except Rejected as exc:
+        except Refused as exc:
             outcome = exc
-        if isinstance(outcome, Rejected):
-            context.abort(outcome.code, f'node {self.index}: {outcome}')
+        if isinstance(outcome, Refused):
+            abort(context, outcome, f'node {self.index}')
         return outcome
 
     def SubmitOrder(self, request, context):
@@ -179,30 +156,38 @@ class NodeService(market_pb2_grpc.NodeServicer):
                 checked.append((item, self._check(item, 'order')))
                 slots.append(len(outcomes))
                 outcomes.append(None)
-            except Rejected as exc:
+            except Refused as exc:
                 outcomes.append(exc)
         for position, outcome in zip(slots, self._store_batch(checked, 'order') if checked else []):
             outcomes[position] = outcome
         return market_pb2.ReceiptBatch(outcomes=[
-            market_pb2.BatchOutcome(receipt=o) if not isinstance(o, Rejected) else
-            market_pb2.BatchOutcome(error=f'node {self.index}: {o}', code=o.code.name) for o in outcomes])
+            market_pb2.BatchOutcome(receipt=o) if not isinstance(o, Refused) else
+            market_pb2.BatchOutcome(error=f'node {self.index}: {o}', code=status_of(o).name) for o in outcomes])
 
     def OpenRound(self, request, context):
         self.store.open_round(request.round_id, list(request.slots), request.gate_closure_unix_ms, request.market_toml)
         return self.RoundStatus(market_pb2.RoundRef(round_id=request.round_id), context)
 
     def RoundStatus(self, request, context):
-        """A round's state and live accepted count: for the broker only (the count would tell any
-        client who is submitting when)."""
-        name = tls.client_name(context)
-        if name != STATUS_CLIENT:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, f'node {self.index}: round status is for the broker, '
-                          f'not {name or "an anonymous client"}')
+        """A round's state and live accepted count: for the broker only (``broker_only``: the count
+        would tell any client who is submitting when)."""
         try:
             round_ = self.store.round(request.round_id)
-        except StoreError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, f'node {self.index}: {exc}')
+        except Refused as exc:
+            abort(context, exc, f'node {self.index}')
         return market_pb2.RoundState(round_id=round_.round_id, state=getattr(market_pb2.RoundState, round_.state.upper()),
                                      reason=round_.reason, gate_closure_unix_ms=round_.gate_closure_ms,
                                      accepted=self.store.count(round_.round_id), slots=round_.slots,
                                      market_toml=round_.market_toml, attempts=round_.attempts)
+
+
+BROKER_ONLY = ('OpenRound', 'CloseRound', 'RoundStatus')
+
+
+def broker_only(index):
+    """The interceptor that keeps a node's round control and round status for the broker's certificate."""
+    def refusal(method, name):
+        what = 'round status' if method == 'RoundStatus' else 'round control'
+        return f'{what} is for the broker, not {name or "an anonymous client"}'
+    return ClientNames({f'/mpc_market.rpc.Node/{m}': (lambda name: name == STATUS_CLIENT) for m in BROKER_ONLY},
+                       f'node {index}', refusal)

@@ -23,9 +23,10 @@ from ..mpc.jobs import node_dir, write_json
 from ..market.config import parse_config
 from ..common.names import path_token
 from .messages import PUBLIC_DOMAIN, public_body
+from ..common.errors import EngineError
 
 
-class ClearingFailed(Exception):
+class ClearingFailed(EngineError):
     """A clearing run that did not complete; the message is the round's failure reason."""
 
 

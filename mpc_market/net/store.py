@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from ..common.names import NAME_RULE, is_name
+from ..common.errors import Malformed, NotFound, Refused, Replayed, WrongPhase
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rounds (
@@ -40,10 +41,6 @@ CREATE TABLE IF NOT EXISTS public_results (
 """
 
 STATES = ('open', 'closed', 'clearing', 'cleared', 'failed')
-
-
-class StoreError(Exception):
-    """A request the store refuses (unknown round, round not open, replayed nonce)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +90,7 @@ class Store:
     # -- rounds ---------------------------------------------------------------------------------
     def open_round(self, round_id, slots, gate_closure_ms, market_toml):
         if not is_name(round_id):
-            raise StoreError(f'round id {str(round_id)[:80]!r} is not {NAME_RULE}')
+            raise Malformed(f'round id {str(round_id)[:80]!r} is not {NAME_RULE}')
         with self._transaction() as db:
             existing = db.execute('SELECT state FROM rounds WHERE round_id = ?', (round_id,)).fetchone()
             if existing is not None:
@@ -106,7 +103,7 @@ class Store:
         row = (db or self._db).execute('SELECT round_id, slots, gate_closure_ms, market_toml, state, reason, attempts '
                                        'FROM rounds WHERE round_id = ?', (round_id,)).fetchone()
         if row is None:
-            raise StoreError(f'unknown round {round_id!r}')
+            raise NotFound(f'unknown round {round_id!r}')
         return Round(row[0], json.loads(row[1]), row[2], row[3], row[4], row[5], row[6])
 
     def set_state(self, round_id, state, reason=''):
@@ -139,11 +136,11 @@ class Store:
         error = self.accept_many([(round_id, participant, kind, nonce, envelope, signature, package,
                                    receipt_signature, seq)], at_ms)[0]
         if error is not None:
-            raise StoreError(error)
+            raise error
         return at_ms
 
     def accept_many(self, items, at_ms=None):
-        """Store checked submissions in one commit (one fsync); [None or the reason refused] per item.
+        """Store checked submissions in one commit (one fsync); [None or the Refused error] per item.
         items: (round_id, participant, kind, nonce, envelope, signature, package, receipt_signature, seq).
         Of two envelopes of one participant the higher (seq, SHA-256 of the envelope) is kept, in
         whatever order they arrive, so every node that sees both keeps the same one.
@@ -156,25 +153,25 @@ class Store:
                 if round_id not in rounds:
                     try:
                         rounds[round_id] = self.round(round_id, db)
-                    except StoreError as exc:
-                        rounds[round_id] = str(exc)
+                    except Refused as exc:
+                        rounds[round_id] = exc
                 current = rounds[round_id]
-                if isinstance(current, str):
+                if isinstance(current, Refused):
                     errors.append(current)
                     continue
                 if current.state != 'open' or at_ms > current.gate_closure_ms:
-                    errors.append(f'round {round_id} is closed for submissions (gate closure passed)')
+                    errors.append(WrongPhase(f'round {round_id} is closed for submissions (gate closure passed)'))
                     continue
                 held = db.execute('SELECT seq, envelope FROM submissions WHERE round_id = ? AND participant = ? '
                                   'AND kind = ?', (round_id, participant, kind)).fetchone()
                 if held is not None and (held[0], _sha256(held[1])) > (seq, _sha256(envelope)):
-                    errors.append(f'superseded: this node already holds a later envelope of {participant} '
-                                  f'(sequence number {held[0]} > {seq})')
+                    errors.append(Replayed(f'superseded: this node already holds a later envelope of {participant} '
+                                           f'(sequence number {held[0]} > {seq})'))
                     continue
                 try:
                     db.execute('INSERT INTO nonces VALUES (?, ?, ?)', (participant, nonce, round_id))
                 except sqlite3.IntegrityError:
-                    errors.append(f'replayed envelope (nonce {nonce} already used by {participant})')
+                    errors.append(Replayed(f'replayed envelope (nonce {nonce} already used by {participant})'))
                     continue
                 db.execute('INSERT OR REPLACE INTO submissions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
                            (round_id, participant, kind, nonce, envelope, signature, package, receipt_signature,

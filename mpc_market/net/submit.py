@@ -25,9 +25,10 @@ from .tls import secure_channel
 from ..common.keys import node_name
 from ..rpc import market_pb2, market_pb2_grpc
 from .messages import receipt_bytes
+from ..common.errors import MarketError
 
 
-class SubmitError(Exception):
+class SubmitError(MarketError):
     """A submission that did not reach every node; says which node and why."""
 
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import gmpy2
 
-from .submission import Rejected, ciphertext_from_text, ciphertext_text
+from .submission import ciphertext_from_text, ciphertext_text
+from ..common.errors import Malformed, NotFound, OutOfRange, Replayed, WrongPhase
 
 BUNDLE_FORMAT = 'mpc-market/aggregates/v1'
 DEFAULT_MIN_COHORT = 5
@@ -79,35 +80,35 @@ class Aggregator:
         self.accepted = {}               # meter -> EncryptedDay
 
     def check(self, submission):
-        """Raise Rejected unless the submission is authentic, for this day and well formed."""
+        """Raise a Refused error unless the submission is authentic, for this day and well formed."""
         submission.verify(self.registry)
         if submission.day != self.day:
-            raise Rejected('FAILED_PRECONDITION', f'{submission.meter}: readings for day {submission.day}, '
+            raise WrongPhase(f'{submission.meter}: readings for day {submission.day}, '
                            f'aggregating day {self.day}')
         feeder = self.feeder_map.get(submission.meter)
         if feeder is None:
-            raise Rejected('NOT_FOUND', f'meter {submission.meter} is not in the feeder map')
+            raise NotFound(f'meter {submission.meter} is not in the feeder map')
         if submission.feeder != feeder[0]:
-            raise Rejected('INVALID_ARGUMENT', f'{submission.meter} is on feeder {feeder[0]}, '
+            raise Malformed(f'{submission.meter} is on feeder {feeder[0]}, '
                            f'the submission says {submission.feeder}')
         blocks = dict(submission.blocks)      # blocks under other keys are ignored (another aggregator's)
         for key_id, key in self.keys.items():
             ciphertexts = blocks.get(key_id)
             if ciphertexts is None:
-                raise Rejected('INVALID_ARGUMENT', f'{submission.meter}: no ciphertexts under key {key.name} ({key_id})')
+                raise Malformed(f'{submission.meter}: no ciphertexts under key {key.name} ({key_id})')
             if len(ciphertexts) != key.layout.ciphertexts:
-                raise Rejected('INVALID_ARGUMENT', f'{submission.meter}: {len(ciphertexts)} ciphertexts under key '
+                raise Malformed(f'{submission.meter}: {len(ciphertexts)} ciphertexts under key '
                                f'{key.name}, its layout has {key.layout.ciphertexts}')
             for i, c in enumerate(ciphertexts):
                 if not key.valid_ciphertext(c):
-                    raise Rejected('OUT_OF_RANGE', f'{submission.meter}: ciphertext {i} is not a ciphertext of key '
+                    raise OutOfRange(f'{submission.meter}: ciphertext {i} is not a ciphertext of key '
                                    f'{key.name} (outside Z*_n^2)')
 
     def accept(self, submission, checked=False):
         if not checked:
             self.check(submission)
         if submission.meter in self.accepted:
-            raise Rejected('ALREADY_EXISTS', f'{submission.meter} already submitted readings for {self.day}')
+            raise Replayed(f'{submission.meter} already submitted readings for {self.day}')
         self.accepted[submission.meter] = submission
 
     def release(self, noise=None):

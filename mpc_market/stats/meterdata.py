@@ -9,10 +9,10 @@ counts as 0 Wh both ways.
 import csv
 
 from ..common.errors import InputError
-from ..common.keys import KeyError_, load_registry
-from ..common.names import NAME_RULE
-from ..market.orders import PARTICIPANT_RE, parse_participant_slot
-from ..common.textinput import csv_records, parse_int, read_text
+from ..common.errors import KeyFileError
+from ..common.keys import load_registry
+from ..common.names import NAME_RE, NAME_RULE
+from ..common.textinput import csv_records, parse_int, parse_participant_slot, read_text
 
 FEEDER_COLUMNS = ('participant', 'feeder', 'zone')
 
@@ -61,7 +61,7 @@ def load_day_readings(path, layout):
 
 
 def _name(path, line, field, value):
-    if not PARTICIPANT_RE.fullmatch(value):
+    if not NAME_RE.fullmatch(value):
         raise InputError(path, line, field, f'{value[:80]!r} is not {NAME_RULE}')
     return value
 
@@ -88,5 +88,5 @@ def load_participant_registry(path):
     """participant -> Ed25519 public key; a bad registry file is an InputError."""
     try:
         return load_registry(path)
-    except KeyError_ as exc:
+    except KeyFileError as exc:
         raise InputError(path, 1, 'registry', str(exc)) from None

@@ -27,7 +27,8 @@ from phe import paillier
 
 from ..common.names import NAME_RULE, check_name, is_name
 from ..common.errors import InputError
-from ..common.keys import KeyError_, write_private_file, write_public_file
+from ..common.errors import BadParameter, KeyFileError
+from ..common.keys import write_private_file, write_public_file
 from ..common.textinput import read_text
 from .packing import Layout
 
@@ -137,14 +138,22 @@ class PrivateKey:
 
 
 def generate(name, level, bits=2048, slots=96, max_reading_wh=65535, max_meters=1_000_000, guard_bits=4):
-    """A fresh operator key pair; raise ValueError for unsafe or unusable parameters."""
+    """A fresh operator key pair.
+
+    Raises:
+        BadParameter: a modulus below MIN_BITS, an unknown level, or a layout whose fields do not
+            fit the modulus (``parameter`` says which).
+    """
     check_name('operator key name', name)
     if bits < MIN_BITS:
-        raise ValueError(f'a modulus of {bits} bits is too small (at least {MIN_BITS})')
+        raise BadParameter('bits', f'a modulus of {bits} bits is too small (at least {MIN_BITS})')
     if level not in LEVELS:
-        raise ValueError(f'level must be one of {LEVELS}')
+        raise BadParameter('level', f'level must be one of {LEVELS}')
     layout = Layout(slots, max_reading_wh, max_meters, guard_bits, bits)
-    layout.check()
+    try:
+        layout.check()
+    except ValueError as exc:
+        raise BadParameter('bits', str(exc)) from None
     phe_public, phe_private = paillier.generate_paillier_keypair(n_length=bits)
     n = phe_public.n
     x = secrets.randbelow(n - 2) + 2
@@ -161,7 +170,7 @@ def write_key_pair(out_dir, public, private):
     pub_path = os.path.join(out_dir, f'{public.name}.pub.json')
     try:
         private.write(key_path)
-    except KeyError_ as exc:
+    except KeyFileError as exc:
         raise InputError(key_path, 0, 'key', str(exc)) from None
     public.write(pub_path)
     return pub_path, key_path

@@ -25,14 +25,11 @@ AGGREGATOR.toml::
 import datetime
 import logging
 import os
-import signal
 import sqlite3
 import threading
-from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ..net import config
 from ..net import tls
@@ -45,8 +42,10 @@ from . import dp
 from .aggregate import DEFAULT_MIN_COHORT, Aggregator, bundle_text
 from .meterdata import load_feeders, load_participant_registry
 from .paillier import load_public_keys
-from .submission import EncryptedDay, Rejected, parse_day
+from .submission import EncryptedDay, parse_day
 from ..common.textinput import toml_key_line
+from ..net.server import run_server, status_of
+from ..common.errors import Malformed, Refused, Replayed, WrongPhase
 
 log = logging.getLogger('mpc_market.stats')
 WORKERS = 8
@@ -109,13 +108,13 @@ class AggregatorStore:
         self._db.close()
 
     def accept(self, submissions):
-        """Commit submissions (already checked); [None or Rejected] per submission, in order."""
+        """Commit submissions (already checked); [None or Refused] per submission, in order."""
         outcomes = []
         with Transaction(self._db, self._lock) as db:
             released = {d for d, in db.execute('SELECT DISTINCT day FROM releases')}
             for s in submissions:
                 if s.day in released:
-                    outcomes.append(Rejected('FAILED_PRECONDITION', f'{s.meter}: day {s.day} was already released '
+                    outcomes.append(WrongPhase(f'{s.meter}: day {s.day} was already released '
                                              'to the operators; late readings are refused'))
                     continue
                 try:
@@ -123,7 +122,7 @@ class AggregatorStore:
                                (s.day, s.meter, s.to_proto().SerializeToString(), now_ms()))
                     outcomes.append(None)
                 except sqlite3.IntegrityError:
-                    outcomes.append(Rejected('ALREADY_EXISTS', f'{s.meter} already submitted readings for {s.day}'))
+                    outcomes.append(Replayed(f'{s.meter} already submitted readings for {s.day}'))
         return outcomes
 
     def release(self, day, make_bundles):
@@ -156,10 +155,10 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
         try:
             parse_day(submission.day)
         except ValueError:
-            raise Rejected('INVALID_ARGUMENT', f'{submission.meter}: day {submission.day!r} is not YYYY-MM-DD') from None
+            raise Malformed(f'{submission.meter}: day {submission.day!r} is not YYYY-MM-DD') from None
         latest = datetime.datetime.now(datetime.timezone.utc).date() + datetime.timedelta(days=1)
         if datetime.date.fromisoformat(submission.day) > latest:
-            raise Rejected('FAILED_PRECONDITION', f'{submission.meter}: day {submission.day} has not begun '
+            raise WrongPhase(f'{submission.meter}: day {submission.day} has not begun '
                            f'(the aggregator accepts days up to {latest}, UTC)')
         self._aggregator(submission.day).check(submission)
         return submission
@@ -175,13 +174,13 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
                 checked.append(self._check(message))
                 positions.append(len(outcomes))
                 outcomes.append(None)
-            except Rejected as exc:
+            except Refused as exc:
                 outcomes.append(exc)
         for position, outcome in zip(positions, self.store.accept(checked) if checked else []):
             outcomes[position] = outcome
         return market_pb2.EncryptedDayOutcomes(outcomes=[
             market_pb2.EncryptedDayOutcome(accepted=True) if o is None else
-            market_pb2.EncryptedDayOutcome(error=str(o), code=o.code) for o in outcomes])
+            market_pb2.EncryptedDayOutcome(error=str(o), code=status_of(o).name) for o in outcomes])
 
     def FetchAggregates(self, request, context):
         key = next((k for k in self.public_keys if k.key_id == request.key_id), None)
@@ -224,25 +223,19 @@ def load_service_inputs(config):
 def serve(config):
     """Run the aggregator until SIGTERM or SIGINT."""
     public_keys, registry, feeder_map = load_service_inputs(config)
+    credentials = tls.server_credentials(config.keys, 'aggregator', 'aggregator')
     make_private_dir(config.data_dir)
     store = AggregatorStore(os.path.join(config.data_dir, 'aggregator.db'))
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS), options=tls.server_options())
-    market_pb2_grpc.add_StatsAggregatorServicer_to_server(
-        AggregatorService(config, store, public_keys, registry, feeder_map), server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if not server.add_secure_port(config.listen, tls.server_credentials(config.keys, 'aggregator', 'aggregator')):
-        raise OSError(f'aggregator: cannot listen on {config.listen}')
-    server.start()
-    health_servicer.set('', health_pb2.HealthCheckResponse.SERVING)
-    print(f'statistics aggregator listening on {config.listen} (mutual TLS); keys '
-          + ', '.join(f'{k.name} ({k.level})' for k in public_keys) + f'; min cohort {config.min_cohort}'
-          + ('' if config.dp_epsilon is None else f'; DP epsilon {config.dp_epsilon} per field'), flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    server.stop(2).wait()
-    store.close()
-    return 0
 
+    def add_servicers(server):
+        market_pb2_grpc.add_StatsAggregatorServicer_to_server(
+            AggregatorService(config, store, public_keys, registry, feeder_map), server)
+        return ['mpc_market.rpc.StatsAggregator']
+    try:
+        run_server('aggregator', config.listen, credentials, add_servicers, WORKERS,
+                   f'statistics aggregator listening on {config.listen} (mutual TLS); keys '
+                   + ', '.join(f'{k.name} ({k.level})' for k in public_keys) + f'; min cohort {config.min_cohort}'
+                   + ('' if config.dp_epsilon is None else f'; DP epsilon {config.dp_epsilon} per field'))
+    finally:
+        store.close()
+    return 0

@@ -18,16 +18,9 @@ from ..common.signing import canonical_bytes
 from ..common.errors import InputError
 from ..common.textinput import read_text
 from ..rpc import market_pb2
+from ..common.errors import NotAuthenticated, NotFound
 
 DOMAIN = b'mpc-market/encrypted-day/v1\n'
-
-
-class Rejected(Exception):
-    """A submission the aggregator refuses; code is the gRPC status name."""
-
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
 
 
 def parse_day(text):
@@ -73,11 +66,11 @@ class EncryptedDay:
     def verify(self, registry):
         public_key = registry.get(self.meter)
         if public_key is None:
-            raise Rejected('NOT_FOUND', f'meter {self.meter!r} is not a registered participant')
+            raise NotFound(f'meter {self.meter!r} is not a registered participant')
         try:
             public_key.verify(self.signature, self.canonical())
         except InvalidSignature:
-            raise Rejected('UNAUTHENTICATED', f'bad signature for meter {self.meter}') from None
+            raise NotAuthenticated(f'bad signature for meter {self.meter}') from None
 
     # -- wire formats -------------------------------------------------------------------------
     def to_json(self):

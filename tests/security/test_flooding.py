@@ -12,7 +12,7 @@ import threading
 import grpc
 import pytest
 
-from mpc_market.net.admission import Admission, is_busy, retry_when_busy
+from mpc_market.net.admission import RETRY_KEY, Admission, is_busy, retry_when_busy
 
 BENCHMARK = os.path.join(os.path.dirname(__file__), '..', '..', 'benchmarks', 'flood.py')
 
@@ -34,6 +34,9 @@ class FakeContext:
 
     def auth_context(self):
         return {'x509_common_name': [self.name.encode()]}
+
+    def set_trailing_metadata(self, metadata):
+        self.trailing = metadata
 
     def abort(self, code, details):
         raise Aborted(code, details)
@@ -97,6 +100,13 @@ def test_clients_back_off_while_busy_and_stop_on_other_errors():
 
         def details(self):
             return 'node 0: busy; retry later'
+
+        def trailing_metadata(self):
+            return ((RETRY_KEY, 'busy'),)
+
+    class Verdict(Busy):  # e.g. a batch over the item limit: the same code, but retrying cannot help
+        def trailing_metadata(self):
+            return ()
     calls = []
 
     def flaky(request, timeout):
@@ -106,3 +116,4 @@ def test_clients_back_off_while_busy_and_stop_on_other_errors():
         return 'ok'
     assert retry_when_busy(flaky, 'r', 5) == 'ok' and len(calls) == 3
     assert is_busy(Busy())
+    assert not is_busy(Verdict())  # told by the metadata, not by the words of the message

@@ -12,7 +12,8 @@ from mpc_market.mpc import field as ff
 from mpc_market.common import keys
 from mpc_market.common.names import is_name, path_token
 from mpc_market.rpc import market_pb2, market_pb2_grpc
-from mpc_market.net.store import Store, StoreError, now_ms
+from mpc_market.common.errors import KeyFileError, Malformed
+from mpc_market.net.store import Store, now_ms
 
 from test_service import TOML, order_values
 
@@ -106,12 +107,12 @@ def test_round_status_and_registry_are_not_oracles(deployment):
 def test_hostile_names_are_refused_at_every_entry_point(tmp_path, bad):
     assert not is_name(bad)
     store = Store(str(tmp_path / 'node.db'))
-    with pytest.raises(StoreError):
+    with pytest.raises(Malformed):
         store.open_round(bad, [0], now_ms() + 10_000, TOML)
     store.close()
-    with pytest.raises(keys.KeyError_):
+    with pytest.raises(KeyFileError):
         keys.create_participants(str(tmp_path / 'k'), [bad])
-    with pytest.raises(keys.KeyError_):
+    with pytest.raises(KeyFileError):
         keys.create_client(str(tmp_path / 'k'), bad)
     if bad:  # on the command line '' means the latest round
         proc = subprocess.run([sys.executable, '-m', 'mpc_market', 'round', 'status', '--broker', '127.0.0.1:1',
@@ -124,7 +125,7 @@ def test_hostile_names_are_refused_at_every_entry_point(tmp_path, bad):
 def test_server_names_are_reserved_for_servers(tmp_path):
     keys.create_ca(str(tmp_path))
     for name in ('broker', 'aggregator', 'node0', 'node12'):
-        with pytest.raises(keys.KeyError_):
+        with pytest.raises(KeyFileError):
             keys.create_client(str(tmp_path), name)
 
 

@@ -1,0 +1,136 @@
+"""The Python API for scripts and notebooks: load a market, clear it, settle it.
+
+Every function here is a thin, documented entry to the packages below (``market``, ``mpc``); the
+CLI calls the same functions. Secure and plaintext engines return the same dataclasses, so a
+script can compare them row for row::
+
+    import mpc_market as mm
+    book = mm.load_book('community/orders.csv', 'community/market.toml')
+    secure = mm.clear(book, engine='mpc', nodes=3)
+    assert secure.rows == mm.clear(book, engine='plain').rows
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+
+from .market.book import Book
+from .market.config import MarketConfig, load_config
+from .market.orders import load_orders
+from .market.plain import clear_plain, settle_plain
+from .market.readings import load_readings
+from .market.results import ClearingResult, SettlementResult
+
+__all__ = ['ENGINES', 'MODES', 'load_book', 'load_meter_readings', 'clear', 'settle']
+
+ENGINES = ('mpc', 'plain')
+MODES = ('nodes', 'peers')
+
+Progress = Callable[[str, int, int], None]
+
+
+def load_book(orders: str | os.PathLike, config: str | os.PathLike | MarketConfig,
+              mechanism: str | None = None, readings: Mapping[tuple[str, int], int] | None = None) -> Book:
+    """Read an orders file (CSV or JSON) under a market and index it for clearing.
+
+    Args:
+        orders: path of the orders file (``participant,slot,side,energy_wh,limit_price``).
+        config: path of the market TOML, or a ``MarketConfig`` already loaded.
+        mechanism: override the market's mechanism (``double-auction``, ``sdr``, ``mmr``,
+            ``bill-sharing``).
+        readings: meter readings ``{(participant, slot): net_wh}`` when the book will be settled;
+            participants with a reading but no order then get a row too.
+
+    Returns:
+        The ``Book``: participants, slots and every order's position in the price levels.
+
+    Raises:
+        InputError: a file is missing or malformed (the message names file, line and field).
+    """
+    if not isinstance(config, MarketConfig):
+        config = load_config(os.fspath(config))
+    if mechanism is not None:
+        config = dataclasses.replace(config, mechanism=mechanism)
+    return Book(config, load_orders(os.fspath(orders), config),
+                extra_pairs=list(readings) if readings is not None else ())
+
+
+def load_meter_readings(path: str | os.PathLike, config: str | os.PathLike | MarketConfig) -> dict[tuple[str, int], int]:
+    """Read meter readings (``participant,slot,net_wh``; + imported, - exported).
+
+    Args:
+        path: the readings CSV.
+        config: the market (path or ``MarketConfig``); readings above ``max_reading_wh`` are refused.
+
+    Returns:
+        ``{(participant, slot): net_wh}``; pass it to ``load_book(..., readings=)`` and ``settle``.
+
+    Raises:
+        InputError: a malformed or duplicate reading (the message names file, line and field).
+    """
+    if not isinstance(config, MarketConfig):
+        config = load_config(os.fspath(config))
+    return {pair: net for pair, (net, _) in load_readings(os.fspath(path), config).items()}
+
+
+def clear(book: Book, engine: str = 'mpc', nodes: int = 3, mode: str = 'nodes', chunk: int = 8192,
+          progress: Progress | None = None, timeout: float | None = None) -> ClearingResult:
+    """Clear every slot of a book: prices, volumes and each order's match and amount.
+
+    Args:
+        book: the orders (see ``load_book``).
+        engine: ``'mpc'`` (node processes on this machine, client-side Shamir sharing, TLS links)
+            or ``'plain'`` (the plaintext reference; identical results).
+        nodes: market nodes for ``engine='mpc'``: 3, 5 or 7 (threshold (nodes-1)/2).
+        mode: ``'nodes'`` (independent nodes, scenario S2/S3) or ``'peers'`` (each of 3..7
+            participants runs a node, scenario S1; ``nodes`` is then ignored).
+        chunk: orders shared and validated per batch (memory vs. rounds).
+        progress: called as ``progress(phase, done, total)`` while the nodes work.
+        timeout: seconds before a stuck run is stopped.
+
+    Returns:
+        A ``ClearingResult`` (public slot rows, every participant's order rows, timings).
+
+    Raises:
+        EngineError: a node failed or timed out, or the nodes disagree.
+        ValueError: an unknown engine or mode, or a node count outside 3..7.
+    """
+    if engine not in ENGINES or mode not in MODES:
+        raise ValueError(f'engine must be one of {ENGINES} and mode one of {MODES}')
+    if engine == 'plain':
+        return clear_plain(book)
+    from .mpc.local import clear_mpc, clear_peers
+    if mode == 'peers':
+        return clear_peers(book, progress=progress, timeout=timeout)
+    return clear_mpc(book, nodes=nodes, chunk=chunk, progress=progress, timeout=timeout)
+
+
+def settle(book: Book, readings: Mapping[tuple[str, int], int], engine: str = 'mpc', nodes: int = 3,
+           chunk: int = 8192, progress: Progress | None = None, timeout: float | None = None) -> SettlementResult:
+    """Clear a book and settle every deviation from its meter readings, with bills.
+
+    Args:
+        book: the orders, loaded with ``readings`` (see ``load_book``).
+        readings: ``{(participant, slot): net_wh}`` (see ``load_meter_readings``).
+        engine: ``'mpc'`` (one MPC session clears and settles) or ``'plain'``.
+        nodes, chunk, progress, timeout: as for ``clear``.
+
+    Returns:
+        A ``SettlementResult``: the clearing, one row per order or reading, the retailer's view
+        per slot and one ``Bill`` per participant.
+
+    Raises:
+        EngineError: a node failed or timed out.
+        ValueError: an unknown engine, or an order without a reading.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f'engine must be one of {ENGINES}')
+    missing = [(o.participant, o.slot) for o in book.orders if (o.participant, o.slot) not in readings]
+    if missing:
+        raise ValueError(f'no meter reading for {missing[0][0]} in slot {missing[0][1]} ({len(missing)} orders)')
+    if engine == 'plain':
+        return settle_plain(book, dict(readings))
+    from .mpc.local import settle_mpc
+    return settle_mpc(book, dict(readings), nodes=nodes, chunk=chunk, progress=progress, timeout=timeout)

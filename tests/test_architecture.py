@@ -1,0 +1,126 @@
+"""The package layout keeps its promises: layering by role, no cycles, no private imports, a documented API."""
+
+import ast
+import inspect
+import os
+import pkgutil
+
+import mpc_market
+
+ROOT = os.path.dirname(mpc_market.__file__)
+# role -> the roles it may import from (docs/architecture.md)
+ALLOWED = {
+    'common': {'common'},
+    'market': {'common', 'market'},
+    'mpc': {'common', 'market', 'mpc'},
+    'net': {'common', 'market', 'mpc', 'net', 'rpc'},
+    'stats': {'common', 'net', 'stats', 'rpc'},
+    'rpc': {'rpc'},
+    'api': {'common', 'market', 'mpc'},
+    'cli': {'common', 'market', 'mpc', 'net', 'stats', 'rpc', 'cli'},
+    '__init__': {'api', 'common', 'market', 'mpc', 'stats'},
+    '__main__': {'cli'},
+}
+
+
+def modules():
+    """{dotted name: path} of every module of the package except the generated stubs."""
+    found = {}
+    for info in pkgutil.walk_packages([ROOT], 'mpc_market.'):
+        spec = info.module_finder.find_spec(info.name)
+        if '.rpc.' not in info.name + '.':
+            found[info.name] = spec.origin
+    found['mpc_market'] = os.path.join(ROOT, '__init__.py')
+    return found
+
+
+def role(module):
+    parts = module.split('.')
+    return '__init__' if len(parts) == 1 else parts[1]
+
+
+def imports(module, path):
+    """(imported module, names, line) of every import, lazy ones included, resolved to absolute."""
+    package = module if path.endswith('__init__.py') else module.rsplit('.', 1)[0]
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ''
+            if node.level:
+                anchor = package.split('.')[:len(package.split('.')) - node.level + 1]
+                base = '.'.join(anchor + ([node.module] if node.module else []))
+            if base.startswith('mpc_market'):
+                for alias in node.names:
+                    candidate = f'{base}.{alias.name}'
+                    if candidate in MODULES:
+                        yield candidate, (), node.lineno
+                    else:
+                        yield base, (alias.name,), node.lineno
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith('mpc_market'):
+                    yield alias.name, (), node.lineno
+
+
+MODULES = modules()
+
+
+def test_every_import_goes_down_the_layers():
+    wrong = [f'{m}:{line} imports {target}' for m, path in MODULES.items()
+             for target, _, line in imports(m, path)
+             if role(target) not in ALLOWED[role(m)] and target != 'mpc_market']
+    assert not wrong, wrong
+
+
+def test_no_private_name_is_imported_from_another_module():
+    wrong = [f'{m}:{line} imports {target}.{name}' for m, path in MODULES.items()
+             for target, names, line in imports(m, path) for name in names
+             if name.startswith('_') and target != m]
+    assert not wrong, wrong
+
+
+def test_no_import_cycles():
+    graph = {m: {t for t, _, _ in imports(m, p) if t in MODULES and t != m} for m, p in MODULES.items()}
+    state, cycles = {}, []
+
+    def visit(m, stack):
+        state[m] = 'open'
+        for t in sorted(graph[m]):
+            if state.get(t) == 'open':
+                cycles.append(stack[stack.index(t):] + [t])
+            elif t not in state:
+                visit(t, stack + [t])
+        state[m] = 'done'
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    # a package's __init__ re-exporting its own modules is not a cycle between roles
+    cycles = [c for c in cycles if not any(x == 'mpc_market' for x in c)]
+    assert not cycles, cycles
+
+
+def test_every_module_says_what_it_is_for():
+    undocumented = [m for m, path in MODULES.items() if not ast.get_docstring(ast.parse(open(path).read()))]
+    assert not undocumented, undocumented
+
+
+def test_the_public_api_is_documented_and_typed():
+    assert mpc_market.__doc__ and len(mpc_market.__all__) == len(set(mpc_market.__all__))
+    for name in mpc_market.__all__:
+        obj = getattr(mpc_market, name)
+        if inspect.isfunction(obj) or inspect.isclass(obj):
+            assert inspect.getdoc(obj), f'{name} has no docstring'
+    for function in (mpc_market.load_book, mpc_market.load_meter_readings, mpc_market.clear, mpc_market.settle):
+        doc = inspect.getdoc(function)
+        assert 'Args:' in doc and 'Returns:' in doc and 'Raises:' in doc, function.__name__
+        signature = inspect.signature(function)
+        assert signature.return_annotation is not inspect.Signature.empty
+        assert all(p.annotation is not inspect.Parameter.empty for p in signature.parameters.values())
+
+
+def test_importing_the_api_starts_no_mpc_runtime():
+    import subprocess
+    import sys
+    code = 'import sys, mpc_market; help(mpc_market); assert "mpyc.runtime" not in sys.modules'
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert 'clear(book' in proc.stdout and 'settle(book' in proc.stdout
