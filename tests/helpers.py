@@ -1,8 +1,23 @@
 """Helpers shared by the test modules (fixtures live in conftest.py)."""
 
+import contextlib
+import csv
+import io
 import os
+import random
+import subprocess
+import sys
+from dataclasses import dataclass
+from decimal import Decimal
+
+from mpc_market.cli.main import main as cli_main
+from mpc_market.market.book import Book
+from mpc_market.market.config import MarketConfig
+from mpc_market.market.orders import Order
+from mpc_market.net.localdeploy import LocalDeployment
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
 FAULTS = os.path.join(TESTS, 'faults')
 
 
@@ -12,3 +27,156 @@ def node_fault_env(kind, index, seconds=None):
     fault = f'{kind}:{index}' + (f':{seconds}' if seconds is not None else '')
     path = os.pathsep.join(p for p in (FAULTS, os.environ.get('PYTHONPATH', '')) if p)
     return {'PYTHONPATH': path, 'MPC_MARKET_TEST_FAULT': fault}
+
+
+# -- the command line ---------------------------------------------------------------------------
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args, check=False, cwd=None):
+    """Run ``mpc-market ARGS`` in this process (``cli.main``), capturing its output. An uncaught
+    exception escapes to the test: a traceback is a failure, not an exit status."""
+    out, err = io.StringIO(), io.StringIO()
+    previous = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli_main([str(a) for a in args])
+            except SystemExit as exc:  # argparse: usage errors and --help
+                code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        os.chdir(previous)
+    result = CliResult(code or 0, out.getvalue(), err.getvalue())
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def cli_process(*args, check=False, cwd=None, timeout=300):
+    """Run ``python -m mpc_market ARGS`` as its own process (for signals, concurrency, exit codes)."""
+    proc = subprocess.run([sys.executable, '-m', 'mpc_market', *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+# -- a deployment of node and broker processes (the ``market`` fixture) ---------------------------
+MARKET = '[market]\nprice_floor = 0.10\nprice_ceiling = 0.20\ntick = 0.01\nmax_order_wh = 1000\n'
+SLOTS = [0, 1, 2]
+
+
+def random_orders(rng, participants):
+    """Ties, exact band edges, an untradeable order, a slot with buyers only, maximum quantities."""
+    rows = []
+    for i in range(participants):
+        for slot in SLOTS:
+            if rng.random() < 0.2:
+                continue
+            side = 'buy' if slot == 2 else rng.choice(('buy', 'sell'))
+            energy = rng.choice((1, 1000, rng.randint(1, 1000)))
+            limit = rng.choice(('0.10', '0.15', '0.20', f'0.1{rng.randint(0, 9)}'))
+            rows.append((f'p{i:02d}', slot, side, energy, limit))
+    rows.append(('p00', 3, 'sell', 7, '0.25'))  # above the ceiling: settled with the retailer
+    return rows
+
+
+def write_orders(path, rows):
+    with open(path, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['participant', 'slot', 'side', 'energy_wh', 'limit_price'])
+        writer.writerows(rows)
+
+
+def read_rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+class Market:
+    """A random market, its plaintext reference, and a running deployment."""
+
+    def __init__(self, tmp_path, participants=10, seed=7, netns=None, node_env=None):
+        """netns: None, or (prefix, subnet) of namespaces made by parties/netns.sh for this run."""
+        self.dir = tmp_path
+        self.rows = random_orders(random.Random(seed), participants)
+        self.participants = sorted({r[0] for r in self.rows})
+        self.orders = str(tmp_path / 'orders.csv')
+        self.market = str(tmp_path / 'market.toml')
+        write_orders(self.orders, self.rows)
+        with open(self.market, 'w') as f:
+            f.write(MARKET)
+        cli('clear', '--engine', 'plain', '--orders', self.orders, '--config', self.market, '--out', tmp_path / 'plain',
+            '--quiet', check=True)
+        self.plain = read_rows(tmp_path / 'plain' / 'participants.csv')
+        prefix, subnet = netns or (None, None)
+        self.deployment = LocalDeployment(str(tmp_path / 'dep'), netns=bool(netns), netns_prefix=prefix,
+                                          subnet=subnet).create(
+            self.participants, node_options={'connect_timeout_s': 20, 'clearing_timeout_s': 120})
+        for i in range(3):
+            self.deployment.start_node(i, (node_env or {}).get(i))
+        self.deployment.start_broker()
+        self.deployment.wait_ready()
+        self.broker = self.deployment.broker_address
+        self.keys = self.deployment.keys
+
+    def client(self, *args, check=True):
+        return cli(*args, '--broker', self.broker, '--keys', self.keys, check=check)
+
+    def open(self, round_id='r1', gate_in=120):
+        self.client('round', 'open', '--round', round_id, '--slots', '0-3', '--market', self.market,
+                    '--gate-closure-in', gate_in)
+
+    def participant_orders(self, participant):
+        path = str(self.dir / f'orders-{participant}.csv')
+        write_orders(path, [r for r in self.rows if r[0] == participant])
+        return path
+
+    def submit_individually(self, participants, round_id='r1'):
+        """Every participant runs its own `mpc-market submit`, concurrently."""
+        procs = [subprocess.Popen([sys.executable, '-m', 'mpc_market', 'submit', '--broker', self.broker, '--keys',
+                                   self.keys, '--round', round_id, '--orders', self.participant_orders(p)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in participants]
+        for p, proc in zip(participants, procs):
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, f'{p}: {out}{err}'
+
+    def close_and_wait(self, round_id='r1', timeout=120):
+        proc = self.client('round', 'close', '--round', round_id, '--wait', timeout, check=False)
+        assert proc.returncode == 0 and ': cleared;' in proc.stdout, proc.stdout + proc.stderr
+
+    def check_results(self, round_id='r1'):
+        """Public results and every participant's own rows equal the plaintext reference's."""
+        out = self.dir / f'results-{round_id}'
+        self.client('results', '--public', '--round', round_id, '--out', out)
+        with open(out / 'public.csv') as f, open(self.dir / 'plain' / 'public.csv') as g:
+            assert f.read() == g.read()
+        for p in self.participants:
+            self.client('results', '--participant', p, '--round', round_id, '--orders', self.orders, '--out', out)
+            assert read_rows(out / f'{p}.csv') == [r for r in self.plain if r['participant'] == p], p
+
+    def stop(self):
+        self.deployment.stop()
+
+
+# -- node submission services in this process (the ``node_services`` fixture) ---------------------
+TOML = '[market]\nprice_floor = 0.10\nprice_ceiling = 0.20\ntick = 0.01\n'
+CONFIG = MarketConfig(Decimal('0.10'), Decimal('0.20'), Decimal('0.01'))
+
+
+def read_bytes(*parts):
+    with open(os.path.join(*parts), 'rb') as f:
+        return f.read()
+
+
+def order_values(orders, participant, round_slots=(0, 1)):
+    """The participant's vectors for every slot of the round (zero orders where it has none)."""
+    book = Book(CONFIG, [Order(p, s, side, e, Decimal(lim)) for p, s, side, e, lim in orders],
+                extra_pairs=[(participant, s) for s in round_slots])
+    return book.encode([book.participant_index[participant]])[0]

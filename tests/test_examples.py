@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'examples')
+from helpers import REPO
+
+EXAMPLES = os.path.join(REPO, 'examples')
 
 
 def run(script, *args, cwd):

@@ -14,12 +14,12 @@ from ..common import keys
 from ..mpc.local import free_ports
 from ..common.files import make_private_dir
 
-NETNS_PREFIX = 'mm-node'
+NETNS_PREFIX = 'mm'        # namespaces PREFIX-node<i>, as parties/netns.sh makes them
 NETNS_SUBNET = '10.77.0'
 
 
-def netns_address(index):
-    return f'{NETNS_SUBNET}.{10 + index}'
+def netns_address(index, subnet=NETNS_SUBNET):
+    return f'{subnet}.{10 + index}'
 
 
 def _toml_list(values):
@@ -29,10 +29,11 @@ def _toml_list(values):
 class LocalDeployment:
     """directory/: keys/, broker.toml, node{i}.toml, data and logs of every process."""
 
-    def __init__(self, directory, nodes=3, netns=False):
+    def __init__(self, directory, nodes=3, netns=False, netns_prefix=NETNS_PREFIX, subnet=NETNS_SUBNET):
         self.dir = os.path.abspath(directory)
         self.nodes = nodes
         self.netns = netns
+        self.netns_prefix, self.subnet = netns_prefix, subnet
         self.keys = os.path.join(self.dir, 'keys')
         self.procs = {}  # name -> Popen
         self.offsets = {}  # name -> log size when last started (a restart appends)
@@ -48,7 +49,7 @@ class LocalDeployment:
         """Fresh keys and configs; participants get keys and are registered. With delay_ms, node i
         reaches node j > i (MPyC connects upwards) through a latency proxy (start_proxy)."""
         make_private_dir(self.dir)  # keys, configs, logs and every process's state: 0700 / 0600
-        hosts = ['127.0.0.1', 'localhost'] + ([netns_address(i) for i in range(self.nodes)] if self.netns else [])
+        hosts = ['127.0.0.1', 'localhost'] + ([netns_address(i, self.subnet) for i in range(self.nodes)] if self.netns else [])
         keys.create_ca(self.keys)
         for i in range(self.nodes):
             keys.create_node(self.keys, i, hosts)
@@ -61,7 +62,7 @@ class LocalDeployment:
             broker_port, *ports = range(base_port, base_port + count)
         else:
             broker_port, *ports = free_ports(count)
-        grpc_hosts = [netns_address(i) if self.netns else '127.0.0.1' for i in range(self.nodes)]
+        grpc_hosts = [netns_address(i, self.subnet) if self.netns else '127.0.0.1' for i in range(self.nodes)]
         grpc = [f'{h}:{p}' for h, p in zip(grpc_hosts, ports[:self.nodes])]
         mpc = [f'{h}:{p}' for h, p in zip(grpc_hosts, ports[self.nodes:2 * self.nodes])]
         self.proxy_routes = []
@@ -115,7 +116,7 @@ class LocalDeployment:
         return self.procs[name]
 
     def start_node(self, index, env=None):
-        netns = f'{NETNS_PREFIX}{index}' if self.netns else None
+        netns = f'{self.netns_prefix}-node{index}' if self.netns else None
         return self._start(f'node{index}', ['node', '--config', self.node_config(index)], netns, env)
 
     def start_broker(self):

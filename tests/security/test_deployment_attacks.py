@@ -14,14 +14,18 @@ from mpc_market.net.client import BrokerClient
 from mpc_market.net.tls import secure_channel
 from mpc_market.net.messages import results_request_bytes
 from mpc_market.rpc import market_pb2, market_pb2_grpc
+
+from helpers import read_bytes
 from mpc_market.net.store import now_ms
+
+pytestmark = [pytest.mark.slow, pytest.mark.deployment]
 
 
 def _node_as(m, index, keys_subdir, name):
     """A stub for node index, connecting with any certificate of the deployment (a node's too)."""
-    from mpc_market.net.tls import _read
-    credentials = grpc.ssl_channel_credentials(_read(m.keys, 'ca', 'ca.pem'), _read(m.keys, keys_subdir, f'{name}.key'),
-                                               _read(m.keys, keys_subdir, f'{name}.pem'))
+
+    credentials = grpc.ssl_channel_credentials(read_bytes(m.keys, 'ca', 'ca.pem'), read_bytes(m.keys, keys_subdir, f'{name}.key'),
+                                               read_bytes(m.keys, keys_subdir, f'{name}.pem'))
     address = BrokerClient(m.broker, m.keys).status('r1').node_addresses[index]
     return market_pb2_grpc.NodeStub(secure_channel(address, credentials, f'node{index}'))
 

@@ -17,6 +17,8 @@ from mpc_market.net.admission import RETRY_KEY, Admission, is_busy, retry_when_b
 BENCHMARK = os.path.join(os.path.dirname(__file__), '..', '..', 'benchmarks', 'flood.py')
 
 
+@pytest.mark.slow
+@pytest.mark.deployment
 def test_honest_calls_answer_within_2_s_under_a_forged_flood():
     proc = subprocess.run([sys.executable, BENCHMARK, '--seconds', '10', '--no-save', '--check', '2.0'],
                           capture_output=True, text=True, timeout=240)

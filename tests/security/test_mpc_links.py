@@ -27,6 +27,8 @@ from mpc_market.mpc.jobs import node_dir
 from mpc_market.market.config import MarketConfig
 from mpc_market.market.orders import Order
 
+pytestmark = [pytest.mark.slow]
+
 CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'))
 
 

@@ -1,8 +1,6 @@
 """Attacks on the submission path of a node: forged envelopes, ordering races, oracles, names."""
 
 import json
-import subprocess
-import sys
 
 import grpc
 import pytest
@@ -15,7 +13,7 @@ from mpc_market.rpc import market_pb2, market_pb2_grpc
 from mpc_market.common.errors import KeyFileError, Malformed
 from mpc_market.net.store import Store, now_ms
 
-from test_service import TOML, order_values
+from helpers import TOML, cli, order_values
 
 
 def _packages(values):
@@ -31,11 +29,11 @@ def _submit(stub, envelope_bytes, signature, package, participant='alice', node_
         return None, (exc.code(), exc.details())
 
 
-def test_signed_bytes_are_the_stored_bytes(deployment):
+def test_signed_bytes_are_the_stored_bytes(node_services):
     """An envelope re-encoded with an extra key, a repeated key, a wrong type or other spacing
     keeps a valid signature over its canonical form, and is still refused: nodes store and
     forward exactly the bytes that were signed."""
-    d, submitter, stores, _, _ = deployment
+    d, submitter, stores, _, _ = node_services
     alice = keys.load_participant_key(d, 'alice')
     packages = _packages(order_values([('alice', 0, 'sell', 300, '0.12')], 'alice'))
     env, sig = messages.seal(alice, 'r1', 'alice', packages)
@@ -60,10 +58,10 @@ def test_signed_bytes_are_the_stored_bytes(deployment):
     assert stores[0].submissions('r1', 'order')['alice'][1] == canonical.encode()  # exactly the signed bytes
 
 
-def test_concurrent_resubmissions_leave_every_node_with_the_same_envelope(deployment):
+def test_concurrent_resubmissions_leave_every_node_with_the_same_envelope(node_services):
     """Two resubmissions reach the nodes in opposite orders; each node keeps the one with the
     higher sequence number, so the participant is not dropped as 'missing' at clearing."""
-    d, submitter, stores, _, _ = deployment
+    d, submitter, stores, _, _ = node_services
     alice = keys.load_participant_key(d, 'alice')
     first = _packages(order_values([('alice', 0, 'sell', 300, '0.12')], 'alice'))
     second = _packages(order_values([('alice', 0, 'sell', 200, '0.13')], 'alice'))
@@ -84,10 +82,10 @@ def test_concurrent_resubmissions_leave_every_node_with_the_same_envelope(deploy
     assert held == {env_b.nonce}
 
 
-def test_round_status_and_registry_are_not_oracles(deployment):
+def test_round_status_and_registry_are_not_oracles(node_services):
     """A submitter cannot watch live accepted counts, and cannot tell an unregistered name from
     a registered one with a bad signature."""
-    d, submitter, stores, _, _ = deployment
+    d, submitter, stores, _, _ = node_services
     stub = market_pb2_grpc.NodeStub(submitter.channels[1])
     with pytest.raises(grpc.RpcError) as err:
         stub.RoundStatus(market_pb2.RoundRef(round_id='r1'), timeout=10)
@@ -115,8 +113,7 @@ def test_hostile_names_are_refused_at_every_entry_point(tmp_path, bad):
     with pytest.raises(KeyFileError):
         keys.create_client(str(tmp_path / 'k'), bad)
     if bad:  # on the command line '' means the latest round
-        proc = subprocess.run([sys.executable, '-m', 'mpc_market', 'round', 'status', '--broker', '127.0.0.1:1',
-                               '--keys', str(tmp_path), '--round', bad], capture_output=True, text=True, timeout=60)
+        proc = cli('round', 'status', '--broker', '127.0.0.1:1', '--keys', tmp_path, '--round', bad)
         assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
         assert 'not 1-64' in proc.stderr or bad.startswith('-'), proc.stderr
     assert not list(tmp_path.glob('**/etc')) and not (tmp_path / 'x').exists()

@@ -2,17 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
+from helpers import cli
+
 GOOD_TOML = '[market]\nprice_floor = 0.047\nprice_ceiling = 0.139\ntick = 0.001\n'
 HEADER = 'participant,slot,side,energy_wh,limit_price\n'
-
-
-def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, '-m', 'mpc_market', *args], capture_output=True, text=True, cwd=cwd)
 
 
 def clear(tmp_path, orders_text, toml_text=GOOD_TOML, orders_name='orders.csv', engine='plain'):
@@ -21,7 +17,7 @@ def clear(tmp_path, orders_text, toml_text=GOOD_TOML, orders_name='orders.csv', 
     config = tmp_path / 'market.toml'
     config.write_text(toml_text)
     out = tmp_path / 'out'
-    proc = run_cli('clear', '--orders', str(orders), '--config', str(config), '--out', str(out), '--engine', engine)
+    proc = cli('clear', '--orders', str(orders), '--config', str(config), '--out', str(out), '--engine', engine)
     return proc, orders, config, out
 
 
@@ -108,7 +104,7 @@ def settle(tmp_path, orders_text, readings_text, *extra):
     (tmp_path / 'readings.csv').write_text(readings_text)
     (tmp_path / 'market.toml').write_text(GOOD_TOML)
     out = tmp_path / 'out'
-    proc = run_cli('settle', '--orders', str(tmp_path / 'orders.csv'), '--readings', str(tmp_path / 'readings.csv'),
+    proc = cli('settle', '--orders', str(tmp_path / 'orders.csv'), '--readings', str(tmp_path / 'readings.csv'),
                    '--config', str(tmp_path / 'market.toml'), '--out', str(out), '--engine', 'plain', *extra)
     return proc, out
 

@@ -6,6 +6,8 @@ import textwrap
 
 import pytest
 
+pytestmark = [pytest.mark.slow]
+
 SCRIPT = textwrap.dedent('''
     import sys
     import numpy as np

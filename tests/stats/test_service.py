@@ -18,15 +18,14 @@ from mpc_market.stats import paillier
 from mpc_market.stats.reference import plain_totals
 from mpc_market.stats.release import decrypt_bundle
 
+from helpers import cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.deployment]
+
 TODAY = datetime.datetime.now(datetime.timezone.utc).date()
 DAY = (TODAY - datetime.timedelta(days=1)).isoformat()
 FEEDERS = {**{f'a{i}': ('F1', 'Z1') for i in range(7)}, **{f'b{i}': ('F2', 'Z1') for i in range(5)}}
 LATE = 'a6'                    # registered and mapped, submits only after the day was released
-
-
-def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, '-m', 'mpc_market', *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
 
 
 def start_aggregator(config):

@@ -13,7 +13,9 @@ from google.protobuf import descriptor_pb2
 from mpc_market.common import keys
 from mpc_market.rpc import market_pb2, market_pb2_grpc
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
+from helpers import REPO, read_bytes
+
+ROOT = REPO
 PROTO = 'mpc_market/rpc/market.proto'
 
 
@@ -46,11 +48,6 @@ class StatusOnlyNode(market_pb2_grpc.NodeServicer):
         return market_pb2.RoundState(round_id=request.round_id, state=market_pb2.RoundState.OPEN, accepted=3)
 
 
-def _read(*parts):
-    with open(os.path.join(*parts), 'rb') as f:
-        return f.read()
-
-
 @pytest.fixture(scope='module')
 def tls_server(tmp_path_factory):
     d = str(tmp_path_factory.mktemp('keys'))
@@ -59,8 +56,8 @@ def tls_server(tmp_path_factory):
         keys.create_node(d, i)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     market_pb2_grpc.add_NodeServicer_to_server(StatusOnlyNode(), server)
-    credentials = grpc.ssl_server_credentials([(_read(d, 'nodes', 'node0.key'), _read(d, 'nodes', 'node0.pem'))],
-                                              root_certificates=_read(d, 'ca', 'ca.pem'), require_client_auth=True)
+    credentials = grpc.ssl_server_credentials([(read_bytes(d, 'nodes', 'node0.key'), read_bytes(d, 'nodes', 'node0.pem'))],
+                                              root_certificates=read_bytes(d, 'ca', 'ca.pem'), require_client_auth=True)
     port = server.add_secure_port('127.0.0.1:0', credentials)
     server.start()
     yield d, port
@@ -74,8 +71,8 @@ def _call(port, credentials):
 
 def test_mutual_tls_between_nodes(tls_server):
     d, port = tls_server
-    credentials = grpc.ssl_channel_credentials(_read(d, 'ca', 'ca.pem'), _read(d, 'nodes', 'node1.key'),
-                                               _read(d, 'nodes', 'node1.pem'))
+    credentials = grpc.ssl_channel_credentials(read_bytes(d, 'ca', 'ca.pem'), read_bytes(d, 'nodes', 'node1.key'),
+                                               read_bytes(d, 'nodes', 'node1.pem'))
     state = _call(port, credentials)
     assert state.round_id == 'r1' and state.state == market_pb2.RoundState.OPEN and state.accepted == 3
 
@@ -83,13 +80,13 @@ def test_mutual_tls_between_nodes(tls_server):
 def test_clients_without_the_right_trust_are_refused(tls_server, tmp_path):
     d, port = tls_server
     with pytest.raises(grpc.RpcError):  # no client certificate
-        _call(port, grpc.ssl_channel_credentials(_read(d, 'ca', 'ca.pem')))
+        _call(port, grpc.ssl_channel_credentials(read_bytes(d, 'ca', 'ca.pem')))
     other = str(tmp_path / 'other')
     keys.create_ca(other)
     keys.create_node(other, 0)
     with pytest.raises(grpc.RpcError):  # a certificate from another CA
-        _call(port, grpc.ssl_channel_credentials(_read(d, 'ca', 'ca.pem'), _read(other, 'nodes', 'node0.key'),
-                                                 _read(other, 'nodes', 'node0.pem')))
+        _call(port, grpc.ssl_channel_credentials(read_bytes(d, 'ca', 'ca.pem'), read_bytes(other, 'nodes', 'node0.key'),
+                                                 read_bytes(other, 'nodes', 'node0.pem')))
     with pytest.raises(grpc.RpcError):  # a client that does not trust the nodes' CA
-        _call(port, grpc.ssl_channel_credentials(_read(other, 'ca', 'ca.pem'), _read(d, 'nodes', 'node1.key'),
-                                                 _read(d, 'nodes', 'node1.pem')))
+        _call(port, grpc.ssl_channel_credentials(read_bytes(other, 'ca', 'ca.pem'), read_bytes(d, 'nodes', 'node1.key'),
+                                                 read_bytes(d, 'nodes', 'node1.pem')))

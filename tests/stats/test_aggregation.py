@@ -5,8 +5,6 @@ import base64
 import json
 import os
 import random
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given, settings
@@ -22,6 +20,8 @@ from mpc_market.stats.release import decrypt_bundle
 from mpc_market.common.errors import Refused
 from mpc_market.net.server import status_of
 from mpc_market.stats.submission import EncryptedDay, encrypt_day
+
+from helpers import cli
 
 DAY = '2026-11-20'
 SLOTS = 4
@@ -323,11 +323,6 @@ def test_discrete_laplace_matches_its_distribution():
 
 
 # -- command line -------------------------------------------------------------------------------
-def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, '-m', 'mpc_market', *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
-
-
 @pytest.fixture(scope='module')
 def cli_world(tmp_path_factory):
     root = tmp_path_factory.mktemp('stats-cli')

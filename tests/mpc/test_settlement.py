@@ -100,12 +100,14 @@ def assert_settlements_equal(book, net_of, **kwargs):
     return secure
 
 
+@pytest.mark.slow
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 10**6))
 def test_mpc_settlement_equals_reference(seed):
     assert_settlements_equal(*random_market(seed))
 
 
+@pytest.mark.slow
 def test_mpc_settlement_edge_cases():
     orders = [Order('a', 0, 'buy', 100, Decimal('0.15')), Order('b', 0, 'sell', 100, Decimal('0.12')),
               Order('c', 1, 'buy', 10, Decimal('0.11')), Order('d', 2, 'sell', 40000, Decimal('0.5'))]
@@ -116,10 +118,12 @@ def test_mpc_settlement_edge_cases():
     assert_settlements_equal(book, readings)
 
 
+@pytest.mark.slow
 def test_mpc_settlement_with_five_nodes():
     assert_settlements_equal(*random_market(5, participants=8, slots=1), nodes=5)
 
 
+@pytest.mark.slow
 def test_cheating_meter_packages_are_excluded_from_settlement(monkeypatch):
     from mpc_market.market.book import ReadingLayout
     book, readings = random_market(11, participants=10, slots=1)
@@ -175,6 +179,7 @@ def test_readings_file_errors(tmp_path):
         assert (info.value.line, info.value.field) == (line, field)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mechanism', ['sdr', 'mmr', 'bill-sharing'])
 def test_community_schemes_under_mpc_equal_reference(mechanism):
     import dataclasses

@@ -1,75 +1,22 @@
-"""Submission path of a deployment: three node services over mutual TLS on 127.0.0.1."""
+"""Submission path of a node_services: three node services over mutual TLS on 127.0.0.1."""
 
-import os
 import time
-from concurrent import futures
-from decimal import Decimal
 
 import grpc
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from mpc_market.net import messages
 from mpc_market.mpc import field as ff
 from mpc_market.common import keys
-from mpc_market.market.book import Book
-from mpc_market.market.config import MarketConfig
-from mpc_market.market.orders import Order
 from mpc_market.rpc import market_pb2, market_pb2_grpc
-from mpc_market.net.node_intake import NodeService, RateLimiter, broker_only
-from mpc_market.net.store import Store, now_ms
-from mpc_market.net.submit import SubmitError, Submitter, load_endpoints, tls_credentials
+from mpc_market.net.store import now_ms
+from mpc_market.net.submit import SubmitError
 
-TOML = '[market]\nprice_floor = 0.10\nprice_ceiling = 0.20\ntick = 0.01\n'
-CONFIG = MarketConfig(Decimal('0.10'), Decimal('0.20'), Decimal('0.01'))
+from helpers import TOML, order_values
 
-
-def _read(*parts):
-    with open(os.path.join(*parts), 'rb') as f:
-        return f.read()
-
-
-@pytest.fixture
-def deployment(tmp_path):
-    d = str(tmp_path / 'keys')
-    keys.create_ca(d)
-    for i in range(3):
-        keys.create_node(d, i)
-    keys.create_client(d, 'submitter')
-    keys.create_participants(d, ['alice', 'bob', 'carol'])
-    registry = keys.load_registry(os.path.join(d, 'registry.json'))
-    servers, stores, addresses = [], [], []
-    for i in range(3):
-        store = Store(str(tmp_path / f'node{i}.db'))
-        store.open_round('r1', [0, 1], now_ms() + 60_000, TOML)
-        signing = serialization.load_pem_private_key(_read(d, 'nodes', f'node{i}.sign.key'), None)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[broker_only(i)])  # as serve()
-        market_pb2_grpc.add_NodeServicer_to_server(
-            NodeService(i, store, registry, signing, limiter=RateLimiter(rate=1, burst=8)), server)
-        credentials = grpc.ssl_server_credentials([(_read(d, 'nodes', f'node{i}.key'), _read(d, 'nodes', f'node{i}.pem'))],
-                                                  root_certificates=_read(d, 'ca', 'ca.pem'), require_client_auth=True)
-        port = server.add_secure_port('127.0.0.1:0', credentials)
-        server.start()
-        servers.append(server)
-        stores.append(store)
-        addresses.append(f'localhost:{port}')
-    submitter = Submitter(load_endpoints(d, addresses), tls_credentials(d))
-    yield d, submitter, stores, servers, addresses
-    submitter.close()
-    for server in servers:
-        server.stop(None)
-
-
-def order_values(orders, participant, round_slots=(0, 1)):
-    """The participant's vectors for every slot of the round (zero orders where it has none)."""
-    book = Book(CONFIG, [Order(p, s, side, e, Decimal(lim)) for p, s, side, e, lim in orders],
-                extra_pairs=[(participant, s) for s in round_slots])
-    return book.encode([book.participant_index[participant]])[0]
-
-
-def test_honest_submission_reaches_every_node_and_shares_recombine(deployment):
-    d, submitter, stores, _, _ = deployment
+def test_honest_submission_reaches_every_node_and_shares_recombine(node_services):
+    d, submitter, stores, _, _ = node_services
     values = order_values([('alice', 0, 'sell', 300, '0.12'), ('alice', 1, 'buy', 40, '0.18')], 'alice')
     envelope, receipts = submitter.submit('r1', 'alice', keys.load_participant_key(d, 'alice'), values)
     assert [r.node_index for r in receipts] == [0, 1, 2]
@@ -80,8 +27,8 @@ def test_honest_submission_reaches_every_node_and_shares_recombine(deployment):
     assert [store.count('r1') for store in stores] == [1, 1, 1]
 
 
-def test_attacks_are_rejected_with_clear_errors_and_nothing_stored(deployment):
-    d, submitter, stores, _, _ = deployment
+def test_attacks_are_rejected_with_clear_errors_and_nothing_stored(node_services):
+    d, submitter, stores, _, _ = node_services
     alice, bob = keys.load_participant_key(d, 'alice'), keys.load_participant_key(d, 'bob')
     values = order_values([('alice', 0, 'sell', 300, '0.12')], 'alice')
     stub = market_pb2_grpc.NodeStub(submitter.channels[0])
@@ -128,8 +75,8 @@ def submitter_last(store):
     return messages.Envelope.from_json(envelope_json), signature, package
 
 
-def test_late_orders_and_flooding(deployment):
-    d, submitter, stores, _, _ = deployment
+def test_late_orders_and_flooding(node_services):
+    d, submitter, stores, _, _ = node_services
     carol = keys.load_participant_key(d, 'carol')
     values = order_values([('carol', 0, 'buy', 30, '0.15')], 'carol')
     for store in stores:
@@ -146,8 +93,8 @@ def test_late_orders_and_flooding(deployment):
         {'bob': None}
 
 
-def test_node_down_is_named_and_can_be_retried(deployment):
-    d, submitter, stores, servers, _ = deployment
+def test_node_down_is_named_and_can_be_retried(node_services):
+    d, submitter, stores, servers, _ = node_services
     alice = keys.load_participant_key(d, 'alice')
     values = order_values([('alice', 0, 'sell', 300, '0.12')], 'alice')
     servers[2].stop(None)
@@ -160,8 +107,8 @@ def test_node_down_is_named_and_can_be_retried(deployment):
     assert stores[2].count('r1') == 0
 
 
-def test_batch_submission_isolates_each_participant(deployment):
-    d, submitter, stores, servers, addresses = deployment
+def test_batch_submission_isolates_each_participant(node_services):
+    d, submitter, stores, servers, addresses = node_services
     names = ['alice', 'bob', 'carol']
     keys_ = [keys.load_participant_key(d, p) for p in names]
     values = np.zeros((3, 2, _width(stores[0])), dtype=np.uint64)

@@ -2,8 +2,6 @@
 
 import os
 import stat
-import subprocess
-import sys
 
 import pytest
 from cryptography import x509
@@ -11,6 +9,8 @@ from cryptography import x509
 from mpc_market.net import messages
 from mpc_market.common import keys
 from mpc_market.common.errors import KeyFileError, NotAuthenticated, Replayed, Tampered, WrongPhase
+
+from helpers import cli
 
 
 @pytest.fixture(scope='module')
@@ -79,9 +79,7 @@ def test_envelopes_accept_the_honest_and_reject_attacks(keydir):
 def test_keys_cli_all(tmp_path):
     orders = tmp_path / 'orders.csv'
     orders.write_text('participant,slot,side,energy_wh,limit_price\nh1,0,buy,5,0.1\nh2,0,sell,5,0.05\n')
-    run = [sys.executable, '-m', 'mpc_market', 'keys']
-    proc = subprocess.run(run + ['all', '--dir', str(tmp_path / 'k'), '--orders', str(orders)], capture_output=True,
-                          text=True)
+    proc = cli('keys', 'all', '--dir', tmp_path / 'k', '--orders', orders)
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(tmp_path / 'k' / 'nodes')) == sorted(
         f'node{i}{ext}' for i in range(3) for ext in ('.key', '.pem', '.sign.key', '.sign.pub'))
@@ -89,5 +87,5 @@ def test_keys_cli_all(tmp_path):
     assert sorted(os.listdir(tmp_path / 'k' / 'clients')) == ['operator.key', 'operator.pem', 'submitter.key',
                                                               'submitter.pem']
     assert sorted(os.listdir(tmp_path / 'k' / 'broker')) == ['broker.key', 'broker.pem']
-    proc = subprocess.run(run + ['ca', '--dir', str(tmp_path / 'k')], capture_output=True, text=True)
+    proc = cli('keys', 'ca', '--dir', tmp_path / 'k')
     assert proc.returncode == 2 and proc.stderr.startswith('error: ') and 'refusing to overwrite' in proc.stderr

@@ -2,12 +2,11 @@
 orders through ``mpc-market submit``, results through ``mpc-market results``, compared with
 ``mpc-market clear --engine plain``; node and broker faults; what the broker sees."""
 
-import csv
 import os
 import random
+import secrets
 import sqlite3
 import subprocess
-import sys
 import time
 
 import grpc
@@ -16,125 +15,12 @@ import pytest
 from mpc_market.common import keys
 from mpc_market.net.client import BrokerClient
 from mpc_market.net.tls import client_credentials, secure_channel
-from mpc_market.net.localdeploy import LocalDeployment
 from mpc_market.rpc import market_pb2, market_pb2_grpc
 
-from helpers import node_fault_env
+from helpers import REPO, cli, node_fault_env, write_orders
 
-MARKET = '[market]\nprice_floor = 0.10\nprice_ceiling = 0.20\ntick = 0.01\nmax_order_wh = 1000\n'
-SLOTS = [0, 1, 2]
-
-
-def random_orders(rng, participants):
-    """Ties, exact band edges, an untradeable order, a slot with buyers only, maximum quantities."""
-    rows = []
-    for i in range(participants):
-        for slot in SLOTS:
-            if rng.random() < 0.2:
-                continue
-            side = 'buy' if slot == 2 else rng.choice(('buy', 'sell'))
-            energy = rng.choice((1, 1000, rng.randint(1, 1000)))
-            limit = rng.choice(('0.10', '0.15', '0.20', f'0.1{rng.randint(0, 9)}'))
-            rows.append((f'p{i:02d}', slot, side, energy, limit))
-    rows.append(('p00', 3, 'sell', 7, '0.25'))  # above the ceiling: settled with the retailer
-    return rows
-
-
-def write_orders(path, rows):
-    with open(path, 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['participant', 'slot', 'side', 'energy_wh', 'limit_price'])
-        writer.writerows(rows)
-
-
-def cli(*args, check=True, cwd=None):
-    proc = subprocess.run([sys.executable, '-m', 'mpc_market', *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
-
-
-def read_rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-class Market:
-    """A random market, its plaintext reference, and a running deployment."""
-
-    def __init__(self, tmp_path, participants=10, seed=7, netns=False, node_env=None):
-        self.dir = tmp_path
-        self.rows = random_orders(random.Random(seed), participants)
-        self.participants = sorted({r[0] for r in self.rows})
-        self.orders = str(tmp_path / 'orders.csv')
-        self.market = str(tmp_path / 'market.toml')
-        write_orders(self.orders, self.rows)
-        with open(self.market, 'w') as f:
-            f.write(MARKET)
-        cli('clear', '--engine', 'plain', '--orders', self.orders, '--config', self.market, '--out', tmp_path / 'plain',
-            '--quiet')
-        self.plain = read_rows(tmp_path / 'plain' / 'participants.csv')
-        self.deployment = LocalDeployment(str(tmp_path / 'dep'), netns=netns).create(
-            self.participants, node_options={'connect_timeout_s': 20, 'clearing_timeout_s': 120})
-        for i in range(3):
-            self.deployment.start_node(i, (node_env or {}).get(i))
-        self.deployment.start_broker()
-        self.deployment.wait_ready()
-        self.broker = self.deployment.broker_address
-        self.keys = self.deployment.keys
-
-    def client(self, *args, check=True):
-        return cli(*args, '--broker', self.broker, '--keys', self.keys, check=check)
-
-    def open(self, round_id='r1', gate_in=120):
-        self.client('round', 'open', '--round', round_id, '--slots', '0-3', '--market', self.market,
-                    '--gate-closure-in', gate_in)
-
-    def participant_orders(self, participant):
-        path = str(self.dir / f'orders-{participant}.csv')
-        write_orders(path, [r for r in self.rows if r[0] == participant])
-        return path
-
-    def submit_individually(self, participants, round_id='r1'):
-        """Every participant runs its own `mpc-market submit`, concurrently."""
-        procs = [subprocess.Popen([sys.executable, '-m', 'mpc_market', 'submit', '--broker', self.broker, '--keys',
-                                   self.keys, '--round', round_id, '--orders', self.participant_orders(p)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in participants]
-        for p, proc in zip(participants, procs):
-            out, err = proc.communicate(timeout=120)
-            assert proc.returncode == 0, f'{p}: {out}{err}'
-
-    def close_and_wait(self, round_id='r1', timeout=120):
-        proc = self.client('round', 'close', '--round', round_id, '--wait', timeout, check=False)
-        assert proc.returncode == 0 and ': cleared;' in proc.stdout, proc.stdout + proc.stderr
-
-    def check_results(self, round_id='r1'):
-        """Public results and every participant's own rows equal the plaintext reference's."""
-        out = self.dir / f'results-{round_id}'
-        self.client('results', '--public', '--round', round_id, '--out', out)
-        with open(out / 'public.csv') as f, open(self.dir / 'plain' / 'public.csv') as g:
-            assert f.read() == g.read()
-        for p in self.participants:
-            self.client('results', '--participant', p, '--round', round_id, '--orders', self.orders, '--out', out)
-            assert read_rows(out / f'{p}.csv') == [r for r in self.plain if r['participant'] == p], p
-
-    def stop(self):
-        self.deployment.stop()
-
-
-@pytest.fixture
-def market(tmp_path):
-    markets = []
-
-    def start(**kwargs):
-        markets.append(Market(tmp_path, **kwargs))
-        return markets[-1]
-    yield start
-    for m in markets:
-        m.stop()
-
-
+@pytest.mark.slow
+@pytest.mark.deployment
 def test_end_to_end_matches_the_plaintext_reference_and_the_broker_sees_no_secret(market):
     m = market()
     m.open()
@@ -162,6 +48,8 @@ def test_end_to_end_matches_the_plaintext_reference_and_the_broker_sees_no_secre
     assert not os.listdir(os.path.join(m.deployment.dir, 'node0', 'runs'))  # no stray share copies
 
 
+@pytest.mark.slow
+@pytest.mark.deployment
 def test_node_down_at_submission_then_resubmission(market):
     m = market(participants=6)
     m.open()
@@ -175,6 +63,8 @@ def test_node_down_at_submission_then_resubmission(market):
     m.check_results()
 
 
+@pytest.mark.slow
+@pytest.mark.deployment
 def test_node_killed_mid_clearing_fails_the_round_then_reruns_to_the_same_result(market):
     m = market(participants=6, node_env={1: node_fault_env('stall', 1, 120)})
     m.open()
@@ -195,6 +85,8 @@ def test_node_killed_mid_clearing_fails_the_round_then_reruns_to_the_same_result
     m.check_results()
 
 
+@pytest.mark.slow
+@pytest.mark.deployment
 def test_broker_killed_and_restarted_mid_round(market):
     m = market(participants=6, node_env={0: node_fault_env('stall', 0, 3)})
     m.open()
@@ -217,6 +109,8 @@ def _node_stub(m, index, client='submitter', keys_dir=None):
     return market_pb2_grpc.NodeStub(secure_channel(address, credentials, f'node{index}'))
 
 
+@pytest.mark.slow
+@pytest.mark.deployment
 def test_rejections_by_running_nodes_and_broker(market, tmp_path):
     m = market(participants=4)
     m.open(gate_in=4)
@@ -262,33 +156,44 @@ def test_rejections_by_running_nodes_and_broker(market, tmp_path):
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-def _netns_available():
+def _netns_available(prefix):
     if os.geteuid() != 0:
         return 'needs root for ip netns'
-    probe = subprocess.run(['ip', 'netns', 'add', 'mm-probe'], capture_output=True, text=True)
+    probe = subprocess.run(['ip', 'netns', 'add', f'{prefix}-probe'], capture_output=True, text=True)
     if probe.returncode != 0:
         return f'cannot create network namespaces: {probe.stderr.strip()}'
-    subprocess.run(['ip', 'netns', 'del', 'mm-probe'], capture_output=True)
+    subprocess.run(['ip', 'netns', 'del', f'{prefix}-probe'], capture_output=True)
     return None
 
 
-NETNS_SCRIPT = os.path.join(os.path.dirname(__file__), '..', 'parties', 'netns.sh')
+def run_netns_names():
+    """Namespace prefix and subnet unique to this run, so two runs on one host cannot collide."""
+    rng = random.SystemRandom()
+    return f't{secrets.token_hex(2)}', f'10.{rng.randint(100, 250)}.{rng.randint(0, 255)}'
 
 
+NETNS_SCRIPT = os.path.join(REPO, 'parties', 'netns.sh')
+
+
+@pytest.mark.slow
+@pytest.mark.deployment
+@pytest.mark.netns
 def test_end_to_end_with_nodes_in_separate_network_namespaces(market):
-    reason = _netns_available()
+    prefix, subnet = run_netns_names()
+    reason = _netns_available(prefix)
     if reason:
         pytest.skip(reason)
-    subprocess.run(['bash', NETNS_SCRIPT, 'up', '3'], check=True, capture_output=True, text=True)
+    env = dict(os.environ, NETNS_PREFIX=prefix, NETNS_SUBNET=subnet)
+    subprocess.run(['bash', NETNS_SCRIPT, 'up', '3'], check=True, capture_output=True, text=True, env=env)
     try:
-        m = market(participants=6, netns=True)
+        m = market(participants=6, netns=(prefix, subnet))
         m.open()
         m.submit_individually(m.participants)
         m.close_and_wait()
         m.check_results()
         m.stop()
     finally:
-        subprocess.run(['bash', NETNS_SCRIPT, 'down', '3'], capture_output=True, text=True)
+        subprocess.run(['bash', NETNS_SCRIPT, 'down', '3'], capture_output=True, text=True, env=env)
 
 
 def test_bad_node_and_broker_configs_are_one_line_errors(tmp_path):
