@@ -24,21 +24,42 @@ The names below are the public API (see ``docs/api.md`` and ``examples/``)::
         print(slot.slot, slot.price_units, slot.traded_wh)
 """
 
-from .api import ENGINES, MODES, clear, load_book, load_meter_readings, settle
-from .common.errors import EngineError, InputError, KeyFileError, MarketError, Refused
-from .market.book import Book
-from .market.config import MECHANISMS, MarketConfig, load_config
-from .market.generate import write_community
-from .market.orders import Order, load_orders
-from .market.output import write_results, write_settlement
-from .market.results import Bill, ClearingResult, OrderRow, SettlementResult, SettlementRow, SlotRow
-from .market.rule import clear_slot
-from .market.schemes import scheme_prices
-from .market.settlement import SlotSettlement
-from .stats.aggregate import Aggregator
-from .stats.paillier import generate as generate_operator_key
-from .stats.release import decrypt_bundle
-from .stats.submission import encrypt_day
+import importlib
+
+# name -> module: imported on first use, so a node process that imports mpc_market.mpc.node does not
+# pay for the API, the statistics and their dependencies (PEP 562)
+_EXPORTS = {
+    **dict.fromkeys(('ENGINES', 'MODES', 'clear', 'load_book', 'load_meter_readings', 'settle'), 'api'),
+    **dict.fromkeys(('EngineError', 'InputError', 'KeyFileError', 'MarketError', 'Refused'), 'common.errors'),
+    'Book': 'market.book',
+    **dict.fromkeys(('MECHANISMS', 'MarketConfig', 'load_config'), 'market.config'),
+    'write_community': 'market.generate',
+    **dict.fromkeys(('Order', 'load_orders'), 'market.orders'),
+    **dict.fromkeys(('write_results', 'write_settlement'), 'market.output'),
+    **dict.fromkeys(('Bill', 'ClearingResult', 'OrderRow', 'SettlementResult', 'SettlementRow', 'SlotRow'),
+                    'market.results'),
+    'clear_slot': 'market.rule',
+    'scheme_prices': 'market.schemes',
+    'SlotSettlement': 'market.settlement',
+    'Aggregator': 'stats.aggregate',
+    'generate_operator_key': 'stats.paillier:generate',
+    'decrypt_bundle': 'stats.release',
+    'encrypt_day': 'stats.submission',
+}
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    module, _, attribute = _EXPORTS[name].partition(':')
+    value = getattr(importlib.import_module(f'{__name__}.{module}'), attribute or name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = '0.1.0'
 

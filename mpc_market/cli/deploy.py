@@ -38,16 +38,18 @@ def cmd_up(args):
     import signal
     from ..net.localdeploy import LocalDeployment
     deployment = LocalDeployment(args.dir, args.nodes, netns=args.netns)
+    slots, market = '0-3', args.config or 'MARKET.toml'
+    if args.orders:  # the next-step hint names the orders' own slots and market
+        from ..market.config import load_config
+        from ..market.orders import load_orders
+        config = load_config(args.config) if args.config else default_config()
+        orders = load_orders(args.orders, config)
+        slots = _format_slots(sorted({o.slot for o in orders}))
     if os.path.exists(deployment.broker_config):
         deployment.load()
         print(f'using the existing deployment in {args.dir}')
     else:
-        participants = []
-        if args.orders:
-            from ..market.config import load_config
-            from ..market.orders import load_orders
-            config = load_config(args.config) if args.config else default_config()
-            participants = sorted({o.participant for o in load_orders(args.orders, config)})
+        participants = sorted({o.participant for o in orders}) if args.orders else []
         try:
             deployment.create(participants, delay_ms=args.delay_ms, base_port=args.base_port)
         except KeyFileError as exc:
@@ -55,10 +57,13 @@ def cmd_up(args):
         print(f'wrote fresh keys ({len(participants)} participants registered) and configs to {args.dir}')
     deployment.start()
     print(f'broker at {deployment.broker_address}; {args.nodes} nodes running (logs in {args.dir}/*.log)')
+    print('next, in another terminal:')
     print(f'  operator:     mpc-market round open --broker {deployment.broker_address} --keys {deployment.keys} '
-          '--round r1 --slots 0-3 --market MARKET.toml --gate-closure-in 60')
+          f'--round r1 --slots {slots} --market {market} --gate-closure-in 120')
     print(f'  participants: mpc-market submit --broker {deployment.broker_address} --keys {deployment.keys} '
-          '--orders ORDERS.csv')
+          f'--orders {args.orders or "ORDERS.csv"}')
+    print(f'  operator:     mpc-market round close --broker {deployment.broker_address} --keys {deployment.keys} '
+          '--round r1 --wait 120')
     print('Ctrl-C stops everything.', flush=True)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -74,6 +79,13 @@ def cmd_up(args):
         return 1
     return 0
 
+
+
+def _format_slots(slots):
+    """'46-49' for a run of consecutive slots, else '0,5,9'."""
+    if slots and slots == list(range(slots[0], slots[-1] + 1)):
+        return f'{slots[0]}-{slots[-1]}' if len(slots) > 1 else str(slots[0])
+    return ','.join(map(str, slots))
 
 
 def _parse_slots(text):
@@ -204,18 +216,34 @@ def cmd_results(args):
 
 
 
-def add_deployment_parsers(sub):
-    p = sub.add_parser('node', help='run one market node (gRPC server + MPyC party)')
+def add_parsers(sub, formatter):
+    p = sub.add_parser('node', help='run one market node (gRPC server + MPyC party)', formatter_class=formatter,
+                       description='Serve submissions, round control (from the broker only) and results over '
+                                   'mutual TLS, and run the MPyC party of each clearing. Configuration: NODE.toml '
+                                   '(see docs/deployment.md and parties/node0.toml).',
+                       epilog='example:\n  mpc-market node --config parties/node0.toml')
     p.add_argument('--config', required=True, help='NODE.toml')
     p.set_defaults(func=cmd_node)
 
-    p = sub.add_parser('broker', help='run the broker (rounds, gate closure, public results)')
+    p = sub.add_parser('broker', help='run the broker (rounds, gate closure, public results)',
+                       formatter_class=formatter,
+                       description='Open and close rounds at every node, close each round at its gate closure, '
+                                   're-run failed clearings and publish the public results every node signed. '
+                                   'The broker never sees an order, a share or a reading.',
+                       epilog='example:\n  mpc-market broker --config parties/broker.toml')
     p.add_argument('--config', required=True, help='BROKER.toml')
     p.set_defaults(func=cmd_broker)
 
-    p = sub.add_parser('up', help='fresh keys + broker + nodes as processes on this machine')
+    p = sub.add_parser('up', help='fresh keys + broker + nodes as processes on this machine',
+                       formatter_class=formatter,
+                       description='Create a deployment directory (keys, configs) unless it exists, start the '
+                                   'broker and the nodes, print the next commands, and run until Ctrl-C.',
+                       epilog='example:\n'
+                              '  mpc-market generate --participants 500 --slots 4 --out community\n'
+                              '  mpc-market up --dir deploy --orders community/orders.csv '
+                              '--config community/market.toml')
     p.add_argument('--dir', required=True, help='deployment directory (reused if it exists)')
-    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M')
+    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M', help='market nodes, 3..7')
     p.add_argument('--orders', help='register every participant of this orders file')
     p.add_argument('--config', help='market TOML for reading --orders')
     p.add_argument('--netns', action='store_true', help='each node in its own network namespace '
@@ -230,19 +258,33 @@ def add_deployment_parsers(sub):
         p.add_argument('--broker', required=True, help='broker host:port')
         p.add_argument('--keys', required=True, help='key directory (CA, client certificate, node public keys, '
                        'participant keys)')
-        p.add_argument('--client', default=client, help=f'client certificate name in KEYS/clients (default {client})')
-        p.add_argument('--round', default='', type=_round_id, help='round id (default: the latest open round)')
+        p.add_argument('--client', default=client, help='client certificate name in KEYS/clients')
+        p.add_argument('--round', default='', type=_round_id, help='round id (empty: the latest open round)')
 
-    p = sub.add_parser('round', help='open, close or show a round at the broker')
-    p.add_argument('action', choices=('open', 'close', 'status'))
+    p = sub.add_parser('round', help='open, close or show a round at the broker', formatter_class=formatter,
+                       description='open: announce a round (slots, market, gate closure) at every node; '
+                                   'opening a round id that exists with other parameters is refused. close: move '
+                                   'the gate closure to now. status: the round\'s phase.',
+                       epilog='examples:\n'
+                              '  mpc-market round open --broker 127.0.0.1:7300 --keys deploy/keys --round r1 '
+                              '--slots 46-49 --market community/market.toml --gate-closure-in 120\n'
+                              '  mpc-market round close --broker 127.0.0.1:7300 --keys deploy/keys --round r1 '
+                              '--wait 120')
+    p.add_argument('action', choices=('open', 'close', 'status'), help='what to do')
     client_args(p, 'operator')
-    p.add_argument('--slots', help='slots traded in the round: 0-95 or 0,1,2')
-    p.add_argument('--market', help='market TOML of the round')
-    p.add_argument('--gate-closure-in', type=float, default=60.0, metavar='SECONDS')
-    p.add_argument('--wait', type=float, metavar='SECONDS', help='wait until the round is cleared')
+    p.add_argument('--slots', help='slots traded in the round: 0-95 or 0,1,2 (open)')
+    p.add_argument('--market', help='market TOML of the round (open)')
+    p.add_argument('--gate-closure-in', type=float, default=60.0, metavar='SECONDS',
+                   help='seconds from now until orders are no longer accepted (open)')
+    p.add_argument('--wait', type=float, metavar='SECONDS', help='then wait until the round is cleared')
     p.set_defaults(func=cmd_round)
 
-    p = sub.add_parser('submit', help='share, sign and submit orders to every node')
+    p = sub.add_parser('submit', help='share, sign and submit orders to every node', formatter_class=formatter,
+                       description='For each participant of the orders file: Shamir-share its order vectors, '
+                                   'sign one envelope with its key, send node i only its share package, and check '
+                                   'every node\'s signed receipt. A participant counts only if every node accepted.',
+                       epilog='example:\n  mpc-market submit --broker 127.0.0.1:7300 --keys deploy/keys '
+                              '--orders community/orders.csv')
     client_args(p, 'submitter')
     p.add_argument('--orders', required=True, help='orders CSV or JSON (one or many participants)')
     p.add_argument('--workers', type=int, default=4, help='concurrent batches in flight')
@@ -250,7 +292,15 @@ def add_deployment_parsers(sub):
                    'per request)')
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser('results', help="a participant's own results, or the public results")
+    p = sub.add_parser('results', help="a participant's own results, or the public results",
+                       formatter_class=formatter,
+                       description='--participant: fetch its result shares from every node (sealed to its key), '
+                                   'reconstruct and print its rows. --public: the public results, checked against '
+                                   'every node\'s signature.',
+                       epilog='examples:\n'
+                              '  mpc-market results --broker 127.0.0.1:7300 --keys deploy/keys --public\n'
+                              '  mpc-market results --broker 127.0.0.1:7300 --keys deploy/keys --participant h001 '
+                              '--orders community/orders.csv')
     client_args(p, 'submitter')
     p.add_argument('--participant', help='participant id (its key signs the request)')
     p.add_argument('--orders', help="the participant's orders file: print rows like participants.csv")

@@ -4,72 +4,38 @@
 
 import argparse
 import sys
+
 from ..common.errors import InputError, MarketError
-from .deploy import add_deployment_parsers
-from .keys import cmd_keys
-from .market import cmd_clear, cmd_demo, cmd_generate, cmd_settle
+from .deploy import add_parsers as add_deployment_parsers
+from .keys import add_parsers as add_keys_parsers
+from .market import add_parsers as add_market_parsers
+from .stats import add_parsers as add_stats_parsers
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option with a default says it; epilogs (the examples) keep their lines."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or action.required or '(default' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog='mpc-market', description='Privacy-preserving local electricity market')
-    sub = parser.add_subparsers(dest='command', required=True)
-
-    p = sub.add_parser('clear', help='clear an orders file (under MPC by default)')
-    p.add_argument('--orders', required=True, help='orders CSV or JSON')
-    p.add_argument('--config', required=True, help='market TOML')
-    p.add_argument('--out', required=True, help='output directory')
-    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M', help='market nodes (3..7)')
-    p.add_argument('--engine', choices=('mpc', 'plain'), default='mpc')
-    p.add_argument('--mode', choices=('local', 'peers'), default='local',
-                   help='peers: every participant runs its own node (scenario S1, at most 7)')
-    p.add_argument('--chunk', type=int, default=8192, help='orders per streamed chunk (bounds node memory)')
-    p.add_argument('--quiet', action='store_true')
-    p.set_defaults(func=cmd_clear)
-
-    p = sub.add_parser('settle', help='clear and settle deviations from meter readings; write bills')
-    p.add_argument('--orders', required=True, help='orders CSV or JSON')
-    p.add_argument('--readings', required=True, help='meter readings CSV: participant,slot,net_wh')
-    p.add_argument('--config', required=True, help='market TOML')
-    p.add_argument('--out', required=True, help='output directory')
-    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M', help='market nodes (3..7)')
-    p.add_argument('--engine', choices=('mpc', 'plain'), default='mpc')
-    p.add_argument('--mechanism', choices=('double-auction', 'sdr', 'mmr', 'bill-sharing'),
-                   help='pricing mechanism (default: the market TOML\'s, else double-auction)')
-    p.add_argument('--chunk', type=int, default=8192, help='orders per streamed chunk (bounds node memory)')
-    p.add_argument('--quiet', action='store_true')
-    p.set_defaults(func=cmd_settle)
-
-    p = sub.add_parser('keys', help='create a CA, node TLS certificates and signing keys, participant keys')
-    p.add_argument('action', choices=('ca', 'node', 'broker', 'aggregator', 'client', 'participants', 'all'))
-    p.add_argument('--name', default='submitter', help='client certificate name (action client): submitter, '
-                   'operator, a representative')
-    p.add_argument('--dir', required=True, help='key directory (private keys are never overwritten)')
-    p.add_argument('--index', type=int, default=0, help='node index (action node)')
-    p.add_argument('--nodes', type=int, default=3, help='number of nodes (action all)')
-    p.add_argument('--host', action='append', help='host name or IP of the node(s); repeat (default 127.0.0.1, localhost)')
-    p.add_argument('--participant', action='append', help='participant id to register; repeat')
-    p.add_argument('--orders', help='register every participant of this orders file')
-    p.add_argument('--config', help='market TOML for reading --orders')
-    p.set_defaults(func=cmd_keys)
-
-    p = sub.add_parser('generate', help='write a realistic community: orders, meter readings, market config')
-    p.add_argument('--participants', type=int, required=True)
-    p.add_argument('--slots', type=int, default=96)
-    p.add_argument('--seed', type=int, default=1)
-    p.add_argument('--out', required=True)
-    p.set_defaults(func=cmd_generate)
-
-    p = sub.add_parser('demo', help='generate a community and clear it under MPC')
-    p.add_argument('--participants', type=int, default=200)
-    p.add_argument('--slots', type=int, default=96)
-    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M')
-    p.add_argument('--seed', type=int, default=2026)
-    p.set_defaults(func=cmd_demo)
-    add_deployment_parsers(sub)
-    from .stats import add_parsers
-    add_parsers(sub)
+    parser = argparse.ArgumentParser(
+        prog='mpc-market', formatter_class=HelpFormatter,
+        description='Privacy-preserving local electricity market: orders are cleared under secure multiparty '
+                    'computation; nobody but their owner sees an order, a reading or a bill.',
+        epilog='Local:       generate, clear, settle, demo, keys\n'
+               'Deployment:  up, node, broker, round, submit, results\n'
+               'Statistics:  stats keygen|encrypt|submit|aggregate|decrypt|aggregator|fetch\n'
+               'Run `mpc-market COMMAND --help` for a command\'s options and examples; docs/ has the details.')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    add_market_parsers(sub, HelpFormatter)
+    add_keys_parsers(sub, HelpFormatter)
+    add_deployment_parsers(sub, HelpFormatter)
+    add_stats_parsers(sub, HelpFormatter)
     return parser
-
 
 
 def main(argv=None):

@@ -137,13 +137,16 @@ def default_config():
 
 
 def cmd_generate(args):
-    from ..market.generate import write_community
+    from ..market.generate import first_slot_and_stop, write_community
     if args.participants < 1 or args.slots < 1:
         raise InputError('<command line>', 0, 'participants' if args.participants < 1 else 'slots', 'must be >= 1')
     orders, config, count, readings = write_community(args.out, args.participants, args.slots, args.seed)
-    print(f'wrote {count} orders of {args.participants} households x {args.slots} slots to {orders}, '
-          f'meter readings to {readings}, market to {config}, feeder map to '
+    first, stop = first_slot_and_stop(args.slots)
+    print(f'wrote {count} orders of {args.participants} households for slots {first}-{stop - 1} '
+          f'({args.slots} x 15 min) to {orders}')
+    print(f'      meter readings to {readings}, market to {config}, feeder map to '
           f'{os.path.join(args.out, "feeders.csv")}')
+    print(f'next: mpc-market clear --orders {orders} --config {config} --out result/')
     return 0
 
 
@@ -157,7 +160,7 @@ def cmd_demo(args):
     print(f'Community: {args.participants} households, {args.slots} slots of 15 minutes, {count} orders '
           f'(generated in {work})')
     started = time.perf_counter()
-    config, book, result = _clear(orders, config_path, args.nodes, 'mpc', 'local', 8192, True)
+    config, book, result = _clear(orders, config_path, args.nodes, 'mpc', 'local', 8192, False)
     elapsed = time.perf_counter() - started
     write_results(os.path.join(work, 'out'), config, result)
     print(f'Cleared under MPC by {args.nodes} market node processes in {elapsed:.1f} s. Public results '
@@ -185,3 +188,77 @@ def cmd_demo(args):
     print('Plaintext reference agrees exactly.' if same else 'MISMATCH with the plaintext reference!')
     print(_summary(config, book, result))
     return 0 if same else 1
+
+
+NODES_HELP = 'market nodes, 3..7 (threshold (M-1)/2: an honest majority)'
+CHUNK_HELP = 'orders shared and validated per batch (bounds node memory)'
+
+
+def add_parsers(sub, formatter):
+    p = sub.add_parser('clear', help='clear an orders file (under MPC by default)', formatter_class=formatter,
+                       description='Clear every slot of an orders file: price, traded volume, and each order\'s '
+                                   'match and amount. Writes public.csv, participants.csv and summary.json.',
+                       epilog='examples:\n'
+                              '  mpc-market clear --orders community/orders.csv --config community/market.toml '
+                              '--out result/\n'
+                              '  mpc-market clear ... --engine plain      # the plaintext reference, same outputs\n'
+                              '  mpc-market clear ... --nodes 5           # five market nodes\n'
+                              '  mpc-market clear ... --mode peers        # scenario S1: each of 3..7 prosumers '
+                              'runs a node')
+    p.add_argument('--orders', required=True, help='orders CSV or JSON: participant,slot,side,energy_wh,limit_price')
+    p.add_argument('--config', required=True, help='market TOML (price_floor, price_ceiling, tick, ...)')
+    p.add_argument('--out', required=True, help='output directory (files are replaced together at the end)')
+    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M', help=NODES_HELP)
+    p.add_argument('--engine', choices=('mpc', 'plain'), default='mpc',
+                   help='mpc: node processes on this machine; plain: the plaintext reference')
+    p.add_argument('--mode', choices=('local', 'peers'), default='local',
+                   help='peers: every participant runs its own node (scenario S1, 3..7 participants)')
+    p.add_argument('--chunk', type=int, default=8192, help=CHUNK_HELP)
+    p.add_argument('--quiet', action='store_true', help='no progress and no warnings on stderr')
+    p.set_defaults(func=cmd_clear)
+
+    p = sub.add_parser('settle', help='clear and settle deviations from meter readings; write bills',
+                       formatter_class=formatter,
+                       description='Clear the orders and settle every deviation of the meter readings from the '
+                                   'cleared positions, in one MPC session. Writes participants.csv (one row per '
+                                   'order or reading), bills.csv, retailer.csv, public.csv and summary.json.',
+                       epilog='examples:\n'
+                              '  mpc-market settle --orders community/orders.csv --readings community/readings.csv '
+                              '--config community/market.toml --out bills/\n'
+                              '  mpc-market settle ... --mechanism sdr    # supply-demand ratio pricing')
+    p.add_argument('--orders', required=True, help='orders CSV or JSON')
+    p.add_argument('--readings', required=True, help='meter readings CSV: participant,slot,net_wh (+ import, - export)')
+    p.add_argument('--config', required=True, help='market TOML')
+    p.add_argument('--out', required=True, help='output directory')
+    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M', help=NODES_HELP)
+    p.add_argument('--engine', choices=('mpc', 'plain'), default='mpc',
+                   help='mpc: node processes on this machine; plain: the plaintext reference')
+    p.add_argument('--mechanism', choices=('double-auction', 'sdr', 'mmr', 'bill-sharing'),
+                   help='pricing mechanism (default: the market TOML\'s mechanism, else double-auction)')
+    p.add_argument('--chunk', type=int, default=8192, help=CHUNK_HELP)
+    p.add_argument('--quiet', action='store_true', help='no progress and no warnings on stderr')
+    p.set_defaults(func=cmd_settle)
+
+    p = sub.add_parser('generate', help='write a synthetic community: orders, meter readings, feeders, market',
+                       formatter_class=formatter,
+                       description='Write OUT/orders.csv, OUT/readings.csv (with forecast errors), OUT/feeders.csv '
+                                   '(20 households per feeder) and OUT/market.toml. One slot is 15 minutes; the '
+                                   'slots are centred on midday (slot 48), so a few slots still have sun.',
+                       epilog='example:\n  mpc-market generate --participants 1000 --slots 96 --out community/')
+    p.add_argument('--participants', type=int, required=True, help='households (about a third with PV)')
+    p.add_argument('--slots', type=int, default=96, help='15-minute slots; 96 is one whole day')
+    p.add_argument('--seed', type=int, default=1, help='random seed (the same seed writes the same files)')
+    p.add_argument('--out', required=True, help='output directory')
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser('demo', help='generate a community and clear it under MPC, with progress',
+                       formatter_class=formatter,
+                       description='Generate a community in a temporary directory, clear it with market node '
+                                   'processes, print the public results and a few participants\' own results, '
+                                   'and check them against the plaintext reference.',
+                       epilog='example:\n  mpc-market demo --participants 1000 --slots 4')
+    p.add_argument('--participants', type=int, default=200, help='households')
+    p.add_argument('--slots', type=int, default=96, help='15-minute slots')
+    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M', help=NODES_HELP)
+    p.add_argument('--seed', type=int, default=2026, help='random seed')
+    p.set_defaults(func=cmd_demo)

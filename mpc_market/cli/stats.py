@@ -198,23 +198,45 @@ def cmd_fetch(args):
     return 0
 
 
-def add_parsers(sub):
-    stats = sub.add_parser('stats', help='grid-operator statistics: Paillier-encrypted meter data, per-feeder and '
-                           'per-zone aggregates').add_subparsers(dest='stats_command', required=True)
+EXAMPLES = {
+    'keygen': 'mpc-market stats keygen --out dso --name dso --level feeder',
+    'encrypt': 'mpc-market stats encrypt --readings community/readings.csv --day 2026-11-20 --feeders '
+               'community/feeders.csv --pubkey dso/dso.pub.json --key-id KEY_ID --keys keys --out days.jsonl',
+    'submit': 'mpc-market stats submit --submissions days.jsonl --aggregator 127.0.0.1:7400 --keys keys',
+    'aggregate': 'mpc-market stats aggregate --submissions days.jsonl --feeders community/feeders.csv --registry '
+                 'keys/registry.json --pubkey dso/dso.pub.json --day 2026-11-20 --out aggregates',
+    'decrypt': 'mpc-market stats decrypt --key dso/dso.key.json --aggregates aggregates/dso-2026-11-20.aggregates.json '
+               '--out dso-report',
+    'aggregator': 'mpc-market stats aggregator --config parties/aggregator.toml',
+    'fetch': 'mpc-market stats fetch --aggregator 127.0.0.1:7400 --keys keys --pubkey dso/dso.pub.json '
+             '--day 2026-11-20 --out aggregates',
+}
 
-    p = stats.add_parser('keygen', help="an operator's Paillier key pair and packing layout")
+
+def add_parsers(sub, formatter):
+    stats = sub.add_parser('stats', help='grid-operator statistics: Paillier-encrypted meter data, per-feeder and '
+                           'per-zone aggregates', formatter_class=formatter,
+                           description='Meters encrypt their day under each operator\'s Paillier key; an aggregator '
+                                       'holding public keys only sums them per feeder (DSO) or zone (TSO); each '
+                                       'operator decrypts totals of at least min_cohort meters. See '
+                                       'docs/grid-statistics.md.').add_subparsers(dest='stats_command', required=True,
+                                                                                  metavar='STEP')
+
+    p = stats.add_parser('keygen', help="an operator's Paillier key pair and packing layout", formatter_class=formatter,
+                         epilog='example:\n  ' + EXAMPLES['keygen'])
     p.add_argument('--out', required=True, help='directory for NAME.pub.json and NAME.key.json')
     p.add_argument('--name', default='dso', help='operator name; also its TLS client name at the aggregator')
     p.add_argument('--level', choices=('feeder', 'zone'), default='feeder',
                    help='feeder: a DSO key (per-feeder sums); zone: a TSO key (per-zone sums)')
     p.add_argument('--bits', type=int, default=2048, help='modulus bits (>= 2048; 3072 for long-term secrecy)')
-    p.add_argument('--slots', type=int, default=96)
+    p.add_argument('--slots', type=int, default=96, help='15-minute slots per meter-day')
     p.add_argument('--max-reading-wh', type=int, default=65535, help='per meter, slot and direction')
     p.add_argument('--max-meters', type=int, default=1_000_000, help='largest group that must sum without carries')
     p.add_argument('--guard-bits', type=int, default=4, help='spare bits per field (room for DP noise)')
     p.set_defaults(func=cmd_keygen)
 
-    p = stats.add_parser('encrypt', help='meter side: encrypt and sign a day of readings (packed)')
+    p = stats.add_parser('encrypt', help='meter side: encrypt and sign a day of readings (packed)', formatter_class=formatter,
+                         epilog='example:\n  ' + EXAMPLES['encrypt'])
     p.add_argument('--readings', required=True, help='CSV participant,slot,import_wh,export_wh (or net_wh)')
     p.add_argument('--day', required=True, help='YYYY-MM-DD')
     p.add_argument('--feeders', required=True, help='CSV participant,feeder,zone')
@@ -227,7 +249,8 @@ def add_parsers(sub):
     p.add_argument('--standard-randomness', action='store_true', help="phe's r^n randomness (DCR only; ~9x slower)")
     p.set_defaults(func=cmd_encrypt)
 
-    p = stats.add_parser('submit', help='send encrypted meter-days to the aggregator (gRPC, mutual TLS)')
+    p = stats.add_parser('submit', help='send encrypted meter-days to the aggregator (gRPC, mutual TLS)', formatter_class=formatter,
+                         epilog='example:\n  ' + EXAMPLES['submit'])
     p.add_argument('--submissions', required=True, help='JSON-lines file from stats encrypt')
     p.add_argument('--aggregator', required=True, help='host:port')
     p.add_argument('--keys', required=True, help='key directory (CA, client certificate)')
@@ -235,7 +258,8 @@ def add_parsers(sub):
     p.add_argument('--batch', type=int, default=256, help='meter-days per request')
     p.set_defaults(func=cmd_submit)
 
-    p = stats.add_parser('aggregate', help='aggregator: check submissions, sum per feeder / zone (offline)')
+    p = stats.add_parser('aggregate', help='aggregator: check submissions, sum per feeder / zone (offline)', formatter_class=formatter,
+                         epilog='example:\n  ' + EXAMPLES['aggregate'])
     p.add_argument('--submissions', action='append', required=True, help='JSON-lines file; repeat')
     p.add_argument('--feeders', required=True, help='CSV participant,feeder,zone')
     p.add_argument('--registry', required=True, help='participant registry.json (signature keys)')
@@ -246,24 +270,27 @@ def add_parsers(sub):
     p.add_argument('--out', required=True, help='directory for <key>-<day>.aggregates.json')
     p.set_defaults(func=cmd_aggregate)
 
-    p = stats.add_parser('decrypt', help='operator: decrypt aggregates to CSV and one PNG per feeder / zone')
+    p = stats.add_parser('decrypt', help='operator: decrypt aggregates to CSV and one PNG per feeder / zone', formatter_class=formatter,
+                         epilog='example:\n  ' + EXAMPLES['decrypt'])
     p.add_argument('--key', required=True, help="the operator's NAME.key.json")
     p.add_argument('--aggregates', required=True, help='aggregates JSON from the aggregator')
     p.add_argument('--public-results', help="the market's public.csv: plot its traded volume")
     p.add_argument('--min-cohort', type=int, default=5, help='refuse to decrypt any group of fewer meters')
-    p.add_argument('--no-plot', action='store_true')
-    p.add_argument('--out', required=True)
+    p.add_argument('--no-plot', action='store_true', help='write the CSV only')
+    p.add_argument('--out', required=True, help='directory for the CSV and the PNGs')
     p.set_defaults(func=cmd_decrypt)
 
-    p = stats.add_parser('aggregator', help='run the statistics aggregator (gRPC server)')
+    p = stats.add_parser('aggregator', help='run the statistics aggregator (gRPC server)', formatter_class=formatter,
+                         epilog='example:\n  ' + EXAMPLES['aggregator'])
     p.add_argument('--config', required=True, help='AGGREGATOR.toml')
     p.set_defaults(func=cmd_aggregator)
 
-    p = stats.add_parser('fetch', help="operator: fetch a day's aggregates under its key from the aggregator")
+    p = stats.add_parser('fetch', help="operator: fetch a day's aggregates under its key from the aggregator", formatter_class=formatter,
+                         epilog='example:\n  ' + EXAMPLES['fetch'])
     p.add_argument('--aggregator', required=True, help='host:port')
     p.add_argument('--keys', required=True, help='key directory (CA, the operator client certificate)')
     p.add_argument('--client', help='client certificate name (default: the key name)')
     p.add_argument('--pubkey', required=True, help="the operator's public key")
     p.add_argument('--day', required=True, help='YYYY-MM-DD')
-    p.add_argument('--out', required=True)
+    p.add_argument('--out', required=True, help='directory for the aggregates JSON')
     p.set_defaults(func=cmd_fetch)

@@ -28,6 +28,13 @@ def pv_shape(hour):
     return np.clip(np.cos((hour - 13.0) / 7.0 * np.pi / 2), 0, None) ** 2 * ((hour > 6) & (hour < 20))
 
 
+def first_slot_and_stop(slots):
+    """The slot ids a community of ``slots`` slots covers: whole days from slot 0, shorter runs
+    centred on midday (slot 48), when PV sellers meet buyers."""
+    first = 0 if slots >= SLOTS_PER_DAY else max(0, SLOTS_PER_DAY // 2 - slots // 2)
+    return first, first + slots
+
+
 def community(participants, slots, seed, with_readings=False):
     """Orders as a list of dicts with the orders-CSV keys (and meter readings if asked).
 
@@ -35,10 +42,7 @@ def community(participants, slots, seed, with_readings=False):
     and ~30 Wh of noise, so some participants end up short and others long.
     """
     rng = np.random.default_rng(seed)
-    if slots >= SLOTS_PER_DAY:
-        slot_ids = np.arange(slots)
-    else:  # centre short runs on midday, when PV sellers meet buyers
-        slot_ids = np.arange(slots) + max(0, SLOTS_PER_DAY // 2 - slots // 2)
+    slot_ids = np.arange(*first_slot_and_stop(slots))
     hours = (slot_ids % SLOTS_PER_DAY) * 0.25 + 0.125
     days = slot_ids // SLOTS_PER_DAY
     cloud = rng.uniform(0.35, 1.0, size=days.max() + 1)[days]

@@ -47,7 +47,7 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize('parties', [3, 5, 7])
+@pytest.mark.parametrize('parties', [3, 7])  # 5 parties: the settlement tests run with 5 nodes
 def test_random_bits_and_exact_truncation(tmp_path, parties):
     script = tmp_path / 'check.py'
     script.write_text(SCRIPT)

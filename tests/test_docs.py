@@ -1,0 +1,107 @@
+"""The docs cannot drift: every documented command parses with the real parser, and the
+walk-throughs run as written (in a temporary directory, with only the port made unique)."""
+
+import glob
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from mpc_market.cli.main import build_parser
+
+from helpers import REPO
+
+DOCS = ['README.md', 'SECURITY.md', 'parties/README.md'] + sorted(
+    os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, 'docs', '*.md')))
+SEPARATORS = {';', '|', '&', '&&', '||', ')', '(', ';;'}
+
+
+def shell_blocks(path, language='sh'):
+    with open(os.path.join(REPO, path)) as f:
+        text = f.read()
+    return [body for lang, body in re.findall(r'```(\w*)\n(.*?)```', text, re.S) if lang == language]
+
+
+def documented_commands(path):
+    """(line, argv) of every ``mpc-market`` command in the file's sh blocks, with ``...`` meaning
+    the previous command of the same kind, ``[optional]`` parts dropped and $VARS as 0."""
+    commands, previous = [], {}
+    for block in shell_blocks(path):
+        for line in block.replace('\\\n', ' ').splitlines():
+            lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+            lexer.commenters = '#'
+            lexer.wordchars += ':$@,%+{}[]'
+            tokens = list(lexer)
+            while 'mpc-market' in tokens:
+                tokens = tokens[tokens.index('mpc-market') + 1:]
+                argv = []
+                for token in tokens:
+                    if token in SEPARATORS:
+                        break
+                    argv.append('0' if token.startswith('$') else token)
+                tokens = tokens[len(argv):]
+                argv = [a for a in argv if not (a.startswith('[') or a.endswith(']'))]
+                kind = tuple(argv[:2] if len(argv) > 1 and not argv[1].startswith('-') and argv[1] != '...'
+                             else argv[:1])
+                if '...' in argv:
+                    at = argv.index('...')
+                    argv = argv[:at] + previous.get(kind, argv[:at])[at:] + argv[at + 1:]
+                previous[kind] = argv
+                commands.append((line.strip(), argv))
+    return commands
+
+
+def test_the_docs_document_commands():
+    assert sum(len(documented_commands(path)) for path in DOCS) >= 30
+
+
+@pytest.mark.parametrize('path', DOCS)
+def test_every_documented_command_parses(path):
+    parser = build_parser()
+    for line, argv in documented_commands(path):
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f'{path}: `{line}` does not parse as {argv}')
+
+
+def run_script(script, cwd, timeout=600):
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH'])
+    proc = subprocess.run(['bash', '-euo', 'pipefail', '-c', script], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_grid_statistics_walkthrough_runs(tmp_path):
+    (block,) = shell_blocks('docs/grid-statistics.md')[:1]
+    run_script(block, tmp_path)
+    assert list((tmp_path / 'dso-report').glob('*.png')) and list((tmp_path / 'tso-report').glob('*.csv'))
+
+
+@pytest.mark.slow
+@pytest.mark.deployment
+def test_deployment_quickstart_runs(tmp_path):
+    """docs/deployment.md's quickstart, minus the venv line, on free ports; `sleep 5` becomes a
+    wait for the broker (on a loaded machine five seconds may not be enough)."""
+    block = next(b for b in shell_blocks('docs/deployment.md') if 'mpc-market up' in b)
+    lines = [ln for ln in block.replace('\\\n', ' ').splitlines() if not ln.startswith('python3 -m venv')]
+    script = '\n'.join(lines).replace('127.0.0.1:7300', '"$BROKER"')
+    script = script.replace('--config community/market.toml &', '--config community/market.toml --base-port 0 > up.log 2>&1 &')
+    script = script.replace('sleep 5', 'until grep -q "^broker at" up.log 2>/dev/null; do sleep 0.5; done\n'
+                                       'BROKER=$(sed -n "s/^broker at \\([^;]*\\);.*/\\1/p" up.log)')
+    script = script.replace('kill %1', 'kill %1; wait')
+    assert '--base-port 0' in script and 'BROKER=' in script and 'wait' in script
+    out = run_script(script, tmp_path, timeout=300)
+    assert 'h00,' in out and 'slot' in out
+
+
+@pytest.mark.slow
+def test_readme_python_tour_runs(tmp_path):
+    (code,) = shell_blocks('README.md', 'python')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
