@@ -155,7 +155,11 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, 'broker: the gate closure is in the past')
         existing = self.store.get(request.round_id) if request.round_id else None
         if existing is not None:
-            return self._state(existing)  # idempotent: a retried open
+            if (existing['slots'], existing['gate_closure_ms'], existing['market_toml']) == (
+                    sorted(request.slots), request.gate_closure_unix_ms, request.market_toml):
+                return self._state(existing)  # idempotent: the same request retried
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, f'broker: round {request.round_id} exists already '
+                          f'({existing["state"]}); open a new round id')
         failures = [f'node {i} ({self.nodes.addresses[i]}): {error}'
                     for i, (_, error) in enumerate(self.nodes.call('OpenRound', request)) if error]
         if failures:  # nodes that did open it keep it idempotently; a retry opens it everywhere

@@ -85,8 +85,8 @@ def test_ties_between_candidates():
 def test_more_nodes(nodes):
     rng = random.Random(nodes)
     orders = [(f'p{i}', rng.randrange(2), rng.choice(['buy', 'sell']), rng.randint(1, 3000),
-               round(rng.uniform(0.04, 0.15), 3)) for i in range(25)]
-    assert_same(book_of(orders), nodes=nodes)
+               round(rng.uniform(0.08, 0.22), 2)) for i in range(25)]
+    assert_same(book_of(orders, SMALL), nodes=nodes)  # 11 levels: the party count is what is tested
 
 
 def test_chunked_streaming_matches():

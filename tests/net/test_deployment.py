@@ -126,6 +126,9 @@ def test_rejections_by_running_nodes_and_broker(market, tmp_path):
     proc = m.client('round', 'open', '--round', 'r2', '--slots', '0', '--market', m.market, '--client', 'submitter',
                     check=False)
     assert proc.returncode == 1 and 'PERMISSION_DENIED' in proc.stderr
+    # Re-opening an existing round (here: a new gate closure) is an error, not a silent success.
+    proc = m.client('round', 'open', '--round', 'r1', '--slots', '0-3', '--market', m.market, check=False)
+    assert proc.returncode == 1 and 'ALREADY_EXISTS' in proc.stderr and 'exists already' in proc.stderr, proc.stderr
     # A client whose certificate is from another CA is refused by the TLS handshake.
     other = str(tmp_path / 'other')
     keys.create_ca(other)
