@@ -86,11 +86,10 @@ def test_grid_statistics_walkthrough_runs(tmp_path):
 @pytest.mark.slow
 @pytest.mark.deployment
 def test_deployment_quickstart_runs(tmp_path):
-    """docs/deployment.md's quickstart, minus the venv line, on free ports; `sleep 5` becomes a
+    """docs/deployment.md's quickstart on free ports; `sleep 5` becomes a
     wait for the broker (on a loaded machine five seconds may not be enough)."""
     block = next(b for b in shell_blocks('docs/deployment.md') if 'mpc-market up' in b)
-    lines = [ln for ln in block.replace('\\\n', ' ').splitlines() if not ln.startswith('python3 -m venv')]
-    script = '\n'.join(lines).replace('127.0.0.1:7300', '"$BROKER"')
+    script = block.replace('127.0.0.1:7300', '"$BROKER"')
     script = script.replace('--config community/market.toml &', '--config community/market.toml --base-port 0 > up.log 2>&1 &')
     script = script.replace('sleep 5', 'until grep -q "^broker at" up.log 2>/dev/null; do sleep 0.5; done\n'
                                        'BROKER=$(sed -n "s/^broker at \\([^;]*\\);.*/\\1/p" up.log)')
@@ -105,3 +104,11 @@ def test_readme_python_tour_runs(tmp_path):
     (code,) = shell_blocks('README.md', 'python')
     proc = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize('path', DOCS)
+def test_relative_links_resolve(path):
+    with open(os.path.join(REPO, path)) as f:
+        links = re.findall(r'\]\(([^)#:]+)(?:#[^)]*)?\)', f.read())
+    missing = [link for link in links if not os.path.exists(os.path.join(REPO, os.path.dirname(path), link))]
+    assert not missing, missing
