@@ -16,15 +16,16 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
+from decimal import Decimal  # noqa: E402
+
 from common import machine, save_rows  # noqa: E402
 
 from mpc_market.market.book import Book  # noqa: E402
-from mpc_market.mpc.local import clear_mpc
-from mpc_market.market.plain import clear_plain  # noqa: E402
-from mpc_market.market.generate import community  # noqa: E402
 from mpc_market.market.config import MarketConfig
+from mpc_market.market.generate import community  # noqa: E402
 from mpc_market.market.orders import Order  # noqa: E402
-from decimal import Decimal  # noqa: E402
+from mpc_market.market.plain import clear_plain  # noqa: E402
+from mpc_market.mpc.local import clear_mpc
 
 DEFAULT_SIZES = ['100x1', '1000x1', '10000x1', '100000x1', '1000x96']
 CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'), 65535)

@@ -25,14 +25,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine, save_rows  # noqa: E402
 
 from mpc_market.common import keys  # noqa: E402
-from mpc_market.net.client import BrokerClient, fetch_own_results, fetch_public, own_order_rows  # noqa: E402
 from mpc_market.market.book import Book  # noqa: E402
-from mpc_market.market.plain import clear_plain  # noqa: E402
-from mpc_market.market.generate import write_community  # noqa: E402
-from mpc_market.net.localdeploy import LocalDeployment  # noqa: E402
 from mpc_market.market.config import load_config
+from mpc_market.market.generate import write_community  # noqa: E402
 from mpc_market.market.orders import load_orders  # noqa: E402
 from mpc_market.market.output import participant_table, public_table  # noqa: E402
+from mpc_market.market.plain import clear_plain  # noqa: E402
+from mpc_market.net.client import BrokerClient, fetch_own_results, fetch_public, own_order_rows  # noqa: E402
+from mpc_market.net.localdeploy import LocalDeployment  # noqa: E402
 from mpc_market.rpc import market_pb2  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')

@@ -22,23 +22,22 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import grpc  # noqa: E402
 from common import machine, save_rows  # noqa: E402
 
-import grpc  # noqa: E402
-
-from mpc_market.net import messages
 from mpc_market.common import keys  # noqa: E402
-from mpc_market.net.client import BrokerClient  # noqa: E402
-from mpc_market.net.tls import _read, client_credentials, secure_channel  # noqa: E402
+from mpc_market.common.keys import load_node_verify_keys  # noqa: E402
 from mpc_market.market.book import Book  # noqa: E402
-from mpc_market.net.localdeploy import LocalDeployment  # noqa: E402
 from mpc_market.market.config import parse_config
 from mpc_market.market.orders import Order  # noqa: E402
-from mpc_market.rpc import market_pb2, market_pb2_grpc  # noqa: E402
+from mpc_market.net import messages
+from mpc_market.net.client import BrokerClient  # noqa: E402
+from mpc_market.net.localdeploy import LocalDeployment  # noqa: E402
 from mpc_market.net.node_intake import package_values  # noqa: E402
 from mpc_market.net.store import Round, now_ms  # noqa: E402
 from mpc_market.net.submit import NodeEndpoint, Submitter  # noqa: E402
-from mpc_market.common.keys import load_node_verify_keys  # noqa: E402
+from mpc_market.net.tls import _read, client_credentials, secure_channel  # noqa: E402
+from mpc_market.rpc import market_pb2, market_pb2_grpc  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 MARKET = '[market]\nprice_floor = 0.047\nprice_ceiling = 0.139\ntick = 0.001\n'

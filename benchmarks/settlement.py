@@ -21,11 +21,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 from clearing import CONFIG  # noqa: E402
 from common import machine, save_rows  # noqa: E402
 
-from mpc_market.mpc import local
 from mpc_market.market import plain
 from mpc_market.market.book import Book  # noqa: E402
 from mpc_market.market.generate import community  # noqa: E402
 from mpc_market.market.orders import Order  # noqa: E402
+from mpc_market.mpc import local
 
 
 def run(participants, mechanism, nodes, seed, check):

@@ -31,11 +31,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519  # noqa: E
 from phe import paillier as phe  # noqa: E402
 
 from mpc_market.common import keys  # noqa: E402
-from mpc_market.mpc.local import free_ports  # noqa: E402
 from mpc_market.market.generate import community, feeder_map  # noqa: E402
-from mpc_market.stats.client import AggregatorClient  # noqa: E402
+from mpc_market.mpc.local import free_ports  # noqa: E402
 from mpc_market.stats import paillier  # noqa: E402
 from mpc_market.stats.aggregate import Aggregator, bundle_text  # noqa: E402
+from mpc_market.stats.client import AggregatorClient  # noqa: E402
 from mpc_market.stats.reference import plain_totals  # noqa: E402
 from mpc_market.stats.release import decrypt_bundle  # noqa: E402
 from mpc_market.stats.submission import encrypt_day  # noqa: E402

@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 import time
+
 from ..common.errors import InputError, KeyFileError
 from .market import MAX_WARNINGS, default_config
 
@@ -36,6 +37,7 @@ def cmd_broker(args):
 
 def cmd_up(args):
     import signal
+
     from ..net.localdeploy import LocalDeployment
     deployment = LocalDeployment(args.dir, args.nodes, netns=args.netns)
     slots, market = '0-3', args.config or 'MARKET.toml'
@@ -116,7 +118,7 @@ def _state_line(state):
 
 
 def _round_id(value):
-    from ..common.names import is_name, NAME_RULE
+    from ..common.names import NAME_RULE, is_name
     if value and not is_name(value):
         raise argparse.ArgumentTypeError(f'round id {value[:80]!r} is not {NAME_RULE}')
     return value
@@ -124,11 +126,11 @@ def _round_id(value):
 
 
 def cmd_round(args):
-    from ..net.client import BrokerClient
-    from ..market.config import load_config
     from ..common.textinput import read_text
-    from ..rpc import market_pb2
+    from ..market.config import load_config
+    from ..net.client import BrokerClient
     from ..net.store import now_ms
+    from ..rpc import market_pb2
     broker = BrokerClient(args.broker, args.keys, args.client)
     try:
         if args.action == 'open':
@@ -172,10 +174,10 @@ def cmd_submit(args):
 
 
 def cmd_results(args):
-    from ..net.client import BrokerClient, fetch_own_results, fetch_public, own_order_rows
+    from ..market.config import parse_config
     from ..market.output import PARTICIPANT_COLUMNS, csv_text, participant_table, public_columns, write_all
     from ..market.results import ClearingResult
-    from ..market.config import parse_config
+    from ..net.client import BrokerClient, fetch_own_results, fetch_public, own_order_rows
     broker = BrokerClient(args.broker, args.keys, args.client)
     try:
         if args.public:

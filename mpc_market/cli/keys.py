@@ -1,6 +1,7 @@
 """``mpc-market keys ACTION``: the deployment CA, node, broker, aggregator, client and participant keys."""
 
 import os
+
 from ..common.errors import InputError, KeyFileError
 from .market import default_config
 

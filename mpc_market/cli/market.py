@@ -6,8 +6,8 @@ import os
 import sys
 import tempfile
 import time
-from ..common.errors import InputError
 
+from ..common.errors import InputError
 
 MAX_WARNINGS = 10
 
@@ -45,11 +45,11 @@ def _warn_untradeable(book, orders_path, quiet):
 
 
 def _clear(orders_path, config_path, nodes, engine, mode, chunk, quiet):
-    from ..mpc import local
     from ..market import plain
     from ..market.book import Book
     from ..market.config import load_config
     from ..market.orders import load_orders
+    from ..mpc import local
 
     config = load_config(config_path)
     orders = load_orders(orders_path, config)
@@ -99,12 +99,12 @@ def cmd_clear(args):
 
 def cmd_settle(args):
     from ..market import plain
-    from ..mpc import local
     from ..market.book import Book
     from ..market.config import load_config
     from ..market.orders import load_orders
     from ..market.output import write_settlement
     from ..market.readings import check_readings, load_readings
+    from ..mpc import local
     config = load_config(args.config)
     if args.mechanism:
         config = dataclasses.replace(config, mechanism=args.mechanism)
@@ -131,6 +131,7 @@ def cmd_settle(args):
 
 def default_config():
     from decimal import Decimal
+
     from ..market.config import MarketConfig
     return MarketConfig(Decimal('0'), Decimal('1000'), Decimal('0.001'), (1 << 24) - 1)
 
@@ -152,9 +153,9 @@ def cmd_generate(args):
 
 
 def cmd_demo(args):
-    from ..market.plain import clear_plain
     from ..market.generate import write_community
     from ..market.output import public_table, write_results
+    from ..market.plain import clear_plain
     work = tempfile.mkdtemp(prefix='mpc-market-demo-')
     orders, config_path, count, _ = write_community(work, args.participants, args.slots, args.seed)
     print(f'Community: {args.participants} households, {args.slots} slots of 15 minutes, {count} orders '

@@ -101,11 +101,11 @@ def cmd_submit(args):
 
 
 def cmd_aggregate(args):
+    from ..common.errors import Refused
     from ..stats import dp
     from ..stats.aggregate import Aggregator, bundle_text
     from ..stats.meterdata import load_feeders, load_participant_registry
     from ..stats.paillier import load_public_keys
-    from ..common.errors import Refused
     from ..stats.submission import read_submissions
     keys = load_public_keys(args.pubkey)
     day = _day(args.day)
@@ -176,8 +176,8 @@ def cmd_decrypt(args):
 
 
 def cmd_aggregator(args):
-    from .deploy import configure_logging
     from ..stats.service import load_aggregator_config, serve
+    from .deploy import configure_logging
     configure_logging()
     return serve(load_aggregator_config(args.config))
 

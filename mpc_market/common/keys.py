@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .names import NAME_RULE, is_name
 from .errors import KeyFileError
+from .names import NAME_RULE, is_name
 
 VALIDITY_DAYS = 825
 

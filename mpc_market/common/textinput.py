@@ -7,6 +7,7 @@ and exit with status 2.
 import csv
 import re
 import tomllib
+
 from .errors import InputError
 from .names import NAME_RE, NAME_RULE
 

@@ -6,14 +6,16 @@ and every energy an integer number of Wh, so amounts (Wh x price units) are exac
 10**-(decimals + 3) currency.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
-from functools import cached_property
 from decimal import Decimal
 from fractions import Fraction
+from functools import cached_property
 from math import ceil, floor
+
 from ..common.errors import InputError
 from ..common.textinput import parse_toml, read_text, toml_key_line
-
 
 MAX_ORDER_WH_LIMIT = (1 << 24) - 1  # keeps the rationing's masked values below 2^127 (see mpc.clearing)
 
@@ -153,13 +155,13 @@ def _toml_decimal(path, text, key, value):
 
 
 
-def load_config(path):
+def load_config(path: str) -> MarketConfig:
     """Read the ``[market]`` table of a market TOML file."""
     return parse_config(path, read_text(path, 'utf-8'))
 
 
 
-def parse_config(path, text):
+def parse_config(path: str, text: str) -> MarketConfig:
     """The market configuration of TOML text (path only names it in errors)."""
     doc = parse_toml(path, text, parse_float=Decimal)
     market = doc.get('market')

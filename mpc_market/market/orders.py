@@ -1,13 +1,15 @@
 """Orders: one per participant and slot, read from CSV or JSON and validated against the market.
 """
 
+from __future__ import annotations
+
 import json
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+
 from ..common.errors import InputError
 from ..common.textinput import csv_records, parse_int, parse_participant_slot, read_text
-from .config import PRICE_RULE, bounded_price
-
+from .config import PRICE_RULE, MarketConfig, bounded_price
 
 ORDER_COLUMNS = ('participant', 'slot', 'side', 'energy_wh', 'limit_price')
 
@@ -80,7 +82,7 @@ def _json_rows(path, text):
 
 
 
-def load_orders(path, config):
+def load_orders(path: str, config: MarketConfig) -> list[Order]:
     """Parse and validate an orders CSV (or JSON list); at most one order per (participant, slot)."""
     text = read_text(path)
     if not text.strip():

@@ -2,10 +2,11 @@
 """
 
 import time
+
 from . import rule as reference
-from .book import Book
 from . import settlement
-from .results import ClearingResult, SlotRow, assemble, cleared_rows, scheme_rows, slot_row
+from .book import Book
+from .results import ClearingResult, SettlementResult, SlotRow, assemble, cleared_rows, scheme_rows, slot_row
 
 
 def clear_plain_scheme(book: Book) -> ClearingResult:
@@ -51,7 +52,7 @@ def clear_plain(book: Book) -> ClearingResult:
 
 
 
-def settle_plain(book, net_of):
+def settle_plain(book: Book, net_of: dict[tuple[str, int], int]) -> SettlementResult:
     """Plaintext reference: clear, then settle every slot's deviations."""
     clearing = clear_plain(book)
     config = book.config

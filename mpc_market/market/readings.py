@@ -1,13 +1,16 @@
 """Meter readings: ``participant,slot,net_wh`` (signed Wh: + imported, - exported)."""
 
+from __future__ import annotations
+
 from ..common.errors import InputError
-from ..common.textinput import csv_records, parse_int, read_text
-from ..common.textinput import parse_participant_slot
+from ..common.textinput import csv_records, parse_int, parse_participant_slot, read_text
+from .book import Book
+from .config import MarketConfig
 
 READING_COLUMNS = ('participant', 'slot', 'net_wh')
 
 
-def load_readings(path, config):
+def load_readings(path: str, config: MarketConfig) -> dict[tuple[str, int], tuple[int, int]]:
     """{(participant, slot): (net_wh, line)}; |net_wh| <= max_reading_wh, one reading per pair."""
     text = read_text(path)
     if not text.strip():
@@ -27,7 +30,8 @@ def load_readings(path, config):
     return readings
 
 
-def check_readings(book, readings, orders_path):
+def check_readings(book: Book, readings: dict[tuple[str, int], tuple[int, int]],
+                   orders_path: str) -> dict[tuple[str, int], int]:
     """Every order needs a reading; returns {(participant, slot): net_wh} (0 where none)."""
     for o in book.orders:
         if (o.participant, o.slot) not in readings:

@@ -4,6 +4,7 @@ The plaintext reference and the MPC engine both end here, so their outputs are c
 """
 
 from dataclasses import dataclass, field
+
 from . import rule as reference
 from . import settlement
 

@@ -7,7 +7,12 @@ The rule (per slot, levels k = 0..K-1):
   The short side is matched in full, each long-side order gets floor(E*V/L).
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from .config import MarketConfig
 
 
 @dataclass(frozen=True)
@@ -19,7 +24,7 @@ class SlotOutcome:
     buy_total_wh: int   # D at the chosen level (secret in MPC)
 
 
-def curves(entries, levels):
+def curves(entries: Sequence[tuple[str, int, int]], levels: int) -> tuple[list[int], list[int]]:
     """S(k) and D(k) as lists; entries are (side, level, energy) with side 'sell'/'buy'."""
     sell_at = [0] * levels
     buy_at = [0] * levels
@@ -36,7 +41,7 @@ def curves(entries, levels):
     return supply, demand
 
 
-def choose_level(supply, demand):
+def choose_level(supply: Sequence[int], demand: Sequence[int]) -> tuple[int | None, int]:
     """Chosen level and traded volume V (level None when V == 0)."""
     levels = len(supply)
     k_star = next((k for k in range(levels) if supply[k] >= demand[k]), levels)
@@ -53,7 +58,7 @@ def choose_level(supply, demand):
     return level, volume
 
 
-def clear_slot(entries, levels):
+def clear_slot(entries: Sequence[tuple[str, int, int]], levels: int) -> tuple[SlotOutcome, list[int]]:
     """Clear one slot. entries: (side, level, energy) of the orders that can trade locally.
 
     Returns (SlotOutcome, matched) with matched[i] the matched Wh of entries[i].
@@ -78,7 +83,7 @@ def clear_slot(entries, levels):
     return SlotOutcome(level, volume, residual, sell_total, buy_total), matched
 
 
-def order_amount(config, side, energy, matched, price_units):
+def order_amount(config: MarketConfig, side: str, energy: int, matched: int, price_units: int | None) -> int:
     """Amount in 10**-(decimals+3) currency: positive the participant pays, negative it is paid."""
     unmatched = energy - matched
     traded = matched * (price_units or 0)

@@ -14,10 +14,13 @@ Each price is written as a fraction num/den of integers so that the plaintext re
 MPC engine (which divides once per slot, on secrets) round identically.
 """
 
+from __future__ import annotations
+
 SCHEMES = ('sdr', 'mmr', 'bill-sharing')
 
 
-def price_fractions(mechanism, supply, demand, floor_units, ceiling_units):
+def price_fractions(mechanism: str, supply: int, demand: int, floor_units: int,
+                    ceiling_units: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """(buy_num, buy_den, sell_num, sell_den) with positive denominators."""
     s, d, f, c = supply, demand, floor_units, ceiling_units
     if mechanism == 'sdr':
@@ -38,7 +41,7 @@ def price_fractions(mechanism, supply, demand, floor_units, ceiling_units):
     raise ValueError(f'unknown mechanism {mechanism}')
 
 
-def scheme_prices(mechanism, supply, demand, floor_units, ceiling_units):
+def scheme_prices(mechanism: str, supply: int, demand: int, floor_units: int, ceiling_units: int) -> tuple[int, int]:
     """(buy, sell) price units: buy rounded down, sell rounded up."""
     buy_num, buy_den, sell_num, sell_den = price_fractions(mechanism, supply, demand, floor_units, ceiling_units)
     return buy_num // buy_den, -(-sell_num // sell_den)

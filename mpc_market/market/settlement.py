@@ -15,7 +15,15 @@ Prices are handled doubled (price2 = 2P) because the no-trade price (floor + cei
 halfway between two price units.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import MarketConfig
+    from .orders import Order
+    from .results import SlotRow
 
 
 @dataclass(frozen=True)
@@ -31,7 +39,7 @@ class SlotSettlement:
         return self.retailer_net - (self.retailer_receives - self.retailer_pays)
 
 
-def deviation_price2(config, slot_row):
+def deviation_price2(config: MarketConfig, slot_row: SlotRow) -> int:
     """2 x the deviation price in price units: twice the clearing price, floor + ceiling if nothing
     traded, or buy + sell price under a community scheme."""
     if slot_row.buy_price_units is not None:
@@ -41,7 +49,8 @@ def deviation_price2(config, slot_row):
     return 2 * config.level_price_units(slot_row.level)
 
 
-def settle_slot(deviations, price2, floor_units, ceiling_units):
+def settle_slot(deviations: list[int], price2: int, floor_units: int,
+                ceiling_units: int) -> tuple[SlotSettlement, list[int]]:
     """(SlotSettlement, amounts) for the deviations d_i of one slot; amounts > 0 are paid."""
     short = sum(d for d in deviations if d > 0)
     long_ = sum(-d for d in deviations if d < 0)
@@ -60,13 +69,13 @@ def settle_slot(deviations, price2, floor_units, ceiling_units):
     return outcome, amounts
 
 
-def planned_position(order):
+def planned_position(order: Order | None) -> int:
     """+energy for a buy, -energy for a sell (the whole order), 0 without an order."""
     if order is None:
         return 0
     return order.energy_wh if order.side == 'buy' else -order.energy_wh
 
 
-def retailer_only_amount(config, net_wh):
+def retailer_only_amount(config: MarketConfig, net_wh: int) -> int:
     """What a reading would cost with the retailer alone: imports at ceiling, exports at floor."""
     return net_wh * config.ceiling_units if net_wh >= 0 else net_wh * config.floor_units

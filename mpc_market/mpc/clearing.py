@@ -17,13 +17,29 @@ certificate names the party it claims to be) and is decoded by mpc_market.mpc.wi
 import hashlib
 import os
 import time
+
 import numpy as np
 from mpyc.runtime import mpc
-from . import field as ff
+
 from ..market.book import Layout
+from . import field as ff
 from . import mpyc_internals as internals
-from .primitives import (FIELD, P, SEC_PARAM, bits_needed, ceil_fraction, commitment, floor_of_ratio_product,
-                         is_zero, less_than_zero, open_values, peak_rss_mb, reshare_values, sign_of, to_secure)
+from .primitives import (
+    FIELD,
+    SEC_PARAM,
+    P,
+    bits_needed,
+    ceil_fraction,
+    commitment,
+    floor_of_ratio_product,
+    is_zero,
+    less_than_zero,
+    open_values,
+    peak_rss_mb,
+    reshare_values,
+    sign_of,
+    to_secure,
+)
 
 
 def side_energies(weighted, levels):

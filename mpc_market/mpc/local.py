@@ -14,15 +14,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import numpy as np
-from . import field as ff
-from ..market.book import Book
-from .jobs import node_dir, write_json
-from ..market import settlement
-from ..market.results import ClearingResult, assemble, order_rows, public_slot_rows
-from .jobs import job_spec
-from ..common.errors import EngineError
 
+import numpy as np
+
+from ..common.errors import EngineError
+from ..market import settlement
+from ..market.book import Book
+from ..market.results import ClearingResult, assemble, order_rows, public_slot_rows
+from . import field as ff
+from .jobs import job_spec, node_dir, write_json
 
 MAX_NODES = 7
 

@@ -21,7 +21,6 @@ import time
 
 from cryptography.exceptions import InvalidSignature
 
-
 STATISTICAL_SECURITY = 40
 AGREEMENT_DOMAIN = b'mpc-market/held-envelopes/v1\n'
 
@@ -47,8 +46,8 @@ def held_statement(round_id, node_index, held):
 def parse_held_statement(message, sender, round_id, verify_key):
     """{participant: envelope hash} from a peer's signed statement; raise ValueError unless it is
     node sender's signature over exactly the schema of held_statement for this round."""
-    from ..common.signing import SHA256_HEX
     from ..common.names import is_name
+    from ..common.signing import SHA256_HEX
     if not (isinstance(message, tuple) and len(message) == 2 and all(isinstance(x, bytes) for x in message)):
         raise ValueError(f'node {sender}: malformed envelope statement')
     body, signature = message
@@ -128,9 +127,9 @@ def main(argv=None):
     import numpy as np
     from mpyc.runtime import mpc
 
-    from .jobs import JobSpec, node_dir, save_array, write_json
     from . import mpyc_internals as internals
     from .clearing import MarketNode
+    from .jobs import JobSpec, node_dir, save_array, write_json
     from .primitives import peak_rss_mb
 
     spec = JobSpec.load(args.job)
@@ -160,6 +159,7 @@ def main(argv=None):
         public, results = await node.run()
         if spec.settle:
             import time as _time
+
             from ..market.book import ReadingLayout
             from .settlement import SettlementNode
             settle_started = _time.perf_counter()

@@ -9,8 +9,10 @@ explicitly and kept tight by the callers.
 
 import hashlib
 import math
+
 import numpy as np
 from mpyc.runtime import mpc
+
 from . import field as ff
 from . import mpyc_internals as internals
 from .randbits import random_bits as fast_random_bits

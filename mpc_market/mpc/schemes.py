@@ -9,7 +9,7 @@ price, so per-participant amounts are linear: no per-participant comparison at a
 
 import numpy as np
 
-from .primitives import P, bits_needed, is_zero, less_than_zero, reshare_values, integer_divide
+from .primitives import P, bits_needed, integer_divide, is_zero, less_than_zero, reshare_values
 
 
 async def _select(bit, if_one, if_zero):

@@ -11,8 +11,17 @@ exact truncation, which equals floor(|d| * X / D) for 2**f > max|d| * D.
 import numpy as np
 
 from . import field as ff
-from .primitives import P, bits_needed, is_zero, less_than_zero, reshare_values, ceil_fraction, floor_of_ratio_product, integer_divide
 from .clearing import side_energies
+from .primitives import (
+    P,
+    bits_needed,
+    ceil_fraction,
+    floor_of_ratio_product,
+    integer_divide,
+    is_zero,
+    less_than_zero,
+    reshare_values,
+)
 
 
 class SettlementNode:

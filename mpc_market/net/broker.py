@@ -15,17 +15,18 @@ import logging
 import os
 import threading
 from concurrent import futures
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from ..common.names import NAME_RULE, is_name
+
 from ..common.files import make_private_dir
-from . import tls
 from ..common.keys import load_node_verify_keys, node_name
+from ..common.names import NAME_RULE, is_name
 from ..rpc import market_pb2, market_pb2_grpc
-from .store import Transaction, now_ms, open_database
+from . import tls
 from .messages import public_result_set, verify_public
 from .server import ClientNames, run_server
-
+from .store import Transaction, now_ms, open_database
 
 log = logging.getLogger('mpc_market.broker')
 

@@ -15,19 +15,16 @@ import grpc
 import numpy as np
 from cryptography.exceptions import InvalidSignature
 
-from . import tls
-from . import sealed
-from ..mpc import field as ff
-from .messages import verify_public
-from ..market.book import Book
-from ..market.results import order_rows
-from ..common.errors import InputError
-from ..common.errors import KeyFileError, MarketError
+from ..common.errors import InputError, KeyFileError, MarketError
 from ..common.keys import load_node_verify_keys, load_participant_agreement_key, load_participant_key, node_name
-from ..market.orders import load_orders
+from ..market.book import Book
 from ..market.config import parse_config
-from .messages import result_shares_bytes, results_request_bytes, seal_context
+from ..market.orders import load_orders
+from ..market.results import order_rows
+from ..mpc import field as ff
 from ..rpc import market_pb2, market_pb2_grpc
+from . import sealed, tls
+from .messages import result_shares_bytes, results_request_bytes, seal_context, verify_public
 from .store import now_ms
 from .submit import NodeEndpoint, Submitter
 

@@ -33,9 +33,9 @@ BROKER.toml::
 import os
 import re
 from dataclasses import dataclass, field
+
 from ..common.errors import InputError
 from ..common.textinput import parse_toml, read_text, toml_key_line
-
 
 ADDRESS_RE = re.compile(r'^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$')
 

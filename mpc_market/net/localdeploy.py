@@ -11,8 +11,8 @@ import sys
 import time
 
 from ..common import keys
-from ..mpc.local import free_ports
 from ..common.files import make_private_dir
+from ..mpc.local import free_ports
 
 NETNS_PREFIX = 'mm'        # namespaces PREFIX-node<i>, as parties/netns.sh makes them
 NETNS_SUBNET = '10.77.0'

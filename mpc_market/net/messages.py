@@ -12,17 +12,17 @@ import os
 import re
 import time
 from dataclasses import dataclass
+
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from ..common.names import is_name
-from ..common import signing
-from ..rpc import market_pb2
-from ..common.signing import canonical_bytes
-from ..market.results import ClearingResult, public_slot_rows
-from ..market.output import public_table
-from ..common.signing import SHA256_HEX
-from ..common.errors import Malformed, NotAuthenticated, Replayed, Tampered, WrongPhase
 
+from ..common import signing
+from ..common.errors import Malformed, NotAuthenticated, Replayed, Tampered, WrongPhase
+from ..common.names import is_name
+from ..common.signing import SHA256_HEX, canonical_bytes
+from ..market.output import public_table
+from ..market.results import ClearingResult, public_slot_rows
+from ..rpc import market_pb2
 
 DOMAIN = b'mpc-market/order-envelope/v1\n'
 

@@ -14,25 +14,24 @@ import os
 import re
 import threading
 import time
+
 import grpc
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from ..common.files import make_private_dir
-from . import tls
-from . import sealed
-from ..common.errors import InputError
-from .round_clearing import ClearingFailed, clear_round
-from ..common.keys import load_agreement_keys, load_node_signing_key, load_registry
-from ..market.config import parse_config
-from ..common.names import NAME_RULE, is_name
-from ..rpc import market_pb2, market_pb2_grpc
-from .admission import Admission
-from .node_intake import NodeService, RateLimiter, broker_only
-from .store import Store, now_ms
-from .server import abort, run_server
-from ..common.errors import Refused
-from .messages import result_shares_bytes, results_request_bytes, seal_context
 
+from ..common.errors import InputError, NotAuthenticated, NotFound, Overloaded, Refused, Replayed, WrongPhase
+from ..common.files import make_private_dir
+from ..common.keys import load_agreement_keys, load_node_signing_key, load_registry
+from ..common.names import NAME_RULE, is_name
+from ..market.config import parse_config
+from ..rpc import market_pb2, market_pb2_grpc
+from . import sealed, tls
+from .admission import Admission
+from .messages import result_shares_bytes, results_request_bytes, seal_context
+from .node_intake import NodeService, RateLimiter, broker_only
+from .round_clearing import ClearingFailed, clear_round
+from .server import abort, run_server
+from .store import Store, now_ms
 
 FRESHNESS_MS = 5 * 60 * 1000
 
@@ -132,12 +131,15 @@ class MarketNodeServer(NodeService):
     # -- a participant's own results ---------------------------------------------------------------
     def FetchResults(self, request, context):
         with self.admission.admit(context, 1, f'node {self.index}'):
-            return self._fetch_results(request, context)
+            try:
+                return self.sealed_results(request)
+            except Refused as exc:
+                abort(context, exc, f'node {self.index}')
 
-    def _fetch_results(self, request, context):
-        """A participant's own result shares, sealed to its X25519 key. The request is signed by the
-        participant, names this node and a fresh nonce, and is answered once; every way it can fail
-        authentication gets the same answer, so nobody learns who is registered."""
+    def sealed_results(self, request):
+        """A participant's own result shares, sealed to its X25519 key; raises Refused. The request is
+        signed by the participant, names this node and a fresh nonce, and is answered once; every way
+        it can fail authentication gets the same answer, so nobody learns who is registered."""
         public_key = self.registry.get(request.participant)
         signed = results_request_bytes(request.round_id, request.participant, request.node_index, request.nonce,
                                        request.unix_ms)
@@ -148,22 +150,18 @@ class MarketNodeServer(NodeService):
             authentic = False
         if (not authentic or request.node_index != self.index or not NONCE_RE.fullmatch(request.nonce)
                 or abs(now_ms() - request.unix_ms) > FRESHNESS_MS):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, f'node {self.index}: results request not authenticated')
+            raise NotAuthenticated('results request not authenticated')
         if not self.limiter.allow(request.participant):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f'node {self.index}: rate limit for {request.participant}')
+            raise Overloaded(f'rate limit for {request.participant}')
         if not self.store.use_request_nonce(request.participant, request.nonce):
-            context.abort(grpc.StatusCode.ALREADY_EXISTS, f'node {self.index}: results request replayed')
-        try:
-            round_ = self.store.round(request.round_id)
-        except Refused as exc:
-            abort(context, exc, f'node {self.index}')
+            raise Replayed('results request replayed')
+        round_ = self.store.round(request.round_id)
         if round_.state != 'cleared':
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f'node {self.index}: round {round_.round_id} is '
-                          f'{round_.state}' + (f' ({round_.reason})' if round_.reason else ''))
+            raise WrongPhase(f'round {round_.round_id} is {round_.state}'
+                             + (f' ({round_.reason})' if round_.reason else ''))
         stored = self.store.results(round_.round_id, request.participant)
         if stored is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f'node {self.index}: {request.participant} took no part in '
-                          f'round {round_.round_id}')
+            raise NotFound(f'{request.participant} took no part in round {round_.round_id}')
         status, shares = stored
         ephemeral, sealed_shares = sealed.seal(self.agreement_keys[request.participant], shares,
                                                seal_context(round_.round_id, request.participant, self.index, status,

@@ -10,17 +10,18 @@ same envelope (nonce), so a submission that some node missed never half-counts.
 
 import threading
 import time
+
 import numpy as np
-from . import messages
-from ..mpc import field as ff
-from .admission import Admission
+
+from ..common.errors import Overloaded, Refused, TooLarge
 from ..market.book import Layout, ReadingLayout
 from ..market.config import parse_config
+from ..mpc import field as ff
 from ..rpc import market_pb2, market_pb2_grpc
-from ..common.errors import Overloaded, Refused, TooLarge
-from .server import ClientNames, abort, status_of
+from . import messages
+from .admission import Admission
 from .messages import receipt_bytes
-
+from .server import ClientNames, abort, status_of
 
 MAX_PACKAGE_BYTES = 64 << 20
 

@@ -15,15 +15,16 @@ import shutil
 import subprocess
 import sys
 import time
+
 import numpy as np
-from ..mpc import field as ff
-from ..market.book import Layout
-from ..mpc.jobs import config_spec
-from ..mpc.jobs import node_dir, write_json
-from ..market.config import parse_config
-from ..common.names import path_token
-from .messages import PUBLIC_DOMAIN, public_body
+
 from ..common.errors import EngineError
+from ..common.names import path_token
+from ..market.book import Layout
+from ..market.config import parse_config
+from ..mpc import field as ff
+from ..mpc.jobs import config_spec, node_dir, write_json
+from .messages import PUBLIC_DOMAIN, public_body
 
 
 class ClearingFailed(EngineError):

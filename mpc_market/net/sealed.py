@@ -6,11 +6,11 @@ request nonce) as associated data. Another node, the broker or anyone replaying 
 ciphertext it cannot open; a reply moved to another context fails authentication.
 """
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.exceptions import InvalidTag
 
 __all__ = ['seal', 'open_sealed', 'SealError']
 

@@ -14,8 +14,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..common.names import NAME_RULE, is_name
 from ..common.errors import Malformed, NotFound, Refused, Replayed, WrongPhase
+from ..common.names import NAME_RULE, is_name
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rounds (

@@ -18,14 +18,14 @@ import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from . import messages
-from ..mpc import field as ff
-from .admission import is_busy, retry_when_busy
-from .tls import secure_channel
-from ..common.keys import node_name
-from ..rpc import market_pb2, market_pb2_grpc
-from .messages import receipt_bytes
 from ..common.errors import MarketError
+from ..common.keys import node_name
+from ..mpc import field as ff
+from ..rpc import market_pb2, market_pb2_grpc
+from . import messages
+from .admission import is_busy, retry_when_busy
+from .messages import receipt_bytes
+from .tls import secure_channel
 
 
 class SubmitError(MarketError):

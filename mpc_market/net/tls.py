@@ -8,7 +8,6 @@ how a node knows that round control comes from the broker.
 
 import grpc
 
-
 MAX_MESSAGE_BYTES = 80 << 20
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import gmpy2
 
-from .submission import ciphertext_from_text, ciphertext_text
 from ..common.errors import Malformed, NotFound, OutOfRange, Replayed, WrongPhase
+from .submission import ciphertext_from_text, ciphertext_text
 
 BUNDLE_FORMAT = 'mpc-market/aggregates/v1'
 DEFAULT_MIN_COHORT = 5

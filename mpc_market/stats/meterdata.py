@@ -8,8 +8,7 @@ counts as 0 Wh both ways.
 
 import csv
 
-from ..common.errors import InputError
-from ..common.errors import KeyFileError
+from ..common.errors import InputError, KeyFileError
 from ..common.keys import load_registry
 from ..common.names import NAME_RE, NAME_RULE
 from ..common.textinput import csv_records, parse_int, parse_participant_slot, read_text

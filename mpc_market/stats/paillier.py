@@ -25,10 +25,9 @@ from functools import cached_property
 import gmpy2
 from phe import paillier
 
-from ..common.names import NAME_RULE, check_name, is_name
-from ..common.errors import InputError
-from ..common.errors import BadParameter, KeyFileError
+from ..common.errors import BadParameter, InputError, KeyFileError
 from ..common.keys import write_private_file, write_public_file
+from ..common.names import NAME_RULE, check_name, is_name
 from ..common.textinput import read_text
 from .packing import Layout
 

@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 
 from ..common.errors import InputError
+from ..common.names import NAME_RULE, is_name
 from ..common.textinput import csv_records, parse_int, read_text
 from .aggregate import BUNDLE_FORMAT, bundle_ciphertexts
-from ..common.names import NAME_RULE, is_name
 from .paillier import LEVELS, json_line, load_json_object
 
 DAY_RE = re.compile(r'\d{4}-\d{2}-\d{2}')

@@ -31,21 +31,19 @@ from dataclasses import dataclass
 
 import grpc
 
-from ..net import config
-from ..net import tls
-from ..net.admission import Admission
-from ..common.errors import InputError
+from ..common.errors import InputError, Malformed, Refused, Replayed, WrongPhase
 from ..common.files import make_private_dir
-from ..rpc import market_pb2, market_pb2_grpc
+from ..common.textinput import toml_key_line
+from ..net import config, tls
+from ..net.admission import Admission
+from ..net.server import run_server, status_of
 from ..net.store import Transaction, now_ms, open_database
+from ..rpc import market_pb2, market_pb2_grpc
 from . import dp
 from .aggregate import DEFAULT_MIN_COHORT, Aggregator, bundle_text
 from .meterdata import load_feeders, load_participant_registry
 from .paillier import load_public_keys
 from .submission import EncryptedDay, parse_day
-from ..common.textinput import toml_key_line
-from ..net.server import run_server, status_of
-from ..common.errors import Malformed, Refused, Replayed, WrongPhase
 
 log = logging.getLogger('mpc_market.stats')
 WORKERS = 8

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 
+from ..common.errors import InputError, NotAuthenticated, NotFound
 from ..common.signing import canonical_bytes
-from ..common.errors import InputError
 from ..common.textinput import read_text
 from ..rpc import market_pb2
-from ..common.errors import NotAuthenticated, NotFound
 
 DOMAIN = b'mpc-market/encrypted-day/v1\n'
 

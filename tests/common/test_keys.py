@@ -6,9 +6,9 @@ import stat
 import pytest
 from cryptography import x509
 
-from mpc_market.net import messages
 from mpc_market.common import keys
 from mpc_market.common.errors import KeyFileError, NotAuthenticated, Replayed, Tampered, WrongPhase
+from mpc_market.net import messages
 
 from helpers import cli
 

@@ -22,6 +22,7 @@ def _inject(module):
 
     async def run(self):
         import asyncio
+
         from mpyc.runtime import mpc
         if mpc.pid == int(index):
             if kind == 'stall':

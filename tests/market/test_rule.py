@@ -6,9 +6,9 @@ import pytest
 
 from mpc_market.market import rule as reference
 from mpc_market.market.book import Book
-from mpc_market.market.plain import clear_plain
 from mpc_market.market.config import MarketConfig
 from mpc_market.market.orders import Order
+from mpc_market.market.plain import clear_plain
 
 CONFIG = MarketConfig(Decimal('0.10'), Decimal('0.20'), Decimal('0.01'))  # K = 11 levels
 

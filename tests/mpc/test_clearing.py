@@ -8,12 +8,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpc_market.mpc import field as ff
 from mpc_market.market.book import Book
-from mpc_market.mpc.local import clear_mpc, clear_peers
-from mpc_market.market.plain import clear_plain
 from mpc_market.market.config import MarketConfig
 from mpc_market.market.orders import Order
+from mpc_market.market.plain import clear_plain
+from mpc_market.mpc import field as ff
+from mpc_market.mpc.local import clear_mpc, clear_peers
 
 from helpers import cli
 from malicious import tamper_clients
@@ -183,7 +183,8 @@ def test_a_crashed_node_fails_the_run_instead_of_hanging(node_fault):
     from mpc_market.mpc.local import EngineError
     node_fault('fail', 1)
     book = book_of([('a', 0, 'sell', 10, 0.05), ('b', 0, 'buy', 10, 0.1)])
-    with pytest.raises(EngineError, match='node 1 exited|lost connection to node 1'):
+    # node 1 dies; whichever survivor notices first (node 1 gone, or node 2 quitting after it) fails the run
+    with pytest.raises(EngineError, match=r'node \d exited|lost connection to node \d'):
         clear_mpc(book, timeout=120)
 
 
@@ -198,9 +199,9 @@ def test_progress_is_reported():
 def test_participant_missing_at_one_node_is_left_out(tmp_path):
     import json
     import os
+
+    from mpc_market.mpc.jobs import job_spec, node_dir
     from mpc_market.mpc.local import read_public_outputs, reconstruct, run_nodes, share_book
-    from mpc_market.mpc.jobs import job_spec
-    from mpc_market.mpc.jobs import node_dir
     orders = [('a', 0, 'sell', 100, 0.05), ('b', 0, 'buy', 60, 0.1), ('c', 0, 'buy', 80, 0.12),
               ('d', 0, 'sell', 30, 0.06)]
     book = book_of(orders)

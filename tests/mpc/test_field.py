@@ -6,10 +6,10 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from mpc_market.mpc import field as ff
 from mpc_market.market.book import Book, Layout, encode_entry
 from mpc_market.market.config import MarketConfig
 from mpc_market.market.orders import Order
+from mpc_market.mpc import field as ff
 
 
 @pytest.mark.parametrize('threshold, parties', [(1, 3), (2, 5), (3, 7)])

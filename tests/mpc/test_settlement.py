@@ -7,13 +7,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpc_market.market import plain
-from mpc_market.mpc import local
+from mpc_market.market import plain, settlement
 from mpc_market.market.book import Book
 from mpc_market.market.config import MarketConfig
 from mpc_market.market.orders import Order
-from mpc_market.market import settlement
 from mpc_market.market.settlement import settle_slot
+from mpc_market.mpc import local
 
 from malicious import tamper_clients
 

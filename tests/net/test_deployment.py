@@ -19,6 +19,7 @@ from mpc_market.rpc import market_pb2, market_pb2_grpc
 
 from helpers import REPO, cli, node_fault_env, write_orders
 
+
 @pytest.mark.slow
 @pytest.mark.deployment
 def test_end_to_end_matches_the_plaintext_reference_and_the_broker_sees_no_secret(market):

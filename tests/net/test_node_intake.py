@@ -6,14 +6,15 @@ import grpc
 import numpy as np
 import pytest
 
-from mpc_market.net import messages
-from mpc_market.mpc import field as ff
 from mpc_market.common import keys
-from mpc_market.rpc import market_pb2, market_pb2_grpc
+from mpc_market.mpc import field as ff
+from mpc_market.net import messages
 from mpc_market.net.store import now_ms
 from mpc_market.net.submit import SubmitError
+from mpc_market.rpc import market_pb2, market_pb2_grpc
 
 from helpers import TOML, order_values
+
 
 def test_honest_submission_reaches_every_node_and_shares_recombine(node_services):
     d, submitter, stores, _, _ = node_services

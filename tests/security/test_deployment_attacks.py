@@ -11,12 +11,12 @@ import pytest
 
 from mpc_market.common import keys
 from mpc_market.net.client import BrokerClient
-from mpc_market.net.tls import secure_channel
 from mpc_market.net.messages import results_request_bytes
+from mpc_market.net.store import now_ms
+from mpc_market.net.tls import secure_channel
 from mpc_market.rpc import market_pb2, market_pb2_grpc
 
 from helpers import read_bytes
-from mpc_market.net.store import now_ms
 
 pytestmark = [pytest.mark.slow, pytest.mark.deployment]
 

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpc_market.net.config import load_broker_config, load_node_config
 from mpc_market.common.errors import InputError
 from mpc_market.market.config import MarketConfig, load_config
 from mpc_market.market.orders import load_orders
 from mpc_market.market.readings import load_readings
+from mpc_market.net.config import load_broker_config, load_node_config
 from mpc_market.stats.release import load_bundle
 from mpc_market.stats.submission import read_submissions
 

@@ -20,12 +20,19 @@ import pytest
 
 from mpc_market.common import keys
 from mpc_market.market.book import Book
-from mpc_market.market.plain import clear_plain
-from mpc_market.mpc.local import free_ports, mark_ready, reconstruct, share_book, wait_nodes, mpc_result, read_public_outputs
-from mpc_market.mpc.jobs import job_spec
-from mpc_market.mpc.jobs import node_dir
 from mpc_market.market.config import MarketConfig
 from mpc_market.market.orders import Order
+from mpc_market.market.plain import clear_plain
+from mpc_market.mpc.jobs import job_spec, node_dir
+from mpc_market.mpc.local import (
+    free_ports,
+    mark_ready,
+    mpc_result,
+    read_public_outputs,
+    reconstruct,
+    share_book,
+    wait_nodes,
+)
 
 pytestmark = [pytest.mark.slow]
 

@@ -5,12 +5,11 @@ import hashlib
 import inspect
 import pickle
 
+import mpyc
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import mpyc
 from mpyc import asyncoro, runtime, thresha
 
 from mpc_market.mpc import mpyc_internals as internals

@@ -5,13 +5,13 @@ import json
 import grpc
 import pytest
 
-from mpc_market.net import messages
-from mpc_market.mpc import field as ff
 from mpc_market.common import keys
-from mpc_market.common.names import is_name, path_token
-from mpc_market.rpc import market_pb2, market_pb2_grpc
 from mpc_market.common.errors import KeyFileError, Malformed
+from mpc_market.common.names import is_name, path_token
+from mpc_market.mpc import field as ff
+from mpc_market.net import messages
 from mpc_market.net.store import Store, now_ms
+from mpc_market.rpc import market_pb2, market_pb2_grpc
 
 from helpers import TOML, cli, order_values
 

@@ -11,14 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpc_market.common import keys
-from mpc_market.common.errors import InputError
+from mpc_market.common.errors import InputError, Refused
+from mpc_market.net.server import status_of
 from mpc_market.stats import dp, paillier
 from mpc_market.stats.aggregate import Aggregator, plan_release
 from mpc_market.stats.packing import Layout
 from mpc_market.stats.reference import plain_totals
 from mpc_market.stats.release import decrypt_bundle
-from mpc_market.common.errors import Refused
-from mpc_market.net.server import status_of
 from mpc_market.stats.submission import EncryptedDay, encrypt_day
 
 from helpers import cli

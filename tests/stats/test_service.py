@@ -156,8 +156,10 @@ def test_bad_aggregator_config(tmp_path):
 def test_aggregator_turns_away_oversize_batches_and_keeps_its_state_private(deployment):
     """Flooding the aggregator: a batch over 256 meter-days is refused before any check, and its
     state directory is 0700 with 0600 files whatever the caller's umask."""
-    import grpc
     import stat
+
+    import grpc
+
     from mpc_market.net.tls import client_credentials, secure_channel
     from mpc_market.rpc import market_pb2, market_pb2_grpc
     root, address, _, _ = deployment
