@@ -18,12 +18,9 @@ halfway between two price units.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .config import MarketConfig
-    from .orders import Order
-    from .results import SlotRow
+from .config import MarketConfig
+from .orders import Order
 
 
 @dataclass(frozen=True)
@@ -39,7 +36,7 @@ class SlotSettlement:
         return self.retailer_net - (self.retailer_receives - self.retailer_pays)
 
 
-def deviation_price2(config: MarketConfig, slot_row: SlotRow) -> int:
+def deviation_price2(config: MarketConfig, slot_row) -> int:  # slot_row: results.SlotRow (which imports this module)
     """2 x the deviation price in price units: twice the clearing price, floor + ceiling if nothing
     traded, or buy + sell price under a community scheme."""
     if slot_row.buy_price_units is not None:

@@ -28,11 +28,22 @@ FEEDERS = {**{f'a{i}': ('F1', 'Z1') for i in range(7)}, **{f'b{i}': ('F2', 'Z1')
 LATE = 'a6'                    # registered and mapped, submits only after the day was released
 
 
-def start_aggregator(config):
-    proc = subprocess.Popen([sys.executable, '-m', 'mpc_market', 'stats', 'aggregator', '--config', str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = proc.stdout.readline()
-    assert 'listening' in line, line + proc.stdout.read()
+def start_aggregator(config, timeout=60):
+    """The aggregator as its own process, logging to a file (a pipe nobody drains could block it)."""
+    log_path = f'{config}.log'
+    with open(log_path, 'a') as log:
+        start = log.tell()  # a restart appends: look only at this run's lines
+        proc = subprocess.Popen([sys.executable, '-m', 'mpc_market', 'stats', 'aggregator', '--config', str(config)],
+                                stdout=log, stderr=subprocess.STDOUT, text=True)
+
+    def output():
+        with open(log_path) as f:
+            f.seek(start)
+            return f.read()
+    deadline = time.monotonic() + timeout
+    while 'listening' not in output():
+        assert proc.poll() is None and time.monotonic() < deadline, output()
+        time.sleep(0.05)
     return proc
 
 
@@ -65,7 +76,7 @@ def deployment(tmp_path):
     yield root, f'127.0.0.1:{port}', plain, proc
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+        proc.wait(30)
 
 
 def encrypt(root, out, meters, day=DAY):
@@ -117,7 +128,7 @@ def test_submit_fetch_decrypt_over_grpc(deployment):
     assert result.returncode == 1 and 'already released' in result.stderr
 
     proc.kill()                                                      # crash; the release is durable
-    proc.wait(10)
+    proc.wait(30)
     proc2 = start_aggregator(root / 'aggregator.toml')
     try:
         assert fetch(root, address, 'dso', 'again').returncode == 0
@@ -129,7 +140,7 @@ def test_submit_fetch_decrypt_over_grpc(deployment):
         assert result.returncode == 1 and 'has not begun' in result.stderr
     finally:
         proc2.send_signal(signal.SIGTERM)
-        proc2.wait(10)
+        proc2.wait(30)
 
 
 def test_foreign_client_certificate_is_refused(deployment, tmp_path_factory):
