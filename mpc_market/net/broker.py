@@ -13,7 +13,6 @@ back (up to max_attempts), keeping the failure reason visible meanwhile.
 import json
 import logging
 import os
-import threading
 from concurrent import futures
 
 import grpc
@@ -26,7 +25,7 @@ from ..rpc import market_pb2, market_pb2_grpc
 from . import tls
 from .messages import public_result_set, verify_public
 from .server import ClientNames, run_server
-from .store import Transaction, now_ms, open_database
+from .store import SqliteStore, now_ms
 
 log = logging.getLogger('mpc_market.broker')
 
@@ -47,18 +46,13 @@ CREATE TABLE IF NOT EXISTS public_results (
 
 
 
-class BrokerStore:
+class BrokerStore(SqliteStore):
     """Rounds and public results (SQLite, WAL): everything the broker knows."""
 
-    def __init__(self, path):
-        self._lock = threading.Lock()
-        self._db = open_database(path, SCHEMA)
-
-    def close(self):
-        self._db.close()
+    schema = SCHEMA
 
     def add(self, spec):
-        with Transaction(self._db, self._lock) as db:
+        with self._transaction() as db:
             db.execute('INSERT OR IGNORE INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
                        (spec.round_id, json.dumps(sorted(spec.slots)), spec.gate_closure_unix_ms, spec.market_toml,
                         'open', '', 0, now_ms()))
@@ -79,13 +73,13 @@ class BrokerStore:
         return [r[0] for r in rows]
 
     def update(self, round_id, **fields):
-        with Transaction(self._db, self._lock) as db:
+        with self._transaction() as db:
             for key, value in fields.items():
                 assert key in ('state', 'reason', 'attempts', 'gate_closure_ms'), key
                 db.execute(f'UPDATE rounds SET {key} = ? WHERE round_id = ?', (value, round_id))
 
     def publish(self, round_id, body, signatures):
-        with Transaction(self._db, self._lock) as db:
+        with self._transaction() as db:
             db.execute('INSERT OR REPLACE INTO public_results VALUES (?, ?, ?)',
                        (round_id, body, json.dumps({str(i): s.hex() for i, s in signatures.items()})))
             db.execute("UPDATE rounds SET state = 'cleared', reason = '' WHERE round_id = ?", (round_id,))

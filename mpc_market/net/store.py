@@ -71,14 +71,16 @@ def open_database(path, schema):
     return db
 
 
-class Store:
+class SqliteStore:
+    """The durable-state recipe of node, broker and aggregator: one SQLite file in WAL mode with
+    synchronous=FULL, one lock, writes in ``BEGIN IMMEDIATE`` transactions."""
+
+    schema = ''
+
     def __init__(self, path):
         self.path = path
         self._lock = threading.Lock()
-        self._db = open_database(path, SCHEMA)
-        columns = {row[1] for row in self._db.execute('PRAGMA table_info(submissions)')}
-        if 'seq' not in columns:  # a store written before envelopes had sequence numbers
-            self._db.execute('ALTER TABLE submissions ADD COLUMN seq INTEGER NOT NULL DEFAULT 0')
+        self._db = open_database(path, self.schema)
 
     def close(self):
         with self._lock:
@@ -86,6 +88,18 @@ class Store:
 
     def _transaction(self):
         return Transaction(self._db, self._lock)
+
+
+class Store(SqliteStore):
+    """A market node's rounds, submissions (envelopes, share packages, receipts), nonces and results."""
+
+    schema = SCHEMA
+
+    def __init__(self, path):
+        super().__init__(path)
+        columns = {row[1] for row in self._db.execute('PRAGMA table_info(submissions)')}
+        if 'seq' not in columns:  # a store written before envelopes had sequence numbers
+            self._db.execute('ALTER TABLE submissions ADD COLUMN seq INTEGER NOT NULL DEFAULT 0')
 
     # -- rounds ---------------------------------------------------------------------------------
     def open_round(self, round_id, slots, gate_closure_ms, market_toml):

@@ -26,7 +26,6 @@ import datetime
 import logging
 import os
 import sqlite3
-import threading
 from dataclasses import dataclass
 
 import grpc
@@ -37,7 +36,7 @@ from ..common.textinput import toml_key_line
 from ..net import config, tls
 from ..net.admission import Admission
 from ..net.server import run_server, status_of
-from ..net.store import Transaction, now_ms, open_database
+from ..net.store import SqliteStore, now_ms
 from ..rpc import market_pb2, market_pb2_grpc
 from . import dp
 from .aggregate import DEFAULT_MIN_COHORT, Aggregator, bundle_text
@@ -95,20 +94,15 @@ def load_aggregator_config(path):
         dp_epsilon=epsilon)
 
 
-class AggregatorStore:
+class AggregatorStore(SqliteStore):
     """Accepted meter-days and frozen releases (SQLite, WAL, synchronous=FULL)."""
 
-    def __init__(self, path):
-        self._lock = threading.Lock()
-        self._db = open_database(path, SCHEMA)
-
-    def close(self):
-        self._db.close()
+    schema = SCHEMA
 
     def accept(self, submissions):
         """Commit submissions (already checked); [None or Refused] per submission, in order."""
         outcomes = []
-        with Transaction(self._db, self._lock) as db:
+        with self._transaction() as db:
             released = {d for d, in db.execute('SELECT DISTINCT day FROM releases')}
             for s in submissions:
                 if s.day in released:
@@ -125,7 +119,7 @@ class AggregatorStore:
 
     def release(self, day, make_bundles):
         """{key_id: bundle text} of day: the stored release, or make_bundles(days) frozen now."""
-        with Transaction(self._db, self._lock) as db:
+        with self._transaction() as db:
             stored = dict(db.execute('SELECT key_id, bundle FROM releases WHERE day = ?', (day,)))
             if stored:
                 return stored
