@@ -100,7 +100,7 @@ async def agree_on_envelopes(spec, shares, held, keys_dir, index):
     return np.ascontiguousarray(shares[:, rows]), kept, sorted(everyone - set(kept)), rows
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog='mpc_market.mpc.node')
     parser.add_argument('--job', required=True)
     parser.add_argument('--index', type=int, required=True)
@@ -112,19 +112,64 @@ def main(argv=None):
                         help='packages of a deployment round: agree on identical envelopes first')
     parser.add_argument('--keys', required=True,
                         help='ca/ca.pem and nodes/node{i}.* of this node: every MPyC link is mutual TLS')
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def mpyc_argv(args):
+    """The MPyC runtime's own command line (it configures itself from sys.argv at import)."""
+    # statistical security 2^-40 for every masked opening and MPyC comparison (default 2^-30)
+    argv = [sys.argv[0], '-I', str(args.index), '--no-log', '-K', str(STATISTICAL_SECURITY)]
+    for address in args.parties.split(','):
+        argv += ['-P', address]
+    if args.threshold is not None:
+        argv += ['-T', str(args.threshold)]
+    return argv
+
+
+async def load_packages(args, spec, own):
+    """(shares, held participants, missing participants, kept rows) in this node's mode: local
+    packages as written, the peers' own orders exchanged (S1), or a deployment's stored packages
+    cut down to the envelopes every node holds."""
+    import numpy as np
+    if args.peers:
+        from .peers import exchange_packages
+        shares, held = await exchange_packages(spec, np.load(os.path.join(own, 'own_orders.npy')))
+        return shares, held, [], None
+    shares = np.load(os.path.join(own, 'shares.npy'), mmap_mode='r')
+    with open(os.path.join(own, 'held.json')) as f:
+        held = json.load(f)
+    if args.deployment:
+        return await agree_on_envelopes(spec, shares, held, args.keys, args.index)
+    return shares, held, [], None
+
+
+async def settle(node, spec, own, rows):
+    """The settlement phase on the same session: deviations of the meter readings (readings.npy)."""
+    import numpy as np
+
+    from ..market.book import ReadingLayout
+    from .jobs import save_array
+    from .settlement import SettlementNode
+    started = time.perf_counter()
+    layout = ReadingLayout((spec.max_reading_wh + spec.max_order_wh).bit_length(),
+                           spec.max_reading_wh.bit_length(), spec.max_reading_wh)
+    readings = np.load(os.path.join(own, 'readings.npy'), mmap_mode='r')
+    if rows is not None:
+        readings = readings[:, rows]
+    settled, retailer, meter_excluded = await SettlementNode(node, readings, layout, node.deviation_price2).run(
+        node.valid)
+    save_array(os.path.join(own, 'settlement.npy'), settled)
+    save_array(os.path.join(own, 'retailer.npy'), retailer)
+    node.timings['settlement'] = time.perf_counter() - started
+    return meter_excluded
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.deployment:
         _die_with_parent()
+    sys.argv = mpyc_argv(args)  # before mpyc.runtime is imported
 
-    # statistical security 2^-40 for every masked opening and MPyC comparison (default 2^-30)
-    mpyc_args = [sys.argv[0], '-I', str(args.index), '--no-log', '-K', str(STATISTICAL_SECURITY)]
-    for address in args.parties.split(','):
-        mpyc_args += ['-P', address]
-    if args.threshold is not None:
-        mpyc_args += ['-T', str(args.threshold)]
-    sys.argv = mpyc_args  # the MPyC runtime is configured from sys.argv at import
-
-    import numpy as np
     from mpyc.runtime import mpc
 
     from . import mpyc_internals as internals
@@ -134,23 +179,15 @@ def main(argv=None):
 
     spec = JobSpec.load(args.job)
     own = node_dir(args.job, args.index)
+
     async def run():
         started = time.perf_counter()
         await internals.start(mpc, args.keys)
         print('connected', flush=True)  # the daemon's watchdog: start-up is over
         while not os.path.exists(os.path.join(own, 'ready')):  # packages still being written
             await asyncio.sleep(0.02)
-        shares = held = None
-        if not args.peers:
-            shares = np.load(os.path.join(own, 'shares.npy'), mmap_mode='r')
-            with open(os.path.join(own, 'held.json')) as f:
-                held = json.load(f)
-        if args.peers:
-            from .peers import exchange_packages
-            shares, held = await exchange_packages(spec, np.load(os.path.join(own, 'own_orders.npy')))
-        missing = []
-        if args.deployment:
-            shares, held, missing, rows = await agree_on_envelopes(spec, shares, held, args.keys, args.index)
+        shares, held, missing, rows = await load_packages(args, spec, own)
+
         def progress(phase, done, total):  # node 0 reports; the local engine relays it
             if mpc.pid == 0:
                 print(f'progress {phase} {done} {total}', flush=True)
@@ -158,22 +195,7 @@ def main(argv=None):
         node = MarketNode(spec, shares, held, progress)
         public, results = await node.run()
         if spec.settle:
-            import time as _time
-
-            from ..market.book import ReadingLayout
-            from .settlement import SettlementNode
-            settle_started = _time.perf_counter()
-            reading_layout = ReadingLayout((spec.max_reading_wh + spec.max_order_wh).bit_length(),
-                                           spec.max_reading_wh.bit_length(), spec.max_reading_wh)
-            price2 = node.deviation_price2
-            readings = np.load(os.path.join(own, 'readings.npy'), mmap_mode='r')
-            if args.deployment:
-                readings = readings[:, rows]
-            settled, retailer, meter_excluded = await SettlementNode(node, readings, reading_layout, price2).run(node.valid)
-            save_array(os.path.join(own, 'settlement.npy'), settled)
-            save_array(os.path.join(own, 'retailer.npy'), retailer)
-            public['meter_excluded'] = meter_excluded
-            node.timings['settlement'] = _time.perf_counter() - settle_started
+            public['meter_excluded'] = await settle(node, spec, own, rows)
         if args.peers:
             from .peers import own_results, return_results
             save_array(os.path.join(own, 'own_results.npy'), own_results(spec, await return_results(spec, results)))
