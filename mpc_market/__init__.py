@@ -63,19 +63,4 @@ def __dir__():
 
 __version__ = '0.1.0'
 
-__all__ = [
-    # loading and running
-    'load_config', 'load_orders', 'load_book', 'load_meter_readings', 'write_community',
-    'clear', 'settle', 'ENGINES', 'MODES', 'MECHANISMS',
-    # the market rule and schemes in the clear
-    'clear_slot', 'scheme_prices',
-    # types
-    'MarketConfig', 'Order', 'Book', 'ClearingResult', 'SlotRow', 'OrderRow', 'SettlementResult',
-    'SettlementRow', 'SlotSettlement', 'Bill',
-    # output
-    'write_results', 'write_settlement',
-    # grid statistics
-    'generate_operator_key', 'encrypt_day', 'Aggregator', 'decrypt_bundle',
-    # errors
-    'MarketError', 'InputError', 'KeyFileError', 'EngineError', 'Refused',
-]
+__all__ = sorted(_EXPORTS)  # the public API is exactly what _EXPORTS can load

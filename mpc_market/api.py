@@ -26,7 +26,7 @@ from .market.results import ClearingResult, SettlementResult
 __all__ = ['ENGINES', 'MODES', 'load_book', 'load_meter_readings', 'clear', 'settle']
 
 ENGINES = ('mpc', 'plain')
-MODES = ('nodes', 'peers')
+MODES = ('local', 'peers')
 
 Progress = Callable[[str, int, int], None]
 
@@ -75,7 +75,7 @@ def load_meter_readings(path: str | os.PathLike, config: str | os.PathLike | Mar
     return {pair: net for pair, (net, _) in load_readings(os.fspath(path), config).items()}
 
 
-def clear(book: Book, engine: str = 'mpc', nodes: int = 3, mode: str = 'nodes', chunk: int = 8192,
+def clear(book: Book, engine: str = 'mpc', nodes: int = 3, mode: str = 'local', chunk: int = 8192,
           progress: Progress | None = None, timeout: float | None = None) -> ClearingResult:
     """Clear every slot of a book: prices, volumes and each order's match and amount.
 
@@ -84,7 +84,7 @@ def clear(book: Book, engine: str = 'mpc', nodes: int = 3, mode: str = 'nodes', 
         engine: ``'mpc'`` (node processes on this machine, client-side Shamir sharing, TLS links)
             or ``'plain'`` (the plaintext reference; identical results).
         nodes: market nodes for ``engine='mpc'``: 3, 5 or 7 (threshold (nodes-1)/2).
-        mode: ``'nodes'`` (independent nodes, scenario S2/S3) or ``'peers'`` (each of 3..7
+        mode: ``'local'`` (independent nodes, scenario S2/S3) or ``'peers'`` (each of 3..7
             participants runs a node, scenario S1; ``nodes`` is then ignored).
         chunk: orders shared and validated per batch (memory vs. rounds).
         progress: called as ``progress(phase, done, total)`` while the nodes work.

@@ -5,8 +5,6 @@ import csv
 import io
 import os
 import random
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
@@ -58,15 +56,6 @@ def cli(*args, check=False, cwd=None):
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
-
-
-def cli_process(*args, check=False, cwd=None, timeout=300):
-    """Run ``python -m mpc_market ARGS`` as its own process (for signals, concurrency, exit codes)."""
-    proc = subprocess.run([sys.executable, '-m', 'mpc_market', *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
-    if check:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
 
 
 # -- a deployment of node and broker processes (the ``market`` fixture) ---------------------------

@@ -17,7 +17,7 @@ ALLOWED = {
     'stats': {'common', 'net', 'stats', 'rpc'},
     'rpc': {'rpc'},
     'api': {'common', 'market', 'mpc'},
-    'cli': {'common', 'market', 'mpc', 'net', 'stats', 'rpc', 'cli'},
+    'cli': {'api', 'common', 'market', 'mpc', 'net', 'stats', 'rpc', 'cli'},
     '__init__': {'api', 'common', 'market', 'mpc', 'stats'},
     '__main__': {'cli'},
 }

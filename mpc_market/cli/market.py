@@ -1,7 +1,6 @@
 """Local market commands: ``clear``, ``settle``, ``generate`` and ``demo``.
 """
 
-import dataclasses
 import os
 import sys
 import tempfile
@@ -45,24 +44,15 @@ def _warn_untradeable(book, orders_path, quiet):
 
 
 def _clear(orders_path, config_path, nodes, engine, mode, chunk, quiet):
-    from ..market import plain
-    from ..market.book import Book
-    from ..market.config import load_config
-    from ..market.orders import load_orders
-    from ..mpc import local
+    from .. import api
+    from ..mpc.local import MAX_NODES
 
-    config = load_config(config_path)
-    orders = load_orders(orders_path, config)
-    book = Book(config, orders)
-    if mode == 'peers' and not 3 <= len(book.participants) <= local.MAX_NODES:
+    book = api.load_book(orders_path, config_path)
+    if mode == 'peers' and not 3 <= len(book.participants) <= MAX_NODES:
         raise InputError(orders_path, 1, 'participant', f'peers mode runs one node per participant and needs '
-                         f'3..{local.MAX_NODES} participants, got {len(book.participants)}')
+                         f'3..{MAX_NODES} participants, got {len(book.participants)}')
     _warn_untradeable(book, orders_path, quiet)
-    if engine == 'plain':
-        return config, book, plain.clear_plain(book)
-    if mode == 'peers':
-        return config, book, local.clear_peers(book, progress=_progress_printer(quiet))
-    return config, book, local.clear_mpc(book, nodes=nodes, chunk=chunk, progress=_progress_printer(quiet))
+    return book.config, book, api.clear(book, engine, nodes, mode, chunk, progress=_progress_printer(quiet))
 
 
 
@@ -98,26 +88,17 @@ def cmd_clear(args):
 
 
 def cmd_settle(args):
-    from ..market import plain
-    from ..market.book import Book
+    from .. import api
     from ..market.config import load_config
-    from ..market.orders import load_orders
     from ..market.output import write_settlement
     from ..market.readings import check_readings, load_readings
-    from ..mpc import local
     config = load_config(args.config)
-    if args.mechanism:
-        config = dataclasses.replace(config, mechanism=args.mechanism)
-    orders = load_orders(args.orders, config)
     readings = load_readings(args.readings, config)
-    book = Book(config, orders, extra_pairs=list(readings))
-    net_of = check_readings(book, readings, args.orders)
+    book = api.load_book(args.orders, config, mechanism=args.mechanism, readings=readings)
+    config = book.config
+    net_of = check_readings(book, readings, args.orders)  # names the orders file's line of a missing reading
     _warn_untradeable(book, args.orders, args.quiet)
-    if args.engine == 'plain':
-        result = plain.settle_plain(book, net_of)
-    else:
-        result = local.settle_mpc(book, net_of, nodes=args.nodes, chunk=args.chunk,
-                                    progress=_progress_printer(args.quiet))
+    result = api.settle(book, net_of, args.engine, args.nodes, args.chunk, progress=_progress_printer(args.quiet))
     write_settlement(args.out, config, result)
     print(_summary(config, book, result.clearing))
     deviation = sum(r.deviation_amount for r in result.rows)
@@ -191,11 +172,20 @@ def cmd_demo(args):
     return 0 if same else 1
 
 
-NODES_HELP = 'market nodes, 3..7 (threshold (M-1)/2: an honest majority)'
-CHUNK_HELP = 'orders shared and validated per batch (bounds node memory)'
+def _engine_options(p):
+    """The options clear and settle share: where the market is computed, and how."""
+    from ..api import ENGINES
+    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M',
+                   help='market nodes, 3..7 (threshold (M-1)/2: an honest majority)')
+    p.add_argument('--engine', choices=ENGINES, default='mpc',
+                   help='mpc: node processes on this machine; plain: the plaintext reference')
+    p.add_argument('--chunk', type=int, default=8192, help='orders shared and validated per batch (bounds node memory)')
+    p.add_argument('--quiet', action='store_true', help='no progress and no warnings on stderr')
 
 
 def add_parsers(sub, formatter):
+    from ..api import MODES
+    from ..market.config import MECHANISMS
     p = sub.add_parser('clear', help='clear an orders file (under MPC by default)', formatter_class=formatter,
                        description='Clear every slot of an orders file: price, traded volume, and each order\'s '
                                    'match and amount. Writes public.csv, participants.csv and summary.json.',
@@ -209,13 +199,9 @@ def add_parsers(sub, formatter):
     p.add_argument('--orders', required=True, help='orders CSV or JSON: participant,slot,side,energy_wh,limit_price')
     p.add_argument('--config', required=True, help='market TOML (price_floor, price_ceiling, tick, ...)')
     p.add_argument('--out', required=True, help='output directory (files are replaced together at the end)')
-    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M', help=NODES_HELP)
-    p.add_argument('--engine', choices=('mpc', 'plain'), default='mpc',
-                   help='mpc: node processes on this machine; plain: the plaintext reference')
-    p.add_argument('--mode', choices=('local', 'peers'), default='local',
+    _engine_options(p)
+    p.add_argument('--mode', choices=MODES, default='local',
                    help='peers: every participant runs its own node (scenario S1, 3..7 participants)')
-    p.add_argument('--chunk', type=int, default=8192, help=CHUNK_HELP)
-    p.add_argument('--quiet', action='store_true', help='no progress and no warnings on stderr')
     p.set_defaults(func=cmd_clear)
 
     p = sub.add_parser('settle', help='clear and settle deviations from meter readings; write bills',
@@ -231,13 +217,9 @@ def add_parsers(sub, formatter):
     p.add_argument('--readings', required=True, help='meter readings CSV: participant,slot,net_wh (+ import, - export)')
     p.add_argument('--config', required=True, help='market TOML')
     p.add_argument('--out', required=True, help='output directory')
-    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M', help=NODES_HELP)
-    p.add_argument('--engine', choices=('mpc', 'plain'), default='mpc',
-                   help='mpc: node processes on this machine; plain: the plaintext reference')
-    p.add_argument('--mechanism', choices=('double-auction', 'sdr', 'mmr', 'bill-sharing'),
+    _engine_options(p)
+    p.add_argument('--mechanism', choices=MECHANISMS,
                    help='pricing mechanism (default: the market TOML\'s mechanism, else double-auction)')
-    p.add_argument('--chunk', type=int, default=8192, help=CHUNK_HELP)
-    p.add_argument('--quiet', action='store_true', help='no progress and no warnings on stderr')
     p.set_defaults(func=cmd_settle)
 
     p = sub.add_parser('generate', help='write a synthetic community: orders, meter readings, feeders, market',
@@ -260,6 +242,6 @@ def add_parsers(sub, formatter):
                        epilog='example:\n  mpc-market demo --participants 1000 --slots 4')
     p.add_argument('--participants', type=int, default=200, help='households')
     p.add_argument('--slots', type=int, default=96, help='15-minute slots')
-    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M', help=NODES_HELP)
+    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M', help='market nodes, 3..7')
     p.add_argument('--seed', type=int, default=2026, help='random seed')
     p.set_defaults(func=cmd_demo)

@@ -222,8 +222,11 @@ def add_parsers(sub, formatter):
                                        'docs/grid-statistics.md.').add_subparsers(dest='stats_command', required=True,
                                                                                   metavar='STEP')
 
-    p = stats.add_parser('keygen', help="an operator's Paillier key pair and packing layout", formatter_class=formatter,
-                         epilog='example:\n  ' + EXAMPLES['keygen'])
+    def step(name, help_text):
+        return stats.add_parser(name, help=help_text, formatter_class=formatter,
+                                epilog='example:\n  ' + EXAMPLES[name])
+
+    p = step('keygen', "an operator's Paillier key pair and packing layout")
     p.add_argument('--out', required=True, help='directory for NAME.pub.json and NAME.key.json')
     p.add_argument('--name', default='dso', help='operator name; also its TLS client name at the aggregator')
     p.add_argument('--level', choices=('feeder', 'zone'), default='feeder',
@@ -235,8 +238,7 @@ def add_parsers(sub, formatter):
     p.add_argument('--guard-bits', type=int, default=4, help='spare bits per field (room for DP noise)')
     p.set_defaults(func=cmd_keygen)
 
-    p = stats.add_parser('encrypt', help='meter side: encrypt and sign a day of readings (packed)', formatter_class=formatter,
-                         epilog='example:\n  ' + EXAMPLES['encrypt'])
+    p = step('encrypt', 'meter side: encrypt and sign a day of readings (packed)')
     p.add_argument('--readings', required=True, help='CSV participant,slot,import_wh,export_wh (or net_wh)')
     p.add_argument('--day', required=True, help='YYYY-MM-DD')
     p.add_argument('--feeders', required=True, help='CSV participant,feeder,zone')
@@ -249,8 +251,7 @@ def add_parsers(sub, formatter):
     p.add_argument('--standard-randomness', action='store_true', help="phe's r^n randomness (DCR only; ~9x slower)")
     p.set_defaults(func=cmd_encrypt)
 
-    p = stats.add_parser('submit', help='send encrypted meter-days to the aggregator (gRPC, mutual TLS)', formatter_class=formatter,
-                         epilog='example:\n  ' + EXAMPLES['submit'])
+    p = step('submit', 'send encrypted meter-days to the aggregator (gRPC, mutual TLS)')
     p.add_argument('--submissions', required=True, help='JSON-lines file from stats encrypt')
     p.add_argument('--aggregator', required=True, help='host:port')
     p.add_argument('--keys', required=True, help='key directory (CA, client certificate)')
@@ -258,8 +259,7 @@ def add_parsers(sub, formatter):
     p.add_argument('--batch', type=int, default=256, help='meter-days per request')
     p.set_defaults(func=cmd_submit)
 
-    p = stats.add_parser('aggregate', help='aggregator: check submissions, sum per feeder / zone (offline)', formatter_class=formatter,
-                         epilog='example:\n  ' + EXAMPLES['aggregate'])
+    p = step('aggregate', 'aggregator: check submissions, sum per feeder / zone (offline)')
     p.add_argument('--submissions', action='append', required=True, help='JSON-lines file; repeat')
     p.add_argument('--feeders', required=True, help='CSV participant,feeder,zone')
     p.add_argument('--registry', required=True, help='participant registry.json (signature keys)')
@@ -270,8 +270,7 @@ def add_parsers(sub, formatter):
     p.add_argument('--out', required=True, help='directory for <key>-<day>.aggregates.json')
     p.set_defaults(func=cmd_aggregate)
 
-    p = stats.add_parser('decrypt', help='operator: decrypt aggregates to CSV and one PNG per feeder / zone', formatter_class=formatter,
-                         epilog='example:\n  ' + EXAMPLES['decrypt'])
+    p = step('decrypt', 'operator: decrypt aggregates to CSV and one PNG per feeder / zone')
     p.add_argument('--key', required=True, help="the operator's NAME.key.json")
     p.add_argument('--aggregates', required=True, help='aggregates JSON from the aggregator')
     p.add_argument('--public-results', help="the market's public.csv: plot its traded volume")
@@ -280,13 +279,11 @@ def add_parsers(sub, formatter):
     p.add_argument('--out', required=True, help='directory for the CSV and the PNGs')
     p.set_defaults(func=cmd_decrypt)
 
-    p = stats.add_parser('aggregator', help='run the statistics aggregator (gRPC server)', formatter_class=formatter,
-                         epilog='example:\n  ' + EXAMPLES['aggregator'])
+    p = step('aggregator', 'run the statistics aggregator (gRPC server)')
     p.add_argument('--config', required=True, help='AGGREGATOR.toml')
     p.set_defaults(func=cmd_aggregator)
 
-    p = stats.add_parser('fetch', help="operator: fetch a day's aggregates under its key from the aggregator", formatter_class=formatter,
-                         epilog='example:\n  ' + EXAMPLES['fetch'])
+    p = step('fetch', "operator: fetch a day's aggregates under its key from the aggregator")
     p.add_argument('--aggregator', required=True, help='host:port')
     p.add_argument('--keys', required=True, help='key directory (CA, the operator client certificate)')
     p.add_argument('--client', help='client certificate name (default: the key name)')

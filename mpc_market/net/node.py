@@ -45,7 +45,6 @@ _UNKNOWN_PARTICIPANT = ed25519.Ed25519PrivateKey.generate().public_key()
 
 
 
-BROKER_NAME = 'broker'
 
 
 
