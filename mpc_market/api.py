@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 
 from .market.book import Book
 from .market.config import MarketConfig, load_config
-from .market.orders import load_orders
+from .market.orders import load_orders, resolve_zones
 from .market.plain import clear_plain, settle_plain
 from .market.readings import load_readings
 from .market.results import ClearingResult, SettlementResult
@@ -51,10 +51,11 @@ def load_book(orders: str | os.PathLike, config: str | os.PathLike | MarketConfi
     """
     if not isinstance(config, MarketConfig):
         config = load_config(os.fspath(config))
-    if mechanism is not None:
-        config = dataclasses.replace(config, mechanism=mechanism)
-    return Book(config, load_orders(os.fspath(orders), config),
-                extra_pairs=list(readings) if readings is not None else ())
+    if mechanism is not None:  # the community schemes price whole slots and ignore zones
+        config = dataclasses.replace(config, mechanism=mechanism, zoned=config.zoned and mechanism == 'double-auction')
+    order_list = load_orders(os.fspath(orders), config)
+    return Book(config, order_list, extra_pairs=list(readings) if readings is not None else (),
+                zones=resolve_zones(os.fspath(orders), config, order_list))
 
 
 def load_meter_readings(path: str | os.PathLike, config: str | os.PathLike | MarketConfig) -> dict[tuple[str, int], int]:

@@ -12,7 +12,7 @@ import re
 
 from .errors import BadParameter
 
-__all__ = ['NAME_RE', 'is_name', 'check_name', 'path_token']
+__all__ = ['NAME_RE', 'NAME_RULE', 'is_name', 'check_name', 'path_token']
 
 NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
 NAME_RULE = '1-64 of [A-Za-z0-9_.-], starting with a letter or digit'

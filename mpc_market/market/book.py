@@ -89,8 +89,9 @@ def encode_entry(layout, position, energy):
 class Book:
     """All orders of one clearing run, indexed by participant and slot."""
 
-    def __init__(self, config: MarketConfig, orders: list[Order], extra_pairs=()):
-        """extra_pairs: (participant, slot) without an order that must still take part (readings)."""
+    def __init__(self, config: MarketConfig, orders: list[Order], extra_pairs=(), zones=None):
+        """extra_pairs: (participant, slot) without an order that must still take part (readings).
+        zones: {participant: zone} of a zoned market (default: the orders' zones, else the config's map)."""
         self.config = config
         self.layout = Layout.for_config(config)
         self.orders = orders
@@ -99,6 +100,14 @@ class Book:
         self.participant_index = {p: i for i, p in enumerate(self.participants)}
         self.slot_index = {s: i for i, s in enumerate(self.slots)}
         self.order_of = {(o.participant, o.slot): o for o in orders}
+        self.zone_of, self.zones = {}, []
+        if config.zoned:
+            self.zone_of = dict(config.zone_of)
+            self.zone_of.update(zones if zones is not None else {o.participant: o.zone for o in orders if o.zone})
+            unzoned = sorted({o.participant for o in orders} - set(self.zone_of))
+            if unzoned:
+                raise ValueError(f'zoned market: no zone for {", ".join(unzoned[:5])}')
+            self.zones = sorted(set(self.zone_of.values()))
         self.positions = {}  # (participant, slot) -> (position or None, energy)
         # Dense (participants, slots) arrays for vectorized encoding; -1 = zero order.
         self.position_array = np.full((len(self.participants), len(self.slots)), -1, dtype=np.int64)
@@ -109,6 +118,11 @@ class Book:
             i, j = self.participant_index[o.participant], self.slot_index[o.slot]
             self.position_array[i, j] = self.encoded_position(o)
             self.energy_array[i, j] = o.energy_wh
+
+    def zone_indices(self):
+        """Index into self.zones of every participant (-1: no zone, i.e. no order to trade)."""
+        index = {z: i for i, z in enumerate(self.zones)}
+        return np.array([index.get(self.zone_of.get(p), -1) for p in self.participants], dtype=np.int64)
 
     def position(self, order):
         """Encoded one-hot position of an order, None if it cannot trade locally."""

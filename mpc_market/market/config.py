@@ -8,20 +8,22 @@ and every energy an integer number of Wh, so amounts (Wh x price units) are exac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from fractions import Fraction
 from functools import cached_property
 from math import ceil, floor
 
 from ..common.errors import InputError
+from ..common.names import NAME_RULE, is_name
 from ..common.textinput import parse_toml, read_text, toml_key_line
 
 MAX_ORDER_WH_LIMIT = (1 << 24) - 1  # keeps the rationing's masked values below 2^127 (see mpc.clearing)
 
 
 
-MARKET_KEYS = ('price_floor', 'price_ceiling', 'tick', 'max_order_wh', 'max_reading_wh', 'mechanism')
+MARKET_KEYS = ('price_floor', 'price_ceiling', 'tick', 'max_order_wh', 'max_reading_wh', 'mechanism', 'zones',
+               'network_fee')
 
 
 
@@ -39,11 +41,28 @@ class MarketConfig:
     max_order_wh: int = 65535
     max_reading_wh: int = 65535  # |net_wh| of a meter reading per slot
     mechanism: str = 'double-auction'
+    zoned: bool = False                      # communities clear first, then one cross-community auction
+    network_fee: Decimal = Decimal(0)        # currency/kWh on energy crossing communities, a multiple of tick
+    zone_map: tuple = ()                     # ((participant, zone), ...) from [zones]; orders may add their own
 
     @cached_property
     def decimals(self):
         """Number of decimals of the price unit."""
-        return max(-min(d.as_tuple().exponent, 0) for d in (self.price_floor, self.price_ceiling, self.tick))
+        return max(-min(d.as_tuple().exponent, 0)
+                   for d in (self.price_floor, self.price_ceiling, self.tick, self.network_fee))
+
+    @cached_property
+    def fee_levels(self):
+        """The network fee in ticks: a buy order's limit drops this many levels in the cross auction."""
+        return int(self.network_fee / self.tick)
+
+    @cached_property
+    def fee_units(self):
+        return self.price_units(self.network_fee)
+
+    @cached_property
+    def zone_of(self):
+        return dict(self.zone_map)
 
     @cached_property
     def price_scale(self):
@@ -167,7 +186,32 @@ def parse_config(path: str, text: str) -> MarketConfig:
     market = doc.get('market')
     if not isinstance(market, dict):
         raise InputError(path, 1, 'market', 'missing [market] table')
-    return config_from_table(path, text, market)
+    config = config_from_table(path, text, market)
+    if 'zones' in doc:
+        if not config.zoned:
+            raise InputError(path, toml_key_line(text, 'zones'), 'zones', '[zones] given but [market] zones is not true')
+        config = replace(config, zone_map=zone_map_from_table(path, text, doc['zones']))
+    return config
+
+
+def zone_map_from_table(path, text, table):
+    """((participant, zone), ...) of a [zones] table: zone = ["participant", ...]."""
+    if not isinstance(table, dict):
+        raise InputError(path, toml_key_line(text, 'zones'), 'zones', 'must be a table of zone = [participants]')
+    zone_of = {}
+    for zone, members in table.items():
+        line = toml_key_line(text, zone)
+        if not is_name(zone):
+            raise InputError(path, line, 'zones', f'zone {zone[:80]!r} is not {NAME_RULE}')
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise InputError(path, line, zone, 'must be a list of participant names')
+        for member in members:
+            if not is_name(member):
+                raise InputError(path, line, zone, f'participant {member[:80]!r} is not {NAME_RULE}')
+            if member in zone_of:
+                raise InputError(path, line, zone, f'participant {member} is already in zone {zone_of[member]}')
+            zone_of[member] = zone
+    return tuple(sorted(zone_of.items()))
 
 
 
@@ -201,7 +245,18 @@ def config_from_table(path, text, market, extra_keys=()):
     if (ceiling - floor_) % tick != 0:
         raise InputError(path, toml_key_line(text, 'tick'), 'tick',
                          f'price_ceiling - price_floor = {ceiling - floor_} is not a whole number of ticks {tick}')
-    config = MarketConfig(floor_, ceiling, tick, max_wh, max_reading, mechanism)
+    zoned = market.get('zones', False)
+    if not isinstance(zoned, bool):
+        raise InputError(path, toml_key_line(text, 'zones'), 'zones', f'must be true or false, got {str(zoned)[:40]}')
+    if zoned and mechanism != 'double-auction':
+        raise InputError(path, toml_key_line(text, 'zones'), 'zones', f'zones need the double-auction, not {mechanism}')
+    fee = _toml_decimal(path, text, 'network_fee', market['network_fee']) if 'network_fee' in market else Decimal(0)
+    if fee and not zoned:
+        raise InputError(path, toml_key_line(text, 'network_fee'), 'network_fee', 'only applies with zones = true')
+    if fee % tick != 0 or fee > ceiling - floor_:
+        raise InputError(path, toml_key_line(text, 'network_fee'), 'network_fee',
+                         f'must be a whole number of ticks {tick} and at most {ceiling - floor_}, got {fee}')
+    config = MarketConfig(floor_, ceiling, tick, max_wh, max_reading, mechanism, zoned, fee)
     if config.levels > 4096:
         raise InputError(path, toml_key_line(text, 'tick'), 'tick', f'{config.levels} price levels; at most 4096 supported')
     return config

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from ..common.errors import InputError
+from ..common.names import NAME_RULE, is_name
 from ..common.textinput import csv_records, parse_int, parse_participant_slot, read_text
 from .config import PRICE_RULE, MarketConfig, bounded_price
 
@@ -26,6 +27,7 @@ class Order:
     energy_wh: int
     limit_price: Decimal
     line: int = 0
+    zone: str | None = None  # the participant's community (optional column; zoned markets only)
 
 
 
@@ -46,7 +48,10 @@ def _parse_order(path, line, row, config):
         raise InputError(path, line, 'limit_price', f'{str(raw_price)[:40]!r} is not a decimal number') from None
     if bounded_price(price) is None:
         raise InputError(path, line, 'limit_price', f'must be {PRICE_RULE}, got {str(raw_price)[:40]!r}')
-    return Order(participant, slot, side, energy, price, line)
+    zone = row.get('zone') or None
+    if zone is not None and not is_name(zone):
+        raise InputError(path, line, 'zone', f'{str(zone)[:80]!r} is not {NAME_RULE}')
+    return Order(participant, slot, side, energy, price, line, zone)
 
 
 
@@ -102,3 +107,25 @@ def load_orders(path: str, config: MarketConfig) -> list[Order]:
     if not orders:
         raise InputError(path, 2, 'file', 'no orders')
     return orders
+
+
+def resolve_zones(path: str, config: MarketConfig, orders: list[Order]) -> dict[str, str]:
+    """{participant: zone} of a zoned market: the orders' zone column, else the config's [zones].
+
+    A participant must have exactly one zone; a conflict or a missing zone names the order's line.
+    """
+    if not config.zoned:
+        return {}
+    zone_of, first_line = {}, {}
+    for o in orders:
+        zone = o.zone or config.zone_of.get(o.participant)
+        if zone is None:
+            raise InputError(path, o.line, 'zone', f'{o.participant} has no zone (zone column or [zones] in the market)')
+        if config.zone_of.get(o.participant, zone) != zone:
+            raise InputError(path, o.line, 'zone', f'{o.participant} is in zone {config.zone_of[o.participant]} '
+                                                   f'in the market file, not {zone}')
+        if zone_of.setdefault(o.participant, zone) != zone:
+            raise InputError(path, o.line, 'zone', f'{o.participant} was in zone {zone_of[o.participant]} '
+                                                   f'on line {first_line[o.participant]}')
+        first_line.setdefault(o.participant, o.line)
+    return zone_of

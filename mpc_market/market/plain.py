@@ -6,7 +6,16 @@ import time
 from . import rule as reference
 from . import settlement
 from .book import Book
-from .results import ClearingResult, SettlementResult, SlotRow, assemble, cleared_rows, scheme_rows, slot_row
+from .results import (
+    ClearingResult,
+    SettlementResult,
+    SlotRow,
+    assemble,
+    cleared_rows,
+    scheme_rows,
+    slot_row,
+    zoned_slot_row,
+)
 
 
 def clear_plain_scheme(book: Book) -> ClearingResult:
@@ -38,6 +47,8 @@ def clear_plain(book: Book) -> ClearingResult:
         if position is not None:
             side, level = ('sell', position) if position < k else ('buy', position - k)
             by_slot[o.slot].append((o, side, level))
+    if config.zoned:
+        return clear_plain_zoned(book, by_slot, started)
     slots, outcome = [], {}
     for s in book.slots:
         entries = by_slot[s]
@@ -47,6 +58,28 @@ def clear_plain(book: Book) -> ClearingResult:
         for (o, side, _), m in zip(entries, matched):
             outcome[(o.participant, o.slot)] = (m, o.energy_wh - m,
                                                 reference.order_amount(config, o.side, o.energy_wh, m, price))
+    rows = cleared_rows(book, lambda o: outcome[(o.participant, o.slot)], set())
+    return ClearingResult(slots, rows, [], {'engine': 'plain', 'total_s': time.perf_counter() - started})
+
+
+
+def clear_plain_zoned(book, by_slot, started):
+    """Zones clear on their own, then their leftovers in one cross-zone auction (rule.clear_zoned_slot)."""
+    config = book.config
+    slots, outcome = [], {}
+    for s in book.slots:
+        entries = by_slot[s]
+        local, cross, first, second = reference.clear_zoned_slot(
+            [(side, lv, o.energy_wh, book.zone_of[o.participant]) for o, side, lv in entries],
+            book.zones, config.levels, config.fee_levels)
+        row = zoned_slot_row(config, s, book.zones, [(r.level, r.traded_wh, r.residual_wh) for r in local],
+                             (cross.level, cross.traded_wh, cross.residual_wh))
+        slots.append(row)
+        zone_price = {z.zone: z.price_units for z in row.zones}
+        for (o, _, _), m1, m2 in zip(entries, first, second):
+            amount = reference.order_amount(config, o.side, o.energy_wh, m1 + m2, zone_price[book.zone_of[o.participant]],
+                                            m2, row.price_units)
+            outcome[(o.participant, o.slot)] = (m1 + m2, o.energy_wh - m1 - m2, amount, m1, m2)
     rows = cleared_rows(book, lambda o: outcome[(o.participant, o.slot)], set())
     return ClearingResult(slots, rows, [], {'engine': 'plain', 'total_s': time.perf_counter() - started})
 

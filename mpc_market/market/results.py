@@ -19,6 +19,10 @@ class OrderRow:
     unmatched_wh: int
     amount: int  # 10**-(decimals+3) currency; > 0 pays, < 0 is paid
     status: str  # 'cleared', 'retailer' (cannot trade locally) or 'excluded' (invalid package)
+    # zoned markets: the participant's zone and how much of matched_wh it traded in / across zones
+    zone: str = field(default='', kw_only=True)
+    local_wh: int = field(default=0, kw_only=True)
+    cross_wh: int = field(default=0, kw_only=True)
 
 
 
@@ -31,6 +35,20 @@ class SlotRow:
     residual_wh: int
     buy_price_units: int | None = None   # community schemes: the slot's buy and sell prices
     sell_price_units: int | None = None
+    # zoned markets: level/price/traded/residual above are the cross-zone auction's; these are
+    # each zone's own (ZoneRow) and the network fees the cross-zone buyers pay the network operator
+    zones: list | None = None
+    fee_amount: int = 0
+
+
+
+@dataclass
+class ZoneRow:
+    zone: str
+    level: int | None
+    price_units: int | None
+    traded_wh: int
+    residual_wh: int
 
 
 
@@ -44,23 +62,27 @@ class ClearingResult:
 
 
 
-def retailer_row(config, order, status):
+def retailer_row(config, order, status, zone=''):
     """An order settled wholly with the retailer (excluded, or unable to trade locally)."""
     amount = reference.order_amount(config, order.side, order.energy_wh, 0, None)
-    return OrderRow(order.participant, order.slot, order.side, order.energy_wh, 0, order.energy_wh, amount, status)
+    return OrderRow(order.participant, order.slot, order.side, order.energy_wh, 0, order.energy_wh, amount, status,
+                    zone=zone)
 
 
 
 def cleared_rows(book, matched_of, excluded):
-    """Order rows from a function (participant, slot) -> (matched, unmatched, amount)."""
+    """Order rows from a function order -> (matched, unmatched, amount[, local_wh, cross_wh])."""
     rows = []
     for o in book.orders:
         position = book.positions[(o.participant, o.slot)][0]
+        zone = book.zone_of.get(o.participant, '')
         if o.participant in excluded or position is None:
-            rows.append(retailer_row(book.config, o, 'excluded' if o.participant in excluded else 'retailer'))
+            rows.append(retailer_row(book.config, o, 'excluded' if o.participant in excluded else 'retailer', zone))
         else:
-            matched, unmatched, amount = matched_of(o)
-            rows.append(OrderRow(o.participant, o.slot, o.side, o.energy_wh, matched, unmatched, amount, 'cleared'))
+            matched, unmatched, amount, *stages = matched_of(o)
+            local, cross = stages or (0, 0)
+            rows.append(OrderRow(o.participant, o.slot, o.side, o.energy_wh, matched, unmatched, amount, 'cleared',
+                                 zone=zone, local_wh=local, cross_wh=cross))
     return rows
 
 
@@ -69,6 +91,16 @@ def slot_row(config, slot, level, traded, residual):
     if level is None or traded == 0:
         return SlotRow(slot, None, None, 0, 0)
     return SlotRow(slot, level, config.level_price_units(level), traded, residual)
+
+
+
+def zoned_slot_row(config, slot, zones, local, cross):
+    """SlotRow of a zoned market; local: (level, traded, residual) per zone, cross: the same of stage 2."""
+    row = slot_row(config, slot, *cross)
+    row.zones = [ZoneRow(z, r.level, r.price_units, r.traded_wh, r.residual_wh)
+                 for z, r in zip(zones, (slot_row(config, slot, *outcome) for outcome in local))]
+    row.fee_amount = row.traded_wh * config.fee_units
+    return row
 
 
 
@@ -87,8 +119,15 @@ def public_slot_rows(config, public_slots):
     """SlotRows from the nodes' opened public outputs (public.json 'slots')."""
     if config.mechanism != 'double-auction':
         return [SlotRow(s['slot'], None, None, 0, 0, s['buy_price_units'], s['sell_price_units']) for s in public_slots]
-    return [slot_row(config, s['slot'], s['level'] if s['level'] >= 0 else None, s['traded_wh'], s['residual_wh'])
-            for s in public_slots]
+    if config.zoned:
+        return [zoned_slot_row(config, s['slot'], [z['zone'] for z in s['zones']],
+                               [(_level(z), z['traded_wh'], z['residual_wh']) for z in s['zones']],
+                               (_level(s), s['traded_wh'], s['residual_wh'])) for s in public_slots]
+    return [slot_row(config, s['slot'], _level(s), s['traded_wh'], s['residual_wh']) for s in public_slots]
+
+
+def _level(public_slot):
+    return public_slot['level'] if public_slot['level'] >= 0 else None
 
 
 

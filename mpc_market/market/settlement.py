@@ -38,9 +38,14 @@ class SlotSettlement:
 
 def deviation_price2(config: MarketConfig, slot_row) -> int:  # slot_row: results.SlotRow (which imports this module)
     """2 x the deviation price in price units: twice the clearing price, floor + ceiling if nothing
-    traded, or buy + sell price under a community scheme."""
+    traded, or buy + sell price under a community scheme. A zoned slot uses the price of its
+    largest market (any zone's or the cross-zone auction; on a volume tie the lower price)."""
     if slot_row.buy_price_units is not None:
         return slot_row.buy_price_units + slot_row.sell_price_units
+    if slot_row.zones is not None:
+        markets = [m for m in [slot_row, *slot_row.zones] if m.level is not None]
+        if markets:
+            return 2 * min(markets, key=lambda m: (-m.traded_wh, m.level)).price_units
     if slot_row.level is None:
         return config.floor_units + config.ceiling_units
     return 2 * config.level_price_units(slot_row.level)

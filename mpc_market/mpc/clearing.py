@@ -208,65 +208,176 @@ class MarketNode:
             levels[trading] = [int(v) for v in await open_values(level[trading])]
         return levels, volume
 
-    async def ratio(self, volume, totals, bound, f):
-        """Shares of ceil(V * 2**f / T) for public 0 < V <= T (one per element), by long division."""
-        volume = np.asarray(volume, dtype=object)
+    # -- merit-order allocation ----------------------------------------------------------------
+    async def merit_ratios(self, supply, demand, levels, volume, bound, f):
+        """Per row (a slot, or a zone's slot) shares of ceil(R * 2**f / Q) for each side: Q the energy
+        at the chosen level, R = V - B what it shares (B: strictly better levels); 2**f when R == Q
+        (the short side, or nothing at the level). B, Q and R stay secret."""
+        rows, k = supply.shape
+        rho = np.zeros((2, rows), dtype=object)
+        idx = np.flatnonzero(levels >= 0)
+        if not idx.size:
+            return rho
+        lv = levels[idx].astype(np.int64)
+        zero = np.zeros(idx.size, dtype=object)
+        sell_better = np.where(lv > 0, supply[idx, np.maximum(lv - 1, 0)], zero)
+        buy_better = np.where(lv < k - 1, demand[idx, np.minimum(lv + 1, k - 1)], zero)
+        remaining = np.concatenate([volume[idx] - sell_better, volume[idx] - buy_better]) % P
+        at_level = np.concatenate([supply[idx, lv] - sell_better, demand[idx, lv] - buy_better]) % P
         bits = bits_needed(2 * bound)
-        equal = await is_zero(totals - volume, bits)
-        fraction = await ceil_fraction(volume * (1 - equal) % P, totals, f, bits)  # V < T, or 0 if V = T
-        return (fraction + (equal << f)) % P
+        equal = await is_zero(at_level - remaining, bits)
+        numerator = await reshare_values(remaining * (1 - equal))
+        fraction = await ceil_fraction(numerator, (at_level + equal) % P, f, bits)
+        rho[:, idx] = ((fraction + (equal << f)) % P).reshape(2, idx.size)
+        return rho
 
-    # -- allocation --------------------------------------------------------------------------
-    async def allocate(self, valid, levels, volume, rho_sell, rho_buy, f, y_bits, prices, bound):
-        """Result shares (4, participants, slots, 3) and per-slot sums of sell/buy allocations."""
-        layout, k = self.layout, self.layout.levels
-        results = np.zeros((ff.LIMBS, self.n_participants, self.n_slots, 3), dtype=np.uint32)
-        sums = np.zeros((2, self.n_slots), dtype=object)
-        trading = levels >= 0
-        chosen = np.where(trading, levels, 0).astype(np.int64)
-        price = np.array([prices[int(lv)] if lv >= 0 else 0 for lv in levels], dtype=object)
-        floor_u, ceil_u = self.spec.floor_units, self.spec.ceiling_units
+    async def split_floor(self, y, need, is_sell, sell_only, buy_only, f, y_bits, bound):
+        """floor(y / 2**f) where need (elements of (n, slots)), split into its sell and buy parts: by
+        the public side where only one side can be at the level, else by one product with is_sell."""
+        floored = np.zeros(y.shape, dtype=object)
+        if need.any():
+            floored[need] = await floor_of_ratio_product(y[need], f, y_bits, bound)
+        mixed = need & ~sell_only & ~buy_only
+        f_sell = np.where(sell_only, floored, 0)
+        if mixed.any():
+            f_sell[mixed] = await reshare_values(floored[mixed] * is_sell[mixed])
+        return f_sell, (floored - f_sell) % P
+
+    def chunk_terms(self, start, stop):
+        """Per order of a chunk: exclusive prefix sums of its sell and buy energies over the levels
+        (limbs, (4, n, slots, K+1)), its sell and buy energies and its side indicator (ints)."""
+        k = self.layout.levels
+        block = np.asarray(self.shares[:, start:stop], dtype=np.uint32)
+        weighted = block[..., self.layout.weighted].astype(np.uint64)
+        pad = np.zeros(weighted.shape[:-1] + (1,), dtype=np.uint64)
+        prefix = [np.concatenate([pad, np.cumsum(weighted[..., cols], axis=-1)], axis=-1)
+                  for cols in (slice(0, k), slice(k, 2 * k))]
+        e_sell, e_buy = (ff.to_ints(e) for e in side_energies(weighted, k))
+        is_sell = ff.to_ints(block[..., :k].astype(np.uint64).sum(axis=-1) + block[..., self.layout.sell_out])
+        return prefix, e_sell, e_buy, is_sell
+
+    @staticmethod
+    def range_sum(prefix, lo, hi):
+        """Shares of the energy at levels lo <= j < hi ((n, slots) public bounds; empty if hi <= lo)."""
+        lo = np.clip(lo, 0, prefix.shape[-1] - 1)
+        hi = np.clip(np.maximum(hi, lo), 0, prefix.shape[-1] - 1)
+        take = lambda at: np.take_along_axis(prefix, np.broadcast_to(at[None, ..., None], prefix.shape[:-1] + (1,)), -1)
+        return ff.to_ints(take(hi)[..., 0] - take(lo)[..., 0])
+
+    async def stage_one(self, valid, group, levels, rho, f, y_bits, bound, groups):
+        """Merit order in every group (the whole market, or each zone) at its public level.
+
+        Per order: the energy strictly better than its group's level is matched in full, the energy
+        at the level gets floor(x * R/Q) (one product, one floor); all linear selections of the
+        order's weighted vector by the public level. Returns per-order (m_sell, m_buy, f_sell,
+        f_buy) as limb shares (4, participants, slots, 4), the orders' energies (e_sell, e_buy) and
+        per group and slot the sums of f_sell, f_buy and all matches."""
+        k, slots = self.layout.levels, self.n_slots
+        stage = np.zeros((ff.LIMBS, self.n_participants, slots, 4), dtype=np.uint32)
+        sums = np.zeros((3, groups, slots), dtype=object)
         for start in range(0, self.n_participants, self.spec.chunk):
             stop = min(start + self.spec.chunk, self.n_participants)
-            n = stop - start
-            block = np.asarray(self.shares[:, start:stop], dtype=np.uint32)  # (4, n, S, W)
-            weighted = block[..., layout.weighted].astype(np.uint64)
-            sell_prefix = np.cumsum(weighted[..., :k], axis=-1)          # level <= k
-            buy_suffix = np.cumsum(weighted[..., k:2 * k][..., ::-1], axis=-1)[..., ::-1]  # level >= k
-            pick = chosen[None, None, :, None]
-            x_sell = ff.to_ints(np.take_along_axis(sell_prefix, np.broadcast_to(pick, (4, n, self.n_slots, 1)), -1)[..., 0])
-            x_buy = ff.to_ints(np.take_along_axis(buy_suffix, np.broadcast_to(pick, (4, n, self.n_slots, 1)), -1)[..., 0])
-            out = layout.sell_out  # orders outside the band: all unmatched, at the retailer's prices
-            e_sell, e_buy = (ff.to_ints(e) for e in side_energies(weighted, k))
-            is_sell = ff.to_ints(block[..., :k].astype(np.uint64).sum(axis=-1) + block[..., out])
-            keep = (valid[start:stop, None] & trading[None, :]).astype(object)
-            keep_all = valid[start:stop, None].astype(object)
-            x_sell, x_buy = x_sell * keep % P, x_buy * keep % P
-            e_sell, e_buy, is_sell = e_sell * keep_all % P, e_buy * keep_all % P, is_sell * keep_all % P
-            y = await reshare_values(x_sell * rho_sell[None, :] + x_buy * rho_buy[None, :])
-            matched = (await floor_of_ratio_product(y.reshape(-1), f, y_bits, bound)).reshape(n, self.n_slots)
-            m_sell = await reshare_values(matched * is_sell)
-            m_buy = (matched - m_sell) % P
-            unmatched = (e_sell + e_buy - matched) % P
-            amount = (price * (m_buy - m_sell) + ceil_u * (e_buy - m_buy) - floor_u * (e_sell - m_sell)) % P
-            sums[0] += m_sell.sum(axis=0)
-            sums[1] += m_buy.sum(axis=0)
-            fresh = await reshare_values(np.stack([matched, unmatched, amount], axis=-1))
-            results[:, start:stop] = ff.from_ints(fresh)
+            g = np.maximum(group[start:stop], 0)
+            lv = np.asarray(levels, dtype=np.int64)[g]                                # (n, slots): each order's group level
+            keep = (valid[start:stop, None] & (lv >= 0)).astype(object)
+            (sell_prefix, buy_prefix), e_sell, e_buy, is_sell = self.chunk_terms(start, stop)
+            better_sell = self.range_sum(sell_prefix, np.zeros_like(lv), lv) * keep
+            better_buy = self.range_sum(buy_prefix, lv + 1, np.full_like(lv, k)) * keep
+            at_sell = self.range_sum(sell_prefix, lv, lv + 1) * keep
+            at_buy = self.range_sum(buy_prefix, lv, lv + 1) * keep
+            y = await reshare_values(at_sell * rho[0][g] + at_buy * rho[1][g])
+            need = keep.astype(bool)
+            none = np.zeros_like(need)
+            f_sell, f_buy = await self.split_floor(y, need, is_sell, none, none, f, y_bits, bound)
+            m_sell, m_buy = (better_sell + f_sell) % P, (better_buy + f_buy) % P
+            for i, values in enumerate((f_sell, f_buy, m_sell + m_buy)):
+                np.add.at(sums[i], g, values * valid[start:stop, None])
+            stage[:, start:stop] = ff.from_ints(np.stack([m_sell, m_buy, f_sell, f_buy], axis=-1))
             self.progress('allocation', stop, self.n_participants)
-        return results, sums % P
+        return stage, sums % P
 
-    async def residuals(self, sell_total, buy_total, volume, sums, bound, trading):
-        """Open V - (allocations of the long side) per trading slot."""
+    def final_results(self, valid, start, stop, stage1, stage2, prices):
+        """(matched, unmatched, amount[, local, cross]) per order of a chunk, before resharing."""
+        _, e_sell, e_buy, _ = self.chunk_terms(start, stop)
+        keep = valid[start:stop, None].astype(object)
+        e_sell, e_buy = e_sell * keep % P, e_buy * keep % P
+        floor_u, ceil_u = self.spec.floor_units, self.spec.ceiling_units
+        m1_sell, m1_buy = stage1
+        matched_sell, matched_buy = m1_sell, m1_buy
+        amount = prices[0] * (m1_buy - m1_sell)
+        fields = []
+        if stage2 is not None:
+            m2_sell, m2_buy = stage2
+            matched_sell, matched_buy = (m1_sell + m2_sell) % P, (m1_buy + m2_buy) % P
+            amount = amount + prices[1] * (m2_buy - m2_sell) + self.spec.fee_units * m2_buy
+            fields = [m1_sell + m1_buy, m2_sell + m2_buy]
+        matched = matched_sell + matched_buy
+        amount = amount + ceil_u * (e_buy - matched_buy) - floor_u * (e_sell - matched_sell)
+        return np.stack([matched, e_sell + e_buy - matched, amount, *fields], axis=-1) % P
+
+    async def clear_double_auction(self, valid, lap):
+        """Merit-order double auction: every slot at its crossing, matched and billed."""
+        spec = self.spec
+        bound = max(1, int(valid.sum())) * spec.max_order_wh
+        f, y_bits = self.floor_bits(bound)
+        supply, demand = self.curves(valid)
+        levels, volume = await self.cross(supply, demand, bound)
+        self.levels = levels
+        self.deviation_price2 = [self.deviation_price2_of([(volume[s], levels[s])]) for s in range(self.n_slots)]
+        lap('clearing')
+        rho = await self.merit_ratios(supply, demand, levels, volume, bound, f)
+        price = self.level_prices(levels)
+        group = np.zeros(self.n_participants, dtype=np.int64)
+        stage, sums = await self.stage_one(valid, group, levels[None, :], rho[:, None, :], f, y_bits, bound, 1)
+        results = np.zeros((ff.LIMBS, self.n_participants, self.n_slots, 3), dtype=np.uint32)
+        for start in range(0, self.n_participants, spec.chunk):
+            stop = min(start + spec.chunk, self.n_participants)
+            m = ff.to_ints(stage[:, start:stop])
+            fresh = await reshare_values(self.final_results(valid, start, stop, (m[..., 0], m[..., 1]), None,
+                                                            (price[None, :],)))
+            results[:, start:stop] = ff.from_ints(fresh)
+        lap('allocation')
+        residual = await self.open_residuals(volume, sums[2, 0], levels)
+        lap('output')
+        public = {'slots': [{'slot': s, 'level': int(lv), 'traded_wh': int(v), 'residual_wh': int(r)}
+                            for s, lv, v, r in zip(spec.slots, levels, volume, residual)]}
+        return public, results
+
+    def floor_bits(self, bound):
+        f = self.spec.energy_bits + bound.bit_length() + 1  # 2**f >= 2 * x * T for every x, T
+        y_bits = self.spec.energy_bits + f + 1
+        # masked openings need y + r < p with r about 2**(y_bits + SEC_PARAM + 6) (PRSS sums)
+        if y_bits + SEC_PARAM + 8 > ff.MODULUS_BITS:
+            raise ValueError(f'market too large for GF(2^127-1): bound {bound} Wh with max_order_wh '
+                             f'{self.spec.max_order_wh}')
+        return f, y_bits
+
+    def level_prices(self, levels):
+        spec = self.spec
+        return np.array([spec.floor_units + int(lv) * spec.tick_units if lv >= 0 else 0 for lv in np.ravel(levels)],
+                        dtype=object).reshape(np.shape(levels))
+
+    def deviation_price2_of(self, markets):
+        """2 x the deviation price: the largest market's price (volume tie: lower), midpoint if none."""
+        spec = self.spec
+        trading = [(int(v), int(lv)) for v, lv in markets if lv >= 0 and v > 0]
+        if not trading:
+            return spec.floor_units + spec.ceiling_units
+        _, level = min(trading, key=lambda m: (-m[0], m[1]))
+        return 2 * (spec.floor_units + level * spec.tick_units)
+
+    async def open_residuals(self, volume, matched_sums, levels):
+        """Open 2V - (all matches) per trading row: the short side sums to V, the long side to V - residual."""
         residual = np.zeros(len(volume), dtype=object)
-        if not trading.any():
-            return residual
-        idx = np.flatnonzero(trading)
-        long_sell = await less_than_zero(buy_total[idx] - sell_total[idx], bits_needed(bound))
-        long_sum = await reshare_values(sums[1, idx] + long_sell * (sums[0, idx] - sums[1, idx]))
-        opened = await open_values((volume[idx] - long_sum) % P)
-        residual[idx] = [int(v) for v in opened]
+        idx = np.flatnonzero(levels >= 0)
+        if idx.size:
+            residual[idx] = [int(v) for v in await open_values((2 * volume[idx] - matched_sums[idx]) % P)]
         return residual
+
+    def zone_index(self):
+        """Each participant's zone index in spec.zone_names (-1: not in any zone)."""
+        index = {z: i for i, z in enumerate(self.spec.zone_names)}
+        return np.array([index.get(self.spec.zone_of.get(p), -1) for p in self.spec.participants], dtype=np.int64)
 
     # -- community pricing schemes -------------------------------------------------------------
     def side_totals(self, valid):
@@ -318,42 +429,12 @@ class MarketNode:
         lap('validation')
         if spec.mechanism != 'double-auction':
             public, results = await self.run_scheme(valid, lap)
-            public['excluded'] = [p for p, ok, here in zip(spec.participants, valid, present) if here and not ok]
-            public['missing'] = [p for p, here in zip(spec.participants, present) if not here]
-            return public, results
-        bound = max(1, int(valid.sum())) * spec.max_order_wh
-        supply, demand = self.curves(valid)
-        levels, volume = await self.cross(supply, demand, bound)
-        self.levels = levels
-        self.deviation_price2 = [2 * (spec.floor_units + int(lv) * spec.tick_units) if lv >= 0
-                                 else spec.floor_units + spec.ceiling_units for lv in levels]
-        lap('clearing')
-        trading = levels >= 0
-        f = spec.energy_bits + bound.bit_length() + 1  # 2**f >= 2 * x * T for every x, T
-        y_bits = spec.energy_bits + f + 1
-        # masked openings need y + r < p with r about 2**(y_bits + SEC_PARAM + 6) (PRSS sums)
-        if y_bits + SEC_PARAM + 8 > ff.MODULUS_BITS:
-            raise ValueError(f'market too large for GF(2^127-1): {valid.sum()} participants with '
-                             f'max_order_wh {spec.max_order_wh}')
-        chosen = np.where(trading, levels, 0).astype(np.int64)
-        sell_total = supply[np.arange(self.n_slots), chosen]
-        buy_total = demand[np.arange(self.n_slots), chosen]
-        rho_sell = np.zeros(self.n_slots, dtype=object)
-        rho_buy = np.zeros(self.n_slots, dtype=object)
-        idx = np.flatnonzero(trading)
-        if idx.size:
-            both = await self.ratio(np.concatenate([volume[idx], volume[idx]]),
-                                    np.concatenate([sell_total[idx], buy_total[idx]]), bound, f)
-            rho_sell[idx], rho_buy[idx] = both[:idx.size], both[idx.size:]
-        prices = [spec.floor_units + j * spec.tick_units for j in range(spec.levels)]
-        results, sums = await self.allocate(valid, levels, volume, rho_sell, rho_buy, f, y_bits, prices, bound)
-        lap('allocation')
-        residual = await self.residuals(sell_total, buy_total, volume, sums, bound, trading)
-        lap('output')
-        public = {
-            'slots': [{'slot': s, 'level': int(lv), 'traded_wh': int(v), 'residual_wh': int(r)}
-                      for s, lv, v, r in zip(spec.slots, levels, volume, residual)],
-            'excluded': [p for p, ok, here in zip(spec.participants, valid, present) if here and not ok],
-            'missing': [p for p, here in zip(spec.participants, present) if not here],
-        }
+        elif spec.zone_names:
+            from .zones import clear_zoned
+            valid = self.valid = valid & (self.zone_index() >= 0)  # no zone: settled with the retailer
+            public, results = await clear_zoned(self, valid, lap)
+        else:
+            public, results = await self.clear_double_auction(valid, lap)
+        public['excluded'] = [p for p, ok, here in zip(spec.participants, valid, present) if here and not ok]
+        public['missing'] = [p for p, here in zip(spec.participants, present) if not here]
         return public, results

@@ -36,6 +36,10 @@ class JobSpec:
     settle: bool = False        # meter packages present: settle deviations after clearing
     max_reading_wh: int = 65535
     round_id: str = ''          # a deployment round: bound into the nodes' signed statements
+    zone_names: list = field(default_factory=list)  # zoned market: the zones (public)
+    zone_of: dict = field(default_factory=dict)     # participant -> zone (public grid connection)
+    fee_levels: int = 0         # the network fee in ticks
+    fee_units: int = 0          # the network fee in price units
 
     def save(self, directory):
         os.makedirs(directory, exist_ok=True)
@@ -69,6 +73,8 @@ def job_spec(book, nodes, chunk):
     """Public job parameters; chunk = orders (participant x slot vectors) streamed at once."""
     spec = config_spec(book.config, book.slots, nodes, max(1, chunk // max(1, len(book.slots))))
     spec.participants = book.participants
+    if book.config.zoned:
+        spec.zone_names, spec.zone_of = list(book.zones), dict(book.zone_of)
     return spec
 
 
@@ -79,4 +85,7 @@ def config_spec(config, slots, nodes, chunk):
                    energy_bits=config.energy_bits, max_order_wh=config.max_order_wh,
                    floor_units=config.floor_units, ceiling_units=config.ceiling_units,
                    tick_units=config.price_units(config.tick),
-                   participants=[], slots=list(slots), chunk=chunk, mechanism=config.mechanism)
+                   participants=[], slots=list(slots), chunk=chunk, mechanism=config.mechanism,
+                   zone_names=sorted(set(config.zone_of.values())) if config.zoned else [],
+                   zone_of=dict(config.zone_of) if config.zoned else {},
+                   fee_levels=config.fee_levels if config.zoned else 0, fee_units=config.fee_units if config.zoned else 0)

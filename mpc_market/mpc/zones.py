@@ -1,0 +1,122 @@
+"""The zoned market under MPC: every zone clears on its own, then one cross-zone auction.
+
+Import only inside a node process (see mpc_market.mpc.node). Mirrors
+mpc_market.market.rule.clear_zoned_slot exactly. Zone membership, each zone's level and volume
+and the cross level and volume are public; each order's matches and the zone totals B, Q, R
+stay secret. Stage 2 needs no new per-order product beyond its own floor: what an order has left
+is its weighted vector above (sells) or below (buys) its zone's public level, minus its stage-1
+floor at that level, so every stage-2 selection is linear in shares already held. The floor (and
+the side split) is only computed where an order can be at the cross level at all.
+"""
+
+import numpy as np
+
+from . import field as ff
+from .primitives import P, reshare_values
+
+
+def zone_totals(node, valid, zone, zones):
+    """Shares of the weighted vectors summed per zone: (zones, slots, 2K+2)."""
+    layout = node.layout
+    totals = np.zeros((zones, node.n_slots, layout.weighted.stop - layout.weighted.start), dtype=object)
+    for start in range(0, node.n_participants, node.spec.chunk):
+        stop = min(start + node.spec.chunk, node.n_participants)
+        block = np.asarray(node.shares[:, start:stop], dtype=np.uint32)[..., layout.weighted]
+        for z in range(zones):
+            rows = np.flatnonzero(valid[start:stop] & (zone[start:stop] == z))
+            if rows.size:
+                totals[z] += ff.sum_rows(block[:, rows], axis=0)
+    return totals % P
+
+
+def leftover_bounds(levels, k):
+    """Per zone and slot the levels whose energy can be left after stage 1: sells at or above
+    `lo`, buys at or below `hi` (the zone's level; everything where the zone did not trade)."""
+    trading = levels >= 0
+    return np.where(trading, levels, 0), np.where(trading, levels, k - 1), trading
+
+
+async def clear_zoned(node, valid, lap):
+    spec, k, slots = node.spec, node.layout.levels, node.n_slots
+    zone = node.zone_index()
+    zones = len(spec.zone_names)
+    bound = max(1, int(valid.sum())) * spec.max_order_wh
+    f, y_bits = node.floor_bits(bound)
+
+    # stage 1: each zone's own curves and crossing, all zones and slots in one batch
+    totals = zone_totals(node, valid, zone, zones)                      # (Z, S, 2K+2)
+    supply = np.cumsum(totals[..., :k], axis=-1) % P
+    demand = np.cumsum(totals[..., k:2 * k][..., ::-1], axis=-1)[..., ::-1] % P
+    levels, volume = await node.cross(supply.reshape(-1, k), demand.reshape(-1, k), bound)
+    rho = await node.merit_ratios(supply.reshape(-1, k), demand.reshape(-1, k), levels, volume, bound, f)
+    levels, volume = levels.astype(np.int64).reshape(zones, slots), volume.reshape(zones, slots)
+    stage, sums = await node.stage_one(valid, zone, levels, rho.reshape(2, zones, slots), f, y_bits, bound, zones)
+    lap('clearing')
+
+    # stage 2: the leftovers' curves (linear), buy limits lowered by the fee
+    lo, hi, trading = leftover_bounds(levels, k)
+    j = np.arange(k)
+    sell_left = totals[..., :k] * (j >= lo[..., None]) - (j == levels[..., None]) * sums[0][..., None]
+    buy_left = totals[..., k:2 * k] * (j <= hi[..., None]) - (j == levels[..., None]) * sums[1][..., None]
+    sell_left, buy_left = sell_left.sum(axis=0) % P, buy_left.sum(axis=0) % P  # (S, K)
+    fee = spec.fee_levels
+    shifted = np.zeros_like(buy_left)
+    shifted[:, :k - fee] = buy_left[:, fee:]
+    cross_supply = np.cumsum(sell_left, axis=-1) % P
+    cross_demand = np.cumsum(shifted[:, ::-1], axis=-1)[:, ::-1] % P
+    cross_levels, cross_volume = await node.cross(cross_supply, cross_demand, bound)
+    cross_levels = cross_levels.astype(np.int64)
+    cross_rho = await node.merit_ratios(cross_supply, cross_demand, cross_levels, cross_volume, bound, f)
+
+    results = np.zeros((ff.LIMBS, node.n_participants, slots, 5), dtype=np.uint32)
+    cross_sums = np.zeros(slots, dtype=object)
+    zone_price, cross_price = node.level_prices(levels), node.level_prices(cross_levels)
+    k2 = np.asarray(cross_levels, dtype=np.int64)[None, :]
+    for start in range(0, node.n_participants, spec.chunk):
+        stop = min(start + spec.chunk, node.n_participants)
+        z = np.maximum(zone[start:stop], 0)
+        (sell_prefix, buy_prefix), _, _, is_sell = node.chunk_terms(start, stop)
+        m1 = ff.to_ints(stage[:, start:stop])
+        m1_sell, m1_buy, f1_sell, f1_buy = (m1[..., i] for i in range(4))
+        lo_z, hi_z, trading_z, own = lo[z], hi[z], trading[z], levels[z]
+        on = (valid[start:stop, None] & (k2 >= 0))
+        # sells left: levels lo..K-1, minus the stage-1 floor at the zone's level
+        sell_at = on & (k2 >= lo_z)
+        better_sell = node.range_sum(sell_prefix, lo_z, np.where(on, k2, lo_z)) \
+            - f1_sell * (trading_z & on & (own < k2))
+        at_sell = node.range_sum(sell_prefix, k2, k2 + 1) * sell_at - f1_sell * (trading_z & on & (own == k2))
+        # buys left: levels 0..hi; in the cross auction a buy at j sits at j - fee
+        t = k2 + fee
+        buy_at = on & (t <= hi_z)
+        better_buy = node.range_sum(buy_prefix, np.where(on, t + 1, hi_z + 1), hi_z + 1) \
+            - f1_buy * (trading_z & on & (own > t))
+        at_buy = node.range_sum(buy_prefix, t, t + 1) * buy_at - f1_buy * (trading_z & on & (own == t))
+        y = await reshare_values(at_sell * cross_rho[0][None, :] + at_buy * cross_rho[1][None, :])
+        f2_sell, f2_buy = await node.split_floor(y % P, sell_at | buy_at, is_sell, sell_at & ~buy_at,
+                                                 buy_at & ~sell_at, f, y_bits, bound)
+        keep = valid[start:stop, None].astype(object)
+        m2_sell = (better_sell * on + f2_sell) * keep % P
+        m2_buy = (better_buy * on + f2_buy) * keep % P
+        cross_sums += (m2_sell + m2_buy).sum(axis=0)
+        values = node.final_results(valid, start, stop, (m1_sell, m1_buy), (m2_sell, m2_buy),
+                                    (zone_price[z], cross_price[None, :]))
+        results[:, start:stop] = ff.from_ints(await reshare_values(values))
+        node.progress('cross-zone', stop, node.n_participants)
+    lap('allocation')
+
+    residual = await node.open_residuals(np.concatenate([volume.reshape(-1), cross_volume]),
+                                         np.concatenate([sums[2].reshape(-1), cross_sums % P]),
+                                         np.concatenate([levels.reshape(-1), cross_levels]))
+    zone_residual, cross_residual = residual[:-slots].reshape(zones, slots), residual[-slots:]
+    node.levels = cross_levels
+    node.deviation_price2 = [node.deviation_price2_of([(cross_volume[s], cross_levels[s])]
+                                                      + [(volume[c, s], levels[c, s]) for c in range(zones)])
+                             for s in range(slots)]
+    lap('output')
+    public = {'slots': [
+        {'slot': slot, 'level': int(cross_levels[s]), 'traded_wh': int(cross_volume[s]),
+         'residual_wh': int(cross_residual[s]),
+         'zones': [{'zone': name, 'level': int(levels[c, s]), 'traded_wh': int(volume[c, s]),
+                    'residual_wh': int(zone_residual[c, s])} for c, name in enumerate(spec.zone_names)]}
+        for s, slot in enumerate(spec.slots)]}
+    return public, results
