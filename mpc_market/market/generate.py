@@ -86,11 +86,18 @@ def community(participants, slots, seed, with_readings=False):
     return (orders, readings) if with_readings else orders
 
 
-def write_community(out_dir, participants, slots, seed):
-    """Write orders.csv, readings.csv, feeders.csv and market.toml into out_dir; return their paths."""
+def write_community(out_dir, participants, slots, seed, zones=0, network_fee='0.010'):
+    """Write orders.csv, readings.csv, feeders.csv and market.toml into out_dir; return their paths.
+
+    zones > 0: a zoned market (communities of whole feeders, a zone column in orders.csv and
+    zones = true with the network fee in market.toml)."""
     import csv
     os.makedirs(out_dir, exist_ok=True)
     orders, readings = community(participants, slots, seed, with_readings=True)
+    names = sorted({r['participant'] for r in readings})
+    feeders = feeder_map(names, zones)
+    for order in orders if zones else ():
+        order['zone'] = feeders[order['participant']][1]
     orders_path = os.path.join(out_dir, 'orders.csv')
     readings_path = os.path.join(out_dir, 'readings.csv')
     with open(readings_path + '.tmp', 'w', newline='') as f:
@@ -100,7 +107,8 @@ def write_community(out_dir, participants, slots, seed):
     os.replace(readings_path + '.tmp', readings_path)
     config_path = os.path.join(out_dir, 'market.toml')
     with open(orders_path + '.tmp', 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=['participant', 'slot', 'side', 'energy_wh', 'limit_price'])
+        writer = csv.DictWriter(f, fieldnames=['participant', 'slot', 'side', 'energy_wh', 'limit_price']
+                                + (['zone'] if zones else []))
         writer.writeheader()
         writer.writerows(orders)
     os.replace(orders_path + '.tmp', orders_path)
@@ -109,8 +117,11 @@ def write_community(out_dir, participants, slots, seed):
         f.write('# Local market: feed-in tariff (floor) and retail price (ceiling) in currency per kWh\n'
                 f'[market]\nprice_floor = {m["price_floor"]}\nprice_ceiling = {m["price_ceiling"]}\n'
                 f'tick = {m["tick"]}\nmax_order_wh = {m["max_order_wh"]}\n')
+        if zones:
+            f.write('# communities clear first, then trade across at a network fee per kWh (zones: orders.csv)\n'
+                    f'zones = true\nnetwork_fee = {network_fee}\n')
     os.replace(config_path + '.tmp', config_path)
-    write_feeders(os.path.join(out_dir, 'feeders.csv'), sorted({r['participant'] for r in readings}))
+    write_feeders(os.path.join(out_dir, 'feeders.csv'), feeders)
     return orders_path, config_path, len(orders), readings_path
 
 
@@ -118,15 +129,18 @@ FEEDER_SIZE = 20        # households per low-voltage feeder
 FEEDERS_PER_ZONE = 5
 
 
-def feeder_map(participants):
-    """{participant: (feeder, zone)}: FEEDER_SIZE households per feeder, FEEDERS_PER_ZONE feeders per zone."""
-    return {name: (f'F{i // FEEDER_SIZE:03d}', f'Z{i // FEEDER_SIZE // FEEDERS_PER_ZONE:02d}')
-            for i, name in enumerate(participants)}
+def feeder_map(participants, zones=0):
+    """{participant: (feeder, zone)}: FEEDER_SIZE households per feeder; FEEDERS_PER_ZONE feeders per
+    zone, or (zones > 0) the feeders split into that many zones of whole feeders."""
+    feeders = max(1, -(-len(participants) // FEEDER_SIZE))
+    def zone(f):
+        return f * zones // feeders if zones else f // FEEDERS_PER_ZONE
+    return {name: (f'F{i // FEEDER_SIZE:03d}', f'Z{zone(i // FEEDER_SIZE):02d}') for i, name in enumerate(participants)}
 
 
-def write_feeders(path, participants):
-    """feeders.csv of feeder_map(participants)."""
+def write_feeders(path, feeders):
+    """feeders.csv of a feeder_map."""
     with open(path + '.tmp', 'w') as f:
         f.write('participant,feeder,zone\n')
-        f.writelines(f'{name},{feeder},{zone}\n' for name, (feeder, zone) in feeder_map(participants).items())
+        f.writelines(f'{name},{feeder},{zone}\n' for name, (feeder, zone) in feeders.items())
     os.replace(path + '.tmp', path)

@@ -10,16 +10,41 @@ PARTICIPANT_COLUMNS = ('participant', 'slot', 'side', 'energy_wh', 'matched_wh',
 
 
 SCHEME_PUBLIC_COLUMNS = ('slot', 'buy_price', 'sell_price')
+# zoned: per slot one row per zone ('zone:NAME'), the cross-zone auction ('cross') and the network
+# operator's income from the fees on cross-zone energy ('network-operator', fee_amount)
+ZONED_PUBLIC_COLUMNS = ('slot', 'market', 'price', 'traded_wh', 'residual_wh', 'fee_amount')
+ZONED_COLUMNS = ('zone', 'local_wh', 'cross_wh')
 
 
 def public_columns(config):
+    if config.zoned:
+        return ZONED_PUBLIC_COLUMNS
     return PUBLIC_COLUMNS if config.mechanism == 'double-auction' else SCHEME_PUBLIC_COLUMNS
+
+
+def participant_columns(config, columns=None):
+    columns = columns or PARTICIPANT_COLUMNS
+    return columns + ZONED_COLUMNS if config.zoned else columns
+
+
+def _market_row(config, slot, market, row):
+    return {'slot': slot, 'market': market,
+            'price': '' if row.price_units is None else config.format_price(row.price_units),
+            'traded_wh': row.traded_wh, 'residual_wh': row.residual_wh, 'fee_amount': ''}
 
 
 def public_table(config, result):
     if config.mechanism != 'double-auction':
         return [{'slot': s.slot, 'buy_price': config.format_price(s.buy_price_units),
                  'sell_price': config.format_price(s.sell_price_units)} for s in result.slots]
+    if config.zoned:
+        rows = []
+        for s in result.slots:
+            rows += [_market_row(config, s.slot, f'zone:{z.zone}', z) for z in s.zones]
+            rows.append(_market_row(config, s.slot, 'cross', s))
+            rows.append({'slot': s.slot, 'market': 'network-operator', 'price': config.format_price(config.fee_units),
+                         'traded_wh': s.traded_wh, 'residual_wh': '', 'fee_amount': config.format_amount(s.fee_amount)})
+        return rows
     return [{'slot': s.slot, 'price': '' if s.price_units is None else config.format_price(s.price_units),
              'traded_wh': s.traded_wh, 'residual_wh': s.residual_wh} for s in result.slots]
 
@@ -27,7 +52,9 @@ def public_table(config, result):
 def participant_table(config, result):
     return [{'participant': r.participant, 'slot': r.slot, 'side': r.side, 'energy_wh': r.energy_wh,
              'matched_wh': r.matched_wh, 'unmatched_wh': r.unmatched_wh,
-             'amount': config.format_amount(r.amount), 'status': r.status} for r in result.rows]
+             'amount': config.format_amount(r.amount), 'status': r.status,
+             **({'zone': r.zone, 'local_wh': r.local_wh, 'cross_wh': r.cross_wh} if config.zoned else {})}
+            for r in result.rows]
 
 
 def csv_text(columns, rows):
@@ -42,7 +69,7 @@ def write_results(out_dir, config, result):
     """Write public.csv, participants.csv and summary.json; all appear together or none."""
     return write_all(out_dir, {
         'public.csv': csv_text(public_columns(config), public_table(config, result)),
-        'participants.csv': csv_text(PARTICIPANT_COLUMNS, participant_table(config, result)),
+        'participants.csv': csv_text(participant_columns(config), participant_table(config, result)),
         'summary.json': json.dumps({'excluded': result.excluded, 'stats': result.stats}, indent=1, default=str),
     })
 
@@ -74,7 +101,8 @@ RETAILER_COLUMNS = ('slot', 'receives', 'pays', 'rounding_residue', 'net')
 def write_settlement(out_dir, config, result):
     """public.csv, participants.csv, bills.csv and retailer.csv, all-or-nothing."""
     money = config.format_amount
-    rows = [{**{k: getattr(r, k) for k in SETTLEMENT_COLUMNS},
+    columns = participant_columns(config, SETTLEMENT_COLUMNS)
+    rows = [{**{k: getattr(r, k) for k in columns},
              'amount': money(r.amount), 'deviation_amount': money(r.deviation_amount),
              'total_amount': money(r.total_amount)} for r in result.rows]
     bills = [{'participant': b.participant, 'trade_amount': money(b.trade_amount),
@@ -86,7 +114,7 @@ def write_settlement(out_dir, config, result):
                 for slot, s in sorted(result.slots.items())]
     return write_all(out_dir, {
         'public.csv': csv_text(public_columns(config), public_table(config, result.clearing)),
-        'participants.csv': csv_text(SETTLEMENT_COLUMNS, rows),
+        'participants.csv': csv_text(columns, rows),
         'bills.csv': csv_text(BILL_COLUMNS, bills),
         'retailer.csv': csv_text(RETAILER_COLUMNS, retailer),
         'summary.json': json.dumps({'excluded': result.clearing.excluded, 'stats': result.stats}, indent=1,

@@ -15,6 +15,7 @@ certificate names the party it claims to be) and is decoded by mpc_market.mpc.wi
 """
 
 import hashlib
+import math
 import os
 import time
 
@@ -32,7 +33,6 @@ from .primitives import (
     ceil_fraction,
     commitment,
     floor_of_ratio_product,
-    is_zero,
     less_than_zero,
     open_values,
     peak_rss_mb,
@@ -176,20 +176,47 @@ class MarketNode:
         demand = np.cumsum(buy[:, ::-1], axis=1)[:, ::-1] % P
         return supply, demand
 
+    @staticmethod
+    async def locate_crossing(supply, demand, bits):
+        """Shares of k* (the first level with S(k) >= D(k); K if none), S and D at k* and k*-1, and
+        [k* >= 1], [k* <= K-1], in two rounds of about 2*sqrt(K) comparisons per row instead of K.
+
+        S - D is nondecreasing in k, so [S(k) >= D(k)] is 0...01...1. Padded with S = S(K-1),
+        D = 0 up to m*B >= K+1 levels it always turns 1 by level K. Round 1 compares the last level
+        of every block of B (and levels 0 and K-1) and yields the block of k* as a one-hot; the
+        block's S and D (and the level before it) are selected by one dot product each; round 2
+        compares within the block."""
+        rows, k = supply.shape
+        block = max(1, math.isqrt(k + 1))
+        blocks = -(-(k + 1) // block)
+        width = blocks * block
+        s_pad = np.zeros((rows, width + 1), dtype=object)  # column 0: level -1
+        d_pad = np.zeros((rows, width + 1), dtype=object)
+        s_pad[:, 1:k + 1], s_pad[:, k + 1:] = supply, supply[:, k - 1:k]
+        d_pad[:, 1:k + 1] = demand
+        ends = np.arange(blocks) * block + block  # last level of each block, +1 for the pad column
+        coarse = np.concatenate([s_pad[:, ends] - d_pad[:, ends], (supply - demand)[:, [0, k - 1]]], axis=1)
+        g = (1 - await less_than_zero(coarse, bits)) % P
+        g_blocks, exists_lo, exists_hi = g[:, :blocks], (1 - g[:, blocks]) % P, g[:, blocks + 1]
+        h_block = np.concatenate([g_blocks[:, :1], g_blocks[:, 1:] - g_blocks[:, :-1]], axis=1)
+        # levels b*B - 1 .. b*B + B - 1 of each block b (pad columns b*B .. b*B + B)
+        window = np.arange(blocks)[:, None] * block + np.arange(block + 1)[None, :]
+        picked = np.stack([(h_block[:, :, None] * s_pad[:, window]).sum(axis=1),
+                           (h_block[:, :, None] * d_pad[:, window]).sum(axis=1)])
+        s_blk, d_blk = await reshare_values(picked)  # (rows, B+1): the level before the block, then the block
+        g_fine = (1 - await less_than_zero(s_blk[:, 1:] - d_blk[:, 1:], bits)) % P
+        h_fine = np.concatenate([g_fine[:, :1], g_fine[:, 1:] - g_fine[:, :-1]], axis=1)
+        s_lo, d_lo, s_hi, d_hi = await reshare_values(np.stack([
+            (h_fine * s_blk[:, :-1]).sum(axis=1), (h_fine * d_blk[:, :-1]).sum(axis=1),
+            (h_fine * s_blk[:, 1:]).sum(axis=1), (h_fine * d_blk[:, 1:]).sum(axis=1)]))
+        k_star = ((h_block * (np.arange(blocks) * block)).sum(axis=1) + (h_fine * np.arange(block)).sum(axis=1)) % P
+        return k_star, s_lo, d_lo, s_hi, d_hi, exists_lo, exists_hi
+
     async def cross(self, supply, demand, bound):
         """Open chosen level and traded volume per slot (level -1 where nothing trades)."""
         slots, k = supply.shape
         bits = bits_needed(bound)
-        below = await less_than_zero(supply - demand, bits)  # [S(k) < D(k)]
-        g = (1 - below) % P
-        h = np.zeros((slots, k + 1), dtype=object)  # one-hot at k* over 0..K
-        h[:, 0] = g[:, 0]
-        h[:, 1:k] = g[:, 1:] - g[:, :-1]
-        h[:, k] = 1 - g[:, k - 1]
-        prods = np.stack([(h[:, 1:] * supply).sum(axis=1), (h[:, 1:] * demand).sum(axis=1),
-                          (h[:, :k] * supply).sum(axis=1), (h[:, :k] * demand).sum(axis=1)])
-        s_lo, d_lo, s_hi, d_hi = await reshare_values(prods)
-        exists_lo, exists_hi = (1 - g[:, 0]) % P, g[:, k - 1]
+        k_star, s_lo, d_lo, s_hi, d_hi, exists_lo, exists_hi = await self.locate_crossing(supply, demand, bits)
         sgn = await sign_of(s_lo - d_hi, bits)
         tie_break = (1 - await less_than_zero((s_hi - d_hi) - (d_lo - s_lo), bits)) % P
         sq, = await reshare_values([sgn * sgn])
@@ -198,7 +225,6 @@ class MarketNode:
         pick, = await reshare_values([equal * tie_break])
         pick, = await reshare_values([exists_hi * (greater + pick)])
         choose_lo, = await reshare_values([exists_lo * (1 - exists_hi + pick)])
-        k_star = (k - g.sum(axis=1)) % P
         level = (k_star - choose_lo) % P
         volume, = await reshare_values([d_hi + choose_lo * (s_lo - d_hi)])
         volume = np.array([int(v) for v in await open_values(volume)], dtype=object)
@@ -211,8 +237,8 @@ class MarketNode:
     # -- merit-order allocation ----------------------------------------------------------------
     async def merit_ratios(self, supply, demand, levels, volume, bound, f):
         """Per row (a slot, or a zone's slot) shares of ceil(R * 2**f / Q) for each side: Q the energy
-        at the chosen level, R = V - B what it shares (B: strictly better levels); 2**f when R == Q
-        (the short side, or nothing at the level). B, Q and R stay secret."""
+        at the chosen level, R = V - B what it shares (B: strictly better levels); 2**f on the short
+        side, where R = Q. B, Q, R and which side is long stay secret."""
         rows, k = supply.shape
         rho = np.zeros((2, rows), dtype=object)
         idx = np.flatnonzero(levels >= 0)
@@ -222,13 +248,19 @@ class MarketNode:
         zero = np.zeros(idx.size, dtype=object)
         sell_better = np.where(lv > 0, supply[idx, np.maximum(lv - 1, 0)], zero)
         buy_better = np.where(lv < k - 1, demand[idx, np.minimum(lv + 1, k - 1)], zero)
-        remaining = np.concatenate([volume[idx] - sell_better, volume[idx] - buy_better]) % P
-        at_level = np.concatenate([supply[idx, lv] - sell_better, demand[idx, lv] - buy_better]) % P
+        s_at, d_at = supply[idx, lv], demand[idx, lv]
+        # Only the long side (S(k) > D(k): sells) divides: there R < Q; the short side has R = Q.
         bits = bits_needed(2 * bound)
-        equal = await is_zero(at_level - remaining, bits)
-        numerator = await reshare_values(remaining * (1 - equal))
-        fraction = await ceil_fraction(numerator, (at_level + equal) % P, f, bits)
-        rho[:, idx] = ((fraction + (equal << f)) % P).reshape(2, idx.size)
+        sgn = await sign_of((s_at - d_at) % P, bits)
+        sq, = await reshare_values([sgn * sgn])
+        long_sell, long_buy = (sq + sgn) * ((P + 1) // 2) % P, (sq - sgn) * ((P + 1) // 2) % P
+        balanced = (1 - sq) % P
+        remaining, at_level = await reshare_values(np.stack([
+            long_sell * (volume[idx] - sell_better) + long_buy * (volume[idx] - buy_better),
+            long_sell * (s_at - sell_better) + long_buy * (d_at - buy_better)]))
+        ratio = await ceil_fraction(remaining, (at_level + balanced) % P, f, bits)  # balanced: 0 / 1
+        rho[:, idx] = await reshare_values(np.stack([
+            long_sell * ratio + (1 - long_sell) * (1 << f), long_buy * ratio + (1 - long_buy) * (1 << f)]))
         return rho
 
     async def split_floor(self, y, need, is_sell, sell_only, buy_only, f, y_bits, bound):
