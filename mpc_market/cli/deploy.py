@@ -175,7 +175,7 @@ def cmd_submit(args):
 
 def cmd_results(args):
     from ..market.config import parse_config
-    from ..market.output import PARTICIPANT_COLUMNS, csv_text, participant_table, public_columns, write_all
+    from ..market.output import csv_text, participant_columns, participant_table, public_columns, write_all
     from ..market.results import ClearingResult
     from ..net.client import BrokerClient, fetch_own_results, fetch_public, own_order_rows
     broker = BrokerClient(args.broker, args.keys, args.client)
@@ -198,12 +198,14 @@ def cmd_results(args):
                 return 1
             if args.orders:
                 config, rows = own_order_rows(state, status, values, args.orders, args.participant)
-                text = csv_text(PARTICIPANT_COLUMNS, participant_table(config, ClearingResult([], rows)))
+                text = csv_text(participant_columns(config), participant_table(config, ClearingResult([], rows)))
             else:
                 config = parse_config(f'round {state.round_id}', state.market_toml)
-                text = csv_text(('participant', 'slot', 'matched_wh', 'unmatched_wh', 'amount', 'status'), [
+                zoned = ('local_wh', 'cross_wh') if config.zoned else ()
+                text = csv_text(('participant', 'slot', 'matched_wh', 'unmatched_wh', 'amount', 'status', *zoned), [
                     {'participant': args.participant, 'slot': s, 'matched_wh': v[0], 'unmatched_wh': v[1],
-                     'amount': config.format_amount(v[2]), 'status': status} for s, v in zip(state.slots, values)])
+                     'amount': config.format_amount(v[2]), 'status': status, **dict(zip(zoned, v[3:])),
+                     } for s, v in zip(state.slots, values)])
             summary = f'round {state.round_id}: {args.participant}: {status} (reconstructed from all nodes\' shares)'
             name = f'{args.participant}.csv'
     finally:

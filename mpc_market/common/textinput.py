@@ -14,8 +14,17 @@ from .names import NAME_RE, NAME_RULE
 
 def toml_key_line(text, key):
     """Line of `key = ...` in TOML text (1 when absent), for error messages."""
+    quoted = re.escape(key)
     for number, line in enumerate(text.splitlines(), 1):
-        if re.match(rf'\s*{re.escape(key)}\s*=', line):
+        if re.match(rf'\s*({quoted}|"{quoted}"|\'{quoted}\')\s*=', line):
+            return number
+    return 1
+
+
+def toml_table_line(text, table):
+    """Line of the `[table]` header in TOML text (1 when absent), for error messages."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if re.match(rf'\s*\[\s*{re.escape(table)}\s*\]', line):
             return number
     return 1
 

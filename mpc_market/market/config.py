@@ -16,7 +16,7 @@ from math import ceil, floor
 
 from ..common.errors import InputError
 from ..common.names import NAME_RULE, is_name
-from ..common.textinput import parse_toml, read_text, toml_key_line
+from ..common.textinput import parse_toml, read_text, toml_key_line, toml_table_line
 
 MAX_ORDER_WH_LIMIT = (1 << 24) - 1  # keeps the rationing's masked values below 2^127 (see mpc.clearing)
 
@@ -189,7 +189,7 @@ def parse_config(path: str, text: str) -> MarketConfig:
     config = config_from_table(path, text, market)
     if 'zones' in doc:
         if not config.zoned:
-            raise InputError(path, toml_key_line(text, 'zones'), 'zones', '[zones] given but [market] zones is not true')
+            raise InputError(path, toml_table_line(text, 'zones'), 'zones', '[zones] given but [market] zones is not true')
         config = replace(config, zone_map=zone_map_from_table(path, text, doc['zones']))
     return config
 
@@ -197,7 +197,7 @@ def parse_config(path: str, text: str) -> MarketConfig:
 def zone_map_from_table(path, text, table):
     """((participant, zone), ...) of a [zones] table: zone = ["participant", ...]."""
     if not isinstance(table, dict):
-        raise InputError(path, toml_key_line(text, 'zones'), 'zones', 'must be a table of zone = [participants]')
+        raise InputError(path, toml_table_line(text, 'zones'), 'zones', 'must be a table of zone = [participants]')
     zone_of = {}
     for zone, members in table.items():
         line = toml_key_line(text, zone)

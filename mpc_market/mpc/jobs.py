@@ -4,7 +4,8 @@ A job directory holds ``job.json`` (public parameters only) and, per node i, ``n
 with that node's share packages (``shares.npy``: limb-major uint32 array of shape
 (4, participants, slots, width)), the participants whose packages it holds
 (``held.json``), and after the run its result shares (``results.npy``, shape
-(4, participants, slots, 3) for matched, unmatched and amount) and ``public.json``.
+(4, participants, slots, 3) for matched, unmatched and amount; 5 with local and cross-zone Wh in
+a zoned market) and ``public.json``.
 """
 
 import json
@@ -14,6 +15,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 RESULT_FIELDS = ('matched_wh', 'unmatched_wh', 'amount')
+ZONED_RESULT_FIELDS = RESULT_FIELDS + ('local_wh', 'cross_wh')
+
+
+def result_fields(config):
+    """Values per order in the result shares: 5 in a zoned market, else 3."""
+    return len(ZONED_RESULT_FIELDS if config.zoned else RESULT_FIELDS)
 
 
 @dataclass

@@ -19,9 +19,10 @@ from ..common.errors import InputError, KeyFileError, MarketError
 from ..common.keys import load_node_verify_keys, load_participant_agreement_key, load_participant_key, node_name
 from ..market.book import Book
 from ..market.config import parse_config
-from ..market.orders import load_orders
+from ..market.orders import load_orders, resolve_zones
 from ..market.results import order_rows
 from ..mpc import field as ff
+from ..mpc.jobs import result_fields
 from ..rpc import market_pb2, market_pb2_grpc
 from . import sealed, tls
 from .messages import result_shares_bytes, results_request_bytes, seal_context, verify_public
@@ -102,6 +103,9 @@ def submit_orders(orders_path, broker, keys_dir, round_id='', client='submitter'
     first_line = {}
     for o in orders:
         first_line.setdefault(o.participant, o.line)
+        if config.zoned and o.participant not in config.zone_of:  # the nodes would exclude it
+            raise InputError(orders_path, o.line, 'zone', f'{o.participant} is in no zone of round {state.round_id}')
+    resolve_zones(orders_path, config, orders)  # a zone column must agree with the round's zones
     participants = sorted(first_line)
     keys = {}
     for p in participants:
@@ -125,7 +129,8 @@ def submit_orders(orders_path, broker, keys_dir, round_id='', client='submitter'
 
 
 def fetch_own_results(broker, keys_dir, participant, round_id='', client='submitter'):
-    """(round state, status, values (slots, 3) or None): this participant's reconstructed results.
+    """(round state, status, values (slots, fields) or None): this participant's reconstructed results
+    (matched, unmatched, amount; in a zoned market also local and cross-zone Wh).
 
     Each node gets its own signed single-use request and seals its shares to the participant's
     X25519 key; only this participant's key opens them."""
@@ -170,14 +175,15 @@ def fetch_own_results(broker, keys_dir, participant, round_id='', client='submit
     if status == 'missing':
         return state, status, None
     slots = len(state.slots)
+    fields = result_fields(parse_config(f'round {state.round_id}', state.market_toml))
     try:
-        shares = [ff.to_ints(np.frombuffer(p, dtype='<u4').reshape(ff.LIMBS, slots, 3)) for p in plaintexts]
+        shares = [ff.to_ints(np.frombuffer(p, dtype='<u4').reshape(ff.LIMBS, slots, fields)) for p in plaintexts]
     except ValueError:
         raise ClientError('result shares of the wrong size') from None
     values, consistent = ff.recombine(shares, (len(replies) - 1) // 2)
     if not np.all(consistent):
         raise ClientError('result shares from the nodes are inconsistent')
-    return state, status, np.array(ff.signed(values), dtype=object).reshape(slots, 3)
+    return state, status, np.array(ff.signed(values), dtype=object).reshape(slots, fields)
 
 
 def own_order_rows(state, status, values, orders_path, participant):
