@@ -93,16 +93,17 @@ def read_rows(path):
 class Market:
     """A random market, its plaintext reference, and a running deployment."""
 
-    def __init__(self, tmp_path, participants=10, seed=7, netns=None, node_env=None):
-        """netns: None, or (prefix, subnet) of namespaces made by parties/netns.sh for this run."""
+    def __init__(self, tmp_path, participants=10, seed=7, netns=None, node_env=None, rows=None, market=MARKET):
+        """netns: None, or (prefix, subnet) of namespaces made by parties/netns.sh for this run.
+        rows and market: given orders and market TOML instead of a random market."""
         self.dir = tmp_path
-        self.rows = random_orders(random.Random(seed), participants)
+        self.rows = rows or random_orders(random.Random(seed), participants)
         self.participants = sorted({r[0] for r in self.rows})
         self.orders = str(tmp_path / 'orders.csv')
         self.market = str(tmp_path / 'market.toml')
         write_orders(self.orders, self.rows)
         with open(self.market, 'w') as f:
-            f.write(MARKET)
+            f.write(market)
         cli('clear', '--engine', 'plain', '--orders', self.orders, '--config', self.market, '--out', tmp_path / 'plain',
             '--quiet', check=True)
         self.plain = read_rows(tmp_path / 'plain' / 'participants.csv')

@@ -214,8 +214,9 @@ def public_result_set(round_id, body, signatures):
     """The PublicResultSet message of a signed body (the slot fields parsed from it)."""
     parsed = json.loads(body)
     slots = [market_pb2.SlotResult(slot=int(s['slot']), price=s.get('price', ''), traded_wh=int(s.get('traded_wh', 0)),
-                                   residual_wh=int(s.get('residual_wh', 0)), buy_price=s.get('buy_price', ''),
-                                   sell_price=s.get('sell_price', '')) for s in parsed['slots']]
+                                   residual_wh=int(s.get('residual_wh') or 0), buy_price=s.get('buy_price', ''),
+                                   sell_price=s.get('sell_price', ''), market=s.get('market', ''),
+                                   fee_amount=s.get('fee_amount', '')) for s in parsed['slots']]
     return market_pb2.PublicResultSet(round_id=round_id, body=body, slots=slots, signatures=[
         market_pb2.NodeSignature(node_index=i, signature=s) for i, s in sorted(signatures.items())])
 

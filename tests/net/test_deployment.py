@@ -17,7 +17,7 @@ from mpc_market.net.client import BrokerClient
 from mpc_market.net.tls import client_credentials, secure_channel
 from mpc_market.rpc import market_pb2, market_pb2_grpc
 
-from helpers import REPO, cli, node_fault_env, write_orders
+from helpers import REPO, cli, node_fault_env, read_rows, write_orders
 
 
 @pytest.mark.slow
@@ -47,6 +47,25 @@ def test_end_to_end_matches_the_plaintext_reference_and_the_broker_sees_no_secre
     for secret in secrets:
         assert secret[:64] not in broker_files
     assert not os.listdir(os.path.join(m.deployment.dir, 'node0', 'runs'))  # no stray share copies
+
+
+@pytest.mark.slow
+@pytest.mark.deployment
+def test_zoned_round_the_seed_case_two(market):
+    """Communities from the round's market file (the operator's zone map), the network fee, and
+    the seed paper's case II numbers from a deployment round, equal to the local reference."""
+    m = market(rows=[('P3', 0, 'sell', 200, '0.048'), ('P5', 0, 'sell', 180, '0.050'),
+                     ('P2', 0, 'buy', 140, '0.096'), ('P4', 0, 'buy', 100, '0.096'), ('P2', 1, 'buy', 30, '0.139'),
+                     ('P3', 2, 'sell', 20, '0.060'), ('P4', 2, 'buy', 15, '0.100'), ('P5', 3, 'buy', 5, '0.047')],
+               market='[market]\nprice_floor = 0.047\nprice_ceiling = 0.139\ntick = 0.001\nzones = true\n'
+                      'network_fee = 0.010\n[zones]\nA = ["P2", "P4", "P5"]\nB = ["P3"]\n')
+    m.open()
+    m.submit_individually(m.participants)
+    m.close_and_wait()
+    m.check_results()  # public.csv and every participant's rows (with zone, local_wh, cross_wh)
+    rows = {r['participant']: r for r in read_rows(m.dir / 'results-r1' / 'P5.csv') + read_rows(
+        m.dir / 'results-r1' / 'P3.csv') if r['slot'] == '0'}
+    assert (rows['P5']['local_wh'], rows['P5']['cross_wh'], rows['P3']['cross_wh']) == ('180', '0', '60')
 
 
 @pytest.mark.slow
