@@ -42,6 +42,13 @@ def table(data, columns):
              '|' + '---|' * len(columns)]
     lines += ['| ' + ' | '.join(cell(r) for _, cell in columns) + ' |' for r in data['rows']]
     return '\n'.join(lines)
+RULES = [('participants × slots', lambda r: f"{r['participants']:,} × {r['slots']}"),
+         ('merit order (nodes)', seconds('merit_nodes_s', True)), ('pro-rata (nodes)', seconds('pro-rata_nodes_s')),
+         ('zoned, zones (nodes)', lambda r: f"**{r['zoned_nodes_s']:.1f} s** ({r['zones']})"),
+         ('merit / pro-rata', lambda r: f"{1 / r['prorata_over_merit_nodes']:.2f}×"),
+         ('zoned / merit (nodes, end to end)', lambda r: f"**{r['zoned_over_merit_nodes']:.2f}×**, "
+                                                          f"{r['zoned_over_merit_total']:.2f}×"),
+         ('= references', lambda r: str(r['merit_agrees'] and r['pro-rata_agrees'] and r['zoned_agrees']))]
 
 
 if __name__ == '__main__':
@@ -49,3 +56,5 @@ if __name__ == '__main__':
     print(table(load('clearing-2core.json'), CLEARING))
     print('\n## Clearing and settlement\n')
     print(table(load('settlement-2core.json'), SETTLEMENT))
+    print('\n## Market rules\n')
+    print(table(load('rules-2core.json'), RULES))

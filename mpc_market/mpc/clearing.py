@@ -263,18 +263,6 @@ class MarketNode:
             long_sell * ratio + (1 - long_sell) * (1 << f), long_buy * ratio + (1 - long_buy) * (1 << f)]))
         return rho
 
-    async def split_floor(self, y, need, is_sell, sell_only, buy_only, f, y_bits, bound):
-        """floor(y / 2**f) where need (elements of (n, slots)), split into its sell and buy parts: by
-        the public side where only one side can be at the level, else by one product with is_sell."""
-        floored = np.zeros(y.shape, dtype=object)
-        if need.any():
-            floored[need] = await floor_of_ratio_product(y[need], f, y_bits, bound)
-        mixed = need & ~sell_only & ~buy_only
-        f_sell = np.where(sell_only, floored, 0)
-        if mixed.any():
-            f_sell[mixed] = await reshare_values(floored[mixed] * is_sell[mixed])
-        return f_sell, (floored - f_sell) % P
-
     def chunk_terms(self, start, stop):
         """Per order of a chunk: exclusive prefix sums of its sell and buy energies over the levels
         (limbs, (4, n, slots, K+1)), its sell and buy energies and its side indicator (ints)."""
@@ -296,21 +284,22 @@ class MarketNode:
         take = lambda at: np.take_along_axis(prefix, np.broadcast_to(at[None, ..., None], prefix.shape[:-1] + (1,)), -1)
         return ff.to_ints(take(hi)[..., 0] - take(lo)[..., 0])
 
-    async def stage_one(self, valid, group, levels, rho, f, y_bits, bound, groups):
+    async def stage_one(self, valid, group, levels, rho, f, y_bits, bound, groups, price=None):
         """Merit order in every group (the whole market, or each zone) at its public level.
 
         Per order: the energy strictly better than its group's level is matched in full, the energy
         at the level gets floor(x * R/Q) (one product, one floor); all linear selections of the
-        order's weighted vector by the public level. Returns per-order (m_sell, m_buy, f_sell,
-        f_buy) as limb shares (4, participants, slots, 4), the orders' energies (e_sell, e_buy) and
-        per group and slot the sums of f_sell, f_buy and all matches."""
+        order's weighted vector by the public level. Returns per-order limb shares and, per group
+        and slot, the sums of f_sell, f_buy and all matches. With price (one market: the slot
+        prices) the shares are the final results (matched, unmatched, amount), their side split
+        riding in the final resharing; else (zones) (m_sell, m_buy, f_sell, f_buy) for stage 2."""
         k, slots = self.layout.levels, self.n_slots
-        stage = np.zeros((ff.LIMBS, self.n_participants, slots, 4), dtype=np.uint32)
+        out = np.zeros((ff.LIMBS, self.n_participants, slots, 3 if price is not None else 4), dtype=np.uint32)
         sums = np.zeros((3, groups, slots), dtype=object)
         for start in range(0, self.n_participants, self.spec.chunk):
             stop = min(start + self.spec.chunk, self.n_participants)
             g = np.maximum(group[start:stop], 0)
-            lv = np.asarray(levels, dtype=np.int64)[g]                                # (n, slots): each order's group level
+            lv = np.asarray(levels, dtype=np.int64)[g]  # (n, slots): each order's group level
             keep = (valid[start:stop, None] & (lv >= 0)).astype(object)
             (sell_prefix, buy_prefix), e_sell, e_buy, is_sell = self.chunk_terms(start, stop)
             better_sell = self.range_sum(sell_prefix, np.zeros_like(lv), lv) * keep
@@ -319,19 +308,27 @@ class MarketNode:
             at_buy = self.range_sum(buy_prefix, lv, lv + 1) * keep
             y = await reshare_values(at_sell * rho[0][g] + at_buy * rho[1][g])
             need = keep.astype(bool)
-            none = np.zeros_like(need)
-            f_sell, f_buy = await self.split_floor(y, need, is_sell, none, none, f, y_bits, bound)
-            m_sell, m_buy = (better_sell + f_sell) % P, (better_buy + f_buy) % P
-            for i, values in enumerate((f_sell, f_buy, m_sell + m_buy)):
-                np.add.at(sums[i], g, values * valid[start:stop, None])
-            stage[:, start:stop] = ff.from_ints(np.stack([m_sell, m_buy, f_sell, f_buy], axis=-1))
+            floored = np.zeros(y.shape, dtype=object)
+            if need.any():
+                floored[need] = await floor_of_ratio_product(y[need], f, y_bits, bound)
+            np.add.at(sums[2], g, (better_sell + better_buy + floored) * valid[start:stop, None])
+            if price is not None:   # f_sell = floored * is_sell has degree 2t: the resharing reduces it
+                f_sell = floored * is_sell
+                values = self.final_results(valid[start:stop], e_sell, e_buy,
+                                            (better_sell + f_sell, better_buy + floored - f_sell), None, (price,))
+            else:
+                f_sell = await reshare_values(floored * is_sell)
+                f_buy = (floored - f_sell) % P
+                np.add.at(sums[0], g, f_sell * valid[start:stop, None])
+                np.add.at(sums[1], g, f_buy * valid[start:stop, None])
+                values = np.stack([(better_sell + f_sell) % P, (better_buy + f_buy) % P, f_sell, f_buy], axis=-1)
+            out[:, start:stop] = ff.from_ints(await reshare_values(values) if price is not None else values)
             self.progress('allocation', stop, self.n_participants)
-        return stage, sums % P
+        return out, sums % P
 
-    def final_results(self, valid, start, stop, stage1, stage2, prices):
+    def final_results(self, valid, e_sell, e_buy, stage1, stage2, prices):
         """(matched, unmatched, amount[, local, cross]) per order of a chunk, before resharing."""
-        _, e_sell, e_buy, _ = self.chunk_terms(start, stop)
-        keep = valid[start:stop, None].astype(object)
+        keep = valid[:, None].astype(object)
         e_sell, e_buy = e_sell * keep % P, e_buy * keep % P
         floor_u, ceil_u = self.spec.floor_units, self.spec.ceiling_units
         m1_sell, m1_buy = stage1
@@ -358,16 +355,9 @@ class MarketNode:
         self.deviation_price2 = [self.deviation_price2_of([(volume[s], levels[s])]) for s in range(self.n_slots)]
         lap('clearing')
         rho = await self.merit_ratios(supply, demand, levels, volume, bound, f)
-        price = self.level_prices(levels)
         group = np.zeros(self.n_participants, dtype=np.int64)
-        stage, sums = await self.stage_one(valid, group, levels[None, :], rho[:, None, :], f, y_bits, bound, 1)
-        results = np.zeros((ff.LIMBS, self.n_participants, self.n_slots, 3), dtype=np.uint32)
-        for start in range(0, self.n_participants, spec.chunk):
-            stop = min(start + spec.chunk, self.n_participants)
-            m = ff.to_ints(stage[:, start:stop])
-            fresh = await reshare_values(self.final_results(valid, start, stop, (m[..., 0], m[..., 1]), None,
-                                                            (price[None, :],)))
-            results[:, start:stop] = ff.from_ints(fresh)
+        results, sums = await self.stage_one(valid, group, levels[None, :], rho[:, None, :], f, y_bits, bound, 1,
+                                             price=self.level_prices(levels)[None, :])
         lap('allocation')
         residual = await self.open_residuals(volume, sums[2, 0], levels)
         lap('output')

@@ -12,7 +12,7 @@ the side split) is only computed where an order can be at the cross level at all
 import numpy as np
 
 from . import field as ff
-from .primitives import P, reshare_values
+from .primitives import P, floor_of_ratio_product, reshare_values
 
 
 def zone_totals(node, valid, zone, zones):
@@ -75,7 +75,7 @@ async def clear_zoned(node, valid, lap):
     for start in range(0, node.n_participants, spec.chunk):
         stop = min(start + spec.chunk, node.n_participants)
         z = np.maximum(zone[start:stop], 0)
-        (sell_prefix, buy_prefix), _, _, is_sell = node.chunk_terms(start, stop)
+        (sell_prefix, buy_prefix), e_sell, e_buy, is_sell = node.chunk_terms(start, stop)
         m1 = ff.to_ints(stage[:, start:stop])
         m1_sell, m1_buy, f1_sell, f1_buy = (m1[..., i] for i in range(4))
         lo_z, hi_z, trading_z, own = lo[z], hi[z], trading[z], levels[z]
@@ -92,13 +92,19 @@ async def clear_zoned(node, valid, lap):
             - f1_buy * (trading_z & on & (own > t))
         at_buy = node.range_sum(buy_prefix, t, t + 1) * buy_at - f1_buy * (trading_z & on & (own == t))
         y = await reshare_values(at_sell * cross_rho[0][None, :] + at_buy * cross_rho[1][None, :])
-        f2_sell, f2_buy = await node.split_floor(y % P, sell_at | buy_at, is_sell, sell_at & ~buy_at,
-                                                 buy_at & ~sell_at, f, y_bits, bound)
+        need = sell_at | buy_at  # only orders that can be at the cross level get a floor
+        floored = np.zeros(y.shape, dtype=object)
+        if need.any():
+            floored[need] = await floor_of_ratio_product(y[need], f, y_bits, bound)
+        # its sell part: public where one side only can be at the level, else a product of degree 2t
+        # that the final resharing reduces
+        mixed = sell_at & buy_at
+        f2_sell = np.where(sell_at & ~buy_at, floored, 0) + np.where(mixed, floored * is_sell, 0)
         keep = valid[start:stop, None].astype(object)
         m2_sell = (better_sell * on + f2_sell) * keep % P
-        m2_buy = (better_buy * on + f2_buy) * keep % P
+        m2_buy = (better_buy * on + floored - f2_sell) * keep % P
         cross_sums += (m2_sell + m2_buy).sum(axis=0)
-        values = node.final_results(valid, start, stop, (m1_sell, m1_buy), (m2_sell, m2_buy),
+        values = node.final_results(valid[start:stop], e_sell, e_buy, (m1_sell, m1_buy), (m2_sell, m2_buy),
                                     (zone_price[z], cross_price[None, :]))
         results[:, start:stop] = ff.from_ints(await reshare_values(values))
         node.progress('cross-zone', stop, node.n_participants)
