@@ -169,3 +169,27 @@ def test_a_participant_outside_the_job_zone_map_is_excluded(monkeypatch):
     rows = {r.participant: r for r in secure.rows}
     assert rows['b1'].status == 'excluded' and rows['b1'].matched_wh == 0
     assert [rows[r.participant] for r in honest.rows] == honest.rows
+
+
+def test_generate_writes_a_zoned_community_that_clears_under_mpc(tmp_path):
+    out = cli('generate', '--participants', '60', '--slots', '2', '--zones', '3', '--seed', '5', '--out', tmp_path,
+              check=True)
+    assert 'orders.csv' in out.stdout
+    assert 'zones = true' in (tmp_path / 'market.toml').read_text()
+    orders = read_rows(tmp_path / 'orders.csv')
+    feeders = {r['participant']: r['zone'] for r in read_rows(tmp_path / 'feeders.csv')}
+    assert {o['zone'] for o in orders} == {'Z00', 'Z01', 'Z02'}
+    assert all(o['zone'] == feeders[o['participant']] for o in orders)   # zones of whole feeders
+    common = ['--orders', tmp_path / 'orders.csv', '--config', tmp_path / 'market.toml', '--quiet']
+    cli('clear', *common, '--out', tmp_path / 'mpc', check=True)
+    cli('clear', *common, '--out', tmp_path / 'plain', '--engine', 'plain', check=True)
+    for name in ('public.csv', 'participants.csv'):
+        assert (tmp_path / 'mpc' / name).read_text() == (tmp_path / 'plain' / name).read_text()
+    bad = cli('generate', '--participants', '5', '--zones', '2', '--network-fee', '0.0105', '--out', tmp_path / 'b')
+    assert bad.returncode == 2 and 'network_fee' in bad.stderr
+
+
+def test_demo_shows_a_zoned_market():
+    out = cli('demo', '--participants', '40', '--slots', '4', check=True)
+    assert out.stdout.count('Plaintext reference agrees exactly.') == 2, out.stdout
+    assert 'zoned market' in out.stdout and 'zone Z00' in out.stdout
