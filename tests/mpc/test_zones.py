@@ -116,8 +116,8 @@ def test_zoned_edge_cases_in_one_run():
 def test_zoned_chunked_streaming_and_five_nodes():
     rng = random.Random(11)
     orders = [(f'p{i}', s, rng.choice(['buy', 'sell']), rng.randint(1, 3000), rng.choice(['0.11', '0.14', '0.17']),
-               f'z{i % 3}') for i in range(40) for s in range(2) if rng.random() < 0.8]
-    assert_same(book_of(orders, zoned('0.01')), chunk=16, nodes=5)
+               f'z{i % 3}') for i in range(24) for s in range(2) if rng.random() < 0.8]
+    assert_same(book_of(orders, zoned('0.01')), chunk=10, nodes=5)
 
 
 def test_zoned_settlement_equals_reference():
@@ -190,6 +190,6 @@ def test_generate_writes_a_zoned_community_that_clears_under_mpc(tmp_path):
 
 
 def test_demo_shows_a_zoned_market():
-    out = cli('demo', '--participants', '40', '--slots', '4', check=True)
+    out = cli('demo', '--participants', '40', '--slots', '2', check=True)
     assert out.stdout.count('Plaintext reference agrees exactly.') == 2, out.stdout
     assert 'zoned market' in out.stdout and 'zone Z00' in out.stdout
