@@ -43,6 +43,22 @@ def _warn_untradeable(book, orders_path, quiet):
 
 
 
+MIN_ZONE_MEMBERS = 3
+
+
+def _warn_small_zones(book, quiet):
+    """A zone's price and volume are public: with one or two members they reveal their orders."""
+    members = {}
+    for o in book.orders:
+        members.setdefault(book.zone_of.get(o.participant), set()).add(o.participant)
+    for zone in book.zones:
+        count = len(members.get(zone, ()))
+        if 0 < count < MIN_ZONE_MEMBERS and not quiet:
+            print(f'warning: zone {zone} has {count} participant{"s" if count > 1 else ""} with orders: its public '
+                  'price and volume reveal about as much as their own orders', file=sys.stderr)
+
+
+
 def _clear(orders_path, config_path, nodes, engine, mode, chunk, quiet):
     from .. import api
     from ..mpc.local import MAX_NODES
@@ -52,6 +68,7 @@ def _clear(orders_path, config_path, nodes, engine, mode, chunk, quiet):
         raise InputError(orders_path, 1, 'participant', f'peers mode runs one node per participant and needs '
                          f'3..{MAX_NODES} participants, got {len(book.participants)}')
     _warn_untradeable(book, orders_path, quiet)
+    _warn_small_zones(book, quiet)
     return book.config, book, api.clear(book, engine, nodes, mode, chunk, progress=_progress_printer(quiet))
 
 
@@ -103,6 +120,7 @@ def cmd_settle(args):
     config = book.config
     net_of = check_readings(book, readings, args.orders)  # names the orders file's line of a missing reading
     _warn_untradeable(book, args.orders, args.quiet)
+    _warn_small_zones(book, args.quiet)
     result = api.settle(book, net_of, args.engine, args.nodes, args.chunk, progress=_progress_printer(args.quiet))
     write_settlement(args.out, config, result)
     print(_summary(config, book, result.clearing))

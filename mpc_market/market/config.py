@@ -31,6 +31,10 @@ MECHANISMS = ('double-auction', 'sdr', 'mmr', 'bill-sharing')
 
 
 
+MAX_ZONES = 256  # each zone adds a crossing and a division per slot under MPC
+
+
+
 @dataclass(frozen=True)
 class MarketConfig:
     """Public market parameters; levels k = 0..K-1 have price floor + k*tick."""
@@ -211,6 +215,8 @@ def zone_map_from_table(path, text, table):
             if member in zone_of:
                 raise InputError(path, line, zone, f'participant {member} is already in zone {zone_of[member]}')
             zone_of[member] = zone
+    if len(table) > MAX_ZONES:
+        raise InputError(path, toml_table_line(text, 'zones'), 'zones', f'{len(table)} zones; at most {MAX_ZONES}')
     return tuple(sorted(zone_of.items()))
 
 

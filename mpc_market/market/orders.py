@@ -10,7 +10,7 @@ from decimal import Decimal, InvalidOperation
 from ..common.errors import InputError
 from ..common.names import NAME_RULE, is_name
 from ..common.textinput import csv_records, parse_int, parse_participant_slot, read_text
-from .config import PRICE_RULE, MarketConfig, bounded_price
+from .config import MAX_ZONES, PRICE_RULE, MarketConfig, bounded_price
 
 ORDER_COLUMNS = ('participant', 'slot', 'side', 'energy_wh', 'limit_price')
 
@@ -128,4 +128,7 @@ def resolve_zones(path: str, config: MarketConfig, orders: list[Order]) -> dict[
             raise InputError(path, o.line, 'zone', f'{o.participant} was in zone {zone_of[o.participant]} '
                                                    f'on line {first_line[o.participant]}')
         first_line.setdefault(o.participant, o.line)
+    zones = set(zone_of.values()) | set(config.zone_of.values())
+    if len(zones) > MAX_ZONES:
+        raise InputError(path, max(first_line.values()), 'zone', f'{len(zones)} zones; at most {MAX_ZONES}')
     return zone_of

@@ -192,3 +192,21 @@ def test_schemes_ignore_zones(tmp_path):
     cli('settle', '--engine', 'plain', '--mechanism', 'sdr', '--orders', tmp_path / 'o.csv', '--readings',
         tmp_path / 'r.csv', '--config', tmp_path / 'm.toml', '--out', tmp_path / 'out', check=True)
     assert (tmp_path / 'out' / 'public.csv').read_text().startswith('slot,buy_price,sell_price\n')
+
+
+def test_a_zone_of_one_or_two_participants_is_warned(tmp_path):
+    (tmp_path / 'm.toml').write_text(BASE + 'zones = true\n')
+    (tmp_path / 'o.csv').write_text('participant,slot,side,energy_wh,limit_price,zone\np1,0,buy,5,0.15,a\n'
+                                    'p2,0,sell,5,0.12,b\np3,0,sell,5,0.12,b\np4,0,buy,5,0.12,b\n')
+    proc = cli('clear', '--engine', 'plain', '--orders', tmp_path / 'o.csv', '--config', tmp_path / 'm.toml',
+               '--out', tmp_path / 'out', check=True)
+    assert 'warning: zone a has 1 participant with orders' in proc.stderr and 'zone b' not in proc.stderr
+
+
+def test_too_many_zones_is_a_one_line_error(tmp_path):
+    (tmp_path / 'm.toml').write_text(BASE + 'zones = true\n')
+    rows = ''.join(f'p{i},0,buy,5,0.15,z{i}\n' for i in range(257))
+    (tmp_path / 'o.csv').write_text('participant,slot,side,energy_wh,limit_price,zone\n' + rows)
+    proc = cli('clear', '--engine', 'plain', '--orders', tmp_path / 'o.csv', '--config', tmp_path / 'm.toml',
+               '--out', tmp_path / 'out')
+    assert proc.returncode == 2 and 'o.csv:258: zone: 257 zones; at most 256' in proc.stderr
