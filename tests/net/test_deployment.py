@@ -51,9 +51,10 @@ def test_end_to_end_matches_the_plaintext_reference_and_the_broker_sees_no_secre
 
 @pytest.mark.slow
 @pytest.mark.deployment
-def test_zoned_round_the_seed_case_two(market):
-    """Communities from the round's market file (the operator's zone map), the network fee, and
-    the seed paper's case II numbers from a deployment round, equal to the local reference."""
+def test_seed_cases_one_and_two_in_deployment_rounds(market):
+    """Case II: communities from the round's market file (the operator's zone map), the network
+    fee, and the paper's numbers from a deployment round, equal to the local reference; then
+    case I (one market, merit order) in a second round of the same deployment."""
     m = market(rows=[('P3', 0, 'sell', 200, '0.048'), ('P5', 0, 'sell', 180, '0.050'),
                      ('P2', 0, 'buy', 140, '0.096'), ('P4', 0, 'buy', 100, '0.096'), ('P2', 1, 'buy', 30, '0.139'),
                      ('P3', 2, 'sell', 20, '0.060'), ('P4', 2, 'buy', 15, '0.100'), ('P5', 3, 'buy', 5, '0.047')],
@@ -66,6 +67,17 @@ def test_zoned_round_the_seed_case_two(market):
     rows = {r['participant']: r for r in read_rows(m.dir / 'results-r1' / 'P5.csv') + read_rows(
         m.dir / 'results-r1' / 'P3.csv') if r['slot'] == '0'}
     assert (rows['P5']['local_wh'], rows['P5']['cross_wh'], rows['P3']['cross_wh']) == ('180', '0', '60')
+    # case I: the same orders in one market (round r2), merit order
+    one_market = m.dir / 'one-market.toml'
+    one_market.write_text('[market]\nprice_floor = 0.047\nprice_ceiling = 0.139\ntick = 0.001\n')
+    m.client('round', 'open', '--round', 'r2', '--slots', '0-3', '--market', one_market, '--gate-closure-in', 120)
+    m.submit_individually(m.participants, 'r2')
+    m.close_and_wait('r2')
+    matched = {}
+    for p in m.participants:
+        m.client('results', '--participant', p, '--round', 'r2', '--orders', m.orders, '--out', m.dir / 'r2')
+        matched.update({p: int(r['matched_wh']) for r in read_rows(m.dir / 'r2' / f'{p}.csv') if r['slot'] == '0'})
+    assert matched == {'P2': 140, 'P3': 200, 'P4': 100, 'P5': 40}
 
 
 @pytest.mark.slow
