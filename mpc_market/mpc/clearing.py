@@ -351,7 +351,6 @@ class MarketNode:
         f, y_bits = self.floor_bits(bound)
         supply, demand = self.curves(valid)
         levels, volume = await self.cross(supply, demand, bound)
-        self.levels = levels
         self.deviation_price2 = [self.deviation_price2_of([(volume[s], levels[s])]) for s in range(self.n_slots)]
         lap('clearing')
         rho = await self.merit_ratios(supply, demand, levels, volume, bound, f)
@@ -444,7 +443,7 @@ class MarketNode:
             self.peaks[name] = round(peak_rss_mb(), 1)
 
         present = await self.agree_participants()
-        self.valid = self.levels = None
+        self.valid = None
         await self.agree_seed()
         lap('input')
         valid = self.valid = await self.validate(present)

@@ -36,14 +36,88 @@ def leftover_bounds(levels, k):
     return np.where(trading, levels, 0), np.where(trading, levels, k - 1), trading
 
 
+def leftover_curves(totals, levels, f_sums, fee):
+    """Shares of the cross auction's S and D per slot (slots, K), linear in the zone totals.
+
+    totals: per zone the weighted sums (zones, slots, 2K+2); levels: each zone's public level
+    (-1: no trade); f_sums: per zone the sums of the stage-1 floors of its sells and buys at its
+    level. A buy at level j enters at j - fee."""
+    k = totals.shape[-1] // 2 - 1
+    lo, hi, _ = leftover_bounds(levels, k)
+    j = np.arange(k)
+    at_level = (j == levels[..., None])
+    sell_left = (totals[..., :k] * (j >= lo[..., None]) - at_level * f_sums[0][..., None]).sum(axis=0) % P
+    buy_left = (totals[..., k:2 * k] * (j <= hi[..., None]) - at_level * f_sums[1][..., None]).sum(axis=0) % P
+    shifted = np.zeros_like(buy_left)
+    shifted[:, :k - fee] = buy_left[:, fee:]
+    return np.cumsum(sell_left, axis=-1) % P, np.cumsum(shifted[:, ::-1], axis=-1)[:, ::-1] % P
+
+
+def cross_terms(node, start, stop, valid, zone, levels, stage, k2, fee):
+    """Per order of a chunk what it has left, selected at the cross level k2 (public): its energy
+    strictly better than k2 and at k2, per side, as shares; where it can be at k2 at all; and the
+    chunk's energies and side indicator. Linear: the leftover is the weighted vector above (sells)
+    or below (buys) the zone's level, minus the order's stage-1 floor at that level."""
+    lo, hi, trading = leftover_bounds(levels, node.layout.levels)
+    z = np.maximum(zone[start:stop], 0)
+    (sell_prefix, buy_prefix), e_sell, e_buy, is_sell = node.chunk_terms(start, stop)
+    m1 = ff.to_ints(stage[:, start:stop])
+    f1_sell, f1_buy = m1[..., 2], m1[..., 3]
+    lo_z, hi_z, trading_z, own = lo[z], hi[z], trading[z], levels[z]
+    on = valid[start:stop, None] & (k2 >= 0)  # an invalid package must never reach a floor's opening
+    sell_at = on & (k2 >= lo_z)
+    better_sell = (node.range_sum(sell_prefix, lo_z, np.where(on, k2, lo_z))
+                   - f1_sell * (trading_z & on & (own < k2)))
+    at_sell = node.range_sum(sell_prefix, k2, k2 + 1) * sell_at - f1_sell * (trading_z & on & (own == k2))
+    t = k2 + fee  # a buy at level t sits at k2 in the cross auction
+    buy_at = on & (t <= hi_z)
+    better_buy = (node.range_sum(buy_prefix, np.where(on, t + 1, hi_z + 1), hi_z + 1)
+                  - f1_buy * (trading_z & on & (own > t)))
+    at_buy = node.range_sum(buy_prefix, t, t + 1) * buy_at - f1_buy * (trading_z & on & (own == t))
+    return (better_sell * on, at_sell, sell_at), (better_buy * on, at_buy, buy_at), (m1[..., 0], m1[..., 1]), \
+        (e_sell, e_buy, is_sell)
+
+
+async def stage_two(node, valid, zone, levels, stage, cross_levels, cross_rho, bits, prices):
+    """Cross-auction matches and the final results (matched, unmatched, amount, local, cross) of
+    every order, and the per-slot sums of the cross matches."""
+    f, y_bits, bound = bits
+    results = np.zeros((ff.LIMBS, node.n_participants, node.n_slots, 5), dtype=np.uint32)
+    cross_sums = np.zeros(node.n_slots, dtype=object)
+    k2 = cross_levels[None, :]
+    for start in range(0, node.n_participants, node.spec.chunk):
+        stop = min(start + node.spec.chunk, node.n_participants)
+        (better_sell, at_sell, sell_at), (better_buy, at_buy, buy_at), stage1, (e_sell, e_buy, is_sell) = \
+            cross_terms(node, start, stop, valid, zone, levels, stage, k2, node.spec.fee_levels)
+        y = await reshare_values(at_sell * cross_rho[0][None, :] + at_buy * cross_rho[1][None, :])
+        need = sell_at | buy_at  # only orders that can be at the cross level get a floor
+        floored = np.zeros(y.shape, dtype=object)
+        if need.any():
+            floored[need] = await floor_of_ratio_product(y[need], f, y_bits, bound)
+        # its sell part: public where only one side can be at the level, else a product of degree
+        # 2t that the final resharing reduces
+        f2_sell = np.where(sell_at & ~buy_at, floored, 0) + np.where(sell_at & buy_at, floored * is_sell, 0)
+        keep = valid[start:stop, None].astype(object)
+        m2_sell = (better_sell + f2_sell) * keep % P
+        m2_buy = (better_buy + floored - f2_sell) * keep % P
+        cross_sums += (m2_sell + m2_buy).sum(axis=0)
+        zone_price, cross_price = prices
+        values = node.final_results(valid[start:stop], e_sell, e_buy, stage1, (m2_sell, m2_buy),
+                                    (zone_price[np.maximum(zone[start:stop], 0)], cross_price[None, :]))
+        results[:, start:stop] = ff.from_ints(await reshare_values(values))
+        node.progress('cross-zone', stop, node.n_participants)
+    return results, cross_sums % P
+
+
 async def clear_zoned(node, valid, lap):
+    """Both stages of every slot; returns the public outputs and every order's result shares."""
     spec, k, slots = node.spec, node.layout.levels, node.n_slots
     zone = node.zone_index()
     zones = len(spec.zone_names)
     bound = max(1, int(valid.sum())) * spec.max_order_wh
     f, y_bits = node.floor_bits(bound)
 
-    # stage 1: each zone's own curves and crossing, all zones and slots in one batch
+    # stage 1: each zone's own curves, crossing and merit order, all zones and slots in one batch
     totals = zone_totals(node, valid, zone, zones)                      # (Z, S, 2K+2)
     supply = np.cumsum(totals[..., :k], axis=-1) % P
     demand = np.cumsum(totals[..., k:2 * k][..., ::-1], axis=-1)[..., ::-1] % P
@@ -53,68 +127,19 @@ async def clear_zoned(node, valid, lap):
     stage, sums = await node.stage_one(valid, zone, levels, rho.reshape(2, zones, slots), f, y_bits, bound, zones)
     lap('clearing')
 
-    # stage 2: the leftovers' curves (linear), buy limits lowered by the fee
-    lo, hi, trading = leftover_bounds(levels, k)
-    j = np.arange(k)
-    sell_left = totals[..., :k] * (j >= lo[..., None]) - (j == levels[..., None]) * sums[0][..., None]
-    buy_left = totals[..., k:2 * k] * (j <= hi[..., None]) - (j == levels[..., None]) * sums[1][..., None]
-    sell_left, buy_left = sell_left.sum(axis=0) % P, buy_left.sum(axis=0) % P  # (S, K)
-    fee = spec.fee_levels
-    shifted = np.zeros_like(buy_left)
-    shifted[:, :k - fee] = buy_left[:, fee:]
-    cross_supply = np.cumsum(sell_left, axis=-1) % P
-    cross_demand = np.cumsum(shifted[:, ::-1], axis=-1)[:, ::-1] % P
+    # stage 2: one auction over what is left, buy limits lowered by the fee
+    cross_supply, cross_demand = leftover_curves(totals, levels, sums, spec.fee_levels)
     cross_levels, cross_volume = await node.cross(cross_supply, cross_demand, bound)
     cross_levels = cross_levels.astype(np.int64)
     cross_rho = await node.merit_ratios(cross_supply, cross_demand, cross_levels, cross_volume, bound, f)
-
-    results = np.zeros((ff.LIMBS, node.n_participants, slots, 5), dtype=np.uint32)
-    cross_sums = np.zeros(slots, dtype=object)
-    zone_price, cross_price = node.level_prices(levels), node.level_prices(cross_levels)
-    k2 = np.asarray(cross_levels, dtype=np.int64)[None, :]
-    for start in range(0, node.n_participants, spec.chunk):
-        stop = min(start + spec.chunk, node.n_participants)
-        z = np.maximum(zone[start:stop], 0)
-        (sell_prefix, buy_prefix), e_sell, e_buy, is_sell = node.chunk_terms(start, stop)
-        m1 = ff.to_ints(stage[:, start:stop])
-        m1_sell, m1_buy, f1_sell, f1_buy = (m1[..., i] for i in range(4))
-        lo_z, hi_z, trading_z, own = lo[z], hi[z], trading[z], levels[z]
-        on = (valid[start:stop, None] & (k2 >= 0))
-        # sells left: levels lo..K-1, minus the stage-1 floor at the zone's level
-        sell_at = on & (k2 >= lo_z)
-        better_sell = node.range_sum(sell_prefix, lo_z, np.where(on, k2, lo_z)) \
-            - f1_sell * (trading_z & on & (own < k2))
-        at_sell = node.range_sum(sell_prefix, k2, k2 + 1) * sell_at - f1_sell * (trading_z & on & (own == k2))
-        # buys left: levels 0..hi; in the cross auction a buy at j sits at j - fee
-        t = k2 + fee
-        buy_at = on & (t <= hi_z)
-        better_buy = node.range_sum(buy_prefix, np.where(on, t + 1, hi_z + 1), hi_z + 1) \
-            - f1_buy * (trading_z & on & (own > t))
-        at_buy = node.range_sum(buy_prefix, t, t + 1) * buy_at - f1_buy * (trading_z & on & (own == t))
-        y = await reshare_values(at_sell * cross_rho[0][None, :] + at_buy * cross_rho[1][None, :])
-        need = sell_at | buy_at  # only orders that can be at the cross level get a floor
-        floored = np.zeros(y.shape, dtype=object)
-        if need.any():
-            floored[need] = await floor_of_ratio_product(y[need], f, y_bits, bound)
-        # its sell part: public where one side only can be at the level, else a product of degree 2t
-        # that the final resharing reduces
-        mixed = sell_at & buy_at
-        f2_sell = np.where(sell_at & ~buy_at, floored, 0) + np.where(mixed, floored * is_sell, 0)
-        keep = valid[start:stop, None].astype(object)
-        m2_sell = (better_sell * on + f2_sell) * keep % P
-        m2_buy = (better_buy * on + floored - f2_sell) * keep % P
-        cross_sums += (m2_sell + m2_buy).sum(axis=0)
-        values = node.final_results(valid[start:stop], e_sell, e_buy, (m1_sell, m1_buy), (m2_sell, m2_buy),
-                                    (zone_price[z], cross_price[None, :]))
-        results[:, start:stop] = ff.from_ints(await reshare_values(values))
-        node.progress('cross-zone', stop, node.n_participants)
+    results, cross_sums = await stage_two(node, valid, zone, levels, stage, cross_levels, cross_rho,
+                                          (f, y_bits, bound), (node.level_prices(levels), node.level_prices(cross_levels)))
     lap('allocation')
 
     residual = await node.open_residuals(np.concatenate([volume.reshape(-1), cross_volume]),
-                                         np.concatenate([sums[2].reshape(-1), cross_sums % P]),
+                                         np.concatenate([sums[2].reshape(-1), cross_sums]),
                                          np.concatenate([levels.reshape(-1), cross_levels]))
     zone_residual, cross_residual = residual[:-slots].reshape(zones, slots), residual[-slots:]
-    node.levels = cross_levels
     node.deviation_price2 = [node.deviation_price2_of([(cross_volume[s], cross_levels[s])]
                                                       + [(volume[c, s], levels[c, s]) for c in range(zones)])
                              for s in range(slots)]

@@ -5,7 +5,10 @@ it starts (see tests/conftest.py ``node_fault_env``). Python then imports this m
 it wraps ``MarketNode.run`` as soon as mpc_market.mpc.clearing is imported:
 
 - ``stall:I:SECONDS``: party I sleeps before clearing (a node busy or hung mid-round);
-- ``fail:I``: party I exits as if it crashed.
+- ``fail:I``: party I exits as if it crashed;
+- ``check-floors:0``: every party opens (test only!) each input of the per-order floor and exits
+  if one is not below 2**y_bits: the bound every masked opening relies on, so a malicious client's
+  values must be zeroed before they reach a floor (else a colluding node could read the ratio).
 """
 
 import importlib.machinery
@@ -16,8 +19,23 @@ FAULT = os.environ.get('MPC_MARKET_TEST_FAULT', '')
 TARGET = 'mpc_market.mpc.clearing'
 
 
+def _check_floors(module):
+    from mpc_market.mpc import primitives
+    original = primitives.floor_of_ratio_product
+
+    async def checked(y, f, y_bits, bound):
+        opened = await primitives.open_values(y)
+        if any(int(v) >= 1 << y_bits for v in opened.reshape(-1)):
+            raise SystemExit(f'error: a floor input is not below 2**{y_bits}')
+        return await original(y, f, y_bits, bound)
+    primitives.floor_of_ratio_product = checked  # mpc.zones imports it later, from here
+    module.floor_of_ratio_product = checked
+
+
 def _inject(module):
     kind, index, *rest = FAULT.split(':')
+    if kind == 'check-floors':
+        return _check_floors(module)
     original = module.MarketNode.run
 
     async def run(self):

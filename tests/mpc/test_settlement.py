@@ -81,7 +81,8 @@ def test_mpc_settlement_with_five_nodes():
 
 
 @pytest.mark.slow
-def test_cheating_meter_packages_are_excluded_from_settlement(monkeypatch):
+def test_cheating_meter_packages_are_excluded_from_settlement(monkeypatch, node_fault):
+    node_fault('check-floors', 0)  # and no cheat reaches a floor (test-only check in the nodes)
     from mpc_market.market.book import ReadingLayout
     book, readings = random_market(11, participants=10, slots=1)
     layout = ReadingLayout.for_config(CONFIG)

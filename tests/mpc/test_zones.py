@@ -3,6 +3,8 @@ plaintext reference: the seed paper's cases I and II through the CLI, random zon
 cases, settlement, chunked streaming and scenario S1."""
 
 import random
+
+import numpy as np
 from dataclasses import replace
 from decimal import Decimal
 
@@ -193,3 +195,35 @@ def test_demo_shows_a_zoned_market():
     out = cli('demo', '--participants', '40', '--slots', '2', check=True)
     assert out.stdout.count('Plaintext reference agrees exactly.') == 2, out.stdout
     assert 'zoned market' in out.stdout and 'zone Z00' in out.stdout
+
+
+def test_malicious_orders_in_a_zoned_market_never_reach_a_floor(monkeypatch, node_fault):
+    """Cheating participants are excluded in a zoned market too, and their values are zeroed before
+    any floor: the nodes check (test only) that every floor input keeps its bound."""
+    from mpc_market.mpc import field as ff
+
+    from malicious import tamper_clients
+    node_fault('check-floors', 0)
+    honest = [('a1', 0, 'sell', 900, '0.11', 'A'), ('a2', 0, 'buy', 300, '0.12', 'A'),
+              ('b1', 0, 'buy', 800, '0.19', 'B'), ('b2', 0, 'sell', 100, '0.18', 'B')]
+    cheats = [('x_negative', 0, 'sell', 1000, '0.10', 'A'), ('x_huge', 0, 'buy', 1000, '0.20', 'B')]
+    book = book_of(honest + cheats, zoned('0.01'))
+    k = book.layout.levels
+
+    def tamper(node, participants, data):
+        if node is None:
+            return data
+        # energy at every level of both sides, so some of it sits wherever the levels fall
+        for name, delta in (('x_negative', -5000), ('x_huge', 1 << 100)):
+            i = book.participant_index[name]
+            if i in participants:
+                r = i - participants.start
+                for column in range(book.layout.weighted.start, book.layout.weighted.start + 2 * k):
+                    value = int(ff.to_ints(data[:, r, 0, column]))
+                    data[:, r, 0, column] = ff.from_ints(np.array((value + delta) % ff.MODULUS, dtype=object))
+        return data
+    tamper_clients(monkeypatch, book, tamper)
+    secure = clear_mpc(book, timeout=300)
+    assert secure.excluded == ['x_huge', 'x_negative']
+    plain = clear_plain(book_of(honest, zoned('0.01')))
+    assert secure.slots == plain.slots and [r for r in secure.rows if r.participant[0] != 'x'] == plain.rows
