@@ -3,11 +3,10 @@ plaintext reference: the seed paper's cases I and II through the CLI, random zon
 cases, settlement, chunked streaming and scenario S1."""
 
 import random
-
-import numpy as np
 from dataclasses import replace
 from decimal import Decimal
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
