@@ -116,15 +116,20 @@ async def clear_zoned(node, valid, lap):
     zones = len(spec.zone_names)
     bound = max(1, int(valid.sum())) * spec.max_order_wh
     f, y_bits = node.floor_bits(bound)
+    # stage 1 sums one zone at a time: its bound (and so every bit length and division) is smaller
+    largest = max([int((valid & (zone == z)).sum()) for z in range(zones)] + [1])
+    zone_bound = largest * spec.max_order_wh
+    f1, y1_bits = node.floor_bits(zone_bound)
 
     # stage 1: each zone's own curves, crossing and merit order, all zones and slots in one batch
     totals = zone_totals(node, valid, zone, zones)                      # (Z, S, 2K+2)
     supply = np.cumsum(totals[..., :k], axis=-1) % P
     demand = np.cumsum(totals[..., k:2 * k][..., ::-1], axis=-1)[..., ::-1] % P
-    levels, volume = await node.cross(supply.reshape(-1, k), demand.reshape(-1, k), bound)
-    rho = await node.merit_ratios(supply.reshape(-1, k), demand.reshape(-1, k), levels, volume, bound, f)
+    levels, volume = await node.cross(supply.reshape(-1, k), demand.reshape(-1, k), zone_bound)
+    rho = await node.merit_ratios(supply.reshape(-1, k), demand.reshape(-1, k), levels, volume, zone_bound, f1)
     levels, volume = levels.astype(np.int64).reshape(zones, slots), volume.reshape(zones, slots)
-    stage, sums = await node.stage_one(valid, zone, levels, rho.reshape(2, zones, slots), f, y_bits, bound, zones)
+    stage, sums = await node.stage_one(valid, zone, levels, rho.reshape(2, zones, slots), f1, y1_bits, zone_bound,
+                                       zones)
     lap('clearing')
 
     # stage 2: one auction over what is left, buy limits lowered by the fee
