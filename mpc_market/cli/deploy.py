@@ -127,7 +127,7 @@ def _round_id(value):
 
 def cmd_round(args):
     from ..common.textinput import read_text
-    from ..market.config import load_config
+    from ..market.config import load_config, with_mechanism
     from ..net.client import BrokerClient
     from ..net.store import now_ms
     from ..rpc import market_pb2
@@ -138,8 +138,11 @@ def cmd_round(args):
                 raise InputError('<command line>', 0, 'slots' if not args.slots else 'market',
                                  'round open needs --slots and --market')
             load_config(args.market)  # report a bad market file here, with its line
+            market_text = read_text(args.market, 'utf-8')
+            if args.mechanism:  # the round's own market text says it: nodes, results and clients follow
+                market_text = with_mechanism(args.market, market_text, args.mechanism)
             state = broker.open(args.round, _parse_slots(args.slots), now_ms() + int(args.gate_closure_in * 1000),
-                                read_text(args.market, 'utf-8'))
+                                market_text)
         elif args.action == 'close':
             state = broker.close_round(args.round)
         else:
@@ -221,6 +224,7 @@ def cmd_results(args):
 
 
 def add_parsers(sub, formatter):
+    from ..market.config import MECHANISMS
     p = sub.add_parser('node', help='run one market node (gRPC server + MPyC party)', formatter_class=formatter,
                        description='Serve submissions, round control (from the broker only) and results over '
                                    'mutual TLS, and run the MPyC party of each clearing. Configuration: NODE.toml '
@@ -278,6 +282,9 @@ def add_parsers(sub, formatter):
     client_args(p, 'operator')
     p.add_argument('--slots', help='slots traded in the round: 0-95 or 0,1,2 (open)')
     p.add_argument('--market', help='market TOML of the round (open)')
+    p.add_argument('--mechanism', choices=MECHANISMS,
+                   help='clear this round with this mechanism instead of the market file\'s (open); the '
+                        'community schemes price whole slots and ignore zones')
     p.add_argument('--gate-closure-in', type=float, default=60.0, metavar='SECONDS',
                    help='seconds from now until orders are no longer accepted (open)')
     p.add_argument('--wait', type=float, metavar='SECONDS', help='then wait until the round is cleared')

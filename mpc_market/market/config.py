@@ -8,6 +8,7 @@ and every energy an integer number of Wh, so amounts (Wh x price units) are exac
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from fractions import Fraction
@@ -192,10 +193,38 @@ def parse_config(path: str, text: str) -> MarketConfig:
         raise InputError(path, 1, 'market', 'missing [market] table')
     config = config_from_table(path, text, market)
     if 'zones' in doc:
-        if not config.zoned:
+        if market.get('zones') is not True:
             raise InputError(path, toml_table_line(text, 'zones'), 'zones', '[zones] given but [market] zones is not true')
-        config = replace(config, zone_map=zone_map_from_table(path, text, doc['zones']))
+        zone_map = zone_map_from_table(path, text, doc['zones'])
+        config = replace(config, zone_map=zone_map if config.zoned else ())
     return config
+
+
+def with_mechanism(path: str, text: str, mechanism: str) -> str:
+    """The market TOML text with [market] mechanism set (replaced or added), checked by parsing it.
+
+    A community scheme on a zoned market file prices whole slots and ignores the zones."""
+    if mechanism not in MECHANISMS:
+        raise InputError(path, 0, 'mechanism', f'{mechanism!r} is not one of {", ".join(MECHANISMS)}')
+    lines, section, done = text.splitlines(), None, False
+    for i, line in enumerate(lines):
+        header = re.match(r'\s*\[\s*([A-Za-z0-9_.-]+)\s*\]', line)
+        if header:
+            if section == 'market' and not done:
+                lines.insert(i, f'mechanism = "{mechanism}"')
+                done = True
+                break
+            section = header.group(1)
+        elif section == 'market' and re.match(r'\s*mechanism\s*=', line):
+            lines[i], done = f'mechanism = "{mechanism}"', True
+            break
+    if not done:
+        if section != 'market' and not any(re.match(r'\s*\[\s*market\s*\]', ln) for ln in lines):
+            raise InputError(path, 1, 'market', 'missing [market] table')
+        lines.append(f'mechanism = "{mechanism}"')
+    result = '\n'.join(lines) + '\n'
+    parse_config(path, result)
+    return result
 
 
 def zone_map_from_table(path, text, table):
@@ -254,15 +283,14 @@ def config_from_table(path, text, market, extra_keys=()):
     zoned = market.get('zones', False)
     if not isinstance(zoned, bool):
         raise InputError(path, toml_key_line(text, 'zones'), 'zones', f'must be true or false, got {str(zoned)[:40]}')
-    if zoned and mechanism != 'double-auction':
-        raise InputError(path, toml_key_line(text, 'zones'), 'zones', f'zones need the double-auction, not {mechanism}')
+    zoned = zoned and mechanism == 'double-auction'  # the community schemes price whole slots: no zones
     fee = _toml_decimal(path, text, 'network_fee', market['network_fee']) if 'network_fee' in market else Decimal(0)
-    if fee and not zoned:
+    if fee and market.get('zones') is not True:
         raise InputError(path, toml_key_line(text, 'network_fee'), 'network_fee', 'only applies with zones = true')
     if fee % tick != 0 or fee > ceiling - floor_:
         raise InputError(path, toml_key_line(text, 'network_fee'), 'network_fee',
                          f'must be a whole number of ticks {tick} and at most {ceiling - floor_}, got {fee}')
-    config = MarketConfig(floor_, ceiling, tick, max_wh, max_reading, mechanism, zoned, fee)
+    config = MarketConfig(floor_, ceiling, tick, max_wh, max_reading, mechanism, zoned, fee if zoned else Decimal(0))
     if config.levels > 4096:
         raise InputError(path, toml_key_line(text, 'tick'), 'tick', f'{config.levels} price levels; at most 4096 supported')
     return config

@@ -22,6 +22,8 @@ SEED_ORDERS = [Order('P3', 0, 'sell', 200, Decimal('0.048')), Order('P5', 0, 'se
 SEED_ZONED = replace(SEED, zoned=True, network_fee=Decimal('0.010'),
                      zone_map=(('P2', 'A'), ('P3', 'B'), ('P4', 'A'), ('P5', 'A')))
 
+BASE = '[market]\nprice_floor = 0.1\nprice_ceiling = 0.2\ntick = 0.01\n'
+
 
 def rows_of(result):
     return {r.participant: r for r in result.rows}
@@ -138,6 +140,20 @@ def check_zoned(rng):
     assert max(sold, bought) == cross.traded_wh and abs(sold - bought) == cross.residual_wh
 
 
+def test_a_scheme_on_a_zoned_market_file_ignores_the_zones():
+    config = parse_config('m.toml', BASE + 'zones = true\nnetwork_fee = 0.02\nmechanism = "sdr"\n[zones]\na = ["p"]\n')
+    assert (config.mechanism, config.zoned, config.fee_units, config.zone_of) == ('sdr', False, 0, {})
+
+
+@pytest.mark.parametrize('text', [BASE, BASE + 'mechanism = "mmr"\n', BASE + '[zones]\n', '# c\n' + BASE + 'zones = true\n'
+                                  '[zones]\na = ["p"]\n'])
+def test_with_mechanism_sets_the_round_mechanism(text):
+    from mpc_market.market.config import with_mechanism
+    text = text.replace('[zones]\n', '') if 'zones = true' not in text else text
+    assert parse_config('m', with_mechanism('m', text, 'bill-sharing')).mechanism == 'bill-sharing'
+    assert parse_config('m', with_mechanism('m', text, 'double-auction')).mechanism == 'double-auction'
+
+
 def test_zone_map_and_fee_in_the_market_file():
     config = parse_config('m.toml', '[market]\nprice_floor = 0.1\nprice_ceiling = 0.2\ntick = 0.01\nzones = true\n'
                                     'network_fee = 0.02\n[zones]\nnorth = ["a", "b"]\nsouth = ["c"]\n')
@@ -145,15 +161,12 @@ def test_zone_map_and_fee_in_the_market_file():
     assert config.zone_of == {'a': 'north', 'b': 'north', 'c': 'south'}
 
 
-BASE = '[market]\nprice_floor = 0.1\nprice_ceiling = 0.2\ntick = 0.01\n'
-
 
 @pytest.mark.parametrize('toml_text, line, field', [
     (BASE + 'zones = "yes"\n', 5, 'zones'),
     (BASE + 'network_fee = 0.01\n', 5, 'network_fee'),                    # a fee without zones
     (BASE + 'zones = true\nnetwork_fee = 0.015\n', 6, 'network_fee'),      # off the tick grid
     (BASE + 'zones = true\nnetwork_fee = 0.5\n', 6, 'network_fee'),        # above ceiling - floor
-    (BASE + 'zones = true\nmechanism = "sdr"\n', 5, 'zones'),
     (BASE + '[zones]\na = ["p1"]\n', 5, 'zones'),                         # a map without zones = true
     (BASE + 'zones = true\n[zones]\n"../x" = ["p1"]\n', 7, 'zones'),
     (BASE + 'zones = true\n[zones]\na = ["p1"]\nb = ["p1"]\n', 8, 'b'),  # one participant, two zones

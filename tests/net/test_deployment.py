@@ -82,6 +82,32 @@ def test_seed_cases_one_and_two_in_deployment_rounds(market):
 
 @pytest.mark.slow
 @pytest.mark.deployment
+def test_round_mechanism_chosen_at_open(market):
+    """round open --mechanism: the round's market text says sdr; nodes, public results and each
+    participant's rows follow it and equal the local reference."""
+    m = market(participants=6)
+    m.client('round', 'open', '--round', 'r1', '--slots', '0-3', '--market', m.market, '--mechanism', 'sdr',
+             '--gate-closure-in', 120)
+    m.submit_individually(m.participants)
+    m.close_and_wait()
+    sdr_market = m.dir / 'sdr.toml'
+    sdr_market.write_text(open(m.market).read() + 'mechanism = "sdr"\n')
+    cli('clear', '--engine', 'plain', '--orders', m.orders, '--config', sdr_market, '--out', m.dir / 'sdr', '--quiet',
+        check=True)
+    m.client('results', '--public', '--round', 'r1', '--out', m.dir / 'got')
+    assert (m.dir / 'got' / 'public.csv').read_text() == (m.dir / 'sdr' / 'public.csv').read_text()
+    assert (m.dir / 'got' / 'public.csv').read_text().startswith('slot,buy_price,sell_price\n')
+    reference = read_rows(m.dir / 'sdr' / 'participants.csv')
+    for p in m.participants:
+        m.client('results', '--participant', p, '--round', 'r1', '--orders', m.orders, '--out', m.dir / 'got')
+        assert read_rows(m.dir / 'got' / f'{p}.csv') == [r for r in reference if r['participant'] == p], p
+    bad = m.client('round', 'open', '--round', 'r2', '--slots', '0-3', '--market', m.market, '--mechanism', 'auction',
+                   check=False)
+    assert bad.returncode == 2
+
+
+@pytest.mark.slow
+@pytest.mark.deployment
 def test_node_down_at_submission_then_resubmission(market):
     m = market(participants=6)
     m.open()
