@@ -93,7 +93,8 @@ def read_rows(path):
 class Market:
     """A random market, its plaintext reference, and a running deployment."""
 
-    def __init__(self, tmp_path, participants=10, seed=7, netns=None, node_env=None, rows=None, market=MARKET):
+    def __init__(self, tmp_path, participants=10, seed=7, netns=None, node_env=None, rows=None, market=MARKET,
+                 broker_http=None):
         """netns: None, or (prefix, subnet) of namespaces made by parties/netns.sh for this run.
         rows and market: given orders and market TOML instead of a random market."""
         self.dir = tmp_path
@@ -113,7 +114,7 @@ class Market:
             self.participants, node_options={'connect_timeout_s': 20, 'clearing_timeout_s': 120})
         for i in range(3):
             self.deployment.start_node(i, (node_env or {}).get(i))
-        self.deployment.start_broker()
+        self.deployment.start_broker(broker_http)
         self.deployment.wait_ready()
         self.broker = self.deployment.broker_address
         self.keys = self.deployment.keys

@@ -27,9 +27,15 @@ def cmd_node(args):
 
 
 def cmd_broker(args):
+    import dataclasses
+
     from ..net.broker import serve
-    from ..net.config import load_broker_config
+    from ..net.config import ADDRESS_RE, load_broker_config
     config = load_broker_config(args.config)
+    if args.http is not None:
+        if not ADDRESS_RE.match(args.http):
+            raise InputError('<command line>', 0, 'http', f'expected "host:port", got {args.http[:80]!r}')
+        config = dataclasses.replace(config, http=args.http)
     configure_logging()
     return serve(config)
 
@@ -240,6 +246,10 @@ def add_parsers(sub, formatter):
                                    'The broker never sees an order, a share or a reading.',
                        epilog='example:\n  mpc-market broker --config parties/broker.toml')
     p.add_argument('--config', required=True, help='BROKER.toml')
+    p.add_argument('--http', metavar='HOST:PORT',
+                   help='also serve a read-only operator page (rounds, phases, public prices and volumes as charts, '
+                        'node health; public information only) on this address, e.g. 127.0.0.1:7380; '
+                        'default: BROKER.toml\'s http, else none')
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser('up', help='fresh keys + broker + nodes as processes on this machine',

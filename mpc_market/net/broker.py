@@ -67,6 +67,12 @@ class BrokerStore(SqliteStore):
         return {'round_id': row[0], 'slots': json.loads(row[1]), 'gate_closure_ms': row[2], 'market_toml': row[3],
                 'state': row[4], 'reason': row[5], 'attempts': row[6]}
 
+    def rounds(self):
+        """Every round, oldest first (the operator page)."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute('SELECT round_id FROM rounds ORDER BY created_ms').fetchall()]
+        return [self.get(round_id) for round_id in ids]
+
     def pending(self):
         rows = self._db.execute("SELECT round_id FROM rounds WHERE state IN ('open', 'clearing', 'failed') "
                                 'ORDER BY created_ms').fetchall()
@@ -85,8 +91,9 @@ class BrokerStore(SqliteStore):
             db.execute("UPDATE rounds SET state = 'cleared', reason = '' WHERE round_id = ?", (round_id,))
 
     def public(self, round_id):
-        row = self._db.execute('SELECT body, signatures FROM public_results WHERE round_id = ?',
-                               (round_id,)).fetchone()
+        with self._lock:
+            row = self._db.execute('SELECT body, signatures FROM public_results WHERE round_id = ?',
+                                   (round_id,)).fetchone()
         return None if row is None else (row[0], {int(i): bytes.fromhex(s) for i, s in json.loads(row[1]).items()})
 
 
@@ -269,6 +276,11 @@ def serve(config):
     store = BrokerStore(os.path.join(config.data_dir, 'broker.db'))
     nodes = Nodes(config)
     scheduler = Scheduler(config, store, nodes)
+    page = None
+    if config.http:
+        from . import webview
+        page = webview.start(config.http, webview.OperatorView(store, nodes))
+        log.info('operator page on http://%s/ (read-only, public information)', config.http)
 
     def add_servicers(server):
         market_pb2_grpc.add_BrokerServicer_to_server(BrokerService(config, store, nodes), server)
@@ -278,6 +290,8 @@ def serve(config):
                    f'broker listening on {config.listen} (mutual TLS), {len(config.nodes)} nodes',
                    interceptors=[operators_only(config.operators)], tick=scheduler.step, tick_s=config.poll_s)
     finally:
+        if page is not None:
+            page.shutdown()
         nodes.close()
         store.close()
     return 0

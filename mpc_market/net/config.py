@@ -67,6 +67,7 @@ class BrokerConfig:
     operators: list = field(default_factory=lambda: ['operator'])
     poll_s: float = 0.5
     max_attempts: int = 5
+    http: str = ''      # "host:port" of the read-only operator page; '' = none
 
 
 
@@ -157,4 +158,5 @@ def load_broker_config(path):
         keys=relative_path(path, get_value(path, text, broker, 'keys', str, what='a directory')),
         nodes=nodes, operators=operators,
         poll_s=float(get_value(path, text, broker, 'poll_s', (int, float), 0.5, lambda v: v > 0, 'seconds > 0')),
-        max_attempts=get_value(path, text, broker, 'max_attempts', int, 5, lambda v: v > 0, 'an integer > 0'))
+        max_attempts=get_value(path, text, broker, 'max_attempts', int, 5, lambda v: v > 0, 'an integer > 0'),
+        http=get_value(path, text, broker, 'http', str, '', lambda v: v == '' or ADDRESS_RE.match(v), '"host:port"'))

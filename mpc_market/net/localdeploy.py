@@ -119,8 +119,9 @@ class LocalDeployment:
         netns = f'{self.netns_prefix}-node{index}' if self.netns else None
         return self._start(f'node{index}', ['node', '--config', self.node_config(index)], netns, env)
 
-    def start_broker(self):
-        return self._start('broker', ['broker', '--config', self.broker_config])
+    def start_broker(self, http=None):
+        """http: also serve the operator page on this "host:port"."""
+        return self._start('broker', ['broker', '--config', self.broker_config] + (['--http', http] if http else []))
 
     def start(self, timeout=30):
         self.start_proxy()
