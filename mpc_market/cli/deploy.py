@@ -123,6 +123,21 @@ def _state_line(state):
 
 
 
+def _list_line(state):
+    from ..market.config import parse_config
+    from ..rpc import market_pb2
+    try:
+        config = parse_config(state.round_id, state.market_toml)
+        mechanism = config.mechanism + (f'+{len(set(config.zone_of.values()))}z' if config.zoned else '')
+    except InputError:
+        mechanism = '?'
+    slots = f'{min(state.slots)}-{max(state.slots)} ({len(state.slots)})' if state.slots else ''
+    closes = time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(state.gate_closure_unix_ms / 1000))
+    return (f'{state.round_id:<16} {market_pb2.RoundState.State.Name(state.state).lower():<9} {slots:<12} '
+            f'{mechanism:<15} {closes:<20} {state.attempts:<9} {state.reason}').rstrip()
+
+
+
 def _round_id(value):
     from ..common.names import NAME_RULE, is_name
     if value and not is_name(value):
@@ -139,6 +154,11 @@ def cmd_round(args):
     from ..rpc import market_pb2
     broker = BrokerClient(args.broker, args.keys, args.client)
     try:
+        if args.action == 'list':
+            print(f'{"round":<16} {"phase":<9} {"slots":<12} {"mechanism":<15} {"gate closure (UTC)":<20} attempts  note')
+            for state in broker.rounds():
+                print(_list_line(state))
+            return 0
         if args.action == 'open':
             if not args.slots or not args.market:
                 raise InputError('<command line>', 0, 'slots' if not args.slots else 'market',
@@ -288,7 +308,8 @@ def add_parsers(sub, formatter):
                               '--slots 46-49 --market community/market.toml --gate-closure-in 120\n'
                               '  mpc-market round close --broker 127.0.0.1:7300 --keys deploy/keys --round r1 '
                               '--wait 120')
-    p.add_argument('action', choices=('open', 'close', 'status'), help='what to do')
+    p.add_argument('action', choices=('open', 'close', 'status', 'list'),
+                   help='what to do; list: every round with its phase and times')
     client_args(p, 'operator')
     p.add_argument('--slots', help='slots traded in the round: 0-95 or 0,1,2 (open)')
     p.add_argument('--market', help='market TOML of the round (open)')

@@ -190,6 +190,9 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
                           f'{round_["state"]}' + (f' ({round_["reason"]})' if round_['reason'] else ''))
         return public_result_set(round_['round_id'], *stored)
 
+    def ListRounds(self, request, context):
+        return market_pb2.RoundList(rounds=[self._state(r, counts=False) for r in self.store.rounds()])
+
     def _round(self, round_id, context):
         round_ = self.store.get(round_id)
         if round_ is None:

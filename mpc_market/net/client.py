@@ -54,6 +54,9 @@ class BrokerClient:
     def status(self, round_id=''):
         return _rpc(f'broker {self.address}', self.stub.RoundStatus, market_pb2.RoundRef(round_id=round_id), timeout=30)
 
+    def rounds(self):
+        return _rpc(f'broker {self.address}', self.stub.ListRounds, market_pb2.RoundListRequest(), timeout=30).rounds
+
     def open(self, round_id, slots, gate_closure_ms, market_toml):
         return _rpc(f'broker {self.address}', self.stub.OpenRound, market_pb2.RoundSpec(
             round_id=round_id, slots=slots, gate_closure_unix_ms=gate_closure_ms, market_toml=market_toml), timeout=60)

@@ -439,6 +439,11 @@ class BrokerStub:
                 request_serializer=mpc__market_dot_rpc_dot_market__pb2.RoundRef.SerializeToString,
                 response_deserializer=mpc__market_dot_rpc_dot_market__pb2.PublicResultSet.FromString,
                 _registered_method=True)
+        self.ListRounds = channel.unary_unary(
+                '/mpc_market.rpc.Broker/ListRounds',
+                request_serializer=mpc__market_dot_rpc_dot_market__pb2.RoundListRequest.SerializeToString,
+                response_deserializer=mpc__market_dot_rpc_dot_market__pb2.RoundList.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -470,6 +475,13 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRounds(self, request, context):
+        """every round, oldest first, without live counts
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -492,6 +504,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.PublicResults,
                     request_deserializer=mpc__market_dot_rpc_dot_market__pb2.RoundRef.FromString,
                     response_serializer=mpc__market_dot_rpc_dot_market__pb2.PublicResultSet.SerializeToString,
+            ),
+            'ListRounds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRounds,
+                    request_deserializer=mpc__market_dot_rpc_dot_market__pb2.RoundListRequest.FromString,
+                    response_serializer=mpc__market_dot_rpc_dot_market__pb2.RoundList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -604,6 +621,33 @@ class Broker:
             '/mpc_market.rpc.Broker/PublicResults',
             mpc__market_dot_rpc_dot_market__pb2.RoundRef.SerializeToString,
             mpc__market_dot_rpc_dot_market__pb2.PublicResultSet.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRounds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mpc_market.rpc.Broker/ListRounds',
+            mpc__market_dot_rpc_dot_market__pb2.RoundListRequest.SerializeToString,
+            mpc__market_dot_rpc_dot_market__pb2.RoundList.FromString,
             options,
             channel_credentials,
             insecure,
