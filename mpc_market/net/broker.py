@@ -23,6 +23,7 @@ from ..common.keys import load_node_verify_keys, node_name
 from ..common.names import NAME_RULE, is_name
 from ..rpc import market_pb2, market_pb2_grpc
 from . import tls
+from .calendar import due
 from .messages import public_result_set, verify_public
 from .server import ClientNames, run_server
 from .store import SqliteStore, now_ms
@@ -134,6 +135,19 @@ class Nodes:
 
 
 
+def open_at_nodes(store, nodes, spec):
+    """Open a round at every node, then record it; '' on success, else why not. Nodes that did open
+    it keep it idempotently, so a retry (an operator's, or the calendar's next tick) opens it everywhere."""
+    failures = [f'node {i} ({nodes.addresses[i]}): {error}' for i, (_, error) in enumerate(nodes.call('OpenRound', spec))
+                if error]
+    if failures:
+        return '; '.join(failures)
+    store.add(spec)
+    log.info('round %s opened: %d slots, gate closure %d', spec.round_id, len(spec.slots), spec.gate_closure_unix_ms)
+    return ''
+
+
+
 class BrokerService(market_pb2_grpc.BrokerServicer):
     def __init__(self, config, store, nodes):
         self.config = config
@@ -162,13 +176,9 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
                 return self._state(existing)  # idempotent: the same request retried
             context.abort(grpc.StatusCode.ALREADY_EXISTS, f'broker: round {request.round_id} exists already '
                           f'({existing["state"]}); open a new round id')
-        failures = [f'node {i} ({self.nodes.addresses[i]}): {error}'
-                    for i, (_, error) in enumerate(self.nodes.call('OpenRound', request)) if error]
-        if failures:  # nodes that did open it keep it idempotently; a retry opens it everywhere
-            context.abort(grpc.StatusCode.UNAVAILABLE, 'broker: round not opened: ' + '; '.join(failures))
-        self.store.add(request)
-        log.info('round %s opened: %d slots, gate closure %d', request.round_id, len(request.slots),
-                 request.gate_closure_unix_ms)
+        failures = open_at_nodes(self.store, self.nodes, request)
+        if failures:
+            context.abort(grpc.StatusCode.UNAVAILABLE, 'broker: round not opened: ' + failures)
         return self._state(self.store.get(request.round_id))
 
     def CloseRound(self, request, context):
@@ -210,11 +220,24 @@ class Scheduler:
         self.verify_keys = load_node_verify_keys(config.keys, len(config.nodes))
 
     def step(self):
+        if self.config.calendar is not None:
+            self._open_calendar_rounds()
         for round_id in self.store.pending():
             try:
                 self._advance(self.store.get(round_id))
             except Exception:  # noqa: BLE001 - keep scheduling the other rounds
                 log.exception('round %s: scheduler error', round_id)
+
+    def _open_calendar_rounds(self):
+        """Open the calendar's rounds that are due and not yet known (ids follow from their times)."""
+        for plan in due(self.config.calendar, now_ms()):
+            if self.store.get(plan.round_id) is not None:
+                continue
+            spec = market_pb2.RoundSpec(round_id=plan.round_id, slots=plan.slots, gate_closure_unix_ms=plan.gate_closure_ms,
+                                        market_toml=self.config.calendar.market_toml())
+            failures = open_at_nodes(self.store, self.nodes, spec)
+            if failures:
+                log.warning('calendar round %s not opened yet: %s', plan.round_id, failures)
 
     def _advance(self, round_):
         round_id = round_['round_id']

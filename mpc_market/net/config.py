@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from ..common.errors import InputError
 from ..common.textinput import parse_toml, read_text, toml_key_line
+from .calendar import load_calendar
 
 ADDRESS_RE = re.compile(r'^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$')
 
@@ -68,6 +69,7 @@ class BrokerConfig:
     poll_s: float = 0.5
     max_attempts: int = 5
     http: str = ''      # "host:port" of the read-only operator page; '' = none
+    calendar: object = None  # net.calendar.Calendar: rounds opened by the clock; None = by operators only
 
 
 
@@ -148,6 +150,9 @@ def load_node_config(path):
 
 def load_broker_config(path):
     text, broker, deployment = _load(path, 'broker')
+    calendar_table = parse_toml(path, text).get('calendar')
+    if calendar_table is not None and not isinstance(calendar_table, dict):
+        raise InputError(path, 1, 'calendar', '[calendar] must be a table')
     nodes = _addresses(path, text, deployment, 'nodes')
     operators = get_value(path, text, broker, 'operators', list, ['operator'],
                      lambda v: all(isinstance(o, str) for o in v), 'a list of certificate names')
@@ -159,4 +164,5 @@ def load_broker_config(path):
         nodes=nodes, operators=operators,
         poll_s=float(get_value(path, text, broker, 'poll_s', (int, float), 0.5, lambda v: v > 0, 'seconds > 0')),
         max_attempts=get_value(path, text, broker, 'max_attempts', int, 5, lambda v: v > 0, 'an integer > 0'),
-        http=get_value(path, text, broker, 'http', str, '', lambda v: v == '' or ADDRESS_RE.match(v), '"host:port"'))
+        http=get_value(path, text, broker, 'http', str, '', lambda v: v == '' or ADDRESS_RE.match(v), '"host:port"'),
+        calendar=load_calendar(path, text, calendar_table, relative_path) if calendar_table is not None else None)
