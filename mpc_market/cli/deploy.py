@@ -124,13 +124,10 @@ def _state_line(state):
 
 
 def _list_line(state):
-    from ..market.config import parse_config
+    from ..market.config import market_summary
     from ..rpc import market_pb2
-    try:
-        config = parse_config(state.round_id, state.market_toml)
-        mechanism = config.mechanism + (f'+{len(set(config.zone_of.values()))}z' if config.zoned else '')
-    except InputError:
-        mechanism = '?'
+    mechanism, zones = market_summary(state.round_id, state.market_toml)
+    mechanism += f'+{zones}z' if zones else ''
     slots = f'{min(state.slots)}-{max(state.slots)} ({len(state.slots)})' if state.slots else ''
     closes = time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(state.gate_closure_unix_ms / 1000))
     return (f'{state.round_id:<16} {market_pb2.RoundState.State.Name(state.state).lower():<9} {slots:<12} '

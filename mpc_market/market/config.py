@@ -200,6 +200,15 @@ def parse_config(path: str, text: str) -> MarketConfig:
     return config
 
 
+def market_summary(path: str, text: str) -> tuple[str, int]:
+    """(mechanism, number of zones) of a market text for round listings; ('?', 0) if it does not parse."""
+    try:
+        config = parse_config(path, text)
+    except InputError:
+        return '?', 0
+    return config.mechanism, len(set(config.zone_of.values())) if config.zoned else 0
+
+
 def with_mechanism(path: str, text: str, mechanism: str) -> str:
     """The market TOML text with [market] mechanism set (replaced or added), checked by parsing it.
 

@@ -16,8 +16,7 @@ import time
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from ..common.errors import InputError
-from ..market.config import parse_config
+from ..market.config import market_summary
 
 HEALTH_CACHE_S = 5.0
 MAX_THREADS = 16
@@ -36,11 +35,8 @@ def utc(unix_ms):
 
 def round_summary(round_, public):
     """The public view of one round (public: (body, signatures) once cleared, else None)."""
-    try:
-        config = parse_config(round_['round_id'], round_['market_toml'])
-        market = {'mechanism': config.mechanism, 'zones': len(set(config.zone_of.values())) if config.zoned else 0}
-    except InputError:
-        market = {'mechanism': '?', 'zones': 0}
+    mechanism, zones = market_summary(round_['round_id'], round_['market_toml'])
+    market = {'mechanism': mechanism, 'zones': zones}
     slots = round_['slots']
     summary = {'round_id': round_['round_id'], 'state': round_['state'], 'reason': round_['reason'],
                'gate_closure': utc(round_['gate_closure_ms']), 'attempts': round_['attempts'],
