@@ -452,7 +452,6 @@ class MarketNode:
             public, results = await self.run_scheme(valid, lap)
         elif spec.zone_names:
             from .zones import clear_zoned
-            valid = self.valid = valid & (self.zone_index() >= 0)  # no zone: settled with the retailer
             public, results = await clear_zoned(self, valid, lap)
         else:
             public, results = await self.clear_double_auction(valid, lap)

@@ -262,12 +262,14 @@ def clear_peers(book: Book, progress=None, timeout=None, workdir=None, keep=Fals
 
 
 def clear_mpc(book: Book, nodes=3, chunk=8192, workdir=None, keep=False, progress=None, timeout=None,
-              net_of=None) -> ClearingResult:
-    """Clear under MPC; with net_of (meter readings) also settle deviations in the same session."""
+              net_of=None, job_dir=None) -> ClearingResult:
+    """Clear under MPC; with net_of (meter readings) also settle deviations in the same session.
+    job_dir: run in this (caller-owned) directory and leave it, shares included."""
     if not 3 <= nodes <= MAX_NODES:
         raise ValueError(f'nodes must be in 3..{MAX_NODES}')
     started = time.perf_counter()
-    job_dir = tempfile.mkdtemp(prefix='mpc-market-job-', dir=workdir)
+    keep = keep or job_dir is not None
+    job_dir = job_dir or tempfile.mkdtemp(prefix='mpc-market-job-', dir=workdir)
     try:
         spec = job_spec(book, nodes, chunk)
         if net_of is not None:
@@ -305,9 +307,12 @@ def clear_mpc(book: Book, nodes=3, chunk=8192, workdir=None, keep=False, progres
 
 
 
-def settle_mpc(book, net_of, **kwargs):
-    """Clear and settle in one MPC session; every owner reconstructs its own rows."""
-    clearing = clear_mpc(book, net_of=net_of, **kwargs)
+def settle_mpc(book, net_of, sessions=1, **kwargs):
+    """Clear and settle; every owner reconstructs its own rows. sessions=1: in one MPC session;
+    2: as a deployment does, the settlement in a second session over the order shares the nodes
+    kept from clearing (settle_after_clearing). Both equal the plaintext reference."""
+    clearing = clear_mpc(book, net_of=net_of, **kwargs) if sessions == 1 else settle_after_clearing(book, net_of,
+                                                                                                    **kwargs)
     values, retailer = clearing.settlement['values'], clearing.settlement['retailer']
     pi, si = book.participant_index, book.slot_index
     outcomes = {slot: settlement.SlotSettlement(int(retailer[si[slot], 0]), int(retailer[si[slot], 1]),
@@ -315,3 +320,43 @@ def settle_mpc(book, net_of, **kwargs):
     stats = dict(clearing.stats, meter_excluded=clearing.settlement['excluded'])
     return assemble(book, clearing, net_of,
                     lambda p, s: (int(values[pi[p], si[s], 0]), int(values[pi[p], si[s], 1])), outcomes, stats)
+
+
+
+def settle_after_clearing(book, net_of, nodes=3, chunk=8192, workdir=None, progress=None, timeout=None):
+    """Clear in one MPC session, then settle in a second one: the nodes keep the order shares of
+    the clearing, get the readings' shares and the clearing's public outputs (who cleared, each
+    slot's deviation price) and run only the settlement, with a fresh seed and fresh certificates.
+    Returns the clearing result with its ``settlement`` filled in, as ``clear_mpc(net_of=...)``."""
+    from ..market.book import encode_readings
+    from .jobs import JobSpec
+    job_dir = tempfile.mkdtemp(prefix='mpc-market-job-', dir=workdir)
+    try:
+        clearing = clear_mpc(book, nodes, chunk, progress=progress, timeout=timeout, job_dir=job_dir)
+        spec = JobSpec.load(job_dir)
+        spec.settle, spec.max_reading_wh = True, book.config.max_reading_wh
+        spec.save(job_dir)
+        excluded = set(clearing.excluded)
+        write_json(os.path.join(job_dir, 'clearing.json'), {
+            'cleared': [p for p in book.participants if p not in excluded],
+            'deviation_price2': [settlement.deviation_price2(book.config, s) for s in clearing.slots]})
+        shutil.rmtree(os.path.join(job_dir, 'tls'))  # this session's own certificates
+        for i in range(nodes):
+            os.remove(os.path.join(node_dir(job_dir, i), 'ready'))  # the readings are not shared yet
+        procs = start_nodes(job_dir, nodes, extra_args=('--settle-only',))
+        try:
+            share_book(book, spec, job_dir, encode=lambda rows: encode_readings(book, net_of, rows),
+                       name='readings.npy')
+        except BaseException:
+            stop_nodes(procs)
+            raise
+        mark_ready(job_dir, nodes)
+        wait_nodes(procs, job_dir, timeout, progress)
+        publics = [json.load(open(os.path.join(node_dir(job_dir, i), 'public.json'))) for i in range(nodes)]
+        clearing.settlement = {'values': reconstruct(job_dir, spec, 'settlement.npy'),
+                               'retailer': reconstruct(job_dir, spec, 'retailer.npy'),
+                               'excluded': publics[0]['meter_excluded']}
+        clearing.stats['settlement_session_timings'] = [p['timings'] for p in publics]
+        return clearing
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)

@@ -110,6 +110,9 @@ def parse_args(argv=None):
                         help='scenario S1: this node is also participant INDEX and shares its own orders')
     parser.add_argument('--deployment', action='store_true',
                         help='packages of a deployment round: agree on identical envelopes first')
+    parser.add_argument('--settle-only', action='store_true',
+                        help='a second session: settle the readings against the order shares kept from clearing, '
+                             'with the clearing\'s public verdicts and deviation prices (clearing.json)')
     parser.add_argument('--keys', required=True,
                         help='ca/ca.pem and nodes/node{i}.* of this node: every MPyC link is mutual TLS')
     return parser.parse_args(argv)
@@ -164,6 +167,21 @@ async def settle(node, spec, own, rows):
     return meter_excluded
 
 
+async def settle_only(node, spec, own, job):
+    """The settlement as its own MPC session: the order shares are the ones the clearing used, the
+    verdicts and deviation prices the clearing's public outputs; only the seed is new."""
+    import numpy as np
+    with open(os.path.join(job, 'clearing.json')) as f:
+        clearing = json.load(f)
+    cleared, price2 = set(clearing['cleared']), [int(v) for v in clearing['deviation_price2']]
+    if len(price2) != len(spec.slots):
+        raise ValueError(f'clearing.json: {len(price2)} deviation prices for {len(spec.slots)} slots')
+    await node.agree_seed()
+    node.valid = np.array([p in cleared for p in spec.participants], dtype=bool)
+    node.deviation_price2 = price2
+    return {'slots': [], 'excluded': [], 'missing': [], 'meter_excluded': await settle(node, spec, own, None)}, None
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.deployment:
@@ -193,9 +211,12 @@ def main(argv=None):
                 print(f'progress {phase} {done} {total}', flush=True)
 
         node = MarketNode(spec, shares, held, progress)
-        public, results = await node.run()
-        if spec.settle:
-            public['meter_excluded'] = await settle(node, spec, own, rows)
+        if args.settle_only:
+            public, results = await settle_only(node, spec, own, args.job)
+        else:
+            public, results = await node.run()
+            if spec.settle:
+                public['meter_excluded'] = await settle(node, spec, own, rows)
         if args.peers:
             from .peers import own_results, return_results
             save_array(os.path.join(own, 'own_results.npy'), own_results(spec, await return_results(spec, results)))
@@ -205,7 +226,8 @@ def main(argv=None):
             public['missing'] = missing
         internals.shutting_down()
         await mpc.shutdown()
-        save_array(os.path.join(own, 'results.npy'), results)
+        if results is not None:
+            save_array(os.path.join(own, 'results.npy'), results)
         public['timings'] = {k: round(v, 4) for k, v in node.timings.items()}
         public['mpc_tls'] = bool(mpc.options.ssl)
         public['timings']['node_total'] = round(time.perf_counter() - started, 4)

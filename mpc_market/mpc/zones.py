@@ -78,9 +78,10 @@ def cross_terms(node, start, stop, valid, zone, levels, stage, k2, fee):
         (e_sell, e_buy, is_sell)
 
 
-async def stage_two(node, valid, zone, levels, stage, cross_levels, cross_rho, bits, prices):
+async def stage_two(node, valid, member, zone, levels, stage, cross_levels, cross_rho, bits, prices):
     """Cross-auction matches and the final results (matched, unmatched, amount, local, cross) of
-    every order, and the per-slot sums of the cross matches."""
+    every order, and the per-slot sums of the cross matches. member: valid and in a zone (trades);
+    a valid participant in no zone only settles its orders with the retailer."""
     f, y_bits, bound = bits
     results = np.zeros((ff.LIMBS, node.n_participants, node.n_slots, 5), dtype=np.uint32)
     cross_sums = np.zeros(node.n_slots, dtype=object)
@@ -88,7 +89,7 @@ async def stage_two(node, valid, zone, levels, stage, cross_levels, cross_rho, b
     for start in range(0, node.n_participants, node.spec.chunk):
         stop = min(start + node.spec.chunk, node.n_participants)
         (better_sell, at_sell, sell_at), (better_buy, at_buy, buy_at), stage1, (e_sell, e_buy, is_sell) = \
-            cross_terms(node, start, stop, valid, zone, levels, stage, k2, node.spec.fee_levels)
+            cross_terms(node, start, stop, member, zone, levels, stage, k2, node.spec.fee_levels)
         y = await reshare_values(at_sell * cross_rho[0][None, :] + at_buy * cross_rho[1][None, :])
         need = sell_at | buy_at  # only orders that can be at the cross level get a floor
         floored = np.zeros(y.shape, dtype=object)
@@ -97,7 +98,7 @@ async def stage_two(node, valid, zone, levels, stage, cross_levels, cross_rho, b
         # its sell part: public where only one side can be at the level, else a product of degree
         # 2t that the final resharing reduces
         f2_sell = np.where(sell_at & ~buy_at, floored, 0) + np.where(sell_at & buy_at, floored * is_sell, 0)
-        keep = valid[start:stop, None].astype(object)
+        keep = member[start:stop, None].astype(object)
         m2_sell = (better_sell + f2_sell) * keep % P
         m2_buy = (better_buy + floored - f2_sell) * keep % P
         cross_sums += (m2_sell + m2_buy).sum(axis=0)
@@ -114,21 +115,24 @@ async def clear_zoned(node, valid, lap):
     spec, k, slots = node.spec, node.layout.levels, node.n_slots
     zone = node.zone_index()
     zones = len(spec.zone_names)
-    bound = max(1, int(valid.sum())) * spec.max_order_wh
+    # a participant in no zone (a deployment's: not in the round's map; locally: readings only)
+    # trades nowhere: its orders settle with the retailer, its readings as everyone's
+    member = valid & (zone >= 0)
+    bound = max(1, int(member.sum())) * spec.max_order_wh
     f, y_bits = node.floor_bits(bound)
     # stage 1 sums one zone at a time: its bound (and so every bit length and division) is smaller
-    largest = max([int((valid & (zone == z)).sum()) for z in range(zones)] + [1])
+    largest = max([int((member & (zone == z)).sum()) for z in range(zones)] + [1])
     zone_bound = largest * spec.max_order_wh
     f1, y1_bits = node.floor_bits(zone_bound)
 
     # stage 1: each zone's own curves, crossing and merit order, all zones and slots in one batch
-    totals = zone_totals(node, valid, zone, zones)                      # (Z, S, 2K+2)
+    totals = zone_totals(node, member, zone, zones)                      # (Z, S, 2K+2)
     supply = np.cumsum(totals[..., :k], axis=-1) % P
     demand = np.cumsum(totals[..., k:2 * k][..., ::-1], axis=-1)[..., ::-1] % P
     levels, volume = await node.cross(supply.reshape(-1, k), demand.reshape(-1, k), zone_bound)
     rho = await node.merit_ratios(supply.reshape(-1, k), demand.reshape(-1, k), levels, volume, zone_bound, f1)
     levels, volume = levels.astype(np.int64).reshape(zones, slots), volume.reshape(zones, slots)
-    stage, sums = await node.stage_one(valid, zone, levels, rho.reshape(2, zones, slots), f1, y1_bits, zone_bound,
+    stage, sums = await node.stage_one(member, zone, levels, rho.reshape(2, zones, slots), f1, y1_bits, zone_bound,
                                        zones)
     lap('clearing')
 
@@ -137,7 +141,7 @@ async def clear_zoned(node, valid, lap):
     cross_levels, cross_volume = await node.cross(cross_supply, cross_demand, bound)
     cross_levels = cross_levels.astype(np.int64)
     cross_rho = await node.merit_ratios(cross_supply, cross_demand, cross_levels, cross_volume, bound, f)
-    results, cross_sums = await stage_two(node, valid, zone, levels, stage, cross_levels, cross_rho,
+    results, cross_sums = await stage_two(node, valid, member, zone, levels, stage, cross_levels, cross_rho,
                                           (f, y_bits, bound), (node.level_prices(levels), node.level_prices(cross_levels)))
     lap('allocation')
 

@@ -1,5 +1,6 @@
 """Deviation settlement and community schemes under MPC equal the plaintext reference, cheaters included."""
 
+import dataclasses
 import random
 from decimal import Decimal
 
@@ -81,7 +82,19 @@ def test_mpc_settlement_with_five_nodes():
 
 
 @pytest.mark.slow
-def test_cheating_meter_packages_are_excluded_from_settlement(monkeypatch, node_fault):
+def test_settlement_as_a_second_session_over_the_kept_order_shares():
+    """What a deployment does: clear, then settle in a new session whose planned positions come
+    from the order shares kept from clearing. Equal to the reference, one market and zoned."""
+    book, readings = random_markets([21, 22])
+    assert_settlements_equal(book, readings, sessions=2)
+    zoned = dataclasses.replace(CONFIG, zoned=True, network_fee=Decimal('0.02'))
+    orders = [dataclasses.replace(o, zone=f'z{int(o.participant[-1]) % 3}') for o in book.orders]
+    assert_settlements_equal(Book(zoned, orders, extra_pairs=list(readings)), readings, sessions=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('sessions', [1, 2])
+def test_cheating_meter_packages_are_excluded_from_settlement(monkeypatch, node_fault, sessions):
     node_fault('check-floors', 0)  # and no cheat reaches a floor (test-only check in the nodes)
     from mpc_market.market.book import ReadingLayout
     book, readings = random_market(11, participants=10, slots=1)
@@ -109,7 +122,7 @@ def test_cheating_meter_packages_are_excluded_from_settlement(monkeypatch, node_
         return data
 
     tamper_clients(monkeypatch, book, tamper, readings=True)
-    secure = local.settle_mpc(book, readings, timeout=300)
+    secure = local.settle_mpc(book, readings, timeout=300, sessions=sessions)
     assert secure.stats['meter_excluded'] == sorted([no_deviation, out_of_range])
     cheats = (no_deviation, out_of_range)
     assert all(r.deviation_amount == 0 for r in secure.rows if r.participant in cheats)
