@@ -119,11 +119,6 @@ class Book:
             self.position_array[i, j] = self.encoded_position(o)
             self.energy_array[i, j] = o.energy_wh
 
-    def zone_indices(self):
-        """Index into self.zones of every participant (-1: no zone, i.e. no order to trade)."""
-        index = {z: i for i, z in enumerate(self.zones)}
-        return np.array([index.get(self.zone_of.get(p), -1) for p in self.participants], dtype=np.int64)
-
     def position(self, order):
         """Encoded one-hot position of an order, None if it cannot trade locally."""
         k = self.config.levels

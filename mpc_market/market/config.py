@@ -70,6 +70,11 @@ class MarketConfig:
         return dict(self.zone_map)
 
     @cached_property
+    def zone_names(self):
+        """The zones of the market file's map, sorted."""
+        return sorted(set(self.zone_of.values()))
+
+    @cached_property
     def price_scale(self):
         return 10 ** self.decimals
 
@@ -206,7 +211,7 @@ def market_summary(path: str, text: str) -> tuple[str, int]:
         config = parse_config(path, text)
     except InputError:
         return '?', 0
-    return config.mechanism, len(set(config.zone_of.values())) if config.zoned else 0
+    return config.mechanism, len(config.zone_names) if config.zoned else 0
 
 
 def with_mechanism(path: str, text: str, mechanism: str) -> str:

@@ -128,7 +128,7 @@ def resolve_zones(path: str, config: MarketConfig, orders: list[Order]) -> dict[
             raise InputError(path, o.line, 'zone', f'{o.participant} was in zone {zone_of[o.participant]} '
                                                    f'on line {first_line[o.participant]}')
         first_line.setdefault(o.participant, o.line)
-    zones = set(zone_of.values()) | set(config.zone_of.values())
+    zones = set(zone_of.values()) | set(config.zone_names)
     if len(zones) > MAX_ZONES:
         raise InputError(path, max(first_line.values()), 'zone', f'{len(zones)} zones; at most {MAX_ZONES}')
     return zone_of

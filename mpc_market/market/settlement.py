@@ -42,13 +42,19 @@ def deviation_price2(config: MarketConfig, slot_row) -> int:  # slot_row: result
     largest market (any zone's or the cross-zone auction; on a volume tie the lower price)."""
     if slot_row.buy_price_units is not None:
         return slot_row.buy_price_units + slot_row.sell_price_units
-    if slot_row.zones is not None:
-        markets = [m for m in [slot_row, *slot_row.zones] if m.level is not None]
-        if markets:
-            return 2 * min(markets, key=lambda m: (-m.traded_wh, m.level)).price_units
-    if slot_row.level is None:
-        return config.floor_units + config.ceiling_units
-    return 2 * config.level_price_units(slot_row.level)
+    markets = [(m.traded_wh, m.level) for m in [slot_row, *(slot_row.zones or ())]]
+    return largest_market_price2(markets, config.floor_units, config.price_units(config.tick), config.ceiling_units)
+
+
+def largest_market_price2(markets: list, floor_units: int, tick_units: int, ceiling_units: int) -> int:
+    """2 x the price of a slot's largest market, from [(traded_wh, level or None)] (one market, or
+    every zone and the cross auction); on a volume tie the lower level; floor + ceiling if none traded.
+    The MPC nodes call this same rule on their opened outputs."""
+    trading = [(volume, level) for volume, level in markets if level is not None and level >= 0 and volume > 0]
+    if not trading:
+        return floor_units + ceiling_units
+    _, level = min(trading, key=lambda m: (-m[0], m[1]))
+    return 2 * (floor_units + level * tick_units)
 
 
 def settle_slot(deviations: list[int], price2: int, floor_units: int,

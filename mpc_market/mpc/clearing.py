@@ -23,6 +23,7 @@ import numpy as np
 from mpyc.runtime import mpc
 
 from ..market.book import Layout
+from ..market.settlement import largest_market_price2
 from . import field as ff
 from . import mpyc_internals as internals
 from .primitives import (
@@ -38,6 +39,7 @@ from .primitives import (
     peak_rss_mb,
     reshare_values,
     sign_of,
+    supply_demand,
     to_secure,
 )
 
@@ -171,10 +173,7 @@ class MarketNode:
         """Shares of S(k) and D(k) per slot over valid participants: (slots, K) each."""
         k = self.layout.levels
         totals = self.weighted_totals(valid)  # the 'out of band' columns stay out of the curves
-        sell, buy = totals[:, :k], totals[:, k:2 * k]
-        supply = np.cumsum(sell, axis=1) % P
-        demand = np.cumsum(buy[:, ::-1], axis=1)[:, ::-1] % P
-        return supply, demand
+        return supply_demand(totals[:, :k], totals[:, k:2 * k])
 
     @staticmethod
     async def locate_crossing(supply, demand, bits):
@@ -379,13 +378,10 @@ class MarketNode:
                         dtype=object).reshape(np.shape(levels))
 
     def deviation_price2_of(self, markets):
-        """2 x the deviation price: the largest market's price (volume tie: lower), midpoint if none."""
+        """2 x the deviation price of a slot's opened markets [(volume, level)] (the reference's rule)."""
         spec = self.spec
-        trading = [(int(v), int(lv)) for v, lv in markets if lv >= 0 and v > 0]
-        if not trading:
-            return spec.floor_units + spec.ceiling_units
-        _, level = min(trading, key=lambda m: (-m[0], m[1]))
-        return 2 * (spec.floor_units + level * spec.tick_units)
+        return largest_market_price2([(int(v), int(lv)) for v, lv in markets], spec.floor_units, spec.tick_units,
+                                     spec.ceiling_units)
 
     async def open_residuals(self, volume, matched_sums, levels):
         """Open 2V - (all matches) per trading row: the short side sums to V, the long side to V - residual."""

@@ -93,6 +93,6 @@ def config_spec(config, slots, nodes, chunk):
                    floor_units=config.floor_units, ceiling_units=config.ceiling_units,
                    tick_units=config.price_units(config.tick),
                    participants=[], slots=list(slots), chunk=chunk, mechanism=config.mechanism,
-                   zone_names=sorted(set(config.zone_of.values())) if config.zoned else [],
+                   zone_names=config.zone_names if config.zoned else [],
                    zone_of=dict(config.zone_of) if config.zoned else {},
                    fee_levels=config.fee_levels if config.zoned else 0, fee_units=config.fee_units if config.zoned else 0)

@@ -97,6 +97,13 @@ async def sign_of(values, bits):
 
 
 
+def supply_demand(sell, buy):
+    """Shares of S(k) (sell energy at levels <= k) and D(k) (buy energy at levels >= k) along the
+    last axis, from the per-level sell and buy energies."""
+    return np.cumsum(sell, axis=-1) % P, np.cumsum(buy[..., ::-1], axis=-1)[..., ::-1] % P
+
+
+
 def bits_needed(bound):
     """Signed bit length l with -2**(l-1) <= v < 2**(l-1) for |v| <= bound."""
     return int(bound).bit_length() + 1

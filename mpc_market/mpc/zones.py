@@ -12,7 +12,7 @@ the side split) is only computed where an order can be at the cross level at all
 import numpy as np
 
 from . import field as ff
-from .primitives import P, floor_of_ratio_product, reshare_values
+from .primitives import P, floor_of_ratio_product, reshare_values, supply_demand
 
 
 def zone_totals(node, valid, zone, zones):
@@ -50,7 +50,7 @@ def leftover_curves(totals, levels, f_sums, fee):
     buy_left = (totals[..., k:2 * k] * (j <= hi[..., None]) - at_level * f_sums[1][..., None]).sum(axis=0) % P
     shifted = np.zeros_like(buy_left)
     shifted[:, :k - fee] = buy_left[:, fee:]
-    return np.cumsum(sell_left, axis=-1) % P, np.cumsum(shifted[:, ::-1], axis=-1)[:, ::-1] % P
+    return supply_demand(sell_left, shifted)
 
 
 def cross_terms(node, start, stop, valid, zone, levels, stage, k2, fee):
@@ -127,8 +127,7 @@ async def clear_zoned(node, valid, lap):
 
     # stage 1: each zone's own curves, crossing and merit order, all zones and slots in one batch
     totals = zone_totals(node, member, zone, zones)                      # (Z, S, 2K+2)
-    supply = np.cumsum(totals[..., :k], axis=-1) % P
-    demand = np.cumsum(totals[..., k:2 * k][..., ::-1], axis=-1)[..., ::-1] % P
+    supply, demand = supply_demand(totals[..., :k], totals[..., k:2 * k])
     levels, volume = await node.cross(supply.reshape(-1, k), demand.reshape(-1, k), zone_bound)
     rho = await node.merit_ratios(supply.reshape(-1, k), demand.reshape(-1, k), levels, volume, zone_bound, f1)
     levels, volume = levels.astype(np.int64).reshape(zones, slots), volume.reshape(zones, slots)
