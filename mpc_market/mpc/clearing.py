@@ -158,21 +158,25 @@ class MarketNode:
         return verdicts
 
     # -- aggregate curves and crossing -------------------------------------------------------
-    def weighted_totals(self, valid):
-        """Shares of the weighted vectors summed over valid participants: (slots, 2K+2)."""
-        totals = np.zeros((self.n_slots, self.layout.weighted.stop - self.layout.weighted.start), dtype=object)
+    def weighted_totals(self, valid, group=None, groups=1):
+        """Shares of the weighted vectors summed over valid participants per group (group: each
+        participant's index, e.g. its zone; default one group): (groups, slots, 2K+2)."""
+        width = self.layout.weighted.stop - self.layout.weighted.start
+        totals = np.zeros((groups, self.n_slots, width), dtype=object)
         for start in range(0, self.n_participants, self.spec.chunk):
             stop = min(start + self.spec.chunk, self.n_participants)
-            rows = np.flatnonzero(valid[start:stop])
-            if rows.size:
-                block = np.asarray(self.shares[:, start:stop], dtype=np.uint32)[:, rows][..., self.layout.weighted]
-                totals += ff.sum_rows(block, axis=0)
+            block = np.asarray(self.shares[:, start:stop], dtype=np.uint32)[..., self.layout.weighted]
+            for g in range(groups):
+                members = valid[start:stop] if group is None else valid[start:stop] & (group[start:stop] == g)
+                rows = np.flatnonzero(members)
+                if rows.size:
+                    totals[g] += ff.sum_rows(block[:, rows], axis=0)
         return totals % P
 
     def curves(self, valid):
         """Shares of S(k) and D(k) per slot over valid participants: (slots, K) each."""
         k = self.layout.levels
-        totals = self.weighted_totals(valid)  # the 'out of band' columns stay out of the curves
+        totals = self.weighted_totals(valid)[0]  # the 'out of band' columns stay out of the curves
         return supply_demand(totals[:, :k], totals[:, k:2 * k])
 
     @staticmethod
@@ -399,7 +403,7 @@ class MarketNode:
     # -- community pricing schemes -------------------------------------------------------------
     def side_totals(self, valid):
         """Shares of each slot's total sell and buy energy, all orders (limits ignored)."""
-        sells, buys = side_energies(self.weighted_totals(valid), self.layout.levels)
+        sells, buys = side_energies(self.weighted_totals(valid)[0], self.layout.levels)
         return sells % P, buys % P
 
     async def run_scheme(self, valid, lap):

@@ -15,20 +15,6 @@ from . import field as ff
 from .primitives import P, floor_of_ratio_product, reshare_values, supply_demand
 
 
-def zone_totals(node, valid, zone, zones):
-    """Shares of the weighted vectors summed per zone: (zones, slots, 2K+2)."""
-    layout = node.layout
-    totals = np.zeros((zones, node.n_slots, layout.weighted.stop - layout.weighted.start), dtype=object)
-    for start in range(0, node.n_participants, node.spec.chunk):
-        stop = min(start + node.spec.chunk, node.n_participants)
-        block = np.asarray(node.shares[:, start:stop], dtype=np.uint32)[..., layout.weighted]
-        for z in range(zones):
-            rows = np.flatnonzero(valid[start:stop] & (zone[start:stop] == z))
-            if rows.size:
-                totals[z] += ff.sum_rows(block[:, rows], axis=0)
-    return totals % P
-
-
 def leftover_bounds(levels, k):
     """Per zone and slot the levels whose energy can be left after stage 1: sells at or above
     `lo`, buys at or below `hi` (the zone's level; everything where the zone did not trade)."""
@@ -126,7 +112,7 @@ async def clear_zoned(node, valid, lap):
     f1, y1_bits = node.floor_bits(zone_bound)
 
     # stage 1: each zone's own curves, crossing and merit order, all zones and slots in one batch
-    totals = zone_totals(node, member, zone, zones)                      # (Z, S, 2K+2)
+    totals = node.weighted_totals(member, zone, zones)                  # (Z, S, 2K+2)
     supply, demand = supply_demand(totals[..., :k], totals[..., k:2 * k])
     levels, volume = await node.cross(supply.reshape(-1, k), demand.reshape(-1, k), zone_bound)
     rho = await node.merit_ratios(supply.reshape(-1, k), demand.reshape(-1, k), levels, volume, zone_bound, f1)
