@@ -164,7 +164,6 @@ def cmd_generate(args):
 def cmd_demo(args):
     from ..market.generate import write_community
     from ..market.output import public_table, write_results
-    from ..market.plain import clear_plain
     work = tempfile.mkdtemp(prefix='mpc-market-demo-')
     orders, config_path, count, _ = write_community(work, args.participants, args.slots, args.seed)
     print(f'Community: {args.participants} households, {args.slots} slots of 15 minutes, {count} orders '
@@ -193,17 +192,21 @@ def cmd_demo(args):
         for r in [r for r in rows if r.matched_wh][:2]:
             print(f'    slot {r.slot}: {r.side} {r.energy_wh} Wh, matched {r.matched_wh} Wh, '
                   f'amount {config.format_amount(r.amount)}')
-    plain = clear_plain(book)
-    same = plain.slots == result.slots and plain.rows == result.rows
+    same = _agrees_with_reference(book, result)
     print('Plaintext reference agrees exactly.' if same else 'MISMATCH with the plaintext reference!')
     print(_summary(config, book, result))
     return 0 if same and _demo_zoned(args, work) else 1
 
 
+def _agrees_with_reference(book, result):
+    from ..market.plain import clear_plain
+    plain = clear_plain(book)
+    return plain.slots == result.slots and plain.rows == result.rows
+
+
 def _demo_zoned(args, work):
     """The same community as 4 communities of whole feeders trading across at a network fee."""
     from ..market.generate import write_community
-    from ..market.plain import clear_plain
     zoned_dir = os.path.join(work, 'zoned')
     orders, config_path, _, _ = write_community(zoned_dir, args.participants, args.slots, args.seed, zones=4)
     started = time.perf_counter()
@@ -217,8 +220,7 @@ def _demo_zoned(args, work):
     for s in sorted(busiest, key=lambda s: s.slot):
         print(f'  {s.slot:>4} ' + ' '.join(f'{cell(z):>12}' for z in s.zones) + f' {cell(s):>12} '
               f'{config.format_amount(s.fee_amount):>9}')
-    plain = clear_plain(book)
-    same = plain.slots == result.slots and plain.rows == result.rows
+    same = _agrees_with_reference(book, result)
     print('  (Wh@price per kWh) Plaintext reference agrees exactly.' if same
           else 'MISMATCH with the plaintext reference (zoned)!')
     return same

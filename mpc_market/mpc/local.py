@@ -352,7 +352,7 @@ def settle_after_clearing(book, net_of, nodes=3, chunk=8192, workdir=None, progr
             raise
         mark_ready(job_dir, nodes)
         wait_nodes(procs, job_dir, timeout, progress)
-        publics = [json.load(open(os.path.join(node_dir(job_dir, i), 'public.json'))) for i in range(nodes)]
+        publics = read_public_outputs(job_dir, nodes)
         clearing.settlement = {'values': reconstruct(job_dir, spec, 'settlement.npy'),
                                'retailer': reconstruct(job_dir, spec, 'retailer.npy'),
                                'excluded': publics[0]['meter_excluded']}
