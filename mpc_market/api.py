@@ -22,6 +22,7 @@ from .market.orders import load_orders, resolve_zones
 from .market.plain import clear_plain, settle_plain
 from .market.readings import load_readings
 from .market.results import ClearingResult, SettlementResult
+from .market.settlement import complete_readings
 
 __all__ = ['ENGINES', 'MODES', 'load_book', 'load_meter_readings', 'clear', 'settle']
 
@@ -124,14 +125,16 @@ def settle(book: Book, readings: Mapping[tuple[str, int], int], engine: str = 'm
 
     Raises:
         EngineError: a node failed or timed out.
-        ValueError: an unknown engine, or an order without a reading.
+        ValueError: an unknown engine.
+
+    An order without a reading is settled by the missing-reading rule
+    (``market.settlement.missing_reading_net``: its bought energy counts as imported, nothing as
+    exported), as the deployed nodes settle a reading package they do not all hold.
     """
     if engine not in ENGINES:
         raise ValueError(f'engine must be one of {ENGINES}')
-    missing = [(o.participant, o.slot) for o in book.orders if (o.participant, o.slot) not in readings]
-    if missing:
-        raise ValueError(f'no meter reading for {missing[0][0]} in slot {missing[0][1]} ({len(missing)} orders)')
+    net_of, _ = complete_readings(book, dict(readings))
     if engine == 'plain':
-        return settle_plain(book, dict(readings))
+        return settle_plain(book, net_of)
     from .mpc.local import settle_mpc
-    return settle_mpc(book, dict(readings), nodes=nodes, chunk=chunk, progress=progress, timeout=timeout)
+    return settle_mpc(book, net_of, nodes=nodes, chunk=chunk, progress=progress, timeout=timeout)

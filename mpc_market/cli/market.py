@@ -113,12 +113,17 @@ def cmd_settle(args):
     from .. import api
     from ..market.config import load_config
     from ..market.output import write_settlement
-    from ..market.readings import check_readings, load_readings
+    from ..market.readings import load_readings
+    from ..market.settlement import complete_readings
     config = load_config(args.config)
     readings = load_readings(args.readings, config)
     book = api.load_book(args.orders, config, mechanism=args.mechanism, readings=readings)
     config = book.config
-    net_of = check_readings(book, readings, args.orders)  # names the orders file's line of a missing reading
+    net_of, missing = complete_readings(book, {pair: net for pair, (net, _) in readings.items()})
+    if missing and not args.quiet:
+        print(f'note: {len(missing)} orders have no meter reading (first: {missing[0][0]} in slot {missing[0][1]}); '
+              'settled by the missing-reading rule: the bought energy counts as imported, nothing as exported',
+              file=sys.stderr)
     _warn_untradeable(book, args.orders, args.quiet)
     _warn_small_zones(book, args.quiet)
     result = api.settle(book, net_of, args.engine, args.nodes, args.chunk, progress=_progress_printer(args.quiet))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from ..common.errors import InputError
 from ..common.textinput import csv_records, parse_int, parse_participant_slot, read_text
-from .book import Book
 from .config import MarketConfig
 
 READING_COLUMNS = ('participant', 'slot', 'net_wh')
@@ -28,13 +27,3 @@ def load_readings(path: str, config: MarketConfig) -> dict[tuple[str, int], tupl
     if not readings:
         raise InputError(path, 2, 'file', 'no readings')
     return readings
-
-
-def check_readings(book: Book, readings: dict[tuple[str, int], tuple[int, int]],
-                   orders_path: str) -> dict[tuple[str, int], int]:
-    """Every order needs a reading; returns {(participant, slot): net_wh} (0 where none)."""
-    for o in book.orders:
-        if (o.participant, o.slot) not in readings:
-            raise InputError(orders_path, o.line, 'participant',
-                             f'no meter reading for {o.participant} in slot {o.slot}')
-    return {pair: net for pair, (net, _) in readings.items()}

@@ -84,6 +84,25 @@ def planned_position(order: Order | None) -> int:
     return order.energy_wh if order.side == 'buy' else -order.energy_wh
 
 
+def missing_reading_net(order: Order | None) -> int:
+    """The missing-reading rule: a (participant, slot) with an order but no valid reading counts
+    as importing what it bought and exporting nothing, so an export is never paid without a
+    reading and an import is billed as contracted. Its deviation is the unproven sale (short),
+    whatever the mechanism. The MPC nodes apply the same rule to a reading package that not every
+    node holds or that fails their checks (deviation = sold energy, from the order shares)."""
+    return order.energy_wh if order is not None and order.side == 'buy' else 0
+
+
+def complete_readings(book, readings: dict[tuple[str, int], int]) -> tuple[dict[tuple[str, int], int], list]:
+    """(net_of, missing): the readings plus missing_reading_net for every order without one;
+    missing lists those orders' (participant, slot)."""
+    net_of = dict(readings)
+    missing = [(o.participant, o.slot) for o in book.orders if (o.participant, o.slot) not in readings]
+    for pair in missing:
+        net_of[pair] = missing_reading_net(book.order_of[pair])
+    return net_of, missing
+
+
 def retailer_only_amount(config: MarketConfig, net_wh: int) -> int:
     """What a reading would cost with the retailer alone: imports at ceiling, exports at floor."""
     return net_wh * config.ceiling_units if net_wh >= 0 else net_wh * config.floor_units

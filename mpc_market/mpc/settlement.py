@@ -33,15 +33,19 @@ class SettlementNode:
         self.layout = layout      # ReadingLayout
         self.price2 = np.array(price2, dtype=object)  # 2 x deviation price per slot (public)
 
-    def _planned(self, start, stop):
-        """Shares of planned = buy energy - sell energy (whole order), (rows, slots)."""
+    def _sides(self, start, stop):
+        """Shares of the sold and the bought energy (whole orders), (rows, slots) each."""
         layout = self.node.layout
         block = np.asarray(self.node.shares[:, start:stop], dtype=np.uint32)[..., layout.weighted].astype(np.uint64)
         sells, buys = side_energies(block, layout.levels)
-        return (ff.to_ints(buys) - ff.to_ints(sells)) % P
+        return ff.to_ints(sells), ff.to_ints(buys)
 
     async def validate(self, valid_orders):
-        """Per participant verdict on its meter packages; also shares of u = s*|d| per row."""
+        """Per participant verdict on its meter packages, and shares of |d|, u = s*|d| and s per row.
+
+        A participant in the market whose package fails the checks (or is missing: all zeros)
+        is settled by the missing-reading rule of market.settlement: net = bought energy, so
+        d = sold energy >= 0 (|d| = sells, s = 0), linear in its order shares."""
         layout, node = self.layout, self.node
         n_p, n_s = node.n_participants, node.n_slots
         width = layout.width
@@ -69,7 +73,8 @@ class SettlementNode:
             mix, bit_linear, dev, pos, neg, slack, sign = (v.reshape(n, n_s) for v in linear)
             bits = ff.to_ints(block)  # (rows, W): every column is a bit; squares need ints
             squares = sum(rho[3 + j] * (bits[:, j] * bits[:, j]) for j in range(width)).reshape(n, n_s)
-            planned = self._planned(start, stop)
+            sells, buys = self._sides(start, stop)
+            planned = (buys - sells) % P
             sd = sign * dev
             check = rho[0] * (pos * neg) + rho[1] * ((dev - 2 * sd) - (pos - neg - planned)) + squares - bit_linear
             if layout.has_slack:
@@ -78,11 +83,12 @@ class SettlementNode:
             mixed = (mix * lam[1]).sum(axis=1) % P
             ok, u = await node.verdicts(per_participant, mixed, also_reshare=sd % P)  # u = s*|d|, degree t
             verdicts[start:stop] = ok & valid_orders[start:stop]
-            u_all[start:stop] = u.reshape(n, n_s)
-            dev_all[start:stop] = dev % P
-            sign_all[start:stop] = sign
-        keep = verdicts[:, None].astype(object)
-        return verdicts, dev_all * keep % P, u_all * keep % P, sign_all * keep % P
+            metered = ok[:, None].astype(object)
+            u_all[start:stop] = u.reshape(n, n_s) * metered
+            dev_all[start:stop] = dev * metered + sells * (1 - metered)
+            sign_all[start:stop] = sign * metered
+        in_market = valid_orders[:, None].astype(object)  # an excluded order settles with the retailer
+        return verdicts, dev_all * in_market % P, u_all * in_market % P, sign_all * in_market % P
 
     async def run(self, valid_orders):
         """Result shares (4, participants, slots, 2): deviation and amount; retailer (4, slots, 3)."""
@@ -95,7 +101,7 @@ class SettlementNode:
         short = short_side.sum(axis=0) % P
         long_ = long_side.sum(axis=0) % P
         max_dev = (1 << layout.deviation_bits) - 1
-        bound = max(1, int(valid.sum())) * max_dev
+        bound = max(1, int(np.count_nonzero(valid_orders))) * max_dev  # substituted readings count too
         bits = bits_needed(2 * bound)
         short_le_long = await less_than_zero(short - long_ - 1, bits)
         netted = (long_ + await reshare_values(short_le_long * (short - long_))) % P

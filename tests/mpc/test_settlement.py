@@ -124,17 +124,28 @@ def test_cheating_meter_packages_are_excluded_from_settlement(monkeypatch, node_
     tamper_clients(monkeypatch, book, tamper, readings=True)
     secure = local.settle_mpc(book, readings, timeout=300, sessions=sessions)
     assert secure.stats['meter_excluded'] == sorted([no_deviation, out_of_range])
-    cheats = (no_deviation, out_of_range)
-    assert all(r.deviation_amount == 0 for r in secure.rows if r.participant in cheats)
-    # clearing is untouched, and the honest participants settle among themselves
-    reference = plain.settle_plain(book, readings)
+    # clearing is untouched; the cheats settle by the missing-reading rule, everyone else as measured
+    substituted = dict(readings)
+    for cheat in (no_deviation, out_of_range):
+        substituted[(cheat, 0)] = settlement.missing_reading_net(book.order_of.get((cheat, 0)))
+    reference = plain.settle_plain(book, substituted)
     assert secure.clearing.rows == reference.clearing.rows
-    honest = [p for p in book.participants if p not in cheats and ((p, 0) in readings or (p, 0) in book.order_of)]
-    deviations = [readings.get((p, 0), 0) - settlement.planned_position(book.order_of.get((p, 0))) for p in honest]
-    price2 = settlement.deviation_price2(CONFIG, secure.clearing.slots[0])
-    _, amounts = settlement.settle_slot(deviations, price2, CONFIG.floor_units, CONFIG.ceiling_units)
-    got = {r.participant: r.deviation_amount for r in secure.rows if r.participant not in cheats}
-    assert got == dict(zip(honest, amounts))
+    assert secure.slots == reference.slots
+    assert [(r.participant, r.deviation_wh, r.deviation_amount) for r in secure.rows] == \
+        [(r.participant, r.deviation_wh, r.deviation_amount) for r in reference.rows]
+
+
+def test_a_missing_reading_is_settled_by_the_one_rule():
+    """No reading: a buy counts as imported, a sell as not delivered (short), a slot without order as 0."""
+    orders = [Order('a', 0, 'buy', 700, Decimal('0.20')), Order('b', 0, 'sell', 900, Decimal('0.10')),
+              Order('c', 0, 'sell', 300, Decimal('0.10'))]
+    book = Book(CONFIG, orders, extra_pairs=[('c', 0), ('d', 0)])
+    net_of, missing = settlement.complete_readings(book, {('c', 0): -300, ('d', 0): 250})
+    assert missing == [('a', 0), ('b', 0)]
+    assert net_of == {('a', 0): 700, ('b', 0): 0, ('c', 0): -300, ('d', 0): 250}
+    result = plain.settle_plain(book, net_of)
+    deviation = {r.participant: r.deviation_wh for r in result.rows}
+    assert deviation == {'a': 0, 'b': 900, 'c': 0, 'd': 250}
 
 
 @pytest.mark.slow
