@@ -113,25 +113,39 @@ def _parse_slots(text):
 
 
 
-def _state_line(state):
+def _phase(state):
+    """A round's phase in one word: its clearing state, then its settlement once cleared."""
     from ..rpc import market_pb2
-    name = market_pb2.RoundState.State.Name(state.state).lower()
+    if state.settlement != market_pb2.RoundState.NONE:
+        return market_pb2.RoundState.Settlement.Name(state.settlement).lower().replace('_', '-')
+    return market_pb2.RoundState.State.Name(state.state).lower()
+
+
+
+def _state_line(state):
     closes = time.strftime('%H:%M:%S', time.localtime(state.gate_closure_unix_ms / 1000))
-    line = (f'round {state.round_id}: {name}; {len(state.slots)} slots; gate closure {closes}; '
+    line = (f'round {state.round_id}: {_phase(state)}; {len(state.slots)} slots; gate closure {closes}; '
             f'{state.accepted} participants accepted by every node; clearing attempts {state.attempts}')
-    return line + (f'; reason: {state.reason}' if state.reason else '')
+    if state.readings_deadline_unix_ms:
+        deadline = time.strftime('%H:%M:%S', time.localtime(state.readings_deadline_unix_ms / 1000))
+        line += (f'; readings until {deadline} ({state.readings} held by every node); '
+                 f'settlement attempts {state.settle_attempts}')
+    return line + (f'; reason: {state.reason}' if state.reason else '') + (
+        f'; settlement: {state.settle_reason}' if state.settle_reason else '')
 
 
 
 def _list_line(state):
     from ..market.config import market_summary
-    from ..rpc import market_pb2
     mechanism, zones = market_summary(state.round_id, state.market_toml)
     mechanism += f'+{zones}z' if zones else ''
     slots = f'{min(state.slots)}-{max(state.slots)} ({len(state.slots)})' if state.slots else ''
     closes = time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(state.gate_closure_unix_ms / 1000))
-    return (f'{state.round_id:<16} {market_pb2.RoundState.State.Name(state.state).lower():<9} {slots:<12} '
-            f'{mechanism:<15} {closes:<20} {state.attempts:<9} {state.reason}').rstrip()
+    deadline = (time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(state.readings_deadline_unix_ms / 1000))
+                if state.readings_deadline_unix_ms else '-')
+    return (f'{state.round_id:<20} {state.day or "-":<10} {_phase(state):<13} {slots:<12} {mechanism:<15} '
+            f'{closes:<20} {deadline:<20} {state.attempts}/{state.settle_attempts:<5} '
+            f'{state.reason or state.settle_reason}').rstrip()
 
 
 
@@ -152,7 +166,8 @@ def cmd_round(args):
     broker = BrokerClient(args.broker, args.keys, args.client)
     try:
         if args.action == 'list':
-            print(f'{"round":<16} {"phase":<9} {"slots":<12} {"mechanism":<15} {"gate closure (UTC)":<20} attempts  note')
+            print(f'{"round":<20} {"day":<10} {"phase":<13} {"slots":<12} {"mechanism":<15} {"gate closure (UTC)":<20} '
+                  f'{"readings until (UTC)":<20} attempts note')
             for state in broker.rounds():
                 print(_list_line(state))
             return 0
@@ -164,16 +179,25 @@ def cmd_round(args):
             market_text = read_text(args.market, 'utf-8')
             if args.mechanism:  # the round's own market text says it: nodes, results and clients follow
                 market_text = with_mechanism(args.market, market_text, args.mechanism)
-            state = broker.open(args.round, _parse_slots(args.slots), now_ms() + int(args.gate_closure_in * 1000),
-                                market_text)
+            gate_ms = now_ms() + int(args.gate_closure_in * 1000)
+            deadline_ms = gate_ms + int(args.readings_deadline_in * 1000) if args.readings_deadline_in else 0
+            opens_ms = gate_ms + int(args.readings_open_in * 1000) if deadline_ms and args.readings_open_in else 0
+            state = broker.open(args.round, _parse_slots(args.slots), gate_ms, market_text, opens_ms, deadline_ms,
+                                args.day or '')
         elif args.action == 'close':
             state = broker.close_round(args.round)
+        elif args.action == 'settled' and args.wait is None:
+            raise InputError('<command line>', 0, 'wait', 'round settled needs --wait SECONDS')
         else:
             state = broker.status(args.round)
         if args.wait is not None:
-            state = broker.wait(state.round_id, args.wait)
+            state = broker.wait(state.round_id, args.wait, settled=args.action == 'settled')
         print(_state_line(state))
-        return 0 if args.wait is None or state.state == market_pb2.RoundState.CLEARED else 1
+        if args.wait is None:
+            return 0
+        done = state.settlement == market_pb2.RoundState.SETTLED if args.action == 'settled' else \
+            state.state == market_pb2.RoundState.CLEARED
+        return 0 if done else 1
     finally:
         broker.close()
 
@@ -199,6 +223,98 @@ def cmd_submit(args):
 
 
 
+def _bill_text(args, broker):
+    """(summary, CSV text) of a participant's bill over the settled rounds from --from to --to."""
+    from ..market.config import parse_config
+    from ..market.output import BILL_COLUMNS, csv_text
+    from ..net.bills import period_bill
+    from .options import day_option
+    first, last = args.from_day or args.to_day, args.to_day or args.from_day
+    if first:
+        first, last = day_option(first, 'from'), day_option(last, 'to')
+    if not first:
+        raise InputError('<command line>', 0, 'from', '--bill needs --from DAY (and --to DAY)')
+    readings = {}
+    bill, settled, pending = period_bill(broker, args.keys, args.participant, first, last, args.orders,
+                                         readings, args.client)
+    if not settled:
+        raise InputError('<command line>', 0, 'from', f'no settled round delivers from {first} to {last}'
+                         + (f' ({len(pending)} not settled yet)' if pending else ''))
+    money = parse_config(f'round {settled[0].round_id}', settled[0].market_toml).format_amount
+    text = csv_text(BILL_COLUMNS, [{
+        'participant': bill.participant, 'trade_amount': money(bill.trade_amount),
+        'deviation_amount': money(bill.deviation_amount), 'total_amount': money(bill.total_amount),
+        'retailer_only_amount': money(bill.retailer_only_amount), 'saving': money(bill.saving)}])
+    summary = (f'{args.participant}: bill over {len(settled)} settled rounds from {first} to {last} '
+               f'({", ".join(r.round_id for r in settled)})')
+    if pending:
+        summary += f'; not settled yet, left out: {", ".join(r.round_id for r in pending)}'
+    return summary, text
+
+
+
+def _retailer_text(args, broker):
+    """(summary, CSV text) of the retailer's view of one settled round, as retailer.csv."""
+    from ..market.config import parse_config
+    from ..market.output import RETAILER_COLUMNS, csv_text
+    from ..net.client import fetch_own_results
+    state = broker.status(args.round)
+    _, _, values = fetch_own_results(broker, args.keys, args.participant or 'retailer', client=args.client,
+                                     kind='retailer', state=state)
+    money = parse_config(f'round {state.round_id}', state.market_toml).format_amount
+    text = csv_text(RETAILER_COLUMNS, [{
+        'slot': slot, 'receives': money(v[0]), 'pays': money(v[1]), 'rounding_residue': money(v[2] - v[0] + v[1]),
+        'net': money(v[2])} for slot, v in zip(state.slots, values)])
+    return f"round {state.round_id}: the retailer's view (reconstructed from all nodes' shares)", text
+
+
+
+def cmd_meter(args):
+    from ..net.client import BrokerClient
+    from ..net.meter import load_upload, submit_to_nodes
+    from ..stats.meterdata import load_feeders
+    from ..stats.paillier import load_public_keys
+    from ..stats.upload import day_values, upload_days
+    from .options import day_option
+    day = day_option(args.day)
+    public_keys, feeders = (), None
+    if args.aggregator:
+        if not args.pubkey or not args.feeders:
+            raise InputError('<command line>', 0, 'aggregator', '--aggregator needs --pubkey and --feeders')
+        public_keys = load_public_keys(args.pubkey)
+        for path, key in zip(args.pubkey, public_keys):
+            if args.key_id and key.key_id not in args.key_id:
+                raise InputError(path, 1, 'key_id', f'{key.key_id} is not a pinned key id (--key-id)')
+        feeders = load_feeders(args.feeders)
+    started = time.perf_counter()
+    broker = BrokerClient(args.broker, args.keys, args.client)
+    try:
+        upload = load_upload(args.readings, args.orders, day, broker, args.keys, args.participant)
+    finally:
+        broker.close()
+    if args.aggregator:
+        day_values(upload.readings, upload.rounds, public_keys[0].layout, args.readings)  # the day's shape, first
+    nodes_failed = submit_to_nodes(upload, args.keys, args.client, args.workers, args.batch)
+    grid = upload_days(upload, args.aggregator, public_keys, feeders, args.keys, args.client, args.readings) \
+        if args.aggregator else None
+    print(f'{day}: {len(upload.participants)} meters, rounds {", ".join(r.round_id for r in upload.rounds)}, '
+          f'{time.perf_counter() - started:.2f} s')
+    print(f'  market nodes: {len(upload.participants) - len(nodes_failed)} accepted by every node, '
+          f'{len(nodes_failed)} not')
+    failures = [f'market nodes: {r}' for r in nodes_failed.values()]
+    if grid is not None:
+        print(f'  aggregator {args.aggregator}: {len(grid.accepted)} accepted, {len(grid.held)} already held, '
+              f'{len(grid.failed)} not')
+        failures += [f'aggregator: {p}: {r}' for p, r in grid.failed.items()]
+    for reason in failures[:MAX_WARNINGS]:
+        print(f'error: {reason}', file=sys.stderr)
+    if failures:
+        print(f'error: {len(failures)} deliveries failed; run the same command again to retry them', file=sys.stderr)
+        return 1
+    return 0
+
+
+
 def cmd_results(args):
     from ..market.config import parse_config
     from ..market.output import csv_text, participant_columns, participant_table, public_columns, write_all
@@ -206,7 +322,15 @@ def cmd_results(args):
     from ..net.client import BrokerClient, fetch_own_results, fetch_public, own_order_rows
     broker = BrokerClient(args.broker, args.keys, args.client)
     try:
-        if args.public:
+        if args.retailer:
+            summary, text = _retailer_text(args, broker)
+            name = 'retailer.csv'
+        elif args.bill:
+            if not args.participant:
+                raise InputError('<command line>', 0, 'participant', '--bill needs --participant ID')
+            summary, text = _bill_text(args, broker)
+            name = 'bills.csv'
+        elif args.public:
             state, body = fetch_public(broker, args.keys, args.round)
             config = parse_config(f'round {state.round_id}', state.market_toml)
             text = csv_text(public_columns(config), body['slots'])
@@ -305,8 +429,9 @@ def add_parsers(sub, formatter):
                               '--slots 46-49 --market community/market.toml --gate-closure-in 120\n'
                               '  mpc-market round close --broker 127.0.0.1:7300 --keys deploy/keys --round r1 '
                               '--wait 120')
-    p.add_argument('action', choices=('open', 'close', 'status', 'list'),
-                   help='what to do; list: every round with its phase and times')
+    p.add_argument('action', choices=('open', 'close', 'status', 'list', 'settled'),
+                   help='what to do; list: every round with its phase and times; settled: wait until the round '
+                        'is settled')
     client_args(p, 'operator')
     p.add_argument('--slots', help='slots traded in the round: 0-95 or 0,1,2 (open)')
     p.add_argument('--market', help='market TOML of the round (open)')
@@ -315,7 +440,14 @@ def add_parsers(sub, formatter):
                         'community schemes price whole slots and ignore zones')
     p.add_argument('--gate-closure-in', type=float, default=60.0, metavar='SECONDS',
                    help='seconds from now until orders are no longer accepted (open)')
-    p.add_argument('--wait', type=float, metavar='SECONDS', help='then wait until the round is cleared')
+    p.add_argument('--readings-deadline-in', type=float, metavar='SECONDS',
+                   help='settle the round: meter readings are taken until this many seconds after the gate '
+                        'closure (open; default: no settlement)')
+    p.add_argument('--readings-open-in', type=float, default=0.0, metavar='SECONDS',
+                   help='the readings window opens this many seconds after the gate closure (open; default: as '
+                        'soon as the round cleared)')
+    p.add_argument('--day', help='the delivery day YYYY-MM-DD, for meter uploads and bills over a period (open)')
+    p.add_argument('--wait', type=float, metavar='SECONDS', help='then wait until the round is cleared (settled)')
     p.set_defaults(func=cmd_round)
 
     p = sub.add_parser('submit', help='share, sign and submit orders to every node', formatter_class=formatter,
@@ -344,5 +476,36 @@ def add_parsers(sub, formatter):
     p.add_argument('--participant', help='participant id (its key signs the request)')
     p.add_argument('--orders', help="the participant's orders file: print rows like participants.csv")
     p.add_argument('--public', action='store_true', help='the public results, checked against every node signature')
+    p.add_argument('--bill', action='store_true',
+                   help="the participant's bill summed over the settled rounds delivering --from DAY --to DAY "
+                        '(needs --orders), as its row of bills.csv of `mpc-market settle`')
+    p.add_argument('--from', dest='from_day', metavar='DAY', help='first delivery day YYYY-MM-DD (--bill)')
+    p.add_argument('--to', dest='to_day', metavar='DAY', help='last delivery day YYYY-MM-DD (--bill)')
+    p.add_argument('--retailer', action='store_true',
+                   help="the retailer's view of a settled round (its key and TLS certificate: --client retailer)")
     p.add_argument('--out', help='directory to write the CSV to (default: stdout)')
     p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser('meter', help='meter readings: one upload to the market nodes and the grid statistics',
+                       formatter_class=formatter,
+                       description='submit: for each meter of the readings file and the delivery day, send the '
+                                   'secret-shared reading packages to every market node (settlement of the day\'s '
+                                   'rounds) and, with --aggregator, the Paillier-encrypted meter-day to the '
+                                   'statistics aggregator (DSO/TSO), each signed with the participant\'s key. Each '
+                                   'destination is reported on its own; a retry is idempotent.',
+                       epilog='example:\n  mpc-market meter submit --broker 127.0.0.1:7300 --keys deploy/keys '
+                              '--readings community/readings.csv --orders community/orders.csv --day 2026-12-01 '
+                              '--aggregator 127.0.0.1:7400 --pubkey ops/dso.pub.json --feeders community/feeders.csv')
+    p.add_argument('action', choices=('submit',), help='what to do')
+    client_args(p, 'submitter')
+    p.add_argument('--readings', required=True, help='meter readings CSV: participant,slot,net_wh')
+    p.add_argument('--orders', help="the participants' orders (the reading packages prove deviations from them)")
+    p.add_argument('--day', required=True, help='delivery day YYYY-MM-DD: the rounds of that day take the readings')
+    p.add_argument('--participant', action='append', help='only this participant; repeat (default: all in the file)')
+    p.add_argument('--aggregator', help='statistics aggregator host:port (default: market nodes only)')
+    p.add_argument('--pubkey', action='append', help='grid operator public key (with --aggregator); repeat')
+    p.add_argument('--key-id', action='append', help='pin: encrypt only under public keys with these ids')
+    p.add_argument('--feeders', help='CSV participant,feeder,zone (with --aggregator)')
+    p.add_argument('--workers', type=int, default=4, help='concurrent batches in flight')
+    p.add_argument('--batch', type=int, default=256, help='participants per request to each node')
+    p.set_defaults(func=cmd_meter)

@@ -5,16 +5,9 @@ import sys
 import time
 
 from ..common.errors import BadParameter, InputError
+from .options import day_option
 
 MAX_REJECTIONS_SHOWN = 20
-
-
-def _day(value):
-    from ..stats.submission import parse_day
-    try:
-        return parse_day(value)
-    except ValueError:
-        raise InputError('<command line>', 0, 'day', f'{value!r} is not YYYY-MM-DD') from None
 
 
 def _report_rejections(messages):
@@ -60,7 +53,7 @@ def cmd_encrypt(args):
         if args.key_id and key.key_id not in args.key_id:
             raise InputError(path, 1, 'key_id', f'{key.key_id} is not a pinned key id (--key-id); '
                              'refusing to encrypt under a key that was not checked')
-    day = _day(args.day)
+    day = day_option(args.day)
     days, lines = load_day_readings(args.readings, keys[0].layout)
     feeder_map = load_feeders(args.feeders)
     for meter in days:
@@ -108,7 +101,7 @@ def cmd_aggregate(args):
     from ..stats.paillier import load_public_keys
     from ..stats.submission import read_submissions
     keys = load_public_keys(args.pubkey)
-    day = _day(args.day)
+    day = day_option(args.day)
     registry = load_participant_registry(args.registry)
     noise = None
     if args.dp_epsilon:
@@ -186,7 +179,7 @@ def cmd_fetch(args):
     from ..stats.client import AggregatorClient
     from ..stats.paillier import load_public
     key = load_public(args.pubkey)
-    day = _day(args.day)
+    day = day_option(args.day)
     client = AggregatorClient(args.aggregator, args.keys, args.client or key.name)
     try:
         text = client.fetch(day, key.key_id)

@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 
 STATISTICAL_SECURITY = 40
 AGREEMENT_DOMAIN = b'mpc-market/held-envelopes/v1\n'
+READINGS_AGREEMENT_DOMAIN = b'mpc-market/held-readings/v1\n'
 
 
 def _die_with_parent():
@@ -36,14 +37,14 @@ def _die_with_parent():
         raise SystemExit('error: the node daemon exited before the MPC party started')
 
 
-def held_statement(round_id, node_index, held):
+def held_statement(round_id, node_index, held, domain=AGREEMENT_DOMAIN):
     """The canonical bytes a node signs to tell the others which envelopes it holds."""
     from ..common.signing import canonical_bytes
-    return canonical_bytes(AGREEMENT_DOMAIN, {'round_id': round_id, 'node_index': node_index,
+    return canonical_bytes(domain, {'round_id': round_id, 'node_index': node_index,
                                               'held': sorted([p, h] for p, h in held.items())})
 
 
-def parse_held_statement(message, sender, round_id, verify_key):
+def parse_held_statement(message, sender, round_id, verify_key, domain=AGREEMENT_DOMAIN):
     """{participant: envelope hash} from a peer's signed statement; raise ValueError unless it is
     node sender's signature over exactly the schema of held_statement for this round."""
     from ..common.names import is_name
@@ -55,10 +56,10 @@ def parse_held_statement(message, sender, round_id, verify_key):
         verify_key.verify(signature, body)
     except InvalidSignature:
         raise ValueError(f'node {sender}: envelope statement with a bad signature') from None
-    if not body.startswith(AGREEMENT_DOMAIN):
+    if not body.startswith(domain):
         raise ValueError(f'node {sender}: not an envelope statement')
     try:
-        fields = json.loads(body[len(AGREEMENT_DOMAIN):])
+        fields = json.loads(body[len(domain):])
     except (ValueError, RecursionError):
         raise ValueError(f'node {sender}: malformed envelope statement') from None
     if not isinstance(fields, dict) or fields.get('round_id') != round_id or fields.get('node_index') != sender:
@@ -69,12 +70,12 @@ def parse_held_statement(message, sender, round_id, verify_key):
             and SHA256_HEX.fullmatch(r[1]) for r in rows):
         raise ValueError(f'node {sender}: malformed envelope statement')
     held = dict(map(tuple, rows))
-    if len(held) != len(rows) or body != held_statement(round_id, sender, held):
+    if len(held) != len(rows) or body != held_statement(round_id, sender, held, domain):
         raise ValueError(f'node {sender}: envelope statement is not canonical')
     return held
 
 
-async def agree_on_envelopes(spec, shares, held, keys_dir, index):
+async def agree_on_envelopes(spec, shares, held, keys_dir, index, domain=AGREEMENT_DOMAIN):
     """Keep the participants whose identical signed envelope every node holds.
 
     Each node signs the list of {participant: envelope SHA-256} it holds with its Ed25519 key;
@@ -86,10 +87,10 @@ async def agree_on_envelopes(spec, shares, held, keys_dir, index):
 
     from ..common.keys import load_node_signing_key, load_node_verify_keys
     verify_keys = load_node_verify_keys(keys_dir, spec.nodes)
-    body = held_statement(spec.round_id, index, held)
+    body = held_statement(spec.round_id, index, held, domain)
     messages = await mpc.transfer((body, load_node_signing_key(keys_dir, index).sign(body)))
     views = [held if sender == index else parse_held_statement(message, sender, spec.round_id,
-                                                                 verify_keys[sender])
+                                                                 verify_keys[sender], domain)
              for sender, message in enumerate(messages)]
     common = set(views[0].items()).intersection(*(set(v.items()) for v in views[1:]))
     everyone = set().union(*views)
@@ -98,6 +99,37 @@ async def agree_on_envelopes(spec, shares, held, keys_dir, index):
     rows = np.array([row_of[p] for p in kept], dtype=np.int64)
     spec.participants = kept
     return np.ascontiguousarray(shares[:, rows]), kept, sorted(everyone - set(kept)), rows
+
+
+async def settlement_packages(args, spec, own, clearing):
+    """(orders, readings, participants, missing readings) of a settle-only session.
+
+    The order shares are the clearing's (rows = clearing['participants'], or the job's own in a
+    local run); in a deployment the nodes first agree on the reading envelopes all of them hold.
+    A participant with agreed readings but no part in the clearing has zero order shares (planned
+    0); one in the clearing without agreed readings gets zero reading shares (the missing-reading
+    rule applies)."""
+    import numpy as np
+    orders = np.load(os.path.join(own, 'shares.npy'), mmap_mode='r')
+    readings = np.load(os.path.join(own, 'readings.npy'), mmap_mode='r')
+    if not args.deployment:
+        return orders, readings, list(spec.participants), []
+    with open(os.path.join(own, 'held.json')) as f:
+        held = json.load(f)
+    readings, readers, _, _ = await agree_on_envelopes(spec, readings, held, args.keys, args.index,
+                                                      READINGS_AGREEMENT_DOMAIN)
+    in_clearing = list(clearing['participants'])
+    participants = sorted(set(in_clearing) | set(readers))
+    order_row, reading_row = {p: i for i, p in enumerate(in_clearing)}, {p: i for i, p in enumerate(readers)}
+    all_orders = np.zeros((orders.shape[0], len(participants), *orders.shape[2:]), dtype=np.uint32)
+    all_readings = np.zeros((readings.shape[0], len(participants), *readings.shape[2:]), dtype=np.uint32)
+    for j, p in enumerate(participants):
+        if p in order_row:
+            all_orders[:, j] = orders[:, order_row[p]]
+        if p in reading_row:
+            all_readings[:, j] = readings[:, reading_row[p]]
+    spec.participants = participants
+    return all_orders, all_readings, participants, sorted(set(in_clearing) - set(readers))
 
 
 def parse_args(argv=None):
@@ -146,19 +178,14 @@ async def load_packages(args, spec, own):
     return shares, held, [], None
 
 
-async def settle(node, spec, own, rows):
-    """The settlement phase on the same session: deviations of the meter readings (readings.npy)."""
-    import numpy as np
-
+async def settle(node, spec, own, readings):
+    """The settlement phase: deviations of the meter readings (rows as the node's participants)."""
     from ..market.book import ReadingLayout
     from .jobs import save_array
     from .settlement import SettlementNode
     started = time.perf_counter()
     layout = ReadingLayout((spec.max_reading_wh + spec.max_order_wh).bit_length(),
                            spec.max_reading_wh.bit_length(), spec.max_reading_wh)
-    readings = np.load(os.path.join(own, 'readings.npy'), mmap_mode='r')
-    if rows is not None:
-        readings = readings[:, rows]
     settled, retailer, meter_excluded = await SettlementNode(node, readings, layout, node.deviation_price2).run(
         node.valid)
     save_array(os.path.join(own, 'settlement.npy'), settled)
@@ -167,19 +194,29 @@ async def settle(node, spec, own, rows):
     return meter_excluded
 
 
-async def settle_only(node, spec, own, job):
+async def settle_only(args, spec, own, progress):
     """The settlement as its own MPC session: the order shares are the ones the clearing used, the
-    verdicts and deviation prices the clearing's public outputs; only the seed is new."""
+    verdicts and deviation prices the clearing's public outputs; only the seed is new.
+    Returns (node, public outputs)."""
     import numpy as np
-    with open(os.path.join(job, 'clearing.json')) as f:
+
+    from .clearing import MarketNode
+    with open(os.path.join(args.job, 'clearing.json')) as f:
         clearing = json.load(f)
     cleared, price2 = set(clearing['cleared']), [int(v) for v in clearing['deviation_price2']]
     if len(price2) != len(spec.slots):
         raise ValueError(f'clearing.json: {len(price2)} deviation prices for {len(spec.slots)} slots')
+    orders, readings, participants, no_reading = await settlement_packages(args, spec, own, clearing)
+    in_clearing = set(clearing.get('participants', participants))
+    node = MarketNode(spec, orders, participants, progress)
     await node.agree_seed()
-    node.valid = np.array([p in cleared for p in spec.participants], dtype=bool)
+    # in the market: cleared at clearing, or readings only (no order: planned 0)
+    node.valid = np.array([p in cleared or p not in in_clearing for p in participants], dtype=bool)
     node.deviation_price2 = price2
-    return {'slots': [], 'excluded': [], 'missing': [], 'meter_excluded': await settle(node, spec, own, None)}, None
+    invalid = [p for p in await settle(node, spec, own, readings) if p not in set(no_reading)]
+    return node, {'slots': [], 'excluded': [], 'missing': [], 'meter_excluded': invalid,
+                  'participants': participants, 'missing_readings': no_reading,
+                  'order_excluded': sorted(in_clearing - cleared)}
 
 
 def main(argv=None):
@@ -188,6 +225,7 @@ def main(argv=None):
         _die_with_parent()
     sys.argv = mpyc_argv(args)  # before mpyc.runtime is imported
 
+    import numpy as np
     from mpyc.runtime import mpc
 
     from . import mpyc_internals as internals
@@ -204,24 +242,26 @@ def main(argv=None):
         print('connected', flush=True)  # the daemon's watchdog: start-up is over
         while not os.path.exists(os.path.join(own, 'ready')):  # packages still being written
             await asyncio.sleep(0.02)
-        shares, held, missing, rows = await load_packages(args, spec, own)
 
         def progress(phase, done, total):  # node 0 reports; the local engine relays it
             if mpc.pid == 0:
                 print(f'progress {phase} {done} {total}', flush=True)
 
-        node = MarketNode(spec, shares, held, progress)
         if args.settle_only:
-            public, results = await settle_only(node, spec, own, args.job)
+            node, public = await settle_only(args, spec, own, progress)
+            results = None
         else:
+            shares, held, missing, rows = await load_packages(args, spec, own)
+            node = MarketNode(spec, shares, held, progress)
             public, results = await node.run()
             if spec.settle:
-                public['meter_excluded'] = await settle(node, spec, own, rows)
+                readings = np.load(os.path.join(own, 'readings.npy'), mmap_mode='r')
+                public['meter_excluded'] = await settle(node, spec, own, readings if rows is None else readings[:, rows])
         if args.peers:
             from .peers import own_results, return_results
             save_array(os.path.join(own, 'own_results.npy'), own_results(spec, await return_results(spec, results)))
         sent = sum(peer.protocol.nbytes_sent for peer in mpc.parties if peer.pid != mpc.pid)
-        if args.deployment:
+        if args.deployment and not args.settle_only:
             public['participants'] = spec.participants
             public['missing'] = missing
         internals.shutting_down()

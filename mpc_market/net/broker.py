@@ -13,6 +13,7 @@ back (up to max_attempts), keeping the failure reason visible meanwhile.
 import json
 import logging
 import os
+import re
 from concurrent import futures
 
 import grpc
@@ -24,9 +25,9 @@ from ..common.names import NAME_RULE, is_name
 from ..rpc import market_pb2, market_pb2_grpc
 from . import tls
 from .calendar import due
-from .messages import public_result_set, verify_public
+from .messages import PUBLIC_DOMAIN, SETTLEMENT_DOMAIN, public_result_set, settlement_enum, verify_public
 from .server import ClientNames, run_server
-from .store import SqliteStore, now_ms
+from .store import SETTLEMENT_COLUMNS, SqliteStore, add_later_columns, now_ms
 
 log = logging.getLogger('mpc_market.broker')
 
@@ -43,7 +44,12 @@ CREATE TABLE IF NOT EXISTS rounds (
     attempts INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS public_results (
     round_id TEXT PRIMARY KEY, body TEXT NOT NULL, signatures TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS settlement_public (
+    round_id TEXT PRIMARY KEY, body TEXT NOT NULL, signatures TEXT NOT NULL);
 """
+
+ROUND_FIELDS = ('round_id', 'slots', 'gate_closure_ms', 'market_toml', 'state', 'reason', 'attempts',
+                'readings_open_ms', 'readings_deadline_ms', 'day', 'settlement', 'settle_reason', 'settle_attempts')
 
 
 
@@ -52,21 +58,26 @@ class BrokerStore(SqliteStore):
 
     schema = SCHEMA
 
+    def __init__(self, path):
+        super().__init__(path)
+        add_later_columns(self._db, SETTLEMENT_COLUMNS)
+
     def add(self, spec):
         with self._transaction() as db:
-            db.execute('INSERT OR IGNORE INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+            db.execute('INSERT OR IGNORE INTO rounds (round_id, slots, gate_closure_ms, market_toml, state, reason, '
+                       'attempts, created_ms, readings_open_ms, readings_deadline_ms, day) '
+                       'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
                        (spec.round_id, json.dumps(sorted(spec.slots)), spec.gate_closure_unix_ms, spec.market_toml,
-                        'open', '', 0, now_ms()))
+                        'open', '', 0, now_ms(), spec.readings_open_unix_ms, spec.readings_deadline_unix_ms, spec.day))
 
     def get(self, round_id):
         """A round by id; without an id the latest open round, else the latest round."""
-        query = ('SELECT round_id, slots, gate_closure_ms, market_toml, state, reason, attempts FROM rounds '
+        query = (f'SELECT {", ".join(ROUND_FIELDS)} FROM rounds '
                  + ('WHERE round_id = ?' if round_id else "ORDER BY state = 'open' DESC, created_ms DESC LIMIT 1"))
         row = self._db.execute(query, (round_id,) if round_id else ()).fetchone()
         if row is None:
             return None
-        return {'round_id': row[0], 'slots': json.loads(row[1]), 'gate_closure_ms': row[2], 'market_toml': row[3],
-                'state': row[4], 'reason': row[5], 'attempts': row[6]}
+        return dict(zip(ROUND_FIELDS, row), slots=json.loads(row[1]))
 
     def rounds(self):
         """Every round, oldest first (the operator page)."""
@@ -75,14 +86,17 @@ class BrokerStore(SqliteStore):
         return [self.get(round_id) for round_id in ids]
 
     def pending(self):
+        """Rounds with a phase still to run: clearing, or settlement after the clearing."""
         rows = self._db.execute("SELECT round_id FROM rounds WHERE state IN ('open', 'clearing', 'failed') "
+                                "OR (state = 'cleared' AND readings_deadline_ms > 0 AND settlement != 'settled') "
                                 'ORDER BY created_ms').fetchall()
         return [r[0] for r in rows]
 
     def update(self, round_id, **fields):
         with self._transaction() as db:
             for key, value in fields.items():
-                assert key in ('state', 'reason', 'attempts', 'gate_closure_ms'), key
+                assert key in ('state', 'reason', 'attempts', 'gate_closure_ms', 'settlement', 'settle_reason',
+                               'settle_attempts', 'readings_deadline_ms'), key
                 db.execute(f'UPDATE rounds SET {key} = ? WHERE round_id = ?', (value, round_id))
 
     def publish(self, round_id, body, signatures):
@@ -91,10 +105,16 @@ class BrokerStore(SqliteStore):
                        (round_id, body, json.dumps({str(i): s.hex() for i, s in signatures.items()})))
             db.execute("UPDATE rounds SET state = 'cleared', reason = '' WHERE round_id = ?", (round_id,))
 
-    def public(self, round_id):
+    def publish_settlement(self, round_id, body, signatures):
+        with self._transaction() as db:
+            db.execute('INSERT OR REPLACE INTO settlement_public VALUES (?, ?, ?)',
+                       (round_id, body, json.dumps({str(i): s.hex() for i, s in signatures.items()})))
+            db.execute("UPDATE rounds SET settlement = 'settled', settle_reason = '' WHERE round_id = ?", (round_id,))
+
+    def public(self, round_id, table='public_results'):
+        assert table in ('public_results', 'settlement_public'), table
         with self._lock:
-            row = self._db.execute('SELECT body, signatures FROM public_results WHERE round_id = ?',
-                                   (round_id,)).fetchone()
+            row = self._db.execute(f'SELECT body, signatures FROM {table} WHERE round_id = ?', (round_id,)).fetchone()
         return None if row is None else (row[0], {int(i): bytes.fromhex(s) for i, s in json.loads(row[1]).items()})
 
 
@@ -148,6 +168,24 @@ def open_at_nodes(store, nodes, spec):
 
 
 
+DAY_RE = re.compile(r'\d{4}-\d{2}-\d{2}')
+
+
+
+def window_problem(spec):
+    """Why a round's readings window or day is not acceptable ('' if it is)."""
+    if spec.day and not DAY_RE.fullmatch(spec.day):
+        return f'day {spec.day[:20]!r} is not YYYY-MM-DD'
+    if not spec.readings_deadline_unix_ms:
+        return '' if not spec.readings_open_unix_ms else 'a readings window needs a deadline'
+    if spec.readings_deadline_unix_ms <= spec.gate_closure_unix_ms:
+        return 'the readings deadline must be after the gate closure'
+    if spec.readings_open_unix_ms > spec.readings_deadline_unix_ms:
+        return 'the readings window opens after its deadline'
+    return ''
+
+
+
 class BrokerService(market_pb2_grpc.BrokerServicer):
     def __init__(self, config, store, nodes):
         self.config = config
@@ -155,24 +193,36 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
         self.nodes = nodes
 
     def _state(self, round_, counts=True):
-        """The round as clients see it; the live accepted count only for operators (counts)."""
-        accepted = [r.accepted for r, _ in self.nodes.call('RoundStatus', market_pb2.RoundRef(round_id=round_['round_id']),
-                                                           timeout=3) if r is not None] if counts else []
+        """The round as clients see it; the live accepted counts only for operators (counts)."""
+        live = [r for r, _ in self.nodes.call('RoundStatus', market_pb2.RoundRef(round_id=round_['round_id']),
+                                              timeout=3) if r is not None] if counts else []
         return market_pb2.RoundState(round_id=round_['round_id'], state=getattr(STATE, round_['state'].upper()),
                                      reason=round_['reason'], gate_closure_unix_ms=round_['gate_closure_ms'],
-                                     accepted=min(accepted) if accepted else 0, slots=round_['slots'],
+                                     accepted=min(r.accepted for r in live) if live else 0, slots=round_['slots'],
                                      market_toml=round_['market_toml'], node_addresses=self.nodes.addresses,
-                                     attempts=round_['attempts'])
+                                     attempts=round_['attempts'],
+                                     settlement=settlement_enum(round_['state'], round_['readings_deadline_ms'],
+                                                                round_['settlement']),
+                                     settle_reason=round_['settle_reason'],
+                                     readings_open_unix_ms=round_['readings_open_ms'],
+                                     readings_deadline_unix_ms=round_['readings_deadline_ms'], day=round_['day'],
+                                     readings=min(r.readings for r in live) if live else 0,
+                                     settle_attempts=round_['settle_attempts'])
 
     def OpenRound(self, request, context):
         if not is_name(request.round_id):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'broker: round id is not {NAME_RULE}')
         if request.gate_closure_unix_ms <= now_ms():
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, 'broker: the gate closure is in the past')
+        problem = window_problem(request)
+        if problem:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'broker: {problem}')
         existing = self.store.get(request.round_id) if request.round_id else None
         if existing is not None:
-            if (existing['slots'], existing['gate_closure_ms'], existing['market_toml']) == (
-                    sorted(request.slots), request.gate_closure_unix_ms, request.market_toml):
+            if (existing['slots'], existing['gate_closure_ms'], existing['market_toml'], existing['readings_open_ms'],
+                    existing['readings_deadline_ms'], existing['day']) == (
+                    sorted(request.slots), request.gate_closure_unix_ms, request.market_toml,
+                    request.readings_open_unix_ms, request.readings_deadline_unix_ms, request.day):
                 return self._state(existing)  # idempotent: the same request retried
             context.abort(grpc.StatusCode.ALREADY_EXISTS, f'broker: round {request.round_id} exists already '
                           f'({existing["state"]}); open a new round id')
@@ -182,10 +232,13 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
         return self._state(self.store.get(request.round_id))
 
     def CloseRound(self, request, context):
-        """Move the gate closure to now; the scheduler closes the round at the nodes."""
+        """Move the gate closure to now, or once cleared the readings deadline; the scheduler then
+        clears (settles) the round at the nodes."""
         round_ = self._round(request.round_id, context)
         if round_['state'] == 'open' and round_['gate_closure_ms'] > now_ms():
             self.store.update(round_['round_id'], gate_closure_ms=now_ms())
+        elif round_['state'] == 'cleared' and round_['readings_deadline_ms'] > now_ms():
+            self.store.update(round_['round_id'], readings_deadline_ms=now_ms())
         return self._state(self.store.get(round_['round_id']))
 
     def RoundStatus(self, request, context):
@@ -198,6 +251,14 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
         if stored is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f'broker: round {round_["round_id"]} is '
                           f'{round_["state"]}' + (f' ({round_["reason"]})' if round_['reason'] else ''))
+        return public_result_set(round_['round_id'], *stored)
+
+    def SettlementResults(self, request, context):
+        round_ = self._round(request.round_id, context)
+        stored = self.store.public(round_['round_id'], 'settlement_public')
+        if stored is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f'broker: round {round_["round_id"]} is not settled'
+                          + (f' ({round_["settle_reason"]})' if round_['settle_reason'] else ''))
         return public_result_set(round_['round_id'], *stored)
 
     def ListRounds(self, request, context):
@@ -234,13 +295,18 @@ class Scheduler:
             if self.store.get(plan.round_id) is not None:
                 continue
             spec = market_pb2.RoundSpec(round_id=plan.round_id, slots=plan.slots, gate_closure_unix_ms=plan.gate_closure_ms,
-                                        market_toml=self.config.calendar.market_toml())
+                                        market_toml=self.config.calendar.market_toml(plan.mechanism),
+                                        readings_open_unix_ms=plan.readings_open_ms,
+                                        readings_deadline_unix_ms=plan.readings_deadline_ms, day=plan.day)
             failures = open_at_nodes(self.store, self.nodes, spec)
             if failures:
                 log.warning('calendar round %s not opened yet: %s', plan.round_id, failures)
 
     def _advance(self, round_):
         round_id = round_['round_id']
+        if round_['state'] == 'cleared':
+            self._advance_settlement(round_)
+            return
         if round_['state'] == 'open':
             if round_['gate_closure_ms'] > now_ms():
                 return
@@ -253,14 +319,48 @@ class Scheduler:
         elif 'clearing' in states:
             return
         else:
-            reasons = [f'node {i} unreachable ({error})' if r is None else r.reason
-                       for i, (r, error) in enumerate(replies) if r is None or states[i] == 'failed']
-            reason = '; '.join(dict.fromkeys(x for x in reasons if x)) or 'clearing did not complete at every node'
+            reason = failure_reason(replies, states, 'failed', 'reason') or 'clearing did not complete at every node'
             if round_['state'] != 'failed' or round_['reason'] != reason:
                 log.warning('round %s failed: %s', round_id, reason)
                 self.store.update(round_id, state='failed', reason=reason)
-            if None not in states and all(self.nodes.serving()) and round_['attempts'] < self.config.max_attempts:
+            if self._may_rerun(states, round_['attempts']):
                 self._close(round_, rerun='cleared' in states)
+
+    def _advance_settlement(self, round_):
+        """After the readings deadline: settle at every node, collect the signed public settlement, and
+        re-run a failed settlement once every node is back. The nodes' states decide, so a restarted
+        broker never settles a round twice."""
+        round_id = round_['round_id']
+        if now_ms() <= round_['readings_deadline_ms']:
+            return
+        replies = self.nodes.call('RoundStatus', market_pb2.RoundRef(round_id=round_id), timeout=5)
+        phases = [STATE.Settlement.Name(r.settlement).lower() if r is not None else None for r, _ in replies]
+        if all(p == 'settled' for p in phases):
+            self._collect(round_, settlement=True)
+        elif 'settling' in phases:
+            return
+        elif all(p == 'readings' for p in phases):  # no node has started (or a node refused: clock skew)
+            self._settle(round_, rerun=False)
+        else:
+            reason = (failure_reason(replies, phases, 'settle_failed', 'settle_reason')
+                      or 'settlement did not complete at every node')
+            if round_['settlement'] != 'failed' or round_['settle_reason'] != reason:
+                log.warning('round %s: settlement failed: %s', round_id, reason)
+                self.store.update(round_id, settlement='failed', settle_reason=reason)
+            if self._may_rerun(phases, round_['settle_attempts']):
+                self._settle(round_, rerun='settled' in phases)
+
+    def _may_rerun(self, phases, attempts):
+        """Every node answered and serves, and attempts are left."""
+        return None not in phases and all(self.nodes.serving()) and attempts < self.config.max_attempts
+
+    def _settle(self, round_, rerun):
+        self.store.update(round_['round_id'], settlement='settling', settle_attempts=round_['settle_attempts'] + 1)
+        for i, (_, error) in enumerate(self.nodes.call('SettleRound', market_pb2.RoundRef(
+                round_id=round_['round_id'], rerun=rerun))):
+            if error:
+                log.warning('round %s: node %d did not settle: %s', round_['round_id'], i, error)
+        log.info('round %s: readings closed, settling (attempt %d)', round_['round_id'], round_['settle_attempts'] + 1)
 
     def _close(self, round_, rerun):
         self.store.update(round_['round_id'], state='clearing', attempts=round_['attempts'] + 1)
@@ -270,21 +370,33 @@ class Scheduler:
                 log.warning('round %s: node %d did not close: %s', round_['round_id'], i, error)
         log.info('round %s: gate closed, clearing (attempt %d)', round_['round_id'], round_['attempts'] + 1)
 
-    def _collect(self, round_):
-        replies = self.nodes.call('NodePublicResults', market_pb2.RoundRef(round_id=round_['round_id']))
+    def _collect(self, round_, settlement=False):
+        """Publish the body every node signed: the public results, or the public settlement."""
+        method, what = ('NodeSettlementResults', 'settlement') if settlement else ('NodePublicResults', 'results')
+        failed = ({'settlement': 'failed', 'settle_reason': ''} if settlement else {'state': 'failed', 'reason': ''})
+        reason_key = 'settle_reason' if settlement else 'reason'
+        replies = self.nodes.call(method, market_pb2.RoundRef(round_id=round_['round_id']))
         bodies = {r.body for r, _ in replies if r is not None}
         if len(bodies) != 1 or any(r is None for r, _ in replies):
-            self.store.update(round_['round_id'], state='failed', reason='nodes disagree on the public results')
+            self.store.update(round_['round_id'], **dict(failed, **{reason_key: f'nodes disagree on the public {what}'}))
             return
         body = bodies.pop()
         signatures = {s.node_index: s.signature for r, _ in replies for s in r.signatures}
         try:
-            verify_public(body, signatures, self.verify_keys)
+            verify_public(body, signatures, self.verify_keys, SETTLEMENT_DOMAIN if settlement else PUBLIC_DOMAIN)
         except ValueError as exc:
-            self.store.update(round_['round_id'], state='failed', reason=str(exc))
+            self.store.update(round_['round_id'], **dict(failed, **{reason_key: str(exc)}))
             return
-        self.store.publish(round_['round_id'], body, signatures)
-        log.info('round %s: public results published (signed by %d nodes)', round_['round_id'], len(signatures))
+        (self.store.publish_settlement if settlement else self.store.publish)(round_['round_id'], body, signatures)
+        log.info('round %s: public %s published (signed by %d nodes)', round_['round_id'], what, len(signatures))
+
+
+
+def failure_reason(replies, phases, failed, reason_field):
+    """Why a phase failed, from the nodes' replies: unreachable nodes and failed nodes' reasons."""
+    reasons = [f'node {i} unreachable ({error})' if r is None else getattr(r, reason_field)
+               for i, (r, error) in enumerate(replies) if r is None or phases[i] == failed]
+    return '; '.join(dict.fromkeys(x for x in reasons if x))
 
 
 

@@ -6,6 +6,11 @@ slots - 1``; it opens ``open_before_s`` before its delivery and its gate closes
 and close 12 h before midnight). Its id is derived from its delivery time, so a restarted broker
 computes the same rounds, finds them in its store or at the nodes (opening is idempotent) and
 never opens one twice; a round whose gate closed while the broker was down is not opened late.
+
+With ``readings_deadline_after_s`` each round is also settled: meter readings are taken from
+``readings_after_s`` (default 0) after the end of its delivery until the deadline, then the nodes
+settle. ``mechanism`` may be a list: round n uses entry n modulo its length (e.g. a double
+auction one day, sdr the next).
 """
 
 from dataclasses import dataclass
@@ -15,7 +20,8 @@ from ..common.errors import InputError
 from ..common.textinput import read_text, toml_key_line
 from ..market.config import MECHANISMS, parse_config, with_mechanism
 
-KEYS = ('market', 'mechanism', 'start', 'period_s', 'slots', 'open_before_s', 'gate_closure_before_s', 'prefix')
+KEYS = ('market', 'mechanism', 'start', 'period_s', 'slots', 'open_before_s', 'gate_closure_before_s', 'prefix',
+        'readings_after_s', 'readings_deadline_after_s')
 
 
 @dataclass(frozen=True)
@@ -26,13 +32,15 @@ class Calendar:
     slots: int
     open_before_s: float
     gate_closure_before_s: float
-    mechanism: str = ''
+    mechanisms: tuple = ()        # round n uses mechanisms[n % len]; () = the market file's
     prefix: str = 'cal'
+    readings_after_s: float = 0.0
+    readings_deadline_after_s: float = 0.0  # 0: rounds are not settled
 
-    def market_toml(self):
+    def market_toml(self, mechanism=''):
         """The market text of new rounds (read when a round opens, so edits apply to later rounds)."""
         text = read_text(self.market_path, 'utf-8')
-        return with_mechanism(self.market_path, text, self.mechanism) if self.mechanism else text
+        return with_mechanism(self.market_path, text, mechanism) if mechanism else text
 
 
 @dataclass(frozen=True)
@@ -41,14 +49,25 @@ class PlannedRound:
     slots: list
     opens_ms: int
     gate_closure_ms: int
+    mechanism: str = ''
+    day: str = ''                 # the delivery day (UTC)
+    readings_open_ms: int = 0
+    readings_deadline_ms: int = 0
 
 
 def planned(calendar, n):
     delivery_ms = calendar.start_ms + round(n * calendar.period_s * 1000)
-    stamp = datetime.fromtimestamp(delivery_ms / 1000, timezone.utc).strftime('%Y%m%dT%H%M%S')
-    return PlannedRound(f'{calendar.prefix}-{stamp}', list(range(n * calendar.slots, (n + 1) * calendar.slots)),
+    delivered_ms = calendar.start_ms + round((n + 1) * calendar.period_s * 1000)
+    start = datetime.fromtimestamp(delivery_ms / 1000, timezone.utc)
+    settled = calendar.readings_deadline_after_s > 0
+    return PlannedRound(f'{calendar.prefix}-{start.strftime("%Y%m%dT%H%M%S")}',
+                        list(range(n * calendar.slots, (n + 1) * calendar.slots)),
                         delivery_ms - round(calendar.open_before_s * 1000),
-                        delivery_ms - round(calendar.gate_closure_before_s * 1000))
+                        delivery_ms - round(calendar.gate_closure_before_s * 1000),
+                        calendar.mechanisms[n % len(calendar.mechanisms)] if calendar.mechanisms else '',
+                        start.strftime('%Y-%m-%d'),
+                        delivered_ms + round(calendar.readings_after_s * 1000) if settled else 0,
+                        delivered_ms + round(calendar.readings_deadline_after_s * 1000) if settled else 0)
 
 
 def due(calendar, now_ms):
@@ -88,16 +107,21 @@ def load_calendar(path, text, table, relative_path):
     slots = table['slots']
     if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= 10000:
         fail('slots', f'expected an integer in 1..10000, got {slots!r}')
-    mechanism = table.get('mechanism', '')
-    if mechanism and mechanism not in MECHANISMS:
-        fail('mechanism', f'{mechanism!r} is not one of {", ".join(MECHANISMS)}')
+    mechanisms = table.get('mechanism', [])
+    mechanisms = [mechanisms] if isinstance(mechanisms, str) else mechanisms
+    if not isinstance(mechanisms, list) or not all(isinstance(m, str) and m in MECHANISMS for m in mechanisms):
+        fail('mechanism', f'expected one of {", ".join(MECHANISMS)} or a list of them')
     prefix = table.get('prefix', 'cal')
     if not isinstance(prefix, str) or not prefix.isalnum() or len(prefix) > 20:
         fail('prefix', 'expected 1-20 letters or digits')
     calendar = Calendar(relative_path(path, str(table['market'])), int(start.timestamp() * 1000),
                         seconds('period_s'), slots, seconds('open_before_s'), seconds('gate_closure_before_s', True),
-                        mechanism, prefix)
+                        tuple(m for m in mechanisms if m), prefix,
+                        seconds('readings_after_s', True) if 'readings_after_s' in table else 0.0,
+                        seconds('readings_deadline_after_s') if 'readings_deadline_after_s' in table else 0.0)
     if calendar.gate_closure_before_s >= calendar.open_before_s:
         fail('gate_closure_before_s', 'must be less than open_before_s (a round opens before its gate closes)')
+    if 'readings_after_s' in table and calendar.readings_after_s >= calendar.readings_deadline_after_s:
+        fail('readings_after_s', 'must be less than readings_deadline_after_s (the window opens before its deadline)')
     parse_config(calendar.market_path, calendar.market_toml())  # the market file's own errors, with its lines
     return calendar

@@ -33,12 +33,16 @@ from .submit import NodeEndpoint, Submitter
 class ClientError(MarketError):
     """A deployment request that failed; the message names the service and the reason."""
 
+    def __init__(self, message, code=''):
+        super().__init__(message)
+        self.code = code  # the gRPC status name, when a server refused
+
 
 def _rpc(what, call, *args, **kwargs):
     try:
         return call(*args, **kwargs)
     except grpc.RpcError as exc:
-        raise ClientError(f'{what}: {exc.code().name}: {exc.details()}') from None
+        raise ClientError(f'{what}: {exc.code().name}: {exc.details()}', exc.code().name) from None
 
 
 class BrokerClient:
@@ -57,9 +61,11 @@ class BrokerClient:
     def rounds(self):
         return _rpc(f'broker {self.address}', self.stub.ListRounds, market_pb2.RoundListRequest(), timeout=30).rounds
 
-    def open(self, round_id, slots, gate_closure_ms, market_toml):
+    def open(self, round_id, slots, gate_closure_ms, market_toml, readings_open_ms=0, readings_deadline_ms=0, day=''):
         return _rpc(f'broker {self.address}', self.stub.OpenRound, market_pb2.RoundSpec(
-            round_id=round_id, slots=slots, gate_closure_unix_ms=gate_closure_ms, market_toml=market_toml), timeout=60)
+            round_id=round_id, slots=slots, gate_closure_unix_ms=gate_closure_ms, market_toml=market_toml,
+            readings_open_unix_ms=readings_open_ms, readings_deadline_unix_ms=readings_deadline_ms, day=day),
+            timeout=60)
 
     def close_round(self, round_id):
         return _rpc(f'broker {self.address}', self.stub.CloseRound, market_pb2.RoundRef(round_id=round_id), timeout=30)
@@ -68,12 +74,18 @@ class BrokerClient:
         return _rpc(f'broker {self.address}', self.stub.PublicResults, market_pb2.RoundRef(round_id=round_id),
                     timeout=30)
 
-    def wait(self, round_id, timeout, poll=0.2):
-        """Wait until the round is cleared (or failed with no attempts left / timeout)."""
+    def settlement(self, round_id):
+        return _rpc(f'broker {self.address}', self.stub.SettlementResults, market_pb2.RoundRef(round_id=round_id),
+                    timeout=30)
+
+    def wait(self, round_id, timeout, poll=0.2, settled=False):
+        """Wait until the round is cleared (settled, with settled=True), or until timeout."""
         deadline = time.monotonic() + timeout
         while True:
             state = self.status(round_id)
-            if state.state == market_pb2.RoundState.CLEARED or time.monotonic() > deadline:
+            done = (state.settlement == market_pb2.RoundState.SETTLED if settled
+                    else state.state == market_pb2.RoundState.CLEARED)
+            if done or time.monotonic() > deadline:
                 return state
             time.sleep(poll)
 
@@ -131,13 +143,19 @@ def submit_orders(orders_path, broker, keys_dir, round_id='', client='submitter'
                         {p: e for p, e in sorted(outcome.items()) if e is not None}, time.perf_counter() - started)
 
 
-def fetch_own_results(broker, keys_dir, participant, round_id='', client='submitter'):
+RESULT_WIDTH = {'settlement': 2, 'retailer': 3}  # deviation Wh, amount; receives, pays, net (per slot)
+
+
+
+def fetch_own_results(broker, keys_dir, participant, round_id='', client='submitter', kind='', state=None):
     """(round state, status, values (slots, fields) or None): this participant's reconstructed results
-    (matched, unmatched, amount; in a zoned market also local and cross-zone Wh).
+    of one kind: '' the clearing (matched, unmatched, amount; in a zoned market also local and
+    cross-zone Wh), 'settlement' (deviation Wh, deviation amount), 'retailer' (the retailer's
+    receives, pays and net per slot; the retailer's key and certificate only).
 
     Each node gets its own signed single-use request and seals its shares to the participant's
     X25519 key; only this participant's key opens them."""
-    state = broker.status(round_id)
+    state = state or broker.status(round_id)
     try:
         key = load_participant_key(keys_dir, participant)
         agreement_key = load_participant_agreement_key(keys_dir, participant)
@@ -149,25 +167,26 @@ def fetch_own_results(broker, keys_dir, participant, round_id='', client='submit
     for i, address in enumerate(state.node_addresses):
         unix_ms, nonce = now_ms(), os.urandom(16).hex()
         request = market_pb2.ResultsRequest(
-            round_id=state.round_id, participant=participant, unix_ms=unix_ms, node_index=i, nonce=nonce,
-            signature=key.sign(results_request_bytes(state.round_id, participant, i, nonce, unix_ms)))
+            round_id=state.round_id, participant=participant, unix_ms=unix_ms, node_index=i, nonce=nonce, kind=kind,
+            signature=key.sign(results_request_bytes(state.round_id, participant, i, nonce, unix_ms, kind)))
         channel = tls.secure_channel(address, credentials, node_name(i))
         try:
             reply = _rpc(f'node {i} ({address})', market_pb2_grpc.NodeStub(channel).FetchResults, request, timeout=30)
         finally:
             channel.close()
         if reply.node_index != i or reply.nonce != nonce or reply.participant != participant \
-                or reply.round_id != state.round_id:
+                or reply.round_id != state.round_id or reply.kind != kind:
             raise ClientError(f'node {i}: a reply to another request')
         signed = result_shares_bytes(state.round_id, participant, i, reply.status, nonce,
-                                     hashlib.sha256(reply.ephemeral_public + reply.shares).hexdigest())
+                                     hashlib.sha256(reply.ephemeral_public + reply.shares).hexdigest(), kind)
         try:
             verify_keys[i].verify(reply.node_signature, signed)
         except InvalidSignature:
             raise ClientError(f'node {i}: result shares with a bad signature') from None
         try:
             plaintexts.append(sealed.open_sealed(agreement_key, reply.ephemeral_public, reply.shares,
-                                                 seal_context(state.round_id, participant, i, reply.status, nonce)))
+                                                 seal_context(state.round_id, participant, i, reply.status, nonce,
+                                                              kind)))
         except sealed.SealError as exc:
             raise ClientError(f'node {i}: {exc}') from None
         replies.append(reply)
@@ -178,7 +197,7 @@ def fetch_own_results(broker, keys_dir, participant, round_id='', client='submit
     if status == 'missing':
         return state, status, None
     slots = len(state.slots)
-    fields = result_fields(parse_config(f'round {state.round_id}', state.market_toml))
+    fields = RESULT_WIDTH.get(kind) or result_fields(parse_config(f'round {state.round_id}', state.market_toml))
     try:
         shares = [ff.to_ints(np.frombuffer(p, dtype='<u4').reshape(ff.LIMBS, slots, fields)) for p in plaintexts]
     except ValueError:

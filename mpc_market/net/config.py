@@ -11,6 +11,7 @@ NODE.toml::
     clearing_timeout_s = 900          # watchdog for one clearing run
     rate_per_s = 5                    # per-participant submission limit (token bucket)
     burst = 20
+    retailer = "retailer"             # the key and TLS certificate name that fetches the retailer's view
 
     [deployment]
     nodes = ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]   # gRPC, node 0 first
@@ -35,6 +36,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..common.errors import InputError
+from ..common.names import NAME_RULE, is_name
 from ..common.textinput import parse_toml, read_text, toml_key_line
 from .calendar import load_calendar
 
@@ -55,6 +57,7 @@ class NodeConfig:
     clearing_timeout_s: float = 900.0
     rate_per_s: float = 5.0
     burst: int = 20
+    retailer: str = 'retailer'  # registered key and TLS client name that may fetch the retailer's view
 
 
 
@@ -144,7 +147,8 @@ def load_node_config(path):
         clearing_timeout_s=float(get_value(path, text, node, 'clearing_timeout_s', (int, float), 900.0, positive,
                                       'seconds > 0')),
         rate_per_s=float(get_value(path, text, node, 'rate_per_s', (int, float), 5.0, positive, 'a rate > 0')),
-        burst=get_value(path, text, node, 'burst', int, 20, positive, 'an integer > 0'))
+        burst=get_value(path, text, node, 'burst', int, 20, positive, 'an integer > 0'),
+        retailer=get_value(path, text, node, 'retailer', str, 'retailer', is_name, NAME_RULE))
 
 
 

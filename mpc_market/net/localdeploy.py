@@ -16,6 +16,7 @@ from ..mpc.local import free_ports
 
 NETNS_PREFIX = 'mm'        # namespaces PREFIX-node<i>, as parties/netns.sh makes them
 NETNS_SUBNET = '10.77.0'
+RETAILER = 'retailer'      # NodeConfig.retailer's default
 
 
 def netns_address(index, subnet=NETNS_SUBNET):
@@ -54,9 +55,9 @@ class LocalDeployment:
         for i in range(self.nodes):
             keys.create_node(self.keys, i, hosts)
         keys.create_broker(self.keys)
-        for client in ('submitter', 'operator'):
+        for client in ('submitter', 'operator', RETAILER):
             keys.create_client(self.keys, client)
-        keys.create_participants(self.keys, list(participants))
+        keys.create_participants(self.keys, sorted(set(participants) | {RETAILER}))  # the retailer's view: its key
         count = 1 + 2 * self.nodes + self.nodes * self.nodes
         if base_port:  # broker, node gRPC ports, MPyC ports, proxies: consecutive from base_port
             broker_port, *ports = range(base_port, base_port + count)

@@ -25,6 +25,8 @@ from ..market.results import ClearingResult, public_slot_rows
 from ..rpc import market_pb2
 
 DOMAIN = b'mpc-market/order-envelope/v1\n'
+READINGS_DOMAIN = b'mpc-market/readings-envelope/v1\n'
+ENVELOPE_DOMAINS = {'order': DOMAIN, 'readings': READINGS_DOMAIN}  # an order signature never signs readings
 
 
 
@@ -52,20 +54,21 @@ class Envelope:
     nonce: str                # 32 hex digits, fresh per submission
     package_hashes: tuple     # SHA-256 hex of each node's package, node 0 first
     seq: int = 0              # the participant's submission counter: the highest wins at every node
+    kind: str = 'order'       # 'order' or 'readings': not a JSON field, it selects the signed domain
 
     def fields(self):
         return {'nonce': self.nonce, 'package_hashes': list(self.package_hashes), 'participant': self.participant,
                 'round_id': self.round_id, 'seq': self.seq}
 
     def canonical(self):
-        return canonical_bytes(DOMAIN, self.fields())
+        return canonical_bytes(ENVELOPE_DOMAINS[self.kind], self.fields())
 
     def to_json(self):
         """The exact bytes a node stores and forwards: the signed canonical JSON, without the domain."""
-        return self.canonical()[len(DOMAIN):].decode()
+        return self.canonical()[len(ENVELOPE_DOMAINS[self.kind]):].decode()
 
     @classmethod
-    def from_json(cls, text):
+    def from_json(cls, text, kind='order'):
         """Parse an envelope; only its own canonical encoding is accepted (no extra, missing or
         repeated keys, no other types, no other spacing), so the stored bytes are the signed bytes."""
         raw = text.encode() if isinstance(text, str) else bytes(text)
@@ -83,14 +86,14 @@ class Envelope:
               and all(isinstance(h, str) and SHA256_HEX.fullmatch(h) for h in hashes))
         if not ok:
             raise EnvelopeError('malformed envelope: a field has the wrong type or format')
-        envelope = cls(fields['round_id'], fields['participant'], fields['nonce'], tuple(hashes), fields['seq'])
+        envelope = cls(fields['round_id'], fields['participant'], fields['nonce'], tuple(hashes), fields['seq'], kind)
         if envelope.to_json().encode() != raw:
             raise EnvelopeError('malformed envelope: not in canonical form')
         return envelope
 
 
 
-ENVELOPE_KEYS = frozenset(f.name for f in dataclasses.fields(Envelope))
+ENVELOPE_KEYS = frozenset(f.name for f in dataclasses.fields(Envelope)) - {'kind'}
 
 
 
@@ -114,10 +117,10 @@ def next_seq():
 
 
 
-def seal(private_key, round_id, participant, packages, seq=None):
+def seal(private_key, round_id, participant, packages, seq=None, kind='order'):
     """(envelope, signature) for one participant's packages (bytes, one per node)."""
     envelope = Envelope(round_id, participant, os.urandom(16).hex(), tuple(package_hash(p) for p in packages),
-                        next_seq() if seq is None else seq)
+                        next_seq() if seq is None else seq, kind)
     return envelope, private_key.sign(envelope.canonical())
 
 
@@ -174,25 +177,31 @@ RESULT_SHARES_DOMAIN = b'mpc-market/result-shares/v1\n'
 
 
 
-def results_request_bytes(round_id, participant, node_index, nonce, unix_ms):
-    """What a participant signs to fetch its result shares from one node, once."""
+RESULT_KINDS = ('', 'settlement', 'retailer')  # clearing rows, settlement rows, the retailer's view
+
+
+
+def results_request_bytes(round_id, participant, node_index, nonce, unix_ms, kind=''):
+    """What a participant signs to fetch its result shares of one kind from one node, once."""
     return canonical_bytes(RESULTS_REQUEST_DOMAIN, {'round_id': round_id, 'participant': participant,
-                                                    'node_index': node_index, 'nonce': nonce, 'unix_ms': unix_ms})
+                                                    'node_index': node_index, 'nonce': nonce, 'unix_ms': unix_ms,
+                                                    'kind': kind})
 
 
 
-def result_shares_bytes(round_id, participant, node_index, status, nonce, sealed_sha256):
+def result_shares_bytes(round_id, participant, node_index, status, nonce, sealed_sha256, kind=''):
     """What a node signs over its sealed reply (sealed_sha256: SHA-256 of ephemeral key + ciphertext)."""
     return canonical_bytes(RESULT_SHARES_DOMAIN, {'round_id': round_id, 'participant': participant,
                                                   'node_index': node_index, 'status': status, 'nonce': nonce,
-                                                  'sealed_sha256': sealed_sha256})
+                                                  'sealed_sha256': sealed_sha256, 'kind': kind})
 
 
 
-def seal_context(round_id, participant, node_index, status, nonce):
+def seal_context(round_id, participant, node_index, status, nonce, kind=''):
     """Associated data of a sealed reply: it opens only in the context it was made for."""
     return canonical_bytes(RESULT_SHARES_DOMAIN, {'round_id': round_id, 'participant': participant,
-                                                  'node_index': node_index, 'status': status, 'nonce': nonce})
+                                                  'node_index': node_index, 'status': status, 'nonce': nonce,
+                                                  'kind': kind})
 
 
 
@@ -210,24 +219,51 @@ def public_body(round_id, config, public):
 
 
 
+def settlement_enum(state, readings_deadline_ms, settlement):
+    """RoundState.Settlement of a round: its clearing state, readings deadline and settlement phase."""
+    if not readings_deadline_ms or state != 'cleared':
+        return market_pb2.RoundState.NONE
+    return {'': market_pb2.RoundState.READINGS, 'settling': market_pb2.RoundState.SETTLING,
+            'settled': market_pb2.RoundState.SETTLED, 'failed': market_pb2.RoundState.SETTLE_FAILED}[settlement]
+
+
+
+SETTLEMENT_DOMAIN = b'mpc-market/public-settlement/v1\n'
+
+MISSING_READING_RULE = ('a participant in the market without a valid reading package counts as importing what '
+                        'it bought and exporting nothing')
+
+
+
+def settlement_body(round_id, public):
+    """Canonical JSON of what a settlement makes public: counts and the missing-reading rule, no identity."""
+    missing, invalid = len(public['missing_readings']), len(public['meter_excluded'])
+    return json.dumps({'round_id': round_id, 'settled': len(public['participants']),
+                       'metered': len(public['participants']) - missing - invalid - len(public['order_excluded']),
+                       'missing_readings': missing, 'invalid_readings': invalid,
+                       'missing_reading_rule': MISSING_READING_RULE}, sort_keys=True, separators=(',', ':'))
+
+
+
 def public_result_set(round_id, body, signatures):
     """The PublicResultSet message of a signed body (the slot fields parsed from it)."""
     parsed = json.loads(body)
     slots = [market_pb2.SlotResult(slot=int(s['slot']), price=s.get('price', ''), traded_wh=int(s.get('traded_wh', 0)),
                                    residual_wh=int(s.get('residual_wh') or 0), buy_price=s.get('buy_price', ''),
                                    sell_price=s.get('sell_price', ''), market=s.get('market', ''),
-                                   fee_amount=s.get('fee_amount', '')) for s in parsed['slots']]
+                                   fee_amount=s.get('fee_amount', '')) for s in parsed.get('slots', [])]
     return market_pb2.PublicResultSet(round_id=round_id, body=body, slots=slots, signatures=[
         market_pb2.NodeSignature(node_index=i, signature=s) for i, s in sorted(signatures.items())])
 
 
 
-def verify_public(body, signatures, verify_keys):
-    """Raise ValueError unless every node signed exactly this body."""
+def verify_public(body, signatures, verify_keys, domain=PUBLIC_DOMAIN):
+    """Raise ValueError unless every node signed exactly this body (under domain)."""
+    what = 'public results' if domain == PUBLIC_DOMAIN else 'public settlement'
     for i, key in enumerate(verify_keys):
         if i not in signatures:
-            raise ValueError(f'node {i} has not signed the public results')
+            raise ValueError(f'node {i} has not signed the {what}')
         try:
-            key.verify(signatures[i], PUBLIC_DOMAIN + body.encode())
+            key.verify(signatures[i], domain + body.encode())
         except InvalidSignature:
-            raise ValueError(f'bad signature of node {i} on the public results') from None
+            raise ValueError(f'bad signature of node {i} on the {what}') from None

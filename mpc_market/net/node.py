@@ -6,6 +6,11 @@ Clearing runs in a child MPyC process over TLS (mpc_market.net.round_clearing) w
 keeps answering; results are stored before the round is reported cleared. Each participant
 fetches only its own result shares, with a request signed by its own key. A node restarted
 after a crash fails the interrupted round, and the broker re-runs it from the stored shares.
+
+After clearing, a round with a readings deadline takes signed meter-reading packages until the
+deadline; then the broker tells every node to settle (mpc_market.net.round_settlement): a second
+MPC session over the stored order and reading shares. Each participant then fetches its
+settlement shares, and the retailer (its own key and TLS certificate) its view per slot.
 """
 
 import hashlib
@@ -19,7 +24,16 @@ import grpc
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ..common.errors import InputError, NotAuthenticated, NotFound, Overloaded, Refused, Replayed, WrongPhase
+from ..common.errors import (
+    InputError,
+    NotAuthenticated,
+    NotFound,
+    NotPermitted,
+    Overloaded,
+    Refused,
+    Replayed,
+    WrongPhase,
+)
 from ..common.files import make_private_dir
 from ..common.keys import load_agreement_keys, load_node_signing_key, load_registry
 from ..common.names import NAME_RULE, is_name
@@ -27,9 +41,10 @@ from ..market.config import parse_config
 from ..rpc import market_pb2, market_pb2_grpc
 from . import sealed, tls
 from .admission import Admission
-from .messages import result_shares_bytes, results_request_bytes, seal_context
+from .messages import RESULT_KINDS, result_shares_bytes, results_request_bytes, seal_context
 from .node_intake import NodeService, RateLimiter, broker_only
 from .round_clearing import ClearingFailed, clear_round
+from .round_settlement import settle_round
 from .server import abort, run_server
 from .store import Store, now_ms
 
@@ -69,7 +84,7 @@ class MarketNodeServer(NodeService):
                          admission=Admission(WORKERS, reserved=RESERVED_WORKERS))
         self.agreement_keys = agreement_keys  # participant -> X25519 key its result shares are sealed to
         self.config = config
-        self._clearing = None  # round id of the run in progress
+        self._clearing = None  # round id of the clearing or settlement run in progress (one MPC port)
         self._lock = threading.Lock()
 
     # -- round control (the broker only: see node_intake.broker_only) ------------------------------
@@ -95,82 +110,124 @@ class MarketNodeServer(NodeService):
                 started = self.store.begin_clearing(request.round_id, rerun=request.rerun)
                 if started is not None:
                     self._clearing = started.round_id
-                    threading.Thread(target=self._clear, args=(started,), daemon=True).start()
+                    threading.Thread(target=self._run, args=(started, 'clearing'), daemon=True).start()
             elif round_.state == 'open':  # another round is clearing: close the gate now, clear later
                 self.store.set_state(request.round_id, 'closed')
         return self.RoundStatus(market_pb2.RoundRef(round_id=request.round_id), context)
 
-    def _clear(self, round_):
+    def SettleRound(self, request, context):
+        """The readings deadline passed: settle (again, after a failure or when rerun is set)."""
+        with self._lock:
+            if self._clearing is None:
+                try:
+                    started = self.store.begin_settling(request.round_id, rerun=request.rerun)
+                except Refused as exc:
+                    abort(context, exc, f'node {self.index}')
+                if started is not None:
+                    self._clearing = started.round_id
+                    threading.Thread(target=self._run, args=(started, 'settlement'), daemon=True).start()
+        return self.RoundStatus(market_pb2.RoundRef(round_id=request.round_id), context)
+
+    def _run(self, round_, phase):
+        """One clearing or settlement run (its own thread); the round never stays mid-phase."""
+        run, fail, attempt = ((clear_round, self.store.set_state, round_.attempts) if phase == 'clearing' else
+                              (settle_round, self.store.set_settlement, round_.settle_attempts))
         started = time.perf_counter()
-        log.info('round %s: clearing (attempt %d)', round_.round_id, round_.attempts)
+        log.info('round %s: %s (attempt %d)', round_.round_id, phase, attempt)
         try:
-            timings = clear_round(self.store, round_, self.config, self.signing_key)
+            timings = run(self.store, round_, self.config, self.signing_key)
             tls = 'MPyC over TLS' if timings.pop('mpc_tls') else 'MPyC WITHOUT TLS'
-            log.info('round %s: cleared in %.2f s, %s (phases: %s)', round_.round_id, time.perf_counter() - started,
-                     tls, ', '.join(f'{k} {v:.2f} s' for k, v in timings.items()))
+            log.info('round %s: %s done in %.2f s, %s (phases: %s)', round_.round_id, phase,
+                     time.perf_counter() - started, tls, ', '.join(f'{k} {v:.2f} s' for k, v in timings.items()))
         except ClearingFailed as exc:
-            log.warning('round %s: failed: %s', round_.round_id, exc)
-            self.store.set_state(round_.round_id, 'failed', str(exc))
-        except Exception as exc:  # noqa: BLE001 - the round must not stay 'clearing'
-            log.exception('round %s: internal error', round_.round_id)
-            self.store.set_state(round_.round_id, 'failed', f'node {self.index}: internal error: {exc}')
+            log.warning('round %s: %s failed: %s', round_.round_id, phase, exc)
+            fail(round_.round_id, 'failed', str(exc))
+        except Exception as exc:  # noqa: BLE001 - the round must not stay clearing or settling
+            log.exception('round %s: internal error in %s', round_.round_id, phase)
+            fail(round_.round_id, 'failed', f'node {self.index}: internal error: {exc}')
         finally:
             with self._lock:
                 self._clearing = None
 
     def NodePublicResults(self, request, context):
-        stored = self.store.public_results(request.round_id)
+        return self._signed_body(request.round_id, self.store.public_results(request.round_id), 'has no results',
+                                 context)
+
+    def NodeSettlementResults(self, request, context):
+        return self._signed_body(request.round_id, self.store.settlement_public(request.round_id), 'is not settled',
+                                 context)
+
+    def _signed_body(self, round_id, stored, missing, context):
+        """The PublicResultSet of this node's signed body (results or settlement)."""
         if stored is None:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f'node {self.index}: round {request.round_id!r} '
-                          'has no results yet')
+            abort(context, WrongPhase(f'round {round_id!r} {missing} yet'), f'node {self.index}')
         body, signature = stored
-        return market_pb2.PublicResultSet(round_id=request.round_id, body=body, signatures=[
+        return market_pb2.PublicResultSet(round_id=round_id, body=body, signatures=[
             market_pb2.NodeSignature(node_index=self.index, signature=signature)])
 
     # -- a participant's own results ---------------------------------------------------------------
     def FetchResults(self, request, context):
         with self.admission.admit(context, 1, f'node {self.index}'):
             try:
-                return self.sealed_results(request)
+                return self.sealed_results(request, tls.client_name(context))
             except Refused as exc:
                 abort(context, exc, f'node {self.index}')
 
-    def sealed_results(self, request):
-        """A participant's own result shares, sealed to its X25519 key; raises Refused. The request is
-        signed by the participant, names this node and a fresh nonce, and is answered once; every way
-        it can fail authentication gets the same answer, so nobody learns who is registered."""
+    def sealed_results(self, request, client_name=''):
+        """A participant's own result shares of one kind (clearing, settlement; the retailer's view
+        for the retailer), sealed to its X25519 key; raises Refused. The request is signed by the
+        participant, names this node and a fresh nonce, and is answered once; every way it can fail
+        authentication gets the same answer, so nobody learns who is registered."""
         public_key = self.registry.get(request.participant)
         signed = results_request_bytes(request.round_id, request.participant, request.node_index, request.nonce,
-                                       request.unix_ms)
+                                       request.unix_ms, request.kind)
         try:
             (public_key or _UNKNOWN_PARTICIPANT).verify(request.signature, signed)  # same work when unknown
             authentic = public_key is not None
         except InvalidSignature:
             authentic = False
         if (not authentic or request.node_index != self.index or not NONCE_RE.fullmatch(request.nonce)
-                or abs(now_ms() - request.unix_ms) > FRESHNESS_MS):
+                or abs(now_ms() - request.unix_ms) > FRESHNESS_MS or request.kind not in RESULT_KINDS):
             raise NotAuthenticated('results request not authenticated')
+        if request.kind == 'retailer' and (request.participant != self.config.retailer
+                                           or client_name != self.config.retailer):
+            raise NotPermitted(f"the retailer's view is for the retailer's key and certificate "
+                               f'({self.config.retailer!r}) only')
         if not self.limiter.allow(request.participant):
             raise Overloaded(f'rate limit for {request.participant}')
         if not self.store.use_request_nonce(request.participant, request.nonce):
             raise Replayed('results request replayed')
         round_ = self.store.round(request.round_id)
+        status, shares = self._stored_results(round_, request.participant, request.kind)
+        ephemeral, sealed_shares = sealed.seal(self.agreement_keys[request.participant], shares,
+                                               seal_context(round_.round_id, request.participant, self.index, status,
+                                                            request.nonce, request.kind))
+        signature = self.signing_key.sign(result_shares_bytes(
+            round_.round_id, request.participant, self.index, status, request.nonce,
+            hashlib.sha256(ephemeral + sealed_shares).hexdigest(), request.kind))
+        return market_pb2.ResultShares(round_id=round_.round_id, participant=request.participant,
+                                       node_index=self.index, shares=sealed_shares, node_signature=signature,
+                                       status=status, ephemeral_public=ephemeral, nonce=request.nonce,
+                                       kind=request.kind)
+
+    def _stored_results(self, round_, participant, kind):
+        """(status, shares) of one kind; raises WrongPhase before they exist, NotFound for a non-taker."""
         if round_.state != 'cleared':
             raise WrongPhase(f'round {round_.round_id} is {round_.state}'
                              + (f' ({round_.reason})' if round_.reason else ''))
-        stored = self.store.results(round_.round_id, request.participant)
+        if not kind:
+            stored = self.store.results(round_.round_id, participant)
+        elif round_.settlement != 'settled':
+            raise WrongPhase(f'round {round_.round_id} is not settled'
+                             + (f' ({round_.settle_reason})' if round_.settle_reason else ''))
+        elif kind == 'retailer':
+            shares = self.store.retailer_results(round_.round_id)
+            stored = None if shares is None else ('retailer', shares)
+        else:
+            stored = self.store.settlement_results(round_.round_id, participant)
         if stored is None:
-            raise NotFound(f'{request.participant} took no part in round {round_.round_id}')
-        status, shares = stored
-        ephemeral, sealed_shares = sealed.seal(self.agreement_keys[request.participant], shares,
-                                               seal_context(round_.round_id, request.participant, self.index, status,
-                                                            request.nonce))
-        signature = self.signing_key.sign(result_shares_bytes(
-            round_.round_id, request.participant, self.index, status, request.nonce,
-            hashlib.sha256(ephemeral + sealed_shares).hexdigest()))
-        return market_pb2.ResultShares(round_id=round_.round_id, participant=request.participant,
-                                       node_index=self.index, shares=sealed_shares, node_signature=signature,
-                                       status=status, ephemeral_public=ephemeral, nonce=request.nonce)
+            raise NotFound(f'{participant} took no part in round {round_.round_id}')
+        return stored
 
 
 

@@ -95,7 +95,7 @@ class NodeService(market_pb2_grpc.NodeServicer):
         """Every check before storing; returns the envelope. Raises Refused."""
         if len(request.package) > MAX_PACKAGE_BYTES:
             raise TooLarge('package too large')
-        envelope = messages.Envelope.from_json(request.envelope)
+        envelope = messages.Envelope.from_json(request.envelope, kind)
         if envelope.participant != request.participant or envelope.round_id != request.round_id:
             raise messages.EnvelopeError('envelope does not match the request')
         messages.authenticate(envelope, request.signature, self.registry)  # before any other work
@@ -146,27 +146,32 @@ class NodeService(market_pb2_grpc.NodeServicer):
             return self._submit(request, context, 'readings')
 
     def SubmitBatch(self, request, context):
-        """A representative's batch: each order checked on its own, all accepted ones in one commit."""
+        """A representative's (or a meter operator's) batch: each package checked on its own, all
+        accepted ones in one commit."""
         with self.admission.admit(context, len(request.orders), f'node {self.index}'):
             return self._submit_batch(request)
 
     def _submit_batch(self, request):
+        kind = request.kind or 'order'
         outcomes, checked, slots = [], [], []
         for item in request.orders:
             try:
-                checked.append((item, self._check(item, 'order')))
+                if kind not in ('order', 'readings'):
+                    raise messages.EnvelopeError(f'unknown kind {kind[:20]!r}')
+                checked.append((item, self._check(item, kind)))
                 slots.append(len(outcomes))
                 outcomes.append(None)
             except Refused as exc:
                 outcomes.append(exc)
-        for position, outcome in zip(slots, self._store_batch(checked, 'order') if checked else []):
+        for position, outcome in zip(slots, self._store_batch(checked, kind) if checked else []):
             outcomes[position] = outcome
         return market_pb2.ReceiptBatch(outcomes=[
             market_pb2.BatchOutcome(receipt=o) if not isinstance(o, Refused) else
             market_pb2.BatchOutcome(error=f'node {self.index}: {o}', code=status_of(o).name) for o in outcomes])
 
     def OpenRound(self, request, context):
-        self.store.open_round(request.round_id, list(request.slots), request.gate_closure_unix_ms, request.market_toml)
+        self.store.open_round(request.round_id, list(request.slots), request.gate_closure_unix_ms, request.market_toml,
+                              request.readings_open_unix_ms, request.readings_deadline_unix_ms, request.day)
         return self.RoundStatus(market_pb2.RoundRef(round_id=request.round_id), context)
 
     def RoundStatus(self, request, context):
@@ -179,10 +184,15 @@ class NodeService(market_pb2_grpc.NodeServicer):
         return market_pb2.RoundState(round_id=round_.round_id, state=getattr(market_pb2.RoundState, round_.state.upper()),
                                      reason=round_.reason, gate_closure_unix_ms=round_.gate_closure_ms,
                                      accepted=self.store.count(round_.round_id), slots=round_.slots,
-                                     market_toml=round_.market_toml, attempts=round_.attempts)
+                                     market_toml=round_.market_toml, attempts=round_.attempts,
+                                     settlement=messages.settlement_enum(round_.state, round_.readings_deadline_ms, round_.settlement), settle_reason=round_.settle_reason,
+                                     readings_open_unix_ms=round_.readings_open_ms,
+                                     readings_deadline_unix_ms=round_.readings_deadline_ms, day=round_.day,
+                                     readings=self.store.count(round_.round_id, 'readings'),
+                                     settle_attempts=round_.settle_attempts)
 
 
-BROKER_ONLY = ('OpenRound', 'CloseRound', 'RoundStatus')
+BROKER_ONLY = ('OpenRound', 'CloseRound', 'RoundStatus', 'SettleRound')
 
 
 def broker_only(index):

@@ -22,6 +22,8 @@ from ..common.errors import EngineError
 from ..common.names import path_token
 from ..market.book import Layout
 from ..market.config import parse_config
+from ..market.results import public_slot_rows
+from ..market.settlement import deviation_price2
 from ..mpc import field as ff
 from ..mpc.jobs import config_spec, node_dir, write_json
 from .messages import PUBLIC_DOMAIN, public_body
@@ -58,12 +60,14 @@ def export_job(store, round_, index, nodes, keys_dir, job_dir):
 
 
 
-def run_party(job_dir, index, mpc_addresses, keys_dir, connect_timeout, clearing_timeout, on_start=None):
+def run_party(job_dir, index, mpc_addresses, keys_dir, connect_timeout, clearing_timeout, on_start=None,
+              extra_args=()):
     """Run the MPyC party child under the watchdog; raise ClearingFailed with the reason."""
     log_path = os.path.join(job_dir, 'party.log')
     with open(log_path, 'w') as log:
         child = subprocess.Popen([sys.executable, '-m', 'mpc_market.mpc.node', '--job', job_dir, '--index', str(index),
-                                  '--parties', ','.join(mpc_addresses), '--deployment', '--keys', keys_dir],
+                                  '--parties', ','.join(mpc_addresses), '--deployment', '--keys', keys_dir,
+                                  *extra_args],
                                  cwd=job_dir, stdout=log, stderr=subprocess.STDOUT,
                                  env=dict(os.environ, MPC_MARKET_PARENT_PID=str(os.getpid())))
     if on_start:
@@ -106,7 +110,8 @@ def _last_error(path):
 
 
 def import_results(job_dir, index, round_id, config):
-    """({participant: (status, shares bytes)}, public body) of a finished run."""
+    """({participant: (status, shares bytes)}, public body, timings, deviation price2 per slot) of a
+    finished run."""
     own = node_dir(job_dir, index)
     with open(os.path.join(own, 'public.json')) as f:
         public = json.load(f)
@@ -115,7 +120,8 @@ def import_results(job_dir, index, round_id, config):
     rows = {p: ('excluded' if p in excluded else 'cleared', results[:, j].astype('<u4').tobytes())
             for j, p in enumerate(public['participants'])}
     rows.update({p: ('missing', b'') for p in public['missing']})
-    return rows, public_body(round_id, config, public), dict(public['timings'], mpc_tls=public['mpc_tls'])
+    price2 = [deviation_price2(config, row) for row in public_slot_rows(config, public['slots'])]
+    return rows, public_body(round_id, config, public), dict(public['timings'], mpc_tls=public['mpc_tls']), price2
 
 
 
@@ -128,8 +134,8 @@ def clear_round(store, round_, node, signing_key, on_start=None):
     try:
         config, _ = export_job(store, round_, node.index, len(node.nodes), node.keys, job_dir)
         run_party(job_dir, node.index, node.mpc, node.keys, node.connect_timeout_s, node.clearing_timeout_s, on_start)
-        rows, body, timings = import_results(job_dir, node.index, round_.round_id, config)
-        store.put_results(round_.round_id, rows, body, signing_key.sign(PUBLIC_DOMAIN + body.encode()))
+        rows, body, timings, price2 = import_results(job_dir, node.index, round_.round_id, config)
+        store.put_results(round_.round_id, rows, body, signing_key.sign(PUBLIC_DOMAIN + body.encode()), price2)
         return timings
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)  # the shares live in the store; no stray copies

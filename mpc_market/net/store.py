@@ -38,9 +38,35 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY (round_id, participant));
 CREATE TABLE IF NOT EXISTS public_results (
     round_id TEXT PRIMARY KEY, body TEXT NOT NULL, signature BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS settlement_results (
+    round_id TEXT NOT NULL, participant TEXT NOT NULL, status TEXT NOT NULL, shares BLOB NOT NULL,
+    PRIMARY KEY (round_id, participant));
+CREATE TABLE IF NOT EXISTS retailer_results (
+    round_id TEXT PRIMARY KEY, shares BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS settlement_public (
+    round_id TEXT PRIMARY KEY, body TEXT NOT NULL, signature BLOB NOT NULL);
 """
 
+# columns added after the first release: (table, column, declaration); added to older stores at start.
+# The settlement columns of a round, at the nodes and at the broker:
+SETTLEMENT_COLUMNS = (
+    ('rounds', 'readings_open_ms', 'INTEGER NOT NULL DEFAULT 0'),
+    ('rounds', 'readings_deadline_ms', 'INTEGER NOT NULL DEFAULT 0'),
+    ('rounds', 'day', "TEXT NOT NULL DEFAULT ''"),
+    ('rounds', 'settlement', "TEXT NOT NULL DEFAULT ''"),   # '' | settling | settled | failed
+    ('rounds', 'settle_reason', "TEXT NOT NULL DEFAULT ''"),
+    ('rounds', 'settle_attempts', 'INTEGER NOT NULL DEFAULT 0'),
+)
+LATER_COLUMNS = (
+    ('submissions', 'seq', 'INTEGER NOT NULL DEFAULT 0'),
+    ('rounds', 'deviation_price2', "TEXT NOT NULL DEFAULT '[]'"),
+    *SETTLEMENT_COLUMNS,
+)
+
 STATES = ('open', 'closed', 'clearing', 'cleared', 'failed')
+SETTLEMENT_STATES = ('', 'settling', 'settled', 'failed')  # '' = not started
+ROUND_COLUMNS = ('round_id, slots, gate_closure_ms, market_toml, state, reason, attempts, readings_open_ms, '
+                 'readings_deadline_ms, day, deviation_price2, settlement, settle_reason, settle_attempts')  # Round
 
 
 @dataclass(frozen=True)
@@ -52,6 +78,17 @@ class Round:
     state: str
     reason: str
     attempts: int = 0
+    readings_open_ms: int = 0
+    readings_deadline_ms: int = 0     # 0: this round is not settled
+    day: str = ''
+    deviation_price2: tuple = ()      # per slot, from the clearing's public outputs
+    settlement: str = ''
+    settle_reason: str = ''
+    settle_attempts: int = 0
+
+    def readings_window_open(self, at_ms):
+        return (self.state == 'cleared' and self.settlement == '' and self.readings_deadline_ms > 0
+                and self.readings_open_ms <= at_ms <= self.readings_deadline_ms)
 
 
 def _sha256(data):
@@ -60,6 +97,13 @@ def _sha256(data):
 
 def now_ms():
     return int(time.time() * 1000)
+
+
+def add_later_columns(db, later_columns):
+    """ALTER TABLE ... ADD COLUMN for each column a store written by an older version lacks."""
+    for table, column, declaration in later_columns:
+        if column not in {row[1] for row in db.execute(f'PRAGMA table_info({table})')}:
+            db.execute(f'ALTER TABLE {table} ADD COLUMN {column} {declaration}')
 
 
 def open_database(path, schema):
@@ -97,28 +141,29 @@ class Store(SqliteStore):
 
     def __init__(self, path):
         super().__init__(path)
-        columns = {row[1] for row in self._db.execute('PRAGMA table_info(submissions)')}
-        if 'seq' not in columns:  # a store written before envelopes had sequence numbers
-            self._db.execute('ALTER TABLE submissions ADD COLUMN seq INTEGER NOT NULL DEFAULT 0')
+        add_later_columns(self._db, LATER_COLUMNS)
 
     # -- rounds ---------------------------------------------------------------------------------
-    def open_round(self, round_id, slots, gate_closure_ms, market_toml):
+    def open_round(self, round_id, slots, gate_closure_ms, market_toml, readings_open_ms=0, readings_deadline_ms=0,
+                   day=''):
         if not is_name(round_id):
             raise Malformed(f'round id {str(round_id)[:80]!r} is not {NAME_RULE}')
         with self._transaction() as db:
             existing = db.execute('SELECT state FROM rounds WHERE round_id = ?', (round_id,)).fetchone()
             if existing is not None:
                 return self.round(round_id, db)  # idempotent: a restarted broker may reopen
-            db.execute('INSERT INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, 0)',
-                       (round_id, json.dumps(sorted(slots)), gate_closure_ms, market_toml, 'open', '', now_ms()))
+            db.execute('INSERT INTO rounds (round_id, slots, gate_closure_ms, market_toml, state, reason, created_ms, '
+                       'attempts, readings_open_ms, readings_deadline_ms, day) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)',
+                       (round_id, json.dumps(sorted(slots)), gate_closure_ms, market_toml, 'open', '', now_ms(),
+                        readings_open_ms, readings_deadline_ms, day))
         return self.round(round_id)
 
     def round(self, round_id, db=None):
-        row = (db or self._db).execute('SELECT round_id, slots, gate_closure_ms, market_toml, state, reason, attempts '
-                                       'FROM rounds WHERE round_id = ?', (round_id,)).fetchone()
+        row = (db or self._db).execute(f'SELECT {ROUND_COLUMNS} FROM rounds WHERE round_id = ?',
+                                       (round_id,)).fetchone()
         if row is None:
             raise NotFound(f'unknown round {round_id!r}')
-        return Round(row[0], json.loads(row[1]), row[2], row[3], row[4], row[5], row[6])
+        return Round(row[0], json.loads(row[1]), *row[2:10], tuple(json.loads(row[10])), *row[11:])
 
     def set_state(self, round_id, state, reason=''):
         assert state in STATES, state
@@ -138,9 +183,33 @@ class Store(SqliteStore):
         return self.round(round_id)
 
     def fail_interrupted(self, reason):
-        """At start-up: rounds left 'clearing' by a crash are failed (the broker re-runs them)."""
+        """At start-up: rounds left clearing or settling by a crash are failed (the broker re-runs them)."""
         with self._transaction() as db:
             db.execute("UPDATE rounds SET state = 'failed', reason = ? WHERE state = 'clearing'", (reason,))
+            db.execute("UPDATE rounds SET settlement = 'failed', settle_reason = ? WHERE settlement = 'settling'",
+                       (reason,))
+
+    def begin_settling(self, round_id, rerun=False):
+        """Close the readings window (the broker decides when, as it decides the gate closure) and mark
+        the round settling (again, after a failure); None if it is settling, or settled and not rerun.
+        Raises WrongPhase unless the round cleared and has a settlement."""
+        with self._transaction() as db:
+            current = self.round(round_id, db)
+            if current.state != 'cleared' or not current.readings_deadline_ms:
+                raise WrongPhase(f'round {round_id} is {current.state}'
+                                 + ('' if current.readings_deadline_ms else ' and has no settlement'))
+            if current.settlement == 'settling' or (current.settlement == 'settled' and not rerun):
+                return None
+            db.execute("UPDATE rounds SET settlement = 'settling', settle_reason = '', "
+                       'settle_attempts = settle_attempts + 1 WHERE round_id = ?', (round_id,))
+        return self.round(round_id)
+
+    def set_settlement(self, round_id, settlement, reason=''):
+        assert settlement in SETTLEMENT_STATES, settlement
+        with self._transaction() as db:
+            self.round(round_id, db)
+            db.execute('UPDATE rounds SET settlement = ?, settle_reason = ? WHERE round_id = ?',
+                       (settlement, reason, round_id))
 
     # -- submissions ----------------------------------------------------------------------------
     def accept(self, round_id, participant, kind, nonce, envelope, signature, package, receipt_signature,
@@ -173,7 +242,10 @@ class Store(SqliteStore):
                 if isinstance(current, Refused):
                     errors.append(current)
                     continue
-                if current.state != 'open' or at_ms > current.gate_closure_ms:
+                if kind == 'readings' and not current.readings_window_open(at_ms):
+                    errors.append(WrongPhase(_readings_refusal(current, at_ms)))
+                    continue
+                if kind != 'readings' and (current.state != 'open' or at_ms > current.gate_closure_ms):
                     errors.append(WrongPhase(f'round {round_id} is closed for submissions (gate closure passed)'))
                     continue
                 held = db.execute('SELECT seq, envelope FROM submissions WHERE round_id = ? AND participant = ? '
@@ -208,9 +280,11 @@ class Store(SqliteStore):
                                 (round_id, kind)).fetchone()[0]
 
     # -- results --------------------------------------------------------------------------------
-    def put_results(self, round_id, results_by_participant, public_body, public_signature):
+    def put_results(self, round_id, results_by_participant, public_body, public_signature, deviation_price2=()):
         """{participant: (status, shares)} and the signed public results, in one transaction."""
         with self._transaction() as db:
+            db.execute('UPDATE rounds SET deviation_price2 = ? WHERE round_id = ?',
+                       (json.dumps([int(v) for v in deviation_price2]), round_id))
             db.execute('DELETE FROM results WHERE round_id = ?', (round_id,))
             db.executemany('INSERT INTO results VALUES (?, ?, ?, ?)',
                            [(round_id, p, status, shares) for p, (status, shares) in results_by_participant.items()])
@@ -222,6 +296,37 @@ class Store(SqliteStore):
         """(status, shares) of a participant, None if it took no part."""
         row = self._db.execute('SELECT status, shares FROM results WHERE round_id = ? AND participant = ?',
                                (round_id, participant)).fetchone()
+        return None if row is None else (row[0], bytes(row[1]))
+
+    def result_statuses(self, round_id):
+        """{participant: clearing status} of a cleared round."""
+        rows = self._db.execute('SELECT participant, status FROM results WHERE round_id = ?', (round_id,))
+        return dict(rows.fetchall())
+
+    def put_settlement(self, round_id, rows, retailer_shares, body, signature):
+        """{participant: (status, shares)}, the retailer's shares and the signed public settlement, in one
+        transaction; the round is then settled."""
+        with self._transaction() as db:
+            db.execute('DELETE FROM settlement_results WHERE round_id = ?', (round_id,))
+            db.executemany('INSERT INTO settlement_results VALUES (?, ?, ?, ?)',
+                           [(round_id, p, status, shares) for p, (status, shares) in rows.items()])
+            db.execute('INSERT OR REPLACE INTO retailer_results VALUES (?, ?)', (round_id, retailer_shares))
+            db.execute('INSERT OR REPLACE INTO settlement_public VALUES (?, ?, ?)', (round_id, body, signature))
+            db.execute("UPDATE rounds SET settlement = 'settled', settle_reason = '' WHERE round_id = ?", (round_id,))
+
+    def settlement_results(self, round_id, participant):
+        """(status, shares) of a participant's settlement, None if it was not settled."""
+        row = self._db.execute('SELECT status, shares FROM settlement_results WHERE round_id = ? AND participant = ?',
+                               (round_id, participant)).fetchone()
+        return None if row is None else (row[0], bytes(row[1]))
+
+    def retailer_results(self, round_id):
+        row = self._db.execute('SELECT shares FROM retailer_results WHERE round_id = ?', (round_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def settlement_public(self, round_id):
+        row = self._db.execute('SELECT body, signature FROM settlement_public WHERE round_id = ?',
+                               (round_id,)).fetchone()
         return None if row is None else (row[0], bytes(row[1]))
 
     def use_request_nonce(self, participant, nonce):
@@ -236,6 +341,16 @@ class Store(SqliteStore):
     def public_results(self, round_id):
         row = self._db.execute('SELECT body, signature FROM public_results WHERE round_id = ?', (round_id,)).fetchone()
         return None if row is None else (row[0], bytes(row[1]))
+
+
+def _readings_refusal(round_, at_ms):
+    if not round_.readings_deadline_ms:
+        return f'round {round_.round_id} takes no meter readings (it has no settlement)'
+    if round_.state != 'cleared':
+        return f'round {round_.round_id} is {round_.state}: meter readings are taken once it has cleared'
+    if at_ms < round_.readings_open_ms:
+        return f'round {round_.round_id}: the readings window has not opened yet'
+    return f'round {round_.round_id}: the readings deadline has passed'
 
 
 class Transaction:

@@ -78,7 +78,7 @@ class Submitter:
         if receipt.nonce != envelope.nonce or receipt.package_sha256.hex() != envelope.package_hashes[endpoint.index]:
             raise SubmitError(f'{participant}: node {endpoint.index} acknowledged something else')
 
-    def _requests(self, round_id, participants, keys, values):
+    def _requests(self, round_id, participants, keys, values, kind='order'):
         """Share a block of participants' values (n, slots, width) at once; sign one envelope each.
 
         Returns [(envelope, [request for node 0, 1, ...])] in participant order."""
@@ -86,7 +86,7 @@ class Submitter:
         out = []
         for j, (participant, key) in enumerate(zip(participants, keys)):
             packages = [np.ascontiguousarray(s[:, j]).astype('<u4').tobytes() for s in shares]
-            envelope, signature = messages.seal(key, round_id, participant, packages)
+            envelope, signature = messages.seal(key, round_id, participant, packages, kind=kind)
             body = envelope.to_json().encode()
             out.append((envelope, [market_pb2.Submission(round_id=round_id, participant=participant, envelope=body,
                                                          signature=signature, node_index=e.index, package=package)
@@ -95,7 +95,7 @@ class Submitter:
 
     def submit(self, round_id, participant, private_key, values, kind='order'):
         """Share values (slots, width) for one participant and deliver them; returns the receipts."""
-        (envelope, requests), = self._requests(round_id, [participant], [private_key], values[None])
+        (envelope, requests), = self._requests(round_id, [participant], [private_key], values[None], kind)
         receipts = []
         for endpoint, stub, request in zip(self.endpoints, self.stubs, requests):
             send = stub.SubmitOrder if kind == 'order' else stub.SubmitReadings
@@ -108,12 +108,13 @@ class Submitter:
             receipts.append(receipt)
         return envelope, receipts
 
-    def submit_batch(self, round_id, participants, keys, values):
-        """Several participants' orders in one request per node (sent to all nodes concurrently).
-
-        Returns {participant: None or the reason}; a participant counts only if every node accepted."""
-        prepared = self._requests(round_id, participants, keys, values)
-        batches = [market_pb2.SubmissionBatch(orders=[r[i] for _, r in prepared]) for i in range(len(self.stubs))]
+    def submit_batch(self, round_id, participants, keys, values, kind='order'):
+        """Several participants' packages (orders, or readings) in one request per node (sent to all
+        nodes concurrently). Returns {participant: None or the reason}; a participant counts only if
+        every node accepted."""
+        prepared = self._requests(round_id, participants, keys, values, kind)
+        batches = [market_pb2.SubmissionBatch(orders=[r[i] for _, r in prepared], kind=kind)
+                   for i in range(len(self.stubs))]
         calls = [stub.SubmitBatch.future(batch, timeout=self.timeout) for stub, batch in zip(self.stubs, batches)]
         outcome = {p: None for p in participants}
         for endpoint, stub, batch, call in zip(self.endpoints, self.stubs, batches, calls):
@@ -139,13 +140,13 @@ class Submitter:
                     outcome[p] = outcome[p] or str(exc)
         return outcome
 
-    def submit_many(self, round_id, items, workers=8, batch=64):
+    def submit_many(self, round_id, items, workers=8, batch=64, kind='order'):
         """items: (participant, private_key, values (slots, width)); returns {participant: error or None}."""
         outcome = {}
         blocks = [items[i:i + batch] for i in range(0, len(items), batch)]
         with futures.ThreadPoolExecutor(workers) as pool:
             jobs = [pool.submit(self.submit_batch, round_id, [p for p, _, _ in block], [k for _, k, _ in block],
-                                np.stack([v for _, _, v in block])) for block in blocks]
+                                np.stack([v for _, _, v in block]), kind) for block in blocks]
             for job in jobs:
                 outcome.update(job.result())
         return outcome

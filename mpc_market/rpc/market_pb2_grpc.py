@@ -76,6 +76,16 @@ class NodeStub:
                 request_serializer=mpc__market_dot_rpc_dot_market__pb2.RoundRef.SerializeToString,
                 response_deserializer=mpc__market_dot_rpc_dot_market__pb2.PublicResultSet.FromString,
                 _registered_method=True)
+        self.SettleRound = channel.unary_unary(
+                '/mpc_market.rpc.Node/SettleRound',
+                request_serializer=mpc__market_dot_rpc_dot_market__pb2.RoundRef.SerializeToString,
+                response_deserializer=mpc__market_dot_rpc_dot_market__pb2.RoundState.FromString,
+                _registered_method=True)
+        self.NodeSettlementResults = channel.unary_unary(
+                '/mpc_market.rpc.Node/NodeSettlementResults',
+                request_serializer=mpc__market_dot_rpc_dot_market__pb2.RoundRef.SerializeToString,
+                response_deserializer=mpc__market_dot_rpc_dot_market__pb2.PublicResultSet.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -135,6 +145,19 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SettleRound(self, request, context):
+        """readings deadline passed: settle now
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def NodeSettlementResults(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -175,6 +198,16 @@ def add_NodeServicer_to_server(servicer, server):
             ),
             'NodePublicResults': grpc.unary_unary_rpc_method_handler(
                     servicer.NodePublicResults,
+                    request_deserializer=mpc__market_dot_rpc_dot_market__pb2.RoundRef.FromString,
+                    response_serializer=mpc__market_dot_rpc_dot_market__pb2.PublicResultSet.SerializeToString,
+            ),
+            'SettleRound': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleRound,
+                    request_deserializer=mpc__market_dot_rpc_dot_market__pb2.RoundRef.FromString,
+                    response_serializer=mpc__market_dot_rpc_dot_market__pb2.RoundState.SerializeToString,
+            ),
+            'NodeSettlementResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.NodeSettlementResults,
                     request_deserializer=mpc__market_dot_rpc_dot_market__pb2.RoundRef.FromString,
                     response_serializer=mpc__market_dot_rpc_dot_market__pb2.PublicResultSet.SerializeToString,
             ),
@@ -407,6 +440,60 @@ class Node:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def SettleRound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mpc_market.rpc.Node/SettleRound',
+            mpc__market_dot_rpc_dot_market__pb2.RoundRef.SerializeToString,
+            mpc__market_dot_rpc_dot_market__pb2.RoundState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NodeSettlementResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mpc_market.rpc.Node/NodeSettlementResults',
+            mpc__market_dot_rpc_dot_market__pb2.RoundRef.SerializeToString,
+            mpc__market_dot_rpc_dot_market__pb2.PublicResultSet.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class BrokerStub:
     """The broker: opens and closes rounds, reports their status and publishes public results
@@ -443,6 +530,11 @@ class BrokerStub:
                 '/mpc_market.rpc.Broker/ListRounds',
                 request_serializer=mpc__market_dot_rpc_dot_market__pb2.RoundListRequest.SerializeToString,
                 response_deserializer=mpc__market_dot_rpc_dot_market__pb2.RoundList.FromString,
+                _registered_method=True)
+        self.SettlementResults = channel.unary_unary(
+                '/mpc_market.rpc.Broker/SettlementResults',
+                request_serializer=mpc__market_dot_rpc_dot_market__pb2.RoundRef.SerializeToString,
+                response_deserializer=mpc__market_dot_rpc_dot_market__pb2.PublicResultSet.FromString,
                 _registered_method=True)
 
 
@@ -482,6 +574,13 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SettlementResults(self, request, context):
+        """the signed public settlement body
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -509,6 +608,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.ListRounds,
                     request_deserializer=mpc__market_dot_rpc_dot_market__pb2.RoundListRequest.FromString,
                     response_serializer=mpc__market_dot_rpc_dot_market__pb2.RoundList.SerializeToString,
+            ),
+            'SettlementResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettlementResults,
+                    request_deserializer=mpc__market_dot_rpc_dot_market__pb2.RoundRef.FromString,
+                    response_serializer=mpc__market_dot_rpc_dot_market__pb2.PublicResultSet.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -648,6 +752,33 @@ class Broker:
             '/mpc_market.rpc.Broker/ListRounds',
             mpc__market_dot_rpc_dot_market__pb2.RoundListRequest.SerializeToString,
             mpc__market_dot_rpc_dot_market__pb2.RoundList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettlementResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mpc_market.rpc.Broker/SettlementResults',
+            mpc__market_dot_rpc_dot_market__pb2.RoundRef.SerializeToString,
+            mpc__market_dot_rpc_dot_market__pb2.PublicResultSet.FromString,
             options,
             channel_credentials,
             insecure,

@@ -110,7 +110,6 @@ def settle(tmp_path, orders_text, readings_text, *extra):
 
 
 @pytest.mark.parametrize('readings, file, line, field', [
-    (READINGS_HEADER + 'a,0,12\n', 'orders.csv', 3, 'participant'),           # b has no reading
     (READINGS_HEADER + 'a,0,12\nb,0,1.5\n', 'readings.csv', 3, 'net_wh'),
     (READINGS_HEADER + 'a,0,12\nb,0,70000\n', 'readings.csv', 3, 'net_wh'),
     (READINGS_HEADER + 'a,0,12\na,0,13\nb,0,1\n', 'readings.csv', 3, 'participant'),
@@ -121,6 +120,14 @@ def test_bad_readings(tmp_path, readings, file, line, field):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().startswith(f'error: {tmp_path / file}:{line}: {field}: '), proc.stderr
     assert not out.exists()
+
+
+def test_an_order_without_reading_is_settled_by_the_missing_reading_rule(tmp_path):
+    proc, out = settle(tmp_path, HEADER + 'a,0,buy,10,0.1\nb,0,sell,10,0.05\n', READINGS_HEADER + 'a,0,12\n')
+    assert proc.returncode == 0, proc.stderr
+    assert 'note: 1 orders have no meter reading (first: b in slot 0)' in proc.stderr
+    rows = {r.split(',')[0]: r for r in (out / 'participants.csv').read_text().splitlines()[1:]}
+    assert rows['b'].endswith(',0,10,0.001390,0.000890')  # sold 10 Wh, delivered none: short 10 Wh at the ceiling
 
 
 def test_settle_writes_bills(tmp_path):

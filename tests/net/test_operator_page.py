@@ -53,8 +53,8 @@ def test_operator_page_in_a_headless_browser(market, tmp_path):
     m.close_and_wait()
     m.client('round', 'open', '--round', 'r2', '--slots', '4-5', '--market', m.market, '--gate-closure-in', 600)
     listing = m.client('round', 'list').stdout.splitlines()
-    assert listing[0].split()[:2] == ['round', 'phase']
-    assert [line.split()[:2] for line in listing[1:]] == [['r1', 'cleared'], ['r2', 'open']]
+    assert listing[0].split()[:3] == ['round', 'day', 'phase']
+    assert [line.split()[:3] for line in listing[1:]] == [['r1', '-', 'cleared'], ['r2', '-', 'open']]
     assert 'double-auction+2z' in listing[1]
     url = f'http://{address}/'
     status, headers, text = fetch(url)

@@ -27,15 +27,42 @@ def submit(store, participant, nonce, package=b'pkg', kind='order', round_id='r1
 def test_resubmission_replaces_and_nonces_are_single_use(store):
     submit(store, 'alice', 'n1', b'first')
     submit(store, 'alice', 'n2', b'second')
-    submit(store, 'alice', 'n3', b'meter', kind='readings')
+    with pytest.raises(WrongPhase, match='takes no meter readings'):  # r1 has no settlement
+        submit(store, 'alice', 'n3', b'meter', kind='readings')
     assert store.submissions('r1', 'order') == {'alice': ('n2', b'{}', b'sig', b'second')}
-    assert store.count('r1', 'readings') == 1
+    assert store.count('r1', 'readings') == 0
     with pytest.raises(Replayed, match='replayed'):
         submit(store, 'alice', 'n1', b'third')
     store.open_round('r2', [0], now_ms() + 60_000, '')
     with pytest.raises(Replayed, match='replayed'):  # a nonce from another round
         submit(store, 'alice', 'n2', round_id='r2')
     assert store.submissions('r1', 'order')['alice'][3] == b'second'
+
+
+def test_readings_are_taken_only_in_the_window_after_clearing(store):
+    """Not before clearing, not before the window opens, not after the deadline or once settling;
+    an order is never taken in the window."""
+    start = now_ms()
+    store.open_round('s1', [0], start + 60_000, '[market]\n', readings_open_ms=start + 120_000,
+                     readings_deadline_ms=start + 180_000, day='2026-12-01')
+    with pytest.raises(WrongPhase, match='once it has cleared'):
+        store.accept('s1', 'alice', 'readings', 'm1', b'{}', b'sig', b'meter', b'receipt', at_ms=start + 130_000)
+    store.put_results('s1', {'alice': ('cleared', b'')}, '{}', b'sig', [30])
+    for at, refusal in ((start + 100_000, 'not opened yet'), (start + 180_001, 'deadline has passed')):
+        with pytest.raises(WrongPhase, match=refusal):
+            store.accept('s1', 'alice', 'readings', f'm{at}', b'{}', b'sig', b'meter', b'receipt', at_ms=at)
+    with pytest.raises(WrongPhase, match='closed for submissions'):
+        store.accept('s1', 'alice', 'order', 'o1', b'{}', b'sig', b'late order', b'receipt', at_ms=start + 130_000)
+    store.accept('s1', 'alice', 'readings', 'm2', b'{}', b'sig', b'meter', b'receipt', at_ms=start + 130_000)
+    assert store.count('s1', 'readings') == 1 and store.round('s1').deviation_price2 == (30,)
+    assert store.begin_settling('s1').settlement == 'settling'
+    assert store.begin_settling('s1') is None  # never twice at once
+    with pytest.raises(WrongPhase, match='readings'):
+        store.accept('s1', 'bob', 'readings', 'm3', b'{}', b'sig', b'meter', b'receipt', at_ms=start + 130_000)
+    store.fail_interrupted('restarted')
+    assert store.round('s1').settlement == 'failed'
+    with pytest.raises(WrongPhase, match='takes no meter readings|is open'):
+        store.begin_settling('r1')
 
 
 def test_late_and_unknown_rounds_are_refused_without_side_effects(store, tmp_path):

@@ -1,0 +1,104 @@
+"""Meter readings to the market nodes: the settlement half of ``mpc-market meter submit``.
+
+For each participant (meter) of a readings file and a delivery day, the client sends, per round
+of that day in its readings window, the secret-shared reading package (one envelope signed with
+the participant's key, domain ``readings-envelope``) to every node; the witnesses inside prove
+the deviation from the participant's own orders (planned positions), so it needs them. The
+other half, the Paillier-encrypted meter-day for the grid operators, is mpc_market.stats.upload.
+A retry is idempotent: every node keeps the participant's latest envelope, with the same values.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..common.errors import InputError, KeyFileError
+from ..common.keys import load_node_verify_keys, load_participant_key
+from ..market.book import Book, encode_readings
+from ..market.config import parse_config
+from ..market.orders import load_orders
+from ..market.readings import load_readings
+from ..market.settlement import complete_readings
+from ..rpc import market_pb2
+from . import tls
+from .client import ClientError
+from .submit import NodeEndpoint, Submitter
+
+
+@dataclass
+class MeterUpload:
+    """A day of readings ready to send: the day's rounds taking readings, values and keys."""
+    day: str
+    rounds: list            # RoundStates of the day in their readings window
+    readings: dict          # {(participant, slot): net_wh}
+    orders: list            # the participants' orders (planned positions)
+    keys: dict              # participant -> Ed25519 private key
+
+    @property
+    def participants(self):
+        return sorted(self.keys)
+
+
+def day_rounds(broker, day):
+    """The rounds delivering on day whose readings window is open, oldest first."""
+    rounds = [r for r in broker.rounds() if r.day == day]
+    if not rounds:
+        raise ClientError(f'broker {broker.address}: no round delivers on {day}')
+    open_ = [r for r in rounds if r.settlement == market_pb2.RoundState.READINGS]
+    if not open_:
+        phases = ', '.join(f'{r.round_id} ' + (market_pb2.RoundState.Settlement.Name(r.settlement) if r.settlement
+                                                else market_pb2.RoundState.State.Name(r.state)).lower() for r in rounds)
+        raise ClientError(f'no round of {day} takes readings now ({phases})')
+    return open_
+
+
+def reading_packages(state, readings, orders, participants):
+    """(participants in book order, values (n, slots, width)) of one round: each participant's
+    readings in the round's slots, and the missing-reading rule where it has an order but no reading."""
+    config = dataclasses.replace(parse_config(f'round {state.round_id}', state.market_toml), zoned=False)
+    slots = set(state.slots)
+    book = Book(config, [o for o in orders if o.slot in slots and o.participant in participants],
+                extra_pairs=[(p, s) for p in participants for s in state.slots])
+    own = {pair: net for pair, net in readings.items() if pair[1] in slots and pair[0] in participants}
+    net_of, _ = complete_readings(book, own)
+    return book.participants, encode_readings(book, net_of, range(len(book.participants)))
+
+
+def submit_to_nodes(upload, keys_dir, client, workers=4, batch=256):
+    """{participant: why not} over every round of the upload (a participant counts if every round took it)."""
+    readings, orders, keys = upload.readings, upload.orders, upload.keys
+    failed = {}
+    for state in upload.rounds:
+        participants = sorted({p for p, s in readings if s in set(state.slots)})
+        if not participants:
+            continue
+        names, values = reading_packages(state, readings, orders, set(participants))
+        endpoints = [NodeEndpoint(i, a, k) for i, (a, k) in enumerate(zip(
+            state.node_addresses, load_node_verify_keys(keys_dir, len(state.node_addresses))))]
+        submitter = Submitter(endpoints, tls.client_credentials(keys_dir, 'clients', client))
+        try:
+            outcome = submitter.submit_many(state.round_id, [(p, keys[p], values[i]) for i, p in enumerate(names)],
+                                            workers, batch, kind='readings')
+        finally:
+            submitter.close()
+        for p, error in outcome.items():
+            if error:
+                failed.setdefault(p, f'round {state.round_id}: {error}')
+    return failed
+
+
+def load_upload(readings_path, orders_path, day, broker, keys_dir, participants=None):
+    """The MeterUpload of a readings file for day; errors name the file, line and field."""
+    rounds = day_rounds(broker, day)
+    config = parse_config(f'round {rounds[0].round_id}', rounds[0].market_toml)
+    lines = load_readings(readings_path, config)
+    if participants:
+        lines = {pair: v for pair, v in lines.items() if pair[0] in set(participants)}
+    keys = {}
+    for p in sorted({p for p, _ in lines}):
+        try:
+            keys[p] = load_participant_key(keys_dir, p)
+        except KeyFileError as exc:
+            line = min(line for (q, _), (_, line) in lines.items() if q == p)
+            raise InputError(readings_path, line, 'participant', str(exc)) from None
+    orders = load_orders(orders_path, config) if orders_path else []
+    return MeterUpload(day, rounds, {pair: net for pair, (net, _) in lines.items()}, orders, keys)

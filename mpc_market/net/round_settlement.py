@@ -1,0 +1,109 @@
+"""One settlement run of a deployed market node: a second MPC session after clearing.
+
+At the readings deadline the node exports, to a private run directory, the order packages it
+stored at clearing for the clearing's participants (never anything submitted later: the gate
+closed), the reading packages it holds, and the clearing's public verdicts and deviation prices;
+then the MPyC party runs ``mpc_market.mpc.node --settle-only --deployment``. The nodes agree on
+the reading envelopes all of them hold; the rest are settled by the missing-reading rule. Every
+participant's settlement shares, the retailer's shares and the signed public settlement body
+(counts only) are stored in one transaction. A re-run after a failure or restart uses the same
+stored packages and gives the same results.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+
+from ..common.names import path_token
+from ..market.book import Layout, ReadingLayout
+from ..market.config import parse_config
+from ..mpc import field as ff
+from ..mpc.jobs import config_spec, node_dir, write_json
+from .messages import SETTLEMENT_DOMAIN, settlement_body
+from .round_clearing import run_party
+
+SETTLEMENT_FIELDS = 2  # per participant and slot: deviation Wh, deviation amount
+RETAILER_FIELDS = 3    # per slot: receives, pays, net
+
+
+
+def _packages(path, submissions, participants, shape):
+    """Write the participants' stored packages as one limb-major array (4, n, *shape)."""
+    out = np.lib.format.open_memmap(path, mode='w+', dtype=np.uint32, shape=(ff.LIMBS, len(participants), *shape))
+    for row, participant in enumerate(participants):
+        out[:, row] = np.frombuffer(submissions[participant][3], dtype='<u4').reshape(ff.LIMBS, *shape)
+    out.flush()
+
+
+
+def export_settlement_job(store, round_, index, nodes, job_dir):
+    """job.json, clearing.json, this node's order and reading packages and held.json (reading envelopes)."""
+    config = parse_config(f'round {round_.round_id}', round_.market_toml)
+    slots = len(round_.slots)
+    spec = config_spec(config, round_.slots, nodes, max(1, 8192 // max(1, slots)))
+    spec.mode, spec.round_id = 'deployment', round_.round_id
+    spec.settle, spec.max_reading_wh = True, config.max_reading_wh
+    spec.save(job_dir)
+    statuses = store.result_statuses(round_.round_id)
+    in_clearing = sorted(p for p, status in statuses.items() if status in ('cleared', 'excluded'))
+    write_json(os.path.join(job_dir, 'clearing.json'), {
+        'participants': in_clearing, 'cleared': sorted(p for p in in_clearing if statuses[p] == 'cleared'),
+        'deviation_price2': list(round_.deviation_price2)})
+    own = node_dir(job_dir, index)
+    os.makedirs(own, exist_ok=True)
+    _packages(os.path.join(own, 'shares.npy'), store.submissions(round_.round_id, 'order'), in_clearing,
+              (slots, Layout.for_config(config).width))
+    readings = store.submissions(round_.round_id, 'readings')
+    _packages(os.path.join(own, 'readings.npy'), readings, sorted(readings),
+              (slots, ReadingLayout.for_config(config).width))
+    write_json(os.path.join(own, 'held.json'),
+               {p: hashlib.sha256(envelope).hexdigest() for p, (_, envelope, _, _) in readings.items()})
+    with open(os.path.join(own, 'ready'), 'w'):
+        pass
+
+
+
+def participant_status(participant, public):
+    """A participant's settlement status: how its deviations were settled."""
+    if participant in public['order_excluded']:
+        return 'excluded'  # its orders were invalid: they settle with the retailer, no deviation
+    if participant in public['missing_readings']:
+        return 'missing-reading'
+    if participant in public['meter_excluded']:
+        return 'invalid-reading'
+    return 'metered'
+
+
+
+def import_settlement(job_dir, index, round_id):
+    """({participant: (status, shares)}, retailer shares, public body, timings) of a finished run."""
+    own = node_dir(job_dir, index)
+    with open(os.path.join(own, 'public.json')) as f:
+        public = json.load(f)
+    settled = np.load(os.path.join(own, 'settlement.npy'))
+    retailer = np.load(os.path.join(own, 'retailer.npy'))
+    rows = {p: (participant_status(p, public), settled[:, j].astype('<u4').tobytes())
+            for j, p in enumerate(public['participants'])}
+    return (rows, retailer.astype('<u4').tobytes(), settlement_body(round_id, public),
+            dict(public['timings'], mpc_tls=public['mpc_tls']))
+
+
+
+def settle_round(store, round_, node, signing_key, on_start=None):
+    """Run one settlement attempt; stores the results (round settled) and returns the phase timings,
+    or raises ClearingFailed."""
+    job_dir = os.path.join(node.data_dir, 'runs', f'{path_token(round_.round_id)}.settle.{round_.settle_attempts}')
+    shutil.rmtree(job_dir, ignore_errors=True)
+    os.makedirs(job_dir)
+    try:
+        export_settlement_job(store, round_, node.index, len(node.nodes), job_dir)
+        run_party(job_dir, node.index, node.mpc, node.keys, node.connect_timeout_s, node.clearing_timeout_s, on_start,
+                  extra_args=('--settle-only',))
+        rows, retailer, body, timings = import_settlement(job_dir, node.index, round_.round_id)
+        store.put_settlement(round_.round_id, rows, retailer, body, signing_key.sign(SETTLEMENT_DOMAIN + body.encode()))
+        return timings
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)  # the shares live in the store; no stray copies

@@ -1,0 +1,73 @@
+"""Settlement rounds over gRPC: meter uploads after clearing, a second MPC session at the readings
+deadline, bills and the retailer's view reconstructed from shares, equal to the local settle."""
+
+import random
+
+import pytest
+
+from helpers import Market, cli, read_rows
+
+DAY = '2026-12-01'
+pytestmark = [pytest.mark.deployment, pytest.mark.slow]
+
+
+def write_readings(path, rows):
+    with open(path, 'w') as f:
+        f.write('participant,slot,net_wh\n' + ''.join(f'{p},{s},{n}\n' for p, s, n in rows))
+
+
+def meter_readings(market, rng, skip=(), partial=(), extra=()):
+    """A reading per (participant, slot 0-3): planned +- noise; none for skip; slot 0 only for partial."""
+    planned = {(r[0], r[1]): (r[3] if r[2] == 'buy' else -r[3]) for r in market.rows}
+    rows = []
+    for p in market.participants + list(extra):
+        for s in range(4):
+            if p in skip or (p in partial and s > 0):
+                continue
+            rows.append((p, s, planned.get((p, s), 0) + rng.randint(-300, 300)))
+    return rows
+
+
+def test_a_round_settles_from_meter_uploads_like_the_local_settle(tmp_path):
+    market = Market(tmp_path, participants=8, seed=11, extra_participants=['q00'])
+    try:
+        market.client('round', 'open', '--round', 'r1', '--slots', '0-3', '--market', market.market,
+                      '--gate-closure-in', 120, '--readings-deadline-in', 600, '--day', DAY)
+        market.submit_individually(market.participants)
+        # before clearing, the nodes refuse readings: the client finds no round taking them
+        readings = str(tmp_path / 'readings.csv')
+        rows = meter_readings(market, random.Random(3), skip={'p01'}, partial={'p02'}, extra=['q00'])
+        write_readings(readings, rows)
+        early = market.client('meter', 'submit', '--readings', readings, '--orders', market.orders, '--day', DAY,
+                              check=False)
+        assert early.returncode == 1 and 'no round of 2026-12-01 takes readings now (r1 open)' in early.stderr, early.stderr
+        market.close_and_wait()
+        upload = market.client('meter', 'submit', '--readings', readings, '--orders', market.orders, '--day', DAY)
+        assert '8 accepted by every node, 0 not' in upload.stdout, upload.stdout
+        again = market.client('meter', 'submit', '--readings', readings, '--orders', market.orders, '--day', DAY)
+        assert '8 accepted by every node, 0 not' in again.stdout  # a retry replaces the same values
+        market.client('round', 'close', '--round', 'r1')  # the readings deadline: now
+        settled = market.client('round', 'settled', '--round', 'r1', '--wait', 120, check=False)
+        assert settled.returncode == 0 and 'settled' in settled.stdout, settled.stdout + settled.stderr
+        listing = market.client('round', 'list').stdout
+        assert 'r1' in listing and DAY in listing and ' settled ' in listing, listing
+
+        # the local reference on the same data: the readings every node held
+        local = tmp_path / 'local'
+        cli('settle', '--engine', 'plain', '--orders', market.orders, '--readings', readings, '--config',
+            market.market, '--out', local, '--quiet', check=True)
+        expected = read_rows(local / 'bills.csv')
+        assert {b['participant'] for b in expected} == set(market.participants) | {'q00'}
+        for bill in expected:
+            out = tmp_path / f'bill-{bill["participant"]}'
+            market.client('results', '--participant', bill['participant'], '--bill', '--from', DAY, '--to', DAY,
+                          '--orders', market.orders, '--out', out)
+            assert read_rows(out / 'bills.csv') == [bill], bill['participant']
+        view = tmp_path / 'retailer'
+        market.client('results', '--retailer', '--round', 'r1', '--client', 'retailer', '--out', view)
+        assert read_rows(view / 'retailer.csv') == read_rows(local / 'retailer.csv')
+        # the retailer's view needs the retailer's certificate, not only its key
+        refused = market.client('results', '--retailer', '--round', 'r1', '--out', tmp_path / 'x', check=False)
+        assert refused.returncode != 0 and 'PERMISSION_DENIED' in refused.stderr, refused.stderr
+    finally:
+        market.stop()
