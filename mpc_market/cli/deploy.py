@@ -320,6 +320,7 @@ def cmd_results(args):
     from ..market.output import csv_text, participant_columns, participant_table, public_columns, write_all
     from ..market.results import ClearingResult
     from ..net.client import BrokerClient, fetch_own_results, fetch_public, own_order_rows
+    from ..rpc import market_pb2
     broker = BrokerClient(args.broker, args.keys, args.client)
     try:
         if args.retailer:
@@ -337,6 +338,12 @@ def cmd_results(args):
             summary = (f'round {state.round_id}: public results signed by all {len(state.node_addresses)} nodes; '
                        f'{body["participants"]} participants cleared, {body["excluded"]} excluded, '
                        f'{body["missing"]} missing')
+            if state.settlement == market_pb2.RoundState.SETTLED:
+                _, settled = fetch_public(broker, args.keys, state.round_id, settlement=True)
+                summary += (f'; settlement signed by all nodes: {settled["settled"]} participants settled, '
+                            f'{settled["metered"]} metered, {settled["missing_readings"]} without a reading and '
+                            f'{settled["invalid_readings"]} with an invalid one (settled as: '
+                            f'{settled["missing_reading_rule"]})')
             name = 'public.csv'
         else:
             if not args.participant:

@@ -25,7 +25,14 @@ from ..mpc import field as ff
 from ..mpc.jobs import result_fields
 from ..rpc import market_pb2, market_pb2_grpc
 from . import sealed, tls
-from .messages import result_shares_bytes, results_request_bytes, seal_context, verify_public
+from .messages import (
+    PUBLIC_DOMAIN,
+    SETTLEMENT_DOMAIN,
+    result_shares_bytes,
+    results_request_bytes,
+    seal_context,
+    verify_public,
+)
 from .store import now_ms
 from .submit import NodeEndpoint, Submitter
 
@@ -218,14 +225,16 @@ def own_order_rows(state, status, values, orders_path, participant):
     return config, order_rows(book, excluded, lambda o: tuple(int(v) for v in values[index[o.slot]]))
 
 
-def fetch_public(broker, keys_dir, round_id=''):
-    """(state, body dict) of the public results, checked against every node's signature."""
+def fetch_public(broker, keys_dir, round_id='', settlement=False):
+    """(state, body dict) of the public results (or, with settlement, the public settlement),
+    checked against every node's signature."""
     import json
     state = broker.status(round_id)
-    result = broker.public(state.round_id)
+    result = broker.settlement(state.round_id) if settlement else broker.public(state.round_id)
     signatures = {s.node_index: s.signature for s in result.signatures}
     try:
-        verify_public(result.body, signatures, load_node_verify_keys(keys_dir, len(state.node_addresses)))
+        verify_public(result.body, signatures, load_node_verify_keys(keys_dir, len(state.node_addresses)),
+                      SETTLEMENT_DOMAIN if settlement else PUBLIC_DOMAIN)
     except ValueError as exc:
-        raise ClientError(f'public results: {exc}') from None
+        raise ClientError(f'public {"settlement" if settlement else "results"}: {exc}') from None
     return state, json.loads(result.body)

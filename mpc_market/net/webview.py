@@ -33,18 +33,32 @@ def utc(unix_ms):
     return datetime.fromtimestamp(unix_ms / 1000, timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')
 
 
-def round_summary(round_, public):
-    """The public view of one round (public: (body, signatures) once cleared, else None)."""
+def round_phase(round_):
+    """A round's phase: its clearing state, then (once cleared, if it is settled) its settlement's."""
+    if round_['state'] != 'cleared' or not round_['readings_deadline_ms']:
+        return round_['state']
+    return {'': 'readings', 'settling': 'settling', 'settled': 'settled', 'failed': 'settle-failed'}[
+        round_['settlement']]
+
+
+def round_summary(round_, public, settlement=None):
+    """The public view of one round (public: (body, signatures) once cleared, else None; settlement:
+    the signed public settlement once settled)."""
     mechanism, zones = market_summary(round_['round_id'], round_['market_toml'])
     market = {'mechanism': mechanism, 'zones': zones}
     slots = round_['slots']
-    summary = {'round_id': round_['round_id'], 'state': round_['state'], 'reason': round_['reason'],
+    summary = {'round_id': round_['round_id'], 'state': round_phase(round_), 'day': round_['day'],
+               'reason': round_['reason'] or round_['settle_reason'],
                'gate_closure': utc(round_['gate_closure_ms']), 'attempts': round_['attempts'],
+               'readings_deadline': utc(round_['readings_deadline_ms']) if round_['readings_deadline_ms'] else '',
                'slots': f'{slots[0]}-{slots[-1]} ({len(slots)})' if slots else '', **market}
     if public is not None:
         body = json.loads(public[0])
         summary['results'] = {'participants': body['participants'], 'excluded': body['excluded'],
                               'missing': body['missing'], 'signatures': len(public[1]), 'slots': body['slots']}
+    if settlement is not None:
+        body = json.loads(settlement[0])
+        summary['settlement'] = {k: body[k] for k in ('settled', 'metered', 'missing_readings', 'invalid_readings')}
     return summary
 
 
@@ -62,7 +76,8 @@ class OperatorView:
             return list(self._health)
 
     def snapshot(self):
-        rounds = [round_summary(r, self.store.public(r['round_id'])) for r in self.store.rounds()]
+        rounds = [round_summary(r, self.store.public(r['round_id']), self.store.public(r['round_id'], 'settlement_public'))
+                  for r in self.store.rounds()]
         return {'rounds': rounds, 'nodes': [{'node': i, 'serving': ok} for i, ok in enumerate(self.health())],
                 'generated': utc(time.time() * 1000)}
 
@@ -127,15 +142,19 @@ def page(snapshot):
     for n in snapshot['nodes']:
         cls, word = ('ok', 'serving') if n['serving'] else ('down', 'not serving')
         out.append(f'<span class="{cls}" id="node{n["node"]}">node {n["node"]}: {word}</span> ')
-    out.append('</p><h2>Rounds</h2><table><tr><th>round</th><th>phase</th><th>slots</th><th>mechanism</th>'
-               '<th>gate closure</th><th>attempts</th><th>cleared / excluded / missing</th><th>note</th></tr>')
+    out.append('</p><h2>Rounds</h2><table><tr><th>round</th><th>day</th><th>phase</th><th>slots</th><th>mechanism</th>'
+               '<th>gate closure</th><th>readings until</th><th>attempts</th><th>cleared / excluded / missing</th>'
+               '<th>metered / missing / invalid readings</th><th>note</th></tr>')
     for r in snapshot['rounds']:
-        counts = r.get('results')
+        counts, settled = r.get('results'), r.get('settlement')
         count_text = f'{counts["participants"]} / {counts["excluded"]} / {counts["missing"]}' if counts else ''
+        settled_text = (f'{settled["metered"]} / {settled["missing_readings"]} / {settled["invalid_readings"]}'
+                        if settled else '')
         mechanism = r['mechanism'] + (f', {r["zones"]} zones' if r['zones'] else '')
         out.append(f'<tr class="round" data-round="{e(r["round_id"])}"><td>{e(r["round_id"])}</td>'
-                   f'<td class="phase">{e(r["state"])}</td><td>{e(r["slots"])}</td><td>{e(mechanism)}</td>'
-                   f'<td>{e(r["gate_closure"])}</td><td>{int(r["attempts"])}</td><td>{e(count_text)}</td>'
+                   f'<td>{e(r["day"])}</td><td class="phase">{e(r["state"])}</td><td>{e(r["slots"])}</td>'
+                   f'<td>{e(mechanism)}</td><td>{e(r["gate_closure"])}</td><td>{e(r["readings_deadline"])}</td>'
+                   f'<td>{int(r["attempts"])}</td><td>{e(count_text)}</td><td>{e(settled_text)}</td>'
                    f'<td>{e(r["reason"])}</td></tr>')
     out.append('</table>')
     for r in snapshot['rounds']:

@@ -124,3 +124,68 @@ def test_batch_submission_isolates_each_participant(node_services):
 def _width(store):
     from mpc_market.net.node_intake import package_values
     return package_values(store.round('r1'), 'order') // 2
+
+
+def reading_values(participant, orders, net_of, slots=(0, 1)):
+    """The participant's reading package values (slots, width), witnesses against its orders."""
+    from decimal import Decimal
+
+    from mpc_market.market.book import Book, encode_readings
+    from mpc_market.market.orders import Order
+    from helpers import CONFIG
+    book = Book(CONFIG, [Order(p, s, side, e, Decimal(lim)) for p, s, side, e, lim in orders],
+                extra_pairs=[(participant, s) for s in slots])
+    return encode_readings(book, net_of, [book.participant_index[participant]])[0]
+
+
+def test_reading_attacks_are_refused_with_clear_status_and_nothing_stored(node_services):
+    """Meter readings: not before the round cleared, not after the deadline, not in another's name,
+    not replayed, not tampered, not with an order's signature; the honest upload still goes through."""
+    d, submitter, stores, _, _ = node_services
+    alice, bob = keys.load_participant_key(d, 'alice'), keys.load_participant_key(d, 'bob')
+    start = now_ms()
+    for store in stores:
+        store.open_round('m1', [0, 1], start + 60_000, TOML, readings_deadline_ms=start + 600_000, day='2026-12-01')
+        store.open_round('late', [0, 1], start + 1, TOML, readings_deadline_ms=start + 2)
+    values = reading_values('alice', [('alice', 0, 'sell', 300, '0.12')], {('alice', 0): -280, ('alice', 1): 15})
+    with pytest.raises(SubmitError, match='FAILED_PRECONDITION: node 0: round m1 is open: meter readings are taken '
+                                          'once it has cleared'):
+        submitter.submit('m1', 'alice', alice, values, kind='readings')
+    for store in stores:
+        for round_id in ('m1', 'late'):
+            store.put_results(round_id, {'alice': ('cleared', b'')}, '{}', b'sig', [30, 30])
+    time.sleep(0.01)
+    with pytest.raises(SubmitError, match='FAILED_PRECONDITION: node 0: round late: the readings deadline has passed'):
+        submitter.submit('late', 'alice', alice, values, kind='readings')
+
+    stub = market_pb2_grpc.NodeStub(submitter.channels[0])
+    packages = [s.astype('<u4').tobytes() for s in ff.share_values(values[None], 1, 3)]
+
+    def send(envelope, signature, package=packages[0], participant='alice'):
+        with pytest.raises(grpc.RpcError) as info:
+            stub.SubmitReadings(market_pb2.Submission(round_id='m1', participant=participant, node_index=0,
+                                                      envelope=envelope.to_json().encode(), signature=signature,
+                                                      package=package), timeout=10)
+        return info.value.code(), info.value.details()
+
+    forged, forged_sig = messages.seal(bob, 'm1', 'alice', packages, kind='readings')  # bob in alice's name
+    assert send(forged, forged_sig)[0] == grpc.StatusCode.UNAUTHENTICATED
+    as_order, order_sig = messages.seal(alice, 'm1', 'alice', packages)  # an order's signature, as readings
+    assert send(as_order, order_sig)[0] == grpc.StatusCode.UNAUTHENTICATED
+    env, sig = messages.seal(alice, 'm1', 'alice', packages, kind='readings')
+    code, details = send(env, sig, package=packages[0][:-1] + b'\x00')
+    assert code == grpc.StatusCode.DATA_LOSS and 'tampered' in details
+    assert [store.count('m1', 'readings') for store in stores] == [0, 0, 0]
+    assert [store.count('late', 'readings') for store in stores] == [0, 0, 0]
+
+    submitter.submit('m1', 'alice', alice, values, kind='readings')
+    assert [store.count('m1', 'readings') for store in stores] == [1, 1, 1]
+    nonce, envelope_json, signature, package = stores[0].submissions('m1', 'readings')['alice']
+    replay = messages.Envelope.from_json(envelope_json, 'readings')
+    code, details = send(replay, signature, package)
+    assert code == grpc.StatusCode.ALREADY_EXISTS and 'replayed' in details
+    assert stores[0].count('m1', 'order') == 0  # readings never land as orders
+    reply = stub.SubmitBatch(market_pb2.SubmissionBatch(kind='bogus', orders=[market_pb2.Submission(
+        round_id='m1', participant='alice', node_index=0, envelope=env.to_json().encode(), signature=sig,
+        package=packages[0])]), timeout=10)
+    assert reply.outcomes[0].code == 'INVALID_ARGUMENT' and 'unknown kind' in reply.outcomes[0].error

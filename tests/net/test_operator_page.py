@@ -95,8 +95,8 @@ class FakeStore:
     def rounds(self):
         return self._rounds
 
-    def public(self, round_id):
-        return self._public.get(round_id)
+    def public(self, round_id, table='public_results'):
+        return self._public.get(round_id) if table == 'public_results' else None
 
 
 class FakeNodes:
@@ -106,13 +106,14 @@ class FakeNodes:
 
 def test_the_page_escapes_everything_and_binds_only_its_address():
     hostile = {'round_id': 'r1', 'state': 'failed', 'reason': '<script>alert(1)</script>', 'gate_closure_ms': 0,
+               'readings_deadline_ms': 0, 'day': '<img src=x>', 'settlement': '', 'settle_reason': '',
                'attempts': 2, 'slots': [0, 1], 'market_toml': '[market]\nprice_floor = 0.1\nprice_ceiling = 0.2\n'
                'tick = 0.01\nzones = true\n[zones]\na = ["alice"]\n'}
     body = json.dumps({'slots': [{'slot': 0, 'price': '0.15', 'traded_wh': 5, 'residual_wh': 0}],
                        'participants': 2, 'excluded': 0, 'missing': 1})
     view = webview.OperatorView(FakeStore([hostile], {'r1': (body, {0: b'', 1: b'', 2: b''})}), FakeNodes())
     text = webview.page(view.snapshot())
-    assert '<script>' not in text and '&lt;script&gt;' in text and 'alice' not in text
+    assert '<script>' not in text and '&lt;script&gt;' in text and 'alice' not in text and '<img' not in text
     assert 'node 1: not serving' in text and '2 / 0 / 1' in text and '<svg' in text
     server = webview.start('127.0.0.1:0', view)
     try:

@@ -87,9 +87,10 @@ def test_round_status_and_registry_are_not_oracles(node_services):
     a registered one with a bad signature."""
     d, submitter, stores, _, _ = node_services
     stub = market_pb2_grpc.NodeStub(submitter.channels[1])
-    with pytest.raises(grpc.RpcError) as err:
-        stub.RoundStatus(market_pb2.RoundRef(round_id='r1'), timeout=10)
-    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    for method in (stub.RoundStatus, stub.SettleRound, stub.CloseRound):  # status, and no phase at a client's word
+        with pytest.raises(grpc.RpcError) as err:
+            method(market_pb2.RoundRef(round_id='r1'), timeout=10)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     bob = keys.load_participant_key(d, 'bob')
     packages = _packages(order_values([('alice', 0, 'sell', 300, '0.12')], 'alice'))
     answers = []
