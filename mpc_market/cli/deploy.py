@@ -232,21 +232,20 @@ def _bill_text(args, broker):
     first, last = args.from_day or args.to_day, args.to_day or args.from_day
     if first:
         first, last = day_option(first, 'from'), day_option(last, 'to')
-    if not first:
-        raise InputError('<command line>', 0, 'from', '--bill needs --from DAY (and --to DAY)')
-    readings = {}
+    elif not args.round:
+        raise InputError('<command line>', 0, 'from', '--bill needs --from DAY (and --to DAY), or --round')
     bill, settled, pending = period_bill(broker, args.keys, args.participant, first, last, args.orders,
-                                         readings, args.client)
+                                         client=args.client, round_id='' if first else args.round)
     if not settled:
         raise InputError('<command line>', 0, 'from', f'no settled round delivers from {first} to {last}'
-                         + (f' ({len(pending)} not settled yet)' if pending else ''))
+                         if first else f'round {args.round} is not settled')
     money = parse_config(f'round {settled[0].round_id}', settled[0].market_toml).format_amount
     text = csv_text(BILL_COLUMNS, [{
         'participant': bill.participant, 'trade_amount': money(bill.trade_amount),
         'deviation_amount': money(bill.deviation_amount), 'total_amount': money(bill.total_amount),
         'retailer_only_amount': money(bill.retailer_only_amount), 'saving': money(bill.saving)}])
-    summary = (f'{args.participant}: bill over {len(settled)} settled rounds from {first} to {last} '
-               f'({", ".join(r.round_id for r in settled)})')
+    summary = (f'{args.participant}: bill over {len(settled)} settled rounds'
+               + (f' from {first} to {last}' if first else '') + f' ({", ".join(r.round_id for r in settled)})')
     if pending:
         summary += f'; not settled yet, left out: {", ".join(r.round_id for r in pending)}'
     return summary, text
@@ -293,7 +292,7 @@ def cmd_meter(args):
     finally:
         broker.close()
     if args.aggregator:
-        day_values(upload.readings, upload.rounds, public_keys[0].layout, args.readings)  # the day's shape, first
+        day_values(upload.readings, upload.day_rounds, public_keys[0].layout, args.readings)  # the day's shape, first
     nodes_failed = submit_to_nodes(upload, args.keys, args.client, args.workers, args.batch)
     grid = upload_days(upload, args.aggregator, public_keys, feeders, args.keys, args.client, args.readings) \
         if args.aggregator else None
@@ -301,6 +300,9 @@ def cmd_meter(args):
           f'{time.perf_counter() - started:.2f} s')
     print(f'  market nodes: {len(upload.participants) - len(nodes_failed)} accepted by every node, '
           f'{len(nodes_failed)} not')
+    if upload.skipped:
+        print('  not sent (the round takes no readings now; once settled, they are late): ' + ', '.join(
+            f'{r.round_id} ({_phase(r)})' for r in upload.skipped))
     failures = [f'market nodes: {r}' for r in nodes_failed.values()]
     if grid is not None:
         print(f'  aggregator {args.aggregator}: {len(grid.accepted)} accepted, {len(grid.held)} already held, '
@@ -485,7 +487,7 @@ def add_parsers(sub, formatter):
     p.add_argument('--public', action='store_true', help='the public results, checked against every node signature')
     p.add_argument('--bill', action='store_true',
                    help="the participant's bill summed over the settled rounds delivering --from DAY --to DAY "
-                        '(needs --orders), as its row of bills.csv of `mpc-market settle`')
+                        '(or of --round alone; needs --orders), as its row of bills.csv of `mpc-market settle`')
     p.add_argument('--from', dest='from_day', metavar='DAY', help='first delivery day YYYY-MM-DD (--bill)')
     p.add_argument('--to', dest='to_day', metavar='DAY', help='last delivery day YYYY-MM-DD (--bill)')
     p.add_argument('--retailer', action='store_true',

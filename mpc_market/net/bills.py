@@ -54,10 +54,12 @@ def round_bill(broker, keys_dir, participant, state, orders, readings, client='s
     return trade, deviation, sum(retailer_only_amount(config, n) for n in nets), settle_status
 
 
-def period_bill(broker, keys_dir, participant, first_day, last_day, orders_path, readings=None, client='submitter'):
-    """(Bill summed over the settled rounds delivering from first_day to last_day, rounds used,
-    rounds of the period not settled yet)."""
-    rounds = [r for r in broker.rounds() if r.day and first_day <= r.day <= last_day]
+def period_bill(broker, keys_dir, participant, first_day, last_day, orders_path, readings=None, client='submitter',
+                round_id=''):
+    """(Bill summed over the settled rounds delivering from first_day to last_day (or of round_id
+    alone), rounds used, rounds of the period not settled yet)."""
+    rounds = [broker.status(round_id)] if round_id else [
+        r for r in broker.rounds() if r.day and first_day <= r.day <= last_day]
     settled = [r for r in rounds if r.settlement == market_pb2.RoundState.SETTLED]
     pending = [r for r in rounds if r.settlement != market_pb2.RoundState.SETTLED]
     trade = deviation = retailer_only = 0

@@ -9,7 +9,7 @@ never opens one twice; a round whose gate closed while the broker was down is no
 
 With ``readings_deadline_after_s`` each round is also settled: meter readings are taken from
 ``readings_after_s`` (default 0) after the end of its delivery until the deadline, then the nodes
-settle. ``mechanism`` may be a list: round n uses entry n modulo its length (e.g. a double
+settle. ``rounds`` ends the calendar after that many rounds. ``mechanism`` may be a list: round n uses entry n modulo its length (e.g. a double
 auction one day, sdr the next).
 """
 
@@ -21,7 +21,7 @@ from ..common.textinput import read_text, toml_key_line
 from ..market.config import MECHANISMS, parse_config, with_mechanism
 
 KEYS = ('market', 'mechanism', 'start', 'period_s', 'slots', 'open_before_s', 'gate_closure_before_s', 'prefix',
-        'readings_after_s', 'readings_deadline_after_s')
+        'readings_after_s', 'readings_deadline_after_s', 'rounds')
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Calendar:
     prefix: str = 'cal'
     readings_after_s: float = 0.0
     readings_deadline_after_s: float = 0.0  # 0: rounds are not settled
+    rounds: int = 0                         # how many rounds in all; 0: no end
 
     def market_toml(self, mechanism=''):
         """The market text of new rounds (read when a round opens, so edits apply to later rounds)."""
@@ -75,7 +76,9 @@ def due(calendar, now_ms):
     period_ms = calendar.period_s * 1000
     first = max(0, int((now_ms - calendar.start_ms + calendar.gate_closure_before_s * 1000) // period_ms) - 1)
     last = int((now_ms - calendar.start_ms + calendar.open_before_s * 1000) // period_ms) + 1
-    rounds = [planned(calendar, n) for n in range(first, max(first, last) + 1)]
+    if calendar.rounds:
+        last = min(last, calendar.rounds - 1)
+    rounds = [planned(calendar, n) for n in range(first, max(first, last) + 1) if n <= last]
     return [r for r in rounds if r.opens_ms <= now_ms < r.gate_closure_ms]
 
 
@@ -111,6 +114,9 @@ def load_calendar(path, text, table, relative_path):
     mechanisms = [mechanisms] if isinstance(mechanisms, str) else mechanisms
     if not isinstance(mechanisms, list) or not all(isinstance(m, str) and m in MECHANISMS for m in mechanisms):
         fail('mechanism', f'expected one of {", ".join(MECHANISMS)} or a list of them')
+    count = table.get('rounds', 0)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        fail('rounds', f'expected a number of rounds >= 0 (0: no end), got {count!r}')
     prefix = table.get('prefix', 'cal')
     if not isinstance(prefix, str) or not prefix.isalnum() or len(prefix) > 20:
         fail('prefix', 'expected 1-20 letters or digits')
@@ -118,7 +124,7 @@ def load_calendar(path, text, table, relative_path):
                         seconds('period_s'), slots, seconds('open_before_s'), seconds('gate_closure_before_s', True),
                         tuple(m for m in mechanisms if m), prefix,
                         seconds('readings_after_s', True) if 'readings_after_s' in table else 0.0,
-                        seconds('readings_deadline_after_s') if 'readings_deadline_after_s' in table else 0.0)
+                        seconds('readings_deadline_after_s') if 'readings_deadline_after_s' in table else 0.0, count)
     if calendar.gate_closure_before_s >= calendar.open_before_s:
         fail('gate_closure_before_s', 'must be less than open_before_s (a round opens before its gate closes)')
     if 'readings_after_s' in table and calendar.readings_after_s >= calendar.readings_deadline_after_s:

@@ -21,6 +21,7 @@ from ..market.settlement import complete_readings
 from ..rpc import market_pb2
 from . import tls
 from .client import ClientError
+from .store import now_ms
 from .submit import NodeEndpoint, Submitter
 
 
@@ -29,6 +30,7 @@ class MeterUpload:
     """A day of readings ready to send: the day's rounds taking readings, values and keys."""
     day: str
     rounds: list            # RoundStates of the day in their readings window
+    day_rounds: list        # every round delivering on the day (the grid statistics' meter-day)
     readings: dict          # {(participant, slot): net_wh}
     orders: list            # the participants' orders (planned positions)
     keys: dict              # participant -> Ed25519 private key
@@ -37,18 +39,25 @@ class MeterUpload:
     def participants(self):
         return sorted(self.keys)
 
+    @property
+    def skipped(self):
+        """Rounds of the day whose readings are not sent (window not open, or closed: late)."""
+        return [r for r in self.day_rounds if r not in self.rounds]
+
 
 def day_rounds(broker, day):
-    """The rounds delivering on day whose readings window is open, oldest first."""
+    """(rounds delivering on day whose readings window is open now, every round of the day)."""
     rounds = [r for r in broker.rounds() if r.day == day]
     if not rounds:
         raise ClientError(f'broker {broker.address}: no round delivers on {day}')
-    open_ = [r for r in rounds if r.settlement == market_pb2.RoundState.READINGS]
+    now = now_ms()
+    open_ = [r for r in rounds if r.settlement == market_pb2.RoundState.READINGS
+             and r.readings_open_unix_ms <= now <= r.readings_deadline_unix_ms]
     if not open_:
         phases = ', '.join(f'{r.round_id} ' + (market_pb2.RoundState.Settlement.Name(r.settlement) if r.settlement
                                                 else market_pb2.RoundState.State.Name(r.state)).lower() for r in rounds)
         raise ClientError(f'no round of {day} takes readings now ({phases})')
-    return open_
+    return open_, rounds
 
 
 def reading_packages(state, readings, orders, participants):
@@ -88,7 +97,7 @@ def submit_to_nodes(upload, keys_dir, client, workers=4, batch=256):
 
 def load_upload(readings_path, orders_path, day, broker, keys_dir, participants=None):
     """The MeterUpload of a readings file for day; errors name the file, line and field."""
-    rounds = day_rounds(broker, day)
+    rounds, every = day_rounds(broker, day)
     config = parse_config(f'round {rounds[0].round_id}', rounds[0].market_toml)
     lines = load_readings(readings_path, config)
     if participants:
@@ -101,4 +110,4 @@ def load_upload(readings_path, orders_path, day, broker, keys_dir, participants=
             line = min(line for (q, _), (_, line) in lines.items() if q == p)
             raise InputError(readings_path, line, 'participant', str(exc)) from None
     orders = load_orders(orders_path, config) if orders_path else []
-    return MeterUpload(day, rounds, {pair: net for pair, (net, _) in lines.items()}, orders, keys)
+    return MeterUpload(day, rounds, every, {pair: net for pair, (net, _) in lines.items()}, orders, keys)

@@ -39,7 +39,7 @@ def day_values(readings, rounds, layout, path):
 def upload_days(upload, aggregator, public_keys, feeders, keys_dir, client, path):
     """Encrypt and send each meter-day of a net.meter.MeterUpload; an AggregatorOutcome."""
     layout = public_keys[0].layout
-    values = day_values(upload.readings, upload.rounds, layout, path)
+    values = day_values(upload.readings, upload.day_rounds, layout, path)
     outcome, days = AggregatorOutcome(), []
     for meter in upload.participants:
         if meter not in feeders:

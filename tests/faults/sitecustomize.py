@@ -6,6 +6,11 @@ it wraps ``MarketNode.run`` as soon as mpc_market.mpc.clearing is imported:
 
 - ``stall:I:SECONDS``: party I sleeps before clearing (a node busy or hung mid-round);
 - ``fail:I``: party I exits as if it crashed;
+- ``stall-settle:I:SECONDS``: party I sleeps before settling (wraps ``SettlementNode.run`` of
+  mpc_market.mpc.settlement: a node hung in a settlement session);
+- ``clock-days:0:DAYS``: the statistics aggregator's clock runs DAYS days ahead (wraps the
+  ``datetime`` of mpc_market.stats.service), so a test can fetch today's aggregates, which the
+  real clock releases only after the day;
 - ``check-floors:0``: every party opens (test only!) each input of the per-order floor and exits
   if one is not below 2**y_bits: the bound every masked opening relies on, so a malicious client's
   values must be zeroed before they reach a floor (else a colluding node could read the ratio).
@@ -16,7 +21,8 @@ import os
 import sys
 
 FAULT = os.environ.get('MPC_MARKET_TEST_FAULT', '')
-TARGET = 'mpc_market.mpc.clearing'
+TARGET = {'stall-settle': 'mpc_market.mpc.settlement', 'clock-days': 'mpc_market.stats.service'}.get(
+    FAULT.split(':')[0], 'mpc_market.mpc.clearing')
 
 
 def _check_floors(module):
@@ -32,23 +38,38 @@ def _check_floors(module):
     module.floor_of_ratio_product = checked
 
 
+def _shift_clock(module, days):
+    import datetime
+    import types
+
+    class Later(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.datetime.now(tz) + datetime.timedelta(days=days)
+    module.datetime = types.SimpleNamespace(date=datetime.date, time=datetime.time, timedelta=datetime.timedelta,
+                                            timezone=datetime.timezone, datetime=Later)
+
+
 def _inject(module):
     kind, index, *rest = FAULT.split(':')
     if kind == 'check-floors':
         return _check_floors(module)
-    original = module.MarketNode.run
+    if kind == 'clock-days':
+        return _shift_clock(module, float(rest[0]))
+    cls = module.SettlementNode if kind == 'stall-settle' else module.MarketNode
+    original = cls.run
 
-    async def run(self):
+    async def run(self, *args):
         import asyncio
 
         from mpyc.runtime import mpc
         if mpc.pid == int(index):
-            if kind == 'stall':
+            if kind in ('stall', 'stall-settle'):
                 await asyncio.sleep(float(rest[0]))
             elif kind == 'fail':
                 raise SystemExit('injected failure')
-        return await original(self)
-    module.MarketNode.run = run
+        return await original(self, *args)
+    cls.run = run
 
 
 class _WrapOnImport:

@@ -132,6 +132,7 @@ def reading_values(participant, orders, net_of, slots=(0, 1)):
 
     from mpc_market.market.book import Book, encode_readings
     from mpc_market.market.orders import Order
+
     from helpers import CONFIG
     book = Book(CONFIG, [Order(p, s, side, e, Decimal(lim)) for p, s, side, e, lim in orders],
                 extra_pairs=[(participant, s) for s in slots])

@@ -2,6 +2,7 @@
 deadline, bills and the retailer's view reconstructed from shares, equal to the local settle."""
 
 import random
+import time
 
 import pytest
 
@@ -69,5 +70,79 @@ def test_a_round_settles_from_meter_uploads_like_the_local_settle(tmp_path):
         # the retailer's view needs the retailer's certificate, not only its key
         refused = market.client('results', '--retailer', '--round', 'r1', '--out', tmp_path / 'x', check=False)
         assert refused.returncode != 0 and 'PERMISSION_DENIED' in refused.stderr, refused.stderr
+    finally:
+        market.stop()
+
+
+def bills_over(market, day, participants):
+    rows = []
+    for p in participants:
+        out = market.dir / f'bill-{day}-{p}'
+        market.client('results', '--participant', p, '--bill', '--from', day, '--to', day, '--orders', market.orders,
+                      '--out', out)
+        rows += read_rows(out / 'bills.csv')
+    return rows
+
+
+def test_settlement_survives_a_killed_node_and_broker_and_missing_readings(tmp_path):
+    """Broker killed between clearing and settlement, node killed in the settlement session: the
+    settlement re-runs to the same bills. A round whose readings never arrive settles by the
+    missing-reading rule at its deadline, and its public settlement says so."""
+    from mpc_market import api
+    from mpc_market.net.client import BrokerClient
+    from mpc_market.rpc import market_pb2
+
+    from helpers import node_fault_env
+    market = Market(tmp_path, participants=6, seed=5, node_env={1: node_fault_env('stall-settle', 1, 120)})
+    try:
+        market.client('round', 'open', '--round', 'r1', '--slots', '0-3', '--market', market.market,
+                      '--gate-closure-in', 120, '--readings-deadline-in', 600, '--day', DAY)
+        market.submit_individually(market.participants)
+        market.close_and_wait()
+        readings = str(tmp_path / 'readings.csv')
+        write_readings(readings, meter_readings(market, random.Random(8), skip={'p03'}))
+        market.client('meter', 'submit', '--readings', readings, '--orders', market.orders, '--day', DAY)
+        market.deployment.kill('broker')  # between clearing and settlement
+        market.deployment.start_broker()
+        market.deployment.wait_ready(names=['broker'])
+        market.client('round', 'close', '--round', 'r1')  # readings deadline: now
+        broker = BrokerClient(market.broker, market.keys, 'operator')
+        deadline = time.monotonic() + 30
+        while broker.status('r1').settlement != market_pb2.RoundState.SETTLING:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(2)  # node 1 is inside its settlement session
+        market.deployment.kill('node1')
+        while (state := broker.status('r1')).settlement != market_pb2.RoundState.SETTLE_FAILED:
+            assert time.monotonic() < deadline + 30, state
+            time.sleep(0.2)
+        market.deployment.start_node(1)  # without the fault: the broker re-runs the settlement
+        state = broker.wait('r1', 120, settled=True)
+        assert state.settlement == market_pb2.RoundState.SETTLED and state.settle_attempts >= 2, state
+        local = tmp_path / 'local'
+        cli('settle', '--engine', 'plain', '--orders', market.orders, '--readings', readings, '--config',
+            market.market, '--out', local, '--quiet', check=True)
+        expected = read_rows(local / 'bills.csv')
+        assert bills_over(market, DAY, [b['participant'] for b in expected]) == expected
+
+        # round 2: nobody uploads; the broker settles at the deadline by the missing-reading rule
+        market.client('round', 'open', '--round', 'r2', '--slots', '0-3', '--market', market.market,
+                      '--gate-closure-in', 6, '--readings-deadline-in', 6, '--day', '2026-12-02')
+        market.submit_individually(market.participants, round_id='r2')
+        state = broker.wait('r2', 90, settled=True)  # gate closure, clearing, deadline, settlement: by the clock
+        broker.close()
+        assert state.settlement == market_pb2.RoundState.SETTLED, state
+        public = market.client('results', '--public', '--round', 'r2').stderr
+        assert '0 metered, 6 without a reading' in public and 'exporting nothing' in public, public
+        book = api.load_book(market.orders, market.market)
+        reference = {b.participant: b for b in api.settle(book, {}, engine='plain').bills}
+        config = book.config
+        got = bills_over(market, '2026-12-02', market.participants)
+        assert got == [{'participant': p, 'trade_amount': config.format_amount(b.trade_amount),
+                        'deviation_amount': config.format_amount(b.deviation_amount),
+                        'total_amount': config.format_amount(b.total_amount),
+                        'retailer_only_amount': config.format_amount(b.retailer_only_amount),
+                        'saving': config.format_amount(b.saving)}
+                       for p, b in sorted(reference.items())]
     finally:
         market.stop()
