@@ -9,7 +9,14 @@ latency between the nodes (a TCP delay proxy on the MPyC links; one-way delay). 
 checked against the plaintext reference (public results, and a sample of participants' own
 results reconstructed by `mpc_market.net.client`).
 
-    python benchmarks/deployment.py [--sizes 1000 10000] [--delays 0 10] [--clients 4]
+Settlement (--settle-sizes): orders, clearing, then every participant's meter reading over gRPC
+(`mpc-market meter submit` from several client processes, batched): readings accepted by every
+node per second, and close of the readings window -> signed public settlement at the broker
+(the second MPC session). In the same run, the local settlement of the same data as a second
+session (`settle_mpc(sessions=2)`): its wall time from node start-up to reconstructed results,
+and its MPC settlement phase alone. A sample of bills is checked against the plaintext reference.
+
+    python benchmarks/deployment.py [--sizes 1000 10000] [--delays 0 10] [--clients 4] [--settle-sizes 10000]
 """
 
 import argparse
@@ -130,11 +137,105 @@ def run(size, delay_ms, clients, work):
     return row
 
 
+def submit_readings(deployment, day, paths, orders_path, batch, workers):
+    """One `mpc-market meter submit` per readings part, concurrently; seconds to the last done."""
+    started = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, '-m', 'mpc_market', 'meter', 'submit', '--broker',
+                               deployment.broker_address, '--keys', deployment.keys, '--readings', p, '--orders',
+                               orders_path, '--day', day, '--batch', str(batch), '--workers', str(workers),
+                               '--client', f'rep{k}'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k, p in enumerate(paths)]
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f'meter submit failed: {out}{err}')
+    return time.perf_counter() - started
+
+
+def local_settlement(book, net_of):
+    """(second-session wall seconds, its MPC settlement phase, SettlementResult) of the local run."""
+    from mpc_market.mpc.local import settle_mpc
+    result = settle_mpc(book, net_of, sessions=2, timeout=1800)
+    phase = max(t['settlement'] for t in result.stats['settlement_session_timings'])
+    return result.stats['settlement_session_s'], phase, result
+
+
+def run_settlement(size, clients, work, day='2026-12-01'):
+    from mpc_market.market.plain import settle_plain
+    from mpc_market.market.readings import load_readings
+    from mpc_market.market.settlement import complete_readings
+    from mpc_market.net.bills import round_bill
+    directory = os.path.join(work, f'settle-n{size}')
+    orders_path, market_path, count, readings_path = write_community(os.path.join(directory, 'community'), size, 1,
+                                                                     2026)
+    config = load_config(market_path)
+    readings = {pair: net for pair, (net, _) in load_readings(readings_path, config).items()}
+    orders = load_orders(orders_path, config)
+    book = Book(config, orders, extra_pairs=list(readings))
+    net_of, _ = complete_readings(book, readings)
+    row = {'participants': size, 'orders': count, 'readings': len(readings)}
+    deployment = LocalDeployment(os.path.join(directory, 'dep')).create(book.participants)
+    for k in range(clients):
+        keys.create_client(deployment.keys, f'rep{k}')
+    deployment.start(timeout=120)
+    try:
+        broker = BrokerClient(deployment.broker_address, deployment.keys, 'operator')
+        now = int(time.time() * 1000)
+        broker.open('r-settle', book.slots, now + 3_600_000, open(market_path).read(), 0, now + 7_200_000, day)
+        submit(deployment, 'r-settle', split_orders(orders_path, clients, directory), 64, 4)
+        broker.close_round('r-settle')
+        state = broker.wait('r-settle', 1800)
+        assert state.state == market_pb2.RoundState.CLEARED, state
+        seconds = submit_readings(deployment, day, split_orders(readings_path, clients, directory), orders_path,
+                                  256, 4)
+        row['readings_s'] = round(seconds, 2)
+        row['readings_per_s'] = round(len(readings) / seconds, 1)
+        print(f'  {len(readings)} meter readings from {clients} client processes in {seconds:.2f} s '
+              f'= {len(readings) / seconds:.0f} readings/s accepted by all 3 nodes', flush=True)
+        closed = time.perf_counter()
+        broker.close_round('r-settle')  # the readings deadline: now
+        while True:
+            try:
+                broker.settlement('r-settle')
+                break
+            except Exception:  # noqa: BLE001 - not yet published
+                state = broker.status('r-settle')
+                if state.settlement == market_pb2.RoundState.SETTLE_FAILED and state.settle_attempts >= 5:
+                    raise RuntimeError(state.settle_reason) from None
+                time.sleep(0.05)
+        row['settlement_latency_s'] = round(time.perf_counter() - closed, 2)
+        print(f'  close of readings -> signed settlement at the broker: {row["settlement_latency_s"]:.2f} s',
+              flush=True)
+        reference = {b.participant: b for b in settle_plain(book, net_of).bills}
+        for p in random.Random(2).sample(book.participants, min(5, len(book.participants))):
+            trade, deviation, retailer_only, _ = round_bill(broker, deployment.keys, p, broker.status('r-settle'),
+                                                            orders, readings)
+            bill = reference[p]
+            assert (trade, deviation, retailer_only) == (bill.trade_amount, bill.deviation_amount,
+                                                         bill.retailer_only_amount), p
+        broker.close()
+    finally:
+        deployment.stop()
+    wall, phase, _ = local_settlement(book, net_of)
+    row['local_settlement_session_s'] = round(wall, 2)
+    row['local_settlement_phase_s'] = round(phase, 2)
+    row['ratio_to_local_session'] = round(row['settlement_latency_s'] / wall, 2)
+    row['ratio_to_local_phase'] = round(row['settlement_latency_s'] / phase, 2)
+    row['exact'] = True
+    print(f'  local, same data: settlement session {wall:.2f} s (MPC settlement phase {phase:.2f} s); '
+          f'deployment / local session = {row["ratio_to_local_session"]:.2f}x, '
+          f'/ local phase = {row["ratio_to_local_phase"]:.2f}x', flush=True)
+    shutil.rmtree(directory, ignore_errors=True)
+    return row
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--sizes', type=int, nargs='+', default=[1000, 10000])
     parser.add_argument('--delays', type=float, nargs='+', default=[0, 10])
     parser.add_argument('--clients', type=int, default=4, help='concurrent client processes')
+    parser.add_argument('--settle-sizes', type=int, nargs='*', default=[10000],
+                        help='participants of the settlement runs (one slot, orders and readings over gRPC)')
     args = parser.parse_args()
     info = machine()
     print(f'machine: {info["cores"]} cores, {info["cpu"]}, Python {info["python"]}')
@@ -145,9 +246,16 @@ def main():
             for size in args.sizes:
                 print(f'{size} participants, {delay:g} ms added one-way latency between nodes:', flush=True)
                 rows.append(run(size, delay, args.clients, work))
+        settle_rows = []
+        for size in args.settle_sizes:
+            print(f'{size} participants, settlement over gRPC:', flush=True)
+            settle_rows.append(run_settlement(size, args.clients, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    save_rows(RESULTS, 'deployment', info, rows)
+    if rows:
+        save_rows(RESULTS, 'deployment', info, rows)
+    if settle_rows:
+        save_rows(RESULTS, 'deployment-settlement', info, settle_rows)
 
 
 if __name__ == '__main__':

@@ -96,7 +96,7 @@ def test_deployment_quickstart_runs(tmp_path):
     script = script.replace('kill %1', 'kill %1; wait')
     assert '--base-port 0' in script and 'BROKER=' in script and 'wait' in script
     out = run_script(script, tmp_path, timeout=300)
-    assert 'h00,' in out and 'slot' in out
+    assert 'h00,' in out and 'slot' in out and 'trade_amount' in out
 
 
 @pytest.mark.slow

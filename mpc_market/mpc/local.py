@@ -343,6 +343,7 @@ def settle_after_clearing(book, net_of, nodes=3, chunk=8192, workdir=None, progr
         shutil.rmtree(os.path.join(job_dir, 'tls'))  # this session's own certificates
         for i in range(nodes):
             os.remove(os.path.join(node_dir(job_dir, i), 'ready'))  # the readings are not shared yet
+        session = time.perf_counter()
         procs = start_nodes(job_dir, nodes, extra_args=('--settle-only',))
         try:
             share_book(book, spec, job_dir, encode=lambda rows: encode_readings(book, net_of, rows),
@@ -357,6 +358,7 @@ def settle_after_clearing(book, net_of, nodes=3, chunk=8192, workdir=None, progr
                                'retailer': reconstruct(job_dir, spec, 'retailer.npy'),
                                'excluded': publics[0]['meter_excluded']}
         clearing.stats['settlement_session_timings'] = [p['timings'] for p in publics]
+        clearing.stats['settlement_session_s'] = time.perf_counter() - session  # start-up to reconstructed
         return clearing
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
