@@ -46,6 +46,8 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
 
 def split_orders(orders_path, parts, out_dir):
+    """Split a CSV whose first column is the participant into parts by participant (sorted, k::parts)."""
+    os.makedirs(out_dir, exist_ok=True)
     with open(orders_path) as f:
         header, *lines = f.read().splitlines()
     by_participant = {}
@@ -74,6 +76,32 @@ def submit(deployment, round_id, paths, batch, workers):
         if proc.returncode != 0:
             raise RuntimeError(f'submit failed: {out}{err}')
     return time.perf_counter() - started
+
+
+def wait_published(deployment, round_id, settlement):
+    """Wait until the broker holds the node-signed public results (or settlement) of the round.
+
+    Polls the broker's own store (no node is asked) as a plain client, so the measurement does not
+    load the nodes; the round's status (which asks every node) only every 2 s, to stop on failure."""
+    broker = BrokerClient(deployment.broker_address, deployment.keys)
+    checked = time.monotonic()
+    try:
+        while True:
+            try:
+                (broker.settlement if settlement else broker.public)(round_id)
+                return
+            except Exception:  # noqa: BLE001 - not yet published
+                if time.monotonic() - checked > 2:
+                    checked, state = time.monotonic(), broker.status(round_id)
+                    failed, attempts, reason = ((state.settlement == market_pb2.RoundState.SETTLE_FAILED,
+                                                 state.settle_attempts, state.settle_reason) if settlement else
+                                                (state.state == market_pb2.RoundState.FAILED, state.attempts,
+                                                 state.reason))
+                    if failed and attempts >= 5:
+                        raise RuntimeError(reason) from None
+                time.sleep(0.05)
+    finally:
+        broker.close()
 
 
 def check(deployment, round_id, book, orders_path, sample=10):
@@ -116,15 +144,7 @@ def run(size, delay_ms, clients, work):
         round_id = rounds[0]
         closed = time.perf_counter()
         broker.close_round(round_id)
-        while True:
-            try:
-                broker.public(round_id)
-                break
-            except Exception:  # noqa: BLE001 - not yet published
-                state = broker.status(round_id)
-                if state.state == market_pb2.RoundState.FAILED and state.attempts >= 5:
-                    raise RuntimeError(state.reason)
-                time.sleep(0.05)
+        wait_published(deployment, round_id, settlement=False)
         row['round_latency_s'] = round(time.perf_counter() - closed, 2)
         print(f'  round latency (close -> signed public results at the broker): {row["round_latency_s"]:.2f} s',
               flush=True)
@@ -137,14 +157,15 @@ def run(size, delay_ms, clients, work):
     return row
 
 
-def submit_readings(deployment, day, paths, orders_path, batch, workers):
-    """One `mpc-market meter submit` per readings part, concurrently; seconds to the last done."""
+def submit_readings(deployment, day, paths, orders_paths, batch, workers):
+    """One `mpc-market meter submit` per readings part (with the orders of the same participants),
+    concurrently; seconds to the last done."""
     started = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, '-m', 'mpc_market', 'meter', 'submit', '--broker',
                                deployment.broker_address, '--keys', deployment.keys, '--readings', p, '--orders',
-                               orders_path, '--day', day, '--batch', str(batch), '--workers', str(workers),
+                               o, '--day', day, '--batch', str(batch), '--workers', str(workers),
                                '--client', f'rep{k}'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for k, p in enumerate(paths)]
+             for k, (p, o) in enumerate(zip(paths, orders_paths))]
     for proc in procs:
         out, err = proc.communicate()
         if proc.returncode != 0:
@@ -160,7 +181,7 @@ def local_settlement(book, net_of):
     return result.stats['settlement_session_s'], phase, result
 
 
-def run_settlement(size, clients, work, day='2026-12-01'):
+def run_settlement(size, clients, meter_clients, work, day='2026-12-01'):
     from mpc_market.market.plain import settle_plain
     from mpc_market.market.readings import load_readings
     from mpc_market.market.settlement import complete_readings
@@ -186,23 +207,17 @@ def run_settlement(size, clients, work, day='2026-12-01'):
         broker.close_round('r-settle')
         state = broker.wait('r-settle', 1800)
         assert state.state == market_pb2.RoundState.CLEARED, state
-        seconds = submit_readings(deployment, day, split_orders(readings_path, clients, directory), orders_path,
-                                  256, 4)
+        readings_parts = split_orders(readings_path, meter_clients, os.path.join(directory, 'readings'))
+        seconds = submit_readings(deployment, day, readings_parts,
+                                  split_orders(orders_path, meter_clients, os.path.join(directory, 'own-orders')), 256, 4)
         row['readings_s'] = round(seconds, 2)
         row['readings_per_s'] = round(len(readings) / seconds, 1)
-        print(f'  {len(readings)} meter readings from {clients} client processes in {seconds:.2f} s '
+        row['meter_clients'] = meter_clients
+        print(f'  {len(readings)} meter readings from {meter_clients} client processes in {seconds:.2f} s '
               f'= {len(readings) / seconds:.0f} readings/s accepted by all 3 nodes', flush=True)
         closed = time.perf_counter()
         broker.close_round('r-settle')  # the readings deadline: now
-        while True:
-            try:
-                broker.settlement('r-settle')
-                break
-            except Exception:  # noqa: BLE001 - not yet published
-                state = broker.status('r-settle')
-                if state.settlement == market_pb2.RoundState.SETTLE_FAILED and state.settle_attempts >= 5:
-                    raise RuntimeError(state.settle_reason) from None
-                time.sleep(0.05)
+        wait_published(deployment, 'r-settle', settlement=True)
         row['settlement_latency_s'] = round(time.perf_counter() - closed, 2)
         print(f'  close of readings -> signed settlement at the broker: {row["settlement_latency_s"]:.2f} s',
               flush=True)
@@ -231,11 +246,13 @@ def run_settlement(size, clients, work, day='2026-12-01'):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument('--sizes', type=int, nargs='+', default=[1000, 10000])
+    parser.add_argument('--sizes', type=int, nargs='*', default=[1000, 10000])
     parser.add_argument('--delays', type=float, nargs='+', default=[0, 10])
     parser.add_argument('--clients', type=int, default=4, help='concurrent client processes')
     parser.add_argument('--settle-sizes', type=int, nargs='*', default=[10000],
                         help='participants of the settlement runs (one slot, orders and readings over gRPC)')
+    parser.add_argument('--meter-clients', type=int, default=2,
+                        help='concurrent `meter submit` processes (on 2 cores more only take CPU from the nodes)')
     args = parser.parse_args()
     info = machine()
     print(f'machine: {info["cores"]} cores, {info["cpu"]}, Python {info["python"]}')
@@ -249,7 +266,7 @@ def main():
         settle_rows = []
         for size in args.settle_sizes:
             print(f'{size} participants, settlement over gRPC:', flush=True)
-            settle_rows.append(run_settlement(size, args.clients, work))
+            settle_rows.append(run_settlement(size, args.clients, args.meter_clients, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if rows:

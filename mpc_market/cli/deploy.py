@@ -508,7 +508,9 @@ def add_parsers(sub, formatter):
     p.add_argument('action', choices=('submit',), help='what to do')
     client_args(p, 'submitter')
     p.add_argument('--readings', required=True, help='meter readings CSV: participant,slot,net_wh')
-    p.add_argument('--orders', help="the participants' orders (the reading packages prove deviations from them)")
+    p.add_argument('--orders', required=True,
+                   help="the participants' orders (the reading packages prove deviations from them; without "
+                        "its orders a participant's readings would fail the nodes' checks)")
     p.add_argument('--day', required=True, help='delivery day YYYY-MM-DD: the rounds of that day take the readings')
     p.add_argument('--participant', action='append', help='only this participant; repeat (default: all in the file)')
     p.add_argument('--aggregator', help='statistics aggregator host:port (default: market nodes only)')

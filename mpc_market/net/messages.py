@@ -6,6 +6,7 @@ has its own domain string, so a signature made for one can never be replayed as 
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -61,6 +62,10 @@ class Envelope:
                 'round_id': self.round_id, 'seq': self.seq}
 
     def canonical(self):
+        return self._canonical
+
+    @functools.cached_property
+    def _canonical(self):  # computed once: parsing, signing and checking an envelope all need it
         return canonical_bytes(ENVELOPE_DOMAINS[self.kind], self.fields())
 
     def to_json(self):
@@ -72,8 +77,8 @@ class Envelope:
         """Parse an envelope; only its own canonical encoding is accepted (no extra, missing or
         repeated keys, no other types, no other spacing), so the stored bytes are the signed bytes."""
         raw = text.encode() if isinstance(text, str) else bytes(text)
-        try:
-            fields = json.loads(raw, object_pairs_hook=_no_duplicates)
+        try:  # a repeated key would not survive the canonical re-encoding below
+            fields = json.loads(raw)
         except (ValueError, RecursionError) as exc:
             raise EnvelopeError(f'malformed envelope: {str(exc)[:80]}') from None
         if not isinstance(fields, dict) or set(fields) != ENVELOPE_KEYS:
@@ -95,13 +100,6 @@ class Envelope:
 
 ENVELOPE_KEYS = frozenset(f.name for f in dataclasses.fields(Envelope)) - {'kind'}
 
-
-
-def _no_duplicates(pairs):
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError('repeated key')
-    return dict(pairs)
 
 
 
@@ -166,6 +164,18 @@ def receipt_bytes(round_id, participant, nonce, package_sha256, accepted_ms, nod
     return signing.canonical_bytes(RECEIPT_DOMAIN, {
         'round_id': round_id, 'participant': participant, 'nonce': nonce, 'package_sha256': package_sha256,
         'accepted_ms': accepted_ms, 'node_index': node_index})
+
+
+
+BATCH_RECEIPT_DOMAIN = b'mpc-market/batch-receipt/v1\n'
+
+
+
+def batch_receipt_bytes(node_index, accepted_ms, items):
+    """What a node signs once for a batch: items = [(round_id, participant, nonce, package SHA-256 hex)]
+    of every accepted submission, in the batch's order."""
+    return canonical_bytes(BATCH_RECEIPT_DOMAIN, {'node_index': node_index, 'accepted_ms': accepted_ms,
+                                                  'items': [list(item) for item in items]})
 
 
 

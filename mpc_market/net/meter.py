@@ -102,6 +102,11 @@ def load_upload(readings_path, orders_path, day, broker, keys_dir, participants=
     lines = load_readings(readings_path, config)
     if participants:
         lines = {pair: v for pair, v in lines.items() if pair[0] in set(participants)}
+    day_slots = {s for r in every for s in r.slots}
+    for (_, slot), (_, line) in lines.items():
+        if slot not in day_slots:
+            raise InputError(readings_path, line, 'slot', f'slot {slot} is not delivered on {day} (rounds '
+                             f'{", ".join(r.round_id for r in every)})')
     keys = {}
     for p in sorted({p for p, _ in lines}):
         try:

@@ -130,15 +130,30 @@ class Submitter:
                     outcome[p] = outcome[p] or (f'{p}: node {endpoint.index} ({endpoint.address}) did not accept: '
                                                 f'{exc.code().name}: {exc.details()}')
                 continue
-            for p, (envelope, _), item in zip(participants, prepared, reply.outcomes):
-                if item.error:
-                    outcome[p] = outcome[p] or f'{p}: node {endpoint.index} did not accept: {item.code}: {item.error}'
-                    continue
-                try:
-                    self._check_receipt(p, envelope, endpoint, item.receipt)
-                except SubmitError as exc:
-                    outcome[p] = outcome[p] or str(exc)
+            for p, reason in self._check_batch_receipt(endpoint, participants, prepared, reply).items():
+                outcome[p] = outcome[p] or reason
         return outcome
+
+    def _check_batch_receipt(self, endpoint, participants, prepared, reply):
+        """{participant: why not} of one node's reply: refusals, and every item unless the node's one
+        batch signature covers exactly the envelopes sent (nonce and package hash)."""
+        failed, accepted = {}, []
+        if len(reply.outcomes) != len(participants) or reply.node_index != endpoint.index:
+            return {p: f'{p}: node {endpoint.index} answered another batch' for p in participants}
+        for p, (envelope, _), item in zip(participants, prepared, reply.outcomes):
+            if item.error:
+                failed[p] = f'{p}: node {endpoint.index} did not accept: {item.code}: {item.error}'
+            elif (item.receipt.participant, item.receipt.nonce, item.receipt.package_sha256.hex()) != (
+                    p, envelope.nonce, envelope.package_hashes[endpoint.index]):
+                failed[p] = f'{p}: node {endpoint.index} acknowledged something else'
+            else:
+                accepted.append((envelope.round_id, p, envelope.nonce, envelope.package_hashes[endpoint.index]))
+        try:
+            endpoint.signing_key.verify(reply.node_signature, messages.batch_receipt_bytes(
+                endpoint.index, reply.accepted_unix_ms, accepted))
+        except InvalidSignature:
+            return {p: f'{p}: node {endpoint.index} sent a batch receipt with a bad signature' for p in participants}
+        return failed
 
     def submit_many(self, round_id, items, workers=8, batch=64, kind='order'):
         """items: (participant, private_key, values (slots, width)); returns {participant: error or None}."""

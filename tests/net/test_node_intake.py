@@ -190,3 +190,30 @@ def test_reading_attacks_are_refused_with_clear_status_and_nothing_stored(node_s
         round_id='m1', participant='alice', node_index=0, envelope=env.to_json().encode(), signature=sig,
         package=packages[0])]), timeout=10)
     assert reply.outcomes[0].code == 'INVALID_ARGUMENT' and 'unknown kind' in reply.outcomes[0].error
+
+
+def test_a_batch_receipt_is_one_signature_over_exactly_what_was_sent(node_services):
+    """Batches are acknowledged with one node signature per batch; a forged or reshuffled batch
+    receipt fails every item of the batch, and a refused item is never covered."""
+    d, submitter, stores, _, _ = node_services
+    names = ['alice', 'bob', 'carol']
+    private = [keys.load_participant_key(d, p) for p in names]
+    values = np.stack([order_values([(p, 0, 'sell', 10 + k, '0.12')], p) for k, p in enumerate(names)])
+    prepared = submitter._requests('r1', names, private, values)
+    bad = prepared[2][1][0]
+    bad.package = bad.package[:-1] + bytes([bad.package[-1] ^ 1])  # carol's package to node 0 altered in transit
+    stub = market_pb2_grpc.NodeStub(submitter.channels[0])
+    reply = stub.SubmitBatch(market_pb2.SubmissionBatch(orders=[r[0] for _, r in prepared]), timeout=10)
+    endpoint = submitter.endpoints[0]
+    failed = submitter._check_batch_receipt(endpoint, names, prepared, reply)
+    assert list(failed) == ['carol'] and 'DATA_LOSS' in failed['carol']
+    assert stores[0].count('r1') == 2
+    forged = market_pb2.ReceiptBatch()
+    forged.CopyFrom(reply)
+    forged.node_signature = bytes([reply.node_signature[0] ^ 1]) + reply.node_signature[1:]
+    assert set(submitter._check_batch_receipt(endpoint, names, prepared, forged)) == set(names)
+    swapped = market_pb2.ReceiptBatch()
+    swapped.CopyFrom(reply)
+    swapped.outcomes[0].receipt.nonce, swapped.outcomes[1].receipt.nonce = (reply.outcomes[1].receipt.nonce,
+                                                                            reply.outcomes[0].receipt.nonce)
+    assert set(submitter._check_batch_receipt(endpoint, names, prepared, swapped)) >= {'alice', 'bob'}

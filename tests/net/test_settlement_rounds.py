@@ -43,6 +43,11 @@ def test_a_round_settles_from_meter_uploads_like_the_local_settle(tmp_path):
                               check=False)
         assert early.returncode == 1 and 'no round of 2026-12-01 takes readings now (r1 open)' in early.stderr, early.stderr
         market.close_and_wait()
+        stray = str(tmp_path / 'stray.csv')
+        write_readings(stray, [('p00', 0, 5), ('p00', 9, 5)])  # slot 9 is not delivered that day
+        refused = market.client('meter', 'submit', '--readings', stray, '--orders', market.orders, '--day', DAY,
+                                check=False)
+        assert refused.returncode == 2 and f'{stray}:3: slot: slot 9 is not delivered on {DAY}' in refused.stderr
         upload = market.client('meter', 'submit', '--readings', readings, '--orders', market.orders, '--day', DAY)
         assert '8 accepted by every node, 0 not' in upload.stdout, upload.stdout
         again = market.client('meter', 'submit', '--readings', readings, '--orders', market.orders, '--day', DAY)
