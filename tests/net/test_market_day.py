@@ -152,6 +152,10 @@ def test_two_calendar_days_settle_to_the_local_bills_and_the_dso_sums(tmp_path, 
             return state.settlement == STATE.READINGS and state.readings_open_unix_ms <= time.time() * 1000
 
         on_time = [p for p in PARTICIPANTS if p not in (MISSING, LATE)]
+        wait_for(lambda: broker.status(first).state == STATE.CLEARED, 60, f'{first} to clear')
+        d.kill('broker')  # between clearing and settlement: the calendar resumes from the store and the nodes
+        d.start_broker()
+        d.wait_ready(names=['broker'])
         wait_for(lambda: in_window(first), 60, f'the readings window of {first}')
         with monkeypatch.context() as patch:
             tamper_readings_for(patch, TAMPERED, 1)
