@@ -339,7 +339,7 @@ class Scheduler:
             self._collect(round_, settlement=True)
         elif 'settling' in phases:
             return
-        elif all(p == 'readings' for p in phases):  # no node has started (or a node refused: clock skew)
+        elif all(p == 'readings' for p in phases):  # no node has started (the broker died before asking)
             self._settle(round_, rerun=False)
         else:
             reason = (failure_reason(replies, phases, 'settle_failed', 'settle_reason')
