@@ -75,8 +75,44 @@ def test_a_round_settles_from_meter_uploads_like_the_local_settle(tmp_path):
         # the retailer's view needs the retailer's certificate, not only its key
         refused = market.client('results', '--retailer', '--round', 'r1', '--out', tmp_path / 'x', check=False)
         assert refused.returncode != 0 and 'PERMISSION_DENIED' in refused.stderr, refused.stderr
+        assert_settlement_requests_are_bound_to_their_kind(market)
     finally:
         market.stop()
+
+
+def assert_settlement_requests_are_bound_to_their_kind(market):
+    """A results request's kind is signed: one signed for clearing rows cannot fetch settlement rows,
+    a participant cannot ask for the retailer's view, an unknown kind is refused like a forgery."""
+    import os
+
+    import grpc
+
+    from mpc_market.common import keys
+    from mpc_market.net.client import BrokerClient
+    from mpc_market.net.messages import results_request_bytes
+    from mpc_market.net.store import now_ms
+    from mpc_market.net.tls import client_credentials, secure_channel
+    from mpc_market.rpc import market_pb2, market_pb2_grpc
+    address = BrokerClient(market.broker, market.keys).status('r1').node_addresses[0]
+    stub = market_pb2_grpc.NodeStub(secure_channel(address, client_credentials(market.keys, 'clients', 'submitter'),
+                                                   'node0'))
+
+    def ask(participant, kind, signed_kind=None):
+        stamp, nonce = now_ms(), os.urandom(16).hex()
+        signature = keys.load_participant_key(market.keys, participant).sign(results_request_bytes(
+            'r1', participant, 0, nonce, stamp, kind if signed_kind is None else signed_kind))
+        try:
+            return stub.FetchResults(market_pb2.ResultsRequest(round_id='r1', participant=participant, unix_ms=stamp,
+                                                               node_index=0, nonce=nonce, kind=kind,
+                                                               signature=signature), timeout=10).status
+        except grpc.RpcError as exc:
+            return exc.code()
+    assert ask('p00', 'settlement') == 'metered'
+    assert ask('p00', 'settlement', signed_kind='') == grpc.StatusCode.UNAUTHENTICATED
+    assert ask('p00', 'retailer') == grpc.StatusCode.PERMISSION_DENIED
+    assert ask('retailer', 'retailer') == grpc.StatusCode.PERMISSION_DENIED  # its key, not its certificate
+    assert ask('p00', 'bogus') == grpc.StatusCode.UNAUTHENTICATED
+    assert ask('p01', 'settlement') == 'missing-reading'
 
 
 def bills_over(market, day, participants):
