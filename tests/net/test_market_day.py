@@ -130,7 +130,8 @@ def test_two_calendar_days_settle_to_the_local_bills_and_the_dso_sums(tmp_path, 
     try:
         for i in range(3):
             d.start_node(i)
-        d.start_broker()
+        page_port, = free_ports(1)
+        d.start_broker(http=f'127.0.0.1:{page_port}')
         d.wait_ready()
         broker = BrokerClient(d.broker_address, d.keys, 'operator')
         rounds = wait_for(lambda: len(broker.rounds()) == 2 and broker.rounds(), 40, 'both calendar rounds to open')
@@ -154,7 +155,7 @@ def test_two_calendar_days_settle_to_the_local_bills_and_the_dso_sums(tmp_path, 
         on_time = [p for p in PARTICIPANTS if p not in (MISSING, LATE)]
         wait_for(lambda: broker.status(first).state == STATE.CLEARED, 60, f'{first} to clear')
         d.kill('broker')  # between clearing and settlement: the calendar resumes from the store and the nodes
-        d.start_broker()
+        d.start_broker(http=f'127.0.0.1:{page_port}')
         d.wait_ready(names=['broker'])
         wait_for(lambda: in_window(first), 60, f'the readings window of {first}')
         with monkeypatch.context() as patch:
@@ -197,6 +198,16 @@ def test_two_calendar_days_settle_to_the_local_bills_and_the_dso_sums(tmp_path, 
             cli('results', '--broker', d.broker_address, '--keys', d.keys, '--retailer', '--round', round_id,
                 '--client', 'retailer', '--out', out, check=True)
             assert read_rows(out / 'retailer.csv') == retailer
+
+        # the operator page: both rounds settled, with the counts of the public settlement only
+        import json
+        import urllib.request
+        with urllib.request.urlopen(f'http://127.0.0.1:{page_port}/rounds.json', timeout=10) as reply:
+            page = {r['round_id']: r for r in json.load(reply)['rounds']}
+        assert [page[r]['state'] for r in (first, second)] == ['settled', 'settled']
+        assert [page[r]['settlement']['missing_readings'] for r in (first, second)] == [3, 1]
+        assert all(page[r]['settlement']['invalid_readings'] == 0 for r in (first, second))
+        assert not any(p in json.dumps(page) for p in PARTICIPANTS)  # no identity on the page
 
         # the DSO: per feeder and slot, the sums of the meter-days the aggregator accepted
         cli('stats', 'fetch', '--aggregator', aggregator, '--keys', d.keys, '--pubkey', tmp_path / 'op/dso.pub.json',
