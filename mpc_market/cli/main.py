@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..common.errors import InputError, MarketError
+from .bench import add_parsers as add_bench_parsers
 from .deploy import add_parsers as add_deployment_parsers
 from .keys import add_parsers as add_keys_parsers
 from .market import add_parsers as add_market_parsers
@@ -35,6 +36,7 @@ def build_parser():
     add_keys_parsers(sub, HelpFormatter)
     add_deployment_parsers(sub, HelpFormatter)
     add_stats_parsers(sub, HelpFormatter)
+    add_bench_parsers(sub, HelpFormatter)
     return parser
 
 

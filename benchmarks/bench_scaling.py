@@ -1,0 +1,98 @@
+"""Suite `scaling`: time against the number of participants, log-log, with the fitted slope.
+
+Clearing, and clearing + settlement (one MPC session), of generated communities of N
+participants x 1 slot on a log grid, and N x 96 slots; each run checked against the plaintext
+reference. The slope of log(time) against log(N) over N >= 100 says how time grows (1 =
+linear). Published private markets are drawn as reference points with their citations.
+"""
+
+import math
+import time
+from decimal import Decimal
+
+from suite import figure, mpc_row
+
+from mpc_market.market import plain
+from mpc_market.market.book import Book
+from mpc_market.market.config import MarketConfig
+from mpc_market.market.generate import community
+from mpc_market.market.orders import Order
+from mpc_market.mpc import local
+
+NAME, TITLE = 'scaling', 'Scaling with the number of participants'
+CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'), 65535)
+COLUMNS = [('task', 'task'), ('participants', 'participants'), ('slots', 'slots'), ('seconds', 'seconds'),
+           ('KiB sent per node', 'kib_per_node'), ('peak MB per node', 'peak_rss_mb_per_node'), ('= reference', 'exact')]
+LITERATURE = [  # (participants, seconds, label)
+    (2500, 300, 'Abidin et al.: 2,500 bids < 5 min (online phase)'),
+    (5000, 250.2, 'Alqahtani & Mustafa 2026: 5,000 in 4.17 min'),
+    (5000, 9, '5,000 bills < 9 s (seed paper)'),
+]
+
+
+def book_of(participants, slots, seed, settle):
+    raw, raw_readings = community(participants, slots, seed, with_readings=True)
+    orders = [Order(o['participant'], o['slot'], o['side'], o['energy_wh'], Decimal(o['limit_price'])) for o in raw]
+    net_of = {(r['participant'], r['slot']): r['net_wh'] for r in raw_readings} if settle else None
+    return Book(CONFIG, orders, extra_pairs=list(net_of or ())), net_of
+
+
+def one(task, participants, slots, seed, nodes):
+    settle = task == 'clear+settle'
+    book, net_of = book_of(participants, slots, seed, settle)
+    started = time.perf_counter()
+    if settle:
+        secure = local.settle_mpc(book, net_of, nodes=nodes, timeout=3600)
+        reference = plain.settle_plain(book, net_of)
+        exact = secure.rows == reference.rows and secure.bills == reference.bills
+    else:
+        secure = local.clear_mpc(book, nodes=nodes, timeout=3600)
+        exact = secure.rows == plain.clear_plain(book).rows
+    row = {'task': task, 'participants': len(book.participants), 'slots': slots, 'nodes': nodes,
+           **mpc_row(secure, started, len(book.participants)), 'exact': exact}
+    row['kib_per_node'] = round(row['bytes_per_node'] / 1024, 1)
+    print(f'  {task:<13} {participants:>7} x {slots:<3} {row["seconds"]:8.2f} s  exact {exact}', flush=True)
+    return row
+
+
+def slope(rows, task, slots):
+    points = [(math.log(r['participants']), math.log(r['seconds'])) for r in rows
+              if r['task'] == task and r['slots'] == slots and r['participants'] >= 100]
+    if len(points) < 2:
+        return None
+    mx, my = sum(x for x, _ in points) / len(points), sum(y for _, y in points) / len(points)
+    return sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+
+
+def run(params, seed):
+    rows = [one(task, n, 1, seed, params['nodes']) for task in ('clear', 'clear+settle') for n in params['sizes']]
+    rows += [one('clear', n, 96, seed, params['nodes']) for n in params['sizes_96']]
+    notes = []
+    for task, slots in (('clear', 1), ('clear+settle', 1), ('clear', 96)):
+        s = slope(rows, task, slots)
+        if s is not None:
+            notes.append(f'{task}, {slots} slot(s): log-log slope {s:.2f} over N >= 100 (1 = linear in N)')
+    notes += [f'reference point: {label}' for _, _, label in LITERATURE]
+    return rows, notes
+
+
+def figures(rows, directory):
+    fig = figure()
+    axis = fig.subplots()
+    for (task, slots), style in {('clear', 1): 'o-', ('clear+settle', 1): 's-', ('clear', 96): '^-'}.items():
+        points = sorted((r['participants'], r['seconds']) for r in rows if r['task'] == task and r['slots'] == slots)
+        if points:
+            s = slope(rows, task, slots)
+            axis.plot(*zip(*points), style, label=f'{task}, {slots} slot(s)' + (f', slope {s:.2f}' if s else ''))
+    for n, seconds, label in LITERATURE:
+        axis.plot([n], [seconds], 'x', markersize=9, label=label)
+    axis.set_xscale('log')
+    axis.set_yscale('log')
+    axis.set_xlabel('participants')
+    axis.set_ylabel('seconds (3 nodes, this machine)')
+    axis.legend(fontsize=7)
+    axis.grid(True, which='both', alpha=0.3)
+    fig.tight_layout()
+    path = f'{directory}/scaling.png'
+    fig.savefig(path)
+    return [('time against participants, log-log', path)]

@@ -1,0 +1,127 @@
+"""The shared frame of every benchmark suite: presets, result rows, files, plots and report.
+
+A suite is a module ``bench_NAME`` with ``TITLE``, ``COLUMNS`` (its report table),
+``run(params, seed) -> (rows, notes)`` and ``figures(rows, directory) -> [(title, png path)]``. Its parameters come from ``benchmarks/presets/NAME.toml`` (``[quick]`` or ``[full]``).
+Every row carries the machine, the versions, the parameters, the seed, timings per phase, bytes
+sent per node, peak memory per node and whether the result equals the plaintext reference. The
+suite's directory gets ``results.csv``, ``results.json``, one PNG per figure and ``report.md``
+embedding them; ``report.md`` and the PNGs can be regenerated from ``results.json`` alone
+(``python -m benchmarks report DIR``).
+"""
+
+import csv
+import importlib
+import json
+import os
+import time
+import tomllib
+from importlib import metadata
+
+from common import machine
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SUITES = ('scaling', 'mechanisms')   # implemented suites, in the order `all` runs them
+
+
+def versions():
+    """Versions of the packages the figures depend on."""
+    out = {}
+    for package in ('mpc_market', 'mpyc', 'gmpy2', 'numpy', 'grpcio', 'phe'):
+        try:
+            out[package] = metadata.version(package.replace('_', '-'))
+        except metadata.PackageNotFoundError:
+            out[package] = ''
+    return out
+
+
+def load_preset(name, quick):
+    """The suite's parameters: [quick] or [full] of benchmarks/presets/NAME.toml."""
+    with open(os.path.join(HERE, 'presets', f'{name}.toml'), 'rb') as f:
+        preset = tomllib.load(f)
+    return preset['quick' if quick else 'full'], preset.get('seed', 1)
+
+
+def module(name):
+    return importlib.import_module(f'bench_{name}')
+
+
+def run_suite(name, quick, out_dir):
+    """Run one suite; write its results, figures and report into out_dir/NAME; return that directory."""
+    suite = module(name)
+    params, seed = load_preset(name, quick)
+    directory = os.path.join(out_dir, name)
+    os.makedirs(directory, exist_ok=True)
+    started = time.perf_counter()
+    rows, notes = suite.run(params, seed)
+    context = {'suite': name, 'title': suite.TITLE, 'quick': quick, 'params': params, 'seed': seed,
+               'machine': machine(), 'versions': versions(), 'date': time.strftime('%Y-%m-%d'),
+               'seconds': round(time.perf_counter() - started, 1), 'notes': notes}
+    rows = [dict(r, suite=name, seed=seed) for r in rows]
+    with open(os.path.join(directory, 'results.json'), 'w') as f:
+        json.dump({**context, 'rows': rows}, f, indent=1)
+    write_csv(os.path.join(directory, 'results.csv'), rows, context)
+    report(directory)
+    return directory
+
+
+def write_csv(path, rows, context):
+    """Every row with the machine and versions flattened in, so one CSV line stands alone."""
+    extra = {'machine': f'{context["machine"]["cores"]} cores, {context["machine"]["cpu"]}',
+             'python': context['machine']['python'],
+             **{f'version_{k}': v for k, v in context['versions'].items()}}
+    columns = list(dict.fromkeys(k for r in rows for k in r)) + list(extra)
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, **extra})
+
+
+def report(directory):
+    """report.md and the PNGs of a suite's directory, from its results.json alone."""
+    with open(os.path.join(directory, 'results.json')) as f:
+        data = json.load(f)
+    suite = module(data['suite'])
+    figures = suite.figures(data['rows'], directory)
+    m = data['machine']
+    lines = [f'# {data["title"]}', '',
+             f'{"Quick" if data["quick"] else "Full"} run of {data["date"]} on {m["cores"]} cores ({m["cpu"]}), '
+             f'Python {m["python"]}; ' + ', '.join(f'{k} {v}' for k, v in data['versions'].items() if v)
+             + f'; seed {data["seed"]}; {data["seconds"]} s in all.', '',
+             'Parameters: `' + json.dumps(data['params']) + '`', '']
+    for title, path in figures:
+        lines += [f'![{title}]({os.path.basename(path)})', '']
+    lines += table(suite.COLUMNS, data['rows']) + ['']
+    lines += [f'- {note}' for note in data['notes']]
+    with open(os.path.join(directory, 'report.md'), 'w') as f:
+        f.write('\n'.join(lines).rstrip() + '\n')
+
+
+def table(columns, rows):
+    """A Markdown table of the given (header, key) columns."""
+    out = ['| ' + ' | '.join(h for h, _ in columns) + ' |', '|' + '---|' * len(columns)]
+    for r in rows:
+        out.append('| ' + ' | '.join(str(r.get(k, '')) for _, k in columns) + ' |')
+    return out
+
+
+def figure():
+    """A matplotlib Figure without a display (no pyplot state)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib.figure import Figure
+    return Figure(figsize=(7, 4.5), dpi=110)
+
+
+def mpc_row(result, started, participants):
+    """Timings per phase, bytes per node and peak memory per node of a local MPC run's stats."""
+    stats = result.stats
+    phases = {}
+    for timings in stats['node_timings'] + stats.get('settlement_session_timings', []):
+        for name, seconds in timings.items():
+            if name != 'node_total':
+                phases[name] = max(phases.get(name, 0.0), seconds)
+    return {'seconds': round(time.perf_counter() - started, 3), 'sharing_s': round(stats['sharing_s'], 3),
+            **{f'{k}_s': round(v, 3) for k, v in phases.items()},
+            'bytes_per_node': round(stats['bytes_sent_per_participant'] * participants),
+            'peak_rss_mb_per_node': stats['peak_rss_mb']}

@@ -1,0 +1,35 @@
+"""The benchmark suites: `mpc-market bench all --quick` writes every suite's files, every run equals
+its plaintext reference, and a results directory alone regenerates its report and plots."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import REPO, cli
+
+SUITES = ('scaling', 'mechanisms')
+
+
+@pytest.mark.slow
+def test_every_suite_runs_quick_and_its_results_regenerate_the_report(tmp_path):
+    assert cli('bench', 'all', '--quick', '--out', tmp_path).returncode == 0
+    for suite in SUITES:
+        directory = tmp_path / suite
+        data = json.loads((directory / 'results.json').read_text())
+        assert data['suite'] == suite and data['quick'] and data['machine']['cores'] and data['versions']['mpyc']
+        assert data['rows'] and all(r['exact'] is True for r in data['rows']), suite
+        assert all({'seconds', 'bytes_per_node', 'peak_rss_mb_per_node', 'seed'} <= set(r) for r in data['rows'])
+        header = (directory / 'results.csv').read_text().splitlines()[0].split(',')
+        assert {'seconds', 'exact', 'machine', 'version_mpyc'} <= set(header)
+        plots = sorted(p.name for p in directory.glob('*.png'))
+        report = (directory / 'report.md').read_text()
+        assert plots and all(f']({p})' in report for p in plots), suite
+        for name in plots + ['report.md']:
+            os.remove(directory / name)
+        subprocess.run([sys.executable, '-m', 'benchmarks', 'report', str(directory)], cwd=REPO, check=True)
+        assert (directory / 'report.md').read_text() == report and sorted(p.name for p in directory.glob('*.png')) == plots
+    notes = json.loads((tmp_path / 'scaling' / 'results.json').read_text())['notes']
+    assert any('log-log slope' in n for n in notes) and any('4.17 min' in n for n in notes)
