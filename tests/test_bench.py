@@ -10,7 +10,7 @@ import pytest
 
 from helpers import REPO, cli
 
-SUITES = ('scaling', 'mechanisms')
+SUITES = ('scaling', 'mechanisms', 'baseline')
 
 
 @pytest.mark.slow
