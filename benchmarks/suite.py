@@ -20,7 +20,7 @@ from importlib import metadata
 from common import machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SUITES = ('scaling', 'mechanisms', 'baseline')   # implemented suites, in the order `all` runs them
+SUITES = ('scaling', 'mechanisms', 'baseline', 'latency')   # implemented suites, in the order `all` runs them
 
 
 def versions():
@@ -92,7 +92,8 @@ def report(directory):
     for title, path in figures:
         lines += [f'![{title}]({os.path.basename(path)})', '']
     lines += table(suite.COLUMNS, data['rows']) + ['']
-    lines += [f'- {note}' for note in data['notes']]
+    derived = suite.notes(data['rows']) if hasattr(suite, 'notes') else []
+    lines += [f'- {note}' for note in derived + data['notes']]
     with open(os.path.join(directory, 'report.md'), 'w') as f:
         f.write('\n'.join(lines).rstrip() + '\n')
 

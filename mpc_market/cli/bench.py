@@ -10,7 +10,7 @@ import sys
 
 from ..common.errors import InputError
 
-SUITES = ('scaling', 'mechanisms', 'baseline', 'all')
+SUITES = ('scaling', 'mechanisms', 'baseline', 'latency', 'all')
 
 
 def checkout():
