@@ -81,8 +81,9 @@ def notes(rows):
     for task, slots in (('clear', 1), ('clear+settle', 1), ('clear', 96)):
         raw, above = slope(rows, task, slots), slope(rows, task, slots, above_startup=True)
         if raw is not None:
-            out.append(f'{task}, {slots} slot(s): log-log slope {raw:.2f} over N >= 100, {above:.2f} for the time '
-                       'above the smallest run\'s start-up (1 = linear in N)')
+            out.append(f'{task}, {slots} slot(s): log-log slope {raw:.2f} over N >= 100'
+                       + (f', {above:.2f} for the time above the smallest run\'s start-up' if above is not None else '')
+                       + ' (1 = linear in N)')
     return out
 
 

@@ -5,6 +5,7 @@ import csv
 import io
 import os
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
@@ -88,6 +89,17 @@ def write_orders(path, rows):
 def read_rows(path):
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def wait_for(condition, timeout, what):
+    """condition()'s first truthy value, polled every 0.2 s; AssertionError after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f'timed out waiting for {what}')
 
 
 class Market:

@@ -82,7 +82,7 @@ class BrokerStore(SqliteStore):
     def rounds(self):
         """Every round, oldest first (the operator page)."""
         with self._lock:
-            ids = [r[0] for r in self._db.execute('SELECT round_id FROM rounds ORDER BY created_ms').fetchall()]
+            ids = [r[0] for r in self._db.execute('SELECT round_id FROM rounds ORDER BY created_ms, round_id').fetchall()]
         return [self.get(round_id) for round_id in ids]
 
     def pending(self):

@@ -12,7 +12,7 @@ from mpc_market.net.client import BrokerClient
 from mpc_market.net.localdeploy import LocalDeployment
 from mpc_market.rpc import market_pb2
 
-from helpers import MARKET, cli, write_orders
+from helpers import MARKET, cli, wait_for, write_orders
 
 DAY_MS = 86_400_000
 
@@ -61,16 +61,6 @@ def test_bad_calendars_are_one_line_errors(tmp_path, calendar, line, key):
 
 def rounds(broker):
     return [(r.round_id, market_pb2.RoundState.State.Name(r.state).lower(), list(r.slots)) for r in broker.rounds()]
-
-
-def wait_for(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f'timed out waiting for {what}')
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from mpc_market.stats import paillier
 from mpc_market.stats.reference import plain_totals
 from mpc_market.stats.release import decrypt_bundle
 
-from helpers import MARKET, cli, node_fault_env, random_orders, read_rows, write_orders
+from helpers import MARKET, cli, node_fault_env, random_orders, read_rows, wait_for, write_orders
 
 pytestmark = [pytest.mark.deployment, pytest.mark.slow]
 PARTICIPANTS = [f'p{i:02d}' for i in range(8)]
@@ -35,16 +35,6 @@ FEEDERS = {p: ('F1' if i < 4 else 'F2', 'Z1') for i, p in enumerate(PARTICIPANTS
 MISSING, TAMPERED, LATE = 'p05', 'p06', 'p07'
 PERIOD_S, DEADLINE_AFTER_S = 20, 10
 STATE = market_pb2.RoundState
-
-
-def wait_for(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f'timed out waiting for {what}')
 
 
 def start_aggregator(root, env):
@@ -135,6 +125,7 @@ def test_two_calendar_days_settle_to_the_local_bills_and_the_dso_sums(tmp_path, 
         d.wait_ready()
         broker = BrokerClient(d.broker_address, d.keys, 'operator')
         rounds = wait_for(lambda: len(broker.rounds()) == 2 and broker.rounds(), 40, 'both calendar rounds to open')
+        rounds = sorted(rounds, key=lambda r: min(r.slots))  # opened in one tick: list order by time is a tie
         first, second = (r.round_id for r in rounds)
         day = rounds[0].day
         assert rounds[1].day == day and [list(r.slots) for r in rounds] == [[0, 1, 2, 3], [4, 5, 6, 7]]
