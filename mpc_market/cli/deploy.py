@@ -113,18 +113,10 @@ def _parse_slots(text):
 
 
 
-def _phase(state):
-    """A round's phase in one word: its clearing state, then its settlement once cleared."""
-    from ..rpc import market_pb2
-    if state.settlement != market_pb2.RoundState.NONE:
-        return market_pb2.RoundState.Settlement.Name(state.settlement).lower().replace('_', '-')
-    return market_pb2.RoundState.State.Name(state.state).lower()
-
-
-
 def _state_line(state):
+    from ..net.messages import state_phase
     closes = time.strftime('%H:%M:%S', time.localtime(state.gate_closure_unix_ms / 1000))
-    line = (f'round {state.round_id}: {_phase(state)}; {len(state.slots)} slots; gate closure {closes}; '
+    line = (f'round {state.round_id}: {state_phase(state)}; {len(state.slots)} slots; gate closure {closes}; '
             f'{state.accepted} participants accepted by every node; clearing attempts {state.attempts}')
     if state.readings_deadline_unix_ms:
         deadline = time.strftime('%H:%M:%S', time.localtime(state.readings_deadline_unix_ms / 1000))
@@ -137,13 +129,14 @@ def _state_line(state):
 
 def _list_line(state):
     from ..market.config import market_summary
+    from ..net.messages import state_phase
     mechanism, zones = market_summary(state.round_id, state.market_toml)
     mechanism += f'+{zones}z' if zones else ''
     slots = f'{min(state.slots)}-{max(state.slots)} ({len(state.slots)})' if state.slots else ''
     closes = time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(state.gate_closure_unix_ms / 1000))
     deadline = (time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(state.readings_deadline_unix_ms / 1000))
                 if state.readings_deadline_unix_ms else '-')
-    return (f'{state.round_id:<20} {state.day or "-":<10} {_phase(state):<13} {slots:<12} {mechanism:<15} '
+    return (f'{state.round_id:<20} {state.day or "-":<10} {state_phase(state):<13} {slots:<12} {mechanism:<15} '
             f'{closes:<20} {deadline:<20} {state.attempts}/{state.settle_attempts:<5} '
             f'{state.reason or state.settle_reason}').rstrip()
 
@@ -270,6 +263,7 @@ def _retailer_text(args, broker):
 
 def cmd_meter(args):
     from ..net.client import BrokerClient
+    from ..net.messages import state_phase
     from ..net.meter import load_upload, submit_to_nodes
     from ..stats.meterdata import load_feeders
     from ..stats.paillier import load_public_keys
@@ -302,7 +296,7 @@ def cmd_meter(args):
           f'{len(nodes_failed)} not')
     if upload.skipped:
         print('  not sent (the round takes no readings now; once settled, they are late): ' + ', '.join(
-            f'{r.round_id} ({_phase(r)})' for r in upload.skipped))
+            f'{r.round_id} ({state_phase(r)})' for r in upload.skipped))
     failures = [f'market nodes: {r}' for r in nodes_failed.values()]
     if grid is not None:
         print(f'  aggregator {args.aggregator}: {len(grid.accepted)} accepted, {len(grid.held)} already held, '

@@ -213,7 +213,8 @@ async def settle_only(args, spec, own, progress):
     # in the market: cleared at clearing, or readings only (no order: planned 0)
     node.valid = np.array([p in cleared or p not in in_clearing for p in participants], dtype=bool)
     node.deviation_price2 = price2
-    invalid = [p for p in await settle(node, spec, own, readings) if p not in set(no_reading)]
+    unread = set(no_reading)  # zero packages fail the checks too: report them as missing, not invalid
+    invalid = [p for p in await settle(node, spec, own, readings) if p not in unread]
     return node, {'slots': [], 'excluded': [], 'missing': [], 'meter_excluded': invalid,
                   'participants': participants, 'missing_readings': no_reading,
                   'order_excluded': sorted(in_clearing - cleared)}

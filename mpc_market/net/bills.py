@@ -31,7 +31,8 @@ def round_bill(broker, keys_dir, participant, state, orders, readings, client='s
     """(trade, deviation, retailer-only, settlement status) of one settled round, in money units."""
     config = parse_config(f'round {state.round_id}', state.market_toml)
     slots = list(state.slots)
-    own = [o for o in orders if o.participant == participant and o.slot in set(slots)]
+    in_round = set(slots)
+    own = [o for o in orders if o.participant == participant and o.slot in in_round]
     book = Book(config, own, extra_pairs=[(participant, s) for s in slots])
     status, values = _fetch(broker, keys_dir, participant, state, client, '')
     trade = 0

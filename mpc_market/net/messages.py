@@ -238,6 +238,21 @@ def settlement_enum(state, readings_deadline_ms, settlement):
 
 
 
+def phase_name(state, settlement):
+    """A round's phase in one word: its clearing state ('open', 'clearing', ...), then, once it cleared
+    and if it is settled, its settlement's ('readings', 'settling', 'settled', 'settle-failed')."""
+    if settlement != market_pb2.RoundState.NONE:
+        return market_pb2.RoundState.Settlement.Name(settlement).lower().replace('_', '-')
+    return state
+
+
+
+def state_phase(state):
+    """phase_name of a RoundState message."""
+    return phase_name(market_pb2.RoundState.State.Name(state.state).lower(), state.settlement)
+
+
+
 SETTLEMENT_DOMAIN = b'mpc-market/public-settlement/v1\n'
 
 MISSING_READING_RULE = ('a participant in the market without a valid reading package counts as importing what '

@@ -21,6 +21,7 @@ from ..market.settlement import complete_readings
 from ..rpc import market_pb2
 from . import tls
 from .client import ClientError
+from .messages import state_phase
 from .store import now_ms
 from .submit import NodeEndpoint, Submitter
 
@@ -54,8 +55,7 @@ def day_rounds(broker, day):
     open_ = [r for r in rounds if r.settlement == market_pb2.RoundState.READINGS
              and r.readings_open_unix_ms <= now <= r.readings_deadline_unix_ms]
     if not open_:
-        phases = ', '.join(f'{r.round_id} ' + (market_pb2.RoundState.Settlement.Name(r.settlement) if r.settlement
-                                                else market_pb2.RoundState.State.Name(r.state)).lower() for r in rounds)
+        phases = ', '.join(f'{r.round_id} {state_phase(r)}' for r in rounds)
         raise ClientError(f'no round of {day} takes readings now ({phases})')
     return open_, rounds
 
@@ -77,7 +77,8 @@ def submit_to_nodes(upload, keys_dir, client, workers=4, batch=256):
     readings, orders, keys = upload.readings, upload.orders, upload.keys
     failed = {}
     for state in upload.rounds:
-        participants = sorted({p for p, s in readings if s in set(state.slots)})
+        slots = set(state.slots)
+        participants = sorted({p for p, s in readings if s in slots})
         if not participants:
             continue
         names, values = reading_packages(state, readings, orders, set(participants))
@@ -101,7 +102,8 @@ def load_upload(readings_path, orders_path, day, broker, keys_dir, participants=
     config = parse_config(f'round {rounds[0].round_id}', rounds[0].market_toml)
     lines = load_readings(readings_path, config)
     if participants:
-        lines = {pair: v for pair, v in lines.items() if pair[0] in set(participants)}
+        chosen = set(participants)
+        lines = {pair: v for pair, v in lines.items() if pair[0] in chosen}
     day_slots = {s for r in every for s in r.slots}
     for (_, slot), (_, line) in lines.items():
         if slot not in day_slots:

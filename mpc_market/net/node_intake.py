@@ -119,7 +119,6 @@ class NodeService(market_pb2_grpc.NodeServicer):
         package_sha256 = envelope.package_hashes[self.index]
         signature = self.signing_key.sign(receipt_bytes(request.round_id, envelope.participant, envelope.nonce,
                                                         package_sha256, accepted_ms, self.index)) if sign else b''
-
         return market_pb2.Receipt(round_id=request.round_id, participant=envelope.participant, nonce=envelope.nonce,
                                   package_sha256=bytes.fromhex(package_sha256), accepted_unix_ms=accepted_ms,
                                   node_index=self.index, node_signature=signature)
@@ -195,10 +194,13 @@ class NodeService(market_pb2_grpc.NodeServicer):
                                      reason=round_.reason, gate_closure_unix_ms=round_.gate_closure_ms,
                                      accepted=self.store.count(round_.round_id), slots=round_.slots,
                                      market_toml=round_.market_toml, attempts=round_.attempts,
-                                     settlement=messages.settlement_enum(round_.state, round_.readings_deadline_ms, round_.settlement), settle_reason=round_.settle_reason,
-                                     readings_open_unix_ms=round_.readings_open_ms,
+                                     settlement=messages.settlement_enum(round_.state, round_.readings_deadline_ms,
+                                                                         round_.settlement),
+                                     settle_reason=round_.settle_reason, readings_open_unix_ms=round_.readings_open_ms,
                                      readings_deadline_unix_ms=round_.readings_deadline_ms, day=round_.day,
-                                     readings=self.store.count(round_.round_id, 'readings'),
+                                     # a round without settlement takes no readings: no second count per status poll
+                                     readings=self.store.count(round_.round_id, 'readings') if round_.readings_deadline_ms
+                                     else 0,
                                      settle_attempts=round_.settle_attempts)
 
 

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ..market.config import market_summary
+from .messages import phase_name, settlement_enum
 
 HEALTH_CACHE_S = 5.0
 MAX_THREADS = 16
@@ -34,11 +35,9 @@ def utc(unix_ms):
 
 
 def round_phase(round_):
-    """A round's phase: its clearing state, then (once cleared, if it is settled) its settlement's."""
-    if round_['state'] != 'cleared' or not round_['readings_deadline_ms']:
-        return round_['state']
-    return {'': 'readings', 'settling': 'settling', 'settled': 'settled', 'failed': 'settle-failed'}[
-        round_['settlement']]
+    """A stored round's phase in one word (messages.phase_name)."""
+    return phase_name(round_['state'], settlement_enum(round_['state'], round_['readings_deadline_ms'],
+                                                       round_['settlement']))
 
 
 def round_summary(round_, public, settlement=None):
