@@ -78,17 +78,21 @@ def load_meter_readings(path: str | os.PathLike, config: str | os.PathLike | Mar
 
 
 def clear(book: Book, engine: str = 'mpc', nodes: int = 3, mode: str = 'local', chunk: int = 8192,
-          progress: Progress | None = None, timeout: float | None = None) -> ClearingResult:
+          progress: Progress | None = None, timeout: float | None = None,
+          committee: int | None = None) -> ClearingResult:
     """Clear every slot of a book: prices, volumes and each order's match and amount.
 
     Args:
         book: the orders (see ``load_book``).
         engine: ``'mpc'`` (node processes on this machine, client-side Shamir sharing, TLS links)
             or ``'plain'`` (the plaintext reference; identical results).
-        nodes: market nodes for ``engine='mpc'``: 3, 5 or 7 (threshold (nodes-1)/2).
-        mode: ``'local'`` (independent nodes, scenario S2/S3) or ``'peers'`` (each of 3..7
-            participants runs a node, scenario S1; ``nodes`` is then ignored).
+        nodes: market nodes for ``engine='mpc'``: 3..11 (threshold (nodes-1)/2).
+        mode: ``'local'`` (independent nodes, scenario S2/S3) or ``'peers'`` (scenario S1: the
+            participants run the nodes, every one up to 7, else a committee drawn by lottery;
+            ``nodes`` is then ignored).
         chunk: orders shared and validated per batch (memory vs. rounds).
+        committee: with ``mode='peers'``: the committee size, 3..11 (default: every peer up to 7,
+            else 5).
         progress: called as ``progress(phase, done, total)`` while the nodes work.
         timeout: seconds before a stuck run is stopped.
 
@@ -97,7 +101,7 @@ def clear(book: Book, engine: str = 'mpc', nodes: int = 3, mode: str = 'local', 
 
     Raises:
         EngineError: a node failed or timed out, or the nodes disagree.
-        ValueError: an unknown engine or mode, or a node count outside 3..7.
+        ValueError: an unknown engine or mode, or a node count outside 3..11.
     """
     if engine not in ENGINES or mode not in MODES:
         raise ValueError(f'engine must be one of {ENGINES} and mode one of {MODES}')
@@ -105,7 +109,7 @@ def clear(book: Book, engine: str = 'mpc', nodes: int = 3, mode: str = 'local', 
         return clear_plain(book)
     from .mpc.local import clear_mpc, clear_peers
     if mode == 'peers':
-        return clear_peers(book, progress=progress, timeout=timeout)
+        return clear_peers(book, committee, progress=progress, timeout=timeout)
     return clear_mpc(book, nodes=nodes, chunk=chunk, progress=progress, timeout=timeout)
 
 

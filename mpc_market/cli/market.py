@@ -59,17 +59,19 @@ def _warn_small_zones(book, quiet):
 
 
 
-def _clear(orders_path, config_path, nodes, engine, mode, chunk, quiet):
+def _clear(orders_path, config_path, nodes, engine, mode, chunk, quiet, committee=None):
     from .. import api
-    from ..mpc.local import MAX_NODES
+    from ..mpc.committee import MIN_SIZE
 
     book = api.load_book(orders_path, config_path)
-    if mode == 'peers' and not 3 <= len(book.participants) <= MAX_NODES:
-        raise InputError(orders_path, 1, 'participant', f'peers mode runs one node per participant and needs '
-                         f'3..{MAX_NODES} participants, got {len(book.participants)}')
+    if mode == 'peers' and len(book.participants) < max(MIN_SIZE, committee or 0):
+        raise InputError(orders_path, 1, 'participant', f'peers mode draws a committee of '
+                         f'{max(MIN_SIZE, committee or 0)} nodes from the participants, got '
+                         f'{len(book.participants)} participants')
     _warn_untradeable(book, orders_path, quiet)
     _warn_small_zones(book, quiet)
-    return book.config, book, api.clear(book, engine, nodes, mode, chunk, progress=_progress_printer(quiet))
+    return book.config, book, api.clear(book, engine, nodes, mode, chunk, progress=_progress_printer(quiet),
+                                        committee=committee)
 
 
 
@@ -94,14 +96,43 @@ def _summary(config, book, result):
                      f'peak {stats["peak_rss_mb"]:.0f} MB per node')
     else:
         lines.append(f'plaintext reference: {stats["total_s"]:.2f} s')
+    if stats.get('committee'):
+        lottery = stats['committee']
+        lines.append(f'S1 committee drawn by lottery from {len(lottery["commitments"])} peers: '
+                     f'{", ".join(lottery["committee"])} (seed {lottery["seed"][:16]}..., transcript in summary.json; '
+                     'check it with mpc-market verify-committee)')
     return '\n'.join(lines)
 
 
 
+def cmd_verify_committee(args):
+    import json
+
+    from ..common.errors import EngineError
+    from ..mpc.committee import verify
+    try:
+        with open(args.transcript, encoding='utf-8') as f:
+            document = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(args.transcript, getattr(e, 'lineno', 1), 'transcript', f'not readable JSON ({e})') from None
+    transcript = document.get('stats', {}).get('committee', document) if isinstance(document, dict) else None
+    if not isinstance(transcript, dict):
+        raise InputError(args.transcript, 1, 'committee', 'no committee lottery transcript in this file')
+    try:
+        committee = verify(transcript)
+    except EngineError as e:
+        raise InputError(args.transcript, 1, 'committee', str(e).removeprefix('committee transcript: ')) from None
+    print(f'committee of round {transcript["round"]} verified: {", ".join(committee)} '
+          f'(drawn from {len(transcript["commitments"])} peers)')
+    return 0
+
+
 def cmd_clear(args):
     from ..market.output import write_results
+    if args.committee is not None and args.mode != 'peers':
+        raise InputError(args.orders, 1, 'committee', '--committee draws the nodes of --mode peers only')
     config, book, result = _clear(args.orders, args.config, args.nodes, args.engine, args.mode, args.chunk,
-                                  args.quiet)
+                                  args.quiet, args.committee)
     write_results(args.out, config, result)
     print(_summary(config, book, result))
     print(f'wrote {os.path.join(args.out, "public.csv")} and {os.path.join(args.out, "participants.csv")}')
@@ -234,8 +265,8 @@ def _demo_zoned(args, work):
 def _engine_options(p):
     """The options clear and settle share: where the market is computed, and how."""
     from ..api import ENGINES
-    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M',
-                   help='market nodes, 3..7 (threshold (M-1)/2: an honest majority)')
+    p.add_argument('--nodes', type=int, default=3, choices=range(3, 12), metavar='M',
+                   help='market nodes, 3..11 (threshold (M-1)/2: an honest majority)')
     p.add_argument('--engine', choices=ENGINES, default='mpc',
                    help='mpc: node processes on this machine; plain: the plaintext reference')
     p.add_argument('--chunk', type=int, default=8192, help='orders shared and validated per batch (bounds node memory)')
@@ -253,15 +284,27 @@ def add_parsers(sub, formatter):
                               '--out result/\n'
                               '  mpc-market clear ... --engine plain      # the plaintext reference, same outputs\n'
                               '  mpc-market clear ... --nodes 5           # five market nodes\n'
-                              '  mpc-market clear ... --mode peers        # scenario S1: each of 3..7 prosumers '
-                              'runs a node')
+                              '  mpc-market clear ... --mode peers        # scenario S1: the prosumers run the '
+                              'nodes\n'
+                              '  mpc-market clear ... --mode peers --committee 3   # S1: 3 of them, drawn by lottery')
     p.add_argument('--orders', required=True, help='orders CSV or JSON: participant,slot,side,energy_wh,limit_price')
     p.add_argument('--config', required=True, help='market TOML (price_floor, price_ceiling, tick, ...)')
     p.add_argument('--out', required=True, help='output directory (files are replaced together at the end)')
     _engine_options(p)
     p.add_argument('--mode', choices=MODES, default='local',
-                   help='peers: every participant runs its own node (scenario S1, 3..7 participants)')
+                   help='peers: the participants run the nodes themselves (scenario S1): every one of up to 7, '
+                        'else a committee drawn by a public lottery each run')
+    p.add_argument('--committee', type=int, choices=range(3, 12), metavar='M',
+                   help='with --mode peers: committee size, 3..11 (default: every peer up to 7, else 5)')
     p.set_defaults(func=cmd_clear)
+
+    p = sub.add_parser('verify-committee', help='recompute an S1 committee from its lottery transcript',
+                       formatter_class=formatter,
+                       description='Check every revealed nonce against its commitment, recompute the seed and the '
+                                   'ranking, and print the committee; exit 2 if anything does not match.',
+                       epilog='example:\n  mpc-market verify-committee result/summary.json')
+    p.add_argument('transcript', help='summary.json of a peers-mode clear, or the transcript itself (JSON)')
+    p.set_defaults(func=cmd_verify_committee)
 
     p = sub.add_parser('settle', help='clear and settle deviations from meter readings; write bills',
                        formatter_class=formatter,
@@ -306,6 +349,6 @@ def add_parsers(sub, formatter):
                        epilog='example:\n  mpc-market demo --participants 1000 --slots 4')
     p.add_argument('--participants', type=int, default=200, help='households')
     p.add_argument('--slots', type=int, default=96, help='15-minute slots')
-    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M', help='market nodes, 3..7')
+    p.add_argument('--nodes', type=int, default=3, choices=range(3, 12), metavar='M', help='market nodes, 3..11')
     p.add_argument('--seed', type=int, default=2026, help='random seed')
     p.set_defaults(func=cmd_demo)

@@ -69,7 +69,7 @@ def _share_block(values, threshold, parties):
     coefficients = [random_limbs(values.shape) for _ in range(threshold)]
     shares = []
     for x in range(1, parties + 1):
-        acc = coefficients[0] * np.uint64(x)  # x**d <= 7**3, so each limb stays < 2**41
+        acc = coefficients[0] * np.uint64(x)  # x**d <= 11**5 < 2**18: each limb term < 2**50, the sum < 2**53
         for d, coefficient in enumerate(coefficients[1:], 2):
             acc += coefficient * np.uint64(x ** d)
         acc[0] += values

@@ -47,6 +47,7 @@ class JobSpec:
     zone_of: dict = field(default_factory=dict)     # participant -> zone (public grid connection)
     fee_levels: int = 0         # the network fee in ticks
     fee_units: int = 0          # the network fee in price units
+    committee: list = field(default_factory=list)   # S1: participant index of each node
 
     def save(self, directory):
         os.makedirs(directory, exist_ok=True)

@@ -24,7 +24,7 @@ from ..market.results import ClearingResult, assemble, order_rows, public_slot_r
 from . import field as ff
 from .jobs import job_spec, node_dir, write_json
 
-MAX_NODES = 7
+MAX_NODES = 11
 
 
 
@@ -226,35 +226,52 @@ def mpc_result(book, publics, values_of, times):
         'node_timings': [p['timings'] for p in publics],
         'bytes_sent_per_participant': max(p['bytes_sent'] for p in publics) / n,
         'peak_rss_mb': max(p['peak_rss_mb'] for p in publics),
+        'messages_per_link': max(p.get('messages_per_link', 0) for p in publics),
     }
     return ClearingResult(slots, rows, sorted(excluded), stats)
 
 
 
-def clear_peers(book: Book, progress=None, timeout=None, workdir=None, keep=False) -> ClearingResult:
-    """Scenario S1: one node per participant (3..7), each sharing its own orders."""
-    nodes = len(book.participants)
-    if not 3 <= nodes <= MAX_NODES:
-        raise EngineError(f'peers mode needs 3..{MAX_NODES} participants, got {nodes}')
+def clear_peers(book: Book, committee=None, round_id='local', progress=None, timeout=None, workdir=None,
+                keep=False) -> ClearingResult:
+    """Scenario S1: the peers draw a committee of market nodes by lottery (every peer up to 7);
+    each committee peer shares its own orders from its node, every other peer as a client.
+    The lottery's public transcript is in ``stats['committee']``."""
+    from .committee import committee_size, draw
+    size = committee_size(len(book.participants), committee)
     started = time.perf_counter()
+    lottery = draw(round_id, list(book.participants), size)
+    members = [book.participant_index[p] for p in lottery['committee']]
     job_dir = tempfile.mkdtemp(prefix='mpc-market-peers-', dir=workdir)
     try:
-        spec = job_spec(book, nodes, 8192)
-        spec.mode = 'peers'
+        spec = job_spec(book, size, 8192)
+        spec.mode, spec.committee = 'peers', members
         spec.save(job_dir)
-        for i in range(nodes):
-            os.makedirs(node_dir(job_dir, i))
-            np.save(os.path.join(node_dir(job_dir, i), 'own_orders.npy'), book.encode([i])[0])
+        for j, p in enumerate(members):  # a committee peer's orders stay on its own node, in the clear
+            os.makedirs(node_dir(job_dir, j))
+            np.save(os.path.join(node_dir(job_dir, j), 'own_orders.npy'), book.encode([p])[0])
+
+        on_committee = set(members)
+
+        def client_orders(rows):  # the committee's rows are filled in by the nodes themselves
+            values = book.encode(rows)
+            values[[i for i, r in enumerate(rows) if r in on_committee]] = 0
+            return values
+        share_book(book, spec, job_dir, progress, encode=client_orders)
         shared = time.perf_counter()
         if progress:
-            progress('nodes', 0, nodes)
-        run_nodes(job_dir, nodes, timeout, extra_args=('--peers',), progress=progress)
+            progress('nodes', 0, size)
+        run_nodes(job_dir, size, timeout, extra_args=('--peers',), progress=progress)
         computed = time.perf_counter()
-        publics = read_public_outputs(job_dir, nodes)
-        own = [np.load(os.path.join(node_dir(job_dir, i), 'own_results.npy')) for i in range(nodes)]
+        publics = read_public_outputs(job_dir, size)
+        values = reconstruct(job_dir, spec)  # the client peers' own rows
+        for j, p in enumerate(members):      # each committee peer reconstructed its own at its node
+            values[p] = np.load(os.path.join(node_dir(job_dir, j), 'own_results.npy'))
         pi, si = book.participant_index, book.slot_index
-        return mpc_result(book, publics, lambda o: tuple(int(v) for v in own[pi[o.participant]][si[o.slot]]),
-                           (started, shared, computed))
+        result = mpc_result(book, publics, lambda o: tuple(int(v) for v in values[pi[o.participant], si[o.slot]]),
+                            (started, shared, computed))
+        result.stats['committee'] = lottery
+        return result
     finally:
         if not keep:
             shutil.rmtree(job_dir, ignore_errors=True)

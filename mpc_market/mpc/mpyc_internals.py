@@ -88,7 +88,12 @@ class AuthenticatedExchanger(asyncoro.MessageExchanger):
     server's certificate must name the party we dialled.
     """
 
-    __slots__ = ('certified_pid',)
+    __slots__ = ('certified_pid', 'messages_sent')
+
+    def send(self, pc, payload):
+        """MPyC's send, counted: messages per link bound the sequential exchanges of a run."""
+        self.messages_sent = getattr(self, 'messages_sent', 0) + 1
+        super().send(pc, payload)
 
     def connection_made(self, transport):
         rt = self.runtime

@@ -139,7 +139,7 @@ def parse_args(argv=None):
     parser.add_argument('--parties', required=True, help='comma-separated host:port of all nodes')
     parser.add_argument('--threshold', type=int)
     parser.add_argument('--peers', action='store_true',
-                        help='scenario S1: this node is also participant INDEX and shares its own orders')
+                        help='scenario S1: this node is also participant committee[INDEX] and shares its own orders')
     parser.add_argument('--deployment', action='store_true',
                         help='packages of a deployment round: agree on identical envelopes first')
     parser.add_argument('--settle-only', action='store_true',
@@ -168,7 +168,8 @@ async def load_packages(args, spec, own):
     import numpy as np
     if args.peers:
         from .peers import exchange_packages
-        shares, held = await exchange_packages(spec, np.load(os.path.join(own, 'own_orders.npy')))
+        shares, held = await exchange_packages(spec, np.load(os.path.join(own, 'shares.npy')),
+                                               np.load(os.path.join(own, 'own_orders.npy')))
         return shares, held, [], None
     shares = np.load(os.path.join(own, 'shares.npy'), mmap_mode='r')
     with open(os.path.join(own, 'held.json')) as f:
@@ -261,7 +262,9 @@ def main(argv=None):
         if args.peers:
             from .peers import own_results, return_results
             save_array(os.path.join(own, 'own_results.npy'), own_results(spec, await return_results(spec, results)))
-        sent = sum(peer.protocol.nbytes_sent for peer in mpc.parties if peer.pid != mpc.pid)
+        links = [peer.protocol for peer in mpc.parties if peer.pid != mpc.pid]
+        sent = sum(link.nbytes_sent for link in links)
+        messages = max((getattr(link, 'messages_sent', 0) for link in links), default=0)
         if args.deployment and not args.settle_only:
             public['participants'] = spec.participants
             public['missing'] = missing
@@ -273,6 +276,7 @@ def main(argv=None):
         public['mpc_tls'] = bool(mpc.options.ssl)
         public['timings']['node_total'] = round(time.perf_counter() - started, 4)
         public['bytes_sent'] = sent
+        public['messages_per_link'] = messages
         public['peak_rss_mb'] = round(peak_rss_mb(), 1)
         public['peak_rss_mb_by_phase'] = node.peaks
         write_json(os.path.join(own, 'public.json'), public)

@@ -12,7 +12,7 @@ from mpc_market.market.orders import Order
 from mpc_market.mpc import field as ff
 
 
-@pytest.mark.parametrize('threshold, parties', [(1, 3), (2, 5), (3, 7)])
+@pytest.mark.parametrize('threshold, parties', [(1, 3), (2, 5), (3, 7), (4, 9), (5, 11)])
 def test_share_round_trip(threshold, parties):
     values = np.random.default_rng(1).integers(0, 1 << 40, size=(40, 7)).astype(np.uint64)
     shares = ff.share_values(values, threshold, parties)
