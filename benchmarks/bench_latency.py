@@ -25,7 +25,6 @@ def run(params, seed):
         for delay in params['delays_ms']:
             row = run_deployment(params['participants'], delay, params['clients'], work)
             row['seconds'] = row.pop('round_latency_s')
-            row['bytes_per_node'] = row['peak_rss_mb_per_node'] = ''  # in the nodes' logs only
             rows.append(row)
     base = next((r['seconds'] for r in rows if r['delay_ms'] == 0), None)
     for r in rows:

@@ -104,6 +104,19 @@ def wait_published(deployment, round_id, settlement):
         broker.close()
 
 
+def node_costs(deployment, round_id, phase='clearing'):
+    """(bytes sent, peak MB) of the round's MPC run, the most of any node, from the nodes' logs."""
+    import re
+    done = re.compile(rf'round {re.escape(round_id)}: {phase} done in .* (\d+) bytes sent to the other nodes, '
+                      r'peak ([\d.]+) MB')
+    sent, peak = 0, 0.0
+    for i in range(deployment.nodes):
+        with open(os.path.join(deployment.dir, f'node{i}.log')) as f:
+            for match in done.finditer(f.read()):
+                sent, peak = max(sent, int(match.group(1))), max(peak, float(match.group(2)))
+    return sent, peak
+
+
 def check(deployment, round_id, book, orders_path, sample=10):
     """Public results and a sample of participants' own rows equal the plaintext reference's."""
     plain = clear_plain(book)
@@ -150,6 +163,7 @@ def run(size, delay_ms, clients, work):
               flush=True)
         check(deployment, round_id, book, orders_path)
         row['exact'] = True
+        row['bytes_per_node'], row['peak_rss_mb_per_node'] = node_costs(deployment, round_id)
         broker.close()
     finally:
         deployment.stop()

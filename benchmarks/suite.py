@@ -20,7 +20,7 @@ from importlib import metadata
 from common import machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SUITES = ('scaling', 'mechanisms', 'baseline', 'latency')   # implemented suites, in the order `all` runs them
+SUITES = ('scaling', 'peers', 'mechanisms', 'baseline', 'latency', 'scenarios')   # implemented suites, in the order `all` runs them
 
 
 def versions():

@@ -10,7 +10,7 @@ import pytest
 
 from helpers import REPO, cli
 
-SUITES = ('scaling', 'mechanisms', 'baseline', 'latency')
+SUITES = ('scaling', 'peers', 'mechanisms', 'baseline', 'latency', 'scenarios')
 
 
 @pytest.mark.slow

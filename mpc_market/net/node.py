@@ -137,8 +137,10 @@ class MarketNodeServer(NodeService):
         try:
             timings = run(self.store, round_, self.config, self.signing_key)
             tls = 'MPyC over TLS' if timings.pop('mpc_tls') else 'MPyC WITHOUT TLS'
-            log.info('round %s: %s done in %.2f s, %s (phases: %s)', round_.round_id, phase,
-                     time.perf_counter() - started, tls, ', '.join(f'{k} {v:.2f} s' for k, v in timings.items()))
+            sent, peak = timings.pop('bytes_sent'), timings.pop('peak_rss_mb')
+            log.info('round %s: %s done in %.2f s, %s, %d bytes sent to the other nodes, peak %.1f MB (phases: %s)',
+                     round_.round_id, phase, time.perf_counter() - started, tls, sent, peak,
+                     ', '.join(f'{k} {v:.2f} s' for k, v in timings.items()))
         except ClearingFailed as exc:
             log.warning('round %s: %s failed: %s', round_.round_id, phase, exc)
             fail(round_.round_id, 'failed', str(exc))

@@ -121,7 +121,13 @@ def import_results(job_dir, index, round_id, config):
             for j, p in enumerate(public['participants'])}
     rows.update({p: ('missing', b'') for p in public['missing']})
     price2 = [deviation_price2(config, row) for row in public_slot_rows(config, public['slots'])]
-    return rows, public_body(round_id, config, public), dict(public['timings'], mpc_tls=public['mpc_tls']), price2
+    return rows, public_body(round_id, config, public), run_figures(public), price2
+
+
+def run_figures(public):
+    """What a run's public.json says about its cost: phase timings, TLS, bytes sent, peak memory."""
+    return dict(public['timings'], mpc_tls=public['mpc_tls'], bytes_sent=public.get('bytes_sent', 0),
+                peak_rss_mb=public.get('peak_rss_mb', 0))
 
 
 

@@ -23,7 +23,7 @@ from ..market.config import parse_config
 from ..mpc import field as ff
 from ..mpc.jobs import config_spec, node_dir, write_json
 from .messages import SETTLEMENT_DOMAIN, settlement_body
-from .round_clearing import run_party
+from .round_clearing import run_figures, run_party
 
 SETTLEMENT_FIELDS = 2  # per participant and slot: deviation Wh, deviation amount
 RETAILER_FIELDS = 3    # per slot: receives, pays, net
@@ -88,7 +88,7 @@ def import_settlement(job_dir, index, round_id):
     rows = {p: (participant_status(p, public), settled[:, j].astype('<u4').tobytes())
             for j, p in enumerate(public['participants'])}
     return (rows, retailer.astype('<u4').tobytes(), settlement_body(round_id, public),
-            dict(public['timings'], mpc_tls=public['mpc_tls']))
+            run_figures(public))
 
 
 

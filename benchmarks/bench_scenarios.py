@@ -1,0 +1,235 @@
+"""Suite `scenarios`: the four deployment scenarios end to end over gRPC and TLS, each with the
+leakage table its instrumentation produces.
+
+Every scenario runs the same code (broker + 3 nodes + clients on this machine, mutual TLS
+everywhere, MPyC links included); what changes is who runs what:
+
+- S1 direct peers: the peers draw 3 of themselves by the committee lottery to run the nodes;
+  the first of them also coordinates; every peer submits its own orders.
+- S2 direct customers: two representatives submit for their clients and run two nodes, the
+  community runs the third; the first representative coordinates.
+- S3 indirect customers: the representatives submit for their clients; a broker organisation
+  coordinates; the nodes are run by the representatives and an independent operator.
+- S4 indirect peers: every prosumer submits its own orders; a broker coordinates; three
+  independent operators run the nodes.
+
+The node and broker processes run with benchmarks/instrument on PYTHONPATH, which records every
+gRPC request they receive. After the round, every participant (or its representative) fetches
+its own results, which must equal the plaintext reference, and benchmarks/leakage.py scans
+every actor's files for identities, orders and share packages the scenario does not allow it.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from deployment import node_costs, wait_published
+from leakage import Actor, scan, secrets_of
+from suite import figure
+
+from mpc_market.common import keys
+from mpc_market.market.generate import community
+from mpc_market.mpc.committee import draw
+from mpc_market.net.client import BrokerClient
+from mpc_market.net.localdeploy import LocalDeployment
+
+NAME, TITLE = 'scenarios', 'Deployment scenarios S1-S4 end to end, with the leakage each actor shows'
+COLUMNS = [('scenario', 'scenario'), ('actor', 'actor'), ('roles', 'roles'), ('KiB scanned', 'kib_scanned'),
+           ('identities held', 'identities_held'), ('order owners held', 'order_owners_held'),
+           ('share packages held', 'share_packages_held'), ('leaks', 'leak_list'), ('round s', 'seconds'),
+           ('= reference', 'exact')]
+HERE = os.path.dirname(os.path.abspath(__file__))
+MARKET = '[market]\nprice_floor = 0.047\nprice_ceiling = 0.139\ntick = 0.001\n'
+SCENARIOS = {
+    'S1': 'direct peers: a lottery committee of peers runs the nodes, one coordinates, each peer submits',
+    'S2': 'direct customers: 2 representatives submit for clients and run nodes with the community; no broker',
+    'S3': 'indirect customers: representatives submit; a broker coordinates; representatives + an operator run nodes',
+    'S4': 'indirect peers: prosumers submit their own; a broker coordinates; independent operators run the nodes',
+}
+
+
+def orders_of(participants, slots, seed):
+    """A generated community, renamed so every name is long enough to be unambiguous in a scan."""
+    raw, _ = community(participants, slots, seed, with_readings=True)
+    return [(f'member-{o["participant"]}', o['slot'], o['side'], o['energy_wh'], o['limit_price']) for o in raw]
+
+
+def write_orders(path, rows):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write('participant,slot,side,energy_wh,limit_price\n' + ''.join(','.join(map(str, r)) + '\n' for r in rows))
+
+
+def plan(scenario, participants, representatives):
+    """The scenario's organisations: [(name, roles, participants, nodes, coordinator, certificate)]."""
+    if scenario in ('S1', 'S4'):
+        if scenario == 'S1':
+            committee = draw('scenario-S1', participants, 3)['committee']
+            runs = {p: i for i, p in enumerate(committee)}
+        else:
+            committee, runs = [], {}
+        plan_ = [(p, ['peer'] + ([f'node{runs[p]}'] + (['coordinator'] if runs[p] == 0 else []) if p in runs else []),
+                  {p}, {runs[p]} if p in runs else set(), p in runs and runs[p] == 0, f'peer-{k}')
+                 for k, p in enumerate(participants)]
+        if scenario == 'S4':
+            plan_ += [(f'operator-{c}', [f'node{i}'], set(), {i}, False, None) for i, c in enumerate('abc')]
+            plan_.append(('broker-org', ['coordinator'], set(), set(), True, None))
+        return plan_
+    clients = [participants[k::representatives] for k in range(representatives)]
+    plan_ = [(f'rep{k}', ['representative'] + ([f'node{k}'] if k < 3 else [])
+              + (['coordinator'] if k == 0 and scenario == 'S2' else []),
+              set(c), {k} if k < 3 else set(), k == 0 and scenario == 'S2', f'rep{k}') for k, c in enumerate(clients)]
+    for i in range(representatives, 3):
+        plan_.append(('community' if scenario == 'S2' else f'operator-{i}', [f'node{i}'], set(), {i}, False, None))
+    if scenario == 'S3':
+        plan_.append(('broker-org', ['coordinator'], set(), set(), True, None))
+    return plan_
+
+
+def cli(*args, out=None):
+    """One `mpc-market` command as the actor's own process; its output is part of what it holds."""
+    proc = subprocess.run([sys.executable, '-m', 'mpc_market', *map(str, args)], capture_output=True, text=True)
+    if out:
+        with open(out, 'a') as f:
+            f.write(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f'mpc-market {args[0]} failed: {proc.stdout}{proc.stderr}')
+    return proc.stdout
+
+
+def run_scenario(scenario, params, seed, work, keep_actors=False):
+    """Run one scenario's round; return (actors, secrets, seconds, exact)."""
+    rows = orders_of(params['participants'], params['slots'], seed)
+    names = sorted({r[0] for r in rows})
+    directory = os.path.join(work, scenario)
+    dep = LocalDeployment(os.path.join(directory, 'dep')).create(names)
+    organisations = plan(scenario, names, params['representatives'])
+    for _, _, _, _, _, certificate in organisations:
+        if certificate:
+            keys.create_client(dep.keys, certificate)
+    market = os.path.join(directory, 'market.toml')
+    with open(market, 'w') as f:
+        f.write(MARKET)
+    reference = os.path.join(directory, 'reference')
+    all_orders = os.path.join(directory, 'orders.csv')
+    write_orders(all_orders, rows)
+    cli('clear', '--engine', 'plain', '--orders', all_orders, '--config', market, '--out', reference, '--quiet')
+    saved = dict(os.environ)
+    os.environ.update(MPC_MARKET_RECORD='1', PYTHONPATH=os.pathsep.join(
+        [os.path.join(HERE, 'instrument')] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
+    try:
+        dep.start(timeout=60)  # node and broker processes record what they receive
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    actors = []
+    try:
+        broker = ['--broker', dep.broker_address, '--keys', dep.keys]
+        slots = sorted({r[1] for r in rows})
+        cli('round', 'open', *broker, '--round', 'r1', '--slots', ','.join(map(str, slots)), '--market', market,
+            '--gate-closure-in', 600)
+        for name, roles, members, nodes, coordinator, certificate in organisations:
+            home = os.path.join(directory, 'actors', name)
+            os.makedirs(home)
+            actor = Actor(name, roles, [home], members, nodes, coordinator)
+            actor.paths += [p for i in nodes for p in (os.path.join(dep.dir, f'node{i}'), dep.node_config(i),
+                                                       os.path.join(dep.dir, f'node{i}.log'),
+                                                       os.path.join(dep.dir, f'node{i}.received'))]
+            if coordinator:
+                actor.paths += [os.path.join(dep.dir, n) for n in ('broker', 'broker.toml', 'broker.log',
+                                                                   'broker.received')]
+            actors.append(actor)
+            if members:
+                own = os.path.join(home, 'orders.csv')
+                write_orders(own, [r for r in rows if r[0] in members])
+                cli('submit', *broker, '--client', certificate, '--round', 'r1', '--orders', own,
+                    out=os.path.join(home, 'commands.txt'))
+        started = time.perf_counter()
+        BrokerClient(dep.broker_address, dep.keys, 'operator').close_round('r1')
+        wait_published(dep, 'r1', settlement=False)
+        seconds = time.perf_counter() - started
+        costs = node_costs(dep, 'r1')
+        exact = True
+        for actor in actors:
+            home = actor.paths[0]
+            for p in sorted(actor.participants):
+                cli('results', *broker, '--client', next(c for n, *_, c in organisations if n == actor.name),
+                    '--round', 'r1', '--participant', p, '--orders', os.path.join(home, 'orders.csv'),
+                    '--out', os.path.join(home, 'results'), out=os.path.join(home, 'commands.txt'))
+                exact &= _rows(os.path.join(home, 'results', f'{p}.csv')) == [
+                    r for r in _rows(os.path.join(reference, 'participants.csv')) if r.startswith(p + ',')]
+            cli('results', *broker, '--client', 'operator', '--public', '--round', 'r1', '--out',
+                os.path.join(home, 'public'))
+            exact &= _rows(os.path.join(home, 'public', 'public.csv')) == _rows(os.path.join(reference, 'public.csv'))
+    finally:
+        dep.stop()
+    secrets = secrets_of(rows, [os.path.join(dep.dir, f'node{i}') for i in range(3)])
+    return actors, secrets, (seconds, *costs), exact
+
+
+def _rows(path):
+    with open(path) as f:
+        return f.read().splitlines()[1:]
+
+
+def run(params, seed):
+    rows, notes = [], []
+    for scenario in params['scenarios']:
+        work = tempfile.mkdtemp(prefix=f'mpc-market-{scenario}-')
+        try:
+            actors, secrets, (seconds, sent, peak), exact = run_scenario(scenario, params, seed, work)
+            table = scan(actors, secrets)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        leaks = sum(len(r['leaks']) for r in table)
+        print(f'  {scenario}: round {seconds:.2f} s, exact {exact}, {len(table)} actors scanned, {leaks} leaks',
+              flush=True)
+        for r in _summarised(table):
+            rows.append({'scenario': scenario, 'seconds': round(seconds, 2), 'bytes_per_node': sent,
+                         'peak_rss_mb_per_node': peak, 'exact': exact, **r})
+        notes.append(f'{scenario}: {SCENARIOS[scenario]}.')
+    notes += ['identities held: participants whose name is anywhere in the actor\'s files (nodes must know who '
+              'submitted; a peer or representative knows itself and its clients; anyone else none).',
+              'order owners held: participants with an order (participant,slot,side,energy_wh) in the actor\'s files; '
+              'allowed only for the participant itself and its representative.',
+              'share packages held: (participant, node) share packages or result shares found in the clear; allowed '
+              'only at the node that holds them.',
+              'leaks: anything found beyond what the scenario allows; the suite fails on any.']
+    if any(r['leak_list'] for r in rows):
+        raise AssertionError('leakage scan: ' + '; '.join(f'{r["scenario"]} {r["actor"]}: {r["leak_list"]}'
+                                                           for r in rows if r['leak_list']))
+    return rows, notes
+
+
+def _summarised(table):
+    """Peers and representatives with the same role and findings collapse into one row ('3 peers')."""
+    out, groups = [], {}
+    for r in table:
+        r = dict(r, kib_scanned=round(r.pop('bytes_scanned') / 1024, 1), leak_list='; '.join(r.pop('leaks')))
+        if r['roles'] in ('peer', 'representative') and not r['leak_list']:
+            key = (r['roles'], r['identities_held'], r['order_owners_held'], r['share_packages_held'])
+            groups.setdefault(key, []).append(r)
+        else:
+            out.append(r)
+    for (roles, *_), members in groups.items():
+        first = members[0]
+        out.append(dict(first, actor=first['actor'] if len(members) == 1 else f'{len(members)} x {roles}',
+                        kib_scanned=max(m['kib_scanned'] for m in members)))
+    return out
+
+
+def figures(rows, directory):
+    fig = figure()
+    axis = fig.subplots()
+    scenarios = list(dict.fromkeys(r['scenario'] for r in rows))
+    axis.bar(scenarios, [next(r['seconds'] for r in rows if r['scenario'] == s) for s in scenarios])
+    axis.set_ylabel('round latency (s): gate closure -> signed public results')
+    axis.set_title('S1-S4 over gRPC with mutual TLS, each checked against the plaintext reference')
+    fig.tight_layout()
+    path = os.path.join(directory, 'scenarios.png')
+    fig.savefig(path)
+    return [('round latency per scenario', path)]
+

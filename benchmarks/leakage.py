@@ -1,0 +1,94 @@
+"""The leakage scan: search everything an actor stored and received for what it must not hold.
+
+An actor is an organisation: the files of every process it runs (state directory, log, the gRPC
+requests it received, recorded by benchmarks/instrument) and of every participant it is or
+represents (order files, results, command output). The scan looks, byte for byte, for
+
+- identity: a participant's name;
+- order: one of its orders as ``participant,slot,side,energy_wh`` (how orders and per-participant
+  results are written), so an order value tied to its owner;
+- share: the first 32 bytes of the share package node j holds of a participant, and of node j's
+  result shares of it (random field elements: found elsewhere only if copied);
+
+and reports, per actor, each secret found where the scenario does not allow it. The ground truth
+comes from the orders and from every node's store after the run.
+"""
+
+import os
+import sqlite3
+from dataclasses import dataclass, field
+
+FINGERPRINT = 32  # bytes of a share package or result share that identify it
+
+
+@dataclass
+class Actor:
+    """An organisation in a scenario: its files, and what it may hold."""
+    name: str
+    roles: list
+    paths: list = field(default_factory=list)
+    participants: set = field(default_factory=set)   # itself (a peer) or its clients (a representative)
+    nodes: set = field(default_factory=set)          # node indices it runs
+    coordinator: bool = False
+
+    def data(self):
+        """Every byte of every file under its paths (files and directories)."""
+        chunks = []
+        for path in self.paths:
+            if os.path.isfile(path):
+                chunks.append(_read(path))
+            for root, _, files in os.walk(path):
+                chunks += [_read(os.path.join(root, f)) for f in sorted(files)]
+        return b'\n'.join(chunks)
+
+
+def _read(path):
+    with open(path, 'rb') as f:
+        return f.read()
+
+
+@dataclass
+class Secrets:
+    identities: dict   # participant -> name bytes
+    orders: dict       # participant -> [order row bytes]
+    shares: dict       # (participant, node) -> [fingerprints] (order package, result shares)
+
+
+def secrets_of(orders, node_dirs):
+    """Ground truth: orders (participant, slot, side, energy_wh, ...) and every node's store."""
+    identities, rows = {}, {}
+    for p, slot, side, energy, *_ in orders:
+        identities[p] = p.encode()
+        rows.setdefault(p, []).append(f'{p},{slot},{side},{energy}'.encode())
+    shares = {}
+    for node, directory in enumerate(node_dirs):
+        db = sqlite3.connect(f'file:{os.path.join(directory, "node.db")}?mode=ro', uri=True)
+        try:
+            held = list(db.execute('SELECT participant, package FROM submissions'))
+            held += list(db.execute('SELECT participant, shares FROM results'))
+        finally:
+            db.close()
+        for p, blob in held:
+            shares.setdefault((p, node), []).append(bytes(blob[:FINGERPRINT]))
+    return Secrets(identities, rows, shares)
+
+
+def scan(actors, secrets):
+    """One row per actor: what it holds of each kind, and every secret it must not hold."""
+    rows = []
+    for actor in actors:
+        data = actor.data()
+        may_know_names = set(secrets.identities) if actor.nodes else actor.participants
+        found = {
+            'identity': sorted(p for p, name in secrets.identities.items() if name in data),
+            'order': sorted({p for p, lines in secrets.orders.items() for line in lines if line in data}),
+            'share': sorted({f'{p}@node{n}' for (p, n), prints in secrets.shares.items()
+                             for fp in prints if fp in data}),
+        }
+        leaks = ([f'identity {p}' for p in found['identity'] if p not in may_know_names]
+                 + [f'order of {p}' for p in found['order'] if p not in actor.participants]
+                 + [f'share {s}' for s in found['share'] if int(s.rsplit('@node', 1)[1]) not in actor.nodes])
+        rows.append({'actor': actor.name, 'roles': ', '.join(actor.roles), 'bytes_scanned': len(data),
+                     'identities_held': len(found['identity']), 'order_owners_held': len(found['order']),
+                     'share_packages_held': len(found['share']), 'leaks': leaks})
+    return rows
