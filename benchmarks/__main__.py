@@ -17,7 +17,16 @@ def main(argv=None):
     parser.add_argument('--quick', action='store_true', help='the small preset (each suite in minutes, run by CI)')
     parser.add_argument('--out', help='results directory, one subdirectory per suite (default: benchmarks/results/'
                                       'suites, or benchmarks/results/quick with --quick, which git ignores)')
+    parser.add_argument('--profiles', nargs='?', const='2026-06-17', metavar='DAY',
+                        help='communities from the BDEW H0 load profile and clear-sky PV of DAY (default '
+                             '2026-06-17; needs pip install -e \'.[profiles]\') instead of the built-in shapes')
     args = parser.parse_args(argv)
+    if args.profiles:
+        from mpc_market.market.profiles import parse_day
+        try:
+            parse_day(args.profiles)
+        except Exception as e:  # noqa: BLE001 - one line, exit 2, like the command line
+            parser.error(str(e))
     args.out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
                                         'quick' if args.quick else 'suites')
     if args.suite == 'report':
@@ -28,7 +37,7 @@ def main(argv=None):
         return 0
     for name in SUITES if args.suite == 'all' else (args.suite,):
         print(f'suite {name}{" (quick)" if args.quick else ""}:', flush=True)
-        directory = run_suite(name, args.quick, args.out)
+        directory = run_suite(name, args.quick, args.out, args.profiles)
         print(f'wrote {directory}/results.csv, results.json, report.md and its plots', flush=True)
     return 0
 

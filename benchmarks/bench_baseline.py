@@ -16,7 +16,7 @@ import time
 from decimal import Decimal
 
 from baseline import plain_clear, records
-from suite import figure, mpc_row
+from suite import figure, mpc_row, profile_day
 
 from mpc_market.market.book import Book
 from mpc_market.market.config import MarketConfig
@@ -60,7 +60,7 @@ def run(params, seed):
     rows = []
     with tempfile.TemporaryDirectory(prefix='mpc-market-baseline-') as work:
         for n in params['sizes']:
-            raw = community(n, 1, seed)
+            raw = community(n, 1, seed, profile_day=profile_day(params))
             book = Book(CONFIG, [Order(o['participant'], o['slot'], o['side'], o['energy_wh'],
                                        Decimal(o['limit_price'])) for o in raw])
             started = time.perf_counter()

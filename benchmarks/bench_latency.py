@@ -12,7 +12,7 @@ import os
 import tempfile
 
 from deployment import run as run_deployment
-from suite import figure
+from suite import figure, profile_day
 
 NAME, TITLE = 'latency', 'Round latency against network delay between the nodes'
 COLUMNS = [('one-way delay ms', 'delay_ms'), ('participants', 'participants'), ('round latency s', 'seconds'),
@@ -23,7 +23,7 @@ def run(params, seed):
     rows = []
     with tempfile.TemporaryDirectory(prefix='mpc-market-latency-') as work:
         for delay in params['delays_ms']:
-            row = run_deployment(params['participants'], delay, params['clients'], work)
+            row = run_deployment(params['participants'], delay, params['clients'], work, profile_day(params))
             row['seconds'] = row.pop('round_latency_s')
             rows.append(row)
     base = next((r['seconds'] for r in rows if r['delay_ms'] == 0), None)

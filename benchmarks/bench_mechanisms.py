@@ -11,7 +11,7 @@ import dataclasses
 import time
 from decimal import Decimal
 
-from suite import figure, mpc_row
+from suite import figure, mpc_row, profile_day
 
 from mpc_market.market import plain
 from mpc_market.market.book import Book
@@ -53,8 +53,8 @@ def economics(config, result):
     return saving, round(inside / bought, 4) if bought else 0.0, f'{spread:.4f}'
 
 
-def books(participants, slots, seed, zones):
-    raw, raw_readings = community(participants, slots, seed, with_readings=True)
+def books(participants, slots, seed, zones, day=None):
+    raw, raw_readings = community(participants, slots, seed, with_readings=True, profile_day=day)
     orders = [Order(o['participant'], o['slot'], o['side'], o['energy_wh'], Decimal(o['limit_price'])) for o in raw]
     net_of = {(r['participant'], r['slot']): r['net_wh'] for r in raw_readings}
     names = sorted({o.participant for o in orders} | {p for p, _ in net_of})
@@ -67,7 +67,8 @@ def books(participants, slots, seed, zones):
 
 def run(params, seed):
     rows = []
-    for mechanism, book, net_of in books(params['participants'], params['slots'], seed, params['zones']):
+    for mechanism, book, net_of in books(params['participants'], params['slots'], seed, params['zones'],
+                                         profile_day(params)):
         started = time.perf_counter()
         secure = local.settle_mpc(book, net_of, nodes=params['nodes'], timeout=1800)
         row = {'mechanism': mechanism, 'participants': len(book.participants), 'slots': len(book.slots),

@@ -13,7 +13,7 @@ import os
 import time
 
 from bench_scaling import book_of
-from suite import figure, mpc_row
+from suite import figure, mpc_row, profile_day
 
 from mpc_market.market import plain
 from mpc_market.mpc import committee, local
@@ -39,12 +39,13 @@ def _row(series, book, result, started):
 
 def run(params, seed):
     rows = []
-    book, _ = book_of(params['participants'], 1, seed, False)
+    day = profile_day(params)
+    book, _ = book_of(params['participants'], 1, seed, False, day)
     for nodes in params['nodes']:
         started = time.perf_counter()
         rows.append(_row('client-sharing', book, local.clear_mpc(book, nodes=nodes, timeout=3600), started))
     for peers in params['peers']:
-        book, _ = book_of(peers, params['peer_slots'], seed, False)
+        book, _ = book_of(peers, params['peer_slots'], seed, False, day)
         size = peers if peers <= committee.ALL_PEERS_UP_TO else params['committee']
         started = time.perf_counter()
         result = local.clear_peers(book, size, round_id=f'bench-{peers}', timeout=3600)
@@ -88,9 +89,13 @@ def figures(rows, directory):
             axis.plot(xs, [r[field] for r in chosen], 'o-')
             axis.set_xlabel(label)
             axis.set_ylabel(ylabel)
-            axis.grid(True, alpha=0.3)
+            axis.grid(True, which='both', alpha=0.3)
             if key == 'participants':
                 axis.set_xscale('log')
+            if field == 'seconds':
+                axis.set_yscale('log')
+            else:
+                axis.set_ylim(bottom=0)
         fig.suptitle(f'{series}: {chosen[0]["orders"]} orders' if key == 'nodes' else
                      'S1: every peer a node up to 7, else a committee drawn by lottery')
         fig.tight_layout()

@@ -10,7 +10,7 @@ import math
 import time
 from decimal import Decimal
 
-from suite import figure, mpc_row
+from suite import figure, mpc_row, profile_day
 
 from mpc_market.market import plain
 from mpc_market.market.book import Book
@@ -30,16 +30,16 @@ LITERATURE = [  # (participants, seconds, label)
 ]
 
 
-def book_of(participants, slots, seed, settle):
-    raw, raw_readings = community(participants, slots, seed, with_readings=True)
+def book_of(participants, slots, seed, settle, day=None):
+    raw, raw_readings = community(participants, slots, seed, with_readings=True, profile_day=day)
     orders = [Order(o['participant'], o['slot'], o['side'], o['energy_wh'], Decimal(o['limit_price'])) for o in raw]
     net_of = {(r['participant'], r['slot']): r['net_wh'] for r in raw_readings} if settle else None
     return Book(CONFIG, orders, extra_pairs=list(net_of or ())), net_of
 
 
-def one(task, participants, slots, seed, nodes):
+def one(task, participants, slots, seed, nodes, day=None):
     settle = task == 'clear+settle'
-    book, net_of = book_of(participants, slots, seed, settle)
+    book, net_of = book_of(participants, slots, seed, settle, day)
     started = time.perf_counter()
     if settle:
         secure = local.settle_mpc(book, net_of, nodes=nodes, timeout=3600)
@@ -70,8 +70,9 @@ def slope(rows, task, slots, above_startup=False):
 
 
 def run(params, seed):
-    rows = [one(task, n, 1, seed, params['nodes']) for task in ('clear', 'clear+settle') for n in params['sizes']]
-    rows += [one('clear', n, 96, seed, params['nodes']) for n in params['sizes_96']]
+    day = profile_day(params)
+    rows = [one(task, n, 1, seed, params['nodes'], day) for task in ('clear', 'clear+settle') for n in params['sizes']]
+    rows += [one('clear', n, 96, seed, params['nodes'], day) for n in params['sizes_96']]
     return rows, [f'reference point: {label}' for _, _, label in LITERATURE]
 
 

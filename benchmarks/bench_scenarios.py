@@ -26,9 +26,10 @@ import sys
 import tempfile
 import time
 
+from common import instrumented
 from deployment import node_costs, wait_published
 from leakage import Actor, scan, secrets_of
-from suite import figure
+from suite import figure, profile_day
 
 from mpc_market.common import keys
 from mpc_market.market.generate import community
@@ -41,7 +42,6 @@ COLUMNS = [('scenario', 'scenario'), ('actor', 'actor'), ('roles', 'roles'), ('K
            ('identities held', 'identities_held'), ('order owners held', 'order_owners_held'),
            ('share packages held', 'share_packages_held'), ('leaks', 'leak_list'), ('round s', 'seconds'),
            ('= reference', 'exact')]
-HERE = os.path.dirname(os.path.abspath(__file__))
 MARKET = '[market]\nprice_floor = 0.047\nprice_ceiling = 0.139\ntick = 0.001\n'
 SCENARIOS = {
     'S1': 'direct peers: a lottery committee of peers runs the nodes, one coordinates, each peer submits',
@@ -51,9 +51,9 @@ SCENARIOS = {
 }
 
 
-def orders_of(participants, slots, seed):
+def orders_of(participants, slots, seed, day=None):
     """A generated community, renamed so every name is long enough to be unambiguous in a scan."""
-    raw, _ = community(participants, slots, seed, with_readings=True)
+    raw, _ = community(participants, slots, seed, with_readings=True, profile_day=day)
     return [(f'member-{o["participant"]}', o['slot'], o['side'], o['energy_wh'], o['limit_price']) for o in raw]
 
 
@@ -102,7 +102,7 @@ def cli(*args, out=None):
 
 def run_scenario(scenario, params, seed, work, keep_actors=False):
     """Run one scenario's round; return (actors, secrets, seconds, exact)."""
-    rows = orders_of(params['participants'], params['slots'], seed)
+    rows = orders_of(params['participants'], params['slots'], seed, profile_day(params))
     names = sorted({r[0] for r in rows})
     directory = os.path.join(work, scenario)
     dep = LocalDeployment(os.path.join(directory, 'dep')).create(names)
@@ -117,14 +117,8 @@ def run_scenario(scenario, params, seed, work, keep_actors=False):
     all_orders = os.path.join(directory, 'orders.csv')
     write_orders(all_orders, rows)
     cli('clear', '--engine', 'plain', '--orders', all_orders, '--config', market, '--out', reference, '--quiet')
-    saved = dict(os.environ)
-    os.environ.update(MPC_MARKET_RECORD='1', PYTHONPATH=os.pathsep.join(
-        [os.path.join(HERE, 'instrument')] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
-    try:
+    with instrumented(MPC_MARKET_RECORD='1'):
         dep.start(timeout=60)  # node and broker processes record what they receive
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
     actors = []
     try:
         broker = ['--broker', dep.broker_address, '--keys', dep.keys]

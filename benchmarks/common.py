@@ -1,5 +1,6 @@
 """Shared by the benchmark scripts: the machine description and saving result tables."""
 
+import contextlib
 import csv
 import json
 import os
@@ -30,3 +31,18 @@ def save_rows(out_dir, name, info, rows):
         writer.writeheader()
         writer.writerows(rows)
     print(f'saved {stem}.json and {stem}.csv')
+
+
+@contextlib.contextmanager
+def instrumented(**variables):
+    """Processes started inside get benchmarks/instrument first on PYTHONPATH and these variables
+    (its gRPC recorder, its mitigation switches); the environment is restored afterwards."""
+    saved = dict(os.environ)
+    here = os.path.dirname(os.path.abspath(__file__))
+    os.environ.update(variables, PYTHONPATH=os.pathsep.join(
+        [os.path.join(here, 'instrument')] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

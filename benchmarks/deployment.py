@@ -131,9 +131,10 @@ def check(deployment, round_id, book, orders_path, sample=10):
     broker.close()
 
 
-def run(size, delay_ms, clients, work):
+def run(size, delay_ms, clients, work, profile_day=None):
     directory = os.path.join(work, f'n{size}-d{delay_ms}')
-    orders_path, market_path, count, _ = write_community(os.path.join(directory, 'community'), size, 1, 2026)
+    orders_path, market_path, count, _ = write_community(os.path.join(directory, 'community'), size, 1, 2026,
+                                                         profile_day=profile_day)
     config = load_config(market_path)
     book = Book(config, load_orders(orders_path, config))
     deployment = LocalDeployment(os.path.join(directory, 'dep')).create(book.participants, delay_ms=delay_ms)

@@ -10,6 +10,7 @@ embedding them; ``report.md`` and the PNGs can be regenerated from ``results.jso
 """
 
 import csv
+import datetime
 import importlib
 import json
 import os
@@ -20,7 +21,7 @@ from importlib import metadata
 from common import machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SUITES = ('scaling', 'peers', 'mechanisms', 'baseline', 'latency', 'scenarios')   # implemented suites, in the order `all` runs them
+SUITES = ('scaling', 'peers', 'mechanisms', 'baseline', 'latency', 'scenarios', 'mitigations')   # implemented suites, in the order `all` runs them
 
 
 def versions():
@@ -41,14 +42,23 @@ def load_preset(name, quick):
     return preset['quick' if quick else 'full'], preset.get('seed', 1)
 
 
+def profile_day(params):
+    """The day of published load and PV profiles a run uses (``--profiles``), or None: the built-in shapes."""
+    day = params.get('profiles')
+    return datetime.date.fromisoformat(day) if day else None
+
+
 def module(name):
     return importlib.import_module(f'bench_{name}')
 
 
-def run_suite(name, quick, out_dir):
-    """Run one suite; write its results, figures and report into out_dir/NAME; return that directory."""
+def run_suite(name, quick, out_dir, profiles=None):
+    """Run one suite; write its results, figures and report into out_dir/NAME; return that directory.
+    profiles: a day (YYYY-MM-DD): communities from published load and PV profiles of that day."""
     suite = module(name)
     params, seed = load_preset(name, quick)
+    if profiles:
+        params = dict(params, profiles=profiles)
     directory = os.path.join(out_dir, name)
     os.makedirs(directory, exist_ok=True)
     started = time.perf_counter()

@@ -10,16 +10,26 @@ import pytest
 
 from helpers import REPO, cli
 
-SUITES = ('scaling', 'peers', 'mechanisms', 'baseline', 'latency', 'scenarios')
+SUITES = ('scaling', 'peers', 'mechanisms', 'baseline', 'latency', 'scenarios', 'mitigations')
+
+
+def test_the_command_knows_every_suite():
+    sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+    import suite
+
+    from mpc_market.cli.bench import SUITES as COMMAND_SUITES
+    assert suite.SUITES == SUITES and COMMAND_SUITES == (*SUITES, 'all')
 
 
 @pytest.mark.slow
 def test_every_suite_runs_quick_and_its_results_regenerate_the_report(tmp_path):
-    assert cli('bench', 'all', '--quick', '--out', tmp_path).returncode == 0
+    """On communities from the published profiles (--profiles): every run must still be exact."""
+    assert cli('bench', 'all', '--quick', '--profiles', '--out', tmp_path).returncode == 0
     for suite in SUITES:
         directory = tmp_path / suite
         data = json.loads((directory / 'results.json').read_text())
         assert data['suite'] == suite and data['quick'] and data['machine']['cores'] and data['versions']['mpyc']
+        assert data['params']['profiles'] == '2026-06-17'
         assert data['rows'] and all(r['exact'] is True for r in data['rows']), suite
         assert all({'seconds', 'bytes_per_node', 'peak_rss_mb_per_node', 'seed'} <= set(r) for r in data['rows'])
         header = (directory / 'results.csv').read_text().splitlines()[0].split(',')

@@ -1,4 +1,4 @@
-"""``mpc-market bench SUITE [--quick] [--out DIR]``: the benchmark suites of a source checkout.
+"""``mpc-market bench SUITE [--quick] [--out DIR] [--profiles [DAY]]``: the benchmark suites of a source checkout.
 
 The suites live in ``benchmarks/`` next to the package (they are not installed); this command
 runs ``python -m benchmarks`` there, so both spellings do the same thing.
@@ -10,7 +10,7 @@ import sys
 
 from ..common.errors import InputError
 
-SUITES = ('scaling', 'mechanisms', 'baseline', 'latency', 'all')
+SUITES = ('scaling', 'peers', 'mechanisms', 'baseline', 'latency', 'scenarios', 'mitigations', 'all')  # = benchmarks/suite.py
 
 
 def checkout():
@@ -25,7 +25,8 @@ def cmd_bench(args):
         raise InputError('<command line>', 0, 'suite', 'the benchmark suites need a source checkout '
                          '(benchmarks/ next to mpc_market/)')
     command = [sys.executable, '-m', 'benchmarks', args.suite, *(['--quick'] if args.quick else []),
-               *(['--out', os.path.abspath(args.out)] if args.out else [])]
+               *(['--out', os.path.abspath(args.out)] if args.out else []),
+               *(['--profiles', args.profiles] if args.profiles else [])]
     return subprocess.call(command, cwd=root)
 
 
@@ -41,4 +42,7 @@ def add_parsers(sub, formatter):
     p.add_argument('--quick', action='store_true', help='the small preset: minutes per suite (what CI runs)')
     p.add_argument('--out', help='results directory (default: benchmarks/results/suites; with --quick '
                    'benchmarks/results/quick)')
+    p.add_argument('--profiles', nargs='?', const='2026-06-17', metavar='DAY',
+                   help='communities from the BDEW H0 load profile and clear-sky PV of DAY instead of the built-in '
+                        'shapes (needs pip install -e \'.[profiles]\')')
     p.set_defaults(func=cmd_bench)

@@ -184,12 +184,17 @@ def cmd_generate(args):
         raise InputError('<command line>', 0, 'participants' if args.participants < 1 else 'slots', 'must be >= 1')
     if args.zones < 0:
         raise InputError('<command line>', 0, 'zones', 'must be >= 0')
+    day = None
+    if args.profiles is not None:
+        from ..market.profiles import parse_day
+        day = parse_day(args.profiles)
     orders, config, count, readings = write_community(args.out, args.participants, args.slots, args.seed,
-                                                      args.zones, args.network_fee)
+                                                      args.zones, args.network_fee, day)
     load_config(config)  # a fee off the tick grid is named here, not at clearing
     first, stop = first_slot_and_stop(args.slots)
     print(f'wrote {count} orders of {args.participants} households for slots {first}-{stop - 1} '
-          f'({args.slots} x 15 min) to {orders}')
+          f'({args.slots} x 15 min' + (f' from 00:00 of {day}, BDEW H0 load and clear-sky PV' if day else '')
+          + f') to {orders}')
     print(f'      meter readings to {readings}, market to {config}, feeder map to '
           f'{os.path.join(args.out, "feeders.csv")}')
     print(f'next: mpc-market clear --orders {orders} --config {config} --out result/')
@@ -273,6 +278,9 @@ def _engine_options(p):
     p.add_argument('--quiet', action='store_true', help='no progress and no warnings on stderr')
 
 
+PROFILE_DAY = '2026-06-17'   # a midsummer weekday
+
+
 def add_parsers(sub, formatter):
     from ..api import MODES
     from ..market.config import MECHANISMS
@@ -339,6 +347,9 @@ def add_parsers(sub, formatter):
                         'clear first and then trade across at the network fee; 0 = one market')
     p.add_argument('--network-fee', default='0.010', metavar='PRICE',
                    help='with --zones: fee per kWh on energy crossing communities (a multiple of the tick)')
+    p.add_argument('--profiles', nargs='?', const=PROFILE_DAY, metavar='DAY',
+                   help=f'load from the BDEW H0 standard profile and PV from clear-sky irradiance of DAY '
+                        f'(YYYY-MM-DD, default {PROFILE_DAY}); needs pip install -e \'.[profiles]\'')
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser('demo', help='generate a community and clear it under MPC, with progress',

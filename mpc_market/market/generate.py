@@ -4,7 +4,8 @@ Each household has a daily load curve (night base, morning and evening peaks, sc
 household size) and about a third have rooftop PV (bell-shaped between 6:00 and 20:00 with
 day-to-day cloudiness). In each 15-minute slot a household buys its net deficit or sells its
 surplus, with a limit price drawn around its own willingness to pay or accept; a few limits lie
-outside the retail band to exercise the "cannot trade locally" path.
+outside the retail band to exercise the "cannot trade locally" path. With a profile day, load
+and PV come from published profiles instead (``profiles.py``, the optional extra).
 """
 
 import os
@@ -35,11 +36,13 @@ def first_slot_and_stop(slots):
     return first, first + slots
 
 
-def community(participants, slots, seed, with_readings=False):
+def community(participants, slots, seed, with_readings=False, profile_day=None):
     """Orders as a list of dicts with the orders-CSV keys (and meter readings if asked).
 
     Readings are what the meters measured: the planned net plus a forecast error of ~15 %
-    and ~30 Wh of noise, so some participants end up short and others long.
+    and ~30 Wh of noise, so some participants end up short and others long. profile_day (a
+    datetime.date): load from the BDEW H0 profile and PV from clear-sky irradiance of that day
+    (market/profiles.py, the optional extra) instead of the built-in shapes.
     """
     rng = np.random.default_rng(seed)
     slot_ids = np.arange(*first_slot_and_stop(slots))
@@ -55,9 +58,15 @@ def community(participants, slots, seed, with_readings=False):
     sell_price = rng.uniform(0.047, 0.11, participants)             # willingness to accept
     width = len(str(participants - 1))
     orders = []
-    load = avg_kw[:, None] * load_shape(hours)[None, :] * rng.lognormal(0, 0.25, (participants, slots))
+    if profile_day is None:
+        load_kw, pv_per_kwp = avg_kw[:, None] * load_shape(hours)[None, :], pv_shape(hours)
+    else:
+        from .profiles import day_shapes, household_kw
+        h0_share, pv_per_kwp = day_shapes(profile_day, slot_ids)
+        load_kw = household_kw(size, h0_share)
+    load = load_kw * rng.lognormal(0, 0.25, (participants, slots))
     ev = has_ev[:, None] * ((hours[None, :] > 18) & (hours[None, :] < 23)) * rng.uniform(0, 7.4, (participants, slots))
-    pv = kwp[:, None] * pv_shape(hours)[None, :] * cloud[None, :] * rng.uniform(0.85, 1.0, (participants, slots))
+    pv = kwp[:, None] * pv_per_kwp[None, :] * cloud[None, :] * rng.uniform(0.85, 1.0, (participants, slots))
     net_wh = np.rint((load + ev - pv) * 250).astype(np.int64)      # kW over 15 min -> Wh
     error = rng.normal(1.0, 0.15, (participants, slots)) * (load + ev - pv) * 250 + rng.normal(0, 30, net_wh.shape)
     limit = DEFAULT_MARKET['max_order_wh']
@@ -86,14 +95,14 @@ def community(participants, slots, seed, with_readings=False):
     return (orders, readings) if with_readings else orders
 
 
-def write_community(out_dir, participants, slots, seed, zones=0, network_fee='0.010'):
+def write_community(out_dir, participants, slots, seed, zones=0, network_fee='0.010', profile_day=None):
     """Write orders.csv, readings.csv, feeders.csv and market.toml into out_dir; return their paths.
 
     zones > 0: a zoned market (communities of whole feeders, a zone column in orders.csv and
-    zones = true with the network fee in market.toml)."""
+    zones = true with the network fee in market.toml). profile_day: see ``community``."""
     import csv
+    orders, readings = community(participants, slots, seed, with_readings=True, profile_day=profile_day)
     os.makedirs(out_dir, exist_ok=True)
-    orders, readings = community(participants, slots, seed, with_readings=True)
     names = sorted({r['participant'] for r in readings})
     feeders = feeder_map(names, zones)
     for order in orders if zones else ():

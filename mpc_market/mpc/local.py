@@ -227,6 +227,7 @@ def mpc_result(book, publics, values_of, times):
         'bytes_sent_per_participant': max(p['bytes_sent'] for p in publics) / n,
         'peak_rss_mb': max(p['peak_rss_mb'] for p in publics),
         'messages_per_link': max(p.get('messages_per_link', 0) for p in publics),
+        'mpc_tls': all(p.get('mpc_tls') for p in publics),
     }
     return ClearingResult(slots, rows, sorted(excluded), stats)
 

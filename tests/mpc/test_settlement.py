@@ -77,8 +77,10 @@ def test_mpc_settlement_edge_cases():
 
 
 @pytest.mark.slow
-def test_mpc_settlement_with_five_nodes():
-    assert_settlements_equal(*random_market(5, participants=8, slots=1), nodes=5)
+@pytest.mark.parametrize('nodes', [5, 7])
+def test_mpc_settlement_with_more_nodes(nodes):
+    """5 nodes draw their randomness by PRSS, 7 without it (mpc/node.py PRSS_UP_TO): both paths."""
+    assert_settlements_equal(*random_market(nodes, participants=8, slots=1), nodes=nodes)
 
 
 @pytest.mark.slow

@@ -114,11 +114,13 @@ def test_zoned_edge_cases_in_one_run():
     assert by_slot[0].traded_wh == 800 and by_slot[1].traded_wh == 0   # all of A's 800 Wh cross to B
 
 
-def test_zoned_chunked_streaming_and_five_nodes():
+@pytest.mark.parametrize('nodes', [5, 7])
+def test_zoned_chunked_streaming_and_more_nodes(nodes):
+    """5 nodes with PRSS randomness, 7 without (mpc/node.py PRSS_UP_TO)."""
     rng = random.Random(11)
     orders = [(f'p{i}', s, rng.choice(['buy', 'sell']), rng.randint(1, 3000), rng.choice(['0.11', '0.14', '0.17']),
                f'z{i % 3}') for i in range(24) for s in range(2) if rng.random() < 0.8]
-    assert_same(book_of(orders, zoned('0.01')), chunk=10, nodes=5)
+    assert_same(book_of(orders, zoned('0.01')), chunk=10, nodes=nodes)
 
 
 def test_zoned_settlement_equals_reference():
