@@ -16,7 +16,9 @@ from suite import figure, profile_day
 
 NAME, TITLE = 'latency', 'Round latency against network delay between the nodes'
 COLUMNS = [('one-way delay ms', 'delay_ms'), ('participants', 'participants'), ('round latency s', 'seconds'),
-           ('orders/s', 'orders_per_s_batched'), ('rounds (estimate)', 'rounds_estimate'), ('= reference', 'exact')]
+           ('orders/s', 'orders_per_s_batched'), ('rounds (estimate)', 'rounds_estimate'),
+           ('rounds per phase (estimate)', 'rounds_by_phase'), ('KiB sent per node', 'kib_per_node'),
+           ('peak MB per node', 'peak_rss_mb_per_node'), ('= reference', 'exact')]
 
 
 def run(params, seed):
@@ -25,10 +27,15 @@ def run(params, seed):
         for delay in params['delays_ms']:
             row = run_deployment(params['participants'], delay, params['clients'], work, profile_day(params))
             row['seconds'] = row.pop('round_latency_s')
+            row['kib_per_node'] = round(row['bytes_per_node'] / 1024, 1)
             rows.append(row)
-    base = next((r['seconds'] for r in rows if r['delay_ms'] == 0), None)
+    base = next((r for r in rows if r['delay_ms'] == 0), None)
     for r in rows:
-        r['rounds_estimate'] = round((r['seconds'] - base) * 1000 / r['delay_ms']) if base and r['delay_ms'] else ''
+        delayed = base and r['delay_ms']
+        r['rounds_estimate'] = round((r['seconds'] - base['seconds']) * 1000 / r['delay_ms']) if delayed else ''
+        r['rounds_by_phase'] = ', '.join(  # the same estimate per MPC phase, from the nodes' phase timings
+            f'{name} {round((r[f"{name}_s"] - base[f"{name}_s"]) * 1000 / r["delay_ms"])}'
+            for name in r['phase_names'].split() if name != 'node_total') if delayed else ''
     notes = ['rounds (estimate): (latency - latency without delay) / one-way delay; each sequential exchange '
              'between the nodes costs about one one-way delay.',
              f'orders/s: {params["clients"]} representative processes submitting batches of 64 (the delay is only '

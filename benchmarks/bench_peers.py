@@ -62,6 +62,16 @@ def run(params, seed):
     return rows, notes
 
 
+def notes(rows):
+    """Which runs drew their randomness by PRSS (derived at report time)."""
+    from mpc_market.mpc.node import PRSS_UP_TO
+    sizes = sorted({r['nodes'] for r in rows})
+    prss, plain = [m for m in sizes if m <= PRSS_UP_TO], [m for m in sizes if m > PRSS_UP_TO]
+    return [f'random shares: by PRSS (no communication, C(m, t) PRF calls each) with {prss} nodes; with {plain} '
+            'nodes by MPyC without PRSS (more bytes and messages, far less CPU: mpc/node.py PRSS_UP_TO)'] if plain \
+        else []
+
+
 def capture_notes(params):
     """P(a coalition holds more than the threshold of the committee's seats), per peer count."""
     size = params['committee']

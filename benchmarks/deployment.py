@@ -105,16 +105,19 @@ def wait_published(deployment, round_id, settlement):
 
 
 def node_costs(deployment, round_id, phase='clearing'):
-    """(bytes sent, peak MB) of the round's MPC run, the most of any node, from the nodes' logs."""
+    """(bytes sent, peak MB, {MPC phase: seconds}) of the round's MPC run, each the most of any node,
+    from the nodes' logs."""
     import re
     done = re.compile(rf'round {re.escape(round_id)}: {phase} done in .* (\d+) bytes sent to the other nodes, '
-                      r'peak ([\d.]+) MB')
-    sent, peak = 0, 0.0
+                      r'peak ([\d.]+) MB \(phases: (.*)\)')
+    sent, peak, phases = 0, 0.0, {}
     for i in range(deployment.nodes):
         with open(os.path.join(deployment.dir, f'node{i}.log')) as f:
             for match in done.finditer(f.read()):
                 sent, peak = max(sent, int(match.group(1))), max(peak, float(match.group(2)))
-    return sent, peak
+                for name, seconds in re.findall(r'(\w+) ([\d.]+) s', match.group(3)):
+                    phases[name] = max(phases.get(name, 0.0), float(seconds))
+    return sent, peak, phases
 
 
 def check(deployment, round_id, book, orders_path, sample=10):
@@ -164,7 +167,8 @@ def run(size, delay_ms, clients, work, profile_day=None):
               flush=True)
         check(deployment, round_id, book, orders_path)
         row['exact'] = True
-        row['bytes_per_node'], row['peak_rss_mb_per_node'] = node_costs(deployment, round_id)
+        row['bytes_per_node'], row['peak_rss_mb_per_node'], phases = node_costs(deployment, round_id)
+        row.update({f'{name}_s': seconds for name, seconds in phases.items()}, phase_names=' '.join(phases))
         broker.close()
     finally:
         deployment.stop()
