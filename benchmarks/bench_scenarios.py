@@ -145,7 +145,7 @@ def run_scenario(scenario, params, seed, work, keep_actors=False):
         BrokerClient(dep.broker_address, dep.keys, 'operator').close_round('r1')
         wait_published(dep, 'r1', settlement=False)
         seconds = time.perf_counter() - started
-        costs = node_costs(dep, 'r1')
+        sent, peak, _ = node_costs(dep, 'r1')
         exact = True
         for actor in actors:
             home = actor.paths[0]
@@ -161,7 +161,7 @@ def run_scenario(scenario, params, seed, work, keep_actors=False):
     finally:
         dep.stop()
     secrets = secrets_of(rows, [os.path.join(dep.dir, f'node{i}') for i in range(3)])
-    return actors, secrets, (seconds, *costs), exact
+    return actors, secrets, (seconds, sent, peak), exact
 
 
 def _rows(path):

@@ -11,7 +11,9 @@ represents (order files, results, command output). The scan looks, byte for byte
   result shares of it (random field elements: found elsewhere only if copied);
 
 and reports, per actor, each secret found where the scenario does not allow it. The ground truth
-comes from the orders and from every node's store after the run.
+comes from the orders and from every node's store after the run. What it cannot see: a value in
+an encoding it does not know (an energy logged without its owner's name, a share transformed
+before it is written); a clean scan is evidence against the leaks it looks for, not a proof.
 """
 
 import os

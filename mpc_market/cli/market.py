@@ -115,7 +115,9 @@ def cmd_verify_committee(args):
             document = json.load(f)
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise InputError(args.transcript, getattr(e, 'lineno', 1), 'transcript', f'not readable JSON ({e})') from None
-    transcript = document.get('stats', {}).get('committee', document) if isinstance(document, dict) else None
+    transcript = document if isinstance(document, dict) and 'commitments' in document else None
+    if isinstance(document, dict) and isinstance(document.get('stats'), dict):  # a clear's summary.json
+        transcript = document['stats'].get('committee')
     if not isinstance(transcript, dict):
         raise InputError(args.transcript, 1, 'committee', 'no committee lottery transcript in this file')
     try:

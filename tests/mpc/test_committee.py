@@ -104,5 +104,8 @@ def test_cli_peers_committee_writes_a_transcript_anyone_can_verify(tmp_path):
     forged = cli('verify-committee', str(tmp_path / 'forged.json'))
     assert forged.returncode == 2 and 'forged.json:1: committee:' in forged.stderr
     assert 'Traceback' not in forged.stderr
+    cli('clear', *common, '--out', str(tmp_path / 'local'), '--engine', 'plain', check=True)
+    no_lottery = cli('verify-committee', str(tmp_path / 'local' / 'summary.json'))
+    assert no_lottery.returncode == 2 and 'no committee lottery transcript in this file' in no_lottery.stderr
     wrong_mode = cli('clear', *common, '--out', str(tmp_path / 'y'), '--committee', '3')
     assert wrong_mode.returncode == 2 and 'committee' in wrong_mode.stderr
