@@ -17,9 +17,10 @@ def main(argv=None):
     parser.add_argument('--quick', action='store_true', help='the small preset (each suite in minutes, run by CI)')
     parser.add_argument('--out', help='results directory, one subdirectory per suite (default: benchmarks/results/'
                                       'suites, or benchmarks/results/quick with --quick, which git ignores)')
-    parser.add_argument('--profiles', nargs='?', const='2026-06-17', metavar='DAY',
-                        help='communities from the BDEW H0 load profile and clear-sky PV of DAY (default '
-                             '2026-06-17; needs pip install -e \'.[profiles]\') instead of the built-in shapes')
+    from mpc_market.market.profiles import DEFAULT_DAY
+    parser.add_argument('--profiles', nargs='?', const=DEFAULT_DAY, metavar='DAY',
+                        help=f'communities from the BDEW H0 load profile and clear-sky PV of DAY (default '
+                             f'{DEFAULT_DAY}; needs pip install -e \'.[profiles]\') instead of the built-in shapes')
     args = parser.parse_args(argv)
     if args.profiles:
         from mpc_market.market.profiles import parse_day

@@ -42,7 +42,8 @@ def add_parsers(sub, formatter):
     p.add_argument('--quick', action='store_true', help='the small preset: minutes per suite (what CI runs)')
     p.add_argument('--out', help='results directory (default: benchmarks/results/suites; with --quick '
                    'benchmarks/results/quick)')
-    p.add_argument('--profiles', nargs='?', const='2026-06-17', metavar='DAY',
+    from ..market.profiles import DEFAULT_DAY
+    p.add_argument('--profiles', nargs='?', const=DEFAULT_DAY, metavar='DAY',
                    help='communities from the BDEW H0 load profile and clear-sky PV of DAY instead of the built-in '
                         'shapes (needs pip install -e \'.[profiles]\')')
     p.set_defaults(func=cmd_bench)

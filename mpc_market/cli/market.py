@@ -280,12 +280,10 @@ def _engine_options(p):
     p.add_argument('--quiet', action='store_true', help='no progress and no warnings on stderr')
 
 
-PROFILE_DAY = '2026-06-17'   # a midsummer weekday
-
-
 def add_parsers(sub, formatter):
     from ..api import MODES
     from ..market.config import MECHANISMS
+    from ..market.profiles import DEFAULT_DAY as PROFILE_DAY
     p = sub.add_parser('clear', help='clear an orders file (under MPC by default)', formatter_class=formatter,
                        description='Clear every slot of an orders file: price, traded volume, and each order\'s '
                                    'match and amount. Writes public.csv, participants.csv and summary.json.',

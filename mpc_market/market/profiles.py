@@ -20,6 +20,7 @@ LATITUDE, LONGITUDE = 51.0, 10.0          # central Germany, where the BDEW prof
 TIMEZONE = 'Etc/GMT-1'                    # CET without daylight saving, like the profiles' clock
 ANNUAL_KWH_BY_SIZE = (1900, 2900, 3700, 4300, 5000)   # typical German households of 1..5 persons
 PERFORMANCE_RATIO = 0.85
+DEFAULT_DAY = '2026-06-17'                # a midsummer weekday: PV surplus at noon, evening peaks
 INSTALL_HINT = "needs the optional extra: pip install -e '.[profiles]' (demandlib, pvlib)"
 
 
