@@ -23,10 +23,11 @@ def main(argv=None):
                              f'{DEFAULT_DAY}; needs pip install -e \'.[profiles]\') instead of the built-in shapes')
     args = parser.parse_args(argv)
     if args.profiles:
+        from mpc_market.common.errors import InputError
         from mpc_market.market.profiles import parse_day
         try:
             parse_day(args.profiles)
-        except Exception as e:  # noqa: BLE001 - one line, exit 2, like the command line
+        except InputError as e:  # one line, exit 2, like the command line
             parser.error(str(e))
     args.out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
                                         'quick' if args.quick else 'suites')

@@ -100,8 +100,9 @@ def cli(*args, out=None):
     return proc.stdout
 
 
-def run_scenario(scenario, params, seed, work, keep_actors=False):
-    """Run one scenario's round; return (actors, secrets, seconds, exact)."""
+def run_scenario(scenario, params, seed, work):
+    """Run one scenario's round in work/SCENARIO (left for the caller to scan and remove); return
+    (actors, secrets, (round seconds, bytes sent per node, peak MB per node), exact)."""
     rows = orders_of(params['participants'], params['slots'], seed, profile_day(params))
     names = sorted({r[0] for r in rows})
     directory = os.path.join(work, scenario)
@@ -119,7 +120,7 @@ def run_scenario(scenario, params, seed, work, keep_actors=False):
     cli('clear', '--engine', 'plain', '--orders', all_orders, '--config', market, '--out', reference, '--quiet')
     with instrumented(MPC_MARKET_RECORD='1'):
         dep.start(timeout=60)  # node and broker processes record what they receive
-    actors = []
+    actors, certificates = [], {}
     try:
         broker = ['--broker', dep.broker_address, '--keys', dep.keys]
         slots = sorted({r[1] for r in rows})
@@ -136,6 +137,7 @@ def run_scenario(scenario, params, seed, work, keep_actors=False):
                 actor.paths += [os.path.join(dep.dir, n) for n in ('broker', 'broker.toml', 'broker.log',
                                                                    'broker.received')]
             actors.append(actor)
+            certificates[name] = certificate
             if members:
                 own = os.path.join(home, 'orders.csv')
                 write_orders(own, [r for r in rows if r[0] in members])
@@ -150,7 +152,7 @@ def run_scenario(scenario, params, seed, work, keep_actors=False):
         for actor in actors:
             home = actor.paths[0]
             for p in sorted(actor.participants):
-                cli('results', *broker, '--client', next(c for n, *_, c in organisations if n == actor.name),
+                cli('results', *broker, '--client', certificates[actor.name],
                     '--round', 'r1', '--participant', p, '--orders', os.path.join(home, 'orders.csv'),
                     '--out', os.path.join(home, 'results'), out=os.path.join(home, 'commands.txt'))
                 exact &= _rows(os.path.join(home, 'results', f'{p}.csv')) == [

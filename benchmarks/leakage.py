@@ -84,12 +84,11 @@ def scan(actors, secrets):
         found = {
             'identity': sorted(p for p, name in secrets.identities.items() if name in data),
             'order': sorted({p for p, lines in secrets.orders.items() for line in lines if line in data}),
-            'share': sorted({f'{p}@node{n}' for (p, n), prints in secrets.shares.items()
-                             for fp in prints if fp in data}),
+            'share': sorted({(p, n) for (p, n), prints in secrets.shares.items() for fp in prints if fp in data}),
         }
         leaks = ([f'identity {p}' for p in found['identity'] if p not in may_know_names]
                  + [f'order of {p}' for p in found['order'] if p not in actor.participants]
-                 + [f'share {s}' for s in found['share'] if int(s.rsplit('@node', 1)[1]) not in actor.nodes])
+                 + [f'share {p}@node{n}' for p, n in found['share'] if n not in actor.nodes])
         rows.append({'actor': actor.name, 'roles': ', '.join(actor.roles), 'bytes_scanned': len(data),
                      'identities_held': len(found['identity']), 'order_owners_held': len(found['order']),
                      'share_packages_held': len(found['share']), 'leaks': leaks})

@@ -10,7 +10,6 @@ embedding them; ``report.md`` and the PNGs can be regenerated from ``results.jso
 """
 
 import csv
-import datetime
 import importlib
 import json
 import os
@@ -44,8 +43,9 @@ def load_preset(name, quick):
 
 def profile_day(params):
     """The day of published load and PV profiles a run uses (``--profiles``), or None: the built-in shapes."""
+    from mpc_market.market.profiles import parse_day
     day = params.get('profiles')
-    return datetime.date.fromisoformat(day) if day else None
+    return parse_day(day, 'benchmark parameters') if day else None
 
 
 def module(name):

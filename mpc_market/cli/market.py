@@ -61,13 +61,15 @@ def _warn_small_zones(book, quiet):
 
 def _clear(orders_path, config_path, nodes, engine, mode, chunk, quiet, committee=None):
     from .. import api
-    from ..mpc.committee import MIN_SIZE
+    from ..common.errors import EngineError
+    from ..mpc.committee import committee_size
 
     book = api.load_book(orders_path, config_path)
-    if mode == 'peers' and len(book.participants) < max(MIN_SIZE, committee or 0):
-        raise InputError(orders_path, 1, 'participant', f'peers mode draws a committee of '
-                         f'{max(MIN_SIZE, committee or 0)} nodes from the participants, got '
-                         f'{len(book.participants)} participants')
+    if mode == 'peers':  # the committee's own rule, named against the orders file
+        try:
+            committee_size(len(book.participants), committee)
+        except EngineError as e:
+            raise InputError(orders_path, 1, 'participant', str(e)) from None
     _warn_untradeable(book, orders_path, quiet)
     _warn_small_zones(book, quiet)
     return book.config, book, api.clear(book, engine, nodes, mode, chunk, progress=_progress_printer(quiet),

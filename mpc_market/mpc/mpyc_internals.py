@@ -90,9 +90,13 @@ class AuthenticatedExchanger(asyncoro.MessageExchanger):
 
     __slots__ = ('certified_pid', 'messages_sent')
 
+    def __init__(self, rt, peer_pid=None):
+        super().__init__(rt, peer_pid)
+        self.messages_sent = 0
+
     def send(self, pc, payload):
         """MPyC's send, counted: messages per link bound the sequential exchanges of a run."""
-        self.messages_sent = getattr(self, 'messages_sent', 0) + 1
+        self.messages_sent += 1
         super().send(pc, payload)
 
     def connection_made(self, transport):
