@@ -4,14 +4,18 @@ certificate-to-party rule of the MPC links."""
 import hashlib
 import inspect
 import pickle
+import struct
+import time
+import tracemalloc
 
 import mpyc
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mpyc import asyncoro, runtime, thresha
+from mpyc import asyncoro, finfields, runtime, thresha
 
+from mpc_market.mpc import field as ff
 from mpc_market.mpc import mpyc_internals as internals
 from mpc_market.mpc import wire
 
@@ -109,6 +113,97 @@ def test_wire_refuses_other_types_and_oversize_claims():
     for data in (huge_list, huge_array, deep * 100 + bytes([wire.NONE]), pickle.dumps([1, 2])):
         with pytest.raises(wire.WireError):
             wire.loads(data)
+
+
+
+def _int_array_header(size, width, signed=0):
+    return struct.pack('<B2sBQHB', wire.INTARRAY, b'ob', 1, size, width, signed)
+
+
+def _list(items, tag=wire.LIST):
+    return struct.pack('<BI', tag, len(items)) + b''.join(items)
+
+
+def _decode_measured(data):
+    """(value or the WireError, seconds, peak bytes traced) of wire.loads(data)."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        value = wire.loads(data)
+    except wire.WireError as exc:
+        value = exc
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return value, seconds, peak
+
+
+def test_wire_refuses_amplifying_messages_quickly_in_small_memory():
+    # The review's message: 20 kB of width-0 integer arrays decoded to 26.7 M elements (231 MiB),
+    # 80 kB raised MemoryError. Each crafted message claims more elements than it has bytes.
+    one_zero_array = _int_array_header(1 << 20, 0)
+    review = _list([_int_array_header(20_000, 0)] * 1333)
+    review_80k = _list([_int_array_header(80_000, 0)] * 5333)
+    nested = _list([_list([_list([_int_array_header(400, 0)] * 10)] * 10)] * 10)
+    tuples_of_arrays = _list([_list([_int_array_header(60, 0)] * 2, wire.TUPLE)] * 600)
+    # width 1 but claiming, across many small arrays, more elements than the message holds
+    width_one = _list([_int_array_header(4000, 1)] * 100 + [b'\x00' * 4000])
+    signed = _list([_int_array_header(30_000, 1, signed=1) + b'\xff' * 3750] * 4)
+    numeric = _list([struct.pack('<B2sBQ', wire.ARRAY, b'u1', 1, 3000) for _ in range(200)] + [b'\x00' * 3000])
+    empty_width_zero = _int_array_header(0, 0)
+    assert len(review) == 20_000
+    for data in (one_zero_array, review, review_80k, nested, tuples_of_arrays, width_one, signed, numeric,
+                 empty_width_zero):
+        value, seconds, peak = _decode_measured(data)
+        assert isinstance(value, wire.WireError), (len(data), type(value))
+        assert seconds < 0.1 and peak < 256 << 10, (len(data), seconds, peak)
+
+
+def test_wire_decodes_any_message_in_a_bounded_multiple_of_its_size():
+    # Well-formed messages that maximise objects per byte (None, empty containers, negative
+    # one-byte integers, empty arrays): decoding stays within 64 bytes per byte received.
+    worst = {
+        'nones': wire.dumps([None] * 20_000),
+        'empty lists': wire.dumps([[]] * 4000),
+        'nested empty lists': wire.dumps([[[[]]]] * 1000),
+        'empty arrays': wire.dumps([np.zeros(0, dtype=object)] * 1300),
+        'negative bytes': wire.dumps(np.full(20_000, -255, dtype=object)),
+        'small ints': wire.dumps([300] * 3000),
+        '0-d arrays': _list([struct.pack('<B2sBHB', wire.INTARRAY, b'ob', 0, 1, 1) + b'\x01\xff'] * 3000),
+        'field elements': wire.dumps(np.full(2000, ff.MODULUS - 1, dtype=object)),
+    }
+    for name, data in worst.items():
+        value, seconds, peak = _decode_measured(data)
+        assert not isinstance(value, wire.WireError), name
+        assert peak < 64 * len(data), (name, len(data), peak)
+
+
+def test_every_honest_mpyc_message_round_trips():
+    internals.install()
+    field = finfields.GF(ff.MODULUS)
+    secrets = field.array([0, 1, ff.MODULUS - 1, 12345, 2**64, 2**126])
+    # input and _reshare: one row of shares per party, each sent alone, recombined by the receiver
+    for split in (internals.np_random_split, internals._original_np_random_split):
+        for t, m in ((1, 3), (2, 5), (3, 7)):
+            rows = split(field, secrets, t, m)
+            received = [wire.loads(wire.dumps(row)) for row in rows]
+            assert all(isinstance(r, np.ndarray) and r.shape == secrets.value.shape for r in received)
+            points = [(i + 1, received[i]) for i in range(t + 1)]
+            assert list(thresha.np_recombine(field, points)) == list(secrets.value)
+    # output: a flattened share array; transfer: the payloads the market nodes send
+    shares = field.array(np.arange(24, dtype=object).reshape(2, 3, 4) * (2**100 + 7)).value
+    back = wire.loads(wire.dumps(shares.reshape(-1)))
+    assert back.dtype == object and list(back) == list(shares.reshape(-1))
+    payloads = [None, b'\x01' * 32, (b'{"round": "r1"}', b'\x02' * 64), sorted({3, 1, 2}),
+                [int(v) for v in secrets.value], field(5).value, (2 * 5 + 7) % ff.MODULUS,
+                np.zeros(0, dtype=object), np.array([-3, 0, 2**130], dtype=object),
+                np.arange(12, dtype=np.uint32).reshape(3, 4), [(0, 'node0'), (1, 'node1')]]
+    for payload in payloads:
+        back = wire.loads(wire.dumps(payload))
+        if isinstance(payload, np.ndarray):
+            assert back.dtype == payload.dtype and back.shape == payload.shape and (back == payload).all()
+        else:
+            assert back == payload
 
 
 def _cert(*names):
