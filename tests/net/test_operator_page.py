@@ -104,23 +104,60 @@ class FakeNodes:
         return [True, False, True]
 
 
+def stored_round(**fields):
+    return {'round_id': 'r1', 'state': 'failed', 'reason': '', 'gate_closure_ms': 0, 'readings_deadline_ms': 0,
+            'day': '', 'settlement': '', 'settle_reason': '', 'attempts': 2, 'slots': [0, 1],
+            'market_toml': '[market]\nprice_floor = 0.1\nprice_ceiling = 0.2\ntick = 0.01\n', **fields}
+
+
 def test_the_page_escapes_everything_and_binds_only_its_address():
-    hostile = {'round_id': 'r1', 'state': 'failed', 'reason': '<script>alert(1)</script>', 'gate_closure_ms': 0,
-               'readings_deadline_ms': 0, 'day': '<img src=x>', 'settlement': '', 'settle_reason': '',
-               'attempts': 2, 'slots': [0, 1], 'market_toml': '[market]\nprice_floor = 0.1\nprice_ceiling = 0.2\n'
-               'tick = 0.01\nzones = true\n[zones]\na = ["alice"]\n'}
+    hostile = stored_round(day='<script>alert(1)</script>', round_id='r1<img src=x>',
+                           market_toml='[market]\nprice_floor = 0.1\nprice_ceiling = 0.2\n'
+                           'tick = 0.01\nzones = true\n[zones]\na = ["alice"]\n')
     body = json.dumps({'slots': [{'slot': 0, 'price': '0.15', 'traded_wh': 5, 'residual_wh': 0}],
                        'participants': 2, 'excluded': 0, 'missing': 1})
-    view = webview.OperatorView(FakeStore([hostile], {'r1': (body, {0: b'', 1: b'', 2: b''})}), FakeNodes())
+    view = webview.OperatorView(FakeStore([hostile], {hostile['round_id']: (body, {0: b'', 1: b'', 2: b''})}),
+                                FakeNodes())
     text = webview.page(view.snapshot())
     assert '<script>' not in text and '&lt;script&gt;' in text and 'alice' not in text and '<img' not in text
+    assert 'r1&lt;img src=x&gt;' in text
     assert 'node 1: not serving' in text and '2 / 0 / 1' in text and '<svg' in text
     server = webview.start('127.0.0.1:0', view)
     try:
         host, port = server.server_address
         assert host == '127.0.0.1'
-        status, _, _ = fetch(f'http://127.0.0.1:{port}/')
-        assert status == 200
+        status, headers, _ = fetch(f'http://127.0.0.1:{port}/')
+        assert status == 200 and headers['Content-Security-Policy'].startswith("default-src 'none'")
+        assert fetch(f'http://127.0.0.1:{port}/', 'HEAD')[:2][0] == 200
+        assert fetch(f'http://127.0.0.1:{port}/rounds.json', 'PUT')[0] == 405
+        assert fetch(f'http://127.0.0.1:{port}/?x=1')[0] == 404
     finally:
         server.shutdown()
-        server.server_close()
+
+
+# what the broker stores for failures (gRPC errors name node addresses, nodes report exception
+# texts) and the generic note a visitor sees instead
+INTERNAL = [
+    ('reason', 'node 1 unreachable (<_InactiveRpcError of RPC that terminated with: status = UNAVAILABLE '
+               'details = "failed to connect to all addresses; last error: UNKNOWN: ipv4:10.20.30.40:7101: '
+               'Failed to connect to remote host: Connection refused">)', 'a node was unreachable'),
+    ('reason', 'MPC run failed: ConnectionResetError: [Errno 104] Connection reset by peer (192.168.7.3:11366)',
+     'clearing failed at a node'),
+    ('reason', 'nodes disagree on the public results', 'the nodes did not sign the same public results'),
+    ('settle_reason', 'node 2 unreachable (Deadline Exceeded at [fd00::17]:7102)', 'a node was unreachable'),
+    ('settle_reason', 'KeyError: sqlite3.OperationalError at /var/lib/mpc/node.db', 'settlement failed at a node'),
+]
+
+
+@pytest.mark.parametrize('field, text, note', INTERNAL,
+                         ids=['unreachable', 'mpc-error', 'disagree', 'settle-unreachable', 'settle-error'])
+def test_a_failed_round_shows_a_generic_reason(field, text, note):
+    fields = {field: text} if field == 'reason' else {'state': 'cleared', 'settlement': 'failed',
+                                                       'readings_deadline_ms': 1, field: text}
+    snapshot = webview.OperatorView(FakeStore([stored_round(**fields)]), FakeNodes()).snapshot()
+    assert snapshot['rounds'][0]['reason'] == note
+    for shown in (webview.page(snapshot), json.dumps(snapshot)):
+        assert note in shown
+        for secret in ('10.20.30.40', '7101', '192.168.7.3', 'fd00', 'Error', 'Errno', 'Deadline', 'node.db',
+                       'sqlite', 'UNAVAILABLE', 'refused'):
+            assert secret not in shown, (secret, text)
