@@ -16,7 +16,9 @@
                                           (hex), loaded by every node: only registered participants
                                           can trade, and only they can read their results
 
-Private keys are written with mode 0600 and never overwritten.
+Whatever the umask: directories are 0700, private keys 0600 (never overwritten), public files
+0644 (replaced atomically). The registry and the CA certificate are read only if nobody but
+their owner (or root) can write them (common/files.py check_not_writable_by_others).
 """
 
 import datetime
@@ -24,6 +26,7 @@ import ipaddress
 import json
 import os
 import re
+import tempfile
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -31,27 +34,57 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import KeyFileError
+from .files import check_not_writable_by_others
 from .names import NAME_RULE, is_name
 
 VALIDITY_DAYS = 825
 
 
-def write_private_file(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+def _make_key_dir(directory):
+    """Create directory and its missing parents, and make directory and those 0700, whatever the
+    umask (under umask 000 makedirs left them 0777: anyone could swap a participant's key)."""
+    created, d = [], directory
+    while d and not os.path.isdir(d):
+        created.append(d)
+        d = os.path.dirname(d)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    for d in dict.fromkeys([directory, *created]):
+        os.chmod(d, 0o700)
+
+
+def write_private_file(path: str, data: bytes) -> None:
+    """Write a new private key file, mode 0600, in a 0700 directory.
+
+    Raises:
+        KeyFileError: the file exists (a private key is never overwritten).
+    """
+    _make_key_dir(os.path.dirname(os.path.abspath(path)))
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise KeyFileError(f'{path}: exists; refusing to overwrite a private key') from None
     with os.fdopen(fd, 'wb') as f:
+        os.fchmod(f.fileno(), 0o600)  # the umask may have taken bits away
         f.write(data)
 
 
-def write_public_file(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'wb') as f:
-        f.write(data)
-    os.replace(tmp, path)
+def write_public_file(path: str, data: bytes) -> None:
+    """Write or replace a public file (certificate, public key, registry, manifest): mode 0644 in
+    a 0700 directory, atomically (readers see the old or the new file, never a part)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    _make_key_dir(directory)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            os.fchmod(f.fileno(), 0o644)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def _pem_private(key):
@@ -85,6 +118,7 @@ def create_ca(out_dir, name='mpc_market CA'):
 
 def load_ca(out_dir):
     try:
+        check_not_writable_by_others(os.path.join(out_dir, 'ca', 'ca.pem'), 'CA certificate')
         with open(os.path.join(out_dir, 'ca', 'ca.key'), 'rb') as f:
             key = serialization.load_pem_private_key(f.read(), None)
         with open(os.path.join(out_dir, 'ca', 'ca.pem'), 'rb') as f:
@@ -184,6 +218,7 @@ def create_participants(out_dir, participants):
 
 def _read_json(path):
     try:
+        check_not_writable_by_others(path, 'participant registry')
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError) as exc:

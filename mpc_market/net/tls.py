@@ -6,6 +6,8 @@ i's package to node j. Servers learn the client's certificate name from the TLS 
 how a node knows that round control comes from the broker.
 """
 
+import os
+
 import grpc
 
 MAX_MESSAGE_BYTES = 80 << 20
@@ -19,15 +21,33 @@ def _read(keys_dir, *parts):
 
 
 
+def read_ca(keys_dir: str) -> bytes:
+    """keys_dir/ca/ca.pem, the root every peer is checked against, read only if nobody but its
+    owner (or root) can rewrite it or its directory.
+
+    Raises:
+        KeyFileError: missing, unreadable, or writable by group, others or another user.
+    """
+    from ..common.errors import KeyFileError
+    from ..common.files import check_not_writable_by_others
+    path = os.path.join(keys_dir, 'ca', 'ca.pem')
+    try:
+        check_not_writable_by_others(path, 'CA certificate')
+    except OSError as exc:
+        raise KeyFileError(f'{path}: cannot read ({exc.strerror})') from None
+    return _read(keys_dir, 'ca', 'ca.pem')
+
+
+
 def server_credentials(keys_dir, subdir, name):
     """Server side of mutual TLS: our certificate, clients must present one from the CA."""
     return grpc.ssl_server_credentials([(_read(keys_dir, subdir, f'{name}.key'), _read(keys_dir, subdir, f'{name}.pem'))],
-                                       root_certificates=_read(keys_dir, 'ca', 'ca.pem'), require_client_auth=True)
+                                       root_certificates=read_ca(keys_dir), require_client_auth=True)
 
 
 
 def client_credentials(keys_dir, subdir, name):
-    return grpc.ssl_channel_credentials(_read(keys_dir, 'ca', 'ca.pem'), _read(keys_dir, subdir, f'{name}.key'),
+    return grpc.ssl_channel_credentials(read_ca(keys_dir), _read(keys_dir, subdir, f'{name}.key'),
                                         _read(keys_dir, subdir, f'{name}.pem'))
 
 
