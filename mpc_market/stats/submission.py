@@ -13,13 +13,16 @@ import json
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ..common.errors import InputError, NotAuthenticated, NotFound
+from ..common.errors import InputError, NotAuthenticated
 from ..common.signing import canonical_bytes
 from ..common.textinput import read_text
 from ..rpc import market_pb2
 
 DOMAIN = b'mpc-market/encrypted-day/v1\n'
+_UNKNOWN = ed25519.Ed25519PrivateKey.generate().public_key()  # stands in for a meter nobody registered
+NOT_AUTHENTICATED = 'not authenticated: no valid signature of a registered meter'
 
 
 def parse_day(text):
@@ -63,13 +66,25 @@ class EncryptedDay:
         return EncryptedDay(self.meter, self.day, self.feeder, self.blocks, private_key.sign(self.canonical()))
 
     def verify(self, registry):
+        """Check that the meter is registered and signed exactly this day.
+
+        An unknown meter and a bad signature get one answer (no meter name in it) after the same
+        work, a signature check against a dummy key for the unknown one: the aggregator is no
+        oracle of who is registered.
+
+        Args:
+            registry: participant -> Ed25519 public key.
+
+        Raises:
+            NotAuthenticated: the meter is not registered or the signature does not verify.
+        """
         public_key = registry.get(self.meter)
-        if public_key is None:
-            raise NotFound(f'meter {self.meter!r} is not a registered participant')
         try:
-            public_key.verify(self.signature, self.canonical())
+            (public_key or _UNKNOWN).verify(self.signature, self.canonical())
+            if public_key is None:
+                raise InvalidSignature
         except InvalidSignature:
-            raise NotAuthenticated(f'bad signature for meter {self.meter}') from None
+            raise NotAuthenticated(NOT_AUTHENTICATED) from None
 
     # -- wire formats -------------------------------------------------------------------------
     def to_json(self):

@@ -230,14 +230,15 @@ def test_rejections(world):
     def resigned(meter='a0', **changes):
         return tampered(good, meter=meter, **changes).signed(meter_key(world, meter))
 
-    rejected(tampered(good, meter='nobody'), 'NOT_FOUND', 'not a registered participant')
+    rejected(tampered(good, meter='nobody'), 'UNAUTHENTICATED', 'no valid signature of a registered meter$')
     rejected(encrypt_day('stranger', DAY, 'F1', values, [dso, tso], meter_key(world, 'stranger')),
              'NOT_FOUND', 'not in the feeder map')
-    rejected(tampered(good, feeder='F2'), 'UNAUTHENTICATED', 'bad signature')        # moved to another feeder
-    rejected(tampered(good, signature=meter_key(world, 'a1').sign(good.canonical())), 'UNAUTHENTICATED', 'bad signature')
+    rejected(tampered(good, feeder='F2'), 'UNAUTHENTICATED', 'no valid signature')   # moved to another feeder
+    rejected(tampered(good, signature=meter_key(world, 'a1').sign(good.canonical())), 'UNAUTHENTICATED',
+             'no valid signature')
     blocks = dict(good.blocks)
     swapped = tuple(sorted((k, (cs[0] * cs[0] % dso.nsquare,) + cs[1:]) for k, cs in blocks.items()))
-    rejected(tampered(good, blocks=swapped), 'UNAUTHENTICATED', 'bad signature')       # ciphertext changed in transit
+    rejected(tampered(good, blocks=swapped), 'UNAUTHENTICATED', 'no valid signature')  # ciphertext changed in transit
     rejected(resigned(day='2026-11-19'), 'FAILED_PRECONDITION', 'day 2026-11-19')
     rejected(resigned(feeder='F2'), 'INVALID_ARGUMENT', 'is on feeder F1')
     rejected(resigned(blocks=tuple((k, cs) for k, cs in good.blocks if k == dso.key_id)), 'INVALID_ARGUMENT',

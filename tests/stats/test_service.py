@@ -184,3 +184,55 @@ def test_aggregator_turns_away_oversize_batches_and_keeps_its_state_private(depl
         assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
         for name in files:
             assert stat.S_IMODE(os.stat(os.path.join(directory, name)).st_mode) == 0o600, name
+
+
+def test_unknown_meter_and_bad_signature_get_one_answer(deployment):
+    """No registry oracle: an unregistered meter and a registered one with a forged signature get
+    byte-identical outcomes over gRPC (the aggregator once said NOT_FOUND "not a registered
+    participant" to the first and UNAUTHENTICATED to the second), after the same work."""
+    import time as clock
+
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from mpc_market.common.errors import Refused
+    from mpc_market.net.tls import client_credentials, secure_channel
+    from mpc_market.rpc import market_pb2, market_pb2_grpc
+    from mpc_market.stats.submission import encrypt_day
+    root, address, plain, _ = deployment
+    public = paillier.load_public_keys([str(root / 'op/dso.pub.json'), str(root / 'op/tso.pub.json')])
+    stranger = ed25519.Ed25519PrivateKey.generate()
+    a0 = keys.load_participant_key(str(root / 'keys'), 'a0')
+
+    def day(meter, key):
+        return encrypt_day(meter, DAY, 'F1', plain['a0'], public, key)
+    unknown = day('zed', stranger)                           # nobody registered zed
+    unknown_with_a_real_key = day('zed', a0)
+    forged = day('a0', stranger)                             # a0 is registered, the signature is not its
+    stub = market_pb2_grpc.StatsAggregatorStub(secure_channel(
+        address, client_credentials(str(root / 'keys'), 'clients', 'submitter'), 'aggregator'))
+
+    def outcome(*days):
+        reply = stub.SubmitEncryptedDays(market_pb2.EncryptedDayBatch(days=[d.to_proto() for d in days]), timeout=30)
+        return [o.SerializeToString() for o in reply.outcomes]
+    answers = outcome(unknown) + outcome(forged) + outcome(unknown_with_a_real_key) + outcome(forged, unknown)
+    assert len(set(answers)) == 1, answers
+    first = market_pb2.EncryptedDayOutcome.FromString(answers[0])
+    assert not first.accepted and first.code == 'UNAUTHENTICATED' and 'a0' not in first.error and 'zed' not in first.error
+    assert outcome(day('a0', a0)) == [market_pb2.EncryptedDayOutcome(accepted=True).SerializeToString()]
+
+    # equal work: the unknown meter is checked against a dummy key (a dictionary miss was ~100x faster)
+    registry = keys.load_registry(str(root / 'keys' / 'registry.json'))
+
+    def seconds(submission, rounds=200):
+        best = float('inf')
+        for _ in range(5):
+            start = clock.perf_counter()
+            for _ in range(rounds):
+                try:
+                    submission.verify(registry)
+                except Refused:
+                    pass
+            best = min(best, clock.perf_counter() - start)
+        return best
+    ratio = seconds(unknown) / seconds(forged)
+    assert 0.5 < ratio < 2, ratio
