@@ -156,12 +156,20 @@ def _issue(out_dir, subdir, name, dns_names=(), hosts=(), server=False):
     return cert
 
 
+def is_server_name(name: str) -> bool:
+    """Whether name is, to a TLS name check, the name of a server: broker, aggregator or node<i>
+    in any case and with any trailing dots (gRPC matches 'BROKER' and 'broker.' to 'broker')."""
+    canonical = name.rstrip('.').casefold()
+    return canonical in ('broker', 'aggregator') or re.fullmatch(r'node\d+', canonical) is not None
+
+
 def create_client(out_dir, name):
     """A client-auth TLS certificate (a submitter, a representative, an operator). The names of
-    servers and nodes are reserved, so no client certificate can pass for one."""
-    if not is_name(name) or name in ('broker', 'aggregator') or re.fullmatch(r'node\d+', name):
+    servers and nodes are reserved, whatever their case or trailing dots, so no client
+    certificate can pass for one."""
+    if not is_name(name) or is_server_name(name):
         raise KeyFileError(f'{name[:80]!r} cannot name a client certificate ({NAME_RULE}; not broker, aggregator '
-                        'or node<i>)')
+                           'or node<i>, in any case or with trailing dots)')
     return _issue(out_dir, 'clients', name)
 
 

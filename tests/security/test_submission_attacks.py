@@ -1,6 +1,7 @@
 """Attacks on the submission path of a node: forged envelopes, ordering races, oracles, names."""
 
 import json
+import os
 
 import grpc
 import pytest
@@ -122,9 +123,45 @@ def test_hostile_names_are_refused_at_every_entry_point(tmp_path, bad):
 
 def test_server_names_are_reserved_for_servers(tmp_path):
     keys.create_ca(str(tmp_path))
-    for name in ('broker', 'aggregator', 'node0', 'node12'):
+    # gRPC's name check ignores case and trailing dots: 'BROKER' passes for 'broker'
+    for name in ('broker', 'aggregator', 'node0', 'node12', 'Broker', 'broker.', 'BROKER..', 'NODE0', 'node0.',
+                 'Node12.', 'Aggregator', 'aggregator.'):
         with pytest.raises(KeyFileError):
             keys.create_client(str(tmp_path), name)
+        proc = cli('keys', 'client', '--dir', tmp_path, '--name', name)
+        assert proc.returncode == 2 and 'cannot name a client certificate' in proc.stderr, (name, proc.stderr)
+    assert not os.path.exists(tmp_path / 'clients')
+    for name in ('brokerage', 'node', 'node0x', 'my.broker', 'aggregator2', 'operator'):
+        keys.create_client(str(tmp_path), name)
+
+
+def test_a_client_certificate_named_like_a_server_cannot_pass_for_it(node_services):
+    """Certificates an older key tool issued as 'Broker', 'broker.' or 'BROKER' (client
+    authentication only): a node refuses them round control, since servers compare names
+    exactly, and they cannot serve as the broker, since clients require server authentication."""
+    from concurrent import futures
+
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from mpc_market.net import tls
+    d, _, _, _, addresses = node_services
+    for name in ('Broker', 'broker.', 'BROKER'):
+        keys._issue(d, 'clients', name)  # past create_client's rule
+        channel = tls.secure_channel(addresses[0], tls.client_credentials(d, 'clients', name), 'node0')
+        with pytest.raises(grpc.RpcError) as err:
+            market_pb2_grpc.NodeStub(channel).RoundStatus(market_pb2.RoundRef(round_id='r1'), timeout=10)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and f'not {name}' in err.value.details()
+        channel.close()
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+        port = server.add_secure_port('127.0.0.1:0', tls.server_credentials(d, 'clients', name))
+        server.start()
+        channel = tls.secure_channel(f'127.0.0.1:{port}', tls.client_credentials(d, 'clients', 'submitter'), 'broker')
+        with pytest.raises(grpc.RpcError) as err:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        channel.close()
+        server.stop(None)
 
 
 def test_run_directories_are_named_by_a_hash():
