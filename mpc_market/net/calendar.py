@@ -9,19 +9,32 @@ never opens one twice; a round whose gate closed while the broker was down is no
 
 With ``readings_deadline_after_s`` each round is also settled: meter readings are taken from
 ``readings_after_s`` (default 0) after the end of its delivery until the deadline, then the nodes
-settle. ``rounds`` ends the calendar after that many rounds. ``mechanism`` may be a list: round n uses entry n modulo its length (e.g. a double
-auction one day, sdr the next).
+settle. ``rounds`` ends the calendar after that many rounds. ``mechanism`` may be a list: round n
+uses entry n modulo its length (e.g. a double auction one day, sdr the next).
+
+Every number is bounded when BROKER.toml is loaded, so no calendar can stall the broker's tick:
+``period_s`` >= ``MIN_PERIOD_S``, every duration <= a year (``MAX_SECONDS``), at most
+``MAX_OPEN_ROUNDS`` rounds open at once, and the prefix is a name whose longest round id still
+is one (``common.names``). ``due`` never plans more than ``MAX_OPEN_ROUNDS`` either.
 """
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from ..common.errors import InputError
+from ..common.limits import MAX_SECONDS, ROUND_SLOTS
+from ..common.names import NAME_RULE, is_name
 from ..common.textinput import read_text, toml_key_line
 from ..market.config import MECHANISMS, parse_config, with_mechanism
 
 KEYS = ('market', 'mechanism', 'start', 'period_s', 'slots', 'open_before_s', 'gate_closure_before_s', 'prefix',
         'readings_after_s', 'readings_deadline_after_s', 'rounds')
+# Round ids have one-second resolution, and each round is opened at every node and cleared under MPC
+# (seconds for a small community): 10 s keeps ids unique and the nodes ahead of the clock.
+# period_s = 0.01 planned 4.3 M rounds per tick (184 s).
+MIN_PERIOD_S = 10
+MAX_OPEN_ROUNDS = 100         # rounds open at once, so opened per broker tick at most
+LONGEST_ID_SUFFIX = '-99991231T235959'
 
 
 @dataclass(frozen=True)
@@ -72,14 +85,16 @@ def planned(calendar, n):
 
 
 def due(calendar, now_ms):
-    """The rounds that should be open now: opened, gate not yet closed."""
+    """The rounds that should be open now: opened, gate not yet closed; at most MAX_OPEN_ROUNDS
+    (the first ones), however the calendar was built."""
     period_ms = calendar.period_s * 1000
     first = max(0, int((now_ms - calendar.start_ms + calendar.gate_closure_before_s * 1000) // period_ms) - 1)
     last = int((now_ms - calendar.start_ms + calendar.open_before_s * 1000) // period_ms) + 1
     if calendar.rounds:
         last = min(last, calendar.rounds - 1)
+    last = min(last, first + MAX_OPEN_ROUNDS + 1)  # one more on each side: the window's edges
     rounds = [planned(calendar, n) for n in range(first, max(first, last) + 1) if n <= last]
-    return [r for r in rounds if r.opens_ms <= now_ms < r.gate_closure_ms]
+    return [r for r in rounds if r.opens_ms <= now_ms < r.gate_closure_ms][:MAX_OPEN_ROUNDS]
 
 
 def load_calendar(path, text, table, relative_path):
@@ -93,11 +108,14 @@ def load_calendar(path, text, table, relative_path):
         if key not in table:
             raise InputError(path, 1, key, 'missing in [calendar]')
 
-    def seconds(key, zero_allowed=False):
+    def seconds(key, zero_allowed=False, least=0):
+        """table[key]: > 0 seconds (>= 0 if zero_allowed, >= least if given), at most a year."""
         value = table[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                value >= 0 if zero_allowed else value > 0):
-            fail(key, f'expected seconds {">=" if zero_allowed else ">"} 0, got {value!r}')
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        low_ok = number and (value >= least if least or zero_allowed else value > 0)
+        if not (low_ok and value <= MAX_SECONDS):  # TOML's nan fails both comparisons, inf the second
+            low = f'>= {least}' if least else '>= 0' if zero_allowed else '> 0'
+            fail(key, f'expected seconds {low} and <= {MAX_SECONDS} (a year), got {value!r}')
         return float(value)
     start = table['start']
     if isinstance(start, str):
@@ -108,8 +126,8 @@ def load_calendar(path, text, table, relative_path):
     if not isinstance(start, datetime) or start.tzinfo is None:
         fail('start', 'expected a date and time with its UTC offset, like 2026-12-01T00:00:00Z')
     slots = table['slots']
-    if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= 10000:
-        fail('slots', f'expected an integer in 1..10000, got {slots!r}')
+    if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= ROUND_SLOTS:
+        fail('slots', f'expected an integer in 1..{ROUND_SLOTS}, got {slots!r}')
     mechanisms = table.get('mechanism', [])
     mechanisms = [mechanisms] if isinstance(mechanisms, str) else mechanisms
     if not isinstance(mechanisms, list) or not all(isinstance(m, str) and m in MECHANISMS for m in mechanisms):
@@ -118,15 +136,20 @@ def load_calendar(path, text, table, relative_path):
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         fail('rounds', f'expected a number of rounds >= 0 (0: no end), got {count!r}')
     prefix = table.get('prefix', 'cal')
-    if not isinstance(prefix, str) or not prefix.isalnum() or len(prefix) > 20:
-        fail('prefix', 'expected 1-20 letters or digits')
+    if not is_name(prefix) or not is_name(prefix + LONGEST_ID_SUFFIX):  # the nodes refuse any other round id
+        fail('prefix', f'expected a prefix whose round ids ({str(prefix)[:20] + LONGEST_ID_SUFFIX!r}) are names '
+                       f'({NAME_RULE}): at most {64 - len(LONGEST_ID_SUFFIX)} characters')
     calendar = Calendar(relative_path(path, str(table['market'])), int(start.timestamp() * 1000),
-                        seconds('period_s'), slots, seconds('open_before_s'), seconds('gate_closure_before_s', True),
+                        seconds('period_s', least=MIN_PERIOD_S), slots, seconds('open_before_s'),
+                        seconds('gate_closure_before_s', True),
                         tuple(m for m in mechanisms if m), prefix,
                         seconds('readings_after_s', True) if 'readings_after_s' in table else 0.0,
                         seconds('readings_deadline_after_s') if 'readings_deadline_after_s' in table else 0.0, count)
     if calendar.gate_closure_before_s >= calendar.open_before_s:
         fail('gate_closure_before_s', 'must be less than open_before_s (a round opens before its gate closes)')
+    if calendar.open_before_s - calendar.gate_closure_before_s > MAX_OPEN_ROUNDS * calendar.period_s:
+        fail('open_before_s', f'more than {MAX_OPEN_ROUNDS} rounds would be open at once (open_before_s - '
+                              f'gate_closure_before_s > {MAX_OPEN_ROUNDS} x period_s)')
     if 'readings_after_s' in table and calendar.readings_after_s >= calendar.readings_deadline_after_s:
         fail('readings_after_s', 'must be less than readings_deadline_after_s (the window opens before its deadline)')
     parse_config(calendar.market_path, calendar.market_toml())  # the market file's own errors, with its lines

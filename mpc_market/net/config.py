@@ -41,6 +41,7 @@ from ..common.textinput import parse_toml, read_text, toml_key_line
 from .calendar import load_calendar
 
 ADDRESS_RE = re.compile(r'^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$')
+DAY_S = 86400
 
 
 
@@ -114,6 +115,15 @@ def get_value(path, text, table, key, kind, default=None, check=None, what=''):
 
 
 
+def _number(path, text, table, key, default, lo, hi, integer=False):
+    """table[key] (or default) within lo..hi; TOML's nan and inf fail the comparison, so no setting can
+    make a timer spin or never fire."""
+    kind, what = (int, 'an integer') if integer else ((int, float), 'a number')
+    value = get_value(path, text, table, key, kind, default, lambda v: lo <= v <= hi, f'{what} in {lo}..{hi}')
+    return value if integer else float(value)
+
+
+
 def _addresses(path, text, table, key, count=None):
     value = get_value(path, text, table, key, list, what='a list of "host:port"')
     if not value or not all(isinstance(a, str) and ADDRESS_RE.match(a) for a in value):
@@ -135,7 +145,6 @@ def load_node_config(path):
     nodes = _addresses(path, text, deployment, 'nodes')
     if not 3 <= len(nodes) <= 7:
         raise InputError(path, toml_key_line(text, 'nodes'), 'nodes', f'a deployment has 3..7 nodes, got {len(nodes)}')
-    positive = lambda v: v > 0  # noqa: E731
     return NodeConfig(
         path=path,
         index=get_value(path, text, node, 'index', int, check=lambda v: 0 <= v < len(nodes), what=f'0..{len(nodes) - 1}'),
@@ -143,11 +152,10 @@ def load_node_config(path):
         data_dir=relative_path(path, get_value(path, text, node, 'data_dir', str, what='a directory')),
         keys=relative_path(path, get_value(path, text, node, 'keys', str, what='a directory')),
         nodes=nodes, mpc=_addresses(path, text, deployment, 'mpc', len(nodes)),
-        connect_timeout_s=float(get_value(path, text, node, 'connect_timeout_s', (int, float), 60.0, positive, 'seconds > 0')),
-        clearing_timeout_s=float(get_value(path, text, node, 'clearing_timeout_s', (int, float), 900.0, positive,
-                                      'seconds > 0')),
-        rate_per_s=float(get_value(path, text, node, 'rate_per_s', (int, float), 5.0, positive, 'a rate > 0')),
-        burst=get_value(path, text, node, 'burst', int, 20, positive, 'an integer > 0'),
+        connect_timeout_s=_number(path, text, node, 'connect_timeout_s', 60.0, 1, DAY_S),
+        clearing_timeout_s=_number(path, text, node, 'clearing_timeout_s', 900.0, 1, 7 * DAY_S),
+        rate_per_s=_number(path, text, node, 'rate_per_s', 5.0, 0.001, 10**6),
+        burst=_number(path, text, node, 'burst', 20, 1, 10**6, integer=True),
         retailer=get_value(path, text, node, 'retailer', str, 'retailer', is_name, NAME_RULE))
 
 
@@ -166,7 +174,7 @@ def load_broker_config(path):
         data_dir=relative_path(path, get_value(path, text, broker, 'data_dir', str, what='a directory')),
         keys=relative_path(path, get_value(path, text, broker, 'keys', str, what='a directory')),
         nodes=nodes, operators=operators,
-        poll_s=float(get_value(path, text, broker, 'poll_s', (int, float), 0.5, lambda v: v > 0, 'seconds > 0')),
-        max_attempts=get_value(path, text, broker, 'max_attempts', int, 5, lambda v: v > 0, 'an integer > 0'),
+        poll_s=_number(path, text, broker, 'poll_s', 0.5, 0.01, 60),
+        max_attempts=_number(path, text, broker, 'max_attempts', 5, 1, 1000, integer=True),
         http=get_value(path, text, broker, 'http', str, '', lambda v: v == '' or ADDRESS_RE.match(v), '"host:port"'),
         calendar=load_calendar(path, text, calendar_table, relative_path) if calendar_table is not None else None)

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from mpc_market.net.calendar import Calendar, due, planned
+from mpc_market.net.calendar import MAX_OPEN_ROUNDS, Calendar, due, planned
 from mpc_market.net.client import BrokerClient
 from mpc_market.net.localdeploy import LocalDeployment
 from mpc_market.rpc import market_pb2
@@ -31,6 +31,8 @@ def test_a_daily_day_ahead_calendar():
     assert due(calendar, start - 5 * DAY_MS) == []
 
 
+GOOD = ('market = "m.toml"\nstart = 2026-12-01T00:00:00Z\nperiod_s = 60\nslots = 4\nopen_before_s = 5\n'
+        'gate_closure_before_s = 1\n')
 BROKER_HEAD = '[broker]\nlisten = "127.0.0.1:1"\ndata_dir = "b"\nkeys = "k"\n[deployment]\nnodes = ["a:1", "b:2", "c:3"]\n'
 
 
@@ -47,16 +49,63 @@ BROKER_HEAD = '[broker]\nlisten = "127.0.0.1:1"\ndata_dir = "b"\nkeys = "k"\n[de
      'gate_closure_before_s = 1\nwhen = 1\n', 14, 'when'),
     ('market = "missing.toml"\nstart = 2026-12-01T00:00:00Z\nperiod_s = 60\nslots = 4\nopen_before_s = 5\n'
      'gate_closure_before_s = 1\n', None, 'file'),
+    # the third review: every id of a 'café' calendar was refused by the nodes, so no round ever opened
+    (GOOD + 'prefix = "café"\n', 14, 'prefix'),
+    (GOOD + f'prefix = "{"p" * 49}"\n', 14, 'prefix'),  # its ids would be 65 characters
+    (GOOD + 'prefix = "-cal"\n', 14, 'prefix'),
+    (GOOD + 'prefix = 7\n', 14, 'prefix'),
+    # period_s = 0.01 planned 4.3 M rounds and took 184 s per tick
+    (GOOD.replace('period_s = 60', 'period_s = 0.01'), 10, 'period_s'),
+    (GOOD.replace('period_s = 60', 'period_s = 9.99'), 10, 'period_s'),
+    (GOOD.replace('period_s = 60', 'period_s = inf'), 10, 'period_s'),
+    (GOOD.replace('period_s = 60', 'period_s = nan'), 10, 'period_s'),
+    (GOOD.replace('period_s = 60', 'period_s = 1e300'), 10, 'period_s'),
+    (GOOD.replace('open_before_s = 5', 'open_before_s = inf'), 12, 'open_before_s'),
+    (GOOD.replace('open_before_s = 5', 'open_before_s = 6002'), 12, 'open_before_s'),  # 101 rounds open at once
+    (GOOD.replace('gate_closure_before_s = 1', 'gate_closure_before_s = nan'), 13, 'gate_closure_before_s'),
+    (GOOD.replace('slots = 4', 'slots = 10001'), 11, 'slots'),
+    (GOOD + 'readings_deadline_after_s = inf\n', 14, 'readings_deadline_after_s'),
+    (GOOD + 'readings_deadline_after_s = 60\nreadings_after_s = -1\n', 15, 'readings_after_s'),
+    ('[broker]\npoll_s = inf\n', 2, 'poll_s'),
 ])
 def test_bad_calendars_are_one_line_errors(tmp_path, calendar, line, key):
     (tmp_path / 'm.toml').write_text(MARKET)
-    (tmp_path / 'broker.toml').write_text(BROKER_HEAD + '[calendar]\n' + calendar)
+    if calendar.startswith('[broker]'):  # a [broker] number: its own table first, then a good calendar
+        text = calendar + BROKER_HEAD.split('\n', 1)[1] + '[calendar]\n' + GOOD
+    else:
+        text = BROKER_HEAD + '[calendar]\n' + calendar
+    (tmp_path / 'broker.toml').write_text(text)
     proc = cli('broker', '--config', tmp_path / 'broker.toml')
     assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr
     if line is not None:
         assert f'broker.toml:{line}: {key}:' in proc.stderr, proc.stderr
     else:
         assert 'missing.toml' in proc.stderr
+
+
+def test_the_longest_prefix_makes_ids_the_nodes_accept(tmp_path):
+    from mpc_market.common.names import is_name
+    from mpc_market.net.config import load_broker_config
+    (tmp_path / 'm.toml').write_text(MARKET)
+    (tmp_path / 'broker.toml').write_text(BROKER_HEAD + '[calendar]\n' + GOOD + f'prefix = "{"p" * 48}"\n')
+    calendar = load_broker_config(str(tmp_path / 'broker.toml')).calendar
+    late = planned(calendar, int(datetime(9999, 12, 31, tzinfo=timezone.utc).timestamp() * 1000 - calendar.start_ms)
+                   // 60_000)
+    assert late.round_id.endswith('-99991231T000000') and len(late.round_id) == 64 and is_name(late.round_id)
+
+
+def test_a_tick_plans_a_bounded_number_of_rounds():
+    """A calendar built in code (not loaded) with a 10 ms period: one tick used to plan a round per
+    period of the whole open window (here 360,000); it now plans at most MAX_OPEN_ROUNDS."""
+    start = int(datetime(2026, 12, 1, tzinfo=timezone.utc).timestamp() * 1000)
+    calendar = Calendar('market.toml', start, 0.01, 4, 3600, 0)
+    started = time.monotonic()
+    rounds_now = due(calendar, start - 1000)
+    assert time.monotonic() - started < 0.5
+    assert 0 < len(rounds_now) <= MAX_OPEN_ROUNDS
+    # a loaded calendar never has more than MAX_OPEN_ROUNDS open at once, so none is dropped
+    day = Calendar('market.toml', start, 60, 4, MAX_OPEN_ROUNDS * 60, 0)
+    assert len(due(day, start + 30_000)) == MAX_OPEN_ROUNDS
 
 
 def rounds(broker):
