@@ -96,23 +96,6 @@ def _format_slots(slots):
     return ','.join(map(str, slots))
 
 
-def _parse_slots(text):
-    slots = []
-    for part in text.split(','):
-        try:
-            if '-' in part:
-                lo, hi = (int(x) for x in part.split('-', 1))
-                slots.extend(range(lo, hi + 1))
-            else:
-                slots.append(int(part))
-        except ValueError:
-            raise InputError('<command line>', 0, 'slots', f'{text!r} is not like 0-95 or 0,1,2') from None
-    if not slots or min(slots) < 0 or len(set(slots)) != len(slots):
-        raise InputError('<command line>', 0, 'slots', f'{text!r}: need distinct slots >= 0')
-    return sorted(slots)
-
-
-
 def _state_line(state):
     from ..net.messages import state_phase
     closes = time.strftime('%H:%M:%S', time.localtime(state.gate_closure_unix_ms / 1000))
@@ -175,7 +158,7 @@ def cmd_round(args):
             gate_ms = now_ms() + int(args.gate_closure_in * 1000)
             deadline_ms = gate_ms + int(args.readings_deadline_in * 1000) if args.readings_deadline_in else 0
             opens_ms = gate_ms + int(args.readings_open_in * 1000) if deadline_ms and args.readings_open_in else 0
-            state = broker.open(args.round, _parse_slots(args.slots), gate_ms, market_text, opens_ms, deadline_ms,
+            state = broker.open(args.round, args.slots, gate_ms, market_text, opens_ms, deadline_ms,
                                 args.day or '')
         elif args.action == 'close':
             state = broker.close_round(args.round)
@@ -221,11 +204,8 @@ def _bill_text(args, broker):
     from ..market.config import parse_config
     from ..market.output import BILL_COLUMNS, csv_text
     from ..net.bills import period_bill
-    from .options import day_option
     first, last = args.from_day or args.to_day, args.to_day or args.from_day
-    if first:
-        first, last = day_option(first, 'from'), day_option(last, 'to')
-    elif not args.round:
+    if not first and not args.round:
         raise InputError('<command line>', 0, 'from', '--bill needs --from DAY (and --to DAY), or --round')
     bill, settled, pending = period_bill(broker, args.keys, args.participant, first, last, args.orders,
                                          client=args.client, round_id='' if first else args.round)
@@ -268,8 +248,7 @@ def cmd_meter(args):
     from ..stats.meterdata import load_feeders
     from ..stats.paillier import load_public_keys
     from ..stats.upload import day_values, upload_days
-    from .options import day_option
-    day = day_option(args.day)
+    day = args.day
     public_keys, feeders = (), None
     if args.aggregator:
         if not args.pubkey or not args.feeders:
@@ -374,7 +353,9 @@ def cmd_results(args):
 
 
 def add_parsers(sub, formatter):
+    from ..common.limits import ROUND_SLOTS
     from ..market.config import MECHANISMS
+    from .options import MAX_BATCH, MAX_WORKERS, bounded_float, bounded_int, bounded_seconds, day_text, slot_list
     p = sub.add_parser('node', help='run one market node (gRPC server + MPyC party)', formatter_class=formatter,
                        description='Serve submissions, round control (from the broker only) and results over '
                                    'mutual TLS, and run the MPyC party of each clearing. Configuration: NODE.toml '
@@ -405,15 +386,15 @@ def add_parsers(sub, formatter):
                               '  mpc-market up --dir deploy --orders community/orders.csv '
                               '--config community/market.toml')
     p.add_argument('--dir', required=True, help='deployment directory (reused if it exists)')
-    p.add_argument('--nodes', type=int, default=3, choices=range(3, 8), metavar='M', help='market nodes, 3..7')
+    p.add_argument('--nodes', type=bounded_int(3, 7), default=3, metavar='M', help='market nodes, 3..7')
     p.add_argument('--orders', help='register every participant of this orders file')
     p.add_argument('--config', help='market TOML for reading --orders')
     p.add_argument('--netns', action='store_true', help='each node in its own network namespace '
                    '(run parties/netns.sh up first; root)')
-    p.add_argument('--base-port', type=int, default=7300, help='broker port; nodes use the next ports '
-                   '(when the deployment is created; 0 = any free ports)')
-    p.add_argument('--delay-ms', type=float, default=0, help='added one-way latency between nodes (TCP proxy; '
-                   'when the deployment is created)')
+    p.add_argument('--base-port', type=bounded_int(0, 65535 - 64), default=7300, help='broker port; nodes use the '
+                   'next ports (up to 63 more; when the deployment is created; 0 = any free ports)')
+    p.add_argument('--delay-ms', type=bounded_float(0, 10_000, ' ms'), default=0, help='added one-way latency between '
+                   'nodes in ms, 0..10000 (TCP proxy; when the deployment is created)')
     p.set_defaults(func=cmd_up)
 
     def client_args(p, client):
@@ -436,21 +417,24 @@ def add_parsers(sub, formatter):
                    help='what to do; list: every round with its phase and times; settled: wait until the round '
                         'is settled')
     client_args(p, 'operator')
-    p.add_argument('--slots', help='slots traded in the round: 0-95 or 0,1,2 (open)')
+    p.add_argument('--slots', type=slot_list, help=f'slots traded in the round: 0-95 or 0,1,2; at most {ROUND_SLOTS} '
+                   '(open)')
     p.add_argument('--market', help='market TOML of the round (open)')
     p.add_argument('--mechanism', choices=MECHANISMS,
                    help='clear this round with this mechanism instead of the market file\'s (open); the '
                         'community schemes price whole slots and ignore zones')
-    p.add_argument('--gate-closure-in', type=float, default=60.0, metavar='SECONDS',
-                   help='seconds from now until orders are no longer accepted (open)')
-    p.add_argument('--readings-deadline-in', type=float, metavar='SECONDS',
+    p.add_argument('--gate-closure-in', type=bounded_seconds(0), default=60.0, metavar='SECONDS',
+                   help='seconds from now until orders are no longer accepted, up to a year (open)')
+    p.add_argument('--readings-deadline-in', type=bounded_seconds(1), metavar='SECONDS',
                    help='settle the round: meter readings are taken until this many seconds after the gate '
                         'closure (open; default: no settlement)')
-    p.add_argument('--readings-open-in', type=float, default=0.0, metavar='SECONDS',
+    p.add_argument('--readings-open-in', type=bounded_seconds(0), default=0.0, metavar='SECONDS',
                    help='the readings window opens this many seconds after the gate closure (open; default: as '
                         'soon as the round cleared)')
-    p.add_argument('--day', help='the delivery day YYYY-MM-DD, for meter uploads and bills over a period (open)')
-    p.add_argument('--wait', type=float, metavar='SECONDS', help='then wait until the round is cleared (settled)')
+    p.add_argument('--day', type=day_text,
+                   help='the delivery day YYYY-MM-DD, for meter uploads and bills over a period (open)')
+    p.add_argument('--wait', type=bounded_seconds(0, 7 * 86400), metavar='SECONDS',
+                   help='then wait up to this long (a week at most) until the round is cleared (settled)')
     p.set_defaults(func=cmd_round)
 
     p = sub.add_parser('submit', help='share, sign and submit orders to every node', formatter_class=formatter,
@@ -461,9 +445,10 @@ def add_parsers(sub, formatter):
                               '--orders community/orders.csv')
     client_args(p, 'submitter')
     p.add_argument('--orders', required=True, help='orders CSV or JSON (one or many participants)')
-    p.add_argument('--workers', type=int, default=4, help='concurrent batches in flight')
-    p.add_argument('--batch', type=int, default=64, help='participants per request to each node (1 = one order '
-                   'per request)')
+    p.add_argument('--workers', type=bounded_int(1, MAX_WORKERS), default=4,
+                   help=f'concurrent batches in flight, 1..{MAX_WORKERS}')
+    p.add_argument('--batch', type=bounded_int(1, MAX_BATCH), default=64, help='participants per request to each '
+                   f'node, 1..{MAX_BATCH} (1 = one order per request)')
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser('results', help="a participant's own results, or the public results",
@@ -482,8 +467,9 @@ def add_parsers(sub, formatter):
     p.add_argument('--bill', action='store_true',
                    help="the participant's bill summed over the settled rounds delivering --from DAY --to DAY "
                         '(or of --round alone; needs --orders), as its row of bills.csv of `mpc-market settle`')
-    p.add_argument('--from', dest='from_day', metavar='DAY', help='first delivery day YYYY-MM-DD (--bill)')
-    p.add_argument('--to', dest='to_day', metavar='DAY', help='last delivery day YYYY-MM-DD (--bill)')
+    p.add_argument('--from', dest='from_day', type=day_text, metavar='DAY',
+                   help='first delivery day YYYY-MM-DD (--bill)')
+    p.add_argument('--to', dest='to_day', type=day_text, metavar='DAY', help='last delivery day YYYY-MM-DD (--bill)')
     p.add_argument('--retailer', action='store_true',
                    help="the retailer's view of a settled round (its key and TLS certificate: --client retailer)")
     p.add_argument('--out', help='directory to write the CSV to (default: stdout)')
@@ -505,12 +491,15 @@ def add_parsers(sub, formatter):
     p.add_argument('--orders', required=True,
                    help="the participants' orders (the reading packages prove deviations from them; without "
                         "its orders a participant's readings would fail the nodes' checks)")
-    p.add_argument('--day', required=True, help='delivery day YYYY-MM-DD: the rounds of that day take the readings')
+    p.add_argument('--day', required=True, type=day_text,
+                   help='delivery day YYYY-MM-DD: the rounds of that day take the readings')
     p.add_argument('--participant', action='append', help='only this participant; repeat (default: all in the file)')
     p.add_argument('--aggregator', help='statistics aggregator host:port (default: market nodes only)')
     p.add_argument('--pubkey', action='append', help='grid operator public key (with --aggregator); repeat')
     p.add_argument('--key-id', action='append', help='pin: encrypt only under public keys with these ids')
     p.add_argument('--feeders', help='CSV participant,feeder,zone (with --aggregator)')
-    p.add_argument('--workers', type=int, default=4, help='concurrent batches in flight')
-    p.add_argument('--batch', type=int, default=256, help='participants per request to each node')
+    p.add_argument('--workers', type=bounded_int(1, MAX_WORKERS), default=4,
+                   help=f'concurrent batches in flight, 1..{MAX_WORKERS}')
+    p.add_argument('--batch', type=bounded_int(1, MAX_BATCH), default=MAX_BATCH,
+                   help=f'participants per request to each node, 1..{MAX_BATCH}')
     p.set_defaults(func=cmd_meter)

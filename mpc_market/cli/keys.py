@@ -51,6 +51,7 @@ HOSTS_HELP = 'host name or IP the certificate is valid for; repeat (default: 127
 
 
 def add_parsers(sub, formatter):
+    from .options import bounded_int
     keys = sub.add_parser('keys', help='create the CA, node, broker, aggregator, client and participant keys',
                           formatter_class=formatter,
                           description='Key material of a deployment, in one directory: ca/, nodes/, broker/, '
@@ -75,7 +76,7 @@ def add_parsers(sub, formatter):
            'Create ca/ca.key and ca/ca.pem; every certificate of the deployment is issued by it.')
     p = action('node', 'one market node: TLS certificate and Ed25519 signing key',
                'Create nodes/nodeI.{key,pem} (TLS, name nodeI) and nodes/nodeI.sign.{key,pub} (receipts, results).')
-    p.add_argument('--index', type=int, default=0, help='node index I (node 0 first)')
+    p.add_argument('--index', type=bounded_int(0, 6), default=0, help='node index I, 0..6 (node 0 first)')
     p.add_argument('--host', action='append', help=HOSTS_HELP)
     p = action('broker', 'the broker\'s TLS certificate', 'Create broker/broker.{key,pem} (TLS, name broker).')
     p.add_argument('--host', action='append', help=HOSTS_HELP)
@@ -95,7 +96,7 @@ def add_parsers(sub, formatter):
     p = action('all', 'everything a local deployment needs: CA, nodes, broker, submitter, operator, participants',
                'Create the CA, NODES node keys, the broker certificate, the submitter and operator client '
                'certificates and, with --orders or --participant, the participants\' keys.')
-    p.add_argument('--nodes', type=int, default=3, help='market nodes')
+    p.add_argument('--nodes', type=bounded_int(3, 7), default=3, help='market nodes, 3..7 (as a deployment)')
     p.add_argument('--host', action='append', help=HOSTS_HELP)
     p.add_argument('--participant', action='append', help='participant id to register; repeat')
     p.add_argument('--orders', help='register every participant of this orders file')

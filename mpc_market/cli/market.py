@@ -182,19 +182,14 @@ def default_config():
 
 
 def cmd_generate(args):
-    from ..market.config import load_config
     from ..market.generate import first_slot_and_stop, write_community
-    if args.participants < 1 or args.slots < 1:
-        raise InputError('<command line>', 0, 'participants' if args.participants < 1 else 'slots', 'must be >= 1')
-    if args.zones < 0:
-        raise InputError('<command line>', 0, 'zones', 'must be >= 0')
+    _check_size(args.participants, args.slots)
     day = None
     if args.profiles is not None:
         from ..market.profiles import parse_day
         day = parse_day(args.profiles)
     orders, config, count, readings = write_community(args.out, args.participants, args.slots, args.seed,
                                                       args.zones, args.network_fee, day)
-    load_config(config)  # a fee off the tick grid is named here, not at clearing
     first, stop = first_slot_and_stop(args.slots)
     print(f'wrote {count} orders of {args.participants} households for slots {first}-{stop - 1} '
           f'({args.slots} x 15 min' + (f' from 00:00 of {day}, BDEW H0 load and clear-sky PV' if day else '')
@@ -206,9 +201,21 @@ def cmd_generate(args):
 
 
 
+def _check_size(participants, slots):
+    """A community the machine can hold, refused before anything is allocated or written."""
+    from ..common.errors import BadParameter
+    from ..market.generate import check_size
+    try:
+        check_size(participants, slots)
+    except BadParameter as exc:
+        raise InputError('<command line>', 0, exc.parameter, str(exc)) from None
+
+
+
 def cmd_demo(args):
     from ..market.generate import write_community
     from ..market.output import public_table, write_results
+    _check_size(args.participants, args.slots)
     work = tempfile.mkdtemp(prefix='mpc-market-demo-')
     orders, config_path, count, _ = write_community(work, args.participants, args.slots, args.seed)
     print(f'Community: {args.participants} households, {args.slots} slots of 15 minutes, {count} orders '
@@ -274,18 +281,23 @@ def _demo_zoned(args, work):
 def _engine_options(p):
     """The options clear and settle share: where the market is computed, and how."""
     from ..api import ENGINES
-    p.add_argument('--nodes', type=int, default=3, choices=range(3, 12), metavar='M',
+    from .options import bounded_int
+    p.add_argument('--nodes', type=bounded_int(3, 11), default=3, metavar='M',
                    help='market nodes, 3..11 (threshold (M-1)/2: an honest majority)')
     p.add_argument('--engine', choices=ENGINES, default='mpc',
                    help='mpc: node processes on this machine; plain: the plaintext reference')
-    p.add_argument('--chunk', type=int, default=8192, help='orders shared and validated per batch (bounds node memory)')
+    p.add_argument('--chunk', type=bounded_int(1, 1 << 20), default=8192,
+                   help='orders shared and validated per batch, 1..1048576 (bounds node memory)')
     p.add_argument('--quiet', action='store_true', help='no progress and no warnings on stderr')
 
 
 def add_parsers(sub, formatter):
     from ..api import MODES
     from ..market.config import MECHANISMS
+    from ..market.generate import MAX_PARTICIPANTS, MAX_SIZE, MAX_SLOTS, MAX_ZONES
     from ..market.profiles import DEFAULT_DAY as PROFILE_DAY
+    from .options import SEED_MAX, bounded_int, decimal_text
+    sizes = f'; at most {MAX_PARTICIPANTS} participants, {MAX_SLOTS} slots and {MAX_SIZE} participant-slots'
     p = sub.add_parser('clear', help='clear an orders file (under MPC by default)', formatter_class=formatter,
                        description='Clear every slot of an orders file: price, traded volume, and each order\'s '
                                    'match and amount. Writes public.csv, participants.csv and summary.json.',
@@ -304,7 +316,7 @@ def add_parsers(sub, formatter):
     p.add_argument('--mode', choices=MODES, default='local',
                    help='peers: the participants run the nodes themselves (scenario S1): every one of up to 7, '
                         'else a committee drawn by a public lottery each run')
-    p.add_argument('--committee', type=int, choices=range(3, 12), metavar='M',
+    p.add_argument('--committee', type=bounded_int(3, 11), metavar='M',
                    help='with --mode peers: committee size, 3..11 (default: every peer up to 7, else 5)')
     p.set_defaults(func=cmd_clear)
 
@@ -340,14 +352,17 @@ def add_parsers(sub, formatter):
                                    '(20 households per feeder) and OUT/market.toml. One slot is 15 minutes; the '
                                    'slots are centred on midday (slot 48), so a few slots still have sun.',
                        epilog='example:\n  mpc-market generate --participants 1000 --slots 96 --out community/')
-    p.add_argument('--participants', type=int, required=True, help='households (about a third with PV)')
-    p.add_argument('--slots', type=int, default=96, help='15-minute slots; 96 is one whole day')
-    p.add_argument('--seed', type=int, default=1, help='random seed (the same seed writes the same files)')
+    p.add_argument('--participants', type=bounded_int(1, MAX_PARTICIPANTS), required=True,
+                   help='households (about a third with PV)' + sizes)
+    p.add_argument('--slots', type=bounded_int(1, MAX_SLOTS), default=96,
+                   help=f'15-minute slots; 96 is one whole day, {MAX_SLOTS} at most')
+    p.add_argument('--seed', type=bounded_int(0, SEED_MAX), default=1,
+                   help='random seed (the same seed writes the same files)')
     p.add_argument('--out', required=True, help='output directory')
-    p.add_argument('--zones', type=int, default=0, metavar='N',
+    p.add_argument('--zones', type=bounded_int(0, MAX_ZONES), default=0, metavar='N',
                    help='a zoned market: N communities of whole feeders (zone column in orders.csv), which '
-                        'clear first and then trade across at the network fee; 0 = one market')
-    p.add_argument('--network-fee', default='0.010', metavar='PRICE',
+                        f'clear first and then trade across at the network fee; 0 = one market; {MAX_ZONES} at most')
+    p.add_argument('--network-fee', type=decimal_text, default='0.010', metavar='PRICE',
                    help='with --zones: fee per kWh on energy crossing communities (a multiple of the tick)')
     p.add_argument('--profiles', nargs='?', const=PROFILE_DAY, metavar='DAY',
                    help=f'load from the BDEW H0 standard profile and PV from clear-sky irradiance of DAY '
@@ -360,8 +375,8 @@ def add_parsers(sub, formatter):
                                    'processes, print the public results and a few participants\' own results, '
                                    'and check them against the plaintext reference.',
                        epilog='example:\n  mpc-market demo --participants 1000 --slots 4')
-    p.add_argument('--participants', type=int, default=200, help='households')
-    p.add_argument('--slots', type=int, default=96, help='15-minute slots')
-    p.add_argument('--nodes', type=int, default=3, choices=range(3, 12), metavar='M', help='market nodes, 3..11')
-    p.add_argument('--seed', type=int, default=2026, help='random seed')
+    p.add_argument('--participants', type=bounded_int(1, MAX_PARTICIPANTS), default=200, help='households' + sizes)
+    p.add_argument('--slots', type=bounded_int(1, MAX_SLOTS), default=96, help='15-minute slots')
+    p.add_argument('--nodes', type=bounded_int(3, 11), default=3, metavar='M', help='market nodes, 3..11')
+    p.add_argument('--seed', type=bounded_int(0, SEED_MAX), default=2026, help='random seed')
     p.set_defaults(func=cmd_demo)

@@ -5,7 +5,6 @@ import sys
 import time
 
 from ..common.errors import BadParameter, InputError
-from .options import day_option
 
 MAX_REJECTIONS_SHOWN = 20
 
@@ -53,7 +52,7 @@ def cmd_encrypt(args):
         if args.key_id and key.key_id not in args.key_id:
             raise InputError(path, 1, 'key_id', f'{key.key_id} is not a pinned key id (--key-id); '
                              'refusing to encrypt under a key that was not checked')
-    day = day_option(args.day)
+    day = args.day
     days, lines = load_day_readings(args.readings, keys[0].layout)
     feeder_map = load_feeders(args.feeders)
     for meter in days:
@@ -101,7 +100,7 @@ def cmd_aggregate(args):
     from ..stats.paillier import load_public_keys
     from ..stats.submission import read_submissions
     keys = load_public_keys(args.pubkey)
-    day = day_option(args.day)
+    day = args.day
     registry = load_participant_registry(args.registry)
     noise = None
     if args.dp_epsilon:
@@ -179,7 +178,7 @@ def cmd_fetch(args):
     from ..stats.client import AggregatorClient
     from ..stats.paillier import load_public
     key = load_public(args.pubkey)
-    day = day_option(args.day)
+    day = args.day
     client = AggregatorClient(args.aggregator, args.keys, args.client or key.name)
     try:
         text = client.fetch(day, key.key_id)
@@ -190,6 +189,8 @@ def cmd_fetch(args):
     print(f'fetched the {key.level} aggregates of {day} under {key.name}; wrote {path}')
     return 0
 
+
+MAX_BITS = 8192  # a larger key takes many minutes to generate and every meter-day as long to encrypt
 
 EXAMPLES = {
     'keygen': 'mpc-market stats keygen --out dso --name dso --level feeder',
@@ -207,6 +208,8 @@ EXAMPLES = {
 
 
 def add_parsers(sub, formatter):
+    from ..common.limits import ROUND_SLOTS
+    from .options import MAX_BATCH, bounded_int, day_text
     stats = sub.add_parser('stats', help='grid-operator statistics: Paillier-encrypted meter data, per-feeder and '
                            'per-zone aggregates', formatter_class=formatter,
                            description='Meters encrypt their day under each operator\'s Paillier key; an aggregator '
@@ -224,16 +227,19 @@ def add_parsers(sub, formatter):
     p.add_argument('--name', default='dso', help='operator name; also its TLS client name at the aggregator')
     p.add_argument('--level', choices=('feeder', 'zone'), default='feeder',
                    help='feeder: a DSO key (per-feeder sums); zone: a TSO key (per-zone sums)')
-    p.add_argument('--bits', type=int, default=2048, help='modulus bits (>= 2048; 3072 for long-term secrecy)')
-    p.add_argument('--slots', type=int, default=96, help='15-minute slots per meter-day')
-    p.add_argument('--max-reading-wh', type=int, default=65535, help='per meter, slot and direction')
-    p.add_argument('--max-meters', type=int, default=1_000_000, help='largest group that must sum without carries')
-    p.add_argument('--guard-bits', type=int, default=4, help='spare bits per field (room for DP noise)')
+    p.add_argument('--bits', type=bounded_int(1, MAX_BITS), default=2048,
+                   help=f'modulus bits, 2048..{MAX_BITS} (3072 for long-term secrecy)')
+    p.add_argument('--slots', type=bounded_int(1, ROUND_SLOTS), default=96, help='15-minute slots per meter-day')
+    p.add_argument('--max-reading-wh', type=bounded_int(1, 1 << 32), default=65535,
+                   help='per meter, slot and direction')
+    p.add_argument('--max-meters', type=bounded_int(2, 1 << 32), default=1_000_000,
+                   help='largest group that must sum without carries')
+    p.add_argument('--guard-bits', type=bounded_int(0, 64), default=4, help='spare bits per field (room for DP noise)')
     p.set_defaults(func=cmd_keygen)
 
     p = step('encrypt', 'meter side: encrypt and sign a day of readings (packed)')
     p.add_argument('--readings', required=True, help='CSV participant,slot,import_wh,export_wh (or net_wh)')
-    p.add_argument('--day', required=True, help='YYYY-MM-DD')
+    p.add_argument('--day', required=True, type=day_text, help='YYYY-MM-DD')
     p.add_argument('--feeders', required=True, help='CSV participant,feeder,zone')
     p.add_argument('--pubkey', action='append', required=True, help='operator public key; repeat (DSO, TSO)')
     p.add_argument('--keys', required=True, help='key directory with participants/<id>.key')
@@ -249,7 +255,8 @@ def add_parsers(sub, formatter):
     p.add_argument('--aggregator', required=True, help='host:port')
     p.add_argument('--keys', required=True, help='key directory (CA, client certificate)')
     p.add_argument('--client', default='submitter', help='client certificate name in KEYS/clients')
-    p.add_argument('--batch', type=int, default=256, help='meter-days per request')
+    p.add_argument('--batch', type=bounded_int(1, MAX_BATCH), default=MAX_BATCH,
+                   help=f'meter-days per request, 1..{MAX_BATCH}')
     p.set_defaults(func=cmd_submit)
 
     p = step('aggregate', 'aggregator: check submissions, sum per feeder / zone (offline)')
@@ -257,8 +264,8 @@ def add_parsers(sub, formatter):
     p.add_argument('--feeders', required=True, help='CSV participant,feeder,zone')
     p.add_argument('--registry', required=True, help='participant registry.json (signature keys)')
     p.add_argument('--pubkey', action='append', required=True, help='operator public key; repeat')
-    p.add_argument('--day', required=True, help='YYYY-MM-DD')
-    p.add_argument('--min-cohort', type=int, default=5, help='smallest group released (>= 2)')
+    p.add_argument('--day', required=True, type=day_text, help='YYYY-MM-DD')
+    p.add_argument('--min-cohort', type=bounded_int(2, 1 << 32), default=5, help='smallest group released (>= 2)')
     p.add_argument('--dp-epsilon', help='add discrete Laplace noise, epsilon per released field (e.g. 0.5)')
     p.add_argument('--out', required=True, help='directory for <key>-<day>.aggregates.json')
     p.set_defaults(func=cmd_aggregate)
@@ -267,7 +274,8 @@ def add_parsers(sub, formatter):
     p.add_argument('--key', required=True, help="the operator's NAME.key.json")
     p.add_argument('--aggregates', required=True, help='aggregates JSON from the aggregator')
     p.add_argument('--public-results', help="the market's public.csv: plot its traded volume")
-    p.add_argument('--min-cohort', type=int, default=5, help='refuse to decrypt any group of fewer meters')
+    p.add_argument('--min-cohort', type=bounded_int(2, 1 << 32), default=5,
+                   help='refuse to decrypt any group of fewer meters (>= 2)')
     p.add_argument('--no-plot', action='store_true', help='write the CSV only')
     p.add_argument('--out', required=True, help='directory for the CSV and the PNGs')
     p.set_defaults(func=cmd_decrypt)
@@ -281,6 +289,6 @@ def add_parsers(sub, formatter):
     p.add_argument('--keys', required=True, help='key directory (CA, the operator client certificate)')
     p.add_argument('--client', help='client certificate name (default: the key name)')
     p.add_argument('--pubkey', required=True, help="the operator's public key")
-    p.add_argument('--day', required=True, help='YYYY-MM-DD')
+    p.add_argument('--day', required=True, type=day_text, help='YYYY-MM-DD')
     p.add_argument('--out', required=True, help='directory for the aggregates JSON')
     p.set_defaults(func=cmd_fetch)

@@ -12,7 +12,16 @@ import os
 
 import numpy as np
 
+from ..common.errors import BadParameter
+from ..common.limits import ROUND_SLOTS
+
 SLOTS_PER_DAY = 96
+# A written community takes about 580 bytes and 18 us per participant-slot (10,000 x 96: 560 MB, 18 s),
+# so 1 M participant-slots stay near 0.6 GB; without a cap, --slots 1000000000 ran to 13 GB in 12 s.
+MAX_SLOTS = ROUND_SLOTS
+MAX_PARTICIPANTS = 100_000
+MAX_SIZE = 1_000_000
+MAX_ZONES = 100
 DEFAULT_MARKET = {'price_floor': '0.047', 'price_ceiling': '0.139', 'tick': '0.001', 'max_order_wh': 65535}
 
 
@@ -34,6 +43,25 @@ def first_slot_and_stop(slots):
     centred on midday (slot 48), when PV sellers meet buyers."""
     first = 0 if slots >= SLOTS_PER_DAY else max(0, SLOTS_PER_DAY // 2 - slots // 2)
     return first, first + slots
+
+
+def check_size(participants: int, slots: int) -> None:
+    """Refuse a community larger than ``write_community`` writes, before anything is allocated.
+
+    Args:
+        participants: households.
+        slots: 15-minute slots.
+
+    Raises:
+        BadParameter: naming ``participants`` or ``slots``: below 1, above ``MAX_PARTICIPANTS`` or
+            ``MAX_SLOTS``, or more than ``MAX_SIZE`` participant-slots together.
+    """
+    for name, value, most in (('participants', participants, MAX_PARTICIPANTS), ('slots', slots, MAX_SLOTS)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+            raise BadParameter(name, f'{name} must be an integer in 1..{most}, got {value!r}')
+    if participants * slots > MAX_SIZE:
+        raise BadParameter('slots', f'{participants} participants x {slots} slots is more than {MAX_SIZE} '
+                           'participant-slots')
 
 
 def community(participants, slots, seed, with_readings=False, profile_day=None):
@@ -99,8 +127,21 @@ def write_community(out_dir, participants, slots, seed, zones=0, network_fee='0.
     """Write orders.csv, readings.csv, feeders.csv and market.toml into out_dir; return their paths.
 
     zones > 0: a zoned market (communities of whole feeders, a zone column in orders.csv and
-    zones = true with the network fee in market.toml). profile_day: see ``community``."""
+    zones = true with the network fee in market.toml). profile_day: see ``community``. A size
+    above ``check_size``'s or a fee off the tick grid is refused before anything is written."""
     import csv
+
+    from .config import parse_config
+    check_size(participants, slots)
+    config_path = os.path.join(out_dir, 'market.toml')
+    m = DEFAULT_MARKET
+    market_text = ('# Local market: feed-in tariff (floor) and retail price (ceiling) in currency per kWh\n'
+                   f'[market]\nprice_floor = {m["price_floor"]}\nprice_ceiling = {m["price_ceiling"]}\n'
+                   f'tick = {m["tick"]}\nmax_order_wh = {m["max_order_wh"]}\n')
+    if zones:
+        market_text += ('# communities clear first, then trade across at a network fee per kWh (zones: orders.csv)\n'
+                        f'zones = true\nnetwork_fee = {network_fee}\n')
+    parse_config(config_path, market_text)
     orders, readings = community(participants, slots, seed, with_readings=True, profile_day=profile_day)
     os.makedirs(out_dir, exist_ok=True)
     names = sorted({r['participant'] for r in readings})
@@ -114,21 +155,14 @@ def write_community(out_dir, participants, slots, seed, zones=0, network_fee='0.
         writer.writeheader()
         writer.writerows(readings)
     os.replace(readings_path + '.tmp', readings_path)
-    config_path = os.path.join(out_dir, 'market.toml')
     with open(orders_path + '.tmp', 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=['participant', 'slot', 'side', 'energy_wh', 'limit_price']
                                 + (['zone'] if zones else []))
         writer.writeheader()
         writer.writerows(orders)
     os.replace(orders_path + '.tmp', orders_path)
-    m = DEFAULT_MARKET
     with open(config_path + '.tmp', 'w') as f:
-        f.write('# Local market: feed-in tariff (floor) and retail price (ceiling) in currency per kWh\n'
-                f'[market]\nprice_floor = {m["price_floor"]}\nprice_ceiling = {m["price_ceiling"]}\n'
-                f'tick = {m["tick"]}\nmax_order_wh = {m["max_order_wh"]}\n')
-        if zones:
-            f.write('# communities clear first, then trade across at a network fee per kWh (zones: orders.csv)\n'
-                    f'zones = true\nnetwork_fee = {network_fee}\n')
+        f.write(market_text)
     os.replace(config_path + '.tmp', config_path)
     write_feeders(os.path.join(out_dir, 'feeders.csv'), feeders)
     return orders_path, config_path, len(orders), readings_path

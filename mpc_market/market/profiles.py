@@ -14,7 +14,8 @@ import datetime
 
 import numpy as np
 
-from ..common.errors import InputError
+from ..common.days import parse_day as strict_day
+from ..common.errors import BadParameter, InputError
 
 LATITUDE, LONGITUDE = 51.0, 10.0          # central Germany, where the BDEW profiles were measured
 TIMEZONE = 'Etc/GMT-1'                    # CET without daylight saving, like the profiles' clock
@@ -26,8 +27,8 @@ INSTALL_HINT = "needs the optional extra: pip install -e '.[profiles]' (demandli
 
 def parse_day(text, where='<command line>', line=0):
     try:
-        return datetime.date.fromisoformat(text)
-    except (TypeError, ValueError):
+        return strict_day(text)
+    except BadParameter:
         raise InputError(where, line, 'profiles', f'{str(text)[:40]!r} is not a day (YYYY-MM-DD)') from None
 
 

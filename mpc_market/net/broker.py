@@ -13,12 +13,12 @@ back (up to max_attempts), keeping the failure reason visible meanwhile.
 import json
 import logging
 import os
-import re
 from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ..common.days import DAY_RULE, is_day
 from ..common.files import make_private_dir
 from ..common.keys import load_node_verify_keys, node_name
 from ..common.names import NAME_RULE, is_name
@@ -168,14 +168,10 @@ def open_at_nodes(store, nodes, spec):
 
 
 
-DAY_RE = re.compile(r'\d{4}-\d{2}-\d{2}')
-
-
-
 def window_problem(spec):
     """Why a round's readings window or day is not acceptable ('' if it is)."""
-    if spec.day and not DAY_RE.fullmatch(spec.day):
-        return f'day {spec.day[:20]!r} is not YYYY-MM-DD'
+    if spec.day and not is_day(spec.day):
+        return f'day {spec.day[:20]!r} is not {DAY_RULE}'
     if not spec.readings_deadline_unix_ms:
         return '' if not spec.readings_open_unix_ms else 'a readings window needs a deadline'
     if spec.readings_deadline_unix_ms <= spec.gate_closure_unix_ms:

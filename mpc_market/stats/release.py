@@ -9,16 +9,14 @@ undetectably, since there are no range proofs (see SECURITY.md).
 """
 
 import io
-import re
 from dataclasses import dataclass
 
+from ..common.days import DAY_RULE, is_day
 from ..common.errors import InputError
 from ..common.names import NAME_RULE, is_name
 from ..common.textinput import csv_records, parse_int, read_text
 from .aggregate import BUNDLE_FORMAT, bundle_ciphertexts
 from .paillier import LEVELS, json_line, load_json_object
-
-DAY_RE = re.compile(r'\d{4}-\d{2}-\d{2}')
 
 COLUMNS = ('slot', 'meters', 'import_wh', 'export_wh', 'net_wh')
 
@@ -47,8 +45,8 @@ def load_bundle(path):
         bad('key_id', 'expected the key id (a string)')
     if bundle.get('level') not in LEVELS:
         bad('level', f'expected one of {LEVELS}')
-    if not isinstance(bundle.get('day'), str) or not DAY_RE.fullmatch(bundle['day']):
-        bad('day', 'expected YYYY-MM-DD')
+    if not is_day(bundle.get('day')):
+        bad('day', f'expected {DAY_RULE}')
     noise = bundle.get('noise')
     if noise is not None and not (isinstance(noise, dict) and type(noise.get('bias_wh')) is int
                                   and 0 <= noise['bias_wh'] < 1 << 64):

@@ -7,7 +7,6 @@ same fields as ``EncryptedDay``.
 """
 
 import base64
-import datetime
 import hashlib
 import json
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from ..common.days import parse_day as strict_day
 from ..common.errors import InputError, NotAuthenticated
 from ..common.signing import canonical_bytes
 from ..common.textinput import read_text
@@ -26,10 +26,8 @@ NOT_AUTHENTICATED = 'not authenticated: no valid signature of a registered meter
 
 
 def parse_day(text):
-    """The canonical YYYY-MM-DD of text, or ValueError."""
-    day = datetime.date.fromisoformat(text)
-    if day.isoformat() != text:
-        raise ValueError(f'{text!r} is not YYYY-MM-DD')
+    """text if it is a day YYYY-MM-DD (``common.days``: ASCII digits, a real date), else ValueError."""
+    strict_day(text)
     return text
 
 

@@ -1,9 +1,15 @@
-"""Bad input files: exit status 2, one line 'error: FILE:LINE: field: ...', nothing written."""
+"""Bad input files and command-line values: exit status 2, one error line, nothing written."""
 
+import argparse
 import json
 import os
+import time
 
 import pytest
+
+from mpc_market.cli.options import bounded_int, bounded_seconds, day_text, decimal_text, slot_list
+from mpc_market.common.errors import InputError
+from mpc_market.common.limits import SLOT_ID_MAX
 
 from helpers import cli
 
@@ -143,3 +149,65 @@ def test_settle_writes_bills(tmp_path):
     proc, out = settle(tmp_path, HEADER + 'a,0,buy,10,0.1\nb,0,sell,10,0.05\n',
                        READINGS_HEADER + 'a,0,12\nb,0,-10\n', '--mechanism', 'mmr')
     assert (out / 'public.csv').read_text().splitlines() == ['slot,buy_price,sell_price', '0,0.093,0.093']
+
+
+def _options(parser, path='mpc-market'):
+    """(command path, action) of every option of every command and subcommand."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, f'{path} {name}')
+        else:
+            yield path, action
+
+
+def test_no_option_takes_an_unbounded_number():
+    """int and float take '1e300', 'nan', 'inf', '٣' and 9223372036854775808: every numeric option of
+    every command goes through a bounded parser of cli/options.py instead."""
+    from mpc_market.cli.main import build_parser
+    options = list(_options(build_parser()))
+    unbounded = [f'{path} {"/".join(a.option_strings) or a.dest}' for path, a in options if a.type in (int, float)]
+    assert not unbounded, unbounded
+    assert sum(1 for _, a in options if getattr(a.type, '__qualname__', '').startswith('bounded_')) >= 30
+
+
+@pytest.mark.parametrize('parse, text, value', [
+    (bounded_int(3, 7), '7', 7), (bounded_int(3, 7), ' 3 ', 3), (bounded_int(0, SLOT_ID_MAX), str(SLOT_ID_MAX), SLOT_ID_MAX),
+    (bounded_seconds(0), '1.5', 1.5), (bounded_seconds(0), '.5', 0.5), (bounded_seconds(0), '1e3', 1000.0),
+    (slot_list, '0-3,7', [0, 1, 2, 3, 7]), (slot_list, '46-49', [46, 47, 48, 49]), (slot_list, '5', [5]),
+    (day_text, '2028-02-29', '2028-02-29'), (decimal_text, '0.010', '0.010'),
+])
+def test_bounded_options_accept(parse, text, value):
+    assert parse(text) == value
+
+
+@pytest.mark.parametrize('parse, text', [
+    (bounded_int(3, 7), '8'), (bounded_int(3, 7), '2'), (bounded_int(3, 7), '٣'), (bounded_int(3, 7), '1_0'),
+    (bounded_int(3, 7), '5.0'), (bounded_int(0, SLOT_ID_MAX), '9' * 5000), (bounded_int(3, 7), ''),
+    (bounded_seconds(0), 'nan'), (bounded_seconds(0), 'inf'), (bounded_seconds(0), '-inf'), (bounded_seconds(0), '1e999'),
+    (bounded_seconds(0), '1e300'), (bounded_seconds(0), '-0.5'), (bounded_seconds(0), '0x10'), (bounded_seconds(0), '١'),
+    (slot_list, ''), (slot_list, ','), (slot_list, '-1'), (slot_list, '3-1'), (slot_list, '1,1'), (slot_list, '0-3,3'),
+    (slot_list, '٠-٣'), (slot_list, '0-' + str(SLOT_ID_MAX)), (slot_list, str(SLOT_ID_MAX + 1)), (slot_list, '0-10000'),
+    (day_text, '2026-13-45'), (day_text, '٢٠٢٦-١٢-٠١'), (day_text, '20261201'),
+    (decimal_text, 'nan'), (decimal_text, '1e3'), (decimal_text, '-0.01'), (decimal_text, '0.01\nx = 1'),
+])
+def test_bounded_options_refuse(parse, text):
+    started = time.monotonic()
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse(text)
+    assert time.monotonic() - started < 0.1  # a huge range is counted, never expanded
+
+
+def test_generate_says_its_caps_and_keeps_them(tmp_path):
+    """generate --slots 1000000000 ran to 13 GB in 12 s; the caps are in --help and hold in the library too."""
+    from mpc_market.common.errors import BadParameter
+    from mpc_market.market.generate import MAX_PARTICIPANTS, MAX_SIZE, MAX_SLOTS, write_community
+    text = cli('generate', '--help').stdout
+    assert all(f'{n}' in ' '.join(text.split()) for n in (MAX_PARTICIPANTS, MAX_SLOTS, MAX_SIZE)), text
+    for participants, slots in ((10, MAX_SLOTS + 1), (MAX_PARTICIPANTS + 1, 1), (MAX_SIZE // 96 + 1, 96), (0, 4)):
+        with pytest.raises(BadParameter):
+            write_community(str(tmp_path / 'c'), participants, slots, 1)
+    with pytest.raises(InputError, match='network_fee'):
+        write_community(str(tmp_path / 'c'), 10, 1, 1, zones=2, network_fee='0.0105')
+    assert not (tmp_path / 'c').exists()  # refused before anything is written
+    assert cli('generate', '--participants', '3', '--slots', '2', '--out', tmp_path / 'ok').returncode == 0

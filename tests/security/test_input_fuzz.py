@@ -5,9 +5,13 @@ Property-based over orders (CSV and JSON), meter readings, market TOML, deployme
 statistics bundles and submissions: valid templates with one field replaced by hostile values,
 and arbitrary text. The CLI cases of the adversarial review run as real commands."""
 
+import contextlib
 import json
+import os
 import re
+import resource
 import time
+import tracemalloc
 from decimal import Decimal
 
 import pytest
@@ -184,3 +188,162 @@ def test_malformed_stats_bundles_are_one_line_errors(tmp_path):
         lines = proc.stderr.splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(f'error: {path}:'), (case, proc.stderr)
         assert not (tmp_path / f'out{k}').exists()
+
+
+NOBODY = '127.0.0.1:1'  # no broker listens here: an argument error must come before any connection
+ROUND_OPEN = ('round', 'open', '--broker', NOBODY, '--keys', 'no-keys', '--round', 'r1', '--market', 'no.toml')
+COMMAND_LINE_CASES = {  # name -> (arguments, the option the one error line must name)
+    'gate-closure-1e300': ((*ROUND_OPEN, '--slots', '0-3', '--gate-closure-in', '1e300'), '--gate-closure-in'),
+    'gate-closure-nan': ((*ROUND_OPEN, '--slots', '0-3', '--gate-closure-in', 'nan'), '--gate-closure-in'),
+    'gate-closure-inf': ((*ROUND_OPEN, '--slots', '0-3', '--gate-closure-in', 'inf'), '--gate-closure-in'),
+    'gate-closure-negative': ((*ROUND_OPEN, '--slots', '0-3', '--gate-closure-in', '-5'), '--gate-closure-in'),
+    'gate-closure-arabic': ((*ROUND_OPEN, '--slots', '0-3', '--gate-closure-in', '١٢٠'), '--gate-closure-in'),
+    'deadline-nan': ((*ROUND_OPEN, '--slots', '0-3', '--readings-deadline-in', 'nan'), '--readings-deadline-in'),
+    'readings-open-inf': ((*ROUND_OPEN, '--slots', '0-3', '--readings-open-in', 'inf'), '--readings-open-in'),
+    'wait-1e300': (('round', 'close', '--broker', NOBODY, '--keys', 'no-keys', '--wait', '1e300'), '--wait'),
+    'slot-above-int64': ((*ROUND_OPEN, '--slots', '9223372036854775808'), '--slots'),
+    'slot-negative': ((*ROUND_OPEN, '--slots', '-1'), '--slots'),
+    'slots-none': ((*ROUND_OPEN, '--slots', ''), '--slots'),
+    'slots-backwards': ((*ROUND_OPEN, '--slots', '5-4'), '--slots'),
+    'slots-twice': ((*ROUND_OPEN, '--slots', '0-3,2'), '--slots'),
+    'slots-huge-range': ((*ROUND_OPEN, '--slots', '0-9223372036854775806'), '--slots'),
+    'slots-10001': ((*ROUND_OPEN, '--slots', '0-10000'), '--slots'),
+    'day-month-13': ((*ROUND_OPEN, '--slots', '0-3', '--day', '2026-13-45'), '--day'),
+    'day-arabic-digits': ((*ROUND_OPEN, '--slots', '0-3', '--day', '٢٠٢٦-١٢-٠١'), '--day'),
+    'day-basic-format': ((*ROUND_OPEN, '--slots', '0-3', '--day', '20261201'), '--day'),
+    'bill-from-feb-30': (('results', '--broker', NOBODY, '--keys', 'no-keys', '--participant', 'h1', '--bill',
+                          '--from', '2026-02-30'), '--from'),
+    'meter-day-week-date': (('meter', 'submit', '--broker', NOBODY, '--keys', 'no-keys', '--readings', 'r.csv',
+                             '--orders', 'o.csv', '--day', '2026-W01-1'), '--day'),
+    'submit-batch-257': (('submit', '--broker', NOBODY, '--keys', 'no-keys', '--orders', 'o.csv', '--batch', '257'),
+                         '--batch'),
+    'submit-workers-0': (('submit', '--broker', NOBODY, '--keys', 'no-keys', '--orders', 'o.csv', '--workers', '0'),
+                         '--workers'),
+    'generate-slots-1e9': (('generate', '--participants', '10', '--slots', '1000000000', '--out', 'out'), '--slots'),
+    'generate-participants-0': (('generate', '--participants', '0', '--out', 'out'), '--participants'),
+    'generate-participants-1e6': (('generate', '--participants', '1000000', '--out', 'out'), '--participants'),
+    'generate-participant-slots': (('generate', '--participants', '1001', '--slots', '1000', '--out', 'out'),
+                                   'slots'),
+    'generate-seed-negative': (('generate', '--participants', '10', '--seed', '-1', '--out', 'out'), '--seed'),
+    'generate-zones-huge': (('generate', '--participants', '10', '--zones', '9' * 30, '--out', 'out'), '--zones'),
+    'generate-fee-injection': (('generate', '--participants', '10', '--zones', '2', '--network-fee',
+                                '0.01\nprice_floor = 5', '--out', 'out'), '--network-fee'),
+    'generate-profile-day': (('generate', '--participants', '10', '--profiles', '2026-06-31', '--out', 'out'),
+                             'profiles'),
+    'demo-slots-1e9': (('demo', '--participants', '10', '--slots', '1000000000'), '--slots'),
+    'clear-nodes-12': (('clear', '--orders', 'o.csv', '--config', 'm.toml', '--out', 'out', '--nodes', '12'),
+                       '--nodes'),
+    'clear-chunk-0': (('clear', '--orders', 'o.csv', '--config', 'm.toml', '--out', 'out', '--chunk', '0'),
+                      '--chunk'),
+    'up-base-port': (('up', '--dir', 'dep', '--base-port', '70000'), '--base-port'),
+    'up-delay-inf': (('up', '--dir', 'dep', '--delay-ms', 'inf'), '--delay-ms'),
+    'keys-nodes-99': (('keys', 'all', '--dir', 'keys', '--nodes', '99'), '--nodes'),
+    'keys-index-negative': (('keys', 'node', '--dir', 'keys', '--index', '-1'), '--index'),
+    'stats-bits-huge': (('stats', 'keygen', '--out', 'op', '--bits', '1' + '0' * 19), '--bits'),
+    'stats-slots-0': (('stats', 'keygen', '--out', 'op', '--slots', '0'), '--slots'),
+    'stats-batch-0': (('stats', 'submit', '--submissions', 's.jsonl', '--aggregator', NOBODY, '--keys', 'no-keys',
+                       '--batch', '0'), '--batch'),
+    'stats-day-month-13': (('stats', 'fetch', '--aggregator', NOBODY, '--keys', 'no-keys', '--pubkey', 'p.json',
+                            '--day', '2026-13-45', '--out', 'out'), '--day'),
+    'stats-min-cohort-1': (('stats', 'decrypt', '--key', 'k.json', '--aggregates', 'a.json', '--out', 'out',
+                            '--min-cohort', '1'), '--min-cohort'),
+}
+
+
+@contextlib.contextmanager
+def _address_space_capped(extra=1 << 30):
+    """At most extra more bytes of address space meanwhile: a command that would allocate
+    gigabytes (the old generate --slots 1000000000) fails with MemoryError instead of taking the machine."""
+    with open('/proc/self/statm') as f:
+        used = int(f.read().split()[0]) * resource.getpagesize()
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (used + extra, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@pytest.mark.parametrize('name', sorted(COMMAND_LINE_CASES))
+def test_every_number_and_day_on_the_command_line_is_bounded(tmp_path, name):
+    """Each used to be a traceback, a wait without end, gigabytes, or a day no round could match."""
+    args, option = COMMAND_LINE_CASES[name]
+    started = time.monotonic()
+    tracemalloc.start()
+    try:
+        with _address_space_capped():
+            proc = cli(*args, cwd=tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 2, proc.stderr[-500:]
+    assert 'Traceback' not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if 'error:' in line]
+    usage = [line for line in proc.stderr.splitlines() if line not in errors]
+    assert len(errors) == 1 and (f'argument {option}' in errors[0] or f': {option}:' in errors[0]), proc.stderr
+    assert all(line.startswith(('usage: ', ' ')) for line in usage), usage  # argparse's usage, nothing else
+    assert 'no-keys' not in errors[0] and NOBODY not in errors[0]  # about the argument, not keys or network
+    assert os.listdir(tmp_path) == []  # nothing written
+    assert elapsed < 0.5 and peak < 16 << 20, (elapsed, peak)  # refused before anything is allocated
+
+
+BAD_DAYS = ['2026-13-45', '2026-02-30', '٢٠٢٦-١٢-٠١', '2026-12-٠١', '20261201', '2026-W01-1', '2026-1-01',
+            ' 2026-12-01', '2026-12-01\n', '0000-01-01', '2026-12-01T00:00', '', None, 20261201]
+
+
+@pytest.mark.parametrize('day', BAD_DAYS)
+def test_days_are_parsed_strictly_everywhere(tmp_path, day):
+    """The broker took 2026-13-45 and Arabic-Indic digits as a round's day (\\d matches them), and the
+    statistics bundle reader did too; one parser now answers for the CLI, the broker and the statistics."""
+    from mpc_market.common.days import parse_day
+    from mpc_market.common.errors import BadParameter
+    from mpc_market.market.profiles import parse_day as profile_day
+    from mpc_market.net.broker import window_problem
+    from mpc_market.rpc import market_pb2
+    from mpc_market.stats.submission import parse_day as submission_day
+    with pytest.raises(BadParameter):
+        parse_day(day)
+    if isinstance(day, str) and day:
+        assert 'is not a calendar date' in window_problem(market_pb2.RoundSpec(round_id='r1', day=day))
+        with pytest.raises(ValueError):
+            submission_day(day)
+        with pytest.raises(InputError):
+            profile_day(day)
+    path = tmp_path / 'bundle.json'
+    path.write_text(json.dumps(dict(json.loads('{' + ', '.join(f'"{k}": {v}' for k, v in BUNDLE.items()) + '}'),
+                                    day=day)))
+    with pytest.raises(InputError, match=r':\d+: day: '):
+        load_bundle(path)
+
+
+def test_a_good_day_passes_everywhere(tmp_path):
+    from mpc_market.common.days import parse_day
+    from mpc_market.net.broker import window_problem
+    from mpc_market.rpc import market_pb2
+    assert parse_day('2026-12-01').isoformat() == '2026-12-01' and parse_day('2028-02-29').day == 29
+    assert window_problem(market_pb2.RoundSpec(round_id='r1', day='2026-12-01')) == ''
+
+
+@_fuzz_settings(200)
+@given(st.text(alphabet='0123456789-٠١٢٣٤٥٦٧٨٩W T:', max_size=14))
+def test_a_day_has_one_spelling(text):
+    """Whatever parse_day accepts, it accepts in one spelling only: the date's own isoformat."""
+    from mpc_market.common.days import is_day, parse_day
+    if is_day(text):
+        assert parse_day(text).isoformat() == text
+
+
+@pytest.mark.parametrize('section, key, value', [
+    ('node', 'connect_timeout_s', 'inf'), ('node', 'connect_timeout_s', 'nan'), ('node', 'clearing_timeout_s', '1e300'),
+    ('node', 'rate_per_s', 'inf'), ('node', 'burst', '0'), ('node', 'burst', '9223372036854775807'),
+    ('broker', 'poll_s', 'inf'), ('broker', 'poll_s', '1e-300'), ('broker', 'max_attempts', '9223372036854775807'),
+])
+def test_deployment_numbers_are_bounded(tmp_path, section, key, value):
+    """poll_s = 1e-300 spun the broker, inf made a timer that never fires (inf > 0 passed)."""
+    table = dict(NODE, **{key: value})
+    path = tmp_path / 'dep.toml'
+    path.write_text(f'[{section}]\n' + ''.join(f'{k} = {v}\n' for k, v in table.items())
+                    + '[deployment]\nnodes = ["a:1", "b:2", "c:3"]\nmpc = ["a:4", "b:5", "c:6"]\n')
+    with pytest.raises(InputError, match=rf'dep.toml:{list(table).index(key) + 2}: {key}: expected'):
+        (load_node_config if section == 'node' else load_broker_config)(path)
