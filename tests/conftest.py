@@ -13,7 +13,7 @@ from mpc_market.net.store import Store, now_ms
 from mpc_market.net.submit import Submitter, load_endpoints, tls_credentials
 from mpc_market.rpc import market_pb2_grpc
 
-from helpers import TOML, Market, node_fault_env, read_bytes
+from helpers import TOML, Market, SignedParams, node_fault_env, read_bytes
 
 
 @pytest.fixture
@@ -48,9 +48,10 @@ def node_services(tmp_path):
     keys.create_participants(d, ['alice', 'bob', 'carol'])
     registry = keys.load_registry(os.path.join(d, 'registry.json'))
     servers, stores, addresses = [], [], []
+    gate_closure = now_ms() + 60_000  # one round specification for every node, as the broker sends it
     for i in range(3):
         store = Store(str(tmp_path / f'node{i}.db'))
-        store.open_round('r1', [0, 1], now_ms() + 60_000, TOML)
+        store.open_round('r1', [0, 1], gate_closure, TOML)
         signing = serialization.load_pem_private_key(read_bytes(d, 'nodes', f'node{i}.sign.key'), None)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[broker_only(i)])  # as serve()
         market_pb2_grpc.add_NodeServicer_to_server(
@@ -62,7 +63,7 @@ def node_services(tmp_path):
         servers.append(server)
         stores.append(store)
         addresses.append(f'localhost:{port}')
-    submitter = Submitter(load_endpoints(d, addresses), tls_credentials(d))
+    submitter = Submitter(load_endpoints(d, addresses), tls_credentials(d), params_sha256=SignedParams(stores[0]))
     yield d, submitter, stores, servers, addresses
     submitter.close()
     for server in servers:

@@ -190,3 +190,21 @@ def order_values(orders, participant, round_slots=(0, 1)):
     book = Book(CONFIG, [Order(p, s, side, e, Decimal(lim)) for p, s, side, e, lim in orders],
                 extra_pairs=[(participant, s) for s in round_slots])
     return book.encode([book.participant_index[participant]])[0]
+
+
+class SignedParams(dict):
+    """round id -> RoundParams.sha256() as the nodes of a test hold the round (a Submitter's params_sha256)."""
+
+    def __init__(self, store, nodes=3):
+        super().__init__()
+        self.store, self.nodes = store, nodes
+
+    def __missing__(self, round_id):
+        from mpc_market.net import messages
+        return messages.params_of_state(self.store.round(round_id), self.nodes).sha256()
+
+
+def sealed(key, round_id, participant, packages, store, **kwargs):
+    """messages.seal for the round as store holds it (3 nodes)."""
+    from mpc_market.net import messages
+    return messages.seal(key, round_id, participant, packages, params_sha256=SignedParams(store)[round_id], **kwargs)

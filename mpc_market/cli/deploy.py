@@ -201,7 +201,6 @@ def cmd_submit(args):
 
 def _bill_text(args, broker):
     """(summary, CSV text) of a participant's bill over the settled rounds from --from to --to."""
-    from ..market.config import parse_config
     from ..market.output import BILL_COLUMNS, csv_text
     from ..net.bills import period_bill
     first, last = args.from_day or args.to_day, args.to_day or args.from_day
@@ -212,7 +211,7 @@ def _bill_text(args, broker):
     if not settled:
         raise InputError('<command line>', 0, 'from', f'no settled round delivers from {first} to {last}'
                          if first else f'round {args.round} is not settled')
-    money = parse_config(f'round {settled[0].round_id}', settled[0].market_toml).format_amount
+    money = settled[0].config.format_amount
     text = csv_text(BILL_COLUMNS, [{
         'participant': bill.participant, 'trade_amount': money(bill.trade_amount),
         'deviation_amount': money(bill.deviation_amount), 'total_amount': money(bill.total_amount),
@@ -227,13 +226,13 @@ def _bill_text(args, broker):
 
 def _retailer_text(args, broker):
     """(summary, CSV text) of the retailer's view of one settled round, as retailer.csv."""
-    from ..market.config import parse_config
     from ..market.output import RETAILER_COLUMNS, csv_text
-    from ..net.client import fetch_own_results
-    state = broker.status(args.round)
+    from ..net.client import client_manifest, fetch_own_results
+    from ..net.trusted import trusted_round
+    state = trusted_round(broker.status(args.round), client_manifest(args.keys), args.round)
     _, _, values = fetch_own_results(broker, args.keys, args.participant or 'retailer', client=args.client,
                                      kind='retailer', state=state)
-    money = parse_config(f'round {state.round_id}', state.market_toml).format_amount
+    money = state.config.format_amount
     text = csv_text(RETAILER_COLUMNS, [{
         'slot': slot, 'receives': money(v[0]), 'pays': money(v[1]), 'rounding_residue': money(v[2] - v[0] + v[1]),
         'net': money(v[2])} for slot, v in zip(state.slots, values)])
@@ -275,7 +274,7 @@ def cmd_meter(args):
           f'{len(nodes_failed)} not')
     if upload.skipped:
         print('  not sent (the round takes no readings now; once settled, they are late): ' + ', '.join(
-            f'{r.round_id} ({state_phase(r)})' for r in upload.skipped))
+            f'{r.round_id} ({state_phase(r.state)})' for r in upload.skipped))
     failures = [f'market nodes: {r}' for r in nodes_failed.values()]
     if grid is not None:
         print(f'  aggregator {args.aggregator}: {len(grid.accepted)} accepted, {len(grid.held)} already held, '
@@ -291,7 +290,6 @@ def cmd_meter(args):
 
 
 def cmd_results(args):
-    from ..market.config import parse_config
     from ..market.output import csv_text, participant_columns, participant_table, public_columns, write_all
     from ..market.results import ClearingResult
     from ..net.client import BrokerClient, fetch_own_results, fetch_public, own_order_rows
@@ -308,12 +306,13 @@ def cmd_results(args):
             name = 'bills.csv'
         elif args.public:
             state, body = fetch_public(broker, args.keys, args.round)
-            config = parse_config(f'round {state.round_id}', state.market_toml)
+            config = state.config
             text = csv_text(public_columns(config), body['slots'])
-            summary = (f'round {state.round_id}: public results signed by all {len(state.node_addresses)} nodes; '
+            summary = (f'round {state.round_id}: public results signed by all {state.manifest.m} nodes of the '
+                       'deployment manifest; '
                        f'{body["participants"]} participants cleared, {body["excluded"]} excluded, '
                        f'{body["missing"]} missing')
-            if state.settlement == market_pb2.RoundState.SETTLED:
+            if state.state.settlement == market_pb2.RoundState.SETTLED:
                 _, settled = fetch_public(broker, args.keys, state.round_id, settlement=True)
                 summary += (f'; settlement signed by all nodes: {settled["settled"]} participants settled, '
                             f'{settled["metered"]} metered, {settled["missing_readings"]} without a reading and '
@@ -332,7 +331,7 @@ def cmd_results(args):
                 config, rows = own_order_rows(state, status, values, args.orders, args.participant)
                 text = csv_text(participant_columns(config), participant_table(config, ClearingResult([], rows)))
             else:
-                config = parse_config(f'round {state.round_id}', state.market_toml)
+                config = state.config
                 zoned = ('local_wh', 'cross_wh') if config.zoned else ()
                 text = csv_text(('participant', 'slot', 'matched_wh', 'unmatched_wh', 'amount', 'status', *zoned), [
                     {'participant': args.participant, 'slot': s, 'matched_wh': v[0], 'unmatched_wh': v[1],

@@ -32,6 +32,8 @@ def cmd_keys(args):
             for client in ('submitter', 'operator'):
                 keys.create_client(args.dir, client)
             print(f'wrote the broker certificate and submitter and operator client certificates to {args.dir}')
+        if args.action in ('manifest', 'all'):
+            _write_manifest(args)
         if args.action in ('participants', 'all'):
             names = list(getattr(args, 'participant', None) or [])
             if getattr(args, 'orders', None):
@@ -45,6 +47,23 @@ def cmd_keys(args):
     except KeyFileError as exc:
         raise InputError(args.dir, 0, 'keys', str(exc)) from None
     return 0
+
+
+DEFAULT_NODE_PORT = 7301
+
+
+def _write_manifest(args):
+    """The deployment manifest of the nodes in args.dir, at --node-address (default host:7301 per --host)."""
+    from ..common.manifest import manifest_from_keys, write_manifest
+    count = args.nodes
+    given = list(getattr(args, 'node_address', None) or [])
+    if given and len(given) != count:
+        raise InputError('<command line>', 0, 'node-address', f'give one --node-address per node ({count}), '
+                         f'not {len(given)}')
+    addresses = [[a] for a in given] or [[f'127.0.0.1:{DEFAULT_NODE_PORT + i}'] for i in range(count)]
+    path = write_manifest(args.dir, manifest_from_keys(args.dir, addresses))
+    print(f'wrote the deployment manifest ({count} nodes, threshold {(count - 1) // 2}) to {path}: give it to every '
+          'participant with ca/ca.pem')
 
 
 HOSTS_HELP = 'host name or IP the certificate is valid for; repeat (default: 127.0.0.1 and localhost)'
@@ -101,3 +120,13 @@ def add_parsers(sub, formatter):
     p.add_argument('--participant', action='append', help='participant id to register; repeat')
     p.add_argument('--orders', help='register every participant of this orders file')
     p.add_argument('--config', help='market TOML for reading --orders')
+    p.add_argument('--node-address', action='append', metavar='HOST:PORT',
+                   help='node I serves gRPC at HOST:PORT, in node order; repeat once per node (default '
+                        f'127.0.0.1:{DEFAULT_NODE_PORT}+I)')
+    p = action('manifest', 'the deployment manifest participants trust instead of the broker',
+               'Write manifest.json from nodes/nodeI.sign.pub: m, the threshold t = (m-1)/2, and per node its '
+               'index, certificate name, gRPC address and signing key. Participants get it with ca/ca.pem, out of '
+               'band; every client command shares with exactly these nodes and checks all their signatures.')
+    p.add_argument('--nodes', type=bounded_int(3, 7), default=3, help='market nodes, 3..7')
+    p.add_argument('--node-address', action='append', metavar='HOST:PORT',
+                   help='node I serves gRPC at HOST:PORT, in node order; repeat once per node')

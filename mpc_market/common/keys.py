@@ -309,3 +309,8 @@ def load_node_verify_keys(keys_dir, nodes):
         except ValueError as exc:
             raise KeyFileError(f'{keys_dir}/nodes/{node_name(i)}.sign.pub: {exc}') from None
     return out
+
+
+def public_key_hex(public_key):
+    """The raw bytes of an Ed25519 or X25519 public key, in hex (registry and manifest entries)."""
+    return _raw_hex(public_key)

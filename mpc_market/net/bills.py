@@ -8,12 +8,12 @@ participant's row of ``bills.csv`` of the local ``mpc-market settle`` on the sam
 """
 
 from ..market.book import Book
-from ..market.config import parse_config
 from ..market.orders import load_orders
 from ..market.results import Bill, order_rows
 from ..market.settlement import complete_readings, planned_position, retailer_only_amount
 from ..rpc import market_pb2
-from .client import ClientError, fetch_own_results
+from .client import ClientError, client_manifest, fetch_own_results
+from .trusted import trusted_round
 
 
 def _fetch(broker, keys_dir, participant, state, client, kind):
@@ -28,8 +28,8 @@ def _fetch(broker, keys_dir, participant, state, client, kind):
 
 
 def round_bill(broker, keys_dir, participant, state, orders, readings, client='submitter'):
-    """(trade, deviation, retailer-only, settlement status) of one settled round, in money units."""
-    config = parse_config(f'round {state.round_id}', state.market_toml)
+    """(trade, deviation, retailer-only, settlement status) of one settled round (a TrustedRound), in money units."""
+    config = state.config
     slots = list(state.slots)
     in_round = set(slots)
     own = [o for o in orders if o.participant == participant and o.slot in in_round]
@@ -61,12 +61,12 @@ def period_bill(broker, keys_dir, participant, first_day, last_day, orders_path,
     alone), rounds used, rounds of the period not settled yet)."""
     rounds = [broker.status(round_id)] if round_id else [
         r for r in broker.rounds() if r.day and first_day <= r.day <= last_day]
-    settled = [r for r in rounds if r.settlement == market_pb2.RoundState.SETTLED]
+    manifest = client_manifest(keys_dir)
+    settled = [trusted_round(r, manifest, r.round_id) for r in rounds if r.settlement == market_pb2.RoundState.SETTLED]
     pending = [r for r in rounds if r.settlement != market_pb2.RoundState.SETTLED]
     trade = deviation = retailer_only = 0
     for state in settled:
-        config = parse_config(f'round {state.round_id}', state.market_toml)
-        orders = load_orders(orders_path, config) if orders_path else []
+        orders = load_orders(orders_path, state.config) if orders_path else []
         t, d, r, _ = round_bill(broker, keys_dir, participant, state, orders, readings or {}, client)
         trade, deviation, retailer_only = trade + t, deviation + d, retailer_only + r
     total = trade + deviation

@@ -19,13 +19,22 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ..common.days import DAY_RULE, is_day
+from ..common.errors import InputError
 from ..common.files import make_private_dir
 from ..common.keys import load_node_verify_keys, node_name
 from ..common.names import NAME_RULE, is_name
 from ..rpc import market_pb2, market_pb2_grpc
 from . import tls
 from .calendar import due
-from .messages import PUBLIC_DOMAIN, SETTLEMENT_DOMAIN, public_result_set, settlement_enum, verify_public
+from .messages import (
+    PUBLIC_DOMAIN,
+    ROUND_PARAMS_DOMAIN,
+    SETTLEMENT_DOMAIN,
+    RoundParams,
+    public_result_set,
+    settlement_enum,
+    verify_public,
+)
 from .server import ClientNames, run_server
 from .store import SETTLEMENT_COLUMNS, SqliteStore, add_later_columns, now_ms
 
@@ -49,7 +58,13 @@ CREATE TABLE IF NOT EXISTS settlement_public (
 """
 
 ROUND_FIELDS = ('round_id', 'slots', 'gate_closure_ms', 'market_toml', 'state', 'reason', 'attempts',
-                'readings_open_ms', 'readings_deadline_ms', 'day', 'settlement', 'settle_reason', 'settle_attempts')
+                'readings_open_ms', 'readings_deadline_ms', 'day', 'settlement', 'settle_reason', 'settle_attempts',
+                'params', 'params_signatures')
+
+PARAMS_COLUMNS = (  # a round opened by an older broker has none: clients refuse it
+    ('rounds', 'params', "TEXT NOT NULL DEFAULT ''"),
+    ('rounds', 'params_signatures', "TEXT NOT NULL DEFAULT '{}'"),
+)
 
 
 
@@ -60,15 +75,17 @@ class BrokerStore(SqliteStore):
 
     def __init__(self, path):
         super().__init__(path)
-        add_later_columns(self._db, SETTLEMENT_COLUMNS)
+        add_later_columns(self._db, SETTLEMENT_COLUMNS + PARAMS_COLUMNS)
 
-    def add(self, spec):
+    def add(self, spec, params, params_signatures):
+        """Record an opened round with the parameters every node signed (params: their canonical JSON)."""
         with self._transaction() as db:
             db.execute('INSERT OR IGNORE INTO rounds (round_id, slots, gate_closure_ms, market_toml, state, reason, '
-                       'attempts, created_ms, readings_open_ms, readings_deadline_ms, day) '
-                       'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                       'attempts, created_ms, readings_open_ms, readings_deadline_ms, day, params, params_signatures) '
+                       'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
                        (spec.round_id, json.dumps(sorted(spec.slots)), spec.gate_closure_unix_ms, spec.market_toml,
-                        'open', '', 0, now_ms(), spec.readings_open_unix_ms, spec.readings_deadline_unix_ms, spec.day))
+                        'open', '', 0, now_ms(), spec.readings_open_unix_ms, spec.readings_deadline_unix_ms, spec.day,
+                        params, json.dumps({str(i): sig.hex() for i, sig in params_signatures.items()})))
 
     def get(self, round_id):
         """A round by id; without an id the latest open round, else the latest round."""
@@ -125,6 +142,7 @@ class Nodes:
     def __init__(self, config):
         credentials = tls.client_credentials(config.keys, 'broker', 'broker')
         self.addresses = config.nodes
+        self.verify_keys = load_node_verify_keys(config.keys, len(config.nodes))
         self.channels = [tls.secure_channel(a, credentials, node_name(i)) for i, a in enumerate(config.nodes)]
         self.stubs = [market_pb2_grpc.NodeStub(c) for c in self.channels]
         self.health = [health_pb2_grpc.HealthStub(c) for c in self.channels]
@@ -158,11 +176,27 @@ class Nodes:
 def open_at_nodes(store, nodes, spec):
     """Open a round at every node, then record it; '' on success, else why not. Nodes that did open
     it keep it idempotently, so a retry (an operator's, or the calendar's next tick) opens it everywhere."""
-    failures = [f'node {i} ({nodes.addresses[i]}): {error}' for i, (_, error) in enumerate(nodes.call('OpenRound', spec))
-                if error]
+    try:
+        expected = RoundParams.of(spec.round_id, spec.slots, spec.market_toml, spec.gate_closure_unix_ms,
+                                  spec.readings_open_unix_ms, spec.readings_deadline_unix_ms, spec.day,
+                                  len(nodes.addresses))
+    except InputError as exc:
+        return f'market: {exc}'
+    replies = nodes.call('OpenRound', spec)
+    failures = [f'node {i} ({nodes.addresses[i]}): {error}' for i, (_, error) in enumerate(replies) if error]
     if failures:
         return '; '.join(failures)
-    store.add(spec)
+    signatures = {}
+    for i, (reply, _) in enumerate(replies):  # every node signed exactly these parameters, or the round is not open
+        own = [s.signature for s in reply.params_signatures if s.node_index == i]
+        if reply.params != expected.to_json() or not own:
+            return f'node {i} holds other parameters for round {spec.round_id} (opened before with others?)'
+        signatures[i] = own[0]
+    try:
+        verify_public(expected.to_json(), signatures, nodes.verify_keys, ROUND_PARAMS_DOMAIN)
+    except ValueError as exc:
+        return str(exc)
+    store.add(spec, expected.to_json().decode(), signatures)
     log.info('round %s opened: %d slots, gate closure %d', spec.round_id, len(spec.slots), spec.gate_closure_unix_ms)
     return ''
 
@@ -203,7 +237,11 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
                                      readings_open_unix_ms=round_['readings_open_ms'],
                                      readings_deadline_unix_ms=round_['readings_deadline_ms'], day=round_['day'],
                                      readings=min(r.readings for r in live) if live else 0,
-                                     settle_attempts=round_['settle_attempts'])
+                                     settle_attempts=round_['settle_attempts'], params=round_['params'].encode(),
+                                     params_signatures=[market_pb2.NodeSignature(node_index=int(i),
+                                                                                 signature=bytes.fromhex(sig))
+                                                        for i, sig in sorted(json.loads(round_['params_signatures'])
+                                                                             .items())])
 
     def OpenRound(self, request, context):
         if not is_name(request.round_id):
@@ -274,7 +312,7 @@ class Scheduler:
 
     def __init__(self, config, store, nodes):
         self.config, self.store, self.nodes = config, store, nodes
-        self.verify_keys = load_node_verify_keys(config.keys, len(config.nodes))
+        self.verify_keys = nodes.verify_keys
 
     def step(self):
         if self.config.calendar is not None:

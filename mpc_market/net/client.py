@@ -16,9 +16,9 @@ import numpy as np
 from cryptography.exceptions import InvalidSignature
 
 from ..common.errors import InputError, KeyFileError, MarketError
-from ..common.keys import load_node_verify_keys, load_participant_agreement_key, load_participant_key, node_name
+from ..common.keys import load_participant_agreement_key, load_participant_key, node_name
+from ..common.manifest import load_manifest
 from ..market.book import Book
-from ..market.config import parse_config
 from ..market.orders import load_orders, resolve_zones
 from ..market.results import order_rows
 from ..mpc import field as ff
@@ -34,7 +34,8 @@ from .messages import (
     verify_public,
 )
 from .store import now_ms
-from .submit import NodeEndpoint, Submitter
+from .submit import Submitter
+from .trusted import trusted_round
 
 
 class ClientError(MarketError):
@@ -97,12 +98,23 @@ class BrokerClient:
             time.sleep(poll)
 
 
-def open_round_state(broker, round_id):
+def open_round_state(broker, round_id, manifest):
+    """The TrustedRound of an open round (raises ClientError / UntrustedRound otherwise)."""
     state = broker.status(round_id)
     if state.state != market_pb2.RoundState.OPEN:
         raise ClientError(f'round {state.round_id} is {market_pb2.RoundState.State.Name(state.state).lower()}, '
                           'not open for orders')
-    return state
+    trusted = trusted_round(state, manifest, round_id)
+    trusted.open_for_orders()
+    return trusted
+
+
+def client_manifest(keys_dir):
+    """The deployment manifest the client holds; its problems are one-line InputErrors."""
+    try:
+        return load_manifest(keys_dir)
+    except KeyFileError as exc:
+        raise InputError(keys_dir, 0, 'manifest', str(exc)) from None
 
 
 @dataclass
@@ -115,8 +127,8 @@ class SubmitReport:
 
 def submit_orders(orders_path, broker, keys_dir, round_id='', client='submitter', workers=4, batch=64):
     """Share, sign and deliver every participant's orders of an orders file to all nodes."""
-    state = open_round_state(broker, round_id)
-    config = parse_config(f'round {state.round_id}', state.market_toml)
+    state = open_round_state(broker, round_id, client_manifest(keys_dir))
+    config = state.config
     orders = load_orders(orders_path, config)
     slots = set(state.slots)
     for o in orders:
@@ -137,9 +149,8 @@ def submit_orders(orders_path, broker, keys_dir, round_id='', client='submitter'
             raise InputError(orders_path, first_line[p], 'participant', str(exc)) from None
     book = Book(config, orders, extra_pairs=[(p, s) for p in participants for s in state.slots])
     values = book.encode(range(len(book.participants)))
-    endpoints = [NodeEndpoint(i, a, k) for i, (a, k) in enumerate(zip(state.node_addresses,
-                                                                      load_node_verify_keys(keys_dir, len(state.node_addresses))))]
-    submitter = Submitter(endpoints, tls.client_credentials(keys_dir, 'clients', client))
+    submitter = Submitter(state.endpoints(), tls.client_credentials(keys_dir, 'clients', client),
+                          params_sha256={state.round_id: state.params.sha256()}, threshold=state.manifest.threshold)
     started = time.perf_counter()
     try:
         outcome = submitter.submit_many(state.round_id, [(p, keys[p], values[i]) for i, p in enumerate(book.participants)],
@@ -162,16 +173,16 @@ def fetch_own_results(broker, keys_dir, participant, round_id='', client='submit
 
     Each node gets its own signed single-use request and seals its shares to the participant's
     X25519 key; only this participant's key opens them."""
-    state = state or broker.status(round_id)
+    state = state or trusted_round(broker.status(round_id), client_manifest(keys_dir), round_id)
     try:
         key = load_participant_key(keys_dir, participant)
         agreement_key = load_participant_agreement_key(keys_dir, participant)
     except KeyFileError as exc:
         raise InputError(keys_dir, 0, 'participant', str(exc)) from None
-    verify_keys = load_node_verify_keys(keys_dir, len(state.node_addresses))
+    verify_keys = state.manifest.verify_keys()
     credentials = tls.client_credentials(keys_dir, 'clients', client)
     replies, plaintexts = [], []
-    for i, address in enumerate(state.node_addresses):
+    for i, address in enumerate(state.addresses):
         unix_ms, nonce = now_ms(), os.urandom(16).hex()
         request = market_pb2.ResultsRequest(
             round_id=state.round_id, participant=participant, unix_ms=unix_ms, node_index=i, nonce=nonce, kind=kind,
@@ -204,12 +215,12 @@ def fetch_own_results(broker, keys_dir, participant, round_id='', client='submit
     if status == 'missing':
         return state, status, None
     slots = len(state.slots)
-    fields = RESULT_WIDTH.get(kind) or result_fields(parse_config(f'round {state.round_id}', state.market_toml))
+    fields = RESULT_WIDTH.get(kind) or result_fields(state.config)
     try:
         shares = [ff.to_ints(np.frombuffer(p, dtype='<u4').reshape(ff.LIMBS, slots, fields)) for p in plaintexts]
     except ValueError:
         raise ClientError('result shares of the wrong size') from None
-    values, consistent = ff.recombine(shares, (len(replies) - 1) // 2)
+    values, consistent = ff.recombine(shares, state.manifest.threshold)
     if not np.all(consistent):
         raise ClientError('result shares from the nodes are inconsistent')
     return state, status, np.array(ff.signed(values), dtype=object).reshape(slots, fields)
@@ -217,7 +228,7 @@ def fetch_own_results(broker, keys_dir, participant, round_id='', client='submit
 
 def own_order_rows(state, status, values, orders_path, participant):
     """This participant's OrderRows (the rows of participants.csv of `mpc-market clear`)."""
-    config = parse_config(f'round {state.round_id}', state.market_toml)
+    config = state.config
     orders = [o for o in load_orders(orders_path, config) if o.participant == participant]
     book = Book(config, orders, extra_pairs=[(participant, s) for s in state.slots])
     excluded = set() if status == 'cleared' else {participant}
@@ -226,15 +237,19 @@ def own_order_rows(state, status, values, orders_path, participant):
 
 
 def fetch_public(broker, keys_dir, round_id='', settlement=False):
-    """(state, body dict) of the public results (or, with settlement, the public settlement),
-    checked against every node's signature."""
+    """(TrustedRound, body dict) of the public results (or, with settlement, the public settlement),
+    checked against the signatures of all m nodes of the client's manifest, for the round asked for."""
     import json
-    state = broker.status(round_id)
+    state = trusted_round(broker.status(round_id), client_manifest(keys_dir), round_id)
     result = broker.settlement(state.round_id) if settlement else broker.public(state.round_id)
     signatures = {s.node_index: s.signature for s in result.signatures}
+    what = "settlement" if settlement else "results"
     try:
-        verify_public(result.body, signatures, load_node_verify_keys(keys_dir, len(state.node_addresses)),
+        verify_public(result.body, signatures, state.manifest.verify_keys(),
                       SETTLEMENT_DOMAIN if settlement else PUBLIC_DOMAIN)
+        body = json.loads(result.body)
     except ValueError as exc:
-        raise ClientError(f'public {"settlement" if settlement else "results"}: {exc}') from None
-    return state, json.loads(result.body)
+        raise ClientError(f'public {what}: {exc}') from None
+    if not isinstance(body, dict) or body.get('round_id') != state.round_id:
+        raise ClientError(f'public {what}: signed for another round than {state.round_id}')
+    return state, body

@@ -11,6 +11,7 @@ import sys
 import time
 
 from ..common import keys
+from ..common.manifest import manifest_from_keys, write_manifest
 from ..common.files import make_private_dir
 from ..mpc.local import free_ports
 
@@ -77,6 +78,8 @@ class LocalDeployment:
                     views[i][j] = f'127.0.0.1:{port}'
         self.delay_ms = delay_ms
         self.broker_address = f'127.0.0.1:{broker_port}'
+        # what participants trust about the nodes (not the broker's word): m, t, addresses, signing keys
+        write_manifest(self.keys, manifest_from_keys(self.keys, [[address] for address in grpc]))
         deployment = f'\n[deployment]\nnodes = {_toml_list(grpc)}\nmpc = {_toml_list(mpc)}\n'
         self._write_proxy_routes()
         with open(self.broker_config, 'w') as f:

@@ -25,8 +25,8 @@ from ..market.output import public_table
 from ..market.results import ClearingResult, public_slot_rows
 from ..rpc import market_pb2
 
-DOMAIN = b'mpc-market/order-envelope/v1\n'
-READINGS_DOMAIN = b'mpc-market/readings-envelope/v1\n'
+DOMAIN = b'mpc-market/order-envelope/v2\n'
+READINGS_DOMAIN = b'mpc-market/readings-envelope/v2\n'
 ENVELOPE_DOMAINS = {'order': DOMAIN, 'readings': READINGS_DOMAIN}  # an order signature never signs readings
 
 
@@ -56,10 +56,12 @@ class Envelope:
     package_hashes: tuple     # SHA-256 hex of each node's package, node 0 first
     seq: int = 0              # the participant's submission counter: the highest wins at every node
     kind: str = 'order'       # 'order' or 'readings': not a JSON field, it selects the signed domain
+    params_sha256: str = ''   # RoundParams.sha256() of the round as all nodes signed it: a node refuses an
+                              # envelope made for other parameters (a lying broker's market text, slots, ...)
 
     def fields(self):
         return {'nonce': self.nonce, 'package_hashes': list(self.package_hashes), 'participant': self.participant,
-                'round_id': self.round_id, 'seq': self.seq}
+                'round_id': self.round_id, 'seq': self.seq, 'params_sha256': self.params_sha256}
 
     def canonical(self):
         return self._canonical
@@ -87,11 +89,13 @@ class Envelope:
         ok = (is_name(fields['round_id']) and is_name(fields['participant'])
               and isinstance(fields['nonce'], str) and NONCE_HEX.fullmatch(fields['nonce'])
               and type(fields['seq']) is int and 0 <= fields['seq'] <= MAX_SEQ
+              and isinstance(fields['params_sha256'], str) and SHA256_HEX.fullmatch(fields['params_sha256'])
               and isinstance(hashes, list) and 1 <= len(hashes) <= MAX_NODES
               and all(isinstance(h, str) and SHA256_HEX.fullmatch(h) for h in hashes))
         if not ok:
             raise EnvelopeError('malformed envelope: a field has the wrong type or format')
-        envelope = cls(fields['round_id'], fields['participant'], fields['nonce'], tuple(hashes), fields['seq'], kind)
+        envelope = cls(fields['round_id'], fields['participant'], fields['nonce'], tuple(hashes), fields['seq'], kind,
+                       fields['params_sha256'])
         if envelope.to_json().encode() != raw:
             raise EnvelopeError('malformed envelope: not in canonical form')
         return envelope
@@ -115,10 +119,11 @@ def next_seq():
 
 
 
-def seal(private_key, round_id, participant, packages, seq=None, kind='order'):
-    """(envelope, signature) for one participant's packages (bytes, one per node)."""
+def seal(private_key, round_id, participant, packages, *, params_sha256, seq=None, kind='order'):
+    """(envelope, signature) for one participant's packages (bytes, one per node), bound to the round's
+    parameters (params_sha256: RoundParams.sha256() as every node signed them)."""
     envelope = Envelope(round_id, participant, os.urandom(16).hex(), tuple(package_hash(p) for p in packages),
-                        next_seq() if seq is None else seq, kind)
+                        next_seq() if seq is None else seq, kind, params_sha256)
     return envelope, private_key.sign(envelope.canonical())
 
 
@@ -140,13 +145,18 @@ _UNKNOWN = ed25519.Ed25519PrivateKey.generate().public_key()
 
 
 
-def check(envelope, signature, registry, round_id, node_index, package, seen_nonces, authenticated=False):
+def check(envelope, signature, registry, params, node_index, package, seen_nonces, authenticated=False):
     """Raise a Refused error (EnvelopeError, NotAuthenticated, WrongPhase, Replayed, Tampered) unless
-    node node_index should accept this submission."""
+    node node_index should accept this submission for the round of params (RoundParams)."""
     if not authenticated:
         authenticate(envelope, signature, registry)
-    if envelope.round_id != round_id:
-        raise WrongPhase(f'envelope is for round {envelope.round_id!r}, the open round is {round_id!r}')
+    if envelope.round_id != params.round_id:
+        raise WrongPhase(f'envelope is for round {envelope.round_id!r}, the open round is {params.round_id!r}')
+    if envelope.params_sha256 != params.sha256():
+        raise WrongPhase(f'envelope was made for other parameters of round {params.round_id} than the nodes '
+                         'signed (the client was shown another market, slots or gate closure)')
+    if len(envelope.package_hashes) != params.nodes:
+        raise EnvelopeError(f'envelope shares among {len(envelope.package_hashes)} nodes; the round has {params.nodes}')
     if (envelope.participant, envelope.nonce) in seen_nonces:
         raise Replayed(f'replayed envelope (nonce {envelope.nonce} already used by {envelope.participant})')
     if not 0 <= node_index < len(envelope.package_hashes):
@@ -213,6 +223,114 @@ def seal_context(round_id, participant, node_index, status, nonce, kind=''):
                                                   'node_index': node_index, 'status': status, 'nonce': nonce,
                                                   'kind': kind})
 
+
+
+ROUND_PARAMS_DOMAIN = b'mpc-market/round-parameters/v1\n'
+
+MAX_ROUND_SLOTS = 10_000
+MAX_DAY_MS = 1 << 53  # a unix time in ms that JSON (and every client) represents exactly
+DAY_TEXT = re.compile(r'([0-9]{4}-[0-9]{2}-[0-9]{2})?', re.ASCII)
+
+
+@dataclass(frozen=True)
+class RoundParams:
+    """The exact parameters of a round that every node signs when it opens the round.
+
+    Clients verify all m signatures (keys from the deployment manifest), then encode, share and
+    sign against these values only, binding sha256() into every envelope; the broker's other
+    RoundState fields are display only.
+    """
+    round_id: str
+    slots: tuple[int, ...]       # sorted
+    market_sha256: str           # SHA-256 hex of the market TOML text
+    mechanism: str               # the market's mechanism (also inside the text: stated for readers)
+    gate_closure_ms: int
+    readings_open_ms: int
+    readings_deadline_ms: int
+    day: str                     # YYYY-MM-DD or ''
+    nodes: int                   # m: the number of nodes the round is shared among
+
+    @classmethod
+    def of(cls, round_id: str, slots, market_toml: str, gate_closure_ms: int, readings_open_ms: int,
+           readings_deadline_ms: int, day: str, nodes: int) -> 'RoundParams':
+        """The parameters of a round from its specification (parses the market text for its mechanism).
+
+        Raises:
+            InputError: the market text does not parse.
+        """
+        from ..market.config import parse_config
+        config = parse_config(f'round {round_id}', market_toml)
+        return cls(round_id, tuple(sorted(int(s) for s in slots)), hashlib.sha256(market_toml.encode()).hexdigest(),
+                   config.mechanism, int(gate_closure_ms), int(readings_open_ms), int(readings_deadline_ms), day,
+                   int(nodes))
+
+    def fields(self) -> dict:
+        return {'round_id': self.round_id, 'slots': list(self.slots), 'market_sha256': self.market_sha256,
+                'mechanism': self.mechanism, 'gate_closure_ms': self.gate_closure_ms,
+                'readings_open_ms': self.readings_open_ms, 'readings_deadline_ms': self.readings_deadline_ms,
+                'day': self.day, 'nodes': self.nodes}
+
+    def canonical(self) -> bytes:
+        """What every node signs."""
+        return self._canonical
+
+    @functools.cached_property
+    def _canonical(self):
+        return canonical_bytes(ROUND_PARAMS_DOMAIN, self.fields())
+
+    def to_json(self) -> bytes:
+        """The signed canonical JSON without the domain (RoundState.params)."""
+        return self.canonical()[len(ROUND_PARAMS_DOMAIN):]
+
+    def sha256(self) -> str:
+        """The hash every envelope of the round carries."""
+        return self._sha256
+
+    @functools.cached_property
+    def _sha256(self):
+        return hashlib.sha256(self.canonical()).hexdigest()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> 'RoundParams':
+        """Parse RoundState.params: only the canonical encoding with every field in range.
+
+        Raises:
+            EnvelopeError: anything else.
+        """
+        try:
+            fields = json.loads(bytes(raw))
+        except (ValueError, RecursionError, UnicodeDecodeError):
+            raise EnvelopeError('round parameters are not JSON') from None
+
+        def integer(value, low, high):
+            return type(value) is int and low <= value <= high
+        ok = (isinstance(fields, dict) and set(fields) == ROUND_PARAMS_KEYS and is_name(fields['round_id'])
+              and isinstance(fields['slots'], list) and 1 <= len(fields['slots']) <= MAX_ROUND_SLOTS
+              and all(integer(s, 0, MAX_SEQ) for s in fields['slots'])
+              and fields['slots'] == sorted(set(fields['slots']))
+              and isinstance(fields['market_sha256'], str) and SHA256_HEX.fullmatch(fields['market_sha256'])
+              and isinstance(fields['mechanism'], str) and is_name(fields['mechanism'])
+              and all(integer(fields[k], 0, MAX_DAY_MS) for k in
+                      ('gate_closure_ms', 'readings_open_ms', 'readings_deadline_ms'))
+              and isinstance(fields['day'], str) and DAY_TEXT.fullmatch(fields['day'])
+              and integer(fields['nodes'], 1, MAX_NODES))
+        if not ok:
+            raise EnvelopeError('round parameters have a field of the wrong type or format')
+        params = cls(fields['round_id'], tuple(fields['slots']), fields['market_sha256'], fields['mechanism'],
+                     fields['gate_closure_ms'], fields['readings_open_ms'], fields['readings_deadline_ms'],
+                     fields['day'], fields['nodes'])
+        if params.to_json() != bytes(raw):
+            raise EnvelopeError('round parameters are not in canonical form')
+        return params
+
+
+ROUND_PARAMS_KEYS = frozenset(f.name for f in dataclasses.fields(RoundParams))
+
+
+def params_of_state(state, nodes):
+    """RoundParams of a node's stored Round (mpc_market.net.store.Round) shared among nodes."""
+    return RoundParams.of(state.round_id, state.slots, state.market_toml, state.gate_closure_ms,
+                          state.readings_open_ms, state.readings_deadline_ms, state.day, nodes)
 
 
 PUBLIC_DOMAIN = b'mpc-market/public-results/v1\n'
@@ -283,8 +401,16 @@ def public_result_set(round_id, body, signatures):
 
 
 def verify_public(body, signatures, verify_keys, domain=PUBLIC_DOMAIN):
-    """Raise ValueError unless every node signed exactly this body (under domain)."""
-    what = 'public results' if domain == PUBLIC_DOMAIN else 'public settlement'
+    """Raise ValueError unless every node signed exactly this body (under domain). verify_keys are
+    the keys of all m nodes (a client's: from its deployment manifest, never from the broker)."""
+    what = {PUBLIC_DOMAIN: 'public results', SETTLEMENT_DOMAIN: 'public settlement',
+            ROUND_PARAMS_DOMAIN: 'round parameters'}[domain]
+    if not verify_keys:
+        raise ValueError(f'no node keys to check the {what} with')
+    if set(signatures) - set(range(len(verify_keys))):
+        raise ValueError(f'the {what} carry signatures of nodes the deployment does not have')
+    if isinstance(body, bytes):
+        body = body.decode('utf-8', 'replace')
     for i, key in enumerate(verify_keys):
         if i not in signatures:
             raise ValueError(f'node {i} has not signed the {what}')

@@ -12,26 +12,25 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..common.errors import InputError, KeyFileError
-from ..common.keys import load_node_verify_keys, load_participant_key
+from ..common.keys import load_participant_key
 from ..market.book import Book, encode_readings
-from ..market.config import parse_config
 from ..market.orders import load_orders
 from ..market.readings import load_readings
 from ..market.settlement import complete_readings
 from ..rpc import market_pb2
 from . import tls
-from .client import ClientError
+from .client import ClientError, client_manifest
 from .messages import state_phase
-from .store import now_ms
-from .submit import NodeEndpoint, Submitter
+from .submit import Submitter
+from .trusted import trusted_round
 
 
 @dataclass
 class MeterUpload:
     """A day of readings ready to send: the day's rounds taking readings, values and keys."""
     day: str
-    rounds: list            # RoundStates of the day in their readings window
-    day_rounds: list        # every round delivering on the day (the grid statistics' meter-day)
+    rounds: list            # TrustedRounds of the day in their signed readings window
+    day_rounds: list        # every round delivering on the day (the grid statistics' meter-day), TrustedRounds
     readings: dict          # {(participant, slot): net_wh}
     orders: list            # the participants' orders (planned positions)
     keys: dict              # participant -> Ed25519 private key
@@ -46,16 +45,14 @@ class MeterUpload:
         return [r for r in self.day_rounds if r not in self.rounds]
 
 
-def day_rounds(broker, day):
-    """(rounds delivering on day whose readings window is open now, every round of the day)."""
-    rounds = [r for r in broker.rounds() if r.day == day]
+def day_rounds(broker, day, manifest):
+    """(TrustedRounds delivering on day whose signed readings window is open now, every round of the day)."""
+    rounds = [trusted_round(r, manifest, r.round_id) for r in broker.rounds() if r.day == day]
     if not rounds:
         raise ClientError(f'broker {broker.address}: no round delivers on {day}')
-    now = now_ms()
-    open_ = [r for r in rounds if r.settlement == market_pb2.RoundState.READINGS
-             and r.readings_open_unix_ms <= now <= r.readings_deadline_unix_ms]
+    open_ = [r for r in rounds if r.state.settlement == market_pb2.RoundState.READINGS and r.takes_readings_now()]
     if not open_:
-        phases = ', '.join(f'{r.round_id} {state_phase(r)}' for r in rounds)
+        phases = ', '.join(f'{r.round_id} {state_phase(r.state)}' for r in rounds)
         raise ClientError(f'no round of {day} takes readings now ({phases})')
     return open_, rounds
 
@@ -63,7 +60,7 @@ def day_rounds(broker, day):
 def reading_packages(state, readings, orders, participants):
     """(participants in book order, values (n, slots, width)) of one round: each participant's
     readings in the round's slots, and the missing-reading rule where it has an order but no reading."""
-    config = dataclasses.replace(parse_config(f'round {state.round_id}', state.market_toml), zoned=False)
+    config = dataclasses.replace(state.config, zoned=False)
     slots = set(state.slots)
     book = Book(config, [o for o in orders if o.slot in slots and o.participant in participants],
                 extra_pairs=[(p, s) for p in participants for s in state.slots])
@@ -82,9 +79,8 @@ def submit_to_nodes(upload, keys_dir, client, workers=4, batch=256):
         if not participants:
             continue
         names, values = reading_packages(state, readings, orders, set(participants))
-        endpoints = [NodeEndpoint(i, a, k) for i, (a, k) in enumerate(zip(
-            state.node_addresses, load_node_verify_keys(keys_dir, len(state.node_addresses))))]
-        submitter = Submitter(endpoints, tls.client_credentials(keys_dir, 'clients', client))
+        submitter = Submitter(state.endpoints(), tls.client_credentials(keys_dir, 'clients', client),
+                              params_sha256={state.round_id: state.params.sha256()}, threshold=state.manifest.threshold)
         try:
             outcome = submitter.submit_many(state.round_id, [(p, keys[p], values[i]) for i, p in enumerate(names)],
                                             workers, batch, kind='readings')
@@ -98,8 +94,8 @@ def submit_to_nodes(upload, keys_dir, client, workers=4, batch=256):
 
 def load_upload(readings_path, orders_path, day, broker, keys_dir, participants=None):
     """The MeterUpload of a readings file for day; errors name the file, line and field."""
-    rounds, every = day_rounds(broker, day)
-    config = parse_config(f'round {rounds[0].round_id}', rounds[0].market_toml)
+    rounds, every = day_rounds(broker, day, client_manifest(keys_dir))
+    config = rounds[0].config
     lines = load_readings(readings_path, config)
     if participants:
         chosen = set(participants)

@@ -81,7 +81,7 @@ class MarketNodeServer(NodeService):
     def __init__(self, config, store, registry, signing_key, agreement_keys):
         super().__init__(config.index, store, registry, signing_key,
                          limiter=RateLimiter(config.rate_per_s, config.burst),
-                         admission=Admission(WORKERS, reserved=RESERVED_WORKERS))
+                         admission=Admission(WORKERS, reserved=RESERVED_WORKERS), nodes=len(config.mpc))
         self.agreement_keys = agreement_keys  # participant -> X25519 key its result shares are sealed to
         self.config = config
         self._clearing = None  # round id of the clearing or settlement run in progress (one MPC port)

@@ -76,8 +76,9 @@ class NodeService(market_pb2_grpc.NodeServicer):
     """Submission side of a market node (round control and clearing are driven separately)."""
 
     def __init__(self, index, store, registry, signing_key, package_values=package_values, limiter=None,
-                 admission=None):
+                 admission=None, nodes=3):
         self.index = index
+        self.nodes = nodes  # m: every round's parameters name it, and envelopes share among exactly m
         self.admission = admission or Admission(workers=4, reserved=1)  # per client certificate, before any work
         self.store = store
         self.registry = registry
@@ -85,12 +86,20 @@ class NodeService(market_pb2_grpc.NodeServicer):
         self.package_values = package_values  # (round, kind) -> number of field elements per package
         self.limiter = limiter or RateLimiter()
         self._sizes = {}  # (round id, kind) -> package values: the round's market is parsed once
+        self._params = {}  # round id -> (RoundParams, this node's signature): a round's parameters never change
 
     def _expected_values(self, round_, kind):
         key = (round_.round_id, kind)
         if key not in self._sizes:
             self._sizes[key] = self.package_values(round_, kind)
         return self._sizes[key]
+
+    def signed_params(self, round_):
+        """(RoundParams, this node's signature of them) of a stored round."""
+        if round_.round_id not in self._params:
+            params = messages.params_of_state(round_, self.nodes)
+            self._params[round_.round_id] = (params, self.signing_key.sign(params.canonical()))
+        return self._params[round_.round_id]
 
     def _check(self, request, kind, rounds=None):
         """Every check before storing; returns the envelope. Raises Refused. rounds: a batch's cache
@@ -110,8 +119,8 @@ class NodeService(market_pb2_grpc.NodeServicer):
             rounds[request.round_id] = self.store.round(request.round_id)
         round_ = rounds[request.round_id]
         # a used nonce is refused by the store's commit (accept_many), in the same transaction
-        messages.check(envelope, request.signature, self.registry, round_.round_id, self.index,
-                        request.package, set(), authenticated=True)
+        messages.check(envelope, request.signature, self.registry, self.signed_params(round_)[0], self.index,
+                       request.package, set(), authenticated=True)
         check_package(request.package, self._expected_values(round_, kind))
         return envelope
 
@@ -190,7 +199,10 @@ class NodeService(market_pb2_grpc.NodeServicer):
             round_ = self.store.round(request.round_id)
         except Refused as exc:
             abort(context, exc, f'node {self.index}')
-        return market_pb2.RoundState(round_id=round_.round_id, state=getattr(market_pb2.RoundState, round_.state.upper()),
+        params, signature = self.signed_params(round_)
+        return market_pb2.RoundState(params=params.to_json(), params_signatures=[
+                                         market_pb2.NodeSignature(node_index=self.index, signature=signature)],
+                                     round_id=round_.round_id, state=getattr(market_pb2.RoundState, round_.state.upper()),
                                      reason=round_.reason, gate_closure_unix_ms=round_.gate_closure_ms,
                                      accepted=self.store.count(round_.round_id), slots=round_.slots,
                                      market_toml=round_.market_toml, attempts=round_.attempts,

@@ -57,8 +57,11 @@ def tls_credentials(keys_dir, client='submitter'):
 
 
 class Submitter:
-    def __init__(self, endpoints, credentials, threshold=None, timeout=30):
+    def __init__(self, endpoints, credentials, *, params_sha256, threshold=None, timeout=30):
+        """endpoints: every node of the deployment (the client's manifest); params_sha256: round id ->
+        RoundParams.sha256() of the round as all nodes signed it, bound into every envelope."""
         self.endpoints = endpoints
+        self.params_sha256 = params_sha256
         self.threshold = (len(endpoints) - 1) // 2 if threshold is None else threshold
         self.timeout = timeout
         self.channels = [secure_channel(e.address, credentials, node_name(e.index)) for e in endpoints]
@@ -82,11 +85,16 @@ class Submitter:
         """Share a block of participants' values (n, slots, width) at once; sign one envelope each.
 
         Returns [(envelope, [request for node 0, 1, ...])] in participant order."""
+        try:
+            params_sha256 = self.params_sha256[round_id]
+        except KeyError:
+            raise SubmitError(f'no parameters signed by the nodes for round {round_id!r}') from None
         shares = ff.share_values(values, self.threshold, len(self.endpoints))
         out = []
         for j, (participant, key) in enumerate(zip(participants, keys)):
             packages = [np.ascontiguousarray(s[:, j]).astype('<u4').tobytes() for s in shares]
-            envelope, signature = messages.seal(key, round_id, participant, packages, kind=kind)
+            envelope, signature = messages.seal(key, round_id, participant, packages, kind=kind,
+                                                params_sha256=params_sha256)
             body = envelope.to_json().encode()
             out.append((envelope, [market_pb2.Submission(round_id=round_id, participant=participant, envelope=body,
                                                          signature=signature, node_index=e.index, package=package)

@@ -54,29 +54,41 @@ def test_registry_merges_new_participants(keydir):
 
 
 def test_envelopes_accept_the_honest_and_reject_attacks(keydir):
+    from helpers import TOML
     registry = keys.load_registry(os.path.join(keydir, 'registry.json'))
     alice, bob = keys.load_participant_key(keydir, 'alice'), keys.load_participant_key(keydir, 'bob')
     packages = [b'share for node 0', b'share for node 1', b'share for node 2']
-    env, sig = messages.seal(alice, 'round-7', 'alice', packages)
+    params = messages.RoundParams.of('round-7', [0], TOML, 10**12, 0, 0, '', 3)
+    env, sig = messages.seal(alice, 'round-7', 'alice', packages, params_sha256=params.sha256())
     seen = set()
     for i, package in enumerate(packages):
-        messages.check(env, sig, registry, 'round-7', i, package, seen)
+        messages.check(env, sig, registry, params, i, package, seen)
     assert messages.Envelope.from_json(env.to_json()) == env
 
     def rejected(error, reason, *args):  # the class says what went wrong, the message says how
         with pytest.raises(error, match=reason):
             messages.check(*args)
     rejected(NotAuthenticated, 'not authenticated', messages.Envelope('round-7', 'mallory', env.nonce,
-                                                                      env.package_hashes), sig,
-             registry, 'round-7', 0, packages[0], seen)
-    forged, forged_sig = messages.seal(bob, 'round-7', 'alice', packages)  # bob signs as alice
-    rejected(NotAuthenticated, 'not authenticated', forged, forged_sig, registry, 'round-7', 0, packages[0], seen)
-    rejected(WrongPhase, 'open round', env, sig, registry, 'round-8', 0, packages[0], seen)
-    rejected(Replayed, 'replayed', env, sig, registry, 'round-7', 0, packages[0], {('alice', env.nonce)})
-    rejected(Tampered, 'tampered', env, sig, registry, 'round-7', 1, b'share for node 1, altered', seen)
-    rejected(messages.EnvelopeError, 'no package hash', env, sig, registry, 'round-7', 3, packages[0], seen)
-    altered = messages.Envelope('round-7', 'alice', env.nonce, (env.package_hashes[1],) + env.package_hashes[1:])
-    rejected(NotAuthenticated, 'not authenticated', altered, sig, registry, 'round-7', 0, packages[1], seen)
+                                                                      env.package_hashes, 0, 'order',
+                                                                      params.sha256()), sig,
+             registry, params, 0, packages[0], seen)
+    forged, forged_sig = messages.seal(bob, 'round-7', 'alice', packages, params_sha256=params.sha256())
+    rejected(NotAuthenticated, 'not authenticated', forged, forged_sig, registry, params, 0, packages[0], seen)
+    other_round = messages.RoundParams.of('round-8', [0], TOML, 10**12, 0, 0, '', 3)
+    rejected(WrongPhase, 'open round', env, sig, registry, other_round, 0, packages[0], seen)
+    # the same round as a lying broker showed it (another market text, gate closure or node count)
+    for shown in (messages.RoundParams.of('round-7', [0], TOML + '\n', 10**12, 0, 0, '', 3),
+                  messages.RoundParams.of('round-7', [0], TOML, 10**12 + 1, 0, 0, '', 3),
+                  messages.RoundParams.of('round-7', [0], TOML, 10**12, 0, 0, '', 5)):
+        rejected(WrongPhase, 'other parameters', env, sig, registry, shown, 0, packages[0], seen)
+    two, two_sig = messages.seal(alice, 'round-7', 'alice', packages[:2], params_sha256=params.sha256())
+    rejected(messages.EnvelopeError, 'among 2 nodes', two, two_sig, registry, params, 0, packages[0], seen)
+    rejected(Replayed, 'replayed', env, sig, registry, params, 0, packages[0], {('alice', env.nonce)})
+    rejected(Tampered, 'tampered', env, sig, registry, params, 1, b'share for node 1, altered', seen)
+    rejected(messages.EnvelopeError, 'no package hash', env, sig, registry, params, 3, packages[0], seen)
+    altered = messages.Envelope('round-7', 'alice', env.nonce, (env.package_hashes[1],) + env.package_hashes[1:], 0,
+                                'order', params.sha256())
+    rejected(NotAuthenticated, 'not authenticated', altered, sig, registry, params, 0, packages[1], seen)
     with pytest.raises(messages.EnvelopeError, match='malformed'):
         messages.Envelope.from_json('{"round_id": 1}')
 

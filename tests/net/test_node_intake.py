@@ -13,7 +13,7 @@ from mpc_market.net.store import now_ms
 from mpc_market.net.submit import SubmitError
 from mpc_market.rpc import market_pb2, market_pb2_grpc
 
-from helpers import TOML, order_values
+from helpers import TOML, order_values, sealed
 
 
 def test_honest_submission_reaches_every_node_and_shares_recombine(node_services):
@@ -43,25 +43,25 @@ def test_attacks_are_rejected_with_clear_errors_and_nothing_stored(node_services
                                                    node_index=node_index, package=package), timeout=10)
         return info.value.code(), info.value.details()
 
-    env, sig = messages.seal(alice, 'r1', 'alice', packages)
-    mallory = messages.Envelope('r1', 'mallory', env.nonce, env.package_hashes)
+    env, sig = sealed(alice, 'r1', 'alice', packages, stores[0])
+    mallory = messages.Envelope('r1', 'mallory', env.nonce, env.package_hashes, 0, 'order', env.params_sha256)
     unknown = send(mallory, sig, participant='mallory')
     assert unknown == (grpc.StatusCode.UNAUTHENTICATED,
                        'node 0: not authenticated: no valid signature of a registered mallory')
     assert send(env, sig, participant='bob')[0] == grpc.StatusCode.INVALID_ARGUMENT  # request != envelope
-    forged, forged_sig = messages.seal(bob, 'r1', 'alice', packages)
+    forged, forged_sig = sealed(bob, 'r1', 'alice', packages, stores[0])
     assert send(forged, forged_sig) == (grpc.StatusCode.UNAUTHENTICATED,
                                         'node 0: not authenticated: no valid signature of a registered alice')
     code, details = send(env, sig, package=packages[0][:-1] + b'\x00')
     assert code == grpc.StatusCode.DATA_LOSS and 'tampered' in details
     assert send(env, sig, node_index=1)[0] == grpc.StatusCode.INVALID_ARGUMENT
-    other, other_sig = messages.seal(alice, 'r2', 'alice', packages)
+    other, other_sig = messages.seal(alice, 'r2', 'alice', packages, params_sha256='0' * 64)
     assert send(other, other_sig)[0] == grpc.StatusCode.NOT_FOUND  # unknown round (as for status and results)
     bad = bytearray(packages[0])
     bad[-1] = 0xFF  # top limb of the last share >= 2^31: not a field element
-    bad_env, bad_sig = messages.seal(alice, 'r1', 'alice', [bytes(bad)] + packages[1:])
+    bad_env, bad_sig = sealed(alice, 'r1', 'alice', [bytes(bad)] + packages[1:], stores[0])
     assert 'not a field element' in send(bad_env, bad_sig, package=bytes(bad))[1]
-    short_env, short_sig = messages.seal(alice, 'r1', 'alice', [packages[0][:32]] + packages[1:])
+    short_env, short_sig = sealed(alice, 'r1', 'alice', [packages[0][:32]] + packages[1:], stores[0])
     assert 'malformed package' in send(short_env, short_sig, package=packages[0][:32])[1]
     assert stores[0].count('r1') == 0
     for _ in range(20):  # a flood of forgeries in alice's name does not use up alice's quota
@@ -80,8 +80,9 @@ def test_late_orders_and_flooding(node_services):
     d, submitter, stores, _, _ = node_services
     carol = keys.load_participant_key(d, 'carol')
     values = order_values([('carol', 0, 'buy', 30, '0.15')], 'carol')
+    late = now_ms() - 1
     for store in stores:
-        store.open_round('late', [0, 1], now_ms() - 1, TOML)
+        store.open_round('late', [0, 1], late, TOML)
     with pytest.raises(SubmitError, match='node 0 .* closed'):
         submitter.submit('late', 'carol', carol, values)
     # burst of 8, then 1/s: a flood of valid submissions from carol's own key is cut off...
@@ -169,11 +170,11 @@ def test_reading_attacks_are_refused_with_clear_status_and_nothing_stored(node_s
                                                       package=package), timeout=10)
         return info.value.code(), info.value.details()
 
-    forged, forged_sig = messages.seal(bob, 'm1', 'alice', packages, kind='readings')  # bob in alice's name
+    forged, forged_sig = sealed(bob, 'm1', 'alice', packages, stores[0], kind='readings')  # bob in alice's name
     assert send(forged, forged_sig)[0] == grpc.StatusCode.UNAUTHENTICATED
-    as_order, order_sig = messages.seal(alice, 'm1', 'alice', packages)  # an order's signature, as readings
+    as_order, order_sig = sealed(alice, 'm1', 'alice', packages, stores[0])  # an order's signature, as readings
     assert send(as_order, order_sig)[0] == grpc.StatusCode.UNAUTHENTICATED
-    env, sig = messages.seal(alice, 'm1', 'alice', packages, kind='readings')
+    env, sig = sealed(alice, 'm1', 'alice', packages, stores[0], kind='readings')
     code, details = send(env, sig, package=packages[0][:-1] + b'\x00')
     assert code == grpc.StatusCode.DATA_LOSS and 'tampered' in details
     assert [store.count('m1', 'readings') for store in stores] == [0, 0, 0]

@@ -14,7 +14,7 @@ from mpc_market.net import messages
 from mpc_market.net.store import Store, now_ms
 from mpc_market.rpc import market_pb2, market_pb2_grpc
 
-from helpers import TOML, cli, order_values
+from helpers import TOML, cli, order_values, sealed
 
 
 def _packages(values):
@@ -37,7 +37,7 @@ def test_signed_bytes_are_the_stored_bytes(node_services):
     d, submitter, stores, _, _ = node_services
     alice = keys.load_participant_key(d, 'alice')
     packages = _packages(order_values([('alice', 0, 'sell', 300, '0.12')], 'alice'))
-    env, sig = messages.seal(alice, 'r1', 'alice', packages)
+    env, sig = sealed(alice, 'r1', 'alice', packages, stores[0])
     stub = market_pb2_grpc.NodeStub(submitter.channels[0])
     canonical = env.to_json()
     fields = json.loads(canonical)
@@ -66,8 +66,8 @@ def test_concurrent_resubmissions_leave_every_node_with_the_same_envelope(node_s
     alice = keys.load_participant_key(d, 'alice')
     first = _packages(order_values([('alice', 0, 'sell', 300, '0.12')], 'alice'))
     second = _packages(order_values([('alice', 0, 'sell', 200, '0.13')], 'alice'))
-    env_a, sig_a = messages.seal(alice, 'r1', 'alice', first, seq=1000)
-    env_b, sig_b = messages.seal(alice, 'r1', 'alice', second, seq=2000)
+    env_a, sig_a = sealed(alice, 'r1', 'alice', first, stores[0], seq=1000)
+    env_b, sig_b = sealed(alice, 'r1', 'alice', second, stores[0], seq=2000)
     stubs = [market_pb2_grpc.NodeStub(c) for c in submitter.channels]
     orders = {0: ['a', 'b'], 1: ['b', 'a'], 2: ['b', 'a']}
     sent = {'a': (env_a, sig_a, first), 'b': (env_b, sig_b, second)}
@@ -96,7 +96,7 @@ def test_round_status_and_registry_are_not_oracles(node_services):
     packages = _packages(order_values([('alice', 0, 'sell', 300, '0.12')], 'alice'))
     answers = []
     for participant in ('alice', 'zed'):  # registered (signed by bob) and unregistered
-        env, sig = messages.seal(bob, 'r1', participant, packages)
+        env, sig = sealed(bob, 'r1', participant, packages, stores[0])
         _, error = _submit(market_pb2_grpc.NodeStub(submitter.channels[0]), env.to_json().encode(), sig, packages[0],
                            participant=participant)
         answers.append((error[0], error[1].replace(participant, 'NAME')))
