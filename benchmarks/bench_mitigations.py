@@ -93,7 +93,7 @@ def signatures(params):
         sealed = []
         for i in range(start, min(start + batch, n)):
             packages = packages_of(i)
-            envelope, signature = messages.seal(keys[i], 'r1', f'p{i}', packages)
+            envelope, signature = messages.seal(keys[i], 'r1', f'p{i}', packages, params_sha256='0' * 64)
             sealed.append((envelope, signature, packages))
         for node, node_key in enumerate(node_keys):
             items = []

@@ -52,7 +52,8 @@ def _flood(address, keys_dir, seconds, in_flight, package_bytes, counts):
     hashes = tuple(os.urandom(32).hex() for _ in range(3))
     items = [market_pb2.Submission(
         round_id='r1', participant=p, node_index=0, package=package, signature=os.urandom(64),
-        envelope=messages.Envelope('r1', p, os.urandom(16).hex(), hashes, 1).to_json().encode())
+        envelope=messages.Envelope('r1', p, os.urandom(16).hex(), hashes, 1, 'order', os.urandom(32).hex())
+        .to_json().encode())
         for p in PARTICIPANTS[:256]]
     batch = market_pb2.SubmissionBatch(orders=items)
     answered = refused = 0
@@ -93,7 +94,8 @@ def run(seconds, flooders, in_flight, work):
         time.sleep(1.0)  # the flood is under way
         endpoints = [NodeEndpoint(i, a, k) for i, (a, k) in
                      enumerate(zip(addresses, load_node_verify_keys(deployment.keys, 3)))]
-        honest = Submitter(endpoints, client_credentials(deployment.keys, 'clients', 'honest'), timeout=30)
+        honest = Submitter(endpoints, client_credentials(deployment.keys, 'clients', 'honest'), timeout=30,
+                           params_sha256={'r1': messages.RoundParams.from_json(state.params).sha256()})
         broker_credentials = grpc.ssl_channel_credentials(_read(deployment.keys, 'ca', 'ca.pem'),
                                                           _read(deployment.keys, 'broker', 'broker.key'),
                                                           _read(deployment.keys, 'broker', 'broker.pem'))
