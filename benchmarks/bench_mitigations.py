@@ -78,6 +78,7 @@ def signatures(params):
     keys = [ed25519.Ed25519PrivateKey.generate() for _ in range(n)]
     registry = {f'p{i}': k.public_key() for i, k in enumerate(keys)}
     node_keys = [ed25519.Ed25519PrivateKey.generate() for _ in range(3)]
+    params = messages.RoundParams.of('r1', [0], '[market]\n', 10**12, 0, 0, '', 3)
     values = np.random.default_rng(1).integers(0, 2, size=(n, 1, 40)).astype(np.uint64)
 
     def packages_of(i):
@@ -93,12 +94,12 @@ def signatures(params):
         sealed = []
         for i in range(start, min(start + batch, n)):
             packages = packages_of(i)
-            envelope, signature = messages.seal(keys[i], 'r1', f'p{i}', packages, params_sha256='0' * 64)
+            envelope, signature = messages.seal(keys[i], 'r1', f'p{i}', packages, params_sha256=params.sha256())
             sealed.append((envelope, signature, packages))
         for node, node_key in enumerate(node_keys):
             items = []
             for envelope, signature, packages in sealed:
-                messages.check(envelope, signature, registry, 'r1', node, packages[node], set())
+                messages.check(envelope, signature, registry, params, node, packages[node], set())
                 items.append(('r1', envelope.participant, envelope.nonce, envelope.package_hashes[node]))
             receipt = node_key.sign(messages.batch_receipt_bytes(node, 0, items))
             node_key.public_key().verify(receipt, messages.batch_receipt_bytes(node, 0, items))  # the client's check

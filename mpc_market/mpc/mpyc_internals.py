@@ -145,7 +145,9 @@ def tls_files(keys_dir, index):
 
 
 def _context(purpose, keys_dir, index):
+    from ..common.files import check_not_writable_by_others
     crt, key, ca = tls_files(keys_dir, index)
+    check_not_writable_by_others(ca, 'CA certificate')  # whoever can rewrite it chooses our MPC peers
     context = ssl.create_default_context(purpose)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(crt, keyfile=key)

@@ -49,10 +49,12 @@ def load_endpoints(keys_dir, addresses):
 
 
 def tls_credentials(keys_dir, client='submitter'):
+    from .tls import read_ca
+
     def read(*parts):
         with open(os.path.join(keys_dir, *parts), 'rb') as f:
             return f.read()
-    return grpc.ssl_channel_credentials(read('ca', 'ca.pem'), read('clients', f'{client}.key'),
+    return grpc.ssl_channel_credentials(read_ca(keys_dir), read('clients', f'{client}.key'),
                                         read('clients', f'{client}.pem'))
 
 
