@@ -78,7 +78,8 @@ def signatures(params):
     keys = [ed25519.Ed25519PrivateKey.generate() for _ in range(n)]
     registry = {f'p{i}': k.public_key() for i, k in enumerate(keys)}
     node_keys = [ed25519.Ed25519PrivateKey.generate() for _ in range(3)]
-    params = messages.RoundParams.of('r1', [0], '[market]\n', 10**12, 0, 0, '', 3)
+    market = '[market]\nprice_floor = 0.10\nprice_ceiling = 0.20\ntick = 0.01\n'
+    params = messages.RoundParams.of('r1', [0], market, 10**12, 0, 0, '', 3)
     values = np.random.default_rng(1).integers(0, 2, size=(n, 1, 40)).astype(np.uint64)
 
     def packages_of(i):
