@@ -49,7 +49,8 @@ def run(params, seed):
         size = peers if peers <= committee.ALL_PEERS_UP_TO else params['committee']
         started = time.perf_counter()
         result = local.clear_peers(book, size, round_id=f'bench-{peers}', timeout=3600)
-        committee.verify(result.stats['committee'])
+        lottery = result.stats['committee']
+        committee.verify(lottery, committee.transcript_registry(lottery))  # the run played every peer, own keys
         row = _row('S1 peers', book, result, started)
         row['committee'] = ' '.join(result.stats['committee']['committee'])
         rows.append(row)
@@ -73,14 +74,18 @@ def notes(rows):
 
 
 def capture_notes(params):
-    """P(a coalition holds more than the threshold of the committee's seats), per peer count."""
+    """P(a coalition holds more than the threshold of the committee's seats), per peer count: as
+    drawn, and when its members withhold their nonces to force re-draws (at most MAX_ATTEMPTS - 1)."""
     size = params['committee']
     lines = []
     for peers in (p for p in params['peers'] if p > committee.ALL_PEERS_UP_TO):
-        odds = ', '.join(f'{share:.0%} of peers: {committee.capture_probability(peers, round(share * peers), size):.3f}'
-                         for share in params['corrupt_shares'])
+        corrupt = [(share, round(share * peers)) for share in params['corrupt_shares']]
+        odds = ', '.join(f'{share:.0%} of peers: {committee.capture_probability(peers, c, size):.3f}, '
+                         f'{committee.capture_probability(peers, c, size, withholders=c):.3f} withholding'
+                         for share, c in corrupt)
         lines.append(f'S1 with {peers} peers, committee of {size}: chance that a coalition wins a majority of '
-                     f'the seats ({odds}).')
+                     f'the seats, as drawn and when it withholds nonces to force up to '
+                     f'{committee.MAX_ATTEMPTS - 1} re-draws ({odds}).')
     return lines
 
 

@@ -22,7 +22,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine, save_rows  # noqa: E402
-
 from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: E402
 
 from mpc_market.common.signing import canonical_bytes  # noqa: E402

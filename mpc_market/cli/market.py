@@ -100,7 +100,7 @@ def _summary(config, book, result):
         lines.append(f'plaintext reference: {stats["total_s"]:.2f} s')
     if stats.get('committee'):
         lottery = stats['committee']
-        lines.append(f'S1 committee drawn by lottery from {len(lottery["commitments"])} peers: '
+        lines.append(f'S1 committee drawn by lottery from {len(lottery["peers"])} peers: '
                      f'{", ".join(lottery["committee"])} (seed {lottery["seed"][:16]}..., transcript in summary.json; '
                      'check it with mpc-market verify-committee)')
     return '\n'.join(lines)
@@ -108,26 +108,34 @@ def _summary(config, book, result):
 
 
 def cmd_verify_committee(args):
-    import json
-
-    from ..common.errors import EngineError
-    from ..mpc.committee import verify
+    from ..common.errors import EngineError, KeyFileError
+    from ..mpc import committee
+    if not args.registry:
+        raise InputError(args.transcript, 0, 'registry', 'give --registry FILE, the registry of the round\'s peers '
+                         'that you hold: a transcript\'s own copy of the keys proves nothing')
     try:
-        with open(args.transcript, encoding='utf-8') as f:
-            document = json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise InputError(args.transcript, getattr(e, 'lineno', 1), 'transcript', f'not readable JSON ({e})') from None
-    transcript = document if isinstance(document, dict) and 'commitments' in document else None
+        registry = committee.load_registry(args.registry)
+    except KeyFileError as e:
+        raise InputError(args.registry, 1, 'registry', str(e).removeprefix(f'{args.registry}: ')) from None
+    try:
+        document = committee.read_json(args.transcript, 'transcript')
+    except EngineError as e:
+        raise InputError(args.transcript, 1, 'transcript', str(e)) from None
+    transcript = document
     if isinstance(document, dict) and isinstance(document.get('stats'), dict):  # a clear's summary.json
         transcript = document['stats'].get('committee')
+    elif not (isinstance(document, dict) and ({'lottery', 'commitments'} & set(document))):
+        transcript = None
     if not isinstance(transcript, dict):
         raise InputError(args.transcript, 1, 'committee', 'no committee lottery transcript in this file')
     try:
-        committee = verify(transcript)
+        seats = committee.verify(transcript, registry, args.round)
     except EngineError as e:
         raise InputError(args.transcript, 1, 'committee', str(e).removeprefix('committee transcript: ')) from None
-    print(f'committee of round {transcript["round"]} verified: {", ".join(committee)} '
-          f'(drawn from {len(transcript["commitments"])} peers)')
+    withheld = sum(len(a['withheld']) for a in transcript['attempts'])
+    print(f'committee of round {transcript["round"]} verified against {args.registry}: {", ".join(seats)} '
+          f'(drawn from {len(transcript["peers"])} peers, every one signed'
+          + (f'; {withheld} withheld their nonce and were excluded)' if withheld else ')'))
     return 0
 
 
@@ -320,12 +328,20 @@ def add_parsers(sub, formatter):
                    help='with --mode peers: committee size, 3..11 (default: every peer up to 7, else 5)')
     p.set_defaults(func=cmd_clear)
 
-    p = sub.add_parser('verify-committee', help='recompute an S1 committee from its lottery transcript',
+    p = sub.add_parser('verify-committee', help='check an S1 committee lottery against the peers\' registry',
                        formatter_class=formatter,
-                       description='Check every revealed nonce against its commitment, recompute the seed and the '
-                                   'ranking, and print the committee; exit 2 if anything does not match.',
-                       epilog='example:\n  mpc-market verify-committee result/summary.json')
+                       description='Check an S1 lottery transcript against the registry of the round\'s peers that '
+                                   'you hold: the peers are exactly its participants, every peer signed its '
+                                   'commitment and the whole commitment list before any nonce was revealed, every '
+                                   '32-byte nonce matches its commitment, peers that withheld theirs were excluded '
+                                   'and the draw re-run, and the committee (of committee_size(peers) seats) is the '
+                                   'seed\'s ranking. Prints the committee; exit 2 if anything does not match.',
+                       epilog='example:\n  mpc-market verify-committee result/summary.json --registry keys/registry.json')
     p.add_argument('transcript', help='summary.json of a peers-mode clear, or the transcript itself (JSON)')
+    p.add_argument('--registry', metavar='FILE',
+                   help='required: the round\'s registry.json (mpc-market keys participants) as you hold it; '
+                        'a transcript\'s own "registry" copy only checks a local run against itself')
+    p.add_argument('--round', metavar='ID', help='the round you expect (refuse a transcript of another round)')
     p.set_defaults(func=cmd_verify_committee)
 
     p = sub.add_parser('settle', help='clear and settle deviations from meter readings; write bills',

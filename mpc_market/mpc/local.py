@@ -234,14 +234,19 @@ def mpc_result(book, publics, values_of, times):
 
 
 def clear_peers(book: Book, committee=None, round_id='local', progress=None, timeout=None, workdir=None,
-                keep=False) -> ClearingResult:
+                keep=False, keys_dir=None) -> ClearingResult:
     """Scenario S1: the peers draw a committee of market nodes by lottery (every peer up to 7);
     each committee peer shares its own orders from its node, every other peer as a client.
-    The lottery's public transcript is in ``stats['committee']``."""
-    from .committee import committee_size, draw
-    size = committee_size(len(book.participants), committee)
+    Every peer signs its lottery messages with its own key: from keys_dir (``keys participants``;
+    its registry must list exactly the book's participants) or, by default, a fresh key per peer
+    and run. The lottery's public transcript, with a copy of those public keys, is in
+    ``stats['committee']``."""
+    from .committee import draw, peer_keys, verify
     started = time.perf_counter()
-    lottery = draw(round_id, list(book.participants), size)
+    keys, registry = peer_keys(book.participants, keys_dir)
+    lottery = draw(round_id, list(book.participants), committee, keys=keys)
+    verify(lottery, registry)  # what each peer checks before it runs a node or submits to one
+    size = len(lottery['committee'])
     members = [book.participant_index[p] for p in lottery['committee']]
     job_dir = tempfile.mkdtemp(prefix='mpc-market-peers-', dir=workdir)
     try:

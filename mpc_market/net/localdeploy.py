@@ -11,8 +11,8 @@ import sys
 import time
 
 from ..common import keys
-from ..common.manifest import manifest_from_keys, write_manifest
 from ..common.files import make_private_dir
+from ..common.manifest import manifest_from_keys, write_manifest
 from ..mpc.local import free_ports
 
 NETNS_PREFIX = 'mm'        # namespaces PREFIX-node<i>, as parties/netns.sh makes them

@@ -10,7 +10,6 @@ from mpc_market.common import keys
 from mpc_market.common.errors import KeyFileError, Malformed
 from mpc_market.common.names import is_name, path_token
 from mpc_market.mpc import field as ff
-from mpc_market.net import messages
 from mpc_market.net.store import Store, now_ms
 from mpc_market.rpc import market_pb2, market_pb2_grpc
 
