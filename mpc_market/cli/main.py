@@ -5,7 +5,7 @@
 import argparse
 import sys
 
-from ..common.errors import InputError, MarketError
+from ..common.errors import InputError, KeyFileError, MarketError
 from .bench import add_parsers as add_bench_parsers
 from .deploy import add_parsers as add_deployment_parsers
 from .keys import add_parsers as add_keys_parsers
@@ -44,7 +44,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except InputError as exc:
+    except (InputError, KeyFileError) as exc:  # bad input: a file, a key or its mode
         print(f'error: {exc}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:

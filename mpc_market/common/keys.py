@@ -160,7 +160,7 @@ def is_server_name(name: str) -> bool:
     """Whether name is, to a TLS name check, the name of a server: broker, aggregator or node<i>
     in any case and with any trailing dots (gRPC matches 'BROKER' and 'broker.' to 'broker')."""
     canonical = name.rstrip('.').casefold()
-    return canonical in ('broker', 'aggregator') or re.fullmatch(r'node\d+', canonical) is not None
+    return canonical in ('broker', 'aggregator') or re.fullmatch(r'node[0-9]+', canonical) is not None
 
 
 def create_client(out_dir, name):

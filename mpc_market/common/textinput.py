@@ -61,7 +61,7 @@ def parse_int(path, line, field, value):
         if value.bit_length() > 63:
             raise InputError(path, line, field, 'integer out of range')
         return value
-    if isinstance(value, str) and re.fullmatch(r'\s*[+-]?\d{1,18}\s*', value):
+    if isinstance(value, str) and re.fullmatch(r'\s*[+-]?[0-9]{1,18}\s*', value):
         return int(value)
     raise InputError(path, line, field, f'{str(value)[:40]!r} is not an integer (at most 18 digits)')
 

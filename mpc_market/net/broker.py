@@ -33,6 +33,7 @@ from .messages import (
     RoundParams,
     public_result_set,
     settlement_enum,
+    spec_problem,
     verify_public,
 )
 from .server import ClientNames, run_server
@@ -248,7 +249,7 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'broker: round id is not {NAME_RULE}')
         if request.gate_closure_unix_ms <= now_ms():
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, 'broker: the gate closure is in the past')
-        problem = window_problem(request)
+        problem = window_problem(request) or spec_problem(request, len(self.nodes))
         if problem:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'broker: {problem}')
         existing = self.store.get(request.round_id) if request.round_id else None

@@ -40,7 +40,7 @@ from ..common.names import NAME_RULE, is_name
 from ..common.textinput import parse_toml, read_text, toml_key_line
 from .calendar import load_calendar
 
-ADDRESS_RE = re.compile(r'^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$')
+ADDRESS_RE = re.compile(r'^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$')
 DAY_S = 86400
 
 

@@ -18,7 +18,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..common import signing
-from ..common.errors import Malformed, NotAuthenticated, Replayed, Tampered, WrongPhase
+from ..common.days import parse_day
+from ..common.errors import InputError, Malformed, NotAuthenticated, Replayed, Tampered, WrongPhase
 from ..common.names import is_name
 from ..common.signing import SHA256_HEX, canonical_bytes
 from ..market.output import public_table
@@ -325,6 +326,38 @@ class RoundParams:
 
 
 ROUND_PARAMS_KEYS = frozenset(f.name for f in dataclasses.fields(RoundParams))
+
+
+def spec_problem(spec, nodes: int) -> str:
+    """What is wrong with a round specification (a RoundSpec) before a node stores and signs it.
+
+    The bounds are those of RoundParams.from_json, so a node never signs parameters that no
+    client would parse: at most MAX_ROUND_SLOTS distinct slots, times a client can represent and
+    a real calendar day or none.
+
+    Args:
+        spec: the broker's RoundSpec (round_id, slots, market_toml, times, day).
+        nodes: m, the number of nodes of this deployment.
+
+    Returns:
+        '' when the specification is acceptable, else a one-line reason.
+    """
+    if not 1 <= len(spec.slots) <= MAX_ROUND_SLOTS:
+        return f'a round has 1 to {MAX_ROUND_SLOTS} slots, not {len(spec.slots)}'
+    if spec.day:
+        try:
+            parse_day(spec.day)
+        except ValueError:
+            return 'the day is not a YYYY-MM-DD date'
+    try:
+        params = RoundParams.of(spec.round_id, spec.slots, spec.market_toml, spec.gate_closure_unix_ms,
+                                spec.readings_open_unix_ms, spec.readings_deadline_unix_ms, spec.day, nodes)
+        RoundParams.from_json(params.to_json())
+    except InputError as exc:
+        return f'market: {exc}'
+    except EnvelopeError:
+        return 'a slot, a time or the day is out of range'
+    return ''
 
 
 def params_of_state(state, nodes):

@@ -41,7 +41,7 @@ from ..market.config import parse_config
 from ..rpc import market_pb2, market_pb2_grpc
 from . import sealed, tls
 from .admission import Admission
-from .messages import RESULT_KINDS, result_shares_bytes, results_request_bytes, seal_context
+from .messages import RESULT_KINDS, spec_problem, result_shares_bytes, results_request_bytes, seal_context
 from .node_intake import NodeService, RateLimiter, broker_only
 from .round_clearing import ClearingFailed, clear_round
 from .round_settlement import settle_round
@@ -97,6 +97,9 @@ class MarketNodeServer(NodeService):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'node {self.index}: round id is not {NAME_RULE}')
         if not request.slots or len(set(request.slots)) != len(request.slots):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'node {self.index}: a round needs an id and distinct slots')
+        problem = spec_problem(request, self.nodes)
+        if problem:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'node {self.index}: {problem}')
         return super().OpenRound(request, context)
 
     def CloseRound(self, request, context):

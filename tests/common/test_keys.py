@@ -209,7 +209,7 @@ def test_a_registry_or_ca_writable_by_others_is_refused_in_one_line(tmp_path):
     def node_start():
         proc = subprocess.run([sys.executable, '-m', 'mpc_market', 'node', '--config', deployment.node_config(0)],
                               capture_output=True, text=True, timeout=60, cwd=deployment.dir)
-        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # no traceback
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # no traceback
         return proc.stderr
 
     def refused(call, path):
