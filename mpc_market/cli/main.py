@@ -52,4 +52,5 @@ def main(argv=None):
         return 130
     except (MarketError, OSError) as exc:  # engine, key, network failures: one line, no traceback
         print(f'error: {exc}', file=sys.stderr)
-        return 1
+        # a server that refused the request itself (a bad market, a bad round): bad input, not a lost link
+        return 2 if getattr(exc, 'code', '') == 'INVALID_ARGUMENT' else 1

@@ -126,8 +126,8 @@ def community(participants, slots, seed, with_readings=False, profile_day=None):
 def write_community(out_dir, participants, slots, seed, zones=0, network_fee='0.010', profile_day=None):
     """Write orders.csv, readings.csv, feeders.csv and market.toml into out_dir; return their paths.
 
-    zones > 0: a zoned market (communities of whole feeders, a zone column in orders.csv and
-    zones = true with the network fee in market.toml). profile_day: see ``community``. A size
+    zones > 0: a zoned market (communities of whole feeders): zones = true, the network fee and a
+    [zones] table in market.toml, so a deployment can use it as is; orders.csv repeats the zone. profile_day: see ``community``. A size
     above ``check_size``'s or a fee off the tick grid is refused before anything is written."""
     import csv
 
@@ -139,13 +139,16 @@ def write_community(out_dir, participants, slots, seed, zones=0, network_fee='0.
                    f'[market]\nprice_floor = {m["price_floor"]}\nprice_ceiling = {m["price_ceiling"]}\n'
                    f'tick = {m["tick"]}\nmax_order_wh = {m["max_order_wh"]}\n')
     if zones:
-        market_text += ('# communities clear first, then trade across at a network fee per kWh (zones: orders.csv)\n'
+        market_text += ('# communities clear first, then trade across at a network fee per kWh\n'
                         f'zones = true\nnetwork_fee = {network_fee}\n')
     parse_config(config_path, market_text)
     orders, readings = community(participants, slots, seed, with_readings=True, profile_day=profile_day)
     os.makedirs(out_dir, exist_ok=True)
     names = sorted({r['participant'] for r in readings})
     feeders = feeder_map(names, zones)
+    if zones:  # a deployment takes the zones from the market file only (participants' grid connections)
+        market_text += zones_table(feeders)
+        parse_config(config_path, market_text)
     for order in orders if zones else ():
         order['zone'] = feeders[order['participant']][1]
     orders_path = os.path.join(out_dir, 'orders.csv')
@@ -170,6 +173,23 @@ def write_community(out_dir, participants, slots, seed, zones=0, network_fee='0.
 
 FEEDER_SIZE = 20        # households per low-voltage feeder
 FEEDERS_PER_ZONE = 5
+
+
+def zones_table(feeders: dict[str, tuple[str, str]]) -> str:
+    """The [zones] table of a market file for ``feeder_map``'s {participant: (feeder, zone)}.
+
+    Args:
+        feeders: every participant's feeder and zone.
+
+    Returns:
+        TOML text: a comment, ``[zones]`` and one ``zone = ["participant", ...]`` line per zone.
+    """
+    members: dict[str, list[str]] = {}
+    for name, (_, zone) in sorted(feeders.items()):
+        members.setdefault(zone, []).append(name)
+    lines = ''.join(f'{zone} = [{", ".join(chr(34) + n + chr(34) for n in names)}]\n'
+                    for zone, names in sorted(members.items()))
+    return '\n# each participant\'s zone (its grid connection, public)\n[zones]\n' + lines
 
 
 def feeder_map(participants, zones=0):

@@ -14,6 +14,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+# the party process's exit status for a deterministic failure (a job it refuses, a bug): a rerun
+# would fail the same way, so the daemon reports it once and the broker does not retry it
+DETERMINISTIC_EXIT = 70  # EX_SOFTWARE (sysexits.h); 3 is a lost peer (mpyc_internals)
+
 RESULT_FIELDS = ('matched_wh', 'unmatched_wh', 'amount')
 ZONED_RESULT_FIELDS = RESULT_FIELDS + ('local_wh', 'cross_wh')
 

@@ -241,7 +241,7 @@ def main(argv=None):
 
     from . import mpyc_internals as internals
     from .clearing import MarketNode
-    from .jobs import JobSpec, node_dir, save_array, write_json
+    from .jobs import DETERMINISTIC_EXIT, JobSpec, node_dir, save_array, write_json
     from .primitives import peak_rss_mb
 
     spec = JobSpec.load(args.job)
@@ -295,7 +295,16 @@ def main(argv=None):
         import cProfile
         cProfile.runctx('mpc.run(run())', globals(), locals(), os.path.join(profile_dir, f'node{args.index}.prof'))
     else:
-        mpc.run(run())
+        try:
+            mpc.run(run())
+        except (OSError, EOFError) as exc:  # a lost link (a peer died, the network): the broker reruns
+            print(f'error: link lost: {type(exc).__name__}: {exc}', flush=True)
+            sys.exit(1)
+        except Exception as exc:  # noqa: BLE001 - a refused job or a bug: the same inputs fail the same way
+            import traceback
+            traceback.print_exc()
+            print(f'error: {type(exc).__name__}: {str(exc)[:200]}', flush=True)
+            sys.exit(DETERMINISTIC_EXIT)
 
 
 if __name__ == '__main__':

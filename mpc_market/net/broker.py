@@ -60,11 +60,17 @@ CREATE TABLE IF NOT EXISTS settlement_public (
 
 ROUND_FIELDS = ('round_id', 'slots', 'gate_closure_ms', 'market_toml', 'state', 'reason', 'attempts',
                 'readings_open_ms', 'readings_deadline_ms', 'day', 'settlement', 'settle_reason', 'settle_attempts',
-                'params', 'params_signatures')
+                'params', 'params_signatures', 'final', 'settle_final')
+UPDATABLE = frozenset(('state', 'reason', 'attempts', 'gate_closure_ms', 'settlement', 'settle_reason',
+                       'settle_attempts', 'readings_deadline_ms', 'final', 'settle_final'))
 
 PARAMS_COLUMNS = (  # a round opened by an older broker has none: clients refuse it
     ('rounds', 'params', "TEXT NOT NULL DEFAULT ''"),
     ('rounds', 'params_signatures', "TEXT NOT NULL DEFAULT '{}'"),
+)
+FINAL_COLUMNS = (  # a node reported a deterministic failure: the broker does not rerun the phase
+    ('rounds', 'final', 'INTEGER NOT NULL DEFAULT 0'),
+    ('rounds', 'settle_final', 'INTEGER NOT NULL DEFAULT 0'),
 )
 
 
@@ -76,7 +82,7 @@ class BrokerStore(SqliteStore):
 
     def __init__(self, path):
         super().__init__(path)
-        add_later_columns(self._db, SETTLEMENT_COLUMNS + PARAMS_COLUMNS)
+        add_later_columns(self._db, SETTLEMENT_COLUMNS + PARAMS_COLUMNS + FINAL_COLUMNS)
 
     def add(self, spec, params, params_signatures):
         """Record an opened round with the parameters every node signed (params: their canonical JSON)."""
@@ -105,16 +111,17 @@ class BrokerStore(SqliteStore):
 
     def pending(self):
         """Rounds with a phase still to run: clearing, or settlement after the clearing."""
-        rows = self._db.execute("SELECT round_id FROM rounds WHERE state IN ('open', 'clearing', 'failed') "
-                                "OR (state = 'cleared' AND readings_deadline_ms > 0 AND settlement != 'settled') "
-                                'ORDER BY created_ms').fetchall()
+        rows = self._db.execute("SELECT round_id FROM rounds WHERE state IN ('open', 'clearing') "
+                                "OR (state = 'failed' AND final = 0) "
+                                "OR (state = 'cleared' AND readings_deadline_ms > 0 AND settlement != 'settled' "
+                                'AND settle_final = 0) ORDER BY created_ms').fetchall()
         return [r[0] for r in rows]
 
     def update(self, round_id, **fields):
         with self._transaction() as db:
             for key, value in fields.items():
-                assert key in ('state', 'reason', 'attempts', 'gate_closure_ms', 'settlement', 'settle_reason',
-                               'settle_attempts', 'readings_deadline_ms'), key
+                if key not in UPDATABLE:  # the column name goes into the SQL text: a real check, not an assert
+                    raise ValueError(f'not an updatable round column: {key!r}')
                 db.execute(f'UPDATE rounds SET {key} = ? WHERE round_id = ?', (value, round_id))
 
     def publish(self, round_id, body, signatures):
@@ -239,6 +246,7 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
                                      readings_deadline_unix_ms=round_['readings_deadline_ms'], day=round_['day'],
                                      readings=min(r.readings for r in live) if live else 0,
                                      settle_attempts=round_['settle_attempts'], params=round_['params'].encode(),
+                                     final=bool(round_['final']), settle_final=bool(round_['settle_final']),
                                      params_signatures=[market_pb2.NodeSignature(node_index=int(i),
                                                                                  signature=bytes.fromhex(sig))
                                                         for i, sig in sorted(json.loads(round_['params_signatures'])
@@ -249,7 +257,7 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'broker: round id is not {NAME_RULE}')
         if request.gate_closure_unix_ms <= now_ms():
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, 'broker: the gate closure is in the past')
-        problem = window_problem(request) or spec_problem(request, len(self.nodes))
+        problem = window_problem(request) or spec_problem(request, len(self.nodes.addresses))
         if problem:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'broker: {problem}')
         existing = self.store.get(request.round_id) if request.round_id else None
@@ -355,10 +363,11 @@ class Scheduler:
             return
         else:
             reason = failure_reason(replies, states, 'failed', 'reason') or 'clearing did not complete at every node'
-            if round_['state'] != 'failed' or round_['reason'] != reason:
-                log.warning('round %s failed: %s', round_id, reason)
-                self.store.update(round_id, state='failed', reason=reason)
-            if self._may_rerun(states, round_['attempts']):
+            final = any(r is not None and r.final for r, _ in replies)
+            if round_['state'] != 'failed' or round_['reason'] != reason or bool(round_['final']) != final:
+                log.warning('round %s failed%s: %s', round_id, ' (deterministic: not retried)' if final else '', reason)
+                self.store.update(round_id, state='failed', reason=reason, final=int(final))
+            if not final and self._may_rerun(states, round_['attempts']):
                 self._close(round_, rerun='cleared' in states)
 
     def _advance_settlement(self, round_):
@@ -379,10 +388,12 @@ class Scheduler:
         else:
             reason = (failure_reason(replies, phases, 'settle_failed', 'settle_reason')
                       or 'settlement did not complete at every node')
-            if round_['settlement'] != 'failed' or round_['settle_reason'] != reason:
-                log.warning('round %s: settlement failed: %s', round_id, reason)
-                self.store.update(round_id, settlement='failed', settle_reason=reason)
-            if self._may_rerun(phases, round_['settle_attempts']):
+            final = any(r is not None and r.settle_final for r, _ in replies)
+            if round_['settlement'] != 'failed' or round_['settle_reason'] != reason or bool(round_['settle_final']) != final:
+                log.warning('round %s: settlement failed%s: %s', round_id,
+                            ' (deterministic: not retried)' if final else '', reason)
+                self.store.update(round_id, settlement='failed', settle_reason=reason, settle_final=int(final))
+            if not final and self._may_rerun(phases, round_['settle_attempts']):
                 self._settle(round_, rerun='settled' in phases)
 
     def _may_rerun(self, phases, attempts):

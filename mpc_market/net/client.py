@@ -87,13 +87,14 @@ class BrokerClient:
                     timeout=30)
 
     def wait(self, round_id, timeout, poll=0.2, settled=False):
-        """Wait until the round is cleared (settled, with settled=True), or until timeout."""
+        """Wait until the round is cleared (settled, with settled=True), it failed for good (final), or timeout."""
         deadline = time.monotonic() + timeout
         while True:
             state = self.status(round_id)
             done = (state.settlement == market_pb2.RoundState.SETTLED if settled
                     else state.state == market_pb2.RoundState.CLEARED)
-            if done or time.monotonic() > deadline:
+            final = state.settle_final if settled else state.final  # failed for good: no rerun will come
+            if done or final or time.monotonic() > deadline:
                 return state
             time.sleep(poll)
 

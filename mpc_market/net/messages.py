@@ -357,6 +357,10 @@ def spec_problem(spec, nodes: int) -> str:
         return f'market: {exc}'
     except EnvelopeError:
         return 'a slot, a time or the day is out of range'
+    from ..market.config import parse_config
+    config = parse_config(f'round {spec.round_id}', spec.market_toml)
+    if config.zoned and not config.zone_map:  # clients' zone columns are their own word: not a grid map
+        return 'market: zones = true needs a [zones] table of every participant\'s zone in a deployment'
     return ''
 
 

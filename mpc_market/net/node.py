@@ -145,11 +145,13 @@ class MarketNodeServer(NodeService):
                      round_.round_id, phase, time.perf_counter() - started, tls, sent, peak,
                      ', '.join(f'{k} {v:.2f} s' for k, v in timings.items()))
         except ClearingFailed as exc:
-            log.warning('round %s: %s failed: %s', round_.round_id, phase, exc)
-            fail(round_.round_id, 'failed', str(exc))
+            log.warning('round %s: %s failed%s: %s', round_.round_id, phase,
+                        ' (deterministic: not retried)' if exc.final else '', exc)
+            fail(round_.round_id, 'failed', str(exc), final=exc.final)
         except Exception as exc:  # noqa: BLE001 - the round must not stay clearing or settling
-            log.exception('round %s: internal error in %s', round_.round_id, phase)
-            fail(round_.round_id, 'failed', f'node {self.index}: internal error: {exc}')
+            log.exception('round %s: internal error in %s (not retried)', round_.round_id, phase)
+            fail(round_.round_id, 'failed', f'node {self.index}: internal error: {type(exc).__name__}: {exc}',
+                 final=True)
         finally:
             with self._lock:
                 self._clearing = None

@@ -213,7 +213,8 @@ class NodeService(market_pb2_grpc.NodeServicer):
                                      # a round without settlement takes no readings: no second count per status poll
                                      readings=self.store.count(round_.round_id, 'readings') if round_.readings_deadline_ms
                                      else 0,
-                                     settle_attempts=round_.settle_attempts)
+                                     settle_attempts=round_.settle_attempts, final=round_.final,
+                                     settle_final=round_.settle_final)
 
 
 BROKER_ONLY = ('OpenRound', 'CloseRound', 'RoundStatus', 'SettleRound')

@@ -25,12 +25,20 @@ from ..market.config import parse_config
 from ..market.results import public_slot_rows
 from ..market.settlement import deviation_price2
 from ..mpc import field as ff
-from ..mpc.jobs import config_spec, node_dir, write_json
+from ..mpc.jobs import DETERMINISTIC_EXIT, config_spec, node_dir, write_json
 from .messages import PUBLIC_DOMAIN, public_body
 
 
 class ClearingFailed(EngineError):
-    """A clearing run that did not complete; the message is the round's failure reason."""
+    """A clearing run that did not complete; the message is the round's failure reason.
+
+    final: the failure is deterministic (the party process refused the job or hit a bug), so a
+    rerun would fail the same way; otherwise (a lost link, a timeout) the broker reruns the round.
+    """
+
+    def __init__(self, message: str, final: bool = False):
+        super().__init__(message)
+        self.final = final
 
 
 
@@ -89,7 +97,8 @@ def run_party(job_dir, index, mpc_addresses, keys_dir, connect_timeout, clearing
             child.kill()
             child.wait()
     if child.returncode != 0:
-        raise ClearingFailed(f'node {index}: {_last_error(log_path) or f"MPC party exited with status {child.returncode}"}')
+        raise ClearingFailed(f'node {index}: {_last_error(log_path) or f"MPC party exited with status {child.returncode}"}',
+                             final=child.returncode == DETERMINISTIC_EXIT)
 
 
 

@@ -61,12 +61,15 @@ LATER_COLUMNS = (
     ('submissions', 'seq', 'INTEGER NOT NULL DEFAULT 0'),
     ('rounds', 'deviation_price2', "TEXT NOT NULL DEFAULT '[]'"),
     *SETTLEMENT_COLUMNS,
+    ('rounds', 'final', 'INTEGER NOT NULL DEFAULT 0'),         # node: the failure is deterministic
+    ('rounds', 'settle_final', 'INTEGER NOT NULL DEFAULT 0'),
 )
 
 STATES = ('open', 'closed', 'clearing', 'cleared', 'failed')
 SETTLEMENT_STATES = ('', 'settling', 'settled', 'failed')  # '' = not started
 ROUND_COLUMNS = ('round_id, slots, gate_closure_ms, market_toml, state, reason, attempts, readings_open_ms, '
-                 'readings_deadline_ms, day, deviation_price2, settlement, settle_reason, settle_attempts')  # Round
+                 'readings_deadline_ms, day, deviation_price2, settlement, settle_reason, settle_attempts, final, '
+                 'settle_final')  # Round
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ class Round:
     settlement: str = ''
     settle_reason: str = ''
     settle_attempts: int = 0
+    final: bool = False               # failed deterministically (a bad market, a bug): not retried
+    settle_final: bool = False
 
     def readings_window_open(self, at_ms):
         return (self.state == 'cleared' and self.settlement == '' and self.readings_deadline_ms > 0
@@ -163,13 +168,22 @@ class Store(SqliteStore):
                                        (round_id,)).fetchone()
         if row is None:
             raise NotFound(f'unknown round {round_id!r}')
-        return Round(row[0], json.loads(row[1]), *row[2:10], tuple(json.loads(row[10])), *row[11:])
+        return Round(row[0], json.loads(row[1]), *row[2:10], tuple(json.loads(row[10])), *row[11:14],
+                     bool(row[14]), bool(row[15]))
 
-    def set_state(self, round_id, state, reason=''):
-        assert state in STATES, state
+    def set_state(self, round_id: str, state: str, reason: str = '', final: bool = False) -> None:
+        """Set a round's state and reason; final marks a deterministic failure no rerun repeats.
+
+        Raises:
+            NotFound: no such round.
+            ValueError: state is not one of STATES.
+        """
+        if state not in STATES:
+            raise ValueError(f'unknown round state {state!r}')
         with self._transaction() as db:
             self.round(round_id, db)
-            db.execute('UPDATE rounds SET state = ?, reason = ? WHERE round_id = ?', (state, reason, round_id))
+            db.execute('UPDATE rounds SET state = ?, reason = ?, final = ? WHERE round_id = ?',
+                       (state, reason, int(final), round_id))
 
     def begin_clearing(self, round_id, rerun=False):
         """Close the gate and mark the round clearing (again, after a failure); None if it is
@@ -178,7 +192,7 @@ class Store(SqliteStore):
             current = self.round(round_id, db)
             if current.state == 'clearing' or (current.state == 'cleared' and not rerun):
                 return None
-            db.execute("UPDATE rounds SET state = 'clearing', reason = '', attempts = attempts + 1 "
+            db.execute("UPDATE rounds SET state = 'clearing', reason = '', final = 0, attempts = attempts + 1 "
                        'WHERE round_id = ?', (round_id,))
         return self.round(round_id)
 
@@ -200,16 +214,23 @@ class Store(SqliteStore):
                                  + ('' if current.readings_deadline_ms else ' and has no settlement'))
             if current.settlement == 'settling' or (current.settlement == 'settled' and not rerun):
                 return None
-            db.execute("UPDATE rounds SET settlement = 'settling', settle_reason = '', "
+            db.execute("UPDATE rounds SET settlement = 'settling', settle_reason = '', settle_final = 0, "
                        'settle_attempts = settle_attempts + 1 WHERE round_id = ?', (round_id,))
         return self.round(round_id)
 
-    def set_settlement(self, round_id, settlement, reason=''):
-        assert settlement in SETTLEMENT_STATES, settlement
+    def set_settlement(self, round_id: str, settlement: str, reason: str = '', final: bool = False) -> None:
+        """Set a round's settlement state and reason; final as in set_state.
+
+        Raises:
+            NotFound: no such round.
+            ValueError: settlement is not one of SETTLEMENT_STATES.
+        """
+        if settlement not in SETTLEMENT_STATES:
+            raise ValueError(f'unknown settlement state {settlement!r}')
         with self._transaction() as db:
             self.round(round_id, db)
-            db.execute('UPDATE rounds SET settlement = ?, settle_reason = ? WHERE round_id = ?',
-                       (settlement, reason, round_id))
+            db.execute('UPDATE rounds SET settlement = ?, settle_reason = ?, settle_final = ? WHERE round_id = ?',
+                       (settlement, reason, int(final), round_id))
 
     # -- submissions ----------------------------------------------------------------------------
     def accept(self, round_id, participant, kind, nonce, envelope, signature, package, receipt_signature,

@@ -6,6 +6,7 @@ it wraps ``MarketNode.run`` as soon as mpc_market.mpc.clearing is imported:
 
 - ``stall:I:SECONDS``: party I sleeps before clearing (a node busy or hung mid-round);
 - ``fail:I``: party I exits as if it crashed;
+- ``bug:I``: party I raises a KeyError (a bug: the same inputs fail the same way on every rerun);
 - ``stall-settle:I:SECONDS``: party I sleeps before settling (wraps ``SettlementNode.run`` of
   mpc_market.mpc.settlement: a node hung in a settlement session);
 - ``clock-days:0:DAYS``: the statistics aggregator's clock runs DAYS days ahead (wraps the
@@ -68,6 +69,8 @@ def _inject(module):
                 await asyncio.sleep(float(rest[0]))
             elif kind == 'fail':
                 raise SystemExit('injected failure')
+            elif kind == 'bug':
+                raise KeyError('zones')
         return await original(self, *args)
     cls.run = run
 

@@ -27,6 +27,7 @@ HOSTILE = {
     'non-ASCII day': dict(day='２０２６-12-01'),
     'a time no client represents': dict(gate_closure_unix_ms=(1 << 53) + 1),
     'a market that does not parse': dict(market_toml='[market]\nprice_floor = "x"\n'),
+    'zones without a [zones] table': dict(market_toml=TOML + 'zones = true\nnetwork_fee = 0.01\n'),
 }
 
 
