@@ -97,7 +97,9 @@ def deployment_costs(participants, rounds):
     with tempfile.TemporaryDirectory() as work:
         orders, config_path, _, _ = write_community(os.path.join(work, 'c'), participants=participants, slots=4, seed=1)
         with open(orders) as f:
-            names = sorted({line.split(',', 1)[0] for line in f.read().splitlines()[1:]})
+            lines = [line.split(',') for line in f.read().splitlines()[1:]]
+        names = sorted({line[0] for line in lines})
+        slots = sorted({int(line[1]) for line in lines})  # generate picks the day's slots
         with open(config_path) as f:
             market = f.read()
         deployment = LocalDeployment(os.path.join(work, 'd')).create(participants=names)
@@ -107,11 +109,11 @@ def deployment_costs(participants, rounds):
             latencies = []
             for k in range(rounds):
                 started = time.perf_counter()
-                operator.open(f'open{k}', [0, 1, 2, 3], now_ms() + 3_600_000, market)
+                operator.open(f'open{k}', slots, now_ms() + 3_600_000, market)
                 latencies.append(time.perf_counter() - started)
             rows.append({'measure': f'round open at the broker (3 nodes sign, median of {rounds})',
                          'value': round(statistics.median(latencies) * 1000, 1), 'unit': 'ms'})
-            operator.open('orders', [0, 1, 2, 3], now_ms() + 3_600_000, market)
+            operator.open('orders', slots, now_ms() + 3_600_000, market)
             submitter = BrokerClient(deployment.broker_address, deployment.keys)
             report = submit_orders(orders, submitter, deployment.keys, 'orders', batch=256)
             assert not report.failed, report.failed
