@@ -106,7 +106,7 @@ class Market:
     """A random market, its plaintext reference, and a running deployment."""
 
     def __init__(self, tmp_path, participants=10, seed=7, netns=None, node_env=None, rows=None, market=MARKET,
-                 broker_http=None, extra_participants=()):
+                 broker_http=None, extra_participants=(), metrics=False):
         """netns: None, or (prefix, subnet) of namespaces made by parties/netns.sh for this run.
         rows and market: given orders and market TOML instead of a random market."""
         self.dir = tmp_path
@@ -123,7 +123,8 @@ class Market:
         prefix, subnet = netns or (None, None)
         self.deployment = LocalDeployment(str(tmp_path / 'dep'), netns=bool(netns), netns_prefix=prefix,
                                           subnet=subnet).create(
-            self.participants + list(extra_participants), node_options={'connect_timeout_s': 20, 'clearing_timeout_s': 120})
+            self.participants + list(extra_participants), node_options={'connect_timeout_s': 20, 'clearing_timeout_s': 120},
+            metrics=metrics)
         for i in range(3):
             self.deployment.start_node(i, (node_env or {}).get(i))
         self.deployment.start_broker(broker_http)

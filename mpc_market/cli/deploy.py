@@ -12,16 +12,16 @@ from .market import MAX_WARNINGS, default_config
 
 # -- deployment -------------------------------------------------------------------------------------
 def configure_logging():
-    import logging
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(levelname)s %(message)s')
+    from ..common.logs import configure
+    configure()
 
 
 
 def cmd_node(args):
     from ..net.config import load_node_config
     from ..net.node import serve
-    config = load_node_config(args.config)
-    configure_logging()
+    from .daemon import start_daemon
+    config = start_daemon(args, load_node_config(args.config))
     return serve(config)
 
 
@@ -36,8 +36,8 @@ def cmd_broker(args):
         if not ADDRESS_RE.match(args.http):
             raise InputError('<command line>', 0, 'http', f'expected "host:port", got {args.http[:80]!r}')
         config = dataclasses.replace(config, http=args.http)
-    configure_logging()
-    return serve(config)
+    from .daemon import start_daemon
+    return serve(start_daemon(args, config))
 
 
 
@@ -45,7 +45,9 @@ def cmd_up(args):
     import signal
 
     from ..net.localdeploy import LocalDeployment
-    deployment = LocalDeployment(args.dir, args.nodes, netns=args.netns)
+    from ..net.server import check_free
+    from .daemon import log_argv
+    deployment = LocalDeployment(args.dir, args.nodes, netns=args.netns, daemon_args=log_argv(args))
     slots, market = '0-3', args.config or 'MARKET.toml'
     if args.orders:  # the next-step hint names the orders' own slots and market
         from ..market.config import load_config
@@ -58,13 +60,22 @@ def cmd_up(args):
         print(f'using the existing deployment in {args.dir}')
     else:
         participants = sorted({o.participant for o in orders}) if args.orders else []
+        if args.base_port:  # a taken port (another deployment's broker) before any key is written
+            check_free('broker', f'127.0.0.1:{args.base_port}')
         try:
-            deployment.create(participants, delay_ms=args.delay_ms, base_port=args.base_port)
+            deployment.create(participants, delay_ms=args.delay_ms, base_port=args.base_port, metrics=args.metrics)
         except KeyFileError as exc:
             raise InputError(args.dir, 0, 'keys', str(exc)) from None
         print(f'wrote fresh keys ({len(participants)} participants registered) and configs to {args.dir}')
-    deployment.start()
+    check_free('broker', deployment.broker_address)
+    try:
+        deployment.start()
+    except RuntimeError as exc:  # a daemon exited (a taken port, a bad config): stop the others
+        deployment.stop()
+        raise OSError(str(exc)) from None
     print(f'broker at {deployment.broker_address}; {args.nodes} nodes running (logs in {args.dir}/*.log)')
+    if deployment.metrics:
+        print('metrics: ' + ', '.join(f'{name} http://{address}/metrics' for name, address in deployment.metrics.items()))
     print('next, in another terminal:')
     print(f'  operator:     mpc-market round open --broker {deployment.broker_address} --keys {deployment.keys} '
           f'--round r1 --slots {slots} --market {market} --gate-closure-in 120')
@@ -354,6 +365,7 @@ def cmd_results(args):
 def add_parsers(sub, formatter):
     from ..common.limits import ROUND_SLOTS
     from ..market.config import MECHANISMS
+    from .daemon import add_daemon_options, add_log_options
     from .options import MAX_BATCH, MAX_WORKERS, bounded_float, bounded_int, bounded_seconds, day_text, slot_list
     p = sub.add_parser('node', help='run one market node (gRPC server + MPyC party)', formatter_class=formatter,
                        description='Serve submissions, round control (from the broker only) and results over '
@@ -361,6 +373,7 @@ def add_parsers(sub, formatter):
                                    '(see docs/deployment.md and parties/node0.toml).',
                        epilog='example:\n  mpc-market node --config parties/node0.toml')
     p.add_argument('--config', required=True, help='NODE.toml')
+    add_daemon_options(p, 'metrics')
     p.set_defaults(func=cmd_node)
 
     p = sub.add_parser('broker', help='run the broker (rounds, gate closure, public results)',
@@ -374,6 +387,7 @@ def add_parsers(sub, formatter):
                    help='also serve a read-only operator page (rounds, phases, public prices and volumes as charts, '
                         'node health; public information only) on this address, e.g. 127.0.0.1:7380; '
                         'default: BROKER.toml\'s http, else none')
+    add_daemon_options(p, 'metrics')
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser('up', help='fresh keys + broker + nodes as processes on this machine',
@@ -394,6 +408,9 @@ def add_parsers(sub, formatter):
                    'next ports (up to 63 more; when the deployment is created; 0 = any free ports)')
     p.add_argument('--delay-ms', type=bounded_float(0, 10_000, ' ms'), default=0, help='added one-way latency between '
                    'nodes in ms, 0..10000 (TCP proxy; when the deployment is created)')
+    p.add_argument('--metrics', action='store_true', help='the broker and each node serve Prometheus metrics on '
+                   '127.0.0.1, on the ports after the others (when the deployment is created)')
+    add_log_options(p)
     p.set_defaults(func=cmd_up)
 
     def client_args(p, client):

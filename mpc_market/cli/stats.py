@@ -169,9 +169,8 @@ def cmd_decrypt(args):
 
 def cmd_aggregator(args):
     from ..stats.service import load_aggregator_config, serve
-    from .deploy import configure_logging
-    configure_logging()
-    return serve(load_aggregator_config(args.config))
+    from .daemon import start_daemon
+    return serve(start_daemon(args, load_aggregator_config(args.config)))
 
 
 def cmd_fetch(args):
@@ -209,6 +208,7 @@ EXAMPLES = {
 
 def add_parsers(sub, formatter):
     from ..common.limits import ROUND_SLOTS
+    from .daemon import add_daemon_options
     from .options import MAX_BATCH, bounded_int, day_text
     stats = sub.add_parser('stats', help='grid-operator statistics: Paillier-encrypted meter data, per-feeder and '
                            'per-zone aggregates', formatter_class=formatter,
@@ -282,6 +282,7 @@ def add_parsers(sub, formatter):
 
     p = step('aggregator', 'run the statistics aggregator (gRPC server)')
     p.add_argument('--config', required=True, help='AGGREGATOR.toml')
+    add_daemon_options(p, 'metrics')
     p.set_defaults(func=cmd_aggregator)
 
     p = step('fetch', "operator: fetch a day's aggregates under its key from the aggregator")

@@ -23,6 +23,7 @@ import time
 
 import grpc
 
+from . import metrics
 from .tls import client_name
 
 __all__ = ['Admission', 'is_busy', 'retry_when_busy']
@@ -45,11 +46,14 @@ class Admission:
     def admit(self, context, items=1, what='server'):
         """Run the body as admitted work, or abort the RPC with RESOURCE_EXHAUSTED."""
         if items > self.max_items:
+            metrics.count_admission_refusal('too_many_items')
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f'{what}: {items} items in one request, at most '
                           f'{self.max_items}')
         client = client_name(context)
         refusal = self._enter(client, max(1, items))
         if refusal:
+            metrics.count_admission_refusal(refusal[0])
+            refusal = refusal[1]
             context.set_trailing_metadata(((RETRY_KEY, 'busy'),))  # "not now", as opposed to "never"
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f'{what}: {refusal}; retry later')
         try:
@@ -60,17 +64,18 @@ class Admission:
                 self._busy_by[client] -= 1
 
     def _enter(self, client, items):
+        """None when admitted, else (metrics reason, message)."""
         now = time.monotonic()
         with self._lock:
             if self._busy >= self.slots:
-                return 'busy'
+                return 'busy', 'busy'
             if self._busy_by.get(client, 0) >= self.per_client:
-                return f'too many requests in flight from {client!r}'
+                return 'client_in_flight', f'too many requests in flight from {client!r}'
             tokens, last = self._buckets.get(client, (float(self.burst), now))
             tokens = min(float(self.burst), tokens + (now - last) * self.rate)
             if tokens < items:
                 self._buckets[client] = (tokens, now)
-                return f'rate limit of client certificate {client!r}'
+                return 'client_rate', f'rate limit of client certificate {client!r}'
             self._buckets[client] = (tokens - items, now)
             self._busy += 1
             self._busy_by[client] = self._busy_by.get(client, 0) + 1

@@ -22,9 +22,10 @@ from ..common.days import DAY_RULE, is_day
 from ..common.errors import InputError
 from ..common.files import make_private_dir
 from ..common.keys import load_node_verify_keys, node_name
+from ..common.logs import event
 from ..common.names import NAME_RULE, is_name
 from ..rpc import market_pb2, market_pb2_grpc
-from . import tls
+from . import metrics, tls
 from .calendar import due
 from .messages import (
     PUBLIC_DOMAIN,
@@ -36,7 +37,7 @@ from .messages import (
     spec_problem,
     verify_public,
 )
-from .server import ClientNames, run_server
+from .server import ClientNames, check_free, run_server
 from .store import SETTLEMENT_COLUMNS, SqliteStore, add_later_columns, now_ms
 
 log = logging.getLogger('mpc_market.broker')
@@ -205,7 +206,8 @@ def open_at_nodes(store, nodes, spec):
     except ValueError as exc:
         return str(exc)
     store.add(spec, expected.to_json().decode(), signatures)
-    log.info('round %s opened: %d slots, gate closure %d', spec.round_id, len(spec.slots), spec.gate_closure_unix_ms)
+    log.info('round %s opened: %d slots, gate closure %d', spec.round_id, len(spec.slots), spec.gate_closure_unix_ms,
+             extra=event(spec.round_id, 'open'))
     return ''
 
 
@@ -365,7 +367,8 @@ class Scheduler:
             reason = failure_reason(replies, states, 'failed', 'reason') or 'clearing did not complete at every node'
             final = any(r is not None and r.final for r, _ in replies)
             if round_['state'] != 'failed' or round_['reason'] != reason or bool(round_['final']) != final:
-                log.warning('round %s failed%s: %s', round_id, ' (deterministic: not retried)' if final else '', reason)
+                log.warning('round %s failed%s: %s', round_id, ' (deterministic: not retried)' if final else '', reason,
+                            extra=event(round_id, 'clearing'))
                 self.store.update(round_id, state='failed', reason=reason, final=int(final))
             if not final and self._may_rerun(states, round_['attempts']):
                 self._close(round_, rerun='cleared' in states)
@@ -391,7 +394,7 @@ class Scheduler:
             final = any(r is not None and r.settle_final for r, _ in replies)
             if round_['settlement'] != 'failed' or round_['settle_reason'] != reason or bool(round_['settle_final']) != final:
                 log.warning('round %s: settlement failed%s: %s', round_id,
-                            ' (deterministic: not retried)' if final else '', reason)
+                            ' (deterministic: not retried)' if final else '', reason, extra=event(round_id, 'settlement'))
                 self.store.update(round_id, settlement='failed', settle_reason=reason, settle_final=int(final))
             if not final and self._may_rerun(phases, round_['settle_attempts']):
                 self._settle(round_, rerun='settled' in phases)
@@ -406,7 +409,8 @@ class Scheduler:
                 round_id=round_['round_id'], rerun=rerun))):
             if error:
                 log.warning('round %s: node %d did not settle: %s', round_['round_id'], i, error)
-        log.info('round %s: readings closed, settling (attempt %d)', round_['round_id'], round_['settle_attempts'] + 1)
+        log.info('round %s: readings closed, settling (attempt %d)', round_['round_id'], round_['settle_attempts'] + 1,
+                 extra=event(round_['round_id'], 'settlement'))
 
     def _close(self, round_, rerun):
         self.store.update(round_['round_id'], state='clearing', attempts=round_['attempts'] + 1)
@@ -414,7 +418,8 @@ class Scheduler:
                 round_id=round_['round_id'], rerun=rerun))):
             if error:
                 log.warning('round %s: node %d did not close: %s', round_['round_id'], i, error)
-        log.info('round %s: gate closed, clearing (attempt %d)', round_['round_id'], round_['attempts'] + 1)
+        log.info('round %s: gate closed, clearing (attempt %d)', round_['round_id'], round_['attempts'] + 1,
+                 extra=event(round_['round_id'], 'clearing'))
 
     def _collect(self, round_, settlement=False):
         """Publish the body every node signed: the public results, or the public settlement."""
@@ -434,7 +439,8 @@ class Scheduler:
             self.store.update(round_['round_id'], **dict(failed, **{reason_key: str(exc)}))
             return
         (self.store.publish_settlement if settlement else self.store.publish)(round_['round_id'], body, signatures)
-        log.info('round %s: public %s published (signed by %d nodes)', round_['round_id'], what, len(signatures))
+        log.info('round %s: public %s published (signed by %d nodes)', round_['round_id'], what, len(signatures),
+                 extra=event(round_['round_id'], 'settlement' if settlement else 'clearing'))
 
 
 
@@ -456,8 +462,11 @@ def operators_only(operators):
 def serve(config):
     """Run the broker until SIGTERM or SIGINT."""
     credentials = tls.server_credentials(config.keys, 'broker', 'broker')
+    check_free('broker', config.listen)  # before any state, the operator page or a call to the nodes
     make_private_dir(config.data_dir)
     store = BrokerStore(os.path.join(config.data_dir, 'broker.db'))
+    metrics.set_role('broker')
+    metrics.watch_store(store, rounds=True)
     nodes = Nodes(config)
     scheduler = Scheduler(config, store, nodes)
     page = None
@@ -472,7 +481,8 @@ def serve(config):
     try:
         run_server('broker', config.listen, credentials, add_servicers, 8,
                    f'broker listening on {config.listen} (mutual TLS), {len(config.nodes)} nodes',
-                   interceptors=[operators_only(config.operators)], tick=scheduler.step, tick_s=config.poll_s)
+                   interceptors=[operators_only(config.operators)], tick=scheduler.step, tick_s=config.poll_s,
+                   metrics_address=config.metrics)
     finally:
         if page is not None:
             page.shutdown()

@@ -12,6 +12,7 @@ NODE.toml::
     rate_per_s = 5                    # per-participant submission limit (token bucket)
     burst = 20
     retailer = "retailer"             # the key and TLS certificate name that fetches the retailer's view
+    metrics = "127.0.0.1:9301"        # optional: Prometheus GET /metrics (plain HTTP) on this address only
 
     [deployment]
     nodes = ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]   # gRPC, node 0 first
@@ -26,6 +27,7 @@ BROKER.toml::
     operators = ["operator"]          # client certificate names allowed to open and close rounds
     poll_s = 0.5
     max_attempts = 5                  # clearing attempts per round (a failed run is retried)
+    metrics = "127.0.0.1:9300"        # optional: Prometheus GET /metrics (plain HTTP) on this address only
 
     [deployment]
     nodes = [...]
@@ -59,6 +61,7 @@ class NodeConfig:
     rate_per_s: float = 5.0
     burst: int = 20
     retailer: str = 'retailer'  # registered key and TLS client name that may fetch the retailer's view
+    metrics: str = ''   # "host:port" of GET /metrics; '' = none
 
 
 
@@ -73,6 +76,7 @@ class BrokerConfig:
     poll_s: float = 0.5
     max_attempts: int = 5
     http: str = ''      # "host:port" of the read-only operator page; '' = none
+    metrics: str = ''   # "host:port" of GET /metrics; '' = none
     calendar: object = None  # net.calendar.Calendar: rounds opened by the clock; None = by operators only
 
 
@@ -135,6 +139,12 @@ def _addresses(path, text, table, key, count=None):
 
 
 
+def optional_address(path, text, table, key):
+    """table[key]: "host:port", or '' when absent."""
+    return get_value(path, text, table, key, str, '', lambda v: v == '' or ADDRESS_RE.match(v), '"host:port"')
+
+
+
 def relative_path(path, value):
     return value if os.path.isabs(value) else os.path.join(os.path.dirname(os.path.abspath(path)), value)
 
@@ -156,7 +166,8 @@ def load_node_config(path):
         clearing_timeout_s=_number(path, text, node, 'clearing_timeout_s', 900.0, 1, 7 * DAY_S),
         rate_per_s=_number(path, text, node, 'rate_per_s', 5.0, 0.001, 10**6),
         burst=_number(path, text, node, 'burst', 20, 1, 10**6, integer=True),
-        retailer=get_value(path, text, node, 'retailer', str, 'retailer', is_name, NAME_RULE))
+        retailer=get_value(path, text, node, 'retailer', str, 'retailer', is_name, NAME_RULE),
+        metrics=optional_address(path, text, node, 'metrics'))
 
 
 
@@ -176,5 +187,5 @@ def load_broker_config(path):
         nodes=nodes, operators=operators,
         poll_s=_number(path, text, broker, 'poll_s', 0.5, 0.01, 60),
         max_attempts=_number(path, text, broker, 'max_attempts', 5, 1, 1000, integer=True),
-        http=get_value(path, text, broker, 'http', str, '', lambda v: v == '' or ADDRESS_RE.match(v), '"host:port"'),
+        http=optional_address(path, text, broker, 'http'), metrics=optional_address(path, text, broker, 'metrics'),
         calendar=load_calendar(path, text, calendar_table, relative_path) if calendar_table is not None else None)

@@ -31,8 +31,12 @@ def _toml_list(values):
 class LocalDeployment:
     """directory/: keys/, broker.toml, node{i}.toml, data and logs of every process."""
 
-    def __init__(self, directory, nodes=3, netns=False, netns_prefix=NETNS_PREFIX, subnet=NETNS_SUBNET):
+    def __init__(self, directory, nodes=3, netns=False, netns_prefix=NETNS_PREFIX, subnet=NETNS_SUBNET,
+                 daemon_args=()):
+        """daemon_args: added to every node's and the broker's command line (e.g. --log-level debug)."""
         self.dir = os.path.abspath(directory)
+        self.daemon_args = list(daemon_args)
+        self.metrics = {}  # broker, node0, ...: "host:port" of GET /metrics (create with metrics)
         self.nodes = nodes
         self.netns = netns
         self.netns_prefix, self.subnet = netns_prefix, subnet
@@ -47,9 +51,10 @@ class LocalDeployment:
     def node_config(self, index):
         return os.path.join(self.dir, f'node{index}.toml')
 
-    def create(self, participants=(), node_options=None, delay_ms=0, base_port=None):
+    def create(self, participants=(), node_options=None, delay_ms=0, base_port=None, metrics=False):
         """Fresh keys and configs; participants get keys and are registered. With delay_ms, node i
-        reaches node j > i (MPyC connects upwards) through a latency proxy (start_proxy)."""
+        reaches node j > i (MPyC connects upwards) through a latency proxy (start_proxy). With
+        metrics, the broker and every node serve GET /metrics on 127.0.0.1 (ports after the others)."""
         make_private_dir(self.dir)  # keys, configs, logs and every process's state: 0700 / 0600
         hosts = ['127.0.0.1', 'localhost'] + ([netns_address(i, self.subnet) for i in range(self.nodes)] if self.netns else [])
         keys.create_ca(self.keys)
@@ -60,6 +65,8 @@ class LocalDeployment:
             keys.create_client(self.keys, client)
         keys.create_participants(self.keys, sorted(set(participants) | {RETAILER}))  # the retailer's view: its key
         count = 1 + 2 * self.nodes + self.nodes * self.nodes
+        if metrics:
+            count += 1 + self.nodes
         if base_port:  # broker, node gRPC ports, MPyC ports, proxies: consecutive from base_port
             broker_port, *ports = range(base_port, base_port + count)
         else:
@@ -78,17 +85,22 @@ class LocalDeployment:
                     views[i][j] = f'127.0.0.1:{port}'
         self.delay_ms = delay_ms
         self.broker_address = f'127.0.0.1:{broker_port}'
+        if metrics:
+            names = ['broker'] + [f'node{i}' for i in range(self.nodes)]
+            self.metrics = {name: f'127.0.0.1:{port}' for name, port in zip(names, ports[-len(names):])}
+        metrics_line = {name: f'metrics = "{address}"\n' for name, address in self.metrics.items()}
         # what participants trust about the nodes (not the broker's word): m, t, addresses, signing keys
         write_manifest(self.keys, manifest_from_keys(self.keys, [[address] for address in grpc]))
         deployment = f'\n[deployment]\nnodes = {_toml_list(grpc)}\nmpc = {_toml_list(mpc)}\n'
         self._write_proxy_routes()
         with open(self.broker_config, 'w') as f:
             f.write(f'[broker]\nlisten = "{self.broker_address}"\ndata_dir = "broker"\nkeys = "keys"\n'
-                    f'operators = ["operator"]\npoll_s = 0.2\n{deployment}')
+                    f'operators = ["operator"]\npoll_s = 0.2\n{metrics_line.get("broker", "")}{deployment}')
         extra = ''.join(f'{k} = {v}\n' for k, v in (node_options or {}).items())
         for i in range(self.nodes):
             with open(self.node_config(i), 'w') as f:
                 f.write(f'[node]\nindex = {i}\nlisten = "{grpc[i]}"\ndata_dir = "node{i}"\nkeys = "keys"\n{extra}'
+                        f'{metrics_line.get(f"node{i}", "")}'
                         f'\n[deployment]\nnodes = {_toml_list(grpc)}\nmpc = {_toml_list(views[i])}\n')
         return self
 
@@ -104,9 +116,13 @@ class LocalDeployment:
             self._start('proxy', [], module=['-m', 'mpc_market.net.latency_proxy', '--delay-ms', delay, *routes])
 
     def load(self):
-        """Read the broker address of an existing deployment directory."""
-        from .config import load_broker_config
-        self.broker_address = load_broker_config(self.broker_config).listen
+        """Read the broker address (and metrics addresses) of an existing deployment directory."""
+        from .config import load_broker_config, load_node_config
+        broker = load_broker_config(self.broker_config)
+        self.broker_address = broker.listen
+        configs = {'broker': broker, **{f'node{i}': load_node_config(self.node_config(i)) for i in range(self.nodes)
+                                        if os.path.exists(self.node_config(i))}}
+        self.metrics = {name: config.metrics for name, config in configs.items() if config.metrics}
         return self
 
     def _start(self, name, argv, netns=None, env=None, module=None):
@@ -121,11 +137,12 @@ class LocalDeployment:
 
     def start_node(self, index, env=None):
         netns = f'{self.netns_prefix}-node{index}' if self.netns else None
-        return self._start(f'node{index}', ['node', '--config', self.node_config(index)], netns, env)
+        return self._start(f'node{index}', ['node', '--config', self.node_config(index), *self.daemon_args], netns, env)
 
     def start_broker(self, http=None):
         """http: also serve the operator page on this "host:port"."""
-        return self._start('broker', ['broker', '--config', self.broker_config] + (['--http', http] if http else []))
+        return self._start('broker', ['broker', '--config', self.broker_config, *self.daemon_args]
+                           + (['--http', http] if http else []))
 
     def start(self, timeout=30):
         self.start_proxy()

@@ -36,16 +36,17 @@ from ..common.errors import (
 )
 from ..common.files import make_private_dir
 from ..common.keys import load_agreement_keys, load_node_signing_key, load_registry
+from ..common.logs import event
 from ..common.names import NAME_RULE, is_name
 from ..market.config import parse_config
 from ..rpc import market_pb2, market_pb2_grpc
-from . import sealed, tls
+from . import metrics, sealed, tls
 from .admission import Admission
 from .messages import RESULT_KINDS, spec_problem, result_shares_bytes, results_request_bytes, seal_context
 from .node_intake import NodeService, RateLimiter, broker_only
 from .round_clearing import ClearingFailed, clear_round
 from .round_settlement import settle_round
-from .server import abort, run_server
+from .server import abort, check_free, run_server
 from .store import Store, now_ms
 
 FRESHNESS_MS = 5 * 60 * 1000
@@ -136,20 +137,24 @@ class MarketNodeServer(NodeService):
         run, fail, attempt = ((clear_round, self.store.set_state, round_.attempts) if phase == 'clearing' else
                               (settle_round, self.store.set_settlement, round_.settle_attempts))
         started = time.perf_counter()
-        log.info('round %s: %s (attempt %d)', round_.round_id, phase, attempt)
+        log.info('round %s: %s (attempt %d)', round_.round_id, phase, attempt, extra=event(round_.round_id, phase))
         try:
             timings = run(self.store, round_, self.config, self.signing_key)
             tls = 'MPyC over TLS' if timings.pop('mpc_tls') else 'MPyC WITHOUT TLS'
             sent, peak = timings.pop('bytes_sent'), timings.pop('peak_rss_mb')
             log.info('round %s: %s done in %.2f s, %s, %d bytes sent to the other nodes, peak %.1f MB (phases: %s)',
                      round_.round_id, phase, time.perf_counter() - started, tls, sent, peak,
-                     ', '.join(f'{k} {v:.2f} s' for k, v in timings.items()))
+                     ', '.join(f'{k} {v:.2f} s' for k, v in timings.items()), extra=event(round_.round_id, phase))
+            metrics.record_session(phase, 'done', time.perf_counter() - started, sent, peak)
         except ClearingFailed as exc:
             log.warning('round %s: %s failed%s: %s', round_.round_id, phase,
-                        ' (deterministic: not retried)' if exc.final else '', exc)
+                        ' (deterministic: not retried)' if exc.final else '', exc, extra=event(round_.round_id, phase))
+            metrics.record_session(phase, 'final_failure' if exc.final else 'failed', time.perf_counter() - started)
             fail(round_.round_id, 'failed', str(exc), final=exc.final)
         except Exception as exc:  # noqa: BLE001 - the round must not stay clearing or settling
-            log.exception('round %s: internal error in %s (not retried)', round_.round_id, phase)
+            log.exception('round %s: internal error in %s (not retried)', round_.round_id, phase,
+                          extra=event(round_.round_id, phase))
+            metrics.record_session(phase, 'final_failure', time.perf_counter() - started)
             fail(round_.round_id, 'failed', f'node {self.index}: internal error: {type(exc).__name__}: {exc}',
                  final=True)
         finally:
@@ -241,8 +246,12 @@ class MarketNodeServer(NodeService):
 def serve(config):
     """Run the node until SIGTERM or SIGINT."""
     credentials = tls.server_credentials(config.keys, 'nodes', f'node{config.index}')  # keys before any state
+    # a second node on a taken port must not fail the running node's rounds (fail_interrupted)
+    check_free(f'node {config.index}', config.listen)
     make_private_dir(config.data_dir)
     store = Store(os.path.join(config.data_dir, 'node.db'))
+    metrics.set_role('node')
+    metrics.watch_store(store, rounds=True)
     store.fail_interrupted(f'node {config.index} restarted during clearing')
     registry = load_registry(os.path.join(config.keys, 'registry.json'))
     servicer = MarketNodeServer(config, store, registry, load_node_signing_key(config.keys, config.index),
@@ -255,7 +264,7 @@ def serve(config):
         run_server(f'node {config.index}', config.listen, credentials, add_servicers, WORKERS,
                    f'node {config.index} listening on {config.listen} (mutual TLS), MPyC party at '
                    f'{config.mpc[config.index]}, {len(registry)} registered participants',
-                   interceptors=[broker_only(config.index)])
+                   interceptors=[broker_only(config.index)], metrics_address=config.metrics)
     finally:
         store.close()
     return 0

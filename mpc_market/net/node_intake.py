@@ -16,7 +16,7 @@ from ..market.book import Layout, ReadingLayout
 from ..market.config import parse_config
 from ..mpc import field as ff
 from ..rpc import market_pb2, market_pb2_grpc
-from . import messages
+from . import messages, metrics
 from .admission import Admission
 from .messages import receipt_bytes
 from .server import ClientNames, abort, status_of
@@ -146,6 +146,7 @@ class NodeService(market_pb2_grpc.NodeServicer):
             outcome = self._store_batch([(request, self._check(request, kind))], kind, int(time.time() * 1000))[0]
         except Refused as exc:
             outcome = exc
+        metrics.count_submissions(kind, [outcome], lambda exc: status_of(exc).name)
         if isinstance(outcome, Refused):
             abort(context, outcome, f'node {self.index}')
         return outcome
@@ -179,6 +180,8 @@ class NodeService(market_pb2_grpc.NodeServicer):
         accepted_ms = int(time.time() * 1000)
         for position, outcome in zip(slots, self._store_batch(checked, kind, accepted_ms, sign=False) if checked else []):
             outcomes[position] = outcome
+        if kind in ('order', 'readings'):
+            metrics.count_submissions(kind, outcomes, lambda exc: status_of(exc).name)
         accepted = [(o.round_id, o.participant, o.nonce, o.package_sha256.hex()) for o in outcomes
                     if not isinstance(o, Refused)]
         return market_pb2.ReceiptBatch(outcomes=[

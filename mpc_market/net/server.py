@@ -5,12 +5,19 @@
 - ``ClientNames`` is an interceptor that authorizes methods by the client certificate's name
   (e.g. round control at a node only from ``broker``) before the servicer runs.
 - ``run_server`` starts a servicer behind mutual TLS with the standard health service, prints one
-  line, and serves until SIGTERM or SIGINT (calling ``tick`` every ``tick_s`` meanwhile).
+  line, and serves until SIGTERM or SIGINT (calling ``tick`` every ``tick_s`` meanwhile); with a
+  metrics address it also serves ``/metrics`` (mpc_market.net.metrics) and counts every request.
+- ``check_free`` refuses an address another process listens on, before a daemon touches its state.
+  Every gRPC server sets ``grpc.so_reuseport`` to 0: with gRPC's default SO_REUSEPORT a second
+  broker could bind the port of a running one and take half its connections.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
@@ -19,9 +26,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ..common import errors
-from . import tls
+from . import metrics, tls
 
-__all__ = ['STATUS_OF', 'status_of', 'abort', 'ClientNames', 'run_server']
+__all__ = ['STATUS_OF', 'status_of', 'abort', 'ClientNames', 'run_server', 'server_options', 'check_free']
 
 STATUS_OF = {
     errors.NotAuthenticated: grpc.StatusCode.UNAUTHENTICATED,
@@ -80,10 +87,48 @@ class ClientNames(grpc.ServerInterceptor):
                                                    response_serializer=handler.response_serializer)
 
 
+def server_options() -> list[tuple[str, int]]:
+    """The options of every gRPC server: message limits, and no SO_REUSEPORT (a taken port is an
+    error, not a port shared with whoever else binds it)."""
+    return [*tls.server_options(), ('grpc.so_reuseport', 0)]
+
+
+def check_free(who: str, listen: str) -> None:
+    """Refuse a ``host:port`` that another socket listens on (a port of 0 is always free).
+
+    Binds and closes a socket with SO_REUSEADDR, as gRPC binds (so a port in TIME_WAIT is free)
+    and without SO_REUSEPORT.
+
+    Raises:
+        OSError: ``WHO: cannot listen on HOST:PORT: address already in use`` (or the bind's reason).
+    """
+    host, port = listen.rsplit(':', 1)
+    if int(port) == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host.strip('[]'), int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(f'{who}: cannot listen on {listen}: {exc.strerror}') from None
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL and family == socket.AF_INET6:
+                    continue  # a host without IPv6 on this name: gRPC binds the other addresses
+                raise OSError(f'{who}: cannot listen on {listen}: {os_reason(exc)}') from None
+
+
+def os_reason(exc: OSError) -> str:
+    """'address already in use' and the like: the errno's text, lower case."""
+    return os.strerror(exc.errno).lower() if exc.errno else str(exc)
+
+
 def run_server(who: str, listen: str, credentials: grpc.ServerCredentials,
                add_servicers: Callable[[grpc.Server], Iterable[str]], workers: int, banner: str,
                interceptors: Iterable[grpc.ServerInterceptor] = (), tick: Callable[[], None] | None = None,
-               tick_s: float = 1.0) -> None:
+               tick_s: float = 1.0, metrics_address: str = '') -> None:
     """Serve until SIGTERM or SIGINT.
 
     Args:
@@ -96,21 +141,35 @@ def run_server(who: str, listen: str, credentials: grpc.ServerCredentials,
         banner: the line printed once the server listens.
         interceptors: e.g. ``ClientNames``.
         tick: called every tick_s seconds while serving (the broker's scheduler).
+        metrics_address: ``host:port`` for ``GET /metrics`` ('' = none).
 
     Raises:
-        OSError: the address cannot be bound.
+        OSError: an address cannot be bound (``... address already in use``); nothing is served then.
     """
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=tls.server_options(),
-                         interceptors=list(interceptors))
+    check_free(who, listen)
+    # RequestCounter outermost: it sees the refusals of the other interceptors too
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=server_options(),
+                         interceptors=[metrics.RequestCounter(), *interceptors])
     services = list(add_servicers(server))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if not server.add_secure_port(listen, credentials):
-        raise OSError(f'{who}: cannot listen on {listen}')
+    try:
+        bound = server.add_secure_port(listen, credentials)
+    except RuntimeError:  # grpc >= 1.5x raises instead of returning 0; check_free lost a race
+        bound = 0
+    if not bound:
+        raise OSError(f'{who}: cannot listen on {listen}: address already in use or not an address of this host')
+    endpoint = None
+    if metrics_address:
+        try:
+            endpoint = metrics.start(metrics_address)
+        except OSError:
+            server.stop(None)
+            raise
     server.start()
     for service in ['', *services]:
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    print(banner, flush=True)
+    print(banner + (f'; metrics on {endpoint.url}' if endpoint else ''), flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -118,3 +177,5 @@ def run_server(who: str, listen: str, credentials: grpc.ServerCredentials,
         tick()
     health_servicer.enter_graceful_shutdown()
     server.stop(2).wait()
+    if endpoint is not None:
+        endpoint.shutdown()

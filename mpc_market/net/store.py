@@ -138,6 +138,13 @@ class SqliteStore:
     def _transaction(self):
         return Transaction(self._db, self._lock)
 
+    def round_phase_rows(self) -> list[tuple[str, str, bool, int]]:
+        """(state, settlement, has a readings deadline, rounds) of a node's or the broker's rounds
+        table, for the metrics (no round id)."""
+        with self._lock:
+            return [(state, settlement, bool(deadline), count) for state, settlement, deadline, count in self._db.execute(
+                'SELECT state, settlement, readings_deadline_ms > 0, COUNT(*) FROM rounds GROUP BY 1, 2, 3')]
+
 
 class Store(SqliteStore):
     """A market node's rounds, submissions (envelopes, share packages, receipts), nonces and results."""

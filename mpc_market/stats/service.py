@@ -20,6 +20,7 @@ AGGREGATOR.toml::
     min_cohort = 5
     release_delay_h = 2                # a day is released no earlier than this long after it ended (UTC)
     dp_epsilon = "0.5"                 # optional: discrete Laplace noise per released field
+    metrics = "127.0.0.1:9302"         # optional: Prometheus GET /metrics (plain HTTP) on this address only
 """
 
 import datetime
@@ -33,9 +34,9 @@ import grpc
 from ..common.errors import InputError, Malformed, Refused, Replayed, WrongPhase
 from ..common.files import make_private_dir
 from ..common.textinput import toml_key_line
-from ..net import config, tls
+from ..net import config, metrics, tls
 from ..net.admission import Admission
-from ..net.server import run_server, status_of
+from ..net.server import check_free, run_server, status_of
 from ..net.store import SqliteStore, now_ms
 from ..rpc import market_pb2, market_pb2_grpc
 from . import dp
@@ -69,6 +70,7 @@ class AggregatorConfig:
     min_cohort: int = DEFAULT_MIN_COHORT
     dp_epsilon: object = None         # Fraction or None
     release_delay_h: float = 0.0
+    metrics: str = ''                 # "host:port" of GET /metrics; '' = none
 
 
 def load_aggregator_config(path):
@@ -91,7 +93,7 @@ def load_aggregator_config(path):
         min_cohort=get(path, text, table, 'min_cohort', int, DEFAULT_MIN_COHORT, lambda v: v >= 2, 'an integer >= 2'),
         release_delay_h=float(get(path, text, table, 'release_delay_h', (int, float), 0, lambda v: v >= 0,
                                   'hours >= 0')),
-        dp_epsilon=epsilon)
+        dp_epsilon=epsilon, metrics=config.optional_address(path, text, table, 'metrics'))
 
 
 class AggregatorStore(SqliteStore):
@@ -170,6 +172,7 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
                 outcomes.append(exc)
         for position, outcome in zip(positions, self.store.accept(checked) if checked else []):
             outcomes[position] = outcome
+        metrics.count_submissions('meter_day', outcomes, lambda exc: status_of(exc).name)
         return market_pb2.EncryptedDayOutcomes(outcomes=[
             market_pb2.EncryptedDayOutcome(accepted=True) if o is None else
             market_pb2.EncryptedDayOutcome(error=str(o), code=status_of(o).name) for o in outcomes])
@@ -216,8 +219,11 @@ def serve(config):
     """Run the aggregator until SIGTERM or SIGINT."""
     public_keys, registry, feeder_map = load_service_inputs(config)
     credentials = tls.server_credentials(config.keys, 'aggregator', 'aggregator')
+    check_free('aggregator', config.listen)  # a second aggregator on the same port touches no store
     make_private_dir(config.data_dir)
     store = AggregatorStore(os.path.join(config.data_dir, 'aggregator.db'))
+    metrics.set_role('aggregator')
+    metrics.watch_store(store)
 
     def add_servicers(server):
         market_pb2_grpc.add_StatsAggregatorServicer_to_server(
@@ -227,7 +233,8 @@ def serve(config):
         run_server('aggregator', config.listen, credentials, add_servicers, WORKERS,
                    f'statistics aggregator listening on {config.listen} (mutual TLS); keys '
                    + ', '.join(f'{k.name} ({k.level})' for k in public_keys) + f'; min cohort {config.min_cohort}'
-                   + ('' if config.dp_epsilon is None else f'; DP epsilon {config.dp_epsilon} per field'))
+                   + ('' if config.dp_epsilon is None else f'; DP epsilon {config.dp_epsilon} per field'),
+                   metrics_address=config.metrics)
     finally:
         store.close()
     return 0

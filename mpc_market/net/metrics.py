@@ -1,0 +1,340 @@
+"""Prometheus metrics of a node, the broker or the aggregator: ``GET /metrics`` on ``metrics = "host:port"``.
+
+One ``CollectorRegistry`` per process (``REGISTRY``; a daemon is one process). What is counted,
+all of it public or operational, never an identity or a per-participant value:
+
+- ``mpc_market_rpc_requests_total{method, code}``: every unary RPC by method and gRPC status name
+  (counted by ``RequestCounter``, the outermost interceptor of ``server.run_server``);
+- ``mpc_market_submissions_accepted_total{kind}`` and ``..._refused_total{kind, reason}``: orders,
+  readings and meter-days, item by item (a batch counts each item); reason is the status code name
+  of the refusal (``ALREADY_EXISTS``, ``UNAUTHENTICATED``, ...);
+- ``mpc_market_admission_refusals_total{reason}``: requests turned away before any work;
+- ``mpc_market_mpc_sessions_total{phase, outcome}``, ``mpc_market_mpc_session_seconds{phase}`` and
+  ``mpc_market_mpc_session_sent_bytes{phase}`` (histograms), ``mpc_market_mpc_session_peak_rss_bytes``:
+  the clearing and settlement sessions of a node;
+- at scrape time: ``mpc_market_rounds{phase}`` (rounds in the store by phase), ``mpc_market_store_bytes``
+  (the SQLite file with its WAL), ``mpc_market_peak_rss_bytes{process}`` (getrusage of this process and
+  of its finished children, the MPyC sessions), plus prometheus_client's ``process_*`` metrics.
+
+No label takes a round id either: a label value per round would grow without bound.
+
+The text is served by aiohttp on its own event loop in a daemon thread, bound to the configured
+address only (never SO_REUSEPORT), GET /metrics only, each connection closed CONNECTION_S after
+accept and at most MAX_CONNECTIONS open: prometheus_client's own ``start_http_server`` runs a
+thread per request with no timeout, which a slow client can hold open. An operator page on the
+same process can serve ``metrics_text()`` itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent import futures
+
+import grpc
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.process_collector import ProcessCollector
+
+__all__ = ['REGISTRY', 'metrics_text', 'count_submissions', 'count_admission_refusal', 'record_session',
+           'RequestCounter', 'watch_store', 'set_role', 'MetricsServer', 'start']
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+
+KINDS = ('order', 'readings', 'meter_day')
+ADMISSION_REASONS = ('too_many_items', 'busy', 'client_in_flight', 'client_rate')
+PHASES = ('clearing', 'settlement')
+OUTCOMES = ('done', 'failed', 'final_failure')
+ROUND_PHASES = ('open', 'closed', 'clearing', 'cleared', 'failed', 'readings', 'settling', 'settled', 'settle-failed')
+
+ROLE = Gauge('mpc_market_daemon', 'this process: 1 for its role', ['role'], registry=REGISTRY)
+REQUESTS = Counter('mpc_market_rpc_requests', 'unary gRPC requests answered, by method and status code',
+                   ['method', 'code'], registry=REGISTRY)
+ACCEPTED = Counter('mpc_market_submissions_accepted', 'submitted items stored (orders, readings, meter-days)',
+                   ['kind'], registry=REGISTRY)
+REFUSED = Counter('mpc_market_submissions_refused', 'submitted items refused, by status code name',
+                  ['kind', 'reason'], registry=REGISTRY)
+ADMISSION = Counter('mpc_market_admission_refusals', 'requests turned away by admission control before any work',
+                    ['reason'], registry=REGISTRY)
+SESSIONS = Counter('mpc_market_mpc_sessions', 'MPC sessions run by this node, by phase and outcome',
+                   ['phase', 'outcome'], registry=REGISTRY)
+SESSION_SECONDS = Histogram('mpc_market_mpc_session_seconds', 'wall time of a finished MPC session', ['phase'],
+                            buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600), registry=REGISTRY)
+SESSION_BYTES = Histogram('mpc_market_mpc_session_sent_bytes', 'bytes this node sent to the other nodes in a '
+                          'finished MPC session', ['phase'],
+                          buckets=tuple(10 ** e for e in range(3, 12)), registry=REGISTRY)
+SESSION_PEAK = Gauge('mpc_market_mpc_session_peak_rss_bytes', 'peak resident memory of the last finished MPC '
+                     'session process', ['phase'], registry=REGISTRY)
+
+for _kind in KINDS:  # every series exists from the start: a dashboard's rate() sees the first event
+    ACCEPTED.labels(_kind)
+for _reason in ADMISSION_REASONS:
+    ADMISSION.labels(_reason)
+for _phase in PHASES:
+    SESSION_SECONDS.labels(_phase)
+    SESSION_BYTES.labels(_phase)
+    for _outcome in OUTCOMES:
+        SESSIONS.labels(_phase, _outcome)
+
+
+def metrics_text() -> tuple[bytes, str]:
+    """The registry in Prometheus' text format.
+
+    Returns:
+        (body, content type) for an HTTP reply.
+    """
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def set_role(role: str) -> None:
+    """Name this process's role (``node``, ``broker``, ``aggregator``) in ``mpc_market_daemon``."""
+    ROLE.labels(role).set(1)
+
+
+def count_submissions(kind: str, outcomes: Iterable[object], status_name: Callable[[BaseException], str]) -> None:
+    """Count submitted items: each outcome is an exception (refused, with status_name(exc) as the
+    reason) or anything else (accepted).
+
+    Raises:
+        ValueError: kind is not one of KINDS.
+    """
+    if kind not in KINDS:
+        raise ValueError(f'unknown submission kind {kind!r}')
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            REFUSED.labels(kind, status_name(outcome)).inc()
+        else:
+            ACCEPTED.labels(kind).inc()
+
+
+def count_admission_refusal(reason: str) -> None:
+    """Count one request turned away by admission control (reason: one of ADMISSION_REASONS).
+
+    Raises:
+        ValueError: an unknown reason (labels are a fixed set).
+    """
+    if reason not in ADMISSION_REASONS:
+        raise ValueError(f'unknown admission refusal {reason!r}')
+    ADMISSION.labels(reason).inc()
+
+
+def record_session(phase: str, outcome: str, seconds: float, sent_bytes: int | None = None,
+                   peak_rss_mb: float | None = None) -> None:
+    """Record a finished clearing or settlement session of this node.
+
+    Args:
+        phase: 'clearing' or 'settlement'.
+        outcome: 'done', 'failed' (retried) or 'final_failure' (deterministic, not retried).
+        seconds: wall time of the session.
+        sent_bytes: bytes sent to the other nodes (known for a finished session).
+        peak_rss_mb: peak resident memory of the session's process in MB.
+
+    Raises:
+        ValueError: an unknown phase or outcome.
+    """
+    if phase not in PHASES or outcome not in OUTCOMES:
+        raise ValueError(f'unknown session phase or outcome {phase!r}, {outcome!r}')
+    SESSIONS.labels(phase, outcome).inc()
+    SESSION_SECONDS.labels(phase).observe(seconds)
+    if sent_bytes is not None:
+        SESSION_BYTES.labels(phase).observe(sent_bytes)
+    if peak_rss_mb is not None:
+        SESSION_PEAK.labels(phase).set(peak_rss_mb * 1e6)
+
+
+class RequestCounter(grpc.ServerInterceptor):
+    """Counts every unary-unary RPC by method name and final status code (OK when none was set)."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:  # unknown methods are no label: names come from clients
+            return handler
+        method, inner = handler_call_details.method.rsplit('/', 1)[-1], handler.unary_unary
+
+        def counted(request, context):
+            try:
+                reply = inner(request, context)
+            except BaseException:
+                code = context.code()
+                REQUESTS.labels(method, code.name if isinstance(code, grpc.StatusCode) else 'UNKNOWN').inc()
+                raise
+            code = context.code()
+            REQUESTS.labels(method, code.name if isinstance(code, grpc.StatusCode) else 'OK').inc()
+            return reply
+        return grpc.unary_unary_rpc_method_handler(counted, request_deserializer=handler.request_deserializer,
+                                                   response_serializer=handler.response_serializer)
+
+
+def _rss_bytes(ru_maxrss):
+    return ru_maxrss * (1 if sys.platform == 'darwin' else 1024)  # bytes on macOS, KiB on Linux
+
+
+class _ProcessPeak:
+    def collect(self):
+        family = GaugeMetricFamily('mpc_market_peak_rss_bytes', 'peak resident memory (getrusage): this process, '
+                                   'and the largest of its finished children', labels=['process'])
+        family.add_metric(['self'], _rss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+        family.add_metric(['children'], _rss_bytes(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+        yield family
+
+
+REGISTRY.register(_ProcessPeak())
+
+
+class _StoreCollector:
+    """Store size and, for a node's or the broker's store, its rounds by phase, read at scrape time."""
+
+    def __init__(self, store, rounds):
+        self.store, self.rounds = store, rounds
+
+    def phases(self):
+        from .messages import phase_name, settlement_enum
+        counts = dict.fromkeys(ROUND_PHASES, 0)
+        for state, settlement, deadline, count in self.store.round_phase_rows():
+            phase = phase_name(state, settlement_enum(state, deadline, settlement))
+            counts[phase] = counts.get(phase, 0) + count
+        return counts
+
+    def collect(self):
+        size = GaugeMetricFamily('mpc_market_store_bytes', 'size of the SQLite store with its write-ahead log')
+        size.add_metric([], sum(os.path.getsize(p) for p in (self.store.path, self.store.path + '-wal')
+                                if os.path.exists(p)))
+        yield size
+        if self.rounds:
+            rounds = GaugeMetricFamily('mpc_market_rounds', 'rounds in the store by phase', labels=['phase'])
+            for phase, count in sorted(self.phases().items()):
+                rounds.add_metric([phase], count)
+            yield rounds
+
+
+def watch_store(store, rounds: bool = False) -> None:
+    """Report a store's size (its ``path`` and WAL) at every scrape and, with rounds, its rounds
+    by phase (a node's or the broker's store: ``round_phase_rows``)."""
+    REGISTRY.register(_StoreCollector(store, rounds))
+
+
+# -- the HTTP endpoint -----------------------------------------------------------------------------
+CONNECTION_S = 10.0   # a connection lives at most this long after accept (a scrape takes milliseconds)
+MAX_CONNECTIONS = 16  # one or two Prometheus servers scrape an endpoint
+COLLECT_S = 5.0       # a scrape whose collection (a store read) takes longer gets 503
+
+
+class _Deadline(asyncio.Protocol):
+    """aiohttp's protocol for one connection, aborted CONNECTION_S after accept."""
+
+    def __init__(self, open_, inner):
+        self.open, self.inner, self.transport, self.timer = open_, inner, None, None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        if len(self.open) >= MAX_CONNECTIONS:
+            transport.abort()
+            return
+        self.open.add(self)
+        self.timer = asyncio.get_running_loop().call_later(CONNECTION_S, transport.abort)
+        self.inner.connection_made(transport)
+
+    def data_received(self, data):
+        if self in self.open:
+            self.inner.data_received(data)
+
+    def eof_received(self):
+        return self.inner.eof_received() if self in self.open else None
+
+    def pause_writing(self):
+        if self in self.open:
+            self.inner.pause_writing()
+
+    def resume_writing(self):
+        if self in self.open:
+            self.inner.resume_writing()
+
+    def connection_lost(self, exc):
+        if self in self.open:
+            self.open.discard(self)
+            self.timer.cancel()
+            self.inner.connection_lost(exc)
+
+
+class MetricsServer:
+    """``GET /metrics`` over plain HTTP on one address, in a daemon thread with its own event loop."""
+
+    def __init__(self, host: str, port: int):
+        self._loop = asyncio.new_event_loop()
+        self._stopped = asyncio.Event()
+        self._pool = futures.ThreadPoolExecutor(1, thread_name_prefix='metrics-collect')
+        ready = futures.Future()
+        self._thread = threading.Thread(target=self._run, args=(host, port, ready), name='metrics', daemon=True)
+        self._thread.start()
+        self.server_address = ready.result()
+        bound_host, bound_port = self.server_address
+        self.url = f'http://{f"[{bound_host}]" if ":" in bound_host else bound_host}:{bound_port}/metrics'
+
+    def _run(self, host, port, ready):
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve(host, port, ready))
+        finally:
+            self._loop.close()
+
+    async def _serve(self, host, port, ready):
+        http = web.Server(self._handle, access_log=None, keepalive_timeout=CONNECTION_S, max_line_size=2048,
+                          max_field_size=2048, max_headers=32, lingering_time=0)
+        connections = set()
+        try:
+            # reuse_port False: no second process may listen on the port and answer half the scrapes
+            server = await self._loop.create_server(lambda: _Deadline(connections, http()), host, port,
+                                                    reuse_address=True, reuse_port=False, backlog=32)
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        ready.set_result(server.sockets[0].getsockname()[:2])
+        await self._stopped.wait()
+        server.close()
+        for connection in list(connections):
+            connection.transport.abort()
+        await http.shutdown(1.0)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _handle(self, request):
+        if request.method not in ('GET', 'HEAD'):
+            return web.Response(status=405, text='read-only\n', headers={'Allow': 'GET, HEAD'})
+        if request.raw_path != '/metrics':
+            return web.Response(status=404, text='not found: GET /metrics\n')
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(COLLECT_S):
+                body, content_type = await self._loop.run_in_executor(self._pool, metrics_text)
+        except TimeoutError:
+            return web.Response(status=503, text=f'busy: collection took over {time.monotonic() - started:.0f} s\n')
+        return web.Response(body=body, headers={'Content-Type': content_type, 'Cache-Control': 'no-store'})
+
+    def shutdown(self) -> None:
+        """Stop serving and close every connection (waits at most a few seconds)."""
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopped.set)
+            self._thread.join(5)
+
+
+def start(address: str) -> MetricsServer:
+    """Serve /metrics on address ("host:port"; port 0 picks a free one) in a daemon thread.
+
+    Returns:
+        The MetricsServer: server_address is the bound (host, port); shutdown() stops it.
+
+    Raises:
+        OSError: the address cannot be bound (in use, or not an address of this host).
+    """
+    host, port = address.rsplit(':', 1)
+    try:
+        return MetricsServer(host.strip('[]'), int(port))
+    except OSError as exc:
+        why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        raise OSError(f'metrics: cannot listen on {address}: {why}') from None
