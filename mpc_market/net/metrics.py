@@ -214,10 +214,14 @@ class _StoreCollector:
             yield rounds
 
 
-def watch_store(store, rounds: bool = False) -> None:
+def watch_store(store, rounds: bool = False, registry: CollectorRegistry = REGISTRY) -> None:
     """Report a store's size (its ``path`` and WAL) at every scrape and, with rounds, its rounds
-    by phase (a node's or the broker's store: ``round_phase_rows``)."""
-    REGISTRY.register(_StoreCollector(store, rounds))
+    by phase (a node's or the broker's store: ``round_phase_rows``). Once per process and registry.
+
+    Raises:
+        ValueError: the registry has these metrics already.
+    """
+    registry.register(_StoreCollector(store, rounds))
 
 
 # -- the HTTP endpoint -----------------------------------------------------------------------------

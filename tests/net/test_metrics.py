@@ -14,12 +14,14 @@ import urllib.request
 
 import grpc
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from mpc_market.common import logs
 from mpc_market.net import metrics, server, tls
 from mpc_market.net.config import load_node_config
 from mpc_market.net.localdeploy import LocalDeployment
+from mpc_market.net.store import Store
 from mpc_market.rpc import market_pb2, market_pb2_grpc
 
 from helpers import REPO, Market, cli
@@ -268,3 +270,46 @@ def test_log_lines_are_iso_utc_single_lines_and_json_on_request():
             logs.configure('verbose', 'text')
     finally:
         logs.configure()
+
+
+def test_a_metrics_address_is_validated(tmp_path):
+    config = tmp_path / 'node.toml'
+    config.write_text('[node]\nindex = 0\nlisten = "127.0.0.1:7101"\ndata_dir = "n"\nkeys = "k"\n'
+                      'metrics = "every interface"\n\n[deployment]\n'
+                      'nodes = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]\nmpc = ["127.0.0.1:4", "127.0.0.1:5", '
+                      '"127.0.0.1:6"]\n')
+    bad = cli('node', '--config', config)
+    assert bad.returncode == 2 and bad.stderr == (f'error: {config}:6: metrics: expected "host:port", '
+                                                  "got 'every interface'\n"), bad.stderr
+    flag = cli('broker', '--config', config, '--metrics', ':9300x')
+    assert flag.returncode == 2 and 'expected "host:port"' in flag.stderr
+
+
+# -- the Prometheus and Grafana recipe (parties/grafana) ------------------------------------------
+def test_the_grafana_dashboard_queries_metrics_the_daemons_export(tmp_path):
+    grafana = os.path.join(REPO, 'parties', 'grafana')
+    with open(os.path.join(grafana, 'mpc-market-dashboard.json')) as f:
+        dashboard = json.load(f)
+    stores = CollectorRegistry()
+    store = Store(str(tmp_path / 'node.db'))
+    metrics.watch_store(store, rounds=True, registry=stores)
+    exported = {m.name for r in (metrics.REGISTRY, stores) for m in r.collect()} | {'up'}
+    assert {'mpc_market_rounds', 'mpc_market_store_bytes'} <= exported
+    store.close()
+    suffixes = ('_total', '_bucket', '_sum', '_count', '_created')
+    datasource = open(os.path.join(grafana, 'provisioning', 'datasources', 'prometheus.yml')).read()
+    assert dashboard['panels']
+    for panel in dashboard['panels']:
+        assert panel['datasource']['uid'] in datasource, panel['title']
+        for target in panel['targets']:
+            names = set(re.findall(r'\b((?:mpc_market|process)_[a-z_]+|up)\b', target['expr']))
+            assert names, target['expr']
+            for name in names:
+                base = next((name[:-len(s)] for s in suffixes if name.endswith(s) and name[:-len(s)] in exported), name)
+                assert base in exported, (panel['title'], name)
+    # prometheus.yml scrapes what `up --base-port 7300 --metrics` serves
+    scraped = re.findall(r'"(127\.0\.0\.1:\d+)"', open(os.path.join(grafana, 'prometheus.yml')).read())
+    local = LocalDeployment(str(tmp_path / 'dep')).create(base_port=7300, metrics=True)
+    assert set(local.metrics.values()) <= set(scraped)
+    compose = open(os.path.join(grafana, 'docker-compose.yml')).read()
+    assert './prometheus.yml:' in compose and './mpc-market-dashboard.json:' in compose
