@@ -1,13 +1,21 @@
-"""The broker's read-only operator page: ``mpc-market broker --http 127.0.0.1:PORT``.
+"""The broker's read-only operator console: ``mpc-market broker --http 127.0.0.1:PORT``.
 
-Public information only: rounds with their phase and times, the node-signed public results of
-cleared rounds (per-slot prices and volumes, drawn as inline SVG charts), the counts of cleared,
-excluded and missing participants, and whether each node answers its health check. Never a
-market file (a zone map names participants), never the live accepted counts (operators only, over
-gRPC), never a share, order, reading or identity. GET of ``/`` (HTML) and ``/rounds.json`` only;
-every value is escaped, the page runs no script (Content-Security-Policy forbids it), and the
+Public information only: rounds with their phase and times (newest first, a page of
+ROUNDS_PER_PAGE at a time), the node-signed public results of cleared rounds shown for what
+their mechanism publishes (a double auction's clearing price and volume per slot; a community
+scheme's buy and sell prices; a zoned market's price and volume per zone, the cross-zone auction
+and the network fees), the public money totals derived from them, the counts of cleared,
+excluded and missing participants and of the settlement, and the last known health of each node
+with its age. Never a zone map (it names participants), never the live accepted counts
+(operators only, over gRPC), never a share, order, reading or identity.
+
+Pages: ``/`` (``/?page=N``), ``/round/ID``, ``/rounds.json`` (``/rounds.json?page=N``) and, when
+the broker provides one, ``/metrics``. GET and HEAD only; every value is escaped, the page runs no
+script (Content-Security-Policy forbids it) and refreshes itself with a meta refresh, and the
 server binds only the configured address. A failed round shows a generic reason; the broker's
 own text (node addresses, exception messages) stays with operators (``round status`` over gRPC).
+Node health is polled in the background (Nodes.serving(), short gRPC deadlines): a page never
+waits on a node.
 
 Served by aiohttp, whose parser bounds request lines and headers, behind an admission check of our
 own (Guard): a connection is closed if its request head has not arrived head_s after accept, and
@@ -18,16 +26,23 @@ import asyncio
 import html
 import json
 import logging
+import math
+import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
 
 from aiohttp import web
 
-from ..market.config import market_summary
+from ..common.days import is_day
+from ..common.errors import InputError
+from ..common.names import is_name
+from ..market.config import MarketConfig, format_fixed, parse_config
 from .messages import phase_name, settlement_enum
 
 log = logging.getLogger('mpc_market.broker.page')
@@ -35,7 +50,12 @@ log = logging.getLogger('mpc_market.broker.page')
 # broker's log, so its messages go to a logger that keeps only critical ones
 PARSER_LOG = logging.getLogger('mpc_market.broker.page.http')
 PARSER_LOG.setLevel(logging.CRITICAL)
-HEALTH_CACHE_S = 5.0
+HEALTH_POLL_S = 5.0     # between two background health polls of every node
+REFRESH_S = 30          # the page's meta refresh
+ROUNDS_PER_PAGE = 20
+MAX_PAGE = 100_000      # ?page=N: 1..MAX_PAGE, ASCII digits
+SLOT_MINUTES = 15       # slot k of a delivery day starts k x 15 min after 00:00 UTC (generate, calendar)
+PRICE_UNIT = 'currency/kWh'
 HEADERS = {
     'Content-Security-Policy': "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:",
     'X-Content-Type-Options': 'nosniff',
@@ -43,10 +63,23 @@ HEADERS = {
     'Referrer-Policy': 'no-referrer',
     'Cache-Control': 'no-store',
 }
+FAILED_PHASES = ('failed', 'settle-failed')
 
 
-def utc(unix_ms):
-    return datetime.fromtimestamp(unix_ms / 1000, timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')
+def iso(unix_ms: int) -> str:
+    """ISO 8601 UTC time of unix milliseconds, to the second (2026-12-01T12:00:00Z)."""
+    return datetime.fromtimestamp(unix_ms / 1000, timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def _minute(iso_time):
+    """An ISO 8601 time to the minute (2026-12-01T12:00Z), for the round list."""
+    return iso_time[:16] + 'Z' if iso_time else '-'
+
+
+def slot_start(slot: int) -> str:
+    """hh:mm (UTC) a slot of the delivery day starts, '+Nd' for slots past its end."""
+    days, minutes = divmod(slot * SLOT_MINUTES, 24 * 60)
+    return f'{minutes // 60:02d}:{minutes % 60:02d}' + (f' +{days}d' if days else '')
 
 
 def round_phase(round_):
@@ -79,141 +112,745 @@ def public_reason(round_: dict) -> str:
     return ''
 
 
-def round_summary(round_, public, settlement=None):
+# -- the public results of one round, as each mechanism publishes them ---------------------------
+
+def _market_config(round_id, text):
+    try:
+        return parse_config(f'round {round_id}', text)
+    except InputError:
+        return None
+
+
+def market_fields(config: MarketConfig | None) -> dict:
+    """The round's public market parameters (decimal strings); never the zone map.
+
+    Args:
+        config: the parsed market, or None if its text does not parse.
+
+    Returns:
+        mechanism, zone names, price floor, ceiling, tick and network fee with their unit.
+    """
+    if config is None:
+        return {'mechanism': '?', 'zones': []}
+    return {'mechanism': config.mechanism, 'zones': list(config.zone_names) if config.zoned else [],
+            'price_floor': str(config.price_floor), 'price_ceiling': str(config.price_ceiling),
+            'tick': str(config.tick), 'network_fee': str(config.network_fee), 'price_unit': PRICE_UNIT}
+
+
+def _price(text):
+    """A published price ('' when the market did not trade) as a decimal string or None."""
+    if text in ('', None):
+        return None
+    try:
+        return str(Decimal(text))
+    except InvalidOperation:
+        return None
+
+
+def _value_units(config, price, wh):
+    """Price x energy in exact amount units (10**-(decimals+3) currency), None without a price."""
+    if config is None or price is None:
+        return None
+    units = Decimal(price) * config.price_scale
+    if units != units.to_integral_value():
+        return None
+    return int(units) * int(wh)
+
+
+def _amount(config, units):
+    return None if units is None or config is None else format_fixed(units, config.decimals + 3)
+
+
+def _amount_units(config, text):
+    if config is None or text in ('', None):
+        return 0
+    return int(Decimal(text) * 10 ** (config.decimals + 3))
+
+
+def _market(config, row):
+    price, wh = _price(row.get('price')), int(row.get('traded_wh') or 0)
+    value = _value_units(config, price, wh)
+    return {'price': price, 'traded_wh': wh, 'residual_wh': int(row.get('residual_wh') or 0),
+            'value': _amount(config, value)}, value
+
+
+def results_view(config: MarketConfig | None, body: dict, signatures: int, day: str = '') -> dict:
+    """The console's view of a round's signed public body.
+
+    Args:
+        config: the round's market (None if it does not parse: no money figures then).
+        body: the signed public body (messages.public_body) as parsed JSON.
+        signatures: how many nodes signed it.
+        day: the delivery day (YYYY-MM-DD; '' if none): each slot's start_unix_ms then.
+
+    Returns:
+        kind ('double-auction', 'scheme' or 'zoned'), counts, per-slot rows (prices as decimal
+        strings in currency/kWh, energy in Wh, slot numbers and start times) and totals.
+    """
+    rows = body.get('slots', [])
+    kind = ('scheme' if any('buy_price' in r for r in rows) else
+            'zoned' if any('market' in r for r in rows) else 'double-auction')
+    by_slot = {}
+    for row in rows:
+        by_slot.setdefault(int(row['slot']), []).append(row)
+    slots, totals = [], {}
+    midnight = (int(datetime.strptime(day, '%Y-%m-%d').replace(tzinfo=timezone.utc).timestamp() * 1000)
+                if is_day(day) else None)
+
+    def start(slot):
+        return {'slot': slot, 'start': slot_start(slot),
+                'start_unix_ms': None if midnight is None else midnight + slot * SLOT_MINUTES * 60_000}
+    if kind == 'scheme':
+        for slot, (row, *_) in sorted(by_slot.items()):
+            slots.append({**start(slot), 'buy_price': _price(row.get('buy_price')),
+                          'sell_price': _price(row.get('sell_price'))})
+    elif kind == 'double-auction':
+        traded = residual = value = 0
+        for slot, (row, *_) in sorted(by_slot.items()):
+            market, units = _market(config, row)
+            slots.append({**start(slot), **market})
+            traded, residual, value = traded + market['traded_wh'], residual + market['residual_wh'], value + (units or 0)
+        totals = {'traded_wh': traded, 'residual_wh': residual, 'value': _amount(config, value)}
+    else:
+        zones = sorted({r['market'][5:] for r in rows if r.get('market', '').startswith('zone:')})
+        per_zone = {z: [0, 0] for z in zones}
+        cross_wh = cross_value = fees = 0
+        for slot, markets in sorted(by_slot.items()):
+            entry = {**start(slot), 'zones': []}
+            for row in markets:
+                name = row.get('market', '')
+                if name.startswith('zone:'):
+                    market, units = _market(config, row)
+                    entry['zones'].append({'zone': name[5:], **market})
+                    per_zone[name[5:]][0] += market['traded_wh']
+                    per_zone[name[5:]][1] += units or 0
+                elif name == 'cross':
+                    entry['cross'], units = _market(config, row)
+                    cross_wh, cross_value = cross_wh + entry['cross']['traded_wh'], cross_value + (units or 0)
+                elif name == 'network-operator':
+                    fee = _amount_units(config, row.get('fee_amount'))
+                    entry['network_fee'] = {'fee': _price(row.get('price')), 'traded_wh': int(row.get('traded_wh') or 0),
+                                            'fee_amount': _amount(config, fee)}
+                    fees += fee
+            entry['zones'].sort(key=lambda z: z['zone'])
+            slots.append(entry)
+        totals = {'zones': [{'zone': z, 'traded_wh': wh, 'value': _amount(config, v)} for z, (wh, v) in per_zone.items()],
+                  'cross': {'traded_wh': cross_wh, 'value': _amount(config, cross_value)},
+                  'traded_wh': sum(wh for wh, _ in per_zone.values()) + cross_wh,
+                  'value': _amount(config, sum(v for _, v in per_zone.values()) + cross_value),
+                  'network_fees': _amount(config, fees)}
+    return {'kind': kind, 'mechanism': body.get('mechanism', ''), 'participants': int(body['participants']),
+            'excluded': int(body['excluded']), 'missing': int(body['missing']), 'signatures': signatures,
+            'price_unit': PRICE_UNIT, 'energy_unit': 'Wh', 'amount_unit': 'currency', 'slots': slots, 'totals': totals}
+
+
+class Failures:
+    """When this page first saw each round in a failed phase (the store keeps no failure time)."""
+
+    def __init__(self):
+        self._seen, self._lock = {}, threading.Lock()
+
+    def since(self, round_id: str, phase: str, now_ms: int) -> int | None:
+        """Unix ms the round was first seen in this failed phase (None if it is not failed)."""
+        with self._lock:
+            if phase not in FAILED_PHASES:
+                self._seen.pop(round_id, None)
+                return None
+            seen = self._seen.get(round_id)
+            if seen is None or seen[0] != phase:
+                self._seen[round_id] = seen = (phase, now_ms)
+            return seen[1]
+
+
+def round_summary(round_, public, settlement=None, failed_since_ms=None):
     """The public view of one round (public: (body, signatures) once cleared, else None; settlement:
-    the signed public settlement once settled)."""
-    mechanism, zones = market_summary(round_['round_id'], round_['market_toml'])
-    market = {'mechanism': mechanism, 'zones': zones}
-    slots = round_['slots']
-    summary = {'round_id': round_['round_id'], 'state': round_phase(round_), 'day': round_['day'],
-               'reason': public_reason(round_),
-               'gate_closure': utc(round_['gate_closure_ms']), 'attempts': round_['attempts'],
-               'readings_deadline': utc(round_['readings_deadline_ms']) if round_['readings_deadline_ms'] else '',
-               'slots': f'{slots[0]}-{slots[-1]} ({len(slots)})' if slots else '', **market}
+    the signed public settlement once settled; failed_since_ms: when the page first saw it fail)."""
+    config = _market_config(round_['round_id'], round_['market_toml'])
+    phase = round_phase(round_)
+    deadline = round_['readings_deadline_ms']
+    summary = {'round_id': round_['round_id'], 'phase': phase, 'state': phase, 'day': round_['day'] or None,
+               'failed': phase in FAILED_PHASES, 'reason': public_reason(round_),
+               'failed_since': iso(failed_since_ms) if failed_since_ms else None,
+               'failed_since_unix_ms': failed_since_ms or None,
+               'will_retry': (phase == 'failed' and not round_.get('final', 0))
+               or (phase == 'settle-failed' and not round_.get('settle_final', 0)),
+               'slots': [int(s) for s in round_['slots']], 'slot_minutes': SLOT_MINUTES,
+               'gate_closure': iso(round_['gate_closure_ms']), 'gate_closure_unix_ms': round_['gate_closure_ms'],
+               'readings_deadline': iso(deadline) if deadline else None, 'readings_deadline_unix_ms': deadline or None,
+               'attempts': int(round_['attempts']), 'settle_attempts': int(round_.get('settle_attempts') or 0),
+               'market': market_fields(config), 'results': None, 'settlement': None}
     if public is not None:
-        body = json.loads(public[0])
-        summary['results'] = {'participants': body['participants'], 'excluded': body['excluded'],
-                              'missing': body['missing'], 'signatures': len(public[1]), 'slots': body['slots']}
+        summary['results'] = results_view(config, json.loads(public[0]), len(public[1]), round_['day'])
     if settlement is not None:
         body = json.loads(settlement[0])
-        summary['settlement'] = {k: body[k] for k in ('settled', 'metered', 'missing_readings', 'invalid_readings')}
+        summary['settlement'] = {k: int(body[k]) for k in ('settled', 'metered', 'missing_readings', 'invalid_readings')}
+        summary['settlement']['signatures'] = len(settlement[1])
     return summary
 
 
+# -- node health, polled in the background ------------------------------------------------------
+
+class Health:
+    """The last known health of every node: serving or not, when checked, since when so."""
+
+    NOT_SERVING = 'no SERVING answer to its health check'
+
+    def __init__(self, nodes: int = 0):
+        self._lock = threading.Lock()
+        self._nodes = [{'serving': None, 'checked_ms': None, 'since_ms': None} for _ in range(nodes)]
+
+    def record(self, serving: list, at_ms: int) -> None:
+        """Store one poll's answers (serving[i] of node i) made at at_ms."""
+        with self._lock:
+            if len(self._nodes) != len(serving):
+                self._nodes = [{'serving': None, 'checked_ms': None, 'since_ms': None} for _ in serving]
+            for node, ok in zip(self._nodes, serving):
+                if node['serving'] is not bool(ok):
+                    node['since_ms'] = at_ms
+                node['serving'], node['checked_ms'] = bool(ok), at_ms
+
+    def view(self, now_ms: int) -> list:
+        """[{node, serving (None: not checked yet), checked, age_s, since, reason}] as of now_ms."""
+        with self._lock:
+            nodes = [dict(n) for n in self._nodes]
+        out = []
+        for i, n in enumerate(nodes):
+            checked, since = n['checked_ms'], n['since_ms']
+            out.append({'node': i, 'serving': n['serving'],
+                        'checked': iso(checked) if checked else None, 'checked_unix_ms': checked,
+                        'age_s': max(0, (now_ms - checked) // 1000) if checked else None,
+                        'since': iso(since) if since else None, 'since_unix_ms': since,
+                        'reason': self.NOT_SERVING if n['serving'] is False else ''})
+        return out
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class OperatorView:
-    """Snapshots of the broker's public state for the page (node health cached a few seconds)."""
+    """Snapshots of the broker's public state for the page. Node health is whatever the last
+    background poll (poll_health, run by the page every HEALTH_POLL_S) found: never waited for."""
 
     def __init__(self, store, nodes):
         self.store, self.nodes = store, nodes
-        self._health, self._health_at, self._lock = [], 0.0, threading.Lock()
+        self.health = Health(len(getattr(nodes, 'addresses', ())))
+        self.failures = Failures()
 
-    def health(self):
-        with self._lock:
-            if time.monotonic() - self._health_at > HEALTH_CACHE_S:
-                self._health, self._health_at = self.nodes.serving(), time.monotonic()
-            return list(self._health)
+    def poll_health(self) -> None:
+        """Ask every node (blocking, Nodes.serving()'s short deadlines) and record the answers."""
+        serving = self.nodes.serving()
+        self.health.record(serving, now_ms())
 
-    def snapshot(self):
-        rounds = [round_summary(r, self.store.public(r['round_id']), self.store.public(r['round_id'], 'settlement_public'))
-                  for r in self.store.rounds()]
-        return {'rounds': rounds, 'nodes': [{'node': i, 'serving': ok} for i, ok in enumerate(self.health())],
-                'generated': utc(time.time() * 1000)}
+    def _summary(self, round_, at_ms):
+        round_id = round_['round_id']
+        return round_summary(round_, self.store.public(round_id), self.store.public(round_id, 'settlement_public'),
+                             self.failures.since(round_id, round_phase(round_), at_ms))
+
+    def snapshot(self, page: int = 1) -> dict | None:
+        """The console's state with the page-th ROUNDS_PER_PAGE rounds, newest first.
+
+        Args:
+            page: 1 for the newest rounds.
+
+        Returns:
+            The snapshot (JSON-serialisable), or None if there is no such page.
+        """
+        at = now_ms()
+        rounds = list(reversed(self.store.rounds()))
+        pages = max(1, -(-len(rounds) // ROUNDS_PER_PAGE))
+        if not 1 <= page <= pages:
+            return None
+        failed = []
+        for r in rounds:
+            phase = round_phase(r)
+            since = self.failures.since(r['round_id'], phase, at)
+            if since is not None and len(failed) < 10:
+                failed.append({'round_id': r['round_id'], 'phase': phase, 'reason': public_reason(r),
+                               'since': iso(since), 'since_unix_ms': since})
+        shown = [self._summary(r, at) for r in rounds[(page - 1) * ROUNDS_PER_PAGE:page * ROUNDS_PER_PAGE]]
+        latest = next((s for s in shown if s['results']), None)
+        if latest is None:
+            newest = next((r for r in rounds if self.store.public(r['round_id']) is not None), None)
+            latest = self._summary(newest, at) if newest else None
+        return {'generated': iso(at), 'generated_unix_ms': at, 'refresh_s': REFRESH_S,
+                'page': page, 'pages': pages, 'per_page': ROUNDS_PER_PAGE, 'rounds_total': len(rounds),
+                'failed_rounds': failed, 'rounds': shown, 'latest': latest['round_id'] if latest else None,
+                'latest_round': latest, 'nodes': self.health.view(at)}
+
+    def round(self, round_id: str) -> dict | None:
+        """One round's summary with the console's header fields (None if there is no such round)."""
+        round_ = self.store.get(round_id) if is_name(round_id) else None
+        if round_ is None or round_['round_id'] != round_id:
+            return None
+        at = now_ms()
+        return {'generated': iso(at), 'generated_unix_ms': at, 'refresh_s': REFRESH_S,
+                'round': self._summary(round_, at), 'nodes': self.health.view(at)}
 
 
-def per_slot(public_slots):
-    """[(slot, traded Wh over every market of the slot, price of its largest market or None)]: one
-    market has one row per slot; a zoned one a row per zone, the cross auction and the fees."""
-    slots = {}
-    for row in public_slots:
-        if row.get('market') != 'network-operator':
-            slots.setdefault(int(row['slot']), []).append(row)
-    out = []
-    for slot, markets in sorted(slots.items()):
-        traded = [m for m in markets if int(m.get('traded_wh') or 0) > 0 and m.get('price')]
-        largest = min(traded, key=lambda m: (-int(m['traded_wh']), float(m['price'])), default=None)
-        out.append((slot, sum(int(m.get('traded_wh') or 0) for m in markets),
-                    float(largest['price']) if largest else None))
-    return out
+# -- SVG charts ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Series:
+    """One line or bar stack of a chart: a value per slot (None: none in that slot)."""
+
+    label: str
+    colour: str
+    values: tuple
+    dashed: bool = False
 
 
-def chart(public_slots, width=640, height=180, margin=56):
-    """Inline SVG: traded Wh per slot as bars (scale on the left), the (largest market's) clearing
-    price as a line (scale on the right); the price scale spans the round's lowest to highest price."""
-    rows = per_slot(public_slots)
+PALETTE = ('#1f77b4', '#2ca02c', '#9467bd', '#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f')
+CROSS_COLOUR, BUY_COLOUR, SELL_COLOUR, PRICE_COLOUR = '#d62728', '#d62728', '#2ca02c', '#d62728'
+
+
+def nice_axis(low: float, high: float, target: int = 5) -> tuple[float, float, float, int]:
+    """(bottom, top, step, decimals) of an axis covering low..high in 1-2-2.5-5 steps."""
+    if high <= low:
+        high = low + (abs(low) or 1.0)
+    raw = (high - low) / target
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if raw <= m * magnitude * (1 + 1e-9))
+    bottom = math.floor(low / step + 1e-9) * step
+    top = math.ceil(high / step - 1e-9) * step
+    decimals = max(0, -Decimal(repr(round(step, 12))).normalize().as_tuple().exponent)
+    return bottom, top, step, decimals
+
+
+def _label_every(count):
+    """Label every k-th slot: at most 12 labels, on whole hours when there are many slots."""
+    return next(k for k in (1, 2, 4, 8, 12, 16, 24, 48, 96, 192, 384, 768, 1536) if count / k <= 12) \
+        if count <= 12 * 1536 else -(-count // 12)
+
+
+def chart(title: str, slots: list, series: list, y_title: str, unit: str, bars: bool = False,
+          y_low: float = 0.0, y_high: float | None = None, day: str | None = None, refs: tuple = ()) -> str:
+    """An inline SVG chart of per-slot values: stacked bars or lines with points.
+
+    Args:
+        title: the heading inside the chart.
+        slots: the slot numbers along the x axis (labelled with their start time, hh:mm UTC).
+        series: the Series drawn (their values align with slots).
+        y_title: the y axis title, including its unit.
+        unit: the unit of a value in tooltips.
+        bars: stacked bars (volumes) instead of lines (prices).
+        y_low: the lowest the y axis may start at (0, or a negative price floor).
+        y_high: the least top of the y axis (None: from the data).
+        day: the delivery day, named under the x axis.
+        refs: (value, label) reference lines drawn dashed (the market's price floor and ceiling).
+
+    Returns:
+        The <svg> element.
+    """
+    width, height, left, right, top, bottom = 760, 270, 74, 16, 40, 56
+    plot_w, plot_h = width - left - right, height - top - bottom
+    values = [v for s in series for v in s.values if v is not None]
+    if bars:
+        stacked = [sum(s.values[i] or 0 for s in series) for i in range(len(slots))]
+        high = max(stacked + [0])
+    else:
+        high = max(values + [0])
+    low = min([y_low] + values + [v for v, _ in refs])
+    y0, y1, step, decimals = nice_axis(low, max([high * 1.08, y_high or 0, low + 1e-9] + [v for v, _ in refs]))
+    n = len(slots)
+    slot_w = plot_w / max(n, 1)
+
+    def y(v):
+        return top + plot_h - (v - y0) / (y1 - y0) * plot_h
+
+    def x(i):
+        return left + (i + 0.5) * slot_w
+    e = html.escape
+    out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="{e(title)}" font-family="sans-serif" font-size="11">',
+           f'<text x="{left}" y="16" font-size="13" font-weight="bold">{e(title)}</text>']
+    # legend, right-aligned on the title line
+    legend_x = width - right
+    for s in reversed(series):
+        legend_x -= 14 + 6.5 * len(s.label) + 16
+        out.append(f'<rect x="{legend_x:.1f}" y="7" width="12" height="10" fill="{s.colour}"/>'
+                   f'<text x="{legend_x + 16:.1f}" y="16">{e(s.label)}</text>')
+    ticks = round((y1 - y0) / step)
+    for k in range(ticks + 1):
+        v = y0 + k * step
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+                   f'stroke="{"#444" if abs(v) < step / 1e6 else "#ddd"}"/>'
+                   f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.{decimals}f}</text>')
+    out.append(f'<text transform="translate(14 {top + plot_h / 2:.0f}) rotate(-90)" text-anchor="middle">{e(y_title)}</text>'
+               f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="#444"/>'
+               f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#444"/>')
+    for v, label in refs:
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#888" '
+                   f'stroke-dasharray="6 4"/><text x="{left + plot_w - 4}" y="{y(v) - 4:.1f}" text-anchor="end" '
+                   f'fill="#555">{e(label)}</text>')
+    every = _label_every(n)
+    for i, slot in enumerate(slots):
+        if i % every == 0:
+            out.append(f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{top + plot_h}" y2="{top + plot_h + 4}" stroke="#444"/>'
+                       f'<text x="{x(i):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{e(slot_start(slot))}</text>')
+    out.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 8}" text-anchor="middle">slot start, UTC'
+               f'{e(" of " + day) if day else ""} ({SLOT_MINUTES}-minute slots)</text>')
+    if bars:
+        base = [0.0] * n
+        for s in series:
+            for i, v in enumerate(s.values):
+                if not v:
+                    continue
+                y_top, y_base = y(base[i] + v), y(base[i])
+                out.append(f'<rect x="{left + i * slot_w + slot_w * 0.12:.1f}" y="{y_top:.1f}" '
+                           f'width="{max(slot_w * 0.76, 0.5):.1f}" height="{max(y_base - y_top, 0.5):.1f}" '
+                           f'fill="{s.colour}"><title>{e(slot_start(slots[i]))} (slot {slots[i]}) {e(s.label)}: '
+                           f'{v:g} {e(unit)}</title></rect>')
+                base[i] += v
+    else:
+        for s in series:
+            run = []
+            for i, v in enumerate(list(s.values) + [None]):
+                if v is not None:
+                    run.append((x(i), y(v)))
+                    continue
+                if len(run) > 1:
+                    out.append(f'<polyline fill="none" stroke="{s.colour}" stroke-width="2" '
+                               + ('stroke-dasharray="5 3" ' if s.dashed else '') + 'points="'
+                               + ' '.join(f'{px:.1f},{py:.1f}' for px, py in run) + '"/>')
+                run = []
+            out += [f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="{3 if n <= 96 else 1.5}" fill="{s.colour}">'
+                    f'<title>{e(slot_start(slots[i]))} (slot {slots[i]}) {e(s.label)}: {v:g} {e(unit)}</title></circle>'
+                    for i, v in enumerate(s.values) if v is not None]
+    out.append('</svg>')
+    return ''.join(out)
+
+
+def _energy_unit(max_wh):
+    """(divisor, unit) for volumes: kWh from 10 kWh up, else Wh."""
+    return (1000, 'kWh') if max_wh >= 10_000 else (1, 'Wh')
+
+
+def _floor(market):
+    try:
+        return min(0.0, float(market['price_floor']))
+    except (KeyError, ValueError):
+        return 0.0
+
+
+def charts(summary: dict) -> str:
+    """The price and volume charts of a cleared round, for what its mechanism publishes."""
+    results, market, day = summary['results'], summary['market'], summary['day']
+    rows = results['slots']
     if not rows:
         return ''
-    top_v = max([v for _, v, _ in rows] + [1])
-    known = [p for _, _, p in rows if p is not None]
-    low_p, high_p = (min(known), max(known)) if known else (0.0, 1.0)
-    span_p = (high_p - low_p) or 1.0
-    step = (width - 2 * margin) / len(rows)
+    slots = [r['slot'] for r in rows]
 
-    def price_y(p):
-        return height - 10 - (p - low_p) / span_p * (height - 30)
+    def num(v):
+        return None if v is None else float(v)
+    price_title = f'price ({PRICE_UNIT})'
+    low = _floor(market)
+    refs = tuple((float(market[k]), f'{word} {market[k]}') for k, word in
+                 (('price_floor', 'floor'), ('price_ceiling', 'ceiling')) if k in market)
+    if results['kind'] == 'scheme':
+        prices = [Series('buy price', BUY_COLOUR, tuple(num(r['buy_price']) for r in rows)),
+                  Series('sell price', SELL_COLOUR, tuple(num(r['sell_price']) for r in rows), dashed=True)]
+        return chart(f'{market["mechanism"]}: buy and sell price per slot', slots, prices, price_title, PRICE_UNIT,
+                     y_low=low, day=day, refs=refs)
+    if results['kind'] == 'double-auction':
+        prices = [Series('clearing price', PRICE_COLOUR, tuple(num(r['price']) for r in rows))]
+        volumes = [('traded', PALETTE[0], [r['traded_wh'] for r in rows])]
+    else:
+        zones = [z['zone'] for z in results['totals']['zones']]
+        colour = {z: PALETTE[i % len(PALETTE)] for i, z in enumerate(zones)}
 
-    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 40}" '
-             f'role="img" aria-label="traded Wh and clearing price per slot" font-size="11">'
-             f'<line x1="{margin}" y1="{height}" x2="{width - margin}" y2="{height}" stroke="#555"/>'
-             f'<text x="{margin - 4}" y="14" text-anchor="end" fill="#3d6f99">{top_v} Wh</text>'
-             f'<text x="{margin - 4}" y="{height}" text-anchor="end" fill="#3d6f99">0 Wh</text>']
-    for i, (slot, volume, _) in enumerate(rows):
-        h = volume / top_v * (height - 10)
-        parts.append(f'<rect x="{margin + i * step + 1:.1f}" y="{height - h:.1f}" width="{max(step - 2, 1):.1f}" '
-                     f'height="{h:.1f}" fill="#9cc3e6"><title>slot {slot}: {volume} Wh</title></rect>')
-        if i % -(-len(rows) // 12) == 0:  # at most 12 slot numbers under the bars
-            parts.append(f'<text x="{margin + i * step + step / 2:.1f}" y="{height + 13}" text-anchor="middle">{slot}</text>')
-    points = [(margin + i * step + step / 2, price_y(p)) for i, (_, _, p) in enumerate(rows) if p is not None]
-    if points:
-        parts.append('<polyline fill="none" stroke="#c0392b" stroke-width="2" points="'
-                     + ' '.join(f'{x:.1f},{y:.1f}' for x, y in points) + '"/>')
-        parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#c0392b"/>' for x, y in points]
-        parts += [f'<text x="{width - margin + 4}" y="{price_y(p) + 4:.1f}" fill="#c0392b">{p:g}</text>'
-                  for p in dict.fromkeys((high_p, low_p))]
-    parts.append(f'<text x="{margin}" y="{height + 32}" font-size="12">slots {rows[0][0]}-{rows[-1][0]}: bars traded '
-                 f'Wh, red line clearing price per kWh ({low_p:g}-{high_p:g}; slots without trade have none)'
-                 '</text></svg>')
-    return ''.join(parts)
-
-
-def slot_table(public_slots):
-    rows = ''.join(f'<tr><td>{slot}</td><td>{"-" if price is None else f"{price:g}"}</td><td>{volume}</td></tr>'
-                   for slot, volume, price in per_slot(public_slots))
-    return f'<table class="slots"><tr><th>slot</th><th>price</th><th>traded Wh</th></tr>{rows}</table>'
+        def zone_values(zone, key):
+            return [next((num(z[key]) if key == 'price' else z[key] for z in r['zones'] if z['zone'] == zone), None)
+                    for r in rows]
+        prices = [Series(f'zone {z}', colour[z], tuple(zone_values(z, 'price'))) for z in zones]
+        prices.append(Series('cross-zone', CROSS_COLOUR, tuple(num(r.get('cross', {}).get('price')) for r in rows)))
+        volumes = [(f'zone {z}', colour[z], zone_values(z, 'traded_wh')) for z in zones]
+        volumes.append(('cross-zone', CROSS_COLOUR, [r.get('cross', {}).get('traded_wh', 0) for r in rows]))
+    stacked = [sum(v[i] or 0 for _, _, v in volumes) for i in range(len(rows))]
+    divisor, unit = _energy_unit(max(stacked + [0]))
+    volume_series = [Series(label, c, tuple(None if v is None else v / divisor for v in values))
+                     for label, c, values in volumes]
+    return (chart('clearing price per slot' if results['kind'] == 'double-auction' else 'price per market and slot',
+                  slots, prices, price_title, PRICE_UNIT, y_low=low, day=day, refs=refs)
+            + chart('traded energy per slot', slots, volume_series, f'traded ({unit})', unit, bars=True, day=day))
 
 
-def page(snapshot):
+# -- HTML ---------------------------------------------------------------------------------------
+
+STYLE = ('body{font-family:sans-serif;margin:1.2em 1.6em;color:#222}'
+         'h1{font-size:1.4em;margin:.2em 0}h2{font-size:1.15em;margin:1.2em 0 .4em}'
+         'table{border-collapse:collapse;margin:.3em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}'
+         'th{background:#f3f3f3}td.n,th.n{text-align:right}.ok{color:#1e7d32}.down{color:#b71c1c;font-weight:bold}'
+         'tr.failed td{background:#fdecea}tr.down td{background:#fdecea}.muted{color:#666}'
+         '.alert{background:#fdecea;border:1px solid #e0a8a4;padding:.4em .8em;margin:.4em 0}'
+         '.chart{display:block;margin:.6em 0;border:1px solid #eee}nav a{margin-right:1em}'
+         '.facts th{width:15em}table.rounds{font-size:.88em}table.rounds td{white-space:nowrap}table.rounds td:last-child{min-width:14em}table.rounds td:last-child{white-space:normal}')
+
+
+def _head(title, refresh):
     e = html.escape
-    out = ['<!doctype html><html lang="en"><head><meta charset="utf-8"><title>mpc_market broker</title>',
-           '<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}'
-           'td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.ok{color:#1e7d32}.down{color:#b71c1c}'
-           '.nodes span{margin-right:2em}'
-           '</style></head><body><h1>mpc_market: rounds and public results</h1>',
-           f'<p>Public information only, as of {e(snapshot["generated"])}.</p><h2>Nodes</h2><p class="nodes">']
-    for n in snapshot['nodes']:
-        cls, word = ('ok', 'serving') if n['serving'] else ('down', 'not serving')
-        out.append(f'<span class="{cls}" id="node{n["node"]}">node {n["node"]}: {word}</span> ')
-    out.append('</p><h2>Rounds</h2><table><tr><th>round</th><th>day</th><th>phase</th><th>slots</th><th>mechanism</th>'
-               '<th>gate closure</th><th>readings until</th><th>attempts</th><th>cleared / excluded / missing</th>'
-               '<th>metered / missing / invalid readings</th><th>note</th></tr>')
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="refresh" content="{int(refresh)}"><title>{e(title)}</title>'
+            f'<style>{STYLE}</style></head><body>')
+
+
+def _header(snapshot, heading):
+    e = html.escape
+    return (f'<h1>{e(heading)}</h1><p class="muted">Public information only, as of {e(snapshot["generated"])}; '
+            f'this page refreshes every {int(snapshot.get("refresh_s", REFRESH_S))} s. '
+            f'Prices in {PRICE_UNIT}, energy in Wh unless stated, times ISO 8601 UTC.</p>')
+
+
+def _age(seconds):
+    if seconds is None:
+        return ''
+    return f'{seconds} s ago' if seconds < 120 else f'{seconds // 60} min ago'
+
+
+def nodes_table(nodes: list) -> str:
+    """The nodes' last known health with its age; a node not serving is highlighted."""
+    e = html.escape
+    out = ['<h2>Nodes</h2><table class="nodes"><tr><th>node</th><th>health</th><th>since</th>'
+           '<th>last checked</th><th>note</th></tr>']
+    for n in nodes:
+        if n['serving'] is None:
+            cls, word = 'muted', 'not checked yet'
+        else:
+            cls, word = ('ok', 'serving') if n['serving'] else ('down', 'not serving')
+        out.append(f'<tr class="{"down" if n["serving"] is False else "node"}" id="node{int(n["node"])}">'
+                   f'<td>node {int(n["node"])}</td><td class="{cls}">{word}</td>'
+                   f'<td>{e(n.get("since") or "-")}</td>'
+                   f'<td>{e(n.get("checked") or "-")} {e(_age(n.get("age_s")))}</td><td>{e(n.get("reason") or "")}</td></tr>')
+    out.append('</table>')
+    return ''.join(out)
+
+
+def _slot_range(slots, times=True):
+    if not slots:
+        return ''
+    contiguous = slots == list(range(slots[0], slots[-1] + 1))
+    text = f'{slots[0]}-{slots[-1]}' if contiguous else ','.join(map(str, slots[:6])) + ('...' if len(slots) > 6 else '')
+    end = '24:00' if (slots[-1] + 1) * SLOT_MINUTES == 24 * 60 else slot_start(slots[-1] + 1)
+    return f'{text} ({len(slots)} slots, {slot_start(slots[0])}-{end})' if times else f'{text} ({len(slots)})'
+
+
+def _mechanism(summary):
+    market = summary['market']
+    zones = market.get('zones') or []
+    return market['mechanism'] + (f', {len(zones)} zones' if zones else '')
+
+
+def _kwh(wh):
+    return format_fixed(int(wh), 3)
+
+
+def _traded(summary):
+    results = summary['results']
+    if not results:
+        return '-', '-'
+    if results['kind'] == 'scheme':
+        return 'not published', '-'
+    totals = results['totals']
+    return _kwh(totals['traded_wh']), totals.get('value') or '-'
+
+
+def rounds_table(snapshot: dict) -> str:
+    """The page's rounds, newest first; failed rounds highlighted with their reason and time."""
+    e = html.escape
+    out = ['<table class="rounds"><tr><th>round</th><th>day</th><th>phase</th><th>slots</th><th>mechanism</th>'
+           '<th>gate closure</th><th>readings until</th><th class="n">attempts</th>'
+           '<th>participants<sup>1</sup></th><th>readings<sup>2</sup></th>'
+           '<th class="n">traded kWh</th><th class="n">trade value</th><th>note</th></tr>']
     for r in snapshot['rounds']:
         counts, settled = r.get('results'), r.get('settlement')
-        count_text = f'{counts["participants"]} / {counts["excluded"]} / {counts["missing"]}' if counts else ''
+        count_text = f'{counts["participants"]} / {counts["excluded"]} / {counts["missing"]}' if counts else '-'
         settled_text = (f'{settled["metered"]} / {settled["missing_readings"]} / {settled["invalid_readings"]}'
-                        if settled else '')
-        mechanism = r['mechanism'] + (f', {r["zones"]} zones' if r['zones'] else '')
-        out.append(f'<tr class="round" data-round="{e(r["round_id"])}"><td>{e(r["round_id"])}</td>'
-                   f'<td>{e(r["day"] or "-")}</td><td class="phase">{e(r["state"])}</td><td>{e(r["slots"])}</td>'
-                   f'<td>{e(mechanism)}</td><td>{e(r["gate_closure"])}</td><td>{e(r["readings_deadline"] or "-")}</td>'
-                   f'<td>{int(r["attempts"])}</td><td>{e(count_text or "-")}</td><td>{e(settled_text or "-")}</td>'
-                   f'<td>{e(r["reason"])}</td></tr>')
+                        if settled else '-')
+        traded, value = _traded(r)
+        note = r['reason'] + (f' (since {r["failed_since"]})' if r.get('failed_since') else '')
+        rid = e(r['round_id'])
+        out.append(f'<tr class="round{" failed" if r["failed"] else ""}" data-round="{rid}">'
+                   f'<td><a href="/round/{rid}">{rid}</a></td><td>{e(r["day"] or "-")}</td>'
+                   f'<td class="phase">{e(r["phase"])}</td><td>{e(_slot_range(r["slots"], times=False))}</td>'
+                   f'<td>{e(_mechanism(r))}</td><td>{e(_minute(r["gate_closure"]))}</td>'
+                   f'<td>{e(_minute(r["readings_deadline"]))}</td><td class="n">{int(r["attempts"])}</td>'
+                   f'<td>{e(count_text)}</td><td>{e(settled_text)}</td><td class="n">{e(traded)}</td>'
+                   f'<td class="n">{e(value)}</td><td>{e(note)}</td></tr>')
+    out.append('</table><p class="muted"><sup>1</sup> cleared / excluded / missing; <sup>2</sup> metered / missing / '
+               'invalid; trade value in currency (price x traded energy, sellers\' side; fees not included).</p>')
+    return ''.join(out)
+
+
+def _cell(value, numeric=True):
+    text = '-' if value is None or value == '' else str(value)
+    return f'<td class="n">{html.escape(text)}</td>' if numeric else f'<td>{html.escape(text)}</td>'
+
+
+def slot_table(results: dict) -> str:
+    """Every published figure per slot, with the slot's start time."""
+    e = html.escape
+    rows = results['slots']
+    if results['kind'] == 'scheme':
+        head = ('<tr><th class="n">slot</th><th>start</th><th class="n">buy price</th><th class="n">sell price</th></tr>')
+        body = ''.join(f'<tr><td class="n">{r["slot"]}</td><td>{e(r["start"])}</td>{_cell(r["buy_price"])}'
+                       f'{_cell(r["sell_price"])}</tr>' for r in rows)
+    elif results['kind'] == 'double-auction':
+        head = ('<tr><th class="n">slot</th><th>start</th><th class="n">clearing price</th><th class="n">traded Wh</th>'
+                '<th class="n">residual Wh</th><th class="n">trade value</th></tr>')
+        body = ''.join(f'<tr><td class="n">{r["slot"]}</td><td>{e(r["start"])}</td>{_cell(r["price"])}'
+                       f'{_cell(r["traded_wh"])}{_cell(r["residual_wh"])}{_cell(r["value"])}</tr>' for r in rows)
+    else:
+        zones = [z['zone'] for z in results['totals']['zones']]
+        head = ('<tr><th rowspan="2" class="n">slot</th><th rowspan="2">start</th>'
+                + ''.join(f'<th colspan="2">zone {e(z)}</th>' for z in zones)
+                + '<th colspan="2">cross-zone auction</th><th colspan="2">network fees</th></tr><tr>'
+                + '<th class="n">price</th><th class="n">traded Wh</th>' * (len(zones) + 1)
+                + '<th class="n">per kWh</th><th class="n">amount</th></tr>')
+        body = ''
+        for r in rows:
+            by_zone = {z['zone']: z for z in r['zones']}
+            cross, fee = r.get('cross') or {}, r.get('network_fee') or {}
+            body += (f'<tr><td class="n">{r["slot"]}</td><td>{e(r["start"])}</td>'
+                     + ''.join(_cell(by_zone.get(z, {}).get('price')) + _cell(by_zone.get(z, {}).get('traded_wh'))
+                               for z in zones)
+                     + _cell(cross.get('price')) + _cell(cross.get('traded_wh'))
+                     + _cell(fee.get('fee')) + _cell(fee.get('fee_amount')) + '</tr>')
+    return f'<table class="slots">{head}{body}</table>'
+
+
+def totals_table(results: dict) -> str:
+    """The public money and energy totals of a round (exact decimal figures)."""
+    e = html.escape
+    totals = results['totals']
+    if results['kind'] == 'scheme':
+        return ('<p class="muted">A community scheme publishes only the buy and sell price of each slot; its volumes '
+                'and money stay with the participants and the settlement.</p>')
+    out = ['<table class="totals"><tr><th>market</th><th class="n">traded kWh</th><th class="n">trade value '
+           '(currency)</th></tr>']
+    if results['kind'] == 'zoned':
+        for z in totals['zones']:
+            out.append(f'<tr><td>zone {e(z["zone"])}</td>{_cell(_kwh(z["traded_wh"]))}{_cell(z["value"])}</tr>')
+        out.append(f'<tr><td>cross-zone auction (sellers\' side)</td>{_cell(_kwh(totals["cross"]["traded_wh"]))}'
+                   f'{_cell(totals["cross"]["value"])}</tr>')
+        out.append(f'<tr><td>network fees on cross-zone energy</td>{_cell(_kwh(totals["cross"]["traded_wh"]))}'
+                   f'{_cell(totals["network_fees"])}</tr>')
+    out.append(f'<tr><th>all markets (fees not included)</th>{_cell(_kwh(totals["traded_wh"]))}{_cell(totals["value"])}</tr></table>')
+    return ''.join(out)
+
+
+def round_detail(summary: dict, heading: bool = True, slots: bool = True) -> str:
+    """A round's facts, charts, totals and (slots) per-slot table."""
+    e = html.escape
+    market, results, settled = summary['market'], summary['results'], summary['settlement']
+    out = [f'<h2>Round {e(summary["round_id"])}</h2>' if heading else '', '<table class="facts">']
+
+    def fact(name, value, cls=''):
+        out.append(f'<tr{f" class={chr(34)}{cls}{chr(34)}" if cls else ""}><th>{e(name)}</th><td>{e(str(value))}</td></tr>')
+    fact('phase', summary['phase'] + (f': {summary["reason"]}' if summary['reason'] else '')
+         + (f' (since {summary["failed_since"]})' if summary.get('failed_since') else ''),
+         'failed' if summary['failed'] else '')
+    fact('delivery day', summary['day'] or '-')
+    fact('slots', _slot_range(summary['slots']) or '-')
+    zones = market.get('zones') or []
+    fact('mechanism', market['mechanism'] + (f'; zones {", ".join(zones)}; network fee {market.get("network_fee")} '
+                                             f'{PRICE_UNIT} on cross-zone energy' if zones else ''))
+    if 'tick' in market:
+        fact('price range', f'{market["price_floor"]} to {market["price_ceiling"]} {PRICE_UNIT}, '
+                            f'tick {market["tick"]}')
+    fact('gate closure', summary['gate_closure'])
+    fact('readings until', summary['readings_deadline'] or 'no settlement')
+    fact('attempts', f'clearing {summary["attempts"]}, settlement {summary["settle_attempts"]}')
+    if results:
+        fact('cleared / excluded / missing participants',
+             f'{results["participants"]} / {results["excluded"]} / {results["missing"]} '
+             f'(results signed by {results["signatures"]} nodes)')
+    if settled:
+        fact('settled / metered / missing / invalid readings',
+             f'{settled["settled"]} / {settled["metered"]} / {settled["missing_readings"]} / '
+             f'{settled["invalid_readings"]} (signed by {settled["signatures"]} nodes)')
     out.append('</table>')
-    for r in snapshot['rounds']:
-        if r.get('results'):
-            out.append(f'<h2>Round {e(r["round_id"])}</h2><p>signed by {int(r["results"]["signatures"])} nodes</p>')
-            out.append(chart(r['results']['slots']))
-            out.append(slot_table(r['results']['slots']))
+    if results:
+        out += [charts(summary), totals_table(results)]
+        if slots:
+            out.append(slot_table(results))
+        else:
+            rid = e(summary['round_id'])
+            out.append(f'<p><a href="/round/{rid}">every slot of round {rid}</a></p>')
+    return ''.join(out)
+
+
+def _pages_nav(snapshot):
+    page, pages = snapshot.get('page', 1), snapshot.get('pages', 1)
+    links = []
+    if page > 1:
+        links.append(f'<a href="/?page={page - 1}">newer rounds</a>')
+    if page < pages:
+        links.append(f'<a href="/?page={page + 1}">older rounds</a>')
+    return (f'<nav>page {int(page)} of {int(pages)} ({int(snapshot.get("rounds_total", len(snapshot["rounds"])))} '
+            f'rounds, newest first) {"".join(links)} <a href="/rounds.json?page={int(page)}">as JSON</a></nav>')
+
+
+def page(snapshot: dict) -> str:
+    """The console's main page: nodes, failures, the rounds of one page and the latest results.
+
+    Args:
+        snapshot: OperatorView.snapshot().
+
+    Returns:
+        The HTML document.
+    """
+    e = html.escape
+    out = [_head('mpc_market operator console', snapshot.get('refresh_s', REFRESH_S)),
+           _header(snapshot, 'mpc_market operator console: rounds and public results')]
+    down = [n for n in snapshot['nodes'] if n['serving'] is False]
+    for n in down:
+        out.append(f'<p class="alert">node {int(n["node"])}: not serving since {e(n.get("since") or "?")} '
+                   f'({e(n.get("reason") or "")}; last checked {e(_age(n.get("age_s")))})</p>')
+    for f in snapshot.get('failed_rounds', []):
+        rid = e(f['round_id'])
+        out.append(f'<p class="alert">round <a href="/round/{rid}">{rid}</a> {e(f["phase"])} '
+                   f'since {e(f["since"])}: {e(f["reason"] or "see round status")}</p>')
+    out.append(nodes_table(snapshot['nodes']))
+    out.append('<h2>Rounds</h2>' + _pages_nav(snapshot) + rounds_table(snapshot))
+    latest = snapshot.get('latest_round')
+    if latest:
+        out.append(f'<h2>Latest results: round <a href="/round/{e(latest["round_id"])}">{e(latest["round_id"])}</a></h2>')
+        out.append(round_detail(latest, heading=False, slots=False))
     out.append('</body></html>')
     return ''.join(out)
+
+
+def round_page(view: dict) -> str:
+    """The page of one round (/round/ID).
+
+    Args:
+        view: OperatorView.round().
+
+    Returns:
+        The HTML document.
+    """
+    summary = view['round']
+    out = [_head(f'round {summary["round_id"]}: mpc_market', view['refresh_s']),
+           _header(view, f'mpc_market round {summary["round_id"]}'), '<nav><a href="/">all rounds</a></nav>',
+           round_detail(summary, heading=False), nodes_table(view['nodes']), '</body></html>']
+    return ''.join(out)
+
+
+def rounds_json(snapshot: dict) -> str:
+    """/rounds.json: the snapshot without the page's copy of the latest round."""
+    return json.dumps({k: v for k, v in snapshot.items() if k != 'latest_round'}, separators=(',', ':'))
+
+
+PAGE_QUERY = re.compile(r'page=([0-9]{1,6})', re.ASCII)
+
+
+def page_number(query: str) -> int | None:
+    """The page of a query string ('' for page 1); None if it is not page=1..MAX_PAGE."""
+    if query == '':
+        return 1
+    match = PAGE_QUERY.fullmatch(query)
+    number = int(match.group(1)) if match else 0
+    return number if 1 <= number <= MAX_PAGE else None
 
 
 @dataclass(frozen=True)
@@ -330,10 +967,12 @@ def reply(status: int, text: str, content_type: str, **extra: str) -> web.Respon
 class OperatorPage:
     """The page served by aiohttp on its own event loop in a daemon thread."""
 
-    def __init__(self, host, port, view, limits):
-        self.view, self.limits = view, limits
+    def __init__(self, host, port, view, limits, metrics=None):
+        self.view, self.limits, self.metrics = view, limits, metrics
         self.connections = Connections(limits)
         self._pool = futures.ThreadPoolExecutor(limits.render_threads, thread_name_prefix='operator-page-render')
+        # its own thread: a poll waiting on a hung node never takes a render thread
+        self._health_pool = futures.ThreadPoolExecutor(1, thread_name_prefix='operator-page-health')
         self._loop = asyncio.new_event_loop()
         self._stopped = asyncio.Event()
         ready = futures.Future()
@@ -347,6 +986,14 @@ class OperatorPage:
             self._loop.run_until_complete(self._serve(host, port, ready))
         finally:
             self._loop.close()
+
+    async def _poll_health(self):
+        while True:
+            try:
+                await self._loop.run_in_executor(self._health_pool, self.view.poll_health)
+            except Exception:  # noqa: BLE001 - the page shows the last known state and its age
+                log.exception('operator page: health poll failed')
+            await asyncio.sleep(HEALTH_POLL_S)
 
     async def _serve(self, host, port, ready):
         http = web.Server(self._handle, handler_cancellation=True, access_log=None, logger=PARSER_LOG,
@@ -362,12 +1009,32 @@ class OperatorPage:
             ready.set_exception(exc)
             return
         ready.set_result(server.sockets[0].getsockname()[:2])
+        poller = self._loop.create_task(self._poll_health()) if isinstance(self.view, OperatorView) else None
         await self._stopped.wait()
+        if poller is not None:
+            poller.cancel()
         server.close()
         for guard in list(self.connections.open.values()):
             guard.abort()
         await http.shutdown(1.0)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._health_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _route(self, raw_path):
+        """(render, content type) of a request target, compared exactly; None: not found; a str: a bad query."""
+        path, _, query = raw_path.partition('?')
+        if path in ('/', '/rounds.json'):
+            number = page_number(query)
+            if number is None:
+                return 'page must be a whole number 1..100000\n' if query.startswith('page=') else None
+            if path == '/':
+                return (lambda: (lambda s: s and page(s))(self.view.snapshot(number))), 'text/html'
+            return (lambda: (lambda s: s and rounds_json(s))(self.view.snapshot(number))), 'application/json'
+        if path.startswith('/round/') and not query and is_name(path[7:]) and isinstance(self.view, OperatorView):
+            return (lambda: (lambda r: r and round_page(r))(self.view.round(path[7:]))), 'text/html'
+        if raw_path == '/metrics' and self.metrics is not None:
+            return (lambda: self.metrics()[0]), 'text/plain'
+        return None
 
     async def _handle(self, request):
         guard = self.connections.open.get(request.transport)
@@ -376,13 +1043,13 @@ class OperatorPage:
         guard.head_received()
         if request.method not in ('GET', 'HEAD'):
             return reply(405, 'read-only\n', 'text/plain', Allow='GET, HEAD')
-        # the raw target, compared exactly: no normalisation, no query string, nothing else is served
-        if request.raw_path == '/':
-            render, content_type = (lambda: page(self.view.snapshot())), 'text/html'
-        elif request.raw_path == '/rounds.json':
-            render, content_type = (lambda: json.dumps(self.view.snapshot(), indent=1)), 'application/json'
-        else:
+        # the raw target, parsed strictly: no normalisation, only the known paths and page=N
+        route = self._route(request.raw_path)
+        if route is None:
             return reply(404, 'not found\n', 'text/plain')
+        if isinstance(route, str):
+            return reply(400, route, 'text/plain')
+        render, content_type = route
         try:
             async with asyncio.timeout_at(guard.deadline - REPLY_S):
                 text = await self._loop.run_in_executor(self._pool, render)
@@ -391,6 +1058,8 @@ class OperatorPage:
         except Exception:  # noqa: BLE001 - the broker keeps serving; the operator sees why in its log
             log.exception('operator page: rendering failed')
             return reply(500, 'error\n', 'text/plain')
+        if text is None:
+            return reply(404, 'not found\n', 'text/plain')
         return reply(200, text, content_type)
 
     def shutdown(self):
@@ -400,13 +1069,17 @@ class OperatorPage:
             self._thread.join(5)
 
 
-def start(address: str, view, limits: Limits = Limits()) -> 'OperatorPage':
+def start(address: str, view, limits: Limits = Limits(),
+          metrics: Callable[[], tuple[str, str]] | None = None) -> 'OperatorPage':
     """Serve the page on address in a daemon thread.
 
     Args:
         address: "host:port" (port 0 picks a free one); only this address is bound.
-        view: an OperatorView (or anything with snapshot()).
+        view: an OperatorView (its node health is then polled in the background), or anything
+            with snapshot(page).
         limits: deadlines and connection caps.
+        metrics: the hook for GET /metrics: a function returning (exposition text, content type),
+            e.g. prometheus_client's; None: /metrics is not served.
 
     Returns:
         The OperatorPage: server_address is the bound (host, port); shutdown() stops it.
@@ -415,4 +1088,4 @@ def start(address: str, view, limits: Limits = Limits()) -> 'OperatorPage':
         OSError: the address cannot be bound.
     """
     host, port = address.rsplit(':', 1)
-    return OperatorPage(host.strip('[]'), int(port), view, limits)
+    return OperatorPage(host.strip('[]'), int(port), view, limits, metrics)

@@ -24,9 +24,9 @@ class View:
     def __init__(self, delay_s=0.0):
         self.delay_s = delay_s
 
-    def snapshot(self):
+    def snapshot(self, page=1):
         time.sleep(self.delay_s)
-        return {'rounds': [], 'nodes': [{'node': 0, 'serving': True}], 'generated': 'now'}
+        return {'rounds': [], 'nodes': [{'node': 0, 'serving': True}], 'generated': 'now'} if page == 1 else None
 
 
 @pytest.fixture
