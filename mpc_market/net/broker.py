@@ -160,11 +160,16 @@ class Nodes:
         for channel in self.channels:
             channel.close()
 
-    def call(self, method, request, timeout=10):
-        """[(reply or None, error or None)] of method at every node, in parallel."""
+    def call(self, method, request, timeout=10, wait_for_ready=False):
+        """[(reply or None, error or None)] of method at every node, in parallel.
+
+        wait_for_ready: wait (within timeout) for a node's channel to connect instead of failing at
+        once while it is in reconnect backoff: for OpenRound, which a node that has just started
+        must not fail; the calendar's close and settle calls and status reads fail fast (a lost
+        node is then seen at once, and the round rerun)."""
         def one(stub):
             try:
-                return getattr(stub, method)(request, timeout=timeout), None
+                return getattr(stub, method)(request, timeout=timeout, wait_for_ready=wait_for_ready), None
             except grpc.RpcError as exc:
                 return None, f'{exc.code().name}: {exc.details()}'
         with futures.ThreadPoolExecutor(len(self.stubs)) as pool:
@@ -191,7 +196,7 @@ def open_at_nodes(store, nodes, spec):
                                   len(nodes.addresses))
     except InputError as exc:
         return f'market: {exc}'
-    replies = nodes.call('OpenRound', spec)
+    replies = nodes.call('OpenRound', spec, wait_for_ready=True)
     failures = [f'node {i} ({nodes.addresses[i]}): {error}' for i, (_, error) in enumerate(replies) if error]
     if failures:
         return '; '.join(failures)
@@ -472,7 +477,7 @@ def serve(config):
     page = None
     if config.http:
         from . import webview
-        page = webview.start(config.http, webview.OperatorView(store, nodes))
+        page = webview.start(config.http, webview.OperatorView(store, nodes), metrics=metrics.metrics_text)
         log.info('operator page on http://%s/ (read-only, public information)', config.http)
 
     def add_servicers(server):

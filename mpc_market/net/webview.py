@@ -442,7 +442,7 @@ def chart(title: str, slots: list, series: list, y_title: str, unit: str, bars: 
     Returns:
         The <svg> element.
     """
-    width, height, left, right, top, bottom = 760, 270, 74, 16, 40, 56
+    width, height, left, right, top, bottom = 800, 270, 74, 76, 40, 56
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [v for s in series for v in s.values if v is not None]
     if bars:
@@ -481,8 +481,8 @@ def chart(title: str, slots: list, series: list, y_title: str, unit: str, bars: 
                f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#444"/>')
     for v, label in refs:
         out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#888" '
-                   f'stroke-dasharray="6 4"/><text x="{left + plot_w - 4}" y="{y(v) - 4:.1f}" text-anchor="end" '
-                   f'fill="#555">{e(label)}</text>')
+                   f'stroke-dasharray="6 4"/><text x="{left + plot_w + 4}" y="{y(v) + 4:.1f}" '
+                   f'fill="#555">{e(label)}</text>')  # right of the plot: never over a line
     every = _label_every(n)
     for i, slot in enumerate(slots):
         if i % every == 0:
@@ -584,7 +584,7 @@ STYLE = ('body{font-family:sans-serif;margin:1.2em 1.6em;color:#222}'
          'tr.failed td{background:#fdecea}tr.down td{background:#fdecea}.muted{color:#666}'
          '.alert{background:#fdecea;border:1px solid #e0a8a4;padding:.4em .8em;margin:.4em 0}'
          '.chart{display:block;margin:.6em 0;border:1px solid #eee}nav a{margin-right:1em}'
-         '.facts th{width:15em}table.rounds{font-size:.88em}table.rounds td{white-space:nowrap}table.rounds td:last-child{min-width:14em}table.rounds td:last-child{white-space:normal}')
+         '.facts th{width:15em}table.rounds{font-size:.88em}table.rounds td{white-space:nowrap}table.rounds td:last-child{min-width:10em}table.rounds td:last-child{white-space:normal}')
 
 
 def _head(title, refresh):
@@ -610,7 +610,7 @@ def _age(seconds):
 def nodes_table(nodes: list) -> str:
     """The nodes' last known health with its age; a node not serving is highlighted."""
     e = html.escape
-    out = ['<h2>Nodes</h2><table class="nodes"><tr><th>node</th><th>health</th><th>since</th>'
+    out = ['<h2>Nodes</h2><table class="nodes"><tr><th>node</th><th>health</th><th>in this state since</th>'
            '<th>last checked</th><th>note</th></tr>']
     for n in nodes:
         if n['serving'] is None:
@@ -734,7 +734,7 @@ def totals_table(results: dict) -> str:
                    f'{_cell(totals["cross"]["value"])}</tr>')
         out.append(f'<tr><td>network fees on cross-zone energy</td>{_cell(_kwh(totals["cross"]["traded_wh"]))}'
                    f'{_cell(totals["network_fees"])}</tr>')
-    out.append(f'<tr><th>all markets (fees not included)</th>{_cell(_kwh(totals["traded_wh"]))}{_cell(totals["value"])}</tr></table>')
+    out.append(f'<tr><th>{"all markets (fees not included)" if results["kind"] == "zoned" else "round total"}</th>{_cell(_kwh(totals["traded_wh"]))}{_cell(totals["value"])}</tr></table>')
     return ''.join(out)
 
 
@@ -975,6 +975,7 @@ class OperatorPage:
         self._health_pool = futures.ThreadPoolExecutor(1, thread_name_prefix='operator-page-health')
         self._loop = asyncio.new_event_loop()
         self._stopped = asyncio.Event()
+        self._poller = None
         ready = futures.Future()
         self._thread = threading.Thread(target=self._run, args=(host, port, ready), name='operator-page', daemon=True)
         self._thread.start()
@@ -1009,10 +1010,9 @@ class OperatorPage:
             ready.set_exception(exc)
             return
         ready.set_result(server.sockets[0].getsockname()[:2])
-        poller = self._loop.create_task(self._poll_health()) if isinstance(self.view, OperatorView) else None
         await self._stopped.wait()
-        if poller is not None:
-            poller.cancel()
+        if self._poller is not None:
+            self._poller.cancel()
         server.close()
         for guard in list(self.connections.open.values()):
             guard.abort()
@@ -1033,7 +1033,7 @@ class OperatorPage:
         if path.startswith('/round/') and not query and is_name(path[7:]) and isinstance(self.view, OperatorView):
             return (lambda: (lambda r: r and round_page(r))(self.view.round(path[7:]))), 'text/html'
         if raw_path == '/metrics' and self.metrics is not None:
-            return (lambda: self.metrics()[0]), 'text/plain'
+            return self.metrics, None  # renders (body, its own content type)
         return None
 
     async def _handle(self, request):
@@ -1041,6 +1041,10 @@ class OperatorPage:
         if guard is None:  # closed (deadline, or made room) while its request was parsed
             return reply(503, 'busy\n', 'text/plain')
         guard.head_received()
+        if self._poller is None and isinstance(self.view, OperatorView):
+            # polled from the first visit on, not from start: a poll while the nodes are still
+            # starting would put the broker's channels into reconnect backoff, failing its first calls
+            self._poller = self._loop.create_task(self._poll_health())
         if request.method not in ('GET', 'HEAD'):
             return reply(405, 'read-only\n', 'text/plain', Allow='GET, HEAD')
         # the raw target, parsed strictly: no normalisation, only the known paths and page=N
@@ -1060,6 +1064,12 @@ class OperatorPage:
             return reply(500, 'error\n', 'text/plain')
         if text is None:
             return reply(404, 'not found\n', 'text/plain')
+        if content_type is None:
+            body, content_type = text
+            response = web.Response(status=200, body=body.encode() if isinstance(body, str) else body,
+                                    headers={**HEADERS, 'Server': 'mpc-market', 'Content-Type': content_type})
+            response.force_close()
+            return response
         return reply(200, text, content_type)
 
     def shutdown(self):
@@ -1070,7 +1080,7 @@ class OperatorPage:
 
 
 def start(address: str, view, limits: Limits = Limits(),
-          metrics: Callable[[], tuple[str, str]] | None = None) -> 'OperatorPage':
+          metrics: Callable[[], tuple[bytes | str, str]] | None = None) -> 'OperatorPage':
     """Serve the page on address in a daemon thread.
 
     Args:
@@ -1078,8 +1088,8 @@ def start(address: str, view, limits: Limits = Limits(),
         view: an OperatorView (its node health is then polled in the background), or anything
             with snapshot(page).
         limits: deadlines and connection caps.
-        metrics: the hook for GET /metrics: a function returning (exposition text, content type),
-            e.g. prometheus_client's; None: /metrics is not served.
+        metrics: the hook for GET /metrics: a function returning (exposition body, content type),
+            the broker's mpc_market.net.metrics.metrics_text; None: /metrics is not served.
 
     Returns:
         The OperatorPage: server_address is the bound (host, port); shutdown() stops it.

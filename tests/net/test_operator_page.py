@@ -21,7 +21,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from mpc_market.common import keys
-from mpc_market.net import tls, webview
+from mpc_market.net import metrics, tls, webview
 from mpc_market.net.broker import Nodes
 
 from helpers import cli, read_rows
@@ -65,26 +65,28 @@ def screenshot(profile, url, shot, size='1300,1250'):
         shutil.copy(shot, artifacts)
 
 
-def write_readings(path, market, slots=range(4)):
+SLOTS = (32, 55)  # 08:00-14:00 UTC of a generated day: the hours the community trades
+
+
+def write_readings(path, market):
     planned = {(r[0], r[1]): (r[3] if r[2] == 'buy' else -r[3]) for r in market.rows}
     with open(path, 'w') as f:
         f.write('participant,slot,net_wh\n')
         for i, p in enumerate(market.participants):
-            for s in slots:
-                if i != 0 or s == 0:  # p00 reads only slot 0: one participant with a missing reading
-                    f.write(f'{p},{s},{planned.get((p, s), 0) + 7 * (i - 2)}\n')
+            for s in range(SLOTS[0], SLOTS[1] + 1):
+                f.write(f'{p},{s},{planned.get((p, s), 0) + 7 * (i - 2)}\n')
 
 
 def run_settled_round(m, round_id, market_file, day):
-    m.client('round', 'open', '--round', round_id, '--slots', '0-3', '--market', market_file,
-             '--gate-closure-in', 120, '--readings-deadline-in', 900, '--day', day)
+    m.client('round', 'open', '--round', round_id, '--slots', f'{SLOTS[0]}-{SLOTS[1]}', '--market', market_file,
+             '--gate-closure-in', 300, '--readings-deadline-in', 900, '--day', day)
     m.submit_individually(m.participants, round_id)
-    m.close_and_wait(round_id)
+    m.close_and_wait(round_id, timeout=300)
     readings = m.dir / f'readings-{round_id}.csv'
     write_readings(readings, m)
     m.client('meter', 'submit', '--readings', readings, '--orders', m.orders, '--day', day)
     m.client('round', 'close', '--round', round_id)  # the readings deadline: now
-    settled = m.client('round', 'settled', '--round', round_id, '--wait', 240, check=False)
+    settled = m.client('round', 'settled', '--round', round_id, '--wait', 300, check=False)
     assert settled.returncode == 0 and 'settled' in settled.stdout, settled.stdout + settled.stderr
 
 
@@ -96,17 +98,35 @@ def local_public(m, name, text):
     return path, read_rows(m.dir / f'local-{name}' / 'public.csv')
 
 
+def community(tmp_path):
+    """A generated community of 12 households (orders of 08:00-14:00) and its market as a double
+    auction, as sdr and as two zones of 6 with a network fee."""
+    cli('generate', '--participants', 12, '--slots', 96, '--seed', 3, '--out', tmp_path / 'community', check=True)
+    with open(tmp_path / 'community' / 'orders.csv') as f:
+        rows = [(r['participant'], int(r['slot']), r['side'], int(r['energy_wh']), r['limit_price'])
+                for r in csv.DictReader(f) if SLOTS[0] <= int(r['slot']) <= SLOTS[1]]
+    double_auction = (tmp_path / 'community' / 'market.toml').read_text()
+    sdr = double_auction.replace('[market]\n', '[market]\nmechanism = "sdr"\n')
+    zoned = (double_auction + 'zones = true\nnetwork_fee = 0.010\n[zones]\n'
+             + 'north = [' + ', '.join(f'"h{i:02d}"' for i in range(6)) + ']\n'
+             + 'south = [' + ', '.join(f'"h{i:02d}"' for i in range(6, 12)) + ']\n')
+    return rows, double_auction, sdr, zoned
+
+
 @pytest.mark.slow
 @pytest.mark.deployment
 def test_the_console_shows_settled_double_auction_sdr_and_zoned_rounds_in_a_browser(market, tmp_path):
     address = free_address()
-    m = market(participants=6, broker_http=address, market=DA)
-    sdr_market, sdr_public = local_public(m, 'sdr', SDR)
-    zoned_market, zoned_public = local_public(m, 'zoned', ZONED)
+    rows, double_auction, sdr, zoned = community(tmp_path)
+    m = market(rows=rows, broker_http=address, market=double_auction)
+    sdr_market, sdr_public = local_public(m, 'sdr', sdr)
+    zoned_market, zoned_public = local_public(m, 'zoned', zoned)
+    started = time.monotonic()
     run_settled_round(m, 'r1', m.market, '2026-12-01')
+    print(f'one round cleared and settled in {time.monotonic() - started:.0f} s')
     run_settled_round(m, 'r2', sdr_market, '2026-12-02')
     run_settled_round(m, 'r3', zoned_market, '2026-12-03')
-    m.client('round', 'open', '--round', 'r4', '--slots', '4-5', '--market', m.market, '--gate-closure-in', 600)
+    m.client('round', 'open', '--round', 'r4', '--slots', '32-55', '--market', m.market, '--gate-closure-in', 600)
     url = f'http://{address}/'
     status, headers, text = fetch(url)
     assert status == 200 and headers['Content-Security-Policy'].startswith("default-src 'none'")
@@ -117,16 +137,16 @@ def test_the_console_shows_settled_double_auction_sdr_and_zoned_rounds_in_a_brow
     assert {k: r['phase'] for k, r in by_id.items()} == {'r1': 'settled', 'r2': 'settled', 'r3': 'settled', 'r4': 'open'}
     for rid in ('r1', 'r2', 'r3'):
         settlement = by_id[rid]['settlement']
-        assert settlement['settled'] == 6 and settlement['signatures'] == 3 and settlement['invalid_readings'] == 0
-        assert by_id[rid]['results']['signatures'] == 3 and by_id[rid]['slots'] == [0, 1, 2, 3]
+        assert settlement['settled'] == 12 and settlement['signatures'] == 3 and settlement['invalid_readings'] == 0
+        assert by_id[rid]['results']['signatures'] == 3 and by_id[rid]['slots'] == list(range(SLOTS[0], SLOTS[1] + 1))
     assert re.fullmatch(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ', by_id['r1']['gate_closure'])
     assert isinstance(by_id['r1']['gate_closure_unix_ms'], int)
     # the double auction: the nodes' prices and volumes as the local clear computes them
-    plain = read_rows(m.dir / 'plain' / 'public.csv')
+    plain = [r for r in read_rows(m.dir / 'plain' / 'public.csv') if SLOTS[0] <= int(r['slot']) <= SLOTS[1]]
     r1 = by_id['r1']['results']
     assert r1['kind'] == 'double-auction'
     assert [(s['slot'], s['price'] or '', s['traded_wh']) for s in r1['slots']] == \
-        [(int(r['slot']), r['price'], int(r['traded_wh'])) for r in plain]
+        [(int(r['slot']), r['price'], int(r['traded_wh'])) for r in plain] and len(plain) == 24
     assert r1['totals']['traded_wh'] == sum(int(r['traded_wh']) for r in plain) > 0
     # sdr: the buy and sell price of every slot (it publishes no volume: none is shown as 0 Wh)
     r2 = by_id['r2']['results']
@@ -153,19 +173,22 @@ def test_the_console_shows_settled_double_auction_sdr_and_zoned_rounds_in_a_brow
     assert 'buy price' in sdr_page and 'sell price' in sdr_page and 'traded energy per slot' not in sdr_page
     zoned_page = fetch(url + 'round/r3')[2]
     assert 'zone north' in zoned_page and 'zone south' in zoned_page and 'cross-zone auction' in zoned_page
-    assert 'network fees' in zoned_page and 'price (currency/kWh)' in zoned_page and '00:45' in zoned_page
+    assert 'network fees' in zoned_page and 'price (currency/kWh)' in zoned_page and '09:00' in zoned_page
     # in a real browser: the DOM it builds, and the screenshots of docs/deployment.md
     profile = str(tmp_path / 'chromium-profile')
     dom = chromium(profile, '--dump-dom', url)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert 'data-round="r1"' in dom.stdout and '<svg' in dom.stdout and '<polyline' in dom.stdout
+    assert 'data-round="r1"' in dom.stdout, dom.stdout[:3000]
+    assert '<svg' in dom.stdout and '<circle' in dom.stdout and '<rect' in dom.stdout  # the latest round's charts
     assert re.search(r'node 2</td><td class="ok">serving', dom.stdout), dom.stdout[:3000]
     for rid, name in (('r1', 'double-auction'), ('r2', 'sdr'), ('r3', 'zoned')):
         screenshot(profile, f'{url}round/{rid}', tmp_path / f'console-{name}.png')
-    screenshot(profile, url, tmp_path / 'console-rounds.png', size='1300,1000')
+    screenshot(profile, url, tmp_path / 'console-rounds.png', size='1400,1000')
     # read-only and strict: anything but GET/HEAD of the known pages is refused
     assert fetch(url, 'POST')[0] == 405 and fetch(url + 'x')[0] == 404 and fetch(url + '../etc/passwd')[0] == 404
     assert fetch(url + 'round/r9')[0] == 404 and fetch(url + '?page=2')[0] == 404
+    status, _, scraped = fetch(url + 'metrics')  # the broker's metrics, mounted on its console
+    assert status == 200 and 'mpc_market_' in scraped and not any(re.search(rf'\b{p}\b', scraped) for p in m.participants)
 
 
 # -- the console on a store of given rounds ------------------------------------------------------
@@ -371,12 +394,13 @@ def test_the_page_escapes_everything_and_binds_only_its_address():
         server.shutdown()
 
 
-def test_metrics_are_served_through_the_hook():
+def test_the_broker_metrics_are_served_on_the_console():
     server = webview.start('127.0.0.1:0', webview.OperatorView(FakeStore([]), FakeNodes()),
-                           metrics=lambda: ('mpc_market_rounds 3\n', 'text/plain; version=0.0.4'))
+                           metrics=metrics.metrics_text)  # as the broker mounts them
     try:
         status, headers, text = fetch(f'http://127.0.0.1:{server.server_address[1]}/metrics')
-        assert status == 200 and text == 'mpc_market_rounds 3\n' and headers['Content-Type'].startswith('text/plain')
+        assert status == 200 and headers['Content-Type'] == metrics.metrics_text()[1]
+        assert '# TYPE mpc_market_' in text and headers['Content-Security-Policy'].startswith("default-src 'none'")
     finally:
         server.shutdown()
 
