@@ -1,7 +1,6 @@
-"""Deployment commands over gRPC: ``node``, ``broker``, ``up``, ``round``, ``submit``, ``results``.
-"""
+"""Deployment commands over gRPC: ``node``, ``broker``, ``up``, ``submit``, ``results``, ``meter``
+(``round`` is in rounds.py)."""
 
-import argparse
 import os
 import sys
 import time
@@ -105,89 +104,6 @@ def _format_slots(slots):
     if slots and slots == list(range(slots[0], slots[-1] + 1)):
         return f'{slots[0]}-{slots[-1]}' if len(slots) > 1 else str(slots[0])
     return ','.join(map(str, slots))
-
-
-def _state_line(state):
-    from ..net.messages import state_phase
-    closes = time.strftime('%H:%M:%S', time.localtime(state.gate_closure_unix_ms / 1000))
-    line = (f'round {state.round_id}: {state_phase(state)}; {len(state.slots)} slots; gate closure {closes}; '
-            f'{state.accepted} participants accepted by every node; clearing attempts {state.attempts}')
-    if state.readings_deadline_unix_ms:
-        deadline = time.strftime('%H:%M:%S', time.localtime(state.readings_deadline_unix_ms / 1000))
-        line += (f'; readings until {deadline} ({state.readings} held by every node); '
-                 f'settlement attempts {state.settle_attempts}')
-    return line + (f'; reason: {state.reason}' if state.reason else '') + (
-        f'; settlement: {state.settle_reason}' if state.settle_reason else '')
-
-
-
-def _list_line(state):
-    from ..market.config import market_summary
-    from ..net.messages import state_phase
-    mechanism, zones = market_summary(state.round_id, state.market_toml)
-    mechanism += f'+{zones}z' if zones else ''
-    slots = f'{min(state.slots)}-{max(state.slots)} ({len(state.slots)})' if state.slots else ''
-    closes = time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(state.gate_closure_unix_ms / 1000))
-    deadline = (time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(state.readings_deadline_unix_ms / 1000))
-                if state.readings_deadline_unix_ms else '-')
-    return (f'{state.round_id:<20} {state.day or "-":<10} {state_phase(state):<13} {slots:<12} {mechanism:<15} '
-            f'{closes:<20} {deadline:<20} {state.attempts}/{state.settle_attempts:<5} '
-            f'{state.reason or state.settle_reason}').rstrip()
-
-
-
-def _round_id(value):
-    from ..common.names import NAME_RULE, is_name
-    if value and not is_name(value):
-        raise argparse.ArgumentTypeError(f'round id {value[:80]!r} is not {NAME_RULE}')
-    return value
-
-
-
-def cmd_round(args):
-    from ..common.textinput import read_text
-    from ..market.config import load_config, with_mechanism
-    from ..net.client import BrokerClient
-    from ..net.store import now_ms
-    from ..rpc import market_pb2
-    broker = BrokerClient(args.broker, args.keys, args.client)
-    try:
-        if args.action == 'list':
-            print(f'{"round":<20} {"day":<10} {"phase":<13} {"slots":<12} {"mechanism":<15} {"gate closure (UTC)":<20} '
-                  f'{"readings until (UTC)":<20} attempts note')
-            for state in broker.rounds():
-                print(_list_line(state))
-            return 0
-        if args.action == 'open':
-            if not args.slots or not args.market:
-                raise InputError('<command line>', 0, 'slots' if not args.slots else 'market',
-                                 'round open needs --slots and --market')
-            load_config(args.market)  # report a bad market file here, with its line
-            market_text = read_text(args.market, 'utf-8')
-            if args.mechanism:  # the round's own market text says it: nodes, results and clients follow
-                market_text = with_mechanism(args.market, market_text, args.mechanism)
-            gate_ms = now_ms() + int(args.gate_closure_in * 1000)
-            deadline_ms = gate_ms + int(args.readings_deadline_in * 1000) if args.readings_deadline_in else 0
-            opens_ms = gate_ms + int(args.readings_open_in * 1000) if deadline_ms and args.readings_open_in else 0
-            state = broker.open(args.round, args.slots, gate_ms, market_text, opens_ms, deadline_ms,
-                                args.day or '')
-        elif args.action == 'close':
-            state = broker.close_round(args.round)
-        elif args.action == 'settled' and args.wait is None:
-            raise InputError('<command line>', 0, 'wait', 'round settled needs --wait SECONDS')
-        else:
-            state = broker.status(args.round)
-        if args.wait is not None:
-            state = broker.wait(state.round_id, args.wait, settled=args.action == 'settled')
-        print(_state_line(state))
-        if args.wait is None:
-            return 0
-        done = state.settlement == market_pb2.RoundState.SETTLED if args.action == 'settled' else \
-            state.state == market_pb2.RoundState.CLEARED
-        return 0 if done else 1
-    finally:
-        broker.close()
-
 
 
 def cmd_submit(args):
@@ -363,10 +279,8 @@ def cmd_results(args):
 
 
 def add_parsers(sub, formatter):
-    from ..common.limits import ROUND_SLOTS
-    from ..market.config import MECHANISMS
     from .daemon import add_daemon_options, add_log_options
-    from .options import MAX_BATCH, MAX_WORKERS, bounded_float, bounded_int, bounded_seconds, day_text, slot_list
+    from .options import MAX_BATCH, MAX_WORKERS, bounded_float, bounded_int, client_args, day_text
     p = sub.add_parser('node', help='run one market node (gRPC server + MPyC party)', formatter_class=formatter,
                        description='Serve submissions, round control (from the broker only) and results over '
                                    'mutual TLS, and run the MPyC party of each clearing. Configuration: NODE.toml '
@@ -413,53 +327,13 @@ def add_parsers(sub, formatter):
     add_log_options(p)
     p.set_defaults(func=cmd_up)
 
-    def client_args(p, client):
-        p.add_argument('--broker', required=True, help='broker host:port')
-        p.add_argument('--keys', required=True, help='key directory (CA, client certificate, node public keys, '
-                       'participant keys)')
-        p.add_argument('--client', default=client, help='client certificate name in KEYS/clients')
-        p.add_argument('--round', default='', type=_round_id, help='round id (empty: the latest open round)')
-
-    p = sub.add_parser('round', help='open, close or show a round at the broker', formatter_class=formatter,
-                       description='open: announce a round (slots, market, gate closure) at every node; '
-                                   'opening a round id that exists with other parameters is refused. close: move '
-                                   'the gate closure to now. status: the round\'s phase.',
-                       epilog='examples:\n'
-                              '  mpc-market round open --broker 127.0.0.1:7300 --keys deploy/keys --round r1 '
-                              '--slots 46-49 --market community/market.toml --gate-closure-in 120\n'
-                              '  mpc-market round close --broker 127.0.0.1:7300 --keys deploy/keys --round r1 '
-                              '--wait 120')
-    p.add_argument('action', choices=('open', 'close', 'status', 'list', 'settled'),
-                   help='what to do; list: every round with its phase and times; settled: wait until the round '
-                        'is settled')
-    client_args(p, 'operator')
-    p.add_argument('--slots', type=slot_list, help=f'slots traded in the round: 0-95 or 0,1,2; at most {ROUND_SLOTS} '
-                   '(open)')
-    p.add_argument('--market', help='market TOML of the round (open)')
-    p.add_argument('--mechanism', choices=MECHANISMS,
-                   help='clear this round with this mechanism instead of the market file\'s (open); the '
-                        'community schemes price whole slots and ignore zones')
-    p.add_argument('--gate-closure-in', type=bounded_seconds(0), default=60.0, metavar='SECONDS',
-                   help='seconds from now until orders are no longer accepted, up to a year (open)')
-    p.add_argument('--readings-deadline-in', type=bounded_seconds(1), metavar='SECONDS',
-                   help='settle the round: meter readings are taken until this many seconds after the gate '
-                        'closure (open; default: no settlement)')
-    p.add_argument('--readings-open-in', type=bounded_seconds(0), default=0.0, metavar='SECONDS',
-                   help='the readings window opens this many seconds after the gate closure (open; default: as '
-                        'soon as the round cleared)')
-    p.add_argument('--day', type=day_text,
-                   help='the delivery day YYYY-MM-DD, for meter uploads and bills over a period (open)')
-    p.add_argument('--wait', type=bounded_seconds(0, 7 * 86400), metavar='SECONDS',
-                   help='then wait up to this long (a week at most) until the round is cleared (settled)')
-    p.set_defaults(func=cmd_round)
-
     p = sub.add_parser('submit', help='share, sign and submit orders to every node', formatter_class=formatter,
                        description='For each participant of the orders file: Shamir-share its order vectors, '
                                    'sign one envelope with its key, send node i only its share package, and check '
                                    'every node\'s signed receipt. A participant counts only if every node accepted.',
                        epilog='example:\n  mpc-market submit --broker 127.0.0.1:7300 --keys deploy/keys '
                               '--orders community/orders.csv')
-    client_args(p, 'submitter')
+    client_args(p, 'submitter', 'optional')
     p.add_argument('--orders', required=True, help='orders CSV or JSON (one or many participants)')
     p.add_argument('--workers', type=bounded_int(1, MAX_WORKERS), default=4,
                    help=f'concurrent batches in flight, 1..{MAX_WORKERS}')
@@ -476,7 +350,7 @@ def add_parsers(sub, formatter):
                               '  mpc-market results --broker 127.0.0.1:7300 --keys deploy/keys --public\n'
                               '  mpc-market results --broker 127.0.0.1:7300 --keys deploy/keys --participant h001 '
                               '--orders community/orders.csv')
-    client_args(p, 'submitter')
+    client_args(p, 'submitter', 'optional')
     p.add_argument('--participant', help='participant id (its key signs the request)')
     p.add_argument('--orders', help="the participant's orders file: print rows like participants.csv")
     p.add_argument('--public', action='store_true', help='the public results, checked against every node signature')
@@ -502,7 +376,7 @@ def add_parsers(sub, formatter):
                               '--readings community/readings.csv --orders community/orders.csv --day 2026-12-01 '
                               '--aggregator 127.0.0.1:7400 --pubkey ops/dso.pub.json --feeders community/feeders.csv')
     p.add_argument('action', choices=('submit',), help='what to do')
-    client_args(p, 'submitter')
+    client_args(p, 'submitter', 'optional')
     p.add_argument('--readings', required=True, help='meter readings CSV: participant,slot,net_wh')
     p.add_argument('--orders', required=True,
                    help="the participants' orders (the reading packages prove deviations from them; without "

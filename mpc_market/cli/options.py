@@ -14,7 +14,8 @@ from ..common.days import parse_day
 from ..common.errors import BadParameter
 from ..common.limits import MAX_SECONDS, ROUND_SLOTS, SLOT_ID_MAX
 
-__all__ = ['bounded_int', 'bounded_float', 'bounded_seconds', 'slot_list', 'day_text', 'decimal_text', 'MAX_BATCH', 'MAX_WORKERS',
+__all__ = ['bounded_int', 'bounded_float', 'bounded_seconds', 'slot_list', 'day_text', 'decimal_text', 'round_id',
+           'client_args', 'MAX_BATCH', 'MAX_WORKERS',
            'SEED_MAX']
 
 INT_RE = re.compile(r'[+-]?[0-9]{1,19}', re.ASCII)
@@ -154,3 +155,40 @@ def decimal_text(text: str) -> str:
     if not DECIMAL_RE.fullmatch(text):
         raise argparse.ArgumentTypeError(f'{_shown(text)} is not a decimal like 0.010 (at most 9 digits each side)')
     return text
+
+
+def round_id(text: str) -> str:
+    """An argparse ``type``: a round id (the names rule); '' stays '' (the latest open round).
+
+    Args:
+        text: the option's text.
+
+    Returns:
+        The round id.
+
+    Raises:
+        argparse.ArgumentTypeError: it is not a valid name.
+    """
+    from ..common.names import NAME_RULE, is_name
+    if text and not is_name(text):
+        raise argparse.ArgumentTypeError(f'round id {_shown(text)} is not {NAME_RULE}')
+    return text
+
+
+def client_args(parser: argparse.ArgumentParser, client: str, round_option: str = 'optional') -> None:
+    """The options of every command that talks to a broker.
+
+    Args:
+        parser: the command's parser.
+        client: the default client certificate name in KEYS/clients.
+        round_option: 'optional' (empty: the latest open round), 'required', or 'none'.
+    """
+    parser.add_argument('--broker', required=True, metavar='HOST:PORT', help='the broker\'s address')
+    parser.add_argument('--keys', required=True, metavar='DIR', help='key directory (CA, client certificate, '
+                        'deployment manifest, participant keys)')
+    parser.add_argument('--client', default=client, help='client certificate name in KEYS/clients')
+    if round_option == 'required':
+        parser.add_argument('--round', required=True, type=round_id, help='the round id')
+    elif round_option == 'optional':
+        parser.add_argument('--round', default='', type=round_id,
+                            help='round id (default: the latest open round)')

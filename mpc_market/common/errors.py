@@ -5,7 +5,7 @@ gRPC servicers (``mpc_market.net.server.status_of``) turn a class into a status 
 CLI turns an error into one line and exit status 2. No caller ever inspects a message's text.
 """
 
-__all__ = ['MarketError', 'InputError', 'KeyFileError', 'BadParameter', 'EngineError', 'Refused', 'Malformed',
+__all__ = ['COMMAND_LINE', 'MarketError', 'InputError', 'KeyFileError', 'BadParameter', 'EngineError', 'Refused', 'Malformed',
            'NotAuthenticated', 'NotPermitted', 'NotFound', 'Replayed', 'Tampered', 'WrongPhase',
            'Overloaded', 'TooLarge', 'OutOfRange']
 
@@ -14,11 +14,23 @@ class MarketError(Exception):
     """Base class of every error raised on purpose by mpc_market."""
 
 
+COMMAND_LINE = '<command line>'   # InputError's path for a bad option: its field names the option
+
+
+def _input_error_text(path: str, line: int | str, field: str, message: str) -> str:
+    if path == COMMAND_LINE:
+        return f'--{field}: {message}'
+    if line in (0, '0', ''):  # a whole file (missing, unreadable, a key directory): no line to name
+        return f'{path}: {message}' if field == 'file' else f'{path}: {field}: {message}'
+    return f'{path}:{line}: {field}: {message}'
+
+
 class InputError(MarketError):
-    """A malformed input file; the CLI prints ``FILE:LINE: field: message`` and exits with status 2."""
+    """A malformed input: the CLI prints ``FILE:LINE: field: message`` (``FILE: message`` for a whole
+    file, ``--option: message`` for a bad option, path COMMAND_LINE) and exits with status 2."""
 
     def __init__(self, path: str, line: int | str, field: str, message: str):
-        super().__init__(f'{path}:{line}: {field}: {message}')
+        super().__init__(_input_error_text(path, line, field, message))
         self.path = path
         self.line = line
         self.field = field

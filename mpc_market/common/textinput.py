@@ -5,6 +5,7 @@ and exit with status 2.
 """
 
 import csv
+import difflib
 import re
 import tomllib
 
@@ -19,6 +20,39 @@ def toml_key_line(text, key):
         if re.match(rf'\s*({quoted}|"{quoted}"|\'{quoted}\')\s*=', line):
             return number
     return 1
+
+
+def closest_hint(word: str, known) -> str:
+    """'; did you mean X?' for the known word closest to a misspelt one ('' if none is close).
+
+    Args:
+        word: what the user wrote.
+        known: the words accepted there.
+
+    Returns:
+        The hint, to append to an error message.
+    """
+    matches = difflib.get_close_matches(str(word), list(known), n=1, cutoff=0.6)
+    return f'; did you mean {matches[0]}?' if matches else ''
+
+
+def refuse_unknown_keys(path: str, text: str, table: dict, known, section: str) -> None:
+    """Refuse a key of a TOML [section] that is not known (a typo is never silently ignored).
+
+    Args:
+        path: the file, for the error.
+        text: its TOML text (for the key's line).
+        table: the parsed [section].
+        known: the keys accepted in it.
+        section: its name, for the error.
+
+    Raises:
+        InputError: naming the file, the key's line, the key and the closest known key.
+    """
+    for key in table:
+        if key not in known:
+            raise InputError(path, toml_key_line(text, key), str(key)[:80],
+                             f'unknown key in [{section}]{closest_hint(key, known)}')
 
 
 def toml_table_line(text, table):
@@ -67,6 +101,18 @@ def parse_int(path, line, field, value):
 
 
 
+def _separator_hint(header, columns):
+    """Why a column may be missing: another separator (a spreadsheet's ';' or a tab), or a near miss."""
+    for separator, name in ((';', 'semicolons'), ('\t', 'tabs'), ('|', 'bars')):
+        if len(header) == 1 and separator in header[0]:
+            return (f' (the header {header[0][:60]!r} is separated by {name}: save the file as '
+                    'comma-separated CSV)')
+    missing = [c for c in columns if c not in header]
+    unknown = [h for h in header if h not in columns]
+    near = difflib.get_close_matches(missing[0], unknown, n=1, cutoff=0.6) if missing else []
+    return f' (the header has {near[0][:40]!r}: a misspelling of {missing[0]}?)' if near else ''
+
+
 def csv_records(path, text, columns):
     """(line, {column: stripped value}) of a CSV with a header containing columns; blank lines skipped."""
     reader = csv.reader(text.splitlines())
@@ -79,7 +125,7 @@ def csv_records(path, text, columns):
         header = [h.strip() for h in header]
         for column in columns:
             if column not in header:
-                raise InputError(path, 1, column, 'missing column')
+                raise InputError(path, 1, column, 'missing column' + _separator_hint(header, columns))
         for line, row in enumerate(reader, 2):
             if not row or all(not c.strip() for c in row):
                 continue

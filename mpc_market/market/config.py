@@ -17,7 +17,7 @@ from math import ceil, floor
 
 from ..common.errors import InputError
 from ..common.names import NAME_RULE, is_name
-from ..common.textinput import parse_toml, read_text, toml_key_line, toml_table_line
+from ..common.textinput import parse_toml, read_text, refuse_unknown_keys, toml_key_line, toml_table_line
 
 MAX_ORDER_WH_LIMIT = (1 << 24) - 1  # keeps the rationing's masked values below 2^127 (see mpc.clearing)
 
@@ -265,9 +265,7 @@ def zone_map_from_table(path, text, table):
 
 
 def config_from_table(path, text, market, extra_keys=()):
-    for key in market:
-        if key not in MARKET_KEYS and key not in extra_keys:
-            raise InputError(path, toml_key_line(text, key), key, 'unknown key in [market]')
+    refuse_unknown_keys(path, text, market, MARKET_KEYS + tuple(extra_keys), 'market')
     for key in MARKET_KEYS[:3]:
         if key not in market:
             raise InputError(path, 1, key, 'missing in [market]')

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from ..common.errors import InputError
 from ..common.limits import MAX_SECONDS, ROUND_SLOTS
 from ..common.names import NAME_RULE, is_name
-from ..common.textinput import read_text, toml_key_line
+from ..common.textinput import read_text, refuse_unknown_keys, toml_key_line
 from ..market.config import MECHANISMS, parse_config, with_mechanism
 
 KEYS = ('market', 'mechanism', 'start', 'period_s', 'slots', 'open_before_s', 'gate_closure_before_s', 'prefix',
@@ -101,9 +101,7 @@ def load_calendar(path, text, table, relative_path):
     """A Calendar from BROKER.toml's [calendar] table; every error names the file, line and key."""
     def fail(key, message):
         raise InputError(path, toml_key_line(text, key), key, message)
-    for key in table:
-        if key not in KEYS:
-            fail(key, 'unknown key in [calendar]')
+    refuse_unknown_keys(path, text, table, KEYS, 'calendar')
     for key in ('market', 'start', 'period_s', 'slots', 'open_before_s', 'gate_closure_before_s'):
         if key not in table:
             raise InputError(path, 1, key, 'missing in [calendar]')

@@ -103,8 +103,11 @@ def open_round_state(broker, round_id, manifest):
     """The TrustedRound of an open round (raises ClientError / UntrustedRound otherwise)."""
     state = broker.status(round_id)
     if state.state != market_pb2.RoundState.OPEN:
-        raise ClientError(f'round {state.round_id} is {market_pb2.RoundState.State.Name(state.state).lower()}, '
-                          'not open for orders')
+        phase = market_pb2.RoundState.State.Name(state.state).lower()
+        if not round_id:  # the broker answered with its latest round: none is open
+            raise ClientError(f'no round is open (the latest, {state.round_id}, is {phase}); '
+                              'the operator opens one with `mpc-market round open`')
+        raise ClientError(f'round {state.round_id} is {phase}, not open for orders')
     trusted = trusted_round(state, manifest, round_id)
     trusted.open_for_orders()
     return trusted

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from ..common.errors import InputError
 from ..common.names import NAME_RULE, is_name
-from ..common.textinput import parse_toml, read_text, toml_key_line
+from ..common.textinput import parse_toml, read_text, refuse_unknown_keys, toml_key_line
 from .calendar import load_calendar
 
 ADDRESS_RE = re.compile(r'^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$')
@@ -150,8 +150,16 @@ def relative_path(path, value):
 
 
 
+NODE_KEYS = ('index', 'listen', 'data_dir', 'keys', 'connect_timeout_s', 'clearing_timeout_s', 'rate_per_s', 'burst',
+             'retailer', 'metrics')
+BROKER_KEYS = ('listen', 'data_dir', 'keys', 'operators', 'poll_s', 'max_attempts', 'http', 'metrics')
+DEPLOYMENT_KEYS = ('nodes', 'mpc')
+
+
 def load_node_config(path):
     text, node, deployment = _load(path, 'node')
+    refuse_unknown_keys(path, text, node, NODE_KEYS, 'node')
+    refuse_unknown_keys(path, text, deployment, DEPLOYMENT_KEYS, 'deployment')
     nodes = _addresses(path, text, deployment, 'nodes')
     if not 3 <= len(nodes) <= 7:
         raise InputError(path, toml_key_line(text, 'nodes'), 'nodes', f'a deployment has 3..7 nodes, got {len(nodes)}')
@@ -173,6 +181,8 @@ def load_node_config(path):
 
 def load_broker_config(path):
     text, broker, deployment = _load(path, 'broker')
+    refuse_unknown_keys(path, text, broker, BROKER_KEYS, 'broker')
+    refuse_unknown_keys(path, text, deployment, DEPLOYMENT_KEYS, 'deployment')
     calendar_table = parse_toml(path, text).get('calendar')
     if calendar_table is not None and not isinstance(calendar_table, dict):
         raise InputError(path, 1, 'calendar', '[calendar] must be a table')

@@ -53,7 +53,7 @@ def test_generate_profiles_clears_under_mpc_like_the_reference(tmp_path):
 def test_profiles_without_the_extra_or_with_a_bad_day_are_one_line_errors(tmp_path, monkeypatch):
     bad = cli('generate', '--participants', '3', '--slots', '4', '--profiles', '2026-02-30', '--out', tmp_path / 'a')
     assert bad.returncode == 2 and bad.stderr.strip() == \
-        "error: <command line>:0: profiles: '2026-02-30' is not a day (YYYY-MM-DD)"
+        "error: --profiles: '2026-02-30' is not a day (YYYY-MM-DD)"
     monkeypatch.setitem(sys.modules, 'demandlib', None)  # as if the extra were not installed
     missing = cli('generate', '--participants', '3', '--slots', '4', '--profiles', '--out', tmp_path / 'b')
     assert missing.returncode == 2 and "pip install -e '.[profiles]'" in missing.stderr

@@ -104,6 +104,16 @@ def test_round_mechanism_chosen_at_open(market):
     bad = m.client('round', 'open', '--round', 'r2', '--slots', '0-3', '--market', m.market, '--mechanism', 'auction',
                    check=False)
     assert bad.returncode == 2
+    # the round commands after it (issue 22, problem 8): a round without readings is never settled,
+    # said at once; a submission with no open round says so; the list shows the round's mechanism
+    started = time.monotonic()
+    never = m.client('round', 'settled', '--round', 'r1', '--wait', 120, check=False)
+    assert never.returncode == 2 and time.monotonic() - started < 10, never.stderr
+    assert 'round r1 takes no meter readings' in never.stderr and len(never.stderr.splitlines()) == 1
+    late = m.client('submit', '--orders', m.participant_orders('p01'), check=False)
+    assert late.returncode == 1 and 'no round is open (the latest, r1, is cleared)' in late.stderr, late.stderr
+    listed = m.client('round', 'list').stdout.splitlines()
+    assert listed[0].startswith('round ') and listed[1].split()[:3] == ['r1', '-', 'cleared'] and 'sdr' in listed[1]
 
 
 @pytest.mark.slow
