@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable, Mapping
 
 from .market.book import Book
+from .mpc.jobs import ORDERS_PER_CHUNK
 from .market.config import MarketConfig, load_config
 from .market.orders import load_orders, resolve_zones
 from .market.plain import clear_plain, settle_plain
@@ -77,7 +78,7 @@ def load_meter_readings(path: str | os.PathLike, config: str | os.PathLike | Mar
     return {pair: net for pair, (net, _) in load_readings(os.fspath(path), config).items()}
 
 
-def clear(book: Book, engine: str = 'mpc', nodes: int = 3, mode: str = 'local', chunk: int = 8192,
+def clear(book: Book, engine: str = 'mpc', nodes: int = 3, mode: str = 'local', chunk: int = ORDERS_PER_CHUNK,
           progress: Progress | None = None, timeout: float | None = None,
           committee: int | None = None) -> ClearingResult:
     """Clear every slot of a book: prices, volumes and each order's match and amount.
@@ -114,7 +115,7 @@ def clear(book: Book, engine: str = 'mpc', nodes: int = 3, mode: str = 'local', 
 
 
 def settle(book: Book, readings: Mapping[tuple[str, int], int], engine: str = 'mpc', nodes: int = 3,
-           chunk: int = 8192, progress: Progress | None = None, timeout: float | None = None) -> SettlementResult:
+           chunk: int = ORDERS_PER_CHUNK, progress: Progress | None = None, timeout: float | None = None) -> SettlementResult:
     """Clear a book and settle every deviation from its meter readings, with bills.
 
     Args:

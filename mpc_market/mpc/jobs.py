@@ -1,11 +1,13 @@
 """The files a clearing job hands each market node, and what each node hands back.
 
-A job directory holds ``job.json`` (public parameters only) and, per node i, ``node{i}/``
-with that node's share packages (``shares.npy``: limb-major uint32 array of shape
-(4, participants, slots, width)), the participants whose packages it holds
-(``held.json``), and after the run its result shares (``results.npy``, shape
-(4, participants, slots, 3) for matched, unmatched and amount; 5 with local and cross-zone Wh in
-a zoned market) and ``public.json``.
+A job directory (``JobDir``) holds ``job.json`` (``JobSpec``: public parameters only), for a
+settle-only session ``clearing.json`` (``ClearingVerdicts``), and per node i ``node{i}/``
+(``NodeFiles``) with that node's share packages (``shares.npy``: limb-major uint32 array of shape
+(4, participants, slots, width)), the participants whose packages it holds (``held.json``), and
+after the run its result shares (``results.npy``, shape (4, participants, slots, 3) for matched,
+unmatched and amount; 5 with local and cross-zone Wh in a zoned market) and ``public.json``
+(``PublicOutputs``). Only this module names those files; everything that crosses the process
+boundary is one of these frozen dataclasses with one ``to_json``/``from_json``.
 """
 
 import json
@@ -13,6 +15,10 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+# orders (participant x slot vectors) a party streams through the secure computation at once;
+# divided by the number of slots for the participants per chunk
+ORDERS_PER_CHUNK = 8192
 
 # the party process's exit status for a deterministic failure (a job it refuses, a bug): a rerun
 # would fail the same way, so the daemon reports it once and the broker does not retry it
@@ -41,7 +47,7 @@ class JobSpec:
     tick_units: int
     participants: list = field(default_factory=list)
     slots: list = field(default_factory=list)
-    chunk: int = 4096
+    chunk: int = ORDERS_PER_CHUNK
     mode: str = 'local'
     mechanism: str = 'double-auction'
     settle: bool = False        # meter packages present: settle deviations after clearing
@@ -53,18 +59,179 @@ class JobSpec:
     fee_units: int = 0          # the network fee in price units
     committee: list = field(default_factory=list)   # S1: participant index of each node
 
-    def save(self, directory):
-        os.makedirs(directory, exist_ok=True)
-        write_json(os.path.join(directory, 'job.json'), asdict(self))
+    def save(self, directory: str) -> None:
+        """Write job.json into directory (created if needed)."""
+        JobDir(directory).save_spec(self)
 
     @classmethod
-    def load(cls, directory):
-        with open(os.path.join(directory, 'job.json')) as f:
-            return cls(**json.load(f))
+    def load(cls, directory: str) -> 'JobSpec':
+        """The JobSpec of directory's job.json."""
+        return JobDir(directory).load_spec()
 
 
-def node_dir(directory, index):
-    return os.path.join(directory, f'node{index}')
+@dataclass(frozen=True)
+class RunFigures:
+    """What a party's run cost: seconds per phase, TLS, bytes and messages sent, peak memory."""
+
+    timings: dict
+    mpc_tls: bool = False
+    bytes_sent: int = 0
+    messages_per_link: int = 0
+    peak_rss_mb: float = 0.0
+    peak_rss_mb_by_phase: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PublicOutputs:
+    """What a party opened in a run (identical at every party): public.json.
+
+    slots: per slot the mechanism's opened values (``market.results.public_slot_rows`` reads them);
+    excluded / missing: participants whose orders were invalid / not held by every node;
+    participants: those in the run (a deployment's agreed set; settlement: everyone settled);
+    meter_excluded / missing_readings / order_excluded: the settlement's verdicts.
+    """
+
+    slots: list
+    excluded: list
+    missing: list
+    participants: list
+    figures: RunFigures
+    meter_excluded: list = field(default_factory=list)
+    missing_readings: list = field(default_factory=list)
+    order_excluded: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        """The JSON object of public.json."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> 'PublicOutputs':
+        """Parse a public.json object.
+
+        Raises:
+            KeyError, TypeError: it is not one (a party wrote nothing else; a job dir is private).
+        """
+        return cls(**dict(obj, figures=RunFigures(**obj['figures'])))
+
+    def differs_from(self, other: 'PublicOutputs') -> bool:
+        """Whether two parties opened different public values (their figures may differ)."""
+        return (self.slots, self.excluded, self.missing, self.participants, self.meter_excluded,
+                self.missing_readings, self.order_excluded) != (
+            other.slots, other.excluded, other.missing, other.participants, other.meter_excluded,
+            other.missing_readings, other.order_excluded)
+
+
+@dataclass(frozen=True)
+class ClearingVerdicts:
+    """clearing.json: what a settle-only session takes from the clearing before it.
+
+    participants: whose order shares are in shares.npy (a deployment: cleared or excluded; None in a
+    local run: the job's participants); cleared: those whose orders were valid; deviation_price2:
+    twice each slot's deviation price in units.
+    """
+
+    cleared: list
+    deviation_price2: list
+    participants: list | None = None
+
+    def to_json(self) -> dict:
+        """The JSON object of clearing.json."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> 'ClearingVerdicts':
+        """Parse a clearing.json object."""
+        return cls(**obj)
+
+
+@dataclass(frozen=True)
+class NodeFiles:
+    """Party i's files in a job directory (node{i}/): its inputs, its outputs and the ready flag."""
+
+    path: str
+
+    def _file(self, name):
+        return os.path.join(self.path, name)
+
+    shares = property(lambda self: self._file('shares.npy'))          # order share packages
+    readings = property(lambda self: self._file('readings.npy'))      # reading share packages
+    held = property(lambda self: self._file('held.json'))             # whose packages it holds
+    results = property(lambda self: self._file('results.npy'))        # result shares
+    settlement = property(lambda self: self._file('settlement.npy'))  # settlement shares
+    retailer = property(lambda self: self._file('retailer.npy'))      # the retailer's shares
+    public = property(lambda self: self._file('public.json'))         # PublicOutputs
+    own_orders = property(lambda self: self._file('own_orders.npy'))    # S1: the committee peer's orders
+    own_results = property(lambda self: self._file('own_results.npy'))  # S1: its own results
+    log = property(lambda self: self._file('node.log'))               # a local run's party log
+    ready = property(lambda self: self._file('ready'))                # the packages are complete
+
+    def make(self) -> 'NodeFiles':
+        """Create the directory (0700 like the job's); returns self."""
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        return self
+
+    def mark_ready(self) -> None:
+        """Tell the waiting party its packages are complete."""
+        with open(self.ready, 'w'):
+            pass
+
+    def is_ready(self) -> bool:
+        return os.path.exists(self.ready)
+
+    def unmark_ready(self) -> None:
+        """A second session over the same directory: the party waits again."""
+        if os.path.exists(self.ready):
+            os.remove(self.ready)
+
+    def write_held(self, held) -> None:
+        write_json(self.held, held)
+
+    def read_held(self):
+        with open(self.held) as f:
+            return json.load(f)
+
+    def write_public(self, public: PublicOutputs) -> None:
+        write_json(self.public, public.to_json())
+
+    def read_public(self) -> PublicOutputs:
+        with open(self.public) as f:
+            return PublicOutputs.from_json(json.load(f))
+
+
+@dataclass(frozen=True)
+class JobDir:
+    """A job directory: job.json, clearing.json, the parties' node{i}/, their TLS files and log."""
+
+    path: str
+
+    spec_file = property(lambda self: os.path.join(self.path, 'job.json'))
+    verdicts_file = property(lambda self: os.path.join(self.path, 'clearing.json'))
+    tls = property(lambda self: os.path.join(self.path, 'tls'))              # a local run's certificates
+    party_log = property(lambda self: os.path.join(self.path, 'party.log'))  # a daemon's one party
+
+    def node(self, index: int) -> NodeFiles:
+        """Party index's files."""
+        return NodeFiles(os.path.join(self.path, f'node{index}'))
+
+    def save_spec(self, spec: 'JobSpec') -> None:
+        os.makedirs(self.path, exist_ok=True)
+        write_json(self.spec_file, asdict(spec))
+
+    def load_spec(self) -> 'JobSpec':
+        with open(self.spec_file) as f:
+            return JobSpec(**json.load(f))
+
+    def write_verdicts(self, verdicts: ClearingVerdicts) -> None:
+        write_json(self.verdicts_file, verdicts.to_json())
+
+    def read_verdicts(self) -> ClearingVerdicts:
+        with open(self.verdicts_file) as f:
+            return ClearingVerdicts.from_json(json.load(f))
+
+
+def node_dir(directory: str, index: int) -> str:
+    """Party index's directory in a job directory (JobDir(directory).node(index).path)."""
+    return JobDir(directory).node(index).path
 
 
 def write_json(path, obj):

@@ -6,11 +6,9 @@ finally plays every owner again, reconstructing each participant's rows from the
 result shares.
 """
 
-import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +20,8 @@ from ..market import settlement
 from ..market.book import Book
 from ..market.results import ClearingResult, assemble, order_rows, public_slot_rows
 from . import field as ff
-from .jobs import job_spec, node_dir, write_json
+from .jobs import ORDERS_PER_CHUNK, ClearingVerdicts, JobDir, job_spec
+from .supervisor import PartyProcess, relay_progress, supervise
 
 MAX_NODES = 11
 
@@ -43,19 +42,20 @@ def free_ports(count):
 
 
 
-def share_book(book, spec, job_dir, progress=None, encode=None, name='shares.npy'):
+def share_book(book, spec, job_dir, progress=None, encode=None, readings=False):
     """Play every participant: encode its vectors, Shamir-share them, give node i its package.
 
     encode(participant_indices) -> (n, slots, width) values; the order vectors by default.
+    readings: the packages are meter readings (readings.npy), not orders (shares.npy).
     With several chunks, a forked worker shares every other
     chunk on the second core (the nodes are idle until the packages are ready).
     """
     encode = encode or book.encode
     n_p, n_s = len(book.participants), len(book.slots)
     width = encode(range(0, min(1, n_p))).shape[-1]
-    paths = [os.path.join(node_dir(job_dir, i), name) for i in range(spec.nodes)]
+    files = [JobDir(job_dir).node(i).make() for i in range(spec.nodes)]
+    paths = [f.readings if readings else f.shares for f in files]
     for path in paths:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         np.lib.format.open_memmap(path, mode='w+', dtype=np.uint32, shape=(ff.LIMBS, n_p, n_s, width)).flush()
     step = max(256, min(spec.chunk, -(-n_p // 8)))  # small enough to split evenly between two workers
     chunks = [(start, min(start + step, n_p)) for start in range(0, n_p, step)]
@@ -84,22 +84,8 @@ def share_book(book, spec, job_dir, progress=None, encode=None, name='shares.npy
         share_chunks(chunks, progress)
     if progress:
         progress('sharing', n_p, n_p)
-    for i in range(spec.nodes):
-        write_json(os.path.join(node_dir(job_dir, i), 'held.json'), book.participants)
-
-
-
-def _relay_progress(log_path, offset, progress):
-    """Pass node 0's 'progress PHASE DONE TOTAL' lines to the callback; return the new offset."""
-    with open(log_path) as f:
-        f.seek(offset)
-        text = f.read()
-    complete = text[:text.rfind('\n') + 1]
-    for line in complete.splitlines():
-        parts = line.split()
-        if len(parts) == 4 and parts[0] == 'progress' and progress:
-            progress(parts[1], int(parts[2]), int(parts[3]))
-    return offset + len(complete)
+    for f in files:
+        f.write_held(book.participants)
 
 
 
@@ -107,7 +93,7 @@ def ephemeral_node_keys(job_dir, nodes, host):
     """A per-run CA and node certificates in the private job directory, so the local node
     processes accept MPyC links only from each other; the CA key is deleted once they are issued."""
     from ..common import keys
-    tls = os.path.join(job_dir, 'tls')
+    tls = JobDir(job_dir).tls
     keys.create_ca(tls)
     for i in range(nodes):
         keys.create_node(tls, i, hosts=(host,))
@@ -116,69 +102,43 @@ def ephemeral_node_keys(job_dir, nodes, host):
 
 
 
-def start_nodes(job_dir, nodes, host='127.0.0.1', extra_args=()):
-    """Start the node processes; they connect, then wait for each node dir's 'ready' file."""
+def start_nodes(job_dir: str, nodes: int, host: str = '127.0.0.1', extra_args=()) -> list:
+    """Start the node processes (PartyProcess each); they connect, then wait for each node's
+    ready flag."""
     ports = free_ports(nodes)
     parties = ','.join(f'{host}:{p}' for p in ports)
     tls = ephemeral_node_keys(job_dir, nodes, host)
-    procs = []
+    job = JobDir(job_dir)
+    return [PartyProcess([sys.executable, '-m', 'mpc_market.mpc.node', '--job', job_dir, '--index', str(i),
+                          '--parties', parties, '--keys', tls, *extra_args], job.node(i).make().log)
+            for i in range(nodes)]
+
+
+def mark_ready(job_dir: str, nodes: int) -> None:
+    """Every party's packages are complete."""
     for i in range(nodes):
-        os.makedirs(node_dir(job_dir, i), exist_ok=True)
-        log = open(os.path.join(node_dir(job_dir, i), 'node.log'), 'w')
-        procs.append((subprocess.Popen([sys.executable, '-m', 'mpc_market.mpc.node', '--job', job_dir,
-                                        '--index', str(i), '--parties', parties, '--keys', tls, *extra_args],
-                                       stdout=log, stderr=subprocess.STDOUT), log))
-    return procs
+        JobDir(job_dir).node(i).mark_ready()
 
 
-
-def mark_ready(job_dir, nodes):
-    for i in range(nodes):
-        with open(os.path.join(node_dir(job_dir, i), 'ready'), 'w'):
-            pass
+def stop_nodes(parties: list) -> None:
+    for party in parties:
+        party.kill()
 
 
+def wait_nodes(parties: list, job_dir: str, timeout: float | None = None, progress=None) -> None:
+    """Wait for all node processes; raise EngineError on any failure (the others killed)."""
+    log0, offset = JobDir(job_dir).node(0).log, [0]
 
-def stop_nodes(procs):
-    for proc, log in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-
-def wait_nodes(procs, job_dir, timeout=None, progress=None):
-    """Wait for all node processes; raise EngineError on any failure (killing the others)."""
-    nodes = len(procs)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    failed, offset = None, 0
-    log0 = os.path.join(node_dir(job_dir, 0), 'node.log')
-    while any(proc.poll() is None for proc, _ in procs):
-        crashed = [i for i, (proc, _) in enumerate(procs) if proc.poll() not in (None, 0)]
-        if crashed:  # a lost peer would make the others wait forever
-            failed = f'node {crashed[0]} exited with status {procs[crashed[0]][0].returncode}'
-            break
-        if deadline is not None and time.monotonic() > deadline:
-            failed = f'nodes timed out after {timeout} s'
-            break
-        offset = _relay_progress(log0, offset, progress)
-        time.sleep(0.05)
-    _relay_progress(log0, offset, progress)
-    for i, (proc, _) in enumerate(procs):
-        if failed is None and proc.poll() not in (None, 0):
-            failed = f'node {i} exited with status {proc.returncode}'
-    stop_nodes(procs)
-    if failed:
-        tail = ''
-        for i in range(nodes):
-            with open(os.path.join(node_dir(job_dir, i), 'node.log')) as f:
-                lines = [ln for ln in f.read().splitlines() if ln.strip() and not ln.startswith('progress ')]
-            if lines:
-                tail = f'{lines[-1]} (node {i})'
-                break
-        raise EngineError(f'{failed}; {tail}' if tail else failed)
-
+    def relay():
+        offset[0] = relay_progress(log0, offset[0], progress)
+    failure = supervise(parties, timeout, tick=relay)
+    if failure is None:
+        return
+    failed = (f'nodes timed out after {timeout} s' if failure.kind == 'timeout'
+              else f'node {failure.index} exited with status {failure.returncode}')
+    said = [(i, party.lines()) for i, party in enumerate(parties)]
+    tail = next((f'{lines[-1]} (node {i})' for i, lines in said if lines), '')
+    raise EngineError(f'{failed}; {tail}' if tail else failed)
 
 
 def run_nodes(job_dir, nodes, timeout=None, host='127.0.0.1', extra_args=(), progress=None):
@@ -189,9 +149,11 @@ def run_nodes(job_dir, nodes, timeout=None, host='127.0.0.1', extra_args=(), pro
 
 
 
-def reconstruct(job_dir, spec, name='results.npy'):
-    """Play every owner: recombine result shares from all nodes (checking consistency)."""
-    per_node = [np.load(os.path.join(node_dir(job_dir, i), name)) for i in range(spec.nodes)]
+def reconstruct(job_dir, spec, shares='results'):
+    """Play every owner: recombine result shares from all nodes (checking consistency).
+    shares: which of NodeFiles' share files ('results', 'settlement', 'retailer')."""
+    job = JobDir(job_dir)
+    per_node = [np.load(getattr(job.node(i), shares)) for i in range(spec.nodes)]
     ints = [ff.to_ints(r) for r in per_node]
     values, consistent = ff.recombine(ints, spec.threshold)
     if not consistent.all():
@@ -201,11 +163,9 @@ def reconstruct(job_dir, spec, name='results.npy'):
 
 
 def read_public_outputs(job_dir, nodes):
-    publics = []
-    for i in range(nodes):
-        with open(os.path.join(node_dir(job_dir, i), 'public.json')) as f:
-            publics.append(json.load(f))
-    if any(p['slots'] != publics[0]['slots'] for p in publics):
+    """Every party's PublicOutputs; EngineError unless all opened the same public values."""
+    publics = [JobDir(job_dir).node(i).read_public() for i in range(nodes)]
+    if any(p.differs_from(publics[0]) for p in publics):
         raise EngineError('nodes disagree on the public results')
     return publics
 
@@ -214,20 +174,20 @@ def read_public_outputs(job_dir, nodes):
 def mpc_result(book, publics, values_of, times):
     started, shared, computed = times
     public = publics[0]
-    excluded = set(public['excluded']) | set(public['missing'])
+    excluded = set(public.excluded) | set(public.missing)
     rows = order_rows(book, excluded, values_of)
-    slots = public_slot_rows(book.config, public['slots'])
+    slots = public_slot_rows(book.config, public.slots)
     finished = time.perf_counter()
     n = max(1, len(book.participants))
     stats = {
         'engine': 'mpc', 'nodes': len(publics),
         'sharing_s': shared - started, 'nodes_s': computed - shared, 'output_s': finished - computed,
         'total_s': finished - started,
-        'node_timings': [p['timings'] for p in publics],
-        'bytes_sent_per_participant': max(p['bytes_sent'] for p in publics) / n,
-        'peak_rss_mb': max(p['peak_rss_mb'] for p in publics),
-        'messages_per_link': max(p.get('messages_per_link', 0) for p in publics),
-        'mpc_tls': all(p.get('mpc_tls') for p in publics),
+        'node_timings': [p.figures.timings for p in publics],
+        'bytes_sent_per_participant': max(p.figures.bytes_sent for p in publics) / n,
+        'peak_rss_mb': max(p.figures.peak_rss_mb for p in publics),
+        'messages_per_link': max(p.figures.messages_per_link for p in publics),
+        'mpc_tls': all(p.figures.mpc_tls for p in publics),
     }
     return ClearingResult(slots, rows, sorted(excluded), stats)
 
@@ -250,12 +210,11 @@ def clear_peers(book: Book, committee=None, round_id='local', progress=None, tim
     members = [book.participant_index[p] for p in lottery['committee']]
     job_dir = tempfile.mkdtemp(prefix='mpc-market-peers-', dir=workdir)
     try:
-        spec = job_spec(book, size, 8192)
+        spec = job_spec(book, size, ORDERS_PER_CHUNK)
         spec.mode, spec.committee = 'peers', members
         spec.save(job_dir)
         for j, p in enumerate(members):  # a committee peer's orders stay on its own node, in the clear
-            os.makedirs(node_dir(job_dir, j))
-            np.save(os.path.join(node_dir(job_dir, j), 'own_orders.npy'), book.encode([p])[0])
+            np.save(JobDir(job_dir).node(j).make().own_orders, book.encode([p])[0])
 
         on_committee = set(members)
 
@@ -272,7 +231,7 @@ def clear_peers(book: Book, committee=None, round_id='local', progress=None, tim
         publics = read_public_outputs(job_dir, size)
         values = reconstruct(job_dir, spec)  # the client peers' own rows
         for j, p in enumerate(members):      # each committee peer reconstructed its own at its node
-            values[p] = np.load(os.path.join(node_dir(job_dir, j), 'own_results.npy'))
+            values[p] = np.load(JobDir(job_dir).node(j).own_results)
         pi, si = book.participant_index, book.slot_index
         result = mpc_result(book, publics, lambda o: tuple(int(v) for v in values[pi[o.participant], si[o.slot]]),
                             (started, shared, computed))
@@ -284,7 +243,7 @@ def clear_peers(book: Book, committee=None, round_id='local', progress=None, tim
 
 
 
-def clear_mpc(book: Book, nodes=3, chunk=8192, workdir=None, keep=False, progress=None, timeout=None,
+def clear_mpc(book: Book, nodes=3, chunk=ORDERS_PER_CHUNK, workdir=None, keep=False, progress=None, timeout=None,
               net_of=None, job_dir=None) -> ClearingResult:
     """Clear under MPC; with net_of (meter readings) also settle deviations in the same session.
     job_dir: run in this (caller-owned) directory and leave it, shares included."""
@@ -304,7 +263,7 @@ def clear_mpc(book: Book, nodes=3, chunk=8192, workdir=None, keep=False, progres
             share_book(book, spec, job_dir, progress)
             if net_of is not None:
                 share_book(book, spec, job_dir, encode=lambda rows: encode_readings(book, net_of, rows),
-                           name='readings.npy')
+                           readings=True)
         except BaseException:
             stop_nodes(procs)
             raise
@@ -320,9 +279,9 @@ def clear_mpc(book: Book, nodes=3, chunk=8192, workdir=None, keep=False, progres
         result = mpc_result(book, publics, lambda o: tuple(int(v) for v in values[pi[o.participant], si[o.slot]]),
                              (started, shared, computed))
         if spec.settle:
-            result.settlement = {'values': reconstruct(job_dir, spec, 'settlement.npy'),
-                                 'retailer': reconstruct(job_dir, spec, 'retailer.npy'),
-                                 'excluded': publics[0]['meter_excluded']}
+            result.settlement = {'values': reconstruct(job_dir, spec, 'settlement'),
+                                 'retailer': reconstruct(job_dir, spec, 'retailer'),
+                                 'excluded': publics[0].meter_excluded}
         return result
     finally:
         if not keep:
@@ -346,7 +305,7 @@ def settle_mpc(book, net_of, sessions=1, **kwargs):
 
 
 
-def settle_after_clearing(book, net_of, nodes=3, chunk=8192, workdir=None, progress=None, timeout=None):
+def settle_after_clearing(book, net_of, nodes=3, chunk=ORDERS_PER_CHUNK, workdir=None, progress=None, timeout=None):
     """Clear in one MPC session, then settle in a second one: the nodes keep the order shares of
     the clearing, get the readings' shares and the clearing's public outputs (who cleared, each
     slot's deviation price) and run only the settlement, with a fresh seed and fresh certificates.
@@ -360,27 +319,28 @@ def settle_after_clearing(book, net_of, nodes=3, chunk=8192, workdir=None, progr
         spec.settle, spec.max_reading_wh = True, book.config.max_reading_wh
         spec.save(job_dir)
         excluded = set(clearing.excluded)
-        write_json(os.path.join(job_dir, 'clearing.json'), {
-            'cleared': [p for p in book.participants if p not in excluded],
-            'deviation_price2': [settlement.deviation_price2(book.config, s) for s in clearing.slots]})
-        shutil.rmtree(os.path.join(job_dir, 'tls'))  # this session's own certificates
+        job = JobDir(job_dir)
+        job.write_verdicts(ClearingVerdicts(
+            cleared=[p for p in book.participants if p not in excluded],
+            deviation_price2=[settlement.deviation_price2(book.config, s) for s in clearing.slots]))
+        shutil.rmtree(job.tls)  # this session's own certificates
         for i in range(nodes):
-            os.remove(os.path.join(node_dir(job_dir, i), 'ready'))  # the readings are not shared yet
+            job.node(i).unmark_ready()  # the readings are not shared yet
         session = time.perf_counter()
         procs = start_nodes(job_dir, nodes, extra_args=('--settle-only',))
         try:
             share_book(book, spec, job_dir, encode=lambda rows: encode_readings(book, net_of, rows),
-                       name='readings.npy')
+                       readings=True)
         except BaseException:
             stop_nodes(procs)
             raise
         mark_ready(job_dir, nodes)
         wait_nodes(procs, job_dir, timeout, progress)
         publics = read_public_outputs(job_dir, nodes)
-        clearing.settlement = {'values': reconstruct(job_dir, spec, 'settlement.npy'),
-                               'retailer': reconstruct(job_dir, spec, 'retailer.npy'),
-                               'excluded': publics[0]['meter_excluded']}
-        clearing.stats['settlement_session_timings'] = [p['timings'] for p in publics]
+        clearing.settlement = {'values': reconstruct(job_dir, spec, 'settlement'),
+                               'retailer': reconstruct(job_dir, spec, 'retailer'),
+                               'excluded': publics[0].meter_excluded}
+        clearing.stats['settlement_session_timings'] = [p.figures.timings for p in publics]
         clearing.stats['settlement_session_s'] = time.perf_counter() - session  # start-up to reconstructed
         return clearing
     finally:

@@ -110,15 +110,14 @@ async def settlement_packages(args, spec, own, clearing):
     0); one in the clearing without agreed readings gets zero reading shares (the missing-reading
     rule applies)."""
     import numpy as np
-    orders = np.load(os.path.join(own, 'shares.npy'), mmap_mode='r')
-    readings = np.load(os.path.join(own, 'readings.npy'), mmap_mode='r')
+    orders = np.load(own.shares, mmap_mode='r')
+    readings = np.load(own.readings, mmap_mode='r')
     if not args.deployment:
         return orders, readings, list(spec.participants), []
-    with open(os.path.join(own, 'held.json')) as f:
-        held = json.load(f)
+    held = own.read_held()
     readings, readers, _, _ = await agree_on_envelopes(spec, readings, held, args.keys, args.index,
                                                       READINGS_AGREEMENT_DOMAIN)
-    in_clearing = list(clearing['participants'])
+    in_clearing = list(clearing.participants)
     participants = sorted(set(in_clearing) | set(readers))
     order_row, reading_row = {p: i for i, p in enumerate(in_clearing)}, {p: i for i, p in enumerate(readers)}
     all_orders = np.zeros((orders.shape[0], len(participants), *orders.shape[2:]), dtype=np.uint32)
@@ -177,12 +176,11 @@ async def load_packages(args, spec, own):
     import numpy as np
     if args.peers:
         from .peers import exchange_packages
-        shares, held = await exchange_packages(spec, np.load(os.path.join(own, 'shares.npy')),
-                                               np.load(os.path.join(own, 'own_orders.npy')))
+        shares, held = await exchange_packages(spec, np.load(own.shares),
+                                               np.load(own.own_orders))
         return shares, held, [], None
-    shares = np.load(os.path.join(own, 'shares.npy'), mmap_mode='r')
-    with open(os.path.join(own, 'held.json')) as f:
-        held = json.load(f)
+    shares = np.load(own.shares, mmap_mode='r')
+    held = own.read_held()
     if args.deployment:
         return await agree_on_envelopes(spec, shares, held, args.keys, args.index)
     return shares, held, [], None
@@ -198,8 +196,8 @@ async def settle(node, spec, own, readings):
                            spec.max_reading_wh.bit_length(), spec.max_reading_wh)
     settled, retailer, meter_excluded = await SettlementNode(node, readings, layout, node.deviation_price2).run(
         node.valid)
-    save_array(os.path.join(own, 'settlement.npy'), settled)
-    save_array(os.path.join(own, 'retailer.npy'), retailer)
+    save_array(own.settlement, settled)
+    save_array(own.retailer, retailer)
     node.timings['settlement'] = time.perf_counter() - started
     return meter_excluded
 
@@ -211,13 +209,13 @@ async def settle_only(args, spec, own, progress):
     import numpy as np
 
     from .clearing import MarketNode
-    with open(os.path.join(args.job, 'clearing.json')) as f:
-        clearing = json.load(f)
-    cleared, price2 = set(clearing['cleared']), [int(v) for v in clearing['deviation_price2']]
+    from .jobs import JobDir
+    clearing = JobDir(args.job).read_verdicts()
+    cleared, price2 = set(clearing.cleared), [int(v) for v in clearing.deviation_price2]
     if len(price2) != len(spec.slots):
         raise ValueError(f'clearing.json: {len(price2)} deviation prices for {len(spec.slots)} slots')
     orders, readings, participants, no_reading = await settlement_packages(args, spec, own, clearing)
-    in_clearing = set(clearing.get('participants', participants))
+    in_clearing = set(participants if clearing.participants is None else clearing.participants)
     node = MarketNode(spec, orders, participants, progress)
     await node.agree_seed()
     # in the market: cleared at clearing, or readings only (no order: planned 0)
@@ -227,7 +225,7 @@ async def settle_only(args, spec, own, progress):
     invalid = [p for p in await settle(node, spec, own, readings) if p not in unread]
     return node, {'slots': [], 'excluded': [], 'missing': [], 'meter_excluded': invalid,
                   'participants': participants, 'missing_readings': no_reading,
-                  'order_excluded': sorted(in_clearing - cleared)}
+                  'order_excluded': sorted(in_clearing - cleared)}  # PublicOutputs' fields but the figures
 
 
 def main(argv=None):
@@ -241,17 +239,18 @@ def main(argv=None):
 
     from . import mpyc_internals as internals
     from .clearing import MarketNode
-    from .jobs import DETERMINISTIC_EXIT, JobSpec, node_dir, save_array, write_json
+    from .jobs import DETERMINISTIC_EXIT, JobDir, PublicOutputs, RunFigures, save_array
     from .primitives import peak_rss_mb
 
-    spec = JobSpec.load(args.job)
-    own = node_dir(args.job, args.index)
+    job = JobDir(args.job)
+    spec = job.load_spec()
+    own = job.node(args.index)
 
     async def run():
         started = time.perf_counter()
         await internals.start(mpc, args.keys)
         print('connected', flush=True)  # the daemon's watchdog: start-up is over
-        while not os.path.exists(os.path.join(own, 'ready')):  # packages still being written
+        while not own.is_ready():  # packages still being written
             await asyncio.sleep(0.02)
 
         def progress(phase, done, total):  # node 0 reports; the local engine relays it
@@ -266,29 +265,28 @@ def main(argv=None):
             node = MarketNode(spec, shares, held, progress)
             public, results = await node.run()
             if spec.settle:
-                readings = np.load(os.path.join(own, 'readings.npy'), mmap_mode='r')
+                readings = np.load(own.readings, mmap_mode='r')
                 public['meter_excluded'] = await settle(node, spec, own, readings if rows is None else readings[:, rows])
         if args.peers:
             from .peers import own_results, return_results
-            save_array(os.path.join(own, 'own_results.npy'), own_results(spec, await return_results(spec, results)))
+            save_array(own.own_results, own_results(spec, await return_results(spec, results)))
         links = [peer.protocol for peer in mpc.parties if peer.pid != mpc.pid]
         sent = sum(link.nbytes_sent for link in links)
         messages = max((getattr(link, 'messages_sent', 0) for link in links), default=0)
-        if args.deployment and not args.settle_only:
-            public['participants'] = spec.participants
-            public['missing'] = missing
+        if not args.settle_only:
+            public['participants'] = list(spec.participants)
+            if args.deployment:
+                public['missing'] = missing
         internals.shutting_down()
         await mpc.shutdown()
         if results is not None:
-            save_array(os.path.join(own, 'results.npy'), results)
-        public['timings'] = {k: round(v, 4) for k, v in node.timings.items()}
-        public['mpc_tls'] = bool(mpc.options.ssl)
-        public['timings']['node_total'] = round(time.perf_counter() - started, 4)
-        public['bytes_sent'] = sent
-        public['messages_per_link'] = messages
-        public['peak_rss_mb'] = round(peak_rss_mb(), 1)
-        public['peak_rss_mb_by_phase'] = node.peaks
-        write_json(os.path.join(own, 'public.json'), public)
+            save_array(own.results, results)
+        timings = {k: round(v, 4) for k, v in node.timings.items()}
+        timings['node_total'] = round(time.perf_counter() - started, 4)
+        figures = RunFigures(timings=timings, mpc_tls=bool(mpc.options.ssl), bytes_sent=sent,
+                             messages_per_link=messages, peak_rss_mb=round(peak_rss_mb(), 1),
+                             peak_rss_mb_by_phase=node.peaks)
+        own.write_public(PublicOutputs(figures=figures, **public))
 
     profile_dir = os.environ.get('MPC_MARKET_PROFILE')  # developer aid: cProfile each node
     if profile_dir:

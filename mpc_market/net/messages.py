@@ -374,13 +374,22 @@ PUBLIC_DOMAIN = b'mpc-market/public-results/v1\n'
 
 
 
-def public_body(round_id, config, public):
-    """Canonical JSON of what the round makes public: per-slot results and counts, no identities."""
-    slots = public_table(config, ClearingResult(public_slot_rows(config, public['slots']), []))
-    excluded = len(public['excluded'])
+def public_body(round_id: str, config, public) -> str:
+    """Canonical JSON of what the round makes public: per-slot results and counts, no identities.
+
+    Args:
+        round_id: the round.
+        config: its MarketConfig.
+        public: the run's mpc.jobs.PublicOutputs.
+
+    Returns:
+        The body every node signs.
+    """
+    slots = public_table(config, ClearingResult(public_slot_rows(config, public.slots), []))
+    excluded = len(public.excluded)
     return json.dumps({'round_id': round_id, 'mechanism': config.mechanism, 'slots': slots,
-                       'participants': len(public['participants']) - excluded, 'excluded': excluded,
-                       'missing': len(public['missing'])}, sort_keys=True, separators=(',', ':'))
+                       'participants': len(public.participants) - excluded, 'excluded': excluded,
+                       'missing': len(public.missing)}, sort_keys=True, separators=(',', ':'))
 
 
 
@@ -415,11 +424,19 @@ MISSING_READING_RULE = ('a participant in the market without a valid reading pac
 
 
 
-def settlement_body(round_id, public):
-    """Canonical JSON of what a settlement makes public: counts and the missing-reading rule, no identity."""
-    missing, invalid = len(public['missing_readings']), len(public['meter_excluded'])
-    return json.dumps({'round_id': round_id, 'settled': len(public['participants']),
-                       'metered': len(public['participants']) - missing - invalid - len(public['order_excluded']),
+def settlement_body(round_id: str, public) -> str:
+    """Canonical JSON of what a settlement makes public: counts and the missing-reading rule, no identity.
+
+    Args:
+        round_id: the round.
+        public: the settlement run's mpc.jobs.PublicOutputs.
+
+    Returns:
+        The body every node signs.
+    """
+    missing, invalid = len(public.missing_readings), len(public.meter_excluded)
+    return json.dumps({'round_id': round_id, 'settled': len(public.participants),
+                       'metered': len(public.participants) - missing - invalid - len(public.order_excluded),
                        'missing_readings': missing, 'invalid_readings': invalid,
                        'missing_reading_rule': MISSING_READING_RULE}, sort_keys=True, separators=(',', ':'))
 

@@ -9,12 +9,9 @@ The inputs are the stored shares, so a re-run after a failure or restart gives t
 """
 
 import hashlib
-import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -25,7 +22,8 @@ from ..market.config import parse_config
 from ..market.results import public_slot_rows
 from ..market.settlement import deviation_price2
 from ..mpc import field as ff
-from ..mpc.jobs import DETERMINISTIC_EXIT, config_spec, node_dir, write_json
+from ..mpc.jobs import DETERMINISTIC_EXIT, ORDERS_PER_CHUNK, JobDir, config_spec
+from ..mpc.supervisor import PartyProcess, supervise
 from .messages import PUBLIC_DOMAIN, public_body
 
 
@@ -46,97 +44,65 @@ def export_job(store, round_, index, nodes, keys_dir, job_dir):
     """Write job.json, this node's packages (sorted by participant) and MPyC's TLS files."""
     config = parse_config(f'round {round_.round_id}', round_.market_toml)
     layout = Layout.for_config(config)
-    spec = config_spec(config, round_.slots, nodes, max(1, 8192 // max(1, len(round_.slots))))
+    spec = config_spec(config, round_.slots, nodes, max(1, ORDERS_PER_CHUNK // max(1, len(round_.slots))))
     spec.mode = 'deployment'
     spec.round_id = round_.round_id
     spec.save(job_dir)
-    own = node_dir(job_dir, index)
-    os.makedirs(own, exist_ok=True)
+    own = JobDir(job_dir).node(index).make()
     submissions = store.submissions(round_.round_id, 'order')
     held = {p: hashlib.sha256(envelope).hexdigest() for p, (_, envelope, _, _) in submissions.items()}
     shape = (ff.LIMBS, len(held), len(round_.slots), layout.width)
-    shares = np.lib.format.open_memmap(os.path.join(own, 'shares.npy'), mode='w+', dtype=np.uint32, shape=shape)
+    shares = np.lib.format.open_memmap(own.shares, mode='w+', dtype=np.uint32, shape=shape)
     for row, participant in enumerate(sorted(held)):
         package = submissions[participant][3]
         shares[:, row] = np.frombuffer(package, dtype='<u4').reshape(ff.LIMBS, len(round_.slots), layout.width)
     shares.flush()
     del shares
-    write_json(os.path.join(own, 'held.json'), held)
-    with open(os.path.join(own, 'ready'), 'w'):
-        pass
+    own.write_held(held)
+    own.mark_ready()
     return config, len(held)
 
 
 
 def run_party(job_dir, index, mpc_addresses, keys_dir, connect_timeout, clearing_timeout, on_start=None,
               extra_args=()):
-    """Run the MPyC party child under the watchdog; raise ClearingFailed with the reason."""
-    log_path = os.path.join(job_dir, 'party.log')
-    with open(log_path, 'w') as log:
-        child = subprocess.Popen([sys.executable, '-m', 'mpc_market.mpc.node', '--job', job_dir, '--index', str(index),
-                                  '--parties', ','.join(mpc_addresses), '--deployment', '--keys', keys_dir,
-                                  *extra_args],
-                                 cwd=job_dir, stdout=log, stderr=subprocess.STDOUT,
-                                 env=dict(os.environ, MPC_MARKET_PARENT_PID=str(os.getpid())))
+    """Run the MPyC party child under the supervisor; raise ClearingFailed with the reason."""
+    party = PartyProcess([sys.executable, '-m', 'mpc_market.mpc.node', '--job', job_dir, '--index', str(index),
+                          '--parties', ','.join(mpc_addresses), '--deployment', '--keys', keys_dir, *extra_args],
+                         JobDir(job_dir).party_log, cwd=job_dir,
+                         env=dict(os.environ, MPC_MARKET_PARENT_PID=str(os.getpid())))
     if on_start:
-        on_start(child)
-    started = time.monotonic()
-    connected = False
-    try:
-        while child.poll() is None:
-            elapsed = time.monotonic() - started
-            if not connected:
-                connected = _log_has(log_path, 'connected')
-                if not connected and elapsed > connect_timeout:
-                    raise ClearingFailed(f'node {index}: could not connect to all nodes within {connect_timeout:g} s')
-            if elapsed > clearing_timeout:
-                raise ClearingFailed(f'node {index}: clearing timed out after {clearing_timeout:g} s')
-            time.sleep(0.05)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    if child.returncode != 0:
-        raise ClearingFailed(f'node {index}: {_last_error(log_path) or f"MPC party exited with status {child.returncode}"}',
-                             final=child.returncode == DETERMINISTIC_EXIT)
-
-
-
-def _log_has(path, word):
-    with open(path) as f:
-        return any(line.strip() == word for line in f)
-
-
-
-def _last_error(path):
-    with open(path) as f:
-        lines = [ln.strip() for ln in f if ln.strip() and not ln.startswith('progress ')]
-    errors = [ln for ln in lines if ln.startswith('error:')]
-    if errors:
-        return errors[-1][len('error:'):].strip()
-    return lines[-1] if lines else ''
-
+        on_start(party.process)
+    failure = supervise([party], clearing_timeout, connect_timeout)
+    if failure is None:
+        return
+    if failure.kind == 'connect':
+        raise ClearingFailed(f'node {index}: could not connect to all nodes within {connect_timeout:g} s')
+    if failure.kind == 'timeout':
+        raise ClearingFailed(f'node {index}: clearing timed out after {clearing_timeout:g} s')
+    raise ClearingFailed(f'node {index}: {party.last_error() or f"MPC party exited with status {failure.returncode}"}',
+                         final=failure.returncode == DETERMINISTIC_EXIT)
 
 
 def import_results(job_dir, index, round_id, config):
     """({participant: (status, shares bytes)}, public body, timings, deviation price2 per slot) of a
     finished run."""
-    own = node_dir(job_dir, index)
-    with open(os.path.join(own, 'public.json')) as f:
-        public = json.load(f)
-    results = np.load(os.path.join(own, 'results.npy'))
-    excluded = set(public['excluded'])
+    own = JobDir(job_dir).node(index)
+    public = own.read_public()
+    results = np.load(own.results)
+    excluded = set(public.excluded)
     rows = {p: ('excluded' if p in excluded else 'cleared', results[:, j].astype('<u4').tobytes())
-            for j, p in enumerate(public['participants'])}
-    rows.update({p: ('missing', b'') for p in public['missing']})
-    price2 = [deviation_price2(config, row) for row in public_slot_rows(config, public['slots'])]
+            for j, p in enumerate(public.participants)}
+    rows.update({p: ('missing', b'') for p in public.missing})
+    price2 = [deviation_price2(config, row) for row in public_slot_rows(config, public.slots)]
     return rows, public_body(round_id, config, public), run_figures(public), price2
 
 
 def run_figures(public):
-    """What a run's public.json says about its cost: phase timings, TLS, bytes sent, peak memory."""
-    return dict(public['timings'], mpc_tls=public['mpc_tls'], bytes_sent=public.get('bytes_sent', 0),
-                peak_rss_mb=public.get('peak_rss_mb', 0))
+    """What a run cost (its PublicOutputs' figures), flat: phase timings, TLS, bytes sent, peak memory."""
+    figures = public.figures
+    return dict(figures.timings, mpc_tls=figures.mpc_tls, bytes_sent=figures.bytes_sent,
+                peak_rss_mb=figures.peak_rss_mb)
 
 
 

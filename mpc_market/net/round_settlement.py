@@ -11,7 +11,6 @@ stored packages and gives the same results.
 """
 
 import hashlib
-import json
 import os
 import shutil
 
@@ -21,7 +20,7 @@ from ..common.names import path_token
 from ..market.book import Layout, ReadingLayout
 from ..market.config import parse_config
 from ..mpc import field as ff
-from ..mpc.jobs import config_spec, node_dir, write_json
+from ..mpc.jobs import ORDERS_PER_CHUNK, ClearingVerdicts, JobDir, config_spec
 from .messages import SETTLEMENT_DOMAIN, settlement_body
 from .round_clearing import run_figures, run_party
 
@@ -43,36 +42,33 @@ def export_settlement_job(store, round_, index, nodes, job_dir):
     """job.json, clearing.json, this node's order and reading packages and held.json (reading envelopes)."""
     config = parse_config(f'round {round_.round_id}', round_.market_toml)
     slots = len(round_.slots)
-    spec = config_spec(config, round_.slots, nodes, max(1, 8192 // max(1, slots)))
+    spec = config_spec(config, round_.slots, nodes, max(1, ORDERS_PER_CHUNK // max(1, slots)))
     spec.mode, spec.round_id = 'deployment', round_.round_id
     spec.settle, spec.max_reading_wh = True, config.max_reading_wh
     spec.save(job_dir)
     statuses = store.result_statuses(round_.round_id)
     in_clearing = sorted(p for p, status in statuses.items() if status in ('cleared', 'excluded'))
-    write_json(os.path.join(job_dir, 'clearing.json'), {
-        'participants': in_clearing, 'cleared': sorted(p for p in in_clearing if statuses[p] == 'cleared'),
-        'deviation_price2': list(round_.deviation_price2)})
-    own = node_dir(job_dir, index)
-    os.makedirs(own, exist_ok=True)
-    _packages(os.path.join(own, 'shares.npy'), store.submissions(round_.round_id, 'order'), in_clearing,
+    JobDir(job_dir).write_verdicts(ClearingVerdicts(
+        participants=in_clearing, cleared=sorted(p for p in in_clearing if statuses[p] == 'cleared'),
+        deviation_price2=list(round_.deviation_price2)))
+    own = JobDir(job_dir).node(index).make()
+    _packages(own.shares, store.submissions(round_.round_id, 'order'), in_clearing,
               (slots, Layout.for_config(config).width))
     readings = store.submissions(round_.round_id, 'readings')
-    _packages(os.path.join(own, 'readings.npy'), readings, sorted(readings),
+    _packages(own.readings, readings, sorted(readings),
               (slots, ReadingLayout.for_config(config).width))
-    write_json(os.path.join(own, 'held.json'),
-               {p: hashlib.sha256(envelope).hexdigest() for p, (_, envelope, _, _) in readings.items()})
-    with open(os.path.join(own, 'ready'), 'w'):
-        pass
+    own.write_held({p: hashlib.sha256(envelope).hexdigest() for p, (_, envelope, _, _) in readings.items()})
+    own.mark_ready()
 
 
 
 def participant_status(participant, public):
     """A participant's settlement status: how its deviations were settled."""
-    if participant in public['order_excluded']:
+    if participant in public.order_excluded:
         return 'excluded'  # its orders were invalid: they settle with the retailer, no deviation
-    if participant in public['missing_readings']:
+    if participant in public.missing_readings:
         return 'missing-reading'
-    if participant in public['meter_excluded']:
+    if participant in public.meter_excluded:
         return 'invalid-reading'
     return 'metered'
 
@@ -80,13 +76,12 @@ def participant_status(participant, public):
 
 def import_settlement(job_dir, index, round_id):
     """({participant: (status, shares)}, retailer shares, public body, timings) of a finished run."""
-    own = node_dir(job_dir, index)
-    with open(os.path.join(own, 'public.json')) as f:
-        public = json.load(f)
-    settled = np.load(os.path.join(own, 'settlement.npy'))
-    retailer = np.load(os.path.join(own, 'retailer.npy'))
+    own = JobDir(job_dir).node(index)
+    public = own.read_public()
+    settled = np.load(own.settlement)
+    retailer = np.load(own.retailer)
     rows = {p: (participant_status(p, public), settled[:, j].astype('<u4').tobytes())
-            for j, p in enumerate(public['participants'])}
+            for j, p in enumerate(public.participants)}
     return (rows, retailer.astype('<u4').tobytes(), settlement_body(round_id, public),
             run_figures(public))
 

@@ -214,8 +214,8 @@ def test_participant_missing_at_one_node_is_left_out(tmp_path):
         json.dump(['a', 'b', 'd'], f)  # node 2 never received c's package
     run_nodes(str(tmp_path), 3, timeout=120)
     public = read_public_outputs(str(tmp_path), 3)[0]
-    assert public['missing'] == ['c'] and public['excluded'] == []
+    assert public.missing == ['c'] and public.excluded == []
     expected = clear_plain(book_of([o for o in orders if o[0] != 'c']))
-    assert [s['traded_wh'] for s in public['slots']] == [s.traded_wh for s in expected.slots]
+    assert [s['traded_wh'] for s in public.slots] == [s.traded_wh for s in expected.slots]
     values = reconstruct(str(tmp_path), spec)
     assert int(values[book.participant_index['c'], 0, 0]) == 0  # nothing matched for c

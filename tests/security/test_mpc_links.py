@@ -11,7 +11,6 @@ import pickle
 import socket
 import ssl
 import struct
-import subprocess
 import sys
 import time
 from decimal import Decimal
@@ -23,7 +22,8 @@ from mpc_market.market.book import Book
 from mpc_market.market.config import MarketConfig
 from mpc_market.market.orders import Order
 from mpc_market.market.plain import clear_plain
-from mpc_market.mpc.jobs import job_spec, node_dir
+from mpc_market.mpc.jobs import JobDir, job_spec
+from mpc_market.mpc.supervisor import PartyProcess
 from mpc_market.mpc.local import (
     free_ports,
     mark_ready,
@@ -53,9 +53,8 @@ def _book():
 
 
 def _start(job_dir, index, parties, keys_dir):
-    log = open(os.path.join(node_dir(job_dir, index), 'node.log'), 'w')
-    return subprocess.Popen([sys.executable, '-m', 'mpc_market.mpc.node', '--job', job_dir, '--index', str(index),
-                             '--parties', parties, '--keys', keys_dir], stdout=log, stderr=subprocess.STDOUT), log
+    return PartyProcess([sys.executable, '-m', 'mpc_market.mpc.node', '--job', job_dir, '--index', str(index),
+                         '--parties', parties, '--keys', keys_dir], JobDir(job_dir).node(index).log)
 
 
 def _wait_listening(port, timeout=20):
@@ -147,12 +146,10 @@ def test_only_node_0_can_be_party_0(tmp_path, deployment_keys, attacker):
         mark_ready(job_dir, 3)
         wait_nodes(procs, job_dir, timeout=120)
     finally:
-        for proc, log in procs:
-            if proc.poll() is None:
-                proc.kill()
-            log.close()
+        for party in procs:
+            party.kill()
     assert not os.path.exists(marker), 'the attacker ran code on a node'
-    logs = ''.join(open(os.path.join(node_dir(job_dir, i), 'node.log')).read() for i in (1, 2))
+    logs = ''.join(open(JobDir(job_dir).node(i).log).read() for i in (1, 2))
     if cert is not None and 'foreign' not in attacker:
         assert 'refused an MPyC link' in logs
     values = reconstruct(job_dir, spec)
