@@ -27,7 +27,7 @@ from helpers import REPO, cli, random_orders
 PEERS = [f'p{i:02d}' for i in range(17)]
 COMMUNITY = [f'h{i:02d}' for i in range(1, 41)]   # the reviewer's 40 peers
 COALITION = ['h01', 'h02', 'h03']
-ERROR_LINE = re.compile(r'^error: [^\n]+:\d+: [a-z_]+: [^\n]+\n$')
+ERROR_LINE = re.compile(r'^error: [^\n]+?(:\d+)?: [a-z_]+: [^\n]+\n$')  # FILE[:LINE]: field: message
 
 
 def signed_draw(round_id, peers, requested=None, **options):
