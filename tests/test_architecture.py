@@ -124,3 +124,32 @@ def test_importing_the_api_starts_no_mpc_runtime():
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert 'clear(book' in proc.stdout and 'settle(book' in proc.stdout
+
+
+JOB_FILES = {'job.json', 'clearing.json', 'shares.npy', 'readings.npy', 'held.json', 'results.npy', 'settlement.npy',
+             'retailer.npy', 'public.json', 'own_orders.npy', 'own_results.npy', 'node.log', 'party.log', 'ready'}
+
+
+def test_the_job_directory_is_named_only_by_jobdir():
+    """The MPC job's files are a protocol between processes: one module (mpc/jobs.py) names them."""
+    wrong = [f'{m}:{node.lineno} names {node.value!r}' for m, path in MODULES.items() if m != 'mpc_market.mpc.jobs'
+             for node in ast.walk(ast.parse(open(path).read()))
+             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in JOB_FILES]
+    assert not wrong, wrong
+
+
+def test_no_servicer_aborts_outside_the_one_map():
+    """Servicers raise typed MarketErrors; net/server.py's abort (status_of) alone turns them into
+    status codes, so a refusal has one code wherever it is raised."""
+    wrong = [f'{m}:{node.lineno}' for m, path in MODULES.items() if m != 'mpc_market.net.server'
+             for node in ast.walk(ast.parse(open(path).read()))
+             if isinstance(node, ast.Attribute) and node.attr == 'abort' and isinstance(node.value, ast.Name)
+             and node.value.id == 'context']
+    assert not wrong, wrong
+
+
+def test_no_assert_decides_on_input_in_the_package():
+    """python -O removes asserts: a check that input decides must be a real one."""
+    wrong = [f'{m}:{node.lineno}' for m, path in MODULES.items()
+             for node in ast.walk(ast.parse(open(path).read())) if isinstance(node, ast.Assert)]
+    assert not wrong, wrong

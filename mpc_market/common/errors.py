@@ -7,7 +7,7 @@ CLI turns an error into one line and exit status 2. No caller ever inspects a me
 
 __all__ = ['COMMAND_LINE', 'MarketError', 'InputError', 'KeyFileError', 'BadParameter', 'EngineError', 'Refused', 'Malformed',
            'NotAuthenticated', 'NotPermitted', 'NotFound', 'Replayed', 'Tampered', 'WrongPhase',
-           'Overloaded', 'TooLarge', 'OutOfRange']
+           'Overloaded', 'TooLarge', 'OutOfRange', 'Conflict', 'Unreachable']
 
 
 class MarketError(Exception):
@@ -95,3 +95,11 @@ class TooLarge(Refused):
 
 class OutOfRange(Refused):
     """A value outside its field (a ciphertext not below the key's modulus)."""
+
+
+class Conflict(Refused):
+    """An id that exists already with other content (a round opened before with other parameters)."""
+
+
+class Unreachable(MarketError):
+    """A party the request needs (a market node) could not be reached; the caller may retry."""

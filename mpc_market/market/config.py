@@ -86,7 +86,8 @@ class MarketConfig:
     def price_units(self, price):
         """Exact integer price units of a price on the unit grid."""
         units = Fraction(price) * self.price_scale
-        assert units.denominator == 1, price
+        if units.denominator != 1:  # every price reaching here is on the grid; a caller's bug otherwise
+            raise ValueError(f'price {price} is not on the price unit grid')
         return int(units)
 
     @cached_property

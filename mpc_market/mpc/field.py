@@ -108,7 +108,8 @@ def lincomb(limbs, coefficients):
     16-bit limbs: each partial sum is < 2**32 * J < 2**53 for J < 2**21.
     """
     n, width = limbs.shape[1], limbs.shape[2]
-    assert width < 1 << 21
+    if width >= 1 << 21:  # the float64 products would no longer be exact
+        raise ValueError(f'{width} limbs per vector; at most {(1 << 21) - 1}')
     coeff = from_ints(np.array(coefficients, dtype=object).T)  # (4, J, V)
     nvec = coeff.shape[2]
     coeff_halves = np.stack([h for c in coeff for h in (c & 0xFFFF, c >> 16)])  # (8, J, V)

@@ -23,7 +23,9 @@ import time
 
 import grpc
 
+from ..common.errors import Overloaded, TooLarge
 from . import metrics
+from .server import abort
 from .tls import client_name
 
 __all__ = ['Admission', 'is_busy', 'retry_when_busy']
@@ -47,15 +49,14 @@ class Admission:
         """Run the body as admitted work, or abort the RPC with RESOURCE_EXHAUSTED."""
         if items > self.max_items:
             metrics.count_admission_refusal('too_many_items')
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f'{what}: {items} items in one request, at most '
-                          f'{self.max_items}')
+            abort(context, TooLarge(f'{items} items in one request, at most {self.max_items}'), what)
         client = client_name(context)
         refusal = self._enter(client, max(1, items))
         if refusal:
             metrics.count_admission_refusal(refusal[0])
             refusal = refusal[1]
             context.set_trailing_metadata(((RETRY_KEY, 'busy'),))  # "not now", as opposed to "never"
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f'{what}: {refusal}; retry later')
+            abort(context, Overloaded(f'{refusal}; retry later'), what)
         try:
             yield
         finally:

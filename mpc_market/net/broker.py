@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ..common.days import DAY_RULE, is_day
-from ..common.errors import InputError
+from ..common.errors import Conflict, InputError, Malformed, NotFound, Unreachable, WrongPhase
 from ..common.files import make_private_dir
 from ..common.keys import load_node_verify_keys, node_name
 from ..common.logs import event
@@ -37,7 +37,7 @@ from .messages import (
     spec_problem,
     verify_public,
 )
-from .server import ClientNames, check_free, run_server
+from .server import ClientNames, check_free, domain_errors, run_server
 from .store import SETTLEMENT_COLUMNS, SqliteStore, add_later_columns, now_ms
 
 log = logging.getLogger('mpc_market.broker')
@@ -138,7 +138,8 @@ class BrokerStore(SqliteStore):
             db.execute("UPDATE rounds SET settlement = 'settled', settle_reason = '' WHERE round_id = ?", (round_id,))
 
     def public(self, round_id, table='public_results'):
-        assert table in ('public_results', 'settlement_public'), table
+        if table not in ('public_results', 'settlement_public'):  # goes into the SQL text: a real check
+            raise ValueError(f'not a public results table: {table!r}')
         with self._lock:
             row = self._db.execute(f'SELECT body, signatures FROM {table} WHERE round_id = ?', (round_id,)).fetchone()
         return None if row is None else (row[0], {int(i): bytes.fromhex(s) for i, s in json.loads(row[1]).items()})
@@ -231,6 +232,7 @@ def window_problem(spec):
 
 
 
+@domain_errors('broker')
 class BrokerService(market_pb2_grpc.BrokerServicer):
     def __init__(self, config, store, nodes):
         self.config = config
@@ -261,12 +263,12 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
 
     def OpenRound(self, request, context):
         if not is_name(request.round_id):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'broker: round id is not {NAME_RULE}')
+            raise Malformed(f'round id is not {NAME_RULE}')
         if request.gate_closure_unix_ms <= now_ms():
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, 'broker: the gate closure is in the past')
+            raise Malformed('the gate closure is in the past')
         problem = window_problem(request) or spec_problem(request, len(self.nodes.addresses))
         if problem:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'broker: {problem}')
+            raise Malformed(problem)
         existing = self.store.get(request.round_id) if request.round_id else None
         if existing is not None:
             if (existing['slots'], existing['gate_closure_ms'], existing['market_toml'], existing['readings_open_ms'],
@@ -274,11 +276,10 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
                     sorted(request.slots), request.gate_closure_unix_ms, request.market_toml,
                     request.readings_open_unix_ms, request.readings_deadline_unix_ms, request.day):
                 return self._state(existing)  # idempotent: the same request retried
-            context.abort(grpc.StatusCode.ALREADY_EXISTS, f'broker: round {request.round_id} exists already '
-                          f'({existing["state"]}); open a new round id')
+            raise Conflict(f'round {request.round_id} exists already ({existing["state"]}); open a new round id')
         failures = open_at_nodes(self.store, self.nodes, request)
         if failures:
-            context.abort(grpc.StatusCode.UNAVAILABLE, 'broker: round not opened: ' + failures)
+            raise Unreachable('round not opened: ' + failures)
         return self._state(self.store.get(request.round_id))
 
     def CloseRound(self, request, context):
@@ -299,16 +300,16 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
         round_ = self._round(request.round_id, context)
         stored = self.store.public(round_['round_id'])
         if stored is None:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f'broker: round {round_["round_id"]} is '
-                          f'{round_["state"]}' + (f' ({round_["reason"]})' if round_['reason'] else ''))
+            raise WrongPhase(f'round {round_["round_id"]} is {round_["state"]}'
+                             + (f' ({round_["reason"]})' if round_['reason'] else ''))
         return public_result_set(round_['round_id'], *stored)
 
     def SettlementResults(self, request, context):
         round_ = self._round(request.round_id, context)
         stored = self.store.public(round_['round_id'], 'settlement_public')
         if stored is None:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f'broker: round {round_["round_id"]} is not settled'
-                          + (f' ({round_["settle_reason"]})' if round_['settle_reason'] else ''))
+            raise WrongPhase(f'round {round_["round_id"]} is not settled'
+                             + (f' ({round_["settle_reason"]})' if round_['settle_reason'] else ''))
         return public_result_set(round_['round_id'], *stored)
 
     def ListRounds(self, request, context):
@@ -317,8 +318,7 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
     def _round(self, round_id, context):
         round_ = self.store.get(round_id)
         if round_ is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f'broker: unknown round {round_id!r}' if round_id
-                          else 'broker: no open round')
+            raise NotFound(f'unknown round {round_id!r}' if round_id else 'no open round')
         return round_
 
 

@@ -20,12 +20,12 @@ import re
 import threading
 import time
 
-import grpc
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..common.errors import (
     InputError,
+    Malformed,
     NotAuthenticated,
     NotFound,
     NotPermitted,
@@ -93,14 +93,14 @@ class MarketNodeServer(NodeService):
         try:
             parse_config(f'round {request.round_id}', request.market_toml)
         except InputError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'node {self.index}: market: {exc}')
+            abort(context, Malformed(f'market: {exc}'), f'node {self.index}')
         if not is_name(request.round_id):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'node {self.index}: round id is not {NAME_RULE}')
+            abort(context, Malformed(f'round id is not {NAME_RULE}'), f'node {self.index}')
         if not request.slots or len(set(request.slots)) != len(request.slots):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'node {self.index}: a round needs an id and distinct slots')
+            abort(context, Malformed('a round needs an id and distinct slots'), f'node {self.index}')
         problem = spec_problem(request, self.nodes)
         if problem:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'node {self.index}: {problem}')
+            abort(context, Malformed(problem), f'node {self.index}')
         return super().OpenRound(request, context)
 
     def CloseRound(self, request, context):

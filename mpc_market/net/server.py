@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import functools
 import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -28,7 +29,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from ..common import errors
 from . import metrics, tls
 
-__all__ = ['STATUS_OF', 'status_of', 'abort', 'ClientNames', 'run_server', 'server_options', 'check_free']
+__all__ = ['STATUS_OF', 'status_of', 'abort', 'domain_errors', 'ClientNames', 'run_server', 'server_options', 'check_free']
 
 STATUS_OF = {
     errors.NotAuthenticated: grpc.StatusCode.UNAUTHENTICATED,
@@ -42,6 +43,8 @@ STATUS_OF = {
     errors.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
     errors.Malformed: grpc.StatusCode.INVALID_ARGUMENT,
     errors.InputError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.Conflict: grpc.StatusCode.ALREADY_EXISTS,
+    errors.Unreachable: grpc.StatusCode.UNAVAILABLE,
 }
 
 
@@ -57,6 +60,33 @@ def status_of(exc: BaseException) -> grpc.StatusCode:
 def abort(context: grpc.ServicerContext, exc: BaseException, who: str) -> None:
     """End the RPC with exc's status code and ``who: message`` (never returns)."""
     context.abort(status_of(exc), f'{who}: {exc}')
+
+
+def domain_errors(who):
+    """A servicer class decorator: a MarketError raised by any RPC method (CamelCase) ends the RPC
+    through abort, so servicers raise typed errors and only STATUS_OF maps them.
+
+    Args:
+        who: the prefix of every message ('broker'), or a function of the servicer giving it.
+
+    Returns:
+        The decorator.
+    """
+    def wrap(method):
+        @functools.wraps(method)
+        def rpc(self, request, context):
+            try:
+                return method(self, request, context)
+            except errors.MarketError as exc:
+                abort(context, exc, who(self) if callable(who) else who)
+        return rpc
+
+    def decorate(cls):
+        for name, member in list(vars(cls).items()):
+            if callable(member) and name[:1].isupper():
+                setattr(cls, name, wrap(member))
+        return cls
+    return decorate
 
 
 class ClientNames(grpc.ServerInterceptor):
@@ -81,7 +111,7 @@ class ClientNames(grpc.ServerInterceptor):
         def guarded(request, context):
             name = tls.client_name(context)
             if not rule(name):
-                context.abort(grpc.StatusCode.PERMISSION_DENIED, f'{self.who}: {self.refusal(method, name)}')
+                abort(context, errors.NotPermitted(self.refusal(method, name)), self.who)
             return inner(request, context)
         return grpc.unary_unary_rpc_method_handler(guarded, request_deserializer=handler.request_deserializer,
                                                    response_serializer=handler.response_serializer)
