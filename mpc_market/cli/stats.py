@@ -95,7 +95,7 @@ def cmd_submit(args):
 def cmd_aggregate(args):
     from ..common.errors import Refused
     from ..stats import dp
-    from ..stats.aggregate import Aggregator, bundle_text
+    from ..stats.aggregate import Aggregator, bundle_text, empty_release_reason
     from ..stats.meterdata import load_feeders, load_participant_registry
     from ..stats.paillier import load_public_keys
     from ..stats.submission import read_submissions
@@ -126,10 +126,14 @@ def cmd_aggregate(args):
     except ValueError as exc:
         raise InputError('<command line>', 0, 'dp-epsilon', str(exc)) from None
     done = time.perf_counter()
+    _report_rejections(rejected)
+    empty = empty_release_reason(bundles)
+    if empty:  # a bundle of no group would only reach an operator as an empty CSV
+        from ..common.errors import Refused
+        raise Refused(f'day {day}: nothing to release: {empty}; no aggregates written')
     from ..market.output import write_all
     names = {k.key_id: k.name for k in keys}
     write_all(args.out, {f'{names[k]}-{day}.aggregates.json': bundle_text(b) for k, b in bundles.items()})
-    _report_rejections(rejected)
     print(f'{len(aggregator.accepted)} meter-days accepted, {len(rejected)} rejected; checked in {checked - started:.2f} s, '
           f'summed in {done - checked:.2f} s')
     for key_id, bundle in bundles.items():
@@ -150,6 +154,8 @@ def cmd_decrypt(args):
     bundle, totals = decrypt_bundle(private, args.aggregates, args.min_cohort)
     elapsed = time.perf_counter() - started
     level, day = bundle['level'], bundle['day']
+    if not totals:  # an empty CSV with exit 0 would pass for a day of statistics
+        _refuse_empty_release(args.aggregates, bundle)
     traded = load_traded(args.public_results) if args.public_results else None
     files = {f'{level}s-{day}.csv': csv_text((level,) + COLUMNS, totals_rows(level, totals))}
     if not args.no_plot:
@@ -165,6 +171,27 @@ def cmd_decrypt(args):
     for refused in bundle['refused_at_decryption']:
         print(f'warning: {level} {refused["name"]} refused: {refused["reason"]}', file=sys.stderr)
     return 0
+
+
+def _held_back(bundle: dict) -> list[str]:
+    """'feeder F1: reason' for every group the aggregator held back and the operator refused."""
+    return ([f'{"feeder " + r["feeder"] if "feeder" in r else "zone " + r["zone"]}: {r["reason"]}'
+             for r in bundle.get('refused', [])]
+            + [f'{bundle["level"]} {r["name"]}: {r["reason"]}' for r in bundle.get('refused_at_decryption', [])])
+
+
+def _refuse_empty_release(path: str, bundle: dict) -> None:
+    """Raise Refused: the bundle has no group this operator may decrypt; nothing is written.
+
+    Raises:
+        Refused: always, naming the file and why each group is missing.
+    """
+    from ..common.errors import Refused
+    reasons = _held_back(bundle)
+    raise Refused(f'{path}: no {bundle["level"]} aggregate of {bundle["day"]} to decrypt'
+                  + (f' ({"; ".join(reasons[:5])}{"; ..." if len(reasons) > 5 else ""})' if reasons
+                     else f' ({bundle.get("submitted", "no")} meter-days in the release)')
+                  + '; nothing written')
 
 
 def cmd_aggregator(args):
