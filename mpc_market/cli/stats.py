@@ -2,6 +2,7 @@
 
 import os
 import sys
+import textwrap
 import time
 
 from ..common.errors import BadParameter, InputError
@@ -233,20 +234,50 @@ EXAMPLES = {
 }
 
 
+DESCRIPTIONS = {
+    'keygen': "At an operator (DSO or TSO): generate a Paillier key pair whose public key carries the packing "
+              "layout (slots, field width, meters per group). Give NAME.pub.json and its key id to meters and the "
+              "aggregator; NAME.key.json (mode 0600) never leaves the operator.",
+    'encrypt': "At a meter or its representative: encrypt one day of readings under each operator's public key "
+               "(packed, a few ciphertexts per meter-day) and sign each meter-day with the participant's key. "
+               "Pin the operators' key ids with --key-id.",
+    'submit': "Send the signed encrypted meter-days of `stats encrypt` to the aggregator over mutual TLS. Each "
+              "meter-day is accepted or refused with its reason; exit 1 if any was refused.",
+    'aggregate': "Offline aggregator: check every submitted meter-day (signature, feeder, day, ciphertexts) and "
+                 "multiply the ciphertexts per feeder (DSO keys) or zone (TSO keys), releasing only groups of at "
+                 "least --min-cohort meters. Writes nothing and exits 1 if no feeder has that many.",
+    'decrypt': "At an operator: decrypt an aggregates bundle with the private key into a CSV of import, export "
+               "and net Wh per group and slot, plus one PNG per group. Groups below --min-cohort or with "
+               "out-of-range totals are refused; a bundle with nothing to decrypt exits 1 and writes nothing.",
+    'aggregator': "Run the statistics aggregator as a gRPC service (mutual TLS) configured by AGGREGATOR.toml: "
+                  "meters submit, operators fetch a day's aggregates once the day ended, release_delay_h passed "
+                  "and the quorum (min_meters) is met; the first release is frozen.",
+    'fetch': "At an operator: fetch a day's aggregates under its public key from the aggregator, with a client "
+             "certificate named like the key. A day below the aggregator's quorum is refused and stays open.",
+}
+
+
+def _fill(text: str) -> str:
+    """text wrapped to 79 columns: the formatter keeps descriptions as written (for the examples)."""
+    return textwrap.fill(text, 79, break_on_hyphens=False)
+
+
 def add_parsers(sub, formatter):
     from ..common.limits import ROUND_SLOTS
     from .daemon import add_daemon_options
     from .options import MAX_BATCH, bounded_int, day_text
     stats = sub.add_parser('stats', help='grid-operator statistics: Paillier-encrypted meter data, per-feeder and '
                            'per-zone aggregates', formatter_class=formatter,
-                           description='Meters encrypt their day under each operator\'s Paillier key; an aggregator '
-                                       'holding public keys only sums them per feeder (DSO) or zone (TSO); each '
-                                       'operator decrypts totals of at least min_cohort meters. See '
-                                       'docs/grid-statistics.md.').add_subparsers(dest='stats_command', required=True,
+                           description=_fill(
+                               'Meters encrypt their day under each operator\'s Paillier key; an aggregator holding '
+                               'public keys only sums them per feeder (DSO) or zone (TSO); each operator decrypts '
+                               'totals of at least min_cohort meters. See docs/grid-statistics.md.')
+                           ).add_subparsers(dest='stats_command', required=True,
                                                                                   metavar='STEP')
 
     def step(name, help_text):
         return stats.add_parser(name, help=help_text, formatter_class=formatter,
+                                description=_fill(DESCRIPTIONS[name]),
                                 epilog='example:\n  ' + EXAMPLES[name])
 
     p = step('keygen', "an operator's Paillier key pair and packing layout")
