@@ -82,12 +82,27 @@ def _traded(slot):
     return slot.traded_wh + sum(z.traded_wh for z in slot.zones or ())
 
 
+def _volume_line(config, book, result):
+    """The first summary line: what traded, as the mechanism defines it (the CSVs' figures)."""
+    from ..market.output import volumes
+    v = volumes(config, result)
+    head = f'{len(book.orders)} orders of {len(book.participants)} participants in {len(book.slots)} slots; '
+    if v.mechanism != 'double-auction':  # every order trades whole: nothing is "unmatched", the rest is the grid's
+        return (head + f'{v.mechanism}: every order trades in full at its slot\'s buy or sell price; '
+                f'{v.trading_slots} slots matched {v.local_wh} Wh within the community; the retailer supplied '
+                f'{v.retailer_sells_wh} Wh and took {v.retailer_buys_wh} Wh (the slots\' shortfall and surplus)')
+    residual = f' ({v.residual_wh} Wh of it from or to the retailer: the rounding residual)' if v.residual_wh else ''
+    traded = f'{v.local_wh} Wh locally at the clearing price'
+    if config.zoned:
+        traded = (f'{v.local_wh - v.cross_wh} Wh within zones and {v.cross_wh} Wh across zones, network fees '
+                  f'{config.format_amount(v.fee_amount)}')
+    return (head + f'{v.trading_slots} slots traded {traded}{residual}; unmatched orders with the retailer: '
+            f'{v.retailer_sells_wh} Wh imported, {v.retailer_buys_wh} Wh exported')
+
+
 def _summary(config, book, result):
-    traded = sum(_traded(s) for s in result.slots)
-    trading = sum(1 for s in result.slots if _traded(s))
     stats = result.stats
-    lines = [f'{len(book.orders)} orders of {len(book.participants)} participants in {len(book.slots)} slots; '
-             f'{trading} slots traded {traded} Wh locally']
+    lines = [_volume_line(config, book, result)]
     if result.excluded:
         lines.append(f'{len(result.excluded)} participants excluded (invalid or missing packages): '
                      + ', '.join(result.excluded[:5]) + (' ...' if len(result.excluded) > 5 else ''))

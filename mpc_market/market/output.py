@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+from dataclasses import dataclass
 
 PUBLIC_COLUMNS = ('slot', 'price', 'traded_wh', 'residual_wh')
 PARTICIPANT_COLUMNS = ('participant', 'slot', 'side', 'energy_wh', 'matched_wh', 'unmatched_wh', 'amount', 'status')
@@ -31,6 +32,60 @@ def _market_row(config, slot, market, row):
     return {'slot': slot, 'market': market,
             'price': '' if row.price_units is None else config.format_price(row.price_units),
             'traded_wh': row.traded_wh, 'residual_wh': row.residual_wh, 'fee_amount': ''}
+
+
+@dataclass(frozen=True)
+class Volumes:
+    """What a clearing traded, in Wh, as its mechanism defines it (for the printed summary and summary.json).
+
+    Double auction: ``local_wh`` is the market's volume (public.csv ``traded_wh``, every zone's plus
+    the cross-zone auction's), ``residual_wh`` the part of it the retailer fills at the clearing
+    price. Community schemes: every order trades in full at its slot's prices; ``local_wh`` is what
+    is matched within the community, min(supply, demand) per slot, and the shortfall or surplus is
+    the grid's. ``retailer_sells_wh`` / ``retailer_buys_wh``: what participants import from / export
+    to the retailer besides that (unmatched orders, a scheme's shortfall / surplus, excluded orders).
+    """
+    mechanism: str
+    trading_slots: int        # slots with local_wh > 0
+    local_wh: int
+    cross_wh: int             # zoned: the part of local_wh traded across zones
+    residual_wh: int
+    retailer_sells_wh: int
+    retailer_buys_wh: int
+    fee_amount: int           # zoned: network fees, money units
+
+
+def volumes(config, result) -> Volumes:
+    """The Volumes of a ClearingResult.
+
+    Args:
+        config: the market's MarketConfig.
+        result: a ClearingResult (plaintext or MPC: both carry the same public slots and rows).
+
+    Returns:
+        Volumes computed from the public slots and the order rows, so they equal what public.csv
+        and participants.csv say.
+    """
+    unmatched = {'buy': 0, 'sell': 0}
+    for r in result.rows:
+        unmatched[r.side] += r.unmatched_wh
+    if config.mechanism != 'double-auction':
+        supply, demand = {}, {}
+        for r in result.rows:
+            if r.status == 'cleared':
+                side = supply if r.side == 'sell' else demand
+                side[r.slot] = side.get(r.slot, 0) + r.energy_wh
+        slots = sorted(set(supply) | set(demand))
+        local = {s: min(supply.get(s, 0), demand.get(s, 0)) for s in slots}
+        return Volumes(config.mechanism, sum(1 for v in local.values() if v), sum(local.values()), 0, 0,
+                       unmatched['buy'] + sum(max(demand.get(s, 0) - supply.get(s, 0), 0) for s in slots),
+                       unmatched['sell'] + sum(max(supply.get(s, 0) - demand.get(s, 0), 0) for s in slots), 0)
+    markets = lambda s: [s, *(s.zones or ())]  # noqa: E731 - one market, or every zone and the cross auction
+    traded = [sum(m.traded_wh for m in markets(s)) for s in result.slots]
+    return Volumes(config.mechanism, sum(1 for t in traded if t), sum(traded),
+                   sum(s.traded_wh for s in result.slots) if config.zoned else 0,
+                   sum(m.residual_wh for s in result.slots for m in markets(s)),
+                   unmatched['buy'], unmatched['sell'], sum(s.fee_amount for s in result.slots))
 
 
 def public_table(config, result):
