@@ -31,15 +31,29 @@ def _progress_printer(quiet):
 
 
 def _warn_untradeable(book, orders_path, quiet):
+    """Warn about the orders whose limit cannot trade at any price of the market's range.
+
+    A few are each named by file and line (a participant's real mistake); more than
+    MAX_WARNINGS (a generated community has ~1 % by design) are one line with the count per
+    reason and the first of them. Community schemes ignore limit prices: nothing to warn about."""
     untradeable = book.untradeable()
-    if quiet:
+    if quiet or not untradeable or book.config.mechanism != 'double-auction':
         return
-    for o in untradeable[:MAX_WARNINGS]:
-        bound = 'above the ceiling' if o.side == 'sell' else 'below the floor'
-        print(f'warning: {orders_path}:{o.line}: limit_price: {o.participant} {o.side} limit {o.limit_price} is '
-              f'{bound}; order settled with the retailer', file=sys.stderr)
-    if len(untradeable) > MAX_WARNINGS:
-        print(f'warning: {len(untradeable) - MAX_WARNINGS} more orders cannot trade locally', file=sys.stderr)
+    config = book.config
+    floor, ceiling = config.format_price(config.floor_units), config.format_price(config.ceiling_units)
+    if len(untradeable) <= MAX_WARNINGS:
+        for o in untradeable:
+            bound = f'above the ceiling {ceiling}' if o.side == 'sell' else f'below the floor {floor}'
+            print(f'warning: {orders_path}:{o.line}: limit_price: {o.participant} {o.side} limit {o.limit_price} is '
+                  f'{bound}; order settled with the retailer', file=sys.stderr)
+        return
+    sells = sum(1 for o in untradeable if o.side == 'sell')
+    reasons = [f'{n} {what}' for n, what in ((sells, f'sells above the ceiling {ceiling}'),
+                                             (len(untradeable) - sells, f'buys below the floor {floor}')) if n]
+    first = untradeable[0]
+    print(f'warning: {orders_path}: {len(untradeable)} orders cannot trade at any price in the market\'s range '
+          f'{floor}..{ceiling} ({", ".join(reasons)}); they settle with the retailer (first: line {first.line}, '
+          f'{first.participant} {first.side} limit {first.limit_price})', file=sys.stderr)
 
 
 
