@@ -168,15 +168,38 @@ def cmd_verify_committee(args):
     return 0
 
 
+def _hash_inputs(files):
+    """[InputFile] of (role, path) pairs, hashed before the run reads them."""
+    from ..market.output import hash_input
+    try:
+        return [hash_input(role, path) for role, path in files]
+    except OSError as exc:
+        raise InputError(exc.filename or files[0][1], 0, 'file', exc.strerror or str(exc)) from None
+
+
+def _check_unchanged(inputs):
+    """Refuse a run whose input changed while it was read: summary.json's hashes must be the inputs'."""
+    for before, after in zip(inputs, _hash_inputs([(f.role, f.path) for f in inputs])):
+        if before != after:
+            raise InputError(before.path, 0, 'file', 'changed while it was being read; run again')
+
+
+def _provenance(command, args, inputs, book, stats):
+    from ..market.output import make_provenance
+    _check_unchanged(inputs)
+    return make_provenance(command, vars(args), inputs, book, stats)
+
+
 def cmd_clear(args):
     from ..market.output import write_results
     if args.committee is not None and args.mode != 'peers':
         raise InputError(args.orders, 1, 'committee', '--committee draws the nodes of --mode peers only')
+    inputs = _hash_inputs([('market', args.config), ('orders', args.orders)])
     config, book, result = _clear(args.orders, args.config, args.nodes, args.engine, args.mode, args.chunk,
                                   args.quiet, args.committee)
-    write_results(args.out, config, result)
+    write_results(args.out, config, result, _provenance('clear', args, inputs, book, result.stats))
     print(_summary(config, book, result))
-    print(f'wrote {os.path.join(args.out, "public.csv")} and {os.path.join(args.out, "participants.csv")}')
+    print(f'wrote public.csv, participants.csv and summary.json (with the run\'s provenance) to {args.out}')
     return 0
 
 
@@ -187,6 +210,7 @@ def cmd_settle(args):
     from ..market.output import write_settlement
     from ..market.readings import load_readings
     from ..market.settlement import complete_readings
+    inputs = _hash_inputs([('market', args.config), ('orders', args.orders), ('readings', args.readings)])
     config = load_config(args.config)
     readings = load_readings(args.readings, config)
     book = api.load_book(args.orders, config, mechanism=args.mechanism, readings=readings)
@@ -199,13 +223,15 @@ def cmd_settle(args):
     _warn_untradeable(book, args.orders, args.quiet)
     _warn_small_zones(book, args.quiet)
     result = api.settle(book, net_of, args.engine, args.nodes, args.chunk, progress=_progress_printer(args.quiet))
-    write_settlement(args.out, config, result)
+    provenance = _provenance('settle', args, inputs, book, {**result.clearing.stats, **result.stats})
+    write_settlement(args.out, config, result, provenance)
     print(_summary(config, book, result.clearing))
     deviation = sum(r.deviation_amount for r in result.rows)
     saving = sum(b.saving for b in result.bills)
     print(f'settled {len(result.rows)} participant-slots: deviations net {config.format_amount(deviation)} '
           f'to the retailer; community saving {config.format_amount(saving)} against retailer-only bills')
-    print(f'wrote public.csv, participants.csv, bills.csv and retailer.csv to {args.out}')
+    print(f'wrote public.csv, participants.csv, bills.csv, retailer.csv and summary.json (with the run\'s '
+          f'provenance) to {args.out}')
     return 0
 
 

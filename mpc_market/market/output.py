@@ -1,9 +1,13 @@
-"""Result files: public.csv and participants.csv, written all-or-nothing."""
+"""Result files: public.csv, participants.csv and summary.json, written all-or-nothing."""
 
 import csv
+import dataclasses
+import datetime
+import hashlib
 import io
 import json
 import os
+import platform
 from dataclasses import dataclass
 
 PUBLIC_COLUMNS = ('slot', 'price', 'traded_wh', 'residual_wh')
@@ -120,12 +124,124 @@ def csv_text(columns, rows):
     return buffer.getvalue()
 
 
-def write_results(out_dir, config, result):
+@dataclass(frozen=True)
+class InputFile:
+    """One input of a run, as it was read: enough to check that a rerun uses the same file."""
+    role: str        # 'market', 'orders' or 'readings'
+    path: str        # as given on the command line
+    sha256: str      # hex digest of the file's bytes
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What produced a summary.json: product, inputs, market, engine and parties, to reproduce a run.
+
+    Clearing and settlement are deterministic in the inputs and the market: the sharing randomness
+    (fresh OS randomness per run) never changes a result, so the files' hashes, the market's
+    parameters and the options below reproduce every figure; a peers-mode committee is the
+    lottery's, whose seed and transcript are in ``stats``."""
+    product: str            # 'mpc-market'
+    version: str            # the installed package's version
+    command: str            # 'clear' or 'settle'
+    created: str            # ISO 8601 UTC
+    mechanism: str          # the effective one (--mechanism or the market file's)
+    market: dict            # the parsed market parameters (decimals as strings)
+    inputs: tuple           # InputFile of the market, orders[, readings]
+    engine: str             # 'mpc' or 'plain'
+    mode: str               # 'local' or 'peers'
+    nodes: int              # market nodes that computed (0: the plaintext reference)
+    parties: dict           # participants, orders, slots, zones
+    seeds: dict             # the committee lottery's seed (peers mode), else none
+    options: dict           # the command's options as given
+    libraries: dict         # python, mpyc, numpy versions
+
+
+def hash_input(role: str, path: str) -> InputFile:
+    """The InputFile of path (its SHA-256 over the bytes now on disk).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest, size = hashlib.sha256(), 0
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+            size += len(block)
+    return InputFile(role, os.fspath(path), digest.hexdigest(), size)
+
+
+def market_parameters(config) -> dict:
+    """The parsed parameters of a MarketConfig, JSON-ready (decimals as exact strings)."""
+    return {'price_floor': str(config.price_floor), 'price_ceiling': str(config.price_ceiling),
+            'tick': str(config.tick), 'max_order_wh': config.max_order_wh, 'max_reading_wh': config.max_reading_wh,
+            'mechanism': config.mechanism, 'zoned': config.zoned, 'network_fee': str(config.network_fee),
+            'zones': {zone: sorted(p for p, z in config.zone_map if z == zone) for zone in config.zone_names}}
+
+
+def make_provenance(command: str, options: dict, inputs: list, book, stats: dict) -> Provenance:
+    """The Provenance of a clear or settle run.
+
+    Args:
+        command: 'clear' or 'settle'.
+        options: the command's options (argparse's namespace as a dict, without its function).
+        inputs: InputFile of every file read (market, orders, readings).
+        book: the Book that was cleared (its config is the effective market).
+        stats: the result's stats (engine, nodes, committee).
+
+    Returns:
+        The Provenance.
+    """
+    from importlib import metadata
+
+    def version(package):
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return ''
+    config = book.config
+    committee = stats.get('committee') or {}
+    return Provenance(
+        product='mpc-market', version=version('mpc_market'), command=command,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds').replace('+00:00', 'Z'),
+        mechanism=config.mechanism, market=market_parameters(config), inputs=tuple(inputs),
+        engine=stats.get('engine', ''), mode=options.get('mode', 'local'),
+        nodes=stats.get('nodes', 0) if stats.get('engine') == 'mpc' else 0,
+        parties={'participants': len(book.participants), 'orders': len(book.orders), 'slots': len(book.slots),
+                 'zones': {z: sum(1 for p in book.participants if book.zone_of.get(p) == z) for z in book.zones}},
+        seeds={'committee_lottery': committee.get('seed')} if committee else {},
+        options={k: v for k, v in sorted(options.items()) if k != 'func'},
+        libraries={'python': platform.python_version(), 'mpyc': version('mpyc'), 'numpy': version('numpy')})
+
+
+def summary_text(excluded: list, stats: dict, provenance: Provenance | None = None,
+                 traded: Volumes | None = None) -> str:
+    """summary.json: the one encoder of provenance, volumes, excluded participants and engine stats.
+
+    Args:
+        excluded: participants whose packages failed validation.
+        stats: the engine's timings, sizes and (peers mode) committee transcript.
+        provenance: what produced the run (written when given).
+        traded: the run's Volumes (written when given).
+
+    Returns:
+        The JSON text (dataclasses as objects, anything else non-JSON as its str).
+    """
+    document = {}
+    if provenance is not None:
+        document['provenance'] = dataclasses.asdict(provenance)
+    if traded is not None:
+        document['volumes'] = dataclasses.asdict(traded)
+    document.update(excluded=excluded, stats=stats)
+    return json.dumps(document, indent=1, default=str) + '\n'
+
+
+def write_results(out_dir, config, result, provenance: Provenance | None = None):
     """Write public.csv, participants.csv and summary.json; all appear together or none."""
     return write_all(out_dir, {
         'public.csv': csv_text(public_columns(config), public_table(config, result)),
         'participants.csv': csv_text(participant_columns(config), participant_table(config, result)),
-        'summary.json': json.dumps({'excluded': result.excluded, 'stats': result.stats}, indent=1, default=str),
+        'summary.json': summary_text(result.excluded, result.stats, provenance, volumes(config, result)),
     })
 
 
@@ -153,7 +269,7 @@ BILL_COLUMNS = ('participant', 'trade_amount', 'deviation_amount', 'total_amount
 RETAILER_COLUMNS = ('slot', 'receives', 'pays', 'rounding_residue', 'net')
 
 
-def write_settlement(out_dir, config, result):
+def write_settlement(out_dir, config, result, provenance: Provenance | None = None):
     """public.csv, participants.csv, bills.csv and retailer.csv, all-or-nothing."""
     money = config.format_amount
     columns = participant_columns(config, SETTLEMENT_COLUMNS)
@@ -172,6 +288,6 @@ def write_settlement(out_dir, config, result):
         'participants.csv': csv_text(columns, rows),
         'bills.csv': csv_text(BILL_COLUMNS, bills),
         'retailer.csv': csv_text(RETAILER_COLUMNS, retailer),
-        'summary.json': json.dumps({'excluded': result.clearing.excluded, 'stats': result.stats}, indent=1,
-                                   default=str),
+        'summary.json': summary_text(result.clearing.excluded, result.stats, provenance,
+                                     volumes(config, result.clearing)),
     })
