@@ -31,15 +31,29 @@ def _progress_printer(quiet):
 
 
 def _warn_untradeable(book, orders_path, quiet):
+    """Warn about the orders whose limit cannot trade at any price of the market's range.
+
+    A few are each named by file and line (a participant's real mistake); more than
+    MAX_WARNINGS (a generated community has ~1 % by design) are one line with the count per
+    reason and the first of them. Community schemes ignore limit prices: nothing to warn about."""
     untradeable = book.untradeable()
-    if quiet:
+    if quiet or not untradeable or book.config.mechanism != 'double-auction':
         return
-    for o in untradeable[:MAX_WARNINGS]:
-        bound = 'above the ceiling' if o.side == 'sell' else 'below the floor'
-        print(f'warning: {orders_path}:{o.line}: limit_price: {o.participant} {o.side} limit {o.limit_price} is '
-              f'{bound}; order settled with the retailer', file=sys.stderr)
-    if len(untradeable) > MAX_WARNINGS:
-        print(f'warning: {len(untradeable) - MAX_WARNINGS} more orders cannot trade locally', file=sys.stderr)
+    config = book.config
+    floor, ceiling = config.format_price(config.floor_units), config.format_price(config.ceiling_units)
+    if len(untradeable) <= MAX_WARNINGS:
+        for o in untradeable:
+            bound = f'above the ceiling {ceiling}' if o.side == 'sell' else f'below the floor {floor}'
+            print(f'warning: {orders_path}:{o.line}: limit_price: {o.participant} {o.side} limit {o.limit_price} is '
+                  f'{bound}; order settled with the retailer', file=sys.stderr)
+        return
+    sells = sum(1 for o in untradeable if o.side == 'sell')
+    reasons = [f'{n} {what}' for n, what in ((sells, f'sells above the ceiling {ceiling}'),
+                                             (len(untradeable) - sells, f'buys below the floor {floor}')) if n]
+    first = untradeable[0]
+    print(f'warning: {orders_path}: {len(untradeable)} orders cannot trade at any price in the market\'s range '
+          f'{floor}..{ceiling} ({", ".join(reasons)}); they settle with the retailer (first: line {first.line}, '
+          f'{first.participant} {first.side} limit {first.limit_price})', file=sys.stderr)
 
 
 
@@ -82,12 +96,27 @@ def _traded(slot):
     return slot.traded_wh + sum(z.traded_wh for z in slot.zones or ())
 
 
+def _volume_line(config, book, result):
+    """The first summary line: what traded, as the mechanism defines it (the CSVs' figures)."""
+    from ..market.output import volumes
+    v = volumes(config, result)
+    head = f'{len(book.orders)} orders of {len(book.participants)} participants in {len(book.slots)} slots; '
+    if v.mechanism != 'double-auction':  # every order trades whole: nothing is "unmatched", the rest is the grid's
+        return (head + f'{v.mechanism}: every order trades in full at its slot\'s buy or sell price; '
+                f'{v.trading_slots} slots matched {v.local_wh} Wh within the community; the retailer supplied '
+                f'{v.retailer_sells_wh} Wh and took {v.retailer_buys_wh} Wh (the slots\' shortfall and surplus)')
+    residual = f' ({v.residual_wh} Wh of it from or to the retailer: the rounding residual)' if v.residual_wh else ''
+    traded = f'{v.local_wh} Wh locally at the clearing price'
+    if config.zoned:
+        traded = (f'{v.local_wh - v.cross_wh} Wh within zones and {v.cross_wh} Wh across zones, network fees '
+                  f'{config.format_amount(v.fee_amount)}')
+    return (head + f'{v.trading_slots} slots traded {traded}{residual}; unmatched orders with the retailer: '
+            f'{v.retailer_sells_wh} Wh imported, {v.retailer_buys_wh} Wh exported')
+
+
 def _summary(config, book, result):
-    traded = sum(_traded(s) for s in result.slots)
-    trading = sum(1 for s in result.slots if _traded(s))
     stats = result.stats
-    lines = [f'{len(book.orders)} orders of {len(book.participants)} participants in {len(book.slots)} slots; '
-             f'{trading} slots traded {traded} Wh locally']
+    lines = [_volume_line(config, book, result)]
     if result.excluded:
         lines.append(f'{len(result.excluded)} participants excluded (invalid or missing packages): '
                      + ', '.join(result.excluded[:5]) + (' ...' if len(result.excluded) > 5 else ''))
@@ -139,15 +168,38 @@ def cmd_verify_committee(args):
     return 0
 
 
+def _hash_inputs(files):
+    """[InputFile] of (role, path) pairs, hashed before the run reads them."""
+    from ..market.output import hash_input
+    try:
+        return [hash_input(role, path) for role, path in files]
+    except OSError as exc:
+        raise InputError(exc.filename or files[0][1], 0, 'file', exc.strerror or str(exc)) from None
+
+
+def _check_unchanged(inputs):
+    """Refuse a run whose input changed while it was read: summary.json's hashes must be the inputs'."""
+    for before, after in zip(inputs, _hash_inputs([(f.role, f.path) for f in inputs])):
+        if before != after:
+            raise InputError(before.path, 0, 'file', 'changed while it was being read; run again')
+
+
+def _provenance(command, args, inputs, book, stats):
+    from ..market.output import make_provenance
+    _check_unchanged(inputs)
+    return make_provenance(command, vars(args), inputs, book, stats)
+
+
 def cmd_clear(args):
     from ..market.output import write_results
     if args.committee is not None and args.mode != 'peers':
         raise InputError(args.orders, 1, 'committee', '--committee draws the nodes of --mode peers only')
+    inputs = _hash_inputs([('market', args.config), ('orders', args.orders)])
     config, book, result = _clear(args.orders, args.config, args.nodes, args.engine, args.mode, args.chunk,
                                   args.quiet, args.committee)
-    write_results(args.out, config, result)
+    write_results(args.out, config, result, _provenance('clear', args, inputs, book, result.stats))
     print(_summary(config, book, result))
-    print(f'wrote {os.path.join(args.out, "public.csv")} and {os.path.join(args.out, "participants.csv")}')
+    print(f'wrote public.csv, participants.csv and summary.json (with the run\'s provenance) to {args.out}')
     return 0
 
 
@@ -158,6 +210,7 @@ def cmd_settle(args):
     from ..market.output import write_settlement
     from ..market.readings import load_readings
     from ..market.settlement import complete_readings
+    inputs = _hash_inputs([('market', args.config), ('orders', args.orders), ('readings', args.readings)])
     config = load_config(args.config)
     readings = load_readings(args.readings, config)
     book = api.load_book(args.orders, config, mechanism=args.mechanism, readings=readings)
@@ -170,13 +223,15 @@ def cmd_settle(args):
     _warn_untradeable(book, args.orders, args.quiet)
     _warn_small_zones(book, args.quiet)
     result = api.settle(book, net_of, args.engine, args.nodes, args.chunk, progress=_progress_printer(args.quiet))
-    write_settlement(args.out, config, result)
+    provenance = _provenance('settle', args, inputs, book, {**result.clearing.stats, **result.stats})
+    write_settlement(args.out, config, result, provenance)
     print(_summary(config, book, result.clearing))
     deviation = sum(r.deviation_amount for r in result.rows)
     saving = sum(b.saving for b in result.bills)
     print(f'settled {len(result.rows)} participant-slots: deviations net {config.format_amount(deviation)} '
           f'to the retailer; community saving {config.format_amount(saving)} against retailer-only bills')
-    print(f'wrote public.csv, participants.csv, bills.csv and retailer.csv to {args.out}')
+    print(f'wrote public.csv, participants.csv, bills.csv, retailer.csv and summary.json (with the run\'s '
+          f'provenance) to {args.out}')
     return 0
 
 

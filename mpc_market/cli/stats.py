@@ -2,6 +2,7 @@
 
 import os
 import sys
+import textwrap
 import time
 
 from ..common.errors import BadParameter, InputError
@@ -95,7 +96,7 @@ def cmd_submit(args):
 def cmd_aggregate(args):
     from ..common.errors import Refused
     from ..stats import dp
-    from ..stats.aggregate import Aggregator, bundle_text
+    from ..stats.aggregate import Aggregator, bundle_text, empty_release_reason
     from ..stats.meterdata import load_feeders, load_participant_registry
     from ..stats.paillier import load_public_keys
     from ..stats.submission import read_submissions
@@ -126,10 +127,14 @@ def cmd_aggregate(args):
     except ValueError as exc:
         raise InputError('<command line>', 0, 'dp-epsilon', str(exc)) from None
     done = time.perf_counter()
+    _report_rejections(rejected)
+    empty = empty_release_reason(bundles)
+    if empty:  # a bundle of no group would only reach an operator as an empty CSV
+        from ..common.errors import Refused
+        raise Refused(f'day {day}: nothing to release: {empty}; no aggregates written')
     from ..market.output import write_all
     names = {k.key_id: k.name for k in keys}
     write_all(args.out, {f'{names[k]}-{day}.aggregates.json': bundle_text(b) for k, b in bundles.items()})
-    _report_rejections(rejected)
     print(f'{len(aggregator.accepted)} meter-days accepted, {len(rejected)} rejected; checked in {checked - started:.2f} s, '
           f'summed in {done - checked:.2f} s')
     for key_id, bundle in bundles.items():
@@ -150,6 +155,8 @@ def cmd_decrypt(args):
     bundle, totals = decrypt_bundle(private, args.aggregates, args.min_cohort)
     elapsed = time.perf_counter() - started
     level, day = bundle['level'], bundle['day']
+    if not totals:  # an empty CSV with exit 0 would pass for a day of statistics
+        _refuse_empty_release(args.aggregates, bundle)
     traded = load_traded(args.public_results) if args.public_results else None
     files = {f'{level}s-{day}.csv': csv_text((level,) + COLUMNS, totals_rows(level, totals))}
     if not args.no_plot:
@@ -165,6 +172,27 @@ def cmd_decrypt(args):
     for refused in bundle['refused_at_decryption']:
         print(f'warning: {level} {refused["name"]} refused: {refused["reason"]}', file=sys.stderr)
     return 0
+
+
+def _held_back(bundle: dict) -> list[str]:
+    """'feeder F1: reason' for every group the aggregator held back and the operator refused."""
+    return ([f'{"feeder " + r["feeder"] if "feeder" in r else "zone " + r["zone"]}: {r["reason"]}'
+             for r in bundle.get('refused', [])]
+            + [f'{bundle["level"]} {r["name"]}: {r["reason"]}' for r in bundle.get('refused_at_decryption', [])])
+
+
+def _refuse_empty_release(path: str, bundle: dict) -> None:
+    """Raise Refused: the bundle has no group this operator may decrypt; nothing is written.
+
+    Raises:
+        Refused: always, naming the file and why each group is missing.
+    """
+    from ..common.errors import Refused
+    reasons = _held_back(bundle)
+    raise Refused(f'{path}: no {bundle["level"]} aggregate of {bundle["day"]} to decrypt'
+                  + (f' ({"; ".join(reasons[:5])}{"; ..." if len(reasons) > 5 else ""})' if reasons
+                     else f' ({bundle.get("submitted", "no")} meter-days in the release)')
+                  + '; nothing written')
 
 
 def cmd_aggregator(args):
@@ -206,20 +234,50 @@ EXAMPLES = {
 }
 
 
+DESCRIPTIONS = {
+    'keygen': "At an operator (DSO or TSO): generate a Paillier key pair whose public key carries the packing "
+              "layout (slots, field width, meters per group). Give NAME.pub.json and its key id to meters and the "
+              "aggregator; NAME.key.json (mode 0600) never leaves the operator.",
+    'encrypt': "At a meter or its representative: encrypt one day of readings under each operator's public key "
+               "(packed, a few ciphertexts per meter-day) and sign each meter-day with the participant's key. "
+               "Pin the operators' key ids with --key-id.",
+    'submit': "Send the signed encrypted meter-days of `stats encrypt` to the aggregator over mutual TLS. Each "
+              "meter-day is accepted or refused with its reason; exit 1 if any was refused.",
+    'aggregate': "Offline aggregator: check every submitted meter-day (signature, feeder, day, ciphertexts) and "
+                 "multiply the ciphertexts per feeder (DSO keys) or zone (TSO keys), releasing only groups of at "
+                 "least --min-cohort meters. Writes nothing and exits 1 if no feeder has that many.",
+    'decrypt': "At an operator: decrypt an aggregates bundle with the private key into a CSV of import, export "
+               "and net Wh per group and slot, plus one PNG per group. Groups below --min-cohort or with "
+               "out-of-range totals are refused; a bundle with nothing to decrypt exits 1 and writes nothing.",
+    'aggregator': "Run the statistics aggregator as a gRPC service (mutual TLS) configured by AGGREGATOR.toml: "
+                  "meters submit, operators fetch a day's aggregates once the day ended, release_delay_h passed "
+                  "and the quorum (min_meters) is met; the first release is frozen.",
+    'fetch': "At an operator: fetch a day's aggregates under its public key from the aggregator, with a client "
+             "certificate named like the key. A day below the aggregator's quorum is refused and stays open.",
+}
+
+
+def _fill(text: str) -> str:
+    """text wrapped to 79 columns: the formatter keeps descriptions as written (for the examples)."""
+    return textwrap.fill(text, 79, break_on_hyphens=False)
+
+
 def add_parsers(sub, formatter):
     from ..common.limits import ROUND_SLOTS
     from .daemon import add_daemon_options
     from .options import MAX_BATCH, bounded_int, day_text
     stats = sub.add_parser('stats', help='grid-operator statistics: Paillier-encrypted meter data, per-feeder and '
                            'per-zone aggregates', formatter_class=formatter,
-                           description='Meters encrypt their day under each operator\'s Paillier key; an aggregator '
-                                       'holding public keys only sums them per feeder (DSO) or zone (TSO); each '
-                                       'operator decrypts totals of at least min_cohort meters. See '
-                                       'docs/grid-statistics.md.').add_subparsers(dest='stats_command', required=True,
+                           description=_fill(
+                               'Meters encrypt their day under each operator\'s Paillier key; an aggregator holding '
+                               'public keys only sums them per feeder (DSO) or zone (TSO); each operator decrypts '
+                               'totals of at least min_cohort meters. See docs/grid-statistics.md.')
+                           ).add_subparsers(dest='stats_command', required=True,
                                                                                   metavar='STEP')
 
     def step(name, help_text):
         return stats.add_parser(name, help=help_text, formatter_class=formatter,
+                                description=_fill(DESCRIPTIONS[name]),
                                 epilog='example:\n  ' + EXAMPLES[name])
 
     p = step('keygen', "an operator's Paillier key pair and packing layout")

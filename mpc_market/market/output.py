@@ -1,9 +1,14 @@
-"""Result files: public.csv and participants.csv, written all-or-nothing."""
+"""Result files: public.csv, participants.csv and summary.json, written all-or-nothing."""
 
 import csv
+import dataclasses
+import datetime
+import hashlib
 import io
 import json
 import os
+import platform
+from dataclasses import dataclass
 
 PUBLIC_COLUMNS = ('slot', 'price', 'traded_wh', 'residual_wh')
 PARTICIPANT_COLUMNS = ('participant', 'slot', 'side', 'energy_wh', 'matched_wh', 'unmatched_wh', 'amount', 'status')
@@ -31,6 +36,60 @@ def _market_row(config, slot, market, row):
     return {'slot': slot, 'market': market,
             'price': '' if row.price_units is None else config.format_price(row.price_units),
             'traded_wh': row.traded_wh, 'residual_wh': row.residual_wh, 'fee_amount': ''}
+
+
+@dataclass(frozen=True)
+class Volumes:
+    """What a clearing traded, in Wh, as its mechanism defines it (for the printed summary and summary.json).
+
+    Double auction: ``local_wh`` is the market's volume (public.csv ``traded_wh``, every zone's plus
+    the cross-zone auction's), ``residual_wh`` the part of it the retailer fills at the clearing
+    price. Community schemes: every order trades in full at its slot's prices; ``local_wh`` is what
+    is matched within the community, min(supply, demand) per slot, and the shortfall or surplus is
+    the grid's. ``retailer_sells_wh`` / ``retailer_buys_wh``: what participants import from / export
+    to the retailer besides that (unmatched orders, a scheme's shortfall / surplus, excluded orders).
+    """
+    mechanism: str
+    trading_slots: int        # slots with local_wh > 0
+    local_wh: int
+    cross_wh: int             # zoned: the part of local_wh traded across zones
+    residual_wh: int
+    retailer_sells_wh: int
+    retailer_buys_wh: int
+    fee_amount: int           # zoned: network fees, money units
+
+
+def volumes(config, result) -> Volumes:
+    """The Volumes of a ClearingResult.
+
+    Args:
+        config: the market's MarketConfig.
+        result: a ClearingResult (plaintext or MPC: both carry the same public slots and rows).
+
+    Returns:
+        Volumes computed from the public slots and the order rows, so they equal what public.csv
+        and participants.csv say.
+    """
+    unmatched = {'buy': 0, 'sell': 0}
+    for r in result.rows:
+        unmatched[r.side] += r.unmatched_wh
+    if config.mechanism != 'double-auction':
+        supply, demand = {}, {}
+        for r in result.rows:
+            if r.status == 'cleared':
+                side = supply if r.side == 'sell' else demand
+                side[r.slot] = side.get(r.slot, 0) + r.energy_wh
+        slots = sorted(set(supply) | set(demand))
+        local = {s: min(supply.get(s, 0), demand.get(s, 0)) for s in slots}
+        return Volumes(config.mechanism, sum(1 for v in local.values() if v), sum(local.values()), 0, 0,
+                       unmatched['buy'] + sum(max(demand.get(s, 0) - supply.get(s, 0), 0) for s in slots),
+                       unmatched['sell'] + sum(max(supply.get(s, 0) - demand.get(s, 0), 0) for s in slots), 0)
+    markets = lambda s: [s, *(s.zones or ())]  # noqa: E731 - one market, or every zone and the cross auction
+    traded = [sum(m.traded_wh for m in markets(s)) for s in result.slots]
+    return Volumes(config.mechanism, sum(1 for t in traded if t), sum(traded),
+                   sum(s.traded_wh for s in result.slots) if config.zoned else 0,
+                   sum(m.residual_wh for s in result.slots for m in markets(s)),
+                   unmatched['buy'], unmatched['sell'], sum(s.fee_amount for s in result.slots))
 
 
 def public_table(config, result):
@@ -65,12 +124,124 @@ def csv_text(columns, rows):
     return buffer.getvalue()
 
 
-def write_results(out_dir, config, result):
+@dataclass(frozen=True)
+class InputFile:
+    """One input of a run, as it was read: enough to check that a rerun uses the same file."""
+    role: str        # 'market', 'orders' or 'readings'
+    path: str        # as given on the command line
+    sha256: str      # hex digest of the file's bytes
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What produced a summary.json: product, inputs, market, engine and parties, to reproduce a run.
+
+    Clearing and settlement are deterministic in the inputs and the market: the sharing randomness
+    (fresh OS randomness per run) never changes a result, so the files' hashes, the market's
+    parameters and the options below reproduce every figure; a peers-mode committee is the
+    lottery's, whose seed and transcript are in ``stats``."""
+    product: str            # 'mpc-market'
+    version: str            # the installed package's version
+    command: str            # 'clear' or 'settle'
+    created: str            # ISO 8601 UTC
+    mechanism: str          # the effective one (--mechanism or the market file's)
+    market: dict            # the parsed market parameters (decimals as strings)
+    inputs: tuple           # InputFile of the market, orders[, readings]
+    engine: str             # 'mpc' or 'plain'
+    mode: str               # 'local' or 'peers'
+    nodes: int              # market nodes that computed (0: the plaintext reference)
+    parties: dict           # participants, orders, slots, zones
+    seeds: dict             # the committee lottery's seed (peers mode), else none
+    options: dict           # the command's options as given
+    libraries: dict         # python, mpyc, numpy versions
+
+
+def hash_input(role: str, path: str) -> InputFile:
+    """The InputFile of path (its SHA-256 over the bytes now on disk).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest, size = hashlib.sha256(), 0
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+            size += len(block)
+    return InputFile(role, os.fspath(path), digest.hexdigest(), size)
+
+
+def market_parameters(config) -> dict:
+    """The parsed parameters of a MarketConfig, JSON-ready (decimals as exact strings)."""
+    return {'price_floor': str(config.price_floor), 'price_ceiling': str(config.price_ceiling),
+            'tick': str(config.tick), 'max_order_wh': config.max_order_wh, 'max_reading_wh': config.max_reading_wh,
+            'mechanism': config.mechanism, 'zoned': config.zoned, 'network_fee': str(config.network_fee),
+            'zones': {zone: sorted(p for p, z in config.zone_map if z == zone) for zone in config.zone_names}}
+
+
+def make_provenance(command: str, options: dict, inputs: list, book, stats: dict) -> Provenance:
+    """The Provenance of a clear or settle run.
+
+    Args:
+        command: 'clear' or 'settle'.
+        options: the command's options (argparse's namespace as a dict, without its function).
+        inputs: InputFile of every file read (market, orders, readings).
+        book: the Book that was cleared (its config is the effective market).
+        stats: the result's stats (engine, nodes, committee).
+
+    Returns:
+        The Provenance.
+    """
+    from importlib import metadata
+
+    def version(package):
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return ''
+    config = book.config
+    committee = stats.get('committee') or {}
+    return Provenance(
+        product='mpc-market', version=version('mpc_market'), command=command,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds').replace('+00:00', 'Z'),
+        mechanism=config.mechanism, market=market_parameters(config), inputs=tuple(inputs),
+        engine=stats.get('engine', ''), mode=options.get('mode', 'local'),
+        nodes=stats.get('nodes', 0) if stats.get('engine') == 'mpc' else 0,
+        parties={'participants': len(book.participants), 'orders': len(book.orders), 'slots': len(book.slots),
+                 'zones': {z: sum(1 for p in book.participants if book.zone_of.get(p) == z) for z in book.zones}},
+        seeds={'committee_lottery': committee.get('seed')} if committee else {},
+        options={k: v for k, v in sorted(options.items()) if k != 'func'},
+        libraries={'python': platform.python_version(), 'mpyc': version('mpyc'), 'numpy': version('numpy')})
+
+
+def summary_text(excluded: list, stats: dict, provenance: Provenance | None = None,
+                 traded: Volumes | None = None) -> str:
+    """summary.json: the one encoder of provenance, volumes, excluded participants and engine stats.
+
+    Args:
+        excluded: participants whose packages failed validation.
+        stats: the engine's timings, sizes and (peers mode) committee transcript.
+        provenance: what produced the run (written when given).
+        traded: the run's Volumes (written when given).
+
+    Returns:
+        The JSON text (dataclasses as objects, anything else non-JSON as its str).
+    """
+    document = {}
+    if provenance is not None:
+        document['provenance'] = dataclasses.asdict(provenance)
+    if traded is not None:
+        document['volumes'] = dataclasses.asdict(traded)
+    document.update(excluded=excluded, stats=stats)
+    return json.dumps(document, indent=1, default=str) + '\n'
+
+
+def write_results(out_dir, config, result, provenance: Provenance | None = None):
     """Write public.csv, participants.csv and summary.json; all appear together or none."""
     return write_all(out_dir, {
         'public.csv': csv_text(public_columns(config), public_table(config, result)),
         'participants.csv': csv_text(participant_columns(config), participant_table(config, result)),
-        'summary.json': json.dumps({'excluded': result.excluded, 'stats': result.stats}, indent=1, default=str),
+        'summary.json': summary_text(result.excluded, result.stats, provenance, volumes(config, result)),
     })
 
 
@@ -98,7 +269,7 @@ BILL_COLUMNS = ('participant', 'trade_amount', 'deviation_amount', 'total_amount
 RETAILER_COLUMNS = ('slot', 'receives', 'pays', 'rounding_residue', 'net')
 
 
-def write_settlement(out_dir, config, result):
+def write_settlement(out_dir, config, result, provenance: Provenance | None = None):
     """public.csv, participants.csv, bills.csv and retailer.csv, all-or-nothing."""
     money = config.format_amount
     columns = participant_columns(config, SETTLEMENT_COLUMNS)
@@ -117,6 +288,6 @@ def write_settlement(out_dir, config, result):
         'participants.csv': csv_text(columns, rows),
         'bills.csv': csv_text(BILL_COLUMNS, bills),
         'retailer.csv': csv_text(RETAILER_COLUMNS, retailer),
-        'summary.json': json.dumps({'excluded': result.clearing.excluded, 'stats': result.stats}, indent=1,
-                                   default=str),
+        'summary.json': summary_text(result.clearing.excluded, result.stats, provenance,
+                                     volumes(config, result.clearing)),
     })

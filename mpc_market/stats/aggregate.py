@@ -133,6 +133,25 @@ class Aggregator:
         return bundles
 
 
+def empty_release_reason(bundles: dict) -> str:
+    """Why a release has nothing to give any operator ('' when some key's bundle has a group).
+
+    Args:
+        bundles: {key_id: bundle dict} from Aggregator.release.
+
+    Returns:
+        '' if any bundle has a group, else one line: how many meter-days, the minimum cohort and
+        the meters of the (first five) feeders held back.
+    """
+    if any(bundle['groups'] for bundle in bundles.values()):
+        return ''
+    first = next(iter(bundles.values()))
+    held = sorted({(r.get('feeder') or r['zone'], r['meters']) for b in bundles.values() for r in b['refused']})
+    shown = ', '.join(f'{name} {meters}' for name, meters in held[:5]) + (', ...' if len(held) > 5 else '')
+    return (f'{first["submitted"]} meter-days, no feeder has the minimum cohort of {first["min_cohort"]} meters'
+            + (f' (meters per feeder: {shown})' if shown else ''))
+
+
 def _check_noise_fits(key, meters, noise):
     room = (1 << key.layout.field_bits) - 1 - meters * key.layout.max_reading_wh
     if 2 * noise.bias > room:

@@ -3,8 +3,10 @@
 Meters (or their representatives) submit signed, encrypted meter-days over mutual TLS; every
 accepted day is committed to SQLite before it is acknowledged. An operator fetches a day's
 aggregates under its key with a TLS client certificate named like the key. The first fetch of a
-day freezes it: the aggregates of every key are computed once from the same set of meters and
-stored, later submissions for that day are refused, and later fetches return the stored bundle.
+day that meets the quorum freezes it: the aggregates of every key are computed once from the same
+set of meters and stored, later submissions for that day are refused, and later fetches return
+the stored bundle. A fetch below the quorum (fewer than ``min_meters`` meter-days, or no feeder
+of ``min_cohort`` meters) is refused and freezes nothing: one early fetch must not lose the day.
 Days that have not begun (after tomorrow, UTC) are refused as well, and a day is released only
 once it has ended plus ``release_delay_h``, so an early fetch cannot freeze half a day.
 Otherwise two releases that differ by one late meter would hand the operator that meter's day.
@@ -18,6 +20,7 @@ AGGREGATOR.toml::
     feeders = "feeders.csv"            # participant,feeder,zone
     public_keys = ["dso.pub.json", "tso.pub.json"]
     min_cohort = 5
+    min_meters = 5                     # optional (default: min_cohort): quorum of meter-days to release a day
     release_delay_h = 2                # a day is released no earlier than this long after it ended (UTC)
     dp_epsilon = "0.5"                 # optional: discrete Laplace noise per released field
     metrics = "127.0.0.1:9302"         # optional: Prometheus GET /metrics (plain HTTP) on this address only
@@ -33,14 +36,14 @@ import grpc
 
 from ..common.errors import InputError, Malformed, Refused, Replayed, WrongPhase
 from ..common.files import make_private_dir
-from ..common.textinput import toml_key_line
+from ..common.textinput import refuse_unknown_keys, toml_key_line
 from ..net import config, metrics, tls
 from ..net.admission import Admission
 from ..net.server import check_free, run_server, status_of
 from ..net.store import SqliteStore, now_ms
 from ..rpc import market_pb2, market_pb2_grpc
 from . import dp
-from .aggregate import DEFAULT_MIN_COHORT, Aggregator, bundle_text
+from .aggregate import DEFAULT_MIN_COHORT, Aggregator, bundle_text, empty_release_reason
 from .meterdata import load_feeders, load_participant_registry
 from .paillier import load_public_keys
 from .submission import EncryptedDay, parse_day
@@ -71,11 +74,28 @@ class AggregatorConfig:
     dp_epsilon: object = None         # Fraction or None
     release_delay_h: float = 0.0
     metrics: str = ''                 # "host:port" of GET /metrics; '' = none
+    min_meters: int = DEFAULT_MIN_COHORT  # quorum: fewer accepted meter-days and a fetch releases nothing
 
 
-def load_aggregator_config(path):
+AGGREGATOR_KEYS = ('listen', 'data_dir', 'keys', 'feeders', 'public_keys', 'min_cohort', 'min_meters',
+                   'release_delay_h', 'dp_epsilon', 'metrics')
+
+
+def load_aggregator_config(path: str) -> AggregatorConfig:
+    """The [aggregator] table of AGGREGATOR.toml.
+
+    Args:
+        path: the TOML file; relative paths in it are relative to its directory.
+
+    Returns:
+        The checked configuration (``min_meters`` defaults to ``min_cohort``).
+
+    Raises:
+        InputError: a missing, unknown or out-of-range key, naming the file, line and key.
+    """
     get, rel = config.get_value, config.relative_path
     text, table = config.load_table(path, 'aggregator')
+    refuse_unknown_keys(path, text, table, AGGREGATOR_KEYS, 'aggregator')
     files = get(path, text, table, 'public_keys', list, check=lambda v: v and all(isinstance(f, str) for f in v),
                 what='a non-empty list of public key files')
     epsilon = get(path, text, table, 'dp_epsilon', str, '', what='a decimal string such as "0.5"')
@@ -83,6 +103,7 @@ def load_aggregator_config(path):
         epsilon = dp.parse_epsilon(epsilon) if epsilon else None
     except (ValueError, ZeroDivisionError) as exc:
         raise InputError(path, toml_key_line(text, 'dp_epsilon'), 'dp_epsilon', str(exc)) from None
+    min_cohort = get(path, text, table, 'min_cohort', int, DEFAULT_MIN_COHORT, lambda v: v >= 2, 'an integer >= 2')
     return AggregatorConfig(
         path=path,
         listen=get(path, text, table, 'listen', str, check=config.ADDRESS_RE.match, what='"host:port"'),
@@ -90,7 +111,8 @@ def load_aggregator_config(path):
         keys=rel(path, get(path, text, table, 'keys', str, what='a directory')),
         feeders=rel(path, get(path, text, table, 'feeders', str, what='a CSV file')),
         public_keys=[rel(path, f) for f in files],
-        min_cohort=get(path, text, table, 'min_cohort', int, DEFAULT_MIN_COHORT, lambda v: v >= 2, 'an integer >= 2'),
+        min_cohort=min_cohort,
+        min_meters=get(path, text, table, 'min_meters', int, min_cohort, lambda v: v >= 1, 'an integer >= 1'),
         release_delay_h=float(get(path, text, table, 'release_delay_h', (int, float), 0, lambda v: v >= 0,
                                   'hours >= 0')),
         dp_epsilon=epsilon, metrics=config.optional_address(path, text, table, 'metrics'))
@@ -120,7 +142,10 @@ class AggregatorStore(SqliteStore):
         return outcomes
 
     def release(self, day, make_bundles):
-        """{key_id: bundle text} of day: the stored release, or make_bundles(days) frozen now."""
+        """{key_id: bundle text} of day: the stored release, or make_bundles(days) frozen now.
+
+        make_bundles may raise (a Refused error: below the quorum); then nothing is stored and
+        the day stays open for later readings."""
         with self._transaction() as db:
             stored = dict(db.execute('SELECT key_id, bundle FROM releases WHERE day = ?', (day,)))
             if stored:
@@ -197,16 +222,39 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
                           f'{release_at:%Y-%m-%d %H:%M} UTC on (its readings may still come in)')
 
         def make_bundles(days):
+            _check_quorum(request.day, len(days), self.config.min_meters)
             aggregator = self._aggregator(request.day)
             for submission in days:
                 aggregator.accept(submission, checked=True)
-            return aggregator.release(self.noise)
+            bundles = aggregator.release(self.noise)
+            _check_some_group(request.day, bundles)
+            return bundles
         try:
             bundles = self.store.release(request.day, make_bundles)
+        except WrongPhase as exc:  # below the quorum: nothing frozen, later readings still count
+            log.info('day %s: not released to %s: %s', request.day, caller, exc)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except ValueError as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         log.info('day %s: aggregates under key %s sent to %s', request.day, key.name, caller)
         return market_pb2.Aggregates(bundle=bundles[key.key_id].encode())
+
+
+NOT_FROZEN = 'nothing is frozen: later readings of the day still count and a later fetch releases them'
+
+
+def _check_quorum(day: str, meters: int, min_meters: int) -> None:
+    """Raise WrongPhase if fewer than min_meters meter-days of day were accepted."""
+    if meters < min_meters:
+        raise WrongPhase(f'day {day} is not released: {meters} meter-days received, the quorum is '
+                         f'min_meters = {min_meters}; {NOT_FROZEN}')
+
+
+def _check_some_group(day: str, bundles: dict) -> None:
+    """Raise WrongPhase if no key's bundle has a group (no feeder reached min_cohort meters)."""
+    reason = empty_release_reason(bundles)
+    if reason:
+        raise WrongPhase(f'day {day} is not released: {reason}; {NOT_FROZEN}')
 
 
 def load_service_inputs(config):
@@ -233,6 +281,7 @@ def serve(config):
         run_server('aggregator', config.listen, credentials, add_servicers, WORKERS,
                    f'statistics aggregator listening on {config.listen} (mutual TLS); keys '
                    + ', '.join(f'{k.name} ({k.level})' for k in public_keys) + f'; min cohort {config.min_cohort}'
+                   + f'; quorum {config.min_meters} meter-days per day'
                    + ('' if config.dp_epsilon is None else f'; DP epsilon {config.dp_epsilon} per field'),
                    metrics_address=config.metrics)
     finally:

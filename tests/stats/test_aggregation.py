@@ -419,5 +419,6 @@ def test_cli_bad_inputs(cli_world, tmp_path):
     proc = cli('stats', 'aggregate', '--submissions', root / 'days.jsonl', '--feeders', root / 'feeders.csv',
                '--registry', root / 'keys/registry.json', '--pubkey', root / 'op/dso.pub.json',
                '--pubkey', root / 'op/tso.pub.json', '--day', '2026-11-21', '--out', tmp_path / 'agg2')
-    assert proc.returncode == 0 and f'{len(lines)} rejected' in proc.stdout        # every day is for 2026-11-20
-    assert 'readings for day 2026-11-20' in proc.stderr
+    # every day is for 2026-11-20: all rejected, and a release of no group is not written (issue 22, problem 3)
+    assert proc.returncode == 1 and 'nothing to release: 0 meter-days' in proc.stderr, proc.stderr
+    assert 'readings for day 2026-11-20' in proc.stderr and not (tmp_path / 'agg2').exists()

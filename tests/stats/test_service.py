@@ -96,6 +96,9 @@ def fetch(root, address, name, out, client=None):
 
 def test_submit_fetch_decrypt_over_grpc(deployment):
     root, address, plain, proc = deployment
+    first_fetch = fetch(root, address, 'dso', 'too-early')  # before any meter uploaded: refused, nothing frozen
+    assert first_fetch.returncode == 1 and 'FAILED_PRECONDITION' in first_fetch.stderr, first_fetch.stderr
+    assert 'nothing is frozen' in first_fetch.stderr and not (root / 'too-early').exists()
     on_time = sorted(m for m in FEEDERS if m != LATE)
     encrypt(root, 'days.jsonl', on_time)
     submit = lambda name: cli('stats', 'submit', '--submissions', root / name, '--aggregator', address,  # noqa: E731
