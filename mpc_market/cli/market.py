@@ -7,6 +7,7 @@ import tempfile
 import time
 
 from ..common.errors import InputError
+from ..mpc.jobs import ORDERS_PER_CHUNK
 
 MAX_WARNINGS = 10
 
@@ -284,7 +285,7 @@ def cmd_demo(args):
     print(f'Community: {args.participants} households, {args.slots} slots of 15 minutes, {count} orders '
           f'(generated in {work})')
     started = time.perf_counter()
-    config, book, result = _clear(orders, config_path, args.nodes, 'mpc', 'local', 8192, False)
+    config, book, result = _clear(orders, config_path, args.nodes, 'mpc', 'local', ORDERS_PER_CHUNK, False)
     elapsed = time.perf_counter() - started
     write_results(os.path.join(work, 'out'), config, result)
     print(f'Cleared under MPC by {args.nodes} market node processes in {elapsed:.1f} s. Public results '
@@ -325,7 +326,7 @@ def _demo_zoned(args, work):
     zoned_dir = os.path.join(work, 'zoned')
     orders, config_path, _, _ = write_community(zoned_dir, args.participants, args.slots, args.seed, zones=4)
     started = time.perf_counter()
-    config, book, result = _clear(orders, config_path, args.nodes, 'mpc', 'local', 8192, True)
+    config, book, result = _clear(orders, config_path, args.nodes, 'mpc', 'local', ORDERS_PER_CHUNK, True)
     print(f'\nThe same community as a zoned market: {len(book.zones)} communities of whole feeders clear on '
           f'their own, then trade what is left across at a network fee of {config.network_fee}/kWh '
           f'({time.perf_counter() - started:.1f} s under MPC). Busiest slots:')
@@ -349,7 +350,7 @@ def _engine_options(p):
                    help='market nodes, 3..11 (threshold (M-1)/2: an honest majority)')
     p.add_argument('--engine', choices=ENGINES, default='mpc',
                    help='mpc: node processes on this machine; plain: the plaintext reference')
-    p.add_argument('--chunk', type=bounded_int(1, 1 << 20), default=8192,
+    p.add_argument('--chunk', type=bounded_int(1, 1 << 20), default=ORDERS_PER_CHUNK,
                    help='orders shared and validated per batch, 1..1048576 (bounds node memory)')
     p.add_argument('--quiet', action='store_true', help='no progress and no warnings on stderr')
 

@@ -32,14 +32,13 @@ import os
 import sqlite3
 from dataclasses import dataclass
 
-import grpc
 
-from ..common.errors import InputError, Malformed, Refused, Replayed, WrongPhase
+from ..common.errors import InputError, Malformed, NotFound, NotPermitted, Refused, Replayed, WrongPhase
 from ..common.files import make_private_dir
 from ..common.textinput import refuse_unknown_keys, toml_key_line
 from ..net import config, metrics, tls
 from ..net.admission import Admission
-from ..net.server import check_free, run_server, status_of
+from ..net.server import abort, check_free, run_server, status_of
 from ..net.store import SqliteStore, now_ms
 from ..rpc import market_pb2, market_pb2_grpc
 from . import dp
@@ -205,21 +204,21 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
     def FetchAggregates(self, request, context):
         key = next((k for k in self.public_keys if k.key_id == request.key_id), None)
         if key is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f'no operator key {request.key_id!r} at this aggregator')
+            abort(context, NotFound(f'no operator key {request.key_id!r} at this aggregator'), 'aggregator')
         caller = tls.client_name(context)
         if caller != key.name:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, f'aggregates under key {key.name} go to the client '
-                          f'certificate {key.name!r} only, not {caller!r}')
+            abort(context, NotPermitted(f'aggregates under key {key.name} go to the client certificate {key.name!r} '
+                                        f'only, not {caller!r}'), 'aggregator')
         try:
             parse_day(request.day)
         except ValueError:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'day {request.day!r} is not YYYY-MM-DD')
+            abort(context, Malformed(f'day {request.day!r} is not YYYY-MM-DD'), 'aggregator')
         day_end = datetime.datetime.combine(datetime.date.fromisoformat(request.day) + datetime.timedelta(days=1),
                                             datetime.time(), datetime.timezone.utc)
         release_at = day_end + datetime.timedelta(hours=self.config.release_delay_h)
         if datetime.datetime.now(datetime.timezone.utc) < release_at:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f'day {request.day} is released from '
-                          f'{release_at:%Y-%m-%d %H:%M} UTC on (its readings may still come in)')
+            abort(context, WrongPhase(f'day {request.day} is released from {release_at:%Y-%m-%d %H:%M} UTC on '
+                                      '(its readings may still come in)'), 'aggregator')
 
         def make_bundles(days):
             _check_quorum(request.day, len(days), self.config.min_meters)
@@ -233,9 +232,9 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
             bundles = self.store.release(request.day, make_bundles)
         except WrongPhase as exc:  # below the quorum: nothing frozen, later readings still count
             log.info('day %s: not released to %s: %s', request.day, caller, exc)
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            abort(context, exc, 'aggregator')
         except ValueError as exc:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            abort(context, WrongPhase(str(exc)), 'aggregator')
         log.info('day %s: aggregates under key %s sent to %s', request.day, key.name, caller)
         return market_pb2.Aggregates(bundle=bundles[key.key_id].encode())
 
