@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from ..common.errors import InputError, KeyFileError
+from ..common.errors import COMMAND_LINE, InputError, KeyFileError
 from .market import MAX_WARNINGS, default_config
 
 
@@ -43,9 +43,14 @@ def cmd_broker(args):
 def cmd_up(args):
     import signal
 
+    from ..net.config import ADDRESS_RE
     from ..net.localdeploy import LocalDeployment
     from ..net.server import check_free
     from .daemon import log_argv
+    if args.http is not None and not ADDRESS_RE.match(args.http):
+        raise InputError(COMMAND_LINE, 0, 'http', f'expected "host:port", got {args.http[:80]!r}')
+    if args.http is not None and not 0 < int(args.http.rsplit(':', 1)[1]) < 65536:  # 0: up could not say where
+        raise InputError(COMMAND_LINE, 0, 'http', f'the port must be 1..65535, got {args.http[:80]!r}')
     deployment = LocalDeployment(args.dir, args.nodes, netns=args.netns, daemon_args=log_argv(args))
     slots, market = '0-3', args.config or 'MARKET.toml'
     if args.orders:  # the next-step hint names the orders' own slots and market
@@ -54,6 +59,8 @@ def cmd_up(args):
         config = load_config(args.config) if args.config else default_config()
         orders = load_orders(args.orders, config)
         slots = _format_slots(sorted({o.slot for o in orders}))
+    if args.http:  # a taken page port, before any key is written
+        check_free('operator page', args.http)
     if os.path.exists(deployment.broker_config):
         deployment.load()
         print(f'using the existing deployment in {args.dir}')
@@ -68,20 +75,23 @@ def cmd_up(args):
         print(f'wrote fresh keys ({len(participants)} participants registered) and configs to {args.dir}')
     check_free('broker', deployment.broker_address)
     try:
-        deployment.start()
+        deployment.start(http=args.http)
     except RuntimeError as exc:  # a daemon exited (a taken port, a bad config): stop the others
         deployment.stop()
         raise OSError(str(exc)) from None
     print(f'broker at {deployment.broker_address}; {args.nodes} nodes running (logs in {args.dir}/*.log)')
+    if args.http:
+        print(f'operator page: http://{args.http}/')
     if deployment.metrics:
         print('metrics: ' + ', '.join(f'{name} http://{address}/metrics' for name, address in deployment.metrics.items()))
+    round_id = _next_round_id(deployment)
     print('next, in another terminal:')
     print(f'  operator:     mpc-market round open --broker {deployment.broker_address} --keys {deployment.keys} '
-          f'--round r1 --slots {slots} --market {market} --gate-closure-in 120')
+          f'--round {round_id} --slots {slots} --market {market} --gate-closure-in 120')
     print(f'  participants: mpc-market submit --broker {deployment.broker_address} --keys {deployment.keys} '
           f'--orders {args.orders or "ORDERS.csv"}')
     print(f'  operator:     mpc-market round close --broker {deployment.broker_address} --keys {deployment.keys} '
-          '--round r1 --wait 120')
+          f'--round {round_id} --wait 120')
     print('Ctrl-C stops everything.', flush=True)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -91,11 +101,31 @@ def cmd_up(args):
     except KeyboardInterrupt:
         pass
     dead = [n for n, p in deployment.procs.items() if p.poll() is not None]
+    reasons = {n: deployment.exit_reason(n) for n in dead}  # before stop() forgets the processes
     deployment.stop()
-    if dead:
-        print(f'error: {", ".join(dead)} stopped; see {args.dir}/{dead[0]}.log', file=sys.stderr)
-        return 1
-    return 0
+    for name in dead:  # which daemon, and why: its exit status or signal and its last log line
+        print(f'error: {name} stopped ({reasons[name]}); the others were stopped too; see '
+              f'{os.path.join(args.dir, name + ".log")}', file=sys.stderr)
+    return 1 if dead else 0
+
+
+
+def _next_round_id(deployment):
+    """'rN' after the highest rN the broker has (a reused directory has rounds already): the
+    next-step hint must name a round that does not exist yet. 'ROUND' if the broker cannot say."""
+    import re
+
+    from ..net.client import BrokerClient, ClientError
+    try:
+        broker = BrokerClient(deployment.broker_address, deployment.keys, 'operator')
+        try:
+            ids = [r.round_id for r in broker.rounds()]
+        finally:
+            broker.close()
+    except (ClientError, KeyFileError, OSError):
+        return 'ROUND'
+    numbers = [int(m.group(1)) for i in ids if (m := re.fullmatch(r'r(\d{1,9})', i))]
+    return f'r{max(numbers, default=0) + 1}'
 
 
 
@@ -324,6 +354,9 @@ def add_parsers(sub, formatter):
                    'nodes in ms, 0..10000 (TCP proxy; when the deployment is created)')
     p.add_argument('--metrics', action='store_true', help='the broker and each node serve Prometheus metrics on '
                    '127.0.0.1, on the ports after the others (when the deployment is created)')
+    p.add_argument('--http', metavar='HOST:PORT',
+                   help="the broker's read-only operator page on this address, e.g. 127.0.0.1:7380 (public "
+                        'information only; keep it on 127.0.0.1); default: none')
     add_log_options(p)
     p.set_defaults(func=cmd_up)
 
