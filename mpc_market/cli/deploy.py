@@ -198,6 +198,9 @@ def _retailer_text(args, broker):
 
 
 def cmd_meter(args):
+    """Each destination on its own: the aggregator gets the meter-days whatever the rounds; the
+    market nodes only while a round of the day takes readings. Exit 1 only if a destination asked
+    for got nothing or refused a meter (the market nodes are asked unless --aggregator-only)."""
     from ..net.client import BrokerClient
     from ..net.messages import state_phase
     from ..net.meter import load_upload, submit_to_nodes
@@ -205,10 +208,16 @@ def cmd_meter(args):
     from ..stats.paillier import load_public_keys
     from ..stats.upload import day_values, upload_days
     day = args.day
+    to_nodes = not args.aggregator_only
     public_keys, feeders = (), None
+    if args.aggregator_only and not args.aggregator:
+        raise InputError(COMMAND_LINE, 0, 'aggregator-only', '--aggregator-only needs --aggregator HOST:PORT')
+    if to_nodes and not args.orders:
+        raise InputError(COMMAND_LINE, 0, 'orders', "the market nodes need the participants' orders (--orders FILE; "
+                         'or --aggregator-only)')
     if args.aggregator:
         if not args.pubkey or not args.feeders:
-            raise InputError('<command line>', 0, 'aggregator', '--aggregator needs --pubkey and --feeders')
+            raise InputError(COMMAND_LINE, 0, 'aggregator', '--aggregator needs --pubkey and --feeders')
         public_keys = load_public_keys(args.pubkey)
         for path, key in zip(args.pubkey, public_keys):
             if args.key_id and key.key_id not in args.key_id:
@@ -217,22 +226,33 @@ def cmd_meter(args):
     started = time.perf_counter()
     broker = BrokerClient(args.broker, args.keys, args.client)
     try:
-        upload = load_upload(args.readings, args.orders, day, broker, args.keys, args.participant)
+        upload = load_upload(args.readings, args.orders if to_nodes else None, day, broker, args.keys,
+                             args.participant)
     finally:
         broker.close()
     if args.aggregator:
         day_values(upload.readings, upload.day_rounds, public_keys[0].layout, args.readings)  # the day's shape, first
-    nodes_failed = submit_to_nodes(upload, args.keys, args.client, args.workers, args.batch)
+    failures, nothing = [], []  # per meter; destinations asked for that got nothing
+    nodes_failed = submit_to_nodes(upload, args.keys, args.client, args.workers, args.batch) \
+        if to_nodes and upload.rounds else {}
     grid = upload_days(upload, args.aggregator, public_keys, feeders, args.keys, args.client, args.readings) \
         if args.aggregator else None
-    print(f'{day}: {len(upload.participants)} meters, rounds {", ".join(r.round_id for r in upload.rounds)}, '
+    taking = ', '.join(r.round_id for r in upload.rounds) or 'none'
+    print(f'{day}: {len(upload.participants)} meters, rounds taking readings: {taking}, '
           f'{time.perf_counter() - started:.2f} s')
-    print(f'  market nodes: {len(upload.participants) - len(nodes_failed)} accepted by every node, '
-          f'{len(nodes_failed)} not')
-    if upload.skipped:
-        print('  not sent (the round takes no readings now; once settled, they are late): ' + ', '.join(
-            f'{r.round_id} ({state_phase(r.state)})' for r in upload.skipped))
-    failures = [f'market nodes: {r}' for r in nodes_failed.values()]
+    if not to_nodes:
+        print('  market nodes: not asked (--aggregator-only)')
+    elif not upload.rounds:
+        print(f'  market nodes: nothing sent: {upload.why_no_round}')
+        nothing.append(f'market nodes got nothing: {upload.why_no_round}; run the same command again in the '
+                       "round's readings window")
+    else:
+        print(f'  market nodes: {len(upload.participants) - len(nodes_failed)} accepted by every node, '
+              f'{len(nodes_failed)} not')
+        if upload.skipped:
+            print('  not sent (the round takes no readings now; once settled, they are late): ' + ', '.join(
+                f'{r.round_id} ({state_phase(r.state)})' for r in upload.skipped))
+        failures += [f'market nodes: {r}' for r in nodes_failed.values()]
     if grid is not None:
         print(f'  aggregator {args.aggregator}: {len(grid.accepted)} accepted, {len(grid.held)} already held, '
               f'{len(grid.failed)} not')
@@ -241,8 +261,9 @@ def cmd_meter(args):
         print(f'error: {reason}', file=sys.stderr)
     if failures:
         print(f'error: {len(failures)} deliveries failed; run the same command again to retry them', file=sys.stderr)
-        return 1
-    return 0
+    for line in nothing:
+        print(f'error: {line}', file=sys.stderr)
+    return 1 if failures or nothing else 0
 
 
 
@@ -404,20 +425,26 @@ def add_parsers(sub, formatter):
                                    'secret-shared reading packages to every market node (settlement of the day\'s '
                                    'rounds) and, with --aggregator, the Paillier-encrypted meter-day to the '
                                    'statistics aggregator (DSO/TSO), each signed with the participant\'s key. Each '
-                                   'destination is reported on its own; a retry is idempotent.',
+                                   'destination on its own: the aggregator gets the day whatever the rounds, the '
+                                   'market nodes only while a round of the day takes readings; each is reported on '
+                                   'its own, and the exit status is 1 only if a destination asked for got nothing '
+                                   'or refused a meter. A retry is idempotent.',
                        epilog='example:\n  mpc-market meter submit --broker 127.0.0.1:7300 --keys deploy/keys '
                               '--readings community/readings.csv --orders community/orders.csv --day 2026-12-01 '
                               '--aggregator 127.0.0.1:7400 --pubkey ops/dso.pub.json --feeders community/feeders.csv')
     p.add_argument('action', choices=('submit',), help='what to do')
     client_args(p, 'submitter', 'optional')
     p.add_argument('--readings', required=True, help='meter readings CSV: participant,slot,net_wh')
-    p.add_argument('--orders', required=True,
-                   help="the participants' orders (the reading packages prove deviations from them; without "
-                        "its orders a participant's readings would fail the nodes' checks)")
+    p.add_argument('--orders',
+                   help="the participants' orders, required for the market nodes (the reading packages prove "
+                        "deviations from them; without its orders a participant's readings would fail the nodes' "
+                        'checks)')
     p.add_argument('--day', required=True, type=day_text,
                    help='delivery day YYYY-MM-DD: the rounds of that day take the readings')
     p.add_argument('--participant', action='append', help='only this participant; repeat (default: all in the file)')
     p.add_argument('--aggregator', help='statistics aggregator host:port (default: market nodes only)')
+    p.add_argument('--aggregator-only', action='store_true',
+                   help='send to the statistics aggregator only, not to the market nodes')
     p.add_argument('--pubkey', action='append', help='grid operator public key (with --aggregator); repeat')
     p.add_argument('--key-id', action='append', help='pin: encrypt only under public keys with these ids')
     p.add_argument('--feeders', help='CSV participant,feeder,zone (with --aggregator)')
