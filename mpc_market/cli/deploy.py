@@ -163,6 +163,9 @@ def _bill_text(args, broker):
     first, last = args.from_day or args.to_day, args.to_day or args.from_day
     if not first and not args.round:
         raise InputError('<command line>', 0, 'from', '--bill needs --from DAY (and --to DAY), or --round')
+    if not args.orders:  # the shares alone would bill a retailer-settled order as 0 (issue 22, problem 1)
+        raise InputError(COMMAND_LINE, 0, 'orders', "--bill needs the participants' orders file (--orders FILE): "
+                         "orders settled with the retailer and the planned positions are not in the nodes' shares")
     bill, settled, pending = period_bill(broker, args.keys, args.participant, first, last, args.orders,
                                          client=args.client, round_id='' if first else args.round)
     if not settled:
