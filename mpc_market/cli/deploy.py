@@ -156,31 +156,36 @@ def cmd_submit(args):
 
 
 
-def _bill_text(args, broker):
-    """(summary, CSV text) of a participant's bill over the settled rounds from --from to --to."""
+def _bill_text(args, broker, participants):
+    """(summary, CSV text, failure lines) of the participants' bills over the settled rounds from
+    --from to --to (or of --round), as their rows of bills.csv of `mpc-market settle`."""
     from ..market.output import BILL_COLUMNS, csv_text
-    from ..net.bills import period_bill
+    from ..net.bills import period_bills
     first, last = args.from_day or args.to_day, args.to_day or args.from_day
     if not first and not args.round:
-        raise InputError('<command line>', 0, 'from', '--bill needs --from DAY (and --to DAY), or --round')
+        raise InputError(COMMAND_LINE, 0, 'from', '--bill needs --from DAY (and --to DAY), or --round')
     if not args.orders:  # the shares alone would bill a retailer-settled order as 0 (issue 22, problem 1)
         raise InputError(COMMAND_LINE, 0, 'orders', "--bill needs the participants' orders file (--orders FILE): "
                          "orders settled with the retailer and the planned positions are not in the nodes' shares")
-    bill, settled, pending = period_bill(broker, args.keys, args.participant, first, last, args.orders,
-                                         client=args.client, round_id='' if first else args.round)
-    if not settled:
-        raise InputError('<command line>', 0, 'from', f'no settled round delivers from {first} to {last}'
+    result = period_bills(broker, args.keys, participants, first, last, args.orders, client=args.client,
+                          round_id='' if first else args.round)
+    if not result.settled:
+        raise InputError(COMMAND_LINE, 0, 'from', f'no settled round delivers from {first} to {last}'
                          if first else f'round {args.round} is not settled')
-    money = settled[0].config.format_amount
+    money = result.settled[0].config.format_amount
+    bills = [b for p, b in result.bills.items() if not (args.all and p in result.absent)]  # --all: who took part
     text = csv_text(BILL_COLUMNS, [{
         'participant': bill.participant, 'trade_amount': money(bill.trade_amount),
         'deviation_amount': money(bill.deviation_amount), 'total_amount': money(bill.total_amount),
-        'retailer_only_amount': money(bill.retailer_only_amount), 'saving': money(bill.saving)}])
-    summary = (f'{args.participant}: bill over {len(settled)} settled rounds'
-               + (f' from {first} to {last}' if first else '') + f' ({", ".join(r.round_id for r in settled)})')
-    if pending:
-        summary += f'; not settled yet, left out: {", ".join(r.round_id for r in pending)}'
-    return summary, text
+        'retailer_only_amount': money(bill.retailer_only_amount), 'saving': money(bill.saving)} for bill in bills])
+    single = len(participants) == 1 and not args.all
+    summary = ((f'{participants[0]}: bill' if single else f'{len(bills)} participants: bills')
+               + f' over {len(result.settled)} settled rounds'
+               + (f' from {first} to {last}' if first else '')
+               + f' ({", ".join(r.round_id for r in result.settled)})')
+    if result.pending:
+        summary += f'; not settled yet, left out: {", ".join(r.round_id for r in result.pending)}'
+    return summary, text if bills else None, [f'{p}: {reason}' for p, reason in result.failed.items()]
 
 
 
@@ -190,7 +195,7 @@ def _retailer_text(args, broker):
     from ..net.client import client_manifest, fetch_own_results
     from ..net.trusted import trusted_round
     state = trusted_round(broker.status(args.round), client_manifest(args.keys), args.round)
-    _, _, values = fetch_own_results(broker, args.keys, args.participant or 'retailer', client=args.client,
+    _, _, values = fetch_own_results(broker, args.keys, (args.participant or ['retailer'])[0], client=args.client,
                                      kind='retailer', state=state)
     money = state.config.format_amount
     text = csv_text(RETAILER_COLUMNS, [{
@@ -270,20 +275,113 @@ def cmd_meter(args):
 
 
 
-def cmd_results(args):
-    from ..market.output import csv_text, participant_columns, participant_table, public_columns, write_all
+def _chosen_participants(args):
+    """The participants asked for: --participant (repeatable, in the order given) or --all (every
+    participant whose key is in KEYS/participants). A named participant without a key is bad input."""
+    from ..common.keys import load_participant_key
+    if args.all and args.participant:
+        raise InputError(COMMAND_LINE, 0, 'all', 'give --all or --participant, not both')
+    if not args.all:
+        participants = list(dict.fromkeys(args.participant or ()))
+        for participant in participants:  # before anything is fetched: exit 2, nothing written
+            load_participant_key(args.keys, participant)
+        return participants
+    folder = os.path.join(args.keys, 'participants')
+    try:
+        names = os.listdir(folder)
+    except OSError as exc:
+        raise InputError(folder, 0, 'file', f'cannot list the participant keys ({exc.strerror})') from None
+    participants = sorted(n[:-len('.key')] for n in names if n.endswith('.key') and not n.endswith('.kex.key'))
+    if not participants:
+        raise InputError(folder, 0, 'file', 'no participant key (--all fetches those whose key is here)')
+    return participants
+
+
+def _rows_text(args, broker, participants):
+    """(summary, participants.csv text of `mpc-market clear` or None, failure lines) of several participants."""
+    from ..market.book import Book
+    from ..market.orders import load_orders
+    from ..market.output import csv_text, participant_columns, participant_table
+    from ..market.results import ClearingResult, order_rows
+    from ..net.client import ClientError, client_manifest, fetch_own_results
+    from ..net.trusted import trusted_round
+    if not args.orders:
+        raise InputError(COMMAND_LINE, 0, 'orders', "several participants' rows are participants.csv of "
+                         "`mpc-market clear`, which needs their orders file (--orders FILE)")
+    state = trusted_round(broker.status(args.round), client_manifest(args.keys), args.round)
+    config = state.config
+    orders = load_orders(args.orders, config)
+    with_orders = {o.participant for o in orders}
+    values_of, excluded, failures = {}, set(), []
+    for participant in participants:
+        try:
+            _, status, values = fetch_own_results(broker, args.keys, participant, client=args.client, state=state)
+        except ClientError as exc:
+            if exc.code == 'NOT_FOUND' and participant not in with_orders:
+                continue  # no order and no part in the round: no rows, as in `clear`
+            failures.append(f'{participant}: {exc}')
+            continue
+        if status == 'missing':
+            failures.append(f'{participant}: no order counted (not every node held the same submission)')
+            continue
+        values_of[participant] = {s: tuple(int(v) for v in row) for s, row in zip(state.slots, values)}
+        if status != 'cleared':
+            excluded.add(participant)
+    # one book of the fetched participants' orders, in the file's order: the rows of `clear`
+    own = [o for o in orders if o.participant in values_of and o.slot in set(state.slots)]
+    book = Book(config, own, extra_pairs=[(p, s) for p in values_of for s in state.slots])
+    rows = order_rows(book, excluded, lambda o: values_of[o.participant][o.slot])
+    text = csv_text(participant_columns(config), participant_table(config, ClearingResult([], rows)))
+    summary = (f'round {state.round_id}: {len(values_of)} participants\' rows reconstructed from all nodes\' shares'
+               + (f' ({len(excluded)} excluded)' if excluded else ''))
+    return summary, text if values_of else None, failures
+
+
+def _own_text(args, broker, participant):
+    """(summary, CSV text or None, failure lines) of one participant's own results."""
+    from ..market.output import csv_text, participant_columns, participant_table
     from ..market.results import ClearingResult
-    from ..net.client import BrokerClient, fetch_own_results, fetch_public, own_order_rows
+    from ..net.client import fetch_own_results, own_order_rows
+    state, status, values = fetch_own_results(broker, args.keys, participant, args.round, args.client)
+    if status == 'missing':
+        return None, None, [f'round {state.round_id}: {participant}: no order counted (not every node held the same '
+                            'submission)']
+    if args.orders:
+        config, rows = own_order_rows(state, status, values, args.orders, participant)
+        text = csv_text(participant_columns(config), participant_table(config, ClearingResult([], rows)))
+    else:
+        config = state.config
+        zoned = ('local_wh', 'cross_wh') if config.zoned else ()
+        text = csv_text(('participant', 'slot', 'matched_wh', 'unmatched_wh', 'amount', 'status', *zoned), [
+            {'participant': participant, 'slot': s, 'matched_wh': v[0], 'unmatched_wh': v[1],
+             'amount': config.format_amount(v[2]), 'status': status, **dict(zip(zoned, v[3:])),
+             } for s, v in zip(state.slots, values)])
+    return f'round {state.round_id}: {participant}: {status} (reconstructed from all nodes\' shares)', text, []
+
+
+def cmd_results(args):
+    from ..market.output import csv_text, public_columns, write_all
+    from ..net.client import BrokerClient, fetch_public
     from ..rpc import market_pb2
+    failures = []
+    if args.retailer:
+        if args.all or len(args.participant or ()) > 1:
+            raise InputError(COMMAND_LINE, 0, 'retailer', "the retailer's view is fetched with one key (--participant)")
+        participants = []
+    elif args.public:
+        participants = []
+    else:
+        participants = _chosen_participants(args)
+        if not participants:
+            raise InputError(COMMAND_LINE, 0, 'participant', 'give --participant ID (repeatable), --all or --public')
+    several = args.all or len(participants) > 1
     broker = BrokerClient(args.broker, args.keys, args.client)
     try:
         if args.retailer:
             summary, text = _retailer_text(args, broker)
             name = 'retailer.csv'
         elif args.bill:
-            if not args.participant:
-                raise InputError('<command line>', 0, 'participant', '--bill needs --participant ID')
-            summary, text = _bill_text(args, broker)
+            summary, text, failures = _bill_text(args, broker, participants)
             name = 'bills.csv'
         elif args.public:
             state, body = fetch_public(broker, args.keys, args.round)
@@ -300,35 +398,27 @@ def cmd_results(args):
                             f'{settled["invalid_readings"]} with an invalid one (settled as: '
                             f'{settled["missing_reading_rule"]})')
             name = 'public.csv'
+        elif several:
+            summary, text, failures = _rows_text(args, broker, participants)
+            name = 'participants.csv'
         else:
-            if not args.participant:
-                raise InputError('<command line>', 0, 'participant', 'give --participant ID or --public')
-            state, status, values = fetch_own_results(broker, args.keys, args.participant, args.round, args.client)
-            if status == 'missing':
-                print(f'round {state.round_id}: {args.participant}: no order counted (not every node held the same '
-                      'submission)')
-                return 1
-            if args.orders:
-                config, rows = own_order_rows(state, status, values, args.orders, args.participant)
-                text = csv_text(participant_columns(config), participant_table(config, ClearingResult([], rows)))
-            else:
-                config = state.config
-                zoned = ('local_wh', 'cross_wh') if config.zoned else ()
-                text = csv_text(('participant', 'slot', 'matched_wh', 'unmatched_wh', 'amount', 'status', *zoned), [
-                    {'participant': args.participant, 'slot': s, 'matched_wh': v[0], 'unmatched_wh': v[1],
-                     'amount': config.format_amount(v[2]), 'status': status, **dict(zip(zoned, v[3:])),
-                     } for s, v in zip(state.slots, values)])
-            summary = f'round {state.round_id}: {args.participant}: {status} (reconstructed from all nodes\' shares)'
-            name = f'{args.participant}.csv'
+            summary, text, failures = _own_text(args, broker, participants[0])
+            name = f'{participants[0]}.csv'
     finally:
         broker.close()
-    if args.out:
-        write_all(args.out, {name: text})
-        print(f'{summary}; wrote {os.path.join(args.out, name)}')
-    else:
-        print(summary, file=sys.stderr)
-        sys.stdout.write(text)
-    return 0
+    if text is not None:
+        if args.out:
+            write_all(args.out, {name: text})
+            print(f'{summary}; wrote {os.path.join(args.out, name)}')
+        else:
+            print(summary, file=sys.stderr)
+            sys.stdout.write(text)
+    for line in failures:  # one line per participant whose results could not be fetched; the others are written
+        print(f'error: {line}', file=sys.stderr)
+    if failures and several:
+        print(f'error: {len(failures)} participants not fetched' + ('' if text is None else '; the others were written'),
+              file=sys.stderr)
+    return 1 if failures else 0
 
 
 
@@ -398,22 +488,32 @@ def add_parsers(sub, formatter):
                    f'node, 1..{MAX_BATCH} (1 = one order per request)')
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser('results', help="a participant's own results, or the public results",
+    p = sub.add_parser('results', help="participants' own results and bills, or the public results",
                        formatter_class=formatter,
                        description='--participant: fetch its result shares from every node (sealed to its key), '
-                                   'reconstruct and print its rows. --public: the public results, checked against '
-                                   'every node\'s signature.',
+                                   'reconstruct and print its rows. Repeat --participant, or give --all (every '
+                                   'participant whose key is in KEYS/participants), to fetch several at once: they '
+                                   'are written as participants.csv of `mpc-market clear` (with --bill: bills.csv '
+                                   'of `mpc-market settle`); a participant that cannot be fetched is one error '
+                                   'line, the others are still written, and the exit status is 1. --public: the '
+                                   'public results, checked against every node\'s signature.',
                        epilog='examples:\n'
                               '  mpc-market results --broker 127.0.0.1:7300 --keys deploy/keys --public\n'
                               '  mpc-market results --broker 127.0.0.1:7300 --keys deploy/keys --participant h001 '
-                              '--orders community/orders.csv')
+                              '--orders community/orders.csv\n'
+                              '  mpc-market results --broker 127.0.0.1:7300 --keys deploy/keys --all '
+                              '--orders community/orders.csv --round r1 --out r1/')
     client_args(p, 'submitter', 'optional')
-    p.add_argument('--participant', help='participant id (its key signs the request)')
-    p.add_argument('--orders', help="the participant's orders file: print rows like participants.csv")
+    p.add_argument('--participant', action='append', metavar='ID',
+                   help='participant id (its key signs the request); repeat for several')
+    p.add_argument('--all', action='store_true',
+                   help='every participant whose key is in KEYS/participants (those that took no part are left out)')
+    p.add_argument('--orders', help="the participants' orders file: print rows like participants.csv (needed with "
+                                    '--bill, several --participant and --all)')
     p.add_argument('--public', action='store_true', help='the public results, checked against every node signature')
     p.add_argument('--bill', action='store_true',
-                   help="the participant's bill summed over the settled rounds delivering --from DAY --to DAY "
-                        '(or of --round alone; needs --orders), as its row of bills.csv of `mpc-market settle`')
+                   help="the participants' bills summed over the settled rounds delivering --from DAY --to DAY "
+                        '(or of --round alone; needs --orders), as their rows of bills.csv of `mpc-market settle`')
     p.add_argument('--from', dest='from_day', type=day_text, metavar='DAY',
                    help='first delivery day YYYY-MM-DD (--bill)')
     p.add_argument('--to', dest='to_day', type=day_text, metavar='DAY', help='last delivery day YYYY-MM-DD (--bill)')
