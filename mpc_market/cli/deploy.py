@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from ..common.errors import InputError, KeyFileError
+from ..common.errors import COMMAND_LINE, InputError, KeyFileError
 from .market import MAX_WARNINGS, default_config
 
 
@@ -43,9 +43,14 @@ def cmd_broker(args):
 def cmd_up(args):
     import signal
 
+    from ..net.config import ADDRESS_RE
     from ..net.localdeploy import LocalDeployment
     from ..net.server import check_free
     from .daemon import log_argv
+    if args.http is not None and not ADDRESS_RE.match(args.http):
+        raise InputError(COMMAND_LINE, 0, 'http', f'expected "host:port", got {args.http[:80]!r}')
+    if args.http is not None and not 0 < int(args.http.rsplit(':', 1)[1]) < 65536:  # 0: up could not say where
+        raise InputError(COMMAND_LINE, 0, 'http', f'the port must be 1..65535, got {args.http[:80]!r}')
     deployment = LocalDeployment(args.dir, args.nodes, netns=args.netns, daemon_args=log_argv(args))
     slots, market = '0-3', args.config or 'MARKET.toml'
     if args.orders:  # the next-step hint names the orders' own slots and market
@@ -54,6 +59,8 @@ def cmd_up(args):
         config = load_config(args.config) if args.config else default_config()
         orders = load_orders(args.orders, config)
         slots = _format_slots(sorted({o.slot for o in orders}))
+    if args.http:  # a taken page port, before any key is written
+        check_free('operator page', args.http)
     if os.path.exists(deployment.broker_config):
         deployment.load()
         print(f'using the existing deployment in {args.dir}')
@@ -68,20 +75,23 @@ def cmd_up(args):
         print(f'wrote fresh keys ({len(participants)} participants registered) and configs to {args.dir}')
     check_free('broker', deployment.broker_address)
     try:
-        deployment.start()
+        deployment.start(http=args.http)
     except RuntimeError as exc:  # a daemon exited (a taken port, a bad config): stop the others
         deployment.stop()
         raise OSError(str(exc)) from None
     print(f'broker at {deployment.broker_address}; {args.nodes} nodes running (logs in {args.dir}/*.log)')
+    if args.http:
+        print(f'operator page: http://{args.http}/')
     if deployment.metrics:
         print('metrics: ' + ', '.join(f'{name} http://{address}/metrics' for name, address in deployment.metrics.items()))
+    round_id = _next_round_id(deployment)
     print('next, in another terminal:')
     print(f'  operator:     mpc-market round open --broker {deployment.broker_address} --keys {deployment.keys} '
-          f'--round r1 --slots {slots} --market {market} --gate-closure-in 120')
+          f'--round {round_id} --slots {slots} --market {market} --gate-closure-in 120')
     print(f'  participants: mpc-market submit --broker {deployment.broker_address} --keys {deployment.keys} '
           f'--orders {args.orders or "ORDERS.csv"}')
     print(f'  operator:     mpc-market round close --broker {deployment.broker_address} --keys {deployment.keys} '
-          '--round r1 --wait 120')
+          f'--round {round_id} --wait 120')
     print('Ctrl-C stops everything.', flush=True)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -91,11 +101,31 @@ def cmd_up(args):
     except KeyboardInterrupt:
         pass
     dead = [n for n, p in deployment.procs.items() if p.poll() is not None]
+    reasons = {n: deployment.exit_reason(n) for n in dead}  # before stop() forgets the processes
     deployment.stop()
-    if dead:
-        print(f'error: {", ".join(dead)} stopped; see {args.dir}/{dead[0]}.log', file=sys.stderr)
-        return 1
-    return 0
+    for name in dead:  # which daemon, and why: its exit status or signal and its last log line
+        print(f'error: {name} stopped ({reasons[name]}); the others were stopped too; see '
+              f'{os.path.join(args.dir, name + ".log")}', file=sys.stderr)
+    return 1 if dead else 0
+
+
+
+def _next_round_id(deployment):
+    """'rN' after the highest rN the broker has (a reused directory has rounds already): the
+    next-step hint must name a round that does not exist yet. 'ROUND' if the broker cannot say."""
+    import re
+
+    from ..net.client import BrokerClient, ClientError
+    try:
+        broker = BrokerClient(deployment.broker_address, deployment.keys, 'operator')
+        try:
+            ids = [r.round_id for r in broker.rounds()]
+        finally:
+            broker.close()
+    except (ClientError, KeyFileError, OSError):
+        return 'ROUND'
+    numbers = [int(m.group(1)) for i in ids if (m := re.fullmatch(r'r(\d{1,9})', i))]
+    return f'r{max(numbers, default=0) + 1}'
 
 
 
@@ -126,28 +156,36 @@ def cmd_submit(args):
 
 
 
-def _bill_text(args, broker):
-    """(summary, CSV text) of a participant's bill over the settled rounds from --from to --to."""
+def _bill_text(args, broker, participants):
+    """(summary, CSV text, failure lines) of the participants' bills over the settled rounds from
+    --from to --to (or of --round), as their rows of bills.csv of `mpc-market settle`."""
     from ..market.output import BILL_COLUMNS, csv_text
-    from ..net.bills import period_bill
+    from ..net.bills import period_bills
     first, last = args.from_day or args.to_day, args.to_day or args.from_day
     if not first and not args.round:
-        raise InputError('<command line>', 0, 'from', '--bill needs --from DAY (and --to DAY), or --round')
-    bill, settled, pending = period_bill(broker, args.keys, args.participant, first, last, args.orders,
-                                         client=args.client, round_id='' if first else args.round)
-    if not settled:
-        raise InputError('<command line>', 0, 'from', f'no settled round delivers from {first} to {last}'
+        raise InputError(COMMAND_LINE, 0, 'from', '--bill needs --from DAY (and --to DAY), or --round')
+    if not args.orders:  # the shares alone would bill a retailer-settled order as 0 (issue 22, problem 1)
+        raise InputError(COMMAND_LINE, 0, 'orders', "--bill needs the participants' orders file (--orders FILE): "
+                         "orders settled with the retailer and the planned positions are not in the nodes' shares")
+    result = period_bills(broker, args.keys, participants, first, last, args.orders, client=args.client,
+                          round_id='' if first else args.round)
+    if not result.settled:
+        raise InputError(COMMAND_LINE, 0, 'from', f'no settled round delivers from {first} to {last}'
                          if first else f'round {args.round} is not settled')
-    money = settled[0].config.format_amount
+    money = result.settled[0].config.format_amount
+    bills = [b for p, b in result.bills.items() if not (args.all and p in result.absent)]  # --all: who took part
     text = csv_text(BILL_COLUMNS, [{
         'participant': bill.participant, 'trade_amount': money(bill.trade_amount),
         'deviation_amount': money(bill.deviation_amount), 'total_amount': money(bill.total_amount),
-        'retailer_only_amount': money(bill.retailer_only_amount), 'saving': money(bill.saving)}])
-    summary = (f'{args.participant}: bill over {len(settled)} settled rounds'
-               + (f' from {first} to {last}' if first else '') + f' ({", ".join(r.round_id for r in settled)})')
-    if pending:
-        summary += f'; not settled yet, left out: {", ".join(r.round_id for r in pending)}'
-    return summary, text
+        'retailer_only_amount': money(bill.retailer_only_amount), 'saving': money(bill.saving)} for bill in bills])
+    single = len(participants) == 1 and not args.all
+    summary = ((f'{participants[0]}: bill' if single else f'{len(bills)} participants: bills')
+               + f' over {len(result.settled)} settled rounds'
+               + (f' from {first} to {last}' if first else '')
+               + f' ({", ".join(r.round_id for r in result.settled)})')
+    if result.pending:
+        summary += f'; not settled yet, left out: {", ".join(r.round_id for r in result.pending)}'
+    return summary, text if bills else None, [f'{p}: {reason}' for p, reason in result.failed.items()]
 
 
 
@@ -157,7 +195,7 @@ def _retailer_text(args, broker):
     from ..net.client import client_manifest, fetch_own_results
     from ..net.trusted import trusted_round
     state = trusted_round(broker.status(args.round), client_manifest(args.keys), args.round)
-    _, _, values = fetch_own_results(broker, args.keys, args.participant or 'retailer', client=args.client,
+    _, _, values = fetch_own_results(broker, args.keys, (args.participant or ['retailer'])[0], client=args.client,
                                      kind='retailer', state=state)
     money = state.config.format_amount
     text = csv_text(RETAILER_COLUMNS, [{
@@ -168,6 +206,9 @@ def _retailer_text(args, broker):
 
 
 def cmd_meter(args):
+    """Each destination on its own: the aggregator gets the meter-days whatever the rounds; the
+    market nodes only while a round of the day takes readings. Exit 1 only if a destination asked
+    for got nothing or refused a meter (the market nodes are asked unless --aggregator-only)."""
     from ..net.client import BrokerClient
     from ..net.messages import state_phase
     from ..net.meter import load_upload, submit_to_nodes
@@ -175,10 +216,16 @@ def cmd_meter(args):
     from ..stats.paillier import load_public_keys
     from ..stats.upload import day_values, upload_days
     day = args.day
+    to_nodes = not args.aggregator_only
     public_keys, feeders = (), None
+    if args.aggregator_only and not args.aggregator:
+        raise InputError(COMMAND_LINE, 0, 'aggregator-only', '--aggregator-only needs --aggregator HOST:PORT')
+    if to_nodes and not args.orders:
+        raise InputError(COMMAND_LINE, 0, 'orders', "the market nodes need the participants' orders (--orders FILE; "
+                         'or --aggregator-only)')
     if args.aggregator:
         if not args.pubkey or not args.feeders:
-            raise InputError('<command line>', 0, 'aggregator', '--aggregator needs --pubkey and --feeders')
+            raise InputError(COMMAND_LINE, 0, 'aggregator', '--aggregator needs --pubkey and --feeders')
         public_keys = load_public_keys(args.pubkey)
         for path, key in zip(args.pubkey, public_keys):
             if args.key_id and key.key_id not in args.key_id:
@@ -187,22 +234,33 @@ def cmd_meter(args):
     started = time.perf_counter()
     broker = BrokerClient(args.broker, args.keys, args.client)
     try:
-        upload = load_upload(args.readings, args.orders, day, broker, args.keys, args.participant)
+        upload = load_upload(args.readings, args.orders if to_nodes else None, day, broker, args.keys,
+                             args.participant)
     finally:
         broker.close()
     if args.aggregator:
         day_values(upload.readings, upload.day_rounds, public_keys[0].layout, args.readings)  # the day's shape, first
-    nodes_failed = submit_to_nodes(upload, args.keys, args.client, args.workers, args.batch)
+    failures, nothing = [], []  # per meter; destinations asked for that got nothing
+    nodes_failed = submit_to_nodes(upload, args.keys, args.client, args.workers, args.batch) \
+        if to_nodes and upload.rounds else {}
     grid = upload_days(upload, args.aggregator, public_keys, feeders, args.keys, args.client, args.readings) \
         if args.aggregator else None
-    print(f'{day}: {len(upload.participants)} meters, rounds {", ".join(r.round_id for r in upload.rounds)}, '
+    taking = ', '.join(r.round_id for r in upload.rounds) or 'none'
+    print(f'{day}: {len(upload.participants)} meters, rounds taking readings: {taking}, '
           f'{time.perf_counter() - started:.2f} s')
-    print(f'  market nodes: {len(upload.participants) - len(nodes_failed)} accepted by every node, '
-          f'{len(nodes_failed)} not')
-    if upload.skipped:
-        print('  not sent (the round takes no readings now; once settled, they are late): ' + ', '.join(
-            f'{r.round_id} ({state_phase(r.state)})' for r in upload.skipped))
-    failures = [f'market nodes: {r}' for r in nodes_failed.values()]
+    if not to_nodes:
+        print('  market nodes: not asked (--aggregator-only)')
+    elif not upload.rounds:
+        print(f'  market nodes: nothing sent: {upload.why_no_round}')
+        nothing.append(f'market nodes got nothing: {upload.why_no_round}; run the same command again in the '
+                       "round's readings window")
+    else:
+        print(f'  market nodes: {len(upload.participants) - len(nodes_failed)} accepted by every node, '
+              f'{len(nodes_failed)} not')
+        if upload.skipped:
+            print('  not sent (the round takes no readings now; once settled, they are late): ' + ', '.join(
+                f'{r.round_id} ({state_phase(r.state)})' for r in upload.skipped))
+        failures += [f'market nodes: {r}' for r in nodes_failed.values()]
     if grid is not None:
         print(f'  aggregator {args.aggregator}: {len(grid.accepted)} accepted, {len(grid.held)} already held, '
               f'{len(grid.failed)} not')
@@ -211,25 +269,119 @@ def cmd_meter(args):
         print(f'error: {reason}', file=sys.stderr)
     if failures:
         print(f'error: {len(failures)} deliveries failed; run the same command again to retry them', file=sys.stderr)
-        return 1
-    return 0
+    for line in nothing:
+        print(f'error: {line}', file=sys.stderr)
+    return 1 if failures or nothing else 0
 
+
+
+def _chosen_participants(args):
+    """The participants asked for: --participant (repeatable, in the order given) or --all (every
+    participant whose key is in KEYS/participants). A named participant without a key is bad input."""
+    from ..common.keys import load_participant_key
+    if args.all and args.participant:
+        raise InputError(COMMAND_LINE, 0, 'all', 'give --all or --participant, not both')
+    if not args.all:
+        participants = list(dict.fromkeys(args.participant or ()))
+        for participant in participants:  # before anything is fetched: exit 2, nothing written
+            load_participant_key(args.keys, participant)
+        return participants
+    folder = os.path.join(args.keys, 'participants')
+    try:
+        names = os.listdir(folder)
+    except OSError as exc:
+        raise InputError(folder, 0, 'file', f'cannot list the participant keys ({exc.strerror})') from None
+    participants = sorted(n[:-len('.key')] for n in names if n.endswith('.key') and not n.endswith('.kex.key'))
+    if not participants:
+        raise InputError(folder, 0, 'file', 'no participant key (--all fetches those whose key is here)')
+    return participants
+
+
+def _rows_text(args, broker, participants):
+    """(summary, participants.csv text of `mpc-market clear` or None, failure lines) of several participants."""
+    from ..market.book import Book
+    from ..market.orders import load_orders
+    from ..market.output import csv_text, participant_columns, participant_table
+    from ..market.results import ClearingResult, order_rows
+    from ..net.client import ClientError, client_manifest, fetch_own_results
+    from ..net.trusted import trusted_round
+    if not args.orders:
+        raise InputError(COMMAND_LINE, 0, 'orders', "several participants' rows are participants.csv of "
+                         "`mpc-market clear`, which needs their orders file (--orders FILE)")
+    state = trusted_round(broker.status(args.round), client_manifest(args.keys), args.round)
+    config = state.config
+    orders = load_orders(args.orders, config)
+    with_orders = {o.participant for o in orders}
+    values_of, excluded, failures = {}, set(), []
+    for participant in participants:
+        try:
+            _, status, values = fetch_own_results(broker, args.keys, participant, client=args.client, state=state)
+        except ClientError as exc:
+            if exc.code == 'NOT_FOUND' and participant not in with_orders:
+                continue  # no order and no part in the round: no rows, as in `clear`
+            failures.append(f'{participant}: {exc}')
+            continue
+        if status == 'missing':
+            failures.append(f'{participant}: no order counted (not every node held the same submission)')
+            continue
+        values_of[participant] = {s: tuple(int(v) for v in row) for s, row in zip(state.slots, values)}
+        if status != 'cleared':
+            excluded.add(participant)
+    # one book of the fetched participants' orders, in the file's order: the rows of `clear`
+    own = [o for o in orders if o.participant in values_of and o.slot in set(state.slots)]
+    book = Book(config, own, extra_pairs=[(p, s) for p in values_of for s in state.slots])
+    rows = order_rows(book, excluded, lambda o: values_of[o.participant][o.slot])
+    text = csv_text(participant_columns(config), participant_table(config, ClearingResult([], rows)))
+    summary = (f'round {state.round_id}: {len(values_of)} participants\' rows reconstructed from all nodes\' shares'
+               + (f' ({len(excluded)} excluded)' if excluded else ''))
+    return summary, text if values_of else None, failures
+
+
+def _own_text(args, broker, participant):
+    """(summary, CSV text or None, failure lines) of one participant's own results."""
+    from ..market.output import csv_text, participant_columns, participant_table
+    from ..market.results import ClearingResult
+    from ..net.client import fetch_own_results, own_order_rows
+    state, status, values = fetch_own_results(broker, args.keys, participant, args.round, args.client)
+    if status == 'missing':
+        return None, None, [f'round {state.round_id}: {participant}: no order counted (not every node held the same '
+                            'submission)']
+    if args.orders:
+        config, rows = own_order_rows(state, status, values, args.orders, participant)
+        text = csv_text(participant_columns(config), participant_table(config, ClearingResult([], rows)))
+    else:
+        config = state.config
+        zoned = ('local_wh', 'cross_wh') if config.zoned else ()
+        text = csv_text(('participant', 'slot', 'matched_wh', 'unmatched_wh', 'amount', 'status', *zoned), [
+            {'participant': participant, 'slot': s, 'matched_wh': v[0], 'unmatched_wh': v[1],
+             'amount': config.format_amount(v[2]), 'status': status, **dict(zip(zoned, v[3:])),
+             } for s, v in zip(state.slots, values)])
+    return f'round {state.round_id}: {participant}: {status} (reconstructed from all nodes\' shares)', text, []
 
 
 def cmd_results(args):
-    from ..market.output import csv_text, participant_columns, participant_table, public_columns, write_all
-    from ..market.results import ClearingResult
-    from ..net.client import BrokerClient, fetch_own_results, fetch_public, own_order_rows
+    from ..market.output import csv_text, public_columns, write_all
+    from ..net.client import BrokerClient, fetch_public
     from ..rpc import market_pb2
+    failures = []
+    if args.retailer:
+        if args.all or len(args.participant or ()) > 1:
+            raise InputError(COMMAND_LINE, 0, 'retailer', "the retailer's view is fetched with one key (--participant)")
+        participants = []
+    elif args.public:
+        participants = []
+    else:
+        participants = _chosen_participants(args)
+        if not participants:
+            raise InputError(COMMAND_LINE, 0, 'participant', 'give --participant ID (repeatable), --all or --public')
+    several = args.all or len(participants) > 1
     broker = BrokerClient(args.broker, args.keys, args.client)
     try:
         if args.retailer:
             summary, text = _retailer_text(args, broker)
             name = 'retailer.csv'
         elif args.bill:
-            if not args.participant:
-                raise InputError('<command line>', 0, 'participant', '--bill needs --participant ID')
-            summary, text = _bill_text(args, broker)
+            summary, text, failures = _bill_text(args, broker, participants)
             name = 'bills.csv'
         elif args.public:
             state, body = fetch_public(broker, args.keys, args.round)
@@ -246,35 +398,27 @@ def cmd_results(args):
                             f'{settled["invalid_readings"]} with an invalid one (settled as: '
                             f'{settled["missing_reading_rule"]})')
             name = 'public.csv'
+        elif several:
+            summary, text, failures = _rows_text(args, broker, participants)
+            name = 'participants.csv'
         else:
-            if not args.participant:
-                raise InputError('<command line>', 0, 'participant', 'give --participant ID or --public')
-            state, status, values = fetch_own_results(broker, args.keys, args.participant, args.round, args.client)
-            if status == 'missing':
-                print(f'round {state.round_id}: {args.participant}: no order counted (not every node held the same '
-                      'submission)')
-                return 1
-            if args.orders:
-                config, rows = own_order_rows(state, status, values, args.orders, args.participant)
-                text = csv_text(participant_columns(config), participant_table(config, ClearingResult([], rows)))
-            else:
-                config = state.config
-                zoned = ('local_wh', 'cross_wh') if config.zoned else ()
-                text = csv_text(('participant', 'slot', 'matched_wh', 'unmatched_wh', 'amount', 'status', *zoned), [
-                    {'participant': args.participant, 'slot': s, 'matched_wh': v[0], 'unmatched_wh': v[1],
-                     'amount': config.format_amount(v[2]), 'status': status, **dict(zip(zoned, v[3:])),
-                     } for s, v in zip(state.slots, values)])
-            summary = f'round {state.round_id}: {args.participant}: {status} (reconstructed from all nodes\' shares)'
-            name = f'{args.participant}.csv'
+            summary, text, failures = _own_text(args, broker, participants[0])
+            name = f'{participants[0]}.csv'
     finally:
         broker.close()
-    if args.out:
-        write_all(args.out, {name: text})
-        print(f'{summary}; wrote {os.path.join(args.out, name)}')
-    else:
-        print(summary, file=sys.stderr)
-        sys.stdout.write(text)
-    return 0
+    if text is not None:
+        if args.out:
+            write_all(args.out, {name: text})
+            print(f'{summary}; wrote {os.path.join(args.out, name)}')
+        else:
+            print(summary, file=sys.stderr)
+            sys.stdout.write(text)
+    for line in failures:  # one line per participant whose results could not be fetched; the others are written
+        print(f'error: {line}', file=sys.stderr)
+    if failures and several:
+        print(f'error: {len(failures)} participants not fetched' + ('' if text is None else '; the others were written'),
+              file=sys.stderr)
+    return 1 if failures else 0
 
 
 
@@ -324,6 +468,9 @@ def add_parsers(sub, formatter):
                    'nodes in ms, 0..10000 (TCP proxy; when the deployment is created)')
     p.add_argument('--metrics', action='store_true', help='the broker and each node serve Prometheus metrics on '
                    '127.0.0.1, on the ports after the others (when the deployment is created)')
+    p.add_argument('--http', metavar='HOST:PORT',
+                   help="the broker's read-only operator page on this address, e.g. 127.0.0.1:7380 (public "
+                        'information only; keep it on 127.0.0.1); default: none')
     add_log_options(p)
     p.set_defaults(func=cmd_up)
 
@@ -341,22 +488,32 @@ def add_parsers(sub, formatter):
                    f'node, 1..{MAX_BATCH} (1 = one order per request)')
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser('results', help="a participant's own results, or the public results",
+    p = sub.add_parser('results', help="participants' own results and bills, or the public results",
                        formatter_class=formatter,
                        description='--participant: fetch its result shares from every node (sealed to its key), '
-                                   'reconstruct and print its rows. --public: the public results, checked against '
-                                   'every node\'s signature.',
+                                   'reconstruct and print its rows. Repeat --participant, or give --all (every '
+                                   'participant whose key is in KEYS/participants), to fetch several at once: they '
+                                   'are written as participants.csv of `mpc-market clear` (with --bill: bills.csv '
+                                   'of `mpc-market settle`); a participant that cannot be fetched is one error '
+                                   'line, the others are still written, and the exit status is 1. --public: the '
+                                   'public results, checked against every node\'s signature.',
                        epilog='examples:\n'
                               '  mpc-market results --broker 127.0.0.1:7300 --keys deploy/keys --public\n'
                               '  mpc-market results --broker 127.0.0.1:7300 --keys deploy/keys --participant h001 '
-                              '--orders community/orders.csv')
+                              '--orders community/orders.csv\n'
+                              '  mpc-market results --broker 127.0.0.1:7300 --keys deploy/keys --all '
+                              '--orders community/orders.csv --round r1 --out r1/')
     client_args(p, 'submitter', 'optional')
-    p.add_argument('--participant', help='participant id (its key signs the request)')
-    p.add_argument('--orders', help="the participant's orders file: print rows like participants.csv")
+    p.add_argument('--participant', action='append', metavar='ID',
+                   help='participant id (its key signs the request); repeat for several')
+    p.add_argument('--all', action='store_true',
+                   help='every participant whose key is in KEYS/participants (those that took no part are left out)')
+    p.add_argument('--orders', help="the participants' orders file: print rows like participants.csv (needed with "
+                                    '--bill, several --participant and --all)')
     p.add_argument('--public', action='store_true', help='the public results, checked against every node signature')
     p.add_argument('--bill', action='store_true',
-                   help="the participant's bill summed over the settled rounds delivering --from DAY --to DAY "
-                        '(or of --round alone; needs --orders), as its row of bills.csv of `mpc-market settle`')
+                   help="the participants' bills summed over the settled rounds delivering --from DAY --to DAY "
+                        '(or of --round alone; needs --orders), as their rows of bills.csv of `mpc-market settle`')
     p.add_argument('--from', dest='from_day', type=day_text, metavar='DAY',
                    help='first delivery day YYYY-MM-DD (--bill)')
     p.add_argument('--to', dest='to_day', type=day_text, metavar='DAY', help='last delivery day YYYY-MM-DD (--bill)')
@@ -371,20 +528,26 @@ def add_parsers(sub, formatter):
                                    'secret-shared reading packages to every market node (settlement of the day\'s '
                                    'rounds) and, with --aggregator, the Paillier-encrypted meter-day to the '
                                    'statistics aggregator (DSO/TSO), each signed with the participant\'s key. Each '
-                                   'destination is reported on its own; a retry is idempotent.',
+                                   'destination on its own: the aggregator gets the day whatever the rounds, the '
+                                   'market nodes only while a round of the day takes readings; each is reported on '
+                                   'its own, and the exit status is 1 only if a destination asked for got nothing '
+                                   'or refused a meter. A retry is idempotent.',
                        epilog='example:\n  mpc-market meter submit --broker 127.0.0.1:7300 --keys deploy/keys '
                               '--readings community/readings.csv --orders community/orders.csv --day 2026-12-01 '
                               '--aggregator 127.0.0.1:7400 --pubkey ops/dso.pub.json --feeders community/feeders.csv')
     p.add_argument('action', choices=('submit',), help='what to do')
     client_args(p, 'submitter', 'optional')
     p.add_argument('--readings', required=True, help='meter readings CSV: participant,slot,net_wh')
-    p.add_argument('--orders', required=True,
-                   help="the participants' orders (the reading packages prove deviations from them; without "
-                        "its orders a participant's readings would fail the nodes' checks)")
+    p.add_argument('--orders',
+                   help="the participants' orders, required for the market nodes (the reading packages prove "
+                        "deviations from them; without its orders a participant's readings would fail the nodes' "
+                        'checks)')
     p.add_argument('--day', required=True, type=day_text,
                    help='delivery day YYYY-MM-DD: the rounds of that day take the readings')
     p.add_argument('--participant', action='append', help='only this participant; repeat (default: all in the file)')
     p.add_argument('--aggregator', help='statistics aggregator host:port (default: market nodes only)')
+    p.add_argument('--aggregator-only', action='store_true',
+                   help='send to the statistics aggregator only, not to the market nodes')
     p.add_argument('--pubkey', action='append', help='grid operator public key (with --aggregator); repeat')
     p.add_argument('--key-id', action='append', help='pin: encrypt only under public keys with these ids')
     p.add_argument('--feeders', help='CSV participant,feeder,zone (with --aggregator)')

@@ -5,7 +5,14 @@ rows (deviation Wh and amount), both sealed to its key, and derives the net read
 settled (deviation + planned position), so the retailer-only comparison follows the same data,
 the missing-reading rule included. Summed over the rounds of a period this equals the
 participant's row of ``bills.csv`` of the local ``mpc-market settle`` on the same data.
+
+The participant's orders are needed: an order that cannot trade locally (limit outside the band)
+or of an excluded participant is settled with the retailer at a price the shares do not carry,
+and the planned positions (hence the net readings of the retailer-only comparison) are the
+orders' energies, which the shares do not tell apart from a buy or a sell reliably.
 """
+
+from dataclasses import dataclass, field
 
 from ..market.book import Book
 from ..market.orders import load_orders
@@ -27,8 +34,40 @@ def _fetch(broker, keys_dir, participant, state, client, kind):
     return status, values
 
 
-def round_bill(broker, keys_dir, participant, state, orders, readings, client='submitter'):
-    """(trade, deviation, retailer-only, settlement status) of one settled round (a TrustedRound), in money units."""
+@dataclass
+class RoundBill:
+    """One participant's bill of one settled round, in money units (10**-(decimals+3) currency)."""
+    trade: int
+    deviation: int
+    retailer_only: int
+    status: str          # the clearing status ('cleared', 'excluded', 'missing'), 'none' if it took no part
+    settle_status: str   # the settlement status ('metered', 'missing-reading', ...), 'none' if it took no part
+
+    @property
+    def took_part(self) -> bool:
+        return self.status != 'none' or self.settle_status != 'none'
+
+
+def bill_of_round(broker, keys_dir: str, participant: str, state, orders: list, readings: dict,
+                  client: str = 'submitter') -> RoundBill:
+    """The participant's bill of one settled round from its own result shares.
+
+    Args:
+        broker: a BrokerClient (with state given, the shares come from state's nodes).
+        keys_dir: the key directory holding the participant's keys and the manifest.
+        participant: the participant id.
+        state: the TrustedRound of a settled round.
+        orders: the participant's orders (every order of the orders file may be given).
+        readings: {(participant, slot): net_wh} the participant holds (for an excluded settlement).
+        client: the TLS client certificate name.
+
+    Returns:
+        The RoundBill.
+
+    Raises:
+        ClientError: a node refused or answered inconsistently (not for a participant that took no part).
+        InputError: the participant's keys are missing.
+    """
     config = state.config
     slots = list(state.slots)
     in_round = set(slots)
@@ -43,7 +82,7 @@ def round_bill(broker, keys_dir, participant, state, orders, readings, client='s
         trade = sum(r.amount for r in rows)
     settle_status, settled = _fetch(broker, keys_dir, participant, state, client, 'settlement')
     if settled is None:
-        return trade, 0, 0, settle_status
+        return RoundBill(trade, 0, 0, status, settle_status)
     deviation = sum(int(v[1]) for v in settled)
     if settle_status == 'excluded':  # no deviation settled: the retailer-only bill of its own readings
         net_of, _ = complete_readings(book, {(p, s): n for (p, s), n in readings.items() if p == participant})
@@ -52,22 +91,83 @@ def round_bill(broker, keys_dir, participant, state, orders, readings, client='s
         counted = values is not None and status != 'missing'
         nets = [int(v[0]) + (planned_position(book.order_of.get((participant, s))) if counted else 0)
                 for s, v in zip(slots, settled)]
-    return trade, deviation, sum(retailer_only_amount(config, n) for n in nets), settle_status
+    return RoundBill(trade, deviation, sum(retailer_only_amount(config, n) for n in nets), status, settle_status)
+
+
+def round_bill(broker, keys_dir, participant, state, orders, readings, client='submitter'):
+    """(trade, deviation, retailer-only, settlement status) of one settled round (a TrustedRound), in money units."""
+    bill = bill_of_round(broker, keys_dir, participant, state, orders, readings, client)
+    return bill.trade, bill.deviation, bill.retailer_only, bill.settle_status
+
+
+@dataclass
+class PeriodBills:
+    """The bills of several participants over the settled rounds of a period."""
+    bills: dict = field(default_factory=dict)    # participant -> Bill, in the order asked for
+    absent: set = field(default_factory=set)     # participants that took part in none of the settled rounds
+    failed: dict = field(default_factory=dict)   # participant -> why its bill could not be fetched
+    settled: list = field(default_factory=list)  # TrustedRounds the bills sum over
+    pending: list = field(default_factory=list)  # RoundStates of the period not settled yet
+
+
+def period_bills(broker, keys_dir: str, participants: list, first_day: str, last_day: str, orders_path: str,
+                 readings: dict | None = None, client: str = 'submitter', round_id: str = '') -> PeriodBills:
+    """Every participant's Bill summed over the settled rounds delivering from first_day to
+    last_day (or of round_id alone). One participant's failure (a node refused it, its key is
+    missing) is recorded in ``failed`` and the others are still billed.
+
+    Args:
+        broker: a BrokerClient.
+        keys_dir: the key directory (manifest, participant keys).
+        participants: the participant ids.
+        first_day, last_day: the period (YYYY-MM-DD), ignored with round_id.
+        orders_path: the participants' orders file (required: see the module docstring).
+        readings: {(participant, slot): net_wh} held by the participants, if any.
+        client: the TLS client certificate name.
+        round_id: one round instead of a period.
+
+    Returns:
+        The PeriodBills.
+
+    Raises:
+        ClientError: the broker refused or a round's state is not trusted.
+        InputError: the orders file is malformed.
+    """
+    from ..common.errors import InputError
+    rounds = [broker.status(round_id)] if round_id else [
+        r for r in broker.rounds() if r.day and first_day <= r.day <= last_day]
+    manifest = client_manifest(keys_dir)
+    out = PeriodBills()
+    out.settled = [trusted_round(r, manifest, r.round_id) for r in rounds
+                   if r.settlement == market_pb2.RoundState.SETTLED]
+    out.pending = [r for r in rounds if r.settlement != market_pb2.RoundState.SETTLED]
+    orders = {state.round_id: load_orders(orders_path, state.config) for state in out.settled}
+    for participant in participants:
+        trade = deviation = retailer_only = 0
+        took_part = False
+        try:
+            for state in out.settled:
+                bill = bill_of_round(broker, keys_dir, participant, state, orders[state.round_id], readings or {},
+                                     client)
+                trade, deviation, retailer_only = trade + bill.trade, deviation + bill.deviation, \
+                    retailer_only + bill.retailer_only
+                took_part = took_part or bill.took_part
+        except (ClientError, InputError) as exc:
+            out.failed[participant] = str(exc)
+            continue
+        total = trade + deviation
+        out.bills[participant] = Bill(participant, trade, deviation, total, retailer_only, retailer_only - total)
+        if not took_part:
+            out.absent.add(participant)
+    return out
 
 
 def period_bill(broker, keys_dir, participant, first_day, last_day, orders_path, readings=None, client='submitter',
                 round_id=''):
     """(Bill summed over the settled rounds delivering from first_day to last_day (or of round_id
-    alone), rounds used, rounds of the period not settled yet)."""
-    rounds = [broker.status(round_id)] if round_id else [
-        r for r in broker.rounds() if r.day and first_day <= r.day <= last_day]
-    manifest = client_manifest(keys_dir)
-    settled = [trusted_round(r, manifest, r.round_id) for r in rounds if r.settlement == market_pb2.RoundState.SETTLED]
-    pending = [r for r in rounds if r.settlement != market_pb2.RoundState.SETTLED]
-    trade = deviation = retailer_only = 0
-    for state in settled:
-        orders = load_orders(orders_path, state.config) if orders_path else []
-        t, d, r, _ = round_bill(broker, keys_dir, participant, state, orders, readings or {}, client)
-        trade, deviation, retailer_only = trade + t, deviation + d, retailer_only + r
-    total = trade + deviation
-    return Bill(participant, trade, deviation, total, retailer_only, retailer_only - total), settled, pending
+    alone), rounds used, rounds of the period not settled yet); raises the participant's failure."""
+    result = period_bills(broker, keys_dir, [participant], first_day, last_day, orders_path, readings, client,
+                          round_id)
+    if participant in result.failed:
+        raise ClientError(result.failed[participant])
+    return result.bills[participant], result.settled, result.pending

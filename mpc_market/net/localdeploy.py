@@ -144,13 +144,54 @@ class LocalDeployment:
         return self._start('broker', ['broker', '--config', self.broker_config, *self.daemon_args]
                            + (['--http', http] if http else []))
 
-    def start(self, timeout=30):
+    def start(self, timeout=30, http=None):
+        """Start the proxy (if any), every node and the broker (http: its operator page's "host:port")."""
         self.start_proxy()
         for i in range(self.nodes):
             self.start_node(i)
-        self.start_broker()
+        self.start_broker(http)
         self.wait_ready(timeout)
         return self
+
+    def last_log_line(self, name: str) -> str:
+        """The last line the process logged since it was last started ('' if none).
+
+        Args:
+            name: 'broker', 'node0', ... or 'proxy'.
+
+        Returns:
+            The line, stripped and cut to 300 characters.
+        """
+        try:
+            with open(os.path.join(self.dir, f'{name}.log'), errors='replace') as f:
+                f.seek(self.offsets.get(name, 0))
+                lines = [line.strip() for line in f.read().splitlines() if line.strip()]
+        except OSError:
+            return ''
+        return lines[-1][:300] if lines else ''
+
+    def exit_reason(self, name: str) -> str:
+        """Why a process that ended did: its exit status or signal, and its last log line.
+
+        Args:
+            name: a process of procs that has exited.
+
+        Returns:
+            e.g. 'exited with status 1; last log line: ...' or 'killed by signal SIGKILL; ...'.
+        """
+        import signal
+        code = self.procs[name].poll()
+        if code is None:
+            return 'still running'
+        if code < 0:
+            try:
+                how = f'killed by signal {signal.Signals(-code).name}'
+            except ValueError:
+                how = f'killed by signal {-code}'
+        else:
+            how = f'exited with status {code}'
+        line = self.last_log_line(name)
+        return how + (f'; last log line: {line}' if line else '; nothing logged')
 
     def wait_ready(self, timeout=30, names=None):
         """Wait until every (named) process logged that it is listening."""

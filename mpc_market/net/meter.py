@@ -44,16 +44,35 @@ class MeterUpload:
         """Rounds of the day whose readings are not sent (window not open, or closed: late)."""
         return [r for r in self.day_rounds if r not in self.rounds]
 
+    @property
+    def why_no_round(self) -> str:
+        """Why the market nodes get nothing ('' when a round of the day takes readings now)."""
+        if self.rounds:
+            return ''
+        phases = ', '.join(f'{r.round_id} {state_phase(r.state)}' for r in self.day_rounds)
+        return f'no round of {self.day} takes readings now ({phases})'
 
-def day_rounds(broker, day, manifest):
-    """(TrustedRounds delivering on day whose signed readings window is open now, every round of the day)."""
+
+def day_rounds(broker, day: str, manifest) -> tuple[list, list]:
+    """The rounds of a delivery day, as their nodes signed them.
+
+    Args:
+        broker: a BrokerClient.
+        day: the delivery day, YYYY-MM-DD.
+        manifest: the client's deployment manifest.
+
+    Returns:
+        (TrustedRounds whose signed readings window is open now (possibly none), every round of the day).
+
+    Raises:
+        ClientError: no round delivers on day (nothing says which slots the day has).
+        UntrustedRound: a round's state is not what its nodes signed.
+    """
     rounds = [trusted_round(r, manifest, r.round_id) for r in broker.rounds() if r.day == day]
     if not rounds:
         raise ClientError(f'broker {broker.address}: no round delivers on {day}')
+    # a day without a round taking readings still goes to the statistics aggregator: not an error here
     open_ = [r for r in rounds if r.state.settlement == market_pb2.RoundState.READINGS and r.takes_readings_now()]
-    if not open_:
-        phases = ', '.join(f'{r.round_id} {state_phase(r.state)}' for r in rounds)
-        raise ClientError(f'no round of {day} takes readings now ({phases})')
     return open_, rounds
 
 
@@ -92,10 +111,28 @@ def submit_to_nodes(upload, keys_dir, client, workers=4, batch=256):
     return failed
 
 
-def load_upload(readings_path, orders_path, day, broker, keys_dir, participants=None):
-    """The MeterUpload of a readings file for day; errors name the file, line and field."""
+def load_upload(readings_path: str, orders_path: str | None, day: str, broker, keys_dir: str,
+                participants: list | None = None) -> MeterUpload:
+    """The MeterUpload of a readings file for day (its rounds taking readings may be none).
+
+    Args:
+        readings_path: the readings CSV (participant,slot,net_wh).
+        orders_path: the participants' orders (needed for the market nodes), or None.
+        day: the delivery day, YYYY-MM-DD.
+        broker: a BrokerClient.
+        keys_dir: the key directory (manifest, participant keys).
+        participants: only these participants (default: every one of the file).
+
+    Returns:
+        The MeterUpload.
+
+    Raises:
+        InputError: a malformed file, a slot not delivered on day, a participant without a key
+            (naming the file, line and field).
+        ClientError: no round delivers on day, or the broker refused.
+    """
     rounds, every = day_rounds(broker, day, client_manifest(keys_dir))
-    config = rounds[0].config
+    config = (rounds or every)[0].config
     lines = load_readings(readings_path, config)
     if participants:
         chosen = set(participants)

@@ -35,13 +35,17 @@ def test_a_round_settles_from_meter_uploads_like_the_local_settle(tmp_path):
         market.client('round', 'open', '--round', 'r1', '--slots', '0-3', '--market', market.market,
                       '--gate-closure-in', 120, '--readings-deadline-in', 600, '--day', DAY)
         market.submit_individually(market.participants)
-        # before clearing, the nodes refuse readings: the client finds no round taking them
+        # before clearing, the nodes refuse readings: the client finds no round taking them and sends the
+        # market nodes nothing; they were asked for (no --aggregator-only), so that fails the command
         readings = str(tmp_path / 'readings.csv')
         rows = meter_readings(market, random.Random(3), skip={'p01'}, partial={'p02'}, extra=['q00'])
         write_readings(readings, rows)
         early = market.client('meter', 'submit', '--readings', readings, '--orders', market.orders, '--day', DAY,
                               check=False)
-        assert early.returncode == 1 and 'no round of 2026-12-01 takes readings now (r1 open)' in early.stderr, early.stderr
+        why = 'no round of 2026-12-01 takes readings now (r1 open)'
+        assert early.returncode == 1 and f'  market nodes: nothing sent: {why}\n' in early.stdout, early.stdout
+        assert early.stderr == (f"error: market nodes got nothing: {why}; run the same command again in the round's "
+                                'readings window\n'), early.stderr
         market.close_and_wait()
         stray = str(tmp_path / 'stray.csv')
         write_readings(stray, [('p00', 0, 5), ('p00', 9, 5)])  # slot 9 is not delivered that day
