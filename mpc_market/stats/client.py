@@ -35,7 +35,11 @@ class AggregatorClient:
             chunk = submissions[start:start + batch]
             reply = self._call('submit', functools.partial(retry_when_busy, self.stub.SubmitEncryptedDays),
                                market_pb2.EncryptedDayBatch(days=[s.to_proto() for s in chunk]), timeout)
-            out += [(s, None if o.accepted else f'{o.code}: {o.error}') for s, o in zip(chunk, reply.outcomes)]
+            if len(reply.outcomes) != len(chunk):  # a meter-day without an answer must not count as accepted
+                raise ClientError(f'aggregator {self.address}: submit: {len(reply.outcomes)} outcomes for '
+                                  f'{len(chunk)} meter-days')
+            out += [(s, None if o.accepted else f'{o.code}: {o.error}')
+                    for s, o in zip(chunk, reply.outcomes, strict=True)]
         return out
 
     def fetch(self, day, key_id, timeout=120):
