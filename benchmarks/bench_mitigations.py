@@ -195,7 +195,8 @@ def min_cohort(params, seed):
 def run(params, seed):
     rows = [mpc_switch(params, seed, 'validation'), mpc_switch(params, seed, 'mpc-tls'), signatures(params),
             durable_commits(params), result_encryption(params),
-            *(dp_noise(params, seed, sensitivity) for sensitivity in params['max_reading_wh']), min_cohort(params, seed)]
+            *(dp_noise(params, seed, sensitivity) for sensitivity in params['max_reading_wh']),
+            min_cohort(params, seed)]
     notes = ['with / without: the same work with the mitigation and with it switched off, in the same run; '
              'overhead = with / without - 1. MPC rows compare the MPC session (start-up to outputs, slowest node).',
              'without validation a single malicious client can corrupt every price and allocation '
@@ -214,7 +215,7 @@ def figures(rows, directory):
     timed = [r for r in rows if r['with_s'] > r['without_s']]
     added = [r['with_s'] - r['without_s'] for r in timed]
     axis.barh([r['mitigation'] for r in timed], added)
-    for y, (r, extra) in enumerate(zip(timed, added)):
+    for y, (r, extra) in enumerate(zip(timed, added, strict=True)):
         share = f', +{r["overhead_pct"]}%' if r['overhead_pct'] != '' and r['overhead_pct'] < 1000 else ''
         axis.text(extra, y, f' {extra:.3g} s{share}', va='center', fontsize=8)  # workloads: in the table
     axis.set_xscale('log')

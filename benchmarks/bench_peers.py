@@ -100,7 +100,7 @@ def figures(rows, directory):
         axes = fig.subplots(1, 3)
         xs = [r[key] for r in chosen]
         for axis, (field, ylabel) in zip(axes, (('seconds', 'time (s)'), ('kib_per_node', 'KiB sent per party'),
-                                               ('messages_per_link', 'messages per link'))):
+                                               ('messages_per_link', 'messages per link')), strict=True):
             axis.plot(xs, [r[field] for r in chosen], 'o-')
             axis.set_xlabel(label)
             axis.set_ylabel(ylabel)

@@ -22,7 +22,8 @@ from mpc_market.mpc import local
 NAME, TITLE = 'scaling', 'Scaling with the number of participants'
 CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'), 65535)
 COLUMNS = [('task', 'task'), ('participants', 'participants'), ('slots', 'slots'), ('seconds', 'seconds'),
-           ('KiB sent per node', 'kib_per_node'), ('peak MB per node', 'peak_rss_mb_per_node'), ('= reference', 'exact')]
+           ('KiB sent per node', 'kib_per_node'), ('peak MB per node', 'peak_rss_mb_per_node'),
+           ('= reference', 'exact')]
 LITERATURE = [  # (participants, seconds, label)
     (2500, 300, 'Abidin et al.: 2,500 bids < 5 min (online phase)'),
     (5000, 250.2, 'Alqahtani & Mustafa 2026: 5,000 in 4.17 min'),
@@ -95,7 +96,7 @@ def figures(rows, directory):
         points = sorted((r['participants'], r['seconds']) for r in rows if r['task'] == task and r['slots'] == slots)
         if points:
             s = slope(rows, task, slots, above_startup=True)
-            axis.plot(*zip(*points), style, label=f'{task}, {slots} slot(s)'
+            axis.plot(*zip(*points, strict=True), style, label=f'{task}, {slots} slot(s)'
                       + (f', slope {s:.2f} above start-up' if s else ''))
     for n, seconds, label in LITERATURE:
         axis.plot([n], [seconds], 'x', markersize=9, label=label)

@@ -74,8 +74,10 @@ def main():
         participants, slots = map(int, size.lower().split('x'))
         row = run(participants, slots, args.nodes, args.seed, not args.no_check)
         rows.append(row)
-        print(f'{participants:>7} x {slots:<3} {row["order_vectors"]:>7} order vectors: end to end {row["end_to_end_s"]:7.2f} s '
-              f'(sharing {row["sharing_s"]:.2f}, validation {row["validation_s"]:.2f}, clearing {row["clearing_s"]:.2f}, '
+        print(f'{participants:>7} x {slots:<3} {row["order_vectors"]:>7} order vectors: '
+              f'end to end {row["end_to_end_s"]:7.2f} s '
+              f'(sharing {row["sharing_s"]:.2f}, validation {row["validation_s"]:.2f}, '
+              f'clearing {row["clearing_s"]:.2f}, '
               f'allocation {row["allocation_s"]:.2f}, output {row["output_s"]:.2f}); '
               f'{row["bytes_per_participant"] / 1024:.1f} KiB/participant sent per node; '
               f'peak {row["peak_rss_mb_per_node"]:.0f} MB/node'

@@ -184,7 +184,7 @@ def submit_readings(deployment, day, paths, orders_paths, batch, workers):
                                deployment.broker_address, '--keys', deployment.keys, '--readings', p, '--orders',
                                o, '--day', day, '--batch', str(batch), '--workers', str(workers),
                                '--client', f'rep{k}'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for k, (p, o) in enumerate(zip(paths, orders_paths))]
+             for k, (p, o) in enumerate(zip(paths, orders_paths, strict=True))]
     for proc in procs:
         out, err = proc.communicate()
         if proc.returncode != 0:
@@ -228,7 +228,8 @@ def run_settlement(size, clients, meter_clients, work, day='2026-12-01'):
         assert state.state == market_pb2.RoundState.CLEARED, state
         readings_parts = split_orders(readings_path, meter_clients, os.path.join(directory, 'readings'))
         seconds = submit_readings(deployment, day, readings_parts,
-                                  split_orders(orders_path, meter_clients, os.path.join(directory, 'own-orders')), 256, 4)
+                                  split_orders(orders_path, meter_clients, os.path.join(directory, 'own-orders')),
+                                  256, 4)
         row['readings_s'] = round(seconds, 2)
         row['readings_per_s'] = round(len(readings) / seconds, 1)
         row['meter_clients'] = meter_clients

@@ -93,7 +93,7 @@ def run(seconds, flooders, in_flight, work):
             proc.start()
         time.sleep(1.0)  # the flood is under way
         endpoints = [NodeEndpoint(i, a, k) for i, (a, k) in
-                     enumerate(zip(addresses, load_node_verify_keys(deployment.keys, 3)))]
+                     enumerate(zip(addresses, load_node_verify_keys(deployment.keys, 3), strict=True))]
         honest = Submitter(endpoints, client_credentials(deployment.keys, 'clients', 'honest'), timeout=30,
                            params_sha256={'r1': messages.RoundParams.from_json(state.params).sha256()})
         broker_credentials = grpc.ssl_channel_credentials(_read(deployment.keys, 'ca', 'ca.pem'),

@@ -60,7 +60,7 @@ def agrees_prorata(book, result):
         level, volume, residual, matched = prorata_clear_slot([(s, lv, o.energy_wh) for o, (s, lv) in entries], k)
         if (slot_row.level, slot_row.traded_wh, slot_row.residual_wh) != (level, volume, residual):
             return False
-        if any(rows[(o.participant, o.slot)].matched_wh != m for (o, _), m in zip(entries, matched)):
+        if any(rows[(o.participant, o.slot)].matched_wh != m for (o, _), m in zip(entries, matched, strict=True)):
             return False
     return True
 

@@ -40,7 +40,7 @@ from mpc_market.stats.reference import plain_totals  # noqa: E402
 from mpc_market.stats.release import decrypt_bundle  # noqa: E402
 from mpc_market.stats.submission import encrypt_day  # noqa: E402
 
-DAY = (datetime.datetime.now(datetime.timezone.utc).date() - datetime.timedelta(days=1)).isoformat()
+DAY = (datetime.datetime.now(datetime.UTC).date() - datetime.timedelta(days=1)).isoformat()
 
 
 def meter_days(meters, seed):
@@ -89,7 +89,8 @@ def grpc_run(work, submissions, public_keys, registry, feeders, threads=4, batch
         chunks = [submissions[i:i + batch] for i in range(0, len(submissions), batch)]
         started = time.perf_counter()
         with futures.ThreadPoolExecutor(threads) as pool:
-            outcomes = [o for part in pool.map(lambda i: clients[i % threads].submit(chunks[i], batch), range(len(chunks)))
+            outcomes = [o for part in pool.map(lambda i: clients[i % threads].submit(chunks[i], batch),
+                                               range(len(chunks)))
                         for o in part]
         rate = len(submissions) / (time.perf_counter() - started)
         assert all(error is None for _, error in outcomes), [e for _, e in outcomes if e][:3]

@@ -1,7 +1,8 @@
 """The shared frame of every benchmark suite: presets, result rows, files, plots and report.
 
 A suite is a module ``bench_NAME`` with ``TITLE``, ``COLUMNS`` (its report table),
-``run(params, seed) -> (rows, notes)`` and ``figures(rows, directory) -> [(title, png path)]``. Its parameters come from ``benchmarks/presets/NAME.toml`` (``[quick]`` or ``[full]``).
+``run(params, seed) -> (rows, notes)`` and ``figures(rows, directory) -> [(title, png path)]``.
+Its parameters come from ``benchmarks/presets/NAME.toml`` (``[quick]`` or ``[full]``).
 Every row carries the machine, the versions, the parameters, the seed, timings per phase, bytes
 sent per node, peak memory per node and whether the result equals the plaintext reference. The
 suite's directory gets ``results.csv``, ``results.json``, one PNG per figure and ``report.md``
@@ -20,7 +21,8 @@ from importlib import metadata
 from common import machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SUITES = ('scaling', 'peers', 'mechanisms', 'baseline', 'latency', 'scenarios', 'mitigations')   # implemented suites, in the order `all` runs them
+# implemented suites, in the order `all` runs them
+SUITES = ('scaling', 'peers', 'mechanisms', 'baseline', 'latency', 'scenarios', 'mitigations')
 
 
 def versions():

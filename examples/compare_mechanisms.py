@@ -24,7 +24,8 @@ def main(argv=None):
     config = mm.load_config(config_path)
     readings = mm.load_meter_readings(readings_path, config)
 
-    print(f'{"mechanism":<15} {"total bill":>12} {"retailer only":>14} {"saving":>10} {"min saving":>11} {"max saving":>11}')
+    print(f'{"mechanism":<15} {"total bill":>12} {"retailer only":>14} {"saving":>10} '
+          f'{"min saving":>11} {"max saving":>11}')
     for mechanism in mm.MECHANISMS:
         book = mm.load_book(orders, config, mechanism=mechanism, readings=readings)
         result = mm.settle(book, readings, engine=args.engine)

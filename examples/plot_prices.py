@@ -34,7 +34,8 @@ def main(argv=None):
     traded = [s for s in result.slots if s.price_units is not None]
 
     fig, (ax_price, ax_volume) = plt.subplots(2, 1, sharex=True, figsize=(9, 5))
-    ax_price.step([s.slot for s in traded], [s.price_units / scale for s in traded], where='mid', label='clearing price')
+    ax_price.step([s.slot for s in traded], [s.price_units / scale for s in traded], where='mid',
+                  label='clearing price')
     ax_price.axhline(cfg.floor_units / scale, color='grey', linestyle=':', label='feed-in tariff (floor)')
     ax_price.axhline(cfg.ceiling_units / scale, color='grey', linestyle='--', label='retail price (ceiling)')
     ax_price.set_ylabel('currency / kWh')

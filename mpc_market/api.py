@@ -17,13 +17,13 @@ import os
 from collections.abc import Callable, Mapping
 
 from .market.book import Book
-from .mpc.jobs import ORDERS_PER_CHUNK
 from .market.config import MarketConfig, load_config
 from .market.orders import load_orders, resolve_zones
 from .market.plain import clear_plain, settle_plain
 from .market.readings import load_readings
 from .market.results import ClearingResult, SettlementResult
 from .market.settlement import complete_readings
+from .mpc.jobs import ORDERS_PER_CHUNK
 
 __all__ = ['ENGINES', 'MODES', 'load_book', 'load_meter_readings', 'clear', 'settle']
 
@@ -60,7 +60,8 @@ def load_book(orders: str | os.PathLike, config: str | os.PathLike | MarketConfi
                 zones=resolve_zones(os.fspath(orders), config, order_list))
 
 
-def load_meter_readings(path: str | os.PathLike, config: str | os.PathLike | MarketConfig) -> dict[tuple[str, int], int]:
+def load_meter_readings(path: str | os.PathLike,
+                        config: str | os.PathLike | MarketConfig) -> dict[tuple[str, int], int]:
     """Read meter readings (``participant,slot,net_wh``; + imported, - exported).
 
     Args:
@@ -115,7 +116,8 @@ def clear(book: Book, engine: str = 'mpc', nodes: int = 3, mode: str = 'local', 
 
 
 def settle(book: Book, readings: Mapping[tuple[str, int], int], engine: str = 'mpc', nodes: int = 3,
-           chunk: int = ORDERS_PER_CHUNK, progress: Progress | None = None, timeout: float | None = None) -> SettlementResult:
+           chunk: int = ORDERS_PER_CHUNK, progress: Progress | None = None,
+           timeout: float | None = None) -> SettlementResult:
     """Clear a book and settle every deviation from its meter readings, with bills.
 
     Args:

@@ -56,8 +56,10 @@ def node_services(tmp_path):
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[broker_only(i)])  # as serve()
         market_pb2_grpc.add_NodeServicer_to_server(
             NodeService(i, store, registry, signing, limiter=RateLimiter(rate=1, burst=8)), server)
-        credentials = grpc.ssl_server_credentials([(read_bytes(d, 'nodes', f'node{i}.key'), read_bytes(d, 'nodes', f'node{i}.pem'))],
-                                                  root_certificates=read_bytes(d, 'ca', 'ca.pem'), require_client_auth=True)
+        credentials = grpc.ssl_server_credentials([(read_bytes(d, 'nodes', f'node{i}.key'),
+                                                    read_bytes(d, 'nodes', f'node{i}.pem'))],
+                                                  root_certificates=read_bytes(d, 'ca', 'ca.pem'),
+                                                  require_client_auth=True)
         port = server.add_secure_port('127.0.0.1:0', credentials)
         server.start()
         servers.append(server)

@@ -123,8 +123,8 @@ class Market:
         prefix, subnet = netns or (None, None)
         self.deployment = LocalDeployment(str(tmp_path / 'dep'), netns=bool(netns), netns_prefix=prefix,
                                           subnet=subnet).create(
-            self.participants + list(extra_participants), node_options={'connect_timeout_s': 20, 'clearing_timeout_s': 120},
-            metrics=metrics)
+            self.participants + list(extra_participants),
+            node_options={'connect_timeout_s': 20, 'clearing_timeout_s': 120}, metrics=metrics)
         for i in range(3):
             self.deployment.start_node(i, (node_env or {}).get(i))
         self.deployment.start_broker(broker_http)
@@ -154,7 +154,7 @@ class Market:
             finally:
                 broker.close()
         with ThreadPoolExecutor(len(participants)) as pool:
-            for p, report in zip(participants, pool.map(submit, participants)):
+            for p, report in zip(participants, pool.map(submit, participants), strict=True):
                 assert report.accepted == [p] and not report.failed, (p, report.failed)
 
     def close_and_wait(self, round_id='r1', timeout=120):

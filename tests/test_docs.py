@@ -90,7 +90,8 @@ def test_deployment_quickstart_runs(tmp_path):
     wait for the broker (on a loaded machine five seconds may not be enough)."""
     block = next(b for b in shell_blocks('docs/deployment.md') if 'mpc-market up' in b)
     script = block.replace('127.0.0.1:7300', '"$BROKER"')
-    script = script.replace('--config community/market.toml &', '--config community/market.toml --base-port 0 > up.log 2>&1 &')
+    script = script.replace('--config community/market.toml &',
+                            '--config community/market.toml --base-port 0 > up.log 2>&1 &')
     script = script.replace('sleep 5', 'until grep -q "^broker at" up.log 2>/dev/null; do sleep 0.5; done\n'
                                        'BROKER=$(sed -n "s/^broker at \\([^;]*\\);.*/\\1/p" up.log)')
     script = script.replace('kill %1', 'kill %1; wait')

@@ -38,7 +38,8 @@ def test_the_scan_is_clean_on_s3_and_catches_each_injected_leak(tmp_path):
         # a broker logging an order it should never see
         (broker_log, secrets.orders[victim][0], 'broker-org', {f'identity {victim}', f'order of {victim}'}),
         # node 2 keeping a copy of node 0's share package of a participant
-        (os.path.join(next(p for p in operator.paths if p.endswith('node2')), 'debug.bin'), secrets.shares[(victim, 0)][0], 'operator-2',
+        (os.path.join(next(p for p in operator.paths if p.endswith('node2')), 'debug.bin'),
+         secrets.shares[(victim, 0)][0], 'operator-2',
          {f'share {victim}@node0'}),
         # a representative holding another representative's client's order (rep0 runs node 0, so
         # the name alone it may know: nodes know who submitted)

@@ -25,7 +25,7 @@ def prorata_clear_slot(entries, levels):
     matched = [(energy if (lv <= level if side == 'sell' else lv >= level) else 0) * volume // totals[side]
             for side, lv, energy in entries]
     long_side = 'sell' if totals['sell'] > totals['buy'] else 'buy'
-    residual = volume - sum(m for m, e in zip(matched, entries) if e[0] == long_side) \
+    residual = volume - sum(m for m, e in zip(matched, entries, strict=True) if e[0] == long_side) \
      if totals['sell'] != totals['buy'] else 0
     return level, volume, residual, matched
 
@@ -63,8 +63,10 @@ def _inject(module):
             sell_prefix = np.cumsum(weighted[..., :k], axis=-1)          # level <= k
             buy_suffix = np.cumsum(weighted[..., k:2 * k][..., ::-1], axis=-1)[..., ::-1]  # level >= k
             pick = chosen[None, None, :, None]
-            x_sell = ff.to_ints(np.take_along_axis(sell_prefix, np.broadcast_to(pick, (4, n, self.n_slots, 1)), -1)[..., 0])
-            x_buy = ff.to_ints(np.take_along_axis(buy_suffix, np.broadcast_to(pick, (4, n, self.n_slots, 1)), -1)[..., 0])
+            x_sell = ff.to_ints(np.take_along_axis(sell_prefix, np.broadcast_to(pick, (4, n, self.n_slots, 1)),
+                                                   -1)[..., 0])
+            x_buy = ff.to_ints(np.take_along_axis(buy_suffix, np.broadcast_to(pick, (4, n, self.n_slots, 1)),
+                                                  -1)[..., 0])
             out = layout.sell_out  # orders outside the band: all unmatched, at the retailer's prices
             e_sell, e_buy = (ff.to_ints(e) for e in side_energies(weighted, k))
             is_sell = ff.to_ints(block[..., :k].astype(np.uint64).sum(axis=-1) + block[..., out])
@@ -124,7 +126,7 @@ def _inject(module):
      residual = await residuals(self, sell_total, buy_total, volume, sums, bound, trading)
      lap('output')
      return {'slots': [{'slot': s, 'level': int(lv), 'traded_wh': int(v), 'residual_wh': int(r)}
-                       for s, lv, v, r in zip(spec.slots, levels, volume, residual)]}, results
+                       for s, lv, v, r in zip(spec.slots, levels, volume, residual, strict=True)]}, results
 
     module.MarketNode.clear_double_auction = clear_double_auction
 

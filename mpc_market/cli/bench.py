@@ -10,7 +10,8 @@ import sys
 
 from ..common.errors import InputError
 
-SUITES = ('scaling', 'peers', 'mechanisms', 'baseline', 'latency', 'scenarios', 'mitigations', 'all')  # = benchmarks/suite.py
+# = benchmarks/suite.py's suites, and all
+SUITES = ('scaling', 'peers', 'mechanisms', 'baseline', 'latency', 'scenarios', 'mitigations', 'all')
 
 
 def checkout():

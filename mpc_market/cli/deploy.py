@@ -83,7 +83,8 @@ def cmd_up(args):
     if args.http:
         print(f'operator page: http://{args.http}/')
     if deployment.metrics:
-        print('metrics: ' + ', '.join(f'{name} http://{address}/metrics' for name, address in deployment.metrics.items()))
+        print('metrics: ' + ', '.join(f'{name} http://{address}/metrics'
+                                      for name, address in deployment.metrics.items()))
     round_id = _next_round_id(deployment)
     print('next, in another terminal:')
     print(f'  operator:     mpc-market round open --broker {deployment.broker_address} --keys {deployment.keys} '
@@ -146,7 +147,7 @@ def cmd_submit(args):
     rate = len(report.accepted) / report.seconds if report.seconds else 0.0
     print(f'round {report.round_id}: {len(report.accepted)} participants\' orders accepted by every node '
           f'in {report.seconds:.2f} s ({rate:.0f}/s)')
-    for participant, reason in list(report.failed.items())[:MAX_WARNINGS]:
+    for reason in list(report.failed.values())[:MAX_WARNINGS]:
         print(f'error: {reason}', file=sys.stderr)
     if report.failed:
         print(f'error: {len(report.failed)} participants not accepted (nothing half-counted; resubmit them)',
@@ -200,7 +201,7 @@ def _retailer_text(args, broker):
     money = state.config.format_amount
     text = csv_text(RETAILER_COLUMNS, [{
         'slot': slot, 'receives': money(v[0]), 'pays': money(v[1]), 'rounding_residue': money(v[2] - v[0] + v[1]),
-        'net': money(v[2])} for slot, v in zip(state.slots, values)])
+        'net': money(v[2])} for slot, v in zip(state.slots, values, strict=True)])
     return f"round {state.round_id}: the retailer's view (reconstructed from all nodes' shares)", text
 
 
@@ -227,7 +228,7 @@ def cmd_meter(args):
         if not args.pubkey or not args.feeders:
             raise InputError(COMMAND_LINE, 0, 'aggregator', '--aggregator needs --pubkey and --feeders')
         public_keys = load_public_keys(args.pubkey)
-        for path, key in zip(args.pubkey, public_keys):
+        for path, key in zip(args.pubkey, public_keys, strict=True):
             if args.key_id and key.key_id not in args.key_id:
                 raise InputError(path, 1, 'key_id', f'{key.key_id} is not a pinned key id (--key-id)')
         feeders = load_feeders(args.feeders)
@@ -324,7 +325,7 @@ def _rows_text(args, broker, participants):
         if status == 'missing':
             failures.append(f'{participant}: no order counted (not every node held the same submission)')
             continue
-        values_of[participant] = {s: tuple(int(v) for v in row) for s, row in zip(state.slots, values)}
+        values_of[participant] = {s: tuple(int(v) for v in row) for s, row in zip(state.slots, values, strict=True)}
         if status != 'cleared':
             excluded.add(participant)
     # one book of the fetched participants' orders, in the file's order: the rows of `clear`
@@ -354,8 +355,8 @@ def _own_text(args, broker, participant):
         zoned = ('local_wh', 'cross_wh') if config.zoned else ()
         text = csv_text(('participant', 'slot', 'matched_wh', 'unmatched_wh', 'amount', 'status', *zoned), [
             {'participant': participant, 'slot': s, 'matched_wh': v[0], 'unmatched_wh': v[1],
-             'amount': config.format_amount(v[2]), 'status': status, **dict(zip(zoned, v[3:])),
-             } for s, v in zip(state.slots, values)])
+             'amount': config.format_amount(v[2]), 'status': status, **dict(zip(zoned, v[3:], strict=True)),
+             } for s, v in zip(state.slots, values, strict=True)])
     return f'round {state.round_id}: {participant}: {status} (reconstructed from all nodes\' shares)', text, []
 
 
@@ -416,8 +417,8 @@ def cmd_results(args):
     for line in failures:  # one line per participant whose results could not be fetched; the others are written
         print(f'error: {line}', file=sys.stderr)
     if failures and several:
-        print(f'error: {len(failures)} participants not fetched' + ('' if text is None else '; the others were written'),
-              file=sys.stderr)
+        print(f'error: {len(failures)} participants not fetched'
+              + ('' if text is None else '; the others were written'), file=sys.stderr)
     return 1 if failures else 0
 
 

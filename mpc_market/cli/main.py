@@ -19,7 +19,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Every option with a default says it; epilogs (the examples) keep their lines."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False, '', argparse.SUPPRESS) or action.required or '(default' in (action.help or ''):
+        if (action.default in (None, False, '', argparse.SUPPRESS) or action.required
+                or '(default' in (action.help or '')):
             return action.help
         return super()._get_help_string(action)
 

@@ -180,7 +180,7 @@ def _hash_inputs(files):
 
 def _check_unchanged(inputs):
     """Refuse a run whose input changed while it was read: summary.json's hashes must be the inputs'."""
-    for before, after in zip(inputs, _hash_inputs([(f.role, f.path) for f in inputs])):
+    for before, after in zip(inputs, _hash_inputs([(f.role, f.path) for f in inputs]), strict=True):
         if before != after:
             raise InputError(before.path, 0, 'file', 'changed while it was being read; run again')
 
@@ -332,7 +332,10 @@ def _demo_zoned(args, work):
           f'({time.perf_counter() - started:.1f} s under MPC). Busiest slots:')
     print(f'  {"slot":>4} ' + ' '.join(f'{"zone " + z:>12}' for z in book.zones) + f' {"cross":>12} {"fees":>9}')
     busiest = sorted(result.slots, key=lambda s: -_traded(s))[:4]
-    cell = lambda r: f'{r.traded_wh}@{config.format_price(r.price_units)}' if r.price_units is not None else '-'
+
+    def cell(r):
+        return f'{r.traded_wh}@{config.format_price(r.price_units)}' if r.price_units is not None else '-'
+
     for s in sorted(busiest, key=lambda s: s.slot):
         print(f'  {s.slot:>4} ' + ' '.join(f'{cell(z):>12}' for z in s.zones) + f' {cell(s):>12} '
               f'{config.format_amount(s.fee_amount):>9}')
@@ -392,7 +395,8 @@ def add_parsers(sub, formatter):
                                    '32-byte nonce matches its commitment, peers that withheld theirs were excluded '
                                    'and the draw re-run, and the committee (of committee_size(peers) seats) is the '
                                    'seed\'s ranking. Prints the committee; exit 2 if anything does not match.',
-                       epilog='example:\n  mpc-market verify-committee result/summary.json --registry keys/registry.json')
+                       epilog='example:\n'
+                              '  mpc-market verify-committee result/summary.json --registry keys/registry.json')
     p.add_argument('transcript', help='summary.json of a peers-mode clear, or the transcript itself (JSON)')
     p.add_argument('--registry', metavar='FILE',
                    help='required: the round\'s registry.json (mpc-market keys participants) as you hold it; '

@@ -33,7 +33,8 @@ def cmd_keygen(args):
         raise InputError('<command line>', 0, exc.parameter, str(exc)) from None
     pub_path, key_path = paillier.write_key_pair(args.out, public, private)
     layout = public.layout
-    print(f'{args.bits}-bit Paillier key {public.name} ({public.level} aggregates) in {time.perf_counter() - started:.1f} s; '
+    print(f'{args.bits}-bit Paillier key {public.name} ({public.level} aggregates) '
+          f'in {time.perf_counter() - started:.1f} s; '
           f'key id {public.key_id}')
     print(f'layout: {layout.slots} slots x (import, export), {layout.field_bits}-bit fields '
           f'({layout.max_meters} meters x {layout.max_reading_wh} Wh + {layout.guard_bits} guard bits), '
@@ -49,7 +50,7 @@ def cmd_encrypt(args):
     from ..stats.paillier import load_public_keys
     from ..stats.submission import encrypt_day
     keys = load_public_keys(args.pubkey)
-    for path, key in zip(args.pubkey, keys):
+    for path, key in zip(args.pubkey, keys, strict=True):
         if args.key_id and key.key_id not in args.key_id:
             raise InputError(path, 1, 'key_id', f'{key.key_id} is not a pinned key id (--key-id); '
                              'refusing to encrypt under a key that was not checked')
@@ -87,7 +88,8 @@ def cmd_submit(args):
         elapsed = time.perf_counter() - started
     finally:
         client.close()
-    rejected = [f'{args.submissions}:{line}: {error}' for (line, _), (_, error) in zip(items, outcomes) if error]
+    rejected = [f'{args.submissions}:{line}: {error}'
+                for (line, _), (_, error) in zip(items, outcomes, strict=True) if error]
     _report_rejections(rejected)
     print(f'{len(items) - len(rejected)} of {len(items)} meter-days accepted by {args.aggregator} in {elapsed:.2f} s')
     return 1 if rejected else 0
@@ -135,7 +137,8 @@ def cmd_aggregate(args):
     from ..market.output import write_all
     names = {k.key_id: k.name for k in keys}
     write_all(args.out, {f'{names[k]}-{day}.aggregates.json': bundle_text(b) for k, b in bundles.items()})
-    print(f'{len(aggregator.accepted)} meter-days accepted, {len(rejected)} rejected; checked in {checked - started:.2f} s, '
+    print(f'{len(aggregator.accepted)} meter-days accepted, {len(rejected)} rejected; '
+          f'checked in {checked - started:.2f} s, '
           f'summed in {done - checked:.2f} s')
     for key_id, bundle in bundles.items():
         refused = ', '.join(f'{r.get("feeder", r["zone"])} ({r["reason"]})' for r in bundle['refused'])

@@ -5,8 +5,8 @@ gRPC servicers (``mpc_market.net.server.status_of``) turn a class into a status 
 CLI turns an error into one line and exit status 2. No caller ever inspects a message's text.
 """
 
-__all__ = ['COMMAND_LINE', 'MarketError', 'InputError', 'KeyFileError', 'BadParameter', 'EngineError', 'Refused', 'Malformed',
-           'NotAuthenticated', 'NotPermitted', 'NotFound', 'Replayed', 'Tampered', 'WrongPhase',
+__all__ = ['COMMAND_LINE', 'MarketError', 'InputError', 'KeyFileError', 'BadParameter', 'EngineError', 'Refused',
+           'Malformed', 'NotAuthenticated', 'NotPermitted', 'NotFound', 'Replayed', 'Tampered', 'WrongPhase',
            'Overloaded', 'TooLarge', 'OutOfRange', 'Conflict', 'Unreachable']
 
 

@@ -100,7 +100,7 @@ def _name(common_name):
 def create_ca(out_dir, name='mpc_market CA'):
     """A self-signed CA certificate and key in out_dir/ca/."""
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(_name(name))
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -140,7 +140,7 @@ def _issue(out_dir, subdir, name, dns_names=(), hosts=(), server=False):
             names.append(x509.DNSName(host))
     usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server else \
         [ExtendedKeyUsageOID.CLIENT_AUTH]
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(ca_cert.subject)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -240,7 +240,8 @@ def _raw_hex(public_key):
 def _registry_entries(path):
     entries = _read_json(path)
     if not isinstance(entries, dict) or not all(
-            is_name(p) and isinstance(e, dict) and set(e) == {'sign', 'kex'} and all(isinstance(v, str) for v in e.values())
+            is_name(p) and isinstance(e, dict) and set(e) == {'sign',
+                                                              'kex'} and all(isinstance(v, str) for v in e.values())
             for p, e in entries.items()):
         raise KeyFileError(f'{path}: expected {{participant: {{"sign": hex, "kex": hex}}}}')
     return entries

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TextIO
 
 __all__ = ['LEVELS', 'FORMATS', 'configure', 'event', 'utc_time']
@@ -27,7 +27,7 @@ FORMATS = ('text', 'json')
 
 def utc_time(unix_s: float) -> str:
     """ISO 8601 UTC with milliseconds: ``2026-12-01T08:15:02.123Z``."""
-    return datetime.fromtimestamp(unix_s, timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3] + 'Z'
+    return datetime.fromtimestamp(unix_s, UTC).strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3] + 'Z'
 
 
 def event(round_id: str, phase: str = '') -> dict[str, str]:

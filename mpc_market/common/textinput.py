@@ -131,7 +131,7 @@ def csv_records(path, text, columns):
                 continue
             if len(row) != len(header):
                 raise InputError(path, line, 'row', f'{len(row)} fields, header has {len(header)}')
-            yield line, dict(zip(header, (c.strip() for c in row)))
+            yield line, dict(zip(header, (c.strip() for c in row), strict=True))
     except csv.Error as exc:
         raise InputError(path, reader.line_num or line, 'row', f'not CSV ({exc})') from None
 

@@ -200,7 +200,8 @@ def parse_config(path: str, text: str) -> MarketConfig:
     config = config_from_table(path, text, market)
     if 'zones' in doc:
         if market.get('zones') is not True:
-            raise InputError(path, toml_table_line(text, 'zones'), 'zones', '[zones] given but [market] zones is not true')
+            raise InputError(path, toml_table_line(text, 'zones'), 'zones',
+                             '[zones] given but [market] zones is not true')
         zone_map = zone_map_from_table(path, text, doc['zones'])
         config = replace(config, zone_map=zone_map if config.zoned else ())
     return config
@@ -305,5 +306,6 @@ def config_from_table(path, text, market, extra_keys=()):
                          f'must be a whole number of ticks {tick} and at most {ceiling - floor_}, got {fee}')
     config = MarketConfig(floor_, ceiling, tick, max_wh, max_reading, mechanism, zoned, fee if zoned else Decimal(0))
     if config.levels > 4096:
-        raise InputError(path, toml_key_line(text, 'tick'), 'tick', f'{config.levels} price levels; at most 4096 supported')
+        raise InputError(path, toml_key_line(text, 'tick'), 'tick',
+                         f'{config.levels} price levels; at most 4096 supported')
     return config

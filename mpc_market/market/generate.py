@@ -127,8 +127,9 @@ def write_community(out_dir, participants, slots, seed, zones=0, network_fee='0.
     """Write orders.csv, readings.csv, feeders.csv and market.toml into out_dir; return their paths.
 
     zones > 0: a zoned market (communities of whole feeders): zones = true, the network fee and a
-    [zones] table in market.toml, so a deployment can use it as is; orders.csv repeats the zone. profile_day: see ``community``. A size
-    above ``check_size``'s or a fee off the tick grid is refused before anything is written."""
+    [zones] table in market.toml, so a deployment can use it as is; orders.csv repeats the zone.
+    profile_day: see ``community``. A size above ``check_size``'s or a fee off the tick grid is
+    refused before anything is written."""
     import csv
 
     from .config import parse_config

@@ -50,7 +50,7 @@ def day_shapes(first_day, slot_ids):
     shares = {}
     for year in sorted({d.year for d in days}):
         profile = bdew.ElecSlp(year).get_profiles('h0_dyn')['h0_dyn']
-        shares.update(zip(profile.index, profile.to_numpy()))
+        shares.update(zip(profile.index, profile.to_numpy(), strict=True))
     times = pandas.DatetimeIndex([pandas.Timestamp(first_day) + pandas.Timedelta(minutes=15 * int(s))
                                   for s in slot_ids])
     h0 = np.array([shares[t] for t in times])

@@ -98,7 +98,7 @@ def zoned_slot_row(config, slot, zones, local, cross):
     """SlotRow of a zoned market; local: (level, traded, residual) per zone, cross: the same of stage 2."""
     row = slot_row(config, slot, *cross)
     row.zones = [ZoneRow(z, r.level, r.price_units, r.traded_wh, r.residual_wh)
-                 for z, r in zip(zones, (slot_row(config, slot, *outcome) for outcome in local))]
+                 for z, r in zip(zones, (slot_row(config, slot, *outcome) for outcome in local), strict=True)]
     row.fee_amount = row.traded_wh * config.fee_units
     return row
 

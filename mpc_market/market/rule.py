@@ -119,10 +119,10 @@ def clear_zoned_slot(entries: Sequence[tuple[str, int, int, str]], zones: Sequen
         members = [i for i, entry in enumerate(entries) if entry[3] == zone]
         outcome, matched = clear_slot([entries[i][:3] for i in members], levels)
         local.append(outcome)
-        for i, m in zip(members, matched):
+        for i, m in zip(members, matched, strict=True):
             first[i] = m
     leftovers = []
-    for (side, level, energy, _), m in zip(entries, first):
+    for (side, level, energy, _), m in zip(entries, first, strict=True):
         if side == 'buy':
             level -= fee_levels
         leftovers.append((side, max(level, 0), energy - m if level >= 0 else 0))

@@ -74,7 +74,7 @@ class MarketNode:
         mine = os.urandom(32)
         commitments = await mpc.transfer(commitment(mpc.pid, mine))
         contributions = await mpc.transfer(mine)
-        for pid, (committed, contribution) in enumerate(zip(commitments, contributions)):
+        for pid, (committed, contribution) in enumerate(zip(commitments, contributions, strict=True)):
             if not (isinstance(contribution, bytes) and len(contribution) == 32
                     and committed == commitment(pid, contribution)):
                 raise RuntimeError(f'node {pid} revealed a seed contribution that does not match its commitment')
@@ -284,7 +284,10 @@ class MarketNode:
         """Shares of the energy at levels lo <= j < hi ((n, slots) public bounds; empty if hi <= lo)."""
         lo = np.clip(lo, 0, prefix.shape[-1] - 1)
         hi = np.clip(np.maximum(hi, lo), 0, prefix.shape[-1] - 1)
-        take = lambda at: np.take_along_axis(prefix, np.broadcast_to(at[None, ..., None], prefix.shape[:-1] + (1,)), -1)
+
+        def take(at):
+            return np.take_along_axis(prefix, np.broadcast_to(at[None, ..., None], prefix.shape[:-1] + (1,)), -1)
+
         return ff.to_ints(take(hi)[..., 0] - take(lo)[..., 0])
 
     async def stage_one(self, valid, group, levels, rho, f, y_bits, bound, groups, price=None):
@@ -364,7 +367,7 @@ class MarketNode:
         residual = await self.open_residuals(volume, sums[2, 0], levels)
         lap('output')
         public = {'slots': [{'slot': s, 'level': int(lv), 'traded_wh': int(v), 'residual_wh': int(r)}
-                            for s, lv, v, r in zip(spec.slots, levels, volume, residual)]}
+                            for s, lv, v, r in zip(spec.slots, levels, volume, residual, strict=True)]}
         return public, results
 
     def floor_bits(self, bound):
@@ -412,8 +415,9 @@ class MarketNode:
         bound = max(1, int(valid.sum())) * spec.max_order_wh
         supply, demand = self.side_totals(valid)
         buy, sell = await scheme_prices(spec.mechanism, supply, demand, spec.floor_units, spec.ceiling_units, bound)
-        buy, sell = (np.array([int(v) for v in x], dtype=object) for x in np.split(await open_values(np.concatenate([buy, sell])), 2))
-        self.deviation_price2 = [int(b + s) for b, s in zip(buy, sell)]
+        opened = np.split(await open_values(np.concatenate([buy, sell])), 2)
+        buy, sell = (np.array([int(v) for v in x], dtype=object) for x in opened)
+        self.deviation_price2 = [int(b + s) for b, s in zip(buy, sell, strict=True)]
         lap('clearing')
         results = np.zeros((ff.LIMBS, self.n_participants, self.n_slots, 3), dtype=np.uint32)
         for start in range(0, self.n_participants, spec.chunk):
@@ -427,7 +431,7 @@ class MarketNode:
             self.progress('allocation', stop, self.n_participants)
         lap('allocation')
         public = {'slots': [{'slot': s, 'buy_price_units': int(b), 'sell_price_units': int(v)}
-                            for s, b, v in zip(spec.slots, buy, sell)]}
+                            for s, b, v in zip(spec.slots, buy, sell, strict=True)]}
         return public, results
 
     # -- whole run ---------------------------------------------------------------------------
@@ -455,6 +459,7 @@ class MarketNode:
             public, results = await clear_zoned(self, valid, lap)
         else:
             public, results = await self.clear_double_auction(valid, lap)
-        public['excluded'] = [p for p, ok, here in zip(spec.participants, valid, present) if here and not ok]
-        public['missing'] = [p for p, here in zip(spec.participants, present) if not here]
+        public['excluded'] = [p for p, ok, here in zip(spec.participants, valid, present, strict=True)
+                              if here and not ok]
+        public['missing'] = [p for p, here in zip(spec.participants, present, strict=True) if not here]
         return public, results

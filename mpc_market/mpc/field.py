@@ -57,7 +57,7 @@ def share_values(values, threshold, parties):
     for start in range(0, flat.size, _BLOCK):  # cache-sized blocks: these loops are memory-bound
         block = flat[start:start + _BLOCK]
         shares = _share_block(block, threshold, parties)
-        for o, share in zip(out, shares):
+        for o, share in zip(out, shares, strict=True):
             o[:, start:start + block.size] = share
     return [o.reshape(LIMBS, *values.shape) for o in out]
 
@@ -149,7 +149,7 @@ def recombine(shares_by_party, threshold):
 
     def evaluate(x0):
         total = 0
-        for c, i in zip(lagrange_at(x0), base):
+        for c, i in zip(lagrange_at(x0), base, strict=True):
             total = total + shares_by_party[i - 1] * c
         return total % MODULUS
 

@@ -178,8 +178,9 @@ async def start(rt, keys_dir):
         context = _context(ssl.Purpose.SERVER_AUTH, keys_dir, rt.pid)
         while True:
             try:
-                await loop.create_connection(lambda: AuthenticatedExchanger(rt, peer.pid), peer.host, peer.port,
-                                             ssl=context, server_hostname=f'MPyC party {peer.pid}')
+                await loop.create_connection(functools.partial(AuthenticatedExchanger, rt, peer.pid),
+                                             peer.host, peer.port, ssl=context,
+                                             server_hostname=f'MPyC party {peer.pid}')
                 if rt.parties[peer.pid].protocol is not None:
                     break
             except asyncio.CancelledError:

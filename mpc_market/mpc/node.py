@@ -266,7 +266,8 @@ def main(argv=None):
             public, results = await node.run()
             if spec.settle:
                 readings = np.load(own.readings, mmap_mode='r')
-                public['meter_excluded'] = await settle(node, spec, own, readings if rows is None else readings[:, rows])
+                public['meter_excluded'] = await settle(node, spec, own,
+                                                        readings if rows is None else readings[:, rows])
         if args.peers:
             from .peers import own_results, return_results
             save_array(own.own_results, own_results(spec, await return_results(spec, results)))

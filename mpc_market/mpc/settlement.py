@@ -139,5 +139,6 @@ class SettlementNode:
         retailer = np.stack([(short - netted) * spec.ceiling_units, (long_ - netted) * spec.floor_units,
                              slot_net], axis=-1) % P
         retailer = ff.from_ints(await reshare_values(retailer))
-        excluded = [p for p, ok, order_ok in zip(spec.participants, valid, valid_orders) if order_ok and not ok]
+        excluded = [p for p, ok, order_ok in zip(spec.participants, valid, valid_orders, strict=True)
+                    if order_ok and not ok]
         return results, retailer, excluded

@@ -127,7 +127,8 @@ async def clear_zoned(node, valid, lap):
     cross_levels = cross_levels.astype(np.int64)
     cross_rho = await node.merit_ratios(cross_supply, cross_demand, cross_levels, cross_volume, bound, f)
     results, cross_sums = await stage_two(node, valid, member, zone, levels, stage, cross_levels, cross_rho,
-                                          (f, y_bits, bound), (node.level_prices(levels), node.level_prices(cross_levels)))
+                                          (f, y_bits, bound),
+                                          (node.level_prices(levels), node.level_prices(cross_levels)))
     lap('allocation')
 
     residual = await node.open_residuals(np.concatenate([volume.reshape(-1), cross_volume]),

@@ -90,7 +90,7 @@ def bill_of_round(broker, keys_dir: str, participant: str, state, orders: list, 
     else:
         counted = values is not None and status != 'missing'
         nets = [int(v[0]) + (planned_position(book.order_of.get((participant, s))) if counted else 0)
-                for s, v in zip(slots, settled)]
+                for s, v in zip(slots, settled, strict=True)]
     return RoundBill(trade, deviation, sum(retailer_only_amount(config, n) for n in nets), status, settle_status)
 
 

@@ -102,12 +102,13 @@ class BrokerStore(SqliteStore):
         row = self._db.execute(query, (round_id,) if round_id else ()).fetchone()
         if row is None:
             return None
-        return dict(zip(ROUND_FIELDS, row), slots=json.loads(row[1]))
+        return dict(zip(ROUND_FIELDS, row, strict=True), slots=json.loads(row[1]))
 
     def rounds(self):
         """Every round, oldest first (the operator page)."""
         with self._lock:
-            ids = [r[0] for r in self._db.execute('SELECT round_id FROM rounds ORDER BY created_ms, round_id').fetchall()]
+            rows = self._db.execute('SELECT round_id FROM rounds ORDER BY created_ms, round_id').fetchall()
+            ids = [r[0] for r in rows]
         return [self.get(round_id) for round_id in ids]
 
     def pending(self):
@@ -344,7 +345,8 @@ class Scheduler:
         for plan in due(self.config.calendar, now_ms()):
             if self.store.get(plan.round_id) is not None:
                 continue
-            spec = market_pb2.RoundSpec(round_id=plan.round_id, slots=plan.slots, gate_closure_unix_ms=plan.gate_closure_ms,
+            spec = market_pb2.RoundSpec(round_id=plan.round_id, slots=plan.slots,
+                                        gate_closure_unix_ms=plan.gate_closure_ms,
                                         market_toml=self.config.calendar.market_toml(plan.mechanism),
                                         readings_open_unix_ms=plan.readings_open_ms,
                                         readings_deadline_unix_ms=plan.readings_deadline_ms, day=plan.day)
@@ -397,9 +399,11 @@ class Scheduler:
             reason = (failure_reason(replies, phases, 'settle_failed', 'settle_reason')
                       or 'settlement did not complete at every node')
             final = any(r is not None and r.settle_final for r, _ in replies)
-            if round_['settlement'] != 'failed' or round_['settle_reason'] != reason or bool(round_['settle_final']) != final:
+            if (round_['settlement'] != 'failed' or round_['settle_reason'] != reason
+                    or bool(round_['settle_final']) != final):
                 log.warning('round %s: settlement failed%s: %s', round_id,
-                            ' (deterministic: not retried)' if final else '', reason, extra=event(round_id, 'settlement'))
+                            ' (deterministic: not retried)' if final else '', reason,
+                            extra=event(round_id, 'settlement'))
                 self.store.update(round_id, settlement='failed', settle_reason=reason, settle_final=int(final))
             if not final and self._may_rerun(phases, round_['settle_attempts']):
                 self._settle(round_, rerun='settled' in phases)
@@ -434,7 +438,8 @@ class Scheduler:
         replies = self.nodes.call(method, market_pb2.RoundRef(round_id=round_['round_id']))
         bodies = {r.body for r, _ in replies if r is not None}
         if len(bodies) != 1 or any(r is None for r, _ in replies):
-            self.store.update(round_['round_id'], **dict(failed, **{reason_key: f'nodes disagree on the public {what}'}))
+            self.store.update(round_['round_id'],
+                              **dict(failed, **{reason_key: f'nodes disagree on the public {what}'}))
             return
         body = bodies.pop()
         signatures = {s.node_index: s.signature for r, _ in replies for s in r.signatures}

@@ -19,7 +19,7 @@ is one (``common.names``). ``due`` never plans more than ``MAX_OPEN_ROUNDS`` eit
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..common.errors import InputError
 from ..common.limits import MAX_SECONDS, ROUND_SLOTS
@@ -72,7 +72,7 @@ class PlannedRound:
 def planned(calendar, n):
     delivery_ms = calendar.start_ms + round(n * calendar.period_s * 1000)
     delivered_ms = calendar.start_ms + round((n + 1) * calendar.period_s * 1000)
-    start = datetime.fromtimestamp(delivery_ms / 1000, timezone.utc)
+    start = datetime.fromtimestamp(delivery_ms / 1000, UTC)
     settled = calendar.readings_deadline_after_s > 0
     return PlannedRound(f'{calendar.prefix}-{start.strftime("%Y%m%dT%H%M%S")}',
                         list(range(n * calendar.slots, (n + 1) * calendar.slots)),

@@ -157,7 +157,8 @@ def submit_orders(orders_path, broker, keys_dir, round_id='', client='submitter'
                           params_sha256={state.round_id: state.params.sha256()}, threshold=state.manifest.threshold)
     started = time.perf_counter()
     try:
-        outcome = submitter.submit_many(state.round_id, [(p, keys[p], values[i]) for i, p in enumerate(book.participants)],
+        outcome = submitter.submit_many(state.round_id,
+                                        [(p, keys[p], values[i]) for i, p in enumerate(book.participants)],
                                         workers, batch)
     finally:
         submitter.close()

@@ -165,7 +165,8 @@ def load_node_config(path):
         raise InputError(path, toml_key_line(text, 'nodes'), 'nodes', f'a deployment has 3..7 nodes, got {len(nodes)}')
     return NodeConfig(
         path=path,
-        index=get_value(path, text, node, 'index', int, check=lambda v: 0 <= v < len(nodes), what=f'0..{len(nodes) - 1}'),
+        index=get_value(path, text, node, 'index', int, check=lambda v: 0 <= v < len(nodes),
+                        what=f'0..{len(nodes) - 1}'),
         listen=get_value(path, text, node, 'listen', str, check=ADDRESS_RE.match, what='"host:port"'),
         data_dir=relative_path(path, get_value(path, text, node, 'data_dir', str, what='a directory')),
         keys=relative_path(path, get_value(path, text, node, 'keys', str, what='a directory')),

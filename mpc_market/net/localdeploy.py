@@ -56,7 +56,8 @@ class LocalDeployment:
         reaches node j > i (MPyC connects upwards) through a latency proxy (start_proxy). With
         metrics, the broker and every node serve GET /metrics on 127.0.0.1 (ports after the others)."""
         make_private_dir(self.dir)  # keys, configs, logs and every process's state: 0700 / 0600
-        hosts = ['127.0.0.1', 'localhost'] + ([netns_address(i, self.subnet) for i in range(self.nodes)] if self.netns else [])
+        hosts = ['127.0.0.1', 'localhost'] + (
+            [netns_address(i, self.subnet) for i in range(self.nodes)] if self.netns else [])
         keys.create_ca(self.keys)
         for i in range(self.nodes):
             keys.create_node(self.keys, i, hosts)
@@ -72,8 +73,8 @@ class LocalDeployment:
         else:
             broker_port, *ports = free_ports(count)
         grpc_hosts = [netns_address(i, self.subnet) if self.netns else '127.0.0.1' for i in range(self.nodes)]
-        grpc = [f'{h}:{p}' for h, p in zip(grpc_hosts, ports[:self.nodes])]
-        mpc = [f'{h}:{p}' for h, p in zip(grpc_hosts, ports[self.nodes:2 * self.nodes])]
+        grpc = [f'{h}:{p}' for h, p in zip(grpc_hosts, ports[:self.nodes], strict=True)]
+        mpc = [f'{h}:{p}' for h, p in zip(grpc_hosts, ports[self.nodes:2 * self.nodes], strict=True)]
         self.proxy_routes = []
         proxy_ports = iter(ports[2 * self.nodes:])
         views = [list(mpc) for _ in range(self.nodes)]  # node i's list of MPyC addresses
@@ -87,7 +88,7 @@ class LocalDeployment:
         self.broker_address = f'127.0.0.1:{broker_port}'
         if metrics:
             names = ['broker'] + [f'node{i}' for i in range(self.nodes)]
-            self.metrics = {name: f'127.0.0.1:{port}' for name, port in zip(names, ports[-len(names):])}
+            self.metrics = {name: f'127.0.0.1:{port}' for name, port in zip(names, ports[-len(names):], strict=True)}
         metrics_line = {name: f'metrics = "{address}"\n' for name, address in self.metrics.items()}
         # what participants trust about the nodes (not the broker's word): m, t, addresses, signing keys
         write_manifest(self.keys, manifest_from_keys(self.keys, [[address] for address in grpc]))
@@ -130,8 +131,8 @@ class LocalDeployment:
         self.offsets[name] = log.tell()
         prefix = ['ip', 'netns', 'exec', netns] if netns else []
         env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
-        self.procs[name] = subprocess.Popen(prefix + [sys.executable, *(module or ['-m', 'mpc_market', *argv])], stdout=log,
-                                            stderr=subprocess.STDOUT, cwd=self.dir, env=env)
+        self.procs[name] = subprocess.Popen(prefix + [sys.executable, *(module or ['-m', 'mpc_market', *argv])],
+                                            stdout=log, stderr=subprocess.STDOUT, cwd=self.dir, env=env)
         log.close()
         return self.procs[name]
 

@@ -138,7 +138,8 @@ def authenticate(envelope, signature, registry):
         if public_key is None:
             raise InvalidSignature
     except InvalidSignature:
-        raise NotAuthenticated(f'not authenticated: no valid signature of a registered {envelope.participant}') from None
+        raise NotAuthenticated(
+            f'not authenticated: no valid signature of a registered {envelope.participant}') from None
 
 
 

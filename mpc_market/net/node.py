@@ -42,7 +42,7 @@ from ..market.config import parse_config
 from ..rpc import market_pb2, market_pb2_grpc
 from . import metrics, sealed, tls
 from .admission import Admission
-from .messages import RESULT_KINDS, spec_problem, result_shares_bytes, results_request_bytes, seal_context
+from .messages import RESULT_KINDS, result_shares_bytes, results_request_bytes, seal_context, spec_problem
 from .node_intake import NodeService, RateLimiter, broker_only
 from .round_clearing import ClearingFailed, clear_round
 from .round_settlement import settle_round

@@ -137,9 +137,10 @@ class NodeService(market_pb2_grpc.NodeServicer):
         sign the receipts are unsigned: the batch's one signature covers them."""
         receipts = [self._receipt(r, e, accepted_ms, sign) for r, e in checked]
         errors = self.store.accept_many([(r.round_id, e.participant, kind, e.nonce, r.envelope, r.signature, r.package,
-                                          receipt.node_signature, e.seq) for (r, e), receipt in zip(checked, receipts)],
+                                          receipt.node_signature, e.seq)
+                                         for (r, e), receipt in zip(checked, receipts, strict=True)],
                                         at_ms=accepted_ms)
-        return [receipt if error is None else error for receipt, error in zip(receipts, errors)]
+        return [receipt if error is None else error for receipt, error in zip(receipts, errors, strict=True)]
 
     def _submit(self, request, context, kind):
         try:
@@ -178,7 +179,9 @@ class NodeService(market_pb2_grpc.NodeServicer):
             except Refused as exc:
                 outcomes.append(exc)
         accepted_ms = int(time.time() * 1000)
-        for position, outcome in zip(slots, self._store_batch(checked, kind, accepted_ms, sign=False) if checked else []):
+        for position, outcome in zip(slots,
+                                     self._store_batch(checked, kind, accepted_ms, sign=False) if checked else [],
+                                     strict=True):
             outcomes[position] = outcome
         if kind in ('order', 'readings'):
             metrics.count_submissions(kind, outcomes, lambda exc: status_of(exc).name)
@@ -205,7 +208,8 @@ class NodeService(market_pb2_grpc.NodeServicer):
         params, signature = self.signed_params(round_)
         return market_pb2.RoundState(params=params.to_json(), params_signatures=[
                                          market_pb2.NodeSignature(node_index=self.index, signature=signature)],
-                                     round_id=round_.round_id, state=getattr(market_pb2.RoundState, round_.state.upper()),
+                                     round_id=round_.round_id,
+                                     state=getattr(market_pb2.RoundState, round_.state.upper()),
                                      reason=round_.reason, gate_closure_unix_ms=round_.gate_closure_ms,
                                      accepted=self.store.count(round_.round_id), slots=round_.slots,
                                      market_toml=round_.market_toml, attempts=round_.attempts,
@@ -214,8 +218,8 @@ class NodeService(market_pb2_grpc.NodeServicer):
                                      settle_reason=round_.settle_reason, readings_open_unix_ms=round_.readings_open_ms,
                                      readings_deadline_unix_ms=round_.readings_deadline_ms, day=round_.day,
                                      # a round without settlement takes no readings: no second count per status poll
-                                     readings=self.store.count(round_.round_id, 'readings') if round_.readings_deadline_ms
-                                     else 0,
+                                     readings=self.store.count(round_.round_id, 'readings')
+                                     if round_.readings_deadline_ms else 0,
                                      settle_attempts=round_.settle_attempts, final=round_.final,
                                      settle_final=round_.settle_final)
 

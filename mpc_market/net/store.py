@@ -142,8 +142,9 @@ class SqliteStore:
         """(state, settlement, has a readings deadline, rounds) of a node's or the broker's rounds
         table, for the metrics (no round id)."""
         with self._lock:
-            return [(state, settlement, bool(deadline), count) for state, settlement, deadline, count in self._db.execute(
-                'SELECT state, settlement, readings_deadline_ms > 0, COUNT(*) FROM rounds GROUP BY 1, 2, 3')]
+            rows = self._db.execute(
+                'SELECT state, settlement, readings_deadline_ms > 0, COUNT(*) FROM rounds GROUP BY 1, 2, 3')
+            return [(state, settlement, bool(deadline), count) for state, settlement, deadline, count in rows]
 
 
 class Store(SqliteStore):
@@ -165,7 +166,8 @@ class Store(SqliteStore):
             if existing is not None:
                 return self.round(round_id, db)  # idempotent: a restarted broker may reopen
             db.execute('INSERT INTO rounds (round_id, slots, gate_closure_ms, market_toml, state, reason, created_ms, '
-                       'attempts, readings_open_ms, readings_deadline_ms, day) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)',
+                       'attempts, readings_open_ms, readings_deadline_ms, day) '
+                       'VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)',
                        (round_id, json.dumps(sorted(slots)), gate_closure_ms, market_toml, 'open', '', now_ms(),
                         readings_open_ms, readings_deadline_ms, day))
         return self.round(round_id)

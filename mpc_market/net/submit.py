@@ -93,21 +93,21 @@ class Submitter:
             raise SubmitError(f'no parameters signed by the nodes for round {round_id!r}') from None
         shares = ff.share_values(values, self.threshold, len(self.endpoints))
         out = []
-        for j, (participant, key) in enumerate(zip(participants, keys)):
+        for j, (participant, key) in enumerate(zip(participants, keys, strict=True)):
             packages = [np.ascontiguousarray(s[:, j]).astype('<u4').tobytes() for s in shares]
             envelope, signature = messages.seal(key, round_id, participant, packages, kind=kind,
                                                 params_sha256=params_sha256)
             body = envelope.to_json().encode()
             out.append((envelope, [market_pb2.Submission(round_id=round_id, participant=participant, envelope=body,
                                                          signature=signature, node_index=e.index, package=package)
-                                   for e, package in zip(self.endpoints, packages)]))
+                                   for e, package in zip(self.endpoints, packages, strict=True)]))
         return out
 
     def submit(self, round_id, participant, private_key, values, kind='order'):
         """Share values (slots, width) for one participant and deliver them; returns the receipts."""
         (envelope, requests), = self._requests(round_id, [participant], [private_key], values[None], kind)
         receipts = []
-        for endpoint, stub, request in zip(self.endpoints, self.stubs, requests):
+        for endpoint, stub, request in zip(self.endpoints, self.stubs, requests, strict=True):
             send = stub.SubmitOrder if kind == 'order' else stub.SubmitReadings
             try:
                 receipt = retry_when_busy(send, request, self.timeout)
@@ -125,9 +125,10 @@ class Submitter:
         prepared = self._requests(round_id, participants, keys, values, kind)
         batches = [market_pb2.SubmissionBatch(orders=[r[i] for _, r in prepared], kind=kind)
                    for i in range(len(self.stubs))]
-        calls = [stub.SubmitBatch.future(batch, timeout=self.timeout) for stub, batch in zip(self.stubs, batches)]
+        calls = [stub.SubmitBatch.future(batch, timeout=self.timeout)
+                 for stub, batch in zip(self.stubs, batches, strict=True)]
         outcome = {p: None for p in participants}
-        for endpoint, stub, batch, call in zip(self.endpoints, self.stubs, batches, calls):
+        for endpoint, stub, batch, call in zip(self.endpoints, self.stubs, batches, calls, strict=True):
             try:
                 try:
                     reply = call.result()
@@ -150,7 +151,7 @@ class Submitter:
         failed, accepted = {}, []
         if len(reply.outcomes) != len(participants) or reply.node_index != endpoint.index:
             return {p: f'{p}: node {endpoint.index} answered another batch' for p in participants}
-        for p, (envelope, _), item in zip(participants, prepared, reply.outcomes):
+        for p, (envelope, _), item in zip(participants, prepared, reply.outcomes, strict=True):
             if item.error:
                 failed[p] = f'{p}: node {endpoint.index} did not accept: {item.code}: {item.error}'
             elif (item.receipt.participant, item.receipt.nonce, item.receipt.package_sha256.hex()) != (

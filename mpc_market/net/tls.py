@@ -41,7 +41,8 @@ def read_ca(keys_dir: str) -> bytes:
 
 def server_credentials(keys_dir, subdir, name):
     """Server side of mutual TLS: our certificate, clients must present one from the CA."""
-    return grpc.ssl_server_credentials([(_read(keys_dir, subdir, f'{name}.key'), _read(keys_dir, subdir, f'{name}.pem'))],
+    return grpc.ssl_server_credentials([(_read(keys_dir, subdir, f'{name}.key'),
+                                         _read(keys_dir, subdir, f'{name}.pem'))],
                                        root_certificates=read_ca(keys_dir), require_client_auth=True)
 
 

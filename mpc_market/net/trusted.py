@@ -48,7 +48,7 @@ class TrustedRound:
     def endpoints(self) -> list[NodeEndpoint]:
         """Every node of the deployment, with the signing key its receipts must carry."""
         return [NodeEndpoint(i, address, key)
-                for i, (address, key) in enumerate(zip(self.addresses, self.manifest.verify_keys()))]
+                for i, (address, key) in enumerate(zip(self.addresses, self.manifest.verify_keys(), strict=True))]
 
     def open_for_orders(self) -> None:
         """Raise UntrustedRound unless the signed gate closure is still ahead (a replayed old state is not)."""

@@ -55,7 +55,8 @@ def plan_release(meters, feeder_map, min_cohort, max_meters):
         if len(members) > max_meters:
             reason = f'{len(members)} meters, above the key layout\'s max_meters {max_meters}'
         if reason:
-            release.refused.append({'feeder': feeder, 'zone': zone_of[feeder], 'meters': len(members), 'reason': reason})
+            release.refused.append({'feeder': feeder, 'zone': zone_of[feeder], 'meters': len(members),
+                                    'reason': reason})
             continue
         release.feeders[feeder] = members
         release.zones.setdefault(zone_of[feeder], []).append(feeder)

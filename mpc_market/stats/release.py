@@ -31,7 +31,7 @@ class GroupTotals:
 
     @property
     def net(self):
-        return [i - e for i, e in zip(self.imports, self.exports)]
+        return [i - e for i, e in zip(self.imports, self.exports, strict=True)]
 
 
 def load_bundle(path):
@@ -93,7 +93,8 @@ def decrypt_bundle(private_key, path, min_cohort=2):
         except (ValueError, TypeError, KeyError):
             raise InputError(path, line, 'ciphertexts', f'group {name}: malformed ciphertexts') from None
         if len(ciphertexts) != layout.ciphertexts or not all(public.valid_ciphertext(c) for c in ciphertexts):
-            raise InputError(path, line, 'ciphertexts', f'group {name}: not {layout.ciphertexts} ciphertexts of this key')
+            raise InputError(path, line, 'ciphertexts',
+                             f'group {name}: not {layout.ciphertexts} ciphertexts of this key')
         if meters < max(2, min_cohort) or meters > layout.max_meters:
             refused.append({'name': name, 'reason': f'{meters} meters is outside {max(2, min_cohort)}..'
                                                     f'{layout.max_meters}; not decrypting it'})

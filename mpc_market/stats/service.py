@@ -32,7 +32,6 @@ import os
 import sqlite3
 from dataclasses import dataclass
 
-
 from ..common.errors import InputError, Malformed, NotFound, NotPermitted, Refused, Replayed, WrongPhase
 from ..common.files import make_private_dir
 from ..common.textinput import refuse_unknown_keys, toml_key_line
@@ -174,7 +173,7 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
             parse_day(submission.day)
         except ValueError:
             raise Malformed(f'{submission.meter}: day {submission.day!r} is not YYYY-MM-DD') from None
-        latest = datetime.datetime.now(datetime.timezone.utc).date() + datetime.timedelta(days=1)
+        latest = datetime.datetime.now(datetime.UTC).date() + datetime.timedelta(days=1)
         if datetime.date.fromisoformat(submission.day) > latest:
             raise WrongPhase(f'{submission.meter}: day {submission.day} has not begun '
                            f'(the aggregator accepts days up to {latest}, UTC)')
@@ -194,7 +193,7 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
                 outcomes.append(None)
             except Refused as exc:
                 outcomes.append(exc)
-        for position, outcome in zip(positions, self.store.accept(checked) if checked else []):
+        for position, outcome in zip(positions, self.store.accept(checked) if checked else [], strict=True):
             outcomes[position] = outcome
         metrics.count_submissions('meter_day', outcomes, lambda exc: status_of(exc).name)
         return market_pb2.EncryptedDayOutcomes(outcomes=[
@@ -214,9 +213,9 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
         except ValueError:
             abort(context, Malformed(f'day {request.day!r} is not YYYY-MM-DD'), 'aggregator')
         day_end = datetime.datetime.combine(datetime.date.fromisoformat(request.day) + datetime.timedelta(days=1),
-                                            datetime.time(), datetime.timezone.utc)
+                                            datetime.time(), datetime.UTC)
         release_at = day_end + datetime.timedelta(hours=self.config.release_delay_h)
-        if datetime.datetime.now(datetime.timezone.utc) < release_at:
+        if datetime.datetime.now(datetime.UTC) < release_at:
             abort(context, WrongPhase(f'day {request.day} is released from {release_at:%Y-%m-%d %H:%M} UTC on '
                                       '(its readings may still come in)'), 'aggregator')
 

@@ -102,7 +102,8 @@ class EncryptedDay:
     def to_proto(self):
         return market_pb2.EncryptedDay(
             meter=self.meter, day=self.day, feeder=self.feeder, signature=self.signature,
-            keys=[market_pb2.KeyCiphertexts(key_id=k, ciphertexts=[_int_bytes(c) for c in cs]) for k, cs in self.blocks])
+            keys=[market_pb2.KeyCiphertexts(key_id=k, ciphertexts=[_int_bytes(c) for c in cs])
+                  for k, cs in self.blocks])
 
     @classmethod
     def from_proto(cls, message):

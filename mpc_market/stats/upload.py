@@ -26,7 +26,8 @@ def day_values(readings, rounds, layout, path):
     """{meter: [import per day slot] + [export per day slot]} of {(meter, slot): net_wh}."""
     day_slots = sorted({s for r in rounds for s in r.slots})
     if len(day_slots) != layout.slots:
-        raise InputError(path, 1, 'slot', f'the day has {len(day_slots)} slots, the operator keys expect {layout.slots}')
+        raise InputError(path, 1, 'slot',
+                         f'the day has {len(day_slots)} slots, the operator keys expect {layout.slots}')
     index = {s: i for i, s in enumerate(day_slots)}
     values = {}
     for (meter, slot), net in readings.items():

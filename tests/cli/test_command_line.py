@@ -125,7 +125,8 @@ def test_node_and_broker_files_refuse_an_unknown_key_with_a_hint(tmp_path):
     broker.write_text('[broker]\nlisten = "127.0.0.1:7300"\ndata_dir = "d"\nkeys = "k"\nmax_attempt = 3\n'
                       '[deployment]\nnodes = ["a:1", "b:2", "c:3"]\nmpc = ["a:4", "b:5", "c:6"]\n')
     result = cli('broker', '--config', broker)
-    assert result.returncode == 2 and 'max_attempt: unknown key in [broker]; did you mean max_attempts?' in result.stderr
+    assert result.returncode == 2
+    assert 'max_attempt: unknown key in [broker]; did you mean max_attempts?' in result.stderr
 
 
 @pytest.mark.parametrize('args', [('--version',), ('--help',), ('generate', '--participants', '3', '--slots', '4')])

@@ -172,7 +172,8 @@ def test_no_option_takes_an_unbounded_number():
 
 
 @pytest.mark.parametrize('parse, text, value', [
-    (bounded_int(3, 7), '7', 7), (bounded_int(3, 7), ' 3 ', 3), (bounded_int(0, SLOT_ID_MAX), str(SLOT_ID_MAX), SLOT_ID_MAX),
+    (bounded_int(3, 7), '7', 7), (bounded_int(3, 7), ' 3 ', 3),
+    (bounded_int(0, SLOT_ID_MAX), str(SLOT_ID_MAX), SLOT_ID_MAX),
     (bounded_seconds(0), '1.5', 1.5), (bounded_seconds(0), '.5', 0.5), (bounded_seconds(0), '1e3', 1000.0),
     (slot_list, '0-3,7', [0, 1, 2, 3, 7]), (slot_list, '46-49', [46, 47, 48, 49]), (slot_list, '5', [5]),
     (day_text, '2028-02-29', '2028-02-29'), (decimal_text, '0.010', '0.010'),
@@ -184,8 +185,9 @@ def test_bounded_options_accept(parse, text, value):
 @pytest.mark.parametrize('parse, text', [
     (bounded_int(3, 7), '8'), (bounded_int(3, 7), '2'), (bounded_int(3, 7), '٣'), (bounded_int(3, 7), '1_0'),
     (bounded_int(3, 7), '5.0'), (bounded_int(0, SLOT_ID_MAX), '9' * 5000), (bounded_int(3, 7), ''),
-    (bounded_seconds(0), 'nan'), (bounded_seconds(0), 'inf'), (bounded_seconds(0), '-inf'), (bounded_seconds(0), '1e999'),
-    (bounded_seconds(0), '1e300'), (bounded_seconds(0), '-0.5'), (bounded_seconds(0), '0x10'), (bounded_seconds(0), '١'),
+    (bounded_seconds(0), 'nan'), (bounded_seconds(0), 'inf'), (bounded_seconds(0), '-inf'),
+    (bounded_seconds(0), '1e999'), (bounded_seconds(0), '1e300'), (bounded_seconds(0), '-0.5'),
+    (bounded_seconds(0), '0x10'), (bounded_seconds(0), '١'),
     (slot_list, ''), (slot_list, ','), (slot_list, '-1'), (slot_list, '3-1'), (slot_list, '1,1'), (slot_list, '0-3,3'),
     (slot_list, '٠-٣'), (slot_list, '0-' + str(SLOT_ID_MAX)), (slot_list, str(SLOT_ID_MAX + 1)), (slot_list, '0-10000'),
     (day_text, '2026-13-45'), (day_text, '٢٠٢٦-١٢-٠١'), (day_text, '20261201'),

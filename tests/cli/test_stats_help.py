@@ -12,7 +12,7 @@ def test_stats_help_lists_every_step_with_a_line():
     result = cli('stats', '--help')
     assert result.returncode == 0
     listed = ' '.join(result.stdout.split('positional arguments:')[1].split('options:')[0].split())
-    for step, line in zip(STEPS, STEPS[1:] + ('',)):
+    for step, line in zip(STEPS, STEPS[1:] + ('',), strict=True):
         described = listed.split(f' {step} ', 1)[1].split(f' {line} ')[0] if line else listed.split(f' {step} ', 1)[1]
         assert len(described) > 20, (step, described)
 

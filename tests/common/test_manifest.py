@@ -88,7 +88,7 @@ def test_every_lie_of_a_broker_about_a_round_is_refused(deployment):
         "another round's state": (lie(other, round_id='r1'), 'signed the parameters of round'),
         'another round for the one asked': (other, 'answered with round'),
     }
-    for name, (shown, reason) in cases.items():
+    for shown, reason in cases.values():
         with pytest.raises(UntrustedRound, match=reason):
             trusted_round(shown, manifest, 'r1')
     # parameters signed by nodes of a 5-node deployment do not fit this 3-node manifest
@@ -125,7 +125,7 @@ def test_a_manifest_is_checked_strictly_and_refused_when_others_can_write_it(dep
                                            raw['nodes'][2]]),
         'an extra key': dict(raw, extra=1),
     }
-    for name, value in bad.items():
+    for value in bad.values():
         with pytest.raises(KeyFileError):
             Manifest.from_json(json.dumps(value))
     for text in ('[', '[]', '1', '"x"', '{"version": 1}', '[' * 100000):
@@ -145,7 +145,8 @@ def test_a_manifest_is_checked_strictly_and_refused_when_others_can_write_it(dep
 
 @settings(max_examples=200, deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)))
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=8), inner, max_size=4)))
 def test_any_json_is_a_manifest_or_a_key_file_error(value):
     try:
         Manifest.from_json(json.dumps(value))

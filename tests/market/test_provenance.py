@@ -77,7 +77,8 @@ def test_settle_records_the_readings_and_the_mechanism_used(community, tmp_path)
 
 
 def test_zoned_market_parameters_and_parties(tmp_path):
-    assert cli('generate', '--participants', '40', '--slots', '2', '--zones', '2', '--out', tmp_path / 'z').returncode == 0
+    assert cli('generate', '--participants', '40', '--slots', '2', '--zones', '2', '--out',
+               tmp_path / 'z').returncode == 0
     result = cli('clear', '--orders', tmp_path / 'z/orders.csv', '--config', tmp_path / 'z/market.toml',
                  '--out', tmp_path / 'out', '--engine', 'plain', '--quiet')
     assert result.returncode == 0, result.stderr

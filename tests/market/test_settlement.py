@@ -61,8 +61,8 @@ def test_no_trade_price_is_the_midpoint():
 def test_money_balances_and_signs(deviations, price2):
     outcome, amounts = settle_slot(deviations, price2, F, C)
     assert sum(amounts) == outcome.retailer_net  # participants' net payments are the retailer's income
-    assert all(a >= 0 if d > 0 else a <= 0 for d, a in zip(deviations, amounts))
-    assert all(a == 0 for d, a in zip(deviations, amounts) if d == 0)
+    assert all(a >= 0 if d > 0 else a <= 0 for d, a in zip(deviations, amounts, strict=True))
+    assert all(a == 0 for d, a in zip(deviations, amounts, strict=True) if d == 0)
     shorts = sum(1 for d in deviations if d > 0)
     longs = sum(1 for d in deviations if d < 0)
     assert -shorts - 1 <= outcome.residue <= longs + 1

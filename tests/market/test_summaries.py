@@ -16,7 +16,8 @@ SCHEMES = ('sdr', 'mmr', 'bill-sharing')
 def community(tmp_path_factory):
     root = tmp_path_factory.mktemp('summaries')
     assert cli('generate', '--participants', '40', '--slots', '4', '--out', root / 'one').returncode == 0
-    assert cli('generate', '--participants', '40', '--slots', '4', '--zones', '3', '--out', root / 'zoned').returncode == 0
+    assert cli('generate', '--participants', '40', '--slots', '4', '--zones', '3', '--out',
+               root / 'zoned').returncode == 0
     return root
 
 

@@ -38,8 +38,10 @@ def test_a_few_untradeable_orders_are_each_named(tmp_path):
     assert result.returncode == 0, result.stderr
     orders = tmp_path / 'orders.csv'
     assert warnings(result.stderr) == [
-        f'warning: {orders}:4: limit_price: h02 sell limit 0.2 is above the ceiling 0.139; order settled with the retailer',
-        f'warning: {orders}:5: limit_price: h03 buy limit 0.01 is below the floor 0.047; order settled with the retailer']
+        f'warning: {orders}:4: limit_price: h02 sell limit 0.2 is above the ceiling 0.139; '
+        'order settled with the retailer',
+        f'warning: {orders}:5: limit_price: h03 buy limit 0.01 is below the floor 0.047; '
+        'order settled with the retailer']
     (tmp_path / 'readings.csv').write_text('participant,slot,net_wh\nh00,0,100\nh01,0,-100\nh02,0,-100\nh03,0,50\n')
     result = cli('settle', '--orders', orders, '--readings', tmp_path / 'readings.csv', '--config',
                  tmp_path / 'market.toml', '--out', tmp_path / 'sdr', '--engine', 'plain', '--mechanism', 'sdr')

@@ -87,14 +87,14 @@ def check_merit_order(rng):
     levels = rng.choice([1, 2, 5, 11])
     entries = random_entries(rng, rng.randint(0, 25), levels)
     outcome, matched = rule.clear_slot(entries, levels)
-    sold = sum(m for m, (side, _, _) in zip(matched, entries) if side == 'sell')
-    bought = sum(m for m, (side, _, _) in zip(matched, entries) if side == 'buy')
+    sold = sum(m for m, (side, _, _) in zip(matched, entries, strict=True) if side == 'sell')
+    bought = sum(m for m, (side, _, _) in zip(matched, entries, strict=True) if side == 'buy')
     assert max(sold, bought) == outcome.traded_wh and abs(sold - bought) == outcome.residual_wh
     if outcome.level is None:
         assert matched == [0] * len(entries)
         return
     k = outcome.level
-    for m, (side, level, energy) in zip(matched, entries):
+    for m, (side, level, energy) in zip(matched, entries, strict=True):
         better, worse = (level < k, level > k) if side == 'sell' else (level > k, level < k)
         if better:
             assert m == energy                                    # B <= V: strictly better in full
@@ -105,8 +105,8 @@ def check_merit_order(rng):
     # the at-level orders of the long side share R = V - B: each floor(E*R/Q)
     for side in ('sell', 'buy'):
         at = [e for (s, lv, e) in entries if s == side and lv == k]
-        got = [m for m, (s, lv, _) in zip(matched, entries) if s == side and lv == k]
-        total = sum(m for m, (s, _, _) in zip(matched, entries) if s == side)
+        got = [m for m, (s, lv, _) in zip(matched, entries, strict=True) if s == side and lv == k]
+        total = sum(m for m, (s, _, _) in zip(matched, entries, strict=True) if s == side)
         better_total = total - sum(got)
         remaining, quantity = outcome.traded_wh - better_total, sum(at)
         if quantity and (sold if side == 'sell' else bought) == outcome.traded_wh - outcome.residual_wh:
@@ -123,20 +123,20 @@ def check_zoned(rng):
     fee = rng.choice([0, 1, 2])
     entries = [e + (rng.choice(zones),) for e in random_entries(rng, rng.randint(0, 25), levels)]
     local, cross, first, second = rule.clear_zoned_slot(entries, zones, levels, fee)
-    for zone, outcome in zip(zones, local):
+    for zone, outcome in zip(zones, local, strict=True):
         members = [i for i, e in enumerate(entries) if e[3] == zone]
         alone, matched = rule.clear_slot([entries[i][:3] for i in members], levels)
         assert alone == outcome and matched == [first[i] for i in members]   # stage 1 is the zone alone
     sides = {}
-    for (side, level, energy, zone), m1, m2 in zip(entries, first, second):
+    for (side, level, energy, zone), m1, m2 in zip(entries, first, second, strict=True):
         assert 0 <= m1 + m2 <= energy
         if m2:
             sides.setdefault(zone, set()).add(side)
             if side == 'buy':
                 assert level - fee >= cross.level                           # the fee lowers the buy limit
     assert all(len(s) == 1 for s in sides.values())                        # every stage-2 trade crosses zones
-    sold = sum(m for m, e in zip(second, entries) if e[0] == 'sell')
-    bought = sum(m for m, e in zip(second, entries) if e[0] == 'buy')
+    sold = sum(m for m, e in zip(second, entries, strict=True) if e[0] == 'sell')
+    bought = sum(m for m, e in zip(second, entries, strict=True) if e[0] == 'buy')
     assert max(sold, bought) == cross.traded_wh and abs(sold - bought) == cross.residual_wh
 
 
@@ -145,8 +145,8 @@ def test_a_scheme_on_a_zoned_market_file_ignores_the_zones():
     assert (config.mechanism, config.zoned, config.fee_units, config.zone_of) == ('sdr', False, 0, {})
 
 
-@pytest.mark.parametrize('text', [BASE, BASE + 'mechanism = "mmr"\n', BASE + '[zones]\n', '# c\n' + BASE + 'zones = true\n'
-                                  '[zones]\na = ["p"]\n'])
+@pytest.mark.parametrize('text', [BASE, BASE + 'mechanism = "mmr"\n', BASE + '[zones]\n',
+                                  '# c\n' + BASE + 'zones = true\n[zones]\na = ["p"]\n'])
 def test_with_mechanism_sets_the_round_mechanism(text):
     from mpc_market.market.config import with_mechanism
     text = text.replace('[zones]\n', '') if 'zones = true' not in text else text

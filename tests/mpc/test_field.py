@@ -45,7 +45,7 @@ def test_lincomb_and_sums_match_big_int_arithmetic():
     shares = ff.share_values(np.random.default_rng(2).integers(0, 70000, size=(25, 33)), 1, 3)[1]
     coefficients = [[rng.randrange(ff.MODULUS) for _ in range(33)] for _ in range(3)]
     ints = ff.to_ints(shares)
-    expected = np.array([[sum(int(a) * c for a, c in zip(row, cv)) % ff.MODULUS for cv in coefficients]
+    expected = np.array([[sum(int(a) * c for a, c in zip(row, cv, strict=True)) % ff.MODULUS for cv in coefficients]
                          for row in ints], dtype=object)
     assert (ff.lincomb(shares, coefficients) == expected).all()
     assert (ff.sum_rows(shares, axis=0) == ints.sum(axis=0) % ff.MODULUS).all()

@@ -3,7 +3,7 @@ whose rounds open, close and clear by the clock across a broker kill and restart
 
 import signal
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -18,7 +18,7 @@ DAY_MS = 86_400_000
 
 
 def test_a_daily_day_ahead_calendar():
-    start = int(datetime(2026, 12, 1, tzinfo=timezone.utc).timestamp() * 1000)
+    start = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp() * 1000)
     calendar = Calendar('market.toml', start, 86400, 96, 36 * 3600, 12 * 3600)
     first = planned(calendar, 0)
     assert first.round_id == 'cal-20261201T000000' and first.slots == list(range(96))
@@ -33,12 +33,13 @@ def test_a_daily_day_ahead_calendar():
 
 GOOD = ('market = "m.toml"\nstart = 2026-12-01T00:00:00Z\nperiod_s = 60\nslots = 4\nopen_before_s = 5\n'
         'gate_closure_before_s = 1\n')
-BROKER_HEAD = '[broker]\nlisten = "127.0.0.1:1"\ndata_dir = "b"\nkeys = "k"\n[deployment]\nnodes = ["a:1", "b:2", "c:3"]\n'
+BROKER_HEAD = ('[broker]\nlisten = "127.0.0.1:1"\ndata_dir = "b"\nkeys = "k"\n'
+               '[deployment]\nnodes = ["a:1", "b:2", "c:3"]\n')
 
 
 @pytest.mark.parametrize('calendar, line, key', [
-    ('market = "m.toml"\nstart = "yesterday"\nperiod_s = 60\nslots = 4\nopen_before_s = 50\ngate_closure_before_s = 5\n',
-     9, 'start'),
+    ('market = "m.toml"\nstart = "yesterday"\nperiod_s = 60\nslots = 4\nopen_before_s = 50\n'
+     'gate_closure_before_s = 5\n', 9, 'start'),
     ('market = "m.toml"\nstart = 2026-12-01T00:00:00Z\nperiod_s = 60\nslots = 4\nopen_before_s = 5\n'
      'gate_closure_before_s = 5\n', 13, 'gate_closure_before_s'),
     ('market = "m.toml"\nstart = 2026-12-01T00:00:00Z\nperiod_s = 0\nslots = 4\nopen_before_s = 5\n'
@@ -89,7 +90,7 @@ def test_the_longest_prefix_makes_ids_the_nodes_accept(tmp_path):
     (tmp_path / 'm.toml').write_text(MARKET)
     (tmp_path / 'broker.toml').write_text(BROKER_HEAD + '[calendar]\n' + GOOD + f'prefix = "{"p" * 48}"\n')
     calendar = load_broker_config(str(tmp_path / 'broker.toml')).calendar
-    late = planned(calendar, int(datetime(9999, 12, 31, tzinfo=timezone.utc).timestamp() * 1000 - calendar.start_ms)
+    late = planned(calendar, int(datetime(9999, 12, 31, tzinfo=UTC).timestamp() * 1000 - calendar.start_ms)
                    // 60_000)
     assert late.round_id.endswith('-99991231T000000') and len(late.round_id) == 64 and is_name(late.round_id)
 
@@ -97,7 +98,7 @@ def test_the_longest_prefix_makes_ids_the_nodes_accept(tmp_path):
 def test_a_tick_plans_a_bounded_number_of_rounds():
     """A calendar built in code (not loaded) with a 10 ms period: one tick used to plan a round per
     period of the whole open window (here 360,000); it now plans at most MAX_OPEN_ROUNDS."""
-    start = int(datetime(2026, 12, 1, tzinfo=timezone.utc).timestamp() * 1000)
+    start = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp() * 1000)
     calendar = Calendar('market.toml', start, 0.01, 4, 3600, 0)
     started = time.monotonic()
     rounds_now = due(calendar, start - 1000)
@@ -118,7 +119,7 @@ def test_calendar_rounds_open_close_and_clear_across_a_broker_restart(tmp_path):
     participants = ['p0', 'p1', 'p2', 'p3']
     d = LocalDeployment(str(tmp_path / 'dep')).create(participants, node_options={'clearing_timeout_s': 120})
     (tmp_path / 'dep' / 'market.toml').write_text(MARKET)
-    start = datetime.fromtimestamp(time.time() + 16, timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+    start = datetime.fromtimestamp(time.time() + 16, UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
     with open(d.broker_config, 'a') as f:
         f.write(f'\n[calendar]\nmarket = "market.toml"\nstart = {start}\nperiod_s = 20\nslots = 2\n'
                 'open_before_s = 19\ngate_closure_before_s = 5\n')

@@ -76,7 +76,8 @@ def test_seed_cases_one_and_two_in_deployment_rounds(market):
     matched = {}
     for p in m.participants:
         m.client('results', '--participant', p, '--round', 'r2', '--orders', m.orders, '--out', m.dir / 'r2')
-        matched.update({p: int(r['matched_wh']) for r in read_rows(m.dir / 'r2' / f'{p}.csv') if r['slot'] == '0'})
+        # one order per participant in slot 0: the unpacking fails if there were more or none
+        (matched[p],) = [int(r['matched_wh']) for r in read_rows(m.dir / 'r2' / f'{p}.csv') if r['slot'] == '0']
     assert matched == {'P2': 140, 'P3': 200, 'P4': 100, 'P5': 40}
 
 
@@ -202,7 +203,8 @@ def test_rejections_by_running_nodes_and_broker(market, tmp_path):
     keys.create_ca(other)
     keys.create_client(other, 'submitter')
     os.replace(os.path.join(other, 'ca', 'ca.pem'), os.path.join(other, 'ca', 'ours.pem'))
-    with open(os.path.join(m.keys, 'ca', 'ca.pem'), 'rb') as src, open(os.path.join(other, 'ca', 'ca.pem'), 'wb') as dst:
+    with (open(os.path.join(m.keys, 'ca', 'ca.pem'), 'rb') as src,
+          open(os.path.join(other, 'ca', 'ca.pem'), 'wb') as dst):
         dst.write(src.read())  # trusts our servers, but presents a foreign client certificate
     with pytest.raises(grpc.RpcError) as err:
         _node_stub(m, 0, keys_dir=other).RoundStatus(market_pb2.RoundRef(round_id='r1'), timeout=10)

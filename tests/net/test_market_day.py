@@ -76,7 +76,8 @@ def tamper_readings_for(monkeypatch, participant, node):
 
 
 def local_settle(tmp_path, name, orders, readings, mechanism):
-    orders_path, readings_path, out = tmp_path / f'{name}-orders.csv', tmp_path / f'{name}-readings.csv', tmp_path / name
+    orders_path, readings_path = tmp_path / f'{name}-orders.csv', tmp_path / f'{name}-readings.csv'
+    out = tmp_path / name
     write_orders(str(orders_path), orders)
     write_readings(readings_path, readings)
     cli('settle', '--engine', 'plain', '--orders', orders_path, '--readings', readings_path, '--config',
@@ -85,10 +86,10 @@ def local_settle(tmp_path, name, orders, readings, mechanism):
 
 
 def test_two_calendar_days_settle_to_the_local_bills_and_the_dso_sums(tmp_path, monkeypatch):
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     if (now + datetime.timedelta(seconds=120)).date() != now.date():  # both rounds deliver on one UTC day
         time.sleep((datetime.datetime.combine(now.date() + datetime.timedelta(days=1), datetime.time(),
-                                              datetime.timezone.utc) - now).total_seconds() + 1)
+                                              datetime.UTC) - now).total_seconds() + 1)
     rng = random.Random(21)
     day1 = random_orders(rng, len(PARTICIPANTS))                                  # slots 0-3
     day2 = [(p, s + 4, side, e, lim) for p, s, side, e, lim in random_orders(rng, len(PARTICIPANTS))]
@@ -110,7 +111,7 @@ def test_two_calendar_days_settle_to_the_local_bills_and_the_dso_sums(tmp_path, 
     (tmp_path / 'aggregator.toml').write_text(
         f'[aggregator]\nlisten = "{aggregator}"\ndata_dir = "agg"\nkeys = "dep/keys"\nfeeders = "feeders.csv"\n'
         'public_keys = ["op/dso.pub.json"]\nmin_cohort = 3\n')
-    start = datetime.datetime.fromtimestamp(time.time() + 16, datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+    start = datetime.datetime.fromtimestamp(time.time() + 16, datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
     with open(d.broker_config, 'a') as f:
         f.write(f'\n[calendar]\nmarket = "market.toml"\nmechanism = ["double-auction", "sdr"]\nstart = {start}\n'
                 f'period_s = {PERIOD_S}\nslots = 4\nopen_before_s = 35\ngate_closure_before_s = 6\n'

@@ -62,7 +62,8 @@ def test_metrics_of_a_deployment_move_during_a_round_and_name_nobody(tmp_path):
         market.submit_individually(market.participants, ROUND)
         # refusals by reason: a garbage submission, round status asked by a participant's client
         node0_address = load_node_config(market.deployment.node_config(0)).listen
-        channel = tls.secure_channel(node0_address, tls.client_credentials(market.keys, 'clients', 'submitter'), 'node0')
+        channel = tls.secure_channel(node0_address, tls.client_credentials(market.keys, 'clients', 'submitter'),
+                                     'node0')
         stub = market_pb2_grpc.NodeStub(channel)
         with pytest.raises(grpc.RpcError) as garbage:
             stub.SubmitOrder(market_pb2.Submission(round_id=ROUND, participant=market.participants[0],
@@ -247,7 +248,8 @@ def test_log_lines_are_iso_utc_single_lines_and_json_on_request():
     log = logging.getLogger('mpc_market.node')
     try:
         log.debug('not written')
-        log.warning('round %s: clearing failed: %s', 'r1', 'node 1 said\nforged line', extra=logs.event('r1', 'clearing'))
+        log.warning('round %s: clearing failed: %s', 'r1', 'node 1 said\nforged line',
+                    extra=logs.event('r1', 'clearing'))
         try:
             raise ValueError('boom')
         except ValueError:

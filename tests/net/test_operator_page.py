@@ -134,7 +134,8 @@ def test_the_console_shows_settled_double_auction_sdr_and_zoned_rounds_in_a_brow
     snapshot = json.loads(fetch(url + 'rounds.json')[2])
     by_id = {r['round_id']: r for r in snapshot['rounds']}
     assert [r['round_id'] for r in snapshot['rounds']] == ['r4', 'r3', 'r2', 'r1']  # newest first
-    assert {k: r['phase'] for k, r in by_id.items()} == {'r1': 'settled', 'r2': 'settled', 'r3': 'settled', 'r4': 'open'}
+    assert {k: r['phase'] for k, r in by_id.items()} == {'r1': 'settled', 'r2': 'settled', 'r3': 'settled',
+                                                         'r4': 'open'}
     for rid in ('r1', 'r2', 'r3'):
         settlement = by_id[rid]['settlement']
         assert settlement['settled'] == 12 and settlement['signatures'] == 3 and settlement['invalid_readings'] == 0
@@ -156,7 +157,8 @@ def test_the_console_shows_settled_double_auction_sdr_and_zoned_rounds_in_a_brow
     # zoned: every zone's price and volume, the cross-zone auction and the network fees
     r3 = by_id['r3']['results']
     assert r3['kind'] == 'zoned' and by_id['r3']['market']['zones'] == ['north', 'south']
-    shown = {(s['slot'], f'zone:{z["zone"]}'): (z['price'] or '', z['traded_wh']) for s in r3['slots'] for z in s['zones']}
+    shown = {(s['slot'], f'zone:{z["zone"]}'): (z['price'] or '', z['traded_wh'])
+             for s in r3['slots'] for z in s['zones']}
     shown.update({(s['slot'], 'cross'): (s['cross']['price'] or '', s['cross']['traded_wh']) for s in r3['slots']})
     assert shown == {(int(r['slot']), r['market']): (r['price'], int(r['traded_wh'])) for r in zoned_public
                      if r['market'] != 'network-operator'}
@@ -188,7 +190,8 @@ def test_the_console_shows_settled_double_auction_sdr_and_zoned_rounds_in_a_brow
     assert fetch(url, 'POST')[0] == 405 and fetch(url + 'x')[0] == 404 and fetch(url + '../etc/passwd')[0] == 404
     assert fetch(url + 'round/r9')[0] == 404 and fetch(url + '?page=2')[0] == 404
     status, _, scraped = fetch(url + 'metrics')  # the broker's metrics, mounted on its console
-    assert status == 200 and 'mpc_market_' in scraped and not any(re.search(rf'\b{p}\b', scraped) for p in m.participants)
+    assert status == 200 and 'mpc_market_' in scraped
+    assert not any(re.search(rf'\b{p}\b', scraped) for p in m.participants)
 
 
 # -- the console on a store of given rounds ------------------------------------------------------
@@ -328,7 +331,7 @@ def test_the_price_axis_starts_at_zero_with_units_and_slot_times():
     low = webview.chart('p', [0], [webview.Series('x', '#000', (0.05,))], 'price', 'u', y_low=-0.05)
     assert '-0.05' in low
     assert webview._energy_unit(25_000) == (1000, 'kWh') and webview._energy_unit(900) == (1, 'Wh')
-    assert webview.slot_start(0) == '00:00' and webview.slot_start(95) == '23:45' and webview.slot_start(97) == '00:15 +1d'
+    assert (webview.slot_start(0), webview.slot_start(95), webview.slot_start(97)) == ('00:00', '23:45', '00:15 +1d')
 
 
 def many_rounds(count):

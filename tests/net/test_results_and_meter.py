@@ -22,7 +22,7 @@ from tests.stats.test_service import start_aggregator
 from helpers import Market, cli, read_rows, write_orders
 
 pytestmark = [pytest.mark.deployment, pytest.mark.slow]
-DAY = datetime.datetime.now(datetime.timezone.utc).date().isoformat()  # the aggregator takes days up to tomorrow
+DAY = datetime.datetime.now(datetime.UTC).date().isoformat()  # the aggregator takes days up to tomorrow
 UNTRADEABLE = 'p00'  # random_orders gives p00 a sell above the ceiling: settled with the retailer
 
 

@@ -33,7 +33,8 @@ def test_generated_stubs_are_current(tmp_path):
             drop_json_names(message.nested_type)
     drop_json_names(fresh.message_type)
     assert fresh.SerializeToString() == market_pb2.DESCRIPTOR.serialized_pb, \
-        'protos/ changed: regenerate with python -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. ' + PROTO
+        'protos/ changed: regenerate with python -m grpc_tools.protoc -Iprotos --python_out=. ' \
+        '--grpc_python_out=. ' + PROTO
 
     def without_versions(text):
         return re.sub(r".*(VERSION|Version).*\n", '', text)
@@ -56,7 +57,8 @@ def tls_server(tmp_path_factory):
         keys.create_node(d, i)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     market_pb2_grpc.add_NodeServicer_to_server(StatusOnlyNode(), server)
-    credentials = grpc.ssl_server_credentials([(read_bytes(d, 'nodes', 'node0.key'), read_bytes(d, 'nodes', 'node0.pem'))],
+    credentials = grpc.ssl_server_credentials([(read_bytes(d, 'nodes', 'node0.key'),
+                                                read_bytes(d, 'nodes', 'node0.pem'))],
                                               root_certificates=read_bytes(d, 'ca', 'ca.pem'), require_client_auth=True)
     port = server.add_secure_port('127.0.0.1:0', credentials)
     server.start()

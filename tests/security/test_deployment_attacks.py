@@ -24,7 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.deployment]
 def _node_as(m, index, keys_subdir, name):
     """A stub for node index, connecting with any certificate of the deployment (a node's too)."""
 
-    credentials = grpc.ssl_channel_credentials(read_bytes(m.keys, 'ca', 'ca.pem'), read_bytes(m.keys, keys_subdir, f'{name}.key'),
+    credentials = grpc.ssl_channel_credentials(read_bytes(m.keys, 'ca', 'ca.pem'),
+                                               read_bytes(m.keys, keys_subdir, f'{name}.key'),
                                                read_bytes(m.keys, keys_subdir, f'{name}.pem'))
     address = BrokerClient(m.broker, m.keys).status('r1').node_addresses[index]
     return market_pb2_grpc.NodeStub(secure_channel(address, credentials, f'node{index}'))
@@ -56,7 +57,7 @@ def _stored_shares(m, index, participant):
 
 
 def _assert_private(root):
-    for directory, dirs, files in os.walk(root):
+    for directory, _dirs, files in os.walk(root):
         assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700, directory
         for name in files:
             path = os.path.join(directory, name)

@@ -282,7 +282,8 @@ def test_every_number_and_day_on_the_command_line_is_bounded(tmp_path, name):
     assert 'Traceback' not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if 'error:' in line]
     usage = [line for line in proc.stderr.splitlines() if line not in errors]
-    assert len(errors) == 1 and (f'argument {option}' in errors[0] or f'error: --{option.lstrip("-")}:' in errors[0]), proc.stderr
+    assert len(errors) == 1, proc.stderr
+    assert f'argument {option}' in errors[0] or f'error: --{option.lstrip("-")}:' in errors[0], proc.stderr
     assert all(line.startswith(('usage: ', ' ')) for line in usage), usage  # argparse's usage, nothing else
     assert 'no-keys' not in errors[0] and NOBODY not in errors[0]  # about the argument, not keys or network
     assert os.listdir(tmp_path) == []  # nothing written

@@ -23,7 +23,6 @@ from mpc_market.market.config import MarketConfig
 from mpc_market.market.orders import Order
 from mpc_market.market.plain import clear_plain
 from mpc_market.mpc.jobs import JobDir, job_spec
-from mpc_market.mpc.supervisor import PartyProcess
 from mpc_market.mpc.local import (
     free_ports,
     mark_ready,
@@ -33,6 +32,7 @@ from mpc_market.mpc.local import (
     share_book,
     wait_nodes,
 )
+from mpc_market.mpc.supervisor import PartyProcess
 
 pytestmark = [pytest.mark.slow]
 

@@ -119,7 +119,7 @@ def test_3072_bit_keys_work(tmp_path):
     products = [1] * public.layout.ciphertexts
     for values in days:
         public.add(products, public.encrypt_values(values))
-    sums = [sum(col) for col in zip(*days)]
+    sums = [sum(col) for col in zip(*days, strict=True)]
     assert public.layout.unpack([private.decrypt(c) for c in products]) == (sums, False)
 
 
@@ -287,7 +287,8 @@ def test_residual_risk_a_negative_reading_is_not_detected(world, tmp_path):
             plaintexts = [(p - dso.layout.pack([30] * dso.layout.values)[k]) % dso.n for k, p in enumerate(plaintexts)]
         sub = EncryptedDay(f'b{i}', DAY, 'F2', ((dso.key_id, tuple(dso.encrypt(p) for p in plaintexts)),))
         aggregator.accept(sub.signed(meter_key(world, f'b{i}')))
-    bundle, totals = decrypt_bundle(world['private'][dso.key_id], bundle_file(tmp_path, aggregator.release()[dso.key_id]))
+    bundle, totals = decrypt_bundle(world['private'][dso.key_id],
+                                    bundle_file(tmp_path, aggregator.release()[dso.key_id]))
     assert bundle['refused_at_decryption'] == [] and totals[0].imports == [20] * SLOTS   # 50 - 30: undetected
 
 
@@ -304,7 +305,8 @@ def test_noise_is_bounded_and_removed_by_the_bias(world, tmp_path):
     assert bundle['noise']['epsilon_per_meter_day'] == str(2 * SLOTS * 2)
     _, noisy = decrypt_bundle(world['private'][dso.key_id], bundle_file(tmp_path, bundle))
     exact = plain_totals(days, FEEDERS, 5, 'feeder', dso.layout)
-    deltas = [n - e for g, h in zip(noisy, exact) for n, e in zip(g.imports + g.exports, h.imports + h.exports)]
+    deltas = [n - e for g, h in zip(noisy, exact, strict=True) for n,
+              e in zip(g.imports + g.exports, h.imports + h.exports, strict=True)]
     assert all(abs(d) <= noise.bias for d in deltas) and any(deltas)
     with pytest.raises(ValueError, match='guard_bits'):
         aggregator.release(dp.Noise(dp.parse_epsilon('0.0001'), MAX_WH))

@@ -14,10 +14,10 @@ import pytest
 from mpc_market.mpc.local import free_ports
 from mpc_market.net.tls import client_credentials, secure_channel
 from mpc_market.rpc import market_pb2, market_pb2_grpc
-
-from helpers import cli
 from tests.net.test_metrics import leaks, scrape, value
 from tests.stats.test_service import DAY, FEEDERS, LATE, deployment, encrypt, fetch  # noqa: F401 - the fixture
+
+from helpers import cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.deployment]
 

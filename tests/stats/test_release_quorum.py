@@ -18,7 +18,7 @@ from mpc_market.stats.submission import encrypt_day
 
 from helpers import cli
 
-DAY = (datetime.datetime.now(datetime.timezone.utc).date() - datetime.timedelta(days=1)).isoformat()
+DAY = (datetime.datetime.now(datetime.UTC).date() - datetime.timedelta(days=1)).isoformat()
 SLOTS = 4
 FEEDERS = {**{f'a{i}': ('F1', 'Z1') for i in range(5)}, **{f'b{i}': ('F2', 'Z1') for i in range(3)}}
 
