@@ -25,6 +25,7 @@ The names below are the public API (see ``docs/api.md`` and ``examples/``)::
 """
 
 import importlib
+from typing import Any
 
 # name -> module: imported on first use, so a node process that imports mpc_market.mpc.node does not
 # pay for the API, the statistics and their dependencies (PEP 562)
@@ -48,7 +49,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:  # the lazily imported export (any of them)
     if name not in _EXPORTS:
         raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
     module, _, attribute = _EXPORTS[name].partition(':')
@@ -57,7 +58,7 @@ def __getattr__(name):
     return value
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 

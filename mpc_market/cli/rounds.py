@@ -118,7 +118,7 @@ def cmd_round(args: argparse.Namespace) -> int:
         broker.close()
 
 
-def add_parsers(sub: argparse._SubParsersAction, formatter: type) -> None:
+def add_parsers(sub: argparse._SubParsersAction, formatter: type[argparse.HelpFormatter]) -> None:
     """Add `round` and its subcommands.
 
     Args:

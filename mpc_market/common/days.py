@@ -17,7 +17,7 @@ DAY_RE = re.compile(r'[0-9]{4}-[0-9]{2}-[0-9]{2}', re.ASCII)
 DAY_RULE = 'a calendar date YYYY-MM-DD (ASCII digits)'
 
 
-def parse_day(text: str) -> datetime.date:
+def parse_day(text: object) -> datetime.date:
     """The date a day's text names.
 
     Args:

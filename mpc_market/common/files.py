@@ -18,11 +18,11 @@ from .errors import KeyFileError
 __all__ = ['make_private_dir', 'check_not_writable_by_others']
 
 
-def make_private_dir(path):
+def make_private_dir(path: str) -> str:
     """Create path (0700) if needed, set umask 077, and make everything under it 0700/0600."""
     os.umask(0o077)
     os.makedirs(path, mode=0o700, exist_ok=True)
-    for root, dirs, files in os.walk(path):
+    for root, _dirs, files in os.walk(path):
         os.chmod(root, 0o700)
         for name in files:
             full = os.path.join(root, name)

@@ -89,7 +89,7 @@ class Manifest:
             KeyFileError: malformed JSON, unknown or missing keys, a count, threshold, name, address or key
                 that is not what a deployment can have.
         """
-        def bad(message):
+        def bad(message: str) -> KeyFileError:
             return KeyFileError(f'{where}: {message}')
         if len(text) > MAX_MANIFEST_BYTES:
             raise bad('larger than a manifest can be')
@@ -144,7 +144,7 @@ class Manifest:
         """
         if len(named) != self.m:
             raise KeyFileError(f'{what} names {len(named)} nodes; the deployment manifest has m = {self.m}')
-        for node, address in zip(self.nodes, named):
+        for node, address in zip(self.nodes, named, strict=True):
             if address not in node.addresses:
                 raise KeyFileError(f'{what} names {str(address)[:80]!r} as node {node.index}; the deployment '
                                    f'manifest pins {", ".join(node.addresses)}')
@@ -167,7 +167,7 @@ def manifest_from_keys(keys_dir: str, addresses: list[list[str]]) -> Manifest:
         raise KeyFileError(f'a deployment has {MIN_NODES}..{MAX_NODES} nodes, not {len(addresses)}')
     keys = load_node_verify_keys(keys_dir, len(addresses))
     nodes = tuple(ManifestNode(i, f'node{i}', tuple(check_address(a) for a in node_addresses), public_key_hex(key))
-                  for i, (node_addresses, key) in enumerate(zip(addresses, keys)))
+                  for i, (node_addresses, key) in enumerate(zip(addresses, keys, strict=True)))
     manifest = Manifest(nodes, (len(nodes) - 1) // 2)
     return Manifest.from_json(manifest.to_json())  # the same checks as any loaded manifest
 

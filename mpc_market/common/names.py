@@ -9,6 +9,7 @@ path (run directories are named by a hash).
 
 import hashlib
 import re
+from typing import TypeGuard
 
 from .errors import BadParameter
 
@@ -18,17 +19,17 @@ NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
 NAME_RULE = '1-64 of [A-Za-z0-9_.-], starting with a letter or digit'
 
 
-def is_name(value):
+def is_name(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and NAME_RE.fullmatch(value) is not None
 
 
-def check_name(kind, value):
+def check_name(kind: str, value: object) -> str:
     """value if it is a valid name, else BadParameter (a ValueError) naming kind and the rule."""
     if not is_name(value):
         raise BadParameter('name', f'{kind} {str(value)[:80]!r} is not a valid name ({NAME_RULE})')
     return value
 
 
-def path_token(name):
+def path_token(name: str) -> str:
     """A file-name-safe token for a name (its hash), for directories keyed by untrusted names."""
     return hashlib.sha256(name.encode()).hexdigest()[:24]

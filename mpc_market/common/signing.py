@@ -5,7 +5,7 @@ import json
 import re
 
 
-def canonical_bytes(domain, fields):
+def canonical_bytes(domain: bytes, fields: object) -> bytes:
     """What gets signed: a domain separator and the canonical JSON of the fields."""
     return domain + json.dumps(fields, sort_keys=True, separators=(',', ':')).encode()
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -31,7 +32,7 @@ class Order:
 
 
 
-def _parse_order(path, line, row, config):
+def _parse_order(path: str, line: int, row: Mapping[str, object], config: MarketConfig) -> Order:
     participant, slot = parse_participant_slot(path, line, row)
     side = row['side']
     if side not in ('buy', 'sell'):
@@ -55,7 +56,7 @@ def _parse_order(path, line, row, config):
 
 
 
-def _json_rows(path, text):
+def _json_rows(path: str, text: str) -> Iterator[tuple[int, dict]]:
     decoder = json.JSONDecoder(parse_float=Decimal)
     pos = len(text) - len(text.lstrip())
     if not text.startswith('[', pos):
@@ -95,7 +96,7 @@ def load_orders(path: str, config: MarketConfig) -> list[Order]:
     is_json = str(path).lower().endswith('.json') or text.lstrip().startswith('[')
     rows = _json_rows(path, text) if is_json else csv_records(path, text, ORDER_COLUMNS)
     orders = []
-    seen = {}
+    seen: dict[tuple[str, int], int] = {}  # (participant, slot) -> first line
     for line, row in rows:
         order = _parse_order(path, line, row, config)
         key = (order.participant, order.slot)
@@ -116,11 +117,13 @@ def resolve_zones(path: str, config: MarketConfig, orders: list[Order]) -> dict[
     """
     if not config.zoned:
         return {}
-    zone_of, first_line = {}, {}
+    zone_of: dict[str, str] = {}
+    first_line: dict[str, int] = {}
     for o in orders:
         zone = o.zone or config.zone_of.get(o.participant)
         if zone is None:
-            raise InputError(path, o.line, 'zone', f'{o.participant} has no zone (zone column or [zones] in the market)')
+            raise InputError(path, o.line, 'zone',
+                             f'{o.participant} has no zone (zone column or [zones] in the market)')
         if config.zone_of.get(o.participant, zone) != zone:
             raise InputError(path, o.line, 'zone', f'{o.participant} is in zone {config.zone_of[o.participant]} '
                                                    f'in the market file, not {zone}')

@@ -74,7 +74,8 @@ def volumes(config, result) -> Volumes:
     for r in result.rows:
         unmatched[r.side] += r.unmatched_wh
     if config.mechanism != 'double-auction':
-        supply, demand = {}, {}
+        supply: dict[int, int] = {}  # slot -> cleared Wh
+        demand: dict[int, int] = {}
         for r in result.rows:
             if r.status == 'cleared':
                 side = supply if r.side == 'sell' else demand
@@ -203,7 +204,7 @@ def make_provenance(command: str, options: dict, inputs: list, book, stats: dict
     committee = stats.get('committee') or {}
     return Provenance(
         product='mpc-market', version=version('mpc_market'), command=command,
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds').replace('+00:00', 'Z'),
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds').replace('+00:00', 'Z'),
         mechanism=config.mechanism, market=market_parameters(config), inputs=tuple(inputs),
         engine=stats.get('engine', ''), mode=options.get('mode', 'local'),
         nodes=stats.get('nodes', 0) if stats.get('engine') == 'mpc' else 0,
@@ -227,7 +228,7 @@ def summary_text(excluded: list, stats: dict, provenance: Provenance | None = No
     Returns:
         The JSON text (dataclasses as objects, anything else non-JSON as its str).
     """
-    document = {}
+    document: dict[str, object] = {}
     if provenance is not None:
         document['provenance'] = dataclasses.asdict(provenance)
     if traded is not None:

@@ -6,6 +6,7 @@ import time
 from . import rule as reference
 from . import settlement
 from .book import Book
+from .orders import Order
 from .results import (
     ClearingResult,
     SettlementResult,
@@ -41,7 +42,7 @@ def clear_plain(book: Book) -> ClearingResult:
         return clear_plain_scheme(book)
     started = time.perf_counter()
     config, k = book.config, book.config.levels
-    by_slot = {s: [] for s in book.slots}
+    by_slot: dict[int, list[tuple[Order, str, int]]] = {s: [] for s in book.slots}
     for o in book.orders:
         position = book.positions[(o.participant, o.slot)][0]
         if position is not None:
@@ -55,7 +56,7 @@ def clear_plain(book: Book) -> ClearingResult:
         result, matched = reference.clear_slot([(side, lv, o.energy_wh) for o, side, lv in entries], k)
         slots.append(slot_row(config, s, result.level, result.traded_wh, result.residual_wh))
         price = slots[-1].price_units
-        for (o, side, _), m in zip(entries, matched):
+        for (o, _side, _), m in zip(entries, matched, strict=True):
             outcome[(o.participant, o.slot)] = (m, o.energy_wh - m,
                                                 reference.order_amount(config, o.side, o.energy_wh, m, price))
     rows = cleared_rows(book, lambda o: outcome[(o.participant, o.slot)], set())
@@ -63,7 +64,7 @@ def clear_plain(book: Book) -> ClearingResult:
 
 
 
-def clear_plain_zoned(book, by_slot, started):
+def clear_plain_zoned(book: Book, by_slot: dict[int, list[tuple[Order, str, int]]], started: float) -> ClearingResult:
     """Zones clear on their own, then their leftovers in one cross-zone auction (rule.clear_zoned_slot)."""
     config = book.config
     slots, outcome = [], {}
@@ -76,8 +77,9 @@ def clear_plain_zoned(book, by_slot, started):
                              (cross.level, cross.traded_wh, cross.residual_wh))
         slots.append(row)
         zone_price = {z.zone: z.price_units for z in row.zones}
-        for (o, _, _), m1, m2 in zip(entries, first, second):
-            amount = reference.order_amount(config, o.side, o.energy_wh, m1 + m2, zone_price[book.zone_of[o.participant]],
+        for (o, _, _), m1, m2 in zip(entries, first, second, strict=True):
+            amount = reference.order_amount(config, o.side, o.energy_wh, m1 + m2,
+                                            zone_price[book.zone_of[o.participant]],
                                             m2, row.price_units)
             outcome[(o.participant, o.slot)] = (m1 + m2, o.energy_wh - m1 - m2, amount, m1, m2)
     rows = cleared_rows(book, lambda o: outcome[(o.participant, o.slot)], set())
@@ -96,7 +98,7 @@ def settle_plain(book: Book, net_of: dict[tuple[str, int], int]) -> SettlementRe
         ds = [net_of.get((p, slot), 0) - settlement.planned_position(book.order_of.get((p, slot))) for p in members]
         outcome, amounts = settlement.settle_slot(ds, price2[slot], config.floor_units, config.ceiling_units)
         outcomes[slot] = outcome
-        for p, d, a in zip(members, ds, amounts):
+        for p, d, a in zip(members, ds, amounts, strict=True):
             deviations[(p, slot)] = (d, a)
     return assemble(book, clearing, net_of, lambda p, s: deviations.get((p, s), (0, 0)), outcomes,
                     {'engine': 'plain'})

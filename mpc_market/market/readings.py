@@ -14,7 +14,7 @@ def load_readings(path: str, config: MarketConfig) -> dict[tuple[str, int], tupl
     text = read_text(path)
     if not text.strip():
         raise InputError(path, 1, 'file', 'empty file')
-    readings = {}
+    readings: dict[tuple[str, int], tuple[int, int]] = {}
     for line, record in csv_records(path, text, READING_COLUMNS):
         participant, slot = parse_participant_slot(path, line, record)
         net = parse_int(path, line, 'net_wh', record['net_wh'])

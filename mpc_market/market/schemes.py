@@ -20,7 +20,7 @@ SCHEMES = ('sdr', 'mmr', 'bill-sharing')
 
 
 def price_fractions(mechanism: str, supply: int, demand: int, floor_units: int,
-                    ceiling_units: int) -> tuple[tuple[int, int], tuple[int, int]]:
+                    ceiling_units: int) -> tuple[int, int, int, int]:
     """(buy_num, buy_den, sell_num, sell_den) with positive denominators."""
     s, d, f, c = supply, demand, floor_units, ceiling_units
     if mechanism == 'sdr':

@@ -33,6 +33,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
+from typing import NoReturn
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -241,7 +242,7 @@ def draw(round_id: str, peers: Sequence[str], requested: int | None = None, keys
 
 
 # -- verification -------------------------------------------------------------------------------
-def _fail(message):
+def _fail(message: str) -> NoReturn:
     raise EngineError(f'committee transcript: {message}')
 
 
@@ -452,6 +453,8 @@ def transcript_registry(transcript: Mapping) -> dict[str, ed25519.Ed25519PublicK
         EngineError: the transcript records no valid keys.
     """
     copy = transcript.get('registry') if isinstance(transcript, Mapping) else None
+    if not isinstance(copy, Mapping):
+        _fail('no valid registry copy in the transcript')
     try:
         return {p: ed25519.Ed25519PublicKey.from_public_bytes(_hex(e['sign'], 32, f'key of {p}'))
                 for p, e in copy.items()}

@@ -12,9 +12,13 @@ boundary is one of these frozen dataclasses with one ``to_json``/``from_json``.
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from ..market.book import Book
+from ..market.config import MarketConfig
 
 # orders (participant x slot vectors) a party streams through the secure computation at once;
 # divided by the number of slots for the participants per chunk
@@ -28,7 +32,7 @@ RESULT_FIELDS = ('matched_wh', 'unmatched_wh', 'amount')
 ZONED_RESULT_FIELDS = RESULT_FIELDS + ('local_wh', 'cross_wh')
 
 
-def result_fields(config):
+def result_fields(config: MarketConfig) -> int:
     """Values per order in the result shares: 5 in a zoned market, else 3."""
     return len(ZONED_RESULT_FIELDS if config.zoned else RESULT_FIELDS)
 
@@ -150,7 +154,7 @@ class NodeFiles:
 
     path: str
 
-    def _file(self, name):
+    def _file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
     shares = property(lambda self: self._file('shares.npy'))          # order share packages
@@ -183,10 +187,10 @@ class NodeFiles:
         if os.path.exists(self.ready):
             os.remove(self.ready)
 
-    def write_held(self, held) -> None:
+    def write_held(self, held: dict[str, str]) -> None:
         write_json(self.held, held)
 
-    def read_held(self):
+    def read_held(self) -> dict[str, str]:
         with open(self.held) as f:
             return json.load(f)
 
@@ -234,7 +238,7 @@ def node_dir(directory: str, index: int) -> str:
     return JobDir(directory).node(index).path
 
 
-def write_json(path, obj):
+def write_json(path: str, obj: object) -> None:
     """Write JSON atomically (temp file + rename), so readers never see half a file."""
     tmp = path + '.tmp'
     with open(tmp, 'w') as f:
@@ -242,13 +246,13 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
-def save_array(path, array):
+def save_array(path: str, array: np.ndarray) -> None:
     tmp = path + '.tmp.npy'
     np.save(tmp, array)
     os.replace(tmp, path)
 
 
-def job_spec(book, nodes, chunk):
+def job_spec(book: Book, nodes: int, chunk: int) -> JobSpec:
     """Public job parameters; chunk = orders (participant x slot vectors) streamed at once."""
     spec = config_spec(book.config, book.slots, nodes, max(1, chunk // max(1, len(book.slots))))
     spec.participants = book.participants
@@ -258,7 +262,7 @@ def job_spec(book, nodes, chunk):
 
 
 
-def config_spec(config, slots, nodes, chunk):
+def config_spec(config: MarketConfig, slots: Iterable[int], nodes: int, chunk: int) -> JobSpec:
     """Job parameters of a market config and slots (participants still to be filled in)."""
     return JobSpec(nodes=nodes, threshold=(nodes - 1) // 2, levels=config.levels,
                    energy_bits=config.energy_bits, max_order_wh=config.max_order_wh,
@@ -267,4 +271,5 @@ def config_spec(config, slots, nodes, chunk):
                    participants=[], slots=list(slots), chunk=chunk, mechanism=config.mechanism,
                    zone_names=config.zone_names if config.zoned else [],
                    zone_of=dict(config.zone_of) if config.zoned else {},
-                   fee_levels=config.fee_levels if config.zoned else 0, fee_units=config.fee_units if config.zoned else 0)
+                   fee_levels=config.fee_levels if config.zoned else 0,
+                   fee_units=config.fee_units if config.zoned else 0)

@@ -8,6 +8,7 @@ party still running. What failed is a ``PartyFailure``; each caller words it for
 
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 POLL_S = 0.05
@@ -62,7 +63,7 @@ class PartyProcess:
         self.process.wait()
 
 
-def relay_progress(log_path: str, offset: int, progress) -> int:
+def relay_progress(log_path: str, offset: int, progress: Callable[[str, int, int], None] | None) -> int:
     """Pass a log's complete 'progress PHASE DONE TOTAL' lines from offset to progress(phase, done,
     total); returns the new offset."""
     with open(log_path) as f:
@@ -90,7 +91,7 @@ class PartyFailure:
 
 
 def supervise(parties: list, timeout: float | None = None, connect_timeout: float | None = None,
-              tick=None) -> PartyFailure | None:
+              tick: Callable[[], None] | None = None) -> PartyFailure | None:
     """Wait until every party exited 0, or until the first failure; then no party runs.
 
     Args:

@@ -21,9 +21,10 @@ __all__ = ['WireError', 'dumps', 'loads']
 
 MAX_DEPTH = 16
 MAX_INT_BYTES = 1 << 16          # field elements are 16 bytes; nothing legitimate comes close
-_NUMERIC = {b'u1': np.uint8, b'i1': np.int8, b'u2': np.dtype('<u2'), b'i2': np.dtype('<i2'),
-            b'u4': np.dtype('<u4'), b'i4': np.dtype('<i4'), b'u8': np.dtype('<u8'), b'i8': np.dtype('<i8'),
-            b'b1': np.bool_}
+_NUMERIC: dict[bytes, np.dtype] = {
+    b'u1': np.dtype(np.uint8), b'i1': np.dtype(np.int8), b'u2': np.dtype('<u2'), b'i2': np.dtype('<i2'),
+    b'u4': np.dtype('<u4'), b'i4': np.dtype('<i4'), b'u8': np.dtype('<u8'), b'i8': np.dtype('<i8'),
+    b'b1': np.dtype(np.bool_)}
 _CODE_OF = {np.dtype(v): k for k, v in _NUMERIC.items()}
 _M64 = (1 << 64) - 1
 
@@ -40,7 +41,7 @@ def dumps(obj: object) -> bytes:
     Raises:
         WireError: obj is or contains a type the codec does not send, or nests too deep.
     """
-    out = []
+    out: list[bytes] = []
     _encode(obj, out, 0)
     return b''.join(out)
 
@@ -89,7 +90,8 @@ def _encode_array(array, out):
         code = _CODE_OF.get(array.dtype.newbyteorder('<') if array.dtype.byteorder == '>' else array.dtype)
         if code is None:
             raise WireError(f'cannot send an array of {array.dtype}')
-        out.append(_shape_header(ARRAY, code, array.shape) + np.ascontiguousarray(array, dtype=_NUMERIC[code]).tobytes())
+        out.append(_shape_header(ARRAY, code, array.shape)
+                   + np.ascontiguousarray(array, dtype=_NUMERIC[code]).tobytes())
         return
     flat = array.reshape(-1)
     values = flat.tolist()

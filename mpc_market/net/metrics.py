@@ -274,7 +274,7 @@ class MetricsServer:
         self._loop = asyncio.new_event_loop()
         self._stopped = asyncio.Event()
         self._pool = futures.ThreadPoolExecutor(1, thread_name_prefix='metrics-collect')
-        ready = futures.Future()
+        ready: futures.Future[tuple[str, int]] = futures.Future()
         self._thread = threading.Thread(target=self._run, args=(host, port, ready), name='metrics', daemon=True)
         self._thread.start()
         self.server_address = ready.result()

@@ -15,9 +15,9 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import signal
-import functools
 import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -29,7 +29,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from ..common import errors
 from . import metrics, tls
 
-__all__ = ['STATUS_OF', 'status_of', 'abort', 'domain_errors', 'ClientNames', 'run_server', 'server_options', 'check_free']
+__all__ = ['STATUS_OF', 'status_of', 'abort', 'domain_errors', 'ClientNames', 'run_server', 'server_options',
+           'check_free']
 
 STATUS_OF = {
     errors.NotAuthenticated: grpc.StatusCode.UNAUTHENTICATED,
@@ -204,7 +205,8 @@ def run_server(who: str, listen: str, credentials: grpc.ServerCredentials,
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     while not stop.wait(tick_s if tick else None):
-        tick()
+        if tick is not None:  # without a tick the wait ends only when stopped
+            tick()
     health_servicer.enter_graceful_shutdown()
     server.stop(2).wait()
     if endpoint is not None:

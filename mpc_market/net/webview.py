@@ -34,8 +34,9 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from typing import TypedDict
 
 from aiohttp import web
 
@@ -68,7 +69,7 @@ FAILED_PHASES = ('failed', 'settle-failed')
 
 def iso(unix_ms: int) -> str:
     """ISO 8601 UTC time of unix milliseconds, to the second (2026-12-01T12:00:00Z)."""
-    return datetime.fromtimestamp(unix_ms / 1000, timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+    return datetime.fromtimestamp(unix_ms / 1000, UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
 def _minute(iso_time):
@@ -190,11 +191,11 @@ def results_view(config: MarketConfig | None, body: dict, signatures: int, day: 
     rows = body.get('slots', [])
     kind = ('scheme' if any('buy_price' in r for r in rows) else
             'zoned' if any('market' in r for r in rows) else 'double-auction')
-    by_slot = {}
+    by_slot: dict[int, list[dict]] = {}
     for row in rows:
         by_slot.setdefault(int(row['slot']), []).append(row)
     slots, totals = [], {}
-    midnight = (int(datetime.strptime(day, '%Y-%m-%d').replace(tzinfo=timezone.utc).timestamp() * 1000)
+    midnight = (int(datetime.strptime(day, '%Y-%m-%d').replace(tzinfo=UTC).timestamp() * 1000)
                 if is_day(day) else None)
 
     def start(slot):
@@ -209,7 +210,9 @@ def results_view(config: MarketConfig | None, body: dict, signatures: int, day: 
         for slot, (row, *_) in sorted(by_slot.items()):
             market, units = _market(config, row)
             slots.append({**start(slot), **market})
-            traded, residual, value = traded + market['traded_wh'], residual + market['residual_wh'], value + (units or 0)
+            traded += market['traded_wh']
+            residual += market['residual_wh']
+            value += units or 0
         totals = {'traded_wh': traded, 'residual_wh': residual, 'value': _amount(config, value)}
     else:
         zones = sorted({r['market'][5:] for r in rows if r.get('market', '').startswith('zone:')})
@@ -229,12 +232,14 @@ def results_view(config: MarketConfig | None, body: dict, signatures: int, day: 
                     cross_wh, cross_value = cross_wh + entry['cross']['traded_wh'], cross_value + (units or 0)
                 elif name == 'network-operator':
                     fee = _amount_units(config, row.get('fee_amount'))
-                    entry['network_fee'] = {'fee': _price(row.get('price')), 'traded_wh': int(row.get('traded_wh') or 0),
+                    entry['network_fee'] = {'fee': _price(row.get('price')),
+                                            'traded_wh': int(row.get('traded_wh') or 0),
                                             'fee_amount': _amount(config, fee)}
                     fees += fee
             entry['zones'].sort(key=lambda z: z['zone'])
             slots.append(entry)
-        totals = {'zones': [{'zone': z, 'traded_wh': wh, 'value': _amount(config, v)} for z, (wh, v) in per_zone.items()],
+        totals = {'zones': [{'zone': z, 'traded_wh': wh, 'value': _amount(config, v)}
+                            for z, (wh, v) in per_zone.items()],
                   'cross': {'traded_wh': cross_wh, 'value': _amount(config, cross_value)},
                   'traded_wh': sum(wh for wh, _ in per_zone.values()) + cross_wh,
                   'value': _amount(config, sum(v for _, v in per_zone.values()) + cross_value),
@@ -283,12 +288,23 @@ def round_summary(round_, public, settlement=None, failed_since_ms=None):
         summary['results'] = results_view(config, json.loads(public[0]), len(public[1]), round_['day'])
     if settlement is not None:
         body = json.loads(settlement[0])
-        summary['settlement'] = {k: int(body[k]) for k in ('settled', 'metered', 'missing_readings', 'invalid_readings')}
+        counts = ('settled', 'metered', 'missing_readings', 'invalid_readings')
+        summary['settlement'] = {k: int(body[k]) for k in counts}
         summary['settlement']['signatures'] = len(settlement[1])
     return summary
 
 
 # -- node health, polled in the background ------------------------------------------------------
+
+class NodeHealth(TypedDict):
+    serving: bool | None    # None: not checked yet
+    checked_ms: int | None
+    since_ms: int | None    # when serving last changed
+
+
+def _unchecked() -> NodeHealth:
+    return {'serving': None, 'checked_ms': None, 'since_ms': None}
+
 
 class Health:
     """The last known health of every node: serving or not, when checked, since when so."""
@@ -297,14 +313,14 @@ class Health:
 
     def __init__(self, nodes: int = 0):
         self._lock = threading.Lock()
-        self._nodes = [{'serving': None, 'checked_ms': None, 'since_ms': None} for _ in range(nodes)]
+        self._nodes = [_unchecked() for _ in range(nodes)]
 
     def record(self, serving: list, at_ms: int) -> None:
         """Store one poll's answers (serving[i] of node i) made at at_ms."""
         with self._lock:
             if len(self._nodes) != len(serving):
-                self._nodes = [{'serving': None, 'checked_ms': None, 'since_ms': None} for _ in serving]
-            for node, ok in zip(self._nodes, serving):
+                self._nodes = [_unchecked() for _ in serving]
+            for node, ok in zip(self._nodes, serving, strict=True):
                 if node['serving'] is not bool(ok):
                     node['since_ms'] = at_ms
                 node['serving'], node['checked_ms'] = bool(ok), at_ms
@@ -312,7 +328,7 @@ class Health:
     def view(self, now_ms: int) -> list:
         """[{node, serving (None: not checked yet), checked, age_s, since, reason}] as of now_ms."""
         with self._lock:
-            nodes = [dict(n) for n in self._nodes]
+            nodes = [n.copy() for n in self._nodes]
         out = []
         for i, n in enumerate(nodes):
             checked, since = n['checked_ms'], n['since_ms']
@@ -361,7 +377,7 @@ class OperatorView:
         pages = max(1, -(-len(rounds) // ROUNDS_PER_PAGE))
         if not 1 <= page <= pages:
             return None
-        failed = []
+        failed: list[dict[str, object]] = []
         for r in rounds:
             phase = round_phase(r)
             since = self.failures.since(r['round_id'], phase, at)
@@ -413,7 +429,8 @@ def nice_axis(low: float, high: float, target: int = 5) -> tuple[float, float, f
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if raw <= m * magnitude * (1 + 1e-9))
     bottom = math.floor(low / step + 1e-9) * step
     top = math.ceil(high / step - 1e-9) * step
-    decimals = max(0, -Decimal(repr(round(step, 12))).normalize().as_tuple().exponent)
+    exponent = Decimal(repr(round(step, 12))).normalize().as_tuple().exponent
+    decimals = max(0, -exponent) if isinstance(exponent, int) else 0  # a finite step: always an int
     return bottom, top, step, decimals
 
 
@@ -462,10 +479,11 @@ def chart(title: str, slots: list, series: list, y_title: str, unit: str, bars: 
         return left + (i + 0.5) * slot_w
     e = html.escape
     out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="{e(title)}" font-family="sans-serif" font-size="11">',
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="{e(title)}" '
+           'font-family="sans-serif" font-size="11">',
            f'<text x="{left}" y="16" font-size="13" font-weight="bold">{e(title)}</text>']
     # legend, right-aligned on the title line
-    legend_x = width - right
+    legend_x: float = width - right
     for s in reversed(series):
         legend_x -= 14 + 6.5 * len(s.label) + 16
         out.append(f'<rect x="{legend_x:.1f}" y="7" width="12" height="10" fill="{s.colour}"/>'
@@ -476,7 +494,8 @@ def chart(title: str, slots: list, series: list, y_title: str, unit: str, bars: 
         out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
                    f'stroke="{"#444" if abs(v) < step / 1e6 else "#ddd"}"/>'
                    f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.{decimals}f}</text>')
-    out.append(f'<text transform="translate(14 {top + plot_h / 2:.0f}) rotate(-90)" text-anchor="middle">{e(y_title)}</text>'
+    out.append(f'<text transform="translate(14 {top + plot_h / 2:.0f}) rotate(-90)" '
+               f'text-anchor="middle">{e(y_title)}</text>'
                f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="#444"/>'
                f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#444"/>')
     for v, label in refs:
@@ -486,8 +505,10 @@ def chart(title: str, slots: list, series: list, y_title: str, unit: str, bars: 
     every = _label_every(n)
     for i, slot in enumerate(slots):
         if i % every == 0:
-            out.append(f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{top + plot_h}" y2="{top + plot_h + 4}" stroke="#444"/>'
-                       f'<text x="{x(i):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{e(slot_start(slot))}</text>')
+            out.append(f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{top + plot_h}" y2="{top + plot_h + 4}" '
+                       'stroke="#444"/>'
+                       f'<text x="{x(i):.1f}" y="{top + plot_h + 16}" '
+                       f'text-anchor="middle">{e(slot_start(slot))}</text>')
     out.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 8}" text-anchor="middle">slot start, UTC'
                f'{e(" of " + day) if day else ""} ({SLOT_MINUTES}-minute slots)</text>')
     if bars:
@@ -584,7 +605,8 @@ STYLE = ('body{font-family:sans-serif;margin:1.2em 1.6em;color:#222}'
          'tr.failed td{background:#fdecea}tr.down td{background:#fdecea}.muted{color:#666}'
          '.alert{background:#fdecea;border:1px solid #e0a8a4;padding:.4em .8em;margin:.4em 0}'
          '.chart{display:block;margin:.6em 0;border:1px solid #eee}nav a{margin-right:1em}'
-         '.facts th{width:15em}table.rounds{font-size:.88em}table.rounds td{white-space:nowrap}table.rounds td:last-child{min-width:10em}table.rounds td:last-child{white-space:normal}')
+         '.facts th{width:15em}table.rounds{font-size:.88em}table.rounds td{white-space:nowrap}'
+         'table.rounds td:last-child{min-width:10em}table.rounds td:last-child{white-space:normal}')
 
 
 def _head(title, refresh):
@@ -620,7 +642,8 @@ def nodes_table(nodes: list) -> str:
         out.append(f'<tr class="{"down" if n["serving"] is False else "node"}" id="node{int(n["node"])}">'
                    f'<td>node {int(n["node"])}</td><td class="{cls}">{word}</td>'
                    f'<td>{e(n.get("since") or "-")}</td>'
-                   f'<td>{e(n.get("checked") or "-")} {e(_age(n.get("age_s")))}</td><td>{e(n.get("reason") or "")}</td></tr>')
+                   f'<td>{e(n.get("checked") or "-")} {e(_age(n.get("age_s")))}</td>'
+                   f'<td>{e(n.get("reason") or "")}</td></tr>')
     out.append('</table>')
     return ''.join(out)
 
@@ -629,7 +652,8 @@ def _slot_range(slots, times=True):
     if not slots:
         return ''
     contiguous = slots == list(range(slots[0], slots[-1] + 1))
-    text = f'{slots[0]}-{slots[-1]}' if contiguous else ','.join(map(str, slots[:6])) + ('...' if len(slots) > 6 else '')
+    text = (f'{slots[0]}-{slots[-1]}' if contiguous
+            else ','.join(map(str, slots[:6])) + ('...' if len(slots) > 6 else ''))
     end = '24:00' if (slots[-1] + 1) * SLOT_MINUTES == 24 * 60 else slot_start(slots[-1] + 1)
     return f'{text} ({len(slots)} slots, {slot_start(slots[0])}-{end})' if times else f'{text} ({len(slots)})'
 
@@ -691,7 +715,8 @@ def slot_table(results: dict) -> str:
     e = html.escape
     rows = results['slots']
     if results['kind'] == 'scheme':
-        head = ('<tr><th class="n">slot</th><th>start</th><th class="n">buy price</th><th class="n">sell price</th></tr>')
+        head = ('<tr><th class="n">slot</th><th>start</th><th class="n">buy price</th>'
+                '<th class="n">sell price</th></tr>')
         body = ''.join(f'<tr><td class="n">{r["slot"]}</td><td>{e(r["start"])}</td>{_cell(r["buy_price"])}'
                        f'{_cell(r["sell_price"])}</tr>' for r in rows)
     elif results['kind'] == 'double-auction':
@@ -734,7 +759,8 @@ def totals_table(results: dict) -> str:
                    f'{_cell(totals["cross"]["value"])}</tr>')
         out.append(f'<tr><td>network fees on cross-zone energy</td>{_cell(_kwh(totals["cross"]["traded_wh"]))}'
                    f'{_cell(totals["network_fees"])}</tr>')
-    out.append(f'<tr><th>{"all markets (fees not included)" if results["kind"] == "zoned" else "round total"}</th>{_cell(_kwh(totals["traded_wh"]))}{_cell(totals["value"])}</tr></table>')
+    label = 'all markets (fees not included)' if results['kind'] == 'zoned' else 'round total'
+    out.append(f'<tr><th>{label}</th>{_cell(_kwh(totals["traded_wh"]))}{_cell(totals["value"])}</tr></table>')
     return ''.join(out)
 
 
@@ -745,7 +771,8 @@ def round_detail(summary: dict, heading: bool = True, slots: bool = True) -> str
     out = [f'<h2>Round {e(summary["round_id"])}</h2>' if heading else '', '<table class="facts">']
 
     def fact(name, value, cls=''):
-        out.append(f'<tr{f" class={chr(34)}{cls}{chr(34)}" if cls else ""}><th>{e(name)}</th><td>{e(str(value))}</td></tr>')
+        attribute = f' class="{cls}"' if cls else ''
+        out.append(f'<tr{attribute}><th>{e(name)}</th><td>{e(str(value))}</td></tr>')
     fact('phase', summary['phase'] + (f': {summary["reason"]}' if summary['reason'] else '')
          + (f' (since {summary["failed_since"]})' if summary.get('failed_since') else ''),
          'failed' if summary['failed'] else '')
@@ -814,7 +841,8 @@ def page(snapshot: dict) -> str:
     out.append('<h2>Rounds</h2>' + _pages_nav(snapshot) + rounds_table(snapshot))
     latest = snapshot.get('latest_round')
     if latest:
-        out.append(f'<h2>Latest results: round <a href="/round/{e(latest["round_id"])}">{e(latest["round_id"])}</a></h2>')
+        out.append(f'<h2>Latest results: round '
+                   f'<a href="/round/{e(latest["round_id"])}">{e(latest["round_id"])}</a></h2>')
         out.append(round_detail(latest, heading=False, slots=False))
     out.append('</body></html>')
     return ''.join(out)

@@ -45,7 +45,7 @@ class PublicKey:
     n: int
     hs: int
     layout: Layout
-    _table: list = None
+    _table: list | None = None  # fixed-base window table, built on first use
 
     @cached_property
     def nsquare(self):
@@ -209,7 +209,8 @@ def _field(path, text, doc, key, kind):
             return value
     except (TypeError, ValueError):
         pass
-    raise InputError(path, json_line(text, key), key, f'expected {"a hex integer" if kind == "hex" else kind.__name__}, '
+    raise InputError(path, json_line(text, key), key,
+                     f'expected {"a hex integer" if kind == "hex" else kind.__name__}, '
                      f'got {value!r}')
 
 
