@@ -357,7 +357,10 @@ def _own_text(args, broker, participant):
             {'participant': participant, 'slot': s, 'matched_wh': v[0], 'unmatched_wh': v[1],
              'amount': config.format_amount(v[2]), 'status': status, **dict(zip(zoned, v[3:], strict=True)),
              } for s, v in zip(state.slots, values, strict=True)])
-    return f'round {state.round_id}: {participant}: {status} (reconstructed from all nodes\' shares)', text, []
+    note = '' if args.orders else ('; per slot as the market cleared it: an order the retailer settles (a limit that '
+                                   'cannot trade) shows as unmatched with amount 0 — give --orders for the rows of '
+                                   '`clear` and --bill for money')
+    return f'round {state.round_id}: {participant}: {status} (reconstructed from all nodes\' shares){note}', text, []
 
 
 def cmd_results(args):

@@ -99,6 +99,8 @@ def test_meter_destinations_bills_and_several_participants_like_the_local_comman
         assert without.returncode == 2 and without.stdout == '', without.stdout
         assert without.stderr.count('\n') == 1 and without.stderr.startswith('error: --orders: --bill needs'), \
             without.stderr
+        raw = market.client('results', '--participant', UNTRADEABLE, '--round', 'r1')  # per-slot shares only
+        assert 'an order the retailer settles' in raw.stderr and 'give --orders' in raw.stderr, raw.stderr
 
         # -- problem 9: every participant whose key is held, as the local files
         out = tmp_path / 'all'
