@@ -411,6 +411,8 @@ def cmd_results(args):
     finally:
         broker.close()
     if text is not None:
+        if failures and several:  # never replace a complete file with one that lacks participants
+            name = name.replace('.csv', '.partial.csv')
         if args.out:
             write_all(args.out, {name: text})
             print(f'{summary}; wrote {os.path.join(args.out, name)}')
@@ -421,14 +423,14 @@ def cmd_results(args):
         print(f'error: {line}', file=sys.stderr)
     if failures and several:
         print(f'error: {len(failures)} participants not fetched'
-              + ('' if text is None else '; the others were written'), file=sys.stderr)
+              + ('' if text is None else f'; the others were written to {name}'), file=sys.stderr)
     return 1 if failures else 0
 
 
 
 def add_parsers(sub, formatter):
     from .daemon import add_daemon_options, add_log_options
-    from .options import MAX_BATCH, MAX_WORKERS, bounded_float, bounded_int, client_args, day_text
+    from .options import MAX_BATCH, MAX_WORKERS, bounded_float, bounded_int, client_args, day_text, participant_id
     p = sub.add_parser('node', help='run one market node (gRPC server + MPyC party)', formatter_class=formatter,
                        description='Serve submissions, round control (from the broker only) and results over '
                                    'mutual TLS, and run the MPyC party of each clearing. Configuration: NODE.toml '
@@ -508,7 +510,7 @@ def add_parsers(sub, formatter):
                               '  mpc-market results --broker 127.0.0.1:7300 --keys deploy/keys --all '
                               '--orders community/orders.csv --round r1 --out r1/')
     client_args(p, 'submitter', 'optional')
-    p.add_argument('--participant', action='append', metavar='ID',
+    p.add_argument('--participant', action='append', metavar='ID', type=participant_id,
                    help='participant id (its key signs the request); repeat for several')
     p.add_argument('--all', action='store_true',
                    help='every participant whose key is in KEYS/participants (those that took no part are left out)')
@@ -548,7 +550,8 @@ def add_parsers(sub, formatter):
                         'checks)')
     p.add_argument('--day', required=True, type=day_text,
                    help='delivery day YYYY-MM-DD: the rounds of that day take the readings')
-    p.add_argument('--participant', action='append', help='only this participant; repeat (default: all in the file)')
+    p.add_argument('--participant', action='append', type=participant_id,
+                   help='only this participant; repeat (default: all in the file)')
     p.add_argument('--aggregator', help='statistics aggregator host:port (default: market nodes only)')
     p.add_argument('--aggregator-only', action='store_true',
                    help='send to the statistics aggregator only, not to the market nodes')

@@ -15,8 +15,7 @@ from ..common.errors import BadParameter
 from ..common.limits import MAX_SECONDS, ROUND_SLOTS, SLOT_ID_MAX
 
 __all__ = ['bounded_int', 'bounded_float', 'bounded_seconds', 'slot_list', 'day_text', 'decimal_text', 'round_id',
-           'client_args', 'MAX_BATCH', 'MAX_WORKERS',
-           'SEED_MAX']
+           'participant_id', 'client_args', 'MAX_BATCH', 'MAX_WORKERS', 'SEED_MAX']
 
 INT_RE = re.compile(r'[+-]?[0-9]{1,19}', re.ASCII)
 FLOAT_RE = re.compile(r'[+-]?([0-9]{1,15}(\.[0-9]{0,15})?|\.[0-9]{1,15})([eE][+-]?[0-9]{1,3})?', re.ASCII)
@@ -172,6 +171,24 @@ def round_id(text: str) -> str:
     from ..common.names import NAME_RULE, is_name
     if text and not is_name(text):
         raise argparse.ArgumentTypeError(f'round id {_shown(text)} is not {NAME_RULE}')
+    return text
+
+
+def participant_id(text: str) -> str:
+    """An argparse ``type``: a participant id (the names rule), before it reaches a key path or a file name.
+
+    Args:
+        text: the option's text.
+
+    Returns:
+        The id.
+
+    Raises:
+        argparse.ArgumentTypeError: it is not a valid name.
+    """
+    from ..common.names import NAME_RULE, is_name
+    if not is_name(text):
+        raise argparse.ArgumentTypeError(f'participant id {_shown(text)} is not {NAME_RULE}')
     return text
 
 

@@ -4,7 +4,12 @@ broker's rounds. Each action is its own subcommand with only its own options."""
 import argparse
 import time
 
-from ..common.errors import InputError
+from ..common.errors import COMMAND_LINE, InputError
+
+
+def _shown(text: str) -> str:
+    """A broker-supplied text (a failure reason) without terminal control characters."""
+    return ''.join(c if c.isprintable() else '?' for c in text)
 
 
 def _clock(unix_ms: int, utc: bool = False) -> str:
@@ -28,8 +33,8 @@ def state_line(state) -> str:
     if state.readings_deadline_unix_ms:
         line += (f'; readings until {_clock(state.readings_deadline_unix_ms)} ({state.readings} held by every node); '
                  f'settlement attempts {state.settle_attempts}')
-    return line + (f'; reason: {state.reason}' if state.reason else '') + (
-        f'; settlement: {state.settle_reason}' if state.settle_reason else '')
+    return line + (f'; reason: {_shown(state.reason)}' if state.reason else '') + (
+        f'; settlement: {_shown(state.settle_reason)}' if state.settle_reason else '')
 
 
 LIST_HEADER = (f'{"round":<20} {"day":<10} {"phase":<13} {"slots":<12} {"mechanism":<15} {"gate closure (UTC)":<20} '
@@ -53,7 +58,7 @@ def list_line(state) -> str:
     deadline = _clock(state.readings_deadline_unix_ms, utc=True) if state.readings_deadline_unix_ms else '-'
     return (f'{state.round_id:<20} {state.day or "-":<10} {state_phase(state):<13} {slots:<12} {mechanism:<15} '
             f'{_clock(state.gate_closure_unix_ms, utc=True):<20} {deadline:<20} '
-            f'{state.attempts}/{state.settle_attempts:<5} {state.reason or state.settle_reason}').rstrip()
+            f'{state.attempts}/{state.settle_attempts:<5} {_shown(state.reason or state.settle_reason)}').rstrip()
 
 
 def _open(broker, args):
@@ -102,7 +107,7 @@ def cmd_round(args: argparse.Namespace) -> int:
             state = broker.status(args.round)
         settled = args.action == 'settled'
         if settled and not state.readings_deadline_unix_ms:
-            raise InputError('--round', 0, args.round, f'round {args.round} takes no meter readings (it was '
+            raise InputError(COMMAND_LINE, 0, 'round', f'round {args.round} takes no meter readings (it was '
                              'opened without --readings-deadline-in): it is never settled; `round status` shows '
                              'its clearing')
         wait = getattr(args, 'wait', None)

@@ -8,6 +8,8 @@ import io
 import json
 import os
 import platform
+import stat
+import tempfile
 from dataclasses import dataclass
 
 PUBLIC_COLUMNS = ('slot', 'price', 'traded_wh', 'residual_wh')
@@ -130,7 +132,7 @@ class InputFile:
     """One input of a run, as it was read: enough to check that a rerun uses the same file."""
     role: str        # 'market', 'orders' or 'readings'
     path: str        # as given on the command line
-    sha256: str      # hex digest of the file's bytes
+    sha256: str      # hex digest of the file's bytes; '' for a pipe (it can be read once only: not hashed)
     bytes: int
 
 
@@ -159,11 +161,13 @@ class Provenance:
 
 
 def hash_input(role: str, path: str) -> InputFile:
-    """The InputFile of path (its SHA-256 over the bytes now on disk).
+    """The InputFile of path (its SHA-256 over the bytes now on disk; a pipe is not hashed).
 
     Raises:
         OSError: the file cannot be read.
     """
+    if not stat.S_ISREG(os.stat(path).st_mode):  # `--orders <(...)` or /dev/stdin: the run reads it once
+        return InputFile(role, os.fspath(path), '', 0)
     digest, size = hashlib.sha256(), 0
     with open(path, 'rb') as f:
         for block in iter(lambda: f.read(1 << 20), b''):
@@ -247,15 +251,19 @@ def write_results(out_dir, config, result, provenance: Provenance | None = None)
 
 
 def write_all(out_dir, files):
-    """Write every file (text or bytes) to a temporary name, then rename them all: none or all appear."""
+    """Write every file (text or bytes) to a temporary name, then rename them all: none or all appear.
+
+    The files are 0600 whatever the umask (participants' rows and bills are private), and each
+    temporary name is created exclusively (mkstemp), so a planted file or symlink is never written
+    through."""
     os.makedirs(out_dir, exist_ok=True)
     temps = []
     try:
         for name, text in files.items():
-            tmp = os.path.join(out_dir, f'.{name}.tmp')
-            with open(tmp, 'wb') as f:
-                f.write(text.encode() if isinstance(text, str) else text)
+            fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix='.tmp', dir=out_dir)
             temps.append((tmp, os.path.join(out_dir, name)))
+            with os.fdopen(fd, 'wb') as f:
+                f.write(text.encode() if isinstance(text, str) else text)
     except BaseException:
         for tmp, _ in temps:
             os.unlink(tmp)

@@ -74,6 +74,9 @@ def bill_of_round(broker, keys_dir: str, participant: str, state, orders: list, 
     own = [o for o in orders if o.participant == participant and o.slot in in_round]
     book = Book(config, own, extra_pairs=[(participant, s) for s in slots])
     status, values = _fetch(broker, keys_dir, participant, state, client, '')
+    if status == 'none' and own:  # its orders are in the round: a node without them is a failure, not absence
+        raise ClientError(f'round {state.round_id}: a node holds no results for {participant}, which has orders in '
+                          'the round (never submitted, or a node lost them)', 'NOT_FOUND')
     trade = 0
     if values is not None:  # its orders counted (cleared, or excluded: then with the retailer)
         index = {s: j for j, s in enumerate(slots)}

@@ -3,6 +3,7 @@ subcommands with only their own options, plain error lines with hints (a separat
 key), and a closed pipe ending quietly (issue 22, problems 8 and 10)."""
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -140,3 +141,38 @@ def test_a_closed_pipe_ends_quietly(tmp_path, args):
     stderr = proc.stderr.read().decode()
     # 141 (128 + SIGPIPE) as a shell reports `yes | head`; argparse's --help and --version swallow it (0)
     assert proc.wait(timeout=60) == (0 if args[0].startswith('--') else 141) and stderr == '', stderr
+
+
+def test_a_hostile_participant_id_is_refused_before_any_path_is_built(tmp_path):
+    for args in (('results', '--participant', '../../x', '--round', 'r1'),
+                 ('meter', 'submit', '--readings', 'r.csv', '--orders', 'o.csv', '--day', '2026-12-01',
+                  '--participant', 'a/b')):
+        result = cli(*args, '--broker', '127.0.0.1:1', '--keys', tmp_path / 'keys')
+        assert result.returncode == 2 and 'is not' in result.stderr.splitlines()[-1], result.stderr
+    assert not (tmp_path / 'keys').exists()
+
+
+def test_a_brokers_reason_cannot_drive_the_terminal():
+    from mpc_market.cli.rounds import list_line, state_line
+    from mpc_market.rpc import market_pb2
+    state = market_pb2.RoundState(round_id='r1', state=market_pb2.RoundState.FAILED, slots=[0],
+                                  market_toml=TOML, reason='lost\x1b[2J\x1b]0;owned\x07\nnode 2')
+    for line in (state_line(state), list_line(state)):
+        assert '\x1b' not in line and '\x07' not in line and '\n' not in line and 'lost?[2J' in line
+
+
+def test_clear_reads_its_orders_from_a_pipe(tmp_path):
+    (tmp_path / 'market.toml').write_text(TOML)
+    (tmp_path / 'orders.csv').write_text(ORDERS)
+    env = dict(os.environ, PYTHONPATH=REPO)
+    for name, piped in (('file', None), ('pipe', ORDERS)):  # `--orders /dev/stdin` fed by a real pipe
+        orders = str(tmp_path / 'orders.csv') if piped is None else '/dev/stdin'
+        proc = subprocess.run([sys.executable, '-m', 'mpc_market', 'clear', '--engine', 'plain', '--orders', orders,
+                               '--config', str(tmp_path / 'market.toml'), '--out', str(tmp_path / name)],
+                              input=piped, capture_output=True, text=True, timeout=60, env=env)
+        assert proc.returncode == 0, proc.stderr
+    for csv_name in ('public.csv', 'participants.csv'):
+        assert (tmp_path / 'file' / csv_name).read_text() == (tmp_path / 'pipe' / csv_name).read_text()
+    summary = json.loads((tmp_path / 'pipe' / 'summary.json').read_text())
+    assert [f['sha256'] for f in summary['provenance']['inputs'] if f['role'] == 'orders'] == ['']
+    assert oct((tmp_path / 'pipe' / 'participants.csv').stat().st_mode & 0o777) == '0o600'

@@ -126,8 +126,17 @@ def test_meter_destinations_bills_and_several_participants_like_the_local_comman
         assert failed.returncode == 1, failed.stdout + failed.stderr
         lines = failed.stderr.splitlines()
         assert len(lines) == 2 and lines[0].startswith('error: q01: ') and 'NOT_FOUND' in lines[0], lines
-        assert lines[1] == 'error: 1 participants not fetched; the others were written', lines
-        assert (partial / 'participants.csv').read_text() == (out / 'participants.csv').read_text()
+        assert lines[1] == 'error: 1 participants not fetched; the others were written to participants.partial.csv'
+        # a partial set never takes the complete file's name, and is private
+        assert (partial / 'participants.partial.csv').read_text() == (out / 'participants.csv').read_text()
+        assert not (partial / 'participants.csv').exists()
+        assert oct((partial / 'participants.partial.csv').stat().st_mode & 0o777) == '0o600'
+        # a bill for a participant with orders in the round that no node holds is a failure, not absence
+        billed = market.client('results', '--all', '--bill', '--round', 'r1', '--orders', extended, '--out', partial,
+                               check=False)
+        assert billed.returncode == 1 and 'q01' in billed.stderr and 'has orders in the round' in billed.stderr, \
+            billed.stderr
+        assert (partial / 'bills.partial.csv').exists() and not (partial / 'bills.csv').exists()
         unknown = market.client('results', '--participant', 'p01', '--participant', 'nobody', '--round', 'r1',
                                 '--orders', market.orders, '--out', tmp_path / 'none', check=False)
         assert unknown.returncode == 2 and 'nobody' in unknown.stderr and not (tmp_path / 'none').exists()
