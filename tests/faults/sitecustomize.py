@@ -47,8 +47,9 @@ def _shift_clock(module, days):
         @classmethod
         def now(cls, tz=None):
             return datetime.datetime.now(tz) + datetime.timedelta(days=days)
-    module.datetime = types.SimpleNamespace(date=datetime.date, time=datetime.time, timedelta=datetime.timedelta,
-                                            timezone=datetime.timezone, datetime=Later)
+    # the datetime module as the aggregator sees it, only with a later clock: every other name as is
+    names = {name: getattr(datetime, name) for name in dir(datetime) if not name.startswith('__')}
+    module.datetime = types.SimpleNamespace(**dict(names, datetime=Later))
 
 
 def _inject(module):
