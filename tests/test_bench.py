@@ -22,25 +22,25 @@ def test_the_command_knows_every_suite():
 
 
 @pytest.mark.slow
-def test_every_suite_runs_quick_and_its_results_regenerate_the_report(tmp_path):
+@pytest.mark.parametrize('suite', SUITES)  # one test per suite: xdist spreads them over the workers
+def test_the_suite_runs_quick_and_its_results_regenerate_the_report(tmp_path, suite):
     """On communities from the published profiles (--profiles): every run must still be exact."""
-    assert cli('bench', 'all', '--quick', '--profiles', '--out', tmp_path).returncode == 0
-    for suite in SUITES:
-        directory = tmp_path / suite
-        data = json.loads((directory / 'results.json').read_text())
-        assert data['suite'] == suite and data['quick'] and data['machine']['cores'] and data['versions']['mpyc']
-        assert data['params']['profiles'] == '2026-06-17'
-        assert data['rows'] and all(r['exact'] is True for r in data['rows']), suite
-        assert all({'seconds', 'bytes_per_node', 'peak_rss_mb_per_node', 'seed'} <= set(r) for r in data['rows'])
-        header = (directory / 'results.csv').read_text().splitlines()[0].split(',')
-        assert {'seconds', 'exact', 'machine', 'version_mpyc'} <= set(header)
-        plots = sorted(p.name for p in directory.glob('*.png'))
-        report = (directory / 'report.md').read_text()
-        assert plots and all(f']({p})' in report for p in plots), suite
-        for name in plots + ['report.md']:
-            os.remove(directory / name)
-        subprocess.run([sys.executable, '-m', 'benchmarks', 'report', str(directory)], cwd=REPO, check=True)
-        assert (directory / 'report.md').read_text() == report
-        assert sorted(p.name for p in directory.glob('*.png')) == plots
-    report = (tmp_path / 'scaling' / 'report.md').read_text()
-    assert 'log-log slope' in report and '4.17 min' in report
+    assert cli('bench', suite, '--quick', '--profiles', '--out', tmp_path).returncode == 0
+    directory = tmp_path / suite
+    data = json.loads((directory / 'results.json').read_text())
+    assert data['suite'] == suite and data['quick'] and data['machine']['cores'] and data['versions']['mpyc']
+    assert data['params']['profiles'] == '2026-06-17'
+    assert data['rows'] and all(r['exact'] is True for r in data['rows']), suite
+    assert all({'seconds', 'bytes_per_node', 'peak_rss_mb_per_node', 'seed'} <= set(r) for r in data['rows'])
+    header = (directory / 'results.csv').read_text().splitlines()[0].split(',')
+    assert {'seconds', 'exact', 'machine', 'version_mpyc'} <= set(header)
+    plots = sorted(p.name for p in directory.glob('*.png'))
+    report = (directory / 'report.md').read_text()
+    assert plots and all(f']({p})' in report for p in plots), suite
+    for name in plots + ['report.md']:
+        os.remove(directory / name)
+    subprocess.run([sys.executable, '-m', 'benchmarks', 'report', str(directory)], cwd=REPO, check=True)
+    assert (directory / 'report.md').read_text() == report
+    assert sorted(p.name for p in directory.glob('*.png')) == plots
+    if suite == 'scaling':
+        assert 'log-log slope' in report and '4.17 min' in report
