@@ -156,6 +156,13 @@ def decimal_text(text: str) -> str:
     return text
 
 
+def _name(text: str, what: str) -> str:
+    from ..common.names import NAME_RULE, is_name
+    if not is_name(text):
+        raise argparse.ArgumentTypeError(f'{what} {_shown(text)} is not {NAME_RULE}')
+    return text
+
+
 def round_id(text: str) -> str:
     """An argparse ``type``: a round id (the names rule); '' stays '' (the latest open round).
 
@@ -168,10 +175,7 @@ def round_id(text: str) -> str:
     Raises:
         argparse.ArgumentTypeError: it is not a valid name.
     """
-    from ..common.names import NAME_RULE, is_name
-    if text and not is_name(text):
-        raise argparse.ArgumentTypeError(f'round id {_shown(text)} is not {NAME_RULE}')
-    return text
+    return _name(text, 'round id') if text else text
 
 
 def participant_id(text: str) -> str:
@@ -186,10 +190,7 @@ def participant_id(text: str) -> str:
     Raises:
         argparse.ArgumentTypeError: it is not a valid name.
     """
-    from ..common.names import NAME_RULE, is_name
-    if not is_name(text):
-        raise argparse.ArgumentTypeError(f'participant id {_shown(text)} is not {NAME_RULE}')
-    return text
+    return _name(text, 'participant id')
 
 
 def client_args(parser: argparse.ArgumentParser, client: str, round_option: str = 'optional') -> None:

@@ -13,7 +13,7 @@ boundary is one of these frozen dataclasses with one ``to_json``/``from_json``.
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -49,9 +49,9 @@ class JobSpec:
     floor_units: int
     ceiling_units: int
     tick_units: int
+    chunk: int                  # participants whose orders are streamed at once (ORDERS_PER_CHUNK // slots)
     participants: list = field(default_factory=list)
     slots: list = field(default_factory=list)
-    chunk: int = ORDERS_PER_CHUNK
     mode: str = 'local'
     mechanism: str = 'double-auction'
     settle: bool = False        # meter packages present: settle deviations after clearing
@@ -119,10 +119,8 @@ class PublicOutputs:
 
     def differs_from(self, other: 'PublicOutputs') -> bool:
         """Whether two parties opened different public values (their figures may differ)."""
-        return (self.slots, self.excluded, self.missing, self.participants, self.meter_excluded,
-                self.missing_readings, self.order_excluded) != (
-            other.slots, other.excluded, other.missing, other.participants, other.meter_excluded,
-            other.missing_readings, other.order_excluded)
+        opened = [f.name for f in fields(self) if f.name != 'figures']
+        return [getattr(self, n) for n in opened] != [getattr(other, n) for n in opened]
 
 
 @dataclass(frozen=True)
@@ -233,11 +231,6 @@ class JobDir:
             return ClearingVerdicts.from_json(json.load(f))
 
 
-def node_dir(directory: str, index: int) -> str:
-    """Party index's directory in a job directory (JobDir(directory).node(index).path)."""
-    return JobDir(directory).node(index).path
-
-
 def write_json(path: str, obj: object) -> None:
     """Write JSON atomically (temp file + rename), so readers never see half a file."""
     tmp = path + '.tmp'
@@ -254,7 +247,7 @@ def save_array(path: str, array: np.ndarray) -> None:
 
 def job_spec(book: Book, nodes: int, chunk: int) -> JobSpec:
     """Public job parameters; chunk = orders (participant x slot vectors) streamed at once."""
-    spec = config_spec(book.config, book.slots, nodes, max(1, chunk // max(1, len(book.slots))))
+    spec = config_spec(book.config, book.slots, nodes, chunk)
     spec.participants = book.participants
     if book.config.zoned:
         spec.zone_names, spec.zone_of = list(book.zones), dict(book.zone_of)
@@ -262,13 +255,17 @@ def job_spec(book: Book, nodes: int, chunk: int) -> JobSpec:
 
 
 
-def config_spec(config: MarketConfig, slots: Iterable[int], nodes: int, chunk: int) -> JobSpec:
-    """Job parameters of a market config and slots (participants still to be filled in)."""
+def config_spec(config: MarketConfig, slots: Iterable[int], nodes: int,
+                orders_per_chunk: int = ORDERS_PER_CHUNK) -> JobSpec:
+    """Job parameters of a market config and slots (participants still to be filled in); the
+    participants per chunk are orders_per_chunk (participant x slot vectors) over the slots."""
+    slots = list(slots)
+    chunk = max(1, orders_per_chunk // max(1, len(slots)))
     return JobSpec(nodes=nodes, threshold=(nodes - 1) // 2, levels=config.levels,
                    energy_bits=config.energy_bits, max_order_wh=config.max_order_wh,
                    floor_units=config.floor_units, ceiling_units=config.ceiling_units,
                    tick_units=config.price_units(config.tick),
-                   participants=[], slots=list(slots), chunk=chunk, mechanism=config.mechanism,
+                   participants=[], slots=slots, chunk=chunk, mechanism=config.mechanism,
                    zone_names=config.zone_names if config.zoned else [],
                    zone_of=dict(config.zone_of) if config.zoned else {},
                    fee_levels=config.fee_levels if config.zoned else 0,

@@ -22,7 +22,7 @@ from ..market.config import parse_config
 from ..market.results import public_slot_rows
 from ..market.settlement import deviation_price2
 from ..mpc import field as ff
-from ..mpc.jobs import DETERMINISTIC_EXIT, ORDERS_PER_CHUNK, JobDir, config_spec
+from ..mpc.jobs import DETERMINISTIC_EXIT, JobDir, config_spec
 from ..mpc.supervisor import PartyProcess, supervise
 from .messages import PUBLIC_DOMAIN, public_body
 
@@ -44,7 +44,7 @@ def export_job(store, round_, index, nodes, keys_dir, job_dir):
     """Write job.json, this node's packages (sorted by participant) and MPyC's TLS files."""
     config = parse_config(f'round {round_.round_id}', round_.market_toml)
     layout = Layout.for_config(config)
-    spec = config_spec(config, round_.slots, nodes, max(1, ORDERS_PER_CHUNK // max(1, len(round_.slots))))
+    spec = config_spec(config, round_.slots, nodes)
     spec.mode = 'deployment'
     spec.round_id = round_.round_id
     spec.save(job_dir)

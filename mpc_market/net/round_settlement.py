@@ -20,7 +20,7 @@ from ..common.names import path_token
 from ..market.book import Layout, ReadingLayout
 from ..market.config import parse_config
 from ..mpc import field as ff
-from ..mpc.jobs import ORDERS_PER_CHUNK, ClearingVerdicts, JobDir, config_spec
+from ..mpc.jobs import ClearingVerdicts, JobDir, config_spec
 from .messages import SETTLEMENT_DOMAIN, settlement_body
 from .round_clearing import run_figures, run_party
 
@@ -42,7 +42,7 @@ def export_settlement_job(store, round_, index, nodes, job_dir):
     """job.json, clearing.json, this node's order and reading packages and held.json (reading envelopes)."""
     config = parse_config(f'round {round_.round_id}', round_.market_toml)
     slots = len(round_.slots)
-    spec = config_spec(config, round_.slots, nodes, max(1, ORDERS_PER_CHUNK // max(1, slots)))
+    spec = config_spec(config, round_.slots, nodes)
     spec.mode, spec.round_id = 'deployment', round_.round_id
     spec.settle, spec.max_reading_wh = True, config.max_reading_wh
     spec.save(job_dir)

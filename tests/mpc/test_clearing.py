@@ -199,9 +199,8 @@ def test_progress_is_reported():
 
 def test_participant_missing_at_one_node_is_left_out(tmp_path):
     import json
-    import os
 
-    from mpc_market.mpc.jobs import job_spec, node_dir
+    from mpc_market.mpc.jobs import JobDir, job_spec
     from mpc_market.mpc.local import read_public_outputs, reconstruct, run_nodes, share_book
     orders = [('a', 0, 'sell', 100, 0.05), ('b', 0, 'buy', 60, 0.1), ('c', 0, 'buy', 80, 0.12),
               ('d', 0, 'sell', 30, 0.06)]
@@ -209,7 +208,7 @@ def test_participant_missing_at_one_node_is_left_out(tmp_path):
     spec = job_spec(book, 3, 8192)
     spec.save(str(tmp_path))
     share_book(book, spec, str(tmp_path))
-    held = os.path.join(node_dir(str(tmp_path), 2), 'held.json')
+    held = JobDir(str(tmp_path)).node(2).held
     with open(held, 'w') as f:
         json.dump(['a', 'b', 'd'], f)  # node 2 never received c's package
     run_nodes(str(tmp_path), 3, timeout=120)
