@@ -37,7 +37,7 @@ from ..common.errors import (
 from ..common.files import make_private_dir
 from ..common.keys import load_agreement_keys, load_node_signing_key, load_registry
 from ..common.logs import event
-from ..common.names import NAME_RULE, is_name
+from ..common.names import check_round_id
 from ..market.config import parse_config
 from ..rpc import market_pb2, market_pb2_grpc
 from . import metrics, sealed, tls
@@ -94,8 +94,10 @@ class MarketNodeServer(NodeService):
             parse_config(f'round {request.round_id}', request.market_toml)
         except InputError as exc:
             abort(context, Malformed(f'market: {exc}'), f'node {self.index}')
-        if not is_name(request.round_id):
-            abort(context, Malformed(f'round id is not {NAME_RULE}'), f'node {self.index}')
+        try:
+            check_round_id(request.round_id)
+        except Malformed as exc:
+            abort(context, exc, f'node {self.index}')
         if not request.slots or len(set(request.slots)) != len(request.slots):
             abort(context, Malformed('a round needs an id and distinct slots'), f'node {self.index}')
         problem = spec_problem(request, self.nodes)

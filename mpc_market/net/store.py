@@ -5,23 +5,52 @@ A submission is acknowledged only after its transaction commits, so an acknowled
 survives a crash; a restarted node reopens the same file and resumes. Resubmitting before the
 gate closes replaces the participant's package (same round, same kind); every nonce can be
 used once, across all rounds (replay protection).
+
+The rounds table and its decoded row, ``Round``, are the nodes' and the broker's
+(mpc_market.net.broker.BrokerStore): one DDL, one decoder, one encoder.
 """
 
+import dataclasses
 import hashlib
 import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
 
-from ..common.errors import Malformed, NotFound, Refused, Replayed, WrongPhase
-from ..common.names import NAME_RULE, is_name
+from ..common.errors import BadParameter, NotFound, Refused, Replayed, WrongPhase
+from ..common.names import check_round_id
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS rounds (
-    round_id TEXT PRIMARY KEY, slots TEXT NOT NULL, gate_closure_ms INTEGER NOT NULL,
-    market_toml TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
-    created_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0);
+# -- the rounds table: one for the nodes and the broker ----------------------------------------------
+# (column, declaration). The first columns are in every CREATE TABLE since the first release, whose
+# column order differed between node and broker (so every query names its columns); each later
+# column has a default, so a file written by an older version gains it by ALTER TABLE at start.
+FIRST_ROUND_COLUMNS = (
+    ('round_id', 'TEXT PRIMARY KEY'), ('slots', 'TEXT NOT NULL'), ('gate_closure_ms', 'INTEGER NOT NULL'),
+    ('market_toml', 'TEXT NOT NULL'), ('state', 'TEXT NOT NULL'), ('reason', "TEXT NOT NULL DEFAULT ''"),
+    ('attempts', 'INTEGER NOT NULL DEFAULT 0'), ('created_ms', 'INTEGER NOT NULL'),
+)
+LATER_ROUND_COLUMNS = (
+    ('readings_open_ms', 'INTEGER NOT NULL DEFAULT 0'),
+    ('readings_deadline_ms', 'INTEGER NOT NULL DEFAULT 0'),
+    ('day', "TEXT NOT NULL DEFAULT ''"),
+    ('deviation_price2', "TEXT NOT NULL DEFAULT '[]'"),   # node only: from the clearing's public outputs
+    ('settlement', "TEXT NOT NULL DEFAULT ''"),           # '' | settling | settled | failed
+    ('settle_reason', "TEXT NOT NULL DEFAULT ''"),
+    ('settle_attempts', 'INTEGER NOT NULL DEFAULT 0'),
+    ('final', 'INTEGER NOT NULL DEFAULT 0'),              # the failure is deterministic: no rerun
+    ('settle_final', 'INTEGER NOT NULL DEFAULT 0'),
+    ('params', "TEXT NOT NULL DEFAULT ''"),               # broker only; '' (an older broker's round): clients refuse it
+    ('params_signatures', "TEXT NOT NULL DEFAULT '{}'"),  # broker only
+)
+ROUNDS_DDL = ('CREATE TABLE IF NOT EXISTS rounds (\n    '
+              + ',\n    '.join(f'{name} {decl}' for name, decl in FIRST_ROUND_COLUMNS + LATER_ROUND_COLUMNS)
+              + ');\n')
+
+SCHEMA = ROUNDS_DDL + """
 CREATE TABLE IF NOT EXISTS submissions (
     round_id TEXT NOT NULL, participant TEXT NOT NULL, kind TEXT NOT NULL, nonce TEXT NOT NULL,
     envelope BLOB NOT NULL, signature BLOB NOT NULL, package BLOB NOT NULL,
@@ -47,72 +76,170 @@ CREATE TABLE IF NOT EXISTS settlement_public (
     round_id TEXT PRIMARY KEY, body TEXT NOT NULL, signature BLOB NOT NULL);
 """
 
-# columns added after the first release: (table, column, declaration); added to older stores at start.
-# The settlement columns of a round, at the nodes and at the broker:
-SETTLEMENT_COLUMNS = (
-    ('rounds', 'readings_open_ms', 'INTEGER NOT NULL DEFAULT 0'),
-    ('rounds', 'readings_deadline_ms', 'INTEGER NOT NULL DEFAULT 0'),
-    ('rounds', 'day', "TEXT NOT NULL DEFAULT ''"),
-    ('rounds', 'settlement', "TEXT NOT NULL DEFAULT ''"),   # '' | settling | settled | failed
-    ('rounds', 'settle_reason', "TEXT NOT NULL DEFAULT ''"),
-    ('rounds', 'settle_attempts', 'INTEGER NOT NULL DEFAULT 0'),
-)
+# columns added after the first release: (table, column, declaration); added to older stores at start
+ROUND_LATER_COLUMNS = tuple(('rounds', name, declaration) for name, declaration in LATER_ROUND_COLUMNS)
 LATER_COLUMNS = (
     ('submissions', 'seq', 'INTEGER NOT NULL DEFAULT 0'),
-    ('rounds', 'deviation_price2', "TEXT NOT NULL DEFAULT '[]'"),
-    *SETTLEMENT_COLUMNS,
-    ('rounds', 'final', 'INTEGER NOT NULL DEFAULT 0'),         # node: the failure is deterministic
-    ('rounds', 'settle_final', 'INTEGER NOT NULL DEFAULT 0'),
+    *ROUND_LATER_COLUMNS,
 )
 
 STATES = ('open', 'closed', 'clearing', 'cleared', 'failed')
 SETTLEMENT_STATES = ('', 'settling', 'settled', 'failed')  # '' = not started
-ROUND_COLUMNS = ('round_id, slots, gate_closure_ms, market_toml, state, reason, attempts, readings_open_ms, '
-                 'readings_deadline_ms, day, deviation_price2, settlement, settle_reason, settle_attempts, final, '
-                 'settle_final')  # Round
+
+
+def encode_signatures(signatures: Mapping[int, bytes]) -> str:
+    """The stored form of per-node signatures: JSON {"node index": "hex"}.
+
+    Args:
+        signatures: node index -> signature.
+
+    Returns:
+        The JSON text.
+    """
+    return json.dumps({str(i): bytes(s).hex() for i, s in signatures.items()})
+
+
+def decode_signatures(text: str) -> dict[int, bytes]:
+    """The signatures encode_signatures stored.
+
+    Args:
+        text: the stored JSON text.
+
+    Returns:
+        node index -> signature.
+    """
+    return {int(i): bytes.fromhex(s) for i, s in json.loads(text).items()}
 
 
 @dataclass(frozen=True)
 class Round:
+    """A round as a node or the broker stores it: one row of the rounds table, decoded.
+
+    Every field is a column of that name (created_ms, the order of rounds, is not a field);
+    from_row decodes a row selected as ROUND_FIELDS, to_row encodes one for INSERT.
+    """
+
     round_id: str
-    slots: list
+    slots: tuple[int, ...]            # sorted
     gate_closure_ms: int
     market_toml: str
-    state: str
-    reason: str
+    state: str                        # one of STATES
+    reason: str = ''
     attempts: int = 0
     readings_open_ms: int = 0
     readings_deadline_ms: int = 0     # 0: this round is not settled
     day: str = ''
-    deviation_price2: tuple = ()      # per slot, from the clearing's public outputs
-    settlement: str = ''
+    deviation_price2: tuple[int, ...] = ()  # node: per slot, from the clearing's public outputs
+    settlement: str = ''              # one of SETTLEMENT_STATES
     settle_reason: str = ''
     settle_attempts: int = 0
     final: bool = False               # failed deterministically (a bad market, a bug): not retried
     settle_final: bool = False
+    params: str = ''                  # broker: the RoundParams JSON every node signed ('' at a node)
+    params_signatures: tuple[tuple[int, bytes], ...] = ()  # broker: (node index, signature of params)
 
-    def readings_window_open(self, at_ms):
+    @classmethod
+    def opened(cls, round_id: str, slots: Iterable[int], gate_closure_ms: int, market_toml: str,
+               readings_open_ms: int = 0, readings_deadline_ms: int = 0, day: str = '', params: str = '',
+               params_signatures: Mapping[int, bytes] | None = None) -> 'Round':
+        """A round just opened (state open, its slots sorted).
+
+        Args:
+            round_id: the round's id.
+            slots: its slots, in any order.
+            gate_closure_ms, readings_open_ms, readings_deadline_ms: unix ms (0: no readings window).
+            market_toml: the market's configuration text.
+            day: the delivery day (YYYY-MM-DD) or ''.
+            params, params_signatures: the broker's record of the parameters every node signed.
+
+        Returns:
+            The Round.
+
+        Raises:
+            Malformed: round_id is not a valid name.
+        """
+        return cls(check_round_id(round_id), tuple(sorted(int(s) for s in slots)), int(gate_closure_ms), market_toml,
+                   'open', readings_open_ms=int(readings_open_ms), readings_deadline_ms=int(readings_deadline_ms),
+                   day=day, params=params, params_signatures=tuple(sorted((params_signatures or {}).items())))
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> 'Round':
+        """The one decoder of a rounds row.
+
+        Args:
+            row: the values of the columns ROUND_FIELDS, in that order.
+
+        Returns:
+            The Round.
+        """
+        values = dict(zip(ROUND_FIELDS, row, strict=True))
+        return cls(**{**values, 'slots': tuple(json.loads(values['slots'])),
+                      'deviation_price2': tuple(json.loads(values['deviation_price2'])),
+                      'final': bool(values['final']), 'settle_final': bool(values['settle_final']),
+                      'params_signatures': tuple(sorted(decode_signatures(values['params_signatures']).items()))})
+
+    def to_row(self) -> tuple[object, ...]:
+        """The one encoder of a rounds row (JSON for the sequences, 0/1 for the flags).
+
+        Returns:
+            The values of the columns ROUND_FIELDS, in that order.
+        """
+        encoded = {'slots': json.dumps(list(self.slots)),
+                   'deviation_price2': json.dumps([int(v) for v in self.deviation_price2]),
+                   'final': int(self.final), 'settle_final': int(self.settle_final),
+                   'params_signatures': encode_signatures(dict(self.params_signatures))}
+        return tuple(encoded.get(name, getattr(self, name)) for name in ROUND_FIELDS)
+
+    def readings_window_open(self, at_ms: int) -> bool:
+        """Whether the round takes meter readings at at_ms (cleared, not settling, in its window).
+
+        Args:
+            at_ms: unix ms.
+
+        Returns:
+            True in the readings window.
+        """
         return (self.state == 'cleared' and self.settlement == '' and self.readings_deadline_ms > 0
                 and self.readings_open_ms <= at_ms <= self.readings_deadline_ms)
 
 
-def _sha256(data):
+ROUND_FIELDS = tuple(f.name for f in dataclasses.fields(Round))
+_ROUND_SELECT = f'SELECT {", ".join(ROUND_FIELDS)} FROM rounds '
+_ROUND_INSERT = (f'INSERT OR IGNORE INTO rounds ({", ".join(ROUND_FIELDS)}, created_ms) '
+                 f'VALUES ({", ".join("?" for _ in ROUND_FIELDS)}, ?)')
+
+
+def _sha256(data: bytes) -> bytes:
     return hashlib.sha256(bytes(data)).digest()
 
 
-def now_ms():
+def now_ms() -> int:
+    """The current unix time in milliseconds."""
     return int(time.time() * 1000)
 
 
-def add_later_columns(db, later_columns):
-    """ALTER TABLE ... ADD COLUMN for each column a store written by an older version lacks."""
+def add_later_columns(db: sqlite3.Connection, later_columns: Iterable[tuple[str, str, str]]) -> None:
+    """ALTER TABLE ... ADD COLUMN for each column a store written by an older version lacks.
+
+    Args:
+        db: the open database.
+        later_columns: (table, column, declaration): constants of this package, never input.
+    """
     for table, column, declaration in later_columns:
         if column not in {row[1] for row in db.execute(f'PRAGMA table_info({table})')}:
             db.execute(f'ALTER TABLE {table} ADD COLUMN {column} {declaration}')
 
 
-def open_database(path, schema):
-    """SQLite in WAL mode with synchronous=FULL: a committed transaction survives a crash."""
+def open_database(path: str, schema: str) -> sqlite3.Connection:
+    """SQLite in WAL mode with synchronous=FULL: a committed transaction survives a crash.
+
+    Args:
+        path: the database file (created if missing).
+        schema: the CREATE TABLE IF NOT EXISTS script.
+
+    Returns:
+        The connection (autocommit: writes go through Transaction).
+    """
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute('PRAGMA journal_mode=WAL')
     db.execute('PRAGMA synchronous=FULL')
@@ -126,16 +253,17 @@ class SqliteStore:
 
     schema = ''
 
-    def __init__(self, path):
+    def __init__(self, path: str):
         self.path = path
         self._lock = threading.Lock()
         self._db = open_database(path, self.schema)
 
-    def close(self):
+    def close(self) -> None:
+        """Close the database (after the last request)."""
         with self._lock:
             self._db.close()
 
-    def _transaction(self):
+    def _transaction(self) -> 'Transaction':
         return Transaction(self._db, self._lock)
 
     def round_phase_rows(self) -> list[tuple[str, str, bool, int]]:
@@ -146,57 +274,98 @@ class SqliteStore:
                 'SELECT state, settlement, readings_deadline_ms > 0, COUNT(*) FROM rounds GROUP BY 1, 2, 3')
             return [(state, settlement, bool(deadline), count) for state, settlement, deadline, count in rows]
 
+    # the rounds table of the node's and the broker's stores (not the aggregator's, which has none)
+    def _insert_round(self, db: sqlite3.Connection, round_: Round) -> None:
+        """Record a round unless one of its id exists (opening is idempotent)."""
+        db.execute(_ROUND_INSERT, (*round_.to_row(), now_ms()))
+
+    def _select_rounds(self, db: sqlite3.Connection | None, clause: str, params: Sequence[object] = ()) -> list[Round]:
+        """The rounds a constant WHERE/ORDER BY clause selects (params: its values)."""
+        return [Round.from_row(row) for row in (db or self._db).execute(_ROUND_SELECT + clause, params)]
+
 
 class Store(SqliteStore):
     """A market node's rounds, submissions (envelopes, share packages, receipts), nonces and results."""
 
     schema = SCHEMA
 
-    def __init__(self, path):
+    def __init__(self, path: str):
         super().__init__(path)
         add_later_columns(self._db, LATER_COLUMNS)
 
     # -- rounds ---------------------------------------------------------------------------------
-    def open_round(self, round_id, slots, gate_closure_ms, market_toml, readings_open_ms=0, readings_deadline_ms=0,
-                   day=''):
-        if not is_name(round_id):
-            raise Malformed(f'round id {str(round_id)[:80]!r} is not {NAME_RULE}')
+    def open_round(self, round_id: str, slots: Iterable[int], gate_closure_ms: int, market_toml: str,
+                   readings_open_ms: int = 0, readings_deadline_ms: int = 0, day: str = '') -> Round:
+        """Record an opened round; idempotent (a restarted broker may reopen it): a round of that id
+        is kept as it is.
+
+        Args:
+            round_id, slots, gate_closure_ms, market_toml, readings_open_ms, readings_deadline_ms, day:
+                as in Round.opened.
+
+        Returns:
+            The stored round.
+
+        Raises:
+            Malformed: round_id is not a valid name.
+        """
+        round_ = Round.opened(round_id, slots, gate_closure_ms, market_toml, readings_open_ms, readings_deadline_ms,
+                              day)
         with self._transaction() as db:
-            existing = db.execute('SELECT state FROM rounds WHERE round_id = ?', (round_id,)).fetchone()
-            if existing is not None:
-                return self.round(round_id, db)  # idempotent: a restarted broker may reopen
-            db.execute('INSERT INTO rounds (round_id, slots, gate_closure_ms, market_toml, state, reason, created_ms, '
-                       'attempts, readings_open_ms, readings_deadline_ms, day) '
-                       'VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)',
-                       (round_id, json.dumps(sorted(slots)), gate_closure_ms, market_toml, 'open', '', now_ms(),
-                        readings_open_ms, readings_deadline_ms, day))
+            self._insert_round(db, round_)
         return self.round(round_id)
 
-    def round(self, round_id, db=None):
-        row = (db or self._db).execute(f'SELECT {ROUND_COLUMNS} FROM rounds WHERE round_id = ?',
-                                       (round_id,)).fetchone()
-        if row is None:
+    def round(self, round_id: str, db: sqlite3.Connection | None = None) -> Round:
+        """A round by id.
+
+        Args:
+            round_id: its id.
+            db: the connection of a transaction in progress (None: outside one).
+
+        Returns:
+            The round.
+
+        Raises:
+            NotFound: no such round.
+        """
+        found = self._select_rounds(db, 'WHERE round_id = ?', (round_id,))
+        if not found:
             raise NotFound(f'unknown round {round_id!r}')
-        return Round(row[0], json.loads(row[1]), *row[2:10], tuple(json.loads(row[10])), *row[11:14],
-                     bool(row[14]), bool(row[15]))
+        return found[0]
 
     def set_state(self, round_id: str, state: str, reason: str = '', final: bool = False) -> None:
         """Set a round's state and reason; final marks a deterministic failure no rerun repeats.
 
+        Args:
+            round_id: the round.
+            state: one of STATES.
+            reason: why (a failure's reason, or '').
+            final: the failure is deterministic.
+
         Raises:
             NotFound: no such round.
-            ValueError: state is not one of STATES.
+            BadParameter: state is not one of STATES (a ValueError).
         """
         if state not in STATES:
-            raise ValueError(f'unknown round state {state!r}')
+            raise BadParameter('state', f'unknown round state {state!r}')
         with self._transaction() as db:
             self.round(round_id, db)
             db.execute('UPDATE rounds SET state = ?, reason = ?, final = ? WHERE round_id = ?',
                        (state, reason, int(final), round_id))
 
-    def begin_clearing(self, round_id, rerun=False):
-        """Close the gate and mark the round clearing (again, after a failure); None if it is
-        already clearing, or cleared and not rerun."""
+    def begin_clearing(self, round_id: str, rerun: bool = False) -> Round | None:
+        """Close the gate and mark the round clearing (again, after a failure).
+
+        Args:
+            round_id: the round.
+            rerun: clear it again even if it cleared.
+
+        Returns:
+            The round now clearing; None if it is already clearing, or cleared and not rerun.
+
+        Raises:
+            NotFound: no such round.
+        """
         with self._transaction() as db:
             current = self.round(round_id, db)
             if current.state == 'clearing' or (current.state == 'cleared' and not rerun):
@@ -205,17 +374,32 @@ class Store(SqliteStore):
                        'WHERE round_id = ?', (round_id,))
         return self.round(round_id)
 
-    def fail_interrupted(self, reason):
-        """At start-up: rounds left clearing or settling by a crash are failed (the broker re-runs them)."""
+    def fail_interrupted(self, reason: str) -> None:
+        """At start-up: rounds left clearing or settling by a crash are failed (the broker re-runs them).
+
+        Args:
+            reason: the failure reason recorded.
+        """
         with self._transaction() as db:
             db.execute("UPDATE rounds SET state = 'failed', reason = ? WHERE state = 'clearing'", (reason,))
             db.execute("UPDATE rounds SET settlement = 'failed', settle_reason = ? WHERE settlement = 'settling'",
                        (reason,))
 
-    def begin_settling(self, round_id, rerun=False):
+    def begin_settling(self, round_id: str, rerun: bool = False) -> Round | None:
         """Close the readings window (the broker decides when, as it decides the gate closure) and mark
-        the round settling (again, after a failure); None if it is settling, or settled and not rerun.
-        Raises WrongPhase unless the round cleared and has a settlement."""
+        the round settling (again, after a failure).
+
+        Args:
+            round_id: the round.
+            rerun: settle it again even if it settled.
+
+        Returns:
+            The round now settling; None if it is settling, or settled and not rerun.
+
+        Raises:
+            NotFound: no such round.
+            WrongPhase: the round has not cleared, or has no settlement.
+        """
         with self._transaction() as db:
             current = self.round(round_id, db)
             if current.state != 'cleared' or not current.readings_deadline_ms:
@@ -230,21 +414,39 @@ class Store(SqliteStore):
     def set_settlement(self, round_id: str, settlement: str, reason: str = '', final: bool = False) -> None:
         """Set a round's settlement state and reason; final as in set_state.
 
+        Args:
+            round_id: the round.
+            settlement: one of SETTLEMENT_STATES.
+            reason: why (a failure's reason, or '').
+            final: the failure is deterministic.
+
         Raises:
             NotFound: no such round.
-            ValueError: settlement is not one of SETTLEMENT_STATES.
+            BadParameter: settlement is not one of SETTLEMENT_STATES (a ValueError).
         """
         if settlement not in SETTLEMENT_STATES:
-            raise ValueError(f'unknown settlement state {settlement!r}')
+            raise BadParameter('settlement', f'unknown settlement state {settlement!r}')
         with self._transaction() as db:
             self.round(round_id, db)
             db.execute('UPDATE rounds SET settlement = ?, settle_reason = ?, settle_final = ? WHERE round_id = ?',
                        (settlement, reason, int(final), round_id))
 
     # -- submissions ----------------------------------------------------------------------------
-    def accept(self, round_id, participant, kind, nonce, envelope, signature, package, receipt_signature,
-               at_ms=None, seq=0):
-        """Store a checked submission atomically; replaces an earlier one of the same kind."""
+    def accept(self, round_id: str, participant: str, kind: str, nonce: str, envelope: bytes, signature: bytes,
+               package: bytes, receipt_signature: bytes, at_ms: int | None = None, seq: int = 0) -> int:
+        """Store a checked submission atomically; replaces an earlier one of the same kind.
+
+        Args:
+            round_id, participant, kind, nonce, envelope, signature, package, receipt_signature, seq:
+                the checked submission (as in accept_many).
+            at_ms: when it was accepted (None: now).
+
+        Returns:
+            at_ms.
+
+        Raises:
+            Refused: accept_many's refusal of it (NotFound, WrongPhase, Replayed).
+        """
         at_ms = now_ms() if at_ms is None else at_ms
         error = self.accept_many([(round_id, participant, kind, nonce, envelope, signature, package,
                                    receipt_signature, seq)], at_ms)[0]
@@ -252,16 +454,24 @@ class Store(SqliteStore):
             raise error
         return at_ms
 
-    def accept_many(self, items, at_ms=None):
-        """Store checked submissions in one commit (one fsync); [None or the Refused error] per item.
-        items: (round_id, participant, kind, nonce, envelope, signature, package, receipt_signature, seq).
+    def accept_many(self, items: Iterable[tuple[str, str, str, str, bytes, bytes, bytes, bytes, int]],
+                    at_ms: int | None = None) -> list[Refused | None]:
+        """Store checked submissions in one commit (one fsync).
+
         Of two envelopes of one participant the higher (seq, SHA-256 of the envelope) is kept, in
         whatever order they arrive, so every node that sees both keeps the same one.
+
+        Args:
+            items: (round_id, participant, kind, nonce, envelope, signature, package, receipt_signature, seq).
+            at_ms: when they were accepted (None: now).
+
+        Returns:
+            Per item None (stored) or the Refused error why not.
         """
         at_ms = now_ms() if at_ms is None else at_ms
-        errors = []
+        errors: list[Refused | None] = []
         with self._transaction() as db:
-            rounds = {}
+            rounds: dict[str, Round | Refused] = {}
             for round_id, participant, kind, nonce, envelope, signature, package, receipt_signature, seq in items:
                 if round_id not in rounds:
                     try:
@@ -295,23 +505,33 @@ class Store(SqliteStore):
                 errors.append(None)
         return errors
 
-    def nonce_used(self, participant, nonce):
+    def nonce_used(self, participant: str, nonce: str) -> bool:
+        """Whether participant used nonce in an accepted submission (of any round)."""
         return self._db.execute('SELECT 1 FROM nonces WHERE participant = ? AND nonce = ?',
                                 (participant, nonce)).fetchone() is not None
 
-    def submissions(self, round_id, kind):
-        """{participant: (nonce, envelope, signature, package)} of a round."""
+    def submissions(self, round_id: str, kind: str) -> dict[str, tuple[str, bytes, bytes, bytes]]:
+        """{participant: (nonce, envelope, signature, package)} of a round's submissions of kind."""
         rows = self._db.execute('SELECT participant, nonce, envelope, signature, package FROM submissions '
                                 'WHERE round_id = ? AND kind = ? ORDER BY participant', (round_id, kind))
         return {r[0]: (r[1], bytes(r[2]), bytes(r[3]), bytes(r[4])) for r in rows}
 
-    def count(self, round_id, kind='order'):
+    def count(self, round_id: str, kind: str = 'order') -> int:
+        """The number of a round's accepted submissions of kind."""
         return self._db.execute('SELECT COUNT(*) FROM submissions WHERE round_id = ? AND kind = ?',
                                 (round_id, kind)).fetchone()[0]
 
     # -- results --------------------------------------------------------------------------------
-    def put_results(self, round_id, results_by_participant, public_body, public_signature, deviation_price2=()):
-        """{participant: (status, shares)} and the signed public results, in one transaction."""
+    def put_results(self, round_id: str, results_by_participant: Mapping[str, tuple[str, bytes]], public_body: str,
+                    public_signature: bytes, deviation_price2: Iterable[int] = ()) -> None:
+        """Store a clearing's results in one transaction; the round is then cleared.
+
+        Args:
+            round_id: the round.
+            results_by_participant: {participant: (status, shares)}.
+            public_body, public_signature: the public results and this node's signature of them.
+            deviation_price2: per slot, from the clearing's public outputs (for the settlement).
+        """
         with self._transaction() as db:
             db.execute('UPDATE rounds SET deviation_price2 = ? WHERE round_id = ?',
                        (json.dumps([int(v) for v in deviation_price2]), round_id))
@@ -322,20 +542,27 @@ class Store(SqliteStore):
                        (round_id, public_body, public_signature))
             db.execute("UPDATE rounds SET state = 'cleared', reason = '' WHERE round_id = ?", (round_id,))
 
-    def results(self, round_id, participant):
+    def results(self, round_id: str, participant: str) -> tuple[str, bytes] | None:
         """(status, shares) of a participant, None if it took no part."""
         row = self._db.execute('SELECT status, shares FROM results WHERE round_id = ? AND participant = ?',
                                (round_id, participant)).fetchone()
         return None if row is None else (row[0], bytes(row[1]))
 
-    def result_statuses(self, round_id):
+    def result_statuses(self, round_id: str) -> dict[str, str]:
         """{participant: clearing status} of a cleared round."""
         rows = self._db.execute('SELECT participant, status FROM results WHERE round_id = ?', (round_id,))
         return dict(rows.fetchall())
 
-    def put_settlement(self, round_id, rows, retailer_shares, body, signature):
-        """{participant: (status, shares)}, the retailer's shares and the signed public settlement, in one
-        transaction; the round is then settled."""
+    def put_settlement(self, round_id: str, rows: Mapping[str, tuple[str, bytes]], retailer_shares: bytes, body: str,
+                       signature: bytes) -> None:
+        """Store a settlement's results in one transaction; the round is then settled.
+
+        Args:
+            round_id: the round.
+            rows: {participant: (status, shares)}.
+            retailer_shares: the retailer's shares.
+            body, signature: the public settlement and this node's signature of it.
+        """
         with self._transaction() as db:
             db.execute('DELETE FROM settlement_results WHERE round_id = ?', (round_id,))
             db.executemany('INSERT INTO settlement_results VALUES (?, ?, ?, ?)',
@@ -344,22 +571,24 @@ class Store(SqliteStore):
             db.execute('INSERT OR REPLACE INTO settlement_public VALUES (?, ?, ?)', (round_id, body, signature))
             db.execute("UPDATE rounds SET settlement = 'settled', settle_reason = '' WHERE round_id = ?", (round_id,))
 
-    def settlement_results(self, round_id, participant):
+    def settlement_results(self, round_id: str, participant: str) -> tuple[str, bytes] | None:
         """(status, shares) of a participant's settlement, None if it was not settled."""
         row = self._db.execute('SELECT status, shares FROM settlement_results WHERE round_id = ? AND participant = ?',
                                (round_id, participant)).fetchone()
         return None if row is None else (row[0], bytes(row[1]))
 
-    def retailer_results(self, round_id):
+    def retailer_results(self, round_id: str) -> bytes | None:
+        """The retailer's settlement shares of a round, None if it was not settled."""
         row = self._db.execute('SELECT shares FROM retailer_results WHERE round_id = ?', (round_id,)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def settlement_public(self, round_id):
+    def settlement_public(self, round_id: str) -> tuple[str, bytes] | None:
+        """(body, this node's signature) of a round's public settlement, None if not settled."""
         row = self._db.execute('SELECT body, signature FROM settlement_public WHERE round_id = ?',
                                (round_id,)).fetchone()
         return None if row is None else (row[0], bytes(row[1]))
 
-    def use_request_nonce(self, participant, nonce):
+    def use_request_nonce(self, participant: str, nonce: str) -> bool:
         """Record a results request's nonce; False if it was used before (a replay)."""
         with self._transaction() as db:
             try:
@@ -368,12 +597,13 @@ class Store(SqliteStore):
                 return False
         return True
 
-    def public_results(self, round_id):
+    def public_results(self, round_id: str) -> tuple[str, bytes] | None:
+        """(body, this node's signature) of a round's public results, None if not cleared."""
         row = self._db.execute('SELECT body, signature FROM public_results WHERE round_id = ?', (round_id,)).fetchone()
         return None if row is None else (row[0], bytes(row[1]))
 
 
-def _readings_refusal(round_, at_ms):
+def _readings_refusal(round_: Round, at_ms: int) -> str:
     if not round_.readings_deadline_ms:
         return f'round {round_.round_id} takes no meter readings (it has no settlement)'
     if round_.state != 'cleared':
@@ -386,17 +616,17 @@ def _readings_refusal(round_, at_ms):
 class Transaction:
     """BEGIN IMMEDIATE ... COMMIT under the store's lock (ROLLBACK on error)."""
 
-    def __init__(self, db, lock):
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock):
         self.db, self.lock = db, lock
 
-    def __enter__(self):
+    def __enter__(self) -> sqlite3.Connection:
         self.lock.acquire()
         self.db.execute('BEGIN IMMEDIATE')
         return self.db
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:  # None: an exception propagates
         try:
             self.db.execute('COMMIT' if exc_type is None else 'ROLLBACK')
         finally:
             self.lock.release()
-        return False

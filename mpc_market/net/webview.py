@@ -36,7 +36,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from aiohttp import web
 
@@ -45,6 +45,7 @@ from ..common.errors import InputError
 from ..common.names import is_name
 from ..market.config import MarketConfig, format_fixed, parse_config
 from .messages import phase_name, settlement_enum
+from .store import Round
 
 log = logging.getLogger('mpc_market.broker.page')
 # aiohttp logs every malformed request with a traceback quoting it: a visitor could fill the
@@ -83,10 +84,9 @@ def slot_start(slot: int) -> str:
     return f'{minutes // 60:02d}:{minutes % 60:02d}' + (f' +{days}d' if days else '')
 
 
-def round_phase(round_):
+def round_phase(round_: Round) -> str:
     """A stored round's phase in one word (messages.phase_name)."""
-    return phase_name(round_['state'], settlement_enum(round_['state'], round_['readings_deadline_ms'],
-                                                       round_['settlement']))
+    return phase_name(round_.state, settlement_enum(round_.state, round_.readings_deadline_ms, round_.settlement))
 
 
 # what a visitor learns of a failure: which phase, and whether a node could not be reached or
@@ -95,7 +95,7 @@ FAILURES = {'reason': ('clearing failed at a node', 'the nodes did not sign the 
             'settle_reason': ('settlement failed at a node', 'the nodes did not sign the same public settlement')}
 
 
-def public_reason(round_: dict) -> str:
+def public_reason(round_: Round) -> str:
     """A generic note for a round's stored failure reason ('' if none).
 
     Args:
@@ -105,7 +105,7 @@ def public_reason(round_: dict) -> str:
         One of a few fixed phrases, never the stored text itself.
     """
     for field, (failed, disagree) in FAILURES.items():
-        text = round_[field]
+        text = getattr(round_, field)
         if text:
             if 'unreachable' in text:
                 return 'a node was unreachable'
@@ -267,30 +267,34 @@ class Failures:
             return seen[1]
 
 
-def round_summary(round_, public, settlement=None, failed_since_ms=None):
+Published = tuple[str, dict[int, bytes]]  # a signed public body and its signatures (BrokerStore.public)
+
+
+def round_summary(round_: Round, public: Published | None, settlement: Published | None = None,
+                  failed_since_ms: int | None = None) -> dict[str, Any]:
     """The public view of one round (public: (body, signatures) once cleared, else None; settlement:
     the signed public settlement once settled; failed_since_ms: when the page first saw it fail)."""
-    config = _market_config(round_['round_id'], round_['market_toml'])
+    config = _market_config(round_.round_id, round_.market_toml)
     phase = round_phase(round_)
-    deadline = round_['readings_deadline_ms']
-    summary = {'round_id': round_['round_id'], 'phase': phase, 'state': phase, 'day': round_['day'] or None,
+    deadline = round_.readings_deadline_ms
+    summary: dict[str, Any]  # filled in below: results, settlement
+    summary = {'round_id': round_.round_id, 'phase': phase, 'state': phase, 'day': round_.day or None,
                'failed': phase in FAILED_PHASES, 'reason': public_reason(round_),
                'failed_since': iso(failed_since_ms) if failed_since_ms else None,
                'failed_since_unix_ms': failed_since_ms or None,
-               'will_retry': (phase == 'failed' and not round_.get('final', 0))
-               or (phase == 'settle-failed' and not round_.get('settle_final', 0)),
-               'slots': [int(s) for s in round_['slots']], 'slot_minutes': SLOT_MINUTES,
-               'gate_closure': iso(round_['gate_closure_ms']), 'gate_closure_unix_ms': round_['gate_closure_ms'],
+               'will_retry': (phase == 'failed' and not round_.final)
+               or (phase == 'settle-failed' and not round_.settle_final),
+               'slots': [int(s) for s in round_.slots], 'slot_minutes': SLOT_MINUTES,
+               'gate_closure': iso(round_.gate_closure_ms), 'gate_closure_unix_ms': round_.gate_closure_ms,
                'readings_deadline': iso(deadline) if deadline else None, 'readings_deadline_unix_ms': deadline or None,
-               'attempts': int(round_['attempts']), 'settle_attempts': int(round_.get('settle_attempts') or 0),
+               'attempts': int(round_.attempts), 'settle_attempts': int(round_.settle_attempts),
                'market': market_fields(config), 'results': None, 'settlement': None}
     if public is not None:
-        summary['results'] = results_view(config, json.loads(public[0]), len(public[1]), round_['day'])
+        summary['results'] = results_view(config, json.loads(public[0]), len(public[1]), round_.day)
     if settlement is not None:
         body = json.loads(settlement[0])
         counts = ('settled', 'metered', 'missing_readings', 'invalid_readings')
-        summary['settlement'] = {k: int(body[k]) for k in counts}
-        summary['settlement']['signatures'] = len(settlement[1])
+        summary['settlement'] = {k: int(body[k]) for k in counts} | {'signatures': len(settlement[1])}
     return summary
 
 
@@ -358,8 +362,8 @@ class OperatorView:
         serving = self.nodes.serving()
         self.health.record(serving, now_ms())
 
-    def _summary(self, round_, at_ms):
-        round_id = round_['round_id']
+    def _summary(self, round_: Round, at_ms: int) -> dict:
+        round_id = round_.round_id
         return round_summary(round_, self.store.public(round_id), self.store.public(round_id, 'settlement_public'),
                              self.failures.since(round_id, round_phase(round_), at_ms))
 
@@ -380,14 +384,14 @@ class OperatorView:
         failed: list[dict[str, object]] = []
         for r in rounds:
             phase = round_phase(r)
-            since = self.failures.since(r['round_id'], phase, at)
+            since = self.failures.since(r.round_id, phase, at)
             if since is not None and len(failed) < 10:
-                failed.append({'round_id': r['round_id'], 'phase': phase, 'reason': public_reason(r),
+                failed.append({'round_id': r.round_id, 'phase': phase, 'reason': public_reason(r),
                                'since': iso(since), 'since_unix_ms': since})
         shown = [self._summary(r, at) for r in rounds[(page - 1) * ROUNDS_PER_PAGE:page * ROUNDS_PER_PAGE]]
         latest = next((s for s in shown if s['results']), None)
         if latest is None:
-            newest = next((r for r in rounds if self.store.public(r['round_id']) is not None), None)
+            newest = next((r for r in rounds if self.store.public(r.round_id) is not None), None)
             latest = self._summary(newest, at) if newest else None
         return {'generated': iso(at), 'generated_unix_ms': at, 'refresh_s': REFRESH_S,
                 'page': page, 'pages': pages, 'per_page': ROUNDS_PER_PAGE, 'rounds_total': len(rounds),
@@ -397,7 +401,7 @@ class OperatorView:
     def round(self, round_id: str) -> dict | None:
         """One round's summary with the console's header fields (None if there is no such round)."""
         round_ = self.store.get(round_id) if is_name(round_id) else None
-        if round_ is None or round_['round_id'] != round_id:
+        if round_ is None or round_.round_id != round_id:
             return None
         at = now_ms()
         return {'generated': iso(at), 'generated_unix_ms': at, 'refresh_s': REFRESH_S,

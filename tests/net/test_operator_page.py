@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from mpc_market.common import keys
 from mpc_market.net import metrics, tls, webview
 from mpc_market.net.broker import Nodes
+from mpc_market.net.store import Round
 
 from helpers import cli, read_rows
 
@@ -204,7 +205,7 @@ class FakeStore:
         return self._rounds
 
     def get(self, round_id):
-        return next((r for r in self._rounds if r['round_id'] == round_id), None)
+        return next((r for r in self._rounds if r.round_id == round_id), None)
 
     def public(self, round_id, table='public_results'):
         return (self._public if table == 'public_results' else self._settlement).get(round_id)
@@ -222,9 +223,10 @@ TOML = '[market]\nprice_floor = 0.1\nprice_ceiling = 0.2\ntick = 0.01\n'
 
 
 def stored_round(**fields):
-    return {'round_id': 'r1', 'state': 'failed', 'reason': '', 'gate_closure_ms': 0, 'readings_deadline_ms': 0,
-            'day': '', 'settlement': '', 'settle_reason': '', 'attempts': 2, 'settle_attempts': 0, 'slots': [0, 1],
-            'market_toml': TOML, **fields}
+    """A Round as BrokerStore.get returns it (defaults: failed r1, two slots, two attempts)."""
+    values = {'round_id': 'r1', 'state': 'failed', 'gate_closure_ms': 0, 'attempts': 2, 'slots': (0, 1),
+              'market_toml': TOML, **fields}
+    return Round(**dict(values, slots=tuple(values['slots'])))
 
 
 def signed_body(public_csv, mechanism='double-auction', participants=6, excluded=0, missing=0):
@@ -376,7 +378,7 @@ def test_the_page_escapes_everything_and_binds_only_its_address():
                            'tick = 0.01\nzones = true\n[zones]\na = ["alice"]\n')
     body = json.dumps({'slots': [{'slot': 0, 'price': '0.15', 'traded_wh': 5, 'residual_wh': 0}],
                        'participants': 2, 'excluded': 0, 'missing': 1})
-    view = webview.OperatorView(FakeStore([hostile], {hostile['round_id']: (body, SIGNED)}), FakeNodes())
+    view = webview.OperatorView(FakeStore([hostile], {hostile.round_id: (body, SIGNED)}), FakeNodes())
     view.poll_health()
     text = webview.page(view.snapshot())
     assert '<script>' not in text and '&lt;script&gt;' in text and 'alice' not in text and '<img' not in text

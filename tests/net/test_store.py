@@ -2,14 +2,18 @@
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 
-from mpc_market.common.errors import NotFound, Replayed, WrongPhase
-from mpc_market.net.store import Store, now_ms
+from mpc_market.common.errors import BadParameter, Malformed, NotFound, Replayed, WrongPhase
+from mpc_market.common.names import check_round_id
+from mpc_market.net.broker import BrokerStore
+from mpc_market.net.store import ROUND_FIELDS, Round, Store, now_ms
 
 
 @pytest.fixture
@@ -76,7 +80,7 @@ def test_late_and_unknown_rounds_are_refused_without_side_effects(store, tmp_pat
     with pytest.raises(WrongPhase, match='closed'):
         submit(store, 'bob', 'z')
     assert store.round('r1').state == 'closed'
-    assert store.open_round('r1', [5], 0, 'other').slots == [0, 1]  # reopening is idempotent
+    assert store.open_round('r1', [5], 0, 'other').slots == (0, 1)  # reopening is idempotent
 
 
 def test_results_and_public_results(store):
@@ -105,3 +109,123 @@ def test_an_acknowledged_submission_survives_a_crash(tmp_path):
     assert reopened.round('r1').state == 'open'
     reopened.close()
     assert os.path.exists(path)
+
+
+# -- one rounds table and one Round for node and broker -------------------------------------------
+
+# the first releases' DDL: the broker's and the node's rounds tables had these columns only, in
+# different orders (deployments' files were created so; later columns were added by ALTER TABLE)
+OLD_BROKER_SCHEMA = """
+CREATE TABLE rounds (
+    round_id TEXT PRIMARY KEY, slots TEXT NOT NULL, gate_closure_ms INTEGER NOT NULL,
+    market_toml TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL);
+CREATE TABLE public_results (round_id TEXT PRIMARY KEY, body TEXT NOT NULL, signatures TEXT NOT NULL);
+CREATE TABLE settlement_public (round_id TEXT PRIMARY KEY, body TEXT NOT NULL, signatures TEXT NOT NULL);
+INSERT INTO rounds VALUES ('old1', '[0, 1]', 1000, '[market]', 'cleared', '', 1, 500);
+INSERT INTO public_results VALUES ('old1', '{}', '{"0": "aa", "1": "bb"}');
+"""
+OLD_NODE_SCHEMA = """
+CREATE TABLE rounds (
+    round_id TEXT PRIMARY KEY, slots TEXT NOT NULL, gate_closure_ms INTEGER NOT NULL,
+    market_toml TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    created_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE submissions (
+    round_id TEXT NOT NULL, participant TEXT NOT NULL, kind TEXT NOT NULL, nonce TEXT NOT NULL,
+    envelope BLOB NOT NULL, signature BLOB NOT NULL, package BLOB NOT NULL,
+    receipt_signature BLOB NOT NULL, accepted_ms INTEGER NOT NULL, PRIMARY KEY (round_id, participant, kind));
+INSERT INTO rounds VALUES ('old1', '[3, 4]', 1000, '[market]', 'failed', 'node 1 restarted', 500, 2);
+"""
+
+
+def old_file(path, script):
+    db = sqlite3.connect(path)
+    db.executescript(script)
+    db.commit()
+    db.close()
+    return str(path)
+
+
+def spec(round_id, slots=(1, 0), **fields):
+    """The fields of a RoundSpec BrokerStore.add reads."""
+    return SimpleNamespace(round_id=round_id, slots=list(slots), gate_closure_unix_ms=now_ms() + 60_000,
+                           market_toml='[market]\n', readings_open_unix_ms=0, readings_deadline_unix_ms=0, day='',
+                           **fields)
+
+
+def test_a_broker_database_of_the_first_schema_opens_and_keeps_its_rounds(tmp_path):
+    """Its file has the old column order and none of the later columns: they are added, the old
+    round reads with their defaults (no signed parameters: clients refuse it), and new rounds go in."""
+    path = old_file(tmp_path / 'broker.db', OLD_BROKER_SCHEMA)
+    for _ in range(2):  # the second open finds every column
+        store = BrokerStore(path)
+        old = store.get('old1')
+        assert old == Round('old1', (0, 1), 1000, '[market]', 'cleared', attempts=1)
+        assert old.params == '' and old.params_signatures == () and old.deviation_price2 == ()
+        assert store.public('old1') == ('{}', {0: b'\xaa', 1: b'\xbb'})
+        store.close()
+    store = BrokerStore(path)
+    store.add(spec('new1'), '{"params": 1}', {1: b'\x02', 0: b'\x01'})
+    store.add(spec('new1', slots=[9]), 'other', {})  # opening is idempotent: the first record stays
+    new = store.get('new1')
+    assert new.slots == (0, 1) and new.state == 'open' and new.params == '{"params": 1}'
+    assert new.params_signatures == ((0, b'\x01'), (1, b'\x02'))
+    assert store.get('') == new  # the latest open round
+    assert [r.round_id for r in store.rounds()] == ['old1', 'new1']
+    assert [r.round_id for r in store.pending()] == ['new1']  # old1 cleared without settlement
+    store.update('old1', state='failed', reason='x', final=True)
+    assert (store.get('old1').state, store.get('old1').final) == ('failed', True)
+    store.close()
+
+
+def test_a_node_database_of_the_first_schema_opens_and_keeps_its_rounds(tmp_path):
+    store = Store(old_file(tmp_path / 'node.db', OLD_NODE_SCHEMA))
+    assert store.round('old1') == Round('old1', (3, 4), 1000, '[market]', 'failed', 'node 1 restarted', attempts=2)
+    assert store.begin_clearing('old1').attempts == 3
+    store.put_results('old1', {}, '{}', b'sig', [7, 8])
+    assert store.round('old1').deviation_price2 == (7, 8) and store.round('old1').state == 'cleared'
+    assert store.open_round('new1', [2, 1], now_ms() + 60_000, '').slots == (1, 2)
+    store.close()
+
+
+def test_node_and_broker_share_one_rounds_table(tmp_path):
+    """Both stores create the same columns, and every one of them but the order key is a Round field;
+    a Round survives its row encoding."""
+    stores = (Store(str(tmp_path / 'node.db')), BrokerStore(str(tmp_path / 'broker.db')))
+    columns = [[row[1] for row in s._db.execute('PRAGMA table_info(rounds)')] for s in stores]
+    assert columns[0] == columns[1] and set(columns[0]) == {*ROUND_FIELDS, 'created_ms'}
+    for s in stores:
+        s.close()
+    full = Round('r1', (0, 5), 10, 'toml', 'cleared', 'why', 3, 11, 12, '2026-12-01', (40, -2), 'failed', 'how', 2,
+                 True, False, '{"p": 1}', ((0, b'\x00\xff'), (2, b'\x01')))
+    assert Round.from_row(full.to_row()) == full
+
+
+@pytest.mark.parametrize('bad', ['', '../x', 'a b', 'x' * 65, '-r', 7, None])
+def test_every_store_refuses_a_bad_round_id_with_the_one_check(tmp_path, bad):
+    with pytest.raises(Malformed, match='round id'):
+        check_round_id(bad)
+    broker = BrokerStore(str(tmp_path / 'broker.db'))
+    with pytest.raises(Malformed, match='round id'):
+        broker.add(spec(bad), '', {})
+    assert broker.rounds() == []
+    broker.close()
+    with pytest.raises(Malformed, match='round id'):
+        Round.opened(bad, [0], 0, '')
+
+
+def test_column_and_table_names_are_checked_with_a_typed_error(store, tmp_path):
+    """They go into the SQL text: a real check (not an assert), before anything is written."""
+    broker = BrokerStore(str(tmp_path / 'broker.db'))
+    broker.add(spec('r1'), '', {})
+    with pytest.raises(BadParameter, match="'round_id'"):
+        broker.update('r1', state='failed', round_id='r2')
+    assert broker.get('r1').state == 'open' and broker.get('r2') is None
+    with pytest.raises(BadParameter, match='table'):
+        broker.public('r1', 'rounds')
+    broker.close()
+    with pytest.raises(BadParameter, match='state'):
+        store.set_state('r1', 'done; DROP TABLE rounds')
+    with pytest.raises(BadParameter, match='settlement'):
+        store.set_settlement('r1', 'later')
+    assert store.round('r1').state == 'open'
