@@ -1,2 +1,3 @@
-"""Benchmark and security-analysis suites: ``python -m benchmarks SUITE [--quick] [--out DIR]``
-(also ``mpc-market bench``); the older single scripts (clearing.py, settlement.py, ...) stay."""
+"""Benchmark and security-analysis suites: ``python -m benchmarks SUITE [--quick] [--out DIR]`` from
+the repository root (also ``mpc-market bench``). Each suite is a module ``bench_NAME`` with its
+parameters in ``presets/NAME.toml``; ``suite.py`` is their shared frame."""

@@ -15,15 +15,15 @@ import tempfile
 import time
 from decimal import Decimal
 
-from baseline import plain_clear, records
-from suite import figure, mpc_row, profile_day
-
 from mpc_market.market.book import Book
 from mpc_market.market.config import MarketConfig
 from mpc_market.market.generate import community
 from mpc_market.market.orders import Order
 from mpc_market.market.plain import clear_plain
 from mpc_market.mpc import local
+
+from .baseline import plain_clear, records
+from .suite import figure, mpc_row, profile_day
 
 NAME, TITLE = 'baseline', 'mpc_market against the textbook sort-based MPyC clearing'
 CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'), 65535)

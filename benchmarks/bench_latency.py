@@ -11,8 +11,8 @@ sequential communication rounds of a clearing.
 import os
 import tempfile
 
-from deployment import run as run_deployment
-from suite import figure, profile_day
+from .deployment import run as run_deployment
+from .suite import figure, profile_day
 
 NAME, TITLE = 'latency', 'Round latency against network delay between the nodes'
 COLUMNS = [('one-way delay ms', 'delay_ms'), ('participants', 'participants'), ('round latency s', 'seconds'),

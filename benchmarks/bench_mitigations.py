@@ -25,14 +25,15 @@ import time
 from fractions import Fraction
 
 import numpy as np
-from bench_scaling import book_of
-from common import instrumented
-from suite import figure, mpc_row, profile_day
 
 from mpc_market.market import plain
 from mpc_market.market.generate import FEEDER_SIZE, community, feeder_map
 from mpc_market.mpc import field as ff
 from mpc_market.mpc import local
+
+from .bench_scaling import book_of
+from .common import instrumented
+from .suite import figure, mpc_row, profile_day
 
 NAME, TITLE = 'mitigations', 'What security costs: each mitigation switched off in a benchmark-only harness'
 COLUMNS = [('mitigation', 'mitigation'), ('measured on', 'workload'), ('with s', 'with_s'), ('without s', 'without_s'),

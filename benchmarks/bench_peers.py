@@ -12,11 +12,11 @@ majority of an S1 committee.
 import os
 import time
 
-from bench_scaling import book_of
-from suite import figure, mpc_row, profile_day
-
 from mpc_market.market import plain
 from mpc_market.mpc import committee, local
+
+from .bench_scaling import book_of
+from .suite import figure, mpc_row, profile_day
 
 NAME, TITLE = 'peers', 'MPC parties and scenario S1 (direct peers) at scale'
 COLUMNS = [('series', 'series'), ('nodes', 'nodes'), ('participants', 'participants'), ('orders', 'orders'),

@@ -10,14 +10,14 @@ import math
 import time
 from decimal import Decimal
 
-from suite import figure, mpc_row, profile_day
-
 from mpc_market.market import plain
 from mpc_market.market.book import Book
 from mpc_market.market.config import MarketConfig
 from mpc_market.market.generate import community
 from mpc_market.market.orders import Order
 from mpc_market.mpc import local
+
+from .suite import figure, mpc_row, profile_day
 
 NAME, TITLE = 'scaling', 'Scaling with the number of participants'
 CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'), 65535)

@@ -26,16 +26,16 @@ import sys
 import tempfile
 import time
 
-from common import instrumented
-from deployment import node_costs, wait_published
-from leakage import Actor, scan, secrets_of
-from suite import figure, profile_day
-
 from mpc_market.common import keys
 from mpc_market.market.generate import community
 from mpc_market.mpc.committee import draw
 from mpc_market.net.client import BrokerClient
 from mpc_market.net.localdeploy import LocalDeployment
+
+from .common import instrumented
+from .deployment import node_costs, wait_published
+from .leakage import Actor, scan, secrets_of
+from .suite import figure, profile_day
 
 NAME, TITLE = 'scenarios', 'Deployment scenarios S1-S4 end to end, with the leakage each actor shows'
 COLUMNS = [('scenario', 'scenario'), ('actor', 'actor'), ('roles', 'roles'), ('KiB scanned', 'kib_scanned'),

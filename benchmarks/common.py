@@ -1,11 +1,8 @@
-"""Shared by the benchmark scripts: the machine description and saving result tables."""
+"""Shared by the benchmark suites: the machine description and instrumented child processes."""
 
 import contextlib
-import csv
-import json
 import os
 import platform
-import time
 
 
 def machine():
@@ -18,19 +15,6 @@ def machine():
     except OSError:
         pass
     return {'cores': os.cpu_count(), 'cpu': cpu, 'python': platform.python_version(), 'host': platform.node()}
-
-
-def save_rows(out_dir, name, info, rows):
-    """Write out_dir/<name>-<cores>core.json (with the machine) and .csv; print where."""
-    os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.join(out_dir, f'{name}-{info["cores"]}core')
-    with open(stem + '.json', 'w') as f:
-        json.dump({'machine': info, 'date': time.strftime('%Y-%m-%d'), 'rows': rows}, f, indent=1)
-    with open(stem + '.csv', 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f'saved {stem}.json and {stem}.csv')
 
 
 @contextlib.contextmanager

@@ -1,48 +1,40 @@
-"""Deployment benchmark: broker + 3 node processes over mutual TLS on this machine.
+"""The deployment harness of the deployment, latency and scenarios suites: broker + 3 node
+processes over mutual TLS on this machine.
 
-For each size: submission throughput (participants' orders accepted by every node per second,
-from several concurrent client processes, each a representative submitting batches; and for
-the smallest size also one order per request from many threads; each representative with its
-own client certificate, as parties/README.md advises) and round latency (CloseRound
-at the broker -> signed public results available at the broker), without and with added
-latency between the nodes (a TCP delay proxy on the MPyC links; one-way delay). Every round is
-checked against the plaintext reference (public results, and a sample of participants' own
-results reconstructed by `mpc_market.net.client`).
+run: submission throughput (participants' orders accepted by every node per second, from several
+concurrent client processes, each a representative submitting batches; and for the smallest size
+also one order per request from many threads; each representative with its own client
+certificate, as parties/README.md advises) and round latency (CloseRound at the broker -> signed
+public results available at the broker), with an optional added latency between the nodes (a TCP
+delay proxy on the MPyC links; one-way delay). Every round is checked against the plaintext
+reference (public results, and a sample of participants' own results reconstructed by
+`mpc_market.net.client`).
 
-Settlement (--settle-sizes): orders, clearing, then every participant's meter reading over gRPC
-(`mpc-market meter submit` from several client processes, batched): readings accepted by every
-node per second, and close of the readings window -> signed public settlement at the broker
-(the second MPC session). In the same run, the local settlement of the same data as a second
-session (`settle_mpc(sessions=2)`): its wall time from node start-up to reconstructed results,
-and its MPC settlement phase alone. A sample of bills is checked against the plaintext reference.
-
-    python benchmarks/deployment.py [--sizes 1000 10000] [--delays 0 10] [--clients 4] [--settle-sizes 10000]
+run_settlement: orders, clearing, then every participant's meter reading over gRPC (`mpc-market
+meter submit` from several client processes, batched): readings accepted by every node per
+second, and close of the readings window -> signed public settlement at the broker (the second MPC
+session). In the same run, the local settlement of the same data as a second session
+(`settle_mpc(sessions=2)`): its wall time from node start-up to reconstructed results, and its MPC
+settlement phase alone. A sample of bills is checked against the plaintext reference.
 """
 
-import argparse
 import os
 import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, save_rows  # noqa: E402
-
-from mpc_market.common import keys  # noqa: E402
-from mpc_market.market.book import Book  # noqa: E402
+from mpc_market.common import keys
+from mpc_market.market.book import Book
 from mpc_market.market.config import load_config
-from mpc_market.market.generate import write_community  # noqa: E402
-from mpc_market.market.orders import load_orders  # noqa: E402
-from mpc_market.market.output import participant_table, public_table  # noqa: E402
-from mpc_market.market.plain import clear_plain  # noqa: E402
-from mpc_market.net.client import BrokerClient, fetch_own_results, fetch_public, own_order_rows  # noqa: E402
-from mpc_market.net.localdeploy import LocalDeployment  # noqa: E402
-from mpc_market.rpc import market_pb2  # noqa: E402
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+from mpc_market.market.generate import write_community
+from mpc_market.market.orders import load_orders
+from mpc_market.market.output import participant_table, public_table
+from mpc_market.market.plain import clear_plain
+from mpc_market.net.client import BrokerClient, fetch_own_results, fetch_public, own_order_rows
+from mpc_market.net.localdeploy import LocalDeployment
+from mpc_market.rpc import market_pb2
 
 
 def split_orders(orders_path, parts, out_dir):
@@ -135,6 +127,12 @@ def check(deployment, round_id, book, orders_path, sample=10):
 
 
 def run(size, delay_ms, clients, work, profile_day=None):
+    """One round of size participants x 1 slot over a fresh deployment with delay_ms between the nodes.
+
+    Returns:
+        The row: orders/s per submission mode, round latency, bytes sent and peak memory per node
+        and the MPC phases (the most of any node), exact (checked against the reference).
+    """
     directory = os.path.join(work, f'n{size}-d{delay_ms}')
     orders_path, market_path, count, _ = write_community(os.path.join(directory, 'community'), size, 1, 2026,
                                                          profile_day=profile_day)
@@ -200,14 +198,22 @@ def local_settlement(book, net_of):
     return result.stats['settlement_session_s'], phase, result
 
 
-def run_settlement(size, clients, meter_clients, work, day='2026-12-01'):
+def run_settlement(size, clients, meter_clients, work, day='2026-12-01', profile_day=None):
+    """One settlement round over gRPC of size participants x 1 slot, and the same data settled locally.
+
+    Returns:
+        The row: readings/s, settlement latency, the local session and phase, their ratios, and
+        the bytes and peak memory of the deployment's settlement (the most of any node).
+    """
     from mpc_market.market.plain import settle_plain
     from mpc_market.market.readings import load_readings
     from mpc_market.market.settlement import complete_readings
     from mpc_market.net.bills import round_bill
+    from mpc_market.net.client import client_manifest
+    from mpc_market.net.trusted import trusted_round
     directory = os.path.join(work, f'settle-n{size}')
     orders_path, market_path, count, readings_path = write_community(os.path.join(directory, 'community'), size, 1,
-                                                                     2026)
+                                                                     2026, profile_day=profile_day)
     config = load_config(market_path)
     readings = {pair: net for pair, (net, _) in load_readings(readings_path, config).items()}
     orders = load_orders(orders_path, config)
@@ -242,13 +248,15 @@ def run_settlement(size, clients, meter_clients, work, day='2026-12-01'):
         print(f'  close of readings -> signed settlement at the broker: {row["settlement_latency_s"]:.2f} s',
               flush=True)
         reference = {b.participant: b for b in settle_plain(book, net_of).bills}
+        settled = trusted_round(broker.status('r-settle'), client_manifest(deployment.keys), 'r-settle')
         for p in random.Random(2).sample(book.participants, min(5, len(book.participants))):
-            trade, deviation, retailer_only, _ = round_bill(broker, deployment.keys, p, broker.status('r-settle'),
+            trade, deviation, retailer_only, _ = round_bill(broker, deployment.keys, p, settled,
                                                             orders, readings)
             bill = reference[p]
             assert (trade, deviation, retailer_only) == (bill.trade_amount, bill.deviation_amount,
                                                          bill.retailer_only_amount), p
         broker.close()
+        row['bytes_per_node'], row['peak_rss_mb_per_node'], _ = node_costs(deployment, 'r-settle', 'settlement')
     finally:
         deployment.stop()
     wall, phase, _ = local_settlement(book, net_of)
@@ -262,38 +270,3 @@ def run_settlement(size, clients, meter_clients, work, day='2026-12-01'):
           f'/ local phase = {row["ratio_to_local_phase"]:.2f}x', flush=True)
     shutil.rmtree(directory, ignore_errors=True)
     return row
-
-
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--sizes', type=int, nargs='*', default=[1000, 10000])
-    parser.add_argument('--delays', type=float, nargs='+', default=[0, 10])
-    parser.add_argument('--clients', type=int, default=4, help='concurrent client processes')
-    parser.add_argument('--settle-sizes', type=int, nargs='*', default=[10000],
-                        help='participants of the settlement runs (one slot, orders and readings over gRPC)')
-    parser.add_argument('--meter-clients', type=int, default=2,
-                        help='concurrent `meter submit` processes (on 2 cores more only take CPU from the nodes)')
-    args = parser.parse_args()
-    info = machine()
-    print(f'machine: {info["cores"]} cores, {info["cpu"]}, Python {info["python"]}')
-    work = tempfile.mkdtemp(prefix='mpc-market-deploy-bench-')
-    rows = []
-    try:
-        for delay in args.delays:
-            for size in args.sizes:
-                print(f'{size} participants, {delay:g} ms added one-way latency between nodes:', flush=True)
-                rows.append(run(size, delay, args.clients, work))
-        settle_rows = []
-        for size in args.settle_sizes:
-            print(f'{size} participants, settlement over gRPC:', flush=True)
-            settle_rows.append(run_settlement(size, args.clients, args.meter_clients, work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    if rows:
-        save_rows(RESULTS, 'deployment', info, rows)
-    if settle_rows:
-        save_rows(RESULTS, 'deployment-settlement', info, settle_rows)
-
-
-if __name__ == '__main__':
-    main()

@@ -8,6 +8,11 @@ sent per node, peak memory per node and whether the result equals the plaintext 
 suite's directory gets ``results.csv``, ``results.json``, one PNG per figure and ``report.md``
 embedding them; ``report.md`` and the PNGs can be regenerated from ``results.json`` alone
 (``python -m benchmarks report DIR``).
+
+Optional hooks of a suite module: ``notes(rows)`` (notes derived from the rows, so a regenerated
+report has them too), ``tables(rows)`` (several report tables instead of one of ``COLUMNS``) and
+``options(group)`` (command-line options of its own, e.g. flood's ``--seconds``; each sets the
+parameter of its ``dest``).
 """
 
 import csv
@@ -18,11 +23,14 @@ import time
 import tomllib
 from importlib import metadata
 
-from common import machine
+from .common import machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# implemented suites, in the order `all` runs them
-SUITES = ('scaling', 'peers', 'mechanisms', 'baseline', 'latency', 'scenarios', 'mitigations')
+# the suites `all` runs, in its order
+SUITES = ('scaling', 'peers', 'mechanisms', 'baseline', 'latency', 'scenarios', 'mitigations',
+          'clearing', 'settlement', 'rules', 'deployment', 'stats', 'round_params')
+# run by name only: the flood loads the machine on purpose (tests/security/test_flooding.py runs it)
+EXTRA_SUITES = ('flood',)
 
 
 def versions():
@@ -51,29 +59,46 @@ def profile_day(params):
 
 
 def module(name):
-    return importlib.import_module(f'bench_{name}')
+    """The suite's module, benchmarks/bench_NAME.py."""
+    return importlib.import_module(f'.bench_{name}', __package__)
 
 
-def run_suite(name, quick, out_dir, profiles=None):
-    """Run one suite; write its results, figures and report into out_dir/NAME; return that directory.
-    profiles: a day (YYYY-MM-DD): communities from published load and PV profiles of that day."""
+def run_suite(name, quick, out_dir, profiles=None, overrides=None, save=True):
+    """Run one suite; write its results, figures and report into out_dir/NAME.
+
+    Args:
+        name: the suite (SUITES or EXTRA_SUITES).
+        quick: the [quick] preset instead of [full].
+        out_dir: the results directory; the suite writes its subdirectory NAME.
+        profiles: a day (YYYY-MM-DD): communities from published load and PV profiles of that day.
+        overrides: parameters replacing the preset's (the suite's own command-line options).
+        save: False writes nothing (the rows are only printed by the suite).
+
+    Returns:
+        (the suite's directory or None when not saved, the rows)
+    """
     suite = module(name)
     params, seed = load_preset(name, quick)
-    if profiles:
-        params = dict(params, profiles=profiles)
-    directory = os.path.join(out_dir, name)
-    os.makedirs(directory, exist_ok=True)
+    params = dict(params, **(overrides or {}), **({'profiles': profiles} if profiles else {}))
     started = time.perf_counter()
     rows, notes = suite.run(params, seed)
+    rows = [dict(r, suite=name, seed=seed) for r in rows]
+    if not save:
+        return None, rows
     context = {'suite': name, 'title': suite.TITLE, 'quick': quick, 'params': params, 'seed': seed,
                'machine': machine(), 'versions': versions(), 'date': time.strftime('%Y-%m-%d'),
                'seconds': round(time.perf_counter() - started, 1), 'notes': notes}
-    rows = [dict(r, suite=name, seed=seed) for r in rows]
+    directory = os.path.join(out_dir, name)
+    write_results(directory, context, rows)
+    return directory, rows
+
+
+def write_results(directory, context, rows):
+    """results.json, results.csv, the plots and report.md of a suite's run into directory."""
+    os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, 'results.json'), 'w') as f:
         json.dump({**context, 'rows': rows}, f, indent=1)
-    write_csv(os.path.join(directory, 'results.csv'), rows, context)
     report(directory)
-    return directory
 
 
 def write_csv(path, rows, context):
@@ -90,20 +115,24 @@ def write_csv(path, rows, context):
 
 
 def report(directory):
-    """report.md and the PNGs of a suite's directory, from its results.json alone."""
+    """results.csv, report.md and the PNGs of a suite's directory, from its results.json alone."""
     with open(os.path.join(directory, 'results.json')) as f:
         data = json.load(f)
+    write_csv(os.path.join(directory, 'results.csv'), data['rows'], data)
     suite = module(data['suite'])
     figures = suite.figures(data['rows'], directory)
     m = data['machine']
+    known = [', '.join(f'{k} {v}' for k, v in data['versions'].items() if v)] if data['versions'] else []
+    known += [f'seed {data["seed"]}'] + ([f'{data["seconds"]} s in all'] if data['seconds'] is not None else [])
     lines = [f'# {data["title"]}', '',
              f'{"Quick" if data["quick"] else "Full"} run of {data["date"]} on {m["cores"]} cores ({m["cpu"]}), '
-             f'Python {m["python"]}; ' + ', '.join(f'{k} {v}' for k, v in data['versions'].items() if v)
-             + f'; seed {data["seed"]}; {data["seconds"]} s in all.', '',
+             f'Python {m["python"]}; ' + '; '.join(known) + '.', '',
              'Parameters: `' + json.dumps(data['params']) + '`', '']
     for title, path in figures:
         lines += [f'![{title}]({os.path.basename(path)})', '']
-    lines += table(suite.COLUMNS, data['rows']) + ['']
+    sections = suite.tables(data['rows']) if hasattr(suite, 'tables') else [(None, suite.COLUMNS, data['rows'])]
+    for heading, columns, rows in sections:
+        lines += ([f'## {heading}', ''] if heading else []) + table(columns, rows) + ['']
     derived = suite.notes(data['rows']) if hasattr(suite, 'notes') else []
     lines += [f'- {note}' for note in derived + data['notes']]
     with open(os.path.join(directory, 'report.md'), 'w') as f:
@@ -111,10 +140,11 @@ def report(directory):
 
 
 def table(columns, rows):
-    """A Markdown table of the given (header, key) columns."""
+    """A Markdown table of the given (header, key) columns; None (not measured) shows as —."""
     out = ['| ' + ' | '.join(h for h, _ in columns) + ' |', '|' + '---|' * len(columns)]
     for r in rows:
-        out.append('| ' + ' | '.join(str(r.get(k, '')) for _, k in columns) + ' |')
+        out.append('| ' + ' | '.join('—' if r.get(k) is None and k in r else str(r.get(k, '')) for _, k in columns)
+                   + ' |')
     return out
 
 

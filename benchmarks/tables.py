@@ -1,6 +1,6 @@
-"""Print the saved benchmark results as Markdown tables (as used in docs/performance.md).
+"""Print the committed clearing, settlement and rules results as the Markdown tables of docs/performance.md.
 
-    python benchmarks/tables.py
+    python -m benchmarks.tables
 """
 
 import json
@@ -9,8 +9,9 @@ import os
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def load(name):
-    with open(os.path.join(HERE, 'results', name)) as f:
+def load(suite):
+    """The results.json of a suite's committed full run."""
+    with open(os.path.join(HERE, 'results', 'suites', suite, 'results.json')) as f:
         return json.load(f)
 
 
@@ -53,8 +54,8 @@ RULES = [('participants × slots', lambda r: f"{r['participants']:,} × {r['slot
 
 if __name__ == '__main__':
     print('## Clearing\n')
-    print(table(load('clearing-2core.json'), CLEARING))
+    print(table(load('clearing'), CLEARING))
     print('\n## Clearing and settlement\n')
-    print(table(load('settlement-2core.json'), SETTLEMENT))
+    print(table(load('settlement'), SETTLEMENT))
     print('\n## Market rules\n')
-    print(table(load('rules-2core.json'), RULES))
+    print(table(load('rules'), RULES))

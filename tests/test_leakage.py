@@ -8,9 +8,9 @@ import pytest
 
 from helpers import REPO
 
-sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
-from bench_scenarios import run_scenario  # noqa: E402
-from leakage import scan  # noqa: E402
+sys.path.insert(0, REPO)  # benchmarks/ is a package of the checkout, not installed
+from benchmarks.bench_scenarios import run_scenario  # noqa: E402
+from benchmarks.leakage import scan  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.deployment]
 
