@@ -153,3 +153,57 @@ def test_no_assert_decides_on_input_in_the_package():
     wrong = [f'{m}:{node.lineno}' for m, path in MODULES.items()
              for node in ast.walk(ast.parse(open(path).read())) if isinstance(node, ast.Assert)]
     assert not wrong, wrong
+
+
+# (module, assignment target) allowed to set another object's attribute, and why
+INTERNALS = 'mpc_market.mpc.mpyc_internals'
+FOREIGN_ATTRIBUTE_WRITES = {
+    # the one adapter to MPyC's internals: it hardens MPyC (no pickle, authenticated links) by design
+    *((INTERNALS, t) for t in ('mpyc_runtime.pickle', 'thresha.np_random_split', 'signed.signed',
+                                'thresha._recombination_vector', 'rt.options.ssl', 'rt.start_time', 'peer.protocol')),
+    # the standard library's ssl API is configured by attribute
+    *((INTERNALS, t) for t in ('context.minimum_version', 'context.verify_mode',
+                                'context.hostname_checks_common_name')),
+    # MPyC reads its options from sys.argv when it is imported
+    ('mpc_market.mpc.node', 'sys.argv'),
+}
+
+
+def foreign_attribute_writes(path):
+    """(line, target) of every assignment to an attribute of something other than self or cls."""
+    for node in ast.walk(ast.parse(open(path).read())):
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        for target in targets:
+            for sub in ast.walk(target):
+                if isinstance(sub, ast.Attribute) and isinstance(sub.ctx, ast.Store):
+                    if not (isinstance(sub.value, ast.Name) and sub.value.id in ('self', 'cls')):
+                        yield node.lineno, ast.unparse(sub)
+
+
+def test_no_module_sets_another_objects_attributes():
+    """State changes inside its own class: a phase returns what it computed (MarketNode's phases, a
+    JobSpec variant by dataclasses.replace) instead of writing into an object it was handed."""
+    wrong = [f'{m}:{line} sets {target}' for m, path in MODULES.items()
+             for line, target in foreign_attribute_writes(path) if (m, target) not in FOREIGN_ATTRIBUTE_WRITES]
+    assert not wrong, wrong
+
+
+def test_the_attribute_check_catches_a_write():
+    import textwrap
+    sample = textwrap.dedent('''
+        def phase(node, spec):
+            node.valid = True
+            spec.participants += ['x']
+            self_like = node
+            self_like.deviation = 1
+            self.fine = 1
+    ''')
+    import tempfile
+    with tempfile.NamedTemporaryFile('w', suffix='.py', delete=False) as f:
+        f.write(sample)
+    try:
+        assert [t for _, t in foreign_attribute_writes(f.name)] == ['node.valid', 'spec.participants',
+                                                                   'self_like.deviation']
+    finally:
+        os.remove(f.name)

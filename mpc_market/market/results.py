@@ -3,7 +3,7 @@
 The plaintext reference and the MPC engine both end here, so their outputs are comparable row for row.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import rule as reference
 from . import settlement
@@ -97,10 +97,9 @@ def slot_row(config, slot, level, traded, residual):
 def zoned_slot_row(config, slot, zones, local, cross):
     """SlotRow of a zoned market; local: (level, traded, residual) per zone, cross: the same of stage 2."""
     row = slot_row(config, slot, *cross)
-    row.zones = [ZoneRow(z, r.level, r.price_units, r.traded_wh, r.residual_wh)
+    zone_rows = [ZoneRow(z, r.level, r.price_units, r.traded_wh, r.residual_wh)
                  for z, r in zip(zones, (slot_row(config, slot, *outcome) for outcome in local), strict=True)]
-    row.fee_amount = row.traded_wh * config.fee_units
-    return row
+    return replace(row, zones=zone_rows, fee_amount=row.traded_wh * config.fee_units)
 
 
 

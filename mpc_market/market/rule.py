@@ -143,3 +143,28 @@ def order_amount(config: MarketConfig, side: str, energy: int, matched: int, pri
     if side == 'buy':
         return traded + unmatched * config.ceiling_units
     return -(traded + unmatched * config.floor_units)
+
+
+def prorata_clear_slot(entries: list[tuple[str, int, int]], levels: int) -> tuple[int | None, int, int, list[int]]:
+    """The pro-rata rule the merit order replaced (the benchmarks' same-run ratio; plaintext twin of
+    mpc_market.mpc.prorata): the same crossing, then every eligible order of a side gets
+    floor(E * V / T), T the side's eligible total.
+
+    Args:
+        entries: (side, level, energy Wh) per order of the slot, side 'sell' or 'buy'.
+        levels: the number of price levels K.
+
+    Returns:
+        (level or None, traded volume, residual of the long side, matched Wh per entry).
+    """
+    supply, demand = curves(entries, levels)
+    level, volume = choose_level(supply, demand)
+    if level is None:
+        return None, 0, 0, [0] * len(entries)
+    totals = {'sell': supply[level], 'buy': demand[level]}
+    matched = [(energy if (lv <= level if side == 'sell' else lv >= level) else 0) * volume // totals[side]
+               for side, lv, energy in entries]
+    long_side = 'sell' if totals['sell'] > totals['buy'] else 'buy'
+    residual = volume - sum(m for m, e in zip(matched, entries, strict=True) if e[0] == long_side) \
+        if totals['sell'] != totals['buy'] else 0
+    return level, volume, residual, matched

@@ -13,7 +13,7 @@ boundary is one of these frozen dataclasses with one ``to_json``/``from_json``.
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
@@ -37,9 +37,10 @@ def result_fields(config: MarketConfig) -> int:
     return len(ZONED_RESULT_FIELDS if config.zoned else RESULT_FIELDS)
 
 
-@dataclass
+@dataclass(frozen=True)
 class JobSpec:
-    """Public parameters of a clearing job (what every node may know)."""
+    """Public parameters of a clearing job (what every node may know); derive a variant with
+    ``dataclasses.replace``."""
 
     nodes: int
     threshold: int
@@ -62,6 +63,7 @@ class JobSpec:
     fee_levels: int = 0         # the network fee in ticks
     fee_units: int = 0          # the network fee in price units
     committee: list = field(default_factory=list)   # S1: participant index of each node
+    allocation: str = 'merit-order'  # the double auction's rule (mpc_market.mpc.mechanism); 'pro-rata': benchmarks
 
     def save(self, directory: str) -> None:
         """Write job.json into directory (created if needed)."""
@@ -248,9 +250,9 @@ def save_array(path: str, array: np.ndarray) -> None:
 def job_spec(book: Book, nodes: int, chunk: int) -> JobSpec:
     """Public job parameters; chunk = orders (participant x slot vectors) streamed at once."""
     spec = config_spec(book.config, book.slots, nodes, chunk)
-    spec.participants = book.participants
+    spec = replace(spec, participants=list(book.participants))
     if book.config.zoned:
-        spec.zone_names, spec.zone_of = list(book.zones), dict(book.zone_of)
+        spec = replace(spec, zone_names=list(book.zones), zone_of=dict(book.zone_of))
     return spec
 
 

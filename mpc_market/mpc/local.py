@@ -12,6 +12,7 @@ import socket
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -171,6 +172,13 @@ def read_public_outputs(job_dir, nodes):
 
 
 
+def settlement_values(job_dir, spec, publics):
+    """ClearingResult.settlement of a run: the reconstructed deviation/amount and retailer values
+    and the participants whose meter packages failed."""
+    return {'values': reconstruct(job_dir, spec, 'settlement'), 'retailer': reconstruct(job_dir, spec, 'retailer'),
+            'excluded': publics[0].meter_excluded}
+
+
 def mpc_result(book, publics, values_of, times):
     started, shared, computed = times
     public = publics[0]
@@ -210,8 +218,7 @@ def clear_peers(book: Book, committee=None, round_id='local', progress=None, tim
     members = [book.participant_index[p] for p in lottery['committee']]
     job_dir = tempfile.mkdtemp(prefix='mpc-market-peers-', dir=workdir)
     try:
-        spec = job_spec(book, size, ORDERS_PER_CHUNK)
-        spec.mode, spec.committee = 'peers', members
+        spec = replace(job_spec(book, size, ORDERS_PER_CHUNK), mode='peers', committee=members)
         spec.save(job_dir)
         for j, p in enumerate(members):  # a committee peer's orders stay on its own node, in the clear
             np.save(JobDir(job_dir).node(j).make().own_orders, book.encode([p])[0])
@@ -244,19 +251,20 @@ def clear_peers(book: Book, committee=None, round_id='local', progress=None, tim
 
 
 def clear_mpc(book: Book, nodes=3, chunk=ORDERS_PER_CHUNK, workdir=None, keep=False, progress=None, timeout=None,
-              net_of=None, job_dir=None) -> ClearingResult:
+              net_of=None, job_dir=None, allocation='merit-order') -> ClearingResult:
     """Clear under MPC; with net_of (meter readings) also settle deviations in the same session.
-    job_dir: run in this (caller-owned) directory and leave it, shares included."""
+    job_dir: run in this (caller-owned) directory and leave it, shares included. allocation: the
+    double auction's registered rule (mpc_market.mpc.mechanism; 'pro-rata' for the benchmarks)."""
     if not 3 <= nodes <= MAX_NODES:
         raise ValueError(f'nodes must be in 3..{MAX_NODES}')
     started = time.perf_counter()
     keep = keep or job_dir is not None
     job_dir = job_dir or tempfile.mkdtemp(prefix='mpc-market-job-', dir=workdir)
     try:
-        spec = job_spec(book, nodes, chunk)
+        spec = replace(job_spec(book, nodes, chunk), allocation=allocation)
         if net_of is not None:
             from ..market.book import encode_readings
-            spec.settle, spec.max_reading_wh = True, book.config.max_reading_wh
+            spec = replace(spec, settle=True, max_reading_wh=book.config.max_reading_wh)
         spec.save(job_dir)
         procs = start_nodes(job_dir, nodes)  # nodes start up while the participants share
         try:
@@ -279,9 +287,7 @@ def clear_mpc(book: Book, nodes=3, chunk=ORDERS_PER_CHUNK, workdir=None, keep=Fa
         result = mpc_result(book, publics, lambda o: tuple(int(v) for v in values[pi[o.participant], si[o.slot]]),
                              (started, shared, computed))
         if spec.settle:
-            result.settlement = {'values': reconstruct(job_dir, spec, 'settlement'),
-                                 'retailer': reconstruct(job_dir, spec, 'retailer'),
-                                 'excluded': publics[0].meter_excluded}
+            result = replace(result, settlement=settlement_values(job_dir, spec, publics))
         return result
     finally:
         if not keep:
@@ -315,8 +321,7 @@ def settle_after_clearing(book, net_of, nodes=3, chunk=ORDERS_PER_CHUNK, workdir
     job_dir = tempfile.mkdtemp(prefix='mpc-market-job-', dir=workdir)
     try:
         clearing = clear_mpc(book, nodes, chunk, progress=progress, timeout=timeout, job_dir=job_dir)
-        spec = JobSpec.load(job_dir)
-        spec.settle, spec.max_reading_wh = True, book.config.max_reading_wh
+        spec = replace(JobSpec.load(job_dir), settle=True, max_reading_wh=book.config.max_reading_wh)
         spec.save(job_dir)
         excluded = set(clearing.excluded)
         job = JobDir(job_dir)
@@ -337,9 +342,7 @@ def settle_after_clearing(book, net_of, nodes=3, chunk=ORDERS_PER_CHUNK, workdir
         mark_ready(job_dir, nodes)
         wait_nodes(procs, job_dir, timeout, progress)
         publics = read_public_outputs(job_dir, nodes)
-        clearing.settlement = {'values': reconstruct(job_dir, spec, 'settlement'),
-                               'retailer': reconstruct(job_dir, spec, 'retailer'),
-                               'excluded': publics[0].meter_excluded}
+        clearing = replace(clearing, settlement=settlement_values(job_dir, spec, publics))
         clearing.stats['settlement_session_timings'] = [p.figures.timings for p in publics]
         clearing.stats['settlement_session_s'] = time.perf_counter() - session  # start-up to reconstructed
         return clearing

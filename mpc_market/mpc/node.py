@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 
 from cryptography.exceptions import InvalidSignature
 
@@ -79,8 +80,8 @@ async def agree_on_envelopes(spec, shares, held, keys_dir, index, domain=AGREEME
     """Keep the participants whose identical signed envelope every node holds.
 
     Each node signs the list of {participant: envelope SHA-256} it holds with its Ed25519 key;
-    every statement received is checked against its sender's key and the schema. Sets
-    spec.participants; returns (kept shares, kept participants, missing participants, kept rows).
+    every statement received is checked against its sender's key and the schema. Returns (kept
+    shares, kept participants, missing participants, kept rows).
     """
     import numpy as np
     from mpyc.runtime import mpc
@@ -97,12 +98,12 @@ async def agree_on_envelopes(spec, shares, held, keys_dir, index, domain=AGREEME
     kept = sorted(p for p, _ in common)
     row_of = {p: i for i, p in enumerate(sorted(held))}
     rows = np.array([row_of[p] for p in kept], dtype=np.int64)
-    spec.participants = kept
     return np.ascontiguousarray(shares[:, rows]), kept, sorted(everyone - set(kept)), rows
 
 
 async def settlement_packages(args, spec, own, clearing):
-    """(orders, readings, participants, missing readings) of a settle-only session.
+    """(orders, readings, the spec with the settled participants, missing readings) of a
+    settle-only session.
 
     The order shares are the clearing's (rows = clearing['participants'], or the job's own in a
     local run); in a deployment the nodes first agree on the reading envelopes all of them hold.
@@ -113,7 +114,7 @@ async def settlement_packages(args, spec, own, clearing):
     orders = np.load(own.shares, mmap_mode='r')
     readings = np.load(own.readings, mmap_mode='r')
     if not args.deployment:
-        return orders, readings, list(spec.participants), []
+        return orders, readings, spec, []
     held = own.read_held()
     readings, readers, _, _ = await agree_on_envelopes(spec, readings, held, args.keys, args.index,
                                                       READINGS_AGREEMENT_DOMAIN)
@@ -127,8 +128,7 @@ async def settlement_packages(args, spec, own, clearing):
             all_orders[:, j] = orders[:, order_row[p]]
         if p in reading_row:
             all_readings[:, j] = readings[:, reading_row[p]]
-    spec.participants = participants
-    return all_orders, all_readings, participants, sorted(set(in_clearing) - set(readers))
+    return all_orders, all_readings, replace(spec, participants=participants), sorted(set(in_clearing) - set(readers))
 
 
 def parse_args(argv=None):
@@ -186,16 +186,18 @@ async def load_packages(args, spec, own):
     return shares, held, [], None
 
 
-async def settle(node, spec, own, readings):
-    """The settlement phase: deviations of the meter readings (rows as the node's participants)."""
+async def settle(node, own, readings, valid, price2):
+    """The settlement phase: deviations of the meter readings (rows as the node's participants) of
+    the participants valid at clearing, at the clearing's deviation prices price2 (2 x per slot).
+    Returns the participants whose meter packages failed the checks."""
     from ..market.book import ReadingLayout
     from .jobs import save_array
     from .settlement import SettlementNode
+    spec = node.spec
     started = time.perf_counter()
     layout = ReadingLayout((spec.max_reading_wh + spec.max_order_wh).bit_length(),
                            spec.max_reading_wh.bit_length(), spec.max_reading_wh)
-    settled, retailer, meter_excluded = await SettlementNode(node, readings, layout, node.deviation_price2).run(
-        node.valid)
+    settled, retailer, meter_excluded = await SettlementNode(node, readings, layout, price2).run(valid)
     save_array(own.settlement, settled)
     save_array(own.retailer, retailer)
     node.timings['settlement'] = time.perf_counter() - started
@@ -214,15 +216,15 @@ async def settle_only(args, spec, own, progress):
     cleared, price2 = set(clearing.cleared), [int(v) for v in clearing.deviation_price2]
     if len(price2) != len(spec.slots):
         raise ValueError(f'clearing.json: {len(price2)} deviation prices for {len(spec.slots)} slots')
-    orders, readings, participants, no_reading = await settlement_packages(args, spec, own, clearing)
+    orders, readings, spec, no_reading = await settlement_packages(args, spec, own, clearing)
+    participants = spec.participants
     in_clearing = set(participants if clearing.participants is None else clearing.participants)
     node = MarketNode(spec, orders, participants, progress)
     await node.agree_seed()
     # in the market: cleared at clearing, or readings only (no order: planned 0)
-    node.valid = np.array([p in cleared or p not in in_clearing for p in participants], dtype=bool)
-    node.deviation_price2 = price2
+    valid = np.array([p in cleared or p not in in_clearing for p in participants], dtype=bool)
     unread = set(no_reading)  # zero packages fail the checks too: report them as missing, not invalid
-    invalid = [p for p in await settle(node, spec, own, readings) if p not in unread]
+    invalid = [p for p in await settle(node, own, readings, valid, price2) if p not in unread]
     return node, {'slots': [], 'excluded': [], 'missing': [], 'meter_excluded': invalid,
                   'participants': participants, 'missing_readings': no_reading,
                   'order_excluded': sorted(in_clearing - cleared)}  # PublicOutputs' fields but the figures
@@ -262,22 +264,24 @@ def main(argv=None):
             results = None
         else:
             shares, held, missing, rows = await load_packages(args, spec, own)
-            node = MarketNode(spec, shares, held, progress)
-            public, results = await node.run()
+            # a deployment's job lists no participants: those whose envelope every node holds
+            run_spec = replace(spec, participants=list(held)) if args.deployment else spec
+            node = MarketNode(run_spec, shares, held, progress)
+            outcome = await node.run()
+            results = outcome.clearing.results
+            public = {'slots': outcome.clearing.slots, 'excluded': outcome.excluded,
+                      'missing': missing if args.deployment else outcome.missing,
+                      'participants': list(run_spec.participants)}
             if spec.settle:
                 readings = np.load(own.readings, mmap_mode='r')
-                public['meter_excluded'] = await settle(node, spec, own,
-                                                        readings if rows is None else readings[:, rows])
+                public['meter_excluded'] = await settle(node, own, readings if rows is None else readings[:, rows],
+                                                        outcome.valid, outcome.clearing.deviation_price2)
         if args.peers:
             from .peers import own_results, return_results
             save_array(own.own_results, own_results(spec, await return_results(spec, results)))
         links = [peer.protocol for peer in mpc.parties if peer.pid != mpc.pid]
         sent = sum(link.nbytes_sent for link in links)
         messages = max((getattr(link, 'messages_sent', 0) for link in links), default=0)
-        if not args.settle_only:
-            public['participants'] = list(spec.participants)
-            if args.deployment:
-                public['missing'] = missing
         internals.shutting_down()
         await mpc.shutdown()
         if results is not None:

@@ -9,7 +9,10 @@ price, so per-participant amounts are linear: no per-participant comparison at a
 
 import numpy as np
 
-from .primitives import P, bits_needed, integer_divide, is_zero, less_than_zero, reshare_values
+from . import field as ff
+from .allocation import side_energies
+from .mechanism import Clearing, Lap, Mechanism, register
+from .primitives import P, bits_needed, integer_divide, is_zero, less_than_zero, open_values, reshare_values
 
 
 async def _select(bit, if_one, if_zero):
@@ -69,3 +72,35 @@ async def scheme_prices(mechanism, supply, demand, floor_units, ceiling_units, b
     else:
         raise ValueError(f'unknown mechanism {mechanism}')
     return buy % P, sell % P
+
+
+@register
+class CommunityScheme(Mechanism):
+    """A community pricing scheme (JobSpec.mechanism: sdr, mmr, bill-sharing ...): public prices per
+    slot from the secret totals, every order traded whole at them."""
+
+    name = 'community-scheme'
+
+    async def clear(self, node, valid, lap: Lap) -> Clearing:
+        spec, layout, k = node.spec, node.layout, node.layout.levels
+        bound = max(1, int(valid.sum())) * spec.max_order_wh
+        supply, demand = node.side_totals(valid)
+        buy, sell = await scheme_prices(spec.mechanism, supply, demand, spec.floor_units, spec.ceiling_units, bound)
+        opened = np.split(await open_values(np.concatenate([buy, sell])), 2)
+        buy, sell = (np.array([int(v) for v in x], dtype=object) for x in opened)
+        price2 = [int(b + s) for b, s in zip(buy, sell, strict=True)]
+        lap('clearing')
+        results = np.zeros((ff.LIMBS, node.n_participants, node.n_slots, 3), dtype=np.uint32)
+        for start in range(0, node.n_participants, spec.chunk):
+            stop = min(start + spec.chunk, node.n_participants)
+            weighted = np.asarray(node.shares[:, start:stop], dtype=np.uint32)[..., layout.weighted].astype(np.uint64)
+            keep = valid[start:stop, None].astype(object)
+            e_sell, e_buy = (ff.to_ints(e) * keep for e in side_energies(weighted, k))
+            amount = buy[None, :] * e_buy - sell[None, :] * e_sell
+            fresh = await reshare_values(np.stack([e_sell + e_buy, np.zeros_like(amount), amount], axis=-1))
+            results[:, start:stop] = ff.from_ints(fresh)
+            node.progress('allocation', stop, node.n_participants)
+        lap('allocation')
+        slots = [{'slot': s, 'buy_price_units': int(b), 'sell_price_units': int(v)}
+                 for s, b, v in zip(spec.slots, buy, sell, strict=True)]
+        return Clearing(slots, results, price2)

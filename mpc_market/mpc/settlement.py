@@ -11,12 +11,12 @@ exact truncation, which equals floor(|d| * X / D) for 2**f > max|d| * D.
 import numpy as np
 
 from . import field as ff
-from .clearing import side_energies
+from . import primitives, validation
+from .allocation import side_energies
 from .primitives import (
     P,
     bits_needed,
     ceil_fraction,
-    floor_of_ratio_product,
     integer_divide,
     is_zero,
     less_than_zero,
@@ -81,7 +81,7 @@ class SettlementNode:
                 check += rho[2] * (pos + neg + slack - layout.max_reading_wh)
             per_participant = (check * lam[0]).sum(axis=1) % P
             mixed = (mix * lam[1]).sum(axis=1) % P
-            ok, u = await node.verdicts(per_participant, mixed, also_reshare=sd % P)  # u = s*|d|, degree t
+            ok, u = await validation.verdicts(node, per_participant, mixed, also_reshare=sd % P)  # u = s*|d|, degree t
             verdicts[start:stop] = ok & valid_orders[start:stop]
             metered = ok[:, None].astype(object)
             u_all[start:stop] = u.reshape(n, n_s) * metered
@@ -127,7 +127,8 @@ class SettlementNode:
             n = stop - start
             ds, dl = short_side[start:stop], long_side[start:stop]
             both = await reshare_values(np.stack([ds * frac_s + dl * frac_l, ds * whole_s + dl * whole_l]))
-            truncated = (await floor_of_ratio_product(both[0].reshape(-1), f, y_bits, 2 * bound + 1)).reshape(n, n_s)
+            truncated = await primitives.floor_of_ratio_product(both[0].reshape(-1), f, y_bits, 2 * bound + 1)
+            truncated = truncated.reshape(n, n_s)
             magnitude = (both[1] + truncated) % P
             signed_part = await reshare_values(sign[start:stop] * magnitude)
             amount = (magnitude - 2 * signed_part) % P

@@ -11,8 +11,12 @@ the side split) is only computed where an order can be at the cross level at all
 
 import numpy as np
 
+from . import allocation as alloc
 from . import field as ff
-from .primitives import P, floor_of_ratio_product, reshare_values, supply_demand
+from . import primitives
+from .crossing import cross, merit_ratios
+from .mechanism import Clearing, Lap, Mechanism, register
+from .primitives import P, reshare_values, supply_demand
 
 
 def leftover_bounds(levels, k):
@@ -46,20 +50,20 @@ def cross_terms(node, start, stop, valid, zone, levels, stage, k2, fee):
     or below (buys) the zone's level, minus the order's stage-1 floor at that level."""
     lo, hi, trading = leftover_bounds(levels, node.layout.levels)
     z = np.maximum(zone[start:stop], 0)
-    (sell_prefix, buy_prefix), e_sell, e_buy, is_sell = node.chunk_terms(start, stop)
+    (sell_prefix, buy_prefix), e_sell, e_buy, is_sell = alloc.chunk_terms(node, start, stop)
     m1 = ff.to_ints(stage[:, start:stop])
     f1_sell, f1_buy = m1[..., 2], m1[..., 3]
     lo_z, hi_z, trading_z, own = lo[z], hi[z], trading[z], levels[z]
     on = valid[start:stop, None] & (k2 >= 0)  # an invalid package must never reach a floor's opening
     sell_at = on & (k2 >= lo_z)
-    better_sell = (node.range_sum(sell_prefix, lo_z, np.where(on, k2, lo_z))
+    better_sell = (alloc.range_sum(sell_prefix, lo_z, np.where(on, k2, lo_z))
                    - f1_sell * (trading_z & on & (own < k2)))
-    at_sell = node.range_sum(sell_prefix, k2, k2 + 1) * sell_at - f1_sell * (trading_z & on & (own == k2))
+    at_sell = alloc.range_sum(sell_prefix, k2, k2 + 1) * sell_at - f1_sell * (trading_z & on & (own == k2))
     t = k2 + fee  # a buy at level t sits at k2 in the cross auction
     buy_at = on & (t <= hi_z)
-    better_buy = (node.range_sum(buy_prefix, np.where(on, t + 1, hi_z + 1), hi_z + 1)
+    better_buy = (alloc.range_sum(buy_prefix, np.where(on, t + 1, hi_z + 1), hi_z + 1)
                   - f1_buy * (trading_z & on & (own > t)))
-    at_buy = node.range_sum(buy_prefix, t, t + 1) * buy_at - f1_buy * (trading_z & on & (own == t))
+    at_buy = alloc.range_sum(buy_prefix, t, t + 1) * buy_at - f1_buy * (trading_z & on & (own == t))
     return (better_sell * on, at_sell, sell_at), (better_buy * on, at_buy, buy_at), (m1[..., 0], m1[..., 1]), \
         (e_sell, e_buy, is_sell)
 
@@ -80,7 +84,7 @@ async def stage_two(node, valid, member, zone, levels, stage, cross_levels, cros
         need = sell_at | buy_at  # only orders that can be at the cross level get a floor
         floored = np.zeros(y.shape, dtype=object)
         if need.any():
-            floored[need] = await floor_of_ratio_product(y[need], f, y_bits, bound)
+            floored[need] = await primitives.floor_of_ratio_product(y[need], f, y_bits, bound)
         # its sell part: public where only one side can be at the level, else a product of degree
         # 2t that the final resharing reduces
         f2_sell = np.where(sell_at & ~buy_at, floored, 0) + np.where(sell_at & buy_at, floored * is_sell, 0)
@@ -89,14 +93,14 @@ async def stage_two(node, valid, member, zone, levels, stage, cross_levels, cros
         m2_buy = (better_buy + floored - f2_sell) * keep % P
         cross_sums += (m2_sell + m2_buy).sum(axis=0)
         zone_price, cross_price = prices
-        values = node.final_results(valid[start:stop], e_sell, e_buy, stage1, (m2_sell, m2_buy),
-                                    (zone_price[np.maximum(zone[start:stop], 0)], cross_price[None, :]))
+        values = alloc.final_results(node.spec, valid[start:stop], e_sell, e_buy, stage1, (m2_sell, m2_buy),
+                                     (zone_price[np.maximum(zone[start:stop], 0)], cross_price[None, :]))
         results[:, start:stop] = ff.from_ints(await reshare_values(values))
         node.progress('cross-zone', stop, node.n_participants)
     return results, cross_sums % P
 
 
-async def clear_zoned(node, valid, lap):
+async def clear_zoned(node, valid, lap: Lap) -> Clearing:
     """Both stages of every slot; returns the public outputs and every order's result shares."""
     spec, k, slots = node.spec, node.layout.levels, node.n_slots
     zone = node.zone_index()
@@ -105,44 +109,54 @@ async def clear_zoned(node, valid, lap):
     # trades nowhere: its orders settle with the retailer, its readings as everyone's
     member = valid & (zone >= 0)
     bound = max(1, int(member.sum())) * spec.max_order_wh
-    f, y_bits = node.floor_bits(bound)
+    f, y_bits = alloc.floor_bits(spec, bound)
     # stage 1 sums one zone at a time: its bound (and so every bit length and division) is smaller
     largest = max([int((member & (zone == z)).sum()) for z in range(zones)] + [1])
     zone_bound = largest * spec.max_order_wh
-    f1, y1_bits = node.floor_bits(zone_bound)
+    f1, y1_bits = alloc.floor_bits(spec, zone_bound)
 
     # stage 1: each zone's own curves, crossing and merit order, all zones and slots in one batch
     totals = node.weighted_totals(member, zone, zones)                  # (Z, S, 2K+2)
     supply, demand = supply_demand(totals[..., :k], totals[..., k:2 * k])
-    levels, volume = await node.cross(supply.reshape(-1, k), demand.reshape(-1, k), zone_bound)
-    rho = await node.merit_ratios(supply.reshape(-1, k), demand.reshape(-1, k), levels, volume, zone_bound, f1)
+    levels, volume = await cross(supply.reshape(-1, k), demand.reshape(-1, k), zone_bound)
+    rho = await merit_ratios(supply.reshape(-1, k), demand.reshape(-1, k), levels, volume, zone_bound, f1)
     levels, volume = levels.astype(np.int64).reshape(zones, slots), volume.reshape(zones, slots)
-    stage, sums = await node.stage_one(member, zone, levels, rho.reshape(2, zones, slots), f1, y1_bits, zone_bound,
-                                       zones)
+    stage, sums = await alloc.stage_one(node, member, zone, levels, rho.reshape(2, zones, slots), f1, y1_bits,
+                                        zone_bound, zones)
     lap('clearing')
 
     # stage 2: one auction over what is left, buy limits lowered by the fee
     cross_supply, cross_demand = leftover_curves(totals, levels, sums, spec.fee_levels)
-    cross_levels, cross_volume = await node.cross(cross_supply, cross_demand, bound)
+    cross_levels, cross_volume = await cross(cross_supply, cross_demand, bound)
     cross_levels = cross_levels.astype(np.int64)
-    cross_rho = await node.merit_ratios(cross_supply, cross_demand, cross_levels, cross_volume, bound, f)
+    cross_rho = await merit_ratios(cross_supply, cross_demand, cross_levels, cross_volume, bound, f)
     results, cross_sums = await stage_two(node, valid, member, zone, levels, stage, cross_levels, cross_rho,
                                           (f, y_bits, bound),
-                                          (node.level_prices(levels), node.level_prices(cross_levels)))
+                                          (alloc.level_prices(spec, levels), alloc.level_prices(spec, cross_levels)))
     lap('allocation')
 
-    residual = await node.open_residuals(np.concatenate([volume.reshape(-1), cross_volume]),
+    residual = await alloc.open_residuals(np.concatenate([volume.reshape(-1), cross_volume]),
                                          np.concatenate([sums[2].reshape(-1), cross_sums]),
                                          np.concatenate([levels.reshape(-1), cross_levels]))
     zone_residual, cross_residual = residual[:-slots].reshape(zones, slots), residual[-slots:]
-    node.deviation_price2 = [node.deviation_price2_of([(cross_volume[s], cross_levels[s])]
-                                                      + [(volume[c, s], levels[c, s]) for c in range(zones)])
-                             for s in range(slots)]
+    price2 = [alloc.deviation_price2_of(spec, [(cross_volume[s], cross_levels[s])]
+                                        + [(volume[c, s], levels[c, s]) for c in range(zones)])
+              for s in range(slots)]
     lap('output')
-    public = {'slots': [
+    outputs = [
         {'slot': slot, 'level': int(cross_levels[s]), 'traded_wh': int(cross_volume[s]),
          'residual_wh': int(cross_residual[s]),
          'zones': [{'zone': name, 'level': int(levels[c, s]), 'traded_wh': int(volume[c, s]),
                     'residual_wh': int(zone_residual[c, s])} for c, name in enumerate(spec.zone_names)]}
-        for s, slot in enumerate(spec.slots)]}
-    return public, results
+        for s, slot in enumerate(spec.slots)]
+    return Clearing(outputs, results, price2)
+
+
+@register
+class ZonedMeritOrder(Mechanism):
+    """A zoned market (JobSpec.zone_names): every zone's merit order, then one cross-zone auction."""
+
+    name = 'zoned-merit-order'
+
+    async def clear(self, node, valid, lap: Lap) -> Clearing:
+        return await clear_zoned(node, valid, lap)

@@ -140,10 +140,9 @@ def period_bills(broker, keys_dir: str, participants: list, first_day: str, last
     rounds = [broker.status(round_id)] if round_id else [
         r for r in broker.rounds() if r.day and first_day <= r.day <= last_day]
     manifest = client_manifest(keys_dir)
-    out = PeriodBills()
-    out.settled = [trusted_round(r, manifest, r.round_id) for r in rounds
-                   if r.settlement == market_pb2.RoundState.SETTLED]
-    out.pending = [r for r in rounds if r.settlement != market_pb2.RoundState.SETTLED]
+    out = PeriodBills(settled=[trusted_round(r, manifest, r.round_id) for r in rounds
+                               if r.settlement == market_pb2.RoundState.SETTLED],
+                      pending=[r for r in rounds if r.settlement != market_pb2.RoundState.SETTLED])
     orders = {state.round_id: load_orders(orders_path, state.config) for state in out.settled}
     for participant in participants:
         trade = deviation = retailer_only = 0

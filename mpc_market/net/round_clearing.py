@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import sys
+from dataclasses import replace
 
 import numpy as np
 
@@ -44,9 +45,7 @@ def export_job(store, round_, index, nodes, keys_dir, job_dir):
     """Write job.json, this node's packages (sorted by participant) and MPyC's TLS files."""
     config = parse_config(f'round {round_.round_id}', round_.market_toml)
     layout = Layout.for_config(config)
-    spec = config_spec(config, round_.slots, nodes)
-    spec.mode = 'deployment'
-    spec.round_id = round_.round_id
+    spec = replace(config_spec(config, round_.slots, nodes), mode='deployment', round_id=round_.round_id)
     spec.save(job_dir)
     own = JobDir(job_dir).node(index).make()
     submissions = store.submissions(round_.round_id, 'order')

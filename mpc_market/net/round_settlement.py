@@ -13,6 +13,7 @@ stored packages and gives the same results.
 import hashlib
 import os
 import shutil
+from dataclasses import replace
 
 import numpy as np
 
@@ -42,9 +43,8 @@ def export_settlement_job(store, round_, index, nodes, job_dir):
     """job.json, clearing.json, this node's order and reading packages and held.json (reading envelopes)."""
     config = parse_config(f'round {round_.round_id}', round_.market_toml)
     slots = len(round_.slots)
-    spec = config_spec(config, round_.slots, nodes)
-    spec.mode, spec.round_id = 'deployment', round_.round_id
-    spec.settle, spec.max_reading_wh = True, config.max_reading_wh
+    spec = replace(config_spec(config, round_.slots, nodes), mode='deployment', round_id=round_.round_id,
+                   settle=True, max_reading_wh=config.max_reading_wh)
     spec.save(job_dir)
     statuses = store.result_statuses(round_.round_id)
     in_clearing = sorted(p for p, status in statuses.items() if status in ('cleared', 'excluded'))

@@ -35,8 +35,7 @@ def _check_floors(module):
         if any(int(v) >= 1 << y_bits for v in opened.reshape(-1)):
             raise SystemExit(f'error: a floor input is not below 2**{y_bits}')
         return await original(y, f, y_bits, bound)
-    primitives.floor_of_ratio_product = checked  # mpc.zones imports it later, from here
-    module.floor_of_ratio_product = checked
+    primitives.floor_of_ratio_product = checked  # every mechanism calls it through the module
 
 
 def _shift_clock(module, days):
