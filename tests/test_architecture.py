@@ -165,7 +165,7 @@ FOREIGN_ATTRIBUTE_WRITES = {
     *((INTERNALS, t) for t in ('context.minimum_version', 'context.verify_mode',
                                 'context.hostname_checks_common_name')),
     # MPyC reads its options from sys.argv when it is imported
-    ('mpc_market.mpc.node', 'sys.argv'),
+    ('mpc_market.mpc.node', 'sys.argv'), ('mpc_market.mpc.inprocess', 'sys.argv'),
 }
 
 

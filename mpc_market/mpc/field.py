@@ -69,7 +69,8 @@ def _share_block(values, threshold, parties):
     coefficients = [random_limbs(values.shape) for _ in range(threshold)]
     shares = []
     for x in range(1, parties + 1):
-        acc = coefficients[0] * np.uint64(x)  # x**d <= 11**5 < 2**18: each limb term < 2**50, the sum < 2**53
+        # x**d <= 11**5 < 2**18: each limb term < 2**50, the sum < 2**53; t = 0 (one party): the value itself
+        acc = coefficients[0] * np.uint64(x) if coefficients else np.zeros((LIMBS, *values.shape), dtype=np.uint64)
         for d, coefficient in enumerate(coefficients[1:], 2):
             acc += coefficient * np.uint64(x ** d)
         acc[0] += values

@@ -179,6 +179,19 @@ def settlement_values(job_dir, spec, publics):
             'excluded': publics[0].meter_excluded}
 
 
+def job_result(book, job_dir, spec, times):
+    """The ClearingResult of a finished job: every party's public outputs (checked equal), each
+    owner's reconstructed rows and, with spec.settle, the settlement values. times: (started, shared,
+    computed) perf_counter readings."""
+    publics = read_public_outputs(job_dir, spec.nodes)
+    values = reconstruct(job_dir, spec)
+    pi, si = book.participant_index, book.slot_index
+    result = mpc_result(book, publics, lambda o: tuple(int(v) for v in values[pi[o.participant], si[o.slot]]), times)
+    if spec.settle:
+        result = replace(result, settlement=settlement_values(job_dir, spec, publics))
+    return result
+
+
 def mpc_result(book, publics, values_of, times):
     started, shared, computed = times
     public = publics[0]
@@ -280,15 +293,7 @@ def clear_mpc(book: Book, nodes=3, chunk=ORDERS_PER_CHUNK, workdir=None, keep=Fa
         if progress:
             progress('nodes', 0, nodes)
         wait_nodes(procs, job_dir, timeout, progress)
-        computed = time.perf_counter()
-        publics = read_public_outputs(job_dir, nodes)
-        values = reconstruct(job_dir, spec)
-        pi, si = book.participant_index, book.slot_index
-        result = mpc_result(book, publics, lambda o: tuple(int(v) for v in values[pi[o.participant], si[o.slot]]),
-                             (started, shared, computed))
-        if spec.settle:
-            result = replace(result, settlement=settlement_values(job_dir, spec, publics))
-        return result
+        return job_result(book, job_dir, spec, (started, shared, time.perf_counter()))
     finally:
         if not keep:
             shutil.rmtree(job_dir, ignore_errors=True)
@@ -301,6 +306,11 @@ def settle_mpc(book, net_of, sessions=1, **kwargs):
     kept from clearing (settle_after_clearing). Both equal the plaintext reference."""
     clearing = clear_mpc(book, net_of=net_of, **kwargs) if sessions == 1 else settle_after_clearing(book, net_of,
                                                                                                     **kwargs)
+    return settled_result(book, net_of, clearing)
+
+
+def settled_result(book, net_of, clearing):
+    """The SettlementResult of a clearing run with its settlement values (ClearingResult.settlement)."""
     values, retailer = clearing.settlement['values'], clearing.settlement['retailer']
     pi, si = book.participant_index, book.slot_index
     outcomes = {slot: settlement.SlotSettlement(int(retailer[si[slot], 0]), int(retailer[si[slot], 1]),

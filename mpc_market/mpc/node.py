@@ -230,68 +230,86 @@ async def settle_only(args, spec, own, progress):
                   'order_excluded': sorted(in_clearing - cleared)}  # PublicOutputs' fields but the figures
 
 
+def say(line):
+    """A status line for the supervising process (it reads the party's log)."""
+    print(line, flush=True)
+
+
+async def run_party(mpc, args, spec, own, start_links, report=say):
+    """One party's whole run on its job files: start the links (start_links(), awaited), wait for
+    the packages, clear (and settle) or settle only, then write the result shares and public.json.
+
+    mpc: the MPyC runtime of this process; args: parse_args's namespace; spec and own: the job's
+    JobSpec and this party's NodeFiles; report: where the status lines go ('connected', progress)."""
+    import numpy as np
+
+    from . import mpyc_internals as internals
+    from .clearing import MarketNode
+    from .jobs import PublicOutputs, RunFigures, save_array
+    from .primitives import peak_rss_mb
+
+    started = time.perf_counter()
+    await start_links()
+    report('connected')  # the daemon's watchdog: start-up is over
+    while not own.is_ready():  # packages still being written
+        await asyncio.sleep(0.02)
+
+    def progress(phase, done, total):  # node 0 reports; the local engine relays it
+        if mpc.pid == 0:
+            report(f'progress {phase} {done} {total}')
+
+    if args.settle_only:
+        node, public = await settle_only(args, spec, own, progress)
+        results = None
+    else:
+        shares, held, missing, rows = await load_packages(args, spec, own)
+        # a deployment's job lists no participants: those whose envelope every node holds
+        run_spec = replace(spec, participants=list(held)) if args.deployment else spec
+        node = MarketNode(run_spec, shares, held, progress)
+        outcome = await node.run()
+        results = outcome.clearing.results
+        public = {'slots': outcome.clearing.slots, 'excluded': outcome.excluded,
+                  'missing': missing if args.deployment else outcome.missing,
+                  'participants': list(run_spec.participants)}
+        if spec.settle:
+            readings = np.load(own.readings, mmap_mode='r')
+            public['meter_excluded'] = await settle(node, own, readings if rows is None else readings[:, rows],
+                                                    outcome.valid, outcome.clearing.deviation_price2)
+    if args.peers:
+        from .peers import own_results, return_results
+        save_array(own.own_results, own_results(spec, await return_results(spec, results)))
+    links = [peer.protocol for peer in mpc.parties if peer.pid != mpc.pid]
+    sent = sum(link.nbytes_sent for link in links)
+    messages = max((getattr(link, 'messages_sent', 0) for link in links), default=0)
+    internals.shutting_down()
+    await mpc.shutdown()
+    if results is not None:
+        save_array(own.results, results)
+    timings = {k: round(v, 4) for k, v in node.timings.items()}
+    timings['node_total'] = round(time.perf_counter() - started, 4)
+    figures = RunFigures(timings=timings, mpc_tls=bool(mpc.options.ssl), bytes_sent=sent,
+                         messages_per_link=messages, peak_rss_mb=round(peak_rss_mb(), 1),
+                         peak_rss_mb_by_phase=node.peaks)
+    own.write_public(PublicOutputs(figures=figures, **public))
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.deployment:
         _die_with_parent()
     sys.argv = mpyc_argv(args)  # before mpyc.runtime is imported
 
-    import numpy as np
     from mpyc.runtime import mpc
 
     from . import mpyc_internals as internals
-    from .clearing import MarketNode
-    from .jobs import DETERMINISTIC_EXIT, JobDir, PublicOutputs, RunFigures, save_array
-    from .primitives import peak_rss_mb
+    from .jobs import DETERMINISTIC_EXIT, JobDir
 
     job = JobDir(args.job)
     spec = job.load_spec()
     own = job.node(args.index)
 
-    async def run():
-        started = time.perf_counter()
-        await internals.start(mpc, args.keys)
-        print('connected', flush=True)  # the daemon's watchdog: start-up is over
-        while not own.is_ready():  # packages still being written
-            await asyncio.sleep(0.02)
-
-        def progress(phase, done, total):  # node 0 reports; the local engine relays it
-            if mpc.pid == 0:
-                print(f'progress {phase} {done} {total}', flush=True)
-
-        if args.settle_only:
-            node, public = await settle_only(args, spec, own, progress)
-            results = None
-        else:
-            shares, held, missing, rows = await load_packages(args, spec, own)
-            # a deployment's job lists no participants: those whose envelope every node holds
-            run_spec = replace(spec, participants=list(held)) if args.deployment else spec
-            node = MarketNode(run_spec, shares, held, progress)
-            outcome = await node.run()
-            results = outcome.clearing.results
-            public = {'slots': outcome.clearing.slots, 'excluded': outcome.excluded,
-                      'missing': missing if args.deployment else outcome.missing,
-                      'participants': list(run_spec.participants)}
-            if spec.settle:
-                readings = np.load(own.readings, mmap_mode='r')
-                public['meter_excluded'] = await settle(node, own, readings if rows is None else readings[:, rows],
-                                                        outcome.valid, outcome.clearing.deviation_price2)
-        if args.peers:
-            from .peers import own_results, return_results
-            save_array(own.own_results, own_results(spec, await return_results(spec, results)))
-        links = [peer.protocol for peer in mpc.parties if peer.pid != mpc.pid]
-        sent = sum(link.nbytes_sent for link in links)
-        messages = max((getattr(link, 'messages_sent', 0) for link in links), default=0)
-        internals.shutting_down()
-        await mpc.shutdown()
-        if results is not None:
-            save_array(own.results, results)
-        timings = {k: round(v, 4) for k, v in node.timings.items()}
-        timings['node_total'] = round(time.perf_counter() - started, 4)
-        figures = RunFigures(timings=timings, mpc_tls=bool(mpc.options.ssl), bytes_sent=sent,
-                             messages_per_link=messages, peak_rss_mb=round(peak_rss_mb(), 1),
-                             peak_rss_mb_by_phase=node.peaks)
-        own.write_public(PublicOutputs(figures=figures, **public))
+    def run():
+        return run_party(mpc, args, spec, own, lambda: internals.start(mpc, args.keys))
 
     profile_dir = os.environ.get('MPC_MARKET_PROFILE')  # developer aid: cProfile each node
     if profile_dir:

@@ -1,4 +1,6 @@
-"""The MPC engine (real node processes over TCP on 127.0.0.1) against the plaintext reference."""
+"""The MPC engine against the plaintext reference: the arithmetic with one party in the test process
+(random markets, edge cases, ties, chunks), and with real node processes over TLS on 127.0.0.1 what
+only several parties show (3, 7 nodes, malicious shares, crashes, peers, a node missing a package)."""
 
 import random
 from decimal import Decimal
@@ -13,12 +15,11 @@ from mpc_market.market.config import MarketConfig
 from mpc_market.market.orders import Order
 from mpc_market.market.plain import clear_plain
 from mpc_market.mpc import field as ff
+from mpc_market.mpc.inprocess import clear_in_process
 from mpc_market.mpc.local import clear_mpc, clear_peers
 
 from helpers import cli
 from malicious import tamper_clients
-
-pytestmark = [pytest.mark.slow]
 
 CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'))
 SMALL = MarketConfig(Decimal('0.10'), Decimal('0.20'), Decimal('0.01'), 50000)  # 11 levels, slack bits
@@ -28,9 +29,13 @@ def book_of(orders, config=CONFIG):
     return Book(config, [Order(p, s, side, e, Decimal(str(lim))) for p, s, side, e, lim in orders])
 
 
-def assert_same(book, **kwargs):
+# the arithmetic with one party in this process (fast), and the same with three node processes
+ENGINES = [pytest.param('in-process', id='in-process'), pytest.param('processes', marks=pytest.mark.slow)]
+
+
+def assert_same(book, engine='processes', **kwargs):
     plain = clear_plain(book)
-    secure = clear_mpc(book, timeout=300, **kwargs)
+    secure = clear_in_process(book, **kwargs) if engine == 'in-process' else clear_mpc(book, timeout=300, **kwargs)
     assert secure.slots == plain.slots
     assert secure.rows == plain.rows
     assert secure.excluded == []
@@ -43,21 +48,23 @@ order_strategy = st.tuples(
     st.decimals(Decimal('0.030'), Decimal('0.160'), places=4))
 
 
-@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(order_strategy, min_size=1, max_size=30), min_size=3, max_size=4))
 def test_random_markets_agree_exactly(markets):
-    """Several independent random markets in one MPC session: market j trades in slots 3j..3j+2
-    with participants of its own, and slots clear independently (one session start-up for all)."""
+    """Several independent random markets in one MPC run: market j trades in slots 3j..3j+2
+    with participants of its own, and slots clear independently; one party in this process (the
+    three-process runs of the edge cases, 7 nodes and chunks below cover the parties' arithmetic)."""
     seen, orders = set(), []
     for j, raw in enumerate(markets):
         for p, s, side, e, lim in raw:
             if (j, p, s) not in seen:
                 seen.add((j, p, s))
                 orders.append((f'm{j}p{p}', 3 * j + s, side, e, lim))
-    assert_same(book_of(orders))
+    assert_same(book_of(orders), 'in-process')
 
 
-def test_edge_cases_in_one_run():
+@pytest.mark.parametrize('engine', ENGINES)
+def test_edge_cases_in_one_run(engine):
     orders = [
         ('only', 0, 'buy', 100, 0.1),                                          # slot 0: one participant
         ('s1', 1, 'sell', 500, 0.05), ('s2', 1, 'sell', 700, 0.06),            # slot 1: empty buy side
@@ -69,18 +76,20 @@ def test_edge_cases_in_one_run():
         ('b1', 5, 'buy', 100, 0.08), ('s1', 5, 'sell', 100, 0.08),             # slot 5: exact balance
         ('b1', 6, 'buy', 100, 0.2), ('s1', 6, 'sell', 100, 0.2),               # slot 6: untradeable both
     ]
-    result = assert_same(book_of(orders))
+    result = assert_same(book_of(orders), engine)
     by_slot = {s.slot: s for s in result.slots}
     assert by_slot[0].traded_wh == 0 and by_slot[1].traded_wh == 0 and by_slot[3].traded_wh == 0
     assert by_slot[4].residual_wh == 1 and by_slot[5].traded_wh == 100
 
 
-def test_ties_between_candidates():
+@pytest.mark.parametrize('engine', ENGINES)
+def test_ties_between_candidates(engine):
     orders = [('s1', 0, 'sell', 50, 0.11), ('s2', 0, 'sell', 50, 0.12),
               ('b1', 0, 'buy', 50, 0.11), ('b2', 0, 'buy', 50, 0.12)]
-    assert_same(book_of(orders, SMALL))
+    assert_same(book_of(orders, SMALL), engine)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('nodes', [7])  # 5 nodes: tests/mpc/test_settlement.py clears and settles with 5
 def test_more_nodes(nodes):
     rng = random.Random(nodes)
@@ -89,11 +98,12 @@ def test_more_nodes(nodes):
     assert_same(book_of(orders, SMALL), nodes=nodes)  # 11 levels: the party count is what is tested
 
 
-def test_chunked_streaming_matches():
+@pytest.mark.parametrize('engine', ENGINES)
+def test_chunked_streaming_matches(engine):
     rng = random.Random(9)
     orders = [(f'p{i:03d}', s, rng.choice(['buy', 'sell']), rng.randint(1, 9000), round(rng.uniform(0.04, 0.15), 3))
               for i in range(120) for s in range(2) if rng.random() < 0.7]
-    assert_same(book_of(orders), chunk=50)
+    assert_same(book_of(orders), engine, chunk=50)
 
 
 def _add_to_shares(block, rows_cols, delta):
@@ -104,6 +114,7 @@ def _add_to_shares(block, rows_cols, delta):
     return block
 
 
+@pytest.mark.slow
 def test_malicious_orders_are_excluded_and_the_rest_clear(monkeypatch, node_fault):
     node_fault('check-floors', 0)  # and no cheat reaches a floor (test-only check in the nodes)
     rng = random.Random(4)
@@ -157,6 +168,7 @@ def test_malicious_orders_are_excluded_and_the_rest_clear(monkeypatch, node_faul
     assert all(r.status == 'excluded' and r.matched_wh == 0 for r in secure.rows if r.participant in cheats)
 
 
+@pytest.mark.slow
 def test_peers_mode_every_prosumer_runs_a_node():
     orders = [('alice', 0, 'sell', 1200, 0.06), ('bob', 0, 'buy', 800, 0.12), ('carol', 0, 'buy', 900, 0.10),
               ('dave', 0, 'sell', 300, 0.09), ('alice', 1, 'buy', 100, 0.13), ('bob', 1, 'sell', 50, 0.05)]
@@ -167,6 +179,7 @@ def test_peers_mode_every_prosumer_runs_a_node():
     assert peers.stats['nodes'] == 4
 
 
+@pytest.mark.slow
 def test_cli_clear_mpc_equals_plain_on_generated_community(tmp_path):
     def run(*args):
         return cli(*args, check=True)
@@ -180,6 +193,7 @@ def test_cli_clear_mpc_equals_plain_on_generated_community(tmp_path):
     assert len(traded) == 4 and all(t > 0 for t in traded)  # midday slots of the community: every one trades
 
 
+@pytest.mark.slow
 def test_a_crashed_node_fails_the_run_instead_of_hanging(node_fault):
     from mpc_market.mpc.local import EngineError
     node_fault('fail', 1)
@@ -189,6 +203,7 @@ def test_a_crashed_node_fails_the_run_instead_of_hanging(node_fault):
         clear_mpc(book, timeout=120)
 
 
+@pytest.mark.slow
 def test_progress_is_reported():
     seen = []
     rng = random.Random(2)
@@ -197,6 +212,7 @@ def test_progress_is_reported():
     assert ('sharing', 30, 30) in seen and ('validation', 30, 30) in seen and ('allocation', 30, 30) in seen
 
 
+@pytest.mark.slow
 def test_participant_missing_at_one_node_is_left_out(tmp_path):
     import json
 

@@ -1,5 +1,6 @@
 """The mechanisms behind one interface: the registry, and the benchmarks' pro-rata rule as a
-registered mechanism equal to its plaintext reference (real node processes)."""
+registered mechanism equal to its plaintext reference (one party in this process, and three node
+processes)."""
 
 import random
 from dataclasses import replace
@@ -12,6 +13,7 @@ from mpc_market.market.book import Book
 from mpc_market.market.config import MarketConfig
 from mpc_market.market.orders import Order
 from mpc_market.market.rule import prorata_clear_slot
+from mpc_market.mpc.inprocess import clear_in_process
 from mpc_market.mpc.jobs import job_spec
 from mpc_market.mpc.local import clear_mpc
 
@@ -55,15 +57,16 @@ def prorata_reference(book):
     return slots, matched
 
 
-@pytest.mark.slow
-def test_the_pro_rata_mechanism_equals_its_reference_on_random_markets_with_ties():
+@pytest.mark.parametrize('engine', [pytest.param('in-process'), pytest.param('processes', marks=pytest.mark.slow)])
+def test_the_pro_rata_mechanism_equals_its_reference_on_random_markets_with_ties(engine):
     rng = random.Random(5)
     orders = [Order(f'p{i:02d}', s, rng.choice(('buy', 'sell')), rng.choice((1, 1000, rng.randint(1, 1000))),
                     Decimal(rng.choice(('0.10', '0.15', '0.20', f'0.1{rng.randint(0, 9)}'))))
               for i in range(14) for s in range(3) if rng.random() < 0.85]
     orders.append(Order('p99', 3, 'buy', 40, Decimal('0.12')))  # a slot with one side only
     book = Book(CONFIG, orders)
-    result = clear_mpc(book, allocation='pro-rata', timeout=120)
+    result = clear_in_process(book, allocation='pro-rata') if engine == 'in-process' else \
+        clear_mpc(book, allocation='pro-rata', timeout=120)
     slots, matched = prorata_reference(book)
     assert {r.slot: (r.level, r.traded_wh, r.residual_wh) for r in result.slots} == slots
     assert {(r.participant, r.slot): r.matched_wh for r in result.rows} == matched

@@ -13,6 +13,7 @@ from mpc_market.market.book import Book
 from mpc_market.market.config import MarketConfig
 from mpc_market.market.orders import Order
 from mpc_market.mpc import local
+from mpc_market.mpc.inprocess import settle_in_process
 
 from malicious import tamper_clients
 
@@ -37,9 +38,14 @@ def random_market(seed, participants=14, slots=2):
     return Book(CONFIG, orders, extra_pairs=list(readings)), readings
 
 
-def assert_settlements_equal(book, net_of, **kwargs):
+# the arithmetic with one party in this process (fast), and the same with three node processes
+ENGINES = [pytest.param('in-process', id='in-process'), pytest.param('processes', marks=pytest.mark.slow)]
+
+
+def assert_settlements_equal(book, net_of, engine='processes', **kwargs):
     reference = plain.settle_plain(book, net_of)
-    secure = local.settle_mpc(book, net_of, timeout=300, **kwargs)
+    secure = settle_in_process(book, net_of, **kwargs) if engine == 'in-process' else \
+        local.settle_mpc(book, net_of, timeout=300, **kwargs)
     assert secure.clearing.slots == reference.clearing.slots
     assert secure.rows == reference.rows
     assert secure.bills == reference.bills
@@ -58,22 +64,23 @@ def random_markets(seeds, participants=14, slots=2):
     return Book(CONFIG, orders, extra_pairs=list(readings)), readings
 
 
-@pytest.mark.slow
-@settings(max_examples=1, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.integers(0, 10**6), min_size=5, max_size=5))  # five random markets, one MPC session
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(0, 10**6), min_size=5, max_size=5))  # five random markets in one MPC run
 def test_mpc_settlement_equals_reference(seeds):
-    assert_settlements_equal(*random_markets(seeds))
+    """One party in this process; the edge cases, 5 and 7 nodes, two sessions and cheaters below
+    run node processes."""
+    assert_settlements_equal(*random_markets(seeds), engine='in-process')
 
 
-@pytest.mark.slow
-def test_mpc_settlement_edge_cases():
+@pytest.mark.parametrize('engine', ENGINES)
+def test_mpc_settlement_edge_cases(engine):
     orders = [Order('a', 0, 'buy', 100, Decimal('0.15')), Order('b', 0, 'sell', 100, Decimal('0.12')),
               Order('c', 1, 'buy', 10, Decimal('0.11')), Order('d', 2, 'sell', 40000, Decimal('0.5'))]
     readings = {('a', 0): 100, ('b', 0): -100,            # slot 0: nobody deviates
                 ('c', 1): 40, ('e', 1): 25,               # slot 1: all short, no trade, reading-only e
                 ('d', 2): -40000, ('e', 2): -3}           # slot 2: all long, maximum reading
     book = Book(CONFIG, orders, extra_pairs=list(readings))
-    assert_settlements_equal(book, readings)
+    assert_settlements_equal(book, readings, engine)
 
 
 @pytest.mark.slow
@@ -150,9 +157,9 @@ def test_a_missing_reading_is_settled_by_the_one_rule():
     assert deviation == {'a': 0, 'b': 900, 'c': 0, 'd': 250}
 
 
-@pytest.mark.slow
+@pytest.mark.parametrize('engine', ENGINES)
 @pytest.mark.parametrize('mechanism', ['sdr', 'mmr', 'bill-sharing'])
-def test_community_schemes_under_mpc_equal_reference(mechanism):
+def test_community_schemes_under_mpc_equal_reference(mechanism, engine):
     import dataclasses
     config = dataclasses.replace(CONFIG, mechanism=mechanism)
     rng = random.Random(hash(mechanism) % 1000)
@@ -167,7 +174,7 @@ def test_community_schemes_under_mpc_equal_reference(mechanism):
             orders.append(Order(name, slot, side, energy, Decimal('0.15')))
             readings[(name, slot)] = (energy if side == 'buy' else -energy) + rng.randint(-300, 300)
     book = Book(config, orders, extra_pairs=list(readings))
-    secure = assert_settlements_equal(book, readings)
+    secure = assert_settlements_equal(book, readings, engine)
     prices = [(s.buy_price_units, s.sell_price_units) for s in secure.clearing.slots]
     assert all(0 <= price <= C for pair in prices for price in pair)
     if mechanism != 'bill-sharing':

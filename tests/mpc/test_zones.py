@@ -1,6 +1,7 @@
-"""Merit order and the zoned market under MPC (node processes over TLS on 127.0.0.1) against the
-plaintext reference: the seed paper's cases I and II through the CLI, random zoned markets, edge
-cases, settlement, chunked streaming and scenario S1."""
+"""Merit order and the zoned market under MPC against the plaintext reference: random zoned markets
+with one party in the test process; the seed paper's cases I and II through the CLI, edge cases,
+settlement, chunked streaming and scenario S1 with node processes over TLS on 127.0.0.1 (the edge
+cases both ways)."""
 
 import random
 from dataclasses import replace
@@ -15,11 +16,10 @@ from mpc_market.market.book import Book
 from mpc_market.market.config import MarketConfig
 from mpc_market.market.orders import Order
 from mpc_market.market.plain import clear_plain, settle_plain
+from mpc_market.mpc.inprocess import clear_in_process
 from mpc_market.mpc.local import clear_mpc, clear_peers, settle_mpc
 
 from helpers import cli, read_rows
-
-pytestmark = [pytest.mark.slow]
 
 SMALL = MarketConfig(Decimal('0.10'), Decimal('0.20'), Decimal('0.01'), 50000)  # 11 levels, slack bits
 SEED_MARKET = '[market]\nprice_floor = 0.047\nprice_ceiling = 0.139\ntick = 0.001\n'
@@ -36,9 +36,13 @@ def book_of(orders, config):
     return Book(config, [Order(p, s, side, e, Decimal(str(lim)), zone=z) for p, s, side, e, lim, z in orders])
 
 
-def assert_same(book, **kwargs):
+# the arithmetic with one party in this process (fast), and the same with three node processes
+ENGINES = [pytest.param('in-process', id='in-process'), pytest.param('processes', marks=pytest.mark.slow)]
+
+
+def assert_same(book, engine='processes', **kwargs):
     plain = clear_plain(book)
-    secure = clear_mpc(book, timeout=300, **kwargs)
+    secure = clear_in_process(book, **kwargs) if engine == 'in-process' else clear_mpc(book, timeout=300, **kwargs)
     assert secure.slots == plain.slots
     assert secure.rows == plain.rows
     return secure
@@ -56,12 +60,14 @@ def clear_seed_case(tmp_path, market_text):
                                                          read_rows(tmp_path / 'mpc' / 'participants.csv')}
 
 
+@pytest.mark.slow
 def test_seed_case_one_through_the_cli(tmp_path):
     public, rows = clear_seed_case(tmp_path, SEED_MARKET)
     assert public == [{'slot': '0', 'price': '0.050', 'traded_wh': '240', 'residual_wh': '0'}]
     assert {p: int(r['matched_wh']) for p, r in rows.items()} == {'P3': 200, 'P5': 40, 'P2': 140, 'P4': 100}
 
 
+@pytest.mark.slow
 def test_seed_case_two_through_the_cli(tmp_path):
     public, rows = clear_seed_case(tmp_path, SEED_MARKET + 'zones = true\nnetwork_fee = 0.010\n'
                                    '[zones]\nA = ["P2", "P4", "P5"]\nB = ["P3"]\n')
@@ -79,7 +85,7 @@ zoned_order = st.tuples(
     st.sampled_from(['0.05', '0.10', '0.13', '0.15', '0.17', '0.20', '0.25', '0.114', '0.186']))
 
 
-@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(zoned_order, min_size=1, max_size=25), min_size=3, max_size=3),
        st.sampled_from(['0', '0.01', '0.03']), st.integers(1, 4))
 def test_random_zoned_markets_agree_exactly(markets, fee, zones):
@@ -91,10 +97,11 @@ def test_random_zoned_markets_agree_exactly(markets, fee, zones):
             if (j, p, s) not in seen:
                 seen.add((j, p, s))
                 orders.append((f'm{j}p{p}', 2 * j + s, side, e, lim, f'z{p % zones}'))
-    assert_same(book_of(orders, zoned(fee)))
+    assert_same(book_of(orders, zoned(fee)), 'in-process')
 
 
-def test_zoned_edge_cases_in_one_run():
+@pytest.mark.parametrize('engine', ENGINES)
+def test_zoned_edge_cases_in_one_run(engine):
     orders = [
         ('a1', 0, 'sell', 500, 0.10, 'A'), ('a2', 0, 'sell', 300, 0.11, 'A'),     # slot 0: A sells only,
         ('b1', 0, 'buy', 400, 0.20, 'B'), ('b2', 0, 'buy', 50000, 0.25, 'B'),    # B buys only (clamped)
@@ -108,12 +115,13 @@ def test_zoned_edge_cases_in_one_run():
         ('c1', 4, 'buy', 7, 0.17, 'C'), ('c2', 4, 'sell', 3, 0.21, 'C'),         # an untradeable sell
     ]
     config = zoned('0.02', [('e1', 'E')])   # zone E from the map has no orders at all
-    result = assert_same(book_of(orders, config))
+    result = assert_same(book_of(orders, config), engine)
     by_slot = {s.slot: s for s in result.slots}
     assert [z.zone for z in by_slot[0].zones] == ['A', 'B', 'C', 'E']
     assert by_slot[0].traded_wh == 800 and by_slot[1].traded_wh == 0   # all of A's 800 Wh cross to B
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('nodes', [5, 7])
 def test_zoned_chunked_streaming_and_more_nodes(nodes):
     """5 nodes with PRSS randomness, 7 without (mpc/node.py PRSS_UP_TO)."""
@@ -123,6 +131,7 @@ def test_zoned_chunked_streaming_and_more_nodes(nodes):
     assert_same(book_of(orders, zoned('0.01')), chunk=10, nodes=nodes)
 
 
+@pytest.mark.slow
 def test_zoned_settlement_equals_reference():
     rng = random.Random(3)
     orders, readings = [], {}
@@ -142,6 +151,7 @@ def test_zoned_settlement_equals_reference():
     assert secure.rows == reference.rows and secure.bills == reference.bills and secure.slots == reference.slots
 
 
+@pytest.mark.slow
 def test_zoned_peers_mode():
     orders = [('alice', 0, 'sell', 1200, 0.11, 'A'), ('bob', 0, 'buy', 800, 0.19, 'B'),
               ('carol', 0, 'buy', 900, 0.15, 'A'), ('dave', 0, 'sell', 300, 0.12, 'B')]
@@ -152,6 +162,7 @@ def test_zoned_peers_mode():
     assert any(r.cross_wh for r in peers.rows)
 
 
+@pytest.mark.slow
 def test_a_participant_outside_the_job_zone_map_trades_nowhere(monkeypatch):
     """The nodes take zones from the job (a deployment: the round's market file), never from what a
     participant sends: one with no zone there trades in no zone (its orders settle with the
@@ -174,6 +185,7 @@ def test_a_participant_outside_the_job_zone_map_trades_nowhere(monkeypatch):
     assert [rows[r.participant] for r in honest.rows] == honest.rows
 
 
+@pytest.mark.slow
 def test_generate_writes_a_zoned_community_that_clears_under_mpc(tmp_path):
     out = cli('generate', '--participants', '60', '--slots', '2', '--zones', '3', '--seed', '5', '--out', tmp_path,
               check=True)
@@ -192,12 +204,14 @@ def test_generate_writes_a_zoned_community_that_clears_under_mpc(tmp_path):
     assert bad.returncode == 2 and 'network_fee' in bad.stderr
 
 
+@pytest.mark.slow
 def test_demo_shows_a_zoned_market():
     out = cli('demo', '--participants', '40', '--slots', '2', check=True)
     assert out.stdout.count('Plaintext reference agrees exactly.') == 2, out.stdout
     assert 'zoned market' in out.stdout and 'zone Z00' in out.stdout
 
 
+@pytest.mark.slow
 def test_malicious_orders_in_a_zoned_market_never_reach_a_floor(monkeypatch, node_fault):
     """Cheating participants are excluded in a zoned market too, and their values are zeroed before
     any floor: the nodes check (test only) that every floor input keeps its bound."""
