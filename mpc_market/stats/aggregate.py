@@ -8,27 +8,36 @@ of at least ``min_cohort >= 2`` ciphertexts, never an individual one.
 """
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import gmpy2
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..common.errors import Malformed, NotFound, OutOfRange, Replayed, WrongPhase
-from .submission import ciphertext_from_text, ciphertext_text
+from .dp import Noise
+from .paillier import Mpz, PublicKey
+from .submission import EncryptedDay, ciphertext_from_text, ciphertext_text
 
 BUNDLE_FORMAT = 'mpc-market/aggregates/v1'
+FeederMap = Mapping[str, tuple[str, str]]   # meter -> (feeder, zone)
+Refusal = dict[str, str | int]              # {'feeder' or 'zone': name, 'meters': count, 'reason': text}
+Group = tuple[str, str | None, list[str], list[str]]  # (name, zone or None, meters, feeders)
+Bundle = dict[str, Any]                     # a JSON object: the aggregates file of one key
 DEFAULT_MIN_COHORT = 5
 
 
 @dataclass
 class Release:
     """Which meters go into which group: the rule shared by the encrypted and plaintext paths."""
-    feeders: dict                       # feeder -> [meters], released feeders only
-    zones: dict                         # zone -> [released feeders]
-    zone_of: dict                       # feeder -> zone (all feeders with a meter)
-    refused: list = field(default_factory=list)        # [{'feeder', 'zone', 'meters', 'reason'}]
-    refused_zones: list = field(default_factory=list)  # [{'zone', 'meters', 'reason'}]: too big for the layout
+    feeders: dict[str, list[str]]       # feeder -> [meters], released feeders only
+    zones: dict[str, list[str]]         # zone -> [released feeders]
+    zone_of: dict[str, str]             # feeder -> zone (all feeders with a meter)
+    refused: list[Refusal] = field(default_factory=list)        # [{'feeder', 'zone', 'meters', 'reason'}]
+    refused_zones: list[Refusal] = field(default_factory=list)  # [{'zone', 'meters', 'reason'}]: too big for the layout
 
-    def groups(self, level):
+    def groups(self, level: str) -> list[Group]:
         """[(name, zone or None, [meters], [feeders])] for 'feeder' or 'zone' keys."""
         if level == 'feeder':
             return [(f, self.zone_of[f], ms, [f]) for f, ms in sorted(self.feeders.items())]
@@ -36,13 +45,27 @@ class Release:
         return [(z, None, [m for f in fs for m in self.feeders[f]], fs) for z, fs in sorted(self.zones.items())
                 if z not in held]
 
-    def refusals(self, level):
+    def refusals(self, level: str) -> list[Refusal]:
         return self.refused + (self.refused_zones if level == 'zone' else [])
 
 
-def plan_release(meters, feeder_map, min_cohort, max_meters):
-    """The Release for accepted meters (iterable) under the feeder map {meter: (feeder, zone)}."""
-    by_feeder, zone_of = {}, {}
+def plan_release(meters: Iterable[str], feeder_map: FeederMap, min_cohort: int, max_meters: int) -> Release:
+    """Which accepted meters are released in which feeder and zone, and which groups are held back.
+
+    Args:
+        meters: the accepted meters (each in feeder_map).
+        feeder_map: {meter: (feeder, zone)}.
+        min_cohort: the fewest meters a feeder is released with.
+        max_meters: the largest group the key layout holds (a bigger feeder or zone is refused).
+
+    Returns:
+        The Release: released feeders and their zones, and the refusals with their reasons.
+
+    Raises:
+        KeyError: a meter is not in feeder_map.
+    """
+    by_feeder: dict[str, list[str]] = {}
+    zone_of: dict[str, str] = {}
     for meter in sorted(meters):
         feeder, zone = feeder_map[meter]
         by_feeder.setdefault(feeder, []).append(meter)
@@ -71,16 +94,17 @@ def plan_release(meters, feeder_map, min_cohort, max_meters):
 class Aggregator:
     """Accepts the meter-days of one day and computes the encrypted group sums per operator key."""
 
-    def __init__(self, public_keys, registry, feeder_map, day, min_cohort=DEFAULT_MIN_COHORT):
+    def __init__(self, public_keys: Sequence[PublicKey], registry: Mapping[str, Ed25519PublicKey],
+                 feeder_map: FeederMap, day: str, min_cohort: int = DEFAULT_MIN_COHORT) -> None:
         if min_cohort < 2:
             raise ValueError('min_cohort must be at least 2 (a cohort of 1 would forward a meter\'s ciphertext)')
         self.keys = {k.key_id: k for k in public_keys}
         if len(self.keys) != len(public_keys) or not self.keys:
             raise ValueError('give each operator key once')
         self.registry, self.feeder_map, self.day, self.min_cohort = registry, feeder_map, day, min_cohort
-        self.accepted = {}               # meter -> EncryptedDay
+        self.accepted: dict[str, EncryptedDay] = {}
 
-    def check(self, submission):
+    def check(self, submission: EncryptedDay) -> None:
         """Raise a Refused error unless the submission is authentic, for this day and well formed."""
         submission.verify(self.registry)
         if submission.day != self.day:
@@ -105,21 +129,22 @@ class Aggregator:
                     raise OutOfRange(f'{submission.meter}: ciphertext {i} is not a ciphertext of key '
                                    f'{key.name} (outside Z*_n^2)')
 
-    def accept(self, submission, checked=False):
+    def accept(self, submission: EncryptedDay, checked: bool = False) -> None:
         if not checked:
             self.check(submission)
         if submission.meter in self.accepted:
             raise Replayed(f'{submission.meter} already submitted readings for {self.day}')
         self.accepted[submission.meter] = submission
 
-    def release(self, noise=None):
+    def release(self, noise: Noise | None = None) -> dict[str, Bundle]:
         """{key_id: bundle dict} for every operator key; raise ValueError if noise cannot fit."""
-        bundles, blocks = {}, {meter: dict(s.blocks) for meter, s in self.accepted.items()}
+        bundles: dict[str, Bundle] = {}
+        blocks = {meter: dict(s.blocks) for meter, s in self.accepted.items()}
         for key_id, key in self.keys.items():
             plan = plan_release(self.accepted, self.feeder_map, self.min_cohort, key.layout.max_meters)
             groups = []
             for name, zone, meters, feeders in plan.groups(key.level):
-                products = [gmpy2.mpz(1)] * key.layout.ciphertexts
+                products: list[Mpz] = [gmpy2.mpz(1)] * key.layout.ciphertexts
                 for meter in meters:
                     key.add(products, blocks[meter][key_id])
                 if noise is not None:
@@ -134,7 +159,7 @@ class Aggregator:
         return bundles
 
 
-def empty_release_reason(bundles: dict) -> str:
+def empty_release_reason(bundles: Mapping[str, Bundle]) -> str:
     """Why a release has nothing to give any operator ('' when some key's bundle has a group).
 
     Args:
@@ -153,16 +178,37 @@ def empty_release_reason(bundles: dict) -> str:
             + (f' (meters per feeder: {shown})' if shown else ''))
 
 
-def _check_noise_fits(key, meters, noise):
+def _check_noise_fits(key: PublicKey, meters: int, noise: Noise) -> None:
     room = (1 << key.layout.field_bits) - 1 - meters * key.layout.max_reading_wh
     if 2 * noise.bias > room:
         raise ValueError(f'noise of scale {noise.scale} Wh needs {2 * noise.bias} spare per field, key {key.name} '
                          f'has {room}; use a larger epsilon or a key with more guard_bits')
 
 
-def bundle_ciphertexts(group):
+def bundle_ciphertexts(group: Mapping[str, Any]) -> list[int]:
+    """The ciphertexts of one group of a bundle.
+
+    Args:
+        group: a bundle's group object, its 'ciphertexts' a list of base64 texts.
+
+    Returns:
+        The ciphertexts as integers.
+
+    Raises:
+        KeyError: the group has no 'ciphertexts'.
+        TypeError: a ciphertext is not a string.
+        ValueError: a ciphertext is not base64 (binascii.Error).
+    """
     return [ciphertext_from_text(c) for c in group['ciphertexts']]
 
 
-def bundle_text(bundle):
+def bundle_text(bundle: Mapping[str, Any]) -> str:
+    """The aggregates file's text of a bundle (indented JSON, one trailing newline).
+
+    Args:
+        bundle: a bundle from Aggregator.release.
+
+    Returns:
+        The JSON text.
+    """
     return json.dumps(bundle, indent=1) + '\n'

@@ -19,11 +19,11 @@ from fractions import Fraction
 TAIL_FACTOR = 28            # bias = ceil(28 * scale): P[|Y| > bias] ~ exp(-28) < 2**-40
 
 
-def _bernoulli(p):
+def _bernoulli(p: Fraction) -> bool:
     return secrets.randbelow(p.denominator) < p.numerator
 
 
-def _bernoulli_exp(gamma):
+def _bernoulli_exp(gamma: Fraction) -> bool:
     """True with probability exp(-gamma), gamma a non-negative Fraction (CKS Algorithm 1)."""
     while gamma > 1:
         if not _bernoulli_exp(Fraction(1)):
@@ -35,8 +35,15 @@ def _bernoulli_exp(gamma):
     return k % 2 == 1
 
 
-def discrete_laplace(scale):
-    """An integer with P[y] ~ exp(-|y| / scale), scale a positive Fraction (CKS Algorithm 2)."""
+def discrete_laplace(scale: Fraction) -> int:
+    """An integer with P[y] ~ exp(-|y| / scale) (CKS Algorithm 2).
+
+    Args:
+        scale: a positive Fraction.
+
+    Returns:
+        One sample, drawn with ``secrets`` randomness.
+    """
     t, s = scale.numerator, scale.denominator
     while True:
         u = secrets.randbelow(t)
@@ -58,20 +65,20 @@ class Noise:
     sensitivity: int         # max_reading_wh
 
     @property
-    def scale(self):
+    def scale(self) -> Fraction:
         return Fraction(self.sensitivity) / self.epsilon
 
     @property
-    def bias(self):
+    def bias(self) -> int:
         """The public offset added to every noisy field, so it stays non-negative."""
         return math.ceil(TAIL_FACTOR * self.scale)
 
-    def sample(self, count):
+    def sample(self, count: int) -> list[int]:
         """count offset noise values in [0, 2*bias]."""
         bias = self.bias
         return [bias + max(-bias, min(bias, discrete_laplace(self.scale))) for _ in range(count)]
 
-    def describe(self, slots):
+    def describe(self, slots: int) -> dict[str, str | int]:
         return {'mechanism': 'discrete Laplace (Canonne-Kamath-Steinke 2020), clamped',
                 'epsilon_per_field': str(self.epsilon), 'scale_wh': str(self.scale), 'bias_wh': self.bias,
                 'delta_per_field': '2**-40',
@@ -79,8 +86,19 @@ class Noise:
                 'epsilon_per_meter_day': str(2 * slots * self.epsilon)}
 
 
-def parse_epsilon(text):
-    """A positive Fraction from a decimal string, or ValueError."""
+def parse_epsilon(text: str) -> Fraction:
+    """The privacy parameter epsilon of a configuration.
+
+    Args:
+        text: a decimal (or fraction) string such as "0.5".
+
+    Returns:
+        epsilon as an exact positive Fraction.
+
+    Raises:
+        ValueError: text is no number, or epsilon <= 0.
+        ZeroDivisionError: a fraction with denominator 0.
+    """
     epsilon = Fraction(text)
     if epsilon <= 0:
         raise ValueError('epsilon must be > 0')

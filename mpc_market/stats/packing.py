@@ -6,6 +6,7 @@ enough for the largest sum the layout admits (``max_meters * max_reading_wh``) p
 never carry from one field into the next, and the packed value stays below ``2**(k-1) < n``.
 """
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -18,33 +19,33 @@ class Layout:
     modulus_bits: int       # bit length of the Paillier modulus n
 
     @property
-    def values(self):
+    def values(self) -> int:
         return 2 * self.slots
 
     @property
-    def sum_bits(self):
+    def sum_bits(self) -> int:
         return (self.max_meters * self.max_reading_wh).bit_length()
 
     @property
-    def field_bits(self):
+    def field_bits(self) -> int:
         return self.sum_bits + self.guard_bits
 
     @property
-    def fields_per_ciphertext(self):
+    def fields_per_ciphertext(self) -> int:
         return (self.modulus_bits - 1) // self.field_bits
 
     @property
-    def ciphertexts(self):
+    def ciphertexts(self) -> int:
         return -(-self.values // self.fields_per_ciphertext)
 
-    def check(self):
+    def check(self) -> None:
         """Raise ValueError for a layout that cannot hold one field per plaintext."""
         if self.slots < 1 or self.max_reading_wh < 1 or self.max_meters < 2 or self.guard_bits < 0:
             raise ValueError('slots, max_reading_wh >= 1, max_meters >= 2 and guard_bits >= 0 required')
         if self.fields_per_ciphertext < 1:
             raise ValueError(f'a {self.field_bits}-bit field does not fit a {self.modulus_bits}-bit modulus')
 
-    def pack(self, values):
+    def pack(self, values: Sequence[int]) -> list[int]:
         """Plaintexts (ints) holding values (non-negative, each below 2**field_bits)."""
         if len(values) != self.values:
             raise ValueError(f'{len(values)} values for a layout of {self.values}')
@@ -59,7 +60,7 @@ class Layout:
             plaintexts.append(packed)
         return plaintexts
 
-    def unpack(self, plaintexts):
+    def unpack(self, plaintexts: Iterable[int]) -> tuple[list[int], bool]:
         """(values, overflow): the fields, and whether any bit above the last field is set."""
         width, per = self.field_bits, self.fields_per_ciphertext
         mask = (1 << width) - 1

@@ -9,14 +9,16 @@ undetectably, since there are no range proofs (see SECURITY.md).
 """
 
 import io
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 
 from ..common.days import DAY_RULE, is_day
 from ..common.errors import InputError
 from ..common.names import NAME_RULE, is_name
 from ..common.textinput import csv_records, parse_int, read_text
-from .aggregate import BUNDLE_FORMAT, bundle_ciphertexts
-from .paillier import LEVELS, json_line, load_json_object
+from .aggregate import BUNDLE_FORMAT, Bundle, bundle_ciphertexts
+from .paillier import LEVELS, PrivateKey, json_line, load_json_object
 
 COLUMNS = ('slot', 'meters', 'import_wh', 'export_wh', 'net_wh')
 
@@ -26,18 +28,28 @@ class GroupTotals:
     name: str
     zone: str | None
     meters: int
-    imports: list           # Wh per slot
-    exports: list
+    imports: list[int]      # Wh per slot
+    exports: list[int]
 
     @property
-    def net(self):
+    def net(self) -> list[int]:
         return [i - e for i, e in zip(self.imports, self.exports, strict=True)]
 
 
-def load_bundle(path):
-    """(text, bundle) of an aggregates file, its structure checked field by field (InputError)."""
+def load_bundle(path: str) -> tuple[str, Bundle]:
+    """Read an aggregates file, its structure checked field by field.
+
+    Args:
+        path: the file an operator fetched.
+
+    Returns:
+        (its text, the bundle).
+
+    Raises:
+        InputError: not an aggregates file, or a field of the wrong type (naming line and key).
+    """
     text, bundle = load_json_object(path)
-    def bad(key, what):
+    def bad(key: str, what: str) -> NoReturn:
         raise InputError(path, json_line(text, key), key, what)
     if bundle.get('format') != BUNDLE_FORMAT:
         bad('format', f'expected an aggregates file ({BUNDLE_FORMAT})')
@@ -71,12 +83,24 @@ def load_bundle(path):
     return text, bundle
 
 
-def decrypt_bundle(private_key, path, min_cohort=2):
+def decrypt_bundle(private_key: PrivateKey, path: str, min_cohort: int = 2) -> tuple[Bundle, list[GroupTotals]]:
     """(bundle, [GroupTotals]) of an aggregates file under private_key.
 
-    A malformed file raises InputError. A group below min_cohort, or whose decrypted fields
-    exceed what its meters could send, is refused alone: it is listed in
-    bundle['refused_at_decryption'] as {name, reason} and every other group is released."""
+    A group below min_cohort, or whose decrypted fields exceed what its meters could send, is
+    refused alone: it is listed in bundle['refused_at_decryption'] as {name, reason} and every
+    other group is released.
+
+    Args:
+        private_key: the operator key the bundle is under.
+        path: the aggregates file.
+        min_cohort: the operator's own minimum group size (at least 2 is always enforced).
+
+    Returns:
+        (the bundle with 'refused_at_decryption' added, the released groups' totals).
+
+    Raises:
+        InputError: a malformed file, a bundle under another key, or malformed ciphertexts.
+    """
     text, bundle = load_bundle(path)
     public = private_key.public
     if bundle['key_id'] != public.key_id:
@@ -84,7 +108,8 @@ def decrypt_bundle(private_key, path, min_cohort=2):
                          f'the private key is {public.name} ({public.key_id})')
     layout = public.layout
     bias = bundle['noise']['bias_wh'] if bundle.get('noise') else 0
-    totals, refused = [], []
+    totals: list[GroupTotals] = []
+    refused: list[dict[str, str]] = []
     for group in bundle.get('groups', []):
         name, meters = group['name'], group['meters']
         line = json_line(text, name)
@@ -111,19 +136,50 @@ def decrypt_bundle(private_key, path, min_cohort=2):
     return bundle, totals
 
 
-def totals_rows(level, totals):
+def totals_rows(level: str, totals: Iterable[GroupTotals]) -> list[dict[str, str | int]]:
+    """The rows of the totals CSV.
+
+    Args:
+        level: 'feeder' or 'zone' (the name of the group column).
+        totals: the groups, from decrypt_bundle.
+
+    Returns:
+        One row a group and slot: {level, slot, meters, import_wh, export_wh, net_wh}.
+    """
     return [{level: g.name, 'slot': s, 'meters': g.meters, 'import_wh': g.imports[s], 'export_wh': g.exports[s],
              'net_wh': g.net[s]} for g in totals for s in range(len(g.imports))]
 
 
-def load_traded(path):
-    """{slot: traded_wh} from a market's public.csv."""
+def load_traded(path: str) -> dict[int, int]:
+    """The traded volume per slot of a market's public.csv.
+
+    Args:
+        path: the public.csv.
+
+    Returns:
+        {slot: traded_wh}.
+
+    Raises:
+        InputError: unreadable, a missing column or a non-integer field.
+    """
     return {parse_int(path, line, 'slot', r['slot']): parse_int(path, line, 'traded_wh', r['traded_wh'])
             for line, r in csv_records(path, read_text(path), ('slot', 'traded_wh'))}
 
 
-def plot_group(level, group, day, traded=None, noisy=False):
-    """PNG bytes: the group's net load over the day, with the market's traded volume if given."""
+def plot_group(level: str, group: GroupTotals, day: str, traded: Mapping[int, int] | None = None,
+               noisy: bool = False) -> bytes:
+    """A chart of one group's day.
+
+    Args:
+        level: 'feeder' or 'zone' (in the title).
+        group: its totals.
+        day: the day (in the title).
+        traded: {slot: traded_wh} of the local market, drawn as bars if given.
+        noisy: the totals carry DP noise (said in the title).
+
+    Returns:
+        PNG bytes: the net load, imports and exports per slot.
+    """
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib.figure import Figure

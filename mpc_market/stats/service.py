@@ -30,7 +30,12 @@ import datetime
 import logging
 import os
 import sqlite3
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..common.errors import InputError, Malformed, NotFound, NotPermitted, Refused, Replayed, WrongPhase
 from ..common.files import make_private_dir
@@ -41,9 +46,9 @@ from ..net.server import abort, check_free, run_server, status_of
 from ..net.store import SqliteStore, now_ms
 from ..rpc import market_pb2, market_pb2_grpc
 from . import dp
-from .aggregate import DEFAULT_MIN_COHORT, Aggregator, bundle_text, empty_release_reason
+from .aggregate import DEFAULT_MIN_COHORT, Aggregator, Bundle, FeederMap, bundle_text, empty_release_reason
 from .meterdata import load_feeders, load_participant_registry
-from .paillier import load_public_keys
+from .paillier import PublicKey, load_public_keys
 from .submission import EncryptedDay, parse_day
 
 log = logging.getLogger('mpc_market.stats')
@@ -67,9 +72,9 @@ class AggregatorConfig:
     data_dir: str
     keys: str
     feeders: str
-    public_keys: list
+    public_keys: list[str]
     min_cohort: int = DEFAULT_MIN_COHORT
-    dp_epsilon: object = None         # Fraction or None
+    dp_epsilon: Fraction | None = None
     release_delay_h: float = 0.0
     metrics: str = ''                 # "host:port" of GET /metrics; '' = none
     min_meters: int = DEFAULT_MIN_COHORT  # quorum: fewer accepted meter-days and a fetch releases nothing
@@ -121,9 +126,9 @@ class AggregatorStore(SqliteStore):
 
     schema = SCHEMA
 
-    def accept(self, submissions):
+    def accept(self, submissions: Sequence[EncryptedDay]) -> list[Refused | None]:
         """Commit submissions (already checked); [None or Refused] per submission, in order."""
-        outcomes = []
+        outcomes: list[Refused | None] = []
         with self._transaction() as db:
             released = {d for d, in db.execute('SELECT DISTINCT day FROM releases')}
             for s in submissions:
@@ -139,7 +144,7 @@ class AggregatorStore(SqliteStore):
                     outcomes.append(Replayed(f'{s.meter} already submitted readings for {s.day}'))
         return outcomes
 
-    def release(self, day, make_bundles):
+    def release(self, day: str, make_bundles: Callable[[list[EncryptedDay]], Mapping[str, Bundle]]) -> dict[str, str]:
         """{key_id: bundle text} of day: the stored release, or make_bundles(days) frozen now.
 
         make_bundles may raise (a Refused error: below the quorum); then nothing is stored and
@@ -157,17 +162,18 @@ class AggregatorStore(SqliteStore):
 
 
 class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
-    def __init__(self, config, store, public_keys, registry, feeder_map):
+    def __init__(self, config: AggregatorConfig, store: AggregatorStore, public_keys: Sequence[PublicKey],
+                 registry: Mapping[str, Ed25519PublicKey], feeder_map: FeederMap) -> None:
         self.config, self.store = config, store
         self.public_keys, self.registry, self.feeder_map = public_keys, registry, feeder_map
         self.admission = Admission(WORKERS, reserved=RESERVED_WORKERS)  # per client certificate, before any work
         self.noise = None if config.dp_epsilon is None else dp.Noise(config.dp_epsilon,
                                                                      public_keys[0].layout.max_reading_wh)
 
-    def _aggregator(self, day):
+    def _aggregator(self, day: str) -> Aggregator:
         return Aggregator(self.public_keys, self.registry, self.feeder_map, day, self.config.min_cohort)
 
-    def _check(self, message):
+    def _check(self, message: market_pb2.EncryptedDay) -> EncryptedDay:
         submission = EncryptedDay.from_proto(message)
         try:
             parse_day(submission.day)
@@ -180,12 +186,15 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
         self._aggregator(submission.day).check(submission)
         return submission
 
-    def SubmitEncryptedDays(self, request, context):
+    def SubmitEncryptedDays(self, request: market_pb2.EncryptedDayBatch,
+                            context: grpc.ServicerContext) -> market_pb2.EncryptedDayOutcomes:
         with self.admission.admit(context, len(request.days), 'aggregator'):
             return self._submit_days(request)
 
-    def _submit_days(self, request):
-        outcomes, checked, positions = [], [], []
+    def _submit_days(self, request: market_pb2.EncryptedDayBatch) -> market_pb2.EncryptedDayOutcomes:
+        outcomes: list[Refused | None] = []
+        checked: list[EncryptedDay] = []
+        positions: list[int] = []
         for message in request.days:
             try:
                 checked.append(self._check(message))
@@ -200,10 +209,12 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
             market_pb2.EncryptedDayOutcome(accepted=True) if o is None else
             market_pb2.EncryptedDayOutcome(error=str(o), code=status_of(o).name) for o in outcomes])
 
-    def FetchAggregates(self, request, context):
+    def FetchAggregates(self, request: market_pb2.AggregatesRequest,
+                        context: grpc.ServicerContext) -> market_pb2.Aggregates:
         key = next((k for k in self.public_keys if k.key_id == request.key_id), None)
         if key is None:
             abort(context, NotFound(f'no operator key {request.key_id!r} at this aggregator'), 'aggregator')
+        assert key is not None  # abort never returns (net.server types it -> None)
         caller = tls.client_name(context)
         if caller != key.name:
             abort(context, NotPermitted(f'aggregates under key {key.name} go to the client certificate {key.name!r} '
@@ -219,7 +230,7 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
             abort(context, WrongPhase(f'day {request.day} is released from {release_at:%Y-%m-%d %H:%M} UTC on '
                                       '(its readings may still come in)'), 'aggregator')
 
-        def make_bundles(days):
+        def make_bundles(days: list[EncryptedDay]) -> dict[str, Bundle]:
             _check_quorum(request.day, len(days), self.config.min_meters)
             aggregator = self._aggregator(request.day)
             for submission in days:
@@ -248,21 +259,43 @@ def _check_quorum(day: str, meters: int, min_meters: int) -> None:
                          f'min_meters = {min_meters}; {NOT_FROZEN}')
 
 
-def _check_some_group(day: str, bundles: dict) -> None:
+def _check_some_group(day: str, bundles: Mapping[str, Bundle]) -> None:
     """Raise WrongPhase if no key's bundle has a group (no feeder reached min_cohort meters)."""
     reason = empty_release_reason(bundles)
     if reason:
         raise WrongPhase(f'day {day} is not released: {reason}; {NOT_FROZEN}')
 
 
-def load_service_inputs(config):
-    """(public keys, registry, feeder map); bad files raise InputError."""
+def load_service_inputs(
+        config: AggregatorConfig) -> tuple[list[PublicKey], dict[str, Ed25519PublicKey], dict[str, tuple[str, str]]]:
+    """The files the aggregator serves with.
+
+    Args:
+        config: its configuration.
+
+    Returns:
+        (operator public keys, participant registry, feeder map).
+
+    Raises:
+        InputError: a missing or malformed file.
+    """
     return (load_public_keys(config.public_keys), load_participant_registry(os.path.join(config.keys, 'registry.json')),
             load_feeders(config.feeders))
 
 
-def serve(config):
-    """Run the aggregator until SIGTERM or SIGINT."""
+def serve(config: AggregatorConfig) -> int:
+    """Run the aggregator until SIGTERM or SIGINT.
+
+    Args:
+        config: from load_aggregator_config.
+
+    Returns:
+        0 (the exit status) once stopped.
+
+    Raises:
+        InputError: a missing or malformed input file.
+        OSError: the listen address is taken.
+    """
     public_keys, registry, feeder_map = load_service_inputs(config)
     credentials = tls.server_credentials(config.keys, 'aggregator', 'aggregator')
     check_free('aggregator', config.listen)  # a second aggregator on the same port touches no store
@@ -271,7 +304,7 @@ def serve(config):
     metrics.set_role('aggregator')
     metrics.watch_store(store)
 
-    def add_servicers(server):
+    def add_servicers(server: grpc.Server) -> list[str]:
         market_pb2_grpc.add_StatsAggregatorServicer_to_server(
             AggregatorService(config, store, public_keys, registry, feeder_map), server)
         return ['mpc_market.rpc.StatsAggregator']

@@ -9,7 +9,9 @@ same fields as ``EncryptedDay``.
 import base64
 import hashlib
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Self
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -19,32 +21,70 @@ from ..common.errors import InputError, NotAuthenticated
 from ..common.signing import canonical_bytes
 from ..common.textinput import read_text
 from ..rpc import market_pb2
+from .paillier import PublicKey
 
 DOMAIN = b'mpc-market/encrypted-day/v1\n'
 _UNKNOWN = ed25519.Ed25519PrivateKey.generate().public_key()  # stands in for a meter nobody registered
 NOT_AUTHENTICATED = 'not authenticated: no valid signature of a registered meter'
 
 
-def parse_day(text):
-    """text if it is a day YYYY-MM-DD (``common.days``: ASCII digits, a real date), else ValueError."""
+def parse_day(text: str) -> str:
+    """Check a submission's day.
+
+    Args:
+        text: the day as sent.
+
+    Returns:
+        text, if it is a day YYYY-MM-DD (``common.days``: ASCII digits, a real date).
+
+    Raises:
+        ValueError: it is not.
+    """
     strict_day(text)
     return text
 
 
-def _int_bytes(c):
+def _int_bytes(c: int) -> bytes:
     return c.to_bytes(max(1, (c.bit_length() + 7) // 8), 'big')
 
 
-def ciphertext_text(c):
-    """A ciphertext in JSON files: base64 of its big-endian bytes."""
+def ciphertext_text(c: int) -> str:
+    """A ciphertext in JSON files.
+
+    Args:
+        c: a ciphertext (non-negative).
+
+    Returns:
+        base64 of its big-endian bytes.
+    """
     return base64.b64encode(_int_bytes(c)).decode()
 
 
-def ciphertext_from_text(text):
+def ciphertext_from_text(text: str) -> int:
+    """The inverse of ciphertext_text.
+
+    Args:
+        text: base64 of a ciphertext's big-endian bytes.
+
+    Returns:
+        The ciphertext.
+
+    Raises:
+        TypeError: text is not a string.
+        ValueError: text is not base64 (binascii.Error).
+    """
     return int.from_bytes(base64.b64decode(text, validate=True), 'big')
 
 
-def block_hash(ciphertexts):
+def block_hash(ciphertexts: Iterable[int]) -> str:
+    """What a meter's signature binds of one key's ciphertext block.
+
+    Args:
+        ciphertexts: the block's ciphertexts, in order.
+
+    Returns:
+        SHA-256 (hex) of their comma-separated hex forms.
+    """
     return hashlib.sha256(b','.join(format(c, 'x').encode() for c in ciphertexts)).hexdigest()
 
 
@@ -53,17 +93,17 @@ class EncryptedDay:
     meter: str
     day: str
     feeder: str
-    blocks: tuple           # ((key_id, (c0, c1, ...)), ...) sorted by key id
+    blocks: tuple[tuple[str, tuple[int, ...]], ...]  # ((key_id, (c0, c1, ...)), ...) sorted by key id
     signature: bytes = b''
 
-    def canonical(self):
+    def canonical(self) -> bytes:
         return canonical_bytes(DOMAIN, {'day': self.day, 'feeder': self.feeder, 'meter': self.meter,
                                         'ciphertexts': {k: block_hash(cs) for k, cs in self.blocks}})
 
-    def signed(self, private_key):
+    def signed(self, private_key: ed25519.Ed25519PrivateKey) -> 'EncryptedDay':
         return EncryptedDay(self.meter, self.day, self.feeder, self.blocks, private_key.sign(self.canonical()))
 
-    def verify(self, registry):
+    def verify(self, registry: Mapping[str, ed25519.Ed25519PublicKey]) -> None:
         """Check that the meter is registered and signed exactly this day.
 
         An unknown meter and a bad signature get one answer (no meter name in it) after the same
@@ -85,13 +125,13 @@ class EncryptedDay:
             raise NotAuthenticated(NOT_AUTHENTICATED) from None
 
     # -- wire formats -------------------------------------------------------------------------
-    def to_json(self):
+    def to_json(self) -> str:
         return json.dumps({'meter': self.meter, 'day': self.day, 'feeder': self.feeder,
                            'keys': {k: [ciphertext_text(c) for c in cs] for k, cs in self.blocks},
                            'signature': self.signature.hex()}, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text):
+    def from_json(cls, text: str) -> Self:
         raw = json.loads(text)
         if not isinstance(raw, dict) or not isinstance(raw.get('keys'), dict):
             raise ValueError('expected an object with "keys"')
@@ -99,26 +139,51 @@ class EncryptedDay:
                               for k, cs in raw['keys'].items()))
         return cls(str(raw['meter']), str(raw['day']), str(raw['feeder']), blocks, bytes.fromhex(raw['signature']))
 
-    def to_proto(self):
+    def to_proto(self) -> market_pb2.EncryptedDay:
         return market_pb2.EncryptedDay(
             meter=self.meter, day=self.day, feeder=self.feeder, signature=self.signature,
             keys=[market_pb2.KeyCiphertexts(key_id=k, ciphertexts=[_int_bytes(c) for c in cs])
                   for k, cs in self.blocks])
 
     @classmethod
-    def from_proto(cls, message):
+    def from_proto(cls, message: market_pb2.EncryptedDay) -> Self:
         blocks = tuple(sorted((b.key_id, tuple(int.from_bytes(c, 'big') for c in b.ciphertexts)) for b in message.keys))
         return cls(message.meter, message.day, message.feeder, blocks, bytes(message.signature))
 
 
-def encrypt_day(meter, day, feeder, values, public_keys, private_key, standard=False):
-    """The signed EncryptedDay of one meter's value vector under every operator key."""
+def encrypt_day(meter: str, day: str, feeder: str, values: Sequence[int], public_keys: Iterable[PublicKey],
+                private_key: ed25519.Ed25519PrivateKey, standard: bool = False) -> EncryptedDay:
+    """One meter's day for the aggregator.
+
+    Args:
+        meter, day, feeder: what the signature binds with the ciphertexts.
+        values: [import_wh per slot] + [export_wh per slot].
+        public_keys: the operator keys to encrypt under.
+        private_key: the meter's participant key.
+        standard: phe's r**n encryption instead of the fixed-base one.
+
+    Returns:
+        The signed EncryptedDay.
+
+    Raises:
+        ValueError: values do not fit a key's layout.
+    """
     blocks = tuple(sorted((k.key_id, tuple(k.encrypt_values(values, standard))) for k in public_keys))
     return EncryptedDay(meter, day, feeder, blocks).signed(private_key)
 
 
-def read_submissions(path):
-    """[(line, EncryptedDay)] of a JSON-lines file; a malformed line is an InputError."""
+def read_submissions(path: str) -> list[tuple[int, EncryptedDay]]:
+    """The encrypted meter-days of a JSON-lines file.
+
+    Args:
+        path: one EncryptedDay's JSON a line (blank lines skipped).
+
+    Returns:
+        [(line, EncryptedDay)].
+
+    Raises:
+        InputError: unreadable, or a malformed line.
+    """
     out = []
     for line, text in enumerate(read_text(path).splitlines(), 1):
         if not text.strip():
