@@ -16,6 +16,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 
+from .common.errors import BadParameter
 from .market.book import Book
 from .market.config import MarketConfig, load_config
 from .market.orders import load_orders, resolve_zones
@@ -103,10 +104,10 @@ def clear(book: Book, engine: str = 'mpc', nodes: int = 3, mode: str = 'local', 
 
     Raises:
         EngineError: a node failed or timed out, or the nodes disagree.
-        ValueError: an unknown engine or mode, or a node count outside 3..11.
+        BadParameter: an unknown engine or mode, or a node count outside 3..11.
     """
     if engine not in ENGINES or mode not in MODES:
-        raise ValueError(f'engine must be one of {ENGINES} and mode one of {MODES}')
+        raise BadParameter('engine', f'engine must be one of {ENGINES} and mode one of {MODES}')
     if engine == 'plain':
         return clear_plain(book)
     from .mpc.local import clear_mpc, clear_peers
@@ -132,14 +133,14 @@ def settle(book: Book, readings: Mapping[tuple[str, int], int], engine: str = 'm
 
     Raises:
         EngineError: a node failed or timed out.
-        ValueError: an unknown engine.
+        BadParameter: an unknown engine.
 
     An order without a reading is settled by the missing-reading rule
     (``market.settlement.missing_reading_net``: its bought energy counts as imported, nothing as
     exported), as the deployed nodes settle a reading package they do not all hold.
     """
     if engine not in ENGINES:
-        raise ValueError(f'engine must be one of {ENGINES}')
+        raise BadParameter('engine', f'engine must be one of {ENGINES}')
     net_of, _ = complete_readings(book, dict(readings))
     if engine == 'plain':
         return settle_plain(book, net_of)

@@ -19,6 +19,8 @@ import sys
 from datetime import UTC, datetime
 from typing import TextIO
 
+from .errors import BadParameter
+
 __all__ = ['LEVELS', 'FORMATS', 'configure', 'event', 'utc_time']
 
 LEVELS = ('debug', 'info', 'warning', 'error')
@@ -77,10 +79,10 @@ def configure(level: str = 'info', fmt: str = 'text', stream: TextIO | None = No
         stream: where the lines go (default sys.stderr).
 
     Raises:
-        ValueError: an unknown level or format.
+        BadParameter: an unknown level or format.
     """
     if level not in LEVELS or fmt not in FORMATS:
-        raise ValueError(f'log level {level!r} or format {fmt!r} is not one of {LEVELS} and {FORMATS}')
+        raise BadParameter('level', f'log level {level!r} or format {fmt!r} is not one of {LEVELS} and {FORMATS}')
     handler = _Handler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == 'json' else TextFormatter())
     root = logging.getLogger()

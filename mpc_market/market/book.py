@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..common.errors import BadParameter
 from .config import MarketConfig
 from .orders import Order
 
@@ -106,7 +107,7 @@ class Book:
             self.zone_of.update(zones if zones is not None else {o.participant: o.zone for o in orders if o.zone})
             unzoned = sorted({o.participant for o in orders} - set(self.zone_of))
             if unzoned:
-                raise ValueError(f'zoned market: no zone for {", ".join(unzoned[:5])}')
+                raise BadParameter('zones', f'zoned market: no zone for {", ".join(unzoned[:5])}')
             self.zones = sorted(set(self.zone_of.values()))
         self.positions = {}  # (participant, slot) -> (position or None, energy)
         # Dense (participants, slots) arrays for vectorized encoding; -1 = zero order.

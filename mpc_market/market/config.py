@@ -15,7 +15,7 @@ from fractions import Fraction
 from functools import cached_property
 from math import ceil, floor
 
-from ..common.errors import InputError
+from ..common.errors import BadParameter, InputError
 from ..common.names import NAME_RULE, is_name
 from ..common.textinput import parse_toml, read_text, refuse_unknown_keys, toml_key_line, toml_table_line
 
@@ -87,7 +87,7 @@ class MarketConfig:
         """Exact integer price units of a price on the unit grid."""
         units = Fraction(price) * self.price_scale
         if units.denominator != 1:  # every price reaching here is on the grid; a caller's bug otherwise
-            raise ValueError(f'price {price} is not on the price unit grid')
+            raise BadParameter('price', f'price {price} is not on the price unit grid')
         return int(units)
 
     @cached_property

@@ -16,6 +16,8 @@ MPC engine (which divides once per slot, on secrets) round identically.
 
 from __future__ import annotations
 
+from ..common.errors import BadParameter
+
 SCHEMES = ('sdr', 'mmr', 'bill-sharing')
 
 
@@ -38,7 +40,7 @@ def price_fractions(mechanism: str, supply: int, demand: int, floor_units: int,
         return s * (c + f) + 2 * (d - s) * c, 2 * d, c + f, 2
     if mechanism == 'bill-sharing':
         return c * max(d - s, 0), max(d, 1), f * max(s - d, 0), max(s, 1)
-    raise ValueError(f'unknown mechanism {mechanism}')
+    raise BadParameter('mechanism', f'unknown mechanism {mechanism}')
 
 
 def scheme_prices(mechanism: str, supply: int, demand: int, floor_units: int, ceiling_units: int) -> tuple[int, int]:

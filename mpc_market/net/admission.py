@@ -23,7 +23,7 @@ import time
 
 import grpc
 
-from ..common.errors import Overloaded, TooLarge
+from ..common.errors import BadParameter, Overloaded, TooLarge
 from . import metrics
 from .server import abort
 from .tls import client_name
@@ -36,7 +36,7 @@ RETRY_KEY = 'mpc-market-retry'  # trailing metadata of a request turned away by 
 class Admission:
     def __init__(self, workers, reserved=2, per_client=6, items_per_s=4000.0, burst=8000, max_items=256):
         if workers <= reserved:
-            raise ValueError('need more workers than reserved ones')
+            raise BadParameter('workers', 'need more workers than reserved ones')
         self.slots = workers - reserved
         self.per_client, self.rate, self.burst, self.max_items = per_client, items_per_s, burst, max_items
         self._lock = threading.Lock()

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ..common.days import DAY_RULE, is_day
-from ..common.errors import BadParameter, Conflict, InputError, Malformed, NotFound, Unreachable, WrongPhase
+from ..common.errors import BadParameter, Conflict, InputError, Malformed, NotFound, Tampered, Unreachable, WrongPhase
 from ..common.files import make_private_dir
 from ..common.keys import load_node_verify_keys, node_name
 from ..common.logs import event
@@ -255,7 +255,7 @@ def open_at_nodes(store: BrokerStore, nodes: Nodes, spec: Any) -> str:
         signatures[i] = own[0]
     try:
         verify_public(expected.to_json(), signatures, nodes.verify_keys, ROUND_PARAMS_DOMAIN)
-    except ValueError as exc:
+    except Tampered as exc:
         return str(exc)
     store.add(spec, expected.to_json().decode(), signatures)
     log.info('round %s opened: %d slots, gate closure %d', spec.round_id, len(spec.slots), spec.gate_closure_unix_ms,
@@ -485,7 +485,7 @@ class Scheduler:
         signatures = {s.node_index: s.signature for r, _ in replies for s in r.signatures}
         try:
             verify_public(body, signatures, self.verify_keys, SETTLEMENT_DOMAIN if settlement else PUBLIC_DOMAIN)
-        except ValueError as exc:
+        except Tampered as exc:
             self.store.update(round_.round_id, **{phase: 'failed', reason_key: str(exc)})
             return
         (self.store.publish_settlement if settlement else self.store.publish)(round_.round_id, body, signatures)

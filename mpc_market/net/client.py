@@ -15,7 +15,7 @@ import grpc
 import numpy as np
 from cryptography.exceptions import InvalidSignature
 
-from ..common.errors import InputError, KeyFileError, MarketError
+from ..common.errors import InputError, KeyFileError, MarketError, Tampered
 from ..common.keys import load_participant_agreement_key, load_participant_key, node_name
 from ..common.manifest import load_manifest
 from ..market.book import Book
@@ -253,7 +253,7 @@ def fetch_public(broker, keys_dir, round_id='', settlement=False):
         verify_public(result.body, signatures, state.manifest.verify_keys(),
                       SETTLEMENT_DOMAIN if settlement else PUBLIC_DOMAIN)
         body = json.loads(result.body)
-    except ValueError as exc:
+    except (Tampered, ValueError) as exc:  # a signature missing or bad, or a body that is no JSON
         raise ClientError(f'public {what}: {exc}') from None
     if not isinstance(body, dict) or body.get('round_id') != state.round_id:
         raise ClientError(f'public {what}: signed for another round than {state.round_id}')

@@ -11,6 +11,7 @@ import sys
 import time
 
 from ..common import keys
+from ..common.errors import Unreachable
 from ..common.files import make_private_dir
 from ..common.manifest import manifest_from_keys, write_manifest
 from ..mpc.local import free_ports
@@ -208,7 +209,7 @@ class LocalDeployment:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     with open(os.path.join(self.dir, f'{name}.log')) as f:
                         tail = f.read().strip().splitlines()[-3:]
-                    raise RuntimeError(f'{name} did not start: {" | ".join(tail)}')
+                    raise Unreachable(f'{name} did not start: {" | ".join(tail)}')
                 time.sleep(0.05)
 
     def kill(self, name, sig=9):

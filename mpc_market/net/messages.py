@@ -456,20 +456,20 @@ def public_result_set(round_id, body, signatures):
 
 
 def verify_public(body, signatures, verify_keys, domain=PUBLIC_DOMAIN):
-    """Raise ValueError unless every node signed exactly this body (under domain). verify_keys are
+    """Raise Tampered unless every node signed exactly this body (under domain). verify_keys are
     the keys of all m nodes (a client's: from its deployment manifest, never from the broker)."""
     what = {PUBLIC_DOMAIN: 'public results', SETTLEMENT_DOMAIN: 'public settlement',
             ROUND_PARAMS_DOMAIN: 'round parameters'}[domain]
     if not verify_keys:
-        raise ValueError(f'no node keys to check the {what} with')
+        raise Tampered(f'no node keys to check the {what} with')
     if set(signatures) - set(range(len(verify_keys))):
-        raise ValueError(f'the {what} carry signatures of nodes the deployment does not have')
+        raise Tampered(f'the {what} carry signatures of nodes the deployment does not have')
     if isinstance(body, bytes):
         body = body.decode('utf-8', 'replace')
     for i, key in enumerate(verify_keys):
         if i not in signatures:
-            raise ValueError(f'node {i} has not signed the {what}')
+            raise Tampered(f'node {i} has not signed the {what}')
         try:
             key.verify(signatures[i], domain + body.encode())
         except InvalidSignature:
-            raise ValueError(f'bad signature of node {i} on the {what}') from None
+            raise Tampered(f'bad signature of node {i} on the {what}') from None

@@ -42,6 +42,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 
+from ..common.errors import BadParameter
+
 __all__ = ['REGISTRY', 'metrics_text', 'count_submissions', 'count_admission_refusal', 'record_session',
            'RequestCounter', 'watch_store', 'set_role', 'MetricsServer', 'start']
 
@@ -103,10 +105,10 @@ def count_submissions(kind: str, outcomes: Iterable[object], status_name: Callab
     reason) or anything else (accepted).
 
     Raises:
-        ValueError: kind is not one of KINDS.
+        BadParameter: kind is not one of KINDS.
     """
     if kind not in KINDS:
-        raise ValueError(f'unknown submission kind {kind!r}')
+        raise BadParameter('kind', f'unknown submission kind {kind!r}')
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             REFUSED.labels(kind, status_name(outcome)).inc()
@@ -118,10 +120,10 @@ def count_admission_refusal(reason: str) -> None:
     """Count one request turned away by admission control (reason: one of ADMISSION_REASONS).
 
     Raises:
-        ValueError: an unknown reason (labels are a fixed set).
+        BadParameter: an unknown reason (labels are a fixed set).
     """
     if reason not in ADMISSION_REASONS:
-        raise ValueError(f'unknown admission refusal {reason!r}')
+        raise BadParameter('reason', f'unknown admission refusal {reason!r}')
     ADMISSION.labels(reason).inc()
 
 
@@ -137,10 +139,10 @@ def record_session(phase: str, outcome: str, seconds: float, sent_bytes: int | N
         peak_rss_mb: peak resident memory of the session's process in MB.
 
     Raises:
-        ValueError: an unknown phase or outcome.
+        BadParameter: an unknown phase or outcome.
     """
     if phase not in PHASES or outcome not in OUTCOMES:
-        raise ValueError(f'unknown session phase or outcome {phase!r}, {outcome!r}')
+        raise BadParameter('phase', f'unknown session phase or outcome {phase!r}, {outcome!r}')
     SESSIONS.labels(phase, outcome).inc()
     SESSION_SECONDS.labels(phase).observe(seconds)
     if sent_bytes is not None:

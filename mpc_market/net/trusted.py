@@ -12,7 +12,7 @@ nothing has been sent.
 import hashlib
 from dataclasses import dataclass
 
-from ..common.errors import InputError, KeyFileError, MarketError
+from ..common.errors import InputError, KeyFileError, MarketError, Tampered
 from ..common.manifest import Manifest
 from ..market.config import MarketConfig, parse_config
 from ..rpc import market_pb2
@@ -86,7 +86,7 @@ def trusted_round(state: market_pb2.RoundState, manifest: Manifest, round_id: st
     signatures = {s.node_index: s.signature for s in state.params_signatures}
     try:
         verify_public(state.params, signatures, manifest.verify_keys(), ROUND_PARAMS_DOMAIN)
-    except ValueError as exc:
+    except Tampered as exc:
         raise UntrustedRound(f'{where}: {exc} (all {manifest.m} nodes of the deployment manifest must sign)') from None
     if params.nodes != manifest.m:
         raise UntrustedRound(f'{where}: shared among {params.nodes} nodes; the deployment manifest has {manifest.m}')

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpc_market.common import keys
-from mpc_market.common.errors import KeyFileError
+from mpc_market.common.errors import KeyFileError, Tampered
 from mpc_market.common.manifest import Manifest, load_manifest, manifest_from_keys, write_manifest
 from mpc_market.net import messages
 from mpc_market.net.store import now_ms
@@ -105,9 +105,9 @@ def test_public_results_count_only_with_all_manifest_signatures(deployment):
     signatures = {i: k.sign(messages.PUBLIC_DOMAIN + body.encode()) for i, k in enumerate(signing_keys)}
     messages.verify_public(body, signatures, manifest.verify_keys())
     for forged in ({}, {0: signatures[0], 1: signatures[1]}, {**signatures, 7: b'x' * 64}):
-        with pytest.raises(ValueError):
+        with pytest.raises(Tampered):
             messages.verify_public(body, forged, manifest.verify_keys())
-    with pytest.raises(ValueError, match='no node keys'):  # "signed by all 0 nodes" is never a success
+    with pytest.raises(Tampered, match='no node keys'):  # "signed by all 0 nodes" is never a success
         messages.verify_public(body, {}, [])
 
 
