@@ -15,6 +15,7 @@ honest call answered, each within the bar (``python -m benchmarks flood`` exits 
 import json
 import multiprocessing
 import os
+import queue
 import statistics
 import tempfile
 import time
@@ -74,8 +75,9 @@ MARKET = '[market]\nprice_floor = 0.047\nprice_ceiling = 0.139\ntick = 0.001\n'
 PARTICIPANTS = [f'h{i:03d}' for i in range(300)]
 
 
-def _flood(address, keys_dir, seconds, in_flight, package_bytes, counts):
-    """One flooder process: keep in_flight forged batches outstanding at node 0 for seconds."""
+def _flood(address, keys_dir, end_unix, in_flight, package_bytes, counts):
+    """One flooder process: keep in_flight forged batches outstanding at node 0 until end_unix (wall
+    clock, shared with the parent: a flooder slow to start on a loaded machine still stops on time)."""
     credentials = client_credentials(keys_dir, 'clients', 'flooder')
     stub = market_pb2_grpc.NodeStub(secure_channel(address, credentials, 'node0'))
     package = os.urandom(package_bytes)
@@ -87,11 +89,11 @@ def _flood(address, keys_dir, seconds, in_flight, package_bytes, counts):
         for p in PARTICIPANTS[:256]]
     batch = market_pb2.SubmissionBatch(orders=items)
     answered = refused = 0
-    deadline = time.monotonic() + seconds
+    deadline = time.monotonic() + max(0.0, end_unix - time.time())
     pending = []
     while time.monotonic() < deadline:
         while len(pending) < in_flight:
-            pending.append(stub.SubmitBatch.future(batch, timeout=30))
+            pending.append(stub.SubmitBatch.future(batch, timeout=max(1.0, deadline - time.monotonic() + 5)))
         call = pending.pop(0)
         try:
             call.result()
@@ -117,8 +119,9 @@ def one(seconds, flooders, in_flight, work):
         round_ = Round('r1', [0], 0, MARKET, 'open', '')
         package_bytes = 16 * package_values(round_, 'order')
         counts = multiprocessing.get_context('spawn').Queue()
+        flood_end = time.time() + seconds + 1.0
         procs = [multiprocessing.get_context('spawn').Process(
-            target=_flood, args=(addresses[0], deployment.keys, seconds, in_flight, package_bytes, counts))
+            target=_flood, args=(addresses[0], deployment.keys, flood_end, in_flight, package_bytes, counts))
             for _ in range(flooders)]
         for proc in procs:
             proc.start()
@@ -152,9 +155,19 @@ def one(seconds, flooders, in_flight, work):
                 failures.append(f'status: {exc.code().name}: {exc.details()}')
             status_s.append(time.perf_counter() - started)
             time.sleep(0.25)
+        # the flooders end at flood_end; one that hangs (a loaded machine) is stopped, not waited for
+        join_by = time.monotonic() + max(0.0, flood_end - time.time()) + 30
         for proc in procs:
-            proc.join(seconds + 60)
-        flood = [counts.get(timeout=10) for _ in procs]
+            proc.join(max(0.1, join_by - time.monotonic()))
+        flood = []
+        for _ in procs:
+            try:
+                flood.append(counts.get(timeout=5))
+            except queue.Empty:
+                failures.append('a flooder did not report (stopped)')
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
         honest.close()
         operator.close()
     finally:
