@@ -1,10 +1,12 @@
 """The docs cannot drift: every documented command parses with the real parser, and the
 walk-throughs run as written (in a temporary directory, with only the port made unique)."""
 
+import contextlib
 import glob
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 
@@ -69,11 +71,22 @@ def test_every_documented_command_parses(path):
 
 
 def run_script(script, cwd, timeout=600):
+    """The script's stdout; it fails the test when it exits non-zero or outlives timeout. It runs in its
+    own session, so on a timeout its background jobs (an `mpc-market up` and its daemons) end too."""
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH'])
-    proc = subprocess.run(['bash', '-euo', 'pipefail', '-c', script], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
+    proc = subprocess.Popen(['bash', '-euo', 'pipefail', '-c', script], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f'timed out after {timeout} s: {stdout[-3000:]}{stderr[-3000:]}')
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing the script started outlives it
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    return stdout
 
 
 @pytest.mark.slow
@@ -92,7 +105,10 @@ def test_deployment_quickstart_runs(tmp_path):
     script = block.replace('127.0.0.1:7300', '"$BROKER"')
     script = script.replace('--config community/market.toml &',
                             '--config community/market.toml --base-port 0 > up.log 2>&1 &')
-    script = script.replace('sleep 5', 'until grep -q "^broker at" up.log 2>/dev/null; do sleep 0.5; done\n'
+    # an `up` that exited (a taken port, a daemon that did not start) ends the wait with its log: the loop
+    # used to spin until the test's timeout (300 s) with nothing to say why
+    script = script.replace('sleep 5', 'until grep -q "^broker at" up.log 2>/dev/null; do\n'
+                                       '  kill -0 $! 2>/dev/null || { cat up.log >&2; exit 1; }; sleep 0.1\ndone\n'
                                        'BROKER=$(sed -n "s/^broker at \\([^;]*\\);.*/\\1/p" up.log)')
     script = script.replace('kill %1', 'kill %1; wait')
     assert '--base-port 0' in script and 'BROKER=' in script and 'wait' in script
