@@ -201,6 +201,7 @@ def test_public_files_are_replaced_atomically_and_keep_their_mode(tmp_path):
     assert stat.S_IMODE((tmp_path / 'pub').stat().st_mode) == 0o700
 
 
+@pytest.mark.slow  # starts the node daemon (mpc-market node) three times
 def test_a_registry_or_ca_writable_by_others_is_refused_in_one_line(tmp_path):
     deployment = LocalDeployment(str(tmp_path / 'dep')).create(['alice'])
     registry = os.path.join(deployment.keys, 'registry.json')

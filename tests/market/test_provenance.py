@@ -25,6 +25,7 @@ def summary(out):
     return json.loads((out / 'summary.json').read_text())
 
 
+@pytest.mark.slow  # --engine mpc: local MPyC node processes
 def test_clear_records_the_inputs_and_the_market(community, tmp_path):
     result = cli('clear', '--orders', community / 'orders.csv', '--config', community / 'market.toml',
                  '--out', tmp_path / 'out', '--engine', 'mpc', '--nodes', '3', '--quiet')
@@ -89,6 +90,7 @@ def test_zoned_market_parameters_and_parties(tmp_path):
     assert sum(provenance['parties']['zones'].values()) == provenance['parties']['participants'] == 40
 
 
+@pytest.mark.slow  # peers mode: a committee of MPyC node processes
 def test_peers_mode_records_the_committee_lottery_seed(community, tmp_path):
     result = cli('clear', '--orders', community / 'orders.csv', '--config', community / 'market.toml',
                  '--out', tmp_path / 'out', '--mode', 'peers', '--committee', '3', '--quiet')

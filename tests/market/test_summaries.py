@@ -44,7 +44,8 @@ def settle(community, out, mechanism, engine='plain', market='one'):
     return result.stdout.splitlines()[0]
 
 
-@pytest.mark.parametrize('mechanism,engine', [(m, 'plain') for m in SCHEMES] + [('sdr', 'mpc')])
+@pytest.mark.parametrize('mechanism,engine', [(m, 'plain') for m in SCHEMES]
+                         + [pytest.param('sdr', 'mpc', marks=pytest.mark.slow)])  # MPyC node processes
 def test_scheme_summary_is_what_the_community_matched(community, tmp_path, mechanism, engine):
     line = settle(community, tmp_path, mechanism, engine)
     participants = [r for r in rows(tmp_path / 'participants.csv') if r['status'] == 'cleared']
