@@ -2,6 +2,7 @@
 the adversarial review has a row, and every row names at least one test."""
 
 import ast
+import functools
 import os
 import re
 
@@ -17,6 +18,7 @@ def _threat_rows():
             and not line.startswith('|---')]
 
 
+@functools.cache  # a file named in many rows is parsed once
 def _test_functions(path):
     with open(os.path.join(ROOT, path)) as f:
         tree = ast.parse(f.read())
