@@ -92,13 +92,13 @@ def read_rows(path):
 
 
 def wait_for(condition, timeout, what):
-    """condition()'s first truthy value, polled every 0.2 s; AssertionError after timeout seconds."""
+    """condition()'s first truthy value, polled every 0.05 s; AssertionError after timeout seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise AssertionError(f'timed out waiting for {what}')
 
 

@@ -33,7 +33,11 @@ pytestmark = [pytest.mark.deployment, pytest.mark.slow]
 PARTICIPANTS = [f'p{i:02d}' for i in range(8)]
 FEEDERS = {p: ('F1' if i < 4 else 'F2', 'Z1') for i, p in enumerate(PARTICIPANTS)}
 MISSING, TAMPERED, LATE = 'p05', 'p06', 'p07'
-PERIOD_S, DEADLINE_AFTER_S = 20, 10
+# the calendar, from the broker's start: both rounds open at once; the first one's gate closes after
+# START_IN_S - GATE_BEFORE_S (time for the broker to start and both rounds' orders), its readings window
+# opens GATE_BEFORE_S + PERIOD_S later (its clearing and a broker restart fit in) and stays open
+# DEADLINE_AFTER_S (an upload takes about a second); the second round follows PERIOD_S (the least) later
+START_IN_S, GATE_BEFORE_S, PERIOD_S, DEADLINE_AFTER_S = 8, 2, 10, 6
 STATE = market_pb2.RoundState
 
 
@@ -111,19 +115,25 @@ def test_two_calendar_days_settle_to_the_local_bills_and_the_dso_sums(tmp_path, 
     (tmp_path / 'aggregator.toml').write_text(
         f'[aggregator]\nlisten = "{aggregator}"\ndata_dir = "agg"\nkeys = "dep/keys"\nfeeders = "feeders.csv"\n'
         'public_keys = ["op/dso.pub.json"]\nmin_cohort = 3\n')
-    start = datetime.datetime.fromtimestamp(time.time() + 16, datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
-    with open(d.broker_config, 'a') as f:
-        f.write(f'\n[calendar]\nmarket = "market.toml"\nmechanism = ["double-auction", "sdr"]\nstart = {start}\n'
-                f'period_s = {PERIOD_S}\nslots = 4\nopen_before_s = 35\ngate_closure_before_s = 6\n'
-                f'readings_after_s = 0\nreadings_deadline_after_s = {DEADLINE_AFTER_S}\nrounds = 2\n')
-    stats_proc, stats_log = start_aggregator(tmp_path, node_fault_env('clock-days', 0, 2))
+    for i in range(3):
+        d.start_node(i)  # starting while the aggregator does
+    try:
+        stats_proc, stats_log = start_aggregator(tmp_path, node_fault_env('clock-days', 0, 2))
+    except BaseException:
+        d.stop()
+        raise
     broker = None
     try:
-        for i in range(3):
-            d.start_node(i)
+        d.wait_ready()
+        # the calendar starts from now, the nodes running: their start-up takes none of its time
+        start = datetime.datetime.fromtimestamp(time.time() + START_IN_S, datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
+        with open(d.broker_config, 'a') as f:
+            f.write(f'\n[calendar]\nmarket = "market.toml"\nmechanism = ["double-auction", "sdr"]\nstart = {start}\n'
+                    f'period_s = {PERIOD_S}\nslots = 4\nopen_before_s = 35\ngate_closure_before_s = {GATE_BEFORE_S}\n'
+                    f'readings_after_s = 0\nreadings_deadline_after_s = {DEADLINE_AFTER_S}\nrounds = 2\n')
         page_port, = free_ports(1)
         d.start_broker(http=f'127.0.0.1:{page_port}')
-        d.wait_ready()
+        d.wait_ready(names=['broker'])
         broker = BrokerClient(d.broker_address, d.keys, 'operator')
         rounds = wait_for(lambda: len(broker.rounds()) == 2 and broker.rounds(), 40, 'both calendar rounds to open')
         rounds = sorted(rounds, key=lambda r: min(r.slots))  # opened in one tick: list order by time is a tie
