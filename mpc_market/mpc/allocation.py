@@ -5,22 +5,47 @@ Import only inside a node process (see mpc_market.mpc.node). ``node`` is the Mar
 order shares are allocated (mpc_market.mpc.clearing); ``spec`` its public JobSpec.
 """
 
+from collections.abc import Iterable, Sequence
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..market.settlement import largest_market_price2
 from . import field as ff
 from . import primitives
+from .jobs import JobSpec
+from .mechanism import OrderShares
 from .primitives import SEC_PARAM, P, open_values, reshare_values
 
 
-def side_energies(weighted, levels):
-    """Sell and buy energy of weighted vectors (..., 2K+2): trading levels plus 'out of band'."""
+def side_energies(weighted: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sell and buy energy of weighted vectors: trading levels plus 'out of band'.
+
+    Args:
+        weighted: the weighted columns (..., 2K+2), limbs or ints.
+        levels: K.
+
+    Returns:
+        (sell energy, buy energy), shape (...), unreduced sums.
+    """
     k = levels
     return (weighted[..., :k].sum(axis=-1) + weighted[..., 2 * k],
             weighted[..., k:2 * k].sum(axis=-1) + weighted[..., 2 * k + 1])
 
 
-def floor_bits(spec, bound):
+def floor_bits(spec: JobSpec, bound: int) -> tuple[int, int]:
+    """The fraction bits of the rationing ratios and the bit length of their products.
+
+    Args:
+        spec: the job (energy_bits, max_order_wh).
+        bound: the largest total a side can reach.
+
+    Returns:
+        (f, y_bits) with 2**f >= 2 * x * T for every order x and total T.
+
+    Raises:
+        ValueError: the masked openings would not fit GF(2^127-1).
+    """
     f = spec.energy_bits + bound.bit_length() + 1  # 2**f >= 2 * x * T for every x, T
     y_bits = spec.energy_bits + f + 1
     # masked openings need y + r < p with r about 2**(y_bits + SEC_PARAM + 6) (PRSS sums)
@@ -30,19 +55,45 @@ def floor_bits(spec, bound):
     return f, y_bits
 
 
-def level_prices(spec, levels):
+def level_prices(spec: JobSpec, levels: ArrayLike) -> np.ndarray:
+    """The price (units) of public levels.
+
+    Args:
+        spec: the job (floor_units, tick_units).
+        levels: levels, -1 where nothing trades.
+
+    Returns:
+        Object array of levels' shape: floor + level * tick, 0 at level -1.
+    """
     return np.array([spec.floor_units + int(lv) * spec.tick_units if lv >= 0 else 0 for lv in np.ravel(levels)],
                     dtype=object).reshape(np.shape(levels))
 
 
-def deviation_price2_of(spec, markets):
-    """2 x the deviation price of a slot's opened markets [(volume, level)] (the reference's rule)."""
+def deviation_price2_of(spec: JobSpec, markets: Iterable[tuple[int, int]]) -> int:
+    """2 x the deviation price of a slot's opened markets (the reference's rule).
+
+    Args:
+        spec: the job's prices.
+        markets: [(volume, level)] of the slot (one, or the cross auction and each zone).
+
+    Returns:
+        2 x the price settlement values a deviation at.
+    """
     return largest_market_price2([(int(v), int(lv)) for v, lv in markets], spec.floor_units, spec.tick_units,
                                  spec.ceiling_units)
 
 
-async def open_residuals(volume, matched_sums, levels):
-    """Open 2V - (all matches) per trading row: the short side sums to V, the long side to V - residual."""
+async def open_residuals(volume: np.ndarray, matched_sums: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Open 2V - (all matches) per trading row: the short side sums to V, the long side to V - residual.
+
+    Args:
+        volume: opened volume per row.
+        matched_sums: shares of the sum of every order's matches per row.
+        levels: opened level per row (-1: not trading, residual 0).
+
+    Returns:
+        The residuals (ints), one a row.
+    """
     residual = np.zeros(len(volume), dtype=object)
     idx = np.flatnonzero(levels >= 0)
     if idx.size:
@@ -50,9 +101,18 @@ async def open_residuals(volume, matched_sums, levels):
     return residual
 
 
-def chunk_terms(node, start, stop):
+def chunk_terms(node: OrderShares, start: int,
+                stop: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """Per order of a chunk: exclusive prefix sums of its sell and buy energies over the levels
-    (limbs, (4, n, slots, K+1)), its sell and buy energies and its side indicator (ints)."""
+    (limbs, (4, n, slots, K+1)), its sell and buy energies and its side indicator (ints).
+
+    Args:
+        node: the order shares.
+        start, stop: the chunk's participants.
+
+    Returns:
+        ([sell prefix, buy prefix], sell energy, buy energy, is-sell), the last three (n, slots).
+    """
     k = node.layout.levels
     block = np.asarray(node.shares[:, start:stop], dtype=np.uint32)
     weighted = block[..., node.layout.weighted].astype(np.uint64)
@@ -64,18 +124,28 @@ def chunk_terms(node, start, stop):
     return prefix, e_sell, e_buy, is_sell
 
 
-def range_sum(prefix, lo, hi):
-    """Shares of the energy at levels lo <= j < hi ((n, slots) public bounds; empty if hi <= lo)."""
+def range_sum(prefix: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Shares of the energy at levels lo <= j < hi (0 if hi <= lo).
+
+    Args:
+        prefix: exclusive prefix sums in limbs (4, n, slots, K+1), from chunk_terms.
+        lo, hi: public bounds, (n, slots).
+
+    Returns:
+        Object array (n, slots) of ints.
+    """
     lo = np.clip(lo, 0, prefix.shape[-1] - 1)
     hi = np.clip(np.maximum(hi, lo), 0, prefix.shape[-1] - 1)
 
-    def take(at):
+    def take(at: np.ndarray) -> np.ndarray:
         return np.take_along_axis(prefix, np.broadcast_to(at[None, ..., None], prefix.shape[:-1] + (1,)), -1)
 
     return ff.to_ints(take(hi)[..., 0] - take(lo)[..., 0])
 
 
-async def stage_one(node, valid, group, levels, rho, f, y_bits, bound, groups, price=None):
+async def stage_one(node: OrderShares, valid: np.ndarray, group: np.ndarray, levels: np.ndarray, rho: np.ndarray,
+                    f: int, y_bits: int, bound: int, groups: int,
+                    price: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Merit order in every group (the whole market, or each zone) at its public level.
 
     Per order: the energy strictly better than its group's level is matched in full, the energy
@@ -83,7 +153,21 @@ async def stage_one(node, valid, group, levels, rho, f, y_bits, bound, groups, p
     order's weighted vector by the public level. Returns per-order limb shares and, per group
     and slot, the sums of f_sell, f_buy and all matches. With price (one market: the slot
     prices) the shares are the final results (matched, unmatched, amount), their side split
-    riding in the final resharing; else (zones) (m_sell, m_buy, f_sell, f_buy) for stage 2."""
+    riding in the final resharing; else (zones) (m_sell, m_buy, f_sell, f_buy) for stage 2.
+
+    Args:
+        node: the order shares.
+        valid: per participant whether it trades.
+        group: each participant's group index (-1 counts as group 0 and must be invalid).
+        levels: each group's opened level per slot (groups, slots).
+        rho: shares of each group's ratios (2, groups, slots).
+        f, y_bits, bound: from floor_bits.
+        groups: how many groups.
+        price: per slot the price, with one market only.
+
+    Returns:
+        (limb shares (4, participants, slots, 3 or 4), sums (3, groups, slots) mod p).
+    """
     k, slots = node.layout.levels, node.n_slots
     out = np.zeros((ff.LIMBS, node.n_participants, slots, 3 if price is not None else 4), dtype=np.uint32)
     sums = np.zeros((3, groups, slots), dtype=object)
@@ -118,8 +202,22 @@ async def stage_one(node, valid, group, levels, rho, f, y_bits, bound, groups, p
     return out, sums % P
 
 
-def final_results(spec, valid, e_sell, e_buy, stage1, stage2, prices):
-    """(matched, unmatched, amount[, local, cross]) per order of a chunk, before resharing."""
+def final_results(spec: JobSpec, valid: np.ndarray, e_sell: np.ndarray, e_buy: np.ndarray,
+                  stage1: tuple[np.ndarray, np.ndarray], stage2: tuple[np.ndarray, np.ndarray] | None,
+                  prices: Sequence[np.ndarray]) -> np.ndarray:
+    """(matched, unmatched, amount[, local, cross]) per order of a chunk, before resharing.
+
+    Args:
+        spec: the job's prices.
+        valid: per participant of the chunk whether it trades.
+        e_sell, e_buy: shares of its sell and buy energy (n, slots).
+        stage1: shares of its (sold, bought) matches in its market (or zone).
+        stage2: shares of its cross-zone (sold, bought) matches, or None with one market.
+        prices: the stage prices per order and slot, (stage 1[, stage 2]).
+
+    Returns:
+        Shares (n, slots, 3 or 5) mod p, of degree up to 2t.
+    """
     keep = valid[:, None].astype(object)
     e_sell, e_buy = e_sell * keep % P, e_buy * keep % P
     floor_u, ceil_u = spec.floor_units, spec.ceiling_units

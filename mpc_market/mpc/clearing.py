@@ -71,7 +71,7 @@ class MarketNode:
         self.seed: bytes | None = None
         self.progress: Progress = progress or (lambda phase, done, total: None)
 
-    async def agree_seed(self):
+    async def agree_seed(self) -> None:
         """Joint seed by commit-then-reveal: every node commits to its contribution before any is
         revealed, so no node can choose its own after seeing the others' (grinding the checks)."""
         mine = os.urandom(32)
@@ -83,12 +83,14 @@ class MarketNode:
                 raise Tampered(f'node {pid} revealed a seed contribution that does not match its commitment')
         self.seed = hashlib.sha256(b''.join(contributions)).digest()
 
-    def coefficients(self, label, count):
+    def coefficients(self, label: str, count: int) -> list[int]:
         """count public pseudorandom field elements derived from the joint seed."""
+        if self.seed is None:  # the TypeError that adding None to bytes raised, with its reason
+            raise TypeError('no joint seed yet: agree_seed runs first')
         stream = hashlib.shake_256(self.seed + label.encode()).digest(24 * count)
         return [int.from_bytes(stream[24 * i:24 * i + 24], 'little') % P for i in range(count)]
 
-    async def agree_participants(self):
+    async def agree_participants(self) -> np.ndarray:
         """Participants whose packages every node holds (others are left out of the market)."""
         held_sets = await mpc.transfer(sorted(self.held))
         common = set(held_sets[0]).intersection(*map(set, held_sets[1:]))

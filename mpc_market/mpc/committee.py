@@ -31,9 +31,9 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from fractions import Fraction
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -61,12 +61,12 @@ _TOP = {'lottery', 'round', 'requested', 'peers', 'attempts', 'seed', 'committee
 _ATTEMPT = {'commitments', 'list_signatures', 'nonces', 'withheld'}
 
 
-def _framed(*parts):
+def _framed(*parts: bytes) -> bytes:
     """Length-prefixed concatenation, so no two different part lists hash alike."""
     return b''.join(len(p).to_bytes(4, 'big') + p for p in parts)
 
 
-def _number(value):
+def _number(value: int | None) -> bytes:
     return b'' if value is None else value.to_bytes(4, 'big')
 
 
@@ -156,11 +156,12 @@ def committee_size(peers: int, requested: int | None = None) -> int:
     return requested
 
 
-def _public_hex(key):
+def _public_hex(key: ed25519.Ed25519PublicKey) -> str:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
 
 
-def peer_keys(peers: Sequence[str], keys_dir: str | None = None):
+def peer_keys(peers: Sequence[str], keys_dir: str | None = None) \
+        -> tuple[dict[str, ed25519.Ed25519PrivateKey], dict[str, ed25519.Ed25519PublicKey]]:
     """Each peer's signing key and the registry of their public keys.
 
     Args:
@@ -190,7 +191,8 @@ def peer_keys(peers: Sequence[str], keys_dir: str | None = None):
 Withhold = Callable[[int, list[str], dict[str, bytes], list[str]], set[str]]
 
 
-def draw(round_id: str, peers: Sequence[str], requested: int | None = None, keys=None,
+def draw(round_id: str, peers: Sequence[str], requested: int | None = None,
+         keys: Mapping[str, ed25519.Ed25519PrivateKey] | None = None,
          nonce_of: Callable[[str], bytes] | None = None, withhold: Withhold | None = None) -> dict:
     """Run the lottery as every peer (commit, fix the list, reveal) and return its public transcript.
 
@@ -246,11 +248,11 @@ def _fail(message: str) -> NoReturn:
     raise EngineError(f'committee transcript: {message}')
 
 
-def _kind(value):
+def _kind(value: object) -> str:
     return type(value).__name__
 
 
-def _object(value, what, keys=None, optional=()):
+def _object(value: object, what: str, keys: set[str] | None = None, optional: Iterable[str] = ()) -> dict[str, Any]:
     if not isinstance(value, dict):
         _fail(f'{what} must be an object, not {_kind(value)}')
     if keys is not None:
@@ -261,7 +263,7 @@ def _object(value, what, keys=None, optional=()):
     return value
 
 
-def _names(value, what, limit=MAX_PEERS):
+def _names(value: object, what: str, limit: int = MAX_PEERS) -> list[str]:
     if not isinstance(value, list) or len(value) > limit or not all(is_name(p) for p in value):
         _fail(f'{what} must be a list of at most {limit} peer names ({NAME_RULE})')
     if value != sorted(set(value)):
@@ -269,21 +271,21 @@ def _names(value, what, limit=MAX_PEERS):
     return value
 
 
-def _hex(value, nbytes, what):
+def _hex(value: object, nbytes: int, what: str) -> bytes:
     if not isinstance(value, str) or not _HEX[nbytes].fullmatch(value):
         _fail(f'{what} must be exactly {nbytes} bytes in lowercase hex ({2 * nbytes} digits)')
     return bytes.fromhex(value)
 
 
-def _peer_map(value, what, peers):
-    _object(value, what)
+def _peer_map(value: object, what: str, peers: Collection[str]) -> dict[str, Any]:
+    value = _object(value, what)
     if set(value) != set(peers):
         _fail(f'{what} must name exactly the {len(peers)} peers of the attempt '
               f'({len(set(peers) - set(value))} missing, {len(set(value) - set(peers))} others)')
     return value
 
 
-def _check(key, signature, message, failure):
+def _check(key: ed25519.Ed25519PublicKey, signature: bytes, message: bytes, failure: str) -> None:
     try:
         key.verify(signature, message)
     except InvalidSignature:
@@ -382,7 +384,7 @@ def verify(transcript: object, registry: Mapping[str, ed25519.Ed25519PublicKey],
     return committee
 
 
-def _size(peers, requested, attempt):
+def _size(peers: int, requested: int | None, attempt: int) -> int:
     try:
         return committee_size(peers, requested)
     except EngineError as e:
@@ -463,7 +465,7 @@ def transcript_registry(transcript: Mapping) -> dict[str, ed25519.Ed25519PublicK
 
 
 # -- what a coalition can do -------------------------------------------------------------------
-def _tail(peers, corrupt, size):
+def _tail(peers: int, corrupt: int, size: int) -> Fraction:
     """P(more than (size-1)//2 of `size` seats drawn uniformly from `peers` go to `corrupt` ones)."""
     threshold = (size - 1) // 2
     return Fraction(sum(math.comb(corrupt, k) * math.comb(peers - corrupt, size - k)

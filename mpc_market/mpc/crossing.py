@@ -12,7 +12,7 @@ import numpy as np
 from .primitives import P, bits_needed, ceil_fraction, less_than_zero, open_values, reshare_values, sign_of
 
 
-async def locate_crossing(supply, demand, bits):
+async def locate_crossing(supply: np.ndarray, demand: np.ndarray, bits: int) -> tuple[np.ndarray, ...]:
     """Shares of k* (the first level with S(k) >= D(k); K if none), S and D at k* and k*-1, and
     [k* >= 1], [k* <= K-1], in two rounds of about 2*sqrt(K) comparisons per row instead of K.
 
@@ -20,7 +20,15 @@ async def locate_crossing(supply, demand, bits):
     D = 0 up to m*B >= K+1 levels it always turns 1 by level K. Round 1 compares the last level
     of every block of B (and levels 0 and K-1) and yields the block of k* as a one-hot; the
     block's S and D (and the level before it) are selected by one dot product each; round 2
-    compares within the block."""
+    compares within the block.
+
+    Args:
+        supply, demand: shares of S(k) and D(k), (rows, K) each.
+        bits: a signed bit length bounding S - D.
+
+    Returns:
+        Shares, one a row each: (k*, S(k*-1), D(k*-1), S(k*), D(k*), [k* >= 1], [k* <= K-1]).
+    """
     rows, k = supply.shape
     block = max(1, math.isqrt(k + 1))
     blocks = -(-(k + 1) // block)
@@ -48,8 +56,16 @@ async def locate_crossing(supply, demand, bits):
     return k_star, s_lo, d_lo, s_hi, d_hi, exists_lo, exists_hi
 
 
-async def cross(supply, demand, bound):
-    """Open chosen level and traded volume per slot (level -1 where nothing trades)."""
+async def cross(supply: np.ndarray, demand: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's crossing: the level chosen by the reference's rule and the volume traded there.
+
+    Args:
+        supply, demand: shares of S(k) and D(k), (rows, K) each.
+        bound: the largest total either curve can reach.
+
+    Returns:
+        Opened (levels, volumes) per row, object arrays of ints; level -1 where nothing trades.
+    """
     slots, k = supply.shape
     bits = bits_needed(bound)
     k_star, s_lo, d_lo, s_hi, d_hi, exists_lo, exists_hi = await locate_crossing(supply, demand, bits)
@@ -71,10 +87,21 @@ async def cross(supply, demand, bound):
     return levels, volume
 
 
-async def merit_ratios(supply, demand, levels, volume, bound, f):
+async def merit_ratios(supply: np.ndarray, demand: np.ndarray, levels: np.ndarray, volume: np.ndarray, bound: int,
+                       f: int) -> np.ndarray:
     """Per row (a slot, or a zone's slot) shares of ceil(R * 2**f / Q) for each side: Q the energy
     at the chosen level, R = V - B what it shares (B: strictly better levels); 2**f on the short
-    side, where R = Q. B, Q, R and which side is long stay secret."""
+    side, where R = Q. B, Q, R and which side is long stay secret.
+
+    Args:
+        supply, demand: shares of S(k) and D(k), (rows, K) each.
+        levels, volume: the opened crossing per row (from cross).
+        bound: the largest total either curve can reach.
+        f: the ratios' fraction bits.
+
+    Returns:
+        Shares (2, rows): the sell side's ratio, then the buy side's (0 where nothing trades).
+    """
     rows, k = supply.shape
     rho = np.zeros((2, rows), dtype=object)
     idx = np.flatnonzero(levels >= 0)

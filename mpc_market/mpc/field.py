@@ -8,8 +8,11 @@ for MPyC. The Mersenne modulus makes reduction a shift and an add.
 """
 
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 MODULUS_BITS = 127
 MODULUS = (1 << MODULUS_BITS) - 1
@@ -18,15 +21,22 @@ _MASK32 = np.uint64(0xFFFFFFFF)
 _TOP_BITS = MODULUS_BITS - 96  # bits held by the top limb
 
 
-def random_limbs(shape):
-    """Uniformly random field elements (bias 2**-127) as limb-major uint64 arrays (4, *shape)."""
+def random_limbs(shape: tuple[int, ...]) -> np.ndarray:
+    """Uniformly random field elements (bias 2**-127), from os.urandom.
+
+    Args:
+        shape: the value shape.
+
+    Returns:
+        Limb-major uint64 array (4, *shape), each limb < 2**32.
+    """
     count = int(np.prod(shape, dtype=np.int64))
     raw = np.frombuffer(os.urandom(16 * count), dtype=np.uint32).reshape(LIMBS, *shape).astype(np.uint64)
     raw[3] &= np.uint64((1 << _TOP_BITS) - 1)
     return raw
 
 
-def _normalize(acc):
+def _normalize(acc: np.ndarray) -> np.ndarray:
     """Reduce limb-major uint64 accumulators (4, ...), each < 2**62, to canonical limbs mod p."""
     shift32 = np.uint64(32)
     for _ in range(2):
@@ -46,10 +56,16 @@ def _normalize(acc):
     return acc
 
 
-def share_values(values, threshold, parties):
-    """Shamir-share small nonnegative integers (< 2**40) among parties 1..m (MPyC's points).
+def share_values(values: ArrayLike, threshold: int, parties: int) -> list[np.ndarray]:
+    """Shamir-share small nonnegative integers among parties 1..m (MPyC's points).
 
-    Returns a list of m limb-major uint32 arrays of shape (4, *values.shape).
+    Args:
+        values: integers in [0, 2**40).
+        threshold: the polynomials' degree t (0: every party holds the value itself).
+        parties: m.
+
+    Returns:
+        m limb-major uint32 arrays of shape (4, *values.shape), party i+1's shares at index i.
     """
     values = np.asarray(values, dtype=np.uint64)
     flat = values.reshape(-1)
@@ -65,7 +81,7 @@ def share_values(values, threshold, parties):
 _BLOCK = 1 << 15
 
 
-def _share_block(values, threshold, parties):
+def _share_block(values: np.ndarray, threshold: int, parties: int) -> list[np.ndarray]:
     coefficients = [random_limbs(values.shape) for _ in range(threshold)]
     shares = []
     for x in range(1, parties + 1):
@@ -78,16 +94,30 @@ def _share_block(values, threshold, parties):
     return shares
 
 
-def to_ints(limbs):
-    """Python ints (object array) of limb-major arrays (4, ...) whose limbs are < 2**64."""
+def to_ints(limbs: np.ndarray) -> np.ndarray:
+    """Python ints of limbs (not reduced mod p).
+
+    Args:
+        limbs: limb-major array (4, ...), each limb < 2**64.
+
+    Returns:
+        Object array (...) of sum_i limbs[i] << 32*i.
+    """
     result = np.asarray(limbs[LIMBS - 1]).astype(object)
     for i in range(LIMBS - 2, -1, -1):
         result = (result << 32) + np.asarray(limbs[i]).astype(object)
     return result
 
 
-def from_ints(values):
-    """Limb-major uint32 array (4, ...) of Python ints in [0, p)."""
+def from_ints(values: ArrayLike) -> np.ndarray:
+    """The inverse of to_ints for field elements.
+
+    Args:
+        values: Python ints in [0, p).
+
+    Returns:
+        Limb-major uint32 array (4, *shape).
+    """
     values = np.asarray(values, dtype=object)
     out = np.empty((LIMBS, *values.shape), dtype=np.uint32)
     for i in range(LIMBS):
@@ -95,18 +125,34 @@ def from_ints(values):
     return out
 
 
-def sum_rows(limbs, axis=0):
-    """Field sums along an axis (of the value shape) of limb-major shares, as ints mod p."""
+def sum_rows(limbs: ArrayLike, axis: int = 0) -> np.ndarray:
+    """Field sums of limb-major shares along an axis.
+
+    Args:
+        limbs: limb-major shares (4, ...), fewer than 2**32 terms along axis.
+        axis: the axis of the value shape (not counting the limb axis).
+
+    Returns:
+        Object array of the sums as ints mod p.
+    """
     total = np.asarray(limbs, dtype=np.uint64).sum(axis=axis + 1)  # < 2**32 * n per limb
     return to_ints(total) % MODULUS
 
 
-def lincomb(limbs, coefficients):
+def lincomb(limbs: np.ndarray, coefficients: Sequence[Sequence[int]]) -> np.ndarray:
     """Linear combinations sum_j share[i, j] * c[v][j] mod p of a block of shares.
 
-    limbs: limb-major uint32 (4, n, J); coefficients: V sequences of J ints in [0, p).
-    Returns an object array (n, V) of Python ints mod p. Exact float64 BLAS products on
-    16-bit limbs: each partial sum is < 2**32 * J < 2**53 for J < 2**21.
+    Exact float64 BLAS products on 16-bit limbs: each partial sum is < 2**32 * J < 2**53 for J < 2**21.
+
+    Args:
+        limbs: limb-major uint32 (4, n, J).
+        coefficients: V sequences of J ints in [0, p).
+
+    Returns:
+        Object array (n, V) of Python ints mod p.
+
+    Raises:
+        ValueError: J >= 2**21 (the products would no longer be exact).
     """
     n, width = limbs.shape[1], limbs.shape[2]
     if width >= 1 << 21:  # the float64 products would no longer be exact
@@ -127,17 +173,22 @@ def lincomb(limbs, coefficients):
     return result % MODULUS
 
 
-def recombine(shares_by_party, threshold):
-    """Reconstruct secrets (object arrays of ints) from the shares of parties 1..m.
+def recombine(shares_by_party: Sequence[np.ndarray], threshold: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reconstruct secrets from the shares of parties 1..m.
 
-    shares_by_party: list of m object arrays of equal shape. Uses the first threshold+1
-    points and checks that all others lie on the same degree-t polynomial; returns
-    (secrets, consistent) where consistent is a boolean array.
+    Uses the first threshold+1 points and checks that all others lie on the same degree-t polynomial.
+
+    Args:
+        shares_by_party: m object arrays of ints of equal shape, party i+1's at index i.
+        threshold: the degree t.
+
+    Returns:
+        (secrets as an object array of ints mod p, consistent: a boolean array of that shape).
     """
     m = len(shares_by_party)
     base = list(range(1, threshold + 2))
 
-    def lagrange_at(x0):
+    def lagrange_at(x0: int) -> list[int]:
         coeffs = []
         for i in base:
             num, den = 1, 1
@@ -148,8 +199,8 @@ def recombine(shares_by_party, threshold):
             coeffs.append(num * pow(den, -1, MODULUS) % MODULUS)
         return coeffs
 
-    def evaluate(x0):
-        total = 0
+    def evaluate(x0: int) -> np.ndarray:
+        total: Any = 0  # an object array from the first term on
         for c, i in zip(lagrange_at(x0), base, strict=True):
             total = total + shares_by_party[i - 1] * c
         return total % MODULUS
@@ -161,7 +212,14 @@ def recombine(shares_by_party, threshold):
     return secrets, consistent
 
 
-def signed(values):
-    """Map field elements to signed ints in (-p/2, p/2)."""
+def signed(values: ArrayLike) -> np.ndarray:
+    """Field elements as signed ints.
+
+    Args:
+        values: ints (reduced mod p here).
+
+    Returns:
+        Object array of the representatives in (-p/2, p/2).
+    """
     values = np.asarray(values, dtype=object) % MODULUS
     return np.where(values > MODULUS // 2, values - MODULUS, values)

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from typing import Any
 
 from ..common.errors import EngineError
 from ..market.book import Book
@@ -21,8 +22,11 @@ from ..market.results import ClearingResult, SettlementResult
 from .jobs import ORDERS_PER_CHUNK, JobDir, job_spec
 
 
-def single_party_runtime():
+def single_party_runtime() -> Any:
     """This process's MPyC runtime, set up for one party if mpyc.runtime is not imported yet.
+
+    Returns:
+        mpyc.runtime.mpc (MPyC has no type information: Any).
 
     Raises:
         EngineError: the runtime was already set up for several parties.

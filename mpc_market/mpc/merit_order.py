@@ -15,8 +15,17 @@ from .crossing import cross, merit_ratios
 from .mechanism import Clearing, Lap, Mechanism, OrderShares, register
 
 
-def slot_outputs(slots: list[int], levels: np.ndarray, volume: np.ndarray, residual: np.ndarray) -> list[dict]:
-    """The opened values of a one-market slot: level, traded and residual energy."""
+def slot_outputs(slots: list[int], levels: np.ndarray, volume: np.ndarray,
+                 residual: np.ndarray) -> list[dict[str, int]]:
+    """The opened values of a one-market slot: level, traded and residual energy.
+
+    Args:
+        slots: the job's slots.
+        levels, volume, residual: opened, one a slot.
+
+    Returns:
+        [{slot, level, traded_wh, residual_wh}] (PublicOutputs.slots).
+    """
     return [{'slot': s, 'level': int(lv), 'traded_wh': int(v), 'residual_wh': int(r)}
             for s, lv, v, r in zip(slots, levels, volume, residual, strict=True)]
 
@@ -37,7 +46,16 @@ class Crossed:
 
 
 async def cross_one_market(node: OrderShares, valid: np.ndarray, lap: Lap) -> Crossed:
-    """The valid orders' curves and every slot's crossing (the 'clearing' phase of one market)."""
+    """The valid orders' curves and every slot's crossing (the 'clearing' phase of one market).
+
+    Args:
+        node: the order shares.
+        valid: per participant whether it trades.
+        lap: called with 'clearing' when done.
+
+    Returns:
+        The Crossed market.
+    """
     spec = node.spec
     bound = max(1, int(valid.sum())) * spec.max_order_wh
     f, y_bits = alloc.floor_bits(spec, bound)
@@ -54,7 +72,7 @@ class MeritOrder(Mechanism):
 
     name = 'merit-order'
 
-    async def clear(self, node, valid, lap: Lap) -> Clearing:
+    async def clear(self, node: OrderShares, valid: np.ndarray, lap: Lap) -> Clearing:
         spec, c = node.spec, await cross_one_market(node, valid, lap)
         rho = await merit_ratios(c.supply, c.demand, c.levels, c.volume, c.bound, c.f)
         group = np.zeros(node.n_participants, dtype=np.int64)

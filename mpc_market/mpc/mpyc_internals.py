@@ -22,6 +22,8 @@ import os
 import re
 import ssl
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import mpyc
 import numpy as np
@@ -38,6 +40,7 @@ PARTY_NAME = re.compile(r'^MPyC party (\d{1,2})$')
 
 log = logging.getLogger('mpc_market.mpc')
 _state = {'shutting_down': False, 'abort_on_lost_peer': True}
+# MPyC has no type information: its runtime (rt), field classes and secure arrays are Any here
 
 
 # -- no pickle -------------------------------------------------------------------------------------
@@ -47,29 +50,39 @@ class _WireModule:
     loads = staticmethod(wire.loads)
 
 
-def install():
-    """Patch MPyC for the market nodes; idempotent. Refuses an MPyC version it was not checked on."""
+def install() -> None:
+    """Patch MPyC for the market nodes; idempotent.
+
+    Raises:
+        SystemExit: an MPyC version it was not checked on.
+    """
     from mpyc import runtime as mpyc_runtime
     if mpyc.__version__ not in SUPPORTED_VERSIONS:
         raise SystemExit(f'error: MPyC {mpyc.__version__} is not supported (checked: {", ".join(SUPPORTED_VERSIONS)})')
     mpyc_runtime.pickle = _WireModule
     thresha.np_random_split = np_random_split
     if not getattr(thresha._recombination_vector, 'signed', False):
-        signed = functools.cache(_signed_recombination_vector)
+        signed: Any = functools.cache(_signed_recombination_vector)  # carries a marker attribute
         signed.signed = True
         thresha._recombination_vector = signed
 
 
-def shutting_down():
+def shutting_down() -> None:
     """From now on a closed link is the normal end of the run, not a lost peer."""
     _state['shutting_down'] = True
 
 
 # -- authenticated links ---------------------------------------------------------------------------
-def party_of_certificate(peercert):
-    """The party index a verified peer certificate belongs to: exactly one 'MPyC party i' DNS
-    name and the matching 'node{i}' name; None for any other certificate (a submitter, the
-    broker, an operator, an aggregator)."""
+def party_of_certificate(peercert: Mapping[str, Any] | None) -> int | None:
+    """The party index a verified peer certificate belongs to.
+
+    Args:
+        peercert: ssl's getpeercert() dict (None or empty: no certificate).
+
+    Returns:
+        i for exactly one 'MPyC party i' DNS name and the matching 'node{i}' name; None for any
+        other certificate (a submitter, the broker, an operator, an aggregator).
+    """
     if not peercert:
         return None
     names = {value for kind, value in peercert.get('subjectAltName', ()) if kind == 'DNS'}
@@ -90,16 +103,16 @@ class AuthenticatedExchanger(asyncoro.MessageExchanger):
 
     __slots__ = ('certified_pid', 'messages_sent')
 
-    def __init__(self, rt, peer_pid=None):
+    def __init__(self, rt: Any, peer_pid: int | None = None) -> None:
         super().__init__(rt, peer_pid)
         self.messages_sent = 0
 
-    def send(self, pc, payload):
+    def send(self, pc: int, payload: Any) -> None:
         """MPyC's send, counted: messages per link bound the sequential exchanges of a run."""
         self.messages_sent += 1
         super().send(pc, payload)
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: Any) -> None:  # an asyncio SSL transport
         rt = self.runtime
         certified = party_of_certificate(transport.get_extra_info('peercert'))
         self.certified_pid = certified
@@ -111,12 +124,12 @@ class AuthenticatedExchanger(asyncoro.MessageExchanger):
             log.warning('refused an MPyC link from %s (certificate names party %s)',
                         transport.get_extra_info('peername'), certified)
             self.certified_pid = None
-            self.transport = transport
+            self.transport = transport  # type: ignore[misc]  # a slot of MessageExchanger (MPyC is untyped)
             transport.abort()
             return
         super().connection_made(transport)
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         if self.certified_pid is None:
             return  # a refused link: its bytes are never looked at
         if self.peer_pid is None and len(self.bytes) + len(data) >= 2:
@@ -129,7 +142,7 @@ class AuthenticatedExchanger(asyncoro.MessageExchanger):
                 return
         super().data_received(data)
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
         if self.certified_pid is None or self.peer_pid is None:
             return  # a refused or half-open link never became a party's
         if not _state['shutting_down'] and _state['abort_on_lost_peer']:
@@ -138,13 +151,21 @@ class AuthenticatedExchanger(asyncoro.MessageExchanger):
         self.runtime.unset_protocol(self.peer_pid)
 
 
-def tls_files(keys_dir, index):
-    """(certificate, key, CA) paths of node index in a keys directory (mpc_market.common.keys layout)."""
+def tls_files(keys_dir: str, index: int) -> tuple[str, str, str]:
+    """A node's TLS files.
+
+    Args:
+        keys_dir: a keys directory (mpc_market.common.keys layout).
+        index: the node.
+
+    Returns:
+        (certificate, key, CA) paths.
+    """
     return (os.path.join(keys_dir, 'nodes', f'node{index}.pem'), os.path.join(keys_dir, 'nodes', f'node{index}.key'),
             os.path.join(keys_dir, 'ca', 'ca.pem'))
 
 
-def _context(purpose, keys_dir, index):
+def _context(purpose: ssl.Purpose, keys_dir: str, index: int) -> ssl.SSLContext:
     from ..common.files import check_not_writable_by_others
     crt, key, ca = tls_files(keys_dir, index)
     check_not_writable_by_others(ca, 'CA certificate')  # whoever can rewrite it chooses our MPC peers
@@ -157,9 +178,18 @@ def _context(purpose, keys_dir, index):
     return context
 
 
-async def start(rt, keys_dir):
+async def start(rt: Any, keys_dir: str) -> None:
     """Runtime.start over mutual TLS with authenticated links; the listener binds to the party's
-    own address only. Returns when every peer is connected."""
+    own address only. Returns when every peer is connected (retrying until they are up).
+
+    Args:
+        rt: the MPyC runtime.
+        keys_dir: this node's keys directory (tls_files).
+
+    Raises:
+        KeyFileError: the CA certificate (or its directory) is writable by others.
+        OSError: the TLS files cannot be read, or the own address cannot be bound.
+    """
     m = len(rt.parties)
     rt.options.ssl = True
     if m == 1:
@@ -199,16 +229,33 @@ _original_np_random_split = thresha.np_random_split
 _original_recombination_vector = thresha._recombination_vector
 
 
-def random_field_elements(count):
-    """count uniformly random elements of GF(2^127 - 1) as a Python-int object array."""
+def random_field_elements(count: int) -> np.ndarray:
+    """Uniformly random elements of GF(2^127 - 1) (bias 2**-127), from os.urandom.
+
+    Args:
+        count: how many.
+
+    Returns:
+        A Python-int object array (count,).
+    """
     raw = np.frombuffer(os.urandom(16 * count), dtype=np.uint64).reshape(2, count)
     high = (raw[1] & np.uint64((1 << 63) - 1)).astype(object)
     return ((high << 64) + raw[0].astype(object)) % ff.MODULUS
 
 
-def np_random_split(field, s, t, m):
-    """Shamir shares (m rows) of the secrets s with degree-t polynomials, as MPyC's (whose
-    secrets.randbelow per coefficient is the largest single cost of resharing)."""
+def np_random_split(field: Any, s: Any, t: int, m: int) -> Any:
+    """Shamir shares of the secrets s with degree-t polynomials, as MPyC's (whose
+    secrets.randbelow per coefficient is the largest single cost of resharing).
+
+    Args:
+        field: the MPyC field class (another field goes to MPyC's own).
+        s: the secrets, a field array or an array of ints.
+        t: the degree.
+        m: the parties.
+
+    Returns:
+        m rows of shares (an object array over GF(2^127 - 1), else MPyC's result).
+    """
     if field.modulus != ff.MODULUS:
         return _original_np_random_split(field, s, t, m)
     if isinstance(s, field.array):
@@ -224,7 +271,7 @@ def np_random_split(field, s, t, m):
     return np.stack(rows)
 
 
-def _signed_recombination_vector(field, xs, x_r):
+def _signed_recombination_vector(field: Any, xs: Sequence[Any], x_r: Any) -> list[Any]:
     """MPyC's Lagrange coefficients as small signed ints where possible ((3, -3, 1), not
     (3, p-3, 1)): multiplying 127-bit shares by them is cheaper; results are reduced anyway."""
     vector = _original_recombination_vector(field, xs, x_r)
@@ -235,19 +282,53 @@ def _signed_recombination_vector(field, xs, x_r):
 
 
 # -- thin wrappers for private runtime methods ---------------------------------------------------
-def reshare(rt, field_array):
-    """A fresh degree-t sharing of degree-2t shares (MPyC's resharing step of a multiplication)."""
+def reshare(rt: Any, field_array: Any) -> Any:
+    """A fresh degree-t sharing of degree-2t shares (MPyC's resharing step of a multiplication).
+
+    Args:
+        rt: the MPyC runtime.
+        field_array: the shares, an MPyC field array.
+
+    Returns:
+        What Runtime._reshare returns: a future of the fresh field array.
+    """
     return rt._reshare(field_array)
 
 
-def np_randoms(rt, field, n, bound=None):
-    """Shares of n PRSS random values below bound (the field size when None); no communication."""
+def np_randoms(rt: Any, field: Any, n: int, bound: int | None = None) -> Any:
+    """Shares of n PRSS random values below bound (the field size when None); no communication.
+
+    Args:
+        rt: the MPyC runtime.
+        field: the MPyC field class.
+        n: how many.
+        bound: the exclusive upper bound, or None.
+
+    Returns:
+        An MPyC field array (a future of one with no_prss).
+    """
     return rt._np_randoms(field, n, bound) if bound is not None else rt._np_randoms(field, n)
 
 
-def prss_keys(rt):
+def prss_keys(rt: Any) -> dict[tuple[int, ...], bytes]:
+    """This party's PRSS keys.
+
+    Args:
+        rt: the MPyC runtime.
+
+    Returns:
+        {subset of parties: 16-byte key} for the subsets this party is in.
+    """
     return rt._prss_keys
 
 
-def prss_uci(rt):
+def prss_uci(rt: Any) -> bytes:
+    """The next unique common input of PRSS (advances the program counter).
+
+    Args:
+        rt: the MPyC runtime.
+
+    Returns:
+        8 bytes.
+    """
     return rt._prss_uci()

@@ -9,9 +9,12 @@ explicitly and kept tight by the callers.
 
 import hashlib
 import math
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import numpy as np
 from mpyc.runtime import mpc
+from numpy.typing import ArrayLike
 
 from . import field as ff
 from . import mpyc_internals as internals
@@ -36,13 +39,26 @@ SEC_PARAM = mpc.options.sec_param
 
 
 
-def commitment(pid, contribution):
+def commitment(pid: int, contribution: bytes) -> bytes:
+    """A node's commitment to its seed contribution.
+
+    Args:
+        pid: the node's party id (0..255).
+        contribution: its 32 random bytes.
+
+    Returns:
+        SHA-256 of a domain tag, pid and contribution.
+    """
     return hashlib.sha256(b'mpc-market/seed-commitment/v1\n' + bytes([pid]) + contribution).digest()
 
 
 
-def peak_rss_mb():
-    """High-water mark of this process's memory (VmHWM; ru_maxrss would include the parent's)."""
+def peak_rss_mb() -> float:
+    """High-water mark of this process's memory (VmHWM; ru_maxrss would include the parent's).
+
+    Returns:
+        MB, or 0.0 where /proc/self/status has no VmHWM.
+    """
     with open('/proc/self/status') as f:
         for line in f:
             if line.startswith('VmHWM:'):
@@ -51,18 +67,42 @@ def peak_rss_mb():
 
 
 
-def to_secure(values):
+def to_secure(values: ArrayLike) -> Any:
+    """A secure array of shares (MPyC secure objects have no static type: Any).
+
+    Args:
+        values: shares as ints (reduced mod p here).
+
+    Returns:
+        An MPyC SECINT array holding them.
+    """
     return SECINT.array(FIELD.array(np.asarray(values, dtype=object) % P))
 
 
 
-async def shares_of(secure_or_future):
+async def shares_of(secure_or_future: Any) -> np.ndarray:
+    """This node's shares of an MPyC secure array (or a future of one).
+
+    Args:
+        secure_or_future: an MPyC secure array, or what mpc.gather awaits to one.
+
+    Returns:
+        Its shares as an object array of ints.
+    """
     return (await mpc.gather(secure_or_future)).value
 
 
 
-async def flat_apply(values, op):
-    """Apply async op to the flattened shares, keeping the shape (an empty array stays empty)."""
+async def flat_apply(values: ArrayLike, op: Callable[[np.ndarray], Awaitable[Any]]) -> np.ndarray:
+    """Apply async op to the flattened shares, keeping the shape (an empty array stays empty).
+
+    Args:
+        values: shares, any shape.
+        op: from a flat object array (reduced mod p) to a sequence of as many shares.
+
+    Returns:
+        op's result as an object array of values' shape.
+    """
     values = np.asarray(values, dtype=object)
     if values.size == 0:
         return values
@@ -70,52 +110,98 @@ async def flat_apply(values, op):
 
 
 
-async def reshare_values(values):
-    """Degree-2t (or any) shares -> fresh degree-t shares of the same secrets."""
+async def reshare_values(values: ArrayLike) -> np.ndarray:
+    """Fresh degree-t shares of the same secrets (one round with all nodes).
+
+    Args:
+        values: shares of degree 2t (or any), any shape.
+
+    Returns:
+        Degree-t shares, same shape.
+    """
     return await flat_apply(values, lambda v: shares_of(internals.reshare(mpc, FIELD.array(v))))
 
 
 
-async def open_values(values):
+async def open_values(values: ArrayLike) -> np.ndarray:
+    """Open shares to every node.
+
+    Args:
+        values: shares, any shape.
+
+    Returns:
+        The secrets (field elements), same shape.
+    """
     return await flat_apply(values, lambda v: shares_of(mpc.output(FIELD.array(v))))
 
 
 
-async def less_than_zero(values, bits):
-    """Shares of [v < 0] for shares of v with -2**(bits-1) <= v < 2**(bits-1)."""
+async def less_than_zero(values: ArrayLike, bits: int) -> np.ndarray:
+    """Shares of [v < 0].
+
+    Args:
+        values: shares of v with -2**(bits-1) <= v < 2**(bits-1).
+        bits: that signed bit length.
+
+    Returns:
+        Shares of the bits, same shape.
+    """
     return await flat_apply(values, lambda v: shares_of(mpc.np_sgn(to_secure(v), l=bits, LT=True)))
 
 
 
-async def is_zero(values, bits):
+async def is_zero(values: ArrayLike, bits: int) -> np.ndarray:
+    """Shares of [v == 0] for values and bits as in less_than_zero (same shape)."""
     return await flat_apply(values, lambda v: shares_of(mpc.np_sgn(to_secure(v), l=bits, EQ=True)))
 
 
 
-async def sign_of(values, bits):
+async def sign_of(values: ArrayLike, bits: int) -> np.ndarray:
+    """Shares of sign(v) in {-1, 0, 1} for values and bits as in less_than_zero (same shape)."""
     return await shares_of(mpc.np_sgn(to_secure(np.asarray(values, dtype=object)), l=bits))
 
 
 
-def supply_demand(sell, buy):
-    """Shares of S(k) (sell energy at levels <= k) and D(k) (buy energy at levels >= k) along the
-    last axis, from the per-level sell and buy energies."""
+def supply_demand(sell: np.ndarray, buy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The supply and demand curves of per-level energies (linear: no communication).
+
+    Args:
+        sell, buy: shares of the sell and buy energy per level, levels on the last axis.
+
+    Returns:
+        Shares of S(k) (sell energy at levels <= k) and D(k) (buy energy at levels >= k).
+    """
     return np.cumsum(sell, axis=-1) % P, np.cumsum(buy[..., ::-1], axis=-1)[..., ::-1] % P
 
 
 
-def bits_needed(bound):
-    """Signed bit length l with -2**(l-1) <= v < 2**(l-1) for |v| <= bound."""
+def bits_needed(bound: int) -> int:
+    """The signed bit length comparisons of values up to bound need.
+
+    Args:
+        bound: the largest |v|.
+
+    Returns:
+        l with -2**(l-1) <= v < 2**(l-1) for |v| <= bound.
+    """
     return int(bound).bit_length() + 1
 
 
 
-async def exact_floor_pow2(y, f, y_bits):
-    """Shares of floor(y / 2**f) for shares of 0 <= y < 2**y_bits, exactly.
+async def exact_floor_pow2(y: ArrayLike, f: int, y_bits: int) -> np.ndarray:
+    """Shares of floor(y / 2**f), exactly.
 
     Mask y with r = r_hi*2**f + r_lo (r_lo from f random bits), open c = y + r, and correct
     floor(c/2**f) - r_hi by the borrow [c mod 2**f < r_lo], found with a bitwise comparison of
     public bits against secret bits (a la Toft; one product over f+1 rows, one zero test).
+
+    Args:
+        y: shares of 0 <= y < 2**y_bits (a flat array).
+        f: the bits to drop.
+        y_bits: y's bit length.
+
+    Returns:
+        The quotients' shares.
     """
     y = np.asarray(y, dtype=object)
     n = y.size
@@ -153,14 +239,22 @@ async def exact_floor_pow2(y, f, y_bits):
 
 
 
-def radix_bits(elements, budget=32):
+def radix_bits(elements: int, budget: int = 32) -> int:
     """Bits per long-division round: 2**k - 1 comparisons per element, about budget in all
-    (measured: radix 16 for one slot beats radix 2 and radix 128)."""
+    (measured: radix 16 for one slot beats radix 2 and radix 128).
+
+    Args:
+        elements: how many divisions run side by side.
+        budget: comparisons per round in all.
+
+    Returns:
+        k in 1..7.
+    """
     return max(1, min(7, ((budget // max(1, elements)) + 1).bit_length() - 1))
 
 
 
-async def _next_digit(remainder, step, k, bits):
+async def _next_digit(remainder: np.ndarray, step: np.ndarray, k: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Largest digit q < 2**k with remainder - q*step >= 0 (one batched comparison call),
     and the new remainder; remainder < 2**k * step."""
     multiples = np.arange(1, 1 << k, dtype=object)
@@ -171,10 +265,18 @@ async def _next_digit(remainder, step, k, bits):
 
 
 
-async def ceil_fraction(numerator, denominator, f, bits):
-    """Shares of ceil(num * 2**f / den) for shares of 0 <= num < den: long division in radix
-    2**k (k chosen from the number of elements), f/k rounds, vectorized over all elements.
-    bits must bound 2*den as a signed bit length."""
+async def ceil_fraction(numerator: ArrayLike, denominator: ArrayLike, f: int, bits: int) -> np.ndarray:
+    """Shares of ceil(num * 2**f / den): long division in radix 2**k (k chosen from the number of
+    elements), f/k rounds, vectorized over all elements.
+
+    Args:
+        numerator, denominator: shares of 0 <= num < den, same shape.
+        f: the fraction's bits.
+        bits: a signed bit length bounding 2*den.
+
+    Returns:
+        The shares, numerator's shape.
+    """
     remainder = np.asarray(numerator, dtype=object) % P
     denominator = np.asarray(denominator, dtype=object)
     quotient = np.zeros(remainder.shape, dtype=object)
@@ -189,9 +291,18 @@ async def ceil_fraction(numerator, denominator, f, bits):
 
 
 
-async def integer_divide(numerator, denominator, quotient_bits, bits):
-    """Shares of (floor(num/den), num mod den) for 0 <= num < den * 2**quotient_bits, den >= 1:
-    restoring division in radix 2**k from the top digit down."""
+async def integer_divide(numerator: ArrayLike, denominator: ArrayLike, quotient_bits: int,
+                         bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Restoring division in radix 2**k from the top digit down.
+
+    Args:
+        numerator, denominator: shares of 0 <= num < den * 2**quotient_bits, den >= 1.
+        quotient_bits: the quotient's bit length.
+        bits: a signed bit length bounding the comparisons (about 2 * num).
+
+    Returns:
+        Shares of (floor(num/den), num mod den).
+    """
     remainder = np.asarray(numerator, dtype=object) % P
     denominator = np.asarray(denominator, dtype=object)
     quotient = np.zeros(remainder.shape, dtype=object)
@@ -205,7 +316,7 @@ async def integer_divide(numerator, denominator, quotient_bits, bits):
 
 
 
-async def floor_of_ratio_product(y, f, y_bits, denominator_bound):
+async def floor_of_ratio_product(y: ArrayLike, f: int, y_bits: int, denominator_bound: int) -> np.ndarray:
     """Shares of floor(y / 2**f) when y = x * ceil(N * 2**f / T) for an integer ratio x*N/T with
     T <= denominator_bound and 2**f >= 2 * max(x) * T (as chosen by the callers).
 
@@ -214,6 +325,15 @@ async def floor_of_ratio_product(y, f, y_bits, denominator_bound):
     mask, one opening, no comparison), rounded up by a bias of one unit, as long as its error,
     below (1 + subsets) / 2**g, stays under 1/(2T). Only g = bitlen(T) + 1 + bitlen(1 + subsets)
     bits then need the exact truncation with its bitwise comparison.
+
+    Args:
+        y: shares of 0 <= y < 2**y_bits.
+        f: the bits to drop.
+        y_bits: y's bit length.
+        denominator_bound: the largest T.
+
+    Returns:
+        The shares of floor(y / 2**f), y's shape.
     """
     y = np.asarray(y, dtype=object)
     subsets = math.comb(len(mpc.parties), mpc.threshold)  # PRSS sums this many bounded terms

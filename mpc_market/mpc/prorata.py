@@ -8,18 +8,31 @@ and the long side leaves a residual. Its plaintext twin is
 mpc_market.market.rule.prorata_clear_slot.
 """
 
+from collections.abc import Sequence
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import allocation as alloc
 from . import field as ff
 from . import primitives
-from .mechanism import Clearing, Lap, Mechanism, register
+from .mechanism import Clearing, Lap, Mechanism, OrderShares, register
 from .merit_order import cross_one_market, slot_outputs
 from .primitives import P, bits_needed, ceil_fraction, is_zero, less_than_zero, open_values, reshare_values
 
 
-async def ratio(volume, totals, bound, f):
-    """Shares of ceil(V * 2**f / T) for public 0 < V <= T (one per element), by long division."""
+async def ratio(volume: ArrayLike, totals: np.ndarray, bound: int, f: int) -> np.ndarray:
+    """Shares of ceil(V * 2**f / T), by long division.
+
+    Args:
+        volume: public V, one per element.
+        totals: shares of T >= V > 0.
+        bound: the largest T.
+        f: the fraction bits.
+
+    Returns:
+        The ratios' shares (2**f where V = T).
+    """
     volume = np.asarray(volume, dtype=object)
     bits = bits_needed(2 * bound)
     equal = await is_zero(totals - volume, bits)
@@ -27,8 +40,22 @@ async def ratio(volume, totals, bound, f):
     return (fraction + (equal << f)) % P
 
 
-async def allocate(node, valid, levels, rho_sell, rho_buy, f, y_bits, prices, bound):
-    """Result shares (4, participants, slots, 3) and per-slot sums of sell/buy allocations."""
+async def allocate(node: OrderShares, valid: np.ndarray, levels: np.ndarray, rho_sell: np.ndarray,
+                   rho_buy: np.ndarray, f: int, y_bits: int, prices: Sequence[int],
+                   bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every eligible order's floor(E * V / T) at the crossing, and its bill.
+
+    Args:
+        node: the order shares.
+        valid: per participant whether it trades.
+        levels: opened level per slot (-1: none).
+        rho_sell, rho_buy: shares of each side's ratio per slot.
+        f, y_bits, bound: from allocation.floor_bits.
+        prices: the price of every level.
+
+    Returns:
+        (result shares (4, participants, slots, 3), per-slot sums (2, slots) of sell/buy allocations).
+    """
     layout, k = node.layout, node.layout.levels
     results = np.zeros((ff.LIMBS, node.n_participants, node.n_slots, 3), dtype=np.uint32)
     sums = np.zeros((2, node.n_slots), dtype=object)
@@ -67,8 +94,20 @@ async def allocate(node, valid, levels, rho_sell, rho_buy, f, y_bits, prices, bo
     return results, sums % P
 
 
-async def residuals(sell_total, buy_total, volume, sums, bound, trading):
-    """Open V - (allocations of the long side) per trading slot."""
+async def residuals(sell_total: np.ndarray, buy_total: np.ndarray, volume: np.ndarray, sums: np.ndarray,
+                    bound: int, trading: np.ndarray) -> np.ndarray:
+    """Open V - (allocations of the long side) per trading slot.
+
+    Args:
+        sell_total, buy_total: shares of each side's eligible total per slot.
+        volume: opened volume per slot.
+        sums: shares of the sell and buy allocations per slot, from allocate.
+        bound: the largest total.
+        trading: per slot whether it trades.
+
+    Returns:
+        The residuals (ints), 0 where a slot does not trade.
+    """
     residual = np.zeros(len(volume), dtype=object)
     if not trading.any():
         return residual
@@ -86,7 +125,7 @@ class ProRata(Mechanism):
 
     name = 'pro-rata'
 
-    async def clear(self, node, valid, lap: Lap) -> Clearing:
+    async def clear(self, node: OrderShares, valid: np.ndarray, lap: Lap) -> Clearing:
         spec, crossed = node.spec, await cross_one_market(node, valid, lap)
         bound, f, y_bits, supply, demand = crossed.bound, crossed.f, crossed.y_bits, crossed.supply, crossed.demand
         levels, volume = crossed.levels, crossed.volume

@@ -16,6 +16,7 @@ For other (m, t), or without PRSS, MPyC's own np_random_bits is used.
 """
 
 import hashlib
+from typing import Any
 
 import numpy as np
 from mpyc.runtime import mpc
@@ -27,24 +28,32 @@ P = ff.MODULUS
 INV2 = (P + 1) // 2
 
 
-def _stream(key, uci, label, nbytes):
+def _stream(key: bytes, uci: bytes, label: bytes, nbytes: int) -> bytes:
     return hashlib.shake_128(key + b'mpc-market/randbits' + uci + label).digest(nbytes)
 
 
-def _field_elements(key, uci, label, n):
+def _field_elements(key: bytes, uci: bytes, label: bytes, n: int) -> np.ndarray:
     """n pseudorandom elements: 127 bits each (bias 2^-127 towards 0)."""
     raw = np.frombuffer(_stream(key, uci, label, 16 * n), dtype=np.uint64).reshape(2, n)
     high = (raw[1] & np.uint64((1 << 63) - 1)).astype(object)
     return ((high << 64) + raw[0].astype(object)) % P
 
 
-def _signs(key, uci, label, n):
+def _signs(key: bytes, uci: bytes, label: bytes, n: int) -> np.ndarray:
     bits = np.unpackbits(np.frombuffer(_stream(key, uci, label, (n + 7) // 8), dtype=np.uint8))[:n]
     return 1 - 2 * bits.astype(np.int64)  # +-1
 
 
-async def random_bits(field, n):
-    """Shares (object array of ints mod p) of n uniformly random bits."""
+async def random_bits(field: Any, n: int) -> np.ndarray:
+    """Shares of n uniformly random bits.
+
+    Args:
+        field: the MPyC finite field class (an MPyC type: Any).
+        n: how many bits.
+
+    Returns:
+        Object array (n,) of shares mod p.
+    """
     if n == 0:
         return np.zeros(0, dtype=object)
     if len(mpc.parties) != 3 or mpc.threshold != 1 or mpc.options.no_prss:

@@ -11,16 +11,30 @@ import numpy as np
 
 from . import field as ff
 from .allocation import side_energies
-from .mechanism import Clearing, Lap, Mechanism, register
+from .mechanism import Clearing, Lap, Mechanism, OrderShares, register
 from .primitives import P, bits_needed, integer_divide, is_zero, less_than_zero, open_values, reshare_values
 
 
-async def _select(bit, if_one, if_zero):
+async def _select(bit: np.ndarray, if_one: np.ndarray, if_zero: np.ndarray) -> np.ndarray:
     return (if_zero + await reshare_values(bit * (if_one - if_zero))) % P
 
 
-async def scheme_prices(mechanism, supply, demand, floor_units, ceiling_units, bound):
-    """Shares of (buy, sell) price units per slot; buy rounded down, sell rounded up."""
+async def scheme_prices(mechanism: str, supply: np.ndarray, demand: np.ndarray, floor_units: int,
+                        ceiling_units: int, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """A community scheme's prices from the secret totals, as mpc_market.market.schemes computes them.
+
+    Args:
+        mechanism: 'sdr', 'mmr' or 'bill-sharing'.
+        supply, demand: shares of each slot's total sell and buy energy.
+        floor_units, ceiling_units: the retailer's prices.
+        bound: the largest total.
+
+    Returns:
+        Shares of (buy, sell) price units per slot; buy rounded down, sell rounded up.
+
+    Raises:
+        ValueError: an unknown mechanism.
+    """
     f, c = floor_units, ceiling_units
     s, d = np.asarray(supply, dtype=object), np.asarray(demand, dtype=object)
     n = s.size
@@ -31,12 +45,13 @@ async def scheme_prices(mechanism, supply, demand, floor_units, ceiling_units, b
     quotient_bits = c.bit_length() + 1
     value_bits = bits_needed(4 * c * max(c, 2) * bound << 6)
 
-    async def divide(numerators, denominators):
+    async def divide(numerators: list[np.ndarray],
+                     denominators: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         q, r = await integer_divide(np.concatenate(numerators), np.concatenate(denominators), quotient_bits,
                                     value_bits)
         return np.split(q, len(numerators)), np.split(r, len(numerators))
 
-    async def ceil_of(q, r):
+    async def ceil_of(q: np.ndarray, r: np.ndarray) -> np.ndarray:
         return (q + 1 - await is_zero(r, value_bits)) % P
 
     if mechanism == 'sdr':
@@ -81,7 +96,7 @@ class CommunityScheme(Mechanism):
 
     name = 'community-scheme'
 
-    async def clear(self, node, valid, lap: Lap) -> Clearing:
+    async def clear(self, node: OrderShares, valid: np.ndarray, lap: Lap) -> Clearing:
         spec, layout, k = node.spec, node.layout, node.layout.levels
         bound = max(1, int(valid.sum())) * spec.max_order_wh
         supply, demand = node.side_totals(valid)

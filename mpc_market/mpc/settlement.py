@@ -8,8 +8,11 @@ rho = ceil(R * 2**f / D) per slot, then per participant |d|*A + floor(|d|*rho / 
 exact truncation, which equals floor(|d| * X / D) for 2**f > max|d| * D.
 """
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from ..market.book import ReadingLayout
 from . import field as ff
 from . import primitives, validation
 from .allocation import side_energies
@@ -22,25 +25,27 @@ from .primitives import (
     less_than_zero,
     reshare_values,
 )
+from .validation import CheckedShares
 
 
 class SettlementNode:
     """Settlement view of one node: its order shares (via the MarketNode) and meter packages."""
 
-    def __init__(self, node, readings, layout, price2):
+    def __init__(self, node: CheckedShares, readings: np.ndarray, layout: ReadingLayout,
+                 price2: Sequence[int]) -> None:
         self.node = node
         self.readings = readings  # limb-major uint32 (4, participants, slots, width)
         self.layout = layout      # ReadingLayout
         self.price2 = np.array(price2, dtype=object)  # 2 x deviation price per slot (public)
 
-    def _sides(self, start, stop):
+    def _sides(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Shares of the sold and the bought energy (whole orders), (rows, slots) each."""
         layout = self.node.layout
         block = np.asarray(self.node.shares[:, start:stop], dtype=np.uint32)[..., layout.weighted].astype(np.uint64)
         sells, buys = side_energies(block, layout.levels)
         return ff.to_ints(sells), ff.to_ints(buys)
 
-    async def validate(self, valid_orders):
+    async def validate(self, valid_orders: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per participant verdict on its meter packages, and shares of |d|, u = s*|d| and s per row.
 
         A participant in the market whose package fails the checks (or is missing: all zeros)
@@ -57,7 +62,7 @@ class SettlementNode:
         dev_all = np.zeros((n_p, n_s), dtype=object)
         sign_all = np.zeros((n_p, n_s), dtype=object)
 
-        def binary(columns):  # weights 2**i on a bit field, 0 elsewhere
+        def binary(columns: slice) -> list[int]:  # weights 2**i on a bit field, 0 elsewhere
             w = [0] * width
             for i in range(columns.stop - columns.start):
                 w[columns.start + i] = 1 << i
@@ -90,7 +95,7 @@ class SettlementNode:
         in_market = valid_orders[:, None].astype(object)  # an excluded order settles with the retailer
         return verdicts, dev_all * in_market % P, u_all * in_market % P, sign_all * in_market % P
 
-    async def run(self, valid_orders):
+    async def run(self, valid_orders: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Result shares (4, participants, slots, 2): deviation and amount; retailer (4, slots, 3)."""
         node, layout = self.node, self.layout
         spec = node.spec

@@ -7,20 +7,42 @@ opened under a fresh mask to test that the shares are consistent; only the verdi
 The meter packages of settlement are checked the same way (mpc_market.mpc.settlement).
 """
 
+from typing import Protocol
+
 import numpy as np
 from mpyc.runtime import mpc
+from numpy.typing import ArrayLike
 
 from . import field as ff
 from . import mpyc_internals as internals
+from .mechanism import OrderShares
 from .primitives import FIELD, P, reshare_values, to_secure
 
 
-async def verdicts(node, checks, mixed, also_reshare=()):
+class CheckedShares(OrderShares, Protocol):
+    """What validation reads of a node (mpc_market.mpc.clearing.MarketNode, which imports this module)
+    beyond a mechanism's view: its order vectors by chunk and the joint seed's coefficients."""
+
+    def chunk(self, start: int, stop: int) -> np.ndarray: ...
+
+    def coefficients(self, label: str, count: int) -> list[int]: ...
+
+
+async def verdicts(node: CheckedShares, checks: np.ndarray, mixed: np.ndarray,
+                   also_reshare: ArrayLike = ()) -> tuple[np.ndarray, np.ndarray]:
     """Per participant: shares consistent and check == 0, opening nothing else.
 
     mixed: a random combination of each participant's shares, opened with a fresh PRSS mask at
     all nodes and checked to lie on one degree-t polynomial. checks: degree-2t values, zero iff
     valid: one resharing and one zero test each. also_reshare rides along in the resharing.
+
+    Args:
+        node: the node (spec.threshold).
+        checks, mixed: shares, one per participant.
+        also_reshare: shares to reshare as well (any shape).
+
+    Returns:
+        (verdict per participant (bool), also_reshare's fresh shares, flat).
     """
     n = len(checks)
     mask = internals.np_randoms(mpc, FIELD, n)
@@ -33,8 +55,16 @@ async def verdicts(node, checks, mixed, also_reshare=()):
     return consistent & zero, fresh[n:]
 
 
-async def validate_orders(node, present):
-    """Valid-and-consistent verdict per participant (opened), multiplications only."""
+async def validate_orders(node: CheckedShares, present: np.ndarray) -> np.ndarray:
+    """Valid-and-consistent verdict per participant (opened), multiplications only.
+
+    Args:
+        node: the node's order shares and joint seed (agree_seed has run).
+        present: per participant whether every node holds its packages.
+
+    Returns:
+        Per participant (bool) whether its packages are present, well formed and consistent.
+    """
     layout = node.layout
     onehot_w = layout.onehot.stop
     weighted_w = layout.weighted.stop - layout.weighted.start

@@ -14,6 +14,7 @@ received); it cannot construct any other type.
 
 import itertools
 import struct
+from typing import Any, SupportsInt, cast
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def dumps(obj: object) -> bytes:
     return b''.join(out)
 
 
-def _encode(obj, out, depth):
+def _encode(obj: object, out: list[bytes], depth: int) -> None:
     if depth > MAX_DEPTH:
         raise WireError('nesting too deep')
     if obj is None:
@@ -54,7 +55,7 @@ def _encode(obj, out, depth):
     elif obj is True or obj is False or isinstance(obj, np.bool_):
         out.append(bytes((TRUE if obj else FALSE,)))
     elif isinstance(obj, (int, np.integer)) or type(obj).__name__ == 'mpz':
-        out.append(bytes((INT,)) + _int_bytes(int(obj)))
+        out.append(bytes((INT,)) + _int_bytes(int(cast(SupportsInt, obj))))  # an mpz has no type information
     elif isinstance(obj, (bytes, bytearray, memoryview)):
         data = bytes(obj)
         out.append(struct.pack('<BI', BYTES, len(data)) + data)
@@ -73,7 +74,7 @@ def _encode(obj, out, depth):
         raise WireError(f'cannot send a {type(obj).__name__}')
 
 
-def _int_bytes(value):
+def _int_bytes(value: int) -> bytes:
     magnitude = abs(value)
     data = magnitude.to_bytes((magnitude.bit_length() + 7) // 8, 'little')
     if len(data) > MAX_INT_BYTES:
@@ -81,11 +82,11 @@ def _int_bytes(value):
     return struct.pack('<BI', value < 0, len(data)) + data
 
 
-def _shape_header(tag, code, shape):
+def _shape_header(tag: int, code: bytes, shape: tuple[int, ...]) -> bytes:
     return struct.pack(f'<B2sB{len(shape)}Q', tag, code, len(shape), *shape)
 
 
-def _encode_array(array, out):
+def _encode_array(array: np.ndarray, out: list[bytes]) -> None:
     if array.dtype != object:
         code = _CODE_OF.get(array.dtype.newbyteorder('<') if array.dtype.byteorder == '>' else array.dtype)
         if code is None:
@@ -141,27 +142,27 @@ def loads(data: bytes) -> object:
 
 
 class _Reader:
-    def __init__(self, data):
+    def __init__(self, data: bytes) -> None:
         self.data, self.pos = data, 0
         self.budget = len(data)  # elements left for the whole message, nested containers included
 
-    def spend(self, elements):
+    def spend(self, elements: int) -> None:
         """Charge elements to the one budget before anything is allocated for them."""
         if elements > self.budget:
             raise WireError('more elements than the message has bytes')
         self.budget -= elements
 
-    def take(self, n):
+    def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
             raise WireError('truncated message')
         chunk = self.data[self.pos:self.pos + n]
         self.pos += n
         return chunk
 
-    def unpack(self, fmt):
+    def unpack(self, fmt: str) -> tuple[Any, ...]:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
 
-    def value(self, depth):
+    def value(self, depth: int) -> object:
         if depth > MAX_DEPTH:
             raise WireError('nesting too deep')
         (tag,) = self.unpack('<B')
@@ -195,7 +196,7 @@ class _Reader:
             return self.array(tag)
         raise WireError(f'unknown tag {tag}')
 
-    def array(self, tag):
+    def array(self, tag: int) -> np.ndarray:
         code, ndim = self.unpack('<2sB')
         if ndim > 8:
             raise WireError('too many dimensions')
@@ -226,8 +227,8 @@ class _Reader:
         if width <= 8:
             values[:] = np.frombuffer(raw, dtype=f'<u{width}').astype(object)
         else:  # C-level split into elements, one int.from_bytes each
-            values[:] = list(map(int.from_bytes, np.frombuffer(raw, dtype=f'V{width}').tolist(),
-                                 itertools.repeat('little')))
+            values[:] = list(map(int.from_bytes, np.frombuffer(raw, dtype=f'V{width}').tolist(),  # type: ignore[arg-type]
+                                 itertools.repeat('little')))  # mypy cannot see 'little' as the byteorder Literal
         if negative is not None and negative.any():
             values = np.where(negative, -values, values)
         return values.reshape(shape)

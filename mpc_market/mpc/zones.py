@@ -15,23 +15,40 @@ from . import allocation as alloc
 from . import field as ff
 from . import primitives
 from .crossing import cross, merit_ratios
-from .mechanism import Clearing, Lap, Mechanism, register
+from .mechanism import Clearing, Lap, Mechanism, OrderShares, register
 from .primitives import P, reshare_values, supply_demand
 
 
-def leftover_bounds(levels, k):
+def leftover_bounds(levels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per zone and slot the levels whose energy can be left after stage 1: sells at or above
-    `lo`, buys at or below `hi` (the zone's level; everything where the zone did not trade)."""
+    `lo`, buys at or below `hi` (the zone's level; everything where the zone did not trade).
+
+    Args:
+        levels: each zone's opened level per slot (-1: no trade).
+        k: the number of levels K.
+
+    Returns:
+        (lo, hi, trading), levels' shape.
+    """
     trading = levels >= 0
     return np.where(trading, levels, 0), np.where(trading, levels, k - 1), trading
 
 
-def leftover_curves(totals, levels, f_sums, fee):
+def leftover_curves(totals: np.ndarray, levels: np.ndarray, f_sums: np.ndarray,
+                    fee: int) -> tuple[np.ndarray, np.ndarray]:
     """Shares of the cross auction's S and D per slot (slots, K), linear in the zone totals.
 
     totals: per zone the weighted sums (zones, slots, 2K+2); levels: each zone's public level
     (-1: no trade); f_sums: per zone the sums of the stage-1 floors of its sells and buys at its
-    level. A buy at level j enters at j - fee."""
+    level. A buy at level j enters at j - fee.
+
+    Args:
+        totals, levels, f_sums: as above.
+        fee: the cross-zone fee in levels.
+
+    Returns:
+        Shares of (S, D), (slots, K) each.
+    """
     k = totals.shape[-1] // 2 - 1
     lo, hi, _ = leftover_bounds(levels, k)
     j = np.arange(k)
@@ -43,11 +60,32 @@ def leftover_curves(totals, levels, f_sums, fee):
     return supply_demand(sell_left, shifted)
 
 
-def cross_terms(node, start, stop, valid, zone, levels, stage, k2, fee):
+# ((better, at, can be at) per side, stage-1 matches per side, (e_sell, e_buy, is_sell)) of a chunk
+CrossTerms = tuple[tuple[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray],
+                   tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def cross_terms(node: OrderShares, start: int, stop: int, valid: np.ndarray, zone: np.ndarray, levels: np.ndarray,
+                stage: np.ndarray, k2: np.ndarray, fee: int) -> CrossTerms:
     """Per order of a chunk what it has left, selected at the cross level k2 (public): its energy
     strictly better than k2 and at k2, per side, as shares; where it can be at k2 at all; and the
     chunk's energies and side indicator. Linear: the leftover is the weighted vector above (sells)
-    or below (buys) the zone's level, minus the order's stage-1 floor at that level."""
+    or below (buys) the zone's level, minus the order's stage-1 floor at that level.
+
+    Args:
+        node: the order shares.
+        start, stop: the chunk's participants.
+        valid: per participant whether it trades (valid and in a zone).
+        zone: each participant's zone index.
+        levels: each zone's opened level per slot.
+        stage: stage 1's limb shares (4, participants, slots, 4).
+        k2: the cross level per slot (1, slots).
+        fee: the cross-zone fee in levels.
+
+    Returns:
+        ((better_sell, at_sell, sell_at), (better_buy, at_buy, buy_at), (m1_sell, m1_buy),
+        (e_sell, e_buy, is_sell)), each (n, slots).
+    """
     lo, hi, trading = leftover_bounds(levels, node.layout.levels)
     z = np.maximum(zone[start:stop], 0)
     (sell_prefix, buy_prefix), e_sell, e_buy, is_sell = alloc.chunk_terms(node, start, stop)
@@ -68,10 +106,22 @@ def cross_terms(node, start, stop, valid, zone, levels, stage, k2, fee):
         (e_sell, e_buy, is_sell)
 
 
-async def stage_two(node, valid, member, zone, levels, stage, cross_levels, cross_rho, bits, prices):
+async def stage_two(node: OrderShares, valid: np.ndarray, member: np.ndarray, zone: np.ndarray, levels: np.ndarray,
+                    stage: np.ndarray, cross_levels: np.ndarray, cross_rho: np.ndarray, bits: tuple[int, int, int],
+                    prices: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Cross-auction matches and the final results (matched, unmatched, amount, local, cross) of
     every order, and the per-slot sums of the cross matches. member: valid and in a zone (trades);
-    a valid participant in no zone only settles its orders with the retailer."""
+    a valid participant in no zone only settles its orders with the retailer.
+
+    Args:
+        node, valid, member, zone, levels, stage: as in cross_terms (valid: passed validation).
+        cross_levels, cross_rho: the cross auction's opened levels and its ratios' shares.
+        bits: (f, y_bits, bound) of the whole market.
+        prices: (each zone's level prices (zones, slots), the cross prices per slot).
+
+    Returns:
+        (result limb shares (4, participants, slots, 5), cross matches per slot mod p).
+    """
     f, y_bits, bound = bits
     results = np.zeros((ff.LIMBS, node.n_participants, node.n_slots, 5), dtype=np.uint32)
     cross_sums = np.zeros(node.n_slots, dtype=object)
@@ -100,8 +150,17 @@ async def stage_two(node, valid, member, zone, levels, stage, cross_levels, cros
     return results, cross_sums % P
 
 
-async def clear_zoned(node, valid, lap: Lap) -> Clearing:
-    """Both stages of every slot; returns the public outputs and every order's result shares."""
+async def clear_zoned(node: OrderShares, valid: np.ndarray, lap: Lap) -> Clearing:
+    """Both stages of every slot.
+
+    Args:
+        node: the order shares (spec.zone_names and zone_of name the zones).
+        valid: per participant whether it passed validation.
+        lap: called at the end of 'clearing', 'allocation' and 'output'.
+
+    Returns:
+        The public outputs (per slot the cross auction and each zone) and every order's result shares.
+    """
     spec, k, slots = node.spec, node.layout.levels, node.n_slots
     zone = node.zone_index()
     zones = len(spec.zone_names)
@@ -158,5 +217,5 @@ class ZonedMeritOrder(Mechanism):
 
     name = 'zoned-merit-order'
 
-    async def clear(self, node, valid, lap: Lap) -> Clearing:
+    async def clear(self, node: OrderShares, valid: np.ndarray, lap: Lap) -> Clearing:
         return await clear_zoned(node, valid, lap)
