@@ -25,7 +25,7 @@ from mpc_market.net.messages import RoundParams
 from mpc_market.net.tls import server_credentials, server_options
 from mpc_market.rpc import market_pb2, market_pb2_grpc
 
-from helpers import REPO, Market
+from helpers import REPO, CliProcesses, Market
 
 pytestmark = [pytest.mark.deployment, pytest.mark.slow]
 
@@ -37,9 +37,9 @@ SUBMITTER = 'p00'
 class LyingBroker(market_pb2_grpc.BrokerServicer):
     """The broker's servicer, forwarding to the real broker and editing its answers per self.mode."""
 
-    def __init__(self, real, keys_dir, unpinned):
+    def __init__(self, real, keys_dir, unpinned, mode='honest'):
         self.real = BrokerClient(real, keys_dir, 'operator')
-        self.mode = 'honest'
+        self.mode = mode
         self.unpinned = unpinned
 
     def _edit(self, state, requested=None):
@@ -130,33 +130,53 @@ def write_readings(path, rows):
         f.write('participant,slot,net_wh\n' + ''.join(f'{p},{s},{n}\n' for p, s, n in rows))
 
 
+class Proxies:
+    """One proxy server per lie (and 'honest'), so that the commands of every lie can run at once."""
+
+    def __init__(self, market, unpinned):
+        self.market, self.unpinned = market, unpinned
+        self.servers, self.addresses = [], {}
+
+    def address(self, mode):
+        """'localhost:PORT' of the proxy telling lie mode (started at the first call)."""
+        if mode not in self.addresses:
+            proxy = LyingBroker(self.market.broker, self.market.keys, self.unpinned, mode)
+            server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=server_options())
+            market_pb2_grpc.add_BrokerServicer_to_server(proxy, server)
+            port = server.add_secure_port('127.0.0.1:0', server_credentials(self.market.keys, 'broker', 'broker'))
+            server.start()
+            self.servers.append(server)
+            self.addresses[mode] = f'localhost:{port}'
+        return self.addresses[mode]
+
+    def stop(self):
+        for server in self.servers:
+            server.stop(None)
+
+
 @pytest.fixture(scope='module')
 def lying(tmp_path_factory):
-    """One deployment (round OLD cleared and taking readings, round LIVE open) behind one proxy."""
+    """One deployment (round OLD cleared and taking readings, round LIVE open) behind the proxies."""
     tmp = tmp_path_factory.mktemp('lying')
     market = Market(tmp, participants=4, seed=5)
-    server = None
+    proxies = None
     try:
         opened = time.monotonic()
         market.client('round', 'open', '--round', OLD, '--slots', '0-3', '--market', market.market,
-                      '--gate-closure-in', 6, '--readings-deadline-in', 600, '--day', DAY)
+                      '--gate-closure-in', 3, '--readings-deadline-in', 600, '--day', DAY)
         market.submit_individually(market.participants, OLD)
         market.close_and_wait(OLD)
         market.client('round', 'open', '--round', LIVE, '--slots', '0-3', '--market', market.market,
                       '--gate-closure-in', 600)
-        time.sleep(max(0.0, opened + 7 - time.monotonic()))  # OLD's signed gate closure has passed
+        time.sleep(max(0.0, opened + 4 - time.monotonic()))  # OLD's signed gate closure has passed
         listener = Listener()
-        proxy = LyingBroker(market.broker, market.keys, listener.address)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=server_options())
-        market_pb2_grpc.add_BrokerServicer_to_server(proxy, server)
-        port = server.add_secure_port('127.0.0.1:0', server_credentials(market.keys, 'broker', 'broker'))
-        server.start()
+        proxies = Proxies(market, listener.address)
         readings = str(tmp / 'readings.csv')
         write_readings(readings, [(p, s, 100) for p in market.participants for s in range(4)])
-        yield market, proxy, f'localhost:{port}', listener, readings
+        yield market, proxies, listener, readings
     finally:
-        if server is not None:
-            server.stop(None)
+        if proxies is not None:
+            proxies.stop()
         market.stop()
 
 
@@ -164,6 +184,21 @@ def run(market, broker, *args):
     """mpc-market ARGS against broker, as its own process."""
     return subprocess.run([sys.executable, '-m', 'mpc_market', *args, '--broker', broker, '--keys', market.keys],
                           capture_output=True, text=True, timeout=60, cwd=REPO)
+
+
+@pytest.fixture(scope='module')
+def forks():
+    processes = CliProcesses()
+    yield processes
+    processes.stop()
+
+
+def run_all(forks, market, runs):
+    """{key: mpc-market ARGS against broker} of runs {key: (broker, args)}, each its own process (a fork of
+    a server that imported the command line once, four at a time: ~50 processes' imports were most of
+    this test's time; run() covers the `python -m mpc_market` entry itself)."""
+    return forks.run({key: [*args, '--broker', broker, '--keys', market.keys] for key, (broker, args) in runs.items()},
+                     REPO)
 
 
 def held(market, round_id, kind):
@@ -226,34 +261,36 @@ def refused(proc, words):
     return ''
 
 
-def test_every_client_command_refuses_a_lying_broker_and_shares_nothing(lying):
-    """Every lie of LIES to every client command it reaches, each command its own process; then the
-    honest control through the same proxy, and a settled round's bill, honest and lied about.
+def test_every_client_command_refuses_a_lying_broker_and_shares_nothing(lying, forks):
+    """Every lie of LIES to every client command it reaches, each command its own process (all at
+    once, each lie told by its own proxy); then the honest control through a proxy, and a settled
+    round's bill, honest and lied about.
 
     One test function: the deployment is shared and its node counts are cumulative, so the cases
     must not be spread over xdist workers."""
-    market, proxy, broker, listener, _ = lying
+    market, proxies, listener, _ = lying
     every = commands(market, market.dir)
     failures = []
-    for mode, lies in LIES.items():
-        proxy.mode = mode
-        try:
-            for name, words in lies.items():
-                if why := refused(run(market, broker, *every[name]), words):
-                    failures.append(f'{mode} / {name}: {why}')
-        finally:
-            proxy.mode = 'honest'
-        if held(market, LIVE, 'order') != [0, 0, 0] or held(market, OLD, 'readings') != [0, 0, 0]:
-            failures.append(f'{mode}: nodes hold packages: orders {held(market, LIVE, "order")}, '
-                            f'readings {held(market, OLD, "readings")}')
+    lied = run_all(forks, market, {(mode, name): (proxies.address(mode), every[name])
+                            for mode, lies in LIES.items() for name in lies})
+    for (mode, name), proc in lied.items():
+        if why := refused(proc, LIES[mode][name]):
+            failures.append(f'{mode} / {name}: {why}')
+    # the counts only grow, so none now means none after any lie
+    if held(market, LIVE, 'order') != [0, 0, 0] or held(market, OLD, 'readings') != [0, 0, 0]:
+        failures.append(f'nodes hold packages: orders {held(market, LIVE, "order")}, '
+                        f'readings {held(market, OLD, "readings")}')
     assert listener.connections == 0  # the unpinned address was never contacted
     assert not failures, '\n'.join(failures)
 
-    # the control: the proxy passing every reply on unchanged, the same commands succeed
+    # the control: the proxy passing every reply on unchanged, the same commands succeed, as
+    # `python -m mpc_market` processes
+    broker = proxies.address('honest')
     for name in ('submit', 'results-public', 'results-participant', 'meter-submit'):
         proc = run(market, broker, *every[name])
         assert proc.returncode == 0, (name, proc.stdout, proc.stderr)
-    assert 'public results signed by all 3 nodes' in run(market, broker, *every['results-public']).stdout
+        if name == 'results-public':
+            assert 'public results signed by all 3 nodes' in proc.stdout
     assert held(market, LIVE, 'order') == [1, 1, 1]
     assert held(market, OLD, 'readings') == [4, 4, 4]
 
@@ -265,11 +302,9 @@ def test_every_client_command_refuses_a_lying_broker_and_shares_nothing(lying):
             '--out', market.dir / 'bill')
     proc = run(market, broker, *bill)
     assert proc.returncode == 0 and os.path.exists(market.dir / 'bill' / 'bills.csv'), proc.stdout + proc.stderr
-    for mode in ('drop', 'none', 'unpinned', 'market', 'mechanism', 'params', 'replay'):
-        proxy.mode = mode
-        try:
-            if why := refused(run(market, broker, *bill), LIES[mode]['meter-submit']):
-                failures.append(f'{mode} / results --bill: {why}')
-        finally:
-            proxy.mode = 'honest'
+    bills = run_all(forks, market, {mode: (proxies.address(mode), bill) for mode in (
+        'drop', 'none', 'unpinned', 'market', 'mechanism', 'params', 'replay')})
+    for mode, proc in bills.items():
+        if why := refused(proc, LIES[mode]['meter-submit']):
+            failures.append(f'{mode} / results --bill: {why}')
     assert not failures, '\n'.join(failures)
