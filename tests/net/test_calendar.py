@@ -119,15 +119,18 @@ def test_calendar_rounds_open_close_and_clear_across_a_broker_restart(tmp_path):
     participants = ['p0', 'p1', 'p2', 'p3']
     d = LocalDeployment(str(tmp_path / 'dep')).create(participants, node_options={'clearing_timeout_s': 120})
     (tmp_path / 'dep' / 'market.toml').write_text(MARKET)
-    start = datetime.fromtimestamp(time.time() + 16, UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
-    with open(d.broker_config, 'a') as f:
-        f.write(f'\n[calendar]\nmarket = "market.toml"\nstart = {start}\nperiod_s = 20\nslots = 2\n'
-                'open_before_s = 19\ngate_closure_before_s = 5\n')
     try:
         for i in range(3):
             d.start_node(i)
-        d.start_broker()
         d.wait_ready()
+        # from the nodes' readiness: the first round is open at once and its gate closes 6-7 s later (time
+        # for the broker to start and the orders); the next one opens 4 s after that (the least period)
+        start = datetime.fromtimestamp(time.time() + 10, UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
+        with open(d.broker_config, 'a') as f:
+            f.write(f'\n[calendar]\nmarket = "market.toml"\nstart = {start}\nperiod_s = 10\nslots = 2\n'
+                    'open_before_s = 9\ngate_closure_before_s = 3\n')
+        d.start_broker()
+        d.wait_ready(names=['broker'])
         broker = BrokerClient(d.broker_address, d.keys, 'operator')
         first = wait_for(lambda: [r for r in rounds(broker) if r[1] == 'open'], 40, 'a calendar round to open')[0]
         round_id, _, slots = first
