@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from helpers import Market, cli, read_rows
+from helpers import Market, cli, read_rows, wait_for
 
 DAY = '2026-12-01'
 pytestmark = [pytest.mark.deployment, pytest.mark.slow]
@@ -134,6 +134,7 @@ def test_settlement_survives_a_killed_node_and_broker_and_missing_readings(tmp_p
     settlement re-runs to the same bills. A round whose readings never arrive settles by the
     missing-reading rule at its deadline, and its public settlement says so."""
     from mpc_market import api
+    from mpc_market.mpc.supervisor import CONNECTED
     from mpc_market.net.client import BrokerClient
     from mpc_market.rpc import market_pb2
 
@@ -156,7 +157,10 @@ def test_settlement_survives_a_killed_node_and_broker_and_missing_readings(tmp_p
         while broker.status('r1').settlement != market_pb2.RoundState.SETTLING:
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        time.sleep(2)  # node 1 is inside its settlement session
+        # node 1 is inside its settlement session: its party connected to the others (then it stalls)
+        runs = tmp_path / 'dep' / 'node1' / 'runs'
+        wait_for(lambda: any(line.strip() == CONNECTED for log in runs.glob('*.settle.*/party.log')
+                             for line in log.read_text().splitlines()), 30, "node 1's settlement session")
         market.deployment.kill('node1')
         while (state := broker.status('r1')).settlement != market_pb2.RoundState.SETTLE_FAILED:
             assert time.monotonic() < deadline + 30, state
@@ -172,7 +176,7 @@ def test_settlement_survives_a_killed_node_and_broker_and_missing_readings(tmp_p
 
         # round 2: nobody uploads; the broker settles at the deadline by the missing-reading rule
         market.client('round', 'open', '--round', 'r2', '--slots', '0-3', '--market', market.market,
-                      '--gate-closure-in', 6, '--readings-deadline-in', 6, '--day', '2026-12-02')
+                      '--gate-closure-in', 3, '--readings-deadline-in', 1, '--day', '2026-12-02')
         market.submit_individually(market.participants, round_id='r2')
         state = broker.wait('r2', 90, settled=True)  # gate closure, clearing, deadline, settlement: by the clock
         broker.close()
