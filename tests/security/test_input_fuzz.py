@@ -265,28 +265,37 @@ def _address_space_capped(extra=1 << 30):
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-@pytest.mark.parametrize('name', sorted(COMMAND_LINE_CASES))
-def test_every_number_and_day_on_the_command_line_is_bounded(tmp_path, name):
-    """Each used to be a traceback, a wait without end, gigabytes, or a day no round could match."""
-    args, option = COMMAND_LINE_CASES[name]
+def _run_measured(args, cwd):
+    """(result, wall seconds, peak bytes traced) of one in-process run of mpc-market ARGS."""
     started = time.monotonic()
     tracemalloc.start()
     try:
         with _address_space_capped():
-            proc = cli(*args, cwd=tmp_path)
+            proc = cli(*args, cwd=cwd)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    elapsed = time.monotonic() - started
-    assert proc.returncode == 2, proc.stderr[-500:]
-    assert 'Traceback' not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if 'error:' in line]
-    usage = [line for line in proc.stderr.splitlines() if line not in errors]
-    assert len(errors) == 1, proc.stderr
-    assert f'argument {option}' in errors[0] or f'error: --{option.lstrip("-")}:' in errors[0], proc.stderr
-    assert all(line.startswith(('usage: ', ' ')) for line in usage), usage  # argparse's usage, nothing else
-    assert 'no-keys' not in errors[0] and NOBODY not in errors[0]  # about the argument, not keys or network
+    return proc, time.monotonic() - started, peak
+
+
+@pytest.mark.parametrize('name', sorted(COMMAND_LINE_CASES))
+def test_every_number_and_day_on_the_command_line_is_bounded(tmp_path, name):
+    """Each used to be a traceback, a wait without end, gigabytes, or a day no round could match."""
+    args, option = COMMAND_LINE_CASES[name]
+    runs = [_run_measured(args, tmp_path)]
+    if runs[0][1] >= 0.5:  # run it again: a refusal that waits or computes is slow both times, one
+        runs.append(_run_measured(args, tmp_path))  # descheduled on a busy machine (two workers) is not
+    for proc, _, _ in runs:
+        assert proc.returncode == 2, proc.stderr[-500:]
+        assert 'Traceback' not in proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if 'error:' in line]
+        usage = [line for line in proc.stderr.splitlines() if line not in errors]
+        assert len(errors) == 1, proc.stderr
+        assert f'argument {option}' in errors[0] or f'error: --{option.lstrip("-")}:' in errors[0], proc.stderr
+        assert all(line.startswith(('usage: ', ' ')) for line in usage), usage  # argparse's usage, nothing else
+        assert 'no-keys' not in errors[0] and NOBODY not in errors[0]  # about the argument, not keys or network
     assert os.listdir(tmp_path) == []  # nothing written
+    elapsed, peak = min(run[1] for run in runs), max(run[2] for run in runs)
     assert elapsed < 0.5 and peak < 16 << 20, (elapsed, peak)  # refused before anything is allocated
 
 
