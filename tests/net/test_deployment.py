@@ -13,11 +13,12 @@ import grpc
 import pytest
 
 from mpc_market.common import keys
+from mpc_market.mpc.supervisor import CONNECTED
 from mpc_market.net.client import BrokerClient
 from mpc_market.net.tls import client_credentials, secure_channel
 from mpc_market.rpc import market_pb2, market_pb2_grpc
 
-from helpers import REPO, cli, node_fault_env, read_rows, write_orders
+from helpers import REPO, cli, node_fault_env, read_rows, wait_for, write_orders
 
 
 @pytest.mark.slow
@@ -139,7 +140,9 @@ def test_node_killed_mid_clearing_fails_the_round_then_reruns_to_the_same_result
     m.open()
     m.submit_individually(m.participants)
     m.client('round', 'close', '--round', 'r1')
-    time.sleep(2)  # node 1 is now stuck inside its MPC run
+    runs = m.dir / 'dep' / 'node1' / 'runs'  # node 1 is stuck inside its MPC run once its party connected
+    wait_for(lambda: any(line.strip() == CONNECTED for log in runs.glob('*/party.log')
+                         for line in log.read_text().splitlines()), 30, "node 1's clearing session")
     m.deployment.kill('node1')
     broker = BrokerClient(m.broker, m.keys)
     deadline = time.monotonic() + 30
@@ -182,7 +185,7 @@ def _node_stub(m, index, client='submitter', keys_dir=None):
 @pytest.mark.deployment
 def test_rejections_by_running_nodes_and_broker(market, tmp_path):
     m = market(participants=4)
-    m.open(gate_in=4)
+    m.open(gate_in=2)
     # Orders for a slot outside the round: one-line input error, exit 2, nothing sent.
     bad = str(tmp_path / 'bad.csv')
     write_orders(bad, [('p00', 9, 'buy', 5, '0.15')])
@@ -210,7 +213,8 @@ def test_rejections_by_running_nodes_and_broker(market, tmp_path):
         _node_stub(m, 0, keys_dir=other).RoundStatus(market_pb2.RoundRef(round_id='r1'), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     # Late orders: after gate closure every node refuses, nothing is stored.
-    time.sleep(4.5)
+    gate_closure = BrokerClient(m.broker, m.keys).status('r1').gate_closure_unix_ms / 1000
+    time.sleep(max(0.0, gate_closure + 0.5 - time.time()))
     proc = m.client('submit', '--round', 'r1', '--orders', m.participant_orders('p01'), check=False)
     assert proc.returncode == 1 and ('not open' in proc.stderr or 'closed for submissions' in proc.stderr)
     m.close_and_wait()

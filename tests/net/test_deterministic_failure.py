@@ -6,6 +6,7 @@ import time
 import pytest
 
 from mpc_market.net.client import BrokerClient
+from mpc_market.net.config import load_broker_config
 from mpc_market.rpc import market_pb2
 
 from helpers import Market, node_fault_env, wait_for
@@ -26,7 +27,7 @@ def test_a_bug_fails_the_round_once_and_a_crash_is_retried(tmp_path):
         assert closed.returncode != 0, closed.stdout + closed.stderr
         state = broker.status('r1')
         assert state.state == FAILED and state.final and 'KeyError' in state.reason, state
-        time.sleep(5)  # several scheduler ticks: no second attempt
+        time.sleep(10 * load_broker_config(market.deployment.broker_config).poll_s)  # 10 ticks: no second attempt
         again = broker.status('r1')
         assert again.attempts == 1 and again.state == FAILED, again
         log = (tmp_path / 'dep' / 'broker.log').read_text()
