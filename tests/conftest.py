@@ -13,7 +13,7 @@ from mpc_market.net.store import Store, now_ms
 from mpc_market.net.submit import Submitter, load_endpoints, tls_credentials
 from mpc_market.rpc import market_pb2_grpc
 
-from helpers import TOML, Market, SignedParams, node_fault_env, read_bytes
+from helpers import TOML, Market, SharedDeployment, SignedParams, node_fault_env, read_bytes
 
 
 @pytest.fixture
@@ -35,6 +35,22 @@ def market(tmp_path):
     yield start
     for m in markets:
         m.stop()
+
+
+@pytest.fixture(scope='session')
+def shared_deployment(tmp_path_factory):
+    """This worker's one running deployment for the tests that only need one (see SharedDeployment)."""
+    shared = SharedDeployment(str(tmp_path_factory.mktemp('shared')))
+    yield shared
+    shared.stop()
+
+
+@pytest.fixture
+def shared_market(tmp_path, shared_deployment):
+    """``shared_market(round_ids, **Market kwargs)``: a Market whose rounds run on the shared deployment."""
+    def start(round_ids, **kwargs):
+        return Market(tmp_path, shared=shared_deployment, round_ids=round_ids, **kwargs)
+    return start
 
 
 @pytest.fixture

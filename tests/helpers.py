@@ -196,14 +196,50 @@ def wait_for(condition, timeout, what):
     raise AssertionError(f'timed out waiting for {what}')
 
 
+NODE_OPTIONS = {'connect_timeout_s': 20, 'clearing_timeout_s': 120}
+SHARED_PARTICIPANTS = [f'p{i:02d}' for i in range(10)] + ['P2', 'P3', 'P4', 'P5']  # random markets, seed cases
+
+
+class SharedDeployment:
+    """One broker + 3 nodes (SHARED_PARTICIPANTS registered) for the tests that only need a running
+    deployment: none kills, restarts or faults a process; each runs its own rounds (ids unique here).
+    The daemons start under a loose umask (0o022): their state must be private whatever the caller's."""
+
+    def __init__(self, directory):
+        self.dir, self.deployment, self.started, self.round_ids = directory, None, 0, set()
+
+    def running(self, round_ids):
+        """The deployment (started anew if a process of it has ended), reserving round_ids."""
+        assert not self.round_ids & set(round_ids), f'round ids used by another test: {self.round_ids & set(round_ids)}'
+        self.round_ids |= set(round_ids)
+        if self.deployment is None or any(p.poll() is not None for p in self.deployment.procs.values()):
+            self.stop()
+            self.started += 1
+            old = os.umask(0o022)
+            try:
+                self.deployment = LocalDeployment(os.path.join(self.dir, f'dep{self.started}')).create(
+                    SHARED_PARTICIPANTS, node_options=NODE_OPTIONS).start()
+            finally:
+                os.umask(old)
+        return self.deployment
+
+    def stop(self):
+        if self.deployment is not None:
+            self.deployment.stop()
+            self.deployment = None
+
+
 class Market:
-    """A random market, its plaintext reference, and a running deployment."""
+    """A random market, its plaintext reference, and a running deployment (its own, or shared)."""
 
     def __init__(self, tmp_path, participants=10, seed=7, netns=None, node_env=None, rows=None, market=MARKET,
-                 broker_http=None, extra_participants=(), metrics=False):
+                 broker_http=None, extra_participants=(), metrics=False, shared=None, round_ids=('r1',)):
         """netns: None, or (prefix, subnet) of namespaces made by parties/netns.sh for this run.
-        rows and market: given orders and market TOML instead of a random market."""
+        rows and market: given orders and market TOML instead of a random market.
+        shared: a SharedDeployment to run on instead of a deployment of its own; round_ids: the rounds
+        the test uses (the first is self.round, the methods' default)."""
         self.dir = tmp_path
+        self.round = round_ids[0]
         self.rows = rows or random_orders(random.Random(seed), participants)
         self.participants = sorted({r[0] for r in self.rows})
         self.orders = str(tmp_path / 'orders.csv')
@@ -214,23 +250,28 @@ class Market:
         cli('clear', '--engine', 'plain', '--orders', self.orders, '--config', self.market, '--out', tmp_path / 'plain',
             '--quiet', check=True)
         self.plain = read_rows(tmp_path / 'plain' / 'participants.csv')
-        prefix, subnet = netns or (None, None)
-        self.deployment = LocalDeployment(str(tmp_path / 'dep'), netns=bool(netns), netns_prefix=prefix,
-                                          subnet=subnet).create(
-            self.participants + list(extra_participants),
-            node_options={'connect_timeout_s': 20, 'clearing_timeout_s': 120}, metrics=metrics)
-        for i in range(3):
-            self.deployment.start_node(i, (node_env or {}).get(i))
-        self.deployment.start_broker(broker_http)
-        self.deployment.wait_ready()
+        self.owned = shared is None
+        if shared is not None:
+            assert not (netns or node_env or broker_http or extra_participants or metrics), 'needs its own deployment'
+            assert set(self.participants) <= set(SHARED_PARTICIPANTS), self.participants
+            self.deployment = shared.running(round_ids)
+        else:
+            prefix, subnet = netns or (None, None)
+            self.deployment = LocalDeployment(str(tmp_path / 'dep'), netns=bool(netns), netns_prefix=prefix,
+                                              subnet=subnet).create(
+                self.participants + list(extra_participants), node_options=NODE_OPTIONS, metrics=metrics)
+            for i in range(3):
+                self.deployment.start_node(i, (node_env or {}).get(i))
+            self.deployment.start_broker(broker_http)
+            self.deployment.wait_ready()
         self.broker = self.deployment.broker_address
         self.keys = self.deployment.keys
 
     def client(self, *args, check=True):
         return cli(*args, '--broker', self.broker, '--keys', self.keys, check=check)
 
-    def open(self, round_id='r1', gate_in=120):
-        self.client('round', 'open', '--round', round_id, '--slots', '0-3', '--market', self.market,
+    def open(self, round_id=None, gate_in=120):
+        self.client('round', 'open', '--round', round_id or self.round, '--slots', '0-3', '--market', self.market,
                     '--gate-closure-in', gate_in)
 
     def participant_orders(self, participant):
@@ -238,9 +279,11 @@ class Market:
         write_orders(path, [r for r in self.rows if r[0] == participant])
         return path
 
-    def submit_individually(self, participants, round_id='r1'):
+    def submit_individually(self, participants, round_id=None):
         """Every participant submits its own orders file over its own connections, concurrently
         (what ``mpc-market submit`` does, in threads of this process: the suite's CPU goes to the nodes)."""
+        round_id = round_id or self.round
+
         def submit(participant):
             broker = BrokerClient(self.broker, self.keys, 'submitter')
             try:
@@ -251,13 +294,14 @@ class Market:
             for p, report in zip(participants, pool.map(submit, participants), strict=True):
                 assert report.accepted == [p] and not report.failed, (p, report.failed)
 
-    def close_and_wait(self, round_id='r1', timeout=120):
-        proc = self.client('round', 'close', '--round', round_id, '--wait', timeout, check=False)
+    def close_and_wait(self, round_id=None, timeout=120):
+        proc = self.client('round', 'close', '--round', round_id or self.round, '--wait', timeout, check=False)
         assert proc.returncode == 0 and (': cleared;' in proc.stdout or ': readings;' in proc.stdout), \
             proc.stdout + proc.stderr
 
-    def check_results(self, round_id='r1'):
+    def check_results(self, round_id=None):
         """Public results and every participant's own rows equal the plaintext reference's."""
+        round_id = round_id or self.round
         out = self.dir / f'results-{round_id}'
         self.client('results', '--public', '--round', round_id, '--out', out)
         with open(out / 'public.csv') as f, open(self.dir / 'plain' / 'public.csv') as g:
@@ -267,7 +311,8 @@ class Market:
             assert read_rows(out / f'{p}.csv') == [r for r in self.plain if r['participant'] == p], p
 
     def stop(self):
-        self.deployment.stop()
+        if self.owned:
+            self.deployment.stop()
 
 
 # -- node submission services in this process (the ``node_services`` fixture) ---------------------

@@ -23,22 +23,27 @@ from helpers import REPO, cli, node_fault_env, read_rows, wait_for, write_orders
 
 @pytest.mark.slow
 @pytest.mark.deployment
-def test_end_to_end_matches_the_plaintext_reference_and_the_broker_sees_no_secret(market):
-    m = market()
+def test_end_to_end_matches_the_plaintext_reference_and_the_broker_sees_no_secret(shared_market):
+    m = shared_market(['e2e'])
     m.open()
     m.submit_individually(m.participants)
     m.close_and_wait()
     m.check_results()
     with open(os.path.join(m.deployment.dir, 'node0.log')) as f:
         assert 'MPyC over TLS' in f.read()
-    # The broker's whole state: round parameters and the signed public results, nothing individual.
+    # The broker's whole state of the round: its parameters and the signed public results, nothing individual
+    # (every file of the broker, all rounds, holds no envelope or package of it).
     db = sqlite3.connect(os.path.join(m.deployment.dir, 'broker', 'broker.db'))
-    dump = '\n'.join(str(row) for table in ('rounds', 'public_results') for row in db.execute(f'SELECT * FROM {table}'))
+    dump = '\n'.join(str(row) for table in ('rounds', 'public_results')
+                     for row in db.execute(f'SELECT * FROM {table} WHERE round_id = ?', (m.round,)))
     db.close()
+    assert m.round in dump
     node_db = sqlite3.connect(os.path.join(m.deployment.dir, 'node0', 'node.db'))
-    secrets = [bytes(v) for row in node_db.execute('SELECT nonce, envelope, package FROM submissions') for v in row[1:]]
-    nonces = [row[0] for row in node_db.execute('SELECT nonce FROM submissions')]
+    own = node_db.execute('SELECT nonce, envelope, package FROM submissions WHERE round_id = ?', (m.round,)).fetchall()
+    secrets = [bytes(v) for row in own for v in row[1:]]
+    nonces = [row[0] for row in own]
     node_db.close()
+    assert len(nonces) == len(m.participants)
     for name in m.participants:
         assert name not in dump
     for nonce in nonces:
@@ -52,11 +57,11 @@ def test_end_to_end_matches_the_plaintext_reference_and_the_broker_sees_no_secre
 
 @pytest.mark.slow
 @pytest.mark.deployment
-def test_seed_cases_one_and_two_in_deployment_rounds(market):
+def test_seed_cases_one_and_two_in_deployment_rounds(shared_market):
     """Case II: communities from the round's market file (the operator's zone map), the network
     fee, and the paper's numbers from a deployment round, equal to the local reference; then
     case I (one market, merit order) in a second round of the same deployment."""
-    m = market(rows=[('P3', 0, 'sell', 200, '0.048'), ('P5', 0, 'sell', 180, '0.050'),
+    m = shared_market(['seed2', 'seed1'], rows=[('P3', 0, 'sell', 200, '0.048'), ('P5', 0, 'sell', 180, '0.050'),
                      ('P2', 0, 'buy', 140, '0.096'), ('P4', 0, 'buy', 100, '0.096'), ('P2', 1, 'buy', 30, '0.139'),
                      ('P3', 2, 'sell', 20, '0.060'), ('P4', 2, 'buy', 15, '0.100'), ('P5', 3, 'buy', 5, '0.047')],
                market='[market]\nprice_floor = 0.047\nprice_ceiling = 0.139\ntick = 0.001\nzones = true\n'
@@ -65,30 +70,30 @@ def test_seed_cases_one_and_two_in_deployment_rounds(market):
     m.submit_individually(m.participants)
     m.close_and_wait()
     m.check_results()  # public.csv and every participant's rows (with zone, local_wh, cross_wh)
-    rows = {r['participant']: r for r in read_rows(m.dir / 'results-r1' / 'P5.csv') + read_rows(
-        m.dir / 'results-r1' / 'P3.csv') if r['slot'] == '0'}
+    rows = {r['participant']: r for r in read_rows(m.dir / 'results-seed2' / 'P5.csv') + read_rows(
+        m.dir / 'results-seed2' / 'P3.csv') if r['slot'] == '0'}
     assert (rows['P5']['local_wh'], rows['P5']['cross_wh'], rows['P3']['cross_wh']) == ('180', '0', '60')
-    # case I: the same orders in one market (round r2), merit order
+    # case I: the same orders in one market (round seed1), merit order
     one_market = m.dir / 'one-market.toml'
     one_market.write_text('[market]\nprice_floor = 0.047\nprice_ceiling = 0.139\ntick = 0.001\n')
-    m.client('round', 'open', '--round', 'r2', '--slots', '0-3', '--market', one_market, '--gate-closure-in', 120)
-    m.submit_individually(m.participants, 'r2')
-    m.close_and_wait('r2')
+    m.client('round', 'open', '--round', 'seed1', '--slots', '0-3', '--market', one_market, '--gate-closure-in', 120)
+    m.submit_individually(m.participants, 'seed1')
+    m.close_and_wait('seed1')
     matched = {}
     for p in m.participants:
-        m.client('results', '--participant', p, '--round', 'r2', '--orders', m.orders, '--out', m.dir / 'r2')
+        m.client('results', '--participant', p, '--round', 'seed1', '--orders', m.orders, '--out', m.dir / 'seed1')
         # one order per participant in slot 0: the unpacking fails if there were more or none
-        (matched[p],) = [int(r['matched_wh']) for r in read_rows(m.dir / 'r2' / f'{p}.csv') if r['slot'] == '0']
+        (matched[p],) = [int(r['matched_wh']) for r in read_rows(m.dir / 'seed1' / f'{p}.csv') if r['slot'] == '0']
     assert matched == {'P2': 140, 'P3': 200, 'P4': 100, 'P5': 40}
 
 
 @pytest.mark.slow
 @pytest.mark.deployment
-def test_round_mechanism_chosen_at_open(market):
+def test_round_mechanism_chosen_at_open(shared_market):
     """round open --mechanism: the round's market text says sdr; nodes, public results and each
     participant's rows follow it and equal the local reference."""
-    m = market(participants=6)
-    m.client('round', 'open', '--round', 'r1', '--slots', '0-3', '--market', m.market, '--mechanism', 'sdr',
+    m = shared_market(['mech', 'mech2'], participants=6)
+    m.client('round', 'open', '--round', 'mech', '--slots', '0-3', '--market', m.market, '--mechanism', 'sdr',
              '--gate-closure-in', 120)
     m.submit_individually(m.participants)
     m.close_and_wait()
@@ -96,26 +101,28 @@ def test_round_mechanism_chosen_at_open(market):
     sdr_market.write_text(open(m.market).read() + 'mechanism = "sdr"\n')
     cli('clear', '--engine', 'plain', '--orders', m.orders, '--config', sdr_market, '--out', m.dir / 'sdr', '--quiet',
         check=True)
-    m.client('results', '--public', '--round', 'r1', '--out', m.dir / 'got')
+    m.client('results', '--public', '--round', 'mech', '--out', m.dir / 'got')
     assert (m.dir / 'got' / 'public.csv').read_text() == (m.dir / 'sdr' / 'public.csv').read_text()
     assert (m.dir / 'got' / 'public.csv').read_text().startswith('slot,buy_price,sell_price\n')
     reference = read_rows(m.dir / 'sdr' / 'participants.csv')
     for p in m.participants:
-        m.client('results', '--participant', p, '--round', 'r1', '--orders', m.orders, '--out', m.dir / 'got')
+        m.client('results', '--participant', p, '--round', 'mech', '--orders', m.orders, '--out', m.dir / 'got')
         assert read_rows(m.dir / 'got' / f'{p}.csv') == [r for r in reference if r['participant'] == p], p
-    bad = m.client('round', 'open', '--round', 'r2', '--slots', '0-3', '--market', m.market, '--mechanism', 'auction',
-                   check=False)
+    bad = m.client('round', 'open', '--round', 'mech2', '--slots', '0-3', '--market', m.market, '--mechanism',
+                   'auction', check=False)
     assert bad.returncode == 2
     # the round commands after it (issue 22, problem 8): a round without readings is never settled,
     # said at once; a submission with no open round says so; the list shows the round's mechanism
     started = time.monotonic()
-    never = m.client('round', 'settled', '--round', 'r1', '--wait', 120, check=False)
+    never = m.client('round', 'settled', '--round', 'mech', '--wait', 120, check=False)
     assert never.returncode == 2 and time.monotonic() - started < 10, never.stderr
-    assert 'round r1 takes no meter readings' in never.stderr and len(never.stderr.splitlines()) == 1
+    assert 'round mech takes no meter readings' in never.stderr and len(never.stderr.splitlines()) == 1
     late = m.client('submit', '--orders', m.participant_orders('p01'), check=False)
-    assert late.returncode == 1 and 'no round is open (the latest, r1, is cleared)' in late.stderr, late.stderr
+    assert late.returncode == 1 and 'no round is open (the latest, mech, is cleared)' in late.stderr, late.stderr
     listed = m.client('round', 'list').stdout.splitlines()
-    assert listed[0].startswith('round ') and listed[1].split()[:3] == ['r1', '-', 'cleared'] and 'sdr' in listed[1]
+    row, = [line for line in listed[1:] if line.split()[0] == 'mech']  # the shared deployment lists others too
+    assert listed[0].startswith('round ') and row.split()[:3] == ['mech', '-', 'cleared'] and 'sdr' in row
+    assert 'mech2' not in '\n'.join(listed)
 
 
 @pytest.mark.slow
@@ -177,14 +184,14 @@ def test_broker_killed_and_restarted_mid_round(market):
 
 def _node_stub(m, index, client='submitter', keys_dir=None):
     credentials = client_credentials(keys_dir or m.keys, 'clients', client)
-    address = BrokerClient(m.broker, m.keys).status('r1').node_addresses[index]
+    address = BrokerClient(m.broker, m.keys).status(m.round).node_addresses[index]
     return market_pb2_grpc.NodeStub(secure_channel(address, credentials, f'node{index}'))
 
 
 @pytest.mark.slow
 @pytest.mark.deployment
-def test_rejections_by_running_nodes_and_broker(market, tmp_path):
-    m = market(participants=4)
+def test_rejections_by_running_nodes_and_broker(shared_market, tmp_path):
+    m = shared_market(['rej', 'rej2'], participants=4)
     m.open(gate_in=2)
     # Orders for a slot outside the round: one-line input error, exit 2, nothing sent.
     bad = str(tmp_path / 'bad.csv')
@@ -193,13 +200,13 @@ def test_rejections_by_running_nodes_and_broker(market, tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith(f'error: {bad}:2: slot:'), proc.stderr
     # Only the broker may close a round at a node; only an operator may open one at the broker.
     with pytest.raises(grpc.RpcError) as err:
-        _node_stub(m, 0).CloseRound(market_pb2.RoundRef(round_id='r1'), timeout=10)
+        _node_stub(m, 0).CloseRound(market_pb2.RoundRef(round_id=m.round), timeout=10)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    proc = m.client('round', 'open', '--round', 'r2', '--slots', '0', '--market', m.market, '--client', 'submitter',
+    proc = m.client('round', 'open', '--round', 'rej2', '--slots', '0', '--market', m.market, '--client', 'submitter',
                     check=False)
     assert proc.returncode == 1 and 'PERMISSION_DENIED' in proc.stderr
     # Re-opening an existing round (here: a new gate closure) is an error, not a silent success.
-    proc = m.client('round', 'open', '--round', 'r1', '--slots', '0-3', '--market', m.market, check=False)
+    proc = m.client('round', 'open', '--round', m.round, '--slots', '0-3', '--market', m.market, check=False)
     assert proc.returncode == 1 and 'ALREADY_EXISTS' in proc.stderr and 'exists already' in proc.stderr, proc.stderr
     # A client whose certificate is from another CA is refused by the TLS handshake.
     other = str(tmp_path / 'other')
@@ -210,15 +217,15 @@ def test_rejections_by_running_nodes_and_broker(market, tmp_path):
           open(os.path.join(other, 'ca', 'ca.pem'), 'wb') as dst):
         dst.write(src.read())  # trusts our servers, but presents a foreign client certificate
     with pytest.raises(grpc.RpcError) as err:
-        _node_stub(m, 0, keys_dir=other).RoundStatus(market_pb2.RoundRef(round_id='r1'), timeout=10)
+        _node_stub(m, 0, keys_dir=other).RoundStatus(market_pb2.RoundRef(round_id=m.round), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     # Late orders: after gate closure every node refuses, nothing is stored.
-    gate_closure = BrokerClient(m.broker, m.keys).status('r1').gate_closure_unix_ms / 1000
+    gate_closure = BrokerClient(m.broker, m.keys).status(m.round).gate_closure_unix_ms / 1000
     time.sleep(max(0.0, gate_closure + 0.5 - time.time()))
-    proc = m.client('submit', '--round', 'r1', '--orders', m.participant_orders('p01'), check=False)
+    proc = m.client('submit', '--round', m.round, '--orders', m.participant_orders('p01'), check=False)
     assert proc.returncode == 1 and ('not open' in proc.stderr or 'closed for submissions' in proc.stderr)
     m.close_and_wait()
-    state = BrokerClient(m.broker, m.keys).status('r1')
+    state = BrokerClient(m.broker, m.keys).status(m.round)
     assert state.accepted == 0
     # A participant cannot fetch another's results: the request must be signed by its own key.
     from mpc_market.net.messages import results_request_bytes
@@ -226,8 +233,8 @@ def test_rejections_by_running_nodes_and_broker(market, tmp_path):
     key = keys.load_participant_key(m.keys, 'p00')
     stamp = now_ms()
     nonce = os.urandom(16).hex()
-    request = market_pb2.ResultsRequest(round_id='r1', participant='p01', unix_ms=stamp, node_index=1, nonce=nonce,
-                                        signature=key.sign(results_request_bytes('r1', 'p01', 1, nonce, stamp)))
+    request = market_pb2.ResultsRequest(round_id=m.round, participant='p01', unix_ms=stamp, node_index=1, nonce=nonce,
+                                        signature=key.sign(results_request_bytes(m.round, 'p01', 1, nonce, stamp)))
     with pytest.raises(grpc.RpcError) as err:
         _node_stub(m, 1).FetchResults(request, timeout=10)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -27,15 +27,15 @@ def _node_as(m, index, keys_subdir, name):
     credentials = grpc.ssl_channel_credentials(read_bytes(m.keys, 'ca', 'ca.pem'),
                                                read_bytes(m.keys, keys_subdir, f'{name}.key'),
                                                read_bytes(m.keys, keys_subdir, f'{name}.pem'))
-    address = BrokerClient(m.broker, m.keys).status('r1').node_addresses[index]
+    address = BrokerClient(m.broker, m.keys).status(m.round).node_addresses[index]
     return market_pb2_grpc.NodeStub(secure_channel(address, credentials, f'node{index}'))
 
 
 def _request(m, participant, node_index, signer=None):
     key = keys.load_participant_key(m.keys, signer or participant)
     stamp, nonce = now_ms(), os.urandom(16).hex()
-    return market_pb2.ResultsRequest(round_id='r1', participant=participant, unix_ms=stamp, node_index=node_index,
-                                     nonce=nonce, signature=key.sign(results_request_bytes('r1', participant,
+    return market_pb2.ResultsRequest(round_id=m.round, participant=participant, unix_ms=stamp, node_index=node_index,
+                                     nonce=nonce, signature=key.sign(results_request_bytes(m.round, participant,
                                                                                            node_index, nonce, stamp)))
 
 
@@ -50,8 +50,8 @@ def _code(call, *args):
 def _stored_shares(m, index, participant):
     db = sqlite3.connect(os.path.join(m.deployment.dir, f'node{index}', 'node.db'))
     try:
-        return bytes(db.execute("SELECT shares FROM results WHERE round_id = 'r1' AND participant = ?",
-                                (participant,)).fetchone()[0])
+        return bytes(db.execute('SELECT shares FROM results WHERE round_id = ? AND participant = ?',
+                                (m.round, participant)).fetchone()[0])
     finally:
         db.close()
 
@@ -66,13 +66,13 @@ def _assert_private(root):
 
 @pytest.fixture
 def loose_umask():
-    old = os.umask(0o022)  # the daemons must not rely on the caller's umask
+    old = os.umask(0o022)  # the daemons must not rely on the caller's umask (the shared ones start under it too)
     yield
     os.umask(old)
 
 
-def test_a_node_cannot_read_another_participants_results(market, loose_umask):
-    m = market(participants=4)
+def test_a_node_cannot_read_another_participants_results(shared_market, loose_umask):
+    m = shared_market(['attack'], participants=4)
     for name in ('broker', 'node0', 'node1', 'node2'):
         _assert_private(os.path.join(m.deployment.dir, name))
     m.open()
