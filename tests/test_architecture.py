@@ -207,3 +207,43 @@ def test_the_attribute_check_catches_a_write():
                                                                    'self_like.deviation']
     finally:
         os.remove(f.name)
+
+
+# what the package never raises itself: each error raised on purpose is a MarketError (common/errors.py)
+BUILTIN_ERRORS = {'ValueError', 'RuntimeError', 'TypeError', 'KeyError', 'Exception'}
+
+
+def builtin_raises(source):
+    """(line, name) of every ``raise Name(...)`` or ``raise Name`` of a class in BUILTIN_ERRORS."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            raised = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            if isinstance(raised, ast.Name) and raised.id in BUILTIN_ERRORS:
+                yield node.lineno, raised.id
+
+
+def test_every_error_raised_on_purpose_is_a_market_error():
+    """Callers catch a class, never a message: BadParameter (a ValueError), Malformed, Tampered,
+    EngineError, ... say what went wrong; a bare ValueError or RuntimeError says nothing."""
+    wrong = [f'{m}:{line} raises {name}' for m, path in MODULES.items()
+             for line, name in builtin_raises(open(path).read())]
+    assert not wrong, wrong
+
+
+def test_the_raise_check_catches_a_builtin_error():
+    import textwrap
+    sample = textwrap.dedent('''
+        def check(x):
+            if x < 0:
+                raise ValueError('negative')
+            if x == 1:
+                raise RuntimeError
+            try:
+                return {}[x]
+            except KeyError as exc:
+                raise exc from None
+            except LookupError:
+                raise
+            raise BadParameter('x', 'too large') from Exception('why')
+    ''')
+    assert list(builtin_raises(sample)) == [(4, 'ValueError'), (6, 'RuntimeError')]

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ..common.errors import BadParameter
 from ..market.settlement import largest_market_price2
 from . import field as ff
 from . import primitives
@@ -44,14 +45,14 @@ def floor_bits(spec: JobSpec, bound: int) -> tuple[int, int]:
         (f, y_bits) with 2**f >= 2 * x * T for every order x and total T.
 
     Raises:
-        ValueError: the masked openings would not fit GF(2^127-1).
+        BadParameter: the masked openings would not fit GF(2^127-1).
     """
     f = spec.energy_bits + bound.bit_length() + 1  # 2**f >= 2 * x * T for every x, T
     y_bits = spec.energy_bits + f + 1
     # masked openings need y + r < p with r about 2**(y_bits + SEC_PARAM + 6) (PRSS sums)
     if y_bits + SEC_PARAM + 8 > ff.MODULUS_BITS:
-        raise ValueError(f'market too large for GF(2^127-1): bound {bound} Wh with max_order_wh '
-                         f'{spec.max_order_wh}')
+        raise BadParameter('max_order_wh', f'market too large for GF(2^127-1): bound {bound} Wh with '
+                           f'max_order_wh {spec.max_order_wh}')
     return f, y_bits
 
 

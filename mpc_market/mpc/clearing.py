@@ -29,17 +29,15 @@ from dataclasses import dataclass
 import numpy as np
 from mpyc.runtime import mpc
 
-from ..common.errors import Tampered
+from ..common.errors import EngineError, Tampered
 from ..market.book import Layout
 from . import field as ff
 from . import merit_order, prorata, schemes, zones  # noqa: F401 - each registers its mechanism
 from .allocation import side_energies
-from .jobs import JobSpec
+from .jobs import JobSpec, Progress
 from .mechanism import Clearing, mechanism_for
 from .primitives import P, commitment, peak_rss_mb, supply_demand
 from .validation import validate_orders
-
-Progress = Callable[[str, int, int], None]   # (phase, done, total): node 0 reports it to the engine
 
 
 @dataclass(frozen=True)
@@ -84,9 +82,13 @@ class MarketNode:
         self.seed = hashlib.sha256(b''.join(contributions)).digest()
 
     def coefficients(self, label: str, count: int) -> list[int]:
-        """count public pseudorandom field elements derived from the joint seed."""
-        if self.seed is None:  # the TypeError that adding None to bytes raised, with its reason
-            raise TypeError('no joint seed yet: agree_seed runs first')
+        """count public pseudorandom field elements derived from the joint seed.
+
+        Raises:
+            EngineError: no joint seed yet (a phase ran before agree_seed).
+        """
+        if self.seed is None:  # a phase out of order would draw from no seed at all
+            raise EngineError('no joint seed yet: agree_seed runs first')
         stream = hashlib.shake_256(self.seed + label.encode()).digest(24 * count)
         return [int.from_bytes(stream[24 * i:24 * i + 24], 'little') % P for i in range(count)]
 

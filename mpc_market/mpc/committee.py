@@ -39,7 +39,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ..common.errors import EngineError, KeyFileError
+from ..common.errors import BadParameter, EngineError, KeyFileError
 from ..common.files import check_not_writable_by_others
 from ..common.names import NAME_RULE, is_name
 
@@ -212,6 +212,7 @@ def draw(round_id: str, peers: Sequence[str], requested: int | None = None,
 
     Raises:
         EngineError: too few peers for the committee, or more than MAX_ATTEMPTS attempts.
+        BadParameter: withhold named someone who is not a peer of the attempt.
     """
     nonce_of = nonce_of or (lambda peer: os.urandom(NONCE_BYTES))
     keys = keys if keys is not None else peer_keys(peers)[0]
@@ -228,7 +229,7 @@ def draw(round_id: str, peers: Sequence[str], requested: int | None = None,
         withheld = sorted(withhold(attempt, list(remaining), dict(nonces), rank(seed, remaining)[:size])
                           if withhold else ())
         if not set(withheld) <= set(remaining):
-            raise ValueError('withhold must return peers of the attempt')
+            raise BadParameter('withhold', 'withhold must return peers of the attempt')
         attempts.append({'commitments': signed, 'list_signatures': list_signatures,
                          'nonces': {p: n.hex() for p, n in nonces.items() if p not in withheld},
                          'withheld': withheld})

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ..common.errors import BadParameter
+
 MODULUS_BITS = 127
 MODULUS = (1 << MODULUS_BITS) - 1
 LIMBS = 4
@@ -152,11 +154,11 @@ def lincomb(limbs: np.ndarray, coefficients: Sequence[Sequence[int]]) -> np.ndar
         Object array (n, V) of Python ints mod p.
 
     Raises:
-        ValueError: J >= 2**21 (the products would no longer be exact).
+        BadParameter: J >= 2**21 (the products would no longer be exact).
     """
     n, width = limbs.shape[1], limbs.shape[2]
     if width >= 1 << 21:  # the float64 products would no longer be exact
-        raise ValueError(f'{width} limbs per vector; at most {(1 << 21) - 1}')
+        raise BadParameter('limbs', f'{width} limbs per vector; at most {(1 << 21) - 1}')
     coeff = from_ints(np.array(coefficients, dtype=object).T)  # (4, J, V)
     nvec = coeff.shape[2]
     coeff_halves = np.stack([h for c in coeff for h in (c & 0xFFFF, c >> 16)])  # (8, J, V)

@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from ..common.errors import EngineError
+from ..common.errors import EngineError, MarketError
 from ..market.book import Book
 from ..market.results import ClearingResult, SettlementResult
 from .jobs import ORDERS_PER_CHUNK, JobDir, job_spec
@@ -83,6 +83,8 @@ def clear_in_process(book: Book, net_of: dict | None = None, chunk: int = ORDERS
                                                '--keys', job_dir])
         try:
             mpc.run(run_party(mpc, args, spec, JobDir(job_dir).node(0), mpc.start, report=lambda line: None))
+        except MarketError:  # already typed (BadParameter, Tampered, ...): the caller sees its class
+            raise
         except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
             raise EngineError(f'the in-process party failed: {type(exc).__name__}: {exc}') from exc
         result = job_result(book, job_dir, spec, (started, shared, time.perf_counter()))

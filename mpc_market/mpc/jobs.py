@@ -12,7 +12,7 @@ boundary is one of these frozen dataclasses with one ``to_json``/``from_json``.
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
@@ -30,6 +30,10 @@ DETERMINISTIC_EXIT = 70  # EX_SOFTWARE (sysexits.h); 3 is a lost peer (mpyc_inte
 
 RESULT_FIELDS = ('matched_wh', 'unmatched_wh', 'amount')
 ZONED_RESULT_FIELDS = RESULT_FIELDS + ('local_wh', 'cross_wh')
+
+Progress = Callable[[str, int, int], None]   # (phase, done, total): node 0 reports it to the engine
+# held.json: a deployment's {participant: SHA-256 of its envelope}; a local run's participants
+Held = dict[str, str] | list[str]
 
 
 def result_fields(config: MarketConfig) -> int:
@@ -187,10 +191,10 @@ class NodeFiles:
         if os.path.exists(self.ready):
             os.remove(self.ready)
 
-    def write_held(self, held: dict[str, str]) -> None:
+    def write_held(self, held: Held) -> None:
         write_json(self.held, held)
 
-    def read_held(self) -> dict[str, str]:
+    def read_held(self) -> Held:
         with open(self.held) as f:
             return json.load(f)
 

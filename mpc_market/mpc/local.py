@@ -12,25 +12,38 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
-from ..common.errors import EngineError
+from ..common.errors import BadParameter, EngineError
 from ..market import settlement
 from ..market.book import Book
-from ..market.results import ClearingResult, assemble, order_rows, public_slot_rows
+from ..market.orders import Order
+from ..market.results import ClearingResult, SettlementResult, assemble, order_rows, public_slot_rows
 from . import field as ff
-from .jobs import ORDERS_PER_CHUNK, ClearingVerdicts, JobDir, job_spec
+from .jobs import ORDERS_PER_CHUNK, ClearingVerdicts, JobDir, JobSpec, Progress, PublicOutputs, job_spec
 from .supervisor import PartyProcess, relay_progress, supervise
 
 MAX_NODES = 11
 
+Encoder = Callable[[Sequence[int]], np.ndarray]  # participant indices -> (n, slots, width) values
+NetOf = dict[tuple[str, int], int]               # meter readings {(participant, slot): net Wh}
+Times = tuple[float, float, float]               # perf_counter at start, once shared, once computed
 
 
+def free_ports(count: int) -> list[int]:
+    """TCP ports free on 127.0.0.1 right now.
 
-def free_ports(count):
-    """count TCP ports free on 127.0.0.1 right now."""
+    Args:
+        count: how many.
+
+    Returns:
+        count distinct port numbers (bound together, then released: free unless another process
+        takes one meanwhile).
+    """
     sockets = []
     for _ in range(count):
         s = socket.socket()
@@ -43,13 +56,23 @@ def free_ports(count):
 
 
 
-def share_book(book, spec, job_dir, progress=None, encode=None, readings=False):
+def share_book(book: Book, spec: JobSpec, job_dir: str, progress: Progress | None = None,
+               encode: Encoder | None = None, readings: bool = False) -> None:
     """Play every participant: encode its vectors, Shamir-share them, give node i its package.
 
-    encode(participant_indices) -> (n, slots, width) values; the order vectors by default.
-    readings: the packages are meter readings (readings.npy), not orders (shares.npy).
-    With several chunks, a forked worker shares every other
-    chunk on the second core (the nodes are idle until the packages are ready).
+    With several chunks, a forked worker shares every other chunk on the second core (the nodes
+    are idle until the packages are ready).
+
+    Args:
+        book: the participants and their orders.
+        spec: the job (nodes, threshold, chunk).
+        job_dir: the job directory; each node's package goes to its NodeFiles.
+        progress: told ('sharing', done, total) as chunks are shared.
+        encode: participant indices -> (n, slots, width) values; the order vectors by default.
+        readings: the packages are meter readings (NodeFiles.readings), not orders (NodeFiles.shares).
+
+    Raises:
+        EngineError: the forked sharing worker failed.
     """
     encode = encode or book.encode
     n_p, n_s = len(book.participants), len(book.slots)
@@ -61,7 +84,7 @@ def share_book(book, spec, job_dir, progress=None, encode=None, readings=False):
     step = max(256, min(spec.chunk, -(-n_p // 8)))  # small enough to split evenly between two workers
     chunks = [(start, min(start + step, n_p)) for start in range(0, n_p, step)]
 
-    def share_chunks(mine, report):
+    def share_chunks(mine: list[tuple[int, int]], report: Progress | None) -> None:
         outputs = [np.load(path, mmap_mode='r+') for path in paths]
         for start, stop in mine:
             shares = ff.share_values(encode(range(start, stop)), spec.threshold, spec.nodes)
@@ -73,7 +96,7 @@ def share_book(book, spec, job_dir, progress=None, encode=None, readings=False):
             out.flush()
 
     worker = None
-    if len(chunks) > 1 and os.cpu_count() > 1:
+    if len(chunks) > 1 and (os.cpu_count() or 1) > 1:
         import multiprocessing
         worker = multiprocessing.get_context('fork').Process(target=share_chunks, args=(chunks[1::2], None))
         worker.start()
@@ -90,9 +113,18 @@ def share_book(book, spec, job_dir, progress=None, encode=None, readings=False):
 
 
 
-def ephemeral_node_keys(job_dir, nodes, host):
+def ephemeral_node_keys(job_dir: str, nodes: int, host: str) -> str:
     """A per-run CA and node certificates in the private job directory, so the local node
-    processes accept MPyC links only from each other; the CA key is deleted once they are issued."""
+    processes accept MPyC links only from each other; the CA key is deleted once they are issued.
+
+    Args:
+        job_dir: the job directory (its JobDir.tls receives the files).
+        nodes: how many node certificates.
+        host: the address each certificate names.
+
+    Returns:
+        The keys directory (ca/ca.pem and nodes/node{i}.*) the nodes take as --keys.
+    """
     from ..common import keys
     tls = JobDir(job_dir).tls
     keys.create_ca(tls)
@@ -103,9 +135,19 @@ def ephemeral_node_keys(job_dir, nodes, host):
 
 
 
-def start_nodes(job_dir: str, nodes: int, host: str = '127.0.0.1', extra_args=()) -> list:
-    """Start the node processes (PartyProcess each); they connect, then wait for each node's
-    ready flag."""
+def start_nodes(job_dir: str, nodes: int, host: str = '127.0.0.1',
+                extra_args: Sequence[str] = ()) -> list[PartyProcess]:
+    """Start the node processes; they connect, then wait for each node's ready flag.
+
+    Args:
+        job_dir: the job directory (job.json saved).
+        nodes: how many parties.
+        host: the address they listen on.
+        extra_args: more options of mpc_market.mpc.node (``--peers``, ``--settle-only``).
+
+    Returns:
+        One PartyProcess per node, in party order.
+    """
     ports = free_ports(nodes)
     parties = ','.join(f'{host}:{p}' for p in ports)
     tls = ephemeral_node_keys(job_dir, nodes, host)
@@ -116,21 +158,42 @@ def start_nodes(job_dir: str, nodes: int, host: str = '127.0.0.1', extra_args=()
 
 
 def mark_ready(job_dir: str, nodes: int) -> None:
-    """Every party's packages are complete."""
+    """Set every party's ready flag: its packages are complete.
+
+    Args:
+        job_dir: the job directory.
+        nodes: how many parties.
+    """
     for i in range(nodes):
         JobDir(job_dir).node(i).mark_ready()
 
 
-def stop_nodes(parties: list) -> None:
+def stop_nodes(parties: list[PartyProcess]) -> None:
+    """Kill every node process (a failed start: none may wait for packages that never come).
+
+    Args:
+        parties: start_nodes's processes.
+    """
     for party in parties:
         party.kill()
 
 
-def wait_nodes(parties: list, job_dir: str, timeout: float | None = None, progress=None) -> None:
-    """Wait for all node processes; raise EngineError on any failure (the others killed)."""
+def wait_nodes(parties: list[PartyProcess], job_dir: str, timeout: float | None = None,
+               progress: Progress | None = None) -> None:
+    """Wait for all node processes, relaying node 0's progress lines.
+
+    Args:
+        parties: start_nodes's processes.
+        job_dir: the job directory (node 0's log).
+        timeout: seconds before the run counts as stuck; None: no limit.
+        progress: told (phase, done, total) as node 0 reports it.
+
+    Raises:
+        EngineError: a node failed or the run timed out (the others killed).
+    """
     log0, offset = JobDir(job_dir).node(0).log, [0]
 
-    def relay():
+    def relay() -> None:
         offset[0] = relay_progress(log0, offset[0], progress)
     failure = supervise(parties, timeout, tick=relay)
     if failure is None:
@@ -142,17 +205,37 @@ def wait_nodes(parties: list, job_dir: str, timeout: float | None = None, progre
     raise EngineError(f'{failed}; {tail}' if tail else failed)
 
 
-def run_nodes(job_dir, nodes, timeout=None, host='127.0.0.1', extra_args=(), progress=None):
-    """Start the nodes on packages already written and wait for them."""
+def run_nodes(job_dir: str, nodes: int, timeout: float | None = None, host: str = '127.0.0.1',
+              extra_args: Sequence[str] = (), progress: Progress | None = None) -> None:
+    """Start the nodes on packages already written and wait for them.
+
+    Args:
+        job_dir, nodes, host, extra_args: as for start_nodes.
+        timeout, progress: as for wait_nodes.
+
+    Raises:
+        EngineError: a node failed or the run timed out.
+    """
     procs = start_nodes(job_dir, nodes, host, extra_args)
     mark_ready(job_dir, nodes)
     wait_nodes(procs, job_dir, timeout, progress)
 
 
 
-def reconstruct(job_dir, spec, shares='results'):
+def reconstruct(job_dir: str, spec: JobSpec, shares: str = 'results') -> np.ndarray:
     """Play every owner: recombine result shares from all nodes (checking consistency).
-    shares: which of NodeFiles' share files ('results', 'settlement', 'retailer')."""
+
+    Args:
+        job_dir: a finished job's directory.
+        spec: the job (nodes, threshold).
+        shares: which of NodeFiles' share files: 'results', 'settlement' or 'retailer'.
+
+    Returns:
+        The signed values, (participants, slots, fields) (the retailer's: (slots, fields)).
+
+    Raises:
+        EngineError: the nodes' shares do not lie on one polynomial.
+    """
     job = JobDir(job_dir)
     per_node = [np.load(getattr(job.node(i), shares)) for i in range(spec.nodes)]
     ints = [ff.to_ints(r) for r in per_node]
@@ -163,8 +246,19 @@ def reconstruct(job_dir, spec, shares='results'):
 
 
 
-def read_public_outputs(job_dir, nodes):
-    """Every party's PublicOutputs; EngineError unless all opened the same public values."""
+def read_public_outputs(job_dir: str, nodes: int) -> list[PublicOutputs]:
+    """Every party's public outputs.
+
+    Args:
+        job_dir: a finished job's directory.
+        nodes: how many parties.
+
+    Returns:
+        One PublicOutputs per party, in party order.
+
+    Raises:
+        EngineError: the parties opened different public values.
+    """
     publics = [JobDir(job_dir).node(i).read_public() for i in range(nodes)]
     if any(p.differs_from(publics[0]) for p in publics):
         raise EngineError('nodes disagree on the public results')
@@ -172,17 +266,42 @@ def read_public_outputs(job_dir, nodes):
 
 
 
-def settlement_values(job_dir, spec, publics):
-    """ClearingResult.settlement of a run: the reconstructed deviation/amount and retailer values
-    and the participants whose meter packages failed."""
+def settlement_values(job_dir: str, spec: JobSpec,
+                      publics: Sequence[PublicOutputs]) -> dict[str, np.ndarray | list[str]]:
+    """ClearingResult.settlement of a run.
+
+    Args:
+        job_dir: a finished settling job's directory.
+        spec: the job.
+        publics: read_public_outputs's outputs.
+
+    Returns:
+        {'values': deviation/amount per (participant, slot), 'retailer': the retailer's values per
+        slot, 'excluded': the participants whose meter packages failed}.
+
+    Raises:
+        EngineError: the nodes' shares are inconsistent.
+    """
     return {'values': reconstruct(job_dir, spec, 'settlement'), 'retailer': reconstruct(job_dir, spec, 'retailer'),
             'excluded': publics[0].meter_excluded}
 
 
-def job_result(book, job_dir, spec, times):
-    """The ClearingResult of a finished job: every party's public outputs (checked equal), each
-    owner's reconstructed rows and, with spec.settle, the settlement values. times: (started, shared,
-    computed) perf_counter readings."""
+def job_result(book: Book, job_dir: str, spec: JobSpec, times: Times) -> ClearingResult:
+    """The ClearingResult of a finished job.
+
+    Args:
+        book: the job's book.
+        job_dir: the finished job's directory.
+        spec: the job.
+        times: (started, shared, computed) perf_counter readings.
+
+    Returns:
+        Every party's public outputs (checked equal), each owner's reconstructed rows and, with
+        spec.settle, the settlement values.
+
+    Raises:
+        EngineError: the parties disagree or their shares are inconsistent.
+    """
     publics = read_public_outputs(job_dir, spec.nodes)
     values = reconstruct(job_dir, spec)
     pi, si = book.participant_index, book.slot_index
@@ -192,7 +311,19 @@ def job_result(book, job_dir, spec, times):
     return result
 
 
-def mpc_result(book, publics, values_of, times):
+def mpc_result(book: Book, publics: Sequence[PublicOutputs], values_of: Callable[[Order], tuple[int, ...]],
+               times: Times) -> ClearingResult:
+    """The ClearingResult of public outputs and each order's values, with the run's figures.
+
+    Args:
+        book: the job's book.
+        publics: every party's PublicOutputs (equal but for their figures).
+        values_of: an Order -> its (matched, unmatched, amount[, local, cross]) values.
+        times: (started, shared, computed) perf_counter readings.
+
+    Returns:
+        The slot rows, order rows, excluded participants and stats of the run.
+    """
     started, shared, computed = times
     public = publics[0]
     excluded = set(public.excluded) | set(public.missing)
@@ -214,14 +345,32 @@ def mpc_result(book, publics, values_of, times):
 
 
 
-def clear_peers(book: Book, committee=None, round_id='local', progress=None, timeout=None, workdir=None,
-                keep=False, keys_dir=None) -> ClearingResult:
+def clear_peers(book: Book, committee: int | None = None, round_id: str = 'local', progress: Progress | None = None,
+                timeout: float | None = None, workdir: str | None = None, keep: bool = False,
+                keys_dir: str | None = None) -> ClearingResult:
     """Scenario S1: the peers draw a committee of market nodes by lottery (every peer up to 7);
     each committee peer shares its own orders from its node, every other peer as a client.
-    Every peer signs its lottery messages with its own key: from keys_dir (``keys participants``;
-    its registry must list exactly the book's participants) or, by default, a fresh key per peer
-    and run. The lottery's public transcript, with a copy of those public keys, is in
-    ``stats['committee']``."""
+
+    Args:
+        book: the peers' orders.
+        committee: the committee size, 3..11; None: every peer up to 7, else 5.
+        round_id: the round the lottery's messages are bound to.
+        progress: told (phase, done, total) while sharing and while the nodes work.
+        timeout: seconds before a stuck run is stopped.
+        workdir: where the temporary job directory goes.
+        keep: leave the job directory (shares included) for inspection.
+        keys_dir: every peer signs its lottery messages with its own key from here (``keys
+            participants``; its registry must list exactly the book's participants); None: a
+            fresh key per peer and run.
+
+    Returns:
+        The ClearingResult; the lottery's public transcript, with a copy of the peers' public
+        keys, is in ``stats['committee']``.
+
+    Raises:
+        EngineError: the lottery failed, a node failed or timed out, or the nodes disagree.
+        KeyFileError: a key in keys_dir cannot be loaded.
+    """
     from .committee import draw, peer_keys, verify
     started = time.perf_counter()
     keys, registry = peer_keys(book.participants, keys_dir)
@@ -238,7 +387,7 @@ def clear_peers(book: Book, committee=None, round_id='local', progress=None, tim
 
         on_committee = set(members)
 
-        def client_orders(rows):  # the committee's rows are filled in by the nodes themselves
+        def client_orders(rows: Sequence[int]) -> np.ndarray:  # the committee's rows: filled in by their nodes
             values = book.encode(rows)
             values[[i for i, r in enumerate(rows) if r in on_committee]] = 0
             return values
@@ -263,13 +412,34 @@ def clear_peers(book: Book, committee=None, round_id='local', progress=None, tim
 
 
 
-def clear_mpc(book: Book, nodes=3, chunk=ORDERS_PER_CHUNK, workdir=None, keep=False, progress=None, timeout=None,
-              net_of=None, job_dir=None, allocation='merit-order') -> ClearingResult:
+def clear_mpc(book: Book, nodes: int = 3, chunk: int = ORDERS_PER_CHUNK, workdir: str | None = None,
+              keep: bool = False, progress: Progress | None = None, timeout: float | None = None,
+              net_of: NetOf | None = None, job_dir: str | None = None,
+              allocation: str = 'merit-order') -> ClearingResult:
     """Clear under MPC; with net_of (meter readings) also settle deviations in the same session.
-    job_dir: run in this (caller-owned) directory and leave it, shares included. allocation: the
-    double auction's registered rule (mpc_market.mpc.mechanism; 'pro-rata' for the benchmarks)."""
+
+    Args:
+        book: the orders and market.
+        nodes: market node processes, 3..MAX_NODES.
+        chunk: orders streamed at once.
+        workdir: where the temporary job directory goes.
+        keep: leave the job directory (shares included) for inspection.
+        progress: told (phase, done, total) while sharing and while the nodes work.
+        timeout: seconds before a stuck run is stopped.
+        net_of: meter readings {(participant, slot): net Wh} to settle in the same session.
+        job_dir: run in this (caller-owned) directory and leave it, shares included.
+        allocation: the double auction's registered rule (mpc_market.mpc.mechanism; 'pro-rata'
+            for the benchmarks).
+
+    Returns:
+        The ClearingResult (with net_of: its ``settlement`` filled in).
+
+    Raises:
+        BadParameter: nodes outside 3..MAX_NODES.
+        EngineError: a node failed or timed out, or the nodes disagree.
+    """
     if not 3 <= nodes <= MAX_NODES:
-        raise ValueError(f'nodes must be in 3..{MAX_NODES}')
+        raise BadParameter('nodes', f'nodes must be in 3..{MAX_NODES}')
     started = time.perf_counter()
     keep = keep or job_dir is not None
     job_dir = job_dir or tempfile.mkdtemp(prefix='mpc-market-job-', dir=workdir)
@@ -300,17 +470,45 @@ def clear_mpc(book: Book, nodes=3, chunk=ORDERS_PER_CHUNK, workdir=None, keep=Fa
 
 
 
-def settle_mpc(book, net_of, sessions=1, **kwargs):
-    """Clear and settle; every owner reconstructs its own rows. sessions=1: in one MPC session;
-    2: as a deployment does, the settlement in a second session over the order shares the nodes
-    kept from clearing (settle_after_clearing). Both equal the plaintext reference."""
+def settle_mpc(book: Book, net_of: NetOf, sessions: int = 1,
+               **kwargs: Any) -> SettlementResult:  # Any: the options of one of two signatures
+    """Clear and settle; every owner reconstructs its own rows. Both ways equal the plaintext reference.
+
+    Args:
+        book: the orders and market; its extra pairs cover every reading.
+        net_of: meter readings {(participant, slot): net Wh}.
+        sessions: 1: in one MPC session; 2: as a deployment does, the settlement in a second
+            session over the order shares the nodes kept from clearing (settle_after_clearing).
+        kwargs: clear_mpc's (sessions=1) or settle_after_clearing's (2) options.
+
+    Returns:
+        The SettlementResult.
+
+    Raises:
+        BadParameter: nodes outside 3..MAX_NODES.
+        EngineError: a node failed or timed out, or the nodes disagree.
+    """
     clearing = clear_mpc(book, net_of=net_of, **kwargs) if sessions == 1 else settle_after_clearing(book, net_of,
                                                                                                     **kwargs)
     return settled_result(book, net_of, clearing)
 
 
-def settled_result(book, net_of, clearing):
-    """The SettlementResult of a clearing run with its settlement values (ClearingResult.settlement)."""
+def settled_result(book: Book, net_of: NetOf, clearing: ClearingResult) -> SettlementResult:
+    """The SettlementResult of a clearing run with its settlement values.
+
+    Args:
+        book: the run's book.
+        net_of: the meter readings {(participant, slot): net Wh} it settled.
+        clearing: the run's ClearingResult, its ``settlement`` filled in.
+
+    Returns:
+        One row per order or reading, the retailer's view per slot and the bills.
+
+    Raises:
+        BadParameter: clearing carries no settlement values.
+    """
+    if clearing.settlement is None:
+        raise BadParameter('clearing', 'a clearing run without settlement values (clear with net_of)')
     values, retailer = clearing.settlement['values'], clearing.settlement['retailer']
     pi, si = book.participant_index, book.slot_index
     outcomes = {slot: settlement.SlotSettlement(int(retailer[si[slot], 0]), int(retailer[si[slot], 1]),
@@ -321,13 +519,25 @@ def settled_result(book, net_of, clearing):
 
 
 
-def settle_after_clearing(book, net_of, nodes=3, chunk=ORDERS_PER_CHUNK, workdir=None, progress=None, timeout=None):
+def settle_after_clearing(book: Book, net_of: NetOf, nodes: int = 3, chunk: int = ORDERS_PER_CHUNK,
+                          workdir: str | None = None, progress: Progress | None = None,
+                          timeout: float | None = None) -> ClearingResult:
     """Clear in one MPC session, then settle in a second one: the nodes keep the order shares of
     the clearing, get the readings' shares and the clearing's public outputs (who cleared, each
     slot's deviation price) and run only the settlement, with a fresh seed and fresh certificates.
-    Returns the clearing result with its ``settlement`` filled in, as ``clear_mpc(net_of=...)``."""
+
+    Args:
+        book, nodes, chunk, workdir, progress, timeout: as for clear_mpc.
+        net_of: meter readings {(participant, slot): net Wh}.
+
+    Returns:
+        The clearing result with its ``settlement`` filled in, as ``clear_mpc(net_of=...)``.
+
+    Raises:
+        BadParameter: nodes outside 3..MAX_NODES.
+        EngineError: a node failed or timed out in either session, or the nodes disagree.
+    """
     from ..market.book import encode_readings
-    from .jobs import JobSpec
     job_dir = tempfile.mkdtemp(prefix='mpc-market-job-', dir=workdir)
     try:
         clearing = clear_mpc(book, nodes, chunk, progress=progress, timeout=timeout, job_dir=job_dir)

@@ -12,22 +12,38 @@ reads its TLS material from .config/ in the working directory. A lost peer ends 
 once (MPyC itself would wait forever).
 """
 
+from __future__ import annotations
+
 import argparse
 import asyncio
 import json
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
+
+from ..common.errors import BadParameter, Malformed, Tampered
+
+if TYPE_CHECKING:  # numpy, MPyC and the node's modules load in the party, after sys.argv is set
+    import numpy as np
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from .clearing import MarketNode
+    from .jobs import ClearingVerdicts, JobSpec, NodeFiles, Progress
+
+# PublicOutputs' fields but the figures: participant lists, and the mechanism's opened slot values
+PublicFields = dict[str, list[str] | list[dict[str, Any]]]
 
 STATISTICAL_SECURITY = 40
 AGREEMENT_DOMAIN = b'mpc-market/held-envelopes/v1\n'
 READINGS_AGREEMENT_DOMAIN = b'mpc-market/held-readings/v1\n'
 
 
-def _die_with_parent():
+def _die_with_parent() -> None:
     """Linux: get SIGKILL when the node daemon dies, so no orphan keeps the MPyC port.
 
     Set here rather than in a preexec_fn: forking the multi-threaded gRPC daemon is unsafe."""
@@ -38,50 +54,91 @@ def _die_with_parent():
         raise SystemExit('error: the node daemon exited before the MPC party started')
 
 
-def held_statement(round_id, node_index, held, domain=AGREEMENT_DOMAIN):
-    """The canonical bytes a node signs to tell the others which envelopes it holds."""
+def held_statement(round_id: str, node_index: int, held: Mapping[str, str], domain: bytes = AGREEMENT_DOMAIN) -> bytes:
+    """The canonical bytes a node signs to tell the others which envelopes it holds.
+
+    Args:
+        round_id: the deployment round.
+        node_index: the signing node.
+        held: {participant: SHA-256 hex of its envelope} the node holds.
+        domain: what the statement is about (AGREEMENT_DOMAIN or READINGS_AGREEMENT_DOMAIN).
+
+    Returns:
+        domain followed by the canonical JSON of round, node and the sorted held pairs.
+    """
     from ..common.signing import canonical_bytes
     return canonical_bytes(domain, {'round_id': round_id, 'node_index': node_index,
                                               'held': sorted([p, h] for p, h in held.items())})
 
 
-def parse_held_statement(message, sender, round_id, verify_key, domain=AGREEMENT_DOMAIN):
-    """{participant: envelope hash} from a peer's signed statement; raise ValueError unless it is
-    node sender's signature over exactly the schema of held_statement for this round."""
+def parse_held_statement(message: object, sender: int, round_id: str, verify_key: Ed25519PublicKey,
+                         domain: bytes = AGREEMENT_DOMAIN) -> dict[str, str]:
+    """The envelopes a peer says it holds, from its signed statement.
+
+    Args:
+        message: what node sender transferred: (body, signature) by the protocol, anything if it lies.
+        sender: the peer's node index.
+        round_id: this round.
+        verify_key: node sender's Ed25519 key.
+        domain: the statement's domain (as for held_statement).
+
+    Returns:
+        {participant: envelope SHA-256 hex}.
+
+    Raises:
+        Tampered: the signature is not node sender's over the body.
+        Malformed: not a (body, signature) pair, not of this domain, round or sender, or not exactly
+            held_statement's canonical schema.
+    """
     from ..common.names import is_name
     from ..common.signing import SHA256_HEX
     if not (isinstance(message, tuple) and len(message) == 2 and all(isinstance(x, bytes) for x in message)):
-        raise ValueError(f'node {sender}: malformed envelope statement')
+        raise Malformed(f'node {sender}: malformed envelope statement')
     body, signature = message
     try:
         verify_key.verify(signature, body)
     except InvalidSignature:
-        raise ValueError(f'node {sender}: envelope statement with a bad signature') from None
+        raise Tampered(f'node {sender}: envelope statement with a bad signature') from None
     if not body.startswith(domain):
-        raise ValueError(f'node {sender}: not an envelope statement')
+        raise Malformed(f'node {sender}: not an envelope statement')
     try:
         fields = json.loads(body[len(domain):])
     except (ValueError, RecursionError):
-        raise ValueError(f'node {sender}: malformed envelope statement') from None
+        raise Malformed(f'node {sender}: malformed envelope statement') from None
     if not isinstance(fields, dict) or fields.get('round_id') != round_id or fields.get('node_index') != sender:
-        raise ValueError(f'node {sender}: envelope statement for another round or node')
+        raise Malformed(f'node {sender}: envelope statement for another round or node')
     rows = fields.get('held')
     if not isinstance(rows, list) or not all(
             isinstance(r, list) and len(r) == 2 and is_name(r[0]) and isinstance(r[1], str)
             and SHA256_HEX.fullmatch(r[1]) for r in rows):
-        raise ValueError(f'node {sender}: malformed envelope statement')
-    held = dict(map(tuple, rows))
+        raise Malformed(f'node {sender}: malformed envelope statement')
+    held = {participant: digest for participant, digest in rows}
     if len(held) != len(rows) or body != held_statement(round_id, sender, held, domain):
-        raise ValueError(f'node {sender}: envelope statement is not canonical')
+        raise Malformed(f'node {sender}: envelope statement is not canonical')
     return held
 
 
-async def agree_on_envelopes(spec, shares, held, keys_dir, index, domain=AGREEMENT_DOMAIN):
+async def agree_on_envelopes(spec: JobSpec, shares: np.ndarray, held: Mapping[str, str], keys_dir: str, index: int,
+                             domain: bytes = AGREEMENT_DOMAIN) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
     """Keep the participants whose identical signed envelope every node holds.
 
     Each node signs the list of {participant: envelope SHA-256} it holds with its Ed25519 key;
-    every statement received is checked against its sender's key and the schema. Returns (kept
-    shares, kept participants, missing participants, kept rows).
+    every statement received is checked against its sender's key and the schema.
+
+    Args:
+        spec: the job (nodes, round_id).
+        shares: this node's packages, rows in sorted(held) order, (4, held, slots, width).
+        held: {participant: envelope SHA-256 hex} of the packages this node holds.
+        keys_dir: this node's keys (its signing key, every node's verify key).
+        index: this node.
+        domain: what is agreed on (AGREEMENT_DOMAIN: orders; READINGS_AGREEMENT_DOMAIN: readings).
+
+    Returns:
+        (kept shares, kept participants, missing participants, kept rows of shares).
+
+    Raises:
+        Tampered, Malformed: a peer's statement (parse_held_statement).
+        KeyFileError: a node key cannot be loaded.
     """
     import numpy as np
     from mpyc.runtime import mpc
@@ -101,23 +158,39 @@ async def agree_on_envelopes(spec, shares, held, keys_dir, index, domain=AGREEME
     return np.ascontiguousarray(shares[:, rows]), kept, sorted(everyone - set(kept)), rows
 
 
-async def settlement_packages(args, spec, own, clearing):
-    """(orders, readings, the spec with the settled participants, missing readings) of a
-    settle-only session.
+async def settlement_packages(args: argparse.Namespace, spec: JobSpec, own: NodeFiles,
+                              clearing: ClearingVerdicts) -> tuple[np.ndarray, np.ndarray, JobSpec, list[str]]:
+    """The packages of a settle-only session.
 
-    The order shares are the clearing's (rows = clearing['participants'], or the job's own in a
+    The order shares are the clearing's (rows = clearing.participants, or the job's own in a
     local run); in a deployment the nodes first agree on the reading envelopes all of them hold.
     A participant with agreed readings but no part in the clearing has zero order shares (planned
     0); one in the clearing without agreed readings gets zero reading shares (the missing-reading
-    rule applies)."""
+    rule applies).
+
+    Args:
+        args: parse_args's namespace (deployment, keys, index).
+        spec: the job.
+        own: this party's files.
+        clearing: the clearing's verdicts.
+
+    Returns:
+        (orders, readings, the spec with the settled participants, missing readings).
+
+    Raises:
+        Tampered, Malformed: a peer's reading-envelope statement, or a deployment's job files
+            without the envelope hashes or the clearing's participants.
+    """
     import numpy as np
     orders = np.load(own.shares, mmap_mode='r')
     readings = np.load(own.readings, mmap_mode='r')
     if not args.deployment:
         return orders, readings, spec, []
-    held = own.read_held()
+    held = deployment_held(own)
     readings, readers, _, _ = await agree_on_envelopes(spec, readings, held, args.keys, args.index,
                                                       READINGS_AGREEMENT_DOMAIN)
+    if clearing.participants is None:
+        raise Malformed("a deployment's clearing verdicts name no participants of the clearing")
     in_clearing = list(clearing.participants)
     participants = sorted(set(in_clearing) | set(readers))
     order_row, reading_row = {p: i for i, p in enumerate(in_clearing)}, {p: i for i, p in enumerate(readers)}
@@ -131,7 +204,15 @@ async def settlement_packages(args, spec, own, clearing):
     return all_orders, all_readings, replace(spec, participants=participants), sorted(set(in_clearing) - set(readers))
 
 
-def parse_args(argv=None):
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The node's options.
+
+    Args:
+        argv: the arguments; None: sys.argv[1:].
+
+    Returns:
+        The namespace (job, index, parties, threshold, peers, deployment, settle_only, keys).
+    """
     parser = argparse.ArgumentParser(prog='mpc_market.mpc.node')
     parser.add_argument('--job', required=True)
     parser.add_argument('--index', type=int, required=True)
@@ -149,8 +230,16 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def mpyc_argv(args):
-    """The MPyC runtime's own command line (it configures itself from sys.argv at import)."""
+def mpyc_argv(args: argparse.Namespace) -> list[str]:
+    """The MPyC runtime's own command line (it configures itself from sys.argv at import).
+
+    Args:
+        args: parse_args's namespace.
+
+    Returns:
+        sys.argv for mpyc.runtime: this party, the parties, the threshold, 2^-40 statistical
+        security, PRSS only up to PRSS_UP_TO parties.
+    """
     # statistical security 2^-40 for every masked opening and MPyC comparison (default 2^-30)
     argv = [sys.argv[0], '-I', str(args.index), '--no-log', '-K', str(STATISTICAL_SECURITY)]
     for address in args.parties.split(','):
@@ -169,10 +258,40 @@ def mpyc_argv(args):
 PRSS_UP_TO = 5
 
 
-async def load_packages(args, spec, own):
-    """(shares, held participants, missing participants, kept rows) in this node's mode: local
-    packages as written, the peers' own orders exchanged (S1), or a deployment's stored packages
-    cut down to the envelopes every node holds."""
+def deployment_held(own: NodeFiles) -> dict[str, str]:
+    """A deployment's held.json: {participant: envelope SHA-256 hex}.
+
+    Args:
+        own: this party's files.
+
+    Returns:
+        The mapping the node daemon wrote.
+
+    Raises:
+        Malformed: held.json holds a local run's list of participants instead.
+    """
+    held = own.read_held()
+    if not isinstance(held, dict):
+        raise Malformed('a deployment job lists no envelope hashes of the packages held')
+    return held
+
+
+async def load_packages(args: argparse.Namespace, spec: JobSpec,
+                        own: NodeFiles) -> tuple[np.ndarray, list[str], list[str], np.ndarray | None]:
+    """The packages in this node's mode: local packages as written, the peers' own orders
+    exchanged (S1), or a deployment's stored packages cut down to the envelopes every node holds.
+
+    Args:
+        args: parse_args's namespace (peers, deployment, keys, index).
+        spec: the job.
+        own: this party's files.
+
+    Returns:
+        (shares, held participants, missing participants, kept rows; None: every row).
+
+    Raises:
+        Tampered, Malformed: a peer's envelope statement (agree_on_envelopes).
+    """
     import numpy as np
     if args.peers:
         from .peers import exchange_packages
@@ -180,16 +299,26 @@ async def load_packages(args, spec, own):
                                                np.load(own.own_orders))
         return shares, held, [], None
     shares = np.load(own.shares, mmap_mode='r')
-    held = own.read_held()
     if args.deployment:
-        return await agree_on_envelopes(spec, shares, held, args.keys, args.index)
-    return shares, held, [], None
+        return await agree_on_envelopes(spec, shares, deployment_held(own), args.keys, args.index)
+    return shares, list(own.read_held()), [], None
 
 
-async def settle(node, own, readings, valid, price2):
-    """The settlement phase: deviations of the meter readings (rows as the node's participants) of
-    the participants valid at clearing, at the clearing's deviation prices price2 (2 x per slot).
-    Returns the participants whose meter packages failed the checks."""
+async def settle(node: MarketNode, own: NodeFiles, readings: np.ndarray, valid: np.ndarray,
+                 price2: Sequence[int]) -> list[str]:
+    """The settlement phase: deviations of the meter readings of the participants valid at
+    clearing, at the clearing's deviation prices; writes the settlement and retailer shares.
+
+    Args:
+        node: this party's MarketNode (seed agreed).
+        own: this party's files.
+        readings: the meter packages, rows as the node's participants.
+        valid: per participant whether its orders were valid at clearing.
+        price2: 2 x the deviation price per slot.
+
+    Returns:
+        The participants whose meter packages failed the checks.
+    """
     from ..market.book import ReadingLayout
     from .jobs import save_array
     from .settlement import SettlementNode
@@ -204,10 +333,25 @@ async def settle(node, own, readings, valid, price2):
     return meter_excluded
 
 
-async def settle_only(args, spec, own, progress):
+async def settle_only(args: argparse.Namespace, spec: JobSpec, own: NodeFiles,
+                      progress: Progress) -> tuple[MarketNode, PublicFields]:
     """The settlement as its own MPC session: the order shares are the ones the clearing used, the
     verdicts and deviation prices the clearing's public outputs; only the seed is new.
-    Returns (node, public outputs)."""
+
+    Args:
+        args: parse_args's namespace (job, deployment, keys, index).
+        spec: the job.
+        own: this party's files.
+        progress: told (phase, done, total).
+
+    Returns:
+        (the node, PublicOutputs' fields but the figures).
+
+    Raises:
+        BadParameter: the clearing's verdicts give another number of deviation prices than slots.
+        Tampered, Malformed: a peer's reading-envelope statement, or a deployment's job files
+            without the envelope hashes or the clearing's participants.
+    """
     import numpy as np
 
     from .clearing import MarketNode
@@ -215,7 +359,8 @@ async def settle_only(args, spec, own, progress):
     clearing = JobDir(args.job).read_verdicts()
     cleared, price2 = set(clearing.cleared), [int(v) for v in clearing.deviation_price2]
     if len(price2) != len(spec.slots):
-        raise ValueError(f'clearing.json: {len(price2)} deviation prices for {len(spec.slots)} slots')
+        raise BadParameter('deviation_price2',
+                           f'clearing verdicts: {len(price2)} deviation prices for {len(spec.slots)} slots')
     orders, readings, spec, no_reading = await settlement_packages(args, spec, own, clearing)
     participants = spec.participants
     in_clearing = set(participants if clearing.participants is None else clearing.participants)
@@ -230,17 +375,34 @@ async def settle_only(args, spec, own, progress):
                   'order_excluded': sorted(in_clearing - cleared)}  # PublicOutputs' fields but the figures
 
 
-def say(line):
-    """A status line for the supervising process (it reads the party's log)."""
+def say(line: str) -> None:
+    """Print a status line for the supervising process (it reads the party's log).
+
+    Args:
+        line: 'connected', 'progress PHASE DONE TOTAL', ...
+    """
     print(line, flush=True)
 
 
-async def run_party(mpc, args, spec, own, start_links, report=say):
-    """One party's whole run on its job files: start the links (start_links(), awaited), wait for
-    the packages, clear (and settle) or settle only, then write the result shares and public.json.
+async def run_party(mpc: Any, args: argparse.Namespace, spec: JobSpec, own: NodeFiles,
+                    start_links: Callable[[], Awaitable[None]], report: Callable[[str], None] = say) -> None:
+    """One party's whole run on its job files: start the links, wait for the packages, clear (and
+    settle) or settle only, then write the result shares and the public outputs.
 
-    mpc: the MPyC runtime of this process; args: parse_args's namespace; spec and own: the job's
-    JobSpec and this party's NodeFiles; report: where the status lines go ('connected', progress)."""
+    Args:
+        mpc: the MPyC runtime of this process (mpyc.runtime.mpc: MPyC has no types, so Any).
+        args: parse_args's namespace.
+        spec: the job.
+        own: this party's files.
+        start_links: awaited first: connects this party to the others.
+        report: where the status lines go ('connected', progress).
+
+    Raises:
+        Tampered, Malformed: a peer's statement (seed commitment, envelope agreement).
+        BadParameter: the job names no registered mechanism, the market is too large, or the
+            clearing's verdicts do not fit the job.
+        EngineError: the peers' result shares (S1) are inconsistent.
+    """
     import numpy as np
 
     from . import mpyc_internals as internals
@@ -254,7 +416,7 @@ async def run_party(mpc, args, spec, own, start_links, report=say):
     while not own.is_ready():  # packages still being written
         await asyncio.sleep(0.02)
 
-    def progress(phase, done, total):  # node 0 reports; the local engine relays it
+    def progress(phase: str, done: int, total: int) -> None:  # node 0 reports; the local engine relays it
         if mpc.pid == 0:
             report(f'progress {phase} {done} {total}')
 
@@ -275,9 +437,9 @@ async def run_party(mpc, args, spec, own, start_links, report=say):
             readings = np.load(own.readings, mmap_mode='r')
             public['meter_excluded'] = await settle(node, own, readings if rows is None else readings[:, rows],
                                                     outcome.valid, outcome.clearing.deviation_price2)
-    if args.peers:
-        from .peers import own_results, return_results
-        save_array(own.own_results, own_results(spec, await return_results(spec, results)))
+        if args.peers:  # S1 clears in one session: each committee peer takes back its own rows
+            from .peers import own_results, return_results
+            save_array(own.own_results, own_results(spec, await return_results(spec, results)))
     links = [peer.protocol for peer in mpc.parties if peer.pid != mpc.pid]
     sent = sum(link.nbytes_sent for link in links)
     messages = max((getattr(link, 'messages_sent', 0) for link in links), default=0)
@@ -293,7 +455,15 @@ async def run_party(mpc, args, spec, own, start_links, report=say):
     own.write_public(PublicOutputs(figures=figures, **public))
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run one market node party: parse the options, set up MPyC, run the job, exit.
+
+    Args:
+        argv: the arguments; None: sys.argv[1:].
+
+    Raises:
+        SystemExit: 1 after a lost link, DETERMINISTIC_EXIT after a refused job or a bug.
+    """
     args = parse_args(argv)
     if args.deployment:
         _die_with_parent()
@@ -308,7 +478,7 @@ def main(argv=None):
     spec = job.load_spec()
     own = job.node(args.index)
 
-    def run():
+    def run() -> Awaitable[None]:
         return run_party(mpc, args, spec, own, lambda: internals.start(mpc, args.keys))
 
     profile_dir = os.environ.get('MPC_MARKET_PROFILE')  # developer aid: cProfile each node

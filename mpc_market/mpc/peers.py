@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from mpyc.runtime import mpc
 
+from ..common.errors import EngineError
 from . import field as ff
 from .jobs import JobSpec
 
@@ -74,10 +75,10 @@ def own_results(spec: JobSpec, shares_from_nodes: np.ndarray) -> np.ndarray:
         int64 array (slots, fields) of the signed results.
 
     Raises:
-        RuntimeError: the shares do not lie on one polynomial.
+        EngineError: the shares do not lie on one polynomial (a node returned inconsistent shares).
     """
     ints = [ff.to_ints(shares_from_nodes[:, j, :, :]) for j in range(spec.nodes)]
     values, consistent = ff.recombine(ints, spec.threshold)
     if not consistent.all():
-        raise RuntimeError('inconsistent result shares')
+        raise EngineError('the result shares from the nodes are inconsistent')
     return np.array(ff.signed(values), dtype=np.int64)

@@ -9,6 +9,7 @@ price, so per-participant amounts are linear: no per-participant comparison at a
 
 import numpy as np
 
+from ..common.errors import BadParameter
 from . import field as ff
 from .allocation import side_energies
 from .mechanism import Clearing, Lap, Mechanism, OrderShares, register
@@ -33,7 +34,7 @@ async def scheme_prices(mechanism: str, supply: np.ndarray, demand: np.ndarray, 
         Shares of (buy, sell) price units per slot; buy rounded down, sell rounded up.
 
     Raises:
-        ValueError: an unknown mechanism.
+        BadParameter: an unknown mechanism.
     """
     f, c = floor_units, ceiling_units
     s, d = np.asarray(supply, dtype=object), np.asarray(demand, dtype=object)
@@ -85,7 +86,7 @@ async def scheme_prices(mechanism: str, supply: np.ndarray, demand: np.ndarray, 
         (qb, qs), (rb, rs) = await divide([c * buy_num, f * sell_num], [d + zero_d, s + zero_s])
         buy, sell = qb, await ceil_of(qs, rs)
     else:
-        raise ValueError(f'unknown mechanism {mechanism}')
+        raise BadParameter('mechanism', f'unknown mechanism {mechanism}')
     return buy % P, sell % P
 
 

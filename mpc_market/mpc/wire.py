@@ -18,6 +18,8 @@ from typing import Any, SupportsInt, cast
 
 import numpy as np
 
+from ..common.errors import Malformed
+
 __all__ = ['WireError', 'dumps', 'loads']
 
 MAX_DEPTH = 16
@@ -32,8 +34,8 @@ _M64 = (1 << 64) - 1
 NONE, FALSE, TRUE, INT, BYTES, STR, LIST, TUPLE, ARRAY, INTARRAY = range(10)
 
 
-class WireError(ValueError):
-    """A message that is not a well-formed encoding of an allowed value."""
+class WireError(Malformed, ValueError):
+    """A message that is not a well-formed encoding of an allowed value (still a ValueError, as it was)."""
 
 
 def dumps(obj: object) -> bytes:

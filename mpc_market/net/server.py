@@ -22,6 +22,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
+from typing import NoReturn, Protocol, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -58,9 +59,25 @@ def status_of(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INVALID_ARGUMENT if isinstance(exc, errors.Refused) else grpc.StatusCode.INTERNAL
 
 
-def abort(context: grpc.ServicerContext, exc: BaseException, who: str) -> None:
-    """End the RPC with exc's status code and ``who: message`` (never returns)."""
-    context.abort(status_of(exc), f'{who}: {exc}')
+class _Aborting(Protocol):
+    """What abort uses of grpc.ServicerContext, typed as grpc documents it: abort raises.
+    (grpc ships no type information, so mypy would take the call to return.)"""
+
+    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn: ...
+
+
+def abort(context: grpc.ServicerContext, exc: BaseException, who: str) -> NoReturn:
+    """End the RPC with exc's status code and ``who: message``.
+
+    Args:
+        context: the RPC's servicer context.
+        exc: the domain error (status_of gives its code).
+        who: the message's prefix ('broker', 'node 1', 'aggregator').
+
+    Raises:
+        Exception: grpc's own, which ends the RPC (context.abort always raises).
+    """
+    cast(_Aborting, context).abort(status_of(exc), f'{who}: {exc}')
 
 
 def domain_errors(who):

@@ -15,7 +15,7 @@ from typing import Any
 import gmpy2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..common.errors import Malformed, NotFound, OutOfRange, Replayed, WrongPhase
+from ..common.errors import BadParameter, Malformed, NotFound, OutOfRange, Replayed, WrongPhase
 from .dp import Noise
 from .paillier import Mpz, PublicKey
 from .submission import EncryptedDay, ciphertext_from_text, ciphertext_text
@@ -96,11 +96,24 @@ class Aggregator:
 
     def __init__(self, public_keys: Sequence[PublicKey], registry: Mapping[str, Ed25519PublicKey],
                  feeder_map: FeederMap, day: str, min_cohort: int = DEFAULT_MIN_COHORT) -> None:
+        """An aggregator of day's meter-days.
+
+        Args:
+            public_keys: the operator keys, each once.
+            registry: the meters' public keys.
+            feeder_map: each meter's feeder and zone.
+            day: the day.
+            min_cohort: the fewest meters a released group may have (at least 2).
+
+        Raises:
+            BadParameter: min_cohort below 2, or no keys or one key given twice.
+        """
         if min_cohort < 2:
-            raise ValueError('min_cohort must be at least 2 (a cohort of 1 would forward a meter\'s ciphertext)')
+            raise BadParameter('min_cohort',
+                               'min_cohort must be at least 2 (a cohort of 1 would forward a meter\'s ciphertext)')
         self.keys = {k.key_id: k for k in public_keys}
         if len(self.keys) != len(public_keys) or not self.keys:
-            raise ValueError('give each operator key once')
+            raise BadParameter('public_keys', 'give each operator key once')
         self.registry, self.feeder_map, self.day, self.min_cohort = registry, feeder_map, day, min_cohort
         self.accepted: dict[str, EncryptedDay] = {}
 
@@ -137,7 +150,17 @@ class Aggregator:
         self.accepted[submission.meter] = submission
 
     def release(self, noise: Noise | None = None) -> dict[str, Bundle]:
-        """{key_id: bundle dict} for every operator key; raise ValueError if noise cannot fit."""
+        """The encrypted group sums under every operator key.
+
+        Args:
+            noise: differential-privacy noise added to each group's sums; None: exact sums.
+
+        Returns:
+            {key_id: bundle dict}.
+
+        Raises:
+            BadParameter: the noise does not fit a key's guard bits.
+        """
         bundles: dict[str, Bundle] = {}
         blocks = {meter: dict(s.blocks) for meter, s in self.accepted.items()}
         for key_id, key in self.keys.items():
@@ -181,8 +204,8 @@ def empty_release_reason(bundles: Mapping[str, Bundle]) -> str:
 def _check_noise_fits(key: PublicKey, meters: int, noise: Noise) -> None:
     room = (1 << key.layout.field_bits) - 1 - meters * key.layout.max_reading_wh
     if 2 * noise.bias > room:
-        raise ValueError(f'noise of scale {noise.scale} Wh needs {2 * noise.bias} spare per field, key {key.name} '
-                         f'has {room}; use a larger epsilon or a key with more guard_bits')
+        raise BadParameter('epsilon', f'noise of scale {noise.scale} Wh needs {2 * noise.bias} spare per field, '
+                           f'key {key.name} has {room}; use a larger epsilon or a key with more guard_bits')
 
 
 def bundle_ciphertexts(group: Mapping[str, Any]) -> list[int]:

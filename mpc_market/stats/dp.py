@@ -16,6 +16,8 @@ import secrets
 from dataclasses import dataclass
 from fractions import Fraction
 
+from ..common.errors import BadParameter
+
 TAIL_FACTOR = 28            # bias = ceil(28 * scale): P[|Y| > bias] ~ exp(-28) < 2**-40
 
 
@@ -96,10 +98,11 @@ def parse_epsilon(text: str) -> Fraction:
         epsilon as an exact positive Fraction.
 
     Raises:
-        ValueError: text is no number, or epsilon <= 0.
+        ValueError: text is no number.
+        BadParameter: epsilon <= 0 (a ValueError too).
         ZeroDivisionError: a fraction with denominator 0.
     """
     epsilon = Fraction(text)
     if epsilon <= 0:
-        raise ValueError('epsilon must be > 0')
+        raise BadParameter('epsilon', 'epsilon must be > 0')
     return epsilon

@@ -9,6 +9,8 @@ never carry from one field into the next, and the packed value stays below ``2**
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ..common.errors import BadParameter
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -39,23 +41,32 @@ class Layout:
         return -(-self.values // self.fields_per_ciphertext)
 
     def check(self) -> None:
-        """Raise ValueError for a layout that cannot hold one field per plaintext."""
+        """Check that the layout holds at least one field per plaintext.
+
+        Raises:
+            BadParameter: a size out of range, or a field wider than the modulus allows.
+        """
         if self.slots < 1 or self.max_reading_wh < 1 or self.max_meters < 2 or self.guard_bits < 0:
-            raise ValueError('slots, max_reading_wh >= 1, max_meters >= 2 and guard_bits >= 0 required')
+            raise BadParameter('layout', 'slots, max_reading_wh >= 1, max_meters >= 2 and guard_bits >= 0 required')
         if self.fields_per_ciphertext < 1:
-            raise ValueError(f'a {self.field_bits}-bit field does not fit a {self.modulus_bits}-bit modulus')
+            raise BadParameter('modulus_bits',
+                               f'a {self.field_bits}-bit field does not fit a {self.modulus_bits}-bit modulus')
 
     def pack(self, values: Sequence[int]) -> list[int]:
-        """Plaintexts (ints) holding values (non-negative, each below 2**field_bits)."""
+        """Plaintexts (ints) holding values (non-negative, each below 2**field_bits).
+
+        Raises:
+            BadParameter: not exactly self.values values, or one that does not fit its field.
+        """
         if len(values) != self.values:
-            raise ValueError(f'{len(values)} values for a layout of {self.values}')
+            raise BadParameter('values', f'{len(values)} values for a layout of {self.values}')
         width, per = self.field_bits, self.fields_per_ciphertext
         plaintexts = []
         for start in range(0, self.values, per):
             packed = 0
             for value in reversed(values[start:start + per]):
                 if not 0 <= value < 1 << width:
-                    raise ValueError(f'value {value} does not fit a {width}-bit field')
+                    raise BadParameter('values', f'value {value} does not fit a {width}-bit field')
                 packed = packed << width | value
             plaintexts.append(packed)
         return plaintexts

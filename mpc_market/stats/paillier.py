@@ -83,9 +83,13 @@ class PublicKey:
         return result
 
     def encrypt(self, plaintext: int, standard: bool = False) -> int:
-        """A ciphertext (int) of 0 <= plaintext < n."""
+        """A ciphertext (int) of 0 <= plaintext < n.
+
+        Raises:
+            BadParameter: plaintext is not in [0, n).
+        """
         if not 0 <= plaintext < self.n:
-            raise ValueError('plaintext out of range')
+            raise BadParameter('plaintext', 'plaintext out of range')
         if standard:
             return paillier.PaillierPublicKey(self.n).raw_encrypt(plaintext)
         r = secrets.randbits((self.bits + 1) // 2)

@@ -214,7 +214,6 @@ class AggregatorService(market_pb2_grpc.StatsAggregatorServicer):
         key = next((k for k in self.public_keys if k.key_id == request.key_id), None)
         if key is None:
             abort(context, NotFound(f'no operator key {request.key_id!r} at this aggregator'), 'aggregator')
-            return market_pb2.Aggregates()  # not reached: abort raises (net.server types it -> None)
         caller = tls.client_name(context)
         if caller != key.name:
             abort(context, NotPermitted(f'aggregates under key {key.name} go to the client certificate {key.name!r} '

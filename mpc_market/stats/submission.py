@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..common.days import parse_day as strict_day
-from ..common.errors import InputError, NotAuthenticated
+from ..common.errors import InputError, Malformed, NotAuthenticated
 from ..common.signing import canonical_bytes
 from ..common.textinput import read_text
 from ..rpc import market_pb2
@@ -132,9 +132,16 @@ class EncryptedDay:
 
     @classmethod
     def from_json(cls, text: str) -> Self:
+        """Parse to_json's text.
+
+        Raises:
+            Malformed: not an object with "keys".
+            ValueError, KeyError, TypeError, AttributeError, RecursionError: not JSON, or a field
+                missing or of the wrong type.
+        """
         raw = json.loads(text)
         if not isinstance(raw, dict) or not isinstance(raw.get('keys'), dict):
-            raise ValueError('expected an object with "keys"')
+            raise Malformed('expected an object with "keys"')
         blocks = tuple(sorted((str(k), tuple(ciphertext_from_text(c) for c in cs))
                               for k, cs in raw['keys'].items()))
         return cls(str(raw['meter']), str(raw['day']), str(raw['feeder']), blocks, bytes.fromhex(raw['signature']))
@@ -166,7 +173,7 @@ def encrypt_day(meter: str, day: str, feeder: str, values: Sequence[int], public
         The signed EncryptedDay.
 
     Raises:
-        ValueError: values do not fit a key's layout.
+        BadParameter: values do not fit a key's layout.
     """
     blocks = tuple(sorted((k.key_id, tuple(k.encrypt_values(values, standard))) for k in public_keys))
     return EncryptedDay(meter, day, feeder, blocks).signed(private_key)
@@ -190,6 +197,6 @@ def read_submissions(path: str) -> list[tuple[int, EncryptedDay]]:
             continue
         try:
             out.append((line, EncryptedDay.from_json(text)))
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        except (Malformed, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise InputError(path, line, 'submission', f'malformed encrypted day ({str(exc)[:80]})') from None
     return out

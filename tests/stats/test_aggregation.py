@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpc_market.common import keys
-from mpc_market.common.errors import InputError, Refused
+from mpc_market.common.errors import BadParameter, InputError, Refused
 from mpc_market.net.server import status_of
 from mpc_market.stats import dp, paillier
 from mpc_market.stats.aggregate import Aggregator, plan_release
@@ -88,12 +88,16 @@ def test_sum_of_max_meters_at_maximum_cannot_carry():
 
 def test_layout_rejects_values_that_do_not_fit():
     layout = Layout(2, 10, 2, 0, 2048)
-    with pytest.raises(ValueError):
+    with pytest.raises(BadParameter, match='does not fit a'):
         layout.pack([0, 0, 0, 1 << layout.field_bits])
-    with pytest.raises(ValueError):
+    with pytest.raises(BadParameter, match='does not fit a'):
         layout.pack([0, 0, 0, -1])
-    with pytest.raises(ValueError):
+    with pytest.raises(BadParameter, match='5 values for a layout of 4'):
+        layout.pack([0] * 5)
+    with pytest.raises(BadParameter, match='max_meters >= 2'):
         Layout(1, 1, 1, 0, 2048).check()
+    with pytest.raises(BadParameter, match='does not fit a 8-bit modulus'):
+        Layout(1, 1000, 2, 0, 8).check()
 
 
 # -- Paillier -----------------------------------------------------------------------------------
@@ -107,6 +111,9 @@ def test_djn_and_standard_ciphertexts_decrypt_and_add(world):
     assert dso.encrypt(5) != dso.encrypt(5)           # randomized
     assert dso.valid_ciphertext(dso.encrypt(0))
     assert not dso.valid_ciphertext(0) and not dso.valid_ciphertext(dso.nsquare) and not dso.valid_ciphertext(dso.n)
+    for plaintext in (-1, dso.n):
+        with pytest.raises(BadParameter, match='plaintext out of range'):
+            dso.encrypt(plaintext)
 
 
 def test_3072_bit_keys_work(tmp_path):
@@ -145,7 +152,7 @@ def test_key_files_round_trip_and_tampering(tmp_path, world):
         paillier.load_private(key_path)
     with pytest.raises(InputError, match='private key file'):
         paillier.load_private(pub_path)
-    with pytest.raises(ValueError, match='too small'):
+    with pytest.raises(BadParameter, match='too small'):
         paillier.generate('x', 'feeder', 1024)
 
 
@@ -183,8 +190,10 @@ def test_one_meter_and_empty_groups(world):
     assert all(not b['groups'] for b in bundles.values())                    # one meter is never released
     assert bundles[world['dso'].key_id]['refused'] == [
         {'feeder': 'F1', 'zone': 'Z1', 'meters': 1, 'reason': '1 meters, below the minimum cohort of 2'}]
-    with pytest.raises(ValueError, match='at least 2'):
+    with pytest.raises(BadParameter, match='at least 2'):
         Aggregator([world['dso']], world['registry'], FEEDERS, DAY, min_cohort=1)
+    with pytest.raises(BadParameter, match='each operator key once'):
+        Aggregator([world['dso'], world['dso']], world['registry'], FEEDERS, DAY)
 
 
 def test_operator_refuses_groups_below_its_own_minimum(world, tmp_path):
@@ -308,8 +317,10 @@ def test_noise_is_bounded_and_removed_by_the_bias(world, tmp_path):
     deltas = [n - e for g, h in zip(noisy, exact, strict=True) for n,
               e in zip(g.imports + g.exports, h.imports + h.exports, strict=True)]
     assert all(abs(d) <= noise.bias for d in deltas) and any(deltas)
-    with pytest.raises(ValueError, match='guard_bits'):
+    with pytest.raises(BadParameter, match='guard_bits'):
         aggregator.release(dp.Noise(dp.parse_epsilon('0.0001'), MAX_WH))
+    with pytest.raises(BadParameter, match='epsilon must be > 0'):
+        dp.parse_epsilon('0')
 
 
 def test_discrete_laplace_matches_its_distribution():
