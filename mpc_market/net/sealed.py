@@ -12,13 +12,15 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ..common.errors import Tampered
+
 __all__ = ['seal', 'open_sealed', 'SealError']
 
 INFO = b'mpc-market/result-shares-key/v1'
 NONCE = bytes(12)  # each key encrypts exactly one message
 
 
-class SealError(Exception):
+class SealError(Tampered):
     """A sealed reply that does not open with this key and context."""
 
 
