@@ -20,6 +20,8 @@ import contextlib
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import grpc
 
@@ -32,20 +34,23 @@ __all__ = ['Admission', 'is_busy', 'retry_when_busy']
 
 RETRY_KEY = 'mpc-market-retry'  # trailing metadata of a request turned away by admission control
 
+T = TypeVar('T')
+
 
 class Admission:
-    def __init__(self, workers, reserved=2, per_client=6, items_per_s=4000.0, burst=8000, max_items=256):
+    def __init__(self, workers: int, reserved: int = 2, per_client: int = 6, items_per_s: float = 4000.0,
+                 burst: int = 8000, max_items: int = 256):
         if workers <= reserved:
             raise BadParameter('workers', 'need more workers than reserved ones')
         self.slots = workers - reserved
         self.per_client, self.rate, self.burst, self.max_items = per_client, items_per_s, burst, max_items
         self._lock = threading.Lock()
         self._busy = 0
-        self._busy_by = {}
-        self._buckets = {}
+        self._busy_by: dict[str, int] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, at monotonic time)
 
     @contextlib.contextmanager
-    def admit(self, context, items=1, what='server'):
+    def admit(self, context: grpc.ServicerContext, items: int = 1, what: str = 'server') -> Iterator[None]:
         """Run the body as admitted work, or abort the RPC with RESOURCE_EXHAUSTED."""
         if items > self.max_items:
             metrics.count_admission_refusal('too_many_items')
@@ -53,10 +58,10 @@ class Admission:
         client = client_name(context)
         refusal = self._enter(client, max(1, items))
         if refusal:
-            metrics.count_admission_refusal(refusal[0])
-            refusal = refusal[1]
+            reason, message = refusal
+            metrics.count_admission_refusal(reason)
             context.set_trailing_metadata(((RETRY_KEY, 'busy'),))  # "not now", as opposed to "never"
-            abort(context, Overloaded(f'{refusal}; retry later'), what)
+            abort(context, Overloaded(f'{message}; retry later'), what)
         try:
             yield
         finally:
@@ -64,7 +69,7 @@ class Admission:
                 self._busy -= 1
                 self._busy_by[client] -= 1
 
-    def _enter(self, client, items):
+    def _enter(self, client: str, items: int) -> tuple[str, str] | None:
         """None when admitted, else (metrics reason, message)."""
         now = time.monotonic()
         with self._lock:
@@ -83,17 +88,36 @@ class Admission:
         return None
 
 
-def is_busy(exc):
-    """A server's admission control turned the request away for now (not a verdict on it): told by
-    the trailing metadata the server sets, never by the message."""
+def is_busy(exc: grpc.RpcError) -> bool:
+    """Whether a server's admission control turned the request away for now (not a verdict on it).
+
+    Told by the trailing metadata the server sets, never by the message.
+
+    Args:
+        exc: the failed call's error (a grpc.Call as well).
+
+    Returns:
+        True for RESOURCE_EXHAUSTED carrying RETRY_KEY, else False.
+    """
     if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
         return False
     return any(key == RETRY_KEY for key, _ in (exc.trailing_metadata() or ()))
 
 
-def retry_when_busy(call, request, timeout):
-    """call(request, timeout=...), retried with jittered exponential backoff while the server is
-    busy, until timeout seconds have passed; other errors are raised at once."""
+def retry_when_busy(call: Callable[..., T], request: object, timeout: float) -> T:
+    """call(request, timeout=...), retried with jittered exponential backoff while the server is busy.
+
+    Args:
+        call: a stub's method.
+        request: its request message.
+        timeout: seconds for all attempts together.
+
+    Returns:
+        The call's reply.
+
+    Raises:
+        grpc.RpcError: any other error at once; the last busy refusal once timeout seconds have passed.
+    """
     deadline = time.monotonic() + timeout
     delay = 0.02
     while True:

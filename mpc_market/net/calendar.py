@@ -18,8 +18,10 @@ Every number is bounded when BROKER.toml is loaded, so no calendar can stall the
 is one (``common.names``). ``due`` never plans more than ``MAX_OPEN_ROUNDS`` either.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, NoReturn
 
 from ..common.errors import InputError
 from ..common.limits import MAX_SECONDS, ROUND_SLOTS
@@ -45,13 +47,13 @@ class Calendar:
     slots: int
     open_before_s: float
     gate_closure_before_s: float
-    mechanisms: tuple = ()        # round n uses mechanisms[n % len]; () = the market file's
+    mechanisms: tuple[str, ...] = ()  # round n uses mechanisms[n % len]; () = the market file's
     prefix: str = 'cal'
     readings_after_s: float = 0.0
     readings_deadline_after_s: float = 0.0  # 0: rounds are not settled
     rounds: int = 0                         # how many rounds in all; 0: no end
 
-    def market_toml(self, mechanism=''):
+    def market_toml(self, mechanism: str = '') -> str:
         """The market text of new rounds (read when a round opens, so edits apply to later rounds)."""
         text = read_text(self.market_path, 'utf-8')
         return with_mechanism(self.market_path, text, mechanism) if mechanism else text
@@ -60,7 +62,7 @@ class Calendar:
 @dataclass(frozen=True)
 class PlannedRound:
     round_id: str
-    slots: list
+    slots: list[int]
     opens_ms: int
     gate_closure_ms: int
     mechanism: str = ''
@@ -69,7 +71,8 @@ class PlannedRound:
     readings_deadline_ms: int = 0
 
 
-def planned(calendar, n):
+def planned(calendar: Calendar, n: int) -> PlannedRound:
+    """Round n of calendar (counted from its start, whether or not the calendar ends before)."""
     delivery_ms = calendar.start_ms + round(n * calendar.period_s * 1000)
     delivered_ms = calendar.start_ms + round((n + 1) * calendar.period_s * 1000)
     start = datetime.fromtimestamp(delivery_ms / 1000, UTC)
@@ -84,9 +87,16 @@ def planned(calendar, n):
                         delivered_ms + round(calendar.readings_deadline_after_s * 1000) if settled else 0)
 
 
-def due(calendar, now_ms):
-    """The rounds that should be open now: opened, gate not yet closed; at most MAX_OPEN_ROUNDS
-    (the first ones), however the calendar was built."""
+def due(calendar: Calendar, now_ms: int) -> list[PlannedRound]:
+    """The rounds that should be open now: opened, gate not yet closed.
+
+    Args:
+        calendar: the broker's calendar.
+        now_ms: the time, in ms since the epoch.
+
+    Returns:
+        At most MAX_OPEN_ROUNDS rounds (the first ones), however the calendar was built.
+    """
     period_ms = calendar.period_s * 1000
     first = max(0, int((now_ms - calendar.start_ms + calendar.gate_closure_before_s * 1000) // period_ms) - 1)
     last = int((now_ms - calendar.start_ms + calendar.open_before_s * 1000) // period_ms) + 1
@@ -97,16 +107,30 @@ def due(calendar, now_ms):
     return [r for r in rounds if r.opens_ms <= now_ms < r.gate_closure_ms][:MAX_OPEN_ROUNDS]
 
 
-def load_calendar(path, text, table, relative_path):
-    """A Calendar from BROKER.toml's [calendar] table; every error names the file, line and key."""
-    def fail(key, message):
+def load_calendar(path: str, text: str, table: dict[str, Any], relative_path: Callable[[str, str], str]) -> Calendar:
+    """A Calendar from BROKER.toml's [calendar] table.
+
+    Args:
+        path: BROKER.toml's path.
+        text: its text (for line numbers).
+        table: its parsed [calendar] table.
+        relative_path: resolves a path in the file against the file's directory.
+
+    Returns:
+        The calendar; its market file is parsed once, so its errors show now.
+
+    Raises:
+        InputError: an unknown, missing or invalid key (naming the file, line and key), or an
+            error in the market file.
+    """
+    def fail(key: str, message: str) -> NoReturn:
         raise InputError(path, toml_key_line(text, key), key, message)
     refuse_unknown_keys(path, text, table, KEYS, 'calendar')
     for key in ('market', 'start', 'period_s', 'slots', 'open_before_s', 'gate_closure_before_s'):
         if key not in table:
             raise InputError(path, 1, key, 'missing in [calendar]')
 
-    def seconds(key, zero_allowed=False, least=0):
+    def seconds(key: str, zero_allowed: bool = False, least: float = 0) -> float:
         """table[key]: > 0 seconds (>= 0 if zero_allowed, >= least if given), at most a year."""
         value = table[key]
         number = isinstance(value, (int, float)) and not isinstance(value, bool)

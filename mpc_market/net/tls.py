@@ -15,7 +15,7 @@ MAX_MESSAGE_BYTES = 80 << 20
 
 
 # -- TLS -------------------------------------------------------------------------------------------
-def _read(keys_dir, *parts):
+def _read(keys_dir: str, *parts: str) -> bytes:
     from ..common.keys import read_key_file
     return read_key_file(keys_dir, *parts)
 
@@ -39,22 +39,56 @@ def read_ca(keys_dir: str) -> bytes:
 
 
 
-def server_credentials(keys_dir, subdir, name):
-    """Server side of mutual TLS: our certificate, clients must present one from the CA."""
+def server_credentials(keys_dir: str, subdir: str, name: str) -> grpc.ServerCredentials:
+    """Server side of mutual TLS: our certificate, clients must present one from the CA.
+
+    Args:
+        keys_dir: the deployment's keys directory.
+        subdir: where our key pair is (nodes, broker).
+        name: our certificate's name (node0, broker).
+
+    Returns:
+        Credentials that require a client certificate from the CA.
+
+    Raises:
+        KeyFileError: a key, certificate or the CA cannot be read (see read_ca).
+    """
     return grpc.ssl_server_credentials([(_read(keys_dir, subdir, f'{name}.key'),
                                          _read(keys_dir, subdir, f'{name}.pem'))],
                                        root_certificates=read_ca(keys_dir), require_client_auth=True)
 
 
 
-def client_credentials(keys_dir, subdir, name):
+def client_credentials(keys_dir: str, subdir: str, name: str) -> grpc.ChannelCredentials:
+    """Client side of mutual TLS: our certificate, the server's must be from the CA.
+
+    Args:
+        keys_dir: the deployment's keys directory.
+        subdir: where our key pair is (clients, broker).
+        name: our certificate's name.
+
+    Returns:
+        Channel credentials for secure_channel.
+
+    Raises:
+        KeyFileError: a key, certificate or the CA cannot be read (see read_ca).
+    """
     return grpc.ssl_channel_credentials(read_ca(keys_dir), _read(keys_dir, subdir, f'{name}.key'),
                                         _read(keys_dir, subdir, f'{name}.pem'))
 
 
 
-def secure_channel(address, credentials, server_name):
-    """A channel that accepts only a server certificate issued to server_name (node0, broker)."""
+def secure_channel(address: str, credentials: grpc.ChannelCredentials, server_name: str) -> grpc.Channel:
+    """A channel that accepts only a server certificate issued to server_name.
+
+    Args:
+        address: host:port.
+        credentials: from client_credentials.
+        server_name: the name the server's certificate must carry (node0, broker).
+
+    Returns:
+        The channel (it connects lazily).
+    """
     return grpc.secure_channel(address, credentials, options=[
         ('grpc.ssl_target_name_override', server_name),
         ('grpc.initial_reconnect_backoff_ms', 200),   # a restarted node is reachable again within 2 s
@@ -64,13 +98,25 @@ def secure_channel(address, credentials, server_name):
 
 
 
-def server_options():
+def server_options() -> list[tuple[str, int]]:
+    """The gRPC server options every server shares (message size limits).
+
+    Returns:
+        (option, value) pairs.
+    """
     return [('grpc.max_send_message_length', MAX_MESSAGE_BYTES),
             ('grpc.max_receive_message_length', MAX_MESSAGE_BYTES)]
 
 
 
-def client_name(context):
-    """The common name of the client's TLS certificate ('' without one)."""
+def client_name(context: grpc.ServicerContext) -> str:
+    """The common name of the client's TLS certificate.
+
+    Args:
+        context: the RPC's server context.
+
+    Returns:
+        The name, '' without a certificate.
+    """
     names = context.auth_context().get('x509_common_name') or [b'']
     return names[0].decode(errors='replace')
