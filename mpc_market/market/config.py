@@ -1,14 +1,20 @@
 """The market's public parameters (MARKET.toml) and their exact price arithmetic.
 
-Prices are decimals in currency per kWh. Internally every price is an integer number of
-*price units* (10**-decimals currency per kWh, the finest unit among floor, ceiling and tick),
-and every energy an integer number of Wh, so amounts (Wh x price units) are exact integers of
-10**-(decimals + 3) currency.
+Prices are decimals in ``currency`` (ISO 4217) per kWh, negative ones included (a feed-in tariff
+below zero). Internally every price is an integer number of *price units* (10**-decimals currency
+per kWh, the finest unit among floor, ceiling and tick), and every energy an integer number of Wh,
+so amounts (Wh x price units) are exact integers of 10**-(decimals + 3) currency.
+
+Time: slot s starts at ``start + s * slot_minutes`` (an instant; UTC inside, so a DST change moves
+no slot); ``timezone`` (IANA) only decides which slots make up a local calendar day (92, 96 or 100
+quarter hours). Without ``start`` the slots are bare indices and outputs leave slot_start empty.
 """
 
 from __future__ import annotations
 
+import datetime
 import re
+import zoneinfo
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from fractions import Fraction
@@ -24,7 +30,13 @@ MAX_ORDER_WH_LIMIT = (1 << 24) - 1  # keeps the rationing's masked values below 
 
 
 MARKET_KEYS = ('price_floor', 'price_ceiling', 'tick', 'max_order_wh', 'max_reading_wh', 'mechanism', 'zones',
-               'network_fee')
+               'network_fee', 'currency', 'start', 'slot_minutes', 'timezone')
+
+SLOT_MINUTES = (5, 15, 30, 60)   # slot lengths a market may have (15: the European quarter hour)
+CURRENCY = re.compile(r'[A-Z]{3}')  # an ISO 4217 alphabetic code
+DEFAULT_CURRENCY = 'EUR'
+MIN_PRICE_FLOOR = Decimal(-10)   # currency per kWh: day-ahead floors are -0.5/kWh; keeps amounts far from 2^126
+TIMEZONE = re.compile(r'[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*')
 
 
 
@@ -49,6 +61,43 @@ class MarketConfig:
     zoned: bool = False                      # communities clear first, then one cross-community auction
     network_fee: Decimal = Decimal(0)        # currency/kWh on energy crossing communities, a multiple of tick
     zone_map: tuple = ()                     # ((participant, zone), ...) from [zones]; orders may add their own
+    currency: str = DEFAULT_CURRENCY         # ISO 4217 code every price and amount is in
+    start: datetime.datetime | None = None   # the start of slot 0 (aware, UTC), or None: bare slot indices
+    slot_minutes: int = 15
+    timezone: str = 'UTC'                    # IANA zone of the market's calendar days
+
+    def slot_start(self, slot: int) -> datetime.datetime | None:
+        """The UTC start of a slot, or None without a start."""
+        return None if self.start is None else self.start + datetime.timedelta(minutes=self.slot_minutes * slot)
+
+    def slot_start_text(self, slot: int) -> str:
+        """ISO 8601 UTC start of a slot ('2026-06-17T10:15:00Z'), '' without a start."""
+        at = self.slot_start(slot)
+        return '' if at is None else at.strftime('%Y-%m-%dT%H:%M:%SZ')
+
+    def slot_of(self, at: datetime.datetime) -> int | None:
+        """The slot starting exactly at an aware instant, or None (no start, before it, or off the grid)."""
+        if self.start is None or at.tzinfo is None:
+            return None
+        slot, rest = divmod(int((at - self.start).total_seconds()), 60 * self.slot_minutes)
+        return slot if rest == 0 and slot >= 0 else None
+
+    def day_slots(self, day: datetime.date) -> range:
+        """The slots of a local calendar day in the market's timezone (92 or 100 quarter hours on a DST
+        change, 96 otherwise).
+
+        Raises:
+            BadParameter: the market has no start, or the day begins before it or off the slot grid.
+        """
+        if self.start is None:
+            raise BadParameter('start', 'the market file gives no start: its slots have no calendar days')
+        zone = zoneinfo.ZoneInfo(self.timezone)
+        first, after = (datetime.datetime.combine(d, datetime.time(), zone).astimezone(datetime.UTC)
+                        for d in (day, day + datetime.timedelta(days=1)))
+        lo, hi = self.slot_of(first), self.slot_of(after)
+        if lo is None or hi is None:
+            raise BadParameter('start', f'{day} does not begin on a slot boundary at or after the market start')
+        return range(lo, hi)
 
     @cached_property
     def decimals(self):
@@ -173,15 +222,67 @@ def bounded_price(value):
 
 
 PRICE_RULE = f'a decimal >= 0, below 10^{MAX_PRICE_DIGITS}, with at most {MAX_PRICE_DECIMALS} decimals'
+SIGNED_PRICE_RULE = (f'a decimal from {MIN_PRICE_FLOOR} to below 10^{MAX_PRICE_DIGITS}, with at most '
+                     f'{MAX_PRICE_DECIMALS} decimals')
 
 
+def bounded_signed_price(value: Decimal) -> Decimal | None:
+    """value if it is a bounded_price or a negative one down to MIN_PRICE_FLOOR; else None."""
+    if value.is_finite() and value.is_signed() and not value.is_zero():
+        return value if bounded_price(-value) is not None and value >= MIN_PRICE_FLOOR else None
+    return bounded_price(value)
 
-def _toml_decimal(path, text, key, value):
+
+def _toml_decimal(path, text, key, value, signed=False):
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
         raise InputError(path, toml_key_line(text, key), key, f'expected a decimal number, got {str(value)[:40]!r}')
-    if isinstance(value, int) and value.bit_length() > 64 or bounded_price(Decimal(value)) is None:
-        raise InputError(path, toml_key_line(text, key), key, f'must be {PRICE_RULE}, got {str(value)[:40]}')
+    check, rule = (bounded_signed_price, SIGNED_PRICE_RULE) if signed else (bounded_price, PRICE_RULE)
+    if isinstance(value, int) and value.bit_length() > 64 or check(Decimal(value)) is None:
+        raise InputError(path, toml_key_line(text, key), key, f'must be {rule}, got {str(value)[:40]}')
     return Decimal(value)
+
+
+def _toml_start(path, text, value):
+    """The aware UTC start of slot 0 from a TOML offset datetime or an ISO 8601 string with offset or Z."""
+    line = toml_key_line(text, 'start')
+    if isinstance(value, str) and len(value) <= 40:
+        try:
+            value = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            raise InputError(path, line, 'start', f'{value!r} is not an ISO 8601 date and time') from None
+    if not isinstance(value, datetime.datetime):
+        raise InputError(path, line, 'start', f'expected a date and time such as 2026-06-17T00:00:00Z, '
+                                              f'got {str(value)[:40]!r}')
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InputError(path, line, 'start', 'needs a UTC offset or Z (a local time is ambiguous on a DST change)')
+    if value.second or value.microsecond or value < datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC):
+        raise InputError(path, line, 'start', 'must fall on a whole minute, from 1970 on')
+    return value.astimezone(datetime.UTC)
+
+
+def _time_keys(path, text, market):
+    """(currency, start, slot_minutes, timezone) of a [market] table."""
+    currency = market.get('currency', DEFAULT_CURRENCY)
+    if not isinstance(currency, str) or not CURRENCY.fullmatch(currency):
+        raise InputError(path, toml_key_line(text, 'currency'), 'currency',
+                         f'must be an ISO 4217 code of three capital letters such as EUR, got {str(currency)[:40]!r}')
+    start = _toml_start(path, text, market['start']) if 'start' in market else None
+    minutes = market.get('slot_minutes', 15)
+    if isinstance(minutes, bool) or minutes not in SLOT_MINUTES:
+        raise InputError(path, toml_key_line(text, 'slot_minutes'), 'slot_minutes',
+                         f'must be one of {", ".join(map(str, SLOT_MINUTES))}, got {str(minutes)[:40]!r}')
+    if start is not None and (start.minute * 60 + start.hour * 3600) % (60 * minutes):
+        raise InputError(path, toml_key_line(text, 'start'), 'start',
+                         f'{start:%H:%M} UTC is not on the {minutes}-minute grid of the slots')
+    zone = market.get('timezone', 'UTC')
+    try:
+        if not isinstance(zone, str) or len(zone) > 64 or not TIMEZONE.fullmatch(zone):
+            raise zoneinfo.ZoneInfoNotFoundError(zone)
+        zoneinfo.ZoneInfo(zone)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        raise InputError(path, toml_key_line(text, 'timezone'), 'timezone',
+                         f'must be an IANA time zone such as Europe/Berlin, got {str(zone)[:40]!r}') from None
+    return currency, start, minutes, zone
 
 
 
@@ -271,8 +372,8 @@ def config_from_table(path, text, market, extra_keys=()):
     for key in MARKET_KEYS[:3]:
         if key not in market:
             raise InputError(path, 1, key, 'missing in [market]')
-    floor_ = _toml_decimal(path, text, 'price_floor', market['price_floor'])
-    ceiling = _toml_decimal(path, text, 'price_ceiling', market['price_ceiling'])
+    floor_ = _toml_decimal(path, text, 'price_floor', market['price_floor'], signed=True)
+    ceiling = _toml_decimal(path, text, 'price_ceiling', market['price_ceiling'], signed=True)
     tick = _toml_decimal(path, text, 'tick', market['tick'])
     max_wh = market.get('max_order_wh', 65535)
     if isinstance(max_wh, bool) or not isinstance(max_wh, int) or not 1 <= max_wh <= MAX_ORDER_WH_LIMIT:
@@ -304,7 +405,13 @@ def config_from_table(path, text, market, extra_keys=()):
     if fee % tick != 0 or fee > ceiling - floor_:
         raise InputError(path, toml_key_line(text, 'network_fee'), 'network_fee',
                          f'must be a whole number of ticks {tick} and at most {ceiling - floor_}, got {fee}')
-    config = MarketConfig(floor_, ceiling, tick, max_wh, max_reading, mechanism, zoned, fee if zoned else Decimal(0))
+    if floor_ < 0 and mechanism != 'double-auction':
+        raise InputError(path, toml_key_line(text, 'price_floor'), 'price_floor',
+                         f'{mechanism} prices from the grid tariffs and needs price_floor >= 0 (negative prices: '
+                         f'the double auction)')
+    currency, start, minutes, zone = _time_keys(path, text, market)
+    config = MarketConfig(floor_, ceiling, tick, max_wh, max_reading, mechanism, zoned, fee if zoned else Decimal(0),
+                          currency=currency, start=start, slot_minutes=minutes, timezone=zone)
     if config.levels > 4096:
         raise InputError(path, toml_key_line(text, 'tick'), 'tick',
                          f'{config.levels} price levels; at most 4096 supported')
