@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from ..common.errors import COMMAND_LINE, InputError, KeyFileError
+from ..common.errors import COMMAND_LINE, InputError, KeyFileError, Unreachable
 from .market import MAX_WARNINGS, default_config
 
 
@@ -76,7 +76,7 @@ def cmd_up(args):
     check_free('broker', deployment.broker_address)
     try:
         deployment.start(http=args.http)
-    except RuntimeError as exc:  # a daemon exited (a taken port, a bad config): stop the others
+    except Unreachable as exc:  # a daemon exited (a taken port, a bad config): stop the others
         deployment.stop()
         raise OSError(str(exc)) from None
     print(f'broker at {deployment.broker_address}; {args.nodes} nodes running (logs in {args.dir}/*.log)')
