@@ -12,18 +12,24 @@ and the planned positions (hence the net readings of the retailer-only compariso
 orders' energies, which the shares do not tell apart from a buy or a sell reliably.
 """
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..market.book import Book
-from ..market.orders import load_orders
+from ..market.orders import Order, load_orders
 from ..market.results import Bill, order_rows
 from ..market.settlement import complete_readings, planned_position, retailer_only_amount
 from ..rpc import market_pb2
-from .client import ClientError, client_manifest, fetch_own_results
-from .trusted import trusted_round
+from .client import BrokerClient, ClientError, client_manifest, fetch_own_results
+from .trusted import TrustedRound, trusted_round
+
+Readings = Mapping[tuple[str, int], int]  # {(participant, slot): net Wh}
 
 
-def _fetch(broker, keys_dir, participant, state, client, kind):
+def _fetch(broker: BrokerClient, keys_dir: str, participant: str, state: TrustedRound, client: str,
+           kind: str) -> tuple[str, np.ndarray | None]:
     """(status, values) of one kind, or ('none', None) if the participant took no part."""
     try:
         _, status, values = fetch_own_results(broker, keys_dir, participant, client=client, kind=kind, state=state)
@@ -45,10 +51,12 @@ class RoundBill:
 
     @property
     def took_part(self) -> bool:
+        """Whether the participant had clearing or settlement results in the round."""
         return self.status != 'none' or self.settle_status != 'none'
 
 
-def bill_of_round(broker, keys_dir: str, participant: str, state, orders: list, readings: dict,
+def bill_of_round(broker: BrokerClient, keys_dir: str, participant: str, state: TrustedRound, orders: Sequence[Order],
+                  readings: Readings,
                   client: str = 'submitter') -> RoundBill:
     """The participant's bill of one settled round from its own result shares.
 
@@ -97,8 +105,19 @@ def bill_of_round(broker, keys_dir: str, participant: str, state, orders: list, 
     return RoundBill(trade, deviation, sum(retailer_only_amount(config, n) for n in nets), status, settle_status)
 
 
-def round_bill(broker, keys_dir, participant, state, orders, readings, client='submitter'):
-    """(trade, deviation, retailer-only, settlement status) of one settled round (a TrustedRound), in money units."""
+def round_bill(broker: BrokerClient, keys_dir: str, participant: str, state: TrustedRound, orders: Sequence[Order],
+               readings: Readings, client: str = 'submitter') -> tuple[int, int, int, str]:
+    """bill_of_round as a tuple.
+
+    Args:
+        broker, keys_dir, participant, state, orders, readings, client: as for bill_of_round.
+
+    Returns:
+        (trade, deviation, retailer-only, settlement status), in money units.
+
+    Raises:
+        ClientError, InputError: as bill_of_round.
+    """
     bill = bill_of_round(broker, keys_dir, participant, state, orders, readings, client)
     return bill.trade, bill.deviation, bill.retailer_only, bill.settle_status
 
@@ -106,15 +125,16 @@ def round_bill(broker, keys_dir, participant, state, orders, readings, client='s
 @dataclass
 class PeriodBills:
     """The bills of several participants over the settled rounds of a period."""
-    bills: dict = field(default_factory=dict)    # participant -> Bill, in the order asked for
-    absent: set = field(default_factory=set)     # participants that took part in none of the settled rounds
-    failed: dict = field(default_factory=dict)   # participant -> why its bill could not be fetched
-    settled: list = field(default_factory=list)  # TrustedRounds the bills sum over
-    pending: list = field(default_factory=list)  # RoundStates of the period not settled yet
+    bills: dict[str, Bill] = field(default_factory=dict)  # in the order asked for
+    absent: set[str] = field(default_factory=set)  # participants that took part in none of the settled rounds
+    failed: dict[str, str] = field(default_factory=dict)  # participant -> why its bill could not be fetched
+    settled: list[TrustedRound] = field(default_factory=list)  # the rounds the bills sum over
+    pending: list[market_pb2.RoundState] = field(default_factory=list)  # of the period, not settled yet
 
 
-def period_bills(broker, keys_dir: str, participants: list, first_day: str, last_day: str, orders_path: str,
-                 readings: dict | None = None, client: str = 'submitter', round_id: str = '') -> PeriodBills:
+def period_bills(broker: BrokerClient, keys_dir: str, participants: Sequence[str], first_day: str, last_day: str,
+                 orders_path: str, readings: Readings | None = None, client: str = 'submitter',
+                 round_id: str = '') -> PeriodBills:
     """Every participant's Bill summed over the settled rounds delivering from first_day to
     last_day (or of round_id alone). One participant's failure (a node refused it, its key is
     missing) is recorded in ``failed`` and the others are still billed.
@@ -133,7 +153,8 @@ def period_bills(broker, keys_dir: str, participants: list, first_day: str, last
         The PeriodBills.
 
     Raises:
-        ClientError: the broker refused or a round's state is not trusted.
+        ClientError: the broker refused.
+        UntrustedRound: a settled round's state is not the one its nodes signed.
         InputError: the orders file is malformed.
     """
     from ..common.errors import InputError
@@ -164,10 +185,23 @@ def period_bills(broker, keys_dir: str, participants: list, first_day: str, last
     return out
 
 
-def period_bill(broker, keys_dir, participant, first_day, last_day, orders_path, readings=None, client='submitter',
-                round_id=''):
-    """(Bill summed over the settled rounds delivering from first_day to last_day (or of round_id
-    alone), rounds used, rounds of the period not settled yet); raises the participant's failure."""
+def period_bill(broker: BrokerClient, keys_dir: str, participant: str, first_day: str, last_day: str,
+                orders_path: str, readings: Readings | None = None, client: str = 'submitter',
+                round_id: str = '') -> tuple[Bill, list[TrustedRound], list[market_pb2.RoundState]]:
+    """One participant's Bill summed over the settled rounds of a period (or of round_id alone).
+
+    Args:
+        broker, keys_dir, first_day, last_day, orders_path, readings, client, round_id: as for period_bills.
+        participant: the participant id.
+
+    Returns:
+        (the Bill, the rounds it sums over, the rounds of the period not settled yet).
+
+    Raises:
+        ClientError: the broker refused, or the participant's bill failed.
+        UntrustedRound: a settled round's state is not the one its nodes signed.
+        InputError: the orders file is malformed.
+    """
     result = period_bills(broker, keys_dir, [participant], first_day, last_day, orders_path, readings, client,
                           round_id)
     if participant in result.failed:

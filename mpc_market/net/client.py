@@ -9,18 +9,22 @@ can recombine.
 import hashlib
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..common.errors import InputError, KeyFileError, MarketError, Tampered
 from ..common.keys import load_participant_agreement_key, load_participant_key, node_name
-from ..common.manifest import load_manifest
+from ..common.manifest import Manifest, load_manifest
 from ..market.book import Book
+from ..market.config import MarketConfig
 from ..market.orders import load_orders, resolve_zones
-from ..market.results import order_rows
+from ..market.results import OrderRow, order_rows
 from ..mpc import field as ff
 from ..mpc.jobs import result_fields
 from ..rpc import market_pb2, market_pb2_grpc
@@ -35,18 +39,20 @@ from .messages import (
 )
 from .store import now_ms
 from .submit import Submitter
-from .trusted import trusted_round
+from .trusted import TrustedRound, trusted_round
+
+T = TypeVar('T')
 
 
 class ClientError(MarketError):
     """A deployment request that failed; the message names the service and the reason."""
 
-    def __init__(self, message, code=''):
+    def __init__(self, message: str, code: str = ''):
         super().__init__(message)
         self.code = code  # the gRPC status name, when a server refused
 
 
-def _rpc(what, call, *args, **kwargs):
+def _rpc(what: str, call: Callable[..., T], *args: object, **kwargs: object) -> T:
     try:
         return call(*args, **kwargs)
     except grpc.RpcError as exc:
@@ -54,39 +60,48 @@ def _rpc(what, call, *args, **kwargs):
 
 
 class BrokerClient:
-    def __init__(self, address, keys_dir, client='submitter'):
+    """The broker's round control and status over mutual TLS; every failure is a ClientError."""
+
+    def __init__(self, address: str, keys_dir: str, client: str = 'submitter'):
         credentials = tls.client_credentials(keys_dir, 'clients', client)
         self.address = address
         self.channel = tls.secure_channel(address, credentials, 'broker')
         self.stub = market_pb2_grpc.BrokerStub(self.channel)
 
-    def close(self):
+    def close(self) -> None:
         self.channel.close()
 
-    def status(self, round_id=''):
+    def status(self, round_id: str = '') -> market_pb2.RoundState:
+        """The round's state ('' the broker's latest round)."""
         return _rpc(f'broker {self.address}', self.stub.RoundStatus, market_pb2.RoundRef(round_id=round_id), timeout=30)
 
-    def rounds(self):
+    def rounds(self) -> Sequence[market_pb2.RoundState]:
+        """Every round, oldest first, without live counts."""
         return _rpc(f'broker {self.address}', self.stub.ListRounds, market_pb2.RoundListRequest(), timeout=30).rounds
 
-    def open(self, round_id, slots, gate_closure_ms, market_toml, readings_open_ms=0, readings_deadline_ms=0, day=''):
+    def open(self, round_id: str, slots: Sequence[int], gate_closure_ms: int, market_toml: str,
+             readings_open_ms: int = 0, readings_deadline_ms: int = 0, day: str = '') -> market_pb2.RoundState:
+        """Open a round at every node (operators only; idempotent for the same parameters)."""
         return _rpc(f'broker {self.address}', self.stub.OpenRound, market_pb2.RoundSpec(
             round_id=round_id, slots=slots, gate_closure_unix_ms=gate_closure_ms, market_toml=market_toml,
             readings_open_unix_ms=readings_open_ms, readings_deadline_unix_ms=readings_deadline_ms, day=day),
             timeout=60)
 
-    def close_round(self, round_id):
+    def close_round(self, round_id: str) -> market_pb2.RoundState:
+        """Close the round's gate now: the nodes clear it."""
         return _rpc(f'broker {self.address}', self.stub.CloseRound, market_pb2.RoundRef(round_id=round_id), timeout=30)
 
-    def public(self, round_id):
+    def public(self, round_id: str) -> market_pb2.PublicResultSet:
+        """The round's public results with every node's signature."""
         return _rpc(f'broker {self.address}', self.stub.PublicResults, market_pb2.RoundRef(round_id=round_id),
                     timeout=30)
 
-    def settlement(self, round_id):
+    def settlement(self, round_id: str) -> market_pb2.PublicResultSet:
+        """The round's public settlement with every node's signature."""
         return _rpc(f'broker {self.address}', self.stub.SettlementResults, market_pb2.RoundRef(round_id=round_id),
                     timeout=30)
 
-    def wait(self, round_id, timeout, poll=0.2, settled=False):
+    def wait(self, round_id: str, timeout: float, poll: float = 0.2, settled: bool = False) -> market_pb2.RoundState:
         """Wait until the round is cleared (settled, with settled=True), it failed for good (final), or timeout."""
         deadline = time.monotonic() + timeout
         while True:
@@ -99,8 +114,21 @@ class BrokerClient:
             time.sleep(poll)
 
 
-def open_round_state(broker, round_id, manifest):
-    """The TrustedRound of an open round (raises ClientError / UntrustedRound otherwise)."""
+def open_round_state(broker: BrokerClient, round_id: str, manifest: Manifest) -> TrustedRound:
+    """The TrustedRound of an open round.
+
+    Args:
+        broker: the broker.
+        round_id: the round ('' the broker's latest).
+        manifest: the deployment manifest the client holds.
+
+    Returns:
+        The round, open for orders.
+
+    Raises:
+        ClientError: the broker refused, or the round is not open.
+        UntrustedRound: the nodes' signatures of its parameters do not check.
+    """
     state = broker.status(round_id)
     if state.state != market_pb2.RoundState.OPEN:
         phase = market_pb2.RoundState.State.Name(state.state).lower()
@@ -113,8 +141,18 @@ def open_round_state(broker, round_id, manifest):
     return trusted
 
 
-def client_manifest(keys_dir):
-    """The deployment manifest the client holds; its problems are one-line InputErrors."""
+def client_manifest(keys_dir: str) -> Manifest:
+    """The deployment manifest the client holds.
+
+    Args:
+        keys_dir: the client's key directory.
+
+    Returns:
+        The manifest.
+
+    Raises:
+        InputError: it is missing or malformed (one line).
+    """
     try:
         return load_manifest(keys_dir)
     except KeyFileError as exc:
@@ -124,13 +162,32 @@ def client_manifest(keys_dir):
 @dataclass
 class SubmitReport:
     round_id: str
-    accepted: list
-    failed: dict      # participant -> reason (names the node)
+    accepted: list[str]
+    failed: dict[str, str]  # participant -> reason (names the node)
     seconds: float
 
 
-def submit_orders(orders_path, broker, keys_dir, round_id='', client='submitter', workers=4, batch=64):
-    """Share, sign and deliver every participant's orders of an orders file to all nodes."""
+def submit_orders(orders_path: str, broker: BrokerClient, keys_dir: str, round_id: str = '', client: str = 'submitter',
+                  workers: int = 4, batch: int = 64) -> SubmitReport:
+    """Share, sign and deliver every participant's orders of an orders file to all nodes.
+
+    Args:
+        orders_path: the orders file.
+        broker: the broker.
+        keys_dir: the client's keys (manifest, participant keys, TLS certificate).
+        round_id: the open round ('' the broker's latest).
+        client: the TLS client certificate name.
+        workers: participants submitted at once.
+        batch: participants per SubmitBatch request.
+
+    Returns:
+        Who was accepted by every node, who failed and why, and the seconds taken.
+
+    Raises:
+        InputError: the orders file is malformed, names a slot or zone not in the round, or a key is missing.
+        ClientError: the broker refused, or the round is not open.
+        UntrustedRound: the round's parameters are not signed by the manifest's nodes.
+    """
     state = open_round_state(broker, round_id, client_manifest(keys_dir))
     config = state.config
     orders = load_orders(orders_path, config)
@@ -138,14 +195,14 @@ def submit_orders(orders_path, broker, keys_dir, round_id='', client='submitter'
     for o in orders:
         if o.slot not in slots:
             raise InputError(orders_path, o.line, 'slot', f'slot {o.slot} is not traded in round {state.round_id}')
-    first_line = {}
+    first_line: dict[str, int] = {}
     for o in orders:
         first_line.setdefault(o.participant, o.line)
         if config.zoned and o.participant not in config.zone_of:  # the nodes would exclude it
             raise InputError(orders_path, o.line, 'zone', f'{o.participant} is in no zone of round {state.round_id}')
     resolve_zones(orders_path, config, orders)  # a zone column must agree with the round's zones
     participants = sorted(first_line)
-    keys = {}
+    keys: dict[str, ed25519.Ed25519PrivateKey] = {}
     for p in participants:
         try:
             keys[p] = load_participant_key(keys_dir, p)
@@ -170,14 +227,34 @@ RESULT_WIDTH = {'settlement': 2, 'retailer': 3}  # deviation Wh, amount; receive
 
 
 
-def fetch_own_results(broker, keys_dir, participant, round_id='', client='submitter', kind='', state=None):
-    """(round state, status, values (slots, fields) or None): this participant's reconstructed results
-    of one kind: '' the clearing (matched, unmatched, amount; in a zoned market also local and
-    cross-zone Wh), 'settlement' (deviation Wh, deviation amount), 'retailer' (the retailer's
-    receives, pays and net per slot; the retailer's key and certificate only).
+def fetch_own_results(broker: BrokerClient, keys_dir: str, participant: str, round_id: str = '',
+                      client: str = 'submitter', kind: str = '',
+                      state: TrustedRound | None = None) -> tuple[TrustedRound, str, np.ndarray | None]:
+    """This participant's reconstructed results of one kind.
 
     Each node gets its own signed single-use request and seals its shares to the participant's
-    X25519 key; only this participant's key opens them."""
+    X25519 key; only this participant's key opens them.
+
+    Args:
+        broker: the broker (asked for the round's state unless state is given).
+        keys_dir: the client's keys (manifest, participant keys, TLS certificate).
+        participant: the participant.
+        round_id: the round ('' the broker's latest), unless state is given.
+        client: the TLS client certificate name.
+        kind: '' the clearing (matched, unmatched, amount; in a zoned market also local and
+            cross-zone Wh), 'settlement' (deviation Wh, deviation amount), 'retailer' (the
+            retailer's receives, pays and net per slot; the retailer's key and certificate only).
+        state: the round, already trusted.
+
+    Returns:
+        (round, status, values (slots, fields) as Python ints, None if the participant is missing).
+
+    Raises:
+        InputError: the participant's keys or the manifest are missing.
+        ClientError: a node refused, replied to another request, with a bad signature or sealed
+            shares that do not open, the nodes disagree, or the shares are inconsistent.
+        UntrustedRound: the round's parameters are not signed by the manifest's nodes.
+    """
     state = state or trusted_round(broker.status(round_id), client_manifest(keys_dir), round_id)
     try:
         key = load_participant_key(keys_dir, participant)
@@ -186,7 +263,8 @@ def fetch_own_results(broker, keys_dir, participant, round_id='', client='submit
         raise InputError(keys_dir, 0, 'participant', str(exc)) from None
     verify_keys = state.manifest.verify_keys()
     credentials = tls.client_credentials(keys_dir, 'clients', client)
-    replies, plaintexts = [], []
+    replies: list[market_pb2.ResultShares] = []
+    plaintexts: list[bytes] = []
     for i, address in enumerate(state.addresses):
         unix_ms, nonce = now_ms(), os.urandom(16).hex()
         request = market_pb2.ResultsRequest(
@@ -231,19 +309,50 @@ def fetch_own_results(broker, keys_dir, participant, round_id='', client='submit
     return state, status, np.array(ff.signed(values), dtype=object).reshape(slots, fields)
 
 
-def own_order_rows(state, status, values, orders_path, participant):
-    """This participant's OrderRows (the rows of participants.csv of `mpc-market clear`)."""
+def own_order_rows(state: TrustedRound, status: str, values: np.ndarray, orders_path: str,
+                   participant: str) -> tuple[MarketConfig, list[OrderRow]]:
+    """This participant's OrderRows (the rows of participants.csv of `mpc-market clear`).
+
+    Args:
+        state: the round.
+        status: the participant's clearing status (not 'cleared': its orders settle with the retailer).
+        values: its reconstructed clearing values (see fetch_own_results).
+        orders_path: its orders file.
+        participant: the participant.
+
+    Returns:
+        (the round's market config, the participant's rows).
+
+    Raises:
+        InputError: the orders file is malformed.
+    """
     config = state.config
     orders = [o for o in load_orders(orders_path, config) if o.participant == participant]
     book = Book(config, orders, extra_pairs=[(participant, s) for s in state.slots])
-    excluded = set() if status == 'cleared' else {participant}
+    excluded: set[str] = set() if status == 'cleared' else {participant}
     index = {s: j for j, s in enumerate(state.slots)}
     return config, order_rows(book, excluded, lambda o: tuple(int(v) for v in values[index[o.slot]]))
 
 
-def fetch_public(broker, keys_dir, round_id='', settlement=False):
-    """(TrustedRound, body dict) of the public results (or, with settlement, the public settlement),
-    checked against the signatures of all m nodes of the client's manifest, for the round asked for."""
+def fetch_public(broker: BrokerClient, keys_dir: str, round_id: str = '',
+                 settlement: bool = False) -> tuple[TrustedRound, dict[str, Any]]:
+    """The public results (or the public settlement), checked against every node of the client's manifest.
+
+    Args:
+        broker: the broker.
+        keys_dir: the client's keys (manifest).
+        round_id: the round ('' the broker's latest).
+        settlement: the public settlement instead of the clearing's results.
+
+    Returns:
+        (round, the signed body as a dict).
+
+    Raises:
+        InputError: the manifest is missing.
+        ClientError: the broker refused, a signature is missing or bad, or the body is no JSON
+            object of this round.
+        UntrustedRound: the round's parameters are not signed by the manifest's nodes.
+    """
     import json
     state = trusted_round(broker.status(round_id), client_manifest(keys_dir), round_id)
     result = broker.settlement(state.round_id) if settlement else broker.public(state.round_id)

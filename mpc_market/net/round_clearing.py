@@ -11,21 +11,29 @@ The inputs are the stored shares, so a re-run after a failure or restart gives t
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..common.errors import EngineError
 from ..common.names import path_token
 from ..market.book import Layout
-from ..market.config import parse_config
+from ..market.config import MarketConfig, parse_config
 from ..market.results import public_slot_rows
 from ..market.settlement import deviation_price2
 from ..mpc import field as ff
-from ..mpc.jobs import DETERMINISTIC_EXIT, JobDir, config_spec
+from ..mpc.jobs import DETERMINISTIC_EXIT, JobDir, PublicOutputs, config_spec
 from ..mpc.supervisor import PartyProcess, supervise
+from .config import NodeConfig
 from .messages import PUBLIC_DOMAIN, public_body
+from .store import Round, Store
+
+OnStart = Callable[[subprocess.Popen[bytes]], None]  # told the party's process once it started (tests)
+Rows = dict[str, tuple[str, bytes]]  # {participant: (status, result shares)}
 
 
 class ClearingFailed(EngineError):
@@ -41,8 +49,24 @@ class ClearingFailed(EngineError):
 
 
 
-def export_job(store, round_, index, nodes, keys_dir, job_dir):
-    """Write job.json, this node's packages (sorted by participant) and MPyC's TLS files."""
+def export_job(store: Store, round_: Round, index: int, nodes: int, keys_dir: str,
+               job_dir: str) -> tuple[MarketConfig, int]:
+    """Write job.json, this node's packages (sorted by participant) and the held envelopes' digests.
+
+    Args:
+        store: this node's store.
+        round_: the round to clear.
+        index: this node's index.
+        nodes: how many nodes.
+        keys_dir: the deployment's keys (the party reads its TLS files there itself).
+        job_dir: the run's fresh private directory.
+
+    Returns:
+        (the round's market config, how many participants' packages were written).
+
+    Raises:
+        InputError: the round's market text does not parse (it did when the round opened).
+    """
     config = parse_config(f'round {round_.round_id}', round_.market_toml)
     layout = Layout.for_config(config)
     spec = replace(config_spec(config, round_.slots, nodes), mode='deployment', round_id=round_.round_id)
@@ -63,9 +87,23 @@ def export_job(store, round_, index, nodes, keys_dir, job_dir):
 
 
 
-def run_party(job_dir, index, mpc_addresses, keys_dir, connect_timeout, clearing_timeout, on_start=None,
-              extra_args=()):
-    """Run the MPyC party child under the supervisor; raise ClearingFailed with the reason."""
+def run_party(job_dir: str, index: int, mpc_addresses: Sequence[str], keys_dir: str, connect_timeout: float,
+              clearing_timeout: float, on_start: OnStart | None = None, extra_args: Sequence[str] = ()) -> None:
+    """Run the MPyC party child under the supervisor until it ends.
+
+    Args:
+        job_dir: the exported run directory.
+        index: this node's index.
+        mpc_addresses: every party's MPyC host:port.
+        keys_dir: the deployment's keys.
+        connect_timeout: seconds for all peers to connect.
+        clearing_timeout: seconds for the whole run.
+        on_start: called with the child process once started.
+        extra_args: more party arguments (``--settle-only``).
+
+    Raises:
+        ClearingFailed: the party did not connect in time, timed out or failed (final if deterministic).
+    """
     party = PartyProcess([sys.executable, '-m', 'mpc_market.mpc.node', '--job', job_dir, '--index', str(index),
                           '--parties', ','.join(mpc_addresses), '--deployment', '--keys', keys_dir, *extra_args],
                          JobDir(job_dir).party_log, cwd=job_dir,
@@ -83,9 +121,19 @@ def run_party(job_dir, index, mpc_addresses, keys_dir, connect_timeout, clearing
                          final=failure.returncode == DETERMINISTIC_EXIT)
 
 
-def import_results(job_dir, index, round_id, config):
-    """({participant: (status, shares bytes)}, public body, timings, deviation price2 per slot) of a
-    finished run."""
+def import_results(job_dir: str, index: int, round_id: str,
+                   config: MarketConfig) -> tuple[Rows, str, dict[str, float], list[int]]:
+    """What a finished run left in its directory.
+
+    Args:
+        job_dir: the run directory.
+        index: this node's index.
+        round_id: the round.
+        config: its market config.
+
+    Returns:
+        ({participant: (status, shares bytes)}, public body, run figures, deviation price2 per slot).
+    """
     own = JobDir(job_dir).node(index)
     public = own.read_public()
     results = np.load(own.results)
@@ -97,17 +145,38 @@ def import_results(job_dir, index, round_id, config):
     return rows, public_body(round_id, config, public), run_figures(public), price2
 
 
-def run_figures(public):
-    """What a run cost (its PublicOutputs' figures), flat: phase timings, TLS, bytes sent, peak memory."""
+def run_figures(public: PublicOutputs) -> dict[str, float]:
+    """What a run cost (its PublicOutputs' figures), flat.
+
+    Args:
+        public: the run's public outputs.
+
+    Returns:
+        Seconds per phase, plus mpc_tls (a bool), bytes_sent and peak_rss_mb.
+    """
     figures = public.figures
     return dict(figures.timings, mpc_tls=figures.mpc_tls, bytes_sent=figures.bytes_sent,
                 peak_rss_mb=figures.peak_rss_mb)
 
 
 
-def clear_round(store, round_, node, signing_key, on_start=None):
-    """Run one attempt for the round; stores results (state 'cleared') and returns the MPC phase
-    timings, or raises ClearingFailed."""
+def clear_round(store: Store, round_: Round, node: NodeConfig, signing_key: ed25519.Ed25519PrivateKey,
+                on_start: OnStart | None = None) -> dict[str, float]:
+    """Run one clearing attempt for the round and store its results (state 'cleared').
+
+    Args:
+        store: this node's store.
+        round_: the round (its attempts number the run directory).
+        node: this node's config.
+        signing_key: signs the public results.
+        on_start: called with the party's process once started.
+
+    Returns:
+        The run's figures (see run_figures).
+
+    Raises:
+        ClearingFailed: the run failed (see run_party).
+    """
     job_dir = os.path.join(node.data_dir, 'runs', f'{path_token(round_.round_id)}.{round_.attempts}')
     shutil.rmtree(job_dir, ignore_errors=True)
     os.makedirs(job_dir)

@@ -13,24 +13,29 @@ stored packages and gives the same results.
 import hashlib
 import os
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..common.names import path_token
 from ..market.book import Layout, ReadingLayout
 from ..market.config import parse_config
 from ..mpc import field as ff
-from ..mpc.jobs import ClearingVerdicts, JobDir, config_spec
+from ..mpc.jobs import ClearingVerdicts, JobDir, PublicOutputs, config_spec
+from .config import NodeConfig
 from .messages import SETTLEMENT_DOMAIN, settlement_body
-from .round_clearing import run_figures, run_party
+from .round_clearing import OnStart, Rows, run_figures, run_party
+from .store import Round, Store
 
 SETTLEMENT_FIELDS = 2  # per participant and slot: deviation Wh, deviation amount
 RETAILER_FIELDS = 3    # per slot: receives, pays, net
 
 
 
-def _packages(path, submissions, participants, shape):
+def _packages(path: str, submissions: Mapping[str, tuple[str, bytes, bytes, bytes]], participants: Sequence[str],
+              shape: tuple[int, ...]) -> None:
     """Write the participants' stored packages as one limb-major array (4, n, *shape)."""
     out = np.lib.format.open_memmap(path, mode='w+', dtype=np.uint32, shape=(ff.LIMBS, len(participants), *shape))
     for row, participant in enumerate(participants):
@@ -39,8 +44,19 @@ def _packages(path, submissions, participants, shape):
 
 
 
-def export_settlement_job(store, round_, index, nodes, job_dir):
-    """job.json, clearing.json, this node's order and reading packages and held.json (reading envelopes)."""
+def export_settlement_job(store: Store, round_: Round, index: int, nodes: int, job_dir: str) -> None:
+    """Write job.json, clearing.json, this node's order and reading packages and held.json (reading envelopes).
+
+    Args:
+        store: this node's store.
+        round_: the cleared round to settle.
+        index: this node's index.
+        nodes: how many nodes.
+        job_dir: the run's fresh private directory.
+
+    Raises:
+        InputError: the round's market text does not parse (it did when the round opened).
+    """
     config = parse_config(f'round {round_.round_id}', round_.market_toml)
     slots = len(round_.slots)
     spec = replace(config_spec(config, round_.slots, nodes), mode='deployment', round_id=round_.round_id,
@@ -62,8 +78,16 @@ def export_settlement_job(store, round_, index, nodes, job_dir):
 
 
 
-def participant_status(participant, public):
-    """A participant's settlement status: how its deviations were settled."""
+def participant_status(participant: str, public: PublicOutputs) -> str:
+    """A participant's settlement status: how its deviations were settled.
+
+    Args:
+        participant: one of the settlement's participants.
+        public: the settlement run's public outputs.
+
+    Returns:
+        'excluded', 'missing-reading', 'invalid-reading' or 'metered'.
+    """
     if participant in public.order_excluded:
         return 'excluded'  # its orders were invalid: they settle with the retailer, no deviation
     if participant in public.missing_readings:
@@ -74,8 +98,17 @@ def participant_status(participant, public):
 
 
 
-def import_settlement(job_dir, index, round_id):
-    """({participant: (status, shares)}, retailer shares, public body, timings) of a finished run."""
+def import_settlement(job_dir: str, index: int, round_id: str) -> tuple[Rows, bytes, str, dict[str, float]]:
+    """What a finished settlement run left in its directory.
+
+    Args:
+        job_dir: the run directory.
+        index: this node's index.
+        round_id: the round.
+
+    Returns:
+        ({participant: (status, shares)}, retailer shares, public body, run figures).
+    """
     own = JobDir(job_dir).node(index)
     public = own.read_public()
     settled = np.load(own.settlement)
@@ -87,9 +120,21 @@ def import_settlement(job_dir, index, round_id):
 
 
 
-def settle_round(store, round_, node, signing_key, on_start=None):
-    """Run one settlement attempt; stores the results (round settled) and returns the phase timings,
-    or raises ClearingFailed."""
+def settle_round(store: Store, round_: Round, node: NodeConfig, signing_key: ed25519.Ed25519PrivateKey,
+                 on_start: OnStart | None = None) -> dict[str, float]:
+    """Run one settlement attempt for the round and store its results (the round is then settled).
+
+    Args:
+        store, node, on_start: as for round_clearing.clear_round.
+        round_: the cleared round (its settle_attempts number the run directory).
+        signing_key: signs the public settlement body.
+
+    Returns:
+        The run's figures (see round_clearing.run_figures).
+
+    Raises:
+        ClearingFailed: the run failed (see round_clearing.run_party).
+    """
     job_dir = os.path.join(node.data_dir, 'runs', f'{path_token(round_.round_id)}.settle.{round_.settle_attempts}')
     shutil.rmtree(job_dir, ignore_errors=True)
     os.makedirs(job_dir)
