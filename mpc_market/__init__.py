@@ -41,6 +41,7 @@ _EXPORTS = {
                     'market.results'),
     **dict.fromkeys(('clear_slot', 'clear_zoned_slot'), 'market.rule'),
     'scheme_prices': 'market.schemes',
+    **dict.fromkeys(('plot_market', 'plot_prices'), 'plots'),
     'SlotSettlement': 'market.settlement',
     'Aggregator': 'stats.aggregate',
     'generate_operator_key': 'stats.paillier:generate',

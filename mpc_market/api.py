@@ -100,7 +100,8 @@ def clear(book: Book, engine: str = 'mpc', nodes: int = 3, mode: str = 'local', 
         timeout: seconds before a stuck run is stopped.
 
     Returns:
-        A ``ClearingResult`` (public slot rows, every participant's order rows, timings).
+        A ``ClearingResult`` (public slot rows, every participant's order rows, timings) that knows its
+        market: ``result.to_dataframe()`` gives Decimal prices and amounts in its currency.
 
     Raises:
         EngineError: a node failed or timed out, or the nodes disagree.
@@ -109,11 +110,12 @@ def clear(book: Book, engine: str = 'mpc', nodes: int = 3, mode: str = 'local', 
     if engine not in ENGINES or mode not in MODES:
         raise BadParameter('engine', f'engine must be one of {ENGINES} and mode one of {MODES}')
     if engine == 'plain':
-        return clear_plain(book)
-    from .mpc.local import clear_mpc, clear_peers
-    if mode == 'peers':
-        return clear_peers(book, committee, progress=progress, timeout=timeout)
-    return clear_mpc(book, nodes=nodes, chunk=chunk, progress=progress, timeout=timeout)
+        result = clear_plain(book)
+    else:
+        from .mpc.local import clear_mpc, clear_peers
+        result = clear_peers(book, committee, progress=progress, timeout=timeout) if mode == 'peers' else \
+            clear_mpc(book, nodes=nodes, chunk=chunk, progress=progress, timeout=timeout)
+    return dataclasses.replace(result, market=book.config)  # for to_dataframe and plot_prices
 
 
 def settle(book: Book, readings: Mapping[tuple[str, int], int], engine: str = 'mpc', nodes: int = 3,
@@ -143,6 +145,8 @@ def settle(book: Book, readings: Mapping[tuple[str, int], int], engine: str = 'm
         raise BadParameter('engine', f'engine must be one of {ENGINES}')
     net_of, _ = complete_readings(book, dict(readings))
     if engine == 'plain':
-        return settle_plain(book, net_of)
-    from .mpc.local import settle_mpc
-    return settle_mpc(book, net_of, nodes=nodes, chunk=chunk, progress=progress, timeout=timeout)
+        result = settle_plain(book, net_of)
+    else:
+        from .mpc.local import settle_mpc
+        result = settle_mpc(book, net_of, nodes=nodes, chunk=chunk, progress=progress, timeout=timeout)
+    return dataclasses.replace(result, clearing=dataclasses.replace(result.clearing, market=book.config))

@@ -17,8 +17,9 @@ ALLOWED = {
     'stats': {'common', 'net', 'stats', 'rpc'},
     'rpc': {'rpc'},
     'api': {'common', 'market', 'mpc'},
-    'cli': {'api', 'common', 'market', 'mpc', 'net', 'stats', 'rpc', 'cli'},
-    '__init__': {'api', 'common', 'market', 'mpc', 'stats'},
+    'plots': {'common', 'market'},
+    'cli': {'api', 'common', 'market', 'mpc', 'net', 'stats', 'rpc', 'cli', 'plots'},
+    '__init__': {'api', 'common', 'market', 'mpc', 'stats', 'plots'},
     '__main__': {'cli'},
 }
 

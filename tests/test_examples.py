@@ -31,5 +31,8 @@ def test_compare_mechanisms_prints_every_mechanism(tmp_path):
 
 
 def test_plot_prices_writes_a_png(tmp_path):
-    run('plot_prices.py', '--participants', '20', '--slots', '8', '--out', str(tmp_path / 'p.png'), cwd=tmp_path)
-    assert (tmp_path / 'p.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    out = run('plot_prices.py', '--participants', '20', '--slots', '8', '--out', str(tmp_path / 'p.png'),
+              '--market-out', str(tmp_path / 's.png'), cwd=tmp_path)
+    assert 'wrote' in out
+    for name in ('p.png', 's.png'):
+        assert (tmp_path / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

@@ -4,9 +4,12 @@ The plaintext reference and the MPC engine both end here, so their outputs are c
 """
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
+from ..common.errors import BadParameter
 from . import rule as reference
 from . import settlement
+from .config import MarketConfig
 
 
 @dataclass
@@ -59,6 +62,17 @@ class ClearingResult:
     excluded: list = field(default_factory=list)
     stats: dict = field(default_factory=dict)
     settlement: dict | None = None  # MPC settlement: deviation/amount values, retailer values
+    market: MarketConfig | None = field(default=None, compare=False, repr=False)  # mpc_market.clear attaches it
+
+    def to_dataframe(self, table: str = 'orders', config: MarketConfig | None = None) -> Any:
+        """A pandas DataFrame of the orders (default) or the slots, prices and amounts as exact Decimal
+        currency and slot_start in UTC (see mpc_market.market.frames).
+
+        Raises:
+            BadParameter: no market is known (pass config=), an unknown table, or no pandas.
+        """
+        from .frames import clearing_frame
+        return clearing_frame(self, _market(config or self.market), table)
 
 
 
@@ -164,11 +178,27 @@ class Bill:
 
 @dataclass
 class SettlementResult:
-    clearing: object           # ClearingResult
+    clearing: ClearingResult
     rows: list
     slots: dict                # slot -> SlotSettlement (the retailer's view)
     bills: list
     stats: dict = field(default_factory=dict)
+
+    def to_dataframe(self, table: str = 'bills', config: MarketConfig | None = None) -> Any:
+        """A pandas DataFrame of the bills (default), the rows or the retailer's slots, amounts as exact
+        Decimal currency (see mpc_market.market.frames).
+
+        Raises:
+            BadParameter: no market is known (pass config=), an unknown table, or no pandas.
+        """
+        from .frames import settlement_frame
+        return settlement_frame(self, _market(config or self.clearing.market), table)
+
+
+def _market(config: MarketConfig | None) -> MarketConfig:
+    if config is None:
+        raise BadParameter('config', 'this result carries no market: pass config= (mpc_market.clear attaches it)')
+    return config
 
 
 
