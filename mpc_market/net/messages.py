@@ -12,6 +12,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -22,9 +23,12 @@ from ..common.days import parse_day
 from ..common.errors import InputError, Malformed, NotAuthenticated, Replayed, Tampered, WrongPhase
 from ..common.names import is_name
 from ..common.signing import SHA256_HEX, canonical_bytes
+from ..market.config import MarketConfig
 from ..market.output import public_table
 from ..market.results import ClearingResult, public_slot_rows
+from ..mpc.jobs import PublicOutputs
 from ..rpc import market_pb2
+from .store import Round
 
 DOMAIN = b'mpc-market/order-envelope/v2\n'
 READINGS_DOMAIN = b'mpc-market/readings-envelope/v2\n'
@@ -51,34 +55,42 @@ MAX_NODES = 7
 
 @dataclass(frozen=True)
 class Envelope:
+    """What a participant signs over its packages for one round (one per node): the node checks it."""
+
     round_id: str
     participant: str
     nonce: str                # 32 hex digits, fresh per submission
-    package_hashes: tuple     # SHA-256 hex of each node's package, node 0 first
+    package_hashes: tuple[str, ...]  # SHA-256 hex of each node's package, node 0 first
     seq: int = 0              # the participant's submission counter: the highest wins at every node
     kind: str = 'order'       # 'order' or 'readings': not a JSON field, it selects the signed domain
     params_sha256: str = ''   # RoundParams.sha256() of the round as all nodes signed it: a node refuses an
                               # envelope made for other parameters (a lying broker's market text, slots, ...)
 
-    def fields(self):
+    def fields(self) -> dict[str, object]:
+        """The signed JSON fields (all but kind, which selects the domain)."""
         return {'nonce': self.nonce, 'package_hashes': list(self.package_hashes), 'participant': self.participant,
                 'round_id': self.round_id, 'seq': self.seq, 'params_sha256': self.params_sha256}
 
-    def canonical(self):
+    def canonical(self) -> bytes:
+        """What the participant signs: the kind's domain and the canonical JSON."""
         return self._canonical
 
     @functools.cached_property
-    def _canonical(self):  # computed once: parsing, signing and checking an envelope all need it
+    def _canonical(self) -> bytes:  # computed once: parsing, signing and checking an envelope all need it
         return canonical_bytes(ENVELOPE_DOMAINS[self.kind], self.fields())
 
-    def to_json(self):
+    def to_json(self) -> str:
         """The exact bytes a node stores and forwards: the signed canonical JSON, without the domain."""
         return self.canonical()[len(ENVELOPE_DOMAINS[self.kind]):].decode()
 
     @classmethod
-    def from_json(cls, text, kind='order'):
+    def from_json(cls, text: str | bytes, kind: str = 'order') -> 'Envelope':
         """Parse an envelope; only its own canonical encoding is accepted (no extra, missing or
-        repeated keys, no other types, no other spacing), so the stored bytes are the signed bytes."""
+        repeated keys, no other types, no other spacing), so the stored bytes are the signed bytes.
+
+        Raises:
+            EnvelopeError: anything else.
+        """
         raw = text.encode() if isinstance(text, str) else bytes(text)
         try:  # a repeated key would not survive the canonical re-encoding below
             fields = json.loads(raw)
@@ -108,30 +120,52 @@ ENVELOPE_KEYS = frozenset(f.name for f in dataclasses.fields(Envelope)) - {'kind
 
 
 
-def package_hash(package):
+def package_hash(package: bytes) -> str:
+    """SHA-256 hex of a package, as an envelope carries it."""
     return hashlib.sha256(package).hexdigest()
 
 
 
-def next_seq():
+def next_seq() -> int:
     """A participant's next sequence number: nanoseconds since the epoch, so a later submission
     from the same participant (from any of its machines with a sane clock) outranks an earlier one."""
     return time.time_ns()
 
 
 
-def seal(private_key, round_id, participant, packages, *, params_sha256, seq=None, kind='order'):
-    """(envelope, signature) for one participant's packages (bytes, one per node), bound to the round's
-    parameters (params_sha256: RoundParams.sha256() as every node signed them)."""
+def seal(private_key: ed25519.Ed25519PrivateKey, round_id: str, participant: str, packages: Sequence[bytes], *,
+         params_sha256: str, seq: int | None = None, kind: str = 'order') -> tuple[Envelope, bytes]:
+    """A signed envelope for one participant's packages, bound to the round's parameters.
+
+    Args:
+        private_key: the participant's key.
+        round_id: the round.
+        participant: the participant.
+        packages: one per node, node 0 first.
+        params_sha256: RoundParams.sha256() as every node signed them.
+        seq: the submission counter (default next_seq()).
+        kind: 'order' or 'readings'.
+
+    Returns:
+        (envelope, signature).
+    """
     envelope = Envelope(round_id, participant, os.urandom(16).hex(), tuple(package_hash(p) for p in packages),
                         next_seq() if seq is None else seq, kind, params_sha256)
     return envelope, private_key.sign(envelope.canonical())
 
 
 
-def authenticate(envelope, signature, registry):
-    """Raise NotAuthenticated unless a registered participant signed this envelope. An unknown
-    participant and a bad signature get the same answer (no registry enumeration)."""
+def authenticate(envelope: Envelope, signature: bytes, registry: Mapping[str, ed25519.Ed25519PublicKey]) -> None:
+    """Check that a registered participant signed this envelope.
+
+    Args:
+        envelope: the envelope.
+        signature: its signature.
+        registry: {participant: its registered key}.
+
+    Raises:
+        NotAuthenticated: an unknown participant or a bad signature (the same answer: no registry enumeration).
+    """
     public_key = registry.get(envelope.participant)
     try:
         (public_key or _UNKNOWN).verify(signature, envelope.canonical())
@@ -147,9 +181,26 @@ _UNKNOWN = ed25519.Ed25519PrivateKey.generate().public_key()
 
 
 
-def check(envelope, signature, registry, params, node_index, package, seen_nonces, authenticated=False):
-    """Raise a Refused error (EnvelopeError, NotAuthenticated, WrongPhase, Replayed, Tampered) unless
-    node node_index should accept this submission for the round of params (RoundParams)."""
+def check(envelope: Envelope, signature: bytes, registry: Mapping[str, ed25519.Ed25519PublicKey],
+          params: 'RoundParams', node_index: int, package: bytes, seen_nonces: Container[tuple[str, str]],
+          authenticated: bool = False) -> None:
+    """Check that node node_index should accept this submission for the round of params.
+
+    Args:
+        envelope, signature, registry: as for authenticate.
+        params: the round's parameters as the nodes signed them.
+        node_index: this node.
+        package: the package sent to this node.
+        seen_nonces: (participant, nonce) pairs already used.
+        authenticated: the signature was checked already.
+
+    Raises:
+        NotAuthenticated: see authenticate.
+        WrongPhase: another round or other parameters than params.
+        EnvelopeError: another number of nodes, or no package hash for this node.
+        Replayed: a used nonce.
+        Tampered: the package does not match its signed hash.
+    """
     if not authenticated:
         authenticate(envelope, signature, registry)
     if envelope.round_id != params.round_id:
@@ -172,7 +223,9 @@ RECEIPT_DOMAIN = b'mpc-market/receipt/v1\n'
 
 
 
-def receipt_bytes(round_id, participant, nonce, package_sha256, accepted_ms, node_index):
+def receipt_bytes(round_id: str, participant: str, nonce: str, package_sha256: str, accepted_ms: int,
+                  node_index: int) -> bytes:
+    """What a node signs when it accepts one submission (package_sha256: hex)."""
     return signing.canonical_bytes(RECEIPT_DOMAIN, {
         'round_id': round_id, 'participant': participant, 'nonce': nonce, 'package_sha256': package_sha256,
         'accepted_ms': accepted_ms, 'node_index': node_index})
@@ -183,7 +236,7 @@ BATCH_RECEIPT_DOMAIN = b'mpc-market/batch-receipt/v1\n'
 
 
 
-def batch_receipt_bytes(node_index, accepted_ms, items):
+def batch_receipt_bytes(node_index: int, accepted_ms: int, items: Iterable[tuple[str, str, str, str]]) -> bytes:
     """What a node signs once for a batch: items = [(round_id, participant, nonce, package SHA-256 hex)]
     of every accepted submission, in the batch's order."""
     return canonical_bytes(BATCH_RECEIPT_DOMAIN, {'node_index': node_index, 'accepted_ms': accepted_ms,
@@ -203,7 +256,8 @@ RESULT_KINDS = ('', 'settlement', 'retailer')  # clearing rows, settlement rows,
 
 
 
-def results_request_bytes(round_id, participant, node_index, nonce, unix_ms, kind=''):
+def results_request_bytes(round_id: str, participant: str, node_index: int, nonce: str, unix_ms: int,
+                          kind: str = '') -> bytes:
     """What a participant signs to fetch its result shares of one kind from one node, once."""
     return canonical_bytes(RESULTS_REQUEST_DOMAIN, {'round_id': round_id, 'participant': participant,
                                                     'node_index': node_index, 'nonce': nonce, 'unix_ms': unix_ms,
@@ -211,7 +265,8 @@ def results_request_bytes(round_id, participant, node_index, nonce, unix_ms, kin
 
 
 
-def result_shares_bytes(round_id, participant, node_index, status, nonce, sealed_sha256, kind=''):
+def result_shares_bytes(round_id: str, participant: str, node_index: int, status: str, nonce: str,
+                        sealed_sha256: str, kind: str = '') -> bytes:
     """What a node signs over its sealed reply (sealed_sha256: SHA-256 of ephemeral key + ciphertext)."""
     return canonical_bytes(RESULT_SHARES_DOMAIN, {'round_id': round_id, 'participant': participant,
                                                   'node_index': node_index, 'status': status, 'nonce': nonce,
@@ -219,7 +274,8 @@ def result_shares_bytes(round_id, participant, node_index, status, nonce, sealed
 
 
 
-def seal_context(round_id, participant, node_index, status, nonce, kind=''):
+def seal_context(round_id: str, participant: str, node_index: int, status: str, nonce: str,
+                 kind: str = '') -> bytes:
     """Associated data of a sealed reply: it opens only in the context it was made for."""
     return canonical_bytes(RESULT_SHARES_DOMAIN, {'round_id': round_id, 'participant': participant,
                                                   'node_index': node_index, 'status': status, 'nonce': nonce,
@@ -253,7 +309,7 @@ class RoundParams:
     nodes: int                   # m: the number of nodes the round is shared among
 
     @classmethod
-    def of(cls, round_id: str, slots, market_toml: str, gate_closure_ms: int, readings_open_ms: int,
+    def of(cls, round_id: str, slots: Iterable[int], market_toml: str, gate_closure_ms: int, readings_open_ms: int,
            readings_deadline_ms: int, day: str, nodes: int) -> 'RoundParams':
         """The parameters of a round from its specification (parses the market text for its mechanism).
 
@@ -266,7 +322,8 @@ class RoundParams:
                    config.mechanism, int(gate_closure_ms), int(readings_open_ms), int(readings_deadline_ms), day,
                    int(nodes))
 
-    def fields(self) -> dict:
+    def fields(self) -> dict[str, object]:
+        """The signed JSON fields."""
         return {'round_id': self.round_id, 'slots': list(self.slots), 'market_sha256': self.market_sha256,
                 'mechanism': self.mechanism, 'gate_closure_ms': self.gate_closure_ms,
                 'readings_open_ms': self.readings_open_ms, 'readings_deadline_ms': self.readings_deadline_ms,
@@ -277,7 +334,7 @@ class RoundParams:
         return self._canonical
 
     @functools.cached_property
-    def _canonical(self):
+    def _canonical(self) -> bytes:
         return canonical_bytes(ROUND_PARAMS_DOMAIN, self.fields())
 
     def to_json(self) -> bytes:
@@ -289,7 +346,7 @@ class RoundParams:
         return self._sha256
 
     @functools.cached_property
-    def _sha256(self):
+    def _sha256(self) -> str:
         return hashlib.sha256(self.canonical()).hexdigest()
 
     @classmethod
@@ -304,7 +361,7 @@ class RoundParams:
         except (ValueError, RecursionError, UnicodeDecodeError):
             raise EnvelopeError('round parameters are not JSON') from None
 
-        def integer(value, low, high):
+        def integer(value: object, low: int, high: int) -> bool:
             return type(value) is int and low <= value <= high
         ok = (isinstance(fields, dict) and set(fields) == ROUND_PARAMS_KEYS and is_name(fields['round_id'])
               and isinstance(fields['slots'], list) and 1 <= len(fields['slots']) <= MAX_ROUND_SLOTS
@@ -329,7 +386,7 @@ class RoundParams:
 ROUND_PARAMS_KEYS = frozenset(f.name for f in dataclasses.fields(RoundParams))
 
 
-def spec_problem(spec, nodes: int) -> str:
+def spec_problem(spec: market_pb2.RoundSpec, nodes: int) -> str:
     """What is wrong with a round specification (a RoundSpec) before a node stores and signs it.
 
     The bounds are those of RoundParams.from_json, so a node never signs parameters that no
@@ -365,8 +422,19 @@ def spec_problem(spec, nodes: int) -> str:
     return ''
 
 
-def params_of_state(state, nodes):
-    """RoundParams of a node's stored Round (mpc_market.net.store.Round) shared among nodes."""
+def params_of_state(state: Round, nodes: int) -> RoundParams:
+    """The parameters a node signs for one of its stored rounds.
+
+    Args:
+        state: the stored round.
+        nodes: how many nodes it is shared among.
+
+    Returns:
+        Its RoundParams.
+
+    Raises:
+        InputError: its market text does not parse (it did when the round opened).
+    """
     return RoundParams.of(state.round_id, state.slots, state.market_toml, state.gate_closure_ms,
                           state.readings_open_ms, state.readings_deadline_ms, state.day, nodes)
 
@@ -375,7 +443,7 @@ PUBLIC_DOMAIN = b'mpc-market/public-results/v1\n'
 
 
 
-def public_body(round_id: str, config, public) -> str:
+def public_body(round_id: str, config: MarketConfig, public: PublicOutputs) -> str:
     """Canonical JSON of what the round makes public: per-slot results and counts, no identities.
 
     Args:
@@ -394,8 +462,17 @@ def public_body(round_id: str, config, public) -> str:
 
 
 
-def settlement_enum(state, readings_deadline_ms, settlement):
-    """RoundState.Settlement of a round: its clearing state, readings deadline and settlement phase."""
+def settlement_enum(state: str, readings_deadline_ms: int, settlement: str) -> int:
+    """The RoundState.Settlement value of a round.
+
+    Args:
+        state: its clearing state ('open', 'cleared', ...).
+        readings_deadline_ms: its readings deadline (0: it is not settled).
+        settlement: its settlement phase ('', 'settling', 'settled', 'failed').
+
+    Returns:
+        NONE unless it cleared and is settled, else READINGS, SETTLING, SETTLED or SETTLE_FAILED.
+    """
     if not readings_deadline_ms or state != 'cleared':
         return market_pb2.RoundState.NONE
     return {'': market_pb2.RoundState.READINGS, 'settling': market_pb2.RoundState.SETTLING,
@@ -403,17 +480,32 @@ def settlement_enum(state, readings_deadline_ms, settlement):
 
 
 
-def phase_name(state, settlement):
-    """A round's phase in one word: its clearing state ('open', 'clearing', ...), then, once it cleared
-    and if it is settled, its settlement's ('readings', 'settling', 'settled', 'settle-failed')."""
+def phase_name(state: str, settlement: int) -> str:
+    """A round's phase in one word.
+
+    Args:
+        state: its clearing state ('open', 'clearing', ...).
+        settlement: its RoundState.Settlement value.
+
+    Returns:
+        The clearing state, or once it cleared and if it is settled, the settlement's phase
+        ('readings', 'settling', 'settled', 'settle-failed').
+    """
     if settlement != market_pb2.RoundState.NONE:
         return market_pb2.RoundState.Settlement.Name(settlement).lower().replace('_', '-')
     return state
 
 
 
-def state_phase(state):
-    """phase_name of a RoundState message."""
+def state_phase(state: market_pb2.RoundState) -> str:
+    """phase_name of a RoundState message.
+
+    Args:
+        state: the message.
+
+    Returns:
+        Its phase in one word.
+    """
     return phase_name(market_pb2.RoundState.State.Name(state.state).lower(), state.settlement)
 
 
@@ -425,7 +517,7 @@ MISSING_READING_RULE = ('a participant in the market without a valid reading pac
 
 
 
-def settlement_body(round_id: str, public) -> str:
+def settlement_body(round_id: str, public: PublicOutputs) -> str:
     """Canonical JSON of what a settlement makes public: counts and the missing-reading rule, no identity.
 
     Args:
@@ -443,8 +535,17 @@ def settlement_body(round_id: str, public) -> str:
 
 
 
-def public_result_set(round_id, body, signatures):
-    """The PublicResultSet message of a signed body (the slot fields parsed from it)."""
+def public_result_set(round_id: str, body: str, signatures: Mapping[int, bytes]) -> market_pb2.PublicResultSet:
+    """The PublicResultSet message of a signed body.
+
+    Args:
+        round_id: the round.
+        body: the body the nodes signed (see public_body; a settlement body has no slots).
+        signatures: {node index: its signature}.
+
+    Returns:
+        The message, its slot fields parsed from body.
+    """
     parsed = json.loads(body)
     slots = [market_pb2.SlotResult(slot=int(s['slot']), price=s.get('price', ''), traded_wh=int(s.get('traded_wh', 0)),
                                    residual_wh=int(s.get('residual_wh') or 0), buy_price=s.get('buy_price', ''),
@@ -455,9 +556,19 @@ def public_result_set(round_id, body, signatures):
 
 
 
-def verify_public(body, signatures, verify_keys, domain=PUBLIC_DOMAIN):
-    """Raise Tampered unless every node signed exactly this body (under domain). verify_keys are
-    the keys of all m nodes (a client's: from its deployment manifest, never from the broker)."""
+def verify_public(body: str | bytes, signatures: Mapping[int, bytes], verify_keys: Sequence[ed25519.Ed25519PublicKey],
+                  domain: bytes = PUBLIC_DOMAIN) -> None:
+    """Check that every node signed exactly this body under domain.
+
+    Args:
+        body: the signed body.
+        signatures: {node index: its signature}.
+        verify_keys: the keys of all m nodes (a client's: from its deployment manifest, never from the broker).
+        domain: PUBLIC_DOMAIN, SETTLEMENT_DOMAIN or ROUND_PARAMS_DOMAIN.
+
+    Raises:
+        Tampered: no keys, a signature of a node the deployment lacks, or one missing or bad.
+    """
     what = {PUBLIC_DOMAIN: 'public results', SETTLEMENT_DOMAIN: 'public settlement',
             ROUND_PARAMS_DOMAIN: 'round parameters'}[domain]
     if not verify_keys:
