@@ -19,9 +19,11 @@ import os
 import re
 import threading
 import time
+from collections.abc import Mapping
 
+import grpc
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from ..common.errors import (
     InputError,
@@ -42,12 +44,13 @@ from ..market.config import parse_config
 from ..rpc import market_pb2, market_pb2_grpc
 from . import metrics, sealed, tls
 from .admission import Admission
+from .config import NodeConfig
 from .messages import RESULT_KINDS, result_shares_bytes, results_request_bytes, seal_context, spec_problem
 from .node_intake import NodeService, RateLimiter, broker_only
 from .round_clearing import ClearingFailed, clear_round
 from .round_settlement import settle_round
 from .server import abort, check_free, run_server
-from .store import Store, now_ms
+from .store import Round, Store, now_ms
 
 FRESHNESS_MS = 5 * 60 * 1000
 
@@ -79,17 +82,19 @@ log = logging.getLogger('mpc_market.node')
 class MarketNodeServer(NodeService):
     """Submission service plus round control (broker only), results and the clearing runs."""
 
-    def __init__(self, config, store, registry, signing_key, agreement_keys):
+    def __init__(self, config: NodeConfig, store: Store, registry: Mapping[str, ed25519.Ed25519PublicKey],
+                 signing_key: ed25519.Ed25519PrivateKey, agreement_keys: Mapping[str, x25519.X25519PublicKey]):
         super().__init__(config.index, store, registry, signing_key,
                          limiter=RateLimiter(config.rate_per_s, config.burst),
                          admission=Admission(WORKERS, reserved=RESERVED_WORKERS), nodes=len(config.mpc))
         self.agreement_keys = agreement_keys  # participant -> X25519 key its result shares are sealed to
         self.config = config
-        self._clearing = None  # round id of the clearing or settlement run in progress (one MPC port)
+        self._clearing: str | None = None  # round id of the clearing or settlement run in progress (one MPC port)
         self._lock = threading.Lock()
 
     # -- round control (the broker only: see node_intake.broker_only) ------------------------------
-    def OpenRound(self, request, context):
+    def OpenRound(self, request: market_pb2.RoundSpec, context: grpc.ServicerContext) -> market_pb2.RoundState:
+        """Open a round (as NodeService.OpenRound) once its specification is one this node signs."""
         try:
             parse_config(f'round {request.round_id}', request.market_toml)
         except InputError as exc:
@@ -105,7 +110,7 @@ class MarketNodeServer(NodeService):
             abort(context, Malformed(problem), f'node {self.index}')
         return super().OpenRound(request, context)
 
-    def CloseRound(self, request, context):
+    def CloseRound(self, request: market_pb2.RoundRef, context: grpc.ServicerContext) -> market_pb2.RoundState:
         """Gate closure: stop accepting and clear (again, after a failure or when rerun is set)."""
         try:
             round_ = self.store.round(request.round_id)
@@ -121,7 +126,7 @@ class MarketNodeServer(NodeService):
                 self.store.set_state(request.round_id, 'closed')
         return self.RoundStatus(market_pb2.RoundRef(round_id=request.round_id), context)
 
-    def SettleRound(self, request, context):
+    def SettleRound(self, request: market_pb2.RoundRef, context: grpc.ServicerContext) -> market_pb2.RoundState:
         """The readings deadline passed: settle (again, after a failure or when rerun is set)."""
         with self._lock:
             if self._clearing is None:
@@ -134,7 +139,7 @@ class MarketNodeServer(NodeService):
                     threading.Thread(target=self._run, args=(started, 'settlement'), daemon=True).start()
         return self.RoundStatus(market_pb2.RoundRef(round_id=request.round_id), context)
 
-    def _run(self, round_, phase):
+    def _run(self, round_: Round, phase: str) -> None:
         """One clearing or settlement run (its own thread); the round never stays mid-phase."""
         run, fail, attempt = ((clear_round, self.store.set_state, round_.attempts) if phase == 'clearing' else
                               (settle_round, self.store.set_settlement, round_.settle_attempts))
@@ -143,7 +148,7 @@ class MarketNodeServer(NodeService):
         try:
             timings = run(self.store, round_, self.config, self.signing_key)
             tls = 'MPyC over TLS' if timings.pop('mpc_tls') else 'MPyC WITHOUT TLS'
-            sent, peak = timings.pop('bytes_sent'), timings.pop('peak_rss_mb')
+            sent, peak = int(timings.pop('bytes_sent')), timings.pop('peak_rss_mb')  # a count, as RunFigures has it
             log.info('round %s: %s done in %.2f s, %s, %d bytes sent to the other nodes, peak %.1f MB (phases: %s)',
                      round_.round_id, phase, time.perf_counter() - started, tls, sent, peak,
                      ', '.join(f'{k} {v:.2f} s' for k, v in timings.items()), extra=event(round_.round_id, phase))
@@ -163,15 +168,20 @@ class MarketNodeServer(NodeService):
             with self._lock:
                 self._clearing = None
 
-    def NodePublicResults(self, request, context):
+    def NodePublicResults(self, request: market_pb2.RoundRef,
+                          context: grpc.ServicerContext) -> market_pb2.PublicResultSet:
+        """This node's signed public results of a cleared round."""
         return self._signed_body(request.round_id, self.store.public_results(request.round_id), 'has no results',
                                  context)
 
-    def NodeSettlementResults(self, request, context):
+    def NodeSettlementResults(self, request: market_pb2.RoundRef,
+                              context: grpc.ServicerContext) -> market_pb2.PublicResultSet:
+        """This node's signed public settlement of a settled round."""
         return self._signed_body(request.round_id, self.store.settlement_public(request.round_id), 'is not settled',
                                  context)
 
-    def _signed_body(self, round_id, stored, missing, context):
+    def _signed_body(self, round_id: str, stored: tuple[str, bytes] | None, missing: str,
+                     context: grpc.ServicerContext) -> market_pb2.PublicResultSet:
         """The PublicResultSet of this node's signed body (results or settlement)."""
         if stored is None:
             abort(context, WrongPhase(f'round {round_id!r} {missing} yet'), f'node {self.index}')
@@ -180,18 +190,37 @@ class MarketNodeServer(NodeService):
             market_pb2.NodeSignature(node_index=self.index, signature=signature)])
 
     # -- a participant's own results ---------------------------------------------------------------
-    def FetchResults(self, request, context):
+    def FetchResults(self, request: market_pb2.ResultsRequest,
+                     context: grpc.ServicerContext) -> market_pb2.ResultShares:
+        """sealed_results, for the client certificate of this call; a refusal aborts the call."""
         with self.admission.admit(context, 1, f'node {self.index}'):
             try:
                 return self.sealed_results(request, tls.client_name(context))
             except Refused as exc:
                 abort(context, exc, f'node {self.index}')
 
-    def sealed_results(self, request, client_name=''):
-        """A participant's own result shares of one kind (clearing, settlement; the retailer's view
-        for the retailer), sealed to its X25519 key; raises Refused. The request is signed by the
-        participant, names this node and a fresh nonce, and is answered once; every way it can fail
-        authentication gets the same answer, so nobody learns who is registered."""
+    def sealed_results(self, request: market_pb2.ResultsRequest, client_name: str = '') -> market_pb2.ResultShares:
+        """A participant's own result shares of one kind, sealed to its X25519 key.
+
+        The request is signed by the participant, names this node and a fresh nonce, and is
+        answered once; every way it can fail authentication gets the same answer, so nobody
+        learns who is registered.
+
+        Args:
+            request: the participant's signed request (kind: '' clearing, 'settlement', 'retailer').
+            client_name: the TLS client certificate's name (the retailer's view needs the retailer's).
+
+        Returns:
+            The sealed shares, signed by this node.
+
+        Raises:
+            NotAuthenticated: a bad or stale signature, another node, a malformed nonce or kind.
+            NotPermitted: the retailer's view for another key or certificate.
+            Overloaded: the participant's rate limit.
+            Replayed: a used nonce.
+            NotFound: no such round, or the participant took no part.
+            WrongPhase: the round is not cleared (or not settled, for settlement and retailer shares).
+        """
         public_key = self.registry.get(request.participant)
         signed = results_request_bytes(request.round_id, request.participant, request.node_index, request.nonce,
                                        request.unix_ms, request.kind)
@@ -224,7 +253,7 @@ class MarketNodeServer(NodeService):
                                        status=status, ephemeral_public=ephemeral, nonce=request.nonce,
                                        kind=request.kind)
 
-    def _stored_results(self, round_, participant, kind):
+    def _stored_results(self, round_: Round, participant: str, kind: str) -> tuple[str, bytes]:
         """(status, shares) of one kind; raises WrongPhase before they exist, NotFound for a non-taker."""
         if round_.state != 'cleared':
             raise WrongPhase(f'round {round_.round_id} is {round_.state}'
@@ -245,8 +274,19 @@ class MarketNodeServer(NodeService):
 
 
 
-def serve(config):
-    """Run the node until SIGTERM or SIGINT."""
+def serve(config: NodeConfig) -> int:
+    """Run the node until SIGTERM or SIGINT.
+
+    Args:
+        config: the node's NODE.toml.
+
+    Returns:
+        0, the exit status.
+
+    Raises:
+        KeyFileError: its keys or registry cannot be read.
+        OSError: it cannot listen on its address (taken: see server.check_free).
+    """
     credentials = tls.server_credentials(config.keys, 'nodes', f'node{config.index}')  # keys before any state
     # a second node on a taken port must not fail the running node's rounds (fail_interrupted)
     check_free(f'node {config.index}', config.listen)
@@ -259,7 +299,7 @@ def serve(config):
     servicer = MarketNodeServer(config, store, registry, load_node_signing_key(config.keys, config.index),
                                 load_agreement_keys(os.path.join(config.keys, 'registry.json')))
 
-    def add_servicers(server):
+    def add_servicers(server: grpc.Server) -> list[str]:
         market_pb2_grpc.add_NodeServicer_to_server(servicer, server)
         return ['mpc_market.rpc.Node']
     try:

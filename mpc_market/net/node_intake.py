@@ -10,6 +10,11 @@ same envelope (nonce), so a submission that some node missed never half-counts.
 
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import cast
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..common.errors import Overloaded, Refused, TooLarge
 from ..market.book import Layout, ReadingLayout
@@ -18,8 +23,9 @@ from ..mpc import field as ff
 from ..rpc import market_pb2, market_pb2_grpc
 from . import messages, metrics
 from .admission import Admission
-from .messages import receipt_bytes
+from .messages import Envelope, RoundParams, receipt_bytes
 from .server import ClientNames, abort, status_of
+from .store import Round, Store
 
 MAX_PACKAGE_BYTES = 64 << 20
 
@@ -32,12 +38,13 @@ STATUS_CLIENT = 'broker'
 class RateLimiter:
     """Token bucket per participant: rate per second, burst tokens."""
 
-    def __init__(self, rate=5.0, burst=20):
+    def __init__(self, rate: float = 5.0, burst: float = 20):
         self.rate, self.burst = rate, burst
-        self._buckets = {}
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at monotonic time)
         self._lock = threading.Lock()
 
-    def allow(self, key):
+    def allow(self, key: str) -> bool:
+        """Whether key may submit now (it then spends a token)."""
         now = time.monotonic()
         with self._lock:
             tokens, last = self._buckets.get(key, (self.burst, now))
@@ -50,8 +57,16 @@ class RateLimiter:
 
 
 
-def check_package(package, expected_values):
-    """A package is expected_values field elements as little-endian 32-bit limbs (4 each), < p."""
+def check_package(package: bytes, expected_values: int) -> None:
+    """Check that a package is expected_values field elements as little-endian 32-bit limbs (4 each), < p.
+
+    Args:
+        package: the package.
+        expected_values: how many field elements it must hold.
+
+    Raises:
+        EnvelopeError: another size, or a share that is no field element.
+    """
     if len(package) != 16 * expected_values:
         raise messages.EnvelopeError(f'malformed package: {len(package)} bytes, expected {16 * expected_values}')
     # a share is < 2^MODULUS_BITS: the top byte of every top limb (little-endian) is below TOP_BYTE_LIMIT;
@@ -64,8 +79,19 @@ TOP_BYTE_LIMIT = 1 << (ff.MODULUS_BITS - 96 - 24)  # 0x80 for 2^127 - 1
 
 
 
-def package_values(round_, kind):
-    """Field elements in one participant's package for this round: slots x vector width."""
+def package_values(round_: Round, kind: str) -> int:
+    """Field elements in one participant's package for this round: slots x vector width.
+
+    Args:
+        round_: the round.
+        kind: 'order' or 'readings'.
+
+    Returns:
+        The number of field elements.
+
+    Raises:
+        InputError: the round's market text does not parse (it did when the round opened).
+    """
     config = parse_config(f'round {round_.round_id}', round_.market_toml)
     layout = Layout.for_config(config) if kind == 'order' else ReadingLayout.for_config(config)
     return len(round_.slots) * layout.width
@@ -75,8 +101,10 @@ def package_values(round_, kind):
 class NodeService(market_pb2_grpc.NodeServicer):
     """Submission side of a market node (round control and clearing are driven separately)."""
 
-    def __init__(self, index, store, registry, signing_key, package_values=package_values, limiter=None,
-                 admission=None, nodes=3):
+    def __init__(self, index: int, store: Store, registry: Mapping[str, ed25519.Ed25519PublicKey],
+                 signing_key: ed25519.Ed25519PrivateKey,
+                 package_values: Callable[[Round, str], int] = package_values, limiter: RateLimiter | None = None,
+                 admission: Admission | None = None, nodes: int = 3):
         self.index = index
         self.nodes = nodes  # m: every round's parameters name it, and envelopes share among exactly m
         self.admission = admission or Admission(workers=4, reserved=1)  # per client certificate, before any work
@@ -85,23 +113,25 @@ class NodeService(market_pb2_grpc.NodeServicer):
         self.signing_key = signing_key
         self.package_values = package_values  # (round, kind) -> number of field elements per package
         self.limiter = limiter or RateLimiter()
-        self._sizes = {}  # (round id, kind) -> package values: the round's market is parsed once
-        self._params = {}  # round id -> (RoundParams, this node's signature): a round's parameters never change
+        # (round id, kind) -> package values: the round's market is parsed once
+        self._sizes: dict[tuple[str, str], int] = {}
+        # round id -> (RoundParams, this node's signature): a round's parameters never change
+        self._params: dict[str, tuple[RoundParams, bytes]] = {}
 
-    def _expected_values(self, round_, kind):
+    def _expected_values(self, round_: Round, kind: str) -> int:
         key = (round_.round_id, kind)
         if key not in self._sizes:
             self._sizes[key] = self.package_values(round_, kind)
         return self._sizes[key]
 
-    def signed_params(self, round_):
+    def signed_params(self, round_: Round) -> tuple[RoundParams, bytes]:
         """(RoundParams, this node's signature of them) of a stored round."""
         if round_.round_id not in self._params:
             params = messages.params_of_state(round_, self.nodes)
             self._params[round_.round_id] = (params, self.signing_key.sign(params.canonical()))
         return self._params[round_.round_id]
 
-    def _check(self, request, kind, rounds=None):
+    def _check(self, request: market_pb2.Submission, kind: str, rounds: dict[str, Round] | None = None) -> Envelope:
         """Every check before storing; returns the envelope. Raises Refused. rounds: a batch's cache
         of round lookups (one store read per round, not per item: reads wait on the commits)."""
         if len(request.package) > MAX_PACKAGE_BYTES:
@@ -124,7 +154,8 @@ class NodeService(market_pb2_grpc.NodeServicer):
         check_package(request.package, self._expected_values(round_, kind))
         return envelope
 
-    def _receipt(self, request, envelope, accepted_ms, sign=True):
+    def _receipt(self, request: market_pb2.Submission, envelope: Envelope, accepted_ms: int,
+                 sign: bool = True) -> market_pb2.Receipt:
         package_sha256 = envelope.package_hashes[self.index]
         signature = self.signing_key.sign(receipt_bytes(request.round_id, envelope.participant, envelope.nonce,
                                                         package_sha256, accepted_ms, self.index)) if sign else b''
@@ -132,7 +163,8 @@ class NodeService(market_pb2_grpc.NodeServicer):
                                   package_sha256=bytes.fromhex(package_sha256), accepted_unix_ms=accepted_ms,
                                   node_index=self.index, node_signature=signature)
 
-    def _store_batch(self, checked, kind, accepted_ms, sign=True):
+    def _store_batch(self, checked: Sequence[tuple[market_pb2.Submission, Envelope]], kind: str, accepted_ms: int,
+                     sign: bool = True) -> list[market_pb2.Receipt | Refused]:
         """Store checked (request, envelope) pairs in one commit; [receipt or Refused] in order. Without
         sign the receipts are unsigned: the batch's one signature covers them."""
         receipts = [self._receipt(r, e, accepted_ms, sign) for r, e in checked]
@@ -142,7 +174,8 @@ class NodeService(market_pb2_grpc.NodeServicer):
                                         at_ms=accepted_ms)
         return [receipt if error is None else error for receipt, error in zip(receipts, errors, strict=True)]
 
-    def _submit(self, request, context, kind):
+    def _submit(self, request: market_pb2.Submission, context: grpc.ServicerContext, kind: str) -> market_pb2.Receipt:
+        outcome: market_pb2.Receipt | Refused
         try:
             outcome = self._store_batch([(request, self._check(request, kind))], kind, int(time.time() * 1000))[0]
         except Refused as exc:
@@ -152,23 +185,27 @@ class NodeService(market_pb2_grpc.NodeServicer):
             abort(context, outcome, f'node {self.index}')
         return outcome
 
-    def SubmitOrder(self, request, context):
+    def SubmitOrder(self, request: market_pb2.Submission, context: grpc.ServicerContext) -> market_pb2.Receipt:
         with self.admission.admit(context, 1, f'node {self.index}'):
             return self._submit(request, context, 'order')
 
-    def SubmitReadings(self, request, context):
+    def SubmitReadings(self, request: market_pb2.Submission, context: grpc.ServicerContext) -> market_pb2.Receipt:
         with self.admission.admit(context, 1, f'node {self.index}'):
             return self._submit(request, context, 'readings')
 
-    def SubmitBatch(self, request, context):
+    def SubmitBatch(self, request: market_pb2.SubmissionBatch,
+                    context: grpc.ServicerContext) -> market_pb2.ReceiptBatch:
         """A representative's (or a meter operator's) batch: each package checked on its own, all
         accepted ones in one commit."""
         with self.admission.admit(context, len(request.orders), f'node {self.index}'):
             return self._submit_batch(request)
 
-    def _submit_batch(self, request):
+    def _submit_batch(self, request: market_pb2.SubmissionBatch) -> market_pb2.ReceiptBatch:
         kind = request.kind or 'order'
-        outcomes, checked, slots, rounds = [], [], [], {}
+        outcomes: list[market_pb2.Receipt | Refused | None] = []
+        checked: list[tuple[market_pb2.Submission, Envelope]] = []
+        slots: list[int] = []  # the positions in outcomes of the checked items
+        rounds: dict[str, Round] = {}
         for item in request.orders:
             try:
                 if kind not in ('order', 'readings'):
@@ -183,22 +220,23 @@ class NodeService(market_pb2_grpc.NodeServicer):
                                      self._store_batch(checked, kind, accepted_ms, sign=False) if checked else [],
                                      strict=True):
             outcomes[position] = outcome
+        done = cast(list[market_pb2.Receipt | Refused], outcomes)  # the zip (strict) replaced every None
         if kind in ('order', 'readings'):
-            metrics.count_submissions(kind, outcomes, lambda exc: status_of(exc).name)
-        accepted = [(o.round_id, o.participant, o.nonce, o.package_sha256.hex()) for o in outcomes
+            metrics.count_submissions(kind, done, lambda exc: status_of(exc).name)
+        accepted = [(o.round_id, o.participant, o.nonce, o.package_sha256.hex()) for o in done
                     if not isinstance(o, Refused)]
         return market_pb2.ReceiptBatch(outcomes=[
             market_pb2.BatchOutcome(receipt=o) if not isinstance(o, Refused) else
-            market_pb2.BatchOutcome(error=f'node {self.index}: {o}', code=status_of(o).name) for o in outcomes],
+            market_pb2.BatchOutcome(error=f'node {self.index}: {o}', code=status_of(o).name) for o in done],
             accepted_unix_ms=accepted_ms, node_index=self.index,
             node_signature=self.signing_key.sign(messages.batch_receipt_bytes(self.index, accepted_ms, accepted)))
 
-    def OpenRound(self, request, context):
+    def OpenRound(self, request: market_pb2.RoundSpec, context: grpc.ServicerContext) -> market_pb2.RoundState:
         self.store.open_round(request.round_id, list(request.slots), request.gate_closure_unix_ms, request.market_toml,
                               request.readings_open_unix_ms, request.readings_deadline_unix_ms, request.day)
         return self.RoundStatus(market_pb2.RoundRef(round_id=request.round_id), context)
 
-    def RoundStatus(self, request, context):
+    def RoundStatus(self, request: market_pb2.RoundRef, context: grpc.ServicerContext) -> market_pb2.RoundState:
         """A round's state and live accepted count: for the broker only (``broker_only``: the count
         would tell any client who is submitting when)."""
         try:
@@ -227,9 +265,16 @@ class NodeService(market_pb2_grpc.NodeServicer):
 BROKER_ONLY = ('OpenRound', 'CloseRound', 'RoundStatus', 'SettleRound')
 
 
-def broker_only(index):
-    """The interceptor that keeps a node's round control and round status for the broker's certificate."""
-    def refusal(method, name):
+def broker_only(index: int) -> ClientNames:
+    """The interceptor that keeps a node's round control and round status for the broker's certificate.
+
+    Args:
+        index: the node's index (named in refusals).
+
+    Returns:
+        The interceptor.
+    """
+    def refusal(method: str, name: str | None) -> str:
         what = 'round status' if method == 'RoundStatus' else 'round control'
         return f'{what} is for the broker, not {name or "an anonymous client"}'
     return ClientNames({f'/mpc_market.rpc.Node/{m}': (lambda name: name == STATUS_CLIENT) for m in BROKER_ONLY},
