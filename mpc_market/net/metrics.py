@@ -33,8 +33,9 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
+from typing import cast
 
 import grpc
 from aiohttp import web
@@ -43,6 +44,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 
 from ..common.errors import BadParameter
+from .store import SqliteStore
 
 __all__ = ['REGISTRY', 'metrics_text', 'count_submissions', 'count_admission_refusal', 'record_session',
            'RequestCounter', 'watch_store', 'set_role', 'MetricsServer', 'start']
@@ -154,13 +156,15 @@ def record_session(phase: str, outcome: str, seconds: float, sent_bytes: int | N
 class RequestCounter(grpc.ServerInterceptor):
     """Counts every unary-unary RPC by method name and final status code (OK when none was set)."""
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+                          handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        """The method's handler, counting its calls (as is for an unknown method)."""
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:  # unknown methods are no label: names come from clients
             return handler
         method, inner = handler_call_details.method.rsplit('/', 1)[-1], handler.unary_unary
 
-        def counted(request, context):
+        def counted(request: object, context: grpc.ServicerContext) -> object:
             try:
                 reply = inner(request, context)
             except BaseException:
@@ -174,12 +178,12 @@ class RequestCounter(grpc.ServerInterceptor):
                                                    response_serializer=handler.response_serializer)
 
 
-def _rss_bytes(ru_maxrss):
+def _rss_bytes(ru_maxrss: int) -> int:
     return ru_maxrss * (1 if sys.platform == 'darwin' else 1024)  # bytes on macOS, KiB on Linux
 
 
 class _ProcessPeak:
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily('mpc_market_peak_rss_bytes', 'peak resident memory (getrusage): this process, '
                                    'and the largest of its finished children', labels=['process'])
         family.add_metric(['self'], _rss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
@@ -193,10 +197,11 @@ REGISTRY.register(_ProcessPeak())
 class _StoreCollector:
     """Store size and, for a node's or the broker's store, its rounds by phase, read at scrape time."""
 
-    def __init__(self, store, rounds):
+    def __init__(self, store: SqliteStore, rounds: bool):
         self.store, self.rounds = store, rounds
 
-    def phases(self):
+    def phases(self) -> dict[str, int]:
+        """{phase: rounds} (every phase of ROUND_PHASES, 0 when none)."""
         from .messages import phase_name, settlement_enum
         counts = dict.fromkeys(ROUND_PHASES, 0)
         for state, settlement, deadline, count in self.store.round_phase_rows():
@@ -204,7 +209,8 @@ class _StoreCollector:
             counts[phase] = counts.get(phase, 0) + count
         return counts
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The store's size and, with rounds, its rounds by phase."""
         size = GaugeMetricFamily('mpc_market_store_bytes', 'size of the SQLite store with its write-ahead log')
         size.add_metric([], sum(os.path.getsize(p) for p in (self.store.path, self.store.path + '-wal')
                                 if os.path.exists(p)))
@@ -216,9 +222,15 @@ class _StoreCollector:
             yield rounds
 
 
-def watch_store(store, rounds: bool = False, registry: CollectorRegistry = REGISTRY) -> None:
-    """Report a store's size (its ``path`` and WAL) at every scrape and, with rounds, its rounds
-    by phase (a node's or the broker's store: ``round_phase_rows``). Once per process and registry.
+def watch_store(store: SqliteStore, rounds: bool = False, registry: CollectorRegistry = REGISTRY) -> None:
+    """Report a store's size (its ``path`` and WAL) at every scrape and, with rounds, its rounds by phase.
+
+    Once per process and registry.
+
+    Args:
+        store: the process's store.
+        rounds: it has a rounds table (a node's or the broker's store: ``round_phase_rows``).
+        registry: where the metrics go.
 
     Raises:
         ValueError: the registry has these metrics already.
@@ -235,10 +247,13 @@ COLLECT_S = 5.0       # a scrape whose collection (a store read) takes longer ge
 class _Deadline(asyncio.Protocol):
     """aiohttp's protocol for one connection, aborted CONNECTION_S after accept."""
 
-    def __init__(self, open_, inner):
-        self.open, self.inner, self.transport, self.timer = open_, inner, None, None
+    def __init__(self, open_: set[_Deadline], inner: asyncio.Protocol):
+        self.open, self.inner = open_, inner
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None  # set once the connection is in open
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # a server's stream connection
         self.transport = transport
         if len(self.open) >= MAX_CONNECTIONS:
             transport.abort()
@@ -247,25 +262,26 @@ class _Deadline(asyncio.Protocol):
         self.timer = asyncio.get_running_loop().call_later(CONNECTION_S, transport.abort)
         self.inner.connection_made(transport)
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         if self in self.open:
             self.inner.data_received(data)
 
-    def eof_received(self):
+    def eof_received(self) -> bool | None:
         return self.inner.eof_received() if self in self.open else None
 
-    def pause_writing(self):
+    def pause_writing(self) -> None:
         if self in self.open:
             self.inner.pause_writing()
 
-    def resume_writing(self):
+    def resume_writing(self) -> None:
         if self in self.open:
             self.inner.resume_writing()
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
         if self in self.open:
             self.open.discard(self)
-            self.timer.cancel()
+            if self.timer is not None:  # always: it is set before the connection joins open
+                self.timer.cancel()
             self.inner.connection_lost(exc)
 
 
@@ -283,17 +299,17 @@ class MetricsServer:
         bound_host, bound_port = self.server_address
         self.url = f'http://{f"[{bound_host}]" if ":" in bound_host else bound_host}:{bound_port}/metrics'
 
-    def _run(self, host, port, ready):
+    def _run(self, host: str, port: int, ready: futures.Future[tuple[str, int]]) -> None:
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_until_complete(self._serve(host, port, ready))
         finally:
             self._loop.close()
 
-    async def _serve(self, host, port, ready):
+    async def _serve(self, host: str, port: int, ready: futures.Future[tuple[str, int]]) -> None:
         http = web.Server(self._handle, access_log=None, keepalive_timeout=CONNECTION_S, max_line_size=2048,
                           max_field_size=2048, max_headers=32, lingering_time=0)
-        connections = set()
+        connections: set[_Deadline] = set()
         try:
             # reuse_port False: no second process may listen on the port and answer half the scrapes
             server = await self._loop.create_server(lambda: _Deadline(connections, http()), host, port,
@@ -305,11 +321,12 @@ class MetricsServer:
         await self._stopped.wait()
         server.close()
         for connection in list(connections):
-            connection.transport.abort()
+            if connection.transport is not None:  # always: it joined connections in connection_made
+                connection.transport.abort()
         await http.shutdown(1.0)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _handle(self, request):
+    async def _handle(self, request: web.BaseRequest) -> web.Response:
         if request.method not in ('GET', 'HEAD'):
             return web.Response(status=405, text='read-only\n', headers={'Allow': 'GET, HEAD'})
         if request.raw_path != '/metrics':

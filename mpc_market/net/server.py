@@ -22,7 +22,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
-from typing import NoReturn, Protocol, cast
+from typing import Any, NoReturn, Protocol, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -80,7 +80,11 @@ def abort(context: grpc.ServicerContext, exc: BaseException, who: str) -> NoRetu
     cast(_Aborting, context).abort(status_of(exc), f'{who}: {exc}')
 
 
-def domain_errors(who):
+C = TypeVar('C', bound=type)
+RpcMethod = Callable[[Any, Any, grpc.ServicerContext], Any]  # a servicer's (self, request, context) -> reply
+
+
+def domain_errors(who: str | Callable[[Any], str]) -> Callable[[C], C]:
     """A servicer class decorator: a MarketError raised by any RPC method (CamelCase) ends the RPC
     through abort, so servicers raise typed errors and only STATUS_OF maps them.
 
@@ -90,16 +94,16 @@ def domain_errors(who):
     Returns:
         The decorator.
     """
-    def wrap(method):
+    def wrap(method: RpcMethod) -> RpcMethod:
         @functools.wraps(method)
-        def rpc(self, request, context):
+        def rpc(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
             try:
                 return method(self, request, context)
             except errors.MarketError as exc:
                 abort(context, exc, who(self) if callable(who) else who)
         return rpc
 
-    def decorate(cls):
+    def decorate(cls: C) -> C:
         for name, member in list(vars(cls).items()):
             if callable(member) and name[:1].isupper():
                 setattr(cls, name, wrap(member))
@@ -118,7 +122,9 @@ class ClientNames(grpc.ServerInterceptor):
                  refusal: Callable[[str, str | None], str]):
         self.rules, self.who, self.refusal = dict(rules), who, refusal
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+                          handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        """The method's handler, guarded by its rule (as is without one)."""
         handler = continuation(handler_call_details)
         rule = self.rules.get(handler_call_details.method)
         if handler is None or rule is None or handler.unary_unary is None:
@@ -126,7 +132,7 @@ class ClientNames(grpc.ServerInterceptor):
         method = handler_call_details.method.rsplit('/', 1)[-1]
         inner = handler.unary_unary
 
-        def guarded(request, context):
+        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
             name = tls.client_name(context)
             if not rule(name):
                 abort(context, errors.NotPermitted(self.refusal(method, name)), self.who)
