@@ -35,12 +35,14 @@ BROKER.toml::
 
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..common.errors import InputError
 from ..common.names import NAME_RULE, is_name
 from ..common.textinput import parse_toml, read_text, refuse_unknown_keys, toml_key_line
-from .calendar import load_calendar
+from .calendar import Calendar, load_calendar
 
 ADDRESS_RE = re.compile(r'^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$')
 DAY_S = 86400
@@ -54,8 +56,8 @@ class NodeConfig:
     listen: str
     data_dir: str
     keys: str
-    nodes: list
-    mpc: list
+    nodes: list[str]
+    mpc: list[str]
     connect_timeout_s: float = 60.0
     clearing_timeout_s: float = 900.0
     rate_per_s: float = 5.0
@@ -71,17 +73,17 @@ class BrokerConfig:
     listen: str
     data_dir: str
     keys: str
-    nodes: list
-    operators: list = field(default_factory=lambda: ['operator'])
+    nodes: list[str]
+    operators: list[str] = field(default_factory=lambda: ['operator'])
     poll_s: float = 0.5
     max_attempts: int = 5
     http: str = ''      # "host:port" of the read-only operator page; '' = none
     metrics: str = ''   # "host:port" of GET /metrics; '' = none
-    calendar: object = None  # net.calendar.Calendar: rounds opened by the clock; None = by operators only
+    calendar: Calendar | None = None  # rounds opened by the clock; None = by operators only
 
 
 
-def _tables(path, *sections):
+def _tables(path: str, *sections: str) -> tuple[Any, ...]:
     """(text, table, ...) of a TOML file's [sections], parsed once."""
     text = read_text(path, 'utf-8')
     doc = parse_toml(path, text)
@@ -95,18 +97,47 @@ def _tables(path, *sections):
 
 
 
-def load_table(path, section):
-    """(text, table) of a TOML file's [section]."""
+def load_table(path: str, section: str) -> tuple[Any, ...]:
+    """A TOML file's text and its [section].
+
+    Args:
+        path: the file.
+        section: the table's name.
+
+    Returns:
+        (text, table).
+
+    Raises:
+        InputError: the file cannot be read, is no TOML or has no such table.
+    """
     return _tables(path, section)
 
 
 
-def _load(path, section):
+def _load(path: str, section: str) -> tuple[Any, ...]:
     return _tables(path, section, 'deployment')
 
 
 
-def get_value(path, text, table, key, kind, default=None, check=None, what=''):
+def get_value(path: str, text: str, table: Mapping[str, Any], key: str, kind: type | tuple[type, ...],
+              default: Any = None, check: Callable[[Any], object] | None = None, what: str = '') -> Any:
+    """table[key], checked.
+
+    Args:
+        path, text: the file and its text (for the error's line).
+        table: its parsed table.
+        key: the key.
+        kind: the type (or types) the value must have (a bool never passes).
+        default: the value when the key is absent; None: the key is required.
+        check: a further test of the value.
+        what: what is expected, for the error.
+
+    Returns:
+        The value, or default.
+
+    Raises:
+        InputError: missing without a default, of another type, or failing check.
+    """
     if key not in table:
         if default is None:
             raise InputError(path, 1, key, 'missing')
@@ -119,7 +150,8 @@ def get_value(path, text, table, key, kind, default=None, check=None, what=''):
 
 
 
-def _number(path, text, table, key, default, lo, hi, integer=False):
+def _number(path: str, text: str, table: Mapping[str, Any], key: str, default: float, lo: float, hi: float,
+            integer: bool = False) -> Any:  # an int with integer, else a float
     """table[key] (or default) within lo..hi; TOML's nan and inf fail the comparison, so no setting can
     make a timer spin or never fire."""
     kind, what = (int, 'an integer') if integer else ((int, float), 'a number')
@@ -128,7 +160,7 @@ def _number(path, text, table, key, default, lo, hi, integer=False):
 
 
 
-def _addresses(path, text, table, key, count=None):
+def _addresses(path: str, text: str, table: Mapping[str, Any], key: str, count: int | None = None) -> list[str]:
     value = get_value(path, text, table, key, list, what='a list of "host:port"')
     if not value or not all(isinstance(a, str) and ADDRESS_RE.match(a) for a in value):
         raise InputError(path, toml_key_line(text, key), key,
@@ -139,13 +171,32 @@ def _addresses(path, text, table, key, count=None):
 
 
 
-def optional_address(path, text, table, key):
-    """table[key]: "host:port", or '' when absent."""
+def optional_address(path: str, text: str, table: Mapping[str, Any], key: str) -> str:
+    """table[key]: "host:port", or '' when absent.
+
+    Args:
+        path, text, table, key: as for get_value.
+
+    Returns:
+        The address, or ''.
+
+    Raises:
+        InputError: not '' nor a "host:port".
+    """
     return get_value(path, text, table, key, str, '', lambda v: v == '' or ADDRESS_RE.match(v), '"host:port"')
 
 
 
-def relative_path(path, value):
+def relative_path(path: str, value: str) -> str:
+    """A path from a config file, resolved against the file's directory unless absolute.
+
+    Args:
+        path: the config file.
+        value: the path it names.
+
+    Returns:
+        The resolved path.
+    """
     return value if os.path.isabs(value) else os.path.join(os.path.dirname(os.path.abspath(path)), value)
 
 
@@ -156,7 +207,18 @@ BROKER_KEYS = ('listen', 'data_dir', 'keys', 'operators', 'poll_s', 'max_attempt
 DEPLOYMENT_KEYS = ('nodes', 'mpc')
 
 
-def load_node_config(path):
+def load_node_config(path: str) -> NodeConfig:
+    """NODE.toml: its [node] and [deployment] tables.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The NodeConfig (paths resolved against the file's directory).
+
+    Raises:
+        InputError: an unknown, missing or invalid key (with its line), or 3..7 nodes not given.
+    """
     text, node, deployment = _load(path, 'node')
     refuse_unknown_keys(path, text, node, NODE_KEYS, 'node')
     refuse_unknown_keys(path, text, deployment, DEPLOYMENT_KEYS, 'deployment')
@@ -180,7 +242,15 @@ def load_node_config(path):
 
 
 
-def load_broker_config(path):
+def load_broker_config(path: str) -> BrokerConfig:
+    """BROKER.toml at path: its [broker], [deployment] and optional [calendar] tables, as load_node_config.
+
+    Returns:
+        The BrokerConfig (paths resolved against the file's directory).
+
+    Raises:
+        InputError: as load_node_config, or an error of the calendar or its market file.
+    """
     text, broker, deployment = _load(path, 'broker')
     refuse_unknown_keys(path, text, broker, BROKER_KEYS, 'broker')
     refuse_unknown_keys(path, text, deployment, DEPLOYMENT_KEYS, 'deployment')

@@ -7,13 +7,14 @@ and in order; each chunk leaves `delay` seconds after it arrived, so throughput 
 
 import argparse
 import asyncio
+from collections.abc import Sequence
 
 
-async def _pipe(reader, writer, delay):
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
     loop = asyncio.get_running_loop()
-    queue = asyncio.Queue()
+    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()  # (when to send, chunk; b'' = end)
 
-    async def send():
+    async def send() -> None:
         while True:
             due, data = await queue.get()
             if due > loop.time():
@@ -36,8 +37,8 @@ async def _pipe(reader, writer, delay):
         pass
 
 
-async def _serve(listen_port, host, port, delay):
-    async def handle(client_reader, client_writer):
+async def _serve(listen_port: int, host: str, port: int, delay: float) -> asyncio.Server:
+    async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
             target_reader, target_writer = await asyncio.open_connection(host, port)
         except OSError:
@@ -47,13 +48,18 @@ async def _serve(listen_port, host, port, delay):
     return await asyncio.start_server(handle, '127.0.0.1', listen_port)
 
 
-async def _main(routes, delay):
+async def _main(routes: Sequence[Sequence[str]], delay: float) -> None:
     servers = [await _serve(int(lp), host, int(port), delay) for lp, host, port in routes]
     print('proxy ready', flush=True)
     await asyncio.gather(*(s.serve_forever() for s in servers))
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
+    """Forward every LISTEN_PORT:TARGET_HOST:TARGET_PORT route with the delay until killed.
+
+    Args:
+        argv: the command line (default sys.argv[1:]).
+    """
     parser = argparse.ArgumentParser(prog='mpc_market.net.latency_proxy')
     parser.add_argument('--delay-ms', type=float, required=True)
     parser.add_argument('routes', nargs='+', help='LISTEN_PORT:TARGET_HOST:TARGET_PORT')
