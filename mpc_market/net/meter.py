@@ -9,38 +9,44 @@ A retry is idempotent: every node keeps the participant's latest envelope, with 
 """
 
 import dataclasses
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..common.errors import InputError, KeyFileError
 from ..common.keys import load_participant_key
+from ..common.manifest import Manifest
 from ..market.book import Book, encode_readings
-from ..market.orders import load_orders
+from ..market.orders import Order, load_orders
 from ..market.readings import load_readings
 from ..market.settlement import complete_readings
 from ..rpc import market_pb2
 from . import tls
-from .client import ClientError, client_manifest
+from .client import BrokerClient, ClientError, client_manifest
 from .messages import state_phase
 from .submit import Submitter
-from .trusted import trusted_round
+from .trusted import TrustedRound, trusted_round
 
 
 @dataclass
 class MeterUpload:
     """A day of readings ready to send: the day's rounds taking readings, values and keys."""
     day: str
-    rounds: list            # TrustedRounds of the day in their signed readings window
-    day_rounds: list        # every round delivering on the day (the grid statistics' meter-day), TrustedRounds
-    readings: dict          # {(participant, slot): net_wh}
-    orders: list            # the participants' orders (planned positions)
-    keys: dict              # participant -> Ed25519 private key
+    rounds: list[TrustedRound]      # of the day, in their signed readings window
+    day_rounds: list[TrustedRound]  # every round delivering on the day (the grid statistics' meter-day)
+    readings: dict[tuple[str, int], int]  # {(participant, slot): net_wh}
+    orders: list[Order]             # the participants' orders (planned positions)
+    keys: dict[str, ed25519.Ed25519PrivateKey]
 
     @property
-    def participants(self):
+    def participants(self) -> list[str]:
+        """The participants with readings (and keys), sorted."""
         return sorted(self.keys)
 
     @property
-    def skipped(self):
+    def skipped(self) -> list[TrustedRound]:
         """Rounds of the day whose readings are not sent (window not open, or closed: late)."""
         return [r for r in self.day_rounds if r not in self.rounds]
 
@@ -53,7 +59,7 @@ class MeterUpload:
         return f'no round of {self.day} takes readings now ({phases})'
 
 
-def day_rounds(broker, day: str, manifest) -> tuple[list, list]:
+def day_rounds(broker: BrokerClient, day: str, manifest: Manifest) -> tuple[list[TrustedRound], list[TrustedRound]]:
     """The rounds of a delivery day, as their nodes signed them.
 
     Args:
@@ -76,9 +82,20 @@ def day_rounds(broker, day: str, manifest) -> tuple[list, list]:
     return open_, rounds
 
 
-def reading_packages(state, readings, orders, participants):
-    """(participants in book order, values (n, slots, width)) of one round: each participant's
-    readings in the round's slots, and the missing-reading rule where it has an order but no reading."""
+def reading_packages(state: TrustedRound, readings: dict[tuple[str, int], int], orders: Sequence[Order],
+                     participants: Collection[str]) -> tuple[list[str], np.ndarray]:
+    """The reading values of one round: each participant's readings in the round's slots, and the
+    missing-reading rule where it has an order but no reading.
+
+    Args:
+        state: the round.
+        readings: {(participant, slot): net_wh}.
+        orders: the participants' orders.
+        participants: whose packages to make.
+
+    Returns:
+        (participants in book order, values (n, slots, width)).
+    """
     config = dataclasses.replace(state.config, zoned=False)
     slots = set(state.slots)
     book = Book(config, [o for o in orders if o.slot in slots and o.participant in participants],
@@ -88,10 +105,22 @@ def reading_packages(state, readings, orders, participants):
     return book.participants, encode_readings(book, net_of, range(len(book.participants)))
 
 
-def submit_to_nodes(upload, keys_dir, client, workers=4, batch=256):
-    """{participant: why not} over every round of the upload (a participant counts if every round took it)."""
+def submit_to_nodes(upload: MeterUpload, keys_dir: str, client: str, workers: int = 4,
+                    batch: int = 256) -> dict[str, str]:
+    """Send the upload's reading packages to every node, round by round.
+
+    Args:
+        upload: the day's readings.
+        keys_dir: the client's keys (TLS certificate).
+        client: the TLS client certificate name.
+        workers: participants submitted at once.
+        batch: participants per SubmitBatch request.
+
+    Returns:
+        {participant: why not}; a participant counts if every round took it.
+    """
     readings, orders, keys = upload.readings, upload.orders, upload.keys
-    failed = {}
+    failed: dict[str, str] = {}
     for state in upload.rounds:
         slots = set(state.slots)
         participants = sorted({p for p, s in readings if s in slots})
@@ -111,8 +140,8 @@ def submit_to_nodes(upload, keys_dir, client, workers=4, batch=256):
     return failed
 
 
-def load_upload(readings_path: str, orders_path: str | None, day: str, broker, keys_dir: str,
-                participants: list | None = None) -> MeterUpload:
+def load_upload(readings_path: str, orders_path: str | None, day: str, broker: BrokerClient, keys_dir: str,
+                participants: Sequence[str] | None = None) -> MeterUpload:
     """The MeterUpload of a readings file for day (its rounds taking readings may be none).
 
     Args:
@@ -142,7 +171,7 @@ def load_upload(readings_path: str, orders_path: str | None, day: str, broker, k
         if slot not in day_slots:
             raise InputError(readings_path, line, 'slot', f'slot {slot} is not delivered on {day} (rounds '
                              f'{", ".join(r.round_id for r in every)})')
-    keys = {}
+    keys: dict[str, ed25519.Ed25519PrivateKey] = {}
     for p in sorted({p for p, _ in lines}):
         try:
             keys[p] = load_participant_key(keys_dir, p)
