@@ -23,9 +23,20 @@ from .suite import figure, mpc_row, profile_day
 NAME, TITLE = 'mechanisms', 'Mechanisms on one community: time and economics'
 CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'), 65535)
 COLUMNS = [('mechanism', 'mechanism'), ('participants', 'participants'), ('slots', 'slots'),
-           ('seconds (MPC, clear + settle)', 'seconds'), ('saving vs retailer-only', 'saving'),
-           ('self-sufficiency', 'self_sufficiency'), ('price spread (per kWh)', 'price_spread'),
+           ('seconds (MPC, clear + settle)', 'seconds'), (f'saving vs retailer-only ({CONFIG.currency})', 'saving'),
+           ('self-sufficiency', 'self_sufficiency'), (f'price spread ({CONFIG.currency} per kWh)', 'price_spread'),
            ('= reference', 'exact')]
+# the terms of the table and the figure, in the report (derived at report time: older results get them too)
+DEFINITIONS = [
+    f'saving ({CONFIG.currency}): the community\'s bills for the day against the same meter readings billed by the '
+    'retailer alone (imports at the ceiling, exports at the floor feed-in tariff), summed over all participants.',
+    'self-sufficiency: the share of the energy bought that was supplied inside the community (per slot min(supply, '
+    'demand) matched, summed, over all energy bought); the rest came from the retailer.',
+    f'price spread ({CONFIG.currency} per kWh): per kWh traded inside the community, what buyers pay minus what '
+    'sellers get, weighted by the energy traded: 0 when one clearing price serves both sides (double auction), the '
+    'network fee on energy crossing communities (zoned), the scheme\'s buy price minus its sell price (sdr, mmr, '
+    'bill-sharing; negative when sellers are credited more per kWh than buyers pay).',
+]
 
 
 def economics(config, result):
@@ -80,24 +91,40 @@ def run(params, seed):
         rows.append(row)
         print(f'  {mechanism:<14} {row["seconds"]:6.2f} s  saving {row["saving"]}  self-sufficiency '
               f'{row["self_sufficiency"]:.1%}  spread {row["price_spread"]}/kWh  exact {row["exact"]}', flush=True)
-    notes = ['saving: the community\'s bills against the same readings billed by the retailer alone (imports at '
-             'the ceiling, exports at the floor), from the plaintext reference (equal to MPC where exact).',
+    notes = ['saving, self-sufficiency and price spread: from the plaintext reference (equal to MPC where exact).',
              f'zoned: {params["zones"]} communities of whole feeders, network fee 0.010 per kWh.']
     return rows, notes
 
 
+def notes(rows):
+    """The definitions of saving, self-sufficiency and price spread."""
+    return list(DEFINITIONS)
+
+
 def figures(rows, directory):
-    fig = figure()
-    left, right = fig.subplots(1, 2)
+    fig = figure(8, 5.6)
     names = [r['mechanism'] for r in rows]
-    left.bar(names, [r['seconds'] for r in rows], color='#4c72b0')
-    left.set_ylabel('seconds, clear + settle under MPC')
-    right.bar(names, [float(r['saving']) for r in rows], color='#55a868')
-    right.set_ylabel('community saving vs retailer-only')
-    for axis in (left, right):
-        axis.tick_params(axis='x', rotation=35)
-    fig.suptitle(f'{rows[0]["participants"]} participants x {rows[0]["slots"]} slots, {rows[0]["nodes"]} nodes')
+    panels = (('time (s): clear + settle under MPC', [r['seconds'] for r in rows], '{:.0f} s', '#4c72b0'),
+              (f'community saving vs retailer-only ({CONFIG.currency})', [float(r['saving']) for r in rows],
+               '{:.1f}', '#55a868'),
+              ('self-sufficiency (% of the energy bought)', [100 * r['self_sufficiency'] for r in rows],
+               '{:.1f} %', '#8172b2'),
+              (f'price spread ({CONFIG.currency}/kWh): buy - sell price', [float(r['price_spread']) for r in rows],
+               '{:+.4f}', '#c44e52'))
+    for axis, (title, values, label, colour) in zip(fig.subplots(2, 2).flat, panels, strict=True):
+        # horizontal bars: the mechanism names read left to right and never overlap
+        axis.barh(names, values, color=colour)
+        axis.invert_yaxis()
+        axis.set_title(title, fontsize=9)
+        axis.axvline(0, color='black', linewidth=0.6)
+        span = max(max(values), 0) - min(min(values), 0) or 1
+        axis.set_xlim(min(min(values), 0) - 0.35 * span * (min(values) < 0), max(max(values), 0) + 0.35 * span)
+        for y, v in enumerate(values):
+            axis.text(v, y, f' {label.format(v)} ', va='center', ha='left' if v >= 0 else 'right', fontsize=8)
+        axis.tick_params(labelsize=8)
+    fig.suptitle(f'{rows[0]["participants"]} participants x {rows[0]["slots"]} slots, {rows[0]["nodes"]} nodes, '
+                 'each equal to the plaintext reference', fontsize=10)
     fig.tight_layout()
     path = f'{directory}/mechanisms.png'
     fig.savefig(path)
-    return [('time and saving per mechanism', path)]
+    return [(f'time, saving ({CONFIG.currency}), self-sufficiency and price spread per mechanism', path)]

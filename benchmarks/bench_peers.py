@@ -16,11 +16,11 @@ from mpc_market.market import plain
 from mpc_market.mpc import committee, local
 
 from .bench_scaling import book_of
-from .suite import figure, mpc_row, profile_day
+from .suite import figure, headroom, mpc_row, plain_log_ticks, profile_day
 
 NAME, TITLE = 'peers', 'MPC parties and scenario S1 (direct peers) at scale'
 COLUMNS = [('series', 'series'), ('nodes', 'nodes'), ('participants', 'participants'), ('orders', 'orders'),
-           ('seconds', 'seconds'), ('MPC session s', 'node_total_s'), ('KiB sent per party', 'kib_per_node'),
+           ('seconds', 'seconds'), ('MPC session s', 'node_total_s'), ('MiB sent per party', 'mib_per_node'),
            ('messages per link', 'messages_per_link'), ('peak MB per node', 'peak_rss_mb_per_node'),
            ('= reference', 'exact')]
 
@@ -31,7 +31,6 @@ def _row(series, book, result, started):
            'messages_per_link': result.stats['messages_per_link']}
     reference = plain.clear_plain(book)
     row['exact'] = result.rows == reference.rows and result.slots == reference.slots
-    row['kib_per_node'] = round(row['bytes_per_node'] / 1024, 1)
     print(f'  {series:<15} {row["nodes"]:>2} nodes {row["participants"]:>6} participants '
           f'{row["seconds"]:8.2f} s  exact {row["exact"]}', flush=True)
     return row
@@ -58,9 +57,19 @@ def run(params, seed):
              f'per peer, a committee of {params["committee"]} above {committee.ALL_PEERS_UP_TO} peers.',
              'messages per link: MPyC messages one node sent to one other, the most of any link; each sequential '
              'exchange is one message, so this bounds the number of rounds from above.',
-             'KiB sent per party: bytes a node sent to all other nodes, the most of any node.']
+             'MiB sent per party: bytes a node sent to all other nodes, the most of any node (1 MiB = 2^20 bytes).']
     notes += capture_notes(params)
     return rows, notes
+
+
+def mib(row):
+    """MiB a party sent (derived from bytes_per_node, so older results show in MiB too)."""
+    return round(row['bytes_per_node'] / 2 ** 20, 1)
+
+
+def tables(rows):
+    """The one report table, with the bytes sent per party in MiB."""
+    return [(None, COLUMNS, [dict(r, mib_per_node=mib(r)) for r in rows])]
 
 
 def notes(rows):
@@ -96,23 +105,32 @@ def figures(rows, directory):
         chosen = [r for r in rows if r['series'] == series]
         if not chosen:
             continue
-        fig = figure()
+        fig = figure(9, 3.6)
         axes = fig.subplots(1, 3)
         xs = [r[key] for r in chosen]
-        for axis, (field, ylabel) in zip(axes, (('seconds', 'time (s)'), ('kib_per_node', 'KiB sent per party'),
-                                               ('messages_per_link', 'messages per link')), strict=True):
-            axis.plot(xs, [r[field] for r in chosen], 'o-')
+        for axis, (ylabel, ys) in zip(axes, (('time (s)', [r['seconds'] for r in chosen]),
+                                             ('MiB sent per party', [mib(r) for r in chosen]),
+                                             ('messages per link', [r['messages_per_link'] for r in chosen])),
+                                      strict=True):
+            axis.plot(xs, ys, 'o-')
             axis.set_xlabel(label)
             axis.set_ylabel(ylabel)
-            axis.grid(True, which='both', alpha=0.3)
-            if key == 'participants':
+            axis.grid(True, which='major', alpha=0.3)
+            if key == 'participants':  # 5 to 500 peers: log, labelled at the counts run
                 axis.set_xscale('log')
-            if field == 'seconds':
-                axis.set_yscale('log')
+                plain_log_ticks(axis, 'x', xs)
             else:
-                axis.set_ylim(bottom=0)
-        fig.suptitle(f'{series}: {chosen[0]["orders"]} orders' if key == 'nodes' else
-                     'S1: every peer a node up to 7, else a committee drawn by lottery')
+                axis.set_xticks(xs)
+            if ylabel == 'time (s)':
+                axis.set_yscale('log')
+                plain_log_ticks(axis, 'y')
+                axis.set_ylim(min(ys) / 1.3, max(ys) * 1.3)
+            else:
+                headroom(axis, ys)
+        fig.suptitle(f'client-sharing: the same {chosen[0]["orders"]} orders cleared by m nodes '
+                     f'(threshold (m-1)/2)' if key == 'nodes' else
+                     f'S1: every peer a node up to {committee.ALL_PEERS_UP_TO} peers, above that a committee of '
+                     f'{chosen[-1]["nodes"]} drawn by lottery')
         fig.tight_layout()
         path = os.path.join(directory, f'peers-{key}.png')
         fig.savefig(path)

@@ -17,17 +17,17 @@ from mpc_market.market.generate import community
 from mpc_market.market.orders import Order
 from mpc_market.mpc import local
 
-from .suite import figure, mpc_row, profile_day
+from .suite import figure, mpc_row, plain_log_ticks, profile_day
 
 NAME, TITLE = 'scaling', 'Scaling with the number of participants'
 CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'), 65535)
 COLUMNS = [('task', 'task'), ('participants', 'participants'), ('slots', 'slots'), ('seconds', 'seconds'),
-           ('KiB sent per node', 'kib_per_node'), ('peak MB per node', 'peak_rss_mb_per_node'),
+           ('MiB sent per node', 'mib_per_node'), ('peak MB per node', 'peak_rss_mb_per_node'),
            ('= reference', 'exact')]
 LITERATURE = [  # (participants, seconds, label)
     (2500, 300, 'Abidin et al.: 2,500 bids < 5 min (online phase)'),
     (5000, 250.2, 'Alqahtani & Mustafa 2026: 5,000 in 4.17 min'),
-    (5000, 9, '5,000 bills < 9 s (seed paper)'),
+    (5000, 9, 'Alqahtani & Mustafa 2023 (ZPPB-LEM): 5,000 bills < 9 s (online phase)'),
 ]
 
 
@@ -51,7 +51,6 @@ def one(task, participants, slots, seed, nodes, day=None):
         exact = secure.rows == plain.clear_plain(book).rows
     row = {'task': task, 'participants': len(book.participants), 'slots': slots, 'nodes': nodes,
            **mpc_row(secure, started, len(book.participants)), 'exact': exact}
-    row['kib_per_node'] = round(row['bytes_per_node'] / 1024, 1)
     print(f'  {task:<13} {participants:>7} x {slots:<3} {row["seconds"]:8.2f} s  exact {exact}', flush=True)
     return row
 
@@ -77,6 +76,11 @@ def run(params, seed):
     return rows, [f'reference point: {label}' for _, _, label in LITERATURE]
 
 
+def tables(rows):
+    """The one report table, bytes sent per node in MiB (derived from bytes_per_node: older results too)."""
+    return [(None, COLUMNS, [dict(r, mib_per_node=round(r['bytes_per_node'] / 2 ** 20, 1)) for r in rows])]
+
+
 def notes(rows):
     """The fitted slopes (computed from the rows, so a regenerated report has them too)."""
     out = []
@@ -90,23 +94,28 @@ def notes(rows):
 
 
 def figures(rows, directory):
-    fig = figure()
+    fig = figure(7.5, 5.4)
     axis = fig.subplots()
     for (task, slots), style in {('clear', 1): 'o-', ('clear+settle', 1): 's-', ('clear', 96): '^-'}.items():
         points = sorted((r['participants'], r['seconds']) for r in rows if r['task'] == task and r['slots'] == slots)
         if points:
             s = slope(rows, task, slots, above_startup=True)
-            axis.plot(*zip(*points, strict=True), style, label=f'{task}, {slots} slot(s)'
+            axis.plot(*zip(*points, strict=True), style, label=f'ours: {task}, {slots} slot{"s" if slots > 1 else ""}'
                       + (f', slope {s:.2f} above start-up' if s else ''))
     for n, seconds, label in LITERATURE:
-        axis.plot([n], [seconds], 'x', markersize=9, label=label)
+        axis.plot([n], [seconds], 'x', markersize=9, markeredgewidth=2, label=label)
     axis.set_xscale('log')
     axis.set_yscale('log')
+    sizes = sorted({r['participants'] for r in rows})
+    plain_log_ticks(axis, 'x', sizes)
+    plain_log_ticks(axis, 'y')
+    axis.margins(y=0.08)  # the top reference point clear of the frame
     axis.set_xlabel('participants')
-    axis.set_ylabel('seconds (3 nodes, this machine)')
-    axis.legend(fontsize=7)
-    axis.grid(True, which='both', alpha=0.3)
-    fig.tight_layout()
+    axis.set_ylabel(f'seconds ({rows[0]["nodes"]} nodes, this machine)')
+    axis.grid(True, which='major', alpha=0.3)
+    # below the axes (constrained layout makes room): inside, six entries would cover the points
+    fig.set_layout_engine('constrained')
+    fig.legend(fontsize=8, loc='outside lower center', ncol=1)
     path = f'{directory}/scaling.png'
     fig.savefig(path)
     return [('time against participants, log-log', path)]

@@ -148,12 +148,40 @@ def table(columns, rows):
     return out
 
 
-def figure():
-    """A matplotlib Figure without a display (no pyplot state)."""
+def figure(width=7.0, height=4.5):
+    """A matplotlib Figure without a display (no pyplot state).
+
+    Args:
+        width: inches (110 dpi: 7 in is the 770 px the reports show).
+        height: inches.
+
+    Returns:
+        The Figure.
+    """
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib.figure import Figure
-    return Figure(figsize=(7, 4.5), dpi=110)
+    return Figure(figsize=(width, height), dpi=110)
+
+
+def plain_log_ticks(axis, which='y', ticks=None):
+    """Label a log axis with plain numbers (1, 10, 1,000 or the given ticks), not 6×10⁰.
+
+    Args:
+        axis: the matplotlib Axes.
+        which: 'x' or 'y'.
+        ticks: the values to label (default: matplotlib's decades, plus 2 and 5 within them).
+    """
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+    target = axis.xaxis if which == 'x' else axis.yaxis
+    target.set_major_locator(FixedLocator(ticks) if ticks is not None else LogLocator(subs=(1, 2, 5)))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f'{v:,.3g}' if v < 1 else f'{v:,.0f}'))
+    target.set_minor_formatter(NullFormatter())
+
+
+def headroom(axis, values, share=0.12):
+    """A linear y axis from 0 to share above the largest value, so the top markers are not clipped."""
+    axis.set_ylim(0, max(values) * (1 + share) if values and max(values) > 0 else 1)
 
 
 def mpc_row(result, started, participants):
