@@ -168,40 +168,59 @@ def load_traded(path: str) -> dict[int, int]:
 
 def plot_group(level: str, group: GroupTotals, day: str, traded: Mapping[int, int] | None = None,
                noisy: bool = False) -> bytes:
-    """A chart of one group's day.
+    """A chart of one group's day, in kW (mean power over each slot).
+
+    The group's net load, imports and exports fill a panel with its own scale; the local market's
+    traded energy, which is the whole community's, gets a second panel below (on the group's axis
+    it would dwarf a 20-home feeder's curve).
 
     Args:
         level: 'feeder' or 'zone' (in the title).
-        group: its totals.
+        group: its totals (Wh per slot; the day's slots span 24 hours).
         day: the day (in the title).
-        traded: {slot: traded_wh} of the local market, drawn as bars if given.
+        traded: {slot: traded_wh} of the local market, drawn as bars on the second panel if given.
         noisy: the totals carry DP noise (said in the title).
 
     Returns:
-        PNG bytes: the net load, imports and exports per slot.
+        PNG bytes.
     """
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib.figure import Figure
 
     slots = len(group.imports)
-    hours = [s * 24 / slots for s in range(slots)]
-    width = 24 / slots
-    figure = Figure(figsize=(9, 4), dpi=100)
-    axes = figure.subplots()
-    axes.step(hours, group.net, where='post', color='tab:blue', label='net load (import - export)')
-    axes.fill_between(hours, group.imports, step='post', alpha=0.15, color='tab:red', label='import')
-    axes.fill_between(hours, [-e for e in group.exports], step='post', alpha=0.15, color='tab:green',
-                      label='export (negative)')
+    slot_hours = 24 / slots
+    hours = [s * slot_hours for s in range(slots)]
+
+    def kw(wh: Iterable[int]) -> list[float]:  # Wh in one slot -> mean kW over it
+        return [w / slot_hours / 1000 for w in wh]
+
+    figure = Figure(figsize=(9, 6.2 if traded else 4), dpi=100, layout='constrained')
+    axes = figure.subplots(2 if traded else 1, 1, sharex=True, squeeze=False,
+                           height_ratios=(3, 2) if traded else None)[:, 0]
+    own = axes[0]
+    own.step(hours + [24], kw(group.net + group.net[-1:]), where='post', color='tab:blue',
+             label='net load (import - export)')
+    own.fill_between(hours + [24], kw(group.imports + group.imports[-1:]), step='post', alpha=0.2,
+                     color='tab:red', label='import')
+    own.fill_between(hours + [24], [-v for v in kw(group.exports + group.exports[-1:])], step='post', alpha=0.2,
+                     color='tab:green', label='export (drawn negative)')
+    own.axhline(0, color='black', linewidth=0.5)
+    own.set_ylabel('kW')
+    own.set_title(f'{level} {group.name}, {day}: {group.meters} meters' + (' (with DP noise)' if noisy else ''))
+    own.legend(loc='upper left', fontsize=8)
+    own.grid(True, alpha=0.3)
     if traded:
-        axes.bar([h + width / 2 for h in hours], [traded.get(s, 0) for s in range(slots)], width=width * 0.8,
-                 color='tab:orange', alpha=0.6, label='traded in the local market (whole community)')
-    axes.axhline(0, color='black', linewidth=0.5)
-    axes.set_xlim(0, 24)
-    axes.set_xlabel('hour of day')
-    axes.set_ylabel('Wh per slot')
-    axes.set_title(f'{level} {group.name}, {day}: {group.meters} meters' + (' (with DP noise)' if noisy else ''))
-    axes.legend(loc='upper left', fontsize=8)
+        market = axes[1]
+        market.bar([h + slot_hours / 2 for h in hours], kw(traded.get(s, 0) for s in range(slots)),
+                   width=slot_hours * 0.8, color='tab:orange', alpha=0.8)
+        market.set_ylabel('kW')
+        market.set_title('traded in the local market: the whole community (public results), not this '
+                         f'{level}', fontsize=10)
+        market.grid(True, alpha=0.3)
+    axes[-1].set_xlim(0, 24)
+    axes[-1].set_xticks(range(0, 25, 3))
+    axes[-1].set_xlabel(f'hour of day ({slots} slots of {slot_hours * 60:g} min)')
     buffer = io.BytesIO()
     figure.savefig(buffer, format='png')
     return buffer.getvalue()
