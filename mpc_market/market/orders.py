@@ -11,7 +11,7 @@ from decimal import Decimal, InvalidOperation
 from ..common.errors import InputError
 from ..common.names import NAME_RULE, is_name
 from ..common.textinput import csv_records, parse_int, parse_participant_slot, read_text
-from .config import MAX_ZONES, PRICE_RULE, MarketConfig, bounded_price
+from .config import MAX_ZONES, SIGNED_PRICE_RULE, MarketConfig, bounded_signed_price
 
 ORDER_COLUMNS = ('participant', 'slot', 'side', 'energy_wh', 'limit_price')
 
@@ -47,8 +47,10 @@ def _parse_order(path: str, line: int, row: Mapping[str, object], config: Market
         price = Decimal(str(raw_price).strip())
     except InvalidOperation:
         raise InputError(path, line, 'limit_price', f'{str(raw_price)[:40]!r} is not a decimal number') from None
-    if bounded_price(price) is None:
-        raise InputError(path, line, 'limit_price', f'must be {PRICE_RULE}, got {str(raw_price)[:40]!r}')
+    # a limit may be negative (a seller paying to be rid of energy) whatever the floor: a buy below the
+    # floor or a sell above the ceiling still settles with the retailer (MarketConfig.buy_level / sell_level)
+    if bounded_signed_price(price) is None:
+        raise InputError(path, line, 'limit_price', f'must be {SIGNED_PRICE_RULE}, got {str(raw_price)[:40]!r}')
     zone = row.get('zone') or None
     if zone is not None and not is_name(zone):
         raise InputError(path, line, 'zone', f'{str(zone)[:80]!r} is not {NAME_RULE}')

@@ -5,11 +5,18 @@ Short = sum max(d, 0), Long = sum max(-d, 0), N = min(Short, Long); P = the slot
 price. A short participant pays d * (N*P + (Short-N)*ceiling) / Short, a long one is paid
 |d| * (N*P + (Long-N)*floor) / Long; the retailer receives (Short-N)*ceiling, pays (Long-N)*floor.
 
-Money is in units of 10**-(decimals+3) currency (Wh x price unit), as trade amounts. Each
-participant's deviation amount is rounded towards zero to that unit, so nobody pays more or is
-paid more than the exact share, nobody long is charged and nobody short is paid. The rounding
-residue (< 1 unit per participant) goes to the retailer: its net income is exactly what the
-participants pay net, so money balances to the unit.
+Money is in units of 10**-(decimals+3) currency (Wh x price unit), as trade amounts. The rounding
+is the floor of Python's ``//`` (towards -inf), and this reference is its definition (the MPC
+engine reproduces it exactly): a short participant's amount is floor(d * X_S / Short), a long
+one's -floor(|d| * X_L / Long) = ceil(d * X_L / Long), X_S and X_L the short and long side's
+money above. With prices >= 0 (X_S, X_L >= 0) that rounds every amount towards zero: nobody pays
+more or is paid more than the exact share, nobody long is charged and nobody short is paid. With
+a negative deviation price or floor (the double auction's negative prices) X_S or X_L may be
+negative: then a short participant may be paid and a long one charged, and such an amount is
+rounded away from zero (a short participant is paid up to one unit more, a long one charged up to
+one unit more than the exact share). Either way the rounding residue (< 1 unit per participant,
+of either sign) goes to the retailer: its net income is exactly what the participants pay net,
+so money balances to the unit.
 
 Prices are handled doubled (price2 = 2P) because the no-trade price (floor + ceiling)/2 may fall
 halfway between two price units.

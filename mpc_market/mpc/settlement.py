@@ -5,7 +5,10 @@ reading and witnesses (sign and bits of the deviation, bits of import/export) th
 with multiplications. Short, Long, N and every amount stay secret. The division by the secret
 Short (or Long) is exact: an integer quotient A by restoring division, the fraction by
 rho = ceil(R * 2**f / D) per slot, then per participant |d|*A + floor(|d|*rho / 2**f) with one
-exact truncation, which equals floor(|d| * X / D) for 2**f > max|d| * D.
+exact truncation, which equals floor(|d| * X / D) for 2**f > max|d| * D. X is negative when the
+deviation price or the floor is: the division runs on X + O*D >= 0 for a public offset O (from the
+market's prices, division_offset) and A is its quotient minus O, so A and R are floor(X / D) and
+X mod D in Python's sense and every amount the reference's floor, whatever the sign of X.
 """
 
 from collections.abc import Sequence
@@ -26,6 +29,24 @@ from .primitives import (
     reshare_values,
 )
 from .validation import CheckedShares
+
+
+def division_offset(prices2: Sequence[int]) -> tuple[int, int]:
+    """The public shift that makes the settlement's dividends non-negative, and the quotient's bits.
+
+    Each side's value is a sum of 2 x prices weighted by energies that total its divisor 2*Short (or
+    2*Long): value / divisor lies between min(prices2) / 2 and max(prices2) / 2 (and is 0 when the
+    side is empty). With offset O = ceil(-min(0, prices2) / 2), value + O * divisor is >= 0 and its
+    quotient below 2**bits.
+
+    Args:
+        prices2: every 2 x price a value may be made of (2 x ceiling, 2 x floor, each slot's price2).
+
+    Returns:
+        (O, bits) with 0 <= value / divisor + O < 2**bits; O = 0 when no price is negative.
+    """
+    offset = -(min(0, *prices2) // 2)
+    return offset, (max(0, *prices2) + 2 * offset).bit_length()
 
 
 class SettlementNode:
@@ -116,9 +137,12 @@ class SettlementNode:
         totals = np.concatenate([short, long_])
         empty = await is_zero(totals, bits)
         divisor = (2 * totals + empty) % P  # 2*Short (or 1 when nobody is short), same for Long
-        price_bits = max(ceil2, int(self.price2.max(initial=0))).bit_length()
-        value_bits = bits_needed((2 * bound + 1) * max(ceil2, int(self.price2.max(initial=0))) << 2)
-        whole, remainder = await integer_divide(value, divisor, price_bits, value_bits)
+        offset, quotient_bits = division_offset([ceil2, floor2, *map(int, self.price2)])
+        value_bits = bits_needed((2 * bound + 1) << quotient_bits << 1)
+        # value / divisor lies in [-offset, 2**quotient_bits - offset): divide the shifted value, which
+        # is >= 0 as integer_divide needs, then shift back; floor((v + O*D) / D) - O = floor(v / D)
+        whole, remainder = await integer_divide((value + offset * divisor) % P, divisor, quotient_bits, value_bits)
+        whole = (whole - offset) % P
         f = layout.deviation_bits + (2 * bound + 1).bit_length() + 1  # 2**f >= 2 * max|d| * D
         y_bits = layout.deviation_bits + f + 1
         fraction = await ceil_fraction(remainder, divisor, f, bits_needed(4 * bound + 2))

@@ -35,7 +35,7 @@ def clear(tmp_path, orders_text, toml_text=GOOD_TOML, orders_name='orders.csv', 
     (HEADER + 'alice,0,buy,65536,0.1\n', 2, 'energy_wh'),
     (HEADER + 'alice,0,buy,-3,0.1\n', 2, 'energy_wh'),
     (HEADER + 'alice,0,buy,5,cheap\n', 2, 'limit_price'),
-    (HEADER + 'alice,0,buy,5,-0.1\n', 2, 'limit_price'),
+    (HEADER + 'alice,0,buy,5,-10.01\n', 2, 'limit_price'),   # below -10 (negative limits: test_negative_prices_cli)
     (HEADER + 'alice,x,buy,5,0.1\n', 2, 'slot'),
     (HEADER + 'alice,-1,buy,5,0.1\n', 2, 'slot'),
     (HEADER + 'al ice,0,buy,5,0.1\n', 2, 'participant'),
