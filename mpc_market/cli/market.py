@@ -110,7 +110,7 @@ def _volume_line(config, book, result):
     traded = f'{v.local_wh} Wh locally at the clearing price'
     if config.zoned:
         traded = (f'{v.local_wh - v.cross_wh} Wh within zones and {v.cross_wh} Wh across zones, network fees '
-                  f'{config.format_amount(v.fee_amount)}')
+                  f'{config.format_amount(v.fee_amount)} {config.currency}')
     return (head + f'{v.trading_slots} slots traded {traded}{residual}; unmatched orders with the retailer: '
             f'{v.retailer_sells_wh} Wh imported, {v.retailer_buys_wh} Wh exported')
 
@@ -200,7 +200,8 @@ def cmd_clear(args):
                                   args.quiet, args.committee)
     write_results(args.out, config, result, _provenance('clear', args, inputs, book, result.stats))
     print(_summary(config, book, result))
-    print(f'wrote public.csv, participants.csv and summary.json (with the run\'s provenance) to {args.out}')
+    print(f'wrote public.csv, participants.csv and summary.json (with the run\'s provenance) to {args.out}; '
+          f'prices in {config.currency}/kWh, amounts in {config.currency}')
     return 0
 
 
@@ -229,10 +230,11 @@ def cmd_settle(args):
     print(_summary(config, book, result.clearing))
     deviation = sum(r.deviation_amount for r in result.rows)
     saving = sum(b.saving for b in result.bills)
-    print(f'settled {len(result.rows)} participant-slots: deviations net {config.format_amount(deviation)} '
-          f'to the retailer; community saving {config.format_amount(saving)} against retailer-only bills')
+    money = config.currency
+    print(f'settled {len(result.rows)} participant-slots: deviations net {config.format_amount(deviation)} {money} '
+          f'to the retailer; community saving {config.format_amount(saving)} {money} against retailer-only bills')
     print(f'wrote public.csv, participants.csv, bills.csv, retailer.csv and summary.json (with the run\'s '
-          f'provenance) to {args.out}')
+          f'provenance) to {args.out}; prices in {money}/kWh, amounts in {money}')
     return 0
 
 
@@ -290,11 +292,12 @@ def cmd_demo(args):
     write_results(os.path.join(work, 'out'), config, result)
     print(f'Cleared under MPC by {args.nodes} market node processes in {elapsed:.1f} s. Public results '
           '(the only thing the nodes learn):')
-    print(f'  {"slot":>4} {"time":>5} {"price/kWh":>9} {"traded Wh":>10} {"residual":>8}')
+    price_head = f'price {config.currency}/kWh'
+    print(f'  {"slot":>4} {"time":>5} {price_head:>13} {"traded Wh":>10} {"residual":>8}')
     for row in public_table(config, result):
         if row['traded_wh']:
             slot = int(row['slot'])
-            print(f'  {slot:>4} {slot % 96 // 4:02d}:{slot % 4 * 15:02d} {row["price"]:>9} '
+            print(f'  {slot:>4} {slot % 96 // 4:02d}:{slot % 4 * 15:02d} {row["price"]:>13} '
                   f'{row["traded_wh"]:>10} {row["residual_wh"]:>8}')
     quiet_slots = sum(1 for s in result.slots if not s.traded_wh)
     print(f'  ({quiet_slots} slots without local trade)')
@@ -304,10 +307,10 @@ def cmd_demo(args):
         matched = sum(r.matched_wh for r in rows)
         total = sum(r.amount for r in rows)
         print(f'Private result of {name} (only {name} can reconstruct it): {len(rows)} orders, '
-              f'{matched} Wh matched locally, net amount {config.format_amount(total)}')
+              f'{matched} Wh matched locally, net amount {config.format_amount(total)} {config.currency}')
         for r in [r for r in rows if r.matched_wh][:2]:
             print(f'    slot {r.slot}: {r.side} {r.energy_wh} Wh, matched {r.matched_wh} Wh, '
-                  f'amount {config.format_amount(r.amount)}')
+                  f'amount {config.format_amount(r.amount)} {config.currency}')
     same = _agrees_with_reference(book, result)
     print('Plaintext reference agrees exactly.' if same else 'MISMATCH with the plaintext reference!')
     print(_summary(config, book, result))
@@ -328,9 +331,10 @@ def _demo_zoned(args, work):
     started = time.perf_counter()
     config, book, result = _clear(orders, config_path, args.nodes, 'mpc', 'local', ORDERS_PER_CHUNK, True)
     print(f'\nThe same community as a zoned market: {len(book.zones)} communities of whole feeders clear on '
-          f'their own, then trade what is left across at a network fee of {config.network_fee}/kWh '
+          f'their own, then trade what is left across at a network fee of {config.network_fee} {config.currency}/kWh '
           f'({time.perf_counter() - started:.1f} s under MPC). Busiest slots:')
-    print(f'  {"slot":>4} ' + ' '.join(f'{"zone " + z:>12}' for z in book.zones) + f' {"cross":>12} {"fees":>9}')
+    fees_head = f'fees {config.currency}'
+    print(f'  {"slot":>4} ' + ' '.join(f'{"zone " + z:>12}' for z in book.zones) + f' {"cross":>12} {fees_head:>9}')
     busiest = sorted(result.slots, key=lambda s: -_traded(s))[:4]
 
     def cell(r):
@@ -340,7 +344,7 @@ def _demo_zoned(args, work):
         print(f'  {s.slot:>4} ' + ' '.join(f'{cell(z):>12}' for z in s.zones) + f' {cell(s):>12} '
               f'{config.format_amount(s.fee_amount):>9}')
     same = _agrees_with_reference(book, result)
-    print('  (Wh@price per kWh) Plaintext reference agrees exactly.' if same
+    print(f'  (Wh@price in {config.currency}/kWh) Plaintext reference agrees exactly.' if same
           else 'MISMATCH with the plaintext reference (zoned)!')
     return same
 

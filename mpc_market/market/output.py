@@ -1,4 +1,9 @@
-"""Result files: public.csv, participants.csv and summary.json, written all-or-nothing."""
+"""Result files: public.csv, participants.csv and summary.json, written all-or-nothing.
+
+Prices are in the market's currency per kWh and amounts in its currency, both exact decimals and
+signed (a negative price; an amount < 0 is paid to the participant); the CSV headers are bare
+column names and summary.json's "units" names the currency.
+"""
 
 import csv
 import dataclasses
@@ -219,20 +224,37 @@ def make_provenance(command: str, options: dict, inputs: list, book, stats: dict
         libraries={'python': platform.python_version(), 'mpyc': version('mpyc'), 'numpy': version('numpy')})
 
 
+def units(config) -> dict[str, str]:
+    """What the result files' numbers are in: summary.json's "units" (the CSV headers stay bare names).
+
+    Args:
+        config: the market's MarketConfig.
+
+    Returns:
+        {'currency': ISO 4217 code, 'price': '<code>/kWh' (price columns), 'amount': '<code>' (amount
+        columns, signed: > 0 the participant pays, < 0 it is paid), 'energy': 'Wh' (the _wh columns)}.
+    """
+    return {'currency': config.currency, 'price': f'{config.currency}/kWh', 'amount': config.currency,
+            'energy': 'Wh'}
+
+
 def summary_text(excluded: list, stats: dict, provenance: Provenance | None = None,
-                 traded: Volumes | None = None) -> str:
-    """summary.json: the one encoder of provenance, volumes, excluded participants and engine stats.
+                 traded: Volumes | None = None, unit: dict | None = None) -> str:
+    """summary.json: the one encoder of provenance, units, volumes, excluded participants and engine stats.
 
     Args:
         excluded: participants whose packages failed validation.
         stats: the engine's timings, sizes and (peers mode) committee transcript.
         provenance: what produced the run (written when given).
         traded: the run's Volumes (written when given).
+        unit: the result files' units (output.units; written when given).
 
     Returns:
         The JSON text (dataclasses as objects, anything else non-JSON as its str).
     """
     document: dict[str, object] = {}
+    if unit is not None:
+        document['units'] = unit
     if provenance is not None:
         document['provenance'] = dataclasses.asdict(provenance)
     if traded is not None:
@@ -246,7 +268,8 @@ def write_results(out_dir, config, result, provenance: Provenance | None = None)
     return write_all(out_dir, {
         'public.csv': csv_text(public_columns(config), public_table(config, result)),
         'participants.csv': csv_text(participant_columns(config), participant_table(config, result)),
-        'summary.json': summary_text(result.excluded, result.stats, provenance, volumes(config, result)),
+        'summary.json': summary_text(result.excluded, result.stats, provenance, volumes(config, result),
+                                     units(config)),
     })
 
 
@@ -298,5 +321,5 @@ def write_settlement(out_dir, config, result, provenance: Provenance | None = No
         'bills.csv': csv_text(BILL_COLUMNS, bills),
         'retailer.csv': csv_text(RETAILER_COLUMNS, retailer),
         'summary.json': summary_text(result.clearing.excluded, result.stats, provenance,
-                                     volumes(config, result.clearing)),
+                                     volumes(config, result.clearing), units(config)),
     })
