@@ -37,6 +37,7 @@ CURRENCY = re.compile(r'[A-Z]{3}')  # an ISO 4217 alphabetic code
 DEFAULT_CURRENCY = 'EUR'
 MIN_PRICE_FLOOR = Decimal(-10)   # currency per kWh: day-ahead floors are -0.5/kWh; keeps amounts far from 2^126
 TIMEZONE = re.compile(r'[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*')
+MAX_AMOUNT_UNITS = 1 << 62       # |price units x Wh| of one order or reading (int64 result arrays, with headroom)
 
 
 
@@ -415,4 +416,12 @@ def config_from_table(path, text, market, extra_keys=()):
     if config.levels > 4096:
         raise InputError(path, toml_key_line(text, 'tick'), 'tick',
                          f'{config.levels} price levels; at most 4096 supported')
+    if max_wh > max_reading:  # a missing reading is settled as the bought energy: the meter range must hold it
+        raise InputError(path, toml_key_line(text, 'max_reading_wh'), 'max_reading_wh',
+                         f'must be at least max_order_wh {max_wh}, got {max_reading}')
+    largest = max(abs(config.floor_units), abs(config.ceiling_units)) * (max_wh + max_reading)
+    if largest >= MAX_AMOUNT_UNITS:  # a participant's per-slot amounts stay exact 64-bit integers everywhere
+        raise InputError(path, toml_key_line(text, 'price_ceiling'), 'price_ceiling',
+                         f'prices with {config.decimals} decimals times {max_wh + max_reading} Wh exceed the '
+                         f'exact amount range (2^62 units): use fewer decimals or smaller quantities')
     return config

@@ -84,3 +84,11 @@ def test_bad_time_and_money_keys_are_one_line_errors(line, field, words):
 def test_community_schemes_refuse_a_negative_floor():
     with pytest.raises(InputError, match='price_floor: sdr prices from the grid tariffs'):
         parse_config('m.toml', '[market]\nprice_floor = -0.01\nprice_ceiling = 0.30\ntick = 0.01\nmechanism = "sdr"\n')
+
+
+def test_the_meter_range_holds_an_order_and_amounts_stay_exact_integers():
+    with pytest.raises(InputError, match='max_reading_wh: must be at least max_order_wh 50000, got 40000'):
+        parse_config('m.toml', BASE + 'max_order_wh = 50000\nmax_reading_wh = 40000\n')
+    with pytest.raises(InputError, match='price_ceiling: prices with 9 decimals times .* exact amount range'):
+        parse_config('m.toml', '[market]\nprice_floor = 9999000.000000001\nprice_ceiling = 9999000.000000002\n'
+                     'tick = 0.000000001\nmax_order_wh = 16777215\nmax_reading_wh = 16777215\n')
