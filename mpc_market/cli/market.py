@@ -1,4 +1,4 @@
-"""Local market commands: ``clear``, ``settle``, ``generate`` and ``demo``.
+"""Local market commands: ``clear``, ``settle``, ``generate``, ``import profiles`` and ``demo``.
 """
 
 import os
@@ -247,24 +247,120 @@ def default_config():
 
 
 
+def _generate_slots(args):
+    """--slots, or --days whole days of 96 slots (96 when neither is given)."""
+    from ..common.errors import COMMAND_LINE
+    from ..market.generate import SLOTS_PER_DAY
+    if args.days is not None and args.slots is not None:
+        raise InputError(COMMAND_LINE, 0, 'days', 'give --days or --slots, not both')
+    return SLOTS_PER_DAY * args.days if args.days is not None else args.slots or SLOTS_PER_DAY
+
+
 def cmd_generate(args):
+    from ..common.errors import COMMAND_LINE
     from ..market.generate import first_slot_and_stop, write_community
-    _check_size(args.participants, args.slots)
-    day = None
+    slots = _generate_slots(args)
+    _check_size(args.participants, slots)
+    day, location = None, None
     if args.profiles is not None:
-        from ..market.profiles import parse_day
+        from ..market.profiles import LATITUDE, LONGITUDE, parse_day
         day = parse_day(args.profiles)
-    orders, config, count, readings = write_community(args.out, args.participants, args.slots, args.seed,
-                                                      args.zones, args.network_fee, day)
-    first, stop = first_slot_and_stop(args.slots)
+        location = (LATITUDE if args.latitude is None else args.latitude,
+                    LONGITUDE if args.longitude is None else args.longitude)
+    elif args.latitude is not None or args.longitude is not None:
+        option = 'latitude' if args.latitude is not None else 'longitude'
+        raise InputError(COMMAND_LINE, 0, option, 'places the sun of --profiles; give --profiles [DAY] too')
+    orders, config, count, readings = write_community(args.out, args.participants, slots, args.seed,
+                                                      args.zones, args.network_fee, day, location)
+    first, stop = first_slot_and_stop(slots)
+    where = f' at {location[0]:g} N {location[1]:g} E' if location else ''
     print(f'wrote {count} orders of {args.participants} households for slots {first}-{stop - 1} '
-          f'({args.slots} x 15 min' + (f' from 00:00 of {day}, BDEW H0 load and clear-sky PV' if day else '')
+          f'({slots} x 15 min' + (f' from 00:00 of {day}, BDEW H0 load and clear-sky PV{where}; market.toml '
+                                  'time-stamps the slots' if day else '')
           + f') to {orders}')
     print(f'      meter readings to {readings}, market to {config}, feeder map to '
           f'{os.path.join(args.out, "feeders.csv")}')
     print(f'next: mpc-market clear --orders {orders} --config {config} --out result/')
     return 0
 
+
+
+def cmd_import_profiles(args):
+    from ..common.errors import COMMAND_LINE
+    from ..market.config import load_config
+    from ..market.importer import bidding_rule, import_profiles, read_series
+    config = load_config(args.config)
+    rule = bidding_rule(config, args.buy_limit, args.sell_limit)
+    pv_files = args.pv or []
+    if not args.files and not pv_files:
+        raise InputError(COMMAND_LINE, 0, 'pv', 'no series given: FILE ... (load or net series) and/or --pv FILE')
+    if config.start is None:
+        raise InputError(args.config, 1, 'start', 'the market file gives no start: add start = ... (the instant '
+                                                  'slot 0 begins, e.g. 2026-06-17T00:00:00+02:00) to place the '
+                                                  'series on slots')
+    series = [one for path in args.files for one in read_series(path, config, args.participant)]
+    series += [one for path in pv_files for one in read_series(path, config, args.participant, pv=True)]
+    done = import_profiles(series, config, args.out, rule, args.forecast_error / 100, args.seed)
+    if done.capped and not args.quiet:
+        name, slot, wh = done.capped[0]
+        print(f'warning: {len(done.capped)} orders capped at the market\'s max_order_wh {config.max_order_wh} Wh '
+              f'(first: {name} nets {wh} Wh in slot {slot}); their readings keep the whole net', file=sys.stderr)
+    money = f'{config.currency}/kWh'
+    print(f'imported {done.participants} participants onto slots {done.first_slot}-{done.last_slot} '
+          f'({config.slot_start_text(done.first_slot)} to {config.slot_start_text(done.last_slot + 1)}, '
+          f'{config.slot_minutes}-minute slots): {done.buys} buys at {rule.buy_limit} and {done.sells} sells at '
+          f'{rule.sell_limit} {money} to {done.orders_path}')
+    error = f'with a forecast error of {args.forecast_error:g} %' if args.forecast_error else 'the series itself'
+    print(f'      {done.readings} meter readings ({error}) to {done.readings_path}')
+    print(f'next: mpc-market settle --orders {done.orders_path} --readings {done.readings_path} '
+          f'--config {args.config} --out bills/')
+    return 0
+
+
+def _import_parsers(sub, formatter):
+    from ..market.config import MAX_ORDER_WH_LIMIT
+    from .options import SEED_MAX, bounded_float, bounded_int, participant_id
+    p = sub.add_parser('import', help='turn time series into orders and meter readings (import profiles)',
+                       formatter_class=formatter,
+                       description='Bring your own data: `mpc-market import profiles` turns per-household time '
+                                   'series into orders.csv and readings.csv for a market file.')
+    kinds = p.add_subparsers(dest='kind', required=True, metavar='KIND')
+    p = kinds.add_parser('profiles', help='per-household power or energy series -> orders.csv, readings.csv',
+                         formatter_class=formatter,
+                         description='Integrate per-household series exactly onto the market\'s slots (its start '
+                                     'and slot_minutes) and write OUT/orders.csv (one order per slot with a net '
+                                     'position: buy the net import at --buy-limit, sell the net export at '
+                                     '--sell-limit) and OUT/readings.csv (the series as meter readings). FILE is a '
+                                     'gsy-e profile INTERVAL;POWER(W) (one household, named by the file stem: + '
+                                     'consumption, - production) or a long CSV participant,datetime,power_w|energy_wh '
+                                     '(datetimes ISO 8601 with an offset). docs/market.md gives the formats, the '
+                                     'bidding rule and the rounding rule.',
+                         epilog='examples:\n'
+                                '  mpc-market import profiles h01.csv h02.csv --config market.toml --out community/\n'
+                                '  mpc-market import profiles load/h01.csv --pv pv/h01.csv --config market.toml '
+                                '--out community/\n'
+                                '  mpc-market import profiles series.csv --config market.toml --out community/ '
+                                '--buy-limit 0.25 --sell-limit 0.08 --forecast-error 10')
+    p.add_argument('files', nargs='*', metavar='FILE',
+                   help='gsy-e profiles (one household each) or long CSVs (participant,datetime,power_w|energy_wh)')
+    p.add_argument('--pv', action='append', metavar='FILE',
+                   help='a gsy-e PV profile (positive = production): counts as export of the household named by '
+                        'its stem (repeatable)')
+    p.add_argument('--participant', type=participant_id, metavar='NAME',
+                   help='the household of the gsy-e profiles given (default: each file\'s stem)')
+    p.add_argument('--config', required=True, help='market TOML with start and slot_minutes (the slot grid)')
+    p.add_argument('--out', required=True, help='output directory (orders.csv and readings.csv appear together)')
+    p.add_argument('--buy-limit', metavar='PRICE',
+                   help='limit of the buy orders, currency/kWh (default: price_ceiling minus a quarter of the band)')
+    p.add_argument('--sell-limit', metavar='PRICE',
+                   help='limit of the sell orders (default: price_floor plus a quarter of the band)')
+    p.add_argument('--forecast-error', type=bounded_float(0, 100, ' %'), default=0.0, metavar='PCT',
+                   help='readings = the series times (1 + e), e normal with this standard deviation in %% '
+                        '(0: the readings are the series)')
+    p.add_argument('--seed', type=bounded_int(0, SEED_MAX), default=1, help='random seed of --forecast-error')
+    p.add_argument('--quiet', action='store_true',
+                   help=f'no warning about orders capped at max_order_wh (at most {MAX_ORDER_WH_LIMIT})')
+    p.set_defaults(func=cmd_import_profiles)
 
 
 def _check_size(participants, slots):
@@ -367,7 +463,9 @@ def add_parsers(sub, formatter):
     from ..market.config import MECHANISMS
     from ..market.generate import MAX_PARTICIPANTS, MAX_SIZE, MAX_SLOTS, MAX_ZONES
     from ..market.profiles import DEFAULT_DAY as PROFILE_DAY
-    from .options import SEED_MAX, bounded_int, decimal_text
+    from ..market.profiles import LATITUDE as PROFILE_LATITUDE
+    from ..market.profiles import LONGITUDE as PROFILE_LONGITUDE
+    from .options import SEED_MAX, bounded_float, bounded_int, decimal_text
     sizes = f'; at most {MAX_PARTICIPANTS} participants, {MAX_SLOTS} slots and {MAX_SIZE} participant-slots'
     p = sub.add_parser('clear', help='clear an orders file (under MPC by default)', formatter_class=formatter,
                        description='Clear every slot of an orders file: price, traded volume, and each order\'s '
@@ -434,8 +532,10 @@ def add_parsers(sub, formatter):
                        epilog='example:\n  mpc-market generate --participants 1000 --slots 96 --out community/')
     p.add_argument('--participants', type=bounded_int(1, MAX_PARTICIPANTS), required=True,
                    help='households (about a third with PV)' + sizes)
-    p.add_argument('--slots', type=bounded_int(1, MAX_SLOTS), default=96,
-                   help=f'15-minute slots; 96 is one whole day, {MAX_SLOTS} at most')
+    p.add_argument('--slots', type=bounded_int(1, MAX_SLOTS),
+                   help=f'15-minute slots (default 96, one whole day); {MAX_SLOTS} at most')
+    p.add_argument('--days', type=bounded_int(1, MAX_SLOTS // 96), metavar='N',
+                   help='N whole days of 96 slots from 00:00 (with --profiles: from DAY), instead of --slots')
     p.add_argument('--seed', type=bounded_int(0, SEED_MAX), default=1,
                    help='random seed (the same seed writes the same files)')
     p.add_argument('--out', required=True, help='output directory')
@@ -445,9 +545,15 @@ def add_parsers(sub, formatter):
     p.add_argument('--network-fee', type=decimal_text, default='0.010', metavar='PRICE',
                    help='with --zones: fee per kWh on energy crossing communities (a multiple of the tick)')
     p.add_argument('--profiles', nargs='?', const=PROFILE_DAY, metavar='DAY',
-                   help=f'load from the BDEW H0 standard profile and PV from clear-sky irradiance of DAY '
-                        f'(YYYY-MM-DD, default {PROFILE_DAY}); needs pip install -e \'.[profiles]\'')
+                   help=f'load from the BDEW H0 standard profile and PV from clear-sky irradiance from DAY on '
+                        f'(YYYY-MM-DD, default {PROFILE_DAY}); market.toml then gives the slots\' start, length '
+                        'and timezone (the location\'s standard time); needs pip install -e \'.[profiles]\'')
+    p.add_argument('--latitude', type=bounded_float(-90, 90), metavar='DEG',
+                   help=f'with --profiles: the location\'s latitude, degrees north (default {PROFILE_LATITUDE:g})')
+    p.add_argument('--longitude', type=bounded_float(-180, 180), metavar='DEG',
+                   help=f'with --profiles: the location\'s longitude, degrees east (default {PROFILE_LONGITUDE:g})')
     p.set_defaults(func=cmd_generate)
+    _import_parsers(sub, formatter)
 
     p = sub.add_parser('demo', help='generate a community and clear it under MPC, with progress',
                        formatter_class=formatter,

@@ -64,13 +64,14 @@ def check_size(participants: int, slots: int) -> None:
                            'participant-slots')
 
 
-def community(participants, slots, seed, with_readings=False, profile_day=None):
+def community(participants, slots, seed, with_readings=False, profile_day=None, location=None):
     """Orders as a list of dicts with the orders-CSV keys (and meter readings if asked).
 
     Readings are what the meters measured: the planned net plus a forecast error of ~15 %
     and ~30 Wh of noise, so some participants end up short and others long. profile_day (a
-    datetime.date): load from the BDEW H0 profile and PV from clear-sky irradiance of that day
-    (market/profiles.py, the optional extra) instead of the built-in shapes.
+    datetime.date): load from the BDEW H0 profile and PV from clear-sky irradiance from that day
+    on (market/profiles.py, the optional extra) instead of the built-in shapes, at location
+    (latitude, longitude; default profiles.LATITUDE, LONGITUDE).
     """
     rng = np.random.default_rng(seed)
     slot_ids = np.arange(*first_slot_and_stop(slots))
@@ -89,8 +90,8 @@ def community(participants, slots, seed, with_readings=False, profile_day=None):
     if profile_day is None:
         load_kw, pv_per_kwp = avg_kw[:, None] * load_shape(hours)[None, :], pv_shape(hours)
     else:
-        from .profiles import day_shapes, household_kw
-        h0_share, pv_per_kwp = day_shapes(profile_day, slot_ids)
+        from .profiles import LATITUDE, LONGITUDE, day_shapes, household_kw
+        h0_share, pv_per_kwp = day_shapes(profile_day, slot_ids, *(location or (LATITUDE, LONGITUDE)))
         load_kw = household_kw(size, h0_share)
     load = load_kw * rng.lognormal(0, 0.25, (participants, slots))
     ev = has_ev[:, None] * ((hours[None, :] > 18) & (hours[None, :] < 23)) * rng.uniform(0, 7.4, (participants, slots))
@@ -123,13 +124,35 @@ def community(participants, slots, seed, with_readings=False, profile_day=None):
     return (orders, readings) if with_readings else orders
 
 
-def write_community(out_dir, participants, slots, seed, zones=0, network_fee='0.010', profile_day=None):
+def profile_time_keys(profile_day, location=None) -> str:
+    """The [market] lines that time-stamp a profiles community's slots: currency, start (00:00 of
+    profile_day on the profiles' clock at the location's longitude), slot_minutes and timezone.
+
+    Args:
+        profile_day: the first day (a datetime.date).
+        location: (latitude, longitude), default the profiles' 51 N 10 E.
+
+    Returns:
+        TOML lines for the [market] table.
+    """
+    from .config import DEFAULT_CURRENCY
+    from .profiles import LONGITUDE, clock, first_instant
+    longitude = LONGITUDE if location is None else location[1]
+    start = first_instant(profile_day, longitude)
+    return (f'currency = "{DEFAULT_CURRENCY}"\n# slot 0 begins at 00:00 of {profile_day} on the profiles\' clock, the '
+            f'location\'s standard time (UTC{start:%z}, no DST)\nstart = {start.isoformat()}\n'
+            f'slot_minutes = 15\ntimezone = "{clock(longitude)}"\n')
+
+
+def write_community(out_dir, participants, slots, seed, zones=0, network_fee='0.010', profile_day=None,
+                    location=None):
     """Write orders.csv, readings.csv, feeders.csv and market.toml into out_dir; return their paths.
 
     zones > 0: a zoned market (communities of whole feeders): zones = true, the network fee and a
     [zones] table in market.toml, so a deployment can use it as is; orders.csv repeats the zone.
-    profile_day: see ``community``. A size above ``check_size``'s or a fee off the tick grid is
-    refused before anything is written."""
+    profile_day, location: see ``community``; market.toml then time-stamps the slots
+    (``profile_time_keys``). A size above ``check_size``'s or a fee off the tick grid is refused
+    before anything is written."""
     import csv
 
     from .config import parse_config
@@ -139,11 +162,14 @@ def write_community(out_dir, participants, slots, seed, zones=0, network_fee='0.
     market_text = ('# Local market: feed-in tariff (floor) and retail price (ceiling) in currency per kWh\n'
                    f'[market]\nprice_floor = {m["price_floor"]}\nprice_ceiling = {m["price_ceiling"]}\n'
                    f'tick = {m["tick"]}\nmax_order_wh = {m["max_order_wh"]}\n')
+    if profile_day is not None:
+        market_text += profile_time_keys(profile_day, location)
     if zones:
         market_text += ('# communities clear first, then trade across at a network fee per kWh\n'
                         f'zones = true\nnetwork_fee = {network_fee}\n')
     parse_config(config_path, market_text)
-    orders, readings = community(participants, slots, seed, with_readings=True, profile_day=profile_day)
+    orders, readings = community(participants, slots, seed, with_readings=True, profile_day=profile_day,
+                                 location=location)
     os.makedirs(out_dir, exist_ok=True)
     names = sorted({r['participant'] for r in readings})
     feeders = feeder_map(names, zones)
