@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Self
 
 from ..common import keys
 from ..common.errors import Unreachable
@@ -21,41 +23,79 @@ NETNS_SUBNET = '10.77.0'
 RETAILER = 'retailer'      # NodeConfig.retailer's default
 
 
-def netns_address(index, subnet=NETNS_SUBNET):
+def netns_address(index: int, subnet: str = NETNS_SUBNET) -> str:
+    """The address of node index in its network namespace (parties/netns.sh).
+
+    Args:
+        index: the node.
+        subnet: the namespaces' /24 (three octets).
+
+    Returns:
+        e.g. 10.77.0.10 for node 0.
+    """
     return f'{subnet}.{10 + index}'
 
 
-def _toml_list(values):
+def _toml_list(values: Iterable[str]) -> str:
     return '[' + ', '.join(f'"{v}"' for v in values) + ']'
 
 
 class LocalDeployment:
     """directory/: keys/, broker.toml, node{i}.toml, data and logs of every process."""
 
-    def __init__(self, directory, nodes=3, netns=False, netns_prefix=NETNS_PREFIX, subnet=NETNS_SUBNET,
-                 daemon_args=()):
-        """daemon_args: added to every node's and the broker's command line (e.g. --log-level debug)."""
+    def __init__(self, directory: str, nodes: int = 3, netns: bool = False, netns_prefix: str = NETNS_PREFIX,
+                 subnet: str = NETNS_SUBNET, daemon_args: Sequence[str] = ()) -> None:
+        """A deployment in directory (nothing is created or started yet).
+
+        Args:
+            directory: where keys, configs, data and logs go.
+            nodes: how many MPC nodes.
+            netns: each node in its own network namespace (parties/netns.sh made them).
+            netns_prefix: the namespaces' names are PREFIX-node<i>.
+            subnet: the namespaces' /24 (three octets).
+            daemon_args: added to every node's and the broker's command line (e.g. --log-level debug).
+        """
         self.dir = os.path.abspath(directory)
         self.daemon_args = list(daemon_args)
-        self.metrics = {}  # broker, node0, ...: "host:port" of GET /metrics (create with metrics)
+        self.metrics: dict[str, str] = {}  # broker, node0, ...: "host:port" of GET /metrics (create with metrics)
         self.nodes = nodes
         self.netns = netns
         self.netns_prefix, self.subnet = netns_prefix, subnet
         self.keys = os.path.join(self.dir, 'keys')
-        self.procs = {}  # name -> Popen
-        self.offsets = {}  # name -> log size when last started (a restart appends)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.offsets: dict[str, int] = {}  # name -> log size when last started (a restart appends)
 
     @property
-    def broker_config(self):
+    def broker_config(self) -> str:
+        """The broker's config file."""
         return os.path.join(self.dir, 'broker.toml')
 
-    def node_config(self, index):
+    def node_config(self, index: int) -> str:
+        """Node index's config file.
+
+        Args:
+            index: the node.
+
+        Returns:
+            Its path.
+        """
         return os.path.join(self.dir, f'node{index}.toml')
 
-    def create(self, participants=(), node_options=None, delay_ms=0, base_port=None, metrics=False):
-        """Fresh keys and configs; participants get keys and are registered. With delay_ms, node i
-        reaches node j > i (MPyC connects upwards) through a latency proxy (start_proxy). With
-        metrics, the broker and every node serve GET /metrics on 127.0.0.1 (ports after the others)."""
+    def create(self, participants: Iterable[str] = (), node_options: Mapping[str, object] | None = None,
+               delay_ms: int = 0, base_port: int | None = None, metrics: bool = False) -> Self:
+        """Fresh keys and configs; participants get keys and are registered.
+
+        Args:
+            participants: their names (the retailer is added).
+            node_options: more [node] settings, written as `key = value` (TOML values: numbers, booleans).
+            delay_ms: node i reaches node j > i (MPyC connects upwards) through a latency proxy
+                (start_proxy) that delays by this much.
+            base_port: the ports are consecutive from here (None: free ports picked now).
+            metrics: the broker and every node serve GET /metrics on 127.0.0.1 (ports after the others).
+
+        Returns:
+            This deployment.
+        """
         make_private_dir(self.dir)  # keys, configs, logs and every process's state: 0700 / 0600
         hosts = ['127.0.0.1', 'localhost'] + (
             [netns_address(i, self.subnet) for i in range(self.nodes)] if self.netns else [])
@@ -76,7 +116,7 @@ class LocalDeployment:
         grpc_hosts = [netns_address(i, self.subnet) if self.netns else '127.0.0.1' for i in range(self.nodes)]
         grpc = [f'{h}:{p}' for h, p in zip(grpc_hosts, ports[:self.nodes], strict=True)]
         mpc = [f'{h}:{p}' for h, p in zip(grpc_hosts, ports[self.nodes:2 * self.nodes], strict=True)]
-        self.proxy_routes = []
+        self.proxy_routes: list[str] = []
         proxy_ports = iter(ports[2 * self.nodes:])
         views = [list(mpc) for _ in range(self.nodes)]  # node i's list of MPyC addresses
         if delay_ms:
@@ -106,28 +146,40 @@ class LocalDeployment:
                         f'\n[deployment]\nnodes = {_toml_list(grpc)}\nmpc = {_toml_list(views[i])}\n')
         return self
 
-    def _write_proxy_routes(self):
+    def _write_proxy_routes(self) -> None:
         with open(os.path.join(self.dir, 'proxy.routes'), 'w') as f:
             f.write(f'{self.delay_ms}\n' + '\n'.join(self.proxy_routes) + '\n')
 
-    def start_proxy(self):
-        """The latency proxy between nodes, when the deployment was created with delay_ms."""
+    def start_proxy(self) -> None:
+        """Start the latency proxy between nodes, when the deployment was created with delay_ms.
+
+        Raises:
+            OSError: there is no proxy.routes (the deployment was not created).
+        """
         with open(os.path.join(self.dir, 'proxy.routes')) as f:
             delay, *routes = f.read().split()
         if routes:
             self._start('proxy', [], module=['-m', 'mpc_market.net.latency_proxy', '--delay-ms', delay, *routes])
 
-    def load(self):
-        """Read the broker address (and metrics addresses) of an existing deployment directory."""
+    def load(self) -> Self:
+        """Read the broker address (and metrics addresses) of an existing deployment directory.
+
+        Returns:
+            This deployment.
+
+        Raises:
+            InputError: the broker's config, or a node's that exists, is unreadable or invalid.
+        """
         from .config import load_broker_config, load_node_config
         broker = load_broker_config(self.broker_config)
         self.broker_address = broker.listen
-        configs = {'broker': broker, **{f'node{i}': load_node_config(self.node_config(i)) for i in range(self.nodes)
-                                        if os.path.exists(self.node_config(i))}}
-        self.metrics = {name: config.metrics for name, config in configs.items() if config.metrics}
+        addresses = {'broker': broker.metrics, **{f'node{i}': load_node_config(self.node_config(i)).metrics
+                                                  for i in range(self.nodes) if os.path.exists(self.node_config(i))}}
+        self.metrics = {name: address for name, address in addresses.items() if address}
         return self
 
-    def _start(self, name, argv, netns=None, env=None, module=None):
+    def _start(self, name: str, argv: list[str], netns: str | None = None, env: Mapping[str, str] | None = None,
+               module: list[str] | None = None) -> subprocess.Popen[bytes]:
         log = open(os.path.join(self.dir, f'{name}.log'), 'a')
         self.offsets[name] = log.tell()
         prefix = ['ip', 'netns', 'exec', netns] if netns else []
@@ -137,17 +189,44 @@ class LocalDeployment:
         log.close()
         return self.procs[name]
 
-    def start_node(self, index, env=None):
+    def start_node(self, index: int, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start node index (in its namespace with netns), logging to node<index>.log.
+
+        Args:
+            index: the node.
+            env: more environment variables for its process.
+
+        Returns:
+            Its process.
+        """
         netns = f'{self.netns_prefix}-node{index}' if self.netns else None
         return self._start(f'node{index}', ['node', '--config', self.node_config(index), *self.daemon_args], netns, env)
 
-    def start_broker(self, http=None):
-        """http: also serve the operator page on this "host:port"."""
+    def start_broker(self, http: str | None = None) -> subprocess.Popen[bytes]:
+        """Start the broker, logging to broker.log.
+
+        Args:
+            http: also serve the operator page on this "host:port".
+
+        Returns:
+            Its process.
+        """
         return self._start('broker', ['broker', '--config', self.broker_config, *self.daemon_args]
                            + (['--http', http] if http else []))
 
-    def start(self, timeout=30, http=None):
-        """Start the proxy (if any), every node and the broker (http: its operator page's "host:port")."""
+    def start(self, timeout: float = 30, http: str | None = None) -> Self:
+        """Start the proxy (if any), every node and the broker, and wait until they listen.
+
+        Args:
+            timeout: seconds to wait for all of them.
+            http: the broker's operator page's "host:port" (None: no page).
+
+        Returns:
+            This deployment.
+
+        Raises:
+            Unreachable: a process ended or did not listen in time.
+        """
         self.start_proxy()
         for i in range(self.nodes):
             self.start_node(i)
@@ -195,8 +274,16 @@ class LocalDeployment:
         line = self.last_log_line(name)
         return how + (f'; last log line: {line}' if line else '; nothing logged')
 
-    def wait_ready(self, timeout=30, names=None):
-        """Wait until every (named) process logged that it is listening."""
+    def wait_ready(self, timeout: float = 30, names: Iterable[str] | None = None) -> None:
+        """Wait until every (named) process logged that it is listening.
+
+        Args:
+            timeout: seconds to wait for all of them.
+            names: the processes (None: every started one).
+
+        Raises:
+            Unreachable: a process ended or did not listen in time (with its last log lines).
+        """
         deadline = time.monotonic() + timeout
         for name in names or list(self.procs):
             proc = self.procs[name]
@@ -212,12 +299,22 @@ class LocalDeployment:
                     raise Unreachable(f'{name} did not start: {" | ".join(tail)}')
                 time.sleep(0.05)
 
-    def kill(self, name, sig=9):
+    def kill(self, name: str, sig: int = 9) -> None:
+        """Send a process a signal and wait for it to end; it leaves procs.
+
+        Args:
+            name: 'broker', 'node0', ... or 'proxy'.
+            sig: the signal (9: SIGKILL).
+
+        Raises:
+            KeyError: no such process is running.
+        """
         proc = self.procs.pop(name)
         if proc.poll() is None:
             proc.send_signal(sig)
             proc.wait()
 
-    def stop(self):
+    def stop(self) -> None:
+        """Stop every process (SIGTERM) and wait for each."""
         for name in list(self.procs):
             self.kill(name, 15)

@@ -31,7 +31,6 @@ import asyncio
 import os
 import resource
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
@@ -44,6 +43,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 
 from ..common.errors import BadParameter
+from .httpserver import Gate, HTTPThread, split_address
 from .store import SqliteStore
 
 __all__ = ['REGISTRY', 'metrics_text', 'count_submissions', 'count_admission_refusal', 'record_session',
@@ -244,42 +244,32 @@ MAX_CONNECTIONS = 16  # one or two Prometheus servers scrape an endpoint
 COLLECT_S = 5.0       # a scrape whose collection (a store read) takes longer gets 503
 
 
-class _Deadline(asyncio.Protocol):
-    """aiohttp's protocol for one connection, aborted CONNECTION_S after accept."""
+class _Deadline(Gate):
+    """aiohttp's protocol for one connection, aborted CONNECTION_S after accept; at most
+    MAX_CONNECTIONS are admitted at once (more are aborted at accept)."""
 
     def __init__(self, open_: set[_Deadline], inner: asyncio.Protocol):
-        self.open, self.inner = open_, inner
-        self.transport: asyncio.Transport | None = None
-        self.timer: asyncio.TimerHandle | None = None  # set once the connection is in open
+        super().__init__(inner)
+        self.open = open_
+        self.timer: asyncio.TimerHandle | None = None  # set once the connection is admitted
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Admit the connection with its deadline, or abort it when MAX_CONNECTIONS are open."""
         transport = cast(asyncio.Transport, transport)  # a server's stream connection
         self.transport = transport
         if len(self.open) >= MAX_CONNECTIONS:
             transport.abort()
             return
         self.open.add(self)
+        self.admitted = True
         self.timer = asyncio.get_running_loop().call_later(CONNECTION_S, transport.abort)
         self.inner.connection_made(transport)
 
-    def data_received(self, data: bytes) -> None:
-        if self in self.open:
-            self.inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.inner.eof_received() if self in self.open else None
-
-    def pause_writing(self) -> None:
-        if self in self.open:
-            self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self in self.open:
-            self.inner.resume_writing()
-
     def connection_lost(self, exc: Exception | None) -> None:
+        """Free the connection's place and tell aiohttp (nothing for one never admitted)."""
         if self in self.open:
             self.open.discard(self)
+            self.admitted = False
             if self.timer is not None:  # always: it is set before the connection joins open
                 self.timer.cancel()
             self.inner.connection_lost(exc)
@@ -289,42 +279,19 @@ class MetricsServer:
     """``GET /metrics`` over plain HTTP on one address, in a daemon thread with its own event loop."""
 
     def __init__(self, host: str, port: int):
-        self._loop = asyncio.new_event_loop()
-        self._stopped = asyncio.Event()
         self._pool = futures.ThreadPoolExecutor(1, thread_name_prefix='metrics-collect')
-        ready: futures.Future[tuple[str, int]] = futures.Future()
-        self._thread = threading.Thread(target=self._run, args=(host, port, ready), name='metrics', daemon=True)
-        self._thread.start()
-        self.server_address = ready.result()
+        self._connections: set[_Deadline] = set()
+        self._http = HTTPThread('metrics', host, port, self._handle, lambda inner: _Deadline(self._connections, inner),
+                                backlog=32, keepalive_s=CONNECTION_S, on_stop=self._close_connections,
+                                executors=[self._pool])
+        self.server_address = self._http.server_address
         bound_host, bound_port = self.server_address
         self.url = f'http://{f"[{bound_host}]" if ":" in bound_host else bound_host}:{bound_port}/metrics'
 
-    def _run(self, host: str, port: int, ready: futures.Future[tuple[str, int]]) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._serve(host, port, ready))
-        finally:
-            self._loop.close()
-
-    async def _serve(self, host: str, port: int, ready: futures.Future[tuple[str, int]]) -> None:
-        http = web.Server(self._handle, access_log=None, keepalive_timeout=CONNECTION_S, max_line_size=2048,
-                          max_field_size=2048, max_headers=32, lingering_time=0)
-        connections: set[_Deadline] = set()
-        try:
-            # reuse_port False: no second process may listen on the port and answer half the scrapes
-            server = await self._loop.create_server(lambda: _Deadline(connections, http()), host, port,
-                                                    reuse_address=True, reuse_port=False, backlog=32)
-        except BaseException as exc:
-            ready.set_exception(exc)
-            return
-        ready.set_result(server.sockets[0].getsockname()[:2])
-        await self._stopped.wait()
-        server.close()
-        for connection in list(connections):
+    def _close_connections(self) -> None:
+        for connection in list(self._connections):
             if connection.transport is not None:  # always: it joined connections in connection_made
                 connection.transport.abort()
-        await http.shutdown(1.0)
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _handle(self, request: web.BaseRequest) -> web.Response:
         if request.method not in ('GET', 'HEAD'):
@@ -334,16 +301,14 @@ class MetricsServer:
         started = time.monotonic()
         try:
             async with asyncio.timeout(COLLECT_S):
-                body, content_type = await self._loop.run_in_executor(self._pool, metrics_text)
+                body, content_type = await asyncio.get_running_loop().run_in_executor(self._pool, metrics_text)
         except TimeoutError:
             return web.Response(status=503, text=f'busy: collection took over {time.monotonic() - started:.0f} s\n')
         return web.Response(body=body, headers={'Content-Type': content_type, 'Cache-Control': 'no-store'})
 
     def shutdown(self) -> None:
         """Stop serving and close every connection (waits at most a few seconds)."""
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stopped.set)
-            self._thread.join(5)
+        self._http.shutdown()
 
 
 def start(address: str) -> MetricsServer:
@@ -355,9 +320,9 @@ def start(address: str) -> MetricsServer:
     Raises:
         OSError: the address cannot be bound (in use, or not an address of this host).
     """
-    host, port = address.rsplit(':', 1)
+    host, port = split_address(address)
     try:
-        return MetricsServer(host.strip('[]'), int(port))
+        return MetricsServer(host, port)
     except OSError as exc:
         why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
         raise OSError(f'metrics: cannot listen on {address}: {why}') from None

@@ -22,6 +22,8 @@ own (Guard): a connection is closed if its request head has not arrived head_s a
 in any case request_s after accept; each client address holds at most per_address connections.
 """
 
+from __future__ import annotations
+
 import asyncio
 import html
 import json
@@ -31,12 +33,12 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict, cast
 
 from aiohttp import web
 
@@ -44,6 +46,7 @@ from ..common.days import is_day
 from ..common.errors import InputError
 from ..common.names import is_name
 from ..market.config import MarketConfig, format_fixed, parse_config
+from .httpserver import Gate, HTTPThread, split_address
 from .messages import phase_name, settlement_enum
 from .store import Round
 
@@ -69,23 +72,44 @@ FAILED_PHASES = ('failed', 'settle-failed')
 
 
 def iso(unix_ms: int) -> str:
-    """ISO 8601 UTC time of unix milliseconds, to the second (2026-12-01T12:00:00Z)."""
+    """ISO 8601 UTC time of unix milliseconds, to the second.
+
+    Args:
+        unix_ms: milliseconds since 1970-01-01T00:00:00Z.
+
+    Returns:
+        e.g. 2026-12-01T12:00:00Z.
+    """
     return datetime.fromtimestamp(unix_ms / 1000, UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
-def _minute(iso_time):
+def _minute(iso_time: str | None) -> str:
     """An ISO 8601 time to the minute (2026-12-01T12:00Z), for the round list."""
     return iso_time[:16] + 'Z' if iso_time else '-'
 
 
 def slot_start(slot: int) -> str:
-    """hh:mm (UTC) a slot of the delivery day starts, '+Nd' for slots past its end."""
+    """When a slot of the delivery day starts.
+
+    Args:
+        slot: its number (0 at 00:00 UTC, SLOT_MINUTES each).
+
+    Returns:
+        hh:mm (UTC), with ' +Nd' for slots past the day's end.
+    """
     days, minutes = divmod(slot * SLOT_MINUTES, 24 * 60)
     return f'{minutes // 60:02d}:{minutes % 60:02d}' + (f' +{days}d' if days else '')
 
 
 def round_phase(round_: Round) -> str:
-    """A stored round's phase in one word (messages.phase_name)."""
+    """A stored round's phase in one word.
+
+    Args:
+        round_: the stored round.
+
+    Returns:
+        messages.phase_name of its state and settlement ('open', ..., 'settle-failed').
+    """
     return phase_name(round_.state, settlement_enum(round_.state, round_.readings_deadline_ms, round_.settlement))
 
 
@@ -115,14 +139,14 @@ def public_reason(round_: Round) -> str:
 
 # -- the public results of one round, as each mechanism publishes them ---------------------------
 
-def _market_config(round_id, text):
+def _market_config(round_id: str, text: str) -> MarketConfig | None:
     try:
         return parse_config(f'round {round_id}', text)
     except InputError:
         return None
 
 
-def market_fields(config: MarketConfig | None) -> dict:
+def market_fields(config: MarketConfig | None) -> dict[str, Any]:
     """The round's public market parameters (decimal strings); never the zone map.
 
     Args:
@@ -138,7 +162,7 @@ def market_fields(config: MarketConfig | None) -> dict:
             'tick': str(config.tick), 'network_fee': str(config.network_fee), 'price_unit': PRICE_UNIT}
 
 
-def _price(text):
+def _price(text: str | None) -> str | None:
     """A published price ('' when the market did not trade) as a decimal string or None."""
     if text in ('', None):
         return None
@@ -148,7 +172,7 @@ def _price(text):
         return None
 
 
-def _value_units(config, price, wh):
+def _value_units(config: MarketConfig | None, price: str | None, wh: int) -> int | None:
     """Price x energy in exact amount units (10**-(decimals+3) currency), None without a price."""
     if config is None or price is None:
         return None
@@ -158,24 +182,24 @@ def _value_units(config, price, wh):
     return int(units) * int(wh)
 
 
-def _amount(config, units):
+def _amount(config: MarketConfig | None, units: int | None) -> str | None:
     return None if units is None or config is None else format_fixed(units, config.decimals + 3)
 
 
-def _amount_units(config, text):
+def _amount_units(config: MarketConfig | None, text: str | None) -> int:
     if config is None or text in ('', None):
         return 0
     return int(Decimal(text) * 10 ** (config.decimals + 3))
 
 
-def _market(config, row):
+def _market(config: MarketConfig | None, row: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
     price, wh = _price(row.get('price')), int(row.get('traded_wh') or 0)
     value = _value_units(config, price, wh)
     return {'price': price, 'traded_wh': wh, 'residual_wh': int(row.get('residual_wh') or 0),
             'value': _amount(config, value)}, value
 
 
-def results_view(config: MarketConfig | None, body: dict, signatures: int, day: str = '') -> dict:
+def results_view(config: MarketConfig | None, body: dict[str, Any], signatures: int, day: str = '') -> dict[str, Any]:
     """The console's view of a round's signed public body.
 
     Args:
@@ -191,14 +215,15 @@ def results_view(config: MarketConfig | None, body: dict, signatures: int, day: 
     rows = body.get('slots', [])
     kind = ('scheme' if any('buy_price' in r for r in rows) else
             'zoned' if any('market' in r for r in rows) else 'double-auction')
-    by_slot: dict[int, list[dict]] = {}
+    by_slot: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         by_slot.setdefault(int(row['slot']), []).append(row)
-    slots, totals = [], {}
+    slots: list[dict[str, Any]] = []
+    totals: dict[str, Any] = {}
     midnight = (int(datetime.strptime(day, '%Y-%m-%d').replace(tzinfo=UTC).timestamp() * 1000)
                 if is_day(day) else None)
 
-    def start(slot):
+    def start(slot: int) -> dict[str, Any]:
         return {'slot': slot, 'start': slot_start(slot),
                 'start_unix_ms': None if midnight is None else midnight + slot * SLOT_MINUTES * 60_000}
     if kind == 'scheme':
@@ -252,11 +277,21 @@ def results_view(config: MarketConfig | None, body: dict, signatures: int, day: 
 class Failures:
     """When this page first saw each round in a failed phase (the store keeps no failure time)."""
 
-    def __init__(self):
-        self._seen, self._lock = {}, threading.Lock()
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[str, int]] = {}  # round id -> (failed phase, first seen unix ms)
+        self._lock = threading.Lock()
 
     def since(self, round_id: str, phase: str, now_ms: int) -> int | None:
-        """Unix ms the round was first seen in this failed phase (None if it is not failed)."""
+        """When the round was first seen in this failed phase (a phase that is not failed forgets it).
+
+        Args:
+            round_id: the round.
+            phase: its phase now (round_phase).
+            now_ms: unix ms now.
+
+        Returns:
+            Unix ms of the first sight in this failed phase, None if the phase is not a failed one.
+        """
         with self._lock:
             if phase not in FAILED_PHASES:
                 self._seen.pop(round_id, None)
@@ -272,8 +307,17 @@ Published = tuple[str, dict[int, bytes]]  # a signed public body and its signatu
 
 def round_summary(round_: Round, public: Published | None, settlement: Published | None = None,
                   failed_since_ms: int | None = None) -> dict[str, Any]:
-    """The public view of one round (public: (body, signatures) once cleared, else None; settlement:
-    the signed public settlement once settled; failed_since_ms: when the page first saw it fail)."""
+    """The public view of one round.
+
+    Args:
+        round_: the stored round.
+        public: its signed public results (body, signatures) once cleared, else None.
+        settlement: the signed public settlement once settled, else None.
+        failed_since_ms: when the page first saw it fail (unix ms; None: not failed).
+
+    Returns:
+        The round's summary (JSON-serialisable): phase, times, market, results and settlement.
+    """
     config = _market_config(round_.round_id, round_.market_toml)
     phase = round_phase(round_)
     deadline = round_.readings_deadline_ms
@@ -301,6 +345,8 @@ def round_summary(round_: Round, public: Published | None, settlement: Published
 # -- node health, polled in the background ------------------------------------------------------
 
 class NodeHealth(TypedDict):
+    """One node's last known health."""
+
     serving: bool | None    # None: not checked yet
     checked_ms: int | None
     since_ms: int | None    # when serving last changed
@@ -315,12 +361,17 @@ class Health:
 
     NOT_SERVING = 'no SERVING answer to its health check'
 
-    def __init__(self, nodes: int = 0):
+    def __init__(self, nodes: int = 0) -> None:
         self._lock = threading.Lock()
         self._nodes = [_unchecked() for _ in range(nodes)]
 
-    def record(self, serving: list, at_ms: int) -> None:
-        """Store one poll's answers (serving[i] of node i) made at at_ms."""
+    def record(self, serving: Sequence[object], at_ms: int) -> None:
+        """Store one poll's answers (a different number of nodes starts afresh).
+
+        Args:
+            serving: node i answered SERVING when serving[i] is true.
+            at_ms: unix ms of the poll.
+        """
         with self._lock:
             if len(self._nodes) != len(serving):
                 self._nodes = [_unchecked() for _ in serving]
@@ -329,11 +380,18 @@ class Health:
                     node['since_ms'] = at_ms
                 node['serving'], node['checked_ms'] = bool(ok), at_ms
 
-    def view(self, now_ms: int) -> list:
-        """[{node, serving (None: not checked yet), checked, age_s, since, reason}] as of now_ms."""
+    def view(self, now_ms: int) -> list[dict[str, Any]]:
+        """Every node's last known health as of now_ms.
+
+        Args:
+            now_ms: unix ms now (for the age of each check).
+
+        Returns:
+            [{node, serving (None: not checked yet), checked, age_s, since, reason, ...}] by node.
+        """
         with self._lock:
             nodes = [n.copy() for n in self._nodes]
-        out = []
+        out: list[dict[str, Any]] = []
         for i, n in enumerate(nodes):
             checked, since = n['checked_ms'], n['since_ms']
             out.append({'node': i, 'serving': n['serving'],
@@ -345,29 +403,65 @@ class Health:
 
 
 def now_ms() -> int:
+    """Unix time in milliseconds.
+
+    Returns:
+        Milliseconds since 1970-01-01T00:00:00Z.
+    """
     return int(time.time() * 1000)
+
+
+class PublicStore(Protocol):
+    """What the page reads of the broker's store (net.broker.BrokerStore)."""
+
+    def rounds(self) -> list[Round]:
+        """Every round, oldest first."""
+
+    def get(self, round_id: str) -> Round | None:
+        """One round (None: no such round)."""
+
+    def public(self, round_id: str, table: str = ...) -> Published | None:
+        """A round's signed public body and its signatures from table (None: none yet)."""
+
+
+class NodeChecks(Protocol):
+    """The broker's nodes as the page polls them (net.broker.Nodes)."""
+
+    def serving(self) -> Sequence[object]:
+        """Per node whether its health check answers SERVING (short deadlines)."""
+
+
+class View(Protocol):
+    """What the page shows: an OperatorView, or anything with snapshot(page)."""
+
+    def snapshot(self, page: int = ...) -> dict[str, Any] | None:
+        """The console's state with one page of rounds (None: no such page)."""
 
 
 class OperatorView:
     """Snapshots of the broker's public state for the page. Node health is whatever the last
     background poll (poll_health, run by the page every HEALTH_POLL_S) found: never waited for."""
 
-    def __init__(self, store, nodes):
+    def __init__(self, store: PublicStore, nodes: NodeChecks) -> None:
         self.store, self.nodes = store, nodes
         self.health = Health(len(getattr(nodes, 'addresses', ())))
         self.failures = Failures()
 
     def poll_health(self) -> None:
-        """Ask every node (blocking, Nodes.serving()'s short deadlines) and record the answers."""
+        """Ask every node (blocking, Nodes.serving()'s short deadlines) and record the answers.
+
+        Raises:
+            Exception: whatever the nodes' check raises (the page logs it and keeps the last state).
+        """
         serving = self.nodes.serving()
         self.health.record(serving, now_ms())
 
-    def _summary(self, round_: Round, at_ms: int) -> dict:
+    def _summary(self, round_: Round, at_ms: int) -> dict[str, Any]:
         round_id = round_.round_id
         return round_summary(round_, self.store.public(round_id), self.store.public(round_id, 'settlement_public'),
                              self.failures.since(round_id, round_phase(round_), at_ms))
 
-    def snapshot(self, page: int = 1) -> dict | None:
+    def snapshot(self, page: int = 1) -> dict[str, Any] | None:
         """The console's state with the page-th ROUNDS_PER_PAGE rounds, newest first.
 
         Args:
@@ -398,8 +492,15 @@ class OperatorView:
                 'failed_rounds': failed, 'rounds': shown, 'latest': latest['round_id'] if latest else None,
                 'latest_round': latest, 'nodes': self.health.view(at)}
 
-    def round(self, round_id: str) -> dict | None:
-        """One round's summary with the console's header fields (None if there is no such round)."""
+    def round(self, round_id: str) -> dict[str, Any] | None:
+        """One round's summary with the console's header fields.
+
+        Args:
+            round_id: the round (anything else than a round name finds none).
+
+        Returns:
+            {generated, refresh_s, round, nodes, ...}, None if there is no such round.
+        """
         round_ = self.store.get(round_id) if is_name(round_id) else None
         if round_ is None or round_.round_id != round_id:
             return None
@@ -416,7 +517,7 @@ class Series:
 
     label: str
     colour: str
-    values: tuple
+    values: tuple[float | None, ...]
     dashed: bool = False
 
 
@@ -425,7 +526,16 @@ CROSS_COLOUR, BUY_COLOUR, SELL_COLOUR, PRICE_COLOUR = '#d62728', '#d62728', '#2c
 
 
 def nice_axis(low: float, high: float, target: int = 5) -> tuple[float, float, float, int]:
-    """(bottom, top, step, decimals) of an axis covering low..high in 1-2-2.5-5 steps."""
+    """An axis covering low..high in 1-2-2.5-5 steps.
+
+    Args:
+        low: the least value shown.
+        high: the greatest (an empty range is widened).
+        target: about how many steps.
+
+    Returns:
+        (bottom, top, step, decimals of a tick label).
+    """
     if high <= low:
         high = low + (abs(low) or 1.0)
     raw = (high - low) / target
@@ -438,14 +548,15 @@ def nice_axis(low: float, high: float, target: int = 5) -> tuple[float, float, f
     return bottom, top, step, decimals
 
 
-def _label_every(count):
+def _label_every(count: int) -> int:
     """Label every k-th slot: at most 12 labels, on whole hours when there are many slots."""
     return next(k for k in (1, 2, 4, 8, 12, 16, 24, 48, 96, 192, 384, 768, 1536) if count / k <= 12) \
         if count <= 12 * 1536 else -(-count // 12)
 
 
-def chart(title: str, slots: list, series: list, y_title: str, unit: str, bars: bool = False,
-          y_low: float = 0.0, y_high: float | None = None, day: str | None = None, refs: tuple = ()) -> str:
+def chart(title: str, slots: list[int], series: list[Series], y_title: str, unit: str, bars: bool = False,
+          y_low: float = 0.0, y_high: float | None = None, day: str | None = None,
+          refs: tuple[tuple[float, str], ...] = ()) -> str:
     """An inline SVG chart of per-slot values: stacked bars or lines with points.
 
     Args:
@@ -476,10 +587,10 @@ def chart(title: str, slots: list, series: list, y_title: str, unit: str, bars: 
     n = len(slots)
     slot_w = plot_w / max(n, 1)
 
-    def y(v):
+    def y(v: float) -> float:
         return top + plot_h - (v - y0) / (y1 - y0) * plot_h
 
-    def x(i):
+    def x(i: int) -> float:
         return left + (i + 0.5) * slot_w
     e = html.escape
     out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -518,21 +629,21 @@ def chart(title: str, slots: list, series: list, y_title: str, unit: str, bars: 
     if bars:
         base = [0.0] * n
         for s in series:
-            for i, v in enumerate(s.values):
-                if not v:
+            for i, value in enumerate(s.values):
+                if not value:
                     continue
-                y_top, y_base = y(base[i] + v), y(base[i])
+                y_top, y_base = y(base[i] + value), y(base[i])
                 out.append(f'<rect x="{left + i * slot_w + slot_w * 0.12:.1f}" y="{y_top:.1f}" '
                            f'width="{max(slot_w * 0.76, 0.5):.1f}" height="{max(y_base - y_top, 0.5):.1f}" '
                            f'fill="{s.colour}"><title>{e(slot_start(slots[i]))} (slot {slots[i]}) {e(s.label)}: '
-                           f'{v:g} {e(unit)}</title></rect>')
-                base[i] += v
+                           f'{value:g} {e(unit)}</title></rect>')
+                base[i] += value
     else:
         for s in series:
-            run = []
-            for i, v in enumerate(list(s.values) + [None]):
-                if v is not None:
-                    run.append((x(i), y(v)))
+            run: list[tuple[float, float]] = []
+            for i, value in enumerate([*s.values, None]):
+                if value is not None:
+                    run.append((x(i), y(value)))
                     continue
                 if len(run) > 1:
                     out.append(f'<polyline fill="none" stroke="{s.colour}" stroke-width="2" '
@@ -546,27 +657,34 @@ def chart(title: str, slots: list, series: list, y_title: str, unit: str, bars: 
     return ''.join(out)
 
 
-def _energy_unit(max_wh):
+def _energy_unit(max_wh: float) -> tuple[int, str]:
     """(divisor, unit) for volumes: kWh from 10 kWh up, else Wh."""
     return (1000, 'kWh') if max_wh >= 10_000 else (1, 'Wh')
 
 
-def _floor(market):
+def _floor(market: dict[str, Any]) -> float:
     try:
         return min(0.0, float(market['price_floor']))
     except (KeyError, ValueError):
         return 0.0
 
 
-def charts(summary: dict) -> str:
-    """The price and volume charts of a cleared round, for what its mechanism publishes."""
+def charts(summary: dict[str, Any]) -> str:
+    """The price and volume charts of a cleared round, for what its mechanism publishes.
+
+    Args:
+        summary: round_summary() of a cleared round.
+
+    Returns:
+        Two inline SVG charts (a scheme's: one, its prices); '' without slots.
+    """
     results, market, day = summary['results'], summary['market'], summary['day']
     rows = results['slots']
     if not rows:
         return ''
     slots = [r['slot'] for r in rows]
 
-    def num(v):
+    def num(v: str | None) -> float | None:
         return None if v is None else float(v)
     price_title = f'price ({PRICE_UNIT})'
     low = _floor(market)
@@ -584,7 +702,7 @@ def charts(summary: dict) -> str:
         zones = [z['zone'] for z in results['totals']['zones']]
         colour = {z: PALETTE[i % len(PALETTE)] for i, z in enumerate(zones)}
 
-        def zone_values(zone, key):
+        def zone_values(zone: str, key: str) -> list[Any]:
             return [next((num(z[key]) if key == 'price' else z[key] for z in r['zones'] if z['zone'] == zone), None)
                     for r in rows]
         prices = [Series(f'zone {z}', colour[z], tuple(zone_values(z, 'price'))) for z in zones]
@@ -613,28 +731,35 @@ STYLE = ('body{font-family:sans-serif;margin:1.2em 1.6em;color:#222}'
          'table.rounds td:last-child{min-width:10em}table.rounds td:last-child{white-space:normal}')
 
 
-def _head(title, refresh):
+def _head(title: str, refresh: int) -> str:
     e = html.escape
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="refresh" content="{int(refresh)}"><title>{e(title)}</title>'
             f'<style>{STYLE}</style></head><body>')
 
 
-def _header(snapshot, heading):
+def _header(snapshot: dict[str, Any], heading: str) -> str:
     e = html.escape
     return (f'<h1>{e(heading)}</h1><p class="muted">Public information only, as of {e(snapshot["generated"])}; '
             f'this page refreshes every {int(snapshot.get("refresh_s", REFRESH_S))} s. '
             f'Prices in {PRICE_UNIT}, energy in Wh unless stated, times ISO 8601 UTC.</p>')
 
 
-def _age(seconds):
+def _age(seconds: int | None) -> str:
     if seconds is None:
         return ''
     return f'{seconds} s ago' if seconds < 120 else f'{seconds // 60} min ago'
 
 
-def nodes_table(nodes: list) -> str:
-    """The nodes' last known health with its age; a node not serving is highlighted."""
+def nodes_table(nodes: list[dict[str, Any]]) -> str:
+    """The nodes' last known health with its age; a node not serving is highlighted.
+
+    Args:
+        nodes: Health.view().
+
+    Returns:
+        The heading and table (HTML).
+    """
     e = html.escape
     out = ['<h2>Nodes</h2><table class="nodes"><tr><th>node</th><th>health</th><th>in this state since</th>'
            '<th>last checked</th><th>note</th></tr>']
@@ -652,7 +777,7 @@ def nodes_table(nodes: list) -> str:
     return ''.join(out)
 
 
-def _slot_range(slots, times=True):
+def _slot_range(slots: list[int], times: bool = True) -> str:
     if not slots:
         return ''
     contiguous = slots == list(range(slots[0], slots[-1] + 1))
@@ -662,17 +787,17 @@ def _slot_range(slots, times=True):
     return f'{text} ({len(slots)} slots, {slot_start(slots[0])}-{end})' if times else f'{text} ({len(slots)})'
 
 
-def _mechanism(summary):
+def _mechanism(summary: dict[str, Any]) -> str:
     market = summary['market']
     zones = market.get('zones') or []
     return market['mechanism'] + (f', {len(zones)} zones' if zones else '')
 
 
-def _kwh(wh):
+def _kwh(wh: int) -> str:
     return format_fixed(int(wh), 3)
 
 
-def _traded(summary):
+def _traded(summary: dict[str, Any]) -> tuple[str, str]:
     results = summary['results']
     if not results:
         return '-', '-'
@@ -682,8 +807,15 @@ def _traded(summary):
     return _kwh(totals['traded_wh']), totals.get('value') or '-'
 
 
-def rounds_table(snapshot: dict) -> str:
-    """The page's rounds, newest first; failed rounds highlighted with their reason and time."""
+def rounds_table(snapshot: dict[str, Any]) -> str:
+    """The page's rounds, newest first; failed rounds highlighted with their reason and time.
+
+    Args:
+        snapshot: OperatorView.snapshot().
+
+    Returns:
+        The table with its footnotes (HTML).
+    """
     e = html.escape
     out = ['<table class="rounds"><tr><th>round</th><th>day</th><th>phase</th><th>slots</th><th>mechanism</th>'
            '<th>gate closure</th><th>readings until</th><th class="n">attempts</th>'
@@ -709,13 +841,20 @@ def rounds_table(snapshot: dict) -> str:
     return ''.join(out)
 
 
-def _cell(value, numeric=True):
+def _cell(value: object, numeric: bool = True) -> str:
     text = '-' if value is None or value == '' else str(value)
     return f'<td class="n">{html.escape(text)}</td>' if numeric else f'<td>{html.escape(text)}</td>'
 
 
-def slot_table(results: dict) -> str:
-    """Every published figure per slot, with the slot's start time."""
+def slot_table(results: dict[str, Any]) -> str:
+    """Every published figure per slot, with the slot's start time.
+
+    Args:
+        results: results_view() of a cleared round.
+
+    Returns:
+        The table (HTML).
+    """
     e = html.escape
     rows = results['slots']
     if results['kind'] == 'scheme':
@@ -747,8 +886,15 @@ def slot_table(results: dict) -> str:
     return f'<table class="slots">{head}{body}</table>'
 
 
-def totals_table(results: dict) -> str:
-    """The public money and energy totals of a round (exact decimal figures)."""
+def totals_table(results: dict[str, Any]) -> str:
+    """The public money and energy totals of a round (exact decimal figures).
+
+    Args:
+        results: results_view() of a cleared round.
+
+    Returns:
+        The table (HTML; a scheme's: a note that it publishes no totals).
+    """
     e = html.escape
     totals = results['totals']
     if results['kind'] == 'scheme':
@@ -768,13 +914,22 @@ def totals_table(results: dict) -> str:
     return ''.join(out)
 
 
-def round_detail(summary: dict, heading: bool = True, slots: bool = True) -> str:
-    """A round's facts, charts, totals and (slots) per-slot table."""
+def round_detail(summary: dict[str, Any], heading: bool = True, slots: bool = True) -> str:
+    """A round's facts, charts, totals and per-slot table.
+
+    Args:
+        summary: round_summary().
+        heading: begin with the round's heading.
+        slots: with the per-slot table (else a link to the round's page).
+
+    Returns:
+        The HTML fragment.
+    """
     e = html.escape
     market, results, settled = summary['market'], summary['results'], summary['settlement']
     out = [f'<h2>Round {e(summary["round_id"])}</h2>' if heading else '', '<table class="facts">']
 
-    def fact(name, value, cls=''):
+    def fact(name: str, value: object, cls: str = '') -> None:
         attribute = f' class="{cls}"' if cls else ''
         out.append(f'<tr{attribute}><th>{e(name)}</th><td>{e(str(value))}</td></tr>')
     fact('phase', summary['phase'] + (f': {summary["reason"]}' if summary['reason'] else '')
@@ -810,7 +965,7 @@ def round_detail(summary: dict, heading: bool = True, slots: bool = True) -> str
     return ''.join(out)
 
 
-def _pages_nav(snapshot):
+def _pages_nav(snapshot: dict[str, Any]) -> str:
     page, pages = snapshot.get('page', 1), snapshot.get('pages', 1)
     links = []
     if page > 1:
@@ -821,7 +976,7 @@ def _pages_nav(snapshot):
             f'rounds, newest first) {"".join(links)} <a href="/rounds.json?page={int(page)}">as JSON</a></nav>')
 
 
-def page(snapshot: dict) -> str:
+def page(snapshot: dict[str, Any]) -> str:
     """The console's main page: nodes, failures, the rounds of one page and the latest results.
 
     Args:
@@ -852,7 +1007,7 @@ def page(snapshot: dict) -> str:
     return ''.join(out)
 
 
-def round_page(view: dict) -> str:
+def round_page(view: dict[str, Any]) -> str:
     """The page of one round (/round/ID).
 
     Args:
@@ -868,8 +1023,15 @@ def round_page(view: dict) -> str:
     return ''.join(out)
 
 
-def rounds_json(snapshot: dict) -> str:
-    """/rounds.json: the snapshot without the page's copy of the latest round."""
+def rounds_json(snapshot: dict[str, Any]) -> str:
+    """The text of /rounds.json.
+
+    Args:
+        snapshot: OperatorView.snapshot().
+
+    Returns:
+        The snapshot without the page's copy of the latest round, as compact JSON.
+    """
     return json.dumps({k: v for k, v in snapshot.items() if k != 'latest_round'}, separators=(',', ':'))
 
 
@@ -877,7 +1039,14 @@ PAGE_QUERY = re.compile(r'page=([0-9]{1,6})', re.ASCII)
 
 
 def page_number(query: str) -> int | None:
-    """The page of a query string ('' for page 1); None if it is not page=1..MAX_PAGE."""
+    """The page a query string asks for.
+
+    Args:
+        query: the request target after '?' ('' for page 1).
+
+    Returns:
+        1..MAX_PAGE, None if the query is anything but page=N (ASCII digits) in that range.
+    """
     if query == '':
         return 1
     match = PAGE_QUERY.fullmatch(query)
@@ -905,15 +1074,23 @@ class Connections:
     slot is taken, the oldest connection still sending its request head makes room: a slow client
     never holds a slot past head_s, and cannot keep out one that sends its request at once."""
 
-    def __init__(self, limits):
+    def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self.open = {}  # transport -> Guard, in accept order
-        self.per_address = Counter()
+        self.open: dict[asyncio.Transport, Guard] = {}  # in accept order
+        self.per_address: Counter[str] = Counter()
 
-    def admit(self, guard):
-        """Register guard's connection; False if it must be closed unanswered."""
-        if self.per_address[guard.address] >= self.limits.per_address:
-            return False
+    def admit(self, guard: Guard) -> bool:
+        """Register guard's connection (its transport and address are set).
+
+        Args:
+            guard: a connection just accepted.
+
+        Returns:
+            False if it must be closed unanswered (its address is at its cap, or every slot is
+            taken by a connection whose request head has arrived).
+        """
+        if guard.transport is None or self.per_address[guard.address] >= self.limits.per_address:
+            return False  # (no transport: never, connection_made sets it first)
         if len(self.open) >= self.limits.connections:
             waiting = next((g for g in self.open.values() if not g.head_done), None)
             if waiting is None:
@@ -923,23 +1100,28 @@ class Connections:
         self.per_address[guard.address] += 1
         return True
 
-    def release(self, guard):
-        if self.open.pop(guard.transport, None) is not None:
+    def release(self, guard: Guard) -> None:
+        """Forget guard's connection (nothing if it is not open)."""
+        if guard.transport is not None and self.open.pop(guard.transport, None) is not None:
             self.per_address[guard.address] -= 1
             if not self.per_address[guard.address]:
                 del self.per_address[guard.address]
 
 
-class Guard(asyncio.Protocol):
+class Guard(Gate):
     """aiohttp's protocol for one connection behind the admission check and the two deadlines
     (aiohttp bounds each read and header size, not the time a request may take to arrive)."""
 
-    def __init__(self, connections, inner):
-        self.connections, self.inner = connections, inner
-        self.transport, self.address, self.head_done, self.admitted = None, '', False, False
-        self.deadline, self._timers = 0.0, []
+    def __init__(self, connections: Connections, inner: asyncio.Protocol) -> None:
+        super().__init__(inner)
+        self.connections = connections
+        self.address, self.head_done = '', False
+        self.deadline = 0.0  # loop time the connection is closed at
+        self._timers: list[asyncio.TimerHandle] = []
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Admit the connection with its two deadlines, or abort it (Connections.admit)."""
+        transport = cast(asyncio.Transport, transport)  # a server's stream connection
         self.transport = transport
         peer = transport.get_extra_info('peername')
         self.address = peer[0] if peer else ''
@@ -953,34 +1135,23 @@ class Guard(asyncio.Protocol):
         self._timers = [loop.call_later(limits.head_s, self._head_late), loop.call_at(self.deadline, self.abort)]
         self.inner.connection_made(transport)
 
-    def head_received(self):
+    def head_received(self) -> None:
+        """The request head has arrived: the head deadline no longer applies."""
         self.head_done = True
         self._timers[0].cancel()
 
-    def _head_late(self):
+    def _head_late(self) -> None:
         if not self.head_done:
             self.abort()
 
-    def abort(self):
+    def abort(self) -> None:
+        """Close the connection at once and free its slot."""
         self.connections.release(self)
-        self.transport.abort()
+        if self.transport is not None:  # always: set in connection_made
+            self.transport.abort()
 
-    def data_received(self, data):
-        if self.admitted:
-            self.inner.data_received(data)
-
-    def eof_received(self):
-        return self.inner.eof_received() if self.admitted else None
-
-    def pause_writing(self):
-        if self.admitted:
-            self.inner.pause_writing()
-
-    def resume_writing(self):
-        if self.admitted:
-            self.inner.resume_writing()
-
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop its deadlines, free its slot and tell aiohttp (nothing for one never admitted)."""
         for timer in self._timers:
             timer.cancel()
         self.connections.release(self)
@@ -989,94 +1160,100 @@ class Guard(asyncio.Protocol):
 
 
 def reply(status: int, text: str, content_type: str, **extra: str) -> web.Response:
-    """One response with the page's headers, closing the connection after it."""
+    """One response with the page's headers, closing the connection after it.
+
+    Args:
+        status: the HTTP status.
+        text: the body.
+        content_type: its type (sent with charset utf-8).
+        extra: more headers.
+
+    Returns:
+        The response.
+    """
     response = web.Response(status=status, text=text, content_type=content_type, charset='utf-8',
                             headers={**HEADERS, 'Server': 'mpc-market', **extra})
     response.force_close()
     return response
 
 
+Metrics = Callable[[], tuple[bytes | str, str]]  # GET /metrics: (exposition body, content type)
+# what a known target renders in a render thread (a page's text, or the metrics hook's reply; None:
+# not found) and its content type (None: the metrics hook names its own)
+Route = tuple[Callable[[], object], str | None]
+
+
 class OperatorPage:
     """The page served by aiohttp on its own event loop in a daemon thread."""
 
-    def __init__(self, host, port, view, limits, metrics=None):
+    def __init__(self, host: str, port: int, view: View, limits: Limits, metrics: Metrics | None = None) -> None:
+        """Bind and serve.
+
+        Args:
+            host: the address to bind (only this one).
+            port: its port (0 picks a free one).
+            view: what the pages show (an OperatorView's node health is polled in the background).
+            limits: deadlines and connection caps.
+            metrics: the hook for GET /metrics (None: not served).
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
         self.view, self.limits, self.metrics = view, limits, metrics
         self.connections = Connections(limits)
         self._pool = futures.ThreadPoolExecutor(limits.render_threads, thread_name_prefix='operator-page-render')
         # its own thread: a poll waiting on a hung node never takes a render thread
         self._health_pool = futures.ThreadPoolExecutor(1, thread_name_prefix='operator-page-health')
-        self._loop = asyncio.new_event_loop()
-        self._stopped = asyncio.Event()
-        self._poller = None
-        ready = futures.Future()
-        self._thread = threading.Thread(target=self._run, args=(host, port, ready), name='operator-page', daemon=True)
-        self._thread.start()
-        self.server_address = ready.result()
+        self._poller: asyncio.Task[None] | None = None
+        self._http = HTTPThread('operator-page', host, port, self._handle, lambda inner: Guard(self.connections, inner),
+                                backlog=128, handler_cancellation=True, logger=PARSER_LOG,
+                                keepalive_s=limits.request_s,  # our deadlines decide, not its idle timer
+                                on_stop=self._stop, executors=[self._pool, self._health_pool])
+        self.server_address = self._http.server_address
 
-    def _run(self, host, port, ready):
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._serve(host, port, ready))
-        finally:
-            self._loop.close()
-
-    async def _poll_health(self):
+    async def _poll_health(self, view: OperatorView) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             try:
-                await self._loop.run_in_executor(self._health_pool, self.view.poll_health)
+                await loop.run_in_executor(self._health_pool, view.poll_health)
             except Exception:  # noqa: BLE001 - the page shows the last known state and its age
                 log.exception('operator page: health poll failed')
             await asyncio.sleep(HEALTH_POLL_S)
 
-    async def _serve(self, host, port, ready):
-        http = web.Server(self._handle, handler_cancellation=True, access_log=None, logger=PARSER_LOG,
-                          keepalive_timeout=self.limits.request_s,  # our deadlines decide, not its idle timer
-                          max_line_size=2048, max_field_size=2048, max_headers=32, lingering_time=0)
-        try:
-            # reuse_port False: no other socket may share the port and take a share of the visitors;
-            # reuse_address True: a restarted broker binds again despite the closed connections'
-            # TIME_WAIT (on Linux it lets no second socket listen on the port)
-            server = await self._loop.create_server(lambda: Guard(self.connections, http()), host, port,
-                                                    reuse_address=True, reuse_port=False, backlog=128)
-        except BaseException as exc:
-            ready.set_exception(exc)
-            return
-        ready.set_result(server.sockets[0].getsockname()[:2])
-        await self._stopped.wait()
+    def _stop(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
-        server.close()
         for guard in list(self.connections.open.values()):
             guard.abort()
-        await http.shutdown(1.0)
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._health_pool.shutdown(wait=False, cancel_futures=True)
 
-    def _route(self, raw_path):
+    def _route(self, raw_path: str) -> Route | str | None:
         """(render, content type) of a request target, compared exactly; None: not found; a str: a bad query."""
         path, _, query = raw_path.partition('?')
+        view = self.view
         if path in ('/', '/rounds.json'):
             number = page_number(query)
             if number is None:
                 return 'page must be a whole number 1..100000\n' if query.startswith('page=') else None
             if path == '/':
-                return (lambda: (lambda s: s and page(s))(self.view.snapshot(number))), 'text/html'
-            return (lambda: (lambda s: s and rounds_json(s))(self.view.snapshot(number))), 'application/json'
-        if path.startswith('/round/') and not query and is_name(path[7:]) and isinstance(self.view, OperatorView):
-            return (lambda: (lambda r: r and round_page(r))(self.view.round(path[7:]))), 'text/html'
+                return (lambda: (lambda s: s and page(s))(view.snapshot(number))), 'text/html'
+            return (lambda: (lambda s: s and rounds_json(s))(view.snapshot(number))), 'application/json'
+        if path.startswith('/round/') and not query and is_name(path[7:]) and isinstance(view, OperatorView):
+            return (lambda: (lambda r: r and round_page(r))(view.round(path[7:]))), 'text/html'
         if raw_path == '/metrics' and self.metrics is not None:
             return self.metrics, None  # renders (body, its own content type)
         return None
 
-    async def _handle(self, request):
-        guard = self.connections.open.get(request.transport)
+    async def _handle(self, request: web.BaseRequest) -> web.Response:
+        transport = request.transport
+        guard = self.connections.open.get(transport) if transport is not None else None
         if guard is None:  # closed (deadline, or made room) while its request was parsed
             return reply(503, 'busy\n', 'text/plain')
         guard.head_received()
+        loop = asyncio.get_running_loop()
         if self._poller is None and isinstance(self.view, OperatorView):
             # polled from the first visit on, not from start: a poll while the nodes are still
             # starting would put the broker's channels into reconnect backoff, failing its first calls
-            self._poller = self._loop.create_task(self._poll_health())
+            self._poller = loop.create_task(self._poll_health(self.view))
         if request.method not in ('GET', 'HEAD'):
             return reply(405, 'read-only\n', 'text/plain', Allow='GET, HEAD')
         # the raw target, parsed strictly: no normalisation, only the known paths and page=N
@@ -1088,7 +1265,7 @@ class OperatorPage:
         render, content_type = route
         try:
             async with asyncio.timeout_at(guard.deadline - REPLY_S):
-                text = await self._loop.run_in_executor(self._pool, render)
+                text = await loop.run_in_executor(self._pool, render)
         except TimeoutError:
             return reply(503, 'busy\n', 'text/plain')
         except Exception:  # noqa: BLE001 - the broker keeps serving; the operator sees why in its log
@@ -1096,23 +1273,20 @@ class OperatorPage:
             return reply(500, 'error\n', 'text/plain')
         if text is None:
             return reply(404, 'not found\n', 'text/plain')
-        if content_type is None:
-            body, content_type = text
+        if content_type is None:  # /metrics: the hook's (body, its own content type)
+            body, content_type = cast(tuple[bytes | str, str], text)
             response = web.Response(status=200, body=body.encode() if isinstance(body, str) else body,
                                     headers={**HEADERS, 'Server': 'mpc-market', 'Content-Type': content_type})
             response.force_close()
             return response
-        return reply(200, text, content_type)
+        return reply(200, cast(str, text), content_type)  # a page's render: its text
 
-    def shutdown(self):
+    def shutdown(self) -> None:
         """Stop serving, close every connection and wait for the thread (at most a few seconds)."""
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stopped.set)
-            self._thread.join(5)
+        self._http.shutdown()
 
 
-def start(address: str, view, limits: Limits = Limits(),
-          metrics: Callable[[], tuple[bytes | str, str]] | None = None) -> 'OperatorPage':
+def start(address: str, view: View, limits: Limits = Limits(), metrics: Metrics | None = None) -> OperatorPage:
     """Serve the page on address in a daemon thread.
 
     Args:
@@ -1129,5 +1303,5 @@ def start(address: str, view, limits: Limits = Limits(),
     Raises:
         OSError: the address cannot be bound.
     """
-    host, port = address.rsplit(':', 1)
-    return OperatorPage(host.strip('[]'), int(port), view, limits, metrics)
+    host, port = split_address(address)
+    return OperatorPage(host, port, view, limits, metrics)
