@@ -50,7 +50,7 @@ def build_parser():
         prog='mpc-market', formatter_class=HelpFormatter,
         description='Privacy-preserving local electricity market: orders are cleared under secure multiparty '
                     'computation; nobody but their owner sees an order, a reading or a bill.',
-        epilog='Local:       generate, clear, settle, demo, keys\n'
+        epilog='Local:       generate, import, clear, settle, demo, keys\n'
                'Deployment:  up, node, broker, round, submit, results, meter\n'
                'Statistics:  stats keygen|encrypt|submit|aggregate|decrypt|aggregator|fetch\n'
                'Run `mpc-market COMMAND --help` for a command\'s options and examples; docs/ has the details.')
