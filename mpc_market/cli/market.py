@@ -259,6 +259,10 @@ def _generate_slots(args):
 def cmd_generate(args):
     from ..common.errors import COMMAND_LINE
     from ..market.generate import first_slot_and_stop, write_community
+    if args.grid is not None:
+        return _generate_grid(args)
+    if args.participants is None:
+        raise InputError(COMMAND_LINE, 0, 'participants', 'how many households? (or --grid simbench:CODE)')
     slots = _generate_slots(args)
     _check_size(args.participants, slots)
     day, location = None, None
@@ -281,6 +285,27 @@ def cmd_generate(args):
     print(f'      meter readings to {readings}, market to {config}, feeder map to '
           f'{os.path.join(args.out, "feeders.csv")}')
     print(f'next: mpc-market clear --orders {orders} --config {config} --out result/')
+    return 0
+
+
+def _generate_grid(args):
+    """generate --grid simbench:CODE: the households, feeders and profiles of a simbench LV grid's day."""
+    from ..common.errors import COMMAND_LINE
+    from ..market.grid import DEFAULT_DAY, day_rows, parse_grid, parse_grid_day, write_grid_community
+    code = parse_grid(args.grid)
+    day = parse_grid_day(args.day or DEFAULT_DAY)
+    for option in ('participants', 'slots', 'days', 'profiles', 'latitude', 'longitude'):
+        if getattr(args, option, None) is not None:
+            raise InputError(COMMAND_LINE, 0, option, 'the grid gives the participants, the day\'s slots and the '
+                             'profiles: leave it out with --grid')
+    grid, paths, count = write_grid_community(args.out, code, day, args.seed, args.zones, args.network_fee)
+    start, _, slots = day_rows(day)
+    print(f'wrote {count} orders of {len(grid.participants)} participants of simbench:{code} '
+          f'({len(grid.feeder_lines)} feeders under {len(grid.zone_trafos)} transformer) for {day} '
+          f'({slots} x 15 min from 00:00 {start:%Z}, simbench\'s load and PV profiles) to {paths["orders.csv"]}')
+    print(f'      meter readings to {paths["readings.csv"]}, market to {paths["market.toml"]}, feeder map to '
+          f'{paths["feeders.csv"]}')
+    print(f'next: mpc-market clear --orders {paths["orders.csv"]} --config {paths["market.toml"]} --out result/')
     return 0
 
 
@@ -374,6 +399,25 @@ def _check_size(participants, slots):
 
 
 
+def slot_clock(config, slot: int) -> str:
+    """hh:mm a slot starts at: local time in the market's timezone when it has a start, else the
+    time of day of a bare index (slot % slots per day of slot_minutes, from 00:00).
+
+    Args:
+        config: the MarketConfig.
+        slot: the slot.
+
+    Returns:
+        'hh:mm'.
+    """
+    import zoneinfo
+    at = config.slot_start(slot)
+    if at is not None:
+        return at.astimezone(zoneinfo.ZoneInfo(config.timezone)).strftime('%H:%M')
+    minutes = slot * config.slot_minutes % (24 * 60)
+    return f'{minutes // 60:02d}:{minutes % 60:02d}'
+
+
 def cmd_demo(args):
     from ..market.generate import write_community
     from ..market.output import public_table, write_results
@@ -389,11 +433,12 @@ def cmd_demo(args):
     print(f'Cleared under MPC by {args.nodes} market node processes in {elapsed:.1f} s. Public results '
           '(the only thing the nodes learn):')
     price_head = f'price {config.currency}/kWh'
-    print(f'  {"slot":>4} {"time":>5} {price_head:>13} {"traded Wh":>10} {"residual":>8}')
+    clock_head = 'time' if config.start is None else f'time {config.timezone}'
+    print(f'  {"slot":>4} {clock_head:>5} {price_head:>13} {"traded Wh":>10} {"residual":>8}')
     for row in public_table(config, result):
         if row['traded_wh']:
             slot = int(row['slot'])
-            print(f'  {slot:>4} {slot % 96 // 4:02d}:{slot % 4 * 15:02d} {row["price"]:>13} '
+            print(f'  {slot:>4} {slot_clock(config, slot):>{max(5, len(clock_head))}} {row["price"]:>13} '
                   f'{row["traded_wh"]:>10} {row["residual_wh"]:>8}')
     quiet_slots = sum(1 for s in result.slots if not s.traded_wh)
     print(f'  ({quiet_slots} slots without local trade)')
@@ -462,6 +507,7 @@ def add_parsers(sub, formatter):
     from ..api import MODES
     from ..market.config import MECHANISMS
     from ..market.generate import MAX_PARTICIPANTS, MAX_SIZE, MAX_SLOTS, MAX_ZONES
+    from ..market.grid import DEFAULT_DAY as GRID_DAY
     from ..market.profiles import DEFAULT_DAY as PROFILE_DAY
     from ..market.profiles import LATITUDE as PROFILE_LATITUDE
     from ..market.profiles import LONGITUDE as PROFILE_LONGITUDE
@@ -530,8 +576,8 @@ def add_parsers(sub, formatter):
                                    '(20 households per feeder) and OUT/market.toml. One slot is 15 minutes; the '
                                    'slots are centred on midday (slot 48), so a few slots still have sun.',
                        epilog='example:\n  mpc-market generate --participants 1000 --slots 96 --out community/')
-    p.add_argument('--participants', type=bounded_int(1, MAX_PARTICIPANTS), required=True,
-                   help='households (about a third with PV)' + sizes)
+    p.add_argument('--participants', type=bounded_int(1, MAX_PARTICIPANTS),
+                   help='households (about a third with PV), required without --grid' + sizes)
     p.add_argument('--slots', type=bounded_int(1, MAX_SLOTS),
                    help=f'15-minute slots (default 96, one whole day); {MAX_SLOTS} at most')
     p.add_argument('--days', type=bounded_int(1, MAX_SLOTS // 96), metavar='N',
@@ -552,6 +598,13 @@ def add_parsers(sub, formatter):
                    help=f'with --profiles: the location\'s latitude, degrees north (default {PROFILE_LATITUDE:g})')
     p.add_argument('--longitude', type=bounded_float(-180, 180), metavar='DEG',
                    help=f'with --profiles: the location\'s longitude, degrees east (default {PROFILE_LONGITUDE:g})')
+    p.add_argument('--grid', metavar='simbench:CODE',
+                   help='the participants, feeders and profiles of a simbench LV grid (e.g. '
+                        'simbench:1-LV-rural1--0-sw): one per load with the PV at its bus, a feeder per line '
+                        'leaving the transformer, which is the zone (--zones 1 for a zoned market); needs '
+                        'pip install -e \'.[grid]\'')
+    p.add_argument('--day', metavar='YYYY-MM-DD',
+                   help=f'with --grid: the day of simbench\'s 2016 profiles (default {GRID_DAY})')
     p.set_defaults(func=cmd_generate)
     _import_parsers(sub, formatter)
 

@@ -22,7 +22,8 @@ MAX_SLOTS = ROUND_SLOTS
 MAX_PARTICIPANTS = 100_000
 MAX_SIZE = 1_000_000
 MAX_ZONES = 100
-DEFAULT_MARKET = {'price_floor': '0.047', 'price_ceiling': '0.139', 'tick': '0.001', 'max_order_wh': 65535}
+MAX_ORDER_WH = 65535
+DEFAULT_MARKET = {'price_floor': '0.047', 'price_ceiling': '0.139', 'tick': '0.001', 'max_order_wh': MAX_ORDER_WH}
 
 
 def load_shape(hour):
@@ -83,8 +84,7 @@ def community(participants, slots, seed, with_readings=False, profile_day=None, 
     has_pv = rng.random(participants) < 0.35
     kwp = np.where(has_pv, rng.uniform(3.0, 9.0, participants), 0.0)
     has_ev = rng.random(participants) < 0.15
-    buy_price = rng.uniform(0.075, 0.139, participants)             # willingness to pay
-    sell_price = rng.uniform(0.047, 0.11, participants)             # willingness to accept
+    buy_price, sell_price = willingness(rng, participants)
     width = len(str(participants - 1))
     orders = []
     if profile_day is None:
@@ -107,21 +107,58 @@ def community(participants, slots, seed, with_readings=False, profile_day=None, 
             net = int(net_wh[p, j])
             if with_readings:
                 readings.append({'participant': name, 'slot': int(slot), 'net_wh': int(measured[p, j])})
-            if abs(net) < 5:
-                continue
-            energy = min(abs(net), DEFAULT_MARKET['max_order_wh'])
-            if net > 0:
-                side, centre = 'buy', buy_price[p]
-            else:
-                side, centre = 'sell', sell_price[p]
-            limit = centre + rng.normal(0, 0.006)
-            if rng.random() < 0.01:
-                limit = 0.03 if side == 'buy' else 0.2      # outside the band: retailer only
-            if rng.random() < 0.8:
-                limit = round(limit, 3)                       # most bid on the tick grid
-            orders.append({'participant': name, 'slot': int(slot), 'side': side, 'energy_wh': energy,
-                           'limit_price': f'{max(limit, 0.0):.4f}'.rstrip('0').rstrip('.')})
+            order = bid(rng, name, int(slot), net, float(buy_price[p]), float(sell_price[p]))
+            if order is not None:
+                orders.append(order)
     return (orders, readings) if with_readings else orders
+
+
+def willingness(rng: np.random.Generator, participants: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each household's willingness to pay and to accept per kWh, the centres of ``bid``'s limits.
+
+    Args:
+        rng: the community's generator (two draws of ``participants`` values, pay first).
+        participants: households.
+
+    Returns:
+        (willingness to pay, willingness to accept), one value per household.
+    """
+    buy_price = rng.uniform(0.075, 0.139, participants)
+    sell_price = rng.uniform(0.047, 0.11, participants)
+    return buy_price, sell_price
+
+
+def bid(rng: np.random.Generator, participant: str, slot: int, net_wh: int, pay: float,
+        accept: float) -> dict[str, str | int] | None:
+    """The generator's bidding rule: a slot's planned net position as one order (orders-CSV keys).
+
+    A net import buys, a net export sells, its energy capped at ``max_order_wh``; under 5 Wh no
+    order. The limit is the household's willingness (``pay`` or ``accept``) plus N(0, 0.006)
+    noise, 80 % of limits on the 0.001 tick grid, and 1 % outside the retail band (0.03 for a buy,
+    0.2 for a sell), so they can trade with the retailer only.
+
+    Args:
+        rng: the community's generator (three draws per order, none without one).
+        participant: the household's name.
+        slot: the slot.
+        net_wh: planned net Wh (+ import, - export).
+        pay: willingness to pay per kWh (buys).
+        accept: willingness to accept per kWh (sells).
+
+    Returns:
+        The order as a dict, or None under 5 Wh.
+    """
+    if abs(net_wh) < 5:
+        return None
+    energy = min(abs(net_wh), MAX_ORDER_WH)
+    side, centre = ('buy', pay) if net_wh > 0 else ('sell', accept)
+    limit = centre + rng.normal(0, 0.006)
+    if rng.random() < 0.01:
+        limit = 0.03 if side == 'buy' else 0.2      # outside the band: retailer only
+    if rng.random() < 0.8:
+        limit = round(limit, 3)                       # most bid on the tick grid
+    return {'participant': participant, 'slot': slot, 'side': side, 'energy_wh': energy,
+            'limit_price': f'{max(limit, 0.0):.4f}'.rstrip('0').rstrip('.')}
 
 
 def profile_time_keys(profile_day, location=None) -> str:
