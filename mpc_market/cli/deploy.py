@@ -200,7 +200,8 @@ def _retailer_text(args, broker):
                                      kind='retailer', state=state)
     money = state.config.format_amount
     text = csv_text(RETAILER_COLUMNS, [{
-        'slot': slot, 'receives': money(v[0]), 'pays': money(v[1]), 'rounding_residue': money(v[2] - v[0] + v[1]),
+        'slot': slot, 'slot_start': state.config.slot_start_text(slot), 'receives': money(v[0]),
+        'pays': money(v[1]), 'rounding_residue': money(v[2] - v[0] + v[1]),
         'net': money(v[2])} for slot, v in zip(state.slots, values, strict=True)])
     return f"round {state.round_id}: the retailer's view (reconstructed from all nodes' shares)", text
 
@@ -353,8 +354,10 @@ def _own_text(args, broker, participant):
     else:
         config = state.config
         zoned = ('local_wh', 'cross_wh') if config.zoned else ()
-        text = csv_text(('participant', 'slot', 'matched_wh', 'unmatched_wh', 'amount', 'status', *zoned), [
-            {'participant': participant, 'slot': s, 'matched_wh': v[0], 'unmatched_wh': v[1],
+        text = csv_text(('participant', 'slot', 'slot_start', 'matched_wh', 'unmatched_wh', 'amount', 'status',
+                         *zoned), [
+            {'participant': participant, 'slot': s, 'slot_start': config.slot_start_text(s), 'matched_wh': v[0],
+             'unmatched_wh': v[1],
              'amount': config.format_amount(v[2]), 'status': status, **dict(zip(zoned, v[3:], strict=True)),
              } for s, v in zip(state.slots, values, strict=True)])
     note = '' if args.orders else ('; per slot as the market cleared it: an order the retailer settles (a limit that '

@@ -61,18 +61,55 @@ def list_line(state) -> str:
             f'{state.attempts}/{state.settle_attempts:<5} {_shown(state.reason or state.settle_reason)}').rstrip()
 
 
+def round_slots(config, slots: list[int] | None, day: str | None) -> list[int]:
+    """The slots of a round: --slots, or with --day and a market start the day's (MarketConfig.day_slots:
+    a local calendar day in the market's timezone, 92 or 100 quarter hours on a DST change).
+
+    Args:
+        config: the round's MarketConfig.
+        slots: --slots as given, or None.
+        day: --day as given, or None.
+
+    Returns:
+        The sorted slots.
+
+    Raises:
+        InputError: no slots given and none follow from the day, or --slots outside the day's slots.
+    """
+    from ..common.days import parse_day
+    from ..common.errors import BadParameter
+    if not day or config.start is None:
+        if slots is None:
+            raise InputError(COMMAND_LINE, 0, 'slots', '--slots is needed (or --day with a market file that gives '
+                             'a start)')
+        return slots
+    try:
+        delivered = config.day_slots(parse_day(day))
+    except (BadParameter, OverflowError) as exc:
+        raise InputError(COMMAND_LINE, 0, 'day', str(exc)) from None
+    if slots is None:
+        return list(delivered)
+    outside = [s for s in slots if s not in delivered]
+    if outside:
+        raise InputError(COMMAND_LINE, 0, 'slots', f'slot {outside[0]} is not delivered on {day}: in the market\'s '
+                         f'time ({config.timezone}) that day is slots {delivered.start}-{delivered.stop - 1} '
+                         f'({len(delivered)} slots of {config.slot_minutes} minutes)')
+    return slots
+
+
 def _open(broker, args):
     from ..common.textinput import read_text
     from ..market.config import load_config, with_mechanism
     from ..net.store import now_ms
-    load_config(args.market)  # a bad market file is reported here, with its line
+    config = load_config(args.market)  # a bad market file is reported here, with its line
+    slots = round_slots(config, args.slots, args.day)
     market_text = read_text(args.market, 'utf-8')
     if args.mechanism:  # the round's own market text says it: nodes, results and clients follow
         market_text = with_mechanism(args.market, market_text, args.mechanism)
     gate_ms = now_ms() + int(args.gate_closure_in * 1000)
     deadline_ms = gate_ms + int(args.readings_deadline_in * 1000) if args.readings_deadline_in else 0
     opens_ms = gate_ms + int(args.readings_open_in * 1000) if deadline_ms and args.readings_open_in else 0
-    return broker.open(args.round, args.slots, gate_ms, market_text, opens_ms, deadline_ms, args.day or '')
+    return broker.open(args.round, slots, gate_ms, market_text, opens_ms, deadline_ms, args.day or '')
 
 
 def cmd_round(args: argparse.Namespace) -> int:
@@ -153,8 +190,10 @@ def add_parsers(sub: argparse._SubParsersAction, formatter: type[argparse.HelpFo
                                   '--round r1 --slots 46-49 --market community/market.toml --gate-closure-in 120 '
                                   '--readings-deadline-in 900 --day 2026-12-01')
     client_args(o, 'operator', 'required')
-    o.add_argument('--slots', required=True, type=slot_list,
-                   help=f'slots traded in the round: 0-95 or 0,1,2; at most {ROUND_SLOTS}')
+    o.add_argument('--slots', type=slot_list,
+                   help=f'slots traded in the round: 0-95 or 0,1,2; at most {ROUND_SLOTS}; with --day and a market '
+                        'file that gives a start, the day\'s slots (92 or 100 on a DST change in its timezone) '
+                        'by default, and --slots must lie in that day')
     o.add_argument('--market', required=True, help='market TOML of the round')
     o.add_argument('--mechanism', choices=MECHANISMS,
                    help='clear this round with this mechanism instead of the market file\'s; the community '

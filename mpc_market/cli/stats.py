@@ -154,6 +154,10 @@ def cmd_decrypt(args):
     from ..stats.paillier import load_private
     from ..stats.release import COLUMNS, decrypt_bundle, load_traded, plot_group, totals_rows
     private = load_private(args.key)
+    config = None
+    if args.market:
+        from ..market.config import load_config
+        config = load_config(args.market)
     started = time.perf_counter()
     bundle, totals = decrypt_bundle(private, args.aggregates, args.min_cohort)
     elapsed = time.perf_counter() - started
@@ -161,7 +165,9 @@ def cmd_decrypt(args):
     if not totals:  # an empty CSV with exit 0 would pass for a day of statistics
         _refuse_empty_release(args.aggregates, bundle)
     traded = load_traded(args.public_results) if args.public_results else None
-    files = {f'{level}s-{day}.csv': csv_text((level,) + COLUMNS, totals_rows(level, totals))}
+    files = {f'{level}s-{day}.csv': csv_text((level,) + COLUMNS,
+                                             totals_rows(level, totals, _day_starts(config, args.market, day,
+                                                                                    private.public.layout.slots)))}
     if not args.no_plot:
         for group in totals:
             files[f'{level}-{group.name}-{day}.png'] = plot_group(level, group, day, traded, bool(bundle.get('noise')))
@@ -175,6 +181,22 @@ def cmd_decrypt(args):
     for refused in bundle['refused_at_decryption']:
         print(f'warning: {level} {refused["name"]} refused: {refused["reason"]}', file=sys.stderr)
     return 0
+
+
+def _day_starts(config, path: str, day: str, slots: int) -> list[str]:
+    """The slot_start column of a decrypted day: its slots' UTC starts by --market's time mapping ([] without).
+
+    Raises:
+        InputError: the market has no start, the day precedes it, or the day has another number of slots
+            than the keys (a DST day).
+    """
+    if config is None:
+        return []
+    from ..stats.release import day_starts
+    try:
+        return day_starts(config, day, slots)
+    except BadParameter as exc:
+        raise InputError(path, 1, 'start', str(exc)) from None
 
 
 def _held_back(bundle: dict) -> list[str]:
@@ -290,7 +312,9 @@ def add_parsers(sub, formatter):
                    help='feeder: a DSO key (per-feeder sums); zone: a TSO key (per-zone sums)')
     p.add_argument('--bits', type=bounded_int(1, MAX_BITS), default=2048,
                    help=f'modulus bits, 2048..{MAX_BITS} (3072 for long-term secrecy)')
-    p.add_argument('--slots', type=bounded_int(1, ROUND_SLOTS), default=96, help='15-minute slots per meter-day')
+    p.add_argument('--slots', type=bounded_int(1, ROUND_SLOTS), default=96,
+                   help='15-minute slots per meter-day; every meter-day has exactly this many (a DST day of 92 or '
+                   '100 in a market\'s timezone is refused: docs/grid-statistics.md)')
     p.add_argument('--max-reading-wh', type=bounded_int(1, 1 << 32), default=65535,
                    help='per meter, slot and direction')
     p.add_argument('--max-meters', type=bounded_int(2, 1 << 32), default=1_000_000,
@@ -335,6 +359,8 @@ def add_parsers(sub, formatter):
     p.add_argument('--key', required=True, help="the operator's NAME.key.json")
     p.add_argument('--aggregates', required=True, help='aggregates JSON from the aggregator')
     p.add_argument('--public-results', help="the market's public.csv: plot its traded volume")
+    p.add_argument('--market', help='the market file: its start and timezone time-stamp the slots (slot_start in '
+                   'UTC; the day is a local calendar day of its timezone)')
     p.add_argument('--min-cohort', type=bounded_int(2, 1 << 32), default=5,
                    help='refuse to decrypt any group of fewer meters (>= 2)')
     p.add_argument('--no-plot', action='store_true', help='write the CSV only')

@@ -1,8 +1,13 @@
 """Orders: one per participant and slot, read from CSV or JSON and validated against the market.
+
+A row names its slot by ``slot`` (the index), by ``slot_start`` (the slot's start, ISO 8601 with an
+offset or Z, mapped by the market's ``start`` and ``slot_minutes``), or by both, which must agree.
 """
 
 from __future__ import annotations
 
+import csv
+import datetime
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -14,7 +19,7 @@ from ..common.textinput import csv_records, parse_int, parse_participant_slot, r
 from .config import MAX_ZONES, SIGNED_PRICE_RULE, MarketConfig, bounded_signed_price
 
 ORDER_COLUMNS = ('participant', 'slot', 'side', 'energy_wh', 'limit_price')
-
+SLOT_FIELDS = ('slot', 'slot_start')  # a row needs one of them (or both, agreeing)
 
 
 
@@ -32,8 +37,83 @@ class Order:
 
 
 
+def slot_start_slot(path: str, line: int, value: object, config: MarketConfig) -> int:
+    """The slot starting at a slot_start field: an ISO 8601 date and time with offset or Z on the slot grid.
+
+    Args:
+        path: the file (for the error).
+        line: the row's line.
+        value: the field as read.
+        config: the market (its start and slot_minutes).
+
+    Returns:
+        The slot index (config.slot_of).
+
+    Raises:
+        InputError: not a date and time with an offset, the market has no start, or the time is
+            before the start or between two slot starts.
+    """
+    shown = str(value)[:40]
+    try:
+        if not isinstance(value, str) or len(value) > 40:
+            raise ValueError
+        at = datetime.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InputError(path, line, 'slot_start', f'{shown!r} is not an ISO 8601 date and time '
+                                                   '(such as 2026-06-17T10:15:00Z)') from None
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise InputError(path, line, 'slot_start', f'{shown!r} needs a UTC offset or Z')
+    if config.start is None:
+        raise InputError(path, line, 'slot_start', 'the market file gives no start, so slots have no times: give slot')
+    slot = config.slot_of(at)
+    if slot is None:
+        where = 'before the market start' if at < config.start else f'not on the {config.slot_minutes}-minute slot grid'
+        raise InputError(path, line, 'slot_start', f'{shown} is {where} (slot 0 starts {config.slot_start_text(0)})')
+    return slot
+
+
+def row_slot(path: str, line: int, row: Mapping[str, object], config: MarketConfig) -> tuple[str, int]:
+    """The (participant, slot) key of an order or reading row that gives slot, slot_start or both.
+
+    Args:
+        path: the file (for the error).
+        line: the row's line.
+        row: the row's fields.
+        config: the market (maps slot_start).
+
+    Returns:
+        (participant, slot).
+
+    Raises:
+        InputError: a bad participant, slot or slot_start, neither given, or the two disagreeing.
+    """
+    given = {field: row.get(field) for field in SLOT_FIELDS if row.get(field) not in (None, '')}
+    if not given:
+        raise InputError(path, line, 'slot', 'missing: give slot or slot_start')
+    slot = slot_start_slot(path, line, given['slot_start'], config) if 'slot_start' in given else None
+    participant, indexed = parse_participant_slot(path, line, {'participant': row.get('participant'),
+                                                               'slot': given.get('slot', slot)})
+    if slot is not None and indexed != slot:
+        raise InputError(path, line, 'slot_start',
+                         f'{str(given["slot_start"])[:40]} is slot {slot}, not slot {indexed}')
+    return participant, indexed
+
+
+def slot_records(path: str, text: str, columns: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
+    """csv_records of a file whose rows name their slot by slot or slot_start (columns include 'slot').
+
+    Raises:
+        InputError: a missing column (neither slot nor slot_start) or a malformed row.
+    """
+    header = [h.strip() for h in next(csv.reader(text.splitlines()[:1]), [])]
+    others = tuple(c for c in columns if c != 'slot')
+    if not any(field in header for field in SLOT_FIELDS) and all(c in header for c in others):
+        raise InputError(path, 1, 'slot', 'missing column (slot or slot_start)')
+    return csv_records(path, text, others)
+
+
 def _parse_order(path: str, line: int, row: Mapping[str, object], config: MarketConfig) -> Order:
-    participant, slot = parse_participant_slot(path, line, row)
+    participant, slot = row_slot(path, line, row, config)
     side = row['side']
     if side not in ('buy', 'sell'):
         raise InputError(path, line, 'side', f"must be 'buy' or 'sell', got {side!r}")
@@ -81,7 +161,7 @@ def _json_rows(path: str, text: str) -> Iterator[tuple[int, dict]]:
         if not isinstance(obj, dict):
             raise InputError(path, line, 'json', 'expected an order object')
         for column in ORDER_COLUMNS:
-            if column not in obj:
+            if column not in obj and not (column == 'slot' and 'slot_start' in obj):
                 raise InputError(path, line, column, 'missing field')
         if isinstance(obj['limit_price'], Decimal):
             obj['limit_price'] = str(obj['limit_price'])
@@ -96,7 +176,7 @@ def load_orders(path: str, config: MarketConfig) -> list[Order]:
     if not text.strip():
         raise InputError(path, 1, 'file', 'empty file')
     is_json = str(path).lower().endswith('.json') or text.lstrip().startswith('[')
-    rows = _json_rows(path, text) if is_json else csv_records(path, text, ORDER_COLUMNS)
+    rows = _json_rows(path, text) if is_json else slot_records(path, text, ORDER_COLUMNS)
     orders = []
     seen: dict[tuple[str, int], int] = {}  # (participant, slot) -> first line
     for line, row in rows:

@@ -2,7 +2,9 @@
 
 Prices are in the market's currency per kWh and amounts in its currency, both exact decimals and
 signed (a negative price; an amount < 0 is paid to the participant); the CSV headers are bare
-column names and summary.json's "units" names the currency.
+column names and summary.json's "units" names the currency. Every per-slot row carries
+``slot_start`` beside ``slot``: the slot's start in ISO 8601 UTC (``2026-06-17T10:15:00Z``), empty
+when the market file gives no ``start``.
 """
 
 import csv
@@ -17,14 +19,16 @@ import stat
 import tempfile
 from dataclasses import dataclass
 
-PUBLIC_COLUMNS = ('slot', 'price', 'traded_wh', 'residual_wh')
-PARTICIPANT_COLUMNS = ('participant', 'slot', 'side', 'energy_wh', 'matched_wh', 'unmatched_wh', 'amount', 'status')
+# slot_start: the slot's ISO 8601 UTC start (MarketConfig.slot_start_text; '' when the market has no start)
+PUBLIC_COLUMNS = ('slot', 'slot_start', 'price', 'traded_wh', 'residual_wh')
+PARTICIPANT_COLUMNS = ('participant', 'slot', 'slot_start', 'side', 'energy_wh', 'matched_wh', 'unmatched_wh', 'amount',
+                       'status')
 
 
-SCHEME_PUBLIC_COLUMNS = ('slot', 'buy_price', 'sell_price')
+SCHEME_PUBLIC_COLUMNS = ('slot', 'slot_start', 'buy_price', 'sell_price')
 # zoned: per slot one row per zone ('zone:NAME'), the cross-zone auction ('cross') and the network
 # operator's income from the fees on cross-zone energy ('network-operator', fee_amount)
-ZONED_PUBLIC_COLUMNS = ('slot', 'market', 'price', 'traded_wh', 'residual_wh', 'fee_amount')
+ZONED_PUBLIC_COLUMNS = ('slot', 'slot_start', 'market', 'price', 'traded_wh', 'residual_wh', 'fee_amount')
 ZONED_COLUMNS = ('zone', 'local_wh', 'cross_wh')
 
 
@@ -40,7 +44,7 @@ def participant_columns(config, columns=None):
 
 
 def _market_row(config, slot, market, row):
-    return {'slot': slot, 'market': market,
+    return {'slot': slot, 'slot_start': config.slot_start_text(slot), 'market': market,
             'price': '' if row.price_units is None else config.format_price(row.price_units),
             'traded_wh': row.traded_wh, 'residual_wh': row.residual_wh, 'fee_amount': ''}
 
@@ -102,22 +106,26 @@ def volumes(config, result) -> Volumes:
 
 def public_table(config, result):
     if config.mechanism != 'double-auction':
-        return [{'slot': s.slot, 'buy_price': config.format_price(s.buy_price_units),
+        return [{'slot': s.slot, 'slot_start': config.slot_start_text(s.slot),
+                 'buy_price': config.format_price(s.buy_price_units),
                  'sell_price': config.format_price(s.sell_price_units)} for s in result.slots]
     if config.zoned:
         rows = []
         for s in result.slots:
             rows += [_market_row(config, s.slot, f'zone:{z.zone}', z) for z in s.zones]
             rows.append(_market_row(config, s.slot, 'cross', s))
-            rows.append({'slot': s.slot, 'market': 'network-operator', 'price': config.format_price(config.fee_units),
+            rows.append({'slot': s.slot, 'slot_start': config.slot_start_text(s.slot), 'market': 'network-operator',
+                         'price': config.format_price(config.fee_units),
                          'traded_wh': s.traded_wh, 'residual_wh': '', 'fee_amount': config.format_amount(s.fee_amount)})
         return rows
-    return [{'slot': s.slot, 'price': '' if s.price_units is None else config.format_price(s.price_units),
+    return [{'slot': s.slot, 'slot_start': config.slot_start_text(s.slot),
+             'price': '' if s.price_units is None else config.format_price(s.price_units),
              'traded_wh': s.traded_wh, 'residual_wh': s.residual_wh} for s in result.slots]
 
 
 def participant_table(config, result):
-    return [{'participant': r.participant, 'slot': r.slot, 'side': r.side, 'energy_wh': r.energy_wh,
+    return [{'participant': r.participant, 'slot': r.slot, 'slot_start': config.slot_start_text(r.slot),
+             'side': r.side, 'energy_wh': r.energy_wh,
              'matched_wh': r.matched_wh, 'unmatched_wh': r.unmatched_wh,
              'amount': config.format_amount(r.amount), 'status': r.status,
              **({'zone': r.zone, 'local_wh': r.local_wh, 'cross_wh': r.cross_wh} if config.zoned else {})}
@@ -186,7 +194,9 @@ def market_parameters(config) -> dict:
     return {'price_floor': str(config.price_floor), 'price_ceiling': str(config.price_ceiling),
             'tick': str(config.tick), 'max_order_wh': config.max_order_wh, 'max_reading_wh': config.max_reading_wh,
             'mechanism': config.mechanism, 'zoned': config.zoned, 'network_fee': str(config.network_fee),
-            'zones': {zone: sorted(p for p, z in config.zone_map if z == zone) for zone in config.zone_names}}
+            'zones': {zone: sorted(p for p, z in config.zone_map if z == zone) for zone in config.zone_names},
+            'currency': config.currency, 'start': config.slot_start_text(0), 'slot_minutes': config.slot_minutes,
+            'timezone': config.timezone}
 
 
 def make_provenance(command: str, options: dict, inputs: list, book, stats: dict) -> Provenance:
@@ -298,21 +308,22 @@ def write_all(out_dir, files):
 
 SETTLEMENT_COLUMNS = PARTICIPANT_COLUMNS + ('net_wh', 'deviation_wh', 'deviation_amount', 'total_amount')
 BILL_COLUMNS = ('participant', 'trade_amount', 'deviation_amount', 'total_amount', 'retailer_only_amount', 'saving')
-RETAILER_COLUMNS = ('slot', 'receives', 'pays', 'rounding_residue', 'net')
+RETAILER_COLUMNS = ('slot', 'slot_start', 'receives', 'pays', 'rounding_residue', 'net')
 
 
 def write_settlement(out_dir, config, result, provenance: Provenance | None = None):
     """public.csv, participants.csv, bills.csv and retailer.csv, all-or-nothing."""
     money = config.format_amount
     columns = participant_columns(config, SETTLEMENT_COLUMNS)
-    rows = [{**{k: getattr(r, k) for k in columns},
+    rows = [{**{k: getattr(r, k) for k in columns if k != 'slot_start'}, 'slot_start': config.slot_start_text(r.slot),
              'amount': money(r.amount), 'deviation_amount': money(r.deviation_amount),
              'total_amount': money(r.total_amount)} for r in result.rows]
     bills = [{'participant': b.participant, 'trade_amount': money(b.trade_amount),
               'deviation_amount': money(b.deviation_amount), 'total_amount': money(b.total_amount),
               'retailer_only_amount': money(b.retailer_only_amount), 'saving': money(b.saving)}
              for b in result.bills]
-    retailer = [{'slot': slot, 'receives': money(s.retailer_receives), 'pays': money(s.retailer_pays),
+    retailer = [{'slot': slot, 'slot_start': config.slot_start_text(slot), 'receives': money(s.retailer_receives),
+                 'pays': money(s.retailer_pays),
                  'rounding_residue': money(s.residue), 'net': money(s.retailer_net)}
                 for slot, s in sorted(result.slots.items())]
     return write_all(out_dir, {

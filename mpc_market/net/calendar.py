@@ -12,6 +12,14 @@ With ``readings_deadline_after_s`` each round is also settled: meter readings ar
 settle. ``rounds`` ends the calendar after that many rounds. ``mechanism`` may be a list: round n
 uses entry n modulo its length (e.g. a double auction one day, sdr the next).
 
+When the market file gives a ``start``, the rounds take their slots from the market's own time
+mapping instead of ``n * slots`` (parsed once, when BROKER.toml is loaded): a daily calendar
+(``period_s = 86400``) delivers the market's local calendar days (``MarketConfig.day_slots``: 92 or
+100 quarter hours on a DST change in its ``timezone``, each round from local midnight and its
+``day`` the local date), any other period the slots from its delivery to the next. ``slots`` must
+then be the nominal count (``period_s`` / the slot length) and ``start`` a slot start (a daily
+calendar's: a local midnight).
+
 Every number is bounded when BROKER.toml is loaded, so no calendar can stall the broker's tick:
 ``period_s`` >= ``MIN_PERIOD_S``, every duration <= a year (``MAX_SECONDS``), at most
 ``MAX_OPEN_ROUNDS`` rounds open at once, and the prefix is a name whose longest round id still
@@ -19,15 +27,16 @@ is one (``common.names``). ``due`` never plans more than ``MAX_OPEN_ROUNDS`` eit
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, NoReturn
+from zoneinfo import ZoneInfo
 
 from ..common.errors import InputError
 from ..common.limits import MAX_SECONDS, ROUND_SLOTS
 from ..common.names import NAME_RULE, is_name
 from ..common.textinput import read_text, refuse_unknown_keys, toml_key_line
-from ..market.config import MECHANISMS, parse_config, with_mechanism
+from ..market.config import MECHANISMS, MarketConfig, parse_config, with_mechanism
 
 KEYS = ('market', 'mechanism', 'start', 'period_s', 'slots', 'open_before_s', 'gate_closure_before_s', 'prefix',
         'readings_after_s', 'readings_deadline_after_s', 'rounds')
@@ -52,6 +61,7 @@ class Calendar:
     readings_after_s: float = 0.0
     readings_deadline_after_s: float = 0.0  # 0: rounds are not settled
     rounds: int = 0                         # how many rounds in all; 0: no end
+    market: MarketConfig | None = None      # the market's time mapping when its file gives a start
 
     def market_toml(self, mechanism: str = '') -> str:
         """The market text of new rounds (read when a round opens, so edits apply to later rounds)."""
@@ -71,18 +81,47 @@ class PlannedRound:
     readings_deadline_ms: int = 0
 
 
+DAILY_S = 86400
+
+
+def _first_day(calendar: Calendar, market: MarketConfig) -> date:
+    """The local date of a daily calendar's start in the market's timezone."""
+    return datetime.fromtimestamp(calendar.start_ms / 1000, ZoneInfo(market.timezone)).date()
+
+
+def _delivery(calendar: Calendar, n: int) -> tuple[int, int, list[int], str]:
+    """(delivery ms, delivered ms, slots, day) of round n: by the market's time mapping when it has one."""
+    market = calendar.market
+    if market is None or market.start is None:
+        delivery_ms = calendar.start_ms + round(n * calendar.period_s * 1000)
+        day = datetime.fromtimestamp(delivery_ms / 1000, UTC).strftime('%Y-%m-%d')
+        return (delivery_ms, calendar.start_ms + round((n + 1) * calendar.period_s * 1000),
+                list(range(n * calendar.slots, (n + 1) * calendar.slots)), day)
+    if calendar.period_s == DAILY_S:  # local calendar days: 23, 24 or 25 hours
+        local_day = _first_day(calendar, market) + timedelta(days=n)
+        slots = market.day_slots(local_day)
+        day = local_day.isoformat()
+    else:
+        per = round(calendar.period_s) // (60 * market.slot_minutes)
+        first = market.slot_of(datetime.fromtimestamp(calendar.start_ms / 1000, UTC))
+        slots = range((first or 0) + n * per, (first or 0) + (n + 1) * per)
+        day = ''
+    at, end = (market.slot_start(s) for s in (slots.start, slots.stop))
+    assert at is not None and end is not None  # market.start is set
+    return (int(at.timestamp() * 1000), int(end.timestamp() * 1000), list(slots),
+            day or at.strftime('%Y-%m-%d'))
+
+
 def planned(calendar: Calendar, n: int) -> PlannedRound:
     """Round n of calendar (counted from its start, whether or not the calendar ends before)."""
-    delivery_ms = calendar.start_ms + round(n * calendar.period_s * 1000)
-    delivered_ms = calendar.start_ms + round((n + 1) * calendar.period_s * 1000)
+    delivery_ms, delivered_ms, slots, day = _delivery(calendar, n)
     start = datetime.fromtimestamp(delivery_ms / 1000, UTC)
     settled = calendar.readings_deadline_after_s > 0
-    return PlannedRound(f'{calendar.prefix}-{start.strftime("%Y%m%dT%H%M%S")}',
-                        list(range(n * calendar.slots, (n + 1) * calendar.slots)),
+    return PlannedRound(f'{calendar.prefix}-{start.strftime("%Y%m%dT%H%M%S")}', slots,
                         delivery_ms - round(calendar.open_before_s * 1000),
                         delivery_ms - round(calendar.gate_closure_before_s * 1000),
                         calendar.mechanisms[n % len(calendar.mechanisms)] if calendar.mechanisms else '',
-                        start.strftime('%Y-%m-%d'),
+                        day,
                         delivered_ms + round(calendar.readings_after_s * 1000) if settled else 0,
                         delivered_ms + round(calendar.readings_deadline_after_s * 1000) if settled else 0)
 
@@ -174,5 +213,27 @@ def load_calendar(path: str, text: str, table: dict[str, Any], relative_path: Ca
                               f'gate_closure_before_s > {MAX_OPEN_ROUNDS} x period_s)')
     if 'readings_after_s' in table and calendar.readings_after_s >= calendar.readings_deadline_after_s:
         fail('readings_after_s', 'must be less than readings_deadline_after_s (the window opens before its deadline)')
-    parse_config(calendar.market_path, calendar.market_toml())  # the market file's own errors, with its lines
+    market = parse_config(calendar.market_path, calendar.market_toml())  # its own errors, with its lines
+    if market.start is not None:
+        _check_market_time(calendar, market, fail)
+        calendar = replace(calendar, market=market)
     return calendar
+
+
+def _check_market_time(calendar: Calendar, market: MarketConfig, fail: Callable[[str, str], NoReturn]) -> None:
+    """A calendar over a market with a start: its period a whole number of slots, its slots that
+    number (nominal: a DST day has 92 or 100), its start a slot start (a daily one's a local midnight)."""
+    slot_s = 60 * market.slot_minutes
+    if calendar.period_s % slot_s:
+        fail('period_s', f'must be a whole number of the market\'s {market.slot_minutes}-minute slots')
+    if calendar.slots != calendar.period_s // slot_s:
+        fail('slots', f'the market file gives a start: a period of {calendar.period_s:g} s has '
+                      f'{calendar.period_s // slot_s:g} slots of {market.slot_minutes} minutes, not {calendar.slots}')
+    start = datetime.fromtimestamp(calendar.start_ms / 1000, UTC)
+    if market.slot_of(start) is None:
+        fail('start', f'must be a slot start of the market (slot 0 starts {market.slot_start_text(0)}, '
+                      f'every {market.slot_minutes} minutes)')
+    local = start.astimezone(ZoneInfo(market.timezone))
+    if calendar.period_s == DAILY_S and local.time() != time():
+        fail('start', f'a daily calendar delivers the market\'s calendar days: start at a local midnight in '
+                      f'{market.timezone}, not {local:%H:%M}')

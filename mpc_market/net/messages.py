@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..common import signing
 from ..common.days import parse_day
-from ..common.errors import InputError, Malformed, NotAuthenticated, Replayed, Tampered, WrongPhase
+from ..common.errors import BadParameter, InputError, Malformed, NotAuthenticated, Replayed, Tampered, WrongPhase
 from ..common.names import is_name
 from ..common.signing import SHA256_HEX, canonical_bytes
 from ..market.config import MarketConfig
@@ -419,6 +419,14 @@ def spec_problem(spec: market_pb2.RoundSpec, nodes: int) -> str:
     config = parse_config(f'round {spec.round_id}', spec.market_toml)
     if config.zoned and not config.zone_map:  # clients' zone columns are their own word: not a grid map
         return 'market: zones = true needs a [zones] table of every participant\'s zone in a deployment'
+    if spec.day and config.start is not None:  # nodes, clients and meters map the day by the market text alike
+        try:
+            delivered = config.day_slots(parse_day(spec.day))
+        except (BadParameter, OverflowError) as exc:
+            return f'market: {exc}'
+        if not set(spec.slots) <= set(delivered):
+            return (f'slots outside {spec.day}: in the market\'s time ({config.timezone}) that day is slots '
+                    f'{delivered.start}-{delivered.stop - 1}')
     return ''
 
 

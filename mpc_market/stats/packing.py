@@ -11,10 +11,15 @@ from dataclasses import dataclass
 
 from ..common.errors import BadParameter
 
+# Why a meter-day of another slot count is refused (the ciphertexts' fields are fixed by the keys):
+DST_RULE = ("statistics take meter-days of the operator keys' slot count only (stats keygen --slots, 96 by "
+            "default), so a DST-change day of 92 or 100 quarter hours in the market's timezone is refused; a market "
+            'with timezone = "UTC" has 96 on every day')
+
 
 @dataclass(frozen=True)
 class Layout:
-    slots: int              # slots per day (96 quarter hours)
+    slots: int              # slots per day (96 quarter hours; every meter-day has exactly this many)
     max_reading_wh: int     # per meter, slot and direction
     max_meters: int         # largest group whose sum must fit (feeder or zone)
     guard_bits: int         # spare bits per field (noise offset and noise)

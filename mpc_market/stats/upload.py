@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..common.errors import InputError
 from ..net.client import ClientError
 from .client import AggregatorClient
-from .packing import Layout
+from .packing import DST_RULE, Layout
 from .paillier import PublicKey
 from .submission import EncryptedDay, encrypt_day
 
@@ -48,8 +48,8 @@ def day_values(readings: Mapping[tuple[str, int], int], rounds: Iterable['Truste
     """
     day_slots = sorted({s for r in rounds for s in r.slots})
     if len(day_slots) != layout.slots:
-        raise InputError(path, 1, 'slot',
-                         f'the day has {len(day_slots)} slots, the operator keys expect {layout.slots}')
+        raise InputError(path, 1, 'slot', f'the day has {len(day_slots)} slots, the operator keys expect '
+                         f'{layout.slots}: {DST_RULE}; send the day to the market nodes without --aggregator')
     index = {s: i for i, s in enumerate(day_slots)}
     values: dict[str, list[int]] = {}
     for (meter, slot), net in readings.items():

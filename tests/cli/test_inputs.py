@@ -77,7 +77,7 @@ def test_json_orders_accepted_and_errors_have_lines(tmp_path):
             {'participant': 'b', 'slot': 0, 'side': 'buy', 'energy_wh': 60, 'limit_price': '0.1'}]
     proc, _, _, out = clear(tmp_path, json.dumps(good, indent=1), orders_name='orders.json')
     assert proc.returncode == 0, proc.stderr
-    assert (out / 'public.csv').read_text().splitlines()[1] == '0,0.050,60,0'
+    assert (out / 'public.csv').read_text().splitlines()[1] == '0,,0.050,60,0'
     bad = good + [{'participant': 'c', 'slot': 0, 'side': 'buy', 'energy_wh': 'lots', 'limit_price': 0.1}]
     text = '[\n' + ',\n'.join(json.dumps(o) for o in bad) + '\n]\n'
     proc, orders, _, _ = clear(tmp_path, text, orders_name='orders.json')
@@ -89,7 +89,7 @@ def test_untradeable_orders_warn_their_owner(tmp_path):
     proc, orders, _, out = clear(tmp_path, HEADER + 'a,0,sell,5,0.5\nb,0,buy,5,0.1\n')
     assert proc.returncode == 0
     assert f'warning: {orders}:2: limit_price: a sell limit 0.5 is above the ceiling' in proc.stderr
-    assert 'a,0,sell,5,0,5,-0.000235,retailer' in (out / 'participants.csv').read_text()
+    assert 'a,0,,sell,5,0,5,-0.000235,retailer' in (out / 'participants.csv').read_text()
 
 
 def test_existing_outputs_untouched_on_error(tmp_path):
@@ -145,10 +145,10 @@ def test_settle_writes_bills(tmp_path):
     assert bills[0] == 'participant,trade_amount,deviation_amount,total_amount,retailer_only_amount,saving'
     # a bought 10 Wh at 0.05, used 12: 2 Wh short, nobody long -> 2 Wh at the ceiling 0.139
     assert bills[1] == 'a,0.000500,0.000278,0.000778,0.001668,0.000890'
-    assert 'c,0,,0,0,0,0.000000,no-order,5,5,0.000695,0.000695' in (out / 'participants.csv').read_text()
+    assert 'c,0,,,0,0,0,0.000000,no-order,5,5,0.000695,0.000695' in (out / 'participants.csv').read_text()
     proc, out = settle(tmp_path, HEADER + 'a,0,buy,10,0.1\nb,0,sell,10,0.05\n',
                        READINGS_HEADER + 'a,0,12\nb,0,-10\n', '--mechanism', 'mmr')
-    assert (out / 'public.csv').read_text().splitlines() == ['slot,buy_price,sell_price', '0,0.093,0.093']
+    assert (out / 'public.csv').read_text().splitlines() == ['slot,slot_start,buy_price,sell_price', '0,,0.093,0.093']
 
 
 def _options(parser, path='mpc-market'):

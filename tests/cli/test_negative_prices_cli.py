@@ -42,9 +42,9 @@ def test_clear_writes_signed_amounts(market, engine):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1].endswith('prices in CHF/kWh, amounts in CHF')
     assert rows(market / 'out/public.csv') == [
-        {'slot': '0', 'price': '-0.20', 'traded_wh': '600', 'residual_wh': '0'},
-        {'slot': '1', 'price': '', 'traded_wh': '0', 'residual_wh': '0'},
-        {'slot': '2', 'price': '', 'traded_wh': '0', 'residual_wh': '0'}]
+        {'slot': '0', 'slot_start': '', 'price': '-0.20', 'traded_wh': '600', 'residual_wh': '0'},
+        {'slot': '1', 'slot_start': '', 'price': '', 'traded_wh': '0', 'residual_wh': '0'},
+        {'slot': '2', 'slot_start': '', 'price': '', 'traded_wh': '0', 'residual_wh': '0'}]
     amounts = {(r['participant'], r['slot']): (r['matched_wh'], r['amount'])
                for r in rows(market / 'out/participants.csv')}
     # 10^-5 CHF: s1 sells 600 Wh at -0.20 (pays 0.12) and exports 400 Wh to the retailer at the floor
@@ -54,7 +54,7 @@ def test_clear_writes_signed_amounts(market, engine):
     summary = json.loads((market / 'out/summary.json').read_text())
     assert summary['units'] == {'currency': 'CHF', 'price': 'CHF/kWh', 'amount': 'CHF', 'energy': 'Wh'}
     assert (market / 'out/participants.csv').read_text().startswith(
-        'participant,slot,side,energy_wh,matched_wh,unmatched_wh,amount,status\n')
+        'participant,slot,slot_start,side,energy_wh,matched_wh,unmatched_wh,amount,status\n')
 
 
 @pytest.mark.parametrize('engine', ENGINES)

@@ -44,14 +44,15 @@ def test_clear_records_the_inputs_and_the_market(community, tmp_path):
          (community / 'orders.csv').stat().st_size)]
     assert provenance['market'] == {'price_floor': '0.047', 'price_ceiling': '0.139', 'tick': '0.001',
                                     'max_order_wh': 65535, 'max_reading_wh': 65535, 'mechanism': 'double-auction',
-                                    'zoned': False, 'network_fee': '0', 'zones': {}}
+                                    'zoned': False, 'network_fee': '0', 'zones': {}, 'currency': 'EUR', 'start': '',
+                                    'slot_minutes': 15, 'timezone': 'UTC'}
     assert provenance['engine'] == 'mpc' and provenance['nodes'] == 3 and provenance['mode'] == 'local'
     orders = (community / 'orders.csv').read_text().splitlines()[1:]
     assert provenance['parties'] == {'participants': 12, 'orders': len(orders), 'slots': 2, 'zones': {}}
     assert provenance['options']['nodes'] == 3 and provenance['options']['engine'] == 'mpc'
     assert provenance['seeds'] == {} and provenance['libraries']['mpyc']
     public = (tmp_path / 'out/public.csv').read_text().splitlines()[1:]
-    assert document['volumes']['local_wh'] == sum(int(line.split(',')[2]) for line in public)
+    assert document['volumes']['local_wh'] == sum(int(line.split(',')[3]) for line in public)  # traded_wh
     assert document['stats']['engine'] == 'mpc'                # the engine's own figures, as before
 
     # the recorded options and inputs reproduce the run (the plaintext reference agrees exactly)

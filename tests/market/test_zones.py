@@ -204,7 +204,7 @@ def test_schemes_ignore_zones(tmp_path):
     (tmp_path / 'r.csv').write_text('participant,slot,net_wh\np1,0,5\np2,0,-5\n')
     cli('settle', '--engine', 'plain', '--mechanism', 'sdr', '--orders', tmp_path / 'o.csv', '--readings',
         tmp_path / 'r.csv', '--config', tmp_path / 'm.toml', '--out', tmp_path / 'out', check=True)
-    assert (tmp_path / 'out' / 'public.csv').read_text().startswith('slot,buy_price,sell_price\n')
+    assert (tmp_path / 'out' / 'public.csv').read_text().startswith('slot,slot_start,buy_price,sell_price\n')
 
 
 def test_a_zone_of_one_or_two_participants_is_warned(tmp_path):

@@ -103,7 +103,7 @@ def test_round_mechanism_chosen_at_open(shared_market):
         check=True)
     m.client('results', '--public', '--round', 'mech', '--out', m.dir / 'got')
     assert (m.dir / 'got' / 'public.csv').read_text() == (m.dir / 'sdr' / 'public.csv').read_text()
-    assert (m.dir / 'got' / 'public.csv').read_text().startswith('slot,buy_price,sell_price\n')
+    assert (m.dir / 'got' / 'public.csv').read_text().startswith('slot,slot_start,buy_price,sell_price\n')
     reference = read_rows(m.dir / 'sdr' / 'participants.csv')
     for p in m.participants:
         m.client('results', '--participant', p, '--round', 'mech', '--orders', m.orders, '--out', m.dir / 'got')

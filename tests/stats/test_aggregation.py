@@ -378,10 +378,10 @@ def test_cli_encrypt_aggregate_decrypt(cli_world):
                    '--out', root / name)
         assert proc.returncode == 0, proc.stderr
         rows = (root / name / f'{level}s-{DAY}.csv').read_text().splitlines()
-        assert rows[0] == f'{level},slot,meters,import_wh,export_wh,net_wh'
+        assert rows[0] == f'{level},slot,slot_start,meters,import_wh,export_wh,net_wh'
         layout = paillier.load_public(str(root / f'op/{name}.pub.json')).layout
         expected = plain_totals(plain, FEEDERS, 5, level, layout)
-        want = [f'{g.name},{s},{g.meters},{g.imports[s]},{g.exports[s]},{g.imports[s] - g.exports[s]}'
+        want = [f'{g.name},{s},,{g.meters},{g.imports[s]},{g.exports[s]},{g.imports[s] - g.exports[s]}'
                 for g in expected for s in range(96)]
         assert rows[1:] == want
         for g in expected:
