@@ -165,7 +165,7 @@ def test_orders_and_readings_follow_the_net_with_caps_zones_and_errors(tmp_path)
     readings = read_rows(tmp_path / 'noisy' / 'readings.csv')
     assert readings == read_rows(tmp_path / 'again' / 'readings.csv') and noisy.readings == again.readings == 3
     assert readings[0]['net_wh'] != '500' and readings[1]['net_wh'] == '0'   # 0 x (1 + e) stays 0
-    small = market(max_reading_wh=400)
+    small = market(max_order_wh=400, max_reading_wh=400)
     with pytest.raises(InputError) as caught:
         import_profiles(read_series(str(path), small), small, str(tmp_path / 'x'), bidding_rule(small))
     assert str(caught.value) == (f'{path}:2: energy_wh: a nets 500 Wh in slot 0 (2026-06-16T22:00:00Z), beyond the '
