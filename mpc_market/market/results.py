@@ -4,6 +4,7 @@ The plaintext reference and the MPC engine both end here, so their outputs are c
 """
 
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any
 
 from ..common.errors import BadParameter
@@ -73,6 +74,24 @@ class ClearingResult:
         """
         from .frames import clearing_frame
         return clearing_frame(self, _market(config or self.market), table)
+
+    def price(self, slot: SlotRow, config: MarketConfig | None = None) -> Decimal | None:
+        """A slot's clearing price as exact Decimal currency per kWh (None: no local trade).
+
+        Raises:
+            BadParameter: no market is known (pass config=).
+        """
+        from .frames import price
+        return price(_market(config or self.market), slot.price_units)
+
+    def amount(self, row: OrderRow, config: MarketConfig | None = None) -> Decimal:
+        """An order's amount as exact Decimal currency (> 0 pays, < 0 is paid).
+
+        Raises:
+            BadParameter: no market is known (pass config=).
+        """
+        from .frames import amount
+        return amount(_market(config or self.market), row.amount)
 
 
 

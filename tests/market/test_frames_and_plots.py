@@ -34,6 +34,8 @@ def test_order_and_slot_frames_hold_the_exact_figures_with_their_time_and_curren
     assert sum(orders['amount']) == Decimal(sum(r.amount for r in result.rows)).scaleb(-5)   # to the last unit
     assert set(orders['currency']) == {'CHF'}
     assert orders['slot_start'].iloc[0] == datetime.datetime(2026, 10, 24, 22, tzinfo=datetime.UTC)
+    assert [result.amount(r) for r in result.rows] == list(orders['amount'])
+    assert result.price(result.slots[0]) == book.config.level_price(result.slots[0].level)
     slots = result.to_dataframe('slots')
     assert [str(p) for p in slots['price']] == [str(book.config.level_price(s.level)) if s.level is not None else
                                                  'None' for s in result.slots]
