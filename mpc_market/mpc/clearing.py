@@ -32,7 +32,7 @@ from mpyc.runtime import mpc
 from ..common.errors import EngineError, Tampered
 from ..market.book import Layout
 from . import field as ff
-from . import merit_order, prorata, schemes, zones  # noqa: F401 - each registers its mechanism
+from . import flex, merit_order, prorata, schemes, zones  # noqa: F401 - each registers its mechanism
 from .allocation import side_energies
 from .jobs import JobSpec, Progress
 from .mechanism import Clearing, mechanism_for

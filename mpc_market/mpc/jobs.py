@@ -68,6 +68,7 @@ class JobSpec:
     fee_units: int = 0          # the network fee in price units
     committee: list = field(default_factory=list)   # S1: participant index of each node
     allocation: str = 'merit-order'  # the double auction's rule (mpc_market.mpc.mechanism); 'pro-rata': benchmarks
+    flex: dict = field(default_factory=dict)  # allocation 'flex': the public FlexPlan (mpc_market.mpc.flex)
 
     def save(self, directory: str) -> None:
         """Write job.json into directory (created if needed)."""

@@ -1,0 +1,378 @@
+"""The flexibility market under MPC: offers secret-shared like orders, cleared per request in merit
+order; equal exactly to the plaintext reference (mpc_market.market.flex.clear_flex_plain).
+
+Client side (this module's functions): every offer owner encodes one order-layout vector per
+request slot (an up offer at its level, a down offer at K + its level, 2K / 2K+1 above the
+ceiling, 'no offer' elsewhere: mpc_market.market.book.Layout), so the nodes validate offers exactly
+as orders (one-hot, energy bits, max_order_wh: negative, oversize or two-direction vectors are
+excluded, the rest clears). The job's public FlexPlan (requests, feeders) rides in JobSpec.flex.
+
+Node side (FlexClearing, the registered mechanism 'flex'): per request a one-sided curve S(k) (the
+valid offers of its feeder, or of everyone the DSO did not reach, at levels <= its cap) against its
+public volume V: one comparison gives T = min(V, S(cap)), which is opened (the procured volume
+before the floors); locate_crossing (S against the constant T) gives the marginal level (opened)
+and S there and just below it, from which the ratio ceil(R * 2**f / Q) follows as in the energy
+merit order. Per offer one floor (floor_of_ratio_product) at the marginal level of the DSO's or
+the aggregator's request (an offer is at most at one of them); which one and the price follow by
+multiplications with the one-hot level. Only T, the levels and the floors' residuals are opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from ..common.errors import BadParameter
+from ..market.book import Book
+from ..market.flex import DIRECTIONS, FlexMarket
+from .jobs import JobSpec, config_spec
+from .mechanism import Clearing, Lap, Mechanism, OrderShares, register
+
+FIELDS = ('dso_wh', 'aggregator_wh', 'payment')  # result shares per (participant, slot)
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    """A request as the nodes see it: stage 0 (a DSO's, on feeder group) or 1 (the aggregator's),
+    the slot's index in the job, direction 0 (up) or 1 (down), volume and cap level (-1: none)."""
+
+    request: str
+    stage: int
+    group: int
+    slot: int
+    direction: int
+    volume_wh: int
+    cap_level: int
+
+
+@dataclass(frozen=True)
+class FlexPlan:
+    """The public parameters of a flexibility job (JobSpec.flex): the pricing, the feeders and
+    each participant's feeder group (index + 1; 0: none), and the requests."""
+
+    pricing: str
+    feeders: list[str]
+    group: list[int]
+    requests: list[PlannedRequest]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of JobSpec.flex."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> FlexPlan:
+        """Parse JobSpec.flex.
+
+        Raises:
+            BadParameter: the job carries no flexibility plan.
+        """
+        if not obj:
+            raise BadParameter('flex', 'a flexibility job without its plan (JobSpec.flex)')
+        return cls(obj['pricing'], list(obj['feeders']), [int(g) for g in obj['group']],
+                   [PlannedRequest(**r) for r in obj['requests']])
+
+
+class FlexBook(Book):
+    """The offers as order-layout vectors: participants are the owners of an offer in a request
+    slot, slots the request slots (public); shared with the orders' encoder (Book.encode)."""
+
+    def __init__(self, market: FlexMarket):
+        slots = set(market.request_slots)
+        offers = [o for o in market.offers if o.slot in slots]
+        owners = sorted({o.participant for o in offers})
+        pairs = [(p, min(slots)) for p in owners] + [(owners[0], s) for s in sorted(slots)] if owners else []
+        super().__init__(market.config, [], extra_pairs=pairs)
+        self.market = market
+        self.offers = offers
+        k = self.config.levels
+        for o in offers:
+            level = market.offer_level(o)
+            d = DIRECTIONS.index(o.direction)
+            i, j = self.participant_index[o.participant], self.slot_index[o.slot]
+            self.position_array[i, j] = self.layout.sell_out + d if level is None else d * k + level
+            self.energy_array[i, j] = o.volume_wh
+
+    def plan(self) -> FlexPlan:
+        """The job's public FlexPlan."""
+        market = self.market
+        feeders = sorted(set(market.feeder_of.values()) | {r.feeder for r in market.requests if r.buyer == 'dso'})
+        index = {f: i + 1 for i, f in enumerate(feeders)}
+        group = [index.get(market.feeder_of.get(p, ''), 0) for p in self.participants]
+        requests = []
+        for r in market.requests:
+            cap = market.cap_level(r)
+            requests.append(PlannedRequest(r.request, 0 if r.buyer == 'dso' else 1, index.get(r.feeder, 0),
+                                           self.slot_index[r.slot], DIRECTIONS.index(r.direction), r.volume_wh,
+                                           -1 if cap is None else cap))
+        return FlexPlan(market.pricing, feeders, group, requests)
+
+    def spec(self, nodes: int, chunk: int) -> JobSpec:
+        """The job's JobSpec: the market's grid, these participants and slots, the plan."""
+        spec = config_spec(self.config, self.slots, nodes, chunk)
+        return replace(spec, participants=list(self.participants), mechanism='double-auction', zone_names=[],
+                       zone_of={}, fee_levels=0, fee_units=0, allocation='flex', flex=self.plan().to_json())
+
+
+# -- node side ---------------------------------------------------------------------------------
+
+def capped_curves(totals: np.ndarray, rows: Sequence[PlannedRequest], levels: int) -> np.ndarray:
+    """Each request's S(k): its direction's energy at levels <= min(k, cap), cumulated.
+
+    Args:
+        totals: shares (rows, 2K+2) of each request's available weighted totals.
+        rows: the requests.
+        levels: K.
+
+    Returns:
+        Shares (rows, K).
+    """
+    curves = np.zeros((len(rows), levels), dtype=object)
+    for i, r in enumerate(rows):
+        at = np.array(totals[i, r.direction * levels:(r.direction + 1) * levels], dtype=object)
+        at[r.cap_level + 1:] = 0   # cap -1: no level at all
+        curves[i] = np.cumsum(at)
+    return curves
+
+
+async def procure(curves: np.ndarray, volumes: Sequence[int], bound: int,
+                  f: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every request's merit order: T = min(V, S(cap)) (opened), the marginal level (opened where
+    T > 0) and the shares of the ratio ceil(R * 2**f / Q) there (2**f where R = Q).
+
+    Args:
+        curves: shares (rows, K) of S(k), nondecreasing, S(K-1) = S(cap).
+        volumes: the requested Wh per row.
+        bound: the largest total a curve can reach.
+        f: the ratios' fraction bits.
+
+    Returns:
+        (levels (-1: nothing procured), T, ratio shares), one a row each.
+    """
+    from .crossing import locate_crossing
+    from .primitives import P, bits_needed, ceil_fraction, is_zero, less_than_zero, open_values, reshare_values
+    rows = len(volumes)
+    levels = np.full(rows, -1, dtype=object)
+    rho = np.zeros(rows, dtype=object)
+    if not rows:
+        return levels, np.zeros(0, dtype=object), rho
+    bits = bits_needed(bound)
+    volume = np.array([min(int(v), bound) for v in volumes], dtype=object)  # S(cap) <= bound: same minimum
+    s_cap = curves[:, -1]
+    short = await less_than_zero((s_cap - volume) % P, bits)
+    t, = await reshare_values([(volume + short * (s_cap - volume)) % P])
+    target = np.array([int(v) for v in await open_values(t)], dtype=object)
+    idx = np.flatnonzero(target > 0)
+    if idx.size:
+        demand = np.repeat(target[idx][:, None], curves.shape[1], axis=1)
+        k_star, s_lo, _, s_hi, _, _, _ = await locate_crossing(curves[idx], demand, bits)
+        levels[idx] = [int(v) for v in await open_values(k_star)]
+        remaining, at_level = (target[idx] - s_lo) % P, (s_hi - s_lo) % P  # 0 < R <= Q
+        equal = await is_zero((at_level - remaining) % P, bits)
+        numerator, = await reshare_values([remaining * (1 - equal) % P])
+        ratio = await ceil_fraction(numerator, at_level, f, bits_needed(2 * bound))
+        rho[idx] = (ratio + equal * (1 << f)) % P
+    return levels, target, rho
+
+
+@register
+class FlexClearing(Mechanism):
+    """The flexibility market (JobSpec.allocation 'flex'): the DSO's requests, then the aggregator's."""
+
+    name = 'flex'
+
+    async def clear(self, node: OrderShares, valid: np.ndarray, lap: Lap) -> Clearing:
+        from . import allocation as alloc
+        from .primitives import P, open_values, reshare_values
+        spec, k = node.spec, node.layout.levels
+        plan = FlexPlan.from_json(spec.flex)
+        groups = len(plan.feeders) + 1
+        group = np.array(plan.group, dtype=np.int64)
+        totals = node.weighted_totals(valid, group, groups)  # (groups, slots, 2K+2)
+        bound = max(1, int(valid.sum())) * spec.max_order_wh
+        f, y_bits = alloc.floor_bits(spec, bound)
+        stages = [[r for r in plan.requests if r.stage == s] for s in (0, 1)]
+        dso = stages[0]
+        width = totals.shape[-1]
+        lv1, t1, rho1 = await procure(capped_curves(stacked([totals[r.group, r.slot] for r in dso], width), dso, k),
+                                      [r.volume_wh for r in dso], bound, f)
+        first = np.full((groups, node.n_slots, 2), -1, dtype=np.int64)   # the DSO's level per group
+        first_rho = np.zeros((groups, node.n_slots, 2), dtype=object)
+        for i, r in enumerate(dso):
+            first[r.group, r.slot, r.direction], first_rho[r.group, r.slot, r.direction] = lv1[i], rho1[i]
+        # the aggregator's curves: every group's offers above its DSO's level (all where it reached none)
+        agg = stages[1]
+        above = np.arange(width)[None, None, None, :] > (first[..., None] + np.arange(2)[None, None, :, None] * k)
+        direction_cols = (np.arange(width) // k)[None, None, None, :] == np.arange(2)[None, None, :, None]
+        masked = (totals[:, :, None, :] * (above & direction_cols)).sum(axis=0) % P  # (slots, 2, 2K+2)
+        lv2, t2, rho2 = await procure(capped_curves(stacked([masked[r.slot, r.direction] for r in agg], width), agg, k),
+                                      [r.volume_wh for r in agg], bound, f)
+        second = np.full((node.n_slots, 2), -1, dtype=np.int64)
+        second_rho = np.zeros((node.n_slots, 2), dtype=object)
+        for i, r in enumerate(agg):
+            second[r.slot, r.direction], second_rho[r.slot, r.direction] = lv2[i], rho2[i]
+        lap('clearing')
+        prices = Prices(spec.floor_units, spec.tick_units, plan.pricing == 'pay-as-bid')
+        results = np.zeros((4, node.n_participants, node.n_slots, len(FIELDS)), dtype=np.uint32)
+        sums1 = np.zeros((groups, node.n_slots, 2), dtype=object)
+        sums2 = np.zeros((node.n_slots, 2), dtype=object)
+        for start in range(0, node.n_participants, spec.chunk):
+            stop = min(start + spec.chunk, node.n_participants)
+            chunk = await allocate_chunk(node, start, stop, valid[start:stop], group[start:stop],
+                                         (first, first_rho, second, second_rho), prices, (f, y_bits, bound))
+            results[:, start:stop] = ff_from_ints(chunk.values)
+            g = group[start:stop]
+            for d in (0, 1):
+                np.add.at(sums1[:, :, d], g, chunk.stage1[..., d])
+                sums2[:, d] += chunk.stage2[..., d].sum(axis=0)
+            node.progress('allocation', stop, node.n_participants)
+        lap('allocation')
+        activated = np.array([sums1[r.group, r.slot, r.direction] for r in dso]
+                             + [sums2[r.slot, r.direction] for r in agg], dtype=object)
+        levels, targets = np.concatenate([lv1, lv2]), np.concatenate([t1, t2])
+        residual = np.zeros(len(activated), dtype=object)
+        idx = np.flatnonzero(levels >= 0)
+        if idx.size:
+            fresh, = await reshare_values([(targets[idx] - activated[idx]) % P])
+            residual[idx] = [int(v) for v in await open_values(fresh)]
+        lap('output')
+        slots = [{'request': r.request, 'level': int(lv), 'target_wh': int(t), 'residual_wh': int(res)}
+                 for r, lv, t, res in zip(dso + agg, levels, targets, residual, strict=True)]
+        return Clearing(slots, results, [0] * node.n_slots)
+
+
+def stacked(rows: list[np.ndarray], width: int) -> np.ndarray:
+    """Rows of shares as one (len(rows), width) object array (also when there are none)."""
+    out = np.zeros((len(rows), width), dtype=object)
+    for i, row in enumerate(rows):
+        out[i] = row
+    return out
+
+
+def ff_from_ints(values: np.ndarray) -> np.ndarray:
+    """Limbs of values mod p (the result shares' format)."""
+    from . import field as ff
+    from .primitives import P
+    return ff.from_ints(np.asarray(values, dtype=object) % P)
+
+
+@dataclass(frozen=True)
+class Prices:
+    """The public price of a level (units) and whether full activations are paid their own level's."""
+
+    floor_units: int
+    tick_units: int
+    pay_as_bid: bool
+
+    def of(self, levels: np.ndarray) -> np.ndarray:
+        """floor + level * tick per level (0 at -1), as Python ints."""
+        out = np.where(levels >= 0, self.floor_units + levels.astype(object) * self.tick_units, 0)
+        return np.asarray(out, dtype=object)
+
+
+@dataclass(frozen=True)
+class ChunkAllocation:
+    """A chunk's result shares (n, slots, FIELDS) and its activations per stage and direction."""
+
+    values: np.ndarray
+    stage1: np.ndarray  # (n, slots, 2)
+    stage2: np.ndarray  # (n, slots, 2)
+
+
+async def allocate_chunk(node: OrderShares, start: int, stop: int, valid: np.ndarray, group: np.ndarray,
+                         levels: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], prices: Prices,
+                         floors: tuple[int, int, int]) -> ChunkAllocation:
+    """Every offer's activation by the DSO and by the aggregator, and its payment, for one chunk.
+
+    Per direction d, with L1 its feeder's DSO level and L2 the aggregator's: the energy below L1 is
+    the DSO's in full, the energy strictly between L1 and L2 the aggregator's in full; at L1 (or
+    at L2 > L1) the offer gets floor(x * ratio / 2**f), one floor per offer since it sits at one
+    level; multiplying that floor by the one-hot at L1 (at L2) says whose it is and its price.
+
+    Args:
+        node: the offer shares.
+        start, stop: the chunk's participants.
+        valid: their verdicts.
+        group: their feeder groups.
+        levels: (DSO levels (groups, slots, 2), their ratio shares, aggregator levels (slots, 2),
+            their ratio shares).
+        prices: the level prices and the pricing.
+        floors: (f, y_bits, bound) of allocation.floor_bits.
+
+    Returns:
+        The ChunkAllocation.
+    """
+    from . import allocation as alloc
+    from .primitives import P, floor_of_ratio_product, reshare_values
+    first, first_rho, second, second_rho = levels
+    f, y_bits, bound = floors
+    layout, k = node.layout, node.layout.levels
+    block = np.asarray(node.shares[:, start:stop], dtype=np.uint32)
+    (up_prefix, down_prefix), _, _, _ = alloc.chunk_terms(node, start, stop)
+    weighted = block[..., layout.weighted].astype(np.uint64)
+    keep = valid[:, None].astype(object)
+    full = [np.zeros(block.shape[1:3], dtype=object) for _ in range(4)]  # DSO Wh, aggregator Wh, payment, y
+    marginal1, marginal2, price1, price2 = [], [], [], []
+    stage_full: list[list[np.ndarray]] = [[], []]
+    for d, prefix in enumerate((up_prefix, down_prefix)):
+        l1 = first[group, :, d]                                    # (n, slots)
+        l2 = np.broadcast_to(second[None, :, d], l1.shape)
+        reach2 = l2 > l1                                           # the aggregator's level is above the DSO's
+        cols = weighted[..., d * k:(d + 1) * k]
+        level_weighted = np.concatenate([np.zeros(cols.shape[:-1] + (1,), dtype=np.uint64),
+                                         np.cumsum(cols * np.arange(k, dtype=np.uint64), axis=-1)], axis=-1)
+        below1 = alloc.range_sum(prefix, np.zeros_like(l1), l1) * keep
+        between = alloc.range_sum(prefix, l1 + 1, l2) * keep
+        at1 = alloc.range_sum(prefix, l1, l1 + 1) * keep * (l1 >= 0)
+        at2 = alloc.range_sum(prefix, l2, l2 + 1) * keep * reach2
+        onehot = block[..., d * k:(d + 1) * k]
+        ind1 = pick(onehot, l1) * keep * (l1 >= 0)
+        ind2 = pick(onehot, l2) * keep * reach2
+        p1, p2 = prices.of(l1), prices.of(l2)
+        if prices.pay_as_bid:   # floor * E + tick * sum(level * E) over the levels activated in full
+            pay = (prices.floor_units * (below1 + between)
+                   + prices.tick_units * (alloc.range_sum(level_weighted, np.zeros_like(l1), l1)
+                                          + alloc.range_sum(level_weighted, l1 + 1, l2)) * keep)
+        else:
+            pay = below1 * p1 + between * p2
+        full[0] += below1
+        full[1] += between
+        full[2] += pay
+        full[3] += at1 * first_rho[group, :, d] + at2 * second_rho[None, :, d]
+        marginal1.append(ind1)
+        marginal2.append(ind2)
+        price1.append(p1)
+        price2.append(p2)
+        stage_full[0].append(below1)
+        stage_full[1].append(between)
+    y = await reshare_values(full[3] % P)
+    need = (valid[:, None] & ((first[group] >= 0) | (second[None] > first[group])).any(axis=-1))
+    floored = np.zeros(y.shape, dtype=object)
+    if need.any():
+        floored[need] = await floor_of_ratio_product(y[need], f, y_bits, bound)
+    # one resharing: the floor's part at each direction's DSO and aggregator level
+    q = await reshare_values(np.stack([floored * m for m in marginal1 + marginal2]) % P)
+    dso_wh = (full[0] + q[0] + q[1]) % P
+    agg_wh = (full[1] + q[2] + q[3]) % P
+    payment = (full[2] + q[0] * price1[0] + q[1] * price1[1] + q[2] * price2[0] + q[3] * price2[1]) % P
+    stage1 = np.stack([stage_full[0][d] + q[d] for d in (0, 1)], axis=-1) % P
+    stage2 = np.stack([stage_full[1][d] + q[2 + d] for d in (0, 1)], axis=-1) % P
+    return ChunkAllocation(np.stack([dso_wh, agg_wh, payment], axis=-1), stage1, stage2)
+
+
+def pick(columns: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Shares of column at[i, s] of each row (0 where at < 0).
+
+    Args:
+        columns: limbs (4, n, slots, K).
+        at: public column per (n, slots).
+
+    Returns:
+        Object array (n, slots) of ints.
+    """
+    from . import field as ff
+    index = np.clip(at, 0, columns.shape[-1] - 1)
+    taken = np.take_along_axis(columns, np.broadcast_to(index[None, ..., None], columns.shape[:-1] + (1,)), -1)
+    return np.asarray(ff.to_ints(taken[..., 0]) * (at >= 0), dtype=object)
