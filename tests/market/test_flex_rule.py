@@ -278,3 +278,63 @@ def test_settlement_pays_delivered_and_charges_the_rest(market, data):
         assert d.penalty == d.undelivered_wh * penalty[d.request]
         assert d.adjusted_wh == d.planned_wh + (-d.activated_wh if d.direction == 'up' else d.activated_wh)
     assert sum(s.retailer_net for s in settled.slots.values()) == sum(i.amount for i in settled.imbalances)
+
+
+# -- the command line ---------------------------------------------------------------------------
+def worked_files(tmp_path):
+    """The worked examples as input files: (market, requests, offers, feeders, orders, readings)."""
+    requests = ('request,buyer,feeder,slot,direction,volume_wh,price_cap,penalty_price\n'
+                'd1,dso,F1,0,up,5000,0.20,0.20\na1,aggregator,,0,up,6000,0.20,0.20\n')
+    offers = 'participant,slot,direction,volume_wh,price\n' + ''.join(f'{p},0,up,{wh},{price}\n'
+                                                                     for p, wh, price in OFFERS)
+    readings = ('participant,slot,net_wh\nh1,0,1800\nh5,0,-6000\nh2,0,-1500\nh3,0,-1097\nh4,0,-402\n'
+                'h7,0,-1000\nh8,0,-1000\n')
+    return [write(tmp_path, name, text) for name, text in (
+        ('market.toml', '[market]\nprice_floor = 0.05\nprice_ceiling = 0.30\ntick = 0.01\n'
+                        'start = 2026-06-17T00:00:00Z\n'),
+        ('requests.csv', requests), ('offers.csv', offers),
+        ('feeders.csv', 'participant,feeder\n' + ''.join(f'{p},{f}\n' for p, f in FEEDERS.items())),
+        ('orders.csv', 'participant,slot,side,energy_wh,limit_price\nh1,0,buy,3000,0.25\nh5,0,sell,2000,0.06\n'),
+        ('readings.csv', readings))]
+
+
+def flex_cli(tmp_path, engine, out):
+    from helpers import cli
+    market, requests, offers, feeders, orders, readings = worked_files(tmp_path)
+    return cli('flex', 'settle', '--requests', requests, '--offers', offers, '--config', market, '--feeders', feeders,
+               '--orders', orders, '--readings', readings, '--engine', engine, '--out', out, check=True)
+
+
+def read_rows(path):
+    import csv
+    with open(path) as f:
+        return {(r.get('request') if 'buyer' in r else r['participant']): r for r in csv.DictReader(f)}
+
+
+def test_cli_worked_examples(tmp_path):
+    run = flex_cli(tmp_path, 'plain', tmp_path / 'out')
+    assert 'd1: procured 4999 of 5000 Wh at 0.15 EUR/kWh, shortfall 1 Wh' in run.stdout
+    assert 'a1: procured 6000 of 6000 Wh at 0.18 EUR/kWh' in run.stdout
+    requests = read_rows(tmp_path / 'out' / 'requests.csv')
+    assert (requests['d1']['price'], requests['d1']['shortfall_wh'], requests['d1']['slot_start']) == \
+        ('0.15', '1', '2026-06-17T00:00:00Z')
+    activations = read_rows(tmp_path / 'out' / 'activations.csv')
+    assert (activations['h3']['activated_wh'], activations['h3']['payment']) == ('1097', '0.16455')
+    deliveries = read_rows(tmp_path / 'out' / 'deliveries.csv')
+    h1 = deliveries['h1']
+    assert (h1['delivered_wh'], h1['payment'], h1['penalty'], h1['flex_net']) == ('1200', '0.18000', '0.16000',
+                                                                                  '0.02000')
+    imbalances = read_rows(tmp_path / 'out' / 'imbalances.csv')
+    assert (imbalances['h1']['deviation_wh'], imbalances['h1']['amount']) == ('800', '0.24000')
+    assert (imbalances['h5']['deviation_wh'], imbalances['h5']['amount']) == ('0', '0.00000')
+
+
+def test_cli_bad_input_is_one_line_and_status_2(tmp_path):
+    from helpers import cli
+    market, requests, offers, *_ = worked_files(tmp_path)
+    bad = write(tmp_path, 'bad.csv', 'participant,slot,direction,volume_wh,price\nh1,0,up,-5,0.1\n')
+    run = cli('flex', 'clear', '--requests', requests, '--offers', bad, '--config', market, '--engine', 'plain',
+              '--out', tmp_path / 'out')
+    assert run.returncode == 2
+    assert run.stderr.strip() == f'error: {bad}:2: volume_wh: must be in 1..65535, got -5'
+    assert not (tmp_path / 'out').exists()

@@ -14,7 +14,7 @@ from mpc_market.market.flex import FlexMarket, FlexOffer, FlexRequest, clear_fle
 from mpc_market.mpc import field as ff
 from mpc_market.mpc.flex import FlexBook
 from mpc_market.mpc.flex_local import clear_flex_in_process, clear_flex_mpc
-from tests.market.test_flex_rule import SMALL, markets, worked_market
+from tests.market.test_flex_rule import SMALL, flex_cli, markets, worked_market
 
 from malicious import tamper_clients
 
@@ -150,3 +150,13 @@ def test_node_processes_on_edge_cases():
 @pytest.mark.slow
 def test_malicious_offers_are_excluded_on_node_processes(monkeypatch):
     check_cheats_excluded(lambda market, book: clear_flex_mpc(market, timeout=300, book=book), monkeypatch)
+
+
+@pytest.mark.slow
+def test_cli_worked_examples_under_mpc_equal_the_reference(tmp_path):
+    """The three worked examples through `mpc-market flex settle`: every file the same as plain's."""
+    plain = flex_cli(tmp_path, 'plain', tmp_path / 'plain')
+    secure = flex_cli(tmp_path, 'mpc', tmp_path / 'mpc')
+    assert secure.stdout.replace(str(tmp_path / 'mpc'), '') == plain.stdout.replace(str(tmp_path / 'plain'), '')
+    for name in ('requests.csv', 'activations.csv', 'deliveries.csv', 'imbalances.csv'):
+        assert (tmp_path / 'mpc' / name).read_text() == (tmp_path / 'plain' / name).read_text()

@@ -1,0 +1,220 @@
+"""``mpc-market flex clear | settle``: the flexibility market run locally (docs/flexibility.md).
+
+clear writes requests.csv (each request's public outcome) and activations.csv (each offer's
+activation and payment); settle clears the same way, then settles delivery against the meter
+readings: deliveries.csv (payment and penalty per activation) and imbalances.csv (each energy
+participant's deviation from its adjusted position, by the energy market's rule).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..market.config import MarketConfig, load_config
+from ..market.flex import (
+    FlexMarket,
+    FlexResult,
+    FlexSettlement,
+    clear_flex_plain,
+    load_feeders,
+    load_offers,
+    load_requests,
+    settle_flex_plain,
+)
+from ..market.output import csv_text, write_all
+
+REQUEST_COLUMNS = ('request', 'buyer', 'feeder', 'slot', 'slot_start', 'direction', 'volume_wh', 'price_cap',
+                   'level', 'price', 'procured_wh', 'residual_wh', 'shortfall_wh')
+ACTIVATION_COLUMNS = ('participant', 'slot', 'slot_start', 'direction', 'offered_wh', 'request', 'activated_wh',
+                      'price', 'payment')
+DELIVERY_COLUMNS = ('participant', 'slot', 'slot_start', 'direction', 'request', 'activated_wh', 'planned_wh',
+                    'adjusted_wh', 'net_wh', 'delivered_wh', 'undelivered_wh', 'payment', 'penalty', 'flex_net')
+IMBALANCE_COLUMNS = ('participant', 'slot', 'slot_start', 'planned_wh', 'adjusted_wh', 'net_wh', 'deviation_wh',
+                     'amount')
+
+
+def load_market(args: argparse.Namespace) -> FlexMarket:
+    """The flexibility market of the command's files.
+
+    Args:
+        args: --config, --requests, --offers, --feeders (optional), --pay-as-bid.
+
+    Returns:
+        The FlexMarket; feeders from --feeders, else the market file's [zones].
+
+    Raises:
+        InputError: a file is unreadable or malformed (file, line and field).
+    """
+    config = load_config(args.config)
+    feeder_of = load_feeders(args.feeders) if args.feeders else dict(config.zone_of)
+    return FlexMarket(config, tuple(load_requests(args.requests, config)), tuple(load_offers(args.offers, config)),
+                      feeder_of, 'pay-as-bid' if args.pay_as_bid else 'pay-as-clear')
+
+
+def clear_market(market: FlexMarket, args: argparse.Namespace) -> FlexResult:
+    """Clear with the engine the command names (mpc: node processes; plain: the reference)."""
+    if args.engine == 'plain':
+        return clear_flex_plain(market)
+    from ..mpc.flex_local import clear_flex_mpc
+    return clear_flex_mpc(market, nodes=args.nodes)
+
+
+def _price(config: MarketConfig, units: int | None) -> str:
+    return '' if units is None else config.format_price(units)
+
+
+def result_files(market: FlexMarket, result: FlexResult) -> dict[str, str]:
+    """requests.csv and activations.csv of a clearing.
+
+    Args:
+        market: the market (requests, grid, slot times).
+        result: its clearing.
+
+    Returns:
+        {file name: CSV text}.
+    """
+    config = market.config
+    requests = [{'request': r.request, 'buyer': r.buyer, 'feeder': r.feeder, 'slot': r.slot,
+                 'slot_start': config.slot_start_text(r.slot), 'direction': r.direction, 'volume_wh': r.volume_wh,
+                 'price_cap': str(r.price_cap), 'level': '' if o.level is None else o.level,
+                 'price': _price(config, o.price_units), 'procured_wh': o.procured_wh, 'residual_wh': o.residual_wh,
+                 'shortfall_wh': o.shortfall_wh} for r, o in zip(market.requests, result.requests, strict=True)]
+    activations = [{'participant': a.participant, 'slot': a.slot, 'slot_start': config.slot_start_text(a.slot),
+                    'direction': a.direction, 'offered_wh': a.offered_wh, 'request': a.request,
+                    'activated_wh': a.activated_wh, 'price': _price(config, a.price_units),
+                    'payment': config.format_amount(a.payment)} for a in result.activations]
+    return {'requests.csv': csv_text(REQUEST_COLUMNS, requests),
+            'activations.csv': csv_text(ACTIVATION_COLUMNS, activations)}
+
+
+def settlement_files(config: MarketConfig, settled: FlexSettlement) -> dict[str, str]:
+    """deliveries.csv and imbalances.csv of a settlement.
+
+    Args:
+        config: the market (amounts, slot times).
+        settled: the settlement.
+
+    Returns:
+        {file name: CSV text}.
+    """
+    amount = config.format_amount
+    deliveries = [{'participant': d.participant, 'slot': d.slot, 'slot_start': config.slot_start_text(d.slot),
+                   'direction': d.direction, 'request': d.request, 'activated_wh': d.activated_wh,
+                   'planned_wh': d.planned_wh, 'adjusted_wh': d.adjusted_wh,
+                   'net_wh': '' if d.net_wh is None else d.net_wh, 'delivered_wh': d.delivered_wh,
+                   'undelivered_wh': d.undelivered_wh, 'payment': amount(d.payment), 'penalty': amount(d.penalty),
+                   'flex_net': amount(d.flex_net)} for d in settled.deliveries]
+    imbalances = [{'participant': i.participant, 'slot': i.slot, 'slot_start': config.slot_start_text(i.slot),
+                   'planned_wh': i.planned_wh, 'adjusted_wh': i.adjusted_wh, 'net_wh': i.net_wh,
+                   'deviation_wh': i.deviation_wh, 'amount': amount(i.amount)} for i in settled.imbalances]
+    return {'deliveries.csv': csv_text(DELIVERY_COLUMNS, deliveries),
+            'imbalances.csv': csv_text(IMBALANCE_COLUMNS, imbalances)}
+
+
+def report(market: FlexMarket, result: FlexResult) -> None:
+    """One line per request: the public outcome."""
+    config = market.config
+    for o in result.requests:
+        price = f'at {_price(config, o.price_units)} {config.currency}/kWh' if o.price_units is not None else ''
+        print(f'{o.request}: procured {o.procured_wh} of {o.volume_wh} Wh {price}'.rstrip()
+              + (f', shortfall {o.shortfall_wh} Wh' if o.shortfall_wh else ''))
+    if result.excluded:
+        print(f'excluded (invalid offers): {", ".join(result.excluded)}')
+
+
+def finish(out: str, market: FlexMarket, result: FlexResult, files: dict[str, str]) -> int:
+    """Write the files together, print each request's outcome and the files; 0."""
+    paths = write_all(out, files)
+    report(market, result)
+    print('wrote ' + ', '.join(paths))
+    return 0
+
+
+def cmd_clear(args: argparse.Namespace) -> int:
+    """flex clear: clear the requests against the offers and write the results.
+
+    Args:
+        args: --requests, --offers, --config, --feeders, --pay-as-bid, --engine, --nodes, --out.
+
+    Returns:
+        0.
+
+    Raises:
+        InputError: a malformed input file.
+        EngineError: the MPC run failed.
+    """
+    market = load_market(args)
+    result = clear_market(market, args)
+    return finish(args.out, market, result, result_files(market, result))
+
+
+def cmd_settle(args: argparse.Namespace) -> int:
+    """flex settle: clear, then settle delivery against the meter readings and write both.
+
+    Args:
+        args: clear's options, plus --orders (the planned positions) and --readings.
+
+    Returns:
+        0 (the energy deviation prices come from the orders' plaintext clearing: public outputs).
+
+    Raises:
+        InputError: a malformed input file.
+        EngineError: the MPC run failed.
+    """
+    from ..market.book import Book
+    from ..market.orders import load_orders
+    from ..market.plain import clear_plain
+    from ..market.readings import load_readings
+    from ..market.settlement import deviation_price2
+    market = load_market(args)
+    config = market.config
+    orders = load_orders(args.orders, config)
+    readings = {pair: net for pair, (net, _) in load_readings(args.readings, config).items()}
+    energy = clear_plain(Book(config, orders))
+    price2 = {s.slot: deviation_price2(config, s) for s in energy.slots}
+    result = clear_market(market, args)
+    settled = settle_flex_plain(market, result, orders, readings, price2)
+    return finish(args.out, market, result, {**result_files(market, result), **settlement_files(config, settled)})
+
+
+def add_parsers(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    """Register ``flex clear`` and ``flex settle``.
+
+    Args:
+        sub: the main parser's subparsers.
+        formatter: the help formatter.
+    """
+    from .options import bounded_int
+    flex = sub.add_parser('flex', help='the flexibility market: clear requests against private offers, settle '
+                                       'delivery', formatter_class=formatter,
+                          description='The DSO (per feeder) and the aggregator (the community) request flexibility; '
+                                      'households offer it privately; see docs/flexibility.md.')
+    commands = flex.add_subparsers(dest='flex_command', required=True, metavar='COMMAND')
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument('--requests', required=True,
+                       help='requests CSV: request,buyer,feeder,slot,direction,volume_wh,price_cap[,penalty_price]')
+        p.add_argument('--offers', required=True, help='offers CSV: participant,slot,direction,volume_wh,price')
+        p.add_argument('--config', required=True, help='market TOML (its price grid and max_order_wh)')
+        p.add_argument('--feeders', help='feeders CSV: participant,feeder (default: the market file\'s [zones])')
+        p.add_argument('--pay-as-bid', action='store_true',
+                       help='pay every activation its own price (default: the marginal price, pay-as-clear)')
+        p.add_argument('--engine', choices=('mpc', 'plain'), default='mpc',
+                       help='mpc: node processes on this machine; plain: the plaintext reference')
+        p.add_argument('--nodes', type=bounded_int(3, 11), default=3, metavar='M', help='market nodes, 3..11')
+        p.add_argument('--out', required=True, help='output directory (files are replaced together at the end)')
+
+    p = commands.add_parser('clear', help='clear the requests in merit order', formatter_class=formatter,
+                            description='Writes requests.csv (public: price, procured, shortfall per request) and '
+                                        'activations.csv (private: each offer\'s activation and payment).')
+    common(p)
+    p.set_defaults(func=cmd_clear)
+    p = commands.add_parser('settle', help='clear, then settle delivery against the meter readings',
+                            formatter_class=formatter,
+                            description='Writes clear\'s files, deliveries.csv (delivered, payment, penalty per '
+                                        'activation) and imbalances.csv (deviations from the adjusted positions).')
+    common(p)
+    p.add_argument('--orders', required=True, help='the energy orders CSV (the planned positions)')
+    p.add_argument('--readings', required=True, help='meter readings CSV: participant,slot,net_wh')
+    p.set_defaults(func=cmd_settle)
