@@ -6,6 +6,7 @@ import textwrap
 import time
 
 from ..common.errors import BadParameter, InputError
+from ..market.config import MarketConfig
 
 MAX_REJECTIONS_SHOWN = 20
 
@@ -192,11 +193,34 @@ def _day_starts(config, path: str, day: str, slots: int) -> list[str]:
     """
     if config is None:
         return []
-    from ..stats.release import day_starts
     try:
         return day_starts(config, day, slots)
     except BadParameter as exc:
         raise InputError(path, 1, 'start', str(exc)) from None
+
+
+def day_starts(config: MarketConfig, day: str, slots: int) -> list[str]:
+    """The UTC starts of a meter-day's slots by a market file's time mapping (MarketConfig.day_slots).
+
+    Args:
+        config: the market (with a start).
+        day: the meter-day, YYYY-MM-DD (a local calendar day in the market's timezone).
+        slots: the operator keys' slots per meter-day.
+
+    Returns:
+        slot_start_text of each slot of the day, in order.
+
+    Raises:
+        BadParameter: the market has no start, the day is before it, or the day has another number of slots
+            than the keys (a DST day of 92 or 100: statistics take days of the keys' slot count only).
+    """
+    from ..common.days import parse_day
+    from ..stats.packing import DST_RULE
+    delivered = config.day_slots(parse_day(day))
+    if len(delivered) != slots:
+        raise BadParameter('market', f'{day} has {len(delivered)} slots in the market\'s time ({config.timezone}), '
+                                     f'the operator keys {slots}: {DST_RULE}')
+    return [config.slot_start_text(s) for s in delivered]
 
 
 def _held_back(bundle: dict) -> list[str]:

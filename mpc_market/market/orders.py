@@ -54,13 +54,15 @@ def slot_start_slot(path: str, line: int, value: object, config: MarketConfig) -
             before the start or between two slot starts.
     """
     shown = str(value)[:40]
-    try:
-        if not isinstance(value, str) or len(value) > 40:
-            raise ValueError
-        at = datetime.datetime.fromisoformat(value.strip())
-    except ValueError:
+    at = None
+    if isinstance(value, str) and len(value) <= 40:
+        try:
+            at = datetime.datetime.fromisoformat(value.strip())
+        except ValueError:
+            at = None
+    if at is None:
         raise InputError(path, line, 'slot_start', f'{shown!r} is not an ISO 8601 date and time '
-                                                   '(such as 2026-06-17T10:15:00Z)') from None
+                                                   '(such as 2026-06-17T10:15:00Z)')
     if at.tzinfo is None or at.utcoffset() is None:
         raise InputError(path, line, 'slot_start', f'{shown!r} needs a UTC offset or Z')
     if config.start is None:

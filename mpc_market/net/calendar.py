@@ -32,7 +32,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
-from ..common.errors import InputError
+from ..common.errors import BadParameter, InputError
 from ..common.limits import MAX_SECONDS, ROUND_SLOTS
 from ..common.names import NAME_RULE, is_name
 from ..common.textinput import read_text, refuse_unknown_keys, toml_key_line
@@ -107,7 +107,8 @@ def _delivery(calendar: Calendar, n: int) -> tuple[int, int, list[int], str]:
         slots = range((first or 0) + n * per, (first or 0) + (n + 1) * per)
         day = ''
     at, end = (market.slot_start(s) for s in (slots.start, slots.stop))
-    assert at is not None and end is not None  # market.start is set
+    if at is None or end is None:
+        raise BadParameter('start', 'a calendar over a market without start has no slot times')
     return (int(at.timestamp() * 1000), int(end.timestamp() * 1000), list(slots),
             day or at.strftime('%Y-%m-%d'))
 

@@ -11,18 +11,14 @@ undetectably, since there are no range proofs (see SECURITY.md).
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from ..common.days import DAY_RULE, is_day
-from ..common.errors import BadParameter, InputError
+from ..common.errors import InputError
 from ..common.names import NAME_RULE, is_name
 from ..common.textinput import csv_records, parse_int, read_text
 from .aggregate import BUNDLE_FORMAT, Bundle, bundle_ciphertexts
-from .packing import DST_RULE
 from .paillier import LEVELS, PrivateKey, json_line, load_json_object
-
-if TYPE_CHECKING:
-    from ..market.config import MarketConfig
 
 COLUMNS = ('slot', 'slot_start', 'meters', 'import_wh', 'export_wh', 'net_wh')  # slot: of the day, 0..
 
@@ -147,7 +143,7 @@ def totals_rows(level: str, totals: Iterable[GroupTotals],
     Args:
         level: 'feeder' or 'zone' (the name of the group column).
         totals: the groups, from decrypt_bundle.
-        starts: the ISO 8601 UTC start of each slot of the day (day_starts), or () for none.
+        starts: the ISO 8601 UTC start of each slot of the day (cli.stats maps a market's day), or () for none.
 
     Returns:
         One row a group and slot: {level, slot, slot_start ('' without starts), meters, import_wh,
@@ -156,30 +152,6 @@ def totals_rows(level: str, totals: Iterable[GroupTotals],
     return [{level: g.name, 'slot': s, 'slot_start': starts[s] if starts else '', 'meters': g.meters,
              'import_wh': g.imports[s], 'export_wh': g.exports[s],
              'net_wh': g.net[s]} for g in totals for s in range(len(g.imports))]
-
-
-def day_starts(config: 'MarketConfig', day: str, slots: int) -> list[str]:
-    """The UTC starts of a meter-day's slots by a market file's time mapping (MarketConfig.day_slots).
-
-    Args:
-        config: the market (with a start).
-        day: the meter-day, YYYY-MM-DD (a local calendar day in the market's timezone).
-        slots: the operator keys' slots per meter-day.
-
-    Returns:
-        slot_start_text of each slot of the day, in order.
-
-    Raises:
-        BadParameter: the market has no start, the day is before it, or the day has another number
-            of slots than the keys (a DST day of 92 or 100: statistics take days of the keys' slot
-            count only).
-    """
-    from ..common.days import parse_day
-    delivered = config.day_slots(parse_day(day))
-    if len(delivered) != slots:
-        raise BadParameter('market', f'{day} has {len(delivered)} slots in the market\'s time ({config.timezone}), '
-                                     f'the operator keys {slots}: {DST_RULE}')
-    return [config.slot_start_text(s) for s in delivered]
 
 
 def load_traded(path: str) -> dict[int, int]:

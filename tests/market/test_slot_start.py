@@ -9,9 +9,10 @@ import pytest
 
 from mpc_market.cli.market import slot_clock
 from mpc_market.cli.rounds import round_slots
+from mpc_market.cli.stats import day_starts
 from mpc_market.common.errors import BadParameter, InputError
 from mpc_market.market.config import parse_config
-from mpc_market.stats.release import GroupTotals, day_starts, totals_rows
+from mpc_market.stats.release import GroupTotals, totals_rows
 from tests.helpers import cli
 
 # local midnight of 2026-03-29 in Berlin (CET, +01:00): the spring DST day has 92 quarter hours
