@@ -198,6 +198,11 @@ def local_settlement(book, net_of):
     return result.stats['settlement_session_s'], phase, result
 
 
+def book_first_slot(orders_path, config):
+    """The first slot any order of the file names."""
+    return min(o.slot for o in load_orders(orders_path, config))
+
+
 def run_settlement(size, clients, meter_clients, work, day='2026-12-01', profile_day=None):
     """One settlement round over gRPC of size participants x 1 slot, and the same data settled locally.
 
@@ -215,6 +220,10 @@ def run_settlement(size, clients, meter_clients, work, day='2026-12-01', profile
     orders_path, market_path, count, readings_path = write_community(os.path.join(directory, 'community'), size, 1,
                                                                      2026, profile_day=profile_day)
     config = load_config(market_path)
+    if config.start is not None:  # a time-stamped community (--profiles): its own delivery day
+        import zoneinfo
+        day = config.slot_start(book_first_slot(orders_path, config)).astimezone(
+            zoneinfo.ZoneInfo(config.timezone)).date().isoformat()
     readings = {pair: net for pair, (net, _) in load_readings(readings_path, config).items()}
     orders = load_orders(orders_path, config)
     book = Book(config, orders, extra_pairs=list(readings))

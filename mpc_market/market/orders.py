@@ -107,7 +107,10 @@ def slot_records(path: str, text: str, columns: tuple[str, ...]) -> Iterator[tup
     Raises:
         InputError: a missing column (neither slot nor slot_start) or a malformed row.
     """
-    header = [h.strip() for h in next(csv.reader(text.splitlines()[:1]), [])]
+    try:
+        header = [h.strip() for h in next(csv.reader(text.splitlines()[:1]), [])]
+    except csv.Error as exc:  # e.g. a field over the csv module's limit: one line, like csv_records
+        raise InputError(path, 1, 'header', f'not CSV ({exc})') from None
     others = tuple(c for c in columns if c != 'slot')
     if not any(field in header for field in SLOT_FIELDS) and all(c in header for c in others):
         raise InputError(path, 1, 'slot', 'missing column (slot or slot_start)')

@@ -18,7 +18,7 @@ from mpc_market.mpc import field as ff
 from mpc_market.mpc.inprocess import clear_in_process
 from mpc_market.mpc.local import clear_mpc, clear_peers
 
-from helpers import cli
+from helpers import cli, read_rows
 from malicious import tamper_clients
 
 CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'))
@@ -189,7 +189,7 @@ def test_cli_clear_mpc_equals_plain_on_generated_community(tmp_path):
     run('clear', *common, '--out', str(tmp_path / 'plain'), '--engine', 'plain')
     for name in ('public.csv', 'participants.csv'):
         assert (tmp_path / 'mpc' / name).read_text() == (tmp_path / 'plain' / name).read_text()
-    traded = [int(line.split(',')[2]) for line in (tmp_path / 'mpc' / 'public.csv').read_text().splitlines()[1:]]
+    traded = [int(r['traded_wh']) for r in read_rows(tmp_path / 'mpc' / 'public.csv')]
     assert len(traded) == 4 and all(t > 0 for t in traded)  # midday slots of the community: every one trades
 
 

@@ -63,7 +63,7 @@ def clear_seed_case(tmp_path, market_text):
 @pytest.mark.slow
 def test_seed_case_one_through_the_cli(tmp_path):
     public, rows = clear_seed_case(tmp_path, SEED_MARKET)
-    assert public == [{'slot': '0', 'price': '0.050', 'traded_wh': '240', 'residual_wh': '0'}]
+    assert public == [{'slot': '0', 'slot_start': '', 'price': '0.050', 'traded_wh': '240', 'residual_wh': '0'}]
     assert {p: int(r['matched_wh']) for p, r in rows.items()} == {'P3': 200, 'P5': 40, 'P2': 140, 'P4': 100}
 
 

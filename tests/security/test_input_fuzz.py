@@ -138,6 +138,7 @@ def test_arbitrary_text_everywhere(tmp_path, text):
 
 REVIEW_CASES = {  # file name -> (content, which argument it is)
     'huge-field.csv': ('participant,slot,side,energy_wh,limit_price\nh1,0,buy,5,' + '1' * 140000 + '\n', 'orders'),
+    'huge-header.csv': ('x' * 140000 + '\n', 'orders'),  # the slot-column check reads the header first
     'long-int.csv': ('participant,slot,side,energy_wh,limit_price\nh1,' + '9' * 5000 + ',buy,5,0.1\n', 'orders'),
     'price-huge.csv': ('participant,slot,side,energy_wh,limit_price\nh1,0,buy,5,1e999999999\n', 'orders'),
     'price-tiny.csv': ('participant,slot,side,energy_wh,limit_price\nh1,0,buy,5,1e-999999999\n', 'orders'),
