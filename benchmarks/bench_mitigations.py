@@ -222,11 +222,17 @@ def figures(rows, directory):
     added = [r['with_s'] - r['without_s'] for r in timed]
     axis.barh([r['mitigation'] for r in timed], added, color='#4c72b0')
     for y, (r, extra) in enumerate(zip(timed, added, strict=True)):
-        share = f', +{r["overhead_pct"]:,.0f}%' if r['overhead_pct'] < 1000 else ''  # x300 says nothing useful
-        axis.text(extra, y, f' {extra:.3g} s{share}', va='center', fontsize=8)  # workloads: in the table
-    axis.set_xscale('log')
-    plain_log_ticks(axis, 'x')
-    axis.set_xlim(min(added) / 2, max(added) * 6)
+        share = f', {r["overhead_pct"]:+,.0f}%' if r['overhead_pct'] < 1000 else ''  # x300 says nothing useful
+        noise = ' (within noise)' if extra <= 0 else ''
+        axis.text(max(extra, 0), y, f' {extra:+.3g} s{share}{noise}', va='center', fontsize=8)  # workloads: table
+    if min(added) > 0:
+        axis.set_xscale('log')
+        plain_log_ticks(axis, 'x')
+        axis.set_xlim(min(added) / 2, max(added) * 6)
+    else:  # a small run: a mitigation may cost less than the noise, which a log axis cannot show
+        axis.axvline(0, color='black', linewidth=0.8)
+        span = (max(added) - min(added)) or 1.0
+        axis.set_xlim(min(added) - 0.1 * span, max(added) + 0.6 * span)
     axis.set_xlabel('seconds added (with - without, same run, same data)')
     axis.set_title('Time', fontsize=10)
     axis.invert_yaxis()

@@ -229,15 +229,17 @@ def test_unknown_meter_and_bad_signature_get_one_answer(deployment):
     registry = keys.load_registry(str(root / 'keys' / 'registry.json'))
 
     def seconds(submission, rounds=200):
-        best = float('inf')
-        for _ in range(5):
-            start = clock.perf_counter()
-            for _ in range(rounds):
-                try:
-                    submission.verify(registry)
-                except Refused:
-                    pass
-            best = min(best, clock.perf_counter() - start)
-        return best
-    ratio = seconds(unknown) / seconds(forged)
+        start = clock.perf_counter()
+        for _ in range(rounds):
+            try:
+                submission.verify(registry)
+            except Refused:
+                pass
+        return clock.perf_counter() - start
+    # interleaved, best of 7 each: a loaded machine (the suite's other worker) slows both alike
+    best = {'unknown': float('inf'), 'forged': float('inf')}
+    for _ in range(7):
+        for name, submission in (('unknown', unknown), ('forged', forged)):
+            best[name] = min(best[name], seconds(submission))
+    ratio = best['unknown'] / best['forged']
     assert 0.5 < ratio < 2, ratio
