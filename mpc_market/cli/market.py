@@ -331,10 +331,13 @@ def cmd_import_profiles(args):
         print(f'warning: {len(done.capped)} orders capped at the market\'s max_order_wh {config.max_order_wh} Wh '
               f'(first: {name} nets {wh} Wh in slot {slot}); their readings keep the whole net', file=sys.stderr)
     money = f'{config.currency}/kWh'
-    print(f'imported {done.participants} participants onto slots {done.first_slot}-{done.last_slot} '
+
+    def counted(n: int, word: str) -> str:
+        return f'{n} {word}' if n == 1 else f'{n} {word}s'
+    print(f'imported {counted(done.participants, "participant")} onto slots {done.first_slot}-{done.last_slot} '
           f'({config.slot_start_text(done.first_slot)} to {config.slot_start_text(done.last_slot + 1)}, '
-          f'{config.slot_minutes}-minute slots): {done.buys} buys at {rule.buy_limit} and {done.sells} sells at '
-          f'{rule.sell_limit} {money} to {done.orders_path}')
+          f'{config.slot_minutes}-minute slots): {counted(done.buys, "buy")} at {rule.buy_limit} and '
+          f'{counted(done.sells, "sell")} at {rule.sell_limit} {money} to {done.orders_path}')
     error = f'with a forecast error of {args.forecast_error:g} %' if args.forecast_error else 'the series itself'
     print(f'      {done.readings} meter readings ({error}) to {done.readings_path}')
     print(f'next: mpc-market settle --orders {done.orders_path} --readings {done.readings_path} '
