@@ -179,7 +179,7 @@ def test_capped_orders_warn_in_one_line_and_options_shape_the_orders(tmp_path):
     assert quiet.stderr == '' and 'with a forecast error of 15 %' in quiet.stdout
     one = cli('import', 'profiles', files[0], '--participant', 'home-1', '--config', tmp_path / 'market.toml',
               '--out', tmp_path / 'one', '--quiet', check=True)
-    assert 'imported 1 participants' in one.stdout
+    assert 'imported 1 participant onto' in one.stdout
     assert {r['participant'] for r in read_rows(tmp_path / 'one' / 'readings.csv')} == {'home-1'}
 
 
