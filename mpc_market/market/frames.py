@@ -49,6 +49,9 @@ def _slot_start(config: MarketConfig, slot: int) -> Any:
 def _frame(records: list[dict[str, Any]], columns: list[str]) -> Any:
     pandas = _pandas()
     frame = pandas.DataFrame.from_records(records, columns=columns)
+    for column in frame.columns:  # integers stay integers (pandas would make a column with a None float)
+        if column in ('slot', 'meters') or column.endswith(('_units', '_wh')):
+            frame[column] = frame[column].astype('Int64')
     if 'slot_start' in frame:
         frame['slot_start'] = pandas.to_datetime(frame['slot_start'], utc=True)
     return frame

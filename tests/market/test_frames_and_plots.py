@@ -20,8 +20,8 @@ def book_and_readings():
     config = parse_config('m.toml', MARKET)
     orders = [mm.Order('a', 0, 'sell', 900, Decimal('-0.02')), mm.Order('b', 0, 'buy', 700, Decimal('0.10')),
               mm.Order('c', 0, 'buy', 400, Decimal('0.01')), mm.Order('a', 1, 'sell', 300, Decimal('0.05')),
-              mm.Order('b', 1, 'buy', 333, Decimal('0.30'))]
-    readings = {('a', 0): -850, ('b', 0): 720, ('c', 0): 380, ('a', 1): -300, ('b', 1): 300}
+              mm.Order('b', 1, 'buy', 333, Decimal('0.30')), mm.Order('c', 2, 'buy', 10, Decimal('-0.04'))]  # no sells
+    readings = {('a', 0): -850, ('b', 0): 720, ('c', 0): 380, ('a', 1): -300, ('b', 1): 300, ('c', 2): 10}
     return mm.Book(config, orders, extra_pairs=list(readings)), readings
 
 
@@ -37,9 +37,11 @@ def test_order_and_slot_frames_hold_the_exact_figures_with_their_time_and_curren
     assert [result.amount(r) for r in result.rows] == list(orders['amount'])
     assert result.price(result.slots[0]) == book.config.level_price(result.slots[0].level)
     slots = result.to_dataframe('slots')
+    assert str(slots['price_units'].dtype) == 'Int64' and str(orders['amount_units'].dtype) == 'Int64'  # no float
     assert [str(p) for p in slots['price']] == [str(book.config.level_price(s.level)) if s.level is not None else
                                                  'None' for s in result.slots]
-    assert list(slots['slot_start'].dt.strftime('%H:%M')) == ['22:00', '22:15']
+    assert list(slots['slot_start'].dt.strftime('%H:%M')) == ['22:00', '22:15', '22:30']
+    assert slots['price_units'].isna().tolist() == [False, False, True]  # slot 2 does not trade: <NA>, not NaN
 
 
 def test_bill_frames_sum_to_the_bills():
