@@ -123,7 +123,13 @@ def plot_prices(result: ClearingResult, config: MarketConfig | None = None, path
     ax_volume.set_ylabel('traded (kWh)')
     ax_volume.set_xlabel('slot start (UTC)' if timed else f'slot ({config.slot_minutes} min)')
     if timed:
-        fig.autofmt_xdate()
+        first, last = (config.slot_start(s) for s in (result.slots[0].slot, result.slots[-1].slot))
+        if first is not None and last is not None and (last - first).days < 2:  # hours of a day or two
+            import matplotlib.dates as mdates
+            ax_volume.xaxis.set_major_formatter(mdates.DateFormatter('%H:%M', tz=first.tzinfo))
+            ax_volume.set_xlabel(f'slot start (UTC), from {first:%Y-%m-%d %H:%M}')
+        else:
+            fig.autofmt_xdate()
     fig.suptitle(f'{len(traded)} of {len(result.slots)} slots trade locally')
     fig.tight_layout()
     if path:
