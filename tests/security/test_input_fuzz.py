@@ -6,6 +6,7 @@ statistics bundles and submissions: valid templates with one field replaced by h
 and arbitrary text. The CLI cases of the adversarial review run as real commands."""
 
 import contextlib
+import datetime
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 
 from mpc_market.common.errors import InputError
 from mpc_market.market.config import MarketConfig, load_config
+from mpc_market.market.importer import read_series
 from mpc_market.market.orders import load_orders
 from mpc_market.market.readings import load_readings
 from mpc_market.net.config import load_broker_config, load_node_config
@@ -29,6 +31,8 @@ from mpc_market.stats.submission import read_submissions
 from helpers import cli
 
 CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'))
+TIMED = MarketConfig(Decimal('-0.05'), Decimal('0.139'), Decimal('0.001'), currency='CHF', timezone='Europe/Berlin',
+                     start=datetime.datetime(2026, 3, 28, 23, tzinfo=datetime.UTC))  # slot_start and series inputs
 ERROR_LINE = re.compile(r'^[^\n]+?(:\d+)?: [A-Za-z_]+: [^\n]+$')  # FILE[:LINE]: field: message
 
 HOSTILE = st.sampled_from([
@@ -126,10 +130,25 @@ def test_stats_bundle(tmp_path, key, value):
 
 
 @_fuzz_settings()
+@given(when=FIELD_VALUE, value=FIELD_VALUE, who=FIELD_VALUE)
+def test_series_fields(tmp_path, when, value, who):
+    """import profiles' two formats with hostile times, values and names: a result or one line."""
+    for name, text in (('g.csv', f'INTERVAL;POWER(W)\n{when};{value}\n00:15;100\n'),
+                       ('l.csv', f'participant,datetime,power_w\n{who},{when},{value}\n'),
+                       ('e.csv', f'participant,datetime,energy_wh\nh1,2026-03-29T00:00:00Z,{value}\n'
+                                 f'h1,{when},5\n')):
+        path = tmp_path / name
+        path.write_text(text)
+        _parse_quietly(lambda p: read_series(p, TIMED), path)
+
+
+@_fuzz_settings()
 @given(st.one_of(FIELD_VALUE, st.text(max_size=200)))
 def test_arbitrary_text_everywhere(tmp_path, text):
     for name, parse in (('o.csv', lambda p: load_orders(p, CONFIG)), ('o.json', lambda p: load_orders(p, CONFIG)),
-                        ('r.csv', lambda p: load_readings(p, CONFIG)), ('m.toml', load_config),
+                        ('r.csv', lambda p: load_readings(p, CONFIG)), ('t.csv', lambda p: load_orders(p, TIMED)),
+                        ('tr.csv', lambda p: load_readings(p, TIMED)), ('s.csv', lambda p: read_series(p, TIMED)),
+                        ('m.toml', load_config),
                         ('n.toml', load_node_config), ('b.json', load_bundle), ('s.jsonl', read_submissions)):
         path = tmp_path / name
         path.write_text(text)
