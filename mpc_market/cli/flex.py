@@ -1,9 +1,10 @@
-"""``mpc-market flex clear | settle``: the flexibility market run locally (docs/flexibility.md).
+"""``mpc-market flex clear | settle | curve``: the flexibility market run locally (docs/flexibility.md).
 
 clear writes requests.csv (each request's public outcome) and activations.csv (each offer's
 activation and payment); settle clears the same way, then settles delivery against the meter
 readings: deliveries.csv (payment and penalty per activation) and imbalances.csv (each energy
-participant's deviation from its adjusted position, by the energy market's rule).
+participant's deviation from its adjusted position, by the energy market's rule); curve writes
+the aggregator's view (curve.csv: the community's curve where at least min_cohort offer).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from typing import Any
 
 from ..market.config import MarketConfig, load_config
 from ..market.flex import (
+    FlexCurve,
     FlexMarket,
     FlexResult,
     FlexSettlement,
     clear_flex_plain,
+    flex_curve_plain,
     load_feeders,
     load_offers,
     load_requests,
@@ -30,6 +33,7 @@ ACTIVATION_COLUMNS = ('participant', 'slot', 'slot_start', 'direction', 'offered
                       'price', 'payment')
 DELIVERY_COLUMNS = ('participant', 'slot', 'slot_start', 'direction', 'request', 'activated_wh', 'planned_wh',
                     'adjusted_wh', 'net_wh', 'delivered_wh', 'undelivered_wh', 'payment', 'penalty', 'flex_net')
+CURVE_COLUMNS = ('slot', 'slot_start', 'direction', 'open', 'level', 'price', 'volume_wh')
 IMBALANCE_COLUMNS = ('participant', 'slot', 'slot_start', 'planned_wh', 'adjusted_wh', 'net_wh', 'deviation_wh',
                      'amount')
 
@@ -178,6 +182,54 @@ def cmd_settle(args: argparse.Namespace) -> int:
     return finish(args.out, market, result, {**result_files(market, result), **settlement_files(config, settled)})
 
 
+def curve_files(config: MarketConfig, curve: FlexCurve) -> dict[str, str]:
+    """curve.csv of the aggregator's view: per (slot, direction) its steps where open (volume_wh
+    available at a price up to price), one row with open 'no' and empty figures where withheld.
+
+    Args:
+        config: the market (prices, slot times).
+        curve: the view.
+
+    Returns:
+        {file name: CSV text}.
+    """
+    rows: list[dict[str, Any]] = []
+    for (slot, direction), is_open in curve.opened.items():
+        base = {'slot': slot, 'slot_start': config.slot_start_text(slot), 'direction': direction,
+                'open': 'yes' if is_open else 'no', 'level': '', 'price': '', 'volume_wh': ''}
+        steps = [s for s in curve.steps if (s.slot, s.direction) == (slot, direction)]
+        rows += [{**base, 'level': s.level, 'price': config.format_price(s.price_units), 'volume_wh': s.volume_wh}
+                 for s in steps] or [base]
+    return {'curve.csv': csv_text(CURVE_COLUMNS, rows)}
+
+
+def cmd_curve(args: argparse.Namespace) -> int:
+    """flex curve: the aggregator's view of the offers, opened only where min_cohort offer.
+
+    Args:
+        args: --offers, --config, --min-cohort, --engine, --nodes, --out.
+
+    Returns:
+        0.
+
+    Raises:
+        InputError: a malformed input file.
+        EngineError: the MPC run failed.
+    """
+    config = load_config(args.config)
+    offers = load_offers(args.offers, config)
+    if args.engine == 'plain':
+        curve = flex_curve_plain(config, offers, args.min_cohort)
+    else:
+        from ..mpc.flex_local import flex_curve_mpc
+        curve = flex_curve_mpc(config, offers, args.min_cohort, nodes=args.nodes)
+    paths = write_all(args.out, curve_files(config, curve))
+    withheld = sum(not v for v in curve.opened.values())
+    print(f'{len(curve.opened) - withheld} curves open, {withheld} withheld (fewer than {args.min_cohort} offering)')
+    print('wrote ' + ', '.join(paths))
+    return 0
+
+
 def add_parsers(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     """Register ``flex clear`` and ``flex settle``.
 
@@ -218,3 +270,18 @@ def add_parsers(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     p.add_argument('--orders', required=True, help='the energy orders CSV (the planned positions)')
     p.add_argument('--readings', required=True, help='meter readings CSV: participant,slot,net_wh')
     p.set_defaults(func=cmd_settle)
+    p = commands.add_parser('curve', help="the aggregator's view: the community's flexibility curve",
+                            formatter_class=formatter,
+                            description='Writes curve.csv: per slot and direction the volume available at each '
+                                        'price level, opened only where at least --min-cohort participants offer.')
+    p.add_argument('--offers', required=True, help='offers CSV: participant,slot,direction,volume_wh,price')
+    p.add_argument('--config', required=True, help='market TOML (its price grid and max_order_wh)')
+    p.add_argument('--min-cohort', type=bounded_int(1, 10 ** 6), required=True, metavar='N',
+                   help='open a curve only where at least N participants offer')
+    p.add_argument('--engine', choices=('mpc', 'plain'), default='mpc',
+                   help='mpc: node processes on this machine; plain: the plaintext reference')
+    p.add_argument('--nodes', type=bounded_int(3, 11), default=3, metavar='M', help='market nodes, 3..11')
+    p.add_argument('--out', required=True, help='output directory')
+    p.set_defaults(func=cmd_curve)
+    from .flexrounds import add_submit_parser
+    add_submit_parser(commands, formatter)

@@ -530,3 +530,80 @@ def settle_flex_plain(market: FlexMarket, result: FlexResult, orders: Sequence[O
         imbalances += [Imbalance(p, slot, planned, adjusted, net, net - adjusted, amount)
                        for (p, planned, adjusted, net), amount in zip(rows, amounts, strict=True)]
     return FlexSettlement(deliveries, imbalances, slots)
+
+
+# -- the aggregator's view -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CurveStep:
+    """One step of the community's flexibility curve in a slot and direction: volume_wh is
+    available at a price up to level's (the offers at levels <= level, summed)."""
+
+    slot: int
+    direction: str
+    level: int
+    price_units: int
+    volume_wh: int
+
+
+@dataclass(frozen=True)
+class FlexCurve:
+    """The aggregator's view: per (slot, direction) whether at least min_cohort participants offer
+    (open) and, only where open, the curve's steps (levels where the cumulated volume grows)."""
+
+    min_cohort: int
+    opened: dict[tuple[int, str], bool]
+    steps: list[CurveStep]
+
+
+def curve_keys(offers: Iterable[FlexOffer]) -> list[tuple[int, str]]:
+    """The (slot, direction) pairs the curve reports: every offer slot, both directions, sorted."""
+    return [(s, d) for s in sorted({o.slot for o in offers}) for d in DIRECTIONS]
+
+
+def curve_steps(config: MarketConfig, slot: int, direction: str, at_level: Sequence[int]) -> list[CurveStep]:
+    """The steps of one curve from the volume offered at each level (0..K-1).
+
+    Args:
+        config: the market grid.
+        slot: the slot.
+        direction: 'up' or 'down'.
+        at_level: Wh offered at each level.
+
+    Returns:
+        A CurveStep per level with a positive volume, cumulated from the cheapest.
+    """
+    steps, total = [], 0
+    for level, energy in enumerate(at_level):
+        if energy:
+            total += energy
+            steps.append(CurveStep(slot, direction, level, config.level_price_units(level), total))
+    return steps
+
+
+def flex_curve_plain(config: MarketConfig, offers: Sequence[FlexOffer], min_cohort: int) -> FlexCurve:
+    """The reference of the aggregator's view: the community's curve per slot and direction,
+    opened only where at least min_cohort participants offer in it (an offer above the ceiling
+    counts as offering but adds no volume: it cannot be activated).
+
+    Args:
+        config: the market grid.
+        offers: the offers (at most one per participant and slot).
+        min_cohort: the least number of offering participants for a curve to be opened (>= 1).
+
+    Returns:
+        The FlexCurve.
+    """
+    opened, steps = {}, []
+    for slot, direction in curve_keys(offers):
+        members = [o for o in offers if o.slot == slot and o.direction == direction]
+        opened[(slot, direction)] = len(members) >= min_cohort
+        if not opened[(slot, direction)]:
+            continue
+        at = [0] * config.levels
+        for o in members:
+            level = config.sell_level(o.price)
+            if level is not None:
+                at[level] += o.volume_wh
+        steps += curve_steps(config, slot, direction, at)
+    return FlexCurve(min_cohort, opened, steps)

@@ -57,6 +57,7 @@ class FlexPlan:
     feeders: list[str]
     group: list[int]
     requests: list[PlannedRequest]
+    min_cohort: int = 0   # allocation 'flex-curve': the least offering participants to open a curve
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of JobSpec.flex."""
@@ -72,15 +73,15 @@ class FlexPlan:
         if not obj:
             raise BadParameter('flex', 'a flexibility job without its plan (JobSpec.flex)')
         return cls(obj['pricing'], list(obj['feeders']), [int(g) for g in obj['group']],
-                   [PlannedRequest(**r) for r in obj['requests']])
+                   [PlannedRequest(**r) for r in obj['requests']], int(obj.get('min_cohort', 0)))
 
 
 class FlexBook(Book):
     """The offers as order-layout vectors: participants are the owners of an offer in a request
     slot, slots the request slots (public); shared with the orders' encoder (Book.encode)."""
 
-    def __init__(self, market: FlexMarket):
-        slots = set(market.request_slots)
+    def __init__(self, market: FlexMarket, only: Sequence[int] | None = None):
+        slots = set(market.request_slots if only is None else only)  # the curve's: the offers' slots
         offers = [o for o in market.offers if o.slot in slots]
         owners = sorted({o.participant for o in offers})
         pairs = [(p, min(slots)) for p in owners] + [(owners[0], s) for s in sorted(slots)] if owners else []
@@ -109,11 +110,14 @@ class FlexBook(Book):
                                            -1 if cap is None else cap))
         return FlexPlan(market.pricing, feeders, group, requests)
 
-    def spec(self, nodes: int, chunk: int) -> JobSpec:
-        """The job's JobSpec: the market's grid, these participants and slots, the plan."""
+    def spec(self, nodes: int, chunk: int, min_cohort: int | None = None) -> JobSpec:
+        """The job's JobSpec: the market's grid, these participants and slots, the plan (with
+        min_cohort: the aggregator's curve, mechanism 'flex-curve', instead of the clearing)."""
         spec = config_spec(self.config, self.slots, nodes, chunk)
+        plan = self.plan() if min_cohort is None else FlexPlan('', [], [0] * len(self.participants), [], min_cohort)
         return replace(spec, participants=list(self.participants), mechanism='double-auction', zone_names=[],
-                       zone_of={}, fee_levels=0, fee_units=0, allocation='flex', flex=self.plan().to_json())
+                       zone_of={}, fee_levels=0, fee_units=0, allocation='flex' if min_cohort is None else 'flex-curve',
+                       flex=plan.to_json())
 
 
 # -- node side ---------------------------------------------------------------------------------
@@ -376,3 +380,42 @@ def pick(columns: np.ndarray, at: np.ndarray) -> np.ndarray:
     index = np.clip(at, 0, columns.shape[-1] - 1)
     taken = np.take_along_axis(columns, np.broadcast_to(index[None, ..., None], columns.shape[:-1] + (1,)), -1)
     return np.asarray(ff.to_ints(taken[..., 0]) * (at >= 0), dtype=object)
+
+
+@register
+class FlexCurveView(Mechanism):
+    """The aggregator's view (JobSpec.allocation 'flex-curve'): per slot and direction the offers'
+    weighted vectors summed (the volume at each level) and the offering participants counted (the
+    one-hot columns of the direction, above-ceiling included); one comparison per slot and
+    direction opens whether the count reaches min_cohort, and only those curves are opened."""
+
+    name = 'flex-curve'
+
+    async def clear(self, node: OrderShares, valid: np.ndarray, lap: Lap) -> Clearing:
+        from . import field as ff
+        from .primitives import P, bits_needed, less_than_zero, open_values
+        spec, layout, k = node.spec, node.layout, node.layout.levels
+        plan = FlexPlan.from_json(spec.flex)
+        totals = node.weighted_totals(valid)[0]                               # (slots, 2K+2)
+        counts = np.zeros((node.n_slots, layout.onehot.stop), dtype=object)   # offers per one-hot column
+        for start in range(0, node.n_participants, spec.chunk):
+            stop = min(start + spec.chunk, node.n_participants)
+            rows = np.flatnonzero(valid[start:stop])
+            if rows.size:
+                block = np.asarray(node.shares[:, start:stop], dtype=np.uint32)[..., layout.onehot]
+                counts += ff.sum_rows(block[:, rows], axis=0)
+        offering = np.stack([counts[:, d * k:(d + 1) * k].sum(axis=1) + counts[:, layout.sell_out + d]
+                             for d in (0, 1)], axis=-1)                       # (slots, 2)
+        bits = bits_needed(max(node.n_participants, plan.min_cohort))
+        few = await open_values(await less_than_zero((offering - plan.min_cohort) % P, bits))
+        opened = np.array([int(v) == 0 for v in np.asarray(few).reshape(-1)]).reshape(node.n_slots, 2)
+        lap('clearing')
+        keys = [(j, d) for j in range(node.n_slots) for d in (0, 1) if opened[j, d]]
+        rows = stacked([totals[j, d * k:(d + 1) * k] for j, d in keys], k)
+        values = await open_values(rows % P) if keys else np.zeros((0, k), dtype=object)
+        curve = {key: [int(v) for v in np.asarray(row).reshape(-1)] for key, row in zip(keys, values, strict=True)}
+        lap('output')
+        slots = [{'slot': j, 'direction': d, 'open': bool(opened[j, d]), 'at_level': curve.get((j, d), [])}
+                 for j in range(node.n_slots) for d in (0, 1)]
+        results = np.zeros((4, node.n_participants, node.n_slots, 1), dtype=np.uint32)  # nothing private
+        return Clearing(slots, results, [0] * node.n_slots)

@@ -8,16 +8,30 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from ..common.errors import BadParameter, EngineError, MarketError
-from ..market.flex import Activation, FlexMarket, FlexResult, activation, clear_flex_plain, request_outcomes
+from ..market.config import MarketConfig
+from ..market.flex import (
+    DIRECTIONS,
+    Activation,
+    FlexCurve,
+    FlexMarket,
+    FlexOffer,
+    FlexResult,
+    activation,
+    clear_flex_plain,
+    curve_keys,
+    curve_steps,
+    request_outcomes,
+)
 from . import field as ff
 from .flex import FlexBook
-from .jobs import ORDERS_PER_CHUNK, JobDir, PublicOutputs
+from .jobs import ORDERS_PER_CHUNK, JobDir, JobSpec, PublicOutputs
 from .local import (
     MAX_NODES,
     Encoder,
@@ -71,6 +85,81 @@ def _empty(market: FlexMarket, engine: str) -> FlexResult:
     return replace(result, stats={'engine': engine, 'total_s': result.stats['total_s']})
 
 
+def run_on_nodes(book: FlexBook, spec: JobSpec, timeout: float | None = None,
+                 workdir: str | None = None) -> tuple[PublicOutputs, np.ndarray, dict[str, Any]]:
+    """Run a flexibility job (its spec saved with the book's shares) on spec.nodes node processes.
+
+    Args:
+        book: the FlexBook to share.
+        spec: its JobSpec.
+        timeout: seconds before a stuck run is stopped.
+        workdir: where the temporary job directory goes.
+
+    Returns:
+        (node 0's public outputs, the reconstructed result values, the run's figures).
+
+    Raises:
+        EngineError: a node failed or timed out, or the nodes disagree.
+    """
+    started = time.perf_counter()
+    job_dir = tempfile.mkdtemp(prefix='mpc-market-flex-', dir=workdir)
+    try:
+        spec.save(job_dir)
+        procs = start_nodes(job_dir, spec.nodes)
+        try:
+            share_book(book, spec, job_dir)
+        except BaseException:
+            stop_nodes(procs)
+            raise
+        mark_ready(job_dir, spec.nodes)
+        wait_nodes(procs, job_dir, timeout)
+        publics = read_public_outputs(job_dir, spec.nodes)
+        values = reconstruct(job_dir, spec)
+        return publics[0], values, {'engine': 'mpc', 'nodes': spec.nodes, 'total_s': time.perf_counter() - started,
+                                    'node_timings': [p.figures.timings for p in publics]}
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def run_in_process(book: FlexBook, spec: JobSpec,
+                   encode: Encoder | None = None) -> tuple[PublicOutputs, np.ndarray, dict[str, Any]]:
+    """Run a flexibility job with one MPC party in this process (property tests; no secrecy).
+
+    Args:
+        book: the FlexBook to share.
+        spec: its JobSpec (nodes 1).
+        encode: participant indices -> vectors, instead of the book's (a test's cheating clients).
+
+    Returns:
+        (the public outputs, the result values, the run's figures).
+
+    Raises:
+        EngineError: the party failed or the runtime has several parties.
+    """
+    from .inprocess import single_party_runtime
+    from .node import parse_args, run_party
+    mpc = single_party_runtime()
+    started = time.perf_counter()
+    job_dir = tempfile.mkdtemp(prefix='mpc-market-flex-')
+    try:
+        spec.save(job_dir)
+        share_book(book, spec, job_dir, encode=encode)
+        mark_ready(job_dir, 1)
+        args = parse_args(['--job', job_dir, '--index', '0', '--parties', 'in-process', '--keys', job_dir])
+        try:
+            mpc.run(run_party(mpc, args, spec, JobDir(job_dir).node(0), mpc.start, report=lambda line: None))
+        except MarketError:
+            raise
+        except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+            raise EngineError(f'the in-process party failed: {type(exc).__name__}: {exc}') from exc
+        own = JobDir(job_dir).node(0)
+        values = ff.signed(ff.to_ints(np.load(own.results)))
+        return own.read_public(), values, {'engine': 'mpc-in-process', 'nodes': 1,
+                                           'total_s': time.perf_counter() - started}
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)
+
+
 def clear_flex_mpc(market: FlexMarket, nodes: int = 3, chunk: int = ORDERS_PER_CHUNK, workdir: str | None = None,
                    timeout: float | None = None, book: FlexBook | None = None) -> FlexResult:
     """Clear the flexibility market on node processes (as mpc_market.mpc.local.clear_mpc).
@@ -95,26 +184,7 @@ def clear_flex_mpc(market: FlexMarket, nodes: int = 3, chunk: int = ORDERS_PER_C
     book = book or FlexBook(market)
     if not book.participants:
         return _empty(market, 'mpc')
-    started = time.perf_counter()
-    job_dir = tempfile.mkdtemp(prefix='mpc-market-flex-', dir=workdir)
-    try:
-        spec = book.spec(nodes, chunk)
-        spec.save(job_dir)
-        procs = start_nodes(job_dir, nodes)
-        try:
-            share_book(book, spec, job_dir)
-        except BaseException:
-            stop_nodes(procs)
-            raise
-        mark_ready(job_dir, nodes)
-        wait_nodes(procs, job_dir, timeout)
-        publics = read_public_outputs(job_dir, nodes)
-        values = reconstruct(job_dir, spec)
-        stats = {'engine': 'mpc', 'nodes': nodes, 'total_s': time.perf_counter() - started,
-                 'node_timings': [p.figures.timings for p in publics]}
-        return flex_result(book, publics[0], values, stats)
-    finally:
-        shutil.rmtree(job_dir, ignore_errors=True)
+    return flex_result(book, *run_on_nodes(book, book.spec(nodes, chunk), timeout, workdir))
 
 
 def clear_flex_in_process(market: FlexMarket, chunk: int = ORDERS_PER_CHUNK, book: FlexBook | None = None,
@@ -134,29 +204,46 @@ def clear_flex_in_process(market: FlexMarket, chunk: int = ORDERS_PER_CHUNK, boo
         EngineError: the party failed or the runtime has several parties.
         BadParameter: the market is too large for the field.
     """
-    from .inprocess import single_party_runtime
-    from .node import parse_args, run_party
-    mpc = single_party_runtime()
     book = book or FlexBook(market)
     if not book.participants:
         return _empty(market, 'mpc-in-process')
-    started = time.perf_counter()
-    job_dir = tempfile.mkdtemp(prefix='mpc-market-flex-')
-    try:
-        spec = book.spec(1, chunk)
-        spec.save(job_dir)
-        share_book(book, spec, job_dir, encode=encode)
-        mark_ready(job_dir, 1)
-        args = parse_args(['--job', job_dir, '--index', '0', '--parties', 'in-process', '--keys', job_dir])
-        try:
-            mpc.run(run_party(mpc, args, spec, JobDir(job_dir).node(0), mpc.start, report=lambda line: None))
-        except MarketError:
-            raise
-        except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
-            raise EngineError(f'the in-process party failed: {type(exc).__name__}: {exc}') from exc
-        own = JobDir(job_dir).node(0)
-        values = ff.signed(ff.to_ints(np.load(own.results)))
-        return flex_result(book, own.read_public(), values,
-                           {'engine': 'mpc-in-process', 'nodes': 1, 'total_s': time.perf_counter() - started})
-    finally:
-        shutil.rmtree(job_dir, ignore_errors=True)
+    return flex_result(book, *run_in_process(book, book.spec(1, chunk), encode))
+
+
+def flex_curve_mpc(config: MarketConfig, offers: Sequence[FlexOffer], min_cohort: int, nodes: int = 3,
+                   chunk: int = ORDERS_PER_CHUNK, in_process: bool = False) -> FlexCurve:
+    """The aggregator's view under MPC: the community's curve per slot and direction, opened only
+    where at least min_cohort participants offer (mpc_market.mpc.flex.FlexCurveView).
+
+    Args:
+        config: the market grid.
+        offers: the offers (each owner shares its vectors).
+        min_cohort: the least number of offering participants to open a curve (>= 1).
+        nodes: market node processes, 3..MAX_NODES (ignored in process).
+        chunk: offers streamed at once.
+        in_process: one MPC party in this process (tests) instead of node processes.
+
+    Returns:
+        The FlexCurve, equal to market.flex.flex_curve_plain's.
+
+    Raises:
+        BadParameter: nodes outside 3..MAX_NODES or min_cohort < 1.
+        EngineError: a node failed, or the nodes disagree.
+    """
+    if min_cohort < 1:
+        raise BadParameter('min_cohort', 'min_cohort must be at least 1')
+    keys = curve_keys(offers)
+    if not keys:
+        return FlexCurve(min_cohort, {}, [])
+    if not in_process and not 3 <= nodes <= MAX_NODES:
+        raise BadParameter('nodes', f'nodes must be in 3..{MAX_NODES}')
+    book = FlexBook(FlexMarket(config, (), tuple(offers)), only=sorted({s for s, _ in keys}))
+    spec = book.spec(1 if in_process else nodes, chunk, min_cohort)
+    public, _, _ = run_in_process(book, spec) if in_process else run_on_nodes(book, spec)
+    opened, steps = {}, []
+    for row in public.slots:
+        slot, direction = book.slots[int(row['slot'])], DIRECTIONS[int(row['direction'])]
+        opened[(slot, direction)] = bool(row['open'])
+        steps += curve_steps(config, slot, direction, [int(v) for v in row['at_level']])
+    steps.sort(key=lambda s: (s.slot, DIRECTIONS.index(s.direction), s.level))
+    return FlexCurve(min_cohort, {key: opened[key] for key in keys}, steps)
