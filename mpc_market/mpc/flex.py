@@ -31,7 +31,10 @@ from ..market.flex import DIRECTIONS, FlexMarket
 from .jobs import JobSpec, config_spec
 from .mechanism import Clearing, Lap, Mechanism, OrderShares, register
 
-FIELDS = ('dso_wh', 'aggregator_wh', 'payment')  # result shares per (participant, slot)
+# result shares per (participant, slot): the activations, the payment, and what the delivery
+# settlement needs of them (mpc_market.mpc.flex_delivery): the activation per direction and the
+# price and penalty price (units per Wh) of the request that reached the offer
+FIELDS = ('dso_wh', 'aggregator_wh', 'payment', 'up_wh', 'down_wh', 'price', 'penalty')
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class PlannedRequest:
     direction: int
     volume_wh: int
     cap_level: int
+    penalty_units: int = 0   # penalty price per Wh not delivered, in price units
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ class FlexBook(Book):
             cap = market.cap_level(r)
             requests.append(PlannedRequest(r.request, 0 if r.buyer == 'dso' else 1, index.get(r.feeder, 0),
                                            self.slot_index[r.slot], DIRECTIONS.index(r.direction), r.volume_wh,
-                                           -1 if cap is None else cap))
+                                           -1 if cap is None else cap, market.config.price_units(r.penalty_price)))
         return FlexPlan(market.pricing, feeders, group, requests)
 
     def spec(self, nodes: int, chunk: int, min_cohort: int | None = None) -> JobSpec:
@@ -218,7 +222,13 @@ class FlexClearing(Mechanism):
         for i, r in enumerate(agg):
             second[r.slot, r.direction], second_rho[r.slot, r.direction] = lv2[i], rho2[i]
         lap('clearing')
-        prices = Prices(spec.floor_units, spec.tick_units, plan.pricing == 'pay-as-bid')
+        penalty1 = np.zeros((groups, node.n_slots, 2), dtype=object)
+        penalty2 = np.zeros((node.n_slots, 2), dtype=object)
+        for r in dso:
+            penalty1[r.group, r.slot, r.direction] = r.penalty_units
+        for r in agg:
+            penalty2[r.slot, r.direction] = r.penalty_units
+        prices = Prices(spec.floor_units, spec.tick_units, plan.pricing == 'pay-as-bid', penalty1, penalty2)
         results = np.zeros((4, node.n_participants, node.n_slots, len(FIELDS)), dtype=np.uint32)
         sums1 = np.zeros((groups, node.n_slots, 2), dtype=object)
         sums2 = np.zeros((node.n_slots, 2), dtype=object)
@@ -269,6 +279,8 @@ class Prices:
     floor_units: int
     tick_units: int
     pay_as_bid: bool
+    penalty1: np.ndarray   # (groups, slots, 2): the DSO's penalty price per feeder group
+    penalty2: np.ndarray   # (slots, 2): the aggregator's
 
     def of(self, levels: np.ndarray) -> np.ndarray:
         """floor + level * tick per level (0 at -1), as Python ints."""
@@ -320,6 +332,7 @@ async def allocate_chunk(node: OrderShares, start: int, stop: int, valid: np.nda
     full = [np.zeros(block.shape[1:3], dtype=object) for _ in range(4)]  # DSO Wh, aggregator Wh, payment, y
     marginal1, marginal2, price1, price2 = [], [], [], []
     stage_full: list[list[np.ndarray]] = [[], []]
+    rate, penalty = np.zeros(block.shape[1:3], dtype=object), np.zeros(block.shape[1:3], dtype=object)
     for d, prefix in enumerate((up_prefix, down_prefix)):
         l1 = first[group, :, d]                                    # (n, slots)
         l2 = np.broadcast_to(second[None, :, d], l1.shape)
@@ -335,6 +348,10 @@ async def allocate_chunk(node: OrderShares, start: int, stop: int, valid: np.nda
         ind1 = pick(onehot, l1) * keep * (l1 >= 0)
         ind2 = pick(onehot, l2) * keep * reach2
         p1, p2 = prices.of(l1), prices.of(l2)
+        reached1, reached2, bid = reach_terms(onehot, l1, np.where(reach2, l2, l1), prices)
+        reached1, reached2 = reached1 * keep, reached2 * keep
+        rate += bid * keep if prices.pay_as_bid else reached1 * p1 + reached2 * p2
+        penalty += reached1 * prices.penalty1[group, :, d] + reached2 * prices.penalty2[None, :, d]
         if prices.pay_as_bid:   # floor * E + tick * sum(level * E) over the levels activated in full
             pay = (prices.floor_units * (below1 + between)
                    + prices.tick_units * (alloc.range_sum(level_weighted, np.zeros_like(l1), l1)
@@ -363,7 +380,36 @@ async def allocate_chunk(node: OrderShares, start: int, stop: int, valid: np.nda
     payment = (full[2] + q[0] * price1[0] + q[1] * price1[1] + q[2] * price2[0] + q[3] * price2[1]) % P
     stage1 = np.stack([stage_full[0][d] + q[d] for d in (0, 1)], axis=-1) % P
     stage2 = np.stack([stage_full[1][d] + q[2 + d] for d in (0, 1)], axis=-1) % P
-    return ChunkAllocation(np.stack([dso_wh, agg_wh, payment], axis=-1), stage1, stage2)
+    values = [dso_wh, agg_wh, payment, stage1[..., 0] + stage2[..., 0], stage1[..., 1] + stage2[..., 1],
+              rate % P, penalty % P]
+    return ChunkAllocation(np.stack(values, axis=-1) % P, stage1, stage2)
+
+
+def reach_terms(onehot: np.ndarray, l1: np.ndarray, top: np.ndarray,
+                prices: Prices) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear in an offer's one-hot level (no interaction): whether it is at or below the DSO's
+    level l1, whether it is above l1 and at or below top (the aggregator's level where that is
+    above l1, else l1), and its own level's price where it is at or below top (pay-as-bid).
+
+    Args:
+        onehot: limbs (4, n, slots, K) of one direction's one-hot columns.
+        l1: the DSO's level per (n, slots), -1: none.
+        top: the highest level that reached the offer per (n, slots), -1: none.
+        prices: the grid's floor and tick.
+
+    Returns:
+        Shares (n, slots) of the two indicators and of the price.
+    """
+    from . import field as ff
+    ints = ff.to_ints(onehot)
+    zero = np.zeros(ints.shape[:-1] + (1,), dtype=object)
+    prefix = np.concatenate([zero, np.cumsum(ints, axis=-1)], axis=-1)          # prefix[j]: levels < j
+    weighted = np.concatenate([zero, np.cumsum(ints * np.arange(ints.shape[-1], dtype=object), axis=-1)], axis=-1)
+
+    def upto(values: np.ndarray, level: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(values, (level + 1)[..., None], -1)[..., 0]
+    below1, below_top = upto(prefix, l1), upto(prefix, top)
+    return below1, below_top - below1, prices.floor_units * below_top + prices.tick_units * upto(weighted, top)
 
 
 def pick(columns: np.ndarray, at: np.ndarray) -> np.ndarray:

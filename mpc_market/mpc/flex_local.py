@@ -73,7 +73,10 @@ def flex_result(book: FlexBook, public: PublicOutputs, values: np.ndarray, stats
             rows.append(activation(market, o, None, None))
             continue
         row = activation(market, o, (request, dso_wh + agg_wh, opened[request.request][0]), market.offer_level(o))
-        if row.payment != int(values[i, j, 2]):  # the nodes' payment is the row's: a mismatch is a bug
+        penalty = market.config.price_units(request.penalty_price)
+        direction = (row.activated_wh if o.direction == 'up' else 0, row.activated_wh if o.direction == 'down' else 0)
+        # the nodes' payment, split and rates are the row's: a mismatch is a bug
+        if (row.payment, *direction, row.price_units, penalty) != tuple(int(v) for v in values[i, j, 2:7]):
             raise EngineError(f'payment of {o.participant} in slot {o.slot} differs from its activation')
         rows.append(row)
     return FlexResult(request_outcomes(market, {r: opened[r] for r in by_id}, rows), rows, sorted(excluded), stats)
