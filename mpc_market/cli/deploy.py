@@ -366,6 +366,40 @@ def _own_text(args, broker, participant):
     return f'round {state.round_id}: {participant}: {status} (reconstructed from all nodes\' shares){note}', text, []
 
 
+def _flex_public_text(broker, keys, round_id):
+    """(summary, requests.csv of `flex clear`) of a flexibility round's signed public results."""
+    from ..market.flex import FlexResult
+    from ..net.client import fetch_flex_public
+    from .flex import result_files
+    state, market, outcomes, body = fetch_flex_public(broker, keys, round_id)
+    text = result_files(market, FlexResult(outcomes, []))['requests.csv']
+    return (f'round {state.round_id} (flexibility): public results signed by all {state.manifest.m} nodes of the '
+            f'deployment manifest; {body["participants"]} participants cleared, {body["excluded"]} excluded, '
+            f'{body["missing"]} missing'), text
+
+
+def _flex_own_text(broker, args, participant):
+    """(summary, the participant's rows of activations.csv of `flex clear`) in a flexibility round.
+
+    Raises:
+        InputError: no --offers (the participant's offers file), or a malformed one.
+    """
+    from ..net.client import fetch_own_activations
+    from .flex import result_files
+    if not args.offers:
+        raise InputError(COMMAND_LINE, 0, 'offers', 'a flexibility round\'s results need --offers (your offers file)')
+    status, market, result = fetch_own_activations(broker, args.keys, participant, args.offers, args.round,
+                                                   args.client)
+    return (f'{participant}: {status} (reconstructed from all nodes\' shares)',
+            result_files(market, result)['activations.csv'])
+
+
+def _flex_round(broker, args):
+    """Whether the round asked for is a flexibility round (the broker says; the fetch then checks the
+    signed parameters, which bind the requests)."""
+    return bool(broker.status(args.round).flex_requests) and not (args.bill or args.retailer)
+
+
 def cmd_results(args):
     from ..market.output import csv_text, public_columns, write_all
     from ..net.client import BrokerClient, fetch_public
@@ -390,6 +424,15 @@ def cmd_results(args):
         elif args.bill:
             summary, text, failures = _bill_text(args, broker, participants)
             name = 'bills.csv'
+        elif _flex_round(broker, args):  # a flexibility round: requests.csv / activations.csv of `flex clear`
+            if args.public:
+                summary, text = _flex_public_text(broker, args.keys, args.round)
+                name = 'requests.csv'
+            elif several:
+                raise InputError(COMMAND_LINE, 0, 'participant', 'a flexibility round: one --participant at a time')
+            else:
+                summary, text = _flex_own_text(broker, args, participants[0])
+                name = f'{participants[0]}.activations.csv'
         elif args.public:
             state, body = fetch_public(broker, args.keys, args.round)
             config = state.config
@@ -519,6 +562,7 @@ def add_parsers(sub, formatter):
                    help='every participant whose key is in KEYS/participants (those that took no part are left out)')
     p.add_argument('--orders', help="the participants' orders file: print rows like participants.csv (needed with "
                                     '--bill, several --participant and --all)')
+    p.add_argument('--offers', help="a flexibility round: the participant's offers file (its activations.csv rows)")
     p.add_argument('--public', action='store_true', help='the public results, checked against every node signature')
     p.add_argument('--bill', action='store_true',
                    help="the participants' bills summed over the settled rounds delivering --from DAY --to DAY "

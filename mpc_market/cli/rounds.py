@@ -30,11 +30,18 @@ def state_line(state) -> str:
     line = (f'round {state.round_id}: {state_phase(state)}; {len(state.slots)} slots; gate closure '
             f'{_clock(state.gate_closure_unix_ms)}; {state.accepted} participants accepted by every node; '
             f'clearing attempts {state.attempts}')
+    if state.flex_requests:  # an energy round's line is unchanged (scripts read it)
+        line += f'; flexibility round ({_requests(state)} requests)'
     if state.readings_deadline_unix_ms:
         line += (f'; readings until {_clock(state.readings_deadline_unix_ms)} ({state.readings} held by every node); '
                  f'settlement attempts {state.settle_attempts}')
     return line + (f'; reason: {_shown(state.reason)}' if state.reason else '') + (
         f'; settlement: {_shown(state.settle_reason)}' if state.settle_reason else '')
+
+
+def _requests(state) -> int:
+    """How many requests a flexibility round's CSV lists (display only: its rows after the header)."""
+    return max(0, len([line for line in state.flex_requests.splitlines() if line.strip()]) - 1)
 
 
 LIST_HEADER = (f'{"round":<20} {"day":<10} {"phase":<13} {"slots":<12} {"mechanism":<15} {"gate closure (UTC)":<20} '
@@ -54,9 +61,12 @@ def list_line(state) -> str:
     from ..net.messages import state_phase
     mechanism, zones = market_summary(state.round_id, state.market_toml)
     mechanism += f'+{zones}z' if zones else ''
+    if state.flex_requests:  # a flexibility round: its mechanism column says so
+        mechanism = f'flex ({_requests(state)} req)'
     slots = f'{min(state.slots)}-{max(state.slots)} ({len(state.slots)})' if state.slots else ''
     deadline = _clock(state.readings_deadline_unix_ms, utc=True) if state.readings_deadline_unix_ms else '-'
-    return (f'{state.round_id:<20} {state.day or "-":<10} {state_phase(state):<13} {slots:<12} {mechanism:<15} '
+    return (f'{state.round_id:<20} {state.day or "-":<10} {state_phase(state):<13} {slots:<12} '
+            f'{mechanism:<15} '
             f'{_clock(state.gate_closure_unix_ms, utc=True):<20} {deadline:<20} '
             f'{state.attempts}/{state.settle_attempts:<5} {_shown(state.reason or state.settle_reason)}').rstrip()
 
@@ -102,14 +112,21 @@ def _open(broker, args):
     from ..market.config import load_config, with_mechanism
     from ..net.store import now_ms
     config = load_config(args.market)  # a bad market file is reported here, with its line
-    slots = round_slots(config, args.slots, args.day)
+    slots = round_slots(config, args.slots, args.day) if not args.flex or args.slots else []
     market_text = read_text(args.market, 'utf-8')
     if args.mechanism:  # the round's own market text says it: nodes, results and clients follow
         market_text = with_mechanism(args.market, market_text, args.mechanism)
     gate_ms = now_ms() + int(args.gate_closure_in * 1000)
     deadline_ms = gate_ms + int(args.readings_deadline_in * 1000) if args.readings_deadline_in else 0
     opens_ms = gate_ms + int(args.readings_open_in * 1000) if deadline_ms and args.readings_open_in else 0
-    return broker.open(args.round, slots, gate_ms, market_text, opens_ms, deadline_ms, args.day or '')
+    flex_requests = ''
+    if args.flex:  # a flexibility round: the public requests, checked here with their lines; its slots theirs
+        from ..market.flex import load_requests
+        requests = load_requests(args.flex, config)
+        flex_requests = read_text(args.flex, 'utf-8')
+        if args.slots is None:
+            slots = sorted({r.slot for r in requests})
+    return broker.open(args.round, slots, gate_ms, market_text, opens_ms, deadline_ms, args.day or '', flex_requests)
 
 
 def cmd_round(args: argparse.Namespace) -> int:
@@ -195,6 +212,11 @@ def add_parsers(sub: argparse._SubParsersAction, formatter: type[argparse.HelpFo
                         'file that gives a start, the day\'s slots (92 or 100 on a DST change in its timezone) '
                         'by default, and --slots must lie in that day')
     o.add_argument('--market', required=True, help='market TOML of the round')
+    o.add_argument('--flex', metavar='REQUESTS.csv',
+                   help='open a flexibility round for these public requests (request,buyer,feeder,slot,direction,'
+                        'volume_wh,price_cap[,penalty_price]; the feeders: the market\'s [zones]): its slots are the '
+                        'request slots, participants submit offers with `mpc-market flex submit`, pay-as-clear; '
+                        'see docs/flexibility.md')
     o.add_argument('--mechanism', choices=MECHANISMS,
                    help='clear this round with this mechanism instead of the market file\'s; the community '
                         'schemes price whole slots and ignore zones')

@@ -30,6 +30,7 @@ from ..rpc import market_pb2, market_pb2_grpc
 from . import metrics, tls
 from .calendar import Calendar, due
 from .config import BrokerConfig
+from .flexround import round_kind
 from .messages import (
     PUBLIC_DOMAIN,
     ROUND_PARAMS_DOMAIN,
@@ -98,7 +99,7 @@ class BrokerStore(SqliteStore):
         """
         round_ = Round.opened(spec.round_id, spec.slots, spec.gate_closure_unix_ms, spec.market_toml,
                               spec.readings_open_unix_ms, spec.readings_deadline_unix_ms, spec.day, params,
-                              params_signatures)
+                              params_signatures, getattr(spec, 'flex_requests', ''))
         with self._transaction() as db:
             self._insert_round(db, round_)
 
@@ -240,7 +241,7 @@ def open_at_nodes(store: BrokerStore, nodes: Nodes, spec: Any) -> str:
     try:
         expected = RoundParams.of(spec.round_id, spec.slots, spec.market_toml, spec.gate_closure_unix_ms,
                                   spec.readings_open_unix_ms, spec.readings_deadline_unix_ms, spec.day,
-                                  len(nodes.addresses))
+                                  len(nodes.addresses), spec.flex_requests)
     except InputError as exc:
         return f'market: {exc}'
     replies = nodes.call('OpenRound', spec, wait_for_ready=True)
@@ -258,8 +259,8 @@ def open_at_nodes(store: BrokerStore, nodes: Nodes, spec: Any) -> str:
     except Tampered as exc:
         return str(exc)
     store.add(spec, expected.to_json().decode(), signatures)
-    log.info('round %s opened: %d slots, gate closure %d', spec.round_id, len(spec.slots), spec.gate_closure_unix_ms,
-             extra=event(spec.round_id, 'open'))
+    log.info('round %s opened (%s): %d slots, gate closure %d', spec.round_id, round_kind(spec.flex_requests),
+             len(spec.slots), spec.gate_closure_unix_ms, extra=event(spec.round_id, 'open'))
     return ''
 
 
@@ -302,6 +303,7 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
                                      readings=min(r.readings for r in live) if live else 0,
                                      settle_attempts=round_.settle_attempts, params=round_.params.encode(),
                                      final=round_.final, settle_final=round_.settle_final,
+                                     flex_requests=round_.flex_requests,
                                      params_signatures=[market_pb2.NodeSignature(node_index=i, signature=sig)
                                                         for i, sig in round_.params_signatures])
 
@@ -315,9 +317,10 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
         existing = self.store.get(request.round_id)
         if existing is not None:
             if (existing.slots, existing.gate_closure_ms, existing.market_toml, existing.readings_open_ms,
-                    existing.readings_deadline_ms, existing.day) == (
+                    existing.readings_deadline_ms, existing.day, existing.flex_requests) == (
                     tuple(sorted(request.slots)), request.gate_closure_unix_ms, request.market_toml,
-                    request.readings_open_unix_ms, request.readings_deadline_unix_ms, request.day):
+                    request.readings_open_unix_ms, request.readings_deadline_unix_ms, request.day,
+                    request.flex_requests):
                 return self._state(existing)  # idempotent: the same request retried
             raise Conflict(f'round {request.round_id} exists already ({existing.state}); open a new round id')
         failures = open_at_nodes(self.store, self.nodes, request)

@@ -23,12 +23,14 @@ from ..common.keys import load_participant_agreement_key, load_participant_key, 
 from ..common.manifest import Manifest, load_manifest
 from ..market.book import Book
 from ..market.config import MarketConfig
+from ..market.flex import FlexMarket, FlexResult, RequestOutcome
 from ..market.orders import load_orders, resolve_zones
 from ..market.results import OrderRow, order_rows
 from ..mpc import field as ff
 from ..mpc.jobs import result_fields
 from ..rpc import market_pb2, market_pb2_grpc
 from . import sealed, tls
+from .flexround import FLEX_RESULT_FIELDS, outcomes_of_body, own_activations, round_market
 from .messages import (
     PUBLIC_DOMAIN,
     SETTLEMENT_DOMAIN,
@@ -80,12 +82,14 @@ class BrokerClient:
         return _rpc(f'broker {self.address}', self.stub.ListRounds, market_pb2.RoundListRequest(), timeout=30).rounds
 
     def open(self, round_id: str, slots: Sequence[int], gate_closure_ms: int, market_toml: str,
-             readings_open_ms: int = 0, readings_deadline_ms: int = 0, day: str = '') -> market_pb2.RoundState:
-        """Open a round at every node (operators only; idempotent for the same parameters)."""
+             readings_open_ms: int = 0, readings_deadline_ms: int = 0, day: str = '',
+             flex_requests: str = '') -> market_pb2.RoundState:
+        """Open a round at every node (operators only; idempotent for the same parameters);
+        flex_requests: a flexibility round's requests CSV."""
         return _rpc(f'broker {self.address}', self.stub.OpenRound, market_pb2.RoundSpec(
             round_id=round_id, slots=slots, gate_closure_unix_ms=gate_closure_ms, market_toml=market_toml,
-            readings_open_unix_ms=readings_open_ms, readings_deadline_unix_ms=readings_deadline_ms, day=day),
-            timeout=60)
+            readings_open_unix_ms=readings_open_ms, readings_deadline_unix_ms=readings_deadline_ms, day=day,
+            flex_requests=flex_requests), timeout=60)
 
     def close_round(self, round_id: str) -> market_pb2.RoundState:
         """Close the round's gate now: the nodes clear it."""
@@ -189,6 +193,8 @@ def submit_orders(orders_path: str, broker: BrokerClient, keys_dir: str, round_i
         UntrustedRound: the round's parameters are not signed by the manifest's nodes.
     """
     state = open_round_state(broker, round_id, client_manifest(keys_dir))
+    if state.kind == 'flex':
+        raise ClientError(f'round {state.round_id} is a flexibility round: submit offers with `mpc-market flex submit`')
     config = state.config
     orders = load_orders(orders_path, config)
     slots = set(state.slots)
@@ -201,14 +207,66 @@ def submit_orders(orders_path: str, broker: BrokerClient, keys_dir: str, round_i
         if config.zoned and o.participant not in config.zone_of:  # the nodes would exclude it
             raise InputError(orders_path, o.line, 'zone', f'{o.participant} is in no zone of round {state.round_id}')
     resolve_zones(orders_path, config, orders)  # a zone column must agree with the round's zones
-    participants = sorted(first_line)
+    book = Book(config, orders, extra_pairs=[(p, s) for p in sorted(first_line) for s in state.slots])
+    return deliver(state, book, first_line, orders_path, keys_dir, client, workers, batch)
+
+
+def submit_offers(offers_path: str, broker: BrokerClient, keys_dir: str, round_id: str = '',
+                  client: str = 'submitter', workers: int = 4, batch: int = 64) -> SubmitReport:
+    """Share, sign and deliver every participant's flexibility offers to all nodes, as orders are:
+    the offers in the orders' vector layout over the round's request slots (mpc_market.mpc.flex).
+
+    Args:
+        offers_path: the offers CSV (participant,slot,direction,volume_wh,price).
+        broker, keys_dir, round_id, client, workers, batch: as for submit_orders.
+
+    Returns:
+        As submit_orders.
+
+    Raises:
+        InputError: the offers file is malformed, names a slot without a request, or a key is missing.
+        ClientError: the broker refused, or the round is not an open flexibility round.
+        UntrustedRound: the round's parameters (market, requests) are not signed by the manifest's nodes.
+    """
+    from ..market.flex import load_offers
+    from ..mpc.flex import FlexBook
+    state = open_round_state(broker, round_id, client_manifest(keys_dir))
+    if state.kind != 'flex':
+        raise ClientError(f'round {state.round_id} is an energy round: submit orders with `mpc-market submit`')
+    offers = load_offers(offers_path, state.config)
+    slots = set(state.slots)
+    first_line: dict[str, int] = {}
+    for o in offers:
+        if o.slot not in slots:
+            raise InputError(offers_path, o.line, 'slot', f'slot {o.slot} has no request in round {state.round_id}')
+        first_line.setdefault(o.participant, o.line)
+    market = round_market(state.round_id, state.market_toml, state.flex_requests, offers)
+    return deliver(state, FlexBook(market), first_line, offers_path, keys_dir, client, workers, batch)
+
+
+def deliver(state: TrustedRound, book: Book, first_line: dict[str, int], path: str, keys_dir: str, client: str,
+            workers: int, batch: int) -> SubmitReport:
+    """Encode a book's participants over the round's slots, share, sign and send them to every node.
+
+    Args:
+        state: the open round.
+        book: the orders (or offers) in the orders' layout; its slots are the round's.
+        first_line: {participant: its first line in path} (errors point there).
+        path: the input file.
+        keys_dir, client, workers, batch: as for submit_orders.
+
+    Returns:
+        The SubmitReport.
+
+    Raises:
+        InputError: a participant's key is missing.
+    """
     keys: dict[str, ed25519.Ed25519PrivateKey] = {}
-    for p in participants:
+    for p in sorted(first_line):
         try:
             keys[p] = load_participant_key(keys_dir, p)
         except KeyFileError as exc:
-            raise InputError(orders_path, first_line[p], 'participant', str(exc)) from None
-    book = Book(config, orders, extra_pairs=[(p, s) for p in participants for s in state.slots])
+            raise InputError(path, first_line[p], 'participant', str(exc)) from None
     values = book.encode(range(len(book.participants)))
     submitter = Submitter(state.endpoints(), tls.client_credentials(keys_dir, 'clients', client),
                           params_sha256={state.round_id: state.params.sha256()}, threshold=state.manifest.threshold)
@@ -298,7 +356,7 @@ def fetch_own_results(broker: BrokerClient, keys_dir: str, participant: str, rou
     if status == 'missing':
         return state, status, None
     slots = len(state.slots)
-    fields = RESULT_WIDTH.get(kind) or result_fields(state.config)
+    fields = RESULT_WIDTH.get(kind) or (FLEX_RESULT_FIELDS if state.kind == 'flex' else result_fields(state.config))
     try:
         shares = [ff.to_ints(np.frombuffer(p, dtype='<u4').reshape(ff.LIMBS, slots, fields)) for p in plaintexts]
     except ValueError:
@@ -367,3 +425,59 @@ def fetch_public(broker: BrokerClient, keys_dir: str, round_id: str = '',
     if not isinstance(body, dict) or body.get('round_id') != state.round_id:
         raise ClientError(f'public {what}: signed for another round than {state.round_id}')
     return state, body
+
+
+
+FlexPublic = tuple[TrustedRound, FlexMarket, list[RequestOutcome], dict[str, Any]]
+
+
+def fetch_flex_public(broker: BrokerClient, keys_dir: str, round_id: str = '') -> FlexPublic:
+    """A flexibility round's public outcomes, checked against every node of the client's manifest.
+
+    Args:
+        broker: the broker.
+        keys_dir: the client's keys (manifest).
+        round_id: the round ('' the broker's latest).
+
+    Returns:
+        (round, its market with the signed requests, every request's outcome, the signed body).
+
+    Raises:
+        InputError: the manifest is missing, or the body is no flexibility result of the requests.
+        ClientError: as fetch_public, or the round is an energy round.
+        UntrustedRound: the round's parameters are not signed by the manifest's nodes.
+    """
+    state, body = fetch_public(broker, keys_dir, round_id)
+    if state.kind != 'flex':
+        raise ClientError(f'round {state.round_id} is an energy round')
+    market = round_market(state.round_id, state.market_toml, state.flex_requests)
+    return state, market, outcomes_of_body(market, body), body
+
+
+def fetch_own_activations(broker: BrokerClient, keys_dir: str, participant: str, offers_path: str,
+                          round_id: str = '', client: str = 'submitter') -> tuple[str, FlexMarket, FlexResult]:
+    """A participant's own activations and payments in a flexibility round, from its result shares.
+
+    Args:
+        broker, keys_dir, round_id, client: as for fetch_own_results.
+        participant: the participant.
+        offers_path: its offers file (its rows of it are the offers it submitted).
+
+    Returns:
+        (status, the round's market with the participant's offers, its FlexResult).
+
+    Raises:
+        InputError: keys or the offers file are missing or malformed.
+        ClientError: as fetch_own_results; the participant took no part (missing).
+        EngineError: the nodes' payment is not the activation's.
+        UntrustedRound: the round's parameters are not signed by the manifest's nodes.
+    """
+    from ..market.flex import load_offers
+    state, _, outcomes, _ = fetch_flex_public(broker, keys_dir, round_id)
+    _, status, values = fetch_own_results(broker, keys_dir, participant, state.round_id, client, state=state)
+    if values is None:
+        raise ClientError(f'round {state.round_id}: {participant}: no offer counted (not every node held the same '
+                          'submission)')
+    offers = [o for o in load_offers(offers_path, state.config) if o.participant == participant]
+    market = round_market(state.round_id, state.market_toml, state.flex_requests, offers)
+    return status, market, own_activations(market, outcomes, participant, status, values)

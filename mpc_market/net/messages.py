@@ -307,27 +307,35 @@ class RoundParams:
     readings_deadline_ms: int
     day: str                     # YYYY-MM-DD or ''
     nodes: int                   # m: the number of nodes the round is shared among
+    flex_sha256: str = ''        # a flexibility round: SHA-256 hex of its requests CSV (mechanism 'flex');
+                                 # an energy round's signed JSON has no such key (unchanged bytes)
 
     @classmethod
     def of(cls, round_id: str, slots: Iterable[int], market_toml: str, gate_closure_ms: int, readings_open_ms: int,
-           readings_deadline_ms: int, day: str, nodes: int) -> 'RoundParams':
-        """The parameters of a round from its specification (parses the market text for its mechanism).
+           readings_deadline_ms: int, day: str, nodes: int, flex_requests: str = '') -> 'RoundParams':
+        """The parameters of a round from its specification (parses the market text for its mechanism;
+        a flexibility round's mechanism is 'flex' and its requests' hash is bound).
 
         Raises:
             InputError: the market text does not parse.
         """
         from ..market.config import parse_config
+        from .flexround import requests_sha256
         config = parse_config(f'round {round_id}', market_toml)
         return cls(round_id, tuple(sorted(int(s) for s in slots)), hashlib.sha256(market_toml.encode()).hexdigest(),
-                   config.mechanism, int(gate_closure_ms), int(readings_open_ms), int(readings_deadline_ms), day,
-                   int(nodes))
+                   'flex' if flex_requests else config.mechanism, int(gate_closure_ms), int(readings_open_ms),
+                   int(readings_deadline_ms), day, int(nodes), requests_sha256(flex_requests))
 
     def fields(self) -> dict[str, object]:
-        """The signed JSON fields."""
-        return {'round_id': self.round_id, 'slots': list(self.slots), 'market_sha256': self.market_sha256,
-                'mechanism': self.mechanism, 'gate_closure_ms': self.gate_closure_ms,
-                'readings_open_ms': self.readings_open_ms, 'readings_deadline_ms': self.readings_deadline_ms,
-                'day': self.day, 'nodes': self.nodes}
+        """The signed JSON fields (flex_sha256 only in a flexibility round's)."""
+        fields: dict[str, object] = {
+            'round_id': self.round_id, 'slots': list(self.slots), 'market_sha256': self.market_sha256,
+            'mechanism': self.mechanism, 'gate_closure_ms': self.gate_closure_ms,
+            'readings_open_ms': self.readings_open_ms, 'readings_deadline_ms': self.readings_deadline_ms,
+            'day': self.day, 'nodes': self.nodes}
+        if self.flex_sha256:
+            fields['flex_sha256'] = self.flex_sha256
+        return fields
 
     def canonical(self) -> bytes:
         """What every node signs."""
@@ -363,7 +371,9 @@ class RoundParams:
 
         def integer(value: object, low: int, high: int) -> bool:
             return type(value) is int and low <= value <= high
-        ok = (isinstance(fields, dict) and set(fields) == ROUND_PARAMS_KEYS and is_name(fields['round_id'])
+        flex = isinstance(fields, dict) and 'flex_sha256' in fields
+        ok = (isinstance(fields, dict) and set(fields) == (ROUND_PARAMS_KEYS if flex else ENERGY_PARAMS_KEYS)
+              and is_name(fields['round_id'])
               and isinstance(fields['slots'], list) and 1 <= len(fields['slots']) <= MAX_ROUND_SLOTS
               and all(integer(s, 0, MAX_SEQ) for s in fields['slots'])
               and fields['slots'] == sorted(set(fields['slots']))
@@ -372,18 +382,21 @@ class RoundParams:
               and all(integer(fields[k], 0, MAX_DAY_MS) for k in
                       ('gate_closure_ms', 'readings_open_ms', 'readings_deadline_ms'))
               and isinstance(fields['day'], str) and DAY_TEXT.fullmatch(fields['day'])
-              and integer(fields['nodes'], 1, MAX_NODES))
+              and integer(fields['nodes'], 1, MAX_NODES)
+              and (not flex or (isinstance(fields['flex_sha256'], str) and SHA256_HEX.fullmatch(fields['flex_sha256'])
+                                and fields['mechanism'] == 'flex')))
         if not ok:
             raise EnvelopeError('round parameters have a field of the wrong type or format')
         params = cls(fields['round_id'], tuple(fields['slots']), fields['market_sha256'], fields['mechanism'],
                      fields['gate_closure_ms'], fields['readings_open_ms'], fields['readings_deadline_ms'],
-                     fields['day'], fields['nodes'])
+                     fields['day'], fields['nodes'], fields.get('flex_sha256', ''))
         if params.to_json() != bytes(raw):
             raise EnvelopeError('round parameters are not in canonical form')
         return params
 
 
 ROUND_PARAMS_KEYS = frozenset(f.name for f in dataclasses.fields(RoundParams))
+ENERGY_PARAMS_KEYS = ROUND_PARAMS_KEYS - {'flex_sha256'}
 
 
 def spec_problem(spec: market_pb2.RoundSpec, nodes: int) -> str:
@@ -409,7 +422,8 @@ def spec_problem(spec: market_pb2.RoundSpec, nodes: int) -> str:
             return 'the day is not a YYYY-MM-DD date'
     try:
         params = RoundParams.of(spec.round_id, spec.slots, spec.market_toml, spec.gate_closure_unix_ms,
-                                spec.readings_open_unix_ms, spec.readings_deadline_unix_ms, spec.day, nodes)
+                                spec.readings_open_unix_ms, spec.readings_deadline_unix_ms, spec.day, nodes,
+                                spec.flex_requests)
         RoundParams.from_json(params.to_json())
     except InputError as exc:
         return f'market: {exc}'
@@ -417,6 +431,12 @@ def spec_problem(spec: market_pb2.RoundSpec, nodes: int) -> str:
         return 'a slot, a time or the day is out of range'
     from ..market.config import parse_config
     config = parse_config(f'round {spec.round_id}', spec.market_toml)
+    if spec.flex_requests:
+        from .flexround import flex_spec_problem
+        problem = flex_spec_problem(spec.round_id, spec.slots, spec.market_toml, spec.flex_requests,
+                                    spec.readings_deadline_unix_ms)
+        if problem:
+            return problem
     if config.zoned and not config.zone_map:  # clients' zone columns are their own word: not a grid map
         return 'market: zones = true needs a [zones] table of every participant\'s zone in a deployment'
     if spec.day and config.start is not None:  # nodes, clients and meters map the day by the market text alike
@@ -444,7 +464,7 @@ def params_of_state(state: Round, nodes: int) -> RoundParams:
         InputError: its market text does not parse (it did when the round opened).
     """
     return RoundParams.of(state.round_id, state.slots, state.market_toml, state.gate_closure_ms,
-                          state.readings_open_ms, state.readings_deadline_ms, state.day, nodes)
+                          state.readings_open_ms, state.readings_deadline_ms, state.day, nodes, state.flex_requests)
 
 
 PUBLIC_DOMAIN = b'mpc-market/public-results/v1\n'

@@ -23,12 +23,14 @@ from ..common.errors import EngineError
 from ..common.names import path_token
 from ..market.book import Layout
 from ..market.config import MarketConfig, parse_config
+from ..market.flex import clear_flex_plain
 from ..market.results import public_slot_rows
 from ..market.settlement import deviation_price2
 from ..mpc import field as ff
 from ..mpc.jobs import DETERMINISTIC_EXIT, JobDir, PublicOutputs, config_spec
 from ..mpc.supervisor import PartyProcess, supervise
 from .config import NodeConfig
+from .flexround import flex_job_spec, flex_public_body, outcomes_of, round_market
 from .messages import PUBLIC_DOMAIN, public_body
 from .store import Round, Store
 
@@ -69,11 +71,16 @@ def export_job(store: Store, round_: Round, index: int, nodes: int, keys_dir: st
     """
     config = parse_config(f'round {round_.round_id}', round_.market_toml)
     layout = Layout.for_config(config)
-    spec = replace(config_spec(config, round_.slots, nodes), mode='deployment', round_id=round_.round_id)
-    spec.save(job_dir)
-    own = JobDir(job_dir).node(index).make()
     submissions = store.submissions(round_.round_id, 'order')
     held = {p: hashlib.sha256(envelope).hexdigest() for p, (_, envelope, _, _) in submissions.items()}
+    if round_.flex_requests:  # offers in the orders' layout, cleared by the 'flex' mechanism over the held set
+        market = round_market(round_.round_id, round_.market_toml, round_.flex_requests)
+        base = flex_job_spec(market, sorted(held), nodes)
+    else:
+        base = config_spec(config, round_.slots, nodes)
+    spec = replace(base, mode='deployment', round_id=round_.round_id)
+    spec.save(job_dir)
+    own = JobDir(job_dir).node(index).make()
     shape = (ff.LIMBS, len(held), len(round_.slots), layout.width)
     shares = np.lib.format.open_memmap(own.shares, mode='w+', dtype=np.uint32, shape=shape)
     for row, participant in enumerate(sorted(held)):
@@ -121,8 +128,8 @@ def run_party(job_dir: str, index: int, mpc_addresses: Sequence[str], keys_dir: 
                          final=failure.returncode == DETERMINISTIC_EXIT)
 
 
-def import_results(job_dir: str, index: int, round_id: str,
-                   config: MarketConfig) -> tuple[Rows, str, dict[str, float], list[int]]:
+def import_results(job_dir: str, index: int, round_id: str, config: MarketConfig, flex_requests: str = '',
+                   config_text: str = '') -> tuple[Rows, str, dict[str, float], list[int]]:
     """What a finished run left in its directory.
 
     Args:
@@ -130,6 +137,7 @@ def import_results(job_dir: str, index: int, round_id: str,
         index: this node's index.
         round_id: the round.
         config: its market config.
+        flex_requests, config_text: a flexibility round's requests CSV and market text ('': energy).
 
     Returns:
         ({participant: (status, shares bytes)}, public body, run figures, deviation price2 per slot).
@@ -141,6 +149,11 @@ def import_results(job_dir: str, index: int, round_id: str,
     rows = {p: ('excluded' if p in excluded else 'cleared', results[:, j].astype('<u4').tobytes())
             for j, p in enumerate(public.participants)}
     rows.update({p: ('missing', b'') for p in public.missing})
+    if flex_requests:  # per request procured, price, shortfall; no deviation prices (not settled yet)
+        market = round_market(round_id, config_text, flex_requests)
+        body = flex_public_body(round_id, outcomes_of(market, public), len(public.participants) - len(excluded),
+                                len(excluded), len(public.missing))
+        return rows, body, run_figures(public), []
     price2 = [deviation_price2(config, row) for row in public_slot_rows(config, public.slots)]
     return rows, public_body(round_id, config, public), run_figures(public), price2
 
@@ -181,10 +194,31 @@ def clear_round(store: Store, round_: Round, node: NodeConfig, signing_key: ed25
     shutil.rmtree(job_dir, ignore_errors=True)
     os.makedirs(job_dir)
     try:
+        if round_.flex_requests and not store.submissions(round_.round_id, 'order'):
+            return clear_empty_flex(store, round_, signing_key)
         config, _ = export_job(store, round_, node.index, len(node.nodes), node.keys, job_dir)
         run_party(job_dir, node.index, node.mpc, node.keys, node.connect_timeout_s, node.clearing_timeout_s, on_start)
-        rows, body, timings, price2 = import_results(job_dir, node.index, round_.round_id, config)
+        rows, body, timings, price2 = import_results(job_dir, node.index, round_.round_id, config,
+                                                     round_.flex_requests, round_.market_toml)
         store.put_results(round_.round_id, rows, body, signing_key.sign(PUBLIC_DOMAIN + body.encode()), price2)
         return timings
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)  # the shares live in the store; no stray copies
+
+
+
+def clear_empty_flex(store: Store, round_: Round, signing_key: ed25519.Ed25519PrivateKey) -> dict[str, float]:
+    """A flexibility round without offers: every request procures nothing (nothing secret to compute).
+
+    Args:
+        store: this node's store.
+        round_: the round.
+        signing_key: signs the public results.
+
+    Returns:
+        No figures.
+    """
+    market = round_market(round_.round_id, round_.market_toml, round_.flex_requests)
+    body = flex_public_body(round_.round_id, clear_flex_plain(market).requests, 0, 0, 0)
+    store.put_results(round_.round_id, {}, body, signing_key.sign(PUBLIC_DOMAIN + body.encode()), [])
+    return {}

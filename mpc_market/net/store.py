@@ -45,6 +45,7 @@ LATER_ROUND_COLUMNS = (
     ('settle_final', 'INTEGER NOT NULL DEFAULT 0'),
     ('params', "TEXT NOT NULL DEFAULT ''"),               # broker only; '' (an older broker's round): clients refuse it
     ('params_signatures', "TEXT NOT NULL DEFAULT '{}'"),  # broker only
+    ('flex_requests', "TEXT NOT NULL DEFAULT ''"),        # a flexibility round's public requests CSV ('': energy)
 )
 ROUNDS_DDL = ('CREATE TABLE IF NOT EXISTS rounds (\n    '
               + ',\n    '.join(f'{name} {decl}' for name, decl in FIRST_ROUND_COLUMNS + LATER_ROUND_COLUMNS)
@@ -137,11 +138,12 @@ class Round:
     settle_final: bool = False
     params: str = ''                  # broker: the RoundParams JSON every node signed ('' at a node)
     params_signatures: tuple[tuple[int, bytes], ...] = ()  # broker: (node index, signature of params)
+    flex_requests: str = ''           # a flexibility round: its public requests CSV ('': an energy round)
 
     @classmethod
     def opened(cls, round_id: str, slots: Iterable[int], gate_closure_ms: int, market_toml: str,
                readings_open_ms: int = 0, readings_deadline_ms: int = 0, day: str = '', params: str = '',
-               params_signatures: Mapping[int, bytes] | None = None) -> 'Round':
+               params_signatures: Mapping[int, bytes] | None = None, flex_requests: str = '') -> 'Round':
         """A round just opened (state open, its slots sorted).
 
         Args:
@@ -151,6 +153,7 @@ class Round:
             market_toml: the market's configuration text.
             day: the delivery day (YYYY-MM-DD) or ''.
             params, params_signatures: the broker's record of the parameters every node signed.
+            flex_requests: a flexibility round's public requests CSV ('': an energy round).
 
         Returns:
             The Round.
@@ -160,7 +163,8 @@ class Round:
         """
         return cls(check_round_id(round_id), tuple(sorted(int(s) for s in slots)), int(gate_closure_ms), market_toml,
                    'open', readings_open_ms=int(readings_open_ms), readings_deadline_ms=int(readings_deadline_ms),
-                   day=day, params=params, params_signatures=tuple(sorted((params_signatures or {}).items())))
+                   day=day, params=params, params_signatures=tuple(sorted((params_signatures or {}).items())),
+                   flex_requests=flex_requests)
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> 'Round':
@@ -189,6 +193,11 @@ class Round:
                    'final': int(self.final), 'settle_final': int(self.settle_final),
                    'params_signatures': encode_signatures(dict(self.params_signatures))}
         return tuple(encoded.get(name, getattr(self, name)) for name in ROUND_FIELDS)
+
+    @property
+    def kind(self) -> str:
+        """'flex' for a flexibility round, else 'energy'."""
+        return 'flex' if self.flex_requests else 'energy'
 
     def readings_window_open(self, at_ms: int) -> bool:
         """Whether the round takes meter readings at at_ms (cleared, not settling, in its window).
@@ -295,13 +304,14 @@ class Store(SqliteStore):
 
     # -- rounds ---------------------------------------------------------------------------------
     def open_round(self, round_id: str, slots: Iterable[int], gate_closure_ms: int, market_toml: str,
-                   readings_open_ms: int = 0, readings_deadline_ms: int = 0, day: str = '') -> Round:
+                   readings_open_ms: int = 0, readings_deadline_ms: int = 0, day: str = '',
+                   flex_requests: str = '') -> Round:
         """Record an opened round; idempotent (a restarted broker may reopen it): a round of that id
         is kept as it is.
 
         Args:
-            round_id, slots, gate_closure_ms, market_toml, readings_open_ms, readings_deadline_ms, day:
-                as in Round.opened.
+            round_id, slots, gate_closure_ms, market_toml, readings_open_ms, readings_deadline_ms, day,
+                flex_requests: as in Round.opened.
 
         Returns:
             The stored round.
@@ -310,7 +320,7 @@ class Store(SqliteStore):
             Malformed: round_id is not a valid name.
         """
         round_ = Round.opened(round_id, slots, gate_closure_ms, market_toml, readings_open_ms, readings_deadline_ms,
-                              day)
+                              day, flex_requests=flex_requests)
         with self._transaction() as db:
             self._insert_round(db, round_)
         return self.round(round_id)

@@ -16,6 +16,7 @@ from ..common.errors import InputError, KeyFileError, MarketError, Tampered
 from ..common.manifest import Manifest
 from ..market.config import MarketConfig, parse_config
 from ..rpc import market_pb2
+from .flexround import requests_sha256, round_kind
 from .messages import ROUND_PARAMS_DOMAIN, EnvelopeError, RoundParams, verify_public
 from .store import now_ms
 from .submit import NodeEndpoint
@@ -36,6 +37,12 @@ class TrustedRound:
     addresses: tuple[str, ...]   # node 0 first, each pinned by the manifest
     manifest: Manifest
     state: market_pb2.RoundState  # the broker's phase fields (display and progress only)
+    flex_requests: str = ''       # a flexibility round's requests CSV, hashed as the nodes signed it
+
+    @property
+    def kind(self) -> str:
+        """'flex' for a flexibility round, else 'energy'."""
+        return round_kind(self.flex_requests)
 
     @property
     def round_id(self) -> str:
@@ -94,6 +101,8 @@ def trusted_round(state: market_pb2.RoundState, manifest: Manifest, round_id: st
         raise UntrustedRound(f'{where}: the nodes signed the parameters of round {params.round_id!r}')
     if hashlib.sha256(state.market_toml.encode()).hexdigest() != params.market_sha256:
         raise UntrustedRound(f'{where}: the market text is not the one the nodes signed')
+    if requests_sha256(state.flex_requests) != params.flex_sha256:  # a lying broker's requests, or none
+        raise UntrustedRound(f'{where}: the flexibility requests are not the ones the nodes signed')
     # the gate closure and readings deadline shown may be earlier than signed (an operator closed the
     # round or its readings early); clients decide by the signed ones and the nodes enforce those
     differences = [name for name, shown, signed in (
@@ -105,6 +114,6 @@ def trusted_round(state: market_pb2.RoundState, manifest: Manifest, round_id: st
         config = parse_config(f'round {params.round_id}', state.market_toml)
     except (KeyFileError, InputError) as exc:
         raise UntrustedRound(str(exc)) from None
-    if config.mechanism != params.mechanism:
+    if ('flex' if params.flex_sha256 else config.mechanism) != params.mechanism:
         raise UntrustedRound(f'{where}: mechanism {config.mechanism} is not the signed {params.mechanism}')
-    return TrustedRound(params, config, state.market_toml, tuple(addresses), manifest, state)
+    return TrustedRound(params, config, state.market_toml, tuple(addresses), manifest, state, state.flex_requests)

@@ -1,0 +1,79 @@
+"""Flexibility rounds in a deployment (issue 25): `round open --flex REQUESTS.csv` binds the public
+requests into the parameters every node signs, `flex submit` shares the offers like orders, the
+nodes clear them with the MPC 'flex' mechanism, and the signed public outcomes and every
+participant's activations equal `mpc-market flex clear --engine plain` on the same files. A broker
+that shows clients other requests than the nodes signed (or hides them) is refused."""
+
+import dataclasses
+
+import pytest
+
+from mpc_market.net.client import BrokerClient, client_manifest
+from mpc_market.net.trusted import UntrustedRound, trusted_round
+
+from ..helpers import cli, read_rows
+
+pytestmark = [pytest.mark.slow, pytest.mark.deployment]
+
+MARKET = ('[market]\nprice_floor = 0.10\nprice_ceiling = 0.20\ntick = 0.01\nmax_order_wh = 1000\nzones = true\n'
+          'network_fee = 0.01\n\n[zones]\nF1 = ["p00", "p01", "p02"]\nF2 = ["p03", "p04", "p05"]\n')
+REQUESTS = ('request,buyer,feeder,slot,direction,volume_wh,price_cap\n'
+            'dso-f1,dso,F1,0,up,700,0.18\n'       # ties at the marginal level: the pro-rata floor
+            'agg-0,aggregator,,0,up,900,0.20\n'   # the offers the DSO did not reach
+            'dso-f2,dso,F2,1,down,5000,0.15\n')   # unmet: a shortfall
+OFFERS = ('participant,slot,direction,volume_wh,price\n'
+          'p00,0,up,400,0.12\np01,0,up,300,0.14\np02,0,up,300,0.14\np03,0,up,500,0.16\np04,0,up,1000,0.19\n'
+          'p05,0,down,200,0.11\np03,1,down,250,0.13\np04,1,down,600,0.15\np05,1,down,100,0.17\n')
+
+
+def test_flex_round_equals_the_local_reference_and_lying_brokers_are_refused(tmp_path, shared_deployment):
+    deployment = shared_deployment.running(['fx1'])
+    paths = {name: tmp_path / name for name in ('market.toml', 'requests.csv', 'offers.csv')}
+    for name, text in (('market.toml', MARKET), ('requests.csv', REQUESTS), ('offers.csv', OFFERS)):
+        paths[name].write_text(text)
+    cli('flex', 'clear', '--engine', 'plain', '--requests', paths['requests.csv'], '--offers', paths['offers.csv'],
+        '--config', paths['market.toml'], '--out', tmp_path / 'plain', check=True)
+    plain = read_rows(tmp_path / 'plain' / 'activations.csv')
+    assert {r['request'] for r in plain} >= {'dso-f1', 'agg-0', 'dso-f2'}, plain  # every stage activates someone
+
+    def client(*args, check=True):
+        return cli(*args, '--broker', deployment.broker_address, '--keys', deployment.keys, check=check)
+    client('round', 'open', '--round', 'fx1', '--flex', paths['requests.csv'], '--market', paths['market.toml'],
+           '--gate-closure-in', 120)
+    listed = [line for line in client('round', 'list').stdout.splitlines() if line.startswith('fx1 ')]
+    assert len(listed) == 1 and ' flex (3 req) ' in listed[0], listed
+    assert 'flexibility round (3 requests)' in client('round', 'status', '--round', 'fx1').stdout
+
+    # orders into a flexibility round are refused before anything is sent
+    orders = tmp_path / 'orders.csv'
+    orders.write_text('participant,slot,side,energy_wh,limit_price\np00,0,buy,10,0.15\n')
+    refused = client('submit', '--orders', orders, '--round', 'fx1', check=False)
+    assert refused.returncode != 0 and 'flexibility round' in refused.stderr, refused.stderr
+
+    # a lying broker: other requests than the nodes signed, or none (shown as an energy round)
+    broker = BrokerClient(deployment.broker_address, deployment.keys)
+    try:
+        state = broker.status('fx1')
+    finally:
+        broker.close()
+    manifest = client_manifest(deployment.keys)
+    assert trusted_round(state, manifest, 'fx1').kind == 'flex'
+    for lie in (REQUESTS.replace('5000', '50'), ''):
+        forged = type(state)()
+        forged.CopyFrom(state)
+        forged.flex_requests = lie
+        with pytest.raises(UntrustedRound, match='flexibility requests are not the ones the nodes signed'):
+            trusted_round(forged, manifest, 'fx1')
+
+    submitted = client('flex', 'submit', '--offers', paths['offers.csv'], '--round', 'fx1')
+    assert "6 participants' offers accepted by every node" in submitted.stdout, submitted.stdout
+    closed = client('round', 'close', '--round', 'fx1', '--wait', 180, check=False)
+    assert closed.returncode == 0 and ': cleared;' in closed.stdout, closed.stdout + closed.stderr
+
+    out = tmp_path / 'results'
+    client('results', '--public', '--round', 'fx1', '--out', out)
+    assert (out / 'requests.csv').read_text() == (tmp_path / 'plain' / 'requests.csv').read_text()
+    for p in sorted({r['participant'] for r in plain}):
+        client('results', '--participant', p, '--offers', paths['offers.csv'], '--round', 'fx1', '--out', out)
+        assert read_rows(out / f'{p}.activations.csv') == [r for r in plain if r['participant'] == p], p
+    assert dataclasses.is_dataclass(trusted_round(state, manifest, 'fx1'))
