@@ -3,7 +3,8 @@
 clear writes requests.csv (each request's public outcome) and activations.csv (each offer's
 activation and payment); settle clears the same way, then settles delivery against the meter
 readings: deliveries.csv (payment and penalty per activation) and imbalances.csv (each energy
-participant's deviation from its adjusted position, by the energy market's rule); curve writes
+participant's deviation from its adjusted position, by the energy market's rule) and bills.csv
+(trade, deviation, flexibility revenue and penalty per participant); curve writes
 the aggregator's view (curve.csv: the community's curve where at least min_cohort offer).
 """
 
@@ -14,11 +15,13 @@ from typing import Any
 
 from ..market.config import MarketConfig, load_config
 from ..market.flex import (
+    FlexBill,
     FlexCurve,
     FlexMarket,
     FlexResult,
     FlexSettlement,
     clear_flex_plain,
+    flex_bills,
     flex_curve_plain,
     load_feeders,
     load_offers,
@@ -34,6 +37,7 @@ ACTIVATION_COLUMNS = ('participant', 'slot', 'slot_start', 'direction', 'offered
 DELIVERY_COLUMNS = ('participant', 'slot', 'slot_start', 'direction', 'request', 'activated_wh', 'planned_wh',
                     'adjusted_wh', 'net_wh', 'delivered_wh', 'undelivered_wh', 'payment', 'penalty', 'flex_net')
 CURVE_COLUMNS = ('slot', 'slot_start', 'direction', 'open', 'level', 'price', 'volume_wh')
+BILL_COLUMNS = ('participant', 'trade_amount', 'deviation_amount', 'flex_revenue', 'flex_penalty', 'total_amount')
 IMBALANCE_COLUMNS = ('participant', 'slot', 'slot_start', 'planned_wh', 'adjusted_wh', 'net_wh', 'deviation_wh',
                      'amount')
 
@@ -92,12 +96,13 @@ def result_files(market: FlexMarket, result: FlexResult) -> dict[str, str]:
             'activations.csv': csv_text(ACTIVATION_COLUMNS, activations)}
 
 
-def settlement_files(config: MarketConfig, settled: FlexSettlement) -> dict[str, str]:
-    """deliveries.csv and imbalances.csv of a settlement.
+def settlement_files(config: MarketConfig, settled: FlexSettlement, bills: list[FlexBill]) -> dict[str, str]:
+    """deliveries.csv, imbalances.csv and bills.csv of a settlement.
 
     Args:
         config: the market (amounts, slot times).
         settled: the settlement.
+        bills: every participant's bill (flex_bills).
 
     Returns:
         {file name: CSV text}.
@@ -112,8 +117,11 @@ def settlement_files(config: MarketConfig, settled: FlexSettlement) -> dict[str,
     imbalances = [{'participant': i.participant, 'slot': i.slot, 'slot_start': config.slot_start_text(i.slot),
                    'planned_wh': i.planned_wh, 'adjusted_wh': i.adjusted_wh, 'net_wh': i.net_wh,
                    'deviation_wh': i.deviation_wh, 'amount': amount(i.amount)} for i in settled.imbalances]
+    bill_rows = [{'participant': b.participant, 'trade_amount': amount(b.trade_amount),
+                  'deviation_amount': amount(b.deviation_amount), 'flex_revenue': amount(b.flex_revenue),
+                  'flex_penalty': amount(b.flex_penalty), 'total_amount': amount(b.total_amount)} for b in bills]
     return {'deliveries.csv': csv_text(DELIVERY_COLUMNS, deliveries),
-            'imbalances.csv': csv_text(IMBALANCE_COLUMNS, imbalances)}
+            'imbalances.csv': csv_text(IMBALANCE_COLUMNS, imbalances), 'bills.csv': csv_text(BILL_COLUMNS, bill_rows)}
 
 
 def report(market: FlexMarket, result: FlexResult) -> None:
@@ -160,7 +168,8 @@ def cmd_settle(args: argparse.Namespace) -> int:
         args: clear's options, plus --orders (the planned positions) and --readings.
 
     Returns:
-        0 (the energy deviation prices come from the orders' plaintext clearing: public outputs).
+        0 (the energy deviation prices and trade amounts come from the orders' plaintext clearing;
+        under --engine mpc the clearing and the delivery settlement run on the nodes).
 
     Raises:
         InputError: a malformed input file.
@@ -177,9 +186,17 @@ def cmd_settle(args: argparse.Namespace) -> int:
     readings = {pair: net for pair, (net, _) in load_readings(args.readings, config).items()}
     energy = clear_plain(Book(config, orders))
     price2 = {s.slot: deviation_price2(config, s) for s in energy.slots}
-    result = clear_market(market, args)
-    settled = settle_flex_plain(market, result, orders, readings, price2)
-    return finish(args.out, market, result, {**result_files(market, result), **settlement_files(config, settled)})
+    if args.engine == 'plain':
+        result = clear_flex_plain(market)
+        settled = settle_flex_plain(market, result, orders, readings, price2)
+    else:
+        from ..mpc.flex_local import settle_flex_mpc
+        result, settled = settle_flex_mpc(market, orders, readings, price2, nodes=args.nodes)
+    trade: dict[str, int] = {}
+    for row in energy.rows:
+        trade[row.participant] = trade.get(row.participant, 0) + row.amount
+    files = {**result_files(market, result), **settlement_files(config, settled, flex_bills(trade, settled))}
+    return finish(args.out, market, result, files)
 
 
 def curve_files(config: MarketConfig, curve: FlexCurve) -> dict[str, str]:
@@ -265,7 +282,8 @@ def add_parsers(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     p = commands.add_parser('settle', help='clear, then settle delivery against the meter readings',
                             formatter_class=formatter,
                             description='Writes clear\'s files, deliveries.csv (delivered, payment, penalty per '
-                                        'activation) and imbalances.csv (deviations from the adjusted positions).')
+                                        'activation), imbalances.csv (deviations from the adjusted positions) and '
+                                        'bills.csv (trade, deviation, flexibility revenue and penalty).')
     common(p)
     p.add_argument('--orders', required=True, help='the energy orders CSV (the planned positions)')
     p.add_argument('--readings', required=True, help='meter readings CSV: participant,slot,net_wh')

@@ -532,6 +532,44 @@ def settle_flex_plain(market: FlexMarket, result: FlexResult, orders: Sequence[O
     return FlexSettlement(deliveries, imbalances, slots)
 
 
+@dataclass(frozen=True)
+class FlexBill:
+    """A participant's bill of an energy and flexibility round (money units; > 0: it pays): the
+    energy trade, the deviation from its adjusted position, the flexibility revenue (payments for
+    delivered flexibility) and penalty; total = trade + deviation - revenue + penalty."""
+
+    participant: str
+    trade_amount: int
+    deviation_amount: int
+    flex_revenue: int
+    flex_penalty: int
+
+    @property
+    def total_amount(self) -> int:
+        """What the participant pays in all (negative: it is paid)."""
+        return self.trade_amount + self.deviation_amount - self.flex_revenue + self.flex_penalty
+
+
+def flex_bills(trade: Mapping[str, int], settled: FlexSettlement) -> list[FlexBill]:
+    """One bill per participant with a trade, an imbalance or a delivery, sorted by name.
+
+    Args:
+        trade: {participant: its energy trade amount} (the energy clearing's rows, summed).
+        settled: the flexibility round's settlement.
+
+    Returns:
+        The FlexBills.
+    """
+    sums: dict[str, list[int]] = {p: [amount, 0, 0, 0] for p, amount in trade.items()}
+    for i in settled.imbalances:
+        sums.setdefault(i.participant, [0, 0, 0, 0])[1] += i.amount
+    for d in settled.deliveries:
+        bill = sums.setdefault(d.participant, [0, 0, 0, 0])
+        bill[2] += d.payment
+        bill[3] += d.penalty
+    return [FlexBill(p, *sums[p]) for p in sorted(sums)]
+
+
 # -- the aggregator's view -----------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -465,3 +465,154 @@ class FlexCurveView(Mechanism):
                  for j in range(node.n_slots) for d in (0, 1)]
         results = np.zeros((4, node.n_participants, node.n_slots, 1), dtype=np.uint32)  # nothing private
         return Clearing(slots, results, [0] * node.n_slots)
+
+
+# -- delivery and settlement (a session after the clearing) ------------------------------------
+
+@dataclass(frozen=True)
+class DeliveryPlan:
+    """The public parameters of a delivery session (delivery.json beside its job.json; the job is
+    the energy market's, settle on): the clearing job's participants and slots (its result shares
+    map onto this job's rows by them), which (participant, slot) of this job has a meter reading
+    (without one nothing is delivered) and each slot's 2 x deviation price in units."""
+
+    flex_participants: list[str]
+    flex_slots: list[int]
+    read: list[list[bool]]
+    price2: list[int]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of delivery.json."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> DeliveryPlan:
+        """Parse delivery.json."""
+        return cls([str(p) for p in obj['flex_participants']], [int(s) for s in obj['flex_slots']],
+                   [[bool(v) for v in row] for row in obj['read']], [int(v) for v in obj['price2']])
+
+
+@dataclass(frozen=True)
+class DeliveryShares:
+    """What a delivery session computed: per (participant, slot) the shares of (delivered Wh,
+    payment, penalty) and of (deviation, amount) against the adjusted position, limb-major
+    (4, participants, slots, 3) and (4, participants, slots, 2); the retailer's (4, slots, 3); and
+    the participants whose meter packages failed the checks (public)."""
+
+    delivery: np.ndarray
+    settlement: np.ndarray
+    retailer: np.ndarray
+    meter_excluded: list[str]
+
+
+def flex_rows(spec: JobSpec, plan: DeliveryPlan, flex: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The clearing's result shares on this job's rows: (up, down, price, penalty) per
+    (participant, slot), zero outside the clearing job, and where a row lies inside it.
+
+    Args:
+        spec: the delivery job.
+        plan: its DeliveryPlan.
+        flex: share ints (clearing participants, clearing slots, FIELDS).
+
+    Returns:
+        (object array (participants, slots, 4), bool array (participants, slots)).
+    """
+    rows = np.zeros((len(spec.participants), len(spec.slots), 4), dtype=object)
+    inside = np.zeros(rows.shape[:2], dtype=bool)
+    where = {p: i for i, p in enumerate(spec.participants)}, {s: j for j, s in enumerate(spec.slots)}
+    first = FIELDS.index('up_wh')
+    for i, p in enumerate(plan.flex_participants):
+        for j, s in enumerate(plan.flex_slots):
+            row, col = where[0][p], where[1][s]
+            rows[row, col] = flex[i, j, first:first + 4]
+            inside[row, col] = True
+    return rows, inside
+
+
+async def settle_delivery(node: Any, readings: np.ndarray, flex: np.ndarray, inside: np.ndarray,
+                          plan: DeliveryPlan) -> DeliveryShares:
+    """Delivery against the planned positions and the energy imbalance against the adjusted ones.
+
+    The meter packages are the settlement's (checked against the planned position B of the order
+    shares: their witnesses give d = M - B, its sign and |d| without a comparison). With the
+    activations a_up, a_down of the clearing, d' = M - A = d + a_up - a_down is the deviation
+    from the adjusted position A. The undelivered part is min(d'+, a_up) for up and min(d'-,
+    a_down) for down (delivered = activated - undelivered equals the reference's clamp of the
+    activation's direction of B - M), i.e. min(|d'|, a_sel) with a_sel = a_up where d' >= 0 and
+    a_down where d' < 0 (an offer has one direction). So a (participant, slot) of the clearing
+    costs two comparisons: the sign of d' (which the imbalance needs anyway) and that minimum;
+    one outside it (no activation possible) none, its witnesses' d being d'. The imbalance is then
+    the energy market's deviation settlement on d' (mpc.settlement.SettlementNode.run).
+
+    Args:
+        node: the MarketNode of the energy job (order shares, joint seed agreed).
+        readings: its meter packages (4, participants, slots, width).
+        flex: shares (participants, slots, 4) of (up, down, price, penalty) (flex_rows).
+        inside: where a row lies in the clearing job (public).
+        plan: the DeliveryPlan.
+
+    Returns:
+        The DeliveryShares.
+    """
+    from ..market.book import ReadingLayout
+    from . import field as ff
+    from .primitives import P, bits_needed, less_than_zero, reshare_values
+    from .settlement import SettlementNode
+    from .validation import validate_orders
+    spec = node.spec
+    valid_orders = await validate_orders(node, np.ones(node.n_participants, dtype=bool))
+    layout = ReadingLayout((spec.max_reading_wh + spec.max_order_wh).bit_length(),
+                           spec.max_reading_wh.bit_length(), spec.max_reading_wh)
+    verdicts, dev, long_side, sign = await SettlementNode(node, readings, layout, plan.price2).validate(valid_orders)
+    deviation = (dev - 2 * long_side) % P                                   # d = M - B
+    up, down, rate, penalty = (flex[..., f] for f in range(4))
+    adjusted = (deviation + up - down) % P                                   # d' = M - A
+    # |d| <= max_reading + max_order (checked packages, valid orders), one activation <= max_order
+    bound = spec.max_reading_wh + 2 * spec.max_order_wh                     # |d'|, and |gap| below
+    magnitude, new_long, new_sign = dev.copy(), long_side.copy(), sign.copy()
+    undelivered = np.zeros(dev.shape, dtype=object)
+    idx = np.nonzero(inside)
+    if idx[0].size:
+        d2, a_up, a_down = adjusted[idx], up[idx], down[idx]
+        s2 = await less_than_zero(d2, bits_needed(bound))
+        sd, pick_down = await reshare_values(np.stack([s2 * d2, s2 * (a_down - a_up)]) % P)
+        abs2, a_sel = (d2 - 2 * sd) % P, (a_up + pick_down) % P
+        gap = (abs2 - a_sel) % P
+        lower = await less_than_zero(gap, bits_needed(bound))   # -max_order <= gap <= |d'|
+        least, = await reshare_values([lower * gap % P])
+        magnitude[idx], new_long[idx], new_sign[idx] = abs2, (-sd) % P, s2
+        undelivered[idx] = (a_sel + least) % P
+    metered = (verdicts[:, None] & np.array(plan.read, dtype=bool)).astype(object)  # no reading: nothing delivered
+    activated = (up + down) % P
+    undelivered = (metered * undelivered + (1 - metered) * activated) % P
+    delivered = (activated - undelivered) % P
+    payment, charge = await reshare_values(np.stack([delivered * rate, undelivered * penalty]) % P)
+    wide = ReadingLayout(bound.bit_length(), layout.reading_bits, layout.max_reading_wh)  # |d'| > |d|: wider bounds
+    energy = adjusted_settlement(node, readings, wide, plan.price2, (verdicts, magnitude, new_long, new_sign))
+    settled, retailer, excluded = await energy.run(valid_orders)
+    delivery = ff.from_ints(await reshare_values(np.stack([delivered, payment, charge], axis=-1) % P))
+    return DeliveryShares(delivery, settled, retailer, excluded)
+
+
+def adjusted_settlement(node: Any, readings: np.ndarray, layout: Any, price2: Sequence[int],
+                        given: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> Any:
+    """The energy settlement of mpc.settlement.SettlementNode on given deviations: its validate
+    returns the deviations from the adjusted positions (verdicts, |d'|, max(-d', 0), [d' < 0])
+    instead of the packages' (which are against the planned positions).
+
+    Args:
+        node, readings, layout, price2: SettlementNode's.
+        given: the verdicts and the shares of |d'|, max(-d', 0) and [d' < 0].
+
+    Returns:
+        The SettlementNode (imported here: mpc.settlement loads the MPC runtime).
+    """
+    from .primitives import P
+    from .settlement import SettlementNode
+
+    class Adjusted(SettlementNode):
+        async def validate(self, valid_orders: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            in_market = valid_orders[:, None].astype(object)  # an excluded order settles with the retailer
+            verdicts, dev, long_side, sign = given
+            return verdicts, dev * in_market % P, long_side * in_market % P, sign * in_market % P
+    return Adjusted(node, readings, layout, price2)

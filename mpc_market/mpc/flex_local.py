@@ -5,16 +5,21 @@ each owner's activation; the mechanism itself is mpc_market.mpc.flex.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from ..common.errors import BadParameter, EngineError, MarketError
+from ..market import settlement
+from ..market.book import Book
 from ..market.config import MarketConfig
 from ..market.flex import (
     DIRECTIONS,
@@ -23,18 +28,22 @@ from ..market.flex import (
     FlexMarket,
     FlexOffer,
     FlexResult,
+    FlexSettlement,
     activation,
     clear_flex_plain,
     curve_keys,
     curve_steps,
     request_outcomes,
 )
+from ..market.orders import Order
 from . import field as ff
 from .flex import FlexBook
-from .jobs import ORDERS_PER_CHUNK, JobDir, JobSpec, PublicOutputs
+from .jobs import ORDERS_PER_CHUNK, JobDir, JobSpec, PublicOutputs, job_spec
 from .local import (
     MAX_NODES,
     Encoder,
+    ephemeral_node_keys,
+    free_ports,
     mark_ready,
     read_public_outputs,
     reconstruct,
@@ -43,6 +52,7 @@ from .local import (
     stop_nodes,
     wait_nodes,
 )
+from .supervisor import PartyProcess
 
 
 def flex_result(book: FlexBook, public: PublicOutputs, values: np.ndarray, stats: dict[str, Any]) -> FlexResult:
@@ -88,8 +98,8 @@ def _empty(market: FlexMarket, engine: str) -> FlexResult:
     return replace(result, stats={'engine': engine, 'total_s': result.stats['total_s']})
 
 
-def run_on_nodes(book: FlexBook, spec: JobSpec, timeout: float | None = None,
-                 workdir: str | None = None) -> tuple[PublicOutputs, np.ndarray, dict[str, Any]]:
+def run_on_nodes(book: FlexBook, spec: JobSpec, timeout: float | None = None, workdir: str | None = None,
+                 keep: str | None = None) -> tuple[PublicOutputs, np.ndarray, dict[str, Any]]:
     """Run a flexibility job (its spec saved with the book's shares) on spec.nodes node processes.
 
     Args:
@@ -97,6 +107,7 @@ def run_on_nodes(book: FlexBook, spec: JobSpec, timeout: float | None = None,
         spec: its JobSpec.
         timeout: seconds before a stuck run is stopped.
         workdir: where the temporary job directory goes.
+        keep: a new directory to run the job in and keep (the delivery session reads its shares).
 
     Returns:
         (node 0's public outputs, the reconstructed result values, the run's figures).
@@ -105,7 +116,7 @@ def run_on_nodes(book: FlexBook, spec: JobSpec, timeout: float | None = None,
         EngineError: a node failed or timed out, or the nodes disagree.
     """
     started = time.perf_counter()
-    job_dir = tempfile.mkdtemp(prefix='mpc-market-flex-', dir=workdir)
+    job_dir = keep or tempfile.mkdtemp(prefix='mpc-market-flex-', dir=workdir)
     try:
         spec.save(job_dir)
         procs = start_nodes(job_dir, spec.nodes)
@@ -121,17 +132,19 @@ def run_on_nodes(book: FlexBook, spec: JobSpec, timeout: float | None = None,
         return publics[0], values, {'engine': 'mpc', 'nodes': spec.nodes, 'total_s': time.perf_counter() - started,
                                     'node_timings': [p.figures.timings for p in publics]}
     finally:
-        shutil.rmtree(job_dir, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(job_dir, ignore_errors=True)
 
 
-def run_in_process(book: FlexBook, spec: JobSpec,
-                   encode: Encoder | None = None) -> tuple[PublicOutputs, np.ndarray, dict[str, Any]]:
+def run_in_process(book: FlexBook, spec: JobSpec, encode: Encoder | None = None,
+                   keep: str | None = None) -> tuple[PublicOutputs, np.ndarray, dict[str, Any]]:
     """Run a flexibility job with one MPC party in this process (property tests; no secrecy).
 
     Args:
         book: the FlexBook to share.
         spec: its JobSpec (nodes 1).
         encode: participant indices -> vectors, instead of the book's (a test's cheating clients).
+        keep: a new directory to run the job in and keep.
 
     Returns:
         (the public outputs, the result values, the run's figures).
@@ -143,7 +156,7 @@ def run_in_process(book: FlexBook, spec: JobSpec,
     from .node import parse_args, run_party
     mpc = single_party_runtime()
     started = time.perf_counter()
-    job_dir = tempfile.mkdtemp(prefix='mpc-market-flex-')
+    job_dir = keep or tempfile.mkdtemp(prefix='mpc-market-flex-')
     try:
         spec.save(job_dir)
         share_book(book, spec, job_dir, encode=encode)
@@ -160,7 +173,8 @@ def run_in_process(book: FlexBook, spec: JobSpec,
         return own.read_public(), values, {'engine': 'mpc-in-process', 'nodes': 1,
                                            'total_s': time.perf_counter() - started}
     finally:
-        shutil.rmtree(job_dir, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(job_dir, ignore_errors=True)
 
 
 def clear_flex_mpc(market: FlexMarket, nodes: int = 3, chunk: int = ORDERS_PER_CHUNK, workdir: str | None = None,
@@ -250,3 +264,230 @@ def flex_curve_mpc(config: MarketConfig, offers: Sequence[FlexOffer], min_cohort
         steps += curve_steps(config, slot, direction, [int(v) for v in row['at_level']])
     steps.sort(key=lambda s: (s.slot, DIRECTIONS.index(s.direction), s.level))
     return FlexCurve(min_cohort, {key: opened[key] for key in keys}, steps)
+
+
+# -- delivery and settlement under MPC ---------------------------------------------------------
+
+DELIVERY_PLAN = 'delivery.json'          # the session's DeliveryPlan, beside job.json
+FLEX_SHARES = 'flex_results.npy'         # each node's result shares of the clearing, kept
+DELIVERY_SHARES = 'delivery.npy'         # each node's shares of (delivered, payment, penalty)
+DELIVERY_PUBLIC = 'delivery_public.json'  # the session's public outcome: whose packages failed
+
+
+def delivery_book(market: FlexMarket, orders: Sequence[Order], readings: Mapping[tuple[str, int], int]) -> Book:
+    """The delivery session's rows: every energy order, reading and offer in a request slot."""
+    slots = set(market.request_slots)
+    pairs = set(readings) | {(o.participant, o.slot) for o in market.offers if o.slot in slots}
+    return Book(market.config, list(orders), extra_pairs=sorted(pairs, key=lambda k: (k[1], k[0])))
+
+
+def delivery_packages(book: Book, readings: Mapping[tuple[str, int], int], rows: Any) -> np.ndarray:
+    """The meter packages (the settlement's, against the planned position) of the given rows; a
+    pair without a reading carries the missing-reading rule's net (what it bought)."""
+    from ..market.book import encode_readings
+    order_of = {(o.participant, o.slot): o for o in book.orders}
+    net_of = {(p, s): readings.get((p, s), settlement.missing_reading_net(order_of.get((p, s))))
+              for p in book.participants for s in book.slots}
+    return encode_readings(book, net_of, rows)
+
+
+async def delivery_party(job_dir: str, index: int, start_links: Callable[[], Awaitable[None]],
+                         report: Callable[[str], None] = print) -> None:
+    """One party of a delivery session: the energy job's order shares, its meter packages and the
+    clearing's kept result shares in, DeliveryShares out (mpc.flex.settle_delivery).
+
+    Args:
+        job_dir: the session's job directory.
+        index: this party's index.
+        start_links: awaited first (connects the parties).
+        report: where 'connected' goes (the supervisor's watchdog).
+    """
+    from mpyc.runtime import mpc
+
+    from . import mpyc_internals as internals
+    from .clearing import MarketNode
+    from .flex import DeliveryPlan, flex_rows, settle_delivery
+    from .jobs import save_array
+    await start_links()
+    report('connected')
+    job = JobDir(job_dir)
+    spec, own = job.load_spec(), job.node(index)
+    with open(os.path.join(job_dir, DELIVERY_PLAN)) as f:
+        plan = DeliveryPlan.from_json(json.load(f))
+    kept = os.path.join(os.path.dirname(own.shares), FLEX_SHARES)
+    flex = ff.to_ints(np.load(kept)) if os.path.exists(kept) else np.zeros((0, 0, 0), dtype=object)
+    node = MarketNode(spec, np.load(own.shares, mmap_mode='r'), spec.participants)
+    await node.agree_seed()
+    rows, inside = flex_rows(spec, plan, flex)
+    out = await settle_delivery(node, np.load(own.readings, mmap_mode='r'), rows, inside, plan)
+    internals.shutting_down()
+    await mpc.shutdown()
+    save_array(os.path.join(os.path.dirname(own.shares), DELIVERY_SHARES), out.delivery)
+    save_array(own.settlement, out.settlement)
+    save_array(own.retailer, out.retailer)
+    with open(os.path.join(os.path.dirname(own.shares), DELIVERY_PUBLIC), 'w') as f:
+        json.dump({'meter_excluded': out.meter_excluded}, f)
+
+
+def settle_flex_mpc(market: FlexMarket, orders: Sequence[Order], readings: Mapping[tuple[str, int], int],
+                    deviation_price2: Mapping[int, int], nodes: int = 3, chunk: int = ORDERS_PER_CHUNK,
+                    in_process: bool = False, timeout: float | None = None) -> tuple[FlexResult, FlexSettlement]:
+    """Clear the flexibility market and settle its delivery under MPC, in two sessions: the
+    clearing (its result shares kept by the nodes), then the delivery session over the energy
+    orders' shares, the meter packages and those kept shares (mpc.flex.settle_delivery); every
+    owner reconstructs its own rows. Equal to market.flex's clear_flex_plain + settle_flex_plain.
+
+    Args:
+        market: the requests, offers, feeders and pricing.
+        orders: the energy orders (the planned positions).
+        readings: {(participant, slot): metered net Wh}.
+        deviation_price2: 2 x each slot's deviation price in units (the energy clearing's).
+        nodes: market node processes, 3..MAX_NODES (ignored in process).
+        chunk: offers streamed at once.
+        in_process: one MPC party in this process (tests) instead of node processes.
+        timeout: seconds before a stuck session is stopped.
+
+    Returns:
+        (the FlexResult, the FlexSettlement).
+
+    Raises:
+        BadParameter: nodes outside 3..MAX_NODES.
+        EngineError: a node failed or timed out, or the nodes disagree.
+    """
+    from .flex import DeliveryPlan
+    if not in_process and not 3 <= nodes <= MAX_NODES:
+        raise BadParameter('nodes', f'nodes must be in 3..{MAX_NODES}')
+    parties = 1 if in_process else nodes
+    root = tempfile.mkdtemp(prefix='mpc-market-flex-delivery-')
+    try:
+        flex_dir, job_dir = os.path.join(root, 'clearing'), os.path.join(root, 'delivery')
+        os.makedirs(flex_dir)
+        book = FlexBook(market)
+        if book.participants:
+            spec = book.spec(parties, chunk)
+            ran = run_in_process(book, spec, keep=flex_dir) if in_process else \
+                run_on_nodes(book, spec, timeout, keep=flex_dir)
+            result = flex_result(book, *ran)
+        else:
+            result = _empty(market, 'mpc-in-process' if in_process else 'mpc')
+        energy = delivery_book(market, orders, readings)
+        spec = replace(job_spec(energy, parties, chunk), settle=True, max_reading_wh=market.config.max_reading_wh)
+        config = market.config
+        plan = DeliveryPlan(list(book.participants), list(book.slots),
+                            [[(p, s) in readings for s in energy.slots] for p in energy.participants],
+                            [deviation_price2.get(s, config.floor_units + config.ceiling_units) for s in energy.slots])
+        os.makedirs(job_dir)
+        spec.save(job_dir)
+        with open(os.path.join(job_dir, DELIVERY_PLAN), 'w') as f:
+            json.dump(plan.to_json(), f)
+        job = JobDir(job_dir)
+        share_book(energy, spec, job_dir)
+        share_book(energy, spec, job_dir, encode=lambda rows: delivery_packages(energy, readings, rows),
+                   readings=True)
+        for i in range(parties):
+            if book.participants:  # the nodes keep the clearing's result shares for this session
+                shutil.copy(JobDir(flex_dir).node(i).results, os.path.join(os.path.dirname(job.node(i).shares),
+                                                                           FLEX_SHARES))
+        mark_ready(job_dir, parties)
+        if in_process:
+            from .inprocess import single_party_runtime
+            mpc = single_party_runtime()
+            mpc.run(delivery_party(job_dir, 0, mpc.start, report=lambda line: None))
+        else:
+            wait_nodes(start_delivery_parties(job_dir, parties), job_dir, timeout)
+        return result, delivery_settlement(market, result, orders, readings, energy, job_dir, spec)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def start_delivery_parties(job_dir: str, nodes: int, host: str = '127.0.0.1') -> list[PartyProcess]:
+    """Start the delivery session's party processes (python -m mpc_market.mpc.flex_local).
+
+    Args:
+        job_dir: the session's job directory (packages written, ready marked).
+        nodes: how many parties.
+        host: the address they listen on.
+
+    Returns:
+        One PartyProcess per party.
+    """
+    ports = free_ports(nodes)
+    parties = ','.join(f'{host}:{p}' for p in ports)
+    tls = ephemeral_node_keys(job_dir, nodes, host)
+    job = JobDir(job_dir)
+    return [PartyProcess([sys.executable, '-m', 'mpc_market.mpc.flex_local', '--job', job_dir, '--index', str(i),
+                          '--parties', parties, '--keys', tls], job.node(i).make().log) for i in range(nodes)]
+
+
+def delivery_settlement(market: FlexMarket, result: FlexResult, orders: Sequence[Order],
+                        readings: Mapping[tuple[str, int], int], energy: Book, job_dir: str,
+                        spec: JobSpec) -> FlexSettlement:
+    """Every owner's rows of a finished delivery session: its shares recombined, its plaintext
+    figures (planned, adjusted, metered: its own order, activation and reading) beside them.
+
+    Args:
+        market: the market.
+        result: the clearing.
+        orders: the energy orders.
+        readings: the meter readings.
+        energy: the session's Book.
+        job_dir: the finished session.
+        spec: its JobSpec.
+
+    Returns:
+        The FlexSettlement, rows in the reference's order.
+
+    Raises:
+        EngineError: the nodes' shares are inconsistent.
+    """
+    from ..market.flex import Delivery, Imbalance, adjusted_position
+    job = JobDir(job_dir)
+    per_node = [ff.to_ints(np.load(os.path.join(os.path.dirname(job.node(i).shares), DELIVERY_SHARES)))
+                for i in range(spec.nodes)]
+    values, consistent = ff.recombine(per_node, spec.threshold)
+    if not consistent.all():
+        raise EngineError('delivery shares from the nodes are inconsistent')
+    delivered, deviations, retailer = ff.signed(values), reconstruct(job_dir, spec, 'settlement'), \
+        reconstruct(job_dir, spec, 'retailer')
+    pi, si = energy.participant_index, energy.slot_index
+    order_of = {(o.participant, o.slot): o for o in orders}
+    deliveries, shift = [], {}
+    for a in (a for a in result.activations if a.activated_wh):
+        key = (a.participant, a.slot)
+        planned = settlement.planned_position(order_of.get(key))
+        shift[key] = adjusted_position(a.direction, planned, a.activated_wh) - planned
+        done, payment, penalty = (int(v) for v in delivered[pi[a.participant], si[a.slot]])
+        deliveries.append(Delivery(a.participant, a.slot, a.direction, a.request, a.activated_wh, planned,
+                                   planned + shift[key], readings.get(key), done, a.activated_wh - done,
+                                   payment, penalty))
+    members = sorted(set(order_of) | set(readings) | set(shift), key=lambda k: (k[1], k[0]))
+    imbalances = []
+    for p, s in members:
+        planned = settlement.planned_position(order_of.get((p, s)))
+        net = readings.get((p, s), settlement.missing_reading_net(order_of.get((p, s))))
+        deviation, amount = (int(v) for v in deviations[pi[p], si[s]])
+        imbalances.append(Imbalance(p, s, planned, planned + shift.get((p, s), 0), net, deviation, amount))
+    slots = {s: settlement.SlotSettlement(*(int(v) for v in retailer[si[s]]))
+             for s in sorted({s for _, s in members})}
+    return FlexSettlement(deliveries, imbalances, slots)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """A party of a delivery session, started as ``python -m mpc_market.mpc.flex_local`` with the
+    node's options (--job, --index, --parties, --keys); exits as a node does (node.run_or_exit).
+
+    Args:
+        argv: the arguments; None: sys.argv[1:].
+    """
+    from .node import mpyc_argv, parse_args, run_or_exit
+    args = parse_args(argv)
+    sys.argv = mpyc_argv(args)  # before mpyc.runtime is imported
+    from mpyc.runtime import mpc
+
+    from . import mpyc_internals as internals
+    run_or_exit(mpc, lambda: delivery_party(args.job, args.index, lambda: internals.start(mpc, args.keys),
+                                            report=lambda line: print(line, flush=True)))
+
+
+if __name__ == '__main__':
+    main()

@@ -472,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from mpyc.runtime import mpc
 
     from . import mpyc_internals as internals
-    from .jobs import DETERMINISTIC_EXIT, JobDir
+    from .jobs import JobDir
 
     job = JobDir(args.job)
     spec = job.load_spec()
@@ -486,16 +486,30 @@ def main(argv: Sequence[str] | None = None) -> None:
         import cProfile
         cProfile.runctx('mpc.run(run())', globals(), locals(), os.path.join(profile_dir, f'node{args.index}.prof'))
     else:
-        try:
-            mpc.run(run())
-        except (OSError, EOFError) as exc:  # a lost link (a peer died, the network): the broker reruns
-            print(f'error: link lost: {type(exc).__name__}: {exc}', flush=True)
-            sys.exit(1)
-        except Exception as exc:  # noqa: BLE001 - a refused job or a bug: the same inputs fail the same way
-            import traceback
-            traceback.print_exc()
-            print(f'error: {type(exc).__name__}: {str(exc)[:200]}', flush=True)
-            sys.exit(DETERMINISTIC_EXIT)
+        run_or_exit(mpc, run)
+
+
+def run_or_exit(mpc: Any, run: Callable[[], Awaitable[None]]) -> None:
+    """Run a party's coroutine to the end, or exit with the status the supervisor reads.
+
+    Args:
+        mpc: the MPyC runtime.
+        run: makes the party's coroutine.
+
+    Raises:
+        SystemExit: 1 after a lost link, DETERMINISTIC_EXIT after a refused job or a bug.
+    """
+    from .jobs import DETERMINISTIC_EXIT
+    try:
+        mpc.run(run())
+    except (OSError, EOFError) as exc:  # a lost link (a peer died, the network): the broker reruns
+        print(f'error: link lost: {type(exc).__name__}: {exc}', flush=True)
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - a refused job or a bug: the same inputs fail the same way
+        import traceback
+        traceback.print_exc()
+        print(f'error: {type(exc).__name__}: {str(exc)[:200]}', flush=True)
+        sys.exit(DETERMINISTIC_EXIT)
 
 
 if __name__ == '__main__':

@@ -324,6 +324,12 @@ def test_cli_worked_examples(tmp_path):
     h1 = deliveries['h1']
     assert (h1['delivered_wh'], h1['payment'], h1['penalty'], h1['flex_net']) == ('1200', '0.18000', '0.16000',
                                                                                   '0.02000')
+    bills = read_rows(tmp_path / 'out' / 'bills.csv')  # 2000 Wh at 0.25 + 1000 from the retailer at 0.30
+    assert (bills['h1']['trade_amount'], bills['h1']['deviation_amount'], bills['h1']['flex_revenue'],
+            bills['h1']['flex_penalty'], bills['h1']['total_amount']) == ('0.80000', '0.24000', '0.18000', '0.16000',
+                                                                          '1.02000')
+    assert (bills['h5']['trade_amount'], bills['h5']['flex_revenue'], bills['h5']['total_amount']) == \
+        ('-0.50000', '0.72000', '-1.22000')
     imbalances = read_rows(tmp_path / 'out' / 'imbalances.csv')
     assert (imbalances['h1']['deviation_wh'], imbalances['h1']['amount']) == ('800', '0.24000')
     assert (imbalances['h5']['deviation_wh'], imbalances['h5']['amount']) == ('0', '0.00000')

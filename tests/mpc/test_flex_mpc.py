@@ -158,5 +158,5 @@ def test_cli_worked_examples_under_mpc_equal_the_reference(tmp_path):
     plain = flex_cli(tmp_path, 'plain', tmp_path / 'plain')
     secure = flex_cli(tmp_path, 'mpc', tmp_path / 'mpc')
     assert secure.stdout.replace(str(tmp_path / 'mpc'), '') == plain.stdout.replace(str(tmp_path / 'plain'), '')
-    for name in ('requests.csv', 'activations.csv', 'deliveries.csv', 'imbalances.csv'):
+    for name in ('requests.csv', 'activations.csv', 'deliveries.csv', 'imbalances.csv', 'bills.csv'):
         assert (tmp_path / 'mpc' / name).read_text() == (tmp_path / 'plain' / name).read_text()

@@ -29,7 +29,8 @@ def registry():
 
 def test_every_mechanism_is_registered_and_a_job_names_one():
     mechanism = registry()
-    assert mechanism.registered() == ['community-scheme', 'flex', 'merit-order', 'pro-rata', 'zoned-merit-order']
+    assert mechanism.registered() == ['community-scheme', 'flex', 'flex-curve', 'merit-order', 'pro-rata',
+                                      'zoned-merit-order']
     spec = job_spec(Book(CONFIG, [Order('a', 0, 'buy', 5, Decimal('0.15'))]), 3, 4096)
     assert mechanism.mechanism_name(spec) == 'merit-order'
     assert mechanism.mechanism_name(replace(spec, allocation='pro-rata')) == 'pro-rata'
