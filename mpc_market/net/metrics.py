@@ -12,7 +12,8 @@ all of it public or operational, never an identity or a per-participant value:
 - ``mpc_market_mpc_sessions_total{phase, outcome}``, ``mpc_market_mpc_session_seconds{phase}`` and
   ``mpc_market_mpc_session_sent_bytes{phase}`` (histograms), ``mpc_market_mpc_session_peak_rss_bytes``:
   the clearing and settlement sessions of a node;
-- at scrape time: ``mpc_market_rounds{phase}`` (rounds in the store by phase), ``mpc_market_store_bytes``
+- at scrape time: ``mpc_market_rounds{phase}`` (rounds in the store by phase; of them the flexibility
+  rounds: ``mpc_market_flex_rounds{phase}``), ``mpc_market_store_bytes``
   (the SQLite file with its WAL), ``mpc_market_peak_rss_bytes{process}`` (getrusage of this process and
   of its finished children, the MPyC sessions), plus prometheus_client's ``process_*`` metrics.
 
@@ -200,11 +201,11 @@ class _StoreCollector:
     def __init__(self, store: SqliteStore, rounds: bool):
         self.store, self.rounds = store, rounds
 
-    def phases(self) -> dict[str, int]:
-        """{phase: rounds} (every phase of ROUND_PHASES, 0 when none)."""
+    def phases(self, flex: bool = False) -> dict[str, int]:
+        """{phase: rounds} (every phase of ROUND_PHASES, 0 when none); flex: flexibility rounds only."""
         from .messages import phase_name, settlement_enum
         counts = dict.fromkeys(ROUND_PHASES, 0)
-        for state, settlement, deadline, count in self.store.round_phase_rows():
+        for state, settlement, deadline, count in self.store.round_phase_rows(flex):
             phase = phase_name(state, settlement_enum(state, deadline, settlement))
             counts[phase] = counts.get(phase, 0) + count
         return counts
@@ -220,6 +221,11 @@ class _StoreCollector:
             for phase, count in sorted(self.phases().items()):
                 rounds.add_metric([phase], count)
             yield rounds
+            flex = GaugeMetricFamily('mpc_market_flex_rounds', 'flexibility rounds in the store by phase (also '
+                                     'counted in mpc_market_rounds)', labels=['phase'])
+            for phase, count in sorted(self.phases(flex=True).items()):
+                flex.add_metric([phase], count)
+            yield flex
 
 
 def watch_store(store: SqliteStore, rounds: bool = False, registry: CollectorRegistry = REGISTRY) -> None:

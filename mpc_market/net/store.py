@@ -275,12 +275,13 @@ class SqliteStore:
     def _transaction(self) -> 'Transaction':
         return Transaction(self._db, self._lock)
 
-    def round_phase_rows(self) -> list[tuple[str, str, bool, int]]:
+    def round_phase_rows(self, flex: bool = False) -> list[tuple[str, str, bool, int]]:
         """(state, settlement, has a readings deadline, rounds) of a node's or the broker's rounds
-        table, for the metrics (no round id)."""
+        table, for the metrics (no round id); flex: of its flexibility rounds only."""
+        where = "WHERE flex_requests != '' " if flex else ''  # a constant clause
         with self._lock:
             rows = self._db.execute(
-                'SELECT state, settlement, readings_deadline_ms > 0, COUNT(*) FROM rounds GROUP BY 1, 2, 3')
+                f'SELECT state, settlement, readings_deadline_ms > 0, COUNT(*) FROM rounds {where}GROUP BY 1, 2, 3')
             return [(state, settlement, bool(deadline), count) for state, settlement, deadline, count in rows]
 
     # the rounds table of the node's and the broker's stores (not the aggregator's, which has none)

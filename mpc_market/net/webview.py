@@ -212,6 +212,8 @@ def results_view(config: MarketConfig | None, body: dict[str, Any], signatures: 
         kind ('double-auction', 'scheme' or 'zoned'), counts, per-slot rows (prices as decimal
         strings in currency/kWh, energy in Wh, slot numbers and start times) and totals.
     """
+    if body.get('kind') == 'flex':
+        return flex_results_view(config, body, signatures)
     rows = body.get('slots', [])
     kind = ('scheme' if any('buy_price' in r for r in rows) else
             'zoned' if any('market' in r for r in rows) else 'double-auction')
@@ -274,6 +276,43 @@ def results_view(config: MarketConfig | None, body: dict[str, Any], signatures: 
             'price_unit': PRICE_UNIT, 'energy_unit': 'Wh', 'amount_unit': 'currency', 'slots': slots, 'totals': totals}
 
 
+def flex_results_view(config: MarketConfig | None, body: dict[str, Any], signatures: int) -> dict[str, Any]:
+    """The console's view of a flexibility round's signed body (net.flexround.flex_public_body).
+
+    Args:
+        config: the round's market (None if it does not parse: no prices then).
+        body: the signed body as parsed JSON.
+        signatures: how many nodes signed it.
+
+    Returns:
+        kind 'flex', counts, per request its slot, volume, price (currency/kWh), procured and
+        shortfall Wh, and the totals; no per-slot rows.
+    """
+    requests = [{'request': str(r['request']), 'slot': int(r['slot']), 'volume_wh': int(r['volume_wh']),
+                 'price': (config.format_price(int(r['price_units'])) if config and r['price_units'] is not None
+                           else None),
+                 'procured_wh': int(r['procured_wh']), 'shortfall_wh': int(r['shortfall_wh'])}
+                for r in body.get('requests', [])]
+    return {'kind': 'flex', 'mechanism': 'flex', 'participants': int(body['participants']),
+            'excluded': int(body['excluded']), 'missing': int(body['missing']), 'signatures': signatures,
+            'price_unit': PRICE_UNIT, 'energy_unit': 'Wh', 'slots': [], 'requests': requests,
+            'totals': {'procured_wh': sum(r['procured_wh'] for r in requests),
+                       'shortfall_wh': sum(r['shortfall_wh'] for r in requests)}}
+
+
+def requests_table(results: dict[str, Any]) -> str:
+    """A flexibility round's public outcome per request (HTML)."""
+    e = html.escape
+    out = ['<table class="requests"><tr><th>request</th><th class="n">slot</th><th class="n">requested kWh</th>'
+           f'<th class="n">price ({PRICE_UNIT})</th><th class="n">procured kWh</th>'
+           '<th class="n">shortfall kWh</th></tr>']
+    for r in results['requests']:
+        out.append(f'<tr><td>{e(r["request"])}</td><td class="n">{int(r["slot"])}</td>'
+                   f'<td class="n">{_kwh(r["volume_wh"])}</td><td class="n">{e(r["price"] or "-")}</td>'
+                   f'<td class="n">{_kwh(r["procured_wh"])}</td><td class="n">{_kwh(r["shortfall_wh"])}</td></tr>')
+    return ''.join(out) + '</table>'
+
+
 class Failures:
     """When this page first saw each round in a failed phase (the store keeps no failure time)."""
 
@@ -322,7 +361,8 @@ def round_summary(round_: Round, public: Published | None, settlement: Published
     phase = round_phase(round_)
     deadline = round_.readings_deadline_ms
     summary: dict[str, Any]  # filled in below: results, settlement
-    summary = {'round_id': round_.round_id, 'phase': phase, 'state': phase, 'day': round_.day or None,
+    summary = {'round_id': round_.round_id, 'kind': round_.kind, 'phase': phase, 'state': phase,
+               'day': round_.day or None,
                'failed': phase in FAILED_PHASES, 'reason': public_reason(round_),
                'failed_since': iso(failed_since_ms) if failed_since_ms else None,
                'failed_since_unix_ms': failed_since_ms or None,
@@ -789,6 +829,8 @@ def _slot_range(slots: list[int], times: bool = True) -> str:
 
 def _mechanism(summary: dict[str, Any]) -> str:
     market = summary['market']
+    if summary.get('kind') == 'flex':  # the round's kind, whatever its market file's mechanism
+        return 'flexibility'
     zones = market.get('zones') or []
     return market['mechanism'] + (f', {len(zones)} zones' if zones else '')
 
@@ -803,6 +845,8 @@ def _traded(summary: dict[str, Any]) -> tuple[str, str]:
         return '-', '-'
     if results['kind'] == 'scheme':
         return 'not published', '-'
+    if results['kind'] == 'flex':  # procured flexibility; its payments are private
+        return _kwh(results['totals']['procured_wh']), '-'
     totals = results['totals']
     return _kwh(totals['traded_wh']), totals.get('value') or '-'
 
@@ -938,7 +982,9 @@ def round_detail(summary: dict[str, Any], heading: bool = True, slots: bool = Tr
     fact('delivery day', summary['day'] or '-')
     fact('slots', _slot_range(summary['slots']) or '-')
     zones = market.get('zones') or []
-    fact('mechanism', market['mechanism'] + (f'; zones {", ".join(zones)}; network fee {market.get("network_fee")} '
+    flex = summary.get('kind') == 'flex'
+    fact('mechanism', 'flexibility (requests per feeder and the community, pay-as-clear)' if flex else
+         market['mechanism'] + (f'; zones {", ".join(zones)}; network fee {market.get("network_fee")} '
                                              f'{PRICE_UNIT} on cross-zone energy' if zones else ''))
     if 'tick' in market:
         fact('price range', f'{market["price_floor"]} to {market["price_ceiling"]} {PRICE_UNIT}, '
@@ -955,7 +1001,9 @@ def round_detail(summary: dict[str, Any], heading: bool = True, slots: bool = Tr
              f'{settled["settled"]} / {settled["metered"]} / {settled["missing_readings"]} / '
              f'{settled["invalid_readings"]} (signed by {settled["signatures"]} nodes)')
     out.append('</table>')
-    if results:
+    if results and results['kind'] == 'flex':
+        out.append(requests_table(results))
+    elif results:
         out += [charts(summary), totals_table(results)]
         if slots:
             out.append(slot_table(results))

@@ -7,13 +7,22 @@ that shows clients other requests than the nodes signed (or hides them) is refus
 import dataclasses
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
+from mpc_market.net import metrics, webview
+from mpc_market.net.broker import BrokerStore
 from mpc_market.net.client import BrokerClient, client_manifest
+from mpc_market.net.store import Round
 from mpc_market.net.trusted import UntrustedRound, trusted_round
+from mpc_market.rpc import market_pb2
 
 from ..helpers import cli, read_rows
 
-pytestmark = [pytest.mark.slow, pytest.mark.deployment]
+
+def metrics_registry(store):
+    registry = CollectorRegistry()
+    metrics.watch_store(store, rounds=True, registry=registry)
+    return registry
 
 MARKET = ('[market]\nprice_floor = 0.10\nprice_ceiling = 0.20\ntick = 0.01\nmax_order_wh = 1000\nzones = true\n'
           'network_fee = 0.01\n\n[zones]\nF1 = ["p00", "p01", "p02"]\nF2 = ["p03", "p04", "p05"]\n')
@@ -26,6 +35,8 @@ OFFERS = ('participant,slot,direction,volume_wh,price\n'
           'p05,0,down,200,0.11\np03,1,down,250,0.13\np04,1,down,600,0.15\np05,1,down,100,0.17\n')
 
 
+@pytest.mark.slow
+@pytest.mark.deployment
 def test_flex_round_equals_the_local_reference_and_lying_brokers_are_refused(tmp_path, shared_deployment):
     deployment = shared_deployment.running(['fx1'])
     paths = {name: tmp_path / name for name in ('market.toml', 'requests.csv', 'offers.csv')}
@@ -76,4 +87,35 @@ def test_flex_round_equals_the_local_reference_and_lying_brokers_are_refused(tmp
     for p in sorted({r['participant'] for r in plain}):
         client('results', '--participant', p, '--offers', paths['offers.csv'], '--round', 'fx1', '--out', out)
         assert read_rows(out / f'{p}.activations.csv') == [r for r in plain if r['participant'] == p], p
-    assert dataclasses.is_dataclass(trusted_round(state, manifest, 'fx1'))
+
+    # the operator console lists it as a flexibility round with its signed per-request outcome
+    broker = BrokerClient(deployment.broker_address, deployment.keys)
+    try:
+        signed = broker.public('fx1')
+        state = broker.status('fx1')
+    finally:
+        broker.close()
+    round_ = Round.opened('fx1', state.slots, state.gate_closure_unix_ms, state.market_toml,
+                          flex_requests=state.flex_requests)
+    summary = webview.round_summary(dataclasses.replace(round_, state='cleared'),
+                                    (signed.body, {s.node_index: s.signature for s in signed.signatures}))
+    assert summary['kind'] == 'flex' and summary['results']['kind'] == 'flex'
+    table = webview.rounds_table({'rounds': [summary]})
+    assert '<td>flexibility</td>' in table, table
+    detail = webview.round_detail(summary)
+    outcome = {r['request']: r for r in read_rows(tmp_path / 'plain' / 'requests.csv')}
+    assert all(f'<td>{r}</td>' in detail for r in outcome) and 'shortfall kWh' in detail, detail
+
+
+def test_metrics_count_flexibility_rounds(tmp_path):
+    """/metrics: mpc_market_rounds counts every round, mpc_market_flex_rounds the flexibility rounds."""
+    store = BrokerStore(str(tmp_path / 'broker.db'))
+    try:
+        for round_id, requests in (('e1', ''), ('f1', REQUESTS)):
+            spec = market_pb2.RoundSpec(round_id=round_id, slots=[0, 1], gate_closure_unix_ms=1, market_toml=MARKET,
+                                        flex_requests=requests)
+            store.add(spec, '', {})
+        text = generate_latest(metrics_registry(store)).decode()
+    finally:
+        store.close()
+    assert 'mpc_market_rounds{phase="open"} 2.0' in text and 'mpc_market_flex_rounds{phase="open"} 1.0' in text, text
