@@ -167,6 +167,7 @@ FOREIGN_ATTRIBUTE_WRITES = {
                                 'context.hostname_checks_common_name')),
     # MPyC reads its options from sys.argv when it is imported
     ('mpc_market.mpc.node', 'sys.argv'), ('mpc_market.mpc.inprocess', 'sys.argv'),
+    ('mpc_market.mpc.flex_local', 'sys.argv'),  # the flexibility delivery party's entry point, as mpc.node's
 }
 
 
