@@ -10,6 +10,7 @@ from ..common.errors import InputError, KeyFileError, MarketError
 from .bench import add_parsers as add_bench_parsers
 from .deploy import add_parsers as add_deployment_parsers
 from .flex import add_parsers as add_flex_parsers
+from .grid import add_parsers as add_grid_parsers
 from .keys import add_parsers as add_keys_parsers
 from .market import add_parsers as add_market_parsers
 from .rounds import add_parsers as add_round_parsers
@@ -64,6 +65,7 @@ def build_parser():
     add_stats_parsers(sub, HelpFormatter)
     add_bench_parsers(sub, HelpFormatter)
     add_flex_parsers(sub, HelpFormatter)
+    add_grid_parsers(sub, HelpFormatter)
     return parser
 
 

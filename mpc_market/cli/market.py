@@ -275,7 +275,7 @@ def cmd_generate(args):
         option = 'latitude' if args.latitude is not None else 'longitude'
         raise InputError(COMMAND_LINE, 0, option, 'places the sun of --profiles; give --profiles [DAY] too')
     orders, config, count, readings = write_community(args.out, args.participants, slots, args.seed,
-                                                      args.zones, args.network_fee, day, location)
+                                                      args.zones, args.network_fee, day, location, args.flex)
     first, stop = first_slot_and_stop(slots)
     where = f' at {location[0]:g} N {location[1]:g} E' if location else ''
     print(f'wrote {count} orders of {args.participants} households for slots {first}-{stop - 1} '
@@ -284,6 +284,7 @@ def cmd_generate(args):
           + f') to {orders}')
     print(f'      meter readings to {readings}, market to {config}, feeder map to '
           f'{os.path.join(args.out, "feeders.csv")}')
+    _report_flex(args)
     print(f'next: mpc-market clear --orders {orders} --config {config} --out result/')
     return 0
 
@@ -298,15 +299,26 @@ def _generate_grid(args):
         if getattr(args, option, None) is not None:
             raise InputError(COMMAND_LINE, 0, option, 'the grid gives the participants, the day\'s slots and the '
                              'profiles: leave it out with --grid')
-    grid, paths, count = write_grid_community(args.out, code, day, args.seed, args.zones, args.network_fee)
+    grid, paths, count = write_grid_community(args.out, code, day, args.seed, args.zones, args.network_fee, args.flex)
     start, _, slots = day_rows(day)
     print(f'wrote {count} orders of {len(grid.participants)} participants of simbench:{code} '
           f'({len(grid.feeder_lines)} feeders under {len(grid.zone_trafos)} transformer) for {day} '
           f'({slots} x 15 min from 00:00 {start:%Z}, simbench\'s load and PV profiles) to {paths["orders.csv"]}')
     print(f'      meter readings to {paths["readings.csv"]}, market to {paths["market.toml"]}, feeder map to '
           f'{paths["feeders.csv"]}')
+    _report_flex(args)
     print(f'next: mpc-market clear --orders {paths["orders.csv"]} --config {paths["market.toml"]} --out result/')
     return 0
+
+
+def _report_flex(args):
+    """generate --flex: where the offers and the example requests went."""
+    if args.flex:
+        offers, requests = (os.path.join(args.out, name) for name in ('offers.csv', 'requests.csv'))
+        with open(offers) as f:
+            count = sum(1 for _ in f) - 1
+        print(f'      {count} flexibility offers (EV, heat pump, battery, PV, random) to {offers}, example requests '
+              f'to {requests}')
 
 
 
@@ -608,6 +620,10 @@ def add_parsers(sub, formatter):
                         'pip install -e \'.[grid]\'')
     p.add_argument('--day', metavar='YYYY-MM-DD',
                    help=f'with --grid: the day of simbench\'s 2016 profiles (default {GRID_DAY})')
+    p.add_argument('--flex', action='store_true',
+                   help='also OUT/offers.csv (EV, heat-pump, battery, PV and random flexibility offers from the '
+                        'profiles, seeded) and OUT/requests.csv (example DSO requests per feeder); see '
+                        'docs/flexibility.md')
     p.set_defaults(func=cmd_generate)
     _import_parsers(sub, formatter)
 

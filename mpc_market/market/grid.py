@@ -47,7 +47,7 @@ from ..common.days import parse_day
 from ..common.errors import COMMAND_LINE, BadParameter, InputError
 
 __all__ = ['CODE_RE', 'YEAR', 'DEFAULT_DAY', 'Participant', 'GridMap', 'GridDay', 'parse_grid', 'parse_grid_day',
-           'load_net', 'map_grid', 'grid_net', 'day_energy', 'write_grid_community']
+           'load_net', 'map_grid', 'bus_feeders', 'grid_net', 'day_energy', 'write_grid_community']
 
 # simbench's LV grids: 6 grids x scenarios 0 (today), 1, 2 (more PV, heat pumps, EVs, storage) x with or
 # without switches (simbench.collect_all_simbench_codes(); tests check the two agree)
@@ -230,6 +230,22 @@ def _bus_feeders(code: str, net: Any) -> tuple[dict[int, tuple[str, str]], list[
     return where, feeder_lines, zone_trafos
 
 
+def bus_feeders(code: str, net: Any) -> dict[int, tuple[str, str]]:
+    """{bus: (feeder, zone)} of every bus under a transformer, as ``map_grid`` names them.
+
+    Args:
+        code: the grid's code (for errors).
+        net: its pandapower net.
+
+    Returns:
+        The map (busbar buses on ``busbar-<bus>``).
+
+    Raises:
+        InputError: a meshed grid.
+    """
+    return _bus_feeders(code, net)[0]
+
+
 def _elements_by_bus(table: Any) -> dict[int, list[int]]:
     by_bus: dict[int, list[int]] = {}
     for index, row in table.sort_index().iterrows():
@@ -347,6 +363,16 @@ def day_rows(day: datetime.date) -> tuple[datetime.datetime, int, int]:
     return start, row(day), row(day + datetime.timedelta(days=1)) - row(day)
 
 
+def _slot_hours(start: datetime.datetime, slots: int) -> np.ndarray:
+    """The local hour of each slot's middle (a DST day's 92 or 100 slots keep the wall clock)."""
+    zone = zoneinfo.ZoneInfo(TIMEZONE)
+    first = start.astimezone(datetime.UTC)
+    middles = (first + datetime.timedelta(minutes=SLOT_MINUTES * j + SLOT_MINUTES / 2) for j in range(slots))
+    return np.array([(m.astimezone(zone) - m.astimezone(zone).replace(hour=0, minute=0, second=0,
+                                                                         microsecond=0)).total_seconds() / 3600
+                     for m in middles])
+
+
 def _market_text(start: datetime.datetime, zones: bool, network_fee: str) -> str:
     from .config import DEFAULT_CURRENCY
     from .generate import DEFAULT_MARKET as m
@@ -362,7 +388,7 @@ def _market_text(start: datetime.datetime, zones: bool, network_fee: str) -> str
 
 
 def write_grid_community(out_dir: str, code: str, day: datetime.date, seed: int, zones: int = 0,
-                         network_fee: str = '0.010') -> tuple[GridMap, dict[str, str], int]:
+                         network_fee: str = '0.010', flex: bool = False) -> tuple[GridMap, dict[str, str], int]:
     """Write orders.csv, readings.csv, feeders.csv and market.toml of a simbench grid's day into out_dir.
 
     Args:
@@ -373,6 +399,8 @@ def write_grid_community(out_dir: str, code: str, day: datetime.date, seed: int,
         zones: 0 for one market, else a zoned market with the transformers as the zones (``[zones]`` table,
             zone column in orders.csv): the grid's number of transformers (1 for every LV grid).
         network_fee: with zoned, the fee per kWh crossing zones (a multiple of the tick).
+        flex: also offers.csv and requests.csv (``generate.flex_files`` on the day's load, PV and the
+            planned positions the orders bid).
 
     Returns:
         (the GridMap, {file name: path}, the number of orders).
@@ -411,9 +439,18 @@ def write_grid_community(out_dir: str, code: str, day: datetime.date, seed: int,
                 orders.append(order | ({'zone': feeders[name][1]} if zoned else {}))
     columns = ['participant', 'slot', 'side', 'energy_wh', 'limit_price'] + (['zone'] if zoned else [])
     feeder_rows = [{'participant': name, 'feeder': f, 'zone': z} for name, (f, z) in feeders.items()]
-    write_all(out_dir, {'orders.csv': csv_text(columns, orders),
-                        'readings.csv': csv_text(['participant', 'slot', 'net_wh'], readings),
-                        'feeders.csv': csv_text(['participant', 'feeder', 'zone'], feeder_rows),  # generate's format
-                        'market.toml': market_text})
-    paths = {name: os.path.join(out_dir, name) for name in ('orders.csv', 'readings.csv', 'feeders.csv', 'market.toml')}
+    files = {'orders.csv': csv_text(columns, orders),
+             'readings.csv': csv_text(['participant', 'slot', 'net_wh'], readings),
+             'feeders.csv': csv_text(['participant', 'feeder', 'zone'], feeder_rows),  # generate's format
+             'market.toml': market_text}
+    if flex:
+        from .generate import flex_files
+        slot_ids = np.arange(measured.shape[1])
+        profiles = {'names': names, 'slot_ids': slot_ids, 'hours': _slot_hours(energy.start, len(slot_ids)),
+                    'load_wh': np.array([energy.load_wh[n] for n in names]),
+                    'pv_wh': np.array([energy.pv_wh[n] for n in names]), 'planned_wh': forecast}
+        files |= flex_files(profiles, {n: f for n, (f, _) in feeders.items()}, seed,
+                            parse_config(config_path, market_text), day)
+    write_all(out_dir, files)
+    paths = {name: os.path.join(out_dir, name) for name in files}
     return grid, paths, len(orders)
