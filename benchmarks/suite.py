@@ -28,7 +28,7 @@ from .common import machine
 HERE = os.path.dirname(os.path.abspath(__file__))
 # the suites `all` runs, in its order
 SUITES = ('scaling', 'peers', 'mechanisms', 'baseline', 'latency', 'scenarios', 'mitigations',
-          'clearing', 'settlement', 'rules', 'deployment', 'stats', 'round_params')
+          'clearing', 'settlement', 'rules', 'deployment', 'stats', 'round_params', 'flex')
 # run by name only: the flood loads the machine on purpose (tests/security/test_flooding.py runs it)
 EXTRA_SUITES = ('flood',)
 

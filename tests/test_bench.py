@@ -11,7 +11,7 @@ import pytest
 from helpers import REPO, cli
 
 SUITES = ('scaling', 'peers', 'mechanisms', 'baseline', 'latency', 'scenarios', 'mitigations',
-          'clearing', 'settlement', 'rules', 'deployment', 'stats', 'round_params')
+          'clearing', 'settlement', 'rules', 'deployment', 'stats', 'round_params', 'flex')
 EXTRA_SUITES = ('flood',)  # not in `all`; tests/security/test_flooding.py runs it
 
 

@@ -12,7 +12,7 @@ from ..common.errors import InputError
 
 # = benchmarks/suite.py's SUITES (what `all` runs), its EXTRA_SUITES, and all
 SUITES = ('scaling', 'peers', 'mechanisms', 'baseline', 'latency', 'scenarios', 'mitigations',
-          'clearing', 'settlement', 'rules', 'deployment', 'stats', 'round_params', 'flood', 'all')
+          'clearing', 'settlement', 'rules', 'deployment', 'stats', 'round_params', 'flex', 'flood', 'all')
 
 
 def checkout():

@@ -1,0 +1,138 @@
+"""Suite `flex`: the flexibility clearing of N offers against feeder requests under MPC, beside the
+energy clearing of N orders in the same run (issue 25: the first costs at most the second).
+
+Community: ``feeders`` x 20 generated households (``generate --flex``'s model, docs/flexibility.md
+"Generated flexibility") over ``slots`` slots; N offers drawn from its offers (seeded). Requests:
+per feeder and slot one DSO request in the direction most of the feeder's offers take, for half
+their volume, cap 0.100 per kWh (above some offers, below others: shortfalls happen). The energy
+run clears the first N orders of a generated community of the same slots. Both on 3 local node
+processes, each compared with its plaintext reference.
+"""
+
+import random
+import time
+from decimal import Decimal
+
+from mpc_market.market.book import Book
+from mpc_market.market.config import MarketConfig
+from mpc_market.market.flex import FlexMarket, FlexOffer, FlexRequest, clear_flex_plain
+from mpc_market.market.generate import FEEDER_SIZE, community, feeder_map, first_slot_and_stop, flex_offers
+from mpc_market.market.orders import Order
+from mpc_market.market.plain import clear_plain
+from mpc_market.mpc.flex_local import clear_flex_mpc
+from mpc_market.mpc.local import clear_mpc
+
+from .suite import figure, headroom, mpc_row, profile_day
+
+NAME, TITLE = 'flex', 'Flexibility clearing under MPC against the energy clearing of as many orders'
+CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'), 65535)
+CAP = Decimal('0.100')
+COLUMNS = [('clearing', 'kind'), ('N', 'n'), ('requests', 'requests'), ('slots', 'slots'), ('seconds', 'seconds'),
+           ('flex / energy', 'ratio'), ('procured Wh', 'procured_wh'), ('requested Wh', 'requested_wh'),
+           ('shortfall Wh', 'shortfall_wh'), ('mean price /kWh', 'mean_price'), ('= reference', 'exact')]
+
+
+def flex_market(params, seed, day=None):
+    """The FlexMarket of a run: N offers of the generated households, a request per feeder and slot."""
+    households, slots = params['feeders'] * FEEDER_SIZE, params['slots']
+    profiles = {}
+    community(households, slots, seed, profile_day=day, profiles=profiles)
+    feeders = {name: f for name, (f, _) in feeder_map(profiles['names']).items()}
+    raw = flex_offers(profiles, seed, day, CONFIG.max_order_wh)
+    raw = random.Random(seed).sample(raw, min(params['offers'], len(raw)))
+    offers = tuple(FlexOffer(o['participant'], o['slot'], o['direction'], o['volume_wh'], Decimal(o['price']))
+                   for o in raw)
+    volume = {}
+    for o in offers:
+        key = (feeders[o.participant], o.slot, o.direction)
+        volume[key] = volume.get(key, 0) + o.volume_wh
+    requests = []
+    first, stop = first_slot_and_stop(slots)
+    for feeder in sorted(set(feeders.values())):
+        for slot in range(first, stop):
+            direction = max(('up', 'down'), key=lambda d: volume.get((feeder, slot, d), 0))
+            wanted = max(1, volume.get((feeder, slot, direction), 0) // 2)
+            requests.append(FlexRequest(f'dso-{feeder}-{slot}', 'dso', feeder, slot, direction, wanted, CAP, CAP))
+    return FlexMarket(CONFIG, tuple(requests), offers, feeders)
+
+
+def energy_book(n, slots, seed, day=None):
+    """A Book of the first n orders of a generated community over the slots."""
+    households = max(1, -(-n // max(1, slots // 2)))
+    orders = []
+    while len(orders) < n:
+        raw = community(households, slots, seed, profile_day=day)
+        orders = [Order(o['participant'], o['slot'], o['side'], o['energy_wh'], Decimal(o['limit_price']))
+                  for o in raw][:n]
+        households *= 2
+    return Book(CONFIG, orders)
+
+
+def run(params, seed):
+    """One flexibility clearing and one energy clearing of N each; their ratio."""
+    day = profile_day(params)
+    market = flex_market(params, seed, day)
+    started = time.perf_counter()
+    result = clear_flex_mpc(market, nodes=params['nodes'])
+    flex_s = time.perf_counter() - started
+    plain = clear_flex_plain(market)
+    requested = sum(r.volume_wh for r in market.requests)
+    procured = sum(o.procured_wh for o in result.requests)
+    paid = sum(a.payment for a in result.activations)
+    mean_price = (Decimal(paid) / CONFIG.price_scale / procured).quantize(Decimal('0.0001')) if procured else None
+    book = energy_book(len(market.offers), params['slots'], seed, day)
+    started = time.perf_counter()
+    energy = clear_mpc(book, nodes=params['nodes'])
+    energy_row = mpc_row(energy, started, len(book.participants))
+    reference = clear_plain(book)
+    ratio = round(flex_s / energy_row['seconds'], 3)
+    rows = [{'kind': 'flexibility', 'n': len(market.offers), 'requests': len(market.requests),
+             'slots': params['slots'], 'nodes': params['nodes'], 'seconds': round(flex_s, 3), 'ratio': ratio,
+             'procured_wh': procured, 'requested_wh': requested, 'shortfall_wh': requested - procured,
+             'mean_price': None if mean_price is None else str(mean_price), 'excluded': len(result.excluded),
+             'bytes_per_node': None, 'peak_rss_mb_per_node': None,  # the flex engine does not report them
+             'exact': result.requests == plain.requests and result.activations == plain.activations},
+            {**energy_row, 'kind': 'energy', 'n': len(book.orders), 'requests': None, 'slots': params['slots'],
+             'nodes': params['nodes'], 'ratio': None, 'procured_wh': sum(s.traded_wh for s in energy.slots),
+             'requested_wh': None, 'shortfall_wh': None, 'mean_price': None,
+             'exact': reference.slots == energy.slots and reference.rows == energy.rows}]
+    print(f'flexibility: {len(market.offers)} offers x {len(market.requests)} requests in {flex_s:.2f} s; '
+          f'energy: {len(book.orders)} orders in {energy_row["seconds"]:.2f} s; ratio flex/energy {ratio}; '
+          f'procured {procured} of {requested} Wh (shortfall {requested - procured}), mean price {mean_price}',
+          flush=True)
+    return rows, [f'{params["nodes"]} node processes on localhost; seconds = sharing + node processes + '
+                  'reconstruction (the book built beforehand); the energy orders: the first N of a generated '
+                  'community over the same slots.']
+
+
+def notes(rows):
+    """The ratio the issue bounds: flexibility clearing over energy clearing of as many inputs."""
+    flex = next(r for r in rows if r['kind'] == 'flexibility')
+    verdict = 'at most' if flex['ratio'] <= 1 else 'MORE than'
+    return [f'The flexibility clearing of {flex["n"]:,} offers took {flex["ratio"]} x the energy clearing of as '
+            f'many orders: {verdict} its cost.']
+
+
+def figures(rows, directory):
+    """Seconds of the two clearings, and the flexibility run's requested, procured and shortfall Wh."""
+    path = f'{directory}/flex.png'
+    fig = figure(8.0, 4.0)
+    left, right = fig.subplots(1, 2)
+    seconds = [r['seconds'] for r in rows]
+    left.bar([f'{r["kind"]}\nN = {r["n"]:,}' for r in rows], seconds, color=['tab:green', 'tab:blue'])
+    headroom(left, seconds)
+    for i, value in enumerate(seconds):
+        left.text(i, value, f'{value:.2f} s', ha='center', va='bottom', fontsize=8)
+    left.set_ylabel('seconds (end to end)')
+    left.set_title(f'MPC clearing, {rows[0]["nodes"]} nodes', fontsize=10)
+    flex = rows[0]
+    values = [flex['requested_wh'] / 1000, flex['procured_wh'] / 1000, flex['shortfall_wh'] / 1000]
+    right.bar(['requested', 'procured', 'shortfall'], values, color=['tab:gray', 'tab:green', 'tab:red'])
+    headroom(right, values)
+    for i, value in enumerate(values):
+        right.text(i, value, f'{value:,.1f}', ha='center', va='bottom', fontsize=8)
+    right.set_ylabel('kWh')
+    right.set_title(f'{flex["requests"]:,} DSO requests, mean price {flex["mean_price"]}/kWh', fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    return [('clearing time and procured volume', path)]
