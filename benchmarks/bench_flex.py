@@ -29,7 +29,8 @@ CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'), 6553
 CAP = Decimal('0.100')
 COLUMNS = [('clearing', 'kind'), ('N', 'n'), ('requests', 'requests'), ('slots', 'slots'), ('seconds', 'seconds'),
            ('flex / energy', 'ratio'), ('procured Wh', 'procured_wh'), ('requested Wh', 'requested_wh'),
-           ('shortfall Wh', 'shortfall_wh'), ('mean price /kWh', 'mean_price'), ('= reference', 'exact')]
+           ('shortfall Wh', 'shortfall_wh'), (f'mean price {CONFIG.currency}/kWh', 'mean_price'),
+           ('= reference', 'exact')]
 
 
 def flex_market(params, seed, day=None):
@@ -132,7 +133,8 @@ def figures(rows, directory):
     for i, value in enumerate(values):
         right.text(i, value, f'{value:,.1f}', ha='center', va='bottom', fontsize=8)
     right.set_ylabel('kWh')
-    right.set_title(f'{flex["requests"]:,} DSO requests, mean price {flex["mean_price"]}/kWh', fontsize=10)
+    right.set_title(f'{flex["requests"]:,} DSO requests, mean price {flex["mean_price"]} {CONFIG.currency}/kWh',
+                    fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     return [('clearing time and procured volume', path)]
