@@ -41,11 +41,6 @@ def _pandas() -> Any:
     return pandas
 
 
-def _slot_start(config: MarketConfig, slot: int) -> Any:
-    at = config.slot_start(slot)
-    return None if at is None else at
-
-
 def _frame(records: list[dict[str, Any]], columns: list[str]) -> Any:
     pandas = _pandas()
     frame = pandas.DataFrame.from_records(records, columns=columns)
@@ -59,7 +54,7 @@ def _frame(records: list[dict[str, Any]], columns: list[str]) -> Any:
 
 def order_records(result: ClearingResult, config: MarketConfig) -> list[dict[str, Any]]:
     """One dict per order row: the row's fields, its slot_start and its amount as Decimal currency."""
-    return [{'participant': r.participant, 'slot': r.slot, 'slot_start': _slot_start(config, r.slot), 'side': r.side,
+    return [{'participant': r.participant, 'slot': r.slot, 'slot_start': config.slot_start(r.slot), 'side': r.side,
              'energy_wh': r.energy_wh, 'matched_wh': r.matched_wh, 'unmatched_wh': r.unmatched_wh,
              'amount': amount(config, r.amount), 'amount_units': r.amount, 'status': r.status, 'zone': r.zone,
              'local_wh': r.local_wh, 'cross_wh': r.cross_wh, 'currency': config.currency} for r in result.rows]
@@ -67,7 +62,7 @@ def order_records(result: ClearingResult, config: MarketConfig) -> list[dict[str
 
 def slot_records(result: ClearingResult, config: MarketConfig) -> list[dict[str, Any]]:
     """One dict per slot: price (Decimal currency/kWh or None: no local trade), volumes, scheme prices."""
-    return [{'slot': s.slot, 'slot_start': _slot_start(config, s.slot), 'price': price(config, s.price_units),
+    return [{'slot': s.slot, 'slot_start': config.slot_start(s.slot), 'price': price(config, s.price_units),
              'price_units': s.price_units, 'traded_wh': s.traded_wh, 'residual_wh': s.residual_wh,
              'buy_price': price(config, s.buy_price_units), 'sell_price': price(config, s.sell_price_units),
              'fee_amount': amount(config, s.fee_amount), 'currency': config.currency} for s in result.slots]
@@ -120,14 +115,14 @@ def settlement_frame(result: SettlementResult, config: MarketConfig, table: str 
                     'saving': amount(config, b.saving), 'currency': config.currency} for b in result.bills]
         return _frame(records, list(records[0]) if records else ['participant', 'total_amount'])
     if table == 'rows':
-        records = [{'participant': r.participant, 'slot': r.slot, 'slot_start': _slot_start(config, r.slot),
+        records = [{'participant': r.participant, 'slot': r.slot, 'slot_start': config.slot_start(r.slot),
                     'side': r.side, 'energy_wh': r.energy_wh, 'matched_wh': r.matched_wh,
                     'amount': amount(config, r.amount), 'net_wh': r.net_wh, 'deviation_wh': r.deviation_wh,
                     'deviation_amount': amount(config, r.deviation_amount),
                     'total_amount': amount(config, r.total_amount), 'status': r.status,
                     'currency': config.currency} for r in result.rows]
         return _frame(records, list(records[0]) if records else ['participant', 'slot', 'slot_start'])
-    records = [{'slot': slot, 'slot_start': _slot_start(config, slot),
+    records = [{'slot': slot, 'slot_start': config.slot_start(slot),
                 'retailer_receives': amount(config, s.retailer_receives),
                 'retailer_pays': amount(config, s.retailer_pays), 'retailer_net': amount(config, s.retailer_net),
                 'currency': config.currency} for slot, s in sorted(result.slots.items())]

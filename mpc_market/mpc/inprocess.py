@@ -19,7 +19,7 @@ from typing import Any
 from ..common.errors import EngineError, MarketError
 from ..market.book import Book
 from ..market.results import ClearingResult, SettlementResult
-from .jobs import ORDERS_PER_CHUNK, JobDir, job_spec
+from .jobs import ORDERS_PER_CHUNK, JobDir
 
 
 def single_party_runtime() -> Any:
@@ -63,20 +63,15 @@ def clear_in_process(book: Book, net_of: dict | None = None, chunk: int = ORDERS
         EngineError: the party failed or the runtime has several parties.
         BadParameter: the market is too large or names no registered mechanism.
     """
-    from .local import job_result, mark_ready, share_book
+    from .local import clearing_spec, job_result, mark_ready, share_packages
     from .node import parse_args, run_party
     mpc = single_party_runtime()
     started = time.perf_counter()
     job_dir = tempfile.mkdtemp(prefix='mpc-market-job-', dir=workdir)
     try:
-        spec = replace(job_spec(book, 1, chunk), allocation=allocation)
-        if net_of is not None:
-            spec = replace(spec, settle=True, max_reading_wh=book.config.max_reading_wh)
+        spec = clearing_spec(book, 1, chunk, allocation, net_of)
         spec.save(job_dir)
-        share_book(book, spec, job_dir)
-        if net_of is not None:
-            from ..market.book import encode_readings
-            share_book(book, spec, job_dir, encode=lambda rows: encode_readings(book, net_of, rows), readings=True)
+        share_packages(book, spec, job_dir, net_of)
         shared = time.perf_counter()
         mark_ready(job_dir, 1)
         args: argparse.Namespace = parse_args(['--job', job_dir, '--index', '0', '--parties', 'in-process',

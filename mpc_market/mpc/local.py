@@ -286,6 +286,21 @@ def settlement_values(job_dir: str, spec: JobSpec,
             'excluded': publics[0].meter_excluded}
 
 
+def clearing_spec(book: Book, nodes: int, chunk: int, allocation: str, net_of: NetOf | None) -> JobSpec:
+    """The job parameters of a clearing of book by nodes parties, settling net_of's readings too if given."""
+    spec = replace(job_spec(book, nodes, chunk), allocation=allocation)
+    return spec if net_of is None else replace(spec, settle=True, max_reading_wh=book.config.max_reading_wh)
+
+
+def share_packages(book: Book, spec: JobSpec, job_dir: str, net_of: NetOf | None,
+                   progress: Progress | None = None) -> None:
+    """Every participant's order packages, and its reading packages when net_of is given (share_book)."""
+    share_book(book, spec, job_dir, progress)
+    if net_of is not None:
+        from ..market.book import encode_readings
+        share_book(book, spec, job_dir, encode=lambda rows: encode_readings(book, net_of, rows), readings=True)
+
+
 def job_result(book: Book, job_dir: str, spec: JobSpec, times: Times) -> ClearingResult:
     """The ClearingResult of a finished job.
 
@@ -444,17 +459,11 @@ def clear_mpc(book: Book, nodes: int = 3, chunk: int = ORDERS_PER_CHUNK, workdir
     keep = keep or job_dir is not None
     job_dir = job_dir or tempfile.mkdtemp(prefix='mpc-market-job-', dir=workdir)
     try:
-        spec = replace(job_spec(book, nodes, chunk), allocation=allocation)
-        if net_of is not None:
-            from ..market.book import encode_readings
-            spec = replace(spec, settle=True, max_reading_wh=book.config.max_reading_wh)
+        spec = clearing_spec(book, nodes, chunk, allocation, net_of)
         spec.save(job_dir)
         procs = start_nodes(job_dir, nodes)  # nodes start up while the participants share
         try:
-            share_book(book, spec, job_dir, progress)
-            if net_of is not None:
-                share_book(book, spec, job_dir, encode=lambda rows: encode_readings(book, net_of, rows),
-                           readings=True)
+            share_packages(book, spec, job_dir, net_of, progress)
         except BaseException:
             stop_nodes(procs)
             raise
