@@ -113,6 +113,21 @@ def _separator_hint(header, columns):
     return f' (the header has {near[0][:40]!r}: a misspelling of {missing[0]}?)' if near else ''
 
 
+LINE_BREAK = re.compile('\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]')  # str.splitlines' boundaries
+
+
+def csv_header(path: str, text: str) -> list[str]:
+    """The stripped column names of a CSV text's first line, read without splitting the whole text.
+
+    Raises:
+        InputError: the first line is not CSV (e.g. a field over the csv module's limit).
+    """
+    try:
+        return [h.strip() for h in next(csv.reader([LINE_BREAK.split(text, maxsplit=1)[0]]), [])]
+    except csv.Error as exc:
+        raise InputError(path, 1, 'header', f'not CSV ({exc})') from None
+
+
 def csv_records(path, text, columns):
     """(line, {column: stripped value}) of a CSV with a header containing columns; blank lines skipped."""
     reader = csv.reader(text.splitlines())

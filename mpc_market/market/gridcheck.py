@@ -25,7 +25,7 @@ from typing import Any
 
 from ..common.errors import InputError
 from ..common.names import NAME_RULE, is_name
-from ..common.textinput import csv_records, parse_int, read_text
+from ..common.textinput import csv_header, csv_records, parse_int, read_text
 from .grid import WH_PER_MW_SLOT, GridMap, bus_feeders
 
 LOADING_LIMIT = 100.0                  # % of the rating
@@ -109,8 +109,8 @@ def load_positions(path: str) -> Positions:
         InputError: naming the file, line and field of the first bad value, or a second row of a key.
     """
     text = read_text(path)
-    header = text.splitlines()[0].split(',') if text.strip() else []
-    kind = next((k for k in POSITION_KINDS if k in (h.strip() for h in header)), 'participant')
+    header = csv_header(path, text) if text.strip() else []
+    kind = next((k for k in POSITION_KINDS if k in header), 'participant')
     wh: dict[tuple[str, int], int] = {}
     for line, row in csv_records(path, text, (kind, 'slot', 'net_wh')):
         name = row[kind]

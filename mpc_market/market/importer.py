@@ -47,7 +47,7 @@ from fractions import Fraction
 
 from ..common.errors import COMMAND_LINE, InputError
 from ..common.names import NAME_RULE, is_name
-from ..common.textinput import csv_records, read_text
+from ..common.textinput import csv_header, csv_records, read_text
 from .config import SIGNED_PRICE_RULE, MarketConfig, bounded_signed_price
 from .output import csv_text, write_all
 
@@ -254,7 +254,7 @@ def _gsy_series(path: str, text: str, config: MarketConfig, participant: str, si
 
 def _long_series(path: str, text: str) -> list[Series]:
     """A long CSV participant,datetime,power_w|energy_wh as one series per participant."""
-    header = [h.strip() for h in next(csv.reader(text.splitlines()[:1]), [])]
+    header = csv_header(path, text)
     quantities = [q for q in LONG_QUANTITIES if q in header]
     if len(quantities) != 1:
         raise InputError(path, 1, 'header', f'needs one column power_w (W) or energy_wh (Wh per interval), got '

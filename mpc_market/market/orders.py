@@ -6,7 +6,6 @@ offset or Z, mapped by the market's ``start`` and ``slot_minutes``), or by both,
 
 from __future__ import annotations
 
-import csv
 import datetime
 import json
 from collections.abc import Iterator, Mapping
@@ -15,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 
 from ..common.errors import InputError
 from ..common.names import NAME_RULE, is_name
-from ..common.textinput import csv_records, parse_int, parse_participant_slot, read_text
+from ..common.textinput import csv_header, csv_records, parse_int, parse_participant_slot, read_text
 from .config import MAX_ZONES, SIGNED_PRICE_RULE, MarketConfig, bounded_signed_price
 
 ORDER_COLUMNS = ('participant', 'slot', 'side', 'energy_wh', 'limit_price')
@@ -107,10 +106,7 @@ def slot_records(path: str, text: str, columns: tuple[str, ...]) -> Iterator[tup
     Raises:
         InputError: a missing column (neither slot nor slot_start) or a malformed row.
     """
-    try:
-        header = [h.strip() for h in next(csv.reader(text.splitlines()[:1]), [])]
-    except csv.Error as exc:  # e.g. a field over the csv module's limit: one line, like csv_records
-        raise InputError(path, 1, 'header', f'not CSV ({exc})') from None
+    header = csv_header(path, text)
     others = tuple(c for c in columns if c != 'slot')
     if not any(field in header for field in SLOT_FIELDS) and all(c in header for c in others):
         raise InputError(path, 1, 'slot', 'missing column (slot or slot_start)')

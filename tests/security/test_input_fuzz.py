@@ -129,6 +129,18 @@ def test_stats_bundle(tmp_path, key, value):
     _parse_quietly(load_bundle, path)
 
 
+def test_a_header_over_the_csv_field_limit_is_one_line_everywhere(tmp_path):
+    """Every CSV reader that looks at the header first (to choose slot or slot_start, the series' quantity, the
+    positions' kind) refuses a 140 kB header field in one line, as csv_records refuses one in a row."""
+    from mpc_market.market.gridcheck import load_positions
+    for name, parse in (('o.csv', lambda p: load_orders(p, TIMED)), ('r.csv', lambda p: load_readings(p, TIMED)),
+                        ('s.csv', lambda p: read_series(p, TIMED)), ('p.csv', load_positions)):
+        path = tmp_path / name
+        path.write_text('participant,' + 'x' * 140000 + '\nh1,1\n')
+        with pytest.raises(InputError, match=r':1: header: not CSV \(field larger than field limit'):
+            parse(str(path))
+
+
 @_fuzz_settings()
 @given(when=FIELD_VALUE, value=FIELD_VALUE, who=FIELD_VALUE)
 def test_series_fields(tmp_path, when, value, who):
