@@ -14,12 +14,17 @@ everywhere, MPyC links included); what changes is who runs what:
   independent operators run the nodes.
 
 The node and broker processes run with benchmarks/instrument on PYTHONPATH, which records every
-gRPC request they receive. After the round, every participant (or its representative) fetches
-its own results, which must equal the plaintext reference, and benchmarks/leakage.py scans
-every actor's files for identities, orders and share packages the scenario does not allow it.
+gRPC request they receive. After the energy round a flexibility round runs on the same deployment
+(`round open --flex`: a DSO request per feeder and slot, the aggregator's per slot and direction;
+every participant, or its representative, submits its offers with `flex submit`). After each
+round every participant (or its representative) fetches its own results, which must equal the
+plaintext reference, and benchmarks/leakage.py scans every actor's files for identities, orders,
+offers, activations and share packages the scenario does not allow it.
 """
 
+import csv
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -40,7 +45,8 @@ from .suite import figure, profile_day
 NAME, TITLE = 'scenarios', 'Deployment scenarios S1-S4 end to end, with the leakage each actor shows'
 COLUMNS = [('scenario', 'scenario'), ('actor', 'actor'), ('roles', 'roles'), ('KiB scanned', 'kib_scanned'),
            ('identities held', 'identities_held'), ('order owners held', 'order_owners_held'),
-           ('share packages held', 'share_packages_held'), ('leaks', 'leak_list'), ('round s', 'seconds'),
+           ('share packages held', 'share_packages_held'), ('offer owners held', 'offer_owners_held'),
+           ('activation owners held', 'activation_owners_held'), ('leaks', 'leak_list'), ('round s', 'seconds'),
            ('= reference', 'exact')]
 MARKET = '[market]\nprice_floor = 0.047\nprice_ceiling = 0.139\ntick = 0.001\n'
 SCENARIOS = {
@@ -49,6 +55,45 @@ SCENARIOS = {
     'S3': 'indirect customers: representatives submit; a broker coordinates; representatives + an operator run nodes',
     'S4': 'indirect peers: prosumers submit their own; a broker coordinates; independent operators run the nodes',
 }
+
+
+FEEDERS = 2  # the flexibility round's feeders (its market's [zones]): participants dealt round-robin
+
+
+def feeder_map(names):
+    """The flexibility round's public feeder map: every third participant on none (it can serve only
+    the aggregator, and its name stays as private as in the energy round), the others dealt to F0, F1."""
+    mapped = [n for k, n in enumerate(names) if k % 3 != 2]
+    return {f'F{k}': mapped[k::FEEDERS] for k in range(FEEDERS) if mapped[k::FEEDERS]}
+
+
+def flex_market_text(names):
+    """The flexibility round's market: the energy market's grid and the feeders as its [zones]
+    (public: a participant's feeder is its grid connection, so the map's names are public too)."""
+    feeders = feeder_map(names)
+    lines = [f'{f} = [{", ".join(chr(34) + n + chr(34) for n in members)}]\n' for f, members in feeders.items()]
+    return MARKET + 'zones = true\nnetwork_fee = 0.001\n\n[zones]\n' + ''.join(lines)
+
+
+def flex_of(names, slots, seed):
+    """Seeded offers (participant, slot, direction, volume_wh, price) of most participant-slots, and
+    requests reaching a part of them: a DSO 'up' request per feeder and slot, the aggregator's per
+    slot and direction (so both buyers activate someone, and some offers stay unactivated)."""
+    rng = random.Random(seed)
+    offers = [(p, s, rng.choice(('up', 'down')), rng.randint(50, 3000), f'{rng.uniform(0.05, 0.13):.3f}')
+              for p in names for s in slots if rng.random() < 0.8]
+    requests = ['request,buyer,feeder,slot,direction,volume_wh,price_cap']
+    for s in slots:
+        for feeder in feeder_map(names):
+            requests.append(f'dso-{feeder}-{s},dso,{feeder},{s},up,1500,0.10')
+        requests += [f'agg-{s}-{d},aggregator,,{s},{d},2500,0.12' for d in ('up', 'down')]
+    return offers, '\n'.join(requests) + '\n'
+
+
+def write_offers(path, rows):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write('participant,slot,direction,volume_wh,price\n' + ''.join(','.join(map(str, r)) + '\n' for r in rows))
 
 
 def orders_of(participants, slots, seed, day=None):
@@ -118,13 +163,27 @@ def run_scenario(scenario, params, seed, work):
     all_orders = os.path.join(directory, 'orders.csv')
     write_orders(all_orders, rows)
     cli('clear', '--engine', 'plain', '--orders', all_orders, '--config', market, '--out', reference, '--quiet')
+    slots = sorted({r[1] for r in rows})
+    offers, requests_text = flex_of(names, slots, seed)
+    flex_market, flex_requests, all_offers = (os.path.join(directory, n) for n in
+                                              ('flex-market.toml', 'requests.csv', 'offers.csv'))
+    with open(flex_market, 'w') as f:
+        f.write(flex_market_text(names))
+    with open(flex_requests, 'w') as f:
+        f.write(requests_text)
+    write_offers(all_offers, offers)
+    flex_reference = os.path.join(directory, 'flex-reference')
+    cli('flex', 'clear', '--engine', 'plain', '--requests', flex_requests, '--offers', all_offers,
+        '--config', flex_market, '--out', flex_reference)
+    activations = _records(os.path.join(flex_reference, 'activations.csv'))
     with instrumented(MPC_MARKET_RECORD='1'):
         dep.start(timeout=60)  # node and broker processes record what they receive
     actors, certificates = [], {}
     try:
         broker = ['--broker', dep.broker_address, '--keys', dep.keys]
-        slots = sorted({r[1] for r in rows})
         cli('round', 'open', *broker, '--round', 'r1', '--slots', ','.join(map(str, slots)), '--market', market,
+            '--gate-closure-in', 600)
+        cli('round', 'open', *broker, '--round', 'f1', '--flex', flex_requests, '--market', flex_market,
             '--gate-closure-in', 600)
         for name, roles, members, nodes, coordinator, certificate in organisations:
             home = os.path.join(directory, 'actors', name)
@@ -143,6 +202,11 @@ def run_scenario(scenario, params, seed, work):
                 write_orders(own, [r for r in rows if r[0] in members])
                 cli('submit', *broker, '--client', certificate, '--round', 'r1', '--orders', own,
                     out=os.path.join(home, 'commands.txt'))
+                own_offers = os.path.join(home, 'offers.csv')
+                write_offers(own_offers, [o for o in offers if o[0] in members])
+                if any(o[0] in members for o in offers):
+                    cli('flex', 'submit', *broker, '--client', certificate, '--round', 'f1', '--offers', own_offers,
+                        out=os.path.join(home, 'commands.txt'))
         started = time.perf_counter()
         BrokerClient(dep.broker_address, dep.keys, 'operator').close_round('r1')
         wait_published(dep, 'r1', settlement=False)
@@ -160,15 +224,46 @@ def run_scenario(scenario, params, seed, work):
             cli('results', *broker, '--client', 'operator', '--public', '--round', 'r1', '--out',
                 os.path.join(home, 'public'))
             exact &= _rows(os.path.join(home, 'public', 'public.csv')) == _rows(os.path.join(reference, 'public.csv'))
+        exact &= flex_round(dep, broker, actors, certificates, flex_reference, {o[0] for o in offers})
     finally:
         dep.stop()
-    secrets = secrets_of(rows, [os.path.join(dep.dir, f'node{i}') for i in range(3)])
+    secrets = secrets_of(rows, [os.path.join(dep.dir, f'node{i}') for i in range(3)], offers, activations,
+                         public_names={n for members in feeder_map(names).values() for n in members})
     return actors, secrets, (seconds, sent, peak), exact
+
+
+def flex_round(dep, broker, actors, certificates, reference, offering):
+    """Close the flexibility round f1 (its offers submitted), wait for its signed outcome and fetch
+    every offering participant's activations and the public outcome as each actor would; True when
+    all of them equal `flex clear --engine plain`'s."""
+    BrokerClient(dep.broker_address, dep.keys, 'operator').close_round('f1')
+    wait_published(dep, 'f1', settlement=False)
+    exact = True
+    for actor in actors:
+        home = actor.paths[0]
+        for p in sorted(actor.participants & offering):
+            cli('results', *broker, '--client', certificates[actor.name], '--round', 'f1', '--participant', p,
+                '--offers', os.path.join(home, 'offers.csv'), '--out', os.path.join(home, 'flex-results'),
+                out=os.path.join(home, 'commands.txt'))
+            own = os.path.join(home, 'flex-results', f'{p}.activations.csv')
+            exact &= _rows(own) == [r for r in _rows(os.path.join(reference, 'activations.csv'))
+                                    if r.startswith(p + ',')]
+        cli('results', *broker, '--client', 'operator', '--public', '--round', 'f1', '--out',
+            os.path.join(home, 'flex-public'))
+        exact &= _rows(os.path.join(home, 'flex-public', 'requests.csv')) == \
+            _rows(os.path.join(reference, 'requests.csv'))
+    return exact
 
 
 def _rows(path):
     with open(path) as f:
         return f.read().splitlines()[1:]
+
+
+def _records(path):
+    """The rows of a CSV file as tuples of its fields (the header left out)."""
+    with open(path, newline='') as f:
+        return [tuple(r) for r in list(csv.reader(f))[1:]]
 
 
 def run(params, seed):
@@ -188,11 +283,16 @@ def run(params, seed):
                          'peak_rss_mb_per_node': peak, 'exact': exact, **r})
         notes.append(f'{scenario}: {SCENARIOS[scenario]}.')
     notes += ['identities held: participants whose name is anywhere in the actor\'s files (nodes must know who '
-              'submitted; a peer or representative knows itself and its clients; anyone else none).',
+              'submitted; a peer or representative knows itself and its clients; anyone else none but the names of '
+              'the flexibility round\'s public feeder map, which leaves every third participant out).',
               'order owners held: participants with an order (participant,slot,side,energy_wh) in the actor\'s files; '
               'allowed only for the participant itself and its representative.',
               'share packages held: (participant, node) share packages or result shares found in the clear; allowed '
-              'only at the node that holds them.',
+              'only at the node that holds them (orders and flexibility offers alike).',
+              'offer owners held / activation owners held: participants with a flexibility offer '
+              '(participant,slot,direction,volume_wh) or a row of its activations.csv (activation and payment) in '
+              'the actor\'s files, from the flexibility round run after the energy round; allowed only for the '
+              'participant itself and its representative.',
               'leaks: anything found beyond what the scenario allows; the suite fails on any.']
     if any(r['leak_list'] for r in rows):
         raise AssertionError('leakage scan: ' + '; '.join(f'{r["scenario"]} {r["actor"]}: {r["leak_list"]}'
@@ -206,7 +306,8 @@ def _summarised(table):
     for r in table:
         r = dict(r, kib_scanned=round(r.pop('bytes_scanned') / 1024, 1), leak_list='; '.join(r.pop('leaks')))
         if r['roles'] in ('peer', 'representative') and not r['leak_list']:
-            key = (r['roles'], r['identities_held'], r['order_owners_held'], r['share_packages_held'])
+            key = (r['roles'], r['identities_held'], r['order_owners_held'], r['share_packages_held'],
+                   r['offer_owners_held'], r['activation_owners_held'])
             groups.setdefault(key, []).append(r)
         else:
             out.append(r)
