@@ -128,7 +128,8 @@ def test_importing_the_api_starts_no_mpc_runtime():
 
 
 JOB_FILES = {'job.json', 'clearing.json', 'shares.npy', 'readings.npy', 'held.json', 'results.npy', 'settlement.npy',
-             'retailer.npy', 'public.json', 'own_orders.npy', 'own_results.npy', 'node.log', 'party.log', 'ready'}
+             'retailer.npy', 'public.json', 'own_orders.npy', 'own_results.npy', 'node.log', 'party.log', 'ready',
+             'flex_results.npy', 'delivery.npy', 'delivery_public.json', 'delivery.json'}
 
 
 def test_the_job_directory_is_named_only_by_jobdir():

@@ -175,15 +175,23 @@ def _bill_text(args, broker, participants):
                          if first else f'round {args.round} is not settled')
     money = result.settled[0].config.format_amount
     bills = [b for p, b in result.bills.items() if not (args.all and p in result.absent)]  # --all: who took part
-    text = csv_text(BILL_COLUMNS, [{
-        'participant': bill.participant, 'trade_amount': money(bill.trade_amount),
-        'deviation_amount': money(bill.deviation_amount), 'total_amount': money(bill.total_amount),
-        'retailer_only_amount': money(bill.retailer_only_amount), 'saving': money(bill.saving)} for bill in bills])
+    rows = [{'participant': bill.participant, 'trade_amount': money(bill.trade_amount),
+             'deviation_amount': money(bill.deviation_amount), 'total_amount': money(bill.total_amount),
+             'retailer_only_amount': money(bill.retailer_only_amount), 'saving': money(bill.saving)} for bill in bills]
+    columns = list(BILL_COLUMNS)
+    if result.flex_rounds:  # a round delivered flexibility: the columns of `mpc-market flex settle`'s bills.csv
+        columns[columns.index('total_amount'):columns.index('total_amount')] = ['flex_revenue', 'flex_penalty']
+        for row, bill in zip(rows, bills, strict=True):
+            revenue, penalty = result.flex[bill.participant]
+            row.update(flex_revenue=money(revenue), flex_penalty=money(penalty))
+    text = csv_text(columns, rows)
     single = len(participants) == 1 and not args.all
     summary = ((f'{participants[0]}: bill' if single else f'{len(bills)} participants: bills')
                + f' over {len(result.settled)} settled rounds'
                + (f' from {first} to {last}' if first else '')
                + f' ({", ".join(r.round_id for r in result.settled)})')
+    if result.flex_rounds:
+        summary += '; flexibility delivered: ' + ', '.join(f'{f} in {r}' for r, f in result.flex_rounds.items())
     if result.pending:
         summary += f'; not settled yet, left out: {", ".join(r.round_id for r in result.pending)}'
     return summary, text if bills else None, [f'{p}: {reason}' for p, reason in result.failed.items()]

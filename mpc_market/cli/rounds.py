@@ -126,7 +126,11 @@ def _open(broker, args):
         flex_requests = read_text(args.flex, 'utf-8')
         if args.slots is None:
             slots = sorted({r.slot for r in requests})
-    return broker.open(args.round, slots, gate_ms, market_text, opens_ms, deadline_ms, args.day or '', flex_requests)
+    if args.energy_round and not args.flex:
+        raise InputError(COMMAND_LINE, 0, 'energy-round', '--energy-round names the energy round of a flexibility '
+                         'round: give --flex REQUESTS.csv too')
+    return broker.open(args.round, slots, gate_ms, market_text, opens_ms, deadline_ms, args.day or '', flex_requests,
+                       args.energy_round or '')
 
 
 def cmd_round(args: argparse.Namespace) -> int:
@@ -217,6 +221,10 @@ def add_parsers(sub: argparse._SubParsersAction, formatter: type[argparse.HelpFo
                         'volume_wh,price_cap[,penalty_price]; the feeders: the market\'s [zones]): its slots are the '
                         'request slots, participants submit offers with `mpc-market flex submit`, pay-as-clear; '
                         'see docs/flexibility.md')
+    o.add_argument('--energy-round', metavar='ROUND',
+                   help='with --flex: the energy round (of the same market, with a readings window, not settled '
+                        'yet) whose settlement delivers the activations: its positions are adjusted by them, '
+                        'deliveries are paid or penalised and bills gain flexibility revenue and penalty')
     o.add_argument('--mechanism', choices=MECHANISMS,
                    help='clear this round with this mechanism instead of the market file\'s; the community '
                         'schemes price whole slots and ignore zones')

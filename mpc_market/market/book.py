@@ -165,7 +165,8 @@ class ReadingLayout:
       sign     (1)  s = 1 if the deviation d = net - planned is negative;
       dev_bits (Bd) |d| in binary, Bd = bit length of max_reading_wh + max_order_wh;
       pos_bits (Br) max(net, 0), neg_bits (Br) max(-net, 0); Br = bit length of max_reading_wh;
-      slack    (Br) only when max_reading_wh < 2**Br - 1: bits of max_reading_wh - |net|.
+      slack    (Br) only when max_reading_wh < 2**Br - 1: bits of max_reading_wh - |net|;
+      unread   (1)  1 if the slot has no reading (the missing-reading rule's net stands in).
 
     Nodes check (1 - 2s)|d| = pos - neg - planned with planned taken from their order shares,
     pos * neg = 0, bitness and the slack sum; a participant cannot choose its deviation.
@@ -201,8 +202,14 @@ class ReadingLayout:
         return slice(self.neg_bits.stop, self.neg_bits.stop + (self.reading_bits if self.has_slack else 0))
 
     @property
-    def width(self):
+    def unread(self):
+        """The column of the unread bit: 1 where the slot has no reading (its net is the
+        missing-reading rule's); delivered flexibility needs a reading."""
         return self.slack.stop
+
+    @property
+    def width(self):
+        return self.unread + 1
 
 
 def planned_positions(book, rows):
@@ -215,8 +222,11 @@ def planned_positions(book, rows):
     return np.where(buys, energy, 0) - np.where(sells, energy, 0)
 
 
-def encode_readings(book, net_of, participants):
-    """Reading packages (n, slots, width) of the given participants; net 0 where none."""
+def encode_readings(book, net_of, participants, read=None):
+    """Reading packages (n, slots, width) of the given participants; net 0 where none.
+
+    read: the (participant, slot) pairs that have a meter reading (the others are marked unread:
+    their net is the missing-reading rule's); None: every pair of net_of."""
     layout = ReadingLayout.for_config(book.config)
     rows = np.asarray(participants, dtype=np.int64)
     net = np.zeros((len(rows), len(book.slots)), dtype=np.int64)
@@ -236,4 +246,8 @@ def encode_readings(book, net_of, participants):
     block[..., layout.neg_bits] = bits(np.maximum(-net, 0), layout.reading_bits)
     if layout.has_slack:
         block[..., layout.slack] = bits(layout.max_reading_wh - np.abs(net), layout.reading_bits)
+    have = set(net_of) if read is None else set(read)
+    for r, p in enumerate(rows):
+        name = book.participants[p]
+        block[r, :, layout.unread] = [(name, slot) not in have for slot in book.slots]
     return block

@@ -19,6 +19,8 @@ multiplications with the one-hot level. Only T, the levels and the floors' resid
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -28,7 +30,7 @@ import numpy as np
 from ..common.errors import BadParameter
 from ..market.book import Book
 from ..market.flex import DIRECTIONS, FlexMarket
-from .jobs import JobSpec, config_spec
+from .jobs import JobDir, JobSpec, config_spec, write_json
 from .mechanism import Clearing, Lap, Mechanism, OrderShares, register
 
 # result shares per (participant, slot): the activations, the payment, and what the delivery
@@ -471,14 +473,13 @@ class FlexCurveView(Mechanism):
 
 @dataclass(frozen=True)
 class DeliveryPlan:
-    """The public parameters of a delivery session (delivery.json beside its job.json; the job is
-    the energy market's, settle on): the clearing job's participants and slots (its result shares
-    map onto this job's rows by them), which (participant, slot) of this job has a meter reading
-    (without one nothing is delivered) and each slot's 2 x deviation price in units."""
+    """The public parameters of a delivery session (JobDir.delivery_plan beside its job.json; the
+    job is the energy market's, settle on): the clearing job's participants and slots (its result
+    shares map onto this job's rows by them) and each slot's 2 x deviation price in units. Which
+    slot has a reading is the meter packages' secret unread bit (market.book.ReadingLayout)."""
 
     flex_participants: list[str]
     flex_slots: list[int]
-    read: list[list[bool]]
     price2: list[int]
 
     def to_json(self) -> dict[str, Any]:
@@ -489,15 +490,30 @@ class DeliveryPlan:
     def from_json(cls, obj: dict[str, Any]) -> DeliveryPlan:
         """Parse delivery.json."""
         return cls([str(p) for p in obj['flex_participants']], [int(s) for s in obj['flex_slots']],
-                   [[bool(v) for v in row] for row in obj['read']], [int(v) for v in obj['price2']])
+                   [int(v) for v in obj['price2']])
+
+    def save(self, job: JobDir) -> None:
+        """Write the plan into a job directory."""
+        write_json(job.delivery_plan, self.to_json())
+
+    @classmethod
+    def load(cls, job: JobDir) -> DeliveryPlan:
+        """The plan of a job directory."""
+        with open(job.delivery_plan) as f:
+            return cls.from_json(json.load(f))
+
+    @staticmethod
+    def present(job: JobDir) -> bool:
+        """Whether a job directory is a delivery session."""
+        return os.path.exists(job.delivery_plan)
 
 
 @dataclass(frozen=True)
 class DeliveryShares:
     """What a delivery session computed: per (participant, slot) the shares of (delivered Wh,
-    payment, penalty) and of (deviation, amount) against the adjusted position, limb-major
-    (4, participants, slots, 3) and (4, participants, slots, 2); the retailer's (4, slots, 3); and
-    the participants whose meter packages failed the checks (public)."""
+    payment, penalty, shift = adjusted - planned position) and of (deviation, amount) against the
+    adjusted position, limb-major (4, participants, slots, 4) and (4, participants, slots, 2); the
+    retailer's (4, slots, 3); and the participants whose meter packages failed the checks (public)."""
 
     delivery: np.ndarray
     settlement: np.ndarray
@@ -530,7 +546,7 @@ def flex_rows(spec: JobSpec, plan: DeliveryPlan, flex: np.ndarray) -> tuple[np.n
 
 
 async def settle_delivery(node: Any, readings: np.ndarray, flex: np.ndarray, inside: np.ndarray,
-                          plan: DeliveryPlan) -> DeliveryShares:
+                          plan: DeliveryPlan, valid: np.ndarray | None = None) -> DeliveryShares:
     """Delivery against the planned positions and the energy imbalance against the adjusted ones.
 
     The meter packages are the settlement's (checked against the planned position B of the order
@@ -550,6 +566,8 @@ async def settle_delivery(node: Any, readings: np.ndarray, flex: np.ndarray, ins
         flex: shares (participants, slots, 4) of (up, down, price, penalty) (flex_rows).
         inside: where a row lies in the clearing job (public).
         plan: the DeliveryPlan.
+        valid: per participant whether its orders count (a deployment's: the clearing's verdicts);
+            None: validated here.
 
     Returns:
         The DeliveryShares.
@@ -560,7 +578,7 @@ async def settle_delivery(node: Any, readings: np.ndarray, flex: np.ndarray, ins
     from .settlement import SettlementNode
     from .validation import validate_orders
     spec = node.spec
-    valid_orders = await validate_orders(node, np.ones(node.n_participants, dtype=bool))
+    valid_orders = await validate_orders(node, np.ones(node.n_participants, dtype=bool)) if valid is None else valid
     layout = ReadingLayout((spec.max_reading_wh + spec.max_order_wh).bit_length(),
                            spec.max_reading_wh.bit_length(), spec.max_reading_wh)
     verdicts, dev, long_side, sign = await SettlementNode(node, readings, layout, plan.price2).validate(valid_orders)
@@ -582,15 +600,19 @@ async def settle_delivery(node: Any, readings: np.ndarray, flex: np.ndarray, ins
         least, = await reshare_values([lower * gap % P])
         magnitude[idx], new_long[idx], new_sign[idx] = abs2, (-sd) % P, s2
         undelivered[idx] = (a_sel + least) % P
-    metered = (verdicts[:, None] & np.array(plan.read, dtype=bool)).astype(object)  # no reading: nothing delivered
+    # no (valid) reading: nothing delivered; the unread bit (a checked bit of the package) is secret
+    unread = ff.to_ints(np.asarray(readings[..., layout.unread], dtype=np.uint32))
+    metered = verdicts[:, None].astype(object) * (1 - unread) % P
     activated = (up + down) % P
-    undelivered = (metered * undelivered + (1 - metered) * activated) % P
+    shortfall, = await reshare_values([metered * (undelivered - activated) % P])
+    undelivered = (activated + shortfall) % P
     delivered = (activated - undelivered) % P
     payment, charge = await reshare_values(np.stack([delivered * rate, undelivered * penalty]) % P)
     wide = ReadingLayout(bound.bit_length(), layout.reading_bits, layout.max_reading_wh)  # |d'| > |d|: wider bounds
     energy = adjusted_settlement(node, readings, wide, plan.price2, (verdicts, magnitude, new_long, new_sign))
     settled, retailer, excluded = await energy.run(valid_orders)
-    delivery = ff.from_ints(await reshare_values(np.stack([delivered, payment, charge], axis=-1) % P))
+    shift = (down - up) % P  # adjusted - planned position: the owner's net reading is deviation + planned + shift
+    delivery = ff.from_ints(await reshare_values(np.stack([delivered, payment, charge, shift], axis=-1) % P))
     return DeliveryShares(delivery, settled, retailer, excluded)
 
 

@@ -5,7 +5,6 @@ each owner's activation; the mechanism itself is mpc_market.mpc.flex.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -268,10 +267,6 @@ def flex_curve_mpc(config: MarketConfig, offers: Sequence[FlexOffer], min_cohort
 
 # -- delivery and settlement under MPC ---------------------------------------------------------
 
-DELIVERY_PLAN = 'delivery.json'          # the session's DeliveryPlan, beside job.json
-FLEX_SHARES = 'flex_results.npy'         # each node's result shares of the clearing, kept
-DELIVERY_SHARES = 'delivery.npy'         # each node's shares of (delivered, payment, penalty)
-DELIVERY_PUBLIC = 'delivery_public.json'  # the session's public outcome: whose packages failed
 
 
 def delivery_book(market: FlexMarket, orders: Sequence[Order], readings: Mapping[tuple[str, int], int]) -> Book:
@@ -288,7 +283,7 @@ def delivery_packages(book: Book, readings: Mapping[tuple[str, int], int], rows:
     order_of = {(o.participant, o.slot): o for o in book.orders}
     net_of = {(p, s): readings.get((p, s), settlement.missing_reading_net(order_of.get((p, s))))
               for p in book.participants for s in book.slots}
-    return encode_readings(book, net_of, rows)
+    return encode_readings(book, net_of, rows, read=readings)
 
 
 async def delivery_party(job_dir: str, index: int, start_links: Callable[[], Awaitable[None]],
@@ -307,26 +302,24 @@ async def delivery_party(job_dir: str, index: int, start_links: Callable[[], Awa
     from . import mpyc_internals as internals
     from .clearing import MarketNode
     from .flex import DeliveryPlan, flex_rows, settle_delivery
-    from .jobs import save_array
+    from .jobs import save_array, write_json
     await start_links()
     report('connected')
     job = JobDir(job_dir)
     spec, own = job.load_spec(), job.node(index)
-    with open(os.path.join(job_dir, DELIVERY_PLAN)) as f:
-        plan = DeliveryPlan.from_json(json.load(f))
-    kept = os.path.join(os.path.dirname(own.shares), FLEX_SHARES)
-    flex = ff.to_ints(np.load(kept)) if os.path.exists(kept) else np.zeros((0, 0, 0), dtype=object)
+    plan = DeliveryPlan.load(job)
+    flex = ff.to_ints(np.load(own.flex_shares)) if os.path.exists(own.flex_shares) else \
+        np.zeros((0, 0, 0), dtype=object)
     node = MarketNode(spec, np.load(own.shares, mmap_mode='r'), spec.participants)
     await node.agree_seed()
     rows, inside = flex_rows(spec, plan, flex)
     out = await settle_delivery(node, np.load(own.readings, mmap_mode='r'), rows, inside, plan)
     internals.shutting_down()
     await mpc.shutdown()
-    save_array(os.path.join(os.path.dirname(own.shares), DELIVERY_SHARES), out.delivery)
+    save_array(own.delivery, out.delivery)
     save_array(own.settlement, out.settlement)
     save_array(own.retailer, out.retailer)
-    with open(os.path.join(os.path.dirname(own.shares), DELIVERY_PUBLIC), 'w') as f:
-        json.dump({'meter_excluded': out.meter_excluded}, f)
+    write_json(own.delivery_public, {'meter_excluded': out.meter_excluded})
 
 
 def settle_flex_mpc(market: FlexMarket, orders: Sequence[Order], readings: Mapping[tuple[str, int], int],
@@ -374,20 +367,17 @@ def settle_flex_mpc(market: FlexMarket, orders: Sequence[Order], readings: Mappi
         spec = replace(job_spec(energy, parties, chunk), settle=True, max_reading_wh=market.config.max_reading_wh)
         config = market.config
         plan = DeliveryPlan(list(book.participants), list(book.slots),
-                            [[(p, s) in readings for s in energy.slots] for p in energy.participants],
                             [deviation_price2.get(s, config.floor_units + config.ceiling_units) for s in energy.slots])
         os.makedirs(job_dir)
         spec.save(job_dir)
-        with open(os.path.join(job_dir, DELIVERY_PLAN), 'w') as f:
-            json.dump(plan.to_json(), f)
         job = JobDir(job_dir)
+        plan.save(job)
         share_book(energy, spec, job_dir)
         share_book(energy, spec, job_dir, encode=lambda rows: delivery_packages(energy, readings, rows),
                    readings=True)
         for i in range(parties):
             if book.participants:  # the nodes keep the clearing's result shares for this session
-                shutil.copy(JobDir(flex_dir).node(i).results, os.path.join(os.path.dirname(job.node(i).shares),
-                                                                           FLEX_SHARES))
+                shutil.copy(JobDir(flex_dir).node(i).results, job.node(i).flex_shares)
         mark_ready(job_dir, parties)
         if in_process:
             from .inprocess import single_party_runtime
@@ -442,7 +432,7 @@ def delivery_settlement(market: FlexMarket, result: FlexResult, orders: Sequence
     """
     from ..market.flex import Delivery, Imbalance, adjusted_position
     job = JobDir(job_dir)
-    per_node = [ff.to_ints(np.load(os.path.join(os.path.dirname(job.node(i).shares), DELIVERY_SHARES)))
+    per_node = [ff.to_ints(np.load(job.node(i).delivery))
                 for i in range(spec.nodes)]
     values, consistent = ff.recombine(per_node, spec.threshold)
     if not consistent.all():
@@ -456,7 +446,9 @@ def delivery_settlement(market: FlexMarket, result: FlexResult, orders: Sequence
         key = (a.participant, a.slot)
         planned = settlement.planned_position(order_of.get(key))
         shift[key] = adjusted_position(a.direction, planned, a.activated_wh) - planned
-        done, payment, penalty = (int(v) for v in delivered[pi[a.participant], si[a.slot]])
+        done, payment, penalty, moved = (int(v) for v in delivered[pi[a.participant], si[a.slot]])
+        if moved != shift[key]:
+            raise EngineError(f'the adjusted position of {a.participant} in slot {a.slot} differs from its activation')
         deliveries.append(Delivery(a.participant, a.slot, a.direction, a.request, a.activated_wh, planned,
                                    planned + shift[key], readings.get(key), done, a.activated_wh - done,
                                    payment, penalty))

@@ -171,6 +171,9 @@ class NodeFiles:
     public = property(lambda self: self._file('public.json'))         # PublicOutputs
     own_orders = property(lambda self: self._file('own_orders.npy'))    # S1: the committee peer's orders
     own_results = property(lambda self: self._file('own_results.npy'))  # S1: its own results
+    flex_shares = property(lambda self: self._file('flex_results.npy'))  # delivery: the flex clearing's result shares
+    delivery = property(lambda self: self._file('delivery.npy'))       # delivery: (delivered, payment, penalty, shift)
+    delivery_public = property(lambda self: self._file('delivery_public.json'))  # delivery: whose packages failed
     log = property(lambda self: self._file('node.log'))               # a local run's party log
     ready = property(lambda self: self._file('ready'))                # the packages are complete
 
@@ -217,6 +220,7 @@ class JobDir:
     verdicts_file = property(lambda self: os.path.join(self.path, 'clearing.json'))
     tls = property(lambda self: os.path.join(self.path, 'tls'))              # a local run's certificates
     party_log = property(lambda self: os.path.join(self.path, 'party.log'))  # a daemon's one party
+    delivery_plan = property(lambda self: os.path.join(self.path, 'delivery.json'))  # a delivery session's plan
 
     def node(self, index: int) -> NodeFiles:
         """Party index's files."""

@@ -26,19 +26,25 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 
-from ..common.errors import BadParameter, Malformed, Tampered
+from ..common.errors import BadParameter, EngineError, Malformed, Tampered
 
 if TYPE_CHECKING:  # numpy, MPyC and the node's modules load in the party, after sys.argv is set
     import numpy as np
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from .clearing import MarketNode
-    from .jobs import ClearingVerdicts, JobSpec, NodeFiles, Progress
+    from .flex import DeliveryPlan
+    from .jobs import ClearingVerdicts, JobDir, JobSpec, NodeFiles, Progress
 
 # PublicOutputs' fields but the figures: participant lists, and the mechanism's opened slot values
 PublicFields = dict[str, list[str] | list[dict[str, Any]]]
 
 STATISTICAL_SECURITY = 40
+
+
+class StatesDiffer(EngineError):
+    """The nodes' stored states differ (e.g. a round cleared at some of them only): not deterministic,
+    the run is retried like a lost link."""
 AGREEMENT_DOMAIN = b'mpc-market/held-envelopes/v1\n'
 READINGS_AGREEMENT_DOMAIN = b'mpc-market/held-readings/v1\n'
 
@@ -158,21 +164,23 @@ async def agree_on_envelopes(spec: JobSpec, shares: np.ndarray, held: Mapping[st
     return np.ascontiguousarray(shares[:, rows]), kept, sorted(everyone - set(kept)), rows
 
 
-async def settlement_packages(args: argparse.Namespace, spec: JobSpec, own: NodeFiles,
-                              clearing: ClearingVerdicts) -> tuple[np.ndarray, np.ndarray, JobSpec, list[str]]:
+async def settlement_packages(args: argparse.Namespace, spec: JobSpec, own: NodeFiles, clearing: ClearingVerdicts,
+                              also: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, JobSpec, list[str]]:
     """The packages of a settle-only session.
 
     The order shares are the clearing's (rows = clearing.participants, or the job's own in a
     local run); in a deployment the nodes first agree on the reading envelopes all of them hold.
     A participant with agreed readings but no part in the clearing has zero order shares (planned
     0); one in the clearing without agreed readings gets zero reading shares (the missing-reading
-    rule applies).
+    rule applies). Participants in ``also`` (a delivery session's activated ones) are settled too:
+    without orders in the clearing they are planned 0, without agreed readings missing.
 
     Args:
         args: parse_args's namespace (deployment, keys, index).
         spec: the job.
         own: this party's files.
         clearing: the clearing's verdicts.
+        also: more participants to settle (a deployment's).
 
     Returns:
         (orders, readings, the spec with the settled participants, missing readings).
@@ -192,7 +200,7 @@ async def settlement_packages(args: argparse.Namespace, spec: JobSpec, own: Node
     if clearing.participants is None:
         raise Malformed("a deployment's clearing verdicts name no participants of the clearing")
     in_clearing = list(clearing.participants)
-    participants = sorted(set(in_clearing) | set(readers))
+    participants = sorted(set(in_clearing) | set(readers) | set(also))
     order_row, reading_row = {p: i for i, p in enumerate(in_clearing)}, {p: i for i, p in enumerate(readers)}
     all_orders = np.zeros((orders.shape[0], len(participants), *orders.shape[2:]), dtype=np.uint32)
     all_readings = np.zeros((readings.shape[0], len(participants), *readings.shape[2:]), dtype=np.uint32)
@@ -201,7 +209,8 @@ async def settlement_packages(args: argparse.Namespace, spec: JobSpec, own: Node
             all_orders[:, j] = orders[:, order_row[p]]
         if p in reading_row:
             all_readings[:, j] = readings[:, reading_row[p]]
-    return all_orders, all_readings, replace(spec, participants=participants), sorted(set(in_clearing) - set(readers))
+    return (all_orders, all_readings, replace(spec, participants=participants),
+            sorted((set(in_clearing) | set(also)) - set(readers)))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -356,12 +365,17 @@ async def settle_only(args: argparse.Namespace, spec: JobSpec, own: NodeFiles,
 
     from .clearing import MarketNode
     from .jobs import JobDir
-    clearing = JobDir(args.job).read_verdicts()
+    job = JobDir(args.job)
+    clearing = job.read_verdicts()
     cleared, price2 = set(clearing.cleared), [int(v) for v in clearing.deviation_price2]
     if len(price2) != len(spec.slots):
         raise BadParameter('deviation_price2',
                            f'clearing verdicts: {len(price2)} deviation prices for {len(spec.slots)} slots')
-    orders, readings, spec, no_reading = await settlement_packages(args, spec, own, clearing)
+    delivery = flex_delivery_plan(job, spec, price2) if args.deployment else None
+    if args.deployment:
+        await agree_on_delivery(delivery)
+    orders, readings, spec, no_reading = await settlement_packages(
+        args, spec, own, clearing, delivery.flex_participants if delivery else ())
     participants = spec.participants
     in_clearing = set(participants if clearing.participants is None else clearing.participants)
     node = MarketNode(spec, orders, participants, progress)
@@ -369,10 +383,95 @@ async def settle_only(args: argparse.Namespace, spec: JobSpec, own: NodeFiles,
     # in the market: cleared at clearing, or readings only (no order: planned 0)
     valid = np.array([p in cleared or p not in in_clearing for p in participants], dtype=bool)
     unread = set(no_reading)  # zero packages fail the checks too: report them as missing, not invalid
-    invalid = [p for p in await settle(node, own, readings, valid, price2) if p not in unread]
+    if delivery is None:
+        excluded = await settle(node, own, readings, valid, price2)
+    else:
+        excluded = await settle_flex_delivery(node, own, readings, valid, delivery)
+    invalid = [p for p in excluded if p not in unread]
     return node, {'slots': [], 'excluded': [], 'missing': [], 'meter_excluded': invalid,
                   'participants': participants, 'missing_readings': no_reading,
                   'order_excluded': sorted(in_clearing - cleared)}  # PublicOutputs' fields but the figures
+
+
+def flex_delivery_plan(job: JobDir, spec: JobSpec, price2: Sequence[int]) -> DeliveryPlan | None:
+    """A deployment's delivery plan, if the settled round has a cleared flexibility round.
+
+    Args:
+        job: the settlement's job directory.
+        spec: its job.
+        price2: the clearing's 2 x deviation prices.
+
+    Returns:
+        The plan, or None (an energy settlement).
+
+    Raises:
+        BadParameter: the plan does not fit the job (slots outside it, other prices).
+    """
+    from .flex import DeliveryPlan
+    if not DeliveryPlan.present(job):
+        return None
+    plan = DeliveryPlan.load(job)
+    if not set(plan.flex_slots) <= set(spec.slots) or plan.price2 != list(price2):
+        raise BadParameter('delivery', 'the delivery plan does not fit the settlement job')
+    return plan
+
+
+async def agree_on_delivery(plan: DeliveryPlan | None) -> None:
+    """Every node settles the same flexibility delivery, or none: a flexibility round cleared at
+    some nodes only (a crash between their stores) would otherwise run two protocols at once.
+
+    Args:
+        plan: this node's delivery plan, or None.
+
+    Raises:
+        StatesDiffer: the nodes' plans differ (the settlement is retried: their stores converge
+            once the broker has re-run the flexibility round everywhere).
+    """
+    import hashlib
+
+    from mpyc.runtime import mpc
+    mine = hashlib.sha256(json.dumps(None if plan is None else plan.to_json(), sort_keys=True).encode()).hexdigest()
+    views = await mpc.transfer(mine)
+    if any(view != mine for view in views):
+        raise StatesDiffer('the nodes do not settle the same flexibility delivery (a flexibility round cleared at '
+                           'some nodes only)')
+
+
+async def settle_flex_delivery(node: MarketNode, own: NodeFiles, readings: np.ndarray, valid: np.ndarray,
+                               plan: DeliveryPlan) -> list[str]:
+    """The settlement of a round with activated flexibility (mpc.flex.settle_delivery): the
+    deviations against the adjusted positions, and every activation's delivery, payment and
+    penalty; writes the settlement, retailer and delivery shares.
+
+    Args:
+        node: this party's MarketNode (seed agreed).
+        own: this party's files (flex_shares: the flexibility clearing's result shares).
+        readings: the meter packages, rows as the node's participants.
+        valid: per participant whether its orders were valid at clearing.
+        plan: the delivery plan.
+
+    Returns:
+        The participants whose meter packages failed the checks.
+
+    Raises:
+        BadParameter: the kept flexibility shares do not have the plan's shape.
+    """
+    import numpy as np
+
+    from . import field as ff
+    from .flex import FIELDS, flex_rows, settle_delivery
+    from .jobs import save_array
+    started = time.perf_counter()
+    flex = ff.to_ints(np.load(own.flex_shares))
+    if flex.shape != (len(plan.flex_participants), len(plan.flex_slots), len(FIELDS)):
+        raise BadParameter('flex_shares', f'flexibility shares of shape {flex.shape} for the delivery plan')
+    rows, inside = flex_rows(node.spec, plan, flex)
+    out = await settle_delivery(node, readings, rows, inside, plan, valid)
+    save_array(own.settlement, out.settlement)
+    save_array(own.retailer, out.retailer)
+    save_array(own.delivery, out.delivery)
+    node.timings['settlement'] = time.perf_counter() - started
+    return out.meter_excluded
 
 
 def say(line: str) -> None:
@@ -462,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         argv: the arguments; None: sys.argv[1:].
 
     Raises:
-        SystemExit: 1 after a lost link, DETERMINISTIC_EXIT after a refused job or a bug.
+        SystemExit: 1 after a lost link or StatesDiffer, DETERMINISTIC_EXIT after a refused job or a bug.
     """
     args = parse_args(argv)
     if args.deployment:
@@ -497,13 +596,16 @@ def run_or_exit(mpc: Any, run: Callable[[], Awaitable[None]]) -> None:
         run: makes the party's coroutine.
 
     Raises:
-        SystemExit: 1 after a lost link, DETERMINISTIC_EXIT after a refused job or a bug.
+        SystemExit: 1 after a lost link or StatesDiffer, DETERMINISTIC_EXIT after a refused job or a bug.
     """
     from .jobs import DETERMINISTIC_EXIT
     try:
         mpc.run(run())
     except (OSError, EOFError) as exc:  # a lost link (a peer died, the network): the broker reruns
         print(f'error: link lost: {type(exc).__name__}: {exc}', flush=True)
+        sys.exit(1)
+    except StatesDiffer as exc:  # the nodes' stores have not converged yet: the broker reruns
+        print(f'error: {exc}', flush=True)
         sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - a refused job or a bug: the same inputs fail the same way
         import traceback

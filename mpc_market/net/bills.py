@@ -12,17 +12,20 @@ and the planned positions (hence the net readings of the retailer-only compariso
 orders' energies, which the shares do not tell apart from a buy or a sell reliably.
 """
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..common.errors import Tampered
 from ..market.book import Book
 from ..market.orders import Order, load_orders
 from ..market.results import Bill, order_rows
 from ..market.settlement import complete_readings, planned_position, retailer_only_amount
 from ..rpc import market_pb2
 from .client import BrokerClient, ClientError, client_manifest, fetch_own_results
+from .messages import SETTLEMENT_DOMAIN, verify_public
 from .trusted import TrustedRound, trusted_round
 
 Readings = Mapping[tuple[str, int], int]  # {(participant, slot): net Wh}
@@ -40,14 +43,43 @@ def _fetch(broker: BrokerClient, keys_dir: str, participant: str, state: Trusted
     return status, values
 
 
+def settled_flex_round(broker: BrokerClient, state: TrustedRound) -> str:
+    """The flexibility round a settled round delivered, as every node signed it in the public
+    settlement ('' none): then its participants' 'delivery' shares exist.
+
+    Args:
+        broker: a BrokerClient.
+        state: the TrustedRound of a settled round.
+
+    Returns:
+        The flexibility round's id, or ''.
+
+    Raises:
+        ClientError: the broker refused.
+        Tampered: the public settlement is not signed by every node of the manifest.
+    """
+    result = broker.settlement(state.round_id)
+    verify_public(result.body, {s.node_index: s.signature for s in result.signatures},
+                  state.manifest.verify_keys(), SETTLEMENT_DOMAIN)
+    body = json.loads(result.body)
+    flex_round = body.get('flex_round', '') if isinstance(body, dict) and body.get('round_id') == state.round_id \
+        else None
+    if not isinstance(flex_round, str):
+        raise Tampered(f'round {state.round_id}: the public settlement is of another round')
+    return flex_round
+
+
 @dataclass
 class RoundBill:
-    """One participant's bill of one settled round, in money units (10**-(decimals+3) currency)."""
+    """One participant's bill of one settled round, in money units (10**-(decimals+3) currency);
+    trade + deviation - flex_revenue + flex_penalty is what it pays."""
     trade: int
     deviation: int
     retailer_only: int
     status: str          # the clearing status ('cleared', 'excluded', 'missing'), 'none' if it took no part
     settle_status: str   # the settlement status ('metered', 'missing-reading', ...), 'none' if it took no part
+    flex_revenue: int = 0   # payments for delivered flexibility (a round settled with a flexibility round)
+    flex_penalty: int = 0   # penalties for undelivered flexibility
 
     @property
     def took_part(self) -> bool:
@@ -56,9 +88,10 @@ class RoundBill:
 
 
 def bill_of_round(broker: BrokerClient, keys_dir: str, participant: str, state: TrustedRound, orders: Sequence[Order],
-                  readings: Readings,
-                  client: str = 'submitter') -> RoundBill:
-    """The participant's bill of one settled round from its own result shares.
+                  readings: Readings, client: str = 'submitter', flex_round: str = '') -> RoundBill:
+    """The participant's bill of one settled round from its own result shares (with flex_round,
+    also its delivered flexibility's: payment, penalty, and the adjusted position its deviation
+    is measured against).
 
     Args:
         broker: a BrokerClient (with state given, the shares come from state's nodes).
@@ -68,6 +101,7 @@ def bill_of_round(broker: BrokerClient, keys_dir: str, participant: str, state: 
         orders: the participant's orders (every order of the orders file may be given).
         readings: {(participant, slot): net_wh} the participant holds (for an excluded settlement).
         client: the TLS client certificate name.
+        flex_round: the flexibility round the nodes signed this round delivered (settled_flex_round), or ''.
 
     Returns:
         The RoundBill.
@@ -95,14 +129,22 @@ def bill_of_round(broker: BrokerClient, keys_dir: str, participant: str, state: 
     if settled is None:
         return RoundBill(trade, 0, 0, status, settle_status)
     deviation = sum(int(v[1]) for v in settled)
+    delivered = np.zeros((len(slots), 4), dtype=object)
+    if flex_round:  # every node signed that this settlement delivered flexibility: its rows must be there
+        _, got = _fetch(broker, keys_dir, participant, state, client, 'delivery')
+        if got is None:
+            raise ClientError(f'round {state.round_id}: no delivered flexibility for {participant}, although the '
+                              f'nodes signed that it settled flexibility round {flex_round}', 'NOT_FOUND')
+        delivered = got
     if settle_status == 'excluded':  # no deviation settled: the retailer-only bill of its own readings
         net_of, _ = complete_readings(book, {(p, s): n for (p, s), n in readings.items() if p == participant})
         nets = [net_of.get((participant, s), 0) for s in slots]
-    else:
+    else:  # the deviation is from the adjusted position: planned + the activations' shift
         counted = values is not None and status != 'missing'
-        nets = [int(v[0]) + (planned_position(book.order_of.get((participant, s))) if counted else 0)
-                for s, v in zip(slots, settled, strict=True)]
-    return RoundBill(trade, deviation, sum(retailer_only_amount(config, n) for n in nets), status, settle_status)
+        nets = [int(v[0]) + int(d[3]) + (planned_position(book.order_of.get((participant, s))) if counted else 0)
+                for s, v, d in zip(slots, settled, delivered, strict=True)]
+    return RoundBill(trade, deviation, sum(retailer_only_amount(config, n) for n in nets), status, settle_status,
+                     sum(int(d[1]) for d in delivered), sum(int(d[2]) for d in delivered))
 
 
 def round_bill(broker: BrokerClient, keys_dir: str, participant: str, state: TrustedRound, orders: Sequence[Order],
@@ -128,6 +170,8 @@ class PeriodBills:
     bills: dict[str, Bill] = field(default_factory=dict)  # in the order asked for
     absent: set[str] = field(default_factory=set)  # participants that took part in none of the settled rounds
     failed: dict[str, str] = field(default_factory=dict)  # participant -> why its bill could not be fetched
+    flex: dict[str, tuple[int, int]] = field(default_factory=dict)  # participant -> (flexibility revenue, penalty)
+    flex_rounds: dict[str, str] = field(default_factory=dict)  # settled round -> the flexibility round it delivered
     settled: list[TrustedRound] = field(default_factory=list)  # the rounds the bills sum over
     pending: list[market_pb2.RoundState] = field(default_factory=list)  # of the period, not settled yet
 
@@ -155,6 +199,7 @@ def period_bills(broker: BrokerClient, keys_dir: str, participants: Sequence[str
     Raises:
         ClientError: the broker refused.
         UntrustedRound: a settled round's state is not the one its nodes signed.
+        Tampered: a settled round's public settlement is not signed by every node.
         InputError: the orders file is malformed.
     """
     from ..common.errors import InputError
@@ -165,21 +210,28 @@ def period_bills(broker: BrokerClient, keys_dir: str, participants: Sequence[str
                                if r.settlement == market_pb2.RoundState.SETTLED],
                       pending=[r for r in rounds if r.settlement != market_pb2.RoundState.SETTLED])
     orders = {state.round_id: load_orders(orders_path, state.config) for state in out.settled}
+    for state in out.settled:
+        flex_round = settled_flex_round(broker, state)
+        if flex_round:
+            out.flex_rounds[state.round_id] = flex_round
     for participant in participants:
-        trade = deviation = retailer_only = 0
+        trade = deviation = retailer_only = revenue = penalty = 0
         took_part = False
         try:
             for state in out.settled:
                 bill = bill_of_round(broker, keys_dir, participant, state, orders[state.round_id], readings or {},
-                                     client)
+                                     client, out.flex_rounds.get(state.round_id, ''))
                 trade, deviation, retailer_only = trade + bill.trade, deviation + bill.deviation, \
                     retailer_only + bill.retailer_only
+                revenue, penalty = revenue + bill.flex_revenue, penalty + bill.flex_penalty
                 took_part = took_part or bill.took_part
         except (ClientError, InputError) as exc:
             out.failed[participant] = str(exc)
             continue
-        total = trade + deviation
+        total = trade + deviation - revenue + penalty
         out.bills[participant] = Bill(participant, trade, deviation, total, retailer_only, retailer_only - total)
+        if out.flex_rounds:
+            out.flex[participant] = (revenue, penalty)
         if not took_part:
             out.absent.add(participant)
     return out

@@ -30,7 +30,7 @@ from ..rpc import market_pb2, market_pb2_grpc
 from . import metrics, tls
 from .calendar import Calendar, due
 from .config import BrokerConfig
-from .flexround import round_kind
+from .flexround import delivery_waits, energy_round_problem, round_kind
 from .messages import (
     PUBLIC_DOMAIN,
     ROUND_PARAMS_DOMAIN,
@@ -99,7 +99,7 @@ class BrokerStore(SqliteStore):
         """
         round_ = Round.opened(spec.round_id, spec.slots, spec.gate_closure_unix_ms, spec.market_toml,
                               spec.readings_open_unix_ms, spec.readings_deadline_unix_ms, spec.day, params,
-                              params_signatures, getattr(spec, 'flex_requests', ''))
+                              params_signatures, getattr(spec, 'flex_requests', ''), getattr(spec, 'energy_round', ''))
         with self._transaction() as db:
             self._insert_round(db, round_)
 
@@ -241,7 +241,7 @@ def open_at_nodes(store: BrokerStore, nodes: Nodes, spec: Any) -> str:
     try:
         expected = RoundParams.of(spec.round_id, spec.slots, spec.market_toml, spec.gate_closure_unix_ms,
                                   spec.readings_open_unix_ms, spec.readings_deadline_unix_ms, spec.day,
-                                  len(nodes.addresses), spec.flex_requests)
+                                  len(nodes.addresses), spec.flex_requests, spec.energy_round)
     except InputError as exc:
         return f'market: {exc}'
     replies = nodes.call('OpenRound', spec, wait_for_ready=True)
@@ -303,7 +303,7 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
                                      readings=min(r.readings for r in live) if live else 0,
                                      settle_attempts=round_.settle_attempts, params=round_.params.encode(),
                                      final=round_.final, settle_final=round_.settle_final,
-                                     flex_requests=round_.flex_requests,
+                                     flex_requests=round_.flex_requests, energy_round=round_.energy_round,
                                      params_signatures=[market_pb2.NodeSignature(node_index=i, signature=sig)
                                                         for i, sig in round_.params_signatures])
 
@@ -312,15 +312,19 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
         if request.gate_closure_unix_ms <= now_ms():
             raise Malformed('the gate closure is in the past')
         problem = window_problem(request) or spec_problem(request, len(self.nodes.addresses))
+        existing = self.store.get(request.round_id)
+        if not problem and request.energy_round:  # the nodes check it against their own stores too
+            problem = energy_round_problem(request.round_id, request.slots, request.market_toml,
+                                           request.gate_closure_unix_ms, self.store.get(request.energy_round),
+                                           self.store.flex_round_of(request.energy_round))
         if problem:
             raise Malformed(problem)
-        existing = self.store.get(request.round_id)
         if existing is not None:
             if (existing.slots, existing.gate_closure_ms, existing.market_toml, existing.readings_open_ms,
-                    existing.readings_deadline_ms, existing.day, existing.flex_requests) == (
+                    existing.readings_deadline_ms, existing.day, existing.flex_requests, existing.energy_round) == (
                     tuple(sorted(request.slots)), request.gate_closure_unix_ms, request.market_toml,
                     request.readings_open_unix_ms, request.readings_deadline_unix_ms, request.day,
-                    request.flex_requests):
+                    request.flex_requests, request.energy_round):
                 return self._state(existing)  # idempotent: the same request retried
             raise Conflict(f'round {request.round_id} exists already ({existing.state}); open a new round id')
         failures = open_at_nodes(self.store, self.nodes, request)
@@ -431,7 +435,7 @@ class Scheduler:
         re-run a failed settlement once every node is back. The nodes' states decide, so a restarted
         broker never settles a round twice."""
         round_id = round_.round_id
-        if now_ms() <= round_.readings_deadline_ms:
+        if now_ms() <= round_.readings_deadline_ms or self._delivery_pending(round_):
             return
         replies = self.nodes.call('RoundStatus', market_pb2.RoundRef(round_id=round_id), timeout=5)
         phases = [STATE.Settlement.Name(r.settlement).lower() if r is not None else None for r, _ in replies]
@@ -452,6 +456,15 @@ class Scheduler:
                 self.store.update(round_id, settlement='failed', settle_reason=reason, settle_final=int(final))
             if not final and self._may_rerun(phases, round_.settle_attempts):
                 self._settle(round_, rerun='settled' in phases)
+
+    def _delivery_pending(self, round_: Round) -> bool:
+        """Whether the round's flexibility round may still clear (open, closed, clearing, or failed
+        with a rerun to come): its settlement then waits, so the activations are delivered in it."""
+        flex = self.store.flex_round_of(round_.round_id)
+        if flex is None or round_.settlement in ('settling', 'settled'):
+            return False
+        return delivery_waits(round_, flex) or (flex.state == 'failed' and not flex.final
+                                                and flex.attempts < self.config.max_attempts)
 
     def _may_rerun(self, phases: Sequence[str | None], attempts: int) -> bool:
         """Every node answered and serves, and attempts are left."""

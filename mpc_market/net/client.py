@@ -83,13 +83,14 @@ class BrokerClient:
 
     def open(self, round_id: str, slots: Sequence[int], gate_closure_ms: int, market_toml: str,
              readings_open_ms: int = 0, readings_deadline_ms: int = 0, day: str = '',
-             flex_requests: str = '') -> market_pb2.RoundState:
+             flex_requests: str = '', energy_round: str = '') -> market_pb2.RoundState:
         """Open a round at every node (operators only; idempotent for the same parameters);
-        flex_requests: a flexibility round's requests CSV."""
+        flex_requests: a flexibility round's requests CSV; energy_round: the energy round whose
+        settlement delivers its activations."""
         return _rpc(f'broker {self.address}', self.stub.OpenRound, market_pb2.RoundSpec(
             round_id=round_id, slots=slots, gate_closure_unix_ms=gate_closure_ms, market_toml=market_toml,
             readings_open_unix_ms=readings_open_ms, readings_deadline_unix_ms=readings_deadline_ms, day=day,
-            flex_requests=flex_requests), timeout=60)
+            flex_requests=flex_requests, energy_round=energy_round), timeout=60)
 
     def close_round(self, round_id: str) -> market_pb2.RoundState:
         """Close the round's gate now: the nodes clear it."""
@@ -281,7 +282,8 @@ def deliver(state: TrustedRound, book: Book, first_line: dict[str, int], path: s
                         {p: e for p, e in sorted(outcome.items()) if e is not None}, time.perf_counter() - started)
 
 
-RESULT_WIDTH = {'settlement': 2, 'retailer': 3}  # deviation Wh, amount; receives, pays, net (per slot)
+# per slot: deviation Wh, amount; receives, pays, net; delivered Wh, flexibility payment, penalty, shift Wh
+RESULT_WIDTH = {'settlement': 2, 'retailer': 3, 'delivery': 4}
 
 
 
@@ -301,7 +303,9 @@ def fetch_own_results(broker: BrokerClient, keys_dir: str, participant: str, rou
         client: the TLS client certificate name.
         kind: '' the clearing (matched, unmatched, amount; in a zoned market also local and
             cross-zone Wh), 'settlement' (deviation Wh, deviation amount), 'retailer' (the
-            retailer's receives, pays and net per slot; the retailer's key and certificate only).
+            retailer's receives, pays and net per slot; the retailer's key and certificate only),
+            'delivery' (of an energy round settled with a flexibility round: delivered Wh, payment,
+            penalty and the shift of its adjusted from its planned position).
         state: the round, already trusted.
 
     Returns:

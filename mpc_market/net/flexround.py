@@ -25,6 +25,7 @@ from ..market.config import MarketConfig, parse_config
 from ..market.flex import FlexMarket, FlexOffer, FlexRequest, FlexResult, RequestOutcome, load_requests
 from ..mpc.flex import FIELDS, FlexBook
 from ..mpc.jobs import ORDERS_PER_CHUNK, JobSpec, PublicOutputs, RunFigures
+from .store import Round
 
 KINDS = ('energy', 'flex')
 MAX_REQUESTS_TEXT = 1 << 20  # bytes of a round's requests CSV (a spec field every node parses)
@@ -109,6 +110,56 @@ def flex_spec_problem(round_id: str, slots: Sequence[int], market_toml: str, fle
     if readings_deadline_ms:
         return 'a flexibility round is not settled in a deployment yet: open it without a readings window'
     return ''
+
+
+def energy_round_problem(round_id: str, slots: Sequence[int], market_toml: str, gate_closure_ms: int,
+                         energy: Round | None, bound: Round | None) -> str:
+    """What is wrong with a flexibility round's energy round ('' if nothing): the round whose
+    settlement delivers its activations must be an energy round of this store with a readings
+    window, of the same market text, whose slots hold the flexibility round's, not settling or
+    settled yet, whose readings close after the flexibility gate, and bound to no other
+    flexibility round.
+
+    Args:
+        round_id, slots, market_toml, gate_closure_ms: the flexibility round's specification.
+        energy: the named energy round as this store holds it (None: unknown here).
+        bound: the flexibility round already bound to it, if any.
+
+    Returns:
+        A one-line reason, or ''.
+    """
+    if energy is None:
+        return 'the energy round it names is unknown here'
+    name = f'energy round {energy.round_id}'
+    if energy.flex_requests:
+        return f'{name} is a flexibility round'
+    if not energy.readings_deadline_ms:
+        return f'{name} has no readings window: it is not settled'
+    if energy.market_toml != market_toml:
+        return f'{name} is of another market text'
+    if not set(slots) <= set(energy.slots):
+        return f'{name} does not deliver slots {sorted(set(slots) - set(energy.slots))[:20]}'
+    if energy.settlement in ('settling', 'settled') or energy.state == 'failed' and energy.final:
+        return f'{name} is {energy.settlement or energy.state}: its positions can no longer be adjusted'
+    if gate_closure_ms >= energy.readings_deadline_ms:
+        return f'the flexibility gate closes after the readings deadline of {name}'
+    if bound is not None and bound.round_id != round_id:
+        return f'{name} is settled with flexibility round {bound.round_id} already'
+    return ''
+
+
+def delivery_waits(energy: Round | None, flex: Round | None) -> bool:
+    """Whether an energy round's settlement waits for its flexibility round to clear (open, closed
+    or clearing); a failed one is settled without (it can no longer clear: see clear_round).
+
+    Args:
+        energy: the energy round (None: unknown).
+        flex: its flexibility round, or None.
+
+    Returns:
+        True while the flexibility round may still clear.
+    """
+    return energy is not None and flex is not None and flex.state in ('open', 'closed', 'clearing')
 
 
 def flex_job_spec(market: FlexMarket, participants: Sequence[str], nodes: int) -> JobSpec:

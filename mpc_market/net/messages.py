@@ -252,7 +252,8 @@ RESULT_SHARES_DOMAIN = b'mpc-market/result-shares/v1\n'
 
 
 
-RESULT_KINDS = ('', 'settlement', 'retailer')  # clearing rows, settlement rows, the retailer's view
+RESULT_KINDS = ('', 'settlement', 'retailer', 'delivery')  # clearing, settlement, the retailer's view,
+#                                                          delivered flexibility (of an energy round)
 
 
 
@@ -309,12 +310,16 @@ class RoundParams:
     nodes: int                   # m: the number of nodes the round is shared among
     flex_sha256: str = ''        # a flexibility round: SHA-256 hex of its requests CSV (mechanism 'flex');
                                  # an energy round's signed JSON has no such key (unchanged bytes)
+    energy_round: str = ''       # a flexibility round settled with an energy round: that round's id
+                                 # (only then in the signed JSON)
 
     @classmethod
     def of(cls, round_id: str, slots: Iterable[int], market_toml: str, gate_closure_ms: int, readings_open_ms: int,
-           readings_deadline_ms: int, day: str, nodes: int, flex_requests: str = '') -> 'RoundParams':
+           readings_deadline_ms: int, day: str, nodes: int, flex_requests: str = '',
+           energy_round: str = '') -> 'RoundParams':
         """The parameters of a round from its specification (parses the market text for its mechanism;
-        a flexibility round's mechanism is 'flex' and its requests' hash is bound).
+        a flexibility round's mechanism is 'flex' and its requests' hash is bound, and the energy
+        round that settles it, if any).
 
         Raises:
             InputError: the market text does not parse.
@@ -324,10 +329,10 @@ class RoundParams:
         config = parse_config(f'round {round_id}', market_toml)
         return cls(round_id, tuple(sorted(int(s) for s in slots)), hashlib.sha256(market_toml.encode()).hexdigest(),
                    'flex' if flex_requests else config.mechanism, int(gate_closure_ms), int(readings_open_ms),
-                   int(readings_deadline_ms), day, int(nodes), requests_sha256(flex_requests))
+                   int(readings_deadline_ms), day, int(nodes), requests_sha256(flex_requests), energy_round)
 
     def fields(self) -> dict[str, object]:
-        """The signed JSON fields (flex_sha256 only in a flexibility round's)."""
+        """The signed JSON fields (flex_sha256 only in a flexibility round's, energy_round only where set)."""
         fields: dict[str, object] = {
             'round_id': self.round_id, 'slots': list(self.slots), 'market_sha256': self.market_sha256,
             'mechanism': self.mechanism, 'gate_closure_ms': self.gate_closure_ms,
@@ -335,6 +340,8 @@ class RoundParams:
             'day': self.day, 'nodes': self.nodes}
         if self.flex_sha256:
             fields['flex_sha256'] = self.flex_sha256
+        if self.energy_round:
+            fields['energy_round'] = self.energy_round
         return fields
 
     def canonical(self) -> bytes:
@@ -372,7 +379,9 @@ class RoundParams:
         def integer(value: object, low: int, high: int) -> bool:
             return type(value) is int and low <= value <= high
         flex = isinstance(fields, dict) and 'flex_sha256' in fields
-        ok = (isinstance(fields, dict) and set(fields) == (ROUND_PARAMS_KEYS if flex else ENERGY_PARAMS_KEYS)
+        settled_with = flex and 'energy_round' in fields
+        keys = ROUND_PARAMS_KEYS if settled_with else FLEX_PARAMS_KEYS if flex else ENERGY_PARAMS_KEYS
+        ok = (isinstance(fields, dict) and set(fields) == keys
               and is_name(fields['round_id'])
               and isinstance(fields['slots'], list) and 1 <= len(fields['slots']) <= MAX_ROUND_SLOTS
               and all(integer(s, 0, MAX_SEQ) for s in fields['slots'])
@@ -384,19 +393,21 @@ class RoundParams:
               and isinstance(fields['day'], str) and DAY_TEXT.fullmatch(fields['day'])
               and integer(fields['nodes'], 1, MAX_NODES)
               and (not flex or (isinstance(fields['flex_sha256'], str) and SHA256_HEX.fullmatch(fields['flex_sha256'])
-                                and fields['mechanism'] == 'flex')))
+                                and fields['mechanism'] == 'flex'))
+              and (not settled_with or is_name(fields['energy_round'])))
         if not ok:
             raise EnvelopeError('round parameters have a field of the wrong type or format')
         params = cls(fields['round_id'], tuple(fields['slots']), fields['market_sha256'], fields['mechanism'],
                      fields['gate_closure_ms'], fields['readings_open_ms'], fields['readings_deadline_ms'],
-                     fields['day'], fields['nodes'], fields.get('flex_sha256', ''))
+                     fields['day'], fields['nodes'], fields.get('flex_sha256', ''), fields.get('energy_round', ''))
         if params.to_json() != bytes(raw):
             raise EnvelopeError('round parameters are not in canonical form')
         return params
 
 
 ROUND_PARAMS_KEYS = frozenset(f.name for f in dataclasses.fields(RoundParams))
-ENERGY_PARAMS_KEYS = ROUND_PARAMS_KEYS - {'flex_sha256'}
+FLEX_PARAMS_KEYS = ROUND_PARAMS_KEYS - {'energy_round'}
+ENERGY_PARAMS_KEYS = FLEX_PARAMS_KEYS - {'flex_sha256'}
 
 
 def spec_problem(spec: market_pb2.RoundSpec, nodes: int) -> str:
@@ -420,10 +431,14 @@ def spec_problem(spec: market_pb2.RoundSpec, nodes: int) -> str:
             parse_day(spec.day)
         except ValueError:
             return 'the day is not a YYYY-MM-DD date'
+    if spec.energy_round and not spec.flex_requests:
+        return 'only a flexibility round (with requests) names an energy round'
+    if spec.energy_round and not is_name(spec.energy_round):
+        return 'the energy round is not a valid round id'
     try:
         params = RoundParams.of(spec.round_id, spec.slots, spec.market_toml, spec.gate_closure_unix_ms,
                                 spec.readings_open_unix_ms, spec.readings_deadline_unix_ms, spec.day, nodes,
-                                spec.flex_requests)
+                                spec.flex_requests, spec.energy_round)
         RoundParams.from_json(params.to_json())
     except InputError as exc:
         return f'market: {exc}'
@@ -464,7 +479,8 @@ def params_of_state(state: Round, nodes: int) -> RoundParams:
         InputError: its market text does not parse (it did when the round opened).
     """
     return RoundParams.of(state.round_id, state.slots, state.market_toml, state.gate_closure_ms,
-                          state.readings_open_ms, state.readings_deadline_ms, state.day, nodes, state.flex_requests)
+                          state.readings_open_ms, state.readings_deadline_ms, state.day, nodes, state.flex_requests,
+                          state.energy_round)
 
 
 PUBLIC_DOMAIN = b'mpc-market/public-results/v1\n'
@@ -545,21 +561,27 @@ MISSING_READING_RULE = ('a participant in the market without a valid reading pac
 
 
 
-def settlement_body(round_id: str, public: PublicOutputs) -> str:
-    """Canonical JSON of what a settlement makes public: counts and the missing-reading rule, no identity.
+def settlement_body(round_id: str, public: PublicOutputs, flex_round: str = '') -> str:
+    """Canonical JSON of what a settlement makes public: counts and the missing-reading rule, no identity;
+    with flex_round, that round's activations were delivered in this settlement (participants'
+    'delivery' shares exist).
 
     Args:
         round_id: the round.
         public: the settlement run's mpc.jobs.PublicOutputs.
+        flex_round: the cleared flexibility round it settled, or ''.
 
     Returns:
         The body every node signs.
     """
     missing, invalid = len(public.missing_readings), len(public.meter_excluded)
-    return json.dumps({'round_id': round_id, 'settled': len(public.participants),
-                       'metered': len(public.participants) - missing - invalid - len(public.order_excluded),
-                       'missing_readings': missing, 'invalid_readings': invalid,
-                       'missing_reading_rule': MISSING_READING_RULE}, sort_keys=True, separators=(',', ':'))
+    body: dict[str, object] = {
+        'round_id': round_id, 'settled': len(public.participants),
+        'metered': len(public.participants) - missing - invalid - len(public.order_excluded),
+        'missing_readings': missing, 'invalid_readings': invalid, 'missing_reading_rule': MISSING_READING_RULE}
+    if flex_round:  # an energy round's body is unchanged without one
+        body['flex_round'] = flex_round
+    return json.dumps(body, sort_keys=True, separators=(',', ':'))
 
 
 

@@ -102,7 +102,7 @@ def reading_packages(state: TrustedRound, readings: dict[tuple[str, int], int], 
                 extra_pairs=[(p, s) for p in participants for s in state.slots])
     own = {pair: net for pair, net in readings.items() if pair[1] in slots and pair[0] in participants}
     net_of, _ = complete_readings(book, own)
-    return book.participants, encode_readings(book, net_of, range(len(book.participants)))
+    return book.participants, encode_readings(book, net_of, range(len(book.participants)), read=own)
 
 
 def submit_to_nodes(upload: MeterUpload, keys_dir: str, client: str, workers: int = 4,

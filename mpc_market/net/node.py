@@ -45,6 +45,7 @@ from ..rpc import market_pb2, market_pb2_grpc
 from . import metrics, sealed, tls
 from .admission import Admission
 from .config import NodeConfig
+from .flexround import delivery_waits, energy_round_problem
 from .messages import RESULT_KINDS, result_shares_bytes, results_request_bytes, seal_context, spec_problem
 from .node_intake import NodeService, RateLimiter, broker_only
 from .round_clearing import ClearingFailed, clear_round
@@ -106,9 +107,22 @@ class MarketNodeServer(NodeService):
         if not request.slots or len(set(request.slots)) != len(request.slots):
             abort(context, Malformed('a round needs an id and distinct slots'), f'node {self.index}')
         problem = spec_problem(request, self.nodes)
+        if not problem and request.energy_round:  # the energy round as this node holds it, not as the broker says
+            with self._lock:  # no settlement of that round starts while the binding is checked and stored
+                problem = energy_round_problem(request.round_id, request.slots, request.market_toml,
+                                               request.gate_closure_unix_ms, self._round_or_none(request.energy_round),
+                                               self.store.flex_round_of(request.energy_round))
+                if not problem:
+                    return super().OpenRound(request, context)
         if problem:
             abort(context, Malformed(problem), f'node {self.index}')
         return super().OpenRound(request, context)
+
+    def _round_or_none(self, round_id: str) -> Round | None:
+        try:
+            return self.store.round(round_id)
+        except NotFound:
+            return None
 
     def CloseRound(self, request: market_pb2.RoundRef, context: grpc.ServicerContext) -> market_pb2.RoundState:
         """Gate closure: stop accepting and clear (again, after a failure or when rerun is set)."""
@@ -129,6 +143,10 @@ class MarketNodeServer(NodeService):
     def SettleRound(self, request: market_pb2.RoundRef, context: grpc.ServicerContext) -> market_pb2.RoundState:
         """The readings deadline passed: settle (again, after a failure or when rerun is set)."""
         with self._lock:
+            flex = self.store.flex_round_of(request.round_id)
+            if flex is not None and delivery_waits(self._round_or_none(request.round_id), flex):
+                abort(context, WrongPhase(f'round {request.round_id} waits for its flexibility round {flex.round_id} '
+                                          f'({flex.state})'), f'node {self.index}')
             if self._clearing is None:
                 try:
                     started = self.store.begin_settling(request.round_id, rerun=request.rerun)
@@ -207,7 +225,8 @@ class MarketNodeServer(NodeService):
         learns who is registered.
 
         Args:
-            request: the participant's signed request (kind: '' clearing, 'settlement', 'retailer').
+            request: the participant's signed request (kind: '' clearing, 'settlement', 'retailer',
+                'delivery').
             client_name: the TLS client certificate's name (the retailer's view needs the retailer's).
 
         Returns:
@@ -266,6 +285,8 @@ class MarketNodeServer(NodeService):
         elif kind == 'retailer':
             shares = self.store.retailer_results(round_.round_id)
             stored = None if shares is None else ('retailer', shares)
+        elif kind == 'delivery':
+            stored = self.store.delivery_results(round_.round_id, participant)
         else:
             stored = self.store.settlement_results(round_.round_id, participant)
         if stored is None:

@@ -234,7 +234,7 @@ class NodeService(market_pb2_grpc.NodeServicer):
     def OpenRound(self, request: market_pb2.RoundSpec, context: grpc.ServicerContext) -> market_pb2.RoundState:
         self.store.open_round(request.round_id, list(request.slots), request.gate_closure_unix_ms, request.market_toml,
                               request.readings_open_unix_ms, request.readings_deadline_unix_ms, request.day,
-                              request.flex_requests)
+                              request.flex_requests, request.energy_round)
         return self.RoundStatus(market_pb2.RoundRef(round_id=request.round_id), context)
 
     def RoundStatus(self, request: market_pb2.RoundRef, context: grpc.ServicerContext) -> market_pb2.RoundState:
@@ -260,7 +260,8 @@ class NodeService(market_pb2_grpc.NodeServicer):
                                      readings=self.store.count(round_.round_id, 'readings')
                                      if round_.readings_deadline_ms else 0,
                                      settle_attempts=round_.settle_attempts, final=round_.final,
-                                     settle_final=round_.settle_final, flex_requests=round_.flex_requests)
+                                     settle_final=round_.settle_final, flex_requests=round_.flex_requests,
+                                     energy_round=round_.energy_round)
 
 
 BROKER_ONLY = ('OpenRound', 'CloseRound', 'RoundStatus', 'SettleRound')

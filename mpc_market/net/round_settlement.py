@@ -14,16 +14,17 @@ import hashlib
 import os
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from ..common.errors import EngineError
 from ..common.names import path_token
 from ..market.book import Layout, ReadingLayout
 from ..market.config import parse_config
 from ..mpc import field as ff
-from ..mpc.jobs import ClearingVerdicts, JobDir, PublicOutputs, config_spec
+from ..mpc.jobs import ClearingVerdicts, JobDir, NodeFiles, PublicOutputs, config_spec, save_array
 from .config import NodeConfig
 from .messages import SETTLEMENT_DOMAIN, settlement_body
 from .round_clearing import OnStart, Rows, run_figures, run_party
@@ -44,8 +45,10 @@ def _packages(path: str, submissions: Mapping[str, tuple[str, bytes, bytes, byte
 
 
 
-def export_settlement_job(store: Store, round_: Round, index: int, nodes: int, job_dir: str) -> None:
-    """Write job.json, clearing.json, this node's order and reading packages and held.json (reading envelopes).
+def export_settlement_job(store: Store, round_: Round, index: int, nodes: int, job_dir: str,
+                          flex: Round | None = None) -> None:
+    """Write job.json, clearing.json, this node's order and reading packages and held.json (reading
+    envelopes); with a cleared flexibility round also the delivery plan and its result shares.
 
     Args:
         store: this node's store.
@@ -53,6 +56,7 @@ def export_settlement_job(store: Store, round_: Round, index: int, nodes: int, j
         index: this node's index.
         nodes: how many nodes.
         job_dir: the run's fresh private directory.
+        flex: the round's cleared flexibility round (its activations are delivered), or None.
 
     Raises:
         InputError: the round's market text does not parse (it did when the round opened).
@@ -74,7 +78,39 @@ def export_settlement_job(store: Store, round_: Round, index: int, nodes: int, j
     _packages(own.readings, readings, sorted(readings),
               (slots, ReadingLayout.for_config(config).width))
     own.write_held({p: hashlib.sha256(envelope).hexdigest() for p, (_, envelope, _, _) in readings.items()})
+    if flex is not None:
+        export_delivery(store, round_, flex, JobDir(job_dir), own)
     own.mark_ready()
+
+
+def export_delivery(store: Store, round_: Round, flex: Round, job: JobDir, own: NodeFiles) -> None:
+    """The delivery plan of a settlement with a cleared flexibility round, and this node's result
+    shares of that round's participants (those it cleared or excluded), limb-major
+    (4, participants, flexibility slots, FIELDS).
+
+    Args:
+        store: this node's store.
+        round_: the energy round being settled.
+        flex: its cleared flexibility round.
+        job: the settlement's job directory.
+        own: this node's files in it.
+
+    Raises:
+        EngineError: a stored result is not of the flexibility round's shape (a bug).
+    """
+    from ..mpc.flex import FIELDS, DeliveryPlan
+    statuses = store.result_statuses(flex.round_id)
+    participants = sorted(p for p, status in statuses.items() if status in ('cleared', 'excluded'))
+    shape = (ff.LIMBS, len(flex.slots), len(FIELDS))
+    out = np.zeros((ff.LIMBS, len(participants), *shape[1:]), dtype=np.uint32)
+    for row, participant in enumerate(participants):
+        stored = store.results(flex.round_id, participant)
+        shares = np.frombuffer(stored[1] if stored else b'', dtype='<u4')
+        if shares.size != int(np.prod(shape)):
+            raise EngineError(f'flexibility results of {participant} in round {flex.round_id} are not of its shape')
+        out[:, row] = shares.reshape(shape)
+    save_array(own.flex_shares, out)
+    DeliveryPlan(participants, list(flex.slots), list(round_.deviation_price2)).save(job)
 
 
 
@@ -98,25 +134,43 @@ def participant_status(participant: str, public: PublicOutputs) -> str:
 
 
 
-def import_settlement(job_dir: str, index: int, round_id: str) -> tuple[Rows, bytes, str, dict[str, float]]:
+@dataclass(frozen=True)
+class SettlementRun:
+    """What a finished settlement run left in its directory: per participant (status, settlement
+    shares) and, with a flexibility round, (status, delivery shares); the retailer's shares, the
+    public body and the run's figures."""
+
+    rows: Rows
+    delivery: Rows | None
+    retailer: bytes
+    body: str
+    figures: dict[str, float]
+
+
+def import_settlement(job_dir: str, index: int, round_id: str, flex_round: str = '') -> SettlementRun:
     """What a finished settlement run left in its directory.
 
     Args:
         job_dir: the run directory.
         index: this node's index.
         round_id: the round.
+        flex_round: the flexibility round it delivered ('' none).
 
     Returns:
-        ({participant: (status, shares)}, retailer shares, public body, run figures).
+        The SettlementRun.
     """
     own = JobDir(job_dir).node(index)
     public = own.read_public()
     settled = np.load(own.settlement)
     retailer = np.load(own.retailer)
-    rows = {p: (participant_status(p, public), settled[:, j].astype('<u4').tobytes())
-            for j, p in enumerate(public.participants)}
-    return (rows, retailer.astype('<u4').tobytes(), settlement_body(round_id, public),
-            run_figures(public))
+    status = {p: participant_status(p, public) for p in public.participants}
+    rows = {p: (status[p], settled[:, j].astype('<u4').tobytes()) for j, p in enumerate(public.participants)}
+    delivery = None
+    if flex_round:
+        delivered = np.load(own.delivery)
+        delivery = {p: (status[p], delivered[:, j].astype('<u4').tobytes()) for j, p in enumerate(public.participants)}
+    return SettlementRun(rows, delivery, retailer.astype('<u4').tobytes(),
+                         settlement_body(round_id, public, flex_round), run_figures(public))
 
 
 
@@ -138,12 +192,15 @@ def settle_round(store: Store, round_: Round, node: NodeConfig, signing_key: ed2
     job_dir = os.path.join(node.data_dir, 'runs', f'{path_token(round_.round_id)}.settle.{round_.settle_attempts}')
     shutil.rmtree(job_dir, ignore_errors=True)
     os.makedirs(job_dir)
+    flex = store.flex_round_of(round_.round_id)
+    flex = flex if flex is not None and flex.state == 'cleared' else None  # a failed one delivered nothing
     try:
-        export_settlement_job(store, round_, node.index, len(node.nodes), job_dir)
+        export_settlement_job(store, round_, node.index, len(node.nodes), job_dir, flex)
         run_party(job_dir, node.index, node.mpc, node.keys, node.connect_timeout_s, node.clearing_timeout_s, on_start,
                   extra_args=('--settle-only',))
-        rows, retailer, body, timings = import_settlement(job_dir, node.index, round_.round_id)
-        store.put_settlement(round_.round_id, rows, retailer, body, signing_key.sign(SETTLEMENT_DOMAIN + body.encode()))
-        return timings
+        run = import_settlement(job_dir, node.index, round_.round_id, flex.round_id if flex else '')
+        store.put_settlement(round_.round_id, run.rows, run.retailer, run.body,
+                             signing_key.sign(SETTLEMENT_DOMAIN + run.body.encode()), run.delivery)
+        return run.figures
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)  # the shares live in the store; no stray copies

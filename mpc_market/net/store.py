@@ -46,6 +46,7 @@ LATER_ROUND_COLUMNS = (
     ('params', "TEXT NOT NULL DEFAULT ''"),               # broker only; '' (an older broker's round): clients refuse it
     ('params_signatures', "TEXT NOT NULL DEFAULT '{}'"),  # broker only
     ('flex_requests', "TEXT NOT NULL DEFAULT ''"),        # a flexibility round's public requests CSV ('': energy)
+    ('energy_round', "TEXT NOT NULL DEFAULT ''"),         # a flexibility round: the energy round settling it
 )
 ROUNDS_DDL = ('CREATE TABLE IF NOT EXISTS rounds (\n    '
               + ',\n    '.join(f'{name} {decl}' for name, decl in FIRST_ROUND_COLUMNS + LATER_ROUND_COLUMNS)
@@ -69,6 +70,9 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE TABLE IF NOT EXISTS public_results (
     round_id TEXT PRIMARY KEY, body TEXT NOT NULL, signature BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS settlement_results (
+    round_id TEXT NOT NULL, participant TEXT NOT NULL, status TEXT NOT NULL, shares BLOB NOT NULL,
+    PRIMARY KEY (round_id, participant));
+CREATE TABLE IF NOT EXISTS delivery_results (
     round_id TEXT NOT NULL, participant TEXT NOT NULL, status TEXT NOT NULL, shares BLOB NOT NULL,
     PRIMARY KEY (round_id, participant));
 CREATE TABLE IF NOT EXISTS retailer_results (
@@ -139,11 +143,13 @@ class Round:
     params: str = ''                  # broker: the RoundParams JSON every node signed ('' at a node)
     params_signatures: tuple[tuple[int, bytes], ...] = ()  # broker: (node index, signature of params)
     flex_requests: str = ''           # a flexibility round: its public requests CSV ('': an energy round)
+    energy_round: str = ''            # a flexibility round: the energy round whose settlement delivers it
 
     @classmethod
     def opened(cls, round_id: str, slots: Iterable[int], gate_closure_ms: int, market_toml: str,
                readings_open_ms: int = 0, readings_deadline_ms: int = 0, day: str = '', params: str = '',
-               params_signatures: Mapping[int, bytes] | None = None, flex_requests: str = '') -> 'Round':
+               params_signatures: Mapping[int, bytes] | None = None, flex_requests: str = '',
+               energy_round: str = '') -> 'Round':
         """A round just opened (state open, its slots sorted).
 
         Args:
@@ -154,17 +160,20 @@ class Round:
             day: the delivery day (YYYY-MM-DD) or ''.
             params, params_signatures: the broker's record of the parameters every node signed.
             flex_requests: a flexibility round's public requests CSV ('': an energy round).
+            energy_round: a flexibility round's energy round that settles its delivery ('': none).
 
         Returns:
             The Round.
 
         Raises:
-            Malformed: round_id is not a valid name.
+            Malformed: round_id or energy_round is not a valid name.
         """
+        if energy_round:
+            check_round_id(energy_round)
         return cls(check_round_id(round_id), tuple(sorted(int(s) for s in slots)), int(gate_closure_ms), market_toml,
                    'open', readings_open_ms=int(readings_open_ms), readings_deadline_ms=int(readings_deadline_ms),
                    day=day, params=params, params_signatures=tuple(sorted((params_signatures or {}).items())),
-                   flex_requests=flex_requests)
+                   flex_requests=flex_requests, energy_round=energy_round)
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> 'Round':
@@ -293,6 +302,19 @@ class SqliteStore:
         """The rounds a constant WHERE/ORDER BY clause selects (params: its values)."""
         return [Round.from_row(row) for row in (db or self._db).execute(_ROUND_SELECT + clause, params)]
 
+    def flex_round_of(self, energy_round: str) -> Round | None:
+        """The flexibility round an energy round's settlement delivers, if one was opened.
+
+        Args:
+            energy_round: the energy round's id.
+
+        Returns:
+            The flexibility round (at most one per energy round: OpenRound refuses a second), or None.
+        """
+        found = self._select_rounds(None, "WHERE energy_round = ? AND flex_requests != '' ORDER BY created_ms",
+                                    (energy_round,))
+        return found[0] if found else None
+
 
 class Store(SqliteStore):
     """A market node's rounds, submissions (envelopes, share packages, receipts), nonces and results."""
@@ -306,13 +328,13 @@ class Store(SqliteStore):
     # -- rounds ---------------------------------------------------------------------------------
     def open_round(self, round_id: str, slots: Iterable[int], gate_closure_ms: int, market_toml: str,
                    readings_open_ms: int = 0, readings_deadline_ms: int = 0, day: str = '',
-                   flex_requests: str = '') -> Round:
+                   flex_requests: str = '', energy_round: str = '') -> Round:
         """Record an opened round; idempotent (a restarted broker may reopen it): a round of that id
         is kept as it is.
 
         Args:
             round_id, slots, gate_closure_ms, market_toml, readings_open_ms, readings_deadline_ms, day,
-                flex_requests: as in Round.opened.
+                flex_requests, energy_round: as in Round.opened.
 
         Returns:
             The stored round.
@@ -321,7 +343,7 @@ class Store(SqliteStore):
             Malformed: round_id is not a valid name.
         """
         round_ = Round.opened(round_id, slots, gate_closure_ms, market_toml, readings_open_ms, readings_deadline_ms,
-                              day, flex_requests=flex_requests)
+                              day, flex_requests=flex_requests, energy_round=energy_round)
         with self._transaction() as db:
             self._insert_round(db, round_)
         return self.round(round_id)
@@ -565,7 +587,7 @@ class Store(SqliteStore):
         return dict(rows.fetchall())
 
     def put_settlement(self, round_id: str, rows: Mapping[str, tuple[str, bytes]], retailer_shares: bytes, body: str,
-                       signature: bytes) -> None:
+                       signature: bytes, delivery: Mapping[str, tuple[str, bytes]] | None = None) -> None:
         """Store a settlement's results in one transaction; the round is then settled.
 
         Args:
@@ -573,11 +595,14 @@ class Store(SqliteStore):
             rows: {participant: (status, shares)}.
             retailer_shares: the retailer's shares.
             body, signature: the public settlement and this node's signature of it.
+            delivery: {participant: (status, shares)} of the delivered flexibility (a round with a
+                cleared flexibility round), or None.
         """
         with self._transaction() as db:
-            db.execute('DELETE FROM settlement_results WHERE round_id = ?', (round_id,))
-            db.executemany('INSERT INTO settlement_results VALUES (?, ?, ?, ?)',
-                           [(round_id, p, status, shares) for p, (status, shares) in rows.items()])
+            for table, stored in (('settlement_results', rows), ('delivery_results', delivery or {})):
+                db.execute(f'DELETE FROM {table} WHERE round_id = ?', (round_id,))  # a constant table name
+                db.executemany(f'INSERT INTO {table} VALUES (?, ?, ?, ?)',
+                               [(round_id, p, status, shares) for p, (status, shares) in stored.items()])
             db.execute('INSERT OR REPLACE INTO retailer_results VALUES (?, ?)', (round_id, retailer_shares))
             db.execute('INSERT OR REPLACE INTO settlement_public VALUES (?, ?, ?)', (round_id, body, signature))
             db.execute("UPDATE rounds SET settlement = 'settled', settle_reason = '' WHERE round_id = ?", (round_id,))
@@ -585,6 +610,12 @@ class Store(SqliteStore):
     def settlement_results(self, round_id: str, participant: str) -> tuple[str, bytes] | None:
         """(status, shares) of a participant's settlement, None if it was not settled."""
         row = self._db.execute('SELECT status, shares FROM settlement_results WHERE round_id = ? AND participant = ?',
+                               (round_id, participant)).fetchone()
+        return None if row is None else (row[0], bytes(row[1]))
+
+    def delivery_results(self, round_id: str, participant: str) -> tuple[str, bytes] | None:
+        """(status, shares) of a participant's delivered flexibility in a settled round, None if none."""
+        row = self._db.execute('SELECT status, shares FROM delivery_results WHERE round_id = ? AND participant = ?',
                                (round_id, participant)).fetchone()
         return None if row is None else (row[0], bytes(row[1]))
 

@@ -103,6 +103,8 @@ def trusted_round(state: market_pb2.RoundState, manifest: Manifest, round_id: st
         raise UntrustedRound(f'{where}: the market text is not the one the nodes signed')
     if requests_sha256(state.flex_requests) != params.flex_sha256:  # a lying broker's requests, or none
         raise UntrustedRound(f'{where}: the flexibility requests are not the ones the nodes signed')
+    if state.energy_round != params.energy_round:
+        raise UntrustedRound(f'{where}: the energy round settling it is not the one the nodes signed')
     # the gate closure and readings deadline shown may be earlier than signed (an operator closed the
     # round or its readings early); clients decide by the signed ones and the nodes enforce those
     differences = [name for name, shown, signed in (
