@@ -5,6 +5,7 @@ each owner's activation; the mechanism itself is mpc_market.mpc.flex.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -441,6 +442,9 @@ def delivery_settlement(market: FlexMarket, result: FlexResult, orders: Sequence
         reconstruct(job_dir, spec, 'retailer')
     pi, si = energy.participant_index, energy.slot_index
     order_of = {(o.participant, o.slot): o for o in orders}
+    with open(job.node(0).delivery_public) as f:  # packages the nodes excluded count as no reading
+        excluded = set(json.load(f)['meter_excluded'])
+    readings = {key: net for key, net in readings.items() if key[0] not in excluded}
     deliveries, shift = [], {}
     for a in (a for a in result.activations if a.activated_wh):
         key = (a.participant, a.slot)

@@ -346,7 +346,7 @@ def test_a_forged_delivery_witness_is_excluded_and_the_missing_reading_rule_appl
     excluded and it is settled as without a reading (nothing delivered, the full penalty, the
     missing-reading deviation): the forgery costs it more than the truth (0.18000 paid, 0.16000
     penalty). Every computed figure of everyone equals the reference's without h1's reading (the
-    net_wh column, which the owner's side fills in from its own file, aside: see the xfail below)."""
+    net_wh column, which the owner's side fills in from its own file: the next test)."""
     (result, settled), (plain_result, plain_settled) = _forged_witness_round(monkeypatch)
     assert (result.requests, result.activations) == (plain_result.requests, plain_result.activations)
     for rows, blank in (('deliveries', None), ('imbalances', 0)):
@@ -357,10 +357,6 @@ def test_a_forged_delivery_witness_is_excluded_and_the_missing_reading_rule_appl
     assert (h1.delivered_wh, h1.payment, h1.penalty) == (0, 0, 2000 * 20)
 
 
-@pytest.mark.xfail(strict=True, reason='mpc/flex_local.delivery_settlement fills net_wh of a delivery and an '
-                   'imbalance row from the owner\'s readings even when the nodes excluded its meter package '
-                   '(DELIVERY_PUBLIC meter_excluded is not read): the row shows net 1800 while it was settled as '
-                   'without a reading (the reference: net_wh None, and the missing-reading net 3000)')
 def test_an_excluded_meter_package_shows_as_no_reading_in_the_owners_rows(monkeypatch):
     (_, settled), (_, plain_settled) = _forged_witness_round(monkeypatch)
     assert settled == plain_settled
