@@ -15,9 +15,9 @@ def tamper_clients(monkeypatch, book, tamper, readings=False):
     if readings:
         encode_readings = book_module.encode_readings
 
-        def encode(the_book, net_of, rows):
+        def encode(the_book, net_of, rows, read=None):
             pending['rows'] = rows
-            return tamper(None, rows, encode_readings(the_book, net_of, rows))
+            return tamper(None, rows, encode_readings(the_book, net_of, rows, read))
         monkeypatch.setattr(book_module, 'encode_readings', encode)
     else:
         encode_orders = book.encode

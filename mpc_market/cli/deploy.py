@@ -157,6 +157,22 @@ def cmd_submit(args):
 
 
 
+def _feeder_file(config, body):
+    """(file name, positions, CSV text) of a signed public body's per-zone positions, or None."""
+    from ..common.errors import Malformed
+    from ..market.feeders import FEEDER_COLUMNS, FeederPosition, feeder_rows
+    from ..market.output import csv_text
+    from ..net.client import ClientError
+    if 'feeder_positions' not in body:
+        return None
+    rows = body['feeder_positions']
+    try:
+        positions = [FeederPosition.from_json(r) for r in (rows if isinstance(rows, list) else [None])]
+    except Malformed as exc:
+        raise ClientError(f'public results: {exc}') from None
+    return 'feeder_positions.csv', positions, csv_text(FEEDER_COLUMNS, feeder_rows(config, positions))
+
+
 def _bill_text(args, broker, participants):
     """(summary, CSV text, failure lines) of the participants' bills over the settled rounds from
     --from to --to (or of --round), as their rows of bills.csv of `mpc-market settle`."""
@@ -412,7 +428,7 @@ def cmd_results(args):
     from ..market.output import csv_text, public_columns, write_all
     from ..net.client import BrokerClient, fetch_public
     from ..rpc import market_pb2
-    failures = []
+    failures, extra = [], None
     if args.retailer:
         if args.all or len(args.participant or ()) > 1:
             raise InputError(COMMAND_LINE, 0, 'retailer', "the retailer's view is fetched with one key (--participant)")
@@ -445,6 +461,7 @@ def cmd_results(args):
             state, body = fetch_public(broker, args.keys, args.round)
             config = state.config
             text = csv_text(public_columns(config), body['slots'])
+            extra = _feeder_file(config, body)
             summary = (f'round {state.round_id}: public results signed by all {state.manifest.m} nodes of the '
                        'deployment manifest; '
                        f'{body["participants"]} participants cleared, {body["excluded"]} excluded, '
@@ -455,6 +472,9 @@ def cmd_results(args):
                             f'{settled["metered"]} metered, {settled["missing_readings"]} without a reading and '
                             f'{settled["invalid_readings"]} with an invalid one (settled as: '
                             f'{settled["missing_reading_rule"]})')
+            if extra:
+                summary += (f'; per-zone planned net positions of {len({f.feeder for f in extra[1]})} zones '
+                            f'(at least {config.feeder_min_cohort} participants each)')
             name = 'public.csv'
         elif several:
             summary, text, failures = _rows_text(args, broker, participants)
@@ -468,8 +488,9 @@ def cmd_results(args):
         if failures and several:  # never replace a complete file with one that lacks participants
             name = name.replace('.csv', '.partial.csv')
         if args.out:
-            write_all(args.out, {name: text})
-            print(f'{summary}; wrote {os.path.join(args.out, name)}')
+            files = {name: text, **({extra[0]: extra[2]} if extra else {})}
+            write_all(args.out, files)
+            print(f'{summary}; wrote {", ".join(os.path.join(args.out, n) for n in files)}')
         else:
             print(summary, file=sys.stderr)
             sys.stdout.write(text)

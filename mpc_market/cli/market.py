@@ -200,7 +200,9 @@ def cmd_clear(args):
                                   args.quiet, args.committee)
     write_results(args.out, config, result, _provenance('clear', args, inputs, book, result.stats))
     print(_summary(config, book, result))
-    print(f'wrote public.csv, participants.csv and summary.json (with the run\'s provenance) to {args.out}; '
+    feeders = (f' and feeder_positions.csv ({len({f.feeder for f in result.feeders})} zones of at least '
+               f'{config.feeder_min_cohort} participants)' if config.feeder_min_cohort else '')
+    print(f'wrote public.csv, participants.csv and summary.json (with the run\'s provenance){feeders} to {args.out}; '
           f'prices in {config.currency}/kWh, amounts in {config.currency}')
     return 0
 
@@ -588,7 +590,8 @@ def add_parsers(sub, formatter):
     p = sub.add_parser('generate', help='write a synthetic community: orders, meter readings, feeders, market',
                        formatter_class=formatter,
                        description='Write OUT/orders.csv, OUT/readings.csv (with forecast errors), OUT/feeders.csv '
-                                   '(20 households per feeder) and OUT/market.toml. One slot is 15 minutes; the '
+                                   '(20 households per feeder; with --grid the lines leaving the transformer) and '
+                                   'OUT/market.toml. One slot is 15 minutes; the '
                                    'slots are centred on midday (slot 48), so a few slots still have sun.',
                        epilog='example:\n  mpc-market generate --participants 1000 --slots 96 --out community/')
     p.add_argument('--participants', type=bounded_int(1, MAX_PARTICIPANTS),

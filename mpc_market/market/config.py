@@ -30,7 +30,7 @@ MAX_ORDER_WH_LIMIT = (1 << 24) - 1  # keeps the rationing's masked values below 
 
 
 MARKET_KEYS = ('price_floor', 'price_ceiling', 'tick', 'max_order_wh', 'max_reading_wh', 'mechanism', 'zones',
-               'network_fee', 'currency', 'start', 'slot_minutes', 'timezone')
+               'network_fee', 'currency', 'start', 'slot_minutes', 'timezone', 'feeder_min_cohort')
 
 SLOT_MINUTES = (5, 15, 30, 60)   # slot lengths a market may have (15: the European quarter hour)
 CURRENCY = re.compile(r'[A-Z]{3}')  # an ISO 4217 alphabetic code
@@ -46,6 +46,7 @@ MECHANISMS = ('double-auction', 'sdr', 'mmr', 'bill-sharing')
 
 
 MAX_ZONES = 256  # each zone adds a crossing and a division per slot under MPC
+MAX_FEEDER_COHORT = 10_000  # feeder_min_cohort: beyond any LV feeder
 
 
 
@@ -66,6 +67,8 @@ class MarketConfig:
     start: datetime.datetime | None = None   # the start of slot 0 (aware, UTC), or None: bare slot indices
     slot_minutes: int = 15
     timezone: str = 'UTC'                    # IANA zone of the market's calendar days
+    feeder_min_cohort: int = 0               # > 0: clearing releases each zone's planned net position per slot
+                                             # (the DSO's congestion check) where >= this many participants count
 
     def slot_start(self, slot: int) -> datetime.datetime | None:
         """The UTC start of a slot, or None without a start."""
@@ -410,9 +413,17 @@ def config_from_table(path, text, market, extra_keys=()):
         raise InputError(path, toml_key_line(text, 'price_floor'), 'price_floor',
                          f'{mechanism} prices from the grid tariffs and needs price_floor >= 0 (negative prices: '
                          f'the double auction)')
+    cohort = market.get('feeder_min_cohort', 0)
+    if isinstance(cohort, bool) or not isinstance(cohort, int) or not 0 <= cohort <= MAX_FEEDER_COHORT:
+        raise InputError(path, toml_key_line(text, 'feeder_min_cohort'), 'feeder_min_cohort',
+                         f'must be an integer in 0..{MAX_FEEDER_COHORT}, got {str(cohort)[:40]}')
+    if cohort and not zoned:
+        raise InputError(path, toml_key_line(text, 'feeder_min_cohort'), 'feeder_min_cohort',
+                         'releases per-zone positions: it needs zones = true (the double auction)')
     currency, start, minutes, zone = _time_keys(path, text, market)
     config = MarketConfig(floor_, ceiling, tick, max_wh, max_reading, mechanism, zoned, fee if zoned else Decimal(0),
-                          currency=currency, start=start, slot_minutes=minutes, timezone=zone)
+                          currency=currency, start=start, slot_minutes=minutes, timezone=zone,
+                          feeder_min_cohort=cohort)
     if config.levels > 4096:
         raise InputError(path, toml_key_line(text, 'tick'), 'tick',
                          f'{config.levels} price levels; at most 4096 supported')

@@ -273,13 +273,23 @@ def summary_text(excluded: list, stats: dict, provenance: Provenance | None = No
     return json.dumps(document, indent=1, default=str) + '\n'
 
 
+def feeder_files(config, result):
+    """{'feeder_positions.csv': ...} when the clearing released per-zone positions, else {}."""
+    from .feeders import FEEDER_COLUMNS, feeder_rows
+    if not config.feeder_min_cohort:
+        return {}
+    return {'feeder_positions.csv': csv_text(FEEDER_COLUMNS, feeder_rows(config, result.feeders))}
+
+
 def write_results(out_dir, config, result, provenance: Provenance | None = None):
-    """Write public.csv, participants.csv and summary.json; all appear together or none."""
+    """Write public.csv, participants.csv and summary.json (and feeder_positions.csv); all appear
+    together or none."""
     return write_all(out_dir, {
         'public.csv': csv_text(public_columns(config), public_table(config, result)),
         'participants.csv': csv_text(participant_columns(config), participant_table(config, result)),
         'summary.json': summary_text(result.excluded, result.stats, provenance, volumes(config, result),
                                      units(config)),
+        **feeder_files(config, result),
     })
 
 
@@ -333,4 +343,5 @@ def write_settlement(out_dir, config, result, provenance: Provenance | None = No
         'retailer.csv': csv_text(RETAILER_COLUMNS, retailer),
         'summary.json': summary_text(result.clearing.excluded, result.stats, provenance,
                                      volumes(config, result.clearing), units(config)),
+        **feeder_files(config, result.clearing),
     })

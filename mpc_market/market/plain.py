@@ -2,6 +2,7 @@
 """
 
 import time
+from dataclasses import replace
 
 from . import rule as reference
 from . import settlement
@@ -49,7 +50,8 @@ def clear_plain(book: Book) -> ClearingResult:
             side, level = ('sell', position) if position < k else ('buy', position - k)
             by_slot[o.slot].append((o, side, level))
     if config.zoned:
-        return clear_plain_zoned(book, by_slot, started)
+        from .feeders import feeder_positions_plain
+        return replace(clear_plain_zoned(book, by_slot, started), feeders=feeder_positions_plain(book))
     slots, outcome = [], {}
     for s in book.slots:
         entries = by_slot[s]

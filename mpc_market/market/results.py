@@ -64,6 +64,7 @@ class ClearingResult:
     stats: dict = field(default_factory=dict)
     settlement: dict | None = None  # MPC settlement: deviation/amount values, retailer values
     market: MarketConfig | None = field(default=None, compare=False, repr=False)  # mpc_market.clear attaches it
+    feeders: list = field(default_factory=list)  # market.feeders.FeederPosition: released per-zone positions
 
     def to_dataframe(self, table: str = 'orders', config: MarketConfig | None = None) -> Any:
         """A pandas DataFrame of the orders (default) or the slots, prices and amounts as exact Decimal

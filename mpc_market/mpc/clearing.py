@@ -24,13 +24,14 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from mpyc.runtime import mpc
 
 from ..common.errors import EngineError, Tampered
 from ..market.book import Layout
+from ..market.feeders import FeederPosition
 from . import field as ff
 from . import flex, merit_order, prorata, schemes, zones  # noqa: F401 - each registers its mechanism
 from .allocation import side_energies
@@ -51,6 +52,7 @@ class ClearingRun:
     valid: np.ndarray
     excluded: list[str]
     missing: list[str]
+    feeders: list[FeederPosition] = field(default_factory=list)  # released per-zone planned net positions
 
 
 class MarketNode:
@@ -168,7 +170,12 @@ class MarketNode:
         valid = await self.validate(present)
         lap('validation')
         clearing = await mechanism.clear(self, valid, lap)
+        feeders = []
+        if self.spec.feeder_min_cohort and self.spec.zone_of:
+            from .feeders import feeder_positions
+            feeders = await feeder_positions(self, valid)
+            lap('feeders')
         participants = self.spec.participants
         excluded = [p for p, ok, here in zip(participants, valid, present, strict=True) if here and not ok]
         missing = [p for p, here in zip(participants, present, strict=True) if not here]
-        return ClearingRun(clearing, valid, excluded, missing)
+        return ClearingRun(clearing, valid, excluded, missing, feeders)

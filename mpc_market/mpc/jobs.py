@@ -69,6 +69,7 @@ class JobSpec:
     committee: list = field(default_factory=list)   # S1: participant index of each node
     allocation: str = 'merit-order'  # the double auction's rule (mpc_market.mpc.mechanism); 'pro-rata': benchmarks
     flex: dict = field(default_factory=dict)  # allocation 'flex': the public FlexPlan (mpc_market.mpc.flex)
+    feeder_min_cohort: int = 0  # > 0 (zoned): open each zone's planned net position where this many count
 
     def save(self, directory: str) -> None:
         """Write job.json into directory (created if needed)."""
@@ -99,7 +100,8 @@ class PublicOutputs:
     slots: per slot the mechanism's opened values (``market.results.public_slot_rows`` reads them);
     excluded / missing: participants whose orders were invalid / not held by every node;
     participants: those in the run (a deployment's agreed set; settlement: everyone settled);
-    meter_excluded / missing_readings / order_excluded: the settlement's verdicts.
+    meter_excluded / missing_readings / order_excluded: the settlement's verdicts;
+    feeders: the released per-zone planned net positions (market.feeders).
     """
 
     slots: list
@@ -110,6 +112,7 @@ class PublicOutputs:
     meter_excluded: list = field(default_factory=list)
     missing_readings: list = field(default_factory=list)
     order_excluded: list = field(default_factory=list)
+    feeders: list = field(default_factory=list)  # FeederPosition.to_json() per released zone and slot
 
     def to_json(self) -> dict:
         """The JSON object of public.json."""
@@ -280,4 +283,5 @@ def config_spec(config: MarketConfig, slots: Iterable[int], nodes: int,
                    zone_names=config.zone_names if config.zoned else [],
                    zone_of=dict(config.zone_of) if config.zoned else {},
                    fee_levels=config.fee_levels if config.zoned else 0,
-                   fee_units=config.fee_units if config.zoned else 0)
+                   fee_units=config.fee_units if config.zoned else 0,
+                   feeder_min_cohort=config.feeder_min_cohort if config.zoned else 0)

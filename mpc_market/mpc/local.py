@@ -356,7 +356,9 @@ def mpc_result(book: Book, publics: Sequence[PublicOutputs], values_of: Callable
         'messages_per_link': max(p.figures.messages_per_link for p in publics),
         'mpc_tls': all(p.figures.mpc_tls for p in publics),
     }
-    return ClearingResult(slots, rows, sorted(excluded), stats)
+    from ..market.feeders import FeederPosition
+    return ClearingResult(slots, rows, sorted(excluded), stats,
+                          feeders=[FeederPosition.from_json(f) for f in public.feeders])
 
 
 

@@ -532,6 +532,8 @@ async def run_party(mpc: Any, args: argparse.Namespace, spec: JobSpec, own: Node
         public = {'slots': outcome.clearing.slots, 'excluded': outcome.excluded,
                   'missing': missing if args.deployment else outcome.missing,
                   'participants': list(run_spec.participants)}
+        if outcome.feeders:
+            public['feeders'] = [f.to_json() for f in outcome.feeders]
         if spec.settle:
             readings = np.load(own.readings, mmap_mode='r')
             public['meter_excluded'] = await settle(node, own, readings if rows is None else readings[:, rows],

@@ -12,20 +12,17 @@ and the planned positions (hence the net readings of the retailer-only compariso
 orders' energies, which the shares do not tell apart from a buy or a sell reliably.
 """
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..common.errors import Tampered
 from ..market.book import Book
 from ..market.orders import Order, load_orders
 from ..market.results import Bill, order_rows
 from ..market.settlement import complete_readings, planned_position, retailer_only_amount
 from ..rpc import market_pb2
-from .client import BrokerClient, ClientError, client_manifest, fetch_own_results
-from .messages import SETTLEMENT_DOMAIN, verify_public
+from .client import BrokerClient, ClientError, client_manifest, fetch_own_results, fetch_public
 from .trusted import TrustedRound, trusted_round
 
 Readings = Mapping[tuple[str, int], int]  # {(participant, slot): net Wh}
@@ -43,29 +40,25 @@ def _fetch(broker: BrokerClient, keys_dir: str, participant: str, state: Trusted
     return status, values
 
 
-def settled_flex_round(broker: BrokerClient, state: TrustedRound) -> str:
+def settled_flex_round(broker: BrokerClient, keys_dir: str, round_id: str) -> str:
     """The flexibility round a settled round delivered, as every node signed it in the public
     settlement ('' none): then its participants' 'delivery' shares exist.
 
     Args:
         broker: a BrokerClient.
-        state: the TrustedRound of a settled round.
+        keys_dir: the client's keys (the manifest).
+        round_id: a settled round.
 
     Returns:
         The flexibility round's id, or ''.
 
     Raises:
-        ClientError: the broker refused.
-        Tampered: the public settlement is not signed by every node of the manifest.
+        ClientError: the broker refused, or the public settlement is not signed by every node.
     """
-    result = broker.settlement(state.round_id)
-    verify_public(result.body, {s.node_index: s.signature for s in result.signatures},
-                  state.manifest.verify_keys(), SETTLEMENT_DOMAIN)
-    body = json.loads(result.body)
-    flex_round = body.get('flex_round', '') if isinstance(body, dict) and body.get('round_id') == state.round_id \
-        else None
+    _, body = fetch_public(broker, keys_dir, round_id, settlement=True)
+    flex_round = body.get('flex_round', '')
     if not isinstance(flex_round, str):
-        raise Tampered(f'round {state.round_id}: the public settlement is of another round')
+        raise ClientError(f'round {round_id}: the public settlement names no valid flexibility round')
     return flex_round
 
 
@@ -199,7 +192,6 @@ def period_bills(broker: BrokerClient, keys_dir: str, participants: Sequence[str
     Raises:
         ClientError: the broker refused.
         UntrustedRound: a settled round's state is not the one its nodes signed.
-        Tampered: a settled round's public settlement is not signed by every node.
         InputError: the orders file is malformed.
     """
     from ..common.errors import InputError
@@ -211,7 +203,7 @@ def period_bills(broker: BrokerClient, keys_dir: str, participants: Sequence[str
                       pending=[r for r in rounds if r.settlement != market_pb2.RoundState.SETTLED])
     orders = {state.round_id: load_orders(orders_path, state.config) for state in out.settled}
     for state in out.settled:
-        flex_round = settled_flex_round(broker, state)
+        flex_round = settled_flex_round(broker, keys_dir, state.round_id)
         if flex_round:
             out.flex_rounds[state.round_id] = flex_round
     for participant in participants:

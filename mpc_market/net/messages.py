@@ -500,9 +500,12 @@ def public_body(round_id: str, config: MarketConfig, public: PublicOutputs) -> s
     """
     slots = public_table(config, ClearingResult(public_slot_rows(config, public.slots), []))
     excluded = len(public.excluded)
-    return json.dumps({'round_id': round_id, 'mechanism': config.mechanism, 'slots': slots,
-                       'participants': len(public.participants) - excluded, 'excluded': excluded,
-                       'missing': len(public.missing)}, sort_keys=True, separators=(',', ':'))
+    body: dict[str, object] = {'round_id': round_id, 'mechanism': config.mechanism, 'slots': slots,
+                               'participants': len(public.participants) - excluded, 'excluded': excluded,
+                               'missing': len(public.missing)}
+    if config.feeder_min_cohort:  # the per-zone planned net positions the DSO checks the grid with
+        body['feeder_positions'] = list(public.feeders)
+    return json.dumps(body, sort_keys=True, separators=(',', ':'))
 
 
 

@@ -1,5 +1,6 @@
-"""A market day with flexibility in a deployment (issue 25): an energy round with a readings window,
-a DSO (and aggregator) flexibility round bound to it with `round open --flex ... --energy-round`,
+"""A market day with flexibility in a deployment (issue 25): an energy round with a readings window
+whose clearing releases the per-feeder planned net positions (the DSO's congestion check), a DSO
+(and aggregator) flexibility round bound to it with `round open --flex ... --energy-round`,
 the meter readings, and one settlement that delivers the activations: every participant's bill
 from its own shares equals `mpc-market flex settle --engine plain` on the same files (trade,
 deviation from the adjusted position, flexibility revenue and penalty, total).
@@ -18,7 +19,8 @@ from ..helpers import cli, read_rows
 
 DAY = '2026-12-01'
 MARKET = ('[market]\nprice_floor = 0.10\nprice_ceiling = 0.20\ntick = 0.01\nmax_order_wh = 1000\nzones = true\n'
-          'network_fee = 0.01\n\n[zones]\nF1 = ["p00", "p01", "p02"]\nF2 = ["p03", "p04", "p05"]\n')
+          'network_fee = 0.01\nfeeder_min_cohort = 3\n\n'
+          '[zones]\nF1 = ["p00", "p01", "p02"]\nF2 = ["p03", "p04", "p05"]\n')
 ORDERS = ('participant,slot,side,energy_wh,limit_price\n'
           'p00,0,buy,600,0.18\np01,0,buy,300,0.16\np02,0,sell,200,0.12\np03,0,sell,500,0.11\n'
           'p04,0,buy,400,0.19\np05,0,sell,300,0.14\n'
@@ -65,6 +67,16 @@ def test_a_day_with_a_dso_flexibility_round_settles_to_the_local_bills(tmp_path,
         'submit', '--orders', files['orders.csv'], '--round', 'fd-e1').stdout
     closed = client('round', 'close', '--round', 'fd-e1', '--wait', 180, check=False)
     assert closed.returncode == 0 and ': readings;' in closed.stdout, closed.stdout + closed.stderr
+
+    # the DSO's congestion check: the per-feeder planned net positions every node signed, as `clear` has them
+    public = tmp_path / 'public'
+    got = client('results', '--public', '--round', 'fd-e1', '--out', public)
+    assert 'per-zone planned net positions of 2 zones (at least 3 participants each)' in got.stdout, got.stdout
+    cli('clear', '--engine', 'plain', '--orders', files['orders.csv'], '--config', files['market.toml'],
+        '--out', tmp_path / 'plain', '--quiet', check=True)
+    assert (public / 'feeder_positions.csv').read_text() == (tmp_path / 'plain' / 'feeder_positions.csv').read_text()
+    assert {(r['feeder'], r['slot'], r['net_wh']) for r in read_rows(public / 'feeder_positions.csv')} == {
+        ('F1', '0', '700'), ('F1', '1', '-100'), ('F2', '0', '-400'), ('F2', '1', '0')}
 
     open_flex('fd-f1', 'fd-e1')
     for round_id, energy, why in (('fd-f2', 'fd-e1', 'is settled with flexibility round fd-f1 already'),
