@@ -273,7 +273,10 @@ def results_view(config: MarketConfig | None, body: dict[str, Any], signatures: 
                   'network_fees': _amount(config, fees)}
     return {'kind': kind, 'mechanism': body.get('mechanism', ''), 'participants': int(body['participants']),
             'excluded': int(body['excluded']), 'missing': int(body['missing']), 'signatures': signatures,
-            'price_unit': PRICE_UNIT, 'energy_unit': 'Wh', 'amount_unit': 'currency', 'slots': slots, 'totals': totals}
+            'price_unit': PRICE_UNIT, 'energy_unit': 'Wh', 'amount_unit': 'currency', 'slots': slots, 'totals': totals,
+            # the DSO's per-zone planned net positions (feeder_min_cohort): which zones, not the values
+            'feeder_zones': sorted({str(f.get('feeder')) for f in body.get('feeder_positions') or []
+                                    if isinstance(f, dict)})}
 
 
 def flex_results_view(config: MarketConfig | None, body: dict[str, Any], signatures: int) -> dict[str, Any]:
@@ -372,13 +375,15 @@ def round_summary(round_: Round, public: Published | None, settlement: Published
                'gate_closure': iso(round_.gate_closure_ms), 'gate_closure_unix_ms': round_.gate_closure_ms,
                'readings_deadline': iso(deadline) if deadline else None, 'readings_deadline_unix_ms': deadline or None,
                'attempts': int(round_.attempts), 'settle_attempts': int(round_.settle_attempts),
-               'market': market_fields(config), 'results': None, 'settlement': None}
+               'market': market_fields(config), 'results': None, 'settlement': None,
+               'energy_round': round_.energy_round or None}
     if public is not None:
         summary['results'] = results_view(config, json.loads(public[0]), len(public[1]), round_.day)
     if settlement is not None:
         body = json.loads(settlement[0])
         counts = ('settled', 'metered', 'missing_readings', 'invalid_readings')
-        summary['settlement'] = {k: int(body[k]) for k in counts} | {'signatures': len(settlement[1])}
+        summary['settlement'] = {k: int(body[k]) for k in counts} | {'signatures': len(settlement[1]),
+                                                                      'flex_round': body.get('flex_round') or None}
     return summary
 
 
@@ -996,10 +1001,17 @@ def round_detail(summary: dict[str, Any], heading: bool = True, slots: bool = Tr
         fact('cleared / excluded / missing participants',
              f'{results["participants"]} / {results["excluded"]} / {results["missing"]} '
              f'(results signed by {results["signatures"]} nodes)')
+    if summary.get('energy_round'):
+        fact('delivered in', f'the settlement of energy round {summary["energy_round"]}')
+    if results and results.get('feeder_zones'):
+        zones_released = results['feeder_zones']
+        fact('feeder positions released', f'{len(zones_released)} zones ({", ".join(zones_released)})')
     if settled:
         fact('settled / metered / missing / invalid readings',
              f'{settled["settled"]} / {settled["metered"]} / {settled["missing_readings"]} / '
              f'{settled["invalid_readings"]} (signed by {settled["signatures"]} nodes)')
+        if settled.get('flex_round'):
+            fact('flexibility delivered', f'round {settled["flex_round"]}: deviations from the adjusted positions')
     out.append('</table>')
     if results and results['kind'] == 'flex':
         out.append(requests_table(results))

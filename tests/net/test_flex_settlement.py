@@ -10,9 +10,13 @@ flexibility round for the same energy round, one for an energy round without rea
 another market, or one after the energy round settled are refused; a broker hiding the binding
 from clients is refused by them."""
 
+import dataclasses
+
 import pytest
 
+from mpc_market.net import webview
 from mpc_market.net.client import BrokerClient, client_manifest
+from mpc_market.net.store import Round
 from mpc_market.net.trusted import UntrustedRound, trusted_round
 
 from ..helpers import cli, read_rows
@@ -138,5 +142,25 @@ def test_a_day_with_a_dso_flexibility_round_settles_to_the_local_bills(tmp_path,
         assert 'flexibility delivered: fd-f1 in fd-e1' in got.stdout, got.stdout
         (row,) = read_rows(out / 'bills.csv')
         assert {k: row[k] for k in COMMON} == {k: bill[k] for k in COMMON}, bill['participant']
+    # the operator console: the energy round's released feeders and delivered flexibility, the flexibility
+    # round's energy round (from the bodies every node signed)
+    broker = BrokerClient(deployment.broker_address, deployment.keys)
+    try:
+        signed = {r: (broker.public(r), broker.settlement(r) if r == 'fd-e1' else None, broker.status(r))
+                  for r in ('fd-e1', 'fd-f1')}
+    finally:
+        broker.close()
+    pages = {}
+    for round_id, (public, settlement, state) in signed.items():
+        round_ = dataclasses.replace(Round.opened(round_id, state.slots, state.gate_closure_unix_ms, state.market_toml,
+                                                  flex_requests=state.flex_requests, energy_round=state.energy_round),
+                                     state='cleared', settlement='settled' if settlement else '')
+        published = [None if b is None else (b.body, {x.node_index: x.signature for x in b.signatures})
+                     for b in (public, settlement)]
+        pages[round_id] = webview.round_detail(webview.round_summary(round_, *published))
+    assert 'feeder positions released</th><td>2 zones (F1, F2)' in pages['fd-e1'], pages['fd-e1']
+    assert 'flexibility delivered</th><td>round fd-f1' in pages['fd-e1'], pages['fd-e1']
+    assert 'delivered in</th><td>the settlement of energy round fd-e1' in pages['fd-f1'], pages['fd-f1']
+
     closed = client('round', 'close', '--round', 'fd-e2', '--wait', 180, check=False)  # leave no round open
     assert closed.returncode == 0 and ': cleared;' in closed.stdout, closed.stdout + closed.stderr
