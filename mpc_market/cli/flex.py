@@ -57,7 +57,7 @@ def load_market(args: argparse.Namespace) -> FlexMarket:
     config = load_config(args.config)
     feeder_of = load_feeders(args.feeders) if args.feeders else dict(config.zone_of)
     return FlexMarket(config, tuple(load_requests(args.requests, config)), tuple(load_offers(args.offers, config)),
-                      feeder_of, 'pay-as-bid' if args.pay_as_bid else 'pay-as-clear')
+                      feeder_of, 'pay-as-bid' if args.pay_as_bid else config.flex_pricing)
 
 
 def clear_market(market: FlexMarket, args: argparse.Namespace) -> FlexResult:
@@ -268,7 +268,8 @@ def add_parsers(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
         p.add_argument('--config', required=True, help='market TOML (its price grid and max_order_wh)')
         p.add_argument('--feeders', help='feeders CSV: participant,feeder (default: the market file\'s [zones])')
         p.add_argument('--pay-as-bid', action='store_true',
-                       help='pay every activation its own price (default: the marginal price, pay-as-clear)')
+                       help='pay every activation its own price (default: the market file\'s flex_pricing, '
+                            'else the marginal price, pay-as-clear)')
         p.add_argument('--engine', choices=('mpc', 'plain'), default='mpc',
                        help='mpc: node processes on this machine; plain: the plaintext reference')
         p.add_argument('--nodes', type=bounded_int(3, 11), default=3, metavar='M', help='market nodes, 3..11')

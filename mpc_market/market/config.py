@@ -30,7 +30,7 @@ MAX_ORDER_WH_LIMIT = (1 << 24) - 1  # keeps the rationing's masked values below 
 
 
 MARKET_KEYS = ('price_floor', 'price_ceiling', 'tick', 'max_order_wh', 'max_reading_wh', 'mechanism', 'zones',
-               'network_fee', 'currency', 'start', 'slot_minutes', 'timezone', 'feeder_min_cohort')
+               'network_fee', 'currency', 'start', 'slot_minutes', 'timezone', 'feeder_min_cohort', 'flex_pricing')
 
 SLOT_MINUTES = (5, 15, 30, 60)   # slot lengths a market may have (15: the European quarter hour)
 CURRENCY = re.compile(r'[A-Z]{3}')  # an ISO 4217 alphabetic code
@@ -47,6 +47,7 @@ MECHANISMS = ('double-auction', 'sdr', 'mmr', 'bill-sharing')
 
 MAX_ZONES = 256  # each zone adds a crossing and a division per slot under MPC
 MAX_FEEDER_COHORT = 10_000  # feeder_min_cohort: beyond any LV feeder
+FLEX_PRICINGS = ('pay-as-clear', 'pay-as-bid')  # flex_pricing: an activation is paid its marginal or its own price
 
 
 
@@ -69,6 +70,7 @@ class MarketConfig:
     timezone: str = 'UTC'                    # IANA zone of the market's calendar days
     feeder_min_cohort: int = 0               # > 0: clearing releases each zone's planned net position per slot
                                              # (the DSO's congestion check) where >= this many participants count
+    flex_pricing: str = 'pay-as-clear'       # the flexibility market's pricing (one of FLEX_PRICINGS)
 
     def slot_start(self, slot: int) -> datetime.datetime | None:
         """The UTC start of a slot, or None without a start."""
@@ -420,10 +422,14 @@ def config_from_table(path, text, market, extra_keys=()):
     if cohort and not zoned:
         raise InputError(path, toml_key_line(text, 'feeder_min_cohort'), 'feeder_min_cohort',
                          'releases per-zone positions: it needs zones = true (the double auction)')
+    flex_pricing = market.get('flex_pricing', 'pay-as-clear')
+    if flex_pricing not in FLEX_PRICINGS:
+        raise InputError(path, toml_key_line(text, 'flex_pricing'), 'flex_pricing',
+                         f'must be {" or ".join(repr(p) for p in FLEX_PRICINGS)}, got {str(flex_pricing)[:40]!r}')
     currency, start, minutes, zone = _time_keys(path, text, market)
     config = MarketConfig(floor_, ceiling, tick, max_wh, max_reading, mechanism, zoned, fee if zoned else Decimal(0),
                           currency=currency, start=start, slot_minutes=minutes, timezone=zone,
-                          feeder_min_cohort=cohort)
+                          feeder_min_cohort=cohort, flex_pricing=flex_pricing)
     if config.levels > 4096:
         raise InputError(path, toml_key_line(text, 'tick'), 'tick',
                          f'{config.levels} price levels; at most 4096 supported')

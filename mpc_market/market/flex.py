@@ -23,12 +23,12 @@ from ..common.errors import InputError
 from ..common.names import NAME_RULE, is_name
 from ..common.textinput import csv_records, parse_int, parse_participant_slot, read_text
 from . import settlement
-from .config import SIGNED_PRICE_RULE, MarketConfig, bounded_signed_price
+from .config import FLEX_PRICINGS, SIGNED_PRICE_RULE, MarketConfig, bounded_signed_price
 from .orders import Order
 
 DIRECTIONS = ('up', 'down')      # up: lower net import / raise export; down: the reverse
 BUYERS = ('dso', 'aggregator')   # the DSO for one feeder, the aggregator for the whole community
-PRICINGS = ('pay-as-clear', 'pay-as-bid')
+PRICINGS = FLEX_PRICINGS
 REQUEST_COLUMNS = ('request', 'buyer', 'feeder', 'slot', 'direction', 'volume_wh', 'price_cap')
 OFFER_COLUMNS = ('participant', 'slot', 'direction', 'volume_wh', 'price')
 FEEDER_COLUMNS = ('participant', 'feeder')

@@ -29,7 +29,6 @@ from .store import Round
 
 KINDS = ('energy', 'flex')
 MAX_REQUESTS_TEXT = 1 << 20  # bytes of a round's requests CSV (a spec field every node parses)
-PRICING = 'pay-as-clear'     # a deployment's flexibility rounds pay the marginal price
 FLEX_RESULT_FIELDS = len(FIELDS)  # result shares per slot: the mechanism's (DSO Wh, aggregator Wh, payment, ...)
 
 
@@ -71,7 +70,7 @@ def load_round_requests(label: str, text: str, config: MarketConfig) -> list[Fle
 
 def round_market(round_id: str, market_toml: str, flex_requests: str,
                  offers: Iterable[FlexOffer] = ()) -> FlexMarket:
-    """The FlexMarket of a flexibility round (feeders: the market's [zones]; pay-as-clear).
+    """The FlexMarket of a flexibility round (feeders: the market's [zones]; its flex_pricing).
 
     Args:
         round_id: the round.
@@ -87,7 +86,7 @@ def round_market(round_id: str, market_toml: str, flex_requests: str,
     """
     config = parse_config(f'round {round_id}', market_toml)
     requests = load_round_requests(f'round {round_id} requests', flex_requests, config)
-    return FlexMarket(config, tuple(requests), tuple(offers), dict(config.zone_of), PRICING)
+    return FlexMarket(config, tuple(requests), tuple(offers), dict(config.zone_of), config.flex_pricing)
 
 
 def flex_spec_problem(round_id: str, slots: Sequence[int], market_toml: str, flex_requests: str,

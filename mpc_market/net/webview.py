@@ -159,7 +159,8 @@ def market_fields(config: MarketConfig | None) -> dict[str, Any]:
         return {'mechanism': '?', 'zones': []}
     return {'mechanism': config.mechanism, 'zones': list(config.zone_names) if config.zoned else [],
             'price_floor': str(config.price_floor), 'price_ceiling': str(config.price_ceiling),
-            'tick': str(config.tick), 'network_fee': str(config.network_fee), 'price_unit': PRICE_UNIT}
+            'tick': str(config.tick), 'network_fee': str(config.network_fee), 'price_unit': PRICE_UNIT,
+            'flex_pricing': config.flex_pricing}
 
 
 def _price(text: str | None) -> str | None:
@@ -988,7 +989,8 @@ def round_detail(summary: dict[str, Any], heading: bool = True, slots: bool = Tr
     fact('slots', _slot_range(summary['slots']) or '-')
     zones = market.get('zones') or []
     flex = summary.get('kind') == 'flex'
-    fact('mechanism', 'flexibility (requests per feeder and the community, pay-as-clear)' if flex else
+    fact('mechanism', f'flexibility (requests per feeder and the community, {market.get("flex_pricing", "?")})'
+         if flex else
          market['mechanism'] + (f'; zones {", ".join(zones)}; network fee {market.get("network_fee")} '
                                              f'{PRICE_UNIT} on cross-zone energy' if zones else ''))
     if 'tick' in market:

@@ -71,16 +71,18 @@ def test_a_cheating_participant_counts_neither_in_the_sum_nor_in_the_cohort(monk
         FeederPosition('z0', 0, 3, 400 - 300 + 200)]  # z1 has 2 members: withheld
 
 
-@pytest.mark.parametrize('line, why', [
-    ('feeder_min_cohort = 3\n', 'needs zones = true'),
-    ('zones = true\nfeeder_min_cohort = -1\n', 'must be an integer in 0..'),
-    ('zones = true\nfeeder_min_cohort = "5"\n', 'must be an integer in 0..'),
+@pytest.mark.parametrize('line, key, why', [
+    ('feeder_min_cohort = 3\n', 'feeder_min_cohort', 'needs zones = true'),
+    ('zones = true\nfeeder_min_cohort = -1\n', 'feeder_min_cohort', 'must be an integer in 0..'),
+    ('zones = true\nfeeder_min_cohort = "5"\n', 'feeder_min_cohort', 'must be an integer in 0..'),
+    ('flex_pricing = "pay-as-you-like"\n', 'flex_pricing', "must be 'pay-as-clear' or 'pay-as-bid'"),
 ])
-def test_the_market_key_is_checked(line, why):
+def test_the_market_keys_are_checked(line, key, why):
+    """feeder_min_cohort (and the flexibility market's flex_pricing, the other key of issue 25)."""
     text = '[market]\nprice_floor = 0.10\nprice_ceiling = 0.20\ntick = 0.01\n' + line
     with pytest.raises(InputError, match=why) as caught:
         parse_config('market.toml', text)
-    assert caught.value.field == 'feeder_min_cohort' and caught.value.line >= 5
+    assert caught.value.field == key and caught.value.line >= 5
 
 
 @pytest.mark.slow

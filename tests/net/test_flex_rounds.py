@@ -107,6 +107,37 @@ def test_flex_round_equals_the_local_reference_and_lying_brokers_are_refused(tmp
     assert all(f'<td>{r}</td>' in detail for r in outcome) and 'shortfall kWh' in detail, detail
 
 
+@pytest.mark.slow
+@pytest.mark.deployment
+def test_a_pay_as_bid_market_pays_every_activation_its_own_price(tmp_path, shared_deployment):
+    """flex_pricing = "pay-as-bid" in the market file (whose hash every node signs) prices the
+    deployment's activations as `flex clear --engine plain` does on the same files."""
+    deployment = shared_deployment.running(['fx2'])
+    market = tmp_path / 'market.toml'
+    market.write_text(MARKET.replace('network_fee = 0.01\n', 'network_fee = 0.01\nflex_pricing = "pay-as-bid"\n'))
+    (tmp_path / 'requests.csv').write_text(REQUESTS)
+    (tmp_path / 'offers.csv').write_text(OFFERS)
+    common = ('--requests', tmp_path / 'requests.csv', '--offers', tmp_path / 'offers.csv', '--config', market)
+    cli('flex', 'clear', '--engine', 'plain', *common, '--out', tmp_path / 'plain', check=True)
+    plain = read_rows(tmp_path / 'plain' / 'activations.csv')
+    (tmp_path / 'clear.toml').write_text(MARKET)
+    cli('flex', 'clear', '--engine', 'plain', *common[:4], '--config', tmp_path / 'clear.toml', '--out',
+        tmp_path / 'clear', check=True)
+    assert plain != read_rows(tmp_path / 'clear' / 'activations.csv')  # the pricing changes some payments
+
+    def client(*args, check=True):
+        return cli(*args, '--broker', deployment.broker_address, '--keys', deployment.keys, check=check)
+    client('round', 'open', '--round', 'fx2', '--flex', tmp_path / 'requests.csv', '--market', market,
+           '--gate-closure-in', 120)
+    client('flex', 'submit', '--offers', tmp_path / 'offers.csv', '--round', 'fx2')
+    closed = client('round', 'close', '--round', 'fx2', '--wait', 180, check=False)
+    assert closed.returncode == 0 and ': cleared;' in closed.stdout, closed.stdout + closed.stderr
+    out = tmp_path / 'results'
+    for p in sorted({r['participant'] for r in plain}):
+        client('results', '--participant', p, '--offers', tmp_path / 'offers.csv', '--round', 'fx2', '--out', out)
+        assert read_rows(out / f'{p}.activations.csv') == [r for r in plain if r['participant'] == p], p
+
+
 def test_metrics_count_flexibility_rounds(tmp_path):
     """/metrics: mpc_market_rounds counts every round, mpc_market_flex_rounds the flexibility rounds."""
     store = BrokerStore(str(tmp_path / 'broker.db'))
