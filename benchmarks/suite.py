@@ -2,7 +2,10 @@
 
 A suite is a module ``bench_NAME`` with ``TITLE``, ``COLUMNS`` (its report table),
 ``run(params, seed) -> (rows, notes)`` and ``figures(rows, directory) -> [(title, png path)]``.
-Its parameters come from ``benchmarks/presets/NAME.toml`` (``[quick]`` or ``[full]``).
+Its parameters come from ``benchmarks/presets/NAME.toml`` (``[quick]`` or ``[full]``; with
+``MPC_MARKET_BENCH_SMOKE=1`` in the environment, ``--quick`` runs ``[quick]`` with the ``[smoke]``
+overrides: the smallest run that still writes every row type, plot and the report, for
+tests/test_bench.py, which checks the plumbing, not the figures).
 Every row carries the machine, the versions, the parameters, the seed, timings per phase, bytes
 sent per node, peak memory per node and whether the result equals the plaintext reference. The
 suite's directory gets ``results.csv``, ``results.json``, one PNG per figure and ``report.md``
@@ -31,6 +34,8 @@ SUITES = ('scaling', 'peers', 'mechanisms', 'baseline', 'latency', 'scenarios', 
           'clearing', 'settlement', 'rules', 'deployment', 'stats', 'round_params', 'flex')
 # run by name only: the flood loads the machine on purpose (tests/security/test_flooding.py runs it)
 EXTRA_SUITES = ('flood',)
+# '1': --quick runs [quick] with each preset's [smoke] overrides (tests/test_bench.py; never committed results)
+SMOKE_ENV = 'MPC_MARKET_BENCH_SMOKE'
 
 
 def versions():
@@ -44,11 +49,29 @@ def versions():
     return out
 
 
-def load_preset(name, quick):
-    """The suite's parameters: [quick] or [full] of benchmarks/presets/NAME.toml."""
+def load_preset(name, quick, smoke=False):
+    """The suite's parameters of benchmarks/presets/NAME.toml.
+
+    Args:
+        name: the suite.
+        quick: [quick] instead of [full].
+        smoke: [quick] with the preset's [smoke] overrides (quick must be set; a preset without
+            [smoke] runs as [quick]).
+
+    Returns:
+        (the parameters, the seed)
+    """
     with open(os.path.join(HERE, 'presets', f'{name}.toml'), 'rb') as f:
         preset = tomllib.load(f)
-    return preset['quick' if quick else 'full'], preset.get('seed', 1)
+    params = preset['quick' if quick else 'full']
+    if smoke and quick:
+        params = {**params, **preset.get('smoke', {})}
+    return params, preset.get('seed', 1)
+
+
+def smoke_run(quick):
+    """Whether a --quick run is a smoke run (SMOKE_ENV set to '1', as tests/test_bench.py does)."""
+    return quick and os.environ.get(SMOKE_ENV) == '1'
 
 
 def profile_day(params):
@@ -78,14 +101,16 @@ def run_suite(name, quick, out_dir, profiles=None, overrides=None, save=True):
         (the suite's directory or None when not saved, the rows)
     """
     suite = module(name)
-    params, seed = load_preset(name, quick)
+    smoke = smoke_run(quick)
+    params, seed = load_preset(name, quick, smoke)
     params = dict(params, **(overrides or {}), **({'profiles': profiles} if profiles else {}))
     started = time.perf_counter()
     rows, notes = suite.run(params, seed)
     rows = [dict(r, suite=name, seed=seed) for r in rows]
     if not save:
         return None, rows
-    context = {'suite': name, 'title': suite.TITLE, 'quick': quick, 'params': params, 'seed': seed,
+    context = {'suite': name, 'title': suite.TITLE, 'quick': quick, **({'smoke': True} if smoke else {}),
+               'params': params, 'seed': seed,
                'machine': machine(), 'versions': versions(), 'date': time.strftime('%Y-%m-%d'),
                'seconds': round(time.perf_counter() - started, 1), 'notes': notes}
     directory = os.path.join(out_dir, name)
@@ -124,8 +149,9 @@ def report(directory):
     m = data['machine']
     known = [', '.join(f'{k} {v}' for k, v in data['versions'].items() if v)] if data['versions'] else []
     known += [f'seed {data["seed"]}'] + ([f'{data["seconds"]} s in all'] if data['seconds'] is not None else [])
+    kind = 'Smoke' if data.get('smoke') else 'Quick' if data['quick'] else 'Full'  # older results: no 'smoke'
     lines = [f'# {data["title"]}', '',
-             f'{"Quick" if data["quick"] else "Full"} run of {data["date"]} on {m["cores"]} cores ({m["cpu"]}), '
+             f'{kind} run of {data["date"]} on {m["cores"]} cores ({m["cpu"]}), '
              f'Python {m["python"]}; ' + '; '.join(known) + '.', '',
              'Parameters: `' + json.dumps(data['params']) + '`', '']
     for title, path in figures:
