@@ -348,3 +348,23 @@ def sealed(key, round_id, participant, packages, store, **kwargs):
     """messages.seal for the round as store holds it (3 nodes)."""
     from mpc_market.net import messages
     return messages.seal(key, round_id, participant, packages, params_sha256=SignedParams(store)[round_id], **kwargs)
+
+
+# -- simbench grids (the optional extra [grid]) ---------------------------------------------------
+_SIMBENCH_NETS = {}  # code -> the net simbench extracted, loaded once per test process; never handed out
+
+
+def load_simbench_once(monkeypatch):
+    """Patch ``mpc_market.market.grid.load_net`` for one test: each simbench grid is extracted from
+    simbench's CSV tables once per test process (seconds each time) and every caller gets a deep copy,
+    as fresh as a new load. A code simbench refuses still raises from the real loader."""
+    import copy
+
+    from mpc_market.market import grid
+    real = grid.load_net
+
+    def load_net(code):
+        if code not in _SIMBENCH_NETS:
+            _SIMBENCH_NETS[code] = real(code)
+        return copy.deepcopy(_SIMBENCH_NETS[code])
+    monkeypatch.setattr(grid, 'load_net', load_net)

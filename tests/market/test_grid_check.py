@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from helpers import cli
+from helpers import cli, load_simbench_once
 
 HAVE_GRID = all(importlib.util.find_spec(name) is not None for name in ('simbench', 'pandapower'))
 needs_grid = pytest.mark.skipif(not HAVE_GRID and not os.environ.get('MPC_MARKET_REQUIRE_GRID'),
@@ -68,7 +68,8 @@ def test_positions_are_checked(tmp_path):
 
 @needs_grid
 @pytest.mark.slow
-def test_the_congestion_loop_relieves_a_midday_pv_overload(tmp_path):
+def test_the_congestion_loop_relieves_a_midday_pv_overload(tmp_path, monkeypatch):
+    load_simbench_once(monkeypatch)  # generate and the three checks: one extraction of the grid, not four
     g = tmp_path / 'g'
     cli('generate', '--grid', CODE, '--flex', '--out', g, check=True)
     first = cli('grid', 'check', '--grid', CODE, '--orders', g / 'orders.csv', '--config', g / 'market.toml',

@@ -18,7 +18,7 @@ import pytest
 from mpc_market.market.grid import CODE_RE, day_energy, day_rows, map_grid
 from tests.test_docs import run_script, shell_blocks
 
-from helpers import cli, read_rows
+from helpers import cli, load_simbench_once, read_rows
 
 # found, not imported: importing simbench and pandapower costs seconds of every collection
 HAVE_GRID = all(importlib.util.find_spec(name) is not None for name in ('simbench', 'pandapower'))
@@ -34,7 +34,9 @@ DAY = datetime.date(2016, 6, 21)
 def rural():
     """(net, GridMap) of CODE, loaded once (simbench takes a few seconds)."""
     from mpc_market.market.grid import grid_net
-    return grid_net(CODE)
+    with pytest.MonkeyPatch.context() as patch:
+        load_simbench_once(patch)  # the extraction the generate commands below reuse
+        return grid_net(CODE)
 
 
 def feeder_by_topology(net):
@@ -168,10 +170,11 @@ def test_a_day_is_simbench_s_profiles_in_exact_wh_on_its_local_clock(rural):
 
 @needs_grid
 @pytest.mark.slow
-def test_the_written_community_clears_and_its_feeder_statistics_are_the_grid_s_sums(rural, tmp_path):
+def test_the_written_community_clears_and_its_feeder_statistics_are_the_grid_s_sums(rural, tmp_path, monkeypatch):
     from mpc_market.stats.meterdata import load_day_readings, load_feeders
     from mpc_market.stats.packing import Layout
     from mpc_market.stats.reference import plain_totals
+    load_simbench_once(monkeypatch)  # three generate commands: copies of the fixture's extraction
     net, grid = rural
     out = cli('generate', '--grid', f'simbench:{CODE}', '--day', str(DAY), '--out', tmp_path / 'g', check=True).stdout
     assert f'of 13 participants of simbench:{CODE} (4 feeders under 1 transformer) for {DAY}' in out
@@ -233,7 +236,8 @@ def test_without_the_extra_the_grid_is_a_one_line_error(tmp_path, monkeypatch):
 
 @needs_grid
 @pytest.mark.slow
-def test_zones_other_than_the_transformers_are_refused(tmp_path):
+def test_zones_other_than_the_transformers_are_refused(tmp_path, monkeypatch):
+    load_simbench_once(monkeypatch)
     bad = cli('generate', '--grid', f'simbench:{CODE}', '--zones', '2', '--out', tmp_path / 'out')
     assert bad.returncode == 2 and bad.stderr == (f"error: --zones: simbench:{CODE}'s zones are its 1 transformer(s): "
                                                   '--zones 1, or 0 for one market\n')
