@@ -1,5 +1,6 @@
-"""Shared fixtures of the whole suite."""
+"""Shared fixtures of the whole suite, and the order the xdist workers run it in."""
 
+import itertools
 import os
 from concurrent import futures
 
@@ -14,6 +15,85 @@ from mpc_market.net.submit import Submitter, load_endpoints, tls_credentials
 from mpc_market.rpc import market_pb2_grpc
 
 from helpers import TOML, Market, SharedDeployment, SignedParams, node_fault_env, read_bytes
+
+# The longest tests, with rough seconds on the 2-core machine (pytest --durations). Run first and spread
+# over the workers: one of them starting last would run on alone and stretch the suite's wall time.
+# A test missing here only runs in collection order; an id that no longer exists is ignored.
+LONG_TESTS = {
+    'tests/test_bench.py::test_the_suite_runs_quick_and_its_results_regenerate_the_report[scenarios]': 50,
+    'tests/net/test_market_day.py::test_two_calendar_days_settle_to_the_local_bills_and_the_dso_sums': 39,
+    'tests/security/test_flooding.py::test_honest_calls_answer_within_2_s_under_a_forged_flood': 30,
+    'tests/net/test_operator_page.py::test_the_console_shows_settled_double_auction_sdr_and_zoned_rounds_in_a_'
+    'browser': 30,
+    'tests/market/test_grid_check.py::test_the_congestion_loop_relieves_a_midday_pv_overload': 25,
+    'tests/test_bench.py::test_the_suite_runs_quick_and_its_results_regenerate_the_report[deployment]': 18,
+    'tests/net/test_settlement_rounds.py::test_settlement_survives_a_killed_node_and_broker_and_missing_readings': 16,
+    'tests/test_bench.py::test_the_suite_runs_quick_and_its_results_regenerate_the_report[scaling]': 15,
+    'tests/test_docs.py::test_deployment_quickstart_runs': 15,
+    'tests/test_bench.py::test_the_suite_runs_quick_and_its_results_regenerate_the_report[latency]': 14,
+    'tests/net/test_calendar.py::test_calendar_rounds_open_close_and_clear_across_a_broker_restart': 13,
+    'tests/test_leakage.py::test_the_scan_is_clean_on_s3_and_catches_each_injected_leak': 11,
+    'tests/net/test_results_and_meter.py::test_meter_destinations_bills_and_several_participants_like_the_local_'
+    'commands': 10,
+    'tests/market/test_simbench_grid.py::test_the_docs_simbench_section_runs': 10,
+    'tests/market/test_simbench_grid.py::test_the_written_community_clears_and_its_feeder_statistics_are_the_grid_'
+    's_sums': 10,
+    'tests/net/test_zoned_deployment.py::test_a_generated_zoned_market_deploys_clears_and_settles_like_the_local_'
+    'settle': 9,
+    'tests/net/test_deployment.py::test_broker_killed_and_restarted_mid_round': 9,
+    'tests/mpc/test_negative_prices.py::test_random_negative_zoned_markets_clear_and_settle_exactly': 9,
+    'tests/mpc/test_flex_mpc.py::test_in_process_equals_the_reference': 9,
+    'tests/test_bench.py::test_the_suite_runs_quick_and_its_results_regenerate_the_report[peers]': 9,
+    'tests/test_bench.py::test_the_suite_runs_quick_and_its_results_regenerate_the_report[mechanisms]': 9,
+    'tests/test_bench.py::test_the_suite_runs_quick_and_its_results_regenerate_the_report[round_params]': 8,
+    'tests/test_bench.py::test_the_suite_runs_quick_and_its_results_regenerate_the_report[stats]': 8,
+    'tests/test_bench.py::test_the_suite_runs_quick_and_its_results_regenerate_the_report[mitigations]': 8,
+    'tests/test_bench.py::test_the_suite_runs_quick_and_its_results_regenerate_the_report[settlement]': 8,
+    'tests/test_bench.py::test_the_suite_runs_quick_and_its_results_regenerate_the_report[flex]': 8,
+    'tests/test_bench.py::test_the_suite_runs_quick_and_its_results_regenerate_the_report[rules]': 7,
+    'tests/mpc/test_negative_prices.py::test_random_negative_markets_clear_and_settle_exactly': 8,
+    'tests/mpc/test_flex_delivery.py::test_in_process_equals_the_reference': 7,
+}
+
+
+def spread_long_tests(items, workers):
+    """The items in the order that gives each worker its share of LONG_TESTS first.
+
+    xdist's worksteal scheduler hands worker k the k-th of ``workers`` consecutive chunks of the
+    collection (sizes n // workers, the remainder to the last) and later moves tests from the end of
+    a busy worker's queue. So each chunk starts with long tests, dealt longest first to the chunk
+    with the fewest seconds so far, and is filled up with the other tests in collection order.
+
+    Args:
+        items: the collected test items, after deselection.
+        workers: the number of xdist workers.
+
+    Returns:
+        The same items, reordered.
+    """
+    sizes, left = [], len(items)
+    for k in range(workers):  # as WorkStealingScheduling.check_schedule splits its first batch
+        sizes.append(left // (workers - k))
+        left -= sizes[-1]
+    long = sorted((i for i in items if i.nodeid in LONG_TESTS), key=lambda i: -LONG_TESTS[i.nodeid])
+    chunks, seconds = [[] for _ in sizes], [0] * workers
+    for item in long:
+        k = min((k for k in range(workers) if len(chunks[k]) < sizes[k]), key=lambda k: seconds[k])
+        chunks[k].append(item)
+        seconds[k] += LONG_TESTS[item.nodeid]
+    rest = (i for i in items if i.nodeid not in LONG_TESTS)
+    for chunk, size in zip(chunks, sizes, strict=True):
+        chunk.extend(itertools.islice(rest, size - len(chunk)))
+    return [i for chunk in chunks for i in chunk]
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k have deselected: the chunks are of what runs
+def pytest_collection_modifyitems(config, items):
+    """On xdist workers (each collects; all must agree on the order), the long tests first. The chunks
+    are worksteal's (pyproject's --dist); under another --dist the long tests still start early."""
+    workers = getattr(config, 'workerinput', {}).get('workercount', 1)
+    if workers > 1 and len(items) > workers:
+        items[:] = spread_long_tests(items, workers)
 
 
 @pytest.fixture
