@@ -10,11 +10,13 @@ excluded, the rest clears). The job's public FlexPlan (requests, feeders) rides 
 Node side (FlexClearing, the registered mechanism 'flex'): per request a one-sided curve S(k) (the
 valid offers of its feeder, or of everyone the DSO did not reach, at levels <= its cap) against its
 public volume V: one comparison gives T = min(V, S(cap)), which is opened (the procured volume
-before the floors); locate_crossing (S against the constant T) gives the marginal level (opened)
-and S there and just below it, from which the ratio ceil(R * 2**f / Q) follows as in the energy
-merit order. Per offer one floor (floor_of_ratio_product) at the marginal level of the DSO's or
-the aggregator's request (an offer is at most at one of them); which one and the price follow by
-multiplications with the one-hot level. Only T, the levels and the floors' residuals are opened.
+before the floors); a binary search over 0..cap with opened comparisons gives the marginal level
+(opened anyway, and each comparison follows from it) and S there and just below it (public
+indices), from which the ratio ceil(R * 2**f / Q) follows as in the energy merit order (with f
+sized by the largest curve: a DSO's feeder, or everyone for the aggregator). Per offer one floor
+(floor_of_ratio_product) at the marginal level of the DSO's or the aggregator's request (an
+offer is at most at one of them); which one and the price follow by multiplications with the
+one-hot level. Only T, the levels and the floors' residuals are opened.
 """
 
 from __future__ import annotations
@@ -147,43 +149,80 @@ def capped_curves(totals: np.ndarray, rows: Sequence[PlannedRequest], levels: in
     return curves
 
 
-async def procure(curves: np.ndarray, volumes: Sequence[int], bound: int,
-                  f: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+async def merit_levels(curves: np.ndarray, target: np.ndarray, caps: np.ndarray, bits: int) -> np.ndarray:
+    """Each row's marginal level k* = min{k : S(k) >= T} for a public T > 0, by binary search over
+    0..cap whose comparisons are opened: S is nondecreasing, so [S(m) < T] = [m < k*] follows from
+    k*, which is opened anyway; about log2(cap + 1) comparisons per row instead of locate_crossing's
+    2 * sqrt(K) and its dot products.
+
+    Args:
+        curves: shares (rows, K) of S(k), nondecreasing and constant from the cap on.
+        target: public T per row, 0 < T <= S(cap).
+        caps: public cap level per row (>= 0).
+        bits: a signed bit length bounding S - T.
+
+    Returns:
+        The levels (int64, one a row).
+    """
+    from .primitives import P, less_than_zero, open_values
+    lo, hi = np.zeros(len(target), dtype=np.int64), np.asarray(caps, dtype=np.int64).copy()
+    rows = np.arange(len(target))
+    while (active := np.flatnonzero(lo < hi)).size:   # one batched comparison round per halving
+        mid = (lo[active] + hi[active]) // 2
+        below = await open_values(await less_than_zero((curves[rows[active], mid] - target[active]) % P, bits))
+        below = np.array([int(v) for v in below], dtype=bool)
+        lo[active] = np.where(below, mid + 1, lo[active])
+        hi[active] = np.where(below, hi[active], mid)
+    return lo
+
+
+async def procure(curves: np.ndarray, rows: Sequence[PlannedRequest], bound: int,
+                  fractions: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every request's merit order: T = min(V, S(cap)) (opened), the marginal level (opened where
-    T > 0) and the shares of the ratio ceil(R * 2**f / Q) there (2**f where R = Q).
+    T > 0) and the shares of the ratio ceil(R * 2**f1 / Q) * 2**(f - f1) there (2**f where R = Q).
+
+    The ratio only needs 2**f1 >= 2 * x * Q for this call's curves (bound), not the job's f: the
+    floor of x times it overshoots x * R / Q by less than 1 / (2Q) as the job's own would
+    (primitives.floor_of_ratio_product), with f1 rounds of long division instead of f. Where T < V
+    (publicly short) everything up to the cap is procured: R = Q, no test and no division.
 
     Args:
         curves: shares (rows, K) of S(k), nondecreasing, S(K-1) = S(cap).
-        volumes: the requested Wh per row.
-        bound: the largest total a curve can reach.
-        f: the ratios' fraction bits.
+        rows: the requests (volume and cap level public).
+        bound: the largest total one of these curves can reach.
+        fractions: (f, f1): the job's fraction bits and this call's (f1 <= f).
 
     Returns:
         (levels (-1: nothing procured), T, ratio shares), one a row each.
     """
-    from .crossing import locate_crossing
     from .primitives import P, bits_needed, ceil_fraction, is_zero, less_than_zero, open_values, reshare_values
-    rows = len(volumes)
-    levels = np.full(rows, -1, dtype=object)
-    rho = np.zeros(rows, dtype=object)
-    if not rows:
+    n = len(rows)
+    levels = np.full(n, -1, dtype=object)
+    rho = np.zeros(n, dtype=object)
+    if not n:
         return levels, np.zeros(0, dtype=object), rho
+    f, f1 = fractions
     bits = bits_needed(bound)
-    volume = np.array([min(int(v), bound) for v in volumes], dtype=object)  # S(cap) <= bound: same minimum
+    volume = np.array([min(r.volume_wh, bound) for r in rows], dtype=object)  # S(cap) <= bound: same minimum
     s_cap = curves[:, -1]
     short = await less_than_zero((s_cap - volume) % P, bits)
     t, = await reshare_values([(volume + short * (s_cap - volume)) % P])
     target = np.array([int(v) for v in await open_values(t)], dtype=object)
     idx = np.flatnonzero(target > 0)
-    if idx.size:
-        demand = np.repeat(target[idx][:, None], curves.shape[1], axis=1)
-        k_star, s_lo, _, s_hi, _, _, _ = await locate_crossing(curves[idx], demand, bits)
-        levels[idx] = [int(v) for v in await open_values(k_star)]
-        remaining, at_level = (target[idx] - s_lo) % P, (s_hi - s_lo) % P  # 0 < R <= Q
+    if not idx.size:
+        return levels, target, rho
+    at = await merit_levels(curves[idx], target[idx], np.array([rows[int(i)].cap_level for i in idx]), bits)
+    levels[idx] = at.tolist()
+    rho[idx] = 1 << f
+    s_hi = curves[idx, at]
+    s_lo = np.where(at > 0, curves[idx, np.maximum(at - 1, 0)], 0)
+    split = np.flatnonzero(target[idx] == volume[idx])   # elsewhere T = S(cap) = S(k*): R = Q
+    if split.size:
+        remaining, at_level = (target[idx][split] - s_lo[split]) % P, (s_hi[split] - s_lo[split]) % P  # 0 < R <= Q
         equal = await is_zero((at_level - remaining) % P, bits)
         numerator, = await reshare_values([remaining * (1 - equal) % P])
-        ratio = await ceil_fraction(numerator, at_level, f, bits_needed(2 * bound))
-        rho[idx] = (ratio + equal * (1 << f)) % P
+        ratio = await ceil_fraction(numerator, at_level, f1, bits_needed(2 * bound))
+        rho[idx[split]] = ((ratio << (f - f1)) + equal * (1 << f)) % P
     return levels, target, rho
 
 
@@ -201,24 +240,26 @@ class FlexClearing(Mechanism):
         groups = len(plan.feeders) + 1
         group = np.array(plan.group, dtype=np.int64)
         totals = node.weighted_totals(valid, group, groups)  # (groups, slots, 2K+2)
-        bound = max(1, int(valid.sum())) * spec.max_order_wh
+        dso, agg = ([r for r in plan.requests if r.stage == s] for s in (0, 1))
+        # the largest curve: a DSO's holds its feeder group's valid offers, the aggregator's anyone's
+        members = np.bincount(group[np.asarray(valid, dtype=bool)], minlength=groups)
+        feeder = max(1, max((int(members[r.group]) for r in dso), default=1)) * spec.max_order_wh
+        everyone = max(1, int(valid.sum())) * spec.max_order_wh
+        bound = everyone if agg else feeder   # the floors' denominators: a marginal level's volume
         f, y_bits = alloc.floor_bits(spec, bound)
-        stages = [[r for r in plan.requests if r.stage == s] for s in (0, 1)]
-        dso = stages[0]
         width = totals.shape[-1]
         lv1, t1, rho1 = await procure(capped_curves(stacked([totals[r.group, r.slot] for r in dso], width), dso, k),
-                                      [r.volume_wh for r in dso], bound, f)
+                                      dso, feeder, (f, alloc.floor_bits(spec, feeder)[0]))
         first = np.full((groups, node.n_slots, 2), -1, dtype=np.int64)   # the DSO's level per group
         first_rho = np.zeros((groups, node.n_slots, 2), dtype=object)
         for i, r in enumerate(dso):
             first[r.group, r.slot, r.direction], first_rho[r.group, r.slot, r.direction] = lv1[i], rho1[i]
         # the aggregator's curves: every group's offers above its DSO's level (all where it reached none)
-        agg = stages[1]
         above = np.arange(width)[None, None, None, :] > (first[..., None] + np.arange(2)[None, None, :, None] * k)
         direction_cols = (np.arange(width) // k)[None, None, None, :] == np.arange(2)[None, None, :, None]
         masked = (totals[:, :, None, :] * (above & direction_cols)).sum(axis=0) % P  # (slots, 2, 2K+2)
         lv2, t2, rho2 = await procure(capped_curves(stacked([masked[r.slot, r.direction] for r in agg], width), agg, k),
-                                      [r.volume_wh for r in agg], bound, f)
+                                      agg, everyone, (f, f))
         second = np.full((node.n_slots, 2), -1, dtype=np.int64)
         second_rho = np.zeros((node.n_slots, 2), dtype=object)
         for i, r in enumerate(agg):
