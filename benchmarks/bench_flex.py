@@ -19,7 +19,9 @@ from mpc_market.market.flex import FlexMarket, FlexOffer, FlexRequest, clear_fle
 from mpc_market.market.generate import FEEDER_SIZE, community, feeder_map, first_slot_and_stop, flex_offers
 from mpc_market.market.orders import Order
 from mpc_market.market.plain import clear_plain
-from mpc_market.mpc.flex_local import clear_flex_mpc
+from mpc_market.mpc.flex import FlexBook
+from mpc_market.mpc.flex_local import flex_result, run_on_nodes
+from mpc_market.mpc.jobs import ORDERS_PER_CHUNK
 from mpc_market.mpc.local import clear_mpc
 
 from .suite import figure, headroom, mpc_row, profile_day
@@ -27,7 +29,9 @@ from .suite import figure, headroom, mpc_row, profile_day
 NAME, TITLE = 'flex', 'Flexibility clearing under MPC against the energy clearing of as many orders'
 CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'), 65535)
 CAP = Decimal('0.100')
-COLUMNS = [('clearing', 'kind'), ('N', 'n'), ('requests', 'requests'), ('slots', 'slots'), ('seconds', 'seconds'),
+COLUMNS = [('clearing', 'kind'), ('N', 'n'), ('requests', 'requests'), ('slots', 'slots'),
+           ('vectors', 'vectors'), ('seconds', 'seconds'), ('clearing s', 'clearing_s'),
+           ('allocation s', 'allocation_s'), ('MB sent / node', 'mb_per_node'),
            ('flex / energy', 'ratio'), ('procured Wh', 'procured_wh'), ('requested Wh', 'requested_wh'),
            ('shortfall Wh', 'shortfall_wh'), (f'mean price {CONFIG.currency}/kWh', 'mean_price'),
            ('= reference', 'exact')]
@@ -73,9 +77,15 @@ def run(params, seed):
     """One flexibility clearing and one energy clearing of N each; their ratio."""
     day = profile_day(params)
     market = flex_market(params, seed, day)
+    flex_book = FlexBook(market)
     started = time.perf_counter()
-    result = clear_flex_mpc(market, nodes=params['nodes'])
+    public, values, stats = run_on_nodes(flex_book, flex_book.spec(params['nodes'], ORDERS_PER_CHUNK))
+    result = flex_result(flex_book, public, values, stats)
     flex_s = time.perf_counter() - started
+    phases = {}  # per phase the slowest node, as mpc_row
+    for timings in stats['node_timings']:
+        for name, seconds in timings.items():
+            phases[name] = max(phases.get(name, 0.0), seconds)
     plain = clear_flex_plain(market)
     requested = sum(r.volume_wh for r in market.requests)
     procured = sum(o.procured_wh for o in result.requests)
@@ -88,12 +98,17 @@ def run(params, seed):
     reference = clear_plain(book)
     ratio = round(flex_s / energy_row['seconds'], 3)
     rows = [{'kind': 'flexibility', 'n': len(market.offers), 'requests': len(market.requests),
-             'slots': params['slots'], 'nodes': params['nodes'], 'seconds': round(flex_s, 3), 'ratio': ratio,
+             'slots': params['slots'], 'vectors': len(flex_book.participants) * len(flex_book.slots),
+             'nodes': params['nodes'], 'seconds': round(flex_s, 3), 'ratio': ratio,
+             **{f'{k}_s': round(v, 3) for k, v in phases.items()},
+             'bytes_per_node': public.figures.bytes_sent, 'mb_per_node': round(public.figures.bytes_sent / 1e6, 1),
+             'peak_rss_mb_per_node': public.figures.peak_rss_mb,
              'procured_wh': procured, 'requested_wh': requested, 'shortfall_wh': requested - procured,
              'mean_price': None if mean_price is None else str(mean_price), 'excluded': len(result.excluded),
-             'bytes_per_node': None, 'peak_rss_mb_per_node': None,  # the flex engine does not report them
              'exact': result.requests == plain.requests and result.activations == plain.activations},
             {**energy_row, 'kind': 'energy', 'n': len(book.orders), 'requests': None, 'slots': params['slots'],
+             'vectors': len(book.participants) * len(book.slots),
+             'mb_per_node': round(energy_row['bytes_per_node'] / 1e6, 1),
              'nodes': params['nodes'], 'ratio': None, 'procured_wh': sum(s.traded_wh for s in energy.slots),
              'requested_wh': None, 'shortfall_wh': None, 'mean_price': None,
              'exact': reference.slots == energy.slots and reference.rows == energy.rows}]
@@ -103,7 +118,10 @@ def run(params, seed):
           flush=True)
     return rows, [f'{params["nodes"]} node processes on localhost; seconds = sharing + node processes + '
                   'reconstruction (the book built beforehand); the energy orders: the first N of a generated '
-                  'community over the same slots.']
+                  'community over the same slots.',
+                  'vectors = participants x slots: every offer owner shares one vector per request slot (which '
+                  'slots it offers in stays secret), every energy participant one per slot; the phases are the '
+                  'slowest node\'s; MB sent: node 0\'s (flexibility), the busiest node\'s (energy).']
 
 
 def notes(rows):
@@ -120,18 +138,27 @@ def figures(rows, directory):
     fig = figure(8.0, 4.0)
     left, right = fig.subplots(1, 2)
     seconds = [r['seconds'] for r in rows]
-    left.bar([f'{r["kind"]}\nN = {r["n"]:,}' for r in rows], seconds, color=['tab:green', 'tab:blue'])
+    labels = [f'{r["kind"]}\nN = {r["n"]:,}\n{r["vectors"]:,} vectors' for r in rows]
+    bottom = [0.0] * len(rows)   # the slowest node's phases, stacked; the rest: sharing, start-up, output
+    for phase, color in (('validation', 'tab:gray'), ('clearing', 'tab:orange'), ('allocation', 'tab:green')):
+        part = [r.get(f'{phase}_s') or 0.0 for r in rows]
+        left.bar(labels, part, bottom=bottom, color=color, label=phase)
+        bottom = [b + p for b, p in zip(bottom, part, strict=True)]
+    left.bar(labels, [max(0.0, s - b) for s, b in zip(seconds, bottom, strict=True)], bottom=bottom,
+             color='tab:blue', label='sharing, start-up, output')
     headroom(left, seconds)
     for i, value in enumerate(seconds):
         left.text(i, value, f'{value:.2f} s', ha='center', va='bottom', fontsize=8)
     left.set_ylabel('seconds (end to end)')
-    left.set_title(f'MPC clearing, {rows[0]["nodes"]} nodes', fontsize=10)
+    left.legend(fontsize=7, loc='upper right')
+    left.set_title(f'MPC clearing, {rows[0]["nodes"]} nodes: flex / energy = {rows[0]["ratio"]}', fontsize=10)
     flex = rows[0]
     values = [flex['requested_wh'] / 1000, flex['procured_wh'] / 1000, flex['shortfall_wh'] / 1000]
     right.bar(['requested', 'procured', 'shortfall'], values, color=['tab:gray', 'tab:green', 'tab:red'])
     headroom(right, values)
     for i, value in enumerate(values):
-        right.text(i, value, f'{value:,.1f}', ha='center', va='bottom', fontsize=8)
+        right.text(i, value, f'{value:,.1f}' if value >= 1 or not value else f'{value * 1000:,.0f} Wh',
+                   ha='center', va='bottom', fontsize=8)   # a small shortfall would read 0.0
     right.set_ylabel('kWh')
     right.set_title(f'{flex["requests"]:,} DSO requests, mean price {flex["mean_price"]} {CONFIG.currency}/kWh',
                     fontsize=10)
