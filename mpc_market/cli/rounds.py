@@ -219,7 +219,8 @@ def add_parsers(sub: argparse._SubParsersAction, formatter: type[argparse.HelpFo
     o.add_argument('--flex', metavar='REQUESTS.csv',
                    help='open a flexibility round for these public requests (request,buyer,feeder,slot,direction,'
                         'volume_wh,price_cap[,penalty_price]; the feeders: the market\'s [zones]): its slots are the '
-                        'request slots, participants submit offers with `mpc-market flex submit`, pay-as-clear; '
+                        'request slots, participants submit offers with `mpc-market flex submit`, priced by the '
+                        'market file\'s flex_pricing (pay-as-clear by default); '
                         'see docs/flexibility.md')
     o.add_argument('--energy-round', metavar='ROUND',
                    help='with --flex: the energy round (of the same market, with a readings window, not settled '

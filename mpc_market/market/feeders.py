@@ -1,10 +1,11 @@
-"""Per-feeder planned net positions for the DSO's congestion check (docs/flexibility.md, "The
-congestion loop"): with ``feeder_min_cohort = K`` in a zoned market file, a clearing also makes
-public, per zone (feeder) and slot, the sum of its participants' planned net imports (bought minus
-sold energy of their orders: what the grid will carry if everyone delivers as planned), but only
-for zones where at least K participants take part in the clearing (the statistics' min-cohort
-rule; zone membership is public, so the rule needs no secret comparison). Participants whose
-orders the nodes excluded count neither in the sum nor in the cohort.
+"""Per-feeder planned net positions for the DSO's congestion check (docs/flexibility.md, "In a
+deployment"): with ``feeder_min_cohort = K`` in a zoned market file, a clearing also makes public,
+per zone (feeder) and slot, the sum of its participants' planned net imports (bought minus sold
+energy of their orders: what the grid will carry if everyone delivers as planned), but only where
+at least K of the zone's participants have an order in that slot (the statistics' min-cohort rule:
+whether a household has an order in a slot is secret, so that count is compared inside MPC; a zone
+with fewer than K participants at all is withheld without one). Participants whose orders the
+nodes excluded count neither in the sum nor in the cohort.
 
 This module is the plaintext reference (``feeder_positions_plain``) and the one typed value both
 engines produce; mpc_market.mpc.feeders computes the same sums on the order shares.
@@ -52,7 +53,8 @@ class FeederPosition:
 
 
 def released_zones(zone_of: Mapping[str, str], counted: Collection[str], min_cohort: int) -> dict[str, list[str]]:
-    """The zones whose positions are released and their counted members (sorted).
+    """The zones that may release positions (at least min_cohort counted members: public) and
+    those members (sorted); a slot is then released where min_cohort of them have an order.
 
     Args:
         zone_of: participant -> zone (public).
@@ -72,7 +74,9 @@ def released_zones(zone_of: Mapping[str, str], counted: Collection[str], min_coh
 
 
 def feeder_positions_plain(book: Book, excluded: Collection[str] = ()) -> list[FeederPosition]:
-    """The reference: per released zone and slot the sum of its members' planned net imports.
+    """The reference: per zone and slot where at least feeder_min_cohort counted members have an
+    order, the sum of their planned net imports (a slot where fewer have one is withheld: its sum
+    would be a household's or a few households' position).
 
     Args:
         book: the market (its config's feeder_min_cohort and zones).
@@ -82,10 +86,14 @@ def feeder_positions_plain(book: Book, excluded: Collection[str] = ()) -> list[F
         The positions, by zone then slot.
     """
     counted = [p for p in book.participants if p not in set(excluded)]
-    zones = released_zones(book.zone_of, counted, book.config.feeder_min_cohort)
-    return [FeederPosition(zone, slot, len(members),
-                           sum(planned_position(book.order_of.get((p, slot))) for p in members))
-            for zone, members in zones.items() for slot in book.slots]
+    cohort = book.config.feeder_min_cohort
+    out = []
+    for zone, members in released_zones(book.zone_of, counted, cohort).items():
+        for slot in book.slots:
+            present = [book.order_of[(p, slot)] for p in members if (p, slot) in book.order_of]
+            if len(present) >= cohort:
+                out.append(FeederPosition(zone, slot, len(present), sum(planned_position(o) for o in present)))
+    return out
 
 
 def feeder_rows(config: Any, positions: Sequence[FeederPosition]) -> list[dict[str, object]]:

@@ -522,6 +522,8 @@ class DeliveryPlan:
     flex_participants: list[str]
     flex_slots: list[int]
     price2: list[int]
+    flex_round: str = ''     # a deployment's: the flexibility round and the SHA-256 of its signed public
+    flex_sha256: str = ''    # results, so the nodes' agreement on the plan covers which clearing they deliver
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of delivery.json."""
@@ -531,7 +533,7 @@ class DeliveryPlan:
     def from_json(cls, obj: dict[str, Any]) -> DeliveryPlan:
         """Parse delivery.json."""
         return cls([str(p) for p in obj['flex_participants']], [int(s) for s in obj['flex_slots']],
-                   [int(v) for v in obj['price2']])
+                   [int(v) for v in obj['price2']], str(obj.get('flex_round', '')), str(obj.get('flex_sha256', '')))
 
     def save(self, job: JobDir) -> None:
         """Write the plan into a job directory."""

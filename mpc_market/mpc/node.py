@@ -40,13 +40,13 @@ if TYPE_CHECKING:  # numpy, MPyC and the node's modules load in the party, after
 PublicFields = dict[str, list[str] | list[dict[str, Any]]]
 
 STATISTICAL_SECURITY = 40
+AGREEMENT_DOMAIN = b'mpc-market/held-envelopes/v1\n'
+READINGS_AGREEMENT_DOMAIN = b'mpc-market/held-readings/v1\n'
 
 
 class StatesDiffer(EngineError):
     """The nodes' stored states differ (e.g. a round cleared at some of them only): not deterministic,
     the run is retried like a lost link."""
-AGREEMENT_DOMAIN = b'mpc-market/held-envelopes/v1\n'
-READINGS_AGREEMENT_DOMAIN = b'mpc-market/held-readings/v1\n'
 
 
 def _die_with_parent() -> None:
@@ -360,6 +360,7 @@ async def settle_only(args: argparse.Namespace, spec: JobSpec, own: NodeFiles,
         BadParameter: the clearing's verdicts give another number of deviation prices than slots.
         Tampered, Malformed: a peer's reading-envelope statement, or a deployment's job files
             without the envelope hashes or the clearing's participants.
+        StatesDiffer: the nodes hold different delivery plans (retried).
     """
     import numpy as np
 

@@ -81,7 +81,7 @@ class RoundBill:
 
 
 def bill_of_round(broker: BrokerClient, keys_dir: str, participant: str, state: TrustedRound, orders: Sequence[Order],
-                  readings: Readings, client: str = 'submitter', flex_round: str = '') -> RoundBill:
+                  readings: Readings, client: str = 'submitter', flex_round: str | None = None) -> RoundBill:
     """The participant's bill of one settled round from its own result shares (with flex_round,
     also its delivered flexibility's: payment, penalty, and the adjusted position its deviation
     is measured against).
@@ -94,7 +94,8 @@ def bill_of_round(broker: BrokerClient, keys_dir: str, participant: str, state: 
         orders: the participant's orders (every order of the orders file may be given).
         readings: {(participant, slot): net_wh} the participant holds (for an excluded settlement).
         client: the TLS client certificate name.
-        flex_round: the flexibility round the nodes signed this round delivered (settled_flex_round), or ''.
+        flex_round: the flexibility round the nodes signed this round delivered, '' none; None: asked
+            here (settled_flex_round), so no caller bills a delivered round without its flexibility.
 
     Returns:
         The RoundBill.
@@ -121,6 +122,8 @@ def bill_of_round(broker: BrokerClient, keys_dir: str, participant: str, state: 
     settle_status, settled = _fetch(broker, keys_dir, participant, state, client, 'settlement')
     if settled is None:
         return RoundBill(trade, 0, 0, status, settle_status)
+    if flex_round is None:
+        flex_round = settled_flex_round(broker, keys_dir, state.round_id)
     deviation = sum(int(v[1]) for v in settled)
     delivered = np.zeros((len(slots), 4), dtype=object)
     if flex_round:  # every node signed that this settlement delivered flexibility: its rows must be there

@@ -30,7 +30,7 @@ from ..rpc import market_pb2, market_pb2_grpc
 from . import metrics, tls
 from .calendar import Calendar, due
 from .config import BrokerConfig
-from .flexround import delivery_waits, energy_round_problem, round_kind
+from .flexround import energy_round_problem, round_kind
 from .messages import (
     PUBLIC_DOMAIN,
     ROUND_PARAMS_DOMAIN,
@@ -313,7 +313,7 @@ class BrokerService(market_pb2_grpc.BrokerServicer):
             raise Malformed('the gate closure is in the past')
         problem = window_problem(request) or spec_problem(request, len(self.nodes.addresses))
         existing = self.store.get(request.round_id)
-        if not problem and request.energy_round:  # the nodes check it against their own stores too
+        if not problem and request.energy_round and existing is None:  # the nodes check it against their stores too
             problem = energy_round_problem(request.round_id, request.slots, request.market_toml,
                                            request.gate_closure_unix_ms, self.store.get(request.energy_round),
                                            self.store.flex_round_of(request.energy_round))
@@ -410,7 +410,7 @@ class Scheduler:
             self._advance_settlement(round_)
             return
         if round_.state == 'open':
-            if round_.gate_closure_ms > now_ms():
+            if round_.gate_closure_ms > now_ms() or self._baselines_pending(round_):
                 return
             self._close(round_, rerun=False)
             return
@@ -463,8 +463,14 @@ class Scheduler:
         flex = self.store.flex_round_of(round_.round_id)
         if flex is None or round_.settlement in ('settling', 'settled'):
             return False
-        return delivery_waits(round_, flex) or (flex.state == 'failed' and not flex.final
-                                                and flex.attempts < self.config.max_attempts)
+        return flex.state in ('open', 'closed', 'clearing') or (
+            flex.state == 'failed' and not flex.final and flex.attempts < self.config.max_attempts)
+
+    def _baselines_pending(self, round_: Round) -> bool:
+        """Whether a flexibility round's energy round has not cleared yet (nor failed for good): its
+        gate then waits, as the nodes refuse to clear it before (their orders are the baselines)."""
+        energy = self.store.get(round_.energy_round) if round_.energy_round else None
+        return energy is not None and energy.state != 'cleared' and not (energy.state == 'failed' and energy.final)
 
     def _may_rerun(self, phases: Sequence[str | None], attempts: int) -> bool:
         """Every node answered and serves, and attempts are left."""

@@ -107,7 +107,8 @@ def flex_spec_problem(round_id: str, slots: Sequence[int], market_toml: str, fle
         return (f'a flexibility round\'s slots are its request slots {market.request_slots[:20]}, '
                 f'not {sorted(set(slots))[:20]}')
     if readings_deadline_ms:
-        return 'a flexibility round is not settled in a deployment yet: open it without a readings window'
+        return ('a flexibility round has no readings window of its own: its energy round\'s settlement '
+                'delivers it (--energy-round)')
     return ''
 
 
@@ -115,9 +116,10 @@ def energy_round_problem(round_id: str, slots: Sequence[int], market_toml: str, 
                          energy: Round | None, bound: Round | None) -> str:
     """What is wrong with a flexibility round's energy round ('' if nothing): the round whose
     settlement delivers its activations must be an energy round of this store with a readings
-    window, of the same market text, whose slots hold the flexibility round's, not settling or
-    settled yet, whose readings close after the flexibility gate, and bound to no other
-    flexibility round.
+    window, of the same market text, whose slots hold the flexibility round's, not failed for good,
+    settling or settled yet, whose gate closes no later than the flexibility gate (a participant
+    must not change its baseline after it learns its activation) and whose readings close after
+    it, and bound to no other flexibility round.
 
     Args:
         round_id, slots, market_toml, gate_closure_ms: the flexibility round's specification.
@@ -140,6 +142,9 @@ def energy_round_problem(round_id: str, slots: Sequence[int], market_toml: str, 
         return f'{name} does not deliver slots {sorted(set(slots) - set(energy.slots))[:20]}'
     if energy.settlement in ('settling', 'settled') or energy.state == 'failed' and energy.final:
         return f'{name} is {energy.settlement or energy.state}: its positions can no longer be adjusted'
+    if gate_closure_ms < energy.gate_closure_ms:
+        return (f'the flexibility gate closes before the gate of {name}: its orders (the baselines) must be '
+                'final before anyone learns an activation')
     if gate_closure_ms >= energy.readings_deadline_ms:
         return f'the flexibility gate closes after the readings deadline of {name}'
     if bound is not None and bound.round_id != round_id:
@@ -147,18 +152,32 @@ def energy_round_problem(round_id: str, slots: Sequence[int], market_toml: str, 
     return ''
 
 
-def delivery_waits(energy: Round | None, flex: Round | None) -> bool:
-    """Whether an energy round's settlement waits for its flexibility round to clear (open, closed
-    or clearing); a failed one is settled without (it can no longer clear: see clear_round).
+DELIVERY_DECISIONS = ('none', 'deliver', 'wait', 'abandon')
+
+
+def delivery_decision(flex: Round | None, at_ms: int) -> str:
+    """What an energy round's settlement does with its flexibility round, by this store's state.
+
+    'deliver' a cleared one (its activations were published: they must be settled); 'wait' while it
+    may still clear (clearing, or failed with a rerun to come); 'none' without one or after it failed
+    for good; 'abandon' one still open or closed past its gate (it never cleared, so nothing was
+    published: it is failed for good and the energy round settles without; a half-opened round
+    must not block everyone's bills).
 
     Args:
-        energy: the energy round (None: unknown).
-        flex: its flexibility round, or None.
+        flex: the flexibility round bound to the energy round, or None.
+        at_ms: now, unix ms.
 
     Returns:
-        True while the flexibility round may still clear.
+        One of DELIVERY_DECISIONS.
     """
-    return energy is not None and flex is not None and flex.state in ('open', 'closed', 'clearing')
+    if flex is None or (flex.state == 'failed' and flex.final):
+        return 'none'
+    if flex.state == 'cleared':
+        return 'deliver'
+    if flex.state in ('open', 'closed') and flex.gate_closure_ms < at_ms:
+        return 'abandon'
+    return 'wait'
 
 
 def flex_job_spec(market: FlexMarket, participants: Sequence[str], nodes: int) -> JobSpec:

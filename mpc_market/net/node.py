@@ -45,7 +45,7 @@ from ..rpc import market_pb2, market_pb2_grpc
 from . import metrics, sealed, tls
 from .admission import Admission
 from .config import NodeConfig
-from .flexround import delivery_waits, energy_round_problem
+from .flexround import delivery_decision, energy_round_problem
 from .messages import RESULT_KINDS, result_shares_bytes, results_request_bytes, seal_context, spec_problem
 from .node_intake import NodeService, RateLimiter, broker_only
 from .round_clearing import ClearingFailed, clear_round
@@ -118,7 +118,14 @@ class MarketNodeServer(NodeService):
             abort(context, Malformed(problem), f'node {self.index}')
         return super().OpenRound(request, context)
 
+    def _delivered_already(self, round_: Round) -> bool:
+        """Whether a flexibility round's energy round is settling or settled: its published
+        activations are in that settlement, so no rerun may fail or change them."""
+        energy = self._round_or_none(round_.energy_round) if round_.energy_round else None
+        return energy is not None and energy.settlement in ('settling', 'settled')
+
     def _round_or_none(self, round_id: str) -> Round | None:
+        """A round of this node's store, or None."""
         try:
             return self.store.round(round_id)
         except NotFound:
@@ -131,6 +138,8 @@ class MarketNodeServer(NodeService):
         except Refused as exc:
             abort(context, exc, f'node {self.index}')
         with self._lock:
+            if round_.state == 'cleared' and self._delivered_already(round_):  # its activations stand
+                return self.RoundStatus(market_pb2.RoundRef(round_id=request.round_id), context)
             if self._clearing is None:
                 started = self.store.begin_clearing(request.round_id, rerun=request.rerun)
                 if started is not None:
@@ -144,9 +153,13 @@ class MarketNodeServer(NodeService):
         """The readings deadline passed: settle (again, after a failure or when rerun is set)."""
         with self._lock:
             flex = self.store.flex_round_of(request.round_id)
-            if flex is not None and delivery_waits(self._round_or_none(request.round_id), flex):
+            decision = delivery_decision(flex, now_ms())
+            if flex is not None and decision == 'wait':
                 abort(context, WrongPhase(f'round {request.round_id} waits for its flexibility round {flex.round_id} '
                                           f'({flex.state})'), f'node {self.index}')
+            if flex is not None and decision == 'abandon' and self._clearing is None:
+                self.store.set_state(flex.round_id, 'failed', f'never cleared before energy round '
+                                     f'{request.round_id} settled', final=True)
             if self._clearing is None:
                 try:
                     started = self.store.begin_settling(request.round_id, rerun=request.rerun)

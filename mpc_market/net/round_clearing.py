@@ -191,10 +191,12 @@ def clear_round(store: Store, round_: Round, node: NodeConfig, signing_key: ed25
         ClearingFailed: the run failed (see run_party).
     """
     if round_.energy_round:  # activations its energy round's settlement never sees must not be published
-        settlement = store.round(round_.energy_round).settlement
-        if settlement in ('settling', 'settled'):
-            raise ClearingFailed(f'its energy round {round_.energy_round} is {settlement}: activations could no '
-                                 'longer be delivered', final=True)
+        energy = store.round(round_.energy_round)
+        if energy.settlement in ('settling', 'settled') or (energy.state == 'failed' and energy.final):
+            raise ClearingFailed(f'its energy round {round_.energy_round} is {energy.settlement or energy.state}: '
+                                 'activations could no longer be delivered', final=True)
+        if energy.state != 'cleared':  # the baselines must be final before anyone learns an activation
+            raise ClearingFailed(f'its energy round {round_.energy_round} is {energy.state}, not cleared yet')
     job_dir = os.path.join(node.data_dir, 'runs', f'{path_token(round_.round_id)}.{round_.attempts}')
     shutil.rmtree(job_dir, ignore_errors=True)
     os.makedirs(job_dir)

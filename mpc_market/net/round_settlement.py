@@ -110,7 +110,9 @@ def export_delivery(store: Store, round_: Round, flex: Round, job: JobDir, own: 
             raise EngineError(f'flexibility results of {participant} in round {flex.round_id} are not of its shape')
         out[:, row] = shares.reshape(shape)
     save_array(own.flex_shares, out)
-    DeliveryPlan(participants, list(flex.slots), list(round_.deviation_price2)).save(job)
+    public = store.public_results(flex.round_id)
+    DeliveryPlan(participants, list(flex.slots), list(round_.deviation_price2), flex.round_id,
+                 hashlib.sha256(public[0].encode() if public else b'').hexdigest()).save(job)
 
 
 

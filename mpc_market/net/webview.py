@@ -153,7 +153,8 @@ def market_fields(config: MarketConfig | None) -> dict[str, Any]:
         config: the parsed market, or None if its text does not parse.
 
     Returns:
-        mechanism, zone names, price floor, ceiling, tick and network fee with their unit.
+        mechanism, zone names, price floor, ceiling, tick and network fee with their unit, and the
+        flexibility market's pricing.
     """
     if config is None:
         return {'mechanism': '?', 'zones': []}

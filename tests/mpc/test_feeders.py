@@ -1,7 +1,7 @@
 """Per-feeder planned net positions (issue 25, the congestion loop): with feeder_min_cohort = K a
-zoned clearing also opens, per zone with at least K counted participants, the summed planned net
-import per slot. MPC (one party in this process) equals market.feeders' reference on random zoned
-markets; a cheating participant's orders count neither in the sums nor in the cohort; the market
+zoned clearing also opens, per zone and slot where at least K counted participants have an order,
+their summed planned net import. MPC (one party in this process) equals market.feeders' reference
+on random zoned markets; a cheating participant's orders count neither in the sums nor in the cohort; the market
 file's key is checked; `clear` writes feeder_positions.csv, which `grid check --positions` reads."""
 
 from dataclasses import replace
@@ -46,11 +46,13 @@ def test_random_zoned_markets_release_the_reference_positions(orders, cohort, zo
     book = book_of(orders, cohort, zones)
     plain, secure = clear_plain(book), clear_in_process(book)
     assert secure.feeders == plain.feeders == feeder_positions_plain(book)
-    for zone in {f.feeder for f in plain.feeders}:  # every released zone has its cohort, every slot
-        members = [p for p in book.participants if book.zone_of[p] == zone]
-        assert len(members) >= cohort and len([f for f in plain.feeders if f.feeder == zone]) == len(book.slots)
-    withheld = {z for z in book.zones if sum(book.zone_of[p] == z for p in book.participants) < cohort}
-    assert not withheld & {f.feeder for f in secure.feeders}
+    released = {(f.feeder, f.slot): f for f in secure.feeders}
+    for zone in book.zones:  # a cell is released exactly when cohort members have an order in that slot
+        for slot in book.slots:
+            present = [p for p in book.participants if book.zone_of[p] == zone and (p, slot) in book.order_of]
+            assert ((zone, slot) in released) == (len(present) >= cohort), (zone, slot, present)
+            if (zone, slot) in released:
+                assert released[zone, slot].members == len(present)
 
 
 def test_a_cheating_participant_counts_neither_in_the_sum_nor_in_the_cohort(monkeypatch):
@@ -98,8 +100,8 @@ def test_clear_writes_the_positions_grid_check_reads(tmp_path):
         assert 'feeder_positions.csv (1 zones of at least 2 participants)' in out.stdout, out.stdout
     assert (tmp_path / 'mpc' / 'feeder_positions.csv').read_text() == \
         (tmp_path / 'plain' / 'feeder_positions.csv').read_text()
+    # slot 1 has one order in F1 (b's 90 Wh): withheld, or it would publish b's position
     assert read_rows(tmp_path / 'mpc' / 'feeder_positions.csv') == [
-        {'feeder': 'F1', 'slot': '0', 'slot_start': '', 'members': '2', 'net_wh': '-300'},
-        {'feeder': 'F1', 'slot': '1', 'slot_start': '', 'members': '2', 'net_wh': '90'}]
+        {'feeder': 'F1', 'slot': '0', 'slot_start': '', 'members': '2', 'net_wh': '-300'}]
     positions = load_positions(str(tmp_path / 'mpc' / 'feeder_positions.csv'))
-    assert positions.kind == 'feeder' and positions.wh == {('F1', 0): -300, ('F1', 1): 90}
+    assert positions.kind == 'feeder' and positions.wh == {('F1', 0): -300}

@@ -19,7 +19,7 @@ from mpc_market.net.client import BrokerClient, client_manifest
 from mpc_market.net.store import Round
 from mpc_market.net.trusted import UntrustedRound, trusted_round
 
-from ..helpers import cli, read_rows
+from ..helpers import cli, read_bytes, read_rows, wait_for
 
 DAY = '2026-12-01'
 MARKET = ('[market]\nprice_floor = 0.10\nprice_ceiling = 0.20\ntick = 0.01\nmax_order_wh = 1000\nzones = true\n'
@@ -80,7 +80,7 @@ def test_a_day_with_a_dso_flexibility_round_settles_to_the_local_bills(tmp_path,
         '--out', tmp_path / 'plain', '--quiet', check=True)
     assert (public / 'feeder_positions.csv').read_text() == (tmp_path / 'plain' / 'feeder_positions.csv').read_text()
     assert {(r['feeder'], r['slot'], r['net_wh']) for r in read_rows(public / 'feeder_positions.csv')} == {
-        ('F1', '0', '700'), ('F1', '1', '-100'), ('F2', '0', '-400'), ('F2', '1', '0')}
+        ('F1', '0', '700'), ('F2', '0', '-400'), ('F2', '1', '0')}  # F1's slot 1: p00's order alone, withheld
 
     open_flex('fd-f1', 'fd-e1')
     for round_id, energy, why in (('fd-f2', 'fd-e1', 'is settled with flexibility round fd-f1 already'),
@@ -123,6 +123,7 @@ def test_a_day_with_a_dso_flexibility_round_settles_to_the_local_bills(tmp_path,
     assert settled.returncode == 0 and 'settled' in settled.stdout, settled.stdout + settled.stderr
     late = open_flex('fd-f4', 'fd-e1', check=False)  # its positions are settled: no more flexibility for it
     assert late.returncode != 0 and 'is settled' in late.stderr, late.stderr
+    erase_the_delivery_as_the_broker(deployment)
 
     local = tmp_path / 'local'
     cli('flex', 'settle', '--engine', 'plain', '--requests', files['requests.csv'], '--offers', files['offers.csv'],
@@ -164,3 +165,65 @@ def test_a_day_with_a_dso_flexibility_round_settles_to_the_local_bills(tmp_path,
 
     closed = client('round', 'close', '--round', 'fd-e2', '--wait', 180, check=False)  # leave no round open
     assert closed.returncode == 0 and ': cleared;' in closed.stdout, closed.stdout + closed.stderr
+
+
+def erase_the_delivery_as_the_broker(deployment):
+    """A broker (its own certificate) re-runs the cleared flexibility round at every node, which would
+    fail it, then re-settles the energy round, which would settle it without the published
+    activations: every node keeps the flexibility round cleared, so the re-settlement delivers it again."""
+    import grpc
+
+    from mpc_market.net.tls import secure_channel
+    from mpc_market.rpc import market_pb2, market_pb2_grpc
+    credentials = grpc.ssl_channel_credentials(read_bytes(deployment.keys, 'ca', 'ca.pem'),
+                                               read_bytes(deployment.keys, 'broker', 'broker.key'),
+                                               read_bytes(deployment.keys, 'broker', 'broker.pem'))
+    broker = BrokerClient(deployment.broker_address, deployment.keys)
+    try:
+        addresses = list(broker.status('fd-f1').node_addresses)
+    finally:
+        broker.close()
+    stubs = [market_pb2_grpc.NodeStub(secure_channel(a, credentials, f'node{i}')) for i, a in enumerate(addresses)]
+    for stub in stubs:
+        state = stub.CloseRound(market_pb2.RoundRef(round_id='fd-f1', rerun=True), timeout=10)
+        assert state.state == market_pb2.RoundState.CLEARED, state
+    for stub in stubs:
+        stub.SettleRound(market_pb2.RoundRef(round_id='fd-e1', rerun=True), timeout=10)
+    def settled(stub):
+        return stub.RoundStatus(market_pb2.RoundRef(round_id='fd-e1'), timeout=10).settlement == \
+            market_pb2.RoundState.SETTLED
+    for stub in stubs:  # the re-settlement ends settled again, naming the flexibility round it delivered
+        wait_for(lambda s=stub: settled(s), 120, 'the re-settlement')
+        body = stub.NodeSettlementResults(market_pb2.RoundRef(round_id='fd-e1'), timeout=10).body
+        assert '"flex_round":"fd-f1"' in body, body
+        assert stub.RoundStatus(market_pb2.RoundRef(round_id='fd-f1'), timeout=10).state == \
+            market_pb2.RoundState.CLEARED
+
+
+
+def test_the_binding_rules_of_a_flexibility_round():
+    """energy_round_problem and delivery_decision as every node applies them to its own store."""
+    from mpc_market.net.flexround import delivery_decision, energy_round_problem
+    energy = dataclasses.replace(Round.opened('e', [0, 1], 1_000, MARKET, 0, 9_000), state='cleared')
+
+    def problem(gate=2_000, slots=(0,), market=MARKET, bound=None, **changes):
+        return energy_round_problem('f', slots, market, gate, dataclasses.replace(energy, **changes), bound)
+    assert problem() == ''
+    assert 'before the gate of energy round e' in problem(gate=999)   # a baseline changed after an activation
+    assert 'after the readings deadline' in problem(gate=9_000)
+    assert 'does not deliver slots [2]' in problem(slots=(0, 2))
+    assert 'another market text' in problem(market=MARKET + '\n')
+    assert 'no readings window' in problem(readings_deadline_ms=0)
+    assert 'is settled' in problem(settlement='settled') and 'is settling' in problem(settlement='settling')
+    assert 'is failed' in problem(state='failed', final=True) and problem(state='failed') == ''
+    assert 'with flexibility round g already' in problem(bound=dataclasses.replace(energy, round_id='g'))
+    assert problem(bound=dataclasses.replace(energy, round_id='f')) == ''   # reopening the same round
+    assert energy_round_problem('f', (0,), MARKET, 2_000, None, None) == 'the energy round it names is unknown here'
+
+    flex = Round.opened('f', [0], 2_000, MARKET, flex_requests=REQUESTS, energy_round='e')
+    decide = {state: delivery_decision(dataclasses.replace(flex, state=state), 3_000)
+              for state in ('open', 'closed', 'clearing', 'cleared', 'failed')}
+    assert decide == {'open': 'abandon', 'closed': 'abandon', 'clearing': 'wait', 'cleared': 'deliver',
+                      'failed': 'wait'}   # a failed one may be rerun: published activations must not be lost
+    assert delivery_decision(dataclasses.replace(flex, state='failed', final=True), 3_000) == 'none'
+    assert delivery_decision(flex, 1_999) == 'wait' and delivery_decision(None, 0) == 'none'
