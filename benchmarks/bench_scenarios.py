@@ -22,12 +22,11 @@ plaintext reference, and benchmarks/leakage.py scans every actor's files for ide
 offers, activations and share packages the scenario does not allow it.
 """
 
+import atexit
 import csv
 import os
 import random
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -39,6 +38,7 @@ from mpc_market.net.localdeploy import LocalDeployment
 
 from .common import instrumented
 from .deployment import node_costs, wait_published
+from .forks import CliProcesses
 from .leakage import Actor, scan, secrets_of
 from .suite import figure, profile_day
 
@@ -134,15 +134,45 @@ def plan(scenario, participants, representatives):
     return plan_
 
 
-def cli(*args, out=None):
-    """One `mpc-market` command as the actor's own process; its output is part of what it holds."""
-    proc = subprocess.run([sys.executable, '-m', 'mpc_market', *map(str, args)], capture_output=True, text=True)
+CLI_TIMEOUT = 120  # seconds a command may take (a results fetch waits on no round: seconds at most)
+_FORKS: list[CliProcesses] = []  # the run's fork server, started by the first command
+
+
+def cli(*args, out=None, timeout=CLI_TIMEOUT):
+    """One `mpc-market` command as the actor's own process (a fork of the run's fork server, which
+    imported the command line once: ~110 commands' imports were most of a quick run); its output is
+    part of what the actor holds.
+
+    Args:
+        args: the command's arguments.
+        out: the actor's file its stdout and stderr are appended to.
+        timeout: seconds before the command is killed.
+
+    Returns:
+        its stdout.
+
+    Raises:
+        RuntimeError: the command exited non-zero or was killed at the timeout (its stdout and stderr).
+    """
+    if not _FORKS:
+        _FORKS.append(CliProcesses())
+    proc = _FORKS[0].run({0: args}, os.getcwd(), at_once=1, timeout=timeout)[0]
     if out:
         with open(out, 'a') as f:
             f.write(proc.stdout + proc.stderr)
     if proc.returncode != 0:
-        raise RuntimeError(f'mpc-market {args[0]} failed: {proc.stdout}{proc.stderr}')
+        killed = f' (killed after {timeout} s)' if proc.returncode == -9 else ''
+        raise RuntimeError(f'mpc-market {args[0]} failed{killed}: {proc.stdout}{proc.stderr}')
     return proc.stdout
+
+
+def stop_forks():
+    """End the run's fork server, if one was started (the next command starts another)."""
+    while _FORKS:
+        _FORKS.pop().stop()
+
+
+atexit.register(stop_forks)  # run() stops it; this covers run_scenario called on its own (tests/test_leakage.py)
 
 
 def run_scenario(scenario, params, seed, work):
@@ -267,6 +297,25 @@ def _records(path):
 
 
 def run(params, seed):
+    """Run every scenario of params; the run's fork server ends with it.
+
+    Args:
+        params: the preset's parameters.
+        seed: the communities' seed.
+
+    Returns:
+        (rows, notes) of the suite's table.
+
+    Raises:
+        AssertionError: the leakage scan found a leak.
+    """
+    try:
+        return _run(params, seed)
+    finally:
+        stop_forks()
+
+
+def _run(params, seed):
     rows, notes = [], []
     for scenario in params['scenarios']:
         work = tempfile.mkdtemp(prefix=f'mpc-market-{scenario}-')

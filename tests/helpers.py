@@ -6,10 +6,8 @@ import io
 import os
 import random
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from decimal import Decimal
 
 from mpc_market.cli.main import main as cli_main
@@ -23,6 +21,10 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
 FAULTS = os.path.join(TESTS, 'faults')
 
+if REPO not in sys.path:  # benchmarks/ is a package of the checkout, not installed
+    sys.path.insert(0, REPO)
+from benchmarks.forks import CliProcesses, CliResult  # noqa: E402,F401 - the tests' command line as processes
+
 
 def node_fault_env(kind, index, seconds=None):
     """Environment for processes whose MPC party ``index`` should ``stall`` (for seconds) or ``fail``
@@ -33,13 +35,6 @@ def node_fault_env(kind, index, seconds=None):
 
 
 # -- the command line ---------------------------------------------------------------------------
-@dataclass
-class CliResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 def cli(*args, check=False, cwd=None):
     """Run ``mpc-market ARGS`` in this process (``cli.main``), capturing its output. An uncaught
     exception escapes to the test: a traceback is a failure, not an exit status."""
@@ -59,98 +54,6 @@ def cli(*args, check=False, cwd=None):
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
-
-
-# -- the command line as processes, without each one's imports -------------------------------------
-def fork_server():
-    """The loop of a process that imported the command line once (``python -c 'import helpers;
-    helpers.fork_server()'``): per stdin line, a JSON batch {"runs": [[argv, out, err], ...], "cwd", "at_once",
-    "timeout"}, it forks a child per run, at_once at a time, and answers with one JSON line of their exit
-    statuses. A child is ``mpc-market ARGV`` with its stdout and stderr in the files out and err; an
-    uncaught exception prints its traceback and exits 1, as the process would. No thread runs here, so
-    forking is safe."""
-    import json
-    import signal
-    import traceback
-    for line in sys.stdin:
-        batch = json.loads(line)
-        pending, running, codes = list(enumerate(batch['runs'])), {}, [None] * len(batch['runs'])
-        deadline = time.monotonic() + batch['timeout']
-        while pending or running:
-            while pending and len(running) < batch['at_once']:
-                i, (argv, out, err) = pending.pop(0)
-                pid = os.fork()
-                if pid == 0:
-                    code = 1
-                    try:
-                        for fd, path in ((1, out), (2, err)):
-                            target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                            os.dup2(target, fd)
-                            os.close(target)
-                        os.chdir(batch['cwd'])
-                        code = cli_main(argv) or 0
-                    except SystemExit as exc:
-                        code = exc.code if isinstance(exc.code, int) else 1
-                    except BaseException:  # noqa: BLE001 - the interpreter's own last resort
-                        traceback.print_exc()
-                    finally:
-                        sys.stdout.flush()
-                        sys.stderr.flush()
-                        os._exit(code)
-                running[pid] = i
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid:
-                codes[running.pop(pid)] = os.waitstatus_to_exitcode(status)
-            elif time.monotonic() > deadline:
-                for pid in running:
-                    os.kill(pid, signal.SIGKILL)
-                deadline = float('inf')
-            else:
-                time.sleep(0.005)
-        print(json.dumps(codes), flush=True)
-
-
-class CliProcesses:
-    """``mpc-market`` commands as processes, each a fork of one fork_server (0.1 s a command instead of
-    ~0.8 s of imports); stop() ends the server."""
-
-    def __init__(self):
-        import subprocess
-        self.server = subprocess.Popen([sys.executable, '-c', 'import helpers; helpers.fork_server()'],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
-                                       env=dict(os.environ, PYTHONPATH=os.pathsep.join(
-                                           p for p in (TESTS, os.environ.get('PYTHONPATH', '')) if p)))
-
-    def run(self, argvs, cwd, at_once=4, timeout=60):
-        """Run every ``mpc-market ARGV`` of argvs {key: argv}, at_once at a time.
-
-        Args:
-            argvs: {key: argv}.
-            cwd: every command's working directory.
-            at_once: commands running at the same time.
-            timeout: seconds for all of them; a command still running then is killed (exit -9).
-
-        Returns:
-            {key: CliResult}.
-        """
-        import json
-        keys = list(argvs)
-        with tempfile.TemporaryDirectory() as tmp:
-            runs = [([str(a) for a in argvs[key]], os.path.join(tmp, f'{i}.out'), os.path.join(tmp, f'{i}.err'))
-                    for i, key in enumerate(keys)]
-            self.server.stdin.write(json.dumps({'runs': runs, 'cwd': str(cwd), 'at_once': at_once,
-                                                'timeout': timeout}) + '\n')
-            self.server.stdin.flush()
-            codes = json.loads(self.server.stdout.readline())
-            results = {}
-            for key, code, (_, out, err) in zip(keys, codes, runs, strict=True):
-                with open(out) as f, open(err) as g:
-                    results[key] = CliResult(code, f.read(), g.read())
-        return results
-
-    def stop(self):
-        self.server.stdin.close()
-        self.server.wait(30)
 
 
 # -- a deployment of node and broker processes (the ``market`` fixture) ---------------------------
