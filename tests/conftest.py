@@ -20,7 +20,7 @@ from helpers import TOML, Market, SharedDeployment, SignedParams, node_fault_env
 # over the workers: one of them starting last would run on alone and stretch the suite's wall time.
 # A test missing here only runs in collection order; an id that no longer exists is ignored.
 LONG_TESTS = {
-    'tests/test_bench.py::test_the_suite_runs_quick_and_its_results_regenerate_the_report[scenarios]': 80,
+    'tests/test_bench.py::test_the_suite_runs_quick_and_its_results_regenerate_the_report[scenarios]': 28,
     'tests/net/test_market_day.py::test_two_calendar_days_settle_to_the_local_bills_and_the_dso_sums': 39,
     'tests/security/test_flooding.py::test_honest_calls_answer_within_2_s_under_a_forged_flood': 30,
     'tests/net/test_operator_page.py::test_the_console_shows_settled_double_auction_sdr_and_zoned_rounds_in_a_'
@@ -53,6 +53,7 @@ LONG_TESTS = {
     'tests/test_bench.py::test_the_suite_runs_quick_and_its_results_regenerate_the_report[rules]': 7,
     'tests/mpc/test_negative_prices.py::test_random_negative_markets_clear_and_settle_exactly': 8,
     'tests/mpc/test_flex_delivery.py::test_in_process_equals_the_reference': 7,
+    'tests/net/test_flex_settlement.py::test_a_day_with_a_dso_flexibility_round_settles_to_the_local_bills': 11,
 }
 
 
