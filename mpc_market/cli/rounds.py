@@ -32,6 +32,8 @@ def state_line(state) -> str:
             f'clearing attempts {state.attempts}')
     if state.flex_requests:  # an energy round's line is unchanged (scripts read it)
         line += f'; flexibility round ({_requests(state)} requests)'
+        if state.energy_round:
+            line += f', delivered in the settlement of {state.energy_round}'
     if state.readings_deadline_unix_ms:
         line += (f'; readings until {_clock(state.readings_deadline_unix_ms)} ({state.readings} held by every node); '
                  f'settlement attempts {state.settle_attempts}')

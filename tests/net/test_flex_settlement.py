@@ -83,6 +83,8 @@ def test_a_day_with_a_dso_flexibility_round_settles_to_the_local_bills(tmp_path,
         ('F1', '0', '700'), ('F2', '0', '-400'), ('F2', '1', '0')}  # F1's slot 1: p00's order alone, withheld
 
     open_flex('fd-f1', 'fd-e1')
+    status = client('round', 'status', '--round', 'fd-f1').stdout
+    assert 'flexibility round (3 requests), delivered in the settlement of fd-e1' in status, status
     for round_id, energy, why in (('fd-f2', 'fd-e1', 'is settled with flexibility round fd-f1 already'),
                                   ('fd-f3', 'fd-e2', 'has no readings window'),
                                   ('fd-f3', 'fd-none', 'the energy round it names is unknown')):
