@@ -12,11 +12,12 @@ boundary is one of these frozen dataclasses with one ``to_json``/``from_json``.
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
+from ..common.errors import EngineError
 from ..market.book import Book
 from ..market.config import MarketConfig
 
@@ -257,6 +258,29 @@ def save_array(path: str, array: np.ndarray) -> None:
     tmp = path + '.tmp.npy'
     np.save(tmp, array)
     os.replace(tmp, path)
+
+
+def write_packages(path: str, packages: Sequence[bytes], shape: tuple[int, ...]) -> None:
+    """Write per-participant share blobs (little-endian uint32 limbs, each (LIMBS, *shape)) as one
+    limb-major .npy array (LIMBS, participants, *shape), memory-mapped so a large round never sits
+    in memory twice.
+
+    Args:
+        path: the .npy file.
+        packages: one blob per participant, in row order.
+        shape: each blob's shape after the limbs.
+
+    Raises:
+        EngineError: a blob is not of that shape (a corrupt store: not the participant's fault).
+    """
+    from . import field as ff
+    out = np.lib.format.open_memmap(path, mode='w+', dtype=np.uint32, shape=(ff.LIMBS, len(packages), *shape))
+    for row, package in enumerate(packages):
+        values = np.frombuffer(package, dtype='<u4')
+        if values.size != ff.LIMBS * int(np.prod(shape)):
+            raise EngineError(f'a stored share package of {values.size} values for the shape {shape}')
+        out[:, row] = values.reshape(ff.LIMBS, *shape)
+    out.flush()
 
 
 def job_spec(book: Book, nodes: int, chunk: int) -> JobSpec:

@@ -26,8 +26,7 @@ from ..market.config import MarketConfig, parse_config
 from ..market.flex import clear_flex_plain
 from ..market.results import public_slot_rows
 from ..market.settlement import deviation_price2
-from ..mpc import field as ff
-from ..mpc.jobs import DETERMINISTIC_EXIT, JobDir, PublicOutputs, config_spec
+from ..mpc.jobs import DETERMINISTIC_EXIT, JobDir, PublicOutputs, config_spec, write_packages
 from ..mpc.supervisor import PartyProcess, supervise
 from .config import NodeConfig
 from .flexround import flex_job_spec, flex_public_body, outcomes_of, round_market
@@ -81,13 +80,7 @@ def export_job(store: Store, round_: Round, index: int, nodes: int, keys_dir: st
     spec = replace(base, mode='deployment', round_id=round_.round_id)
     spec.save(job_dir)
     own = JobDir(job_dir).node(index).make()
-    shape = (ff.LIMBS, len(held), len(round_.slots), layout.width)
-    shares = np.lib.format.open_memmap(own.shares, mode='w+', dtype=np.uint32, shape=shape)
-    for row, participant in enumerate(sorted(held)):
-        package = submissions[participant][3]
-        shares[:, row] = np.frombuffer(package, dtype='<u4').reshape(ff.LIMBS, len(round_.slots), layout.width)
-    shares.flush()
-    del shares
+    write_packages(own.shares, [submissions[p][3] for p in sorted(held)], (len(round_.slots), layout.width))
     own.write_held(held)
     own.mark_ready()
     return config, len(held)

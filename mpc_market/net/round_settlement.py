@@ -13,18 +13,15 @@ stored packages and gives the same results.
 import hashlib
 import os
 import shutil
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ..common.errors import EngineError
 from ..common.names import path_token
 from ..market.book import Layout, ReadingLayout
 from ..market.config import parse_config
-from ..mpc import field as ff
-from ..mpc.jobs import ClearingVerdicts, JobDir, NodeFiles, PublicOutputs, config_spec, save_array
+from ..mpc.jobs import ClearingVerdicts, JobDir, NodeFiles, PublicOutputs, config_spec, write_packages
 from .config import NodeConfig
 from .messages import SETTLEMENT_DOMAIN, settlement_body
 from .round_clearing import OnStart, Rows, run_figures, run_party
@@ -32,16 +29,6 @@ from .store import Round, Store
 
 SETTLEMENT_FIELDS = 2  # per participant and slot: deviation Wh, deviation amount
 RETAILER_FIELDS = 3    # per slot: receives, pays, net
-
-
-
-def _packages(path: str, submissions: Mapping[str, tuple[str, bytes, bytes, bytes]], participants: Sequence[str],
-              shape: tuple[int, ...]) -> None:
-    """Write the participants' stored packages as one limb-major array (4, n, *shape)."""
-    out = np.lib.format.open_memmap(path, mode='w+', dtype=np.uint32, shape=(ff.LIMBS, len(participants), *shape))
-    for row, participant in enumerate(participants):
-        out[:, row] = np.frombuffer(submissions[participant][3], dtype='<u4').reshape(ff.LIMBS, *shape)
-    out.flush()
 
 
 
@@ -72,11 +59,11 @@ def export_settlement_job(store: Store, round_: Round, index: int, nodes: int, j
         participants=in_clearing, cleared=sorted(p for p in in_clearing if statuses[p] == 'cleared'),
         deviation_price2=list(round_.deviation_price2)))
     own = JobDir(job_dir).node(index).make()
-    _packages(own.shares, store.submissions(round_.round_id, 'order'), in_clearing,
-              (slots, Layout.for_config(config).width))
+    orders = store.submissions(round_.round_id, 'order')
+    write_packages(own.shares, [orders[p][3] for p in in_clearing], (slots, Layout.for_config(config).width))
     readings = store.submissions(round_.round_id, 'readings')
-    _packages(own.readings, readings, sorted(readings),
-              (slots, ReadingLayout.for_config(config).width))
+    write_packages(own.readings, [readings[p][3] for p in sorted(readings)],
+                   (slots, ReadingLayout.for_config(config).width))
     own.write_held({p: hashlib.sha256(envelope).hexdigest() for p, (_, envelope, _, _) in readings.items()})
     if flex is not None:
         export_delivery(store, round_, flex, JobDir(job_dir), own)
@@ -101,15 +88,8 @@ def export_delivery(store: Store, round_: Round, flex: Round, job: JobDir, own: 
     from ..mpc.flex import FIELDS, DeliveryPlan
     statuses = store.result_statuses(flex.round_id)
     participants = sorted(p for p, status in statuses.items() if status in ('cleared', 'excluded'))
-    shape = (ff.LIMBS, len(flex.slots), len(FIELDS))
-    out = np.zeros((ff.LIMBS, len(participants), *shape[1:]), dtype=np.uint32)
-    for row, participant in enumerate(participants):
-        stored = store.results(flex.round_id, participant)
-        shares = np.frombuffer(stored[1] if stored else b'', dtype='<u4')
-        if shares.size != int(np.prod(shape)):
-            raise EngineError(f'flexibility results of {participant} in round {flex.round_id} are not of its shape')
-        out[:, row] = shares.reshape(shape)
-    save_array(own.flex_shares, out)
+    stored = [store.results(flex.round_id, p) for p in participants]
+    write_packages(own.flex_shares, [r[1] if r else b'' for r in stored], (len(flex.slots), len(FIELDS)))
     public = store.public_results(flex.round_id)
     DeliveryPlan(participants, list(flex.slots), list(round_.deviation_price2), flex.round_id,
                  hashlib.sha256(public[0].encode() if public else b'').hexdigest()).save(job)
@@ -166,13 +146,12 @@ def import_settlement(job_dir: str, index: int, round_id: str, flex_round: str =
     settled = np.load(own.settlement)
     retailer = np.load(own.retailer)
     status = {p: participant_status(p, public) for p in public.participants}
-    rows = {p: (status[p], settled[:, j].astype('<u4').tobytes()) for j, p in enumerate(public.participants)}
-    delivery = None
-    if flex_round:
-        delivered = np.load(own.delivery)
-        delivery = {p: (status[p], delivered[:, j].astype('<u4').tobytes()) for j, p in enumerate(public.participants)}
-    return SettlementRun(rows, delivery, retailer.astype('<u4').tobytes(),
-                         settlement_body(round_id, public, flex_round), run_figures(public))
+
+    def per_participant(shares: np.ndarray) -> Rows:  # (4, participants, ...) -> {participant: (status, bytes)}
+        return {p: (status[p], shares[:, j].astype('<u4').tobytes()) for j, p in enumerate(public.participants)}
+    return SettlementRun(per_participant(settled), per_participant(np.load(own.delivery)) if flex_round else None,
+                         retailer.astype('<u4').tobytes(), settlement_body(round_id, public, flex_round),
+                         run_figures(public))
 
 
 
