@@ -463,6 +463,8 @@ class Scheduler:
         flex = self.store.flex_round_of(round_.round_id)
         if flex is None or round_.settlement in ('settling', 'settled'):
             return False
+        # as the nodes' flexround.delivery_decision waits, but an open or closed one past its gate is this
+        # broker's to clear (the nodes would abandon it) and a failed one waits while reruns are left here
         return flex.state in ('open', 'closed', 'clearing') or (
             flex.state == 'failed' and not flex.final and flex.attempts < self.config.max_attempts)
 

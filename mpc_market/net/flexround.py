@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, replace
 from decimal import Decimal
+from typing import Literal
 
 import numpy as np
 
@@ -152,10 +153,10 @@ def energy_round_problem(round_id: str, slots: Sequence[int], market_toml: str, 
     return ''
 
 
-DELIVERY_DECISIONS = ('none', 'deliver', 'wait', 'abandon')
+Delivery = Literal['none', 'deliver', 'wait', 'abandon']
 
 
-def delivery_decision(flex: Round | None, at_ms: int) -> str:
+def delivery_decision(flex: Round | None, at_ms: int) -> Delivery:
     """What an energy round's settlement does with its flexibility round, by this store's state.
 
     'deliver' a cleared one (its activations were published: they must be settled); 'wait' while it
@@ -169,7 +170,7 @@ def delivery_decision(flex: Round | None, at_ms: int) -> str:
         at_ms: now, unix ms.
 
     Returns:
-        One of DELIVERY_DECISIONS.
+        The decision.
     """
     if flex is None or (flex.state == 'failed' and flex.final):
         return 'none'
