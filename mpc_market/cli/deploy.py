@@ -157,20 +157,18 @@ def cmd_submit(args):
 
 
 
-def _feeder_file(config, body):
-    """(file name, positions, CSV text) of a signed public body's per-zone positions, or None."""
+def _feeder_positions(body):
+    """The per-zone positions of a signed public body (a market with feeder_min_cohort), or None."""
     from ..common.errors import Malformed
-    from ..market.feeders import FEEDER_COLUMNS, FeederPosition, feeder_rows
-    from ..market.output import csv_text
+    from ..market.feeders import FeederPosition
     from ..net.client import ClientError
     if 'feeder_positions' not in body:
         return None
     rows = body['feeder_positions']
     try:
-        positions = [FeederPosition.from_json(r) for r in (rows if isinstance(rows, list) else [None])]
+        return [FeederPosition.from_json(r) for r in (rows if isinstance(rows, list) else [None])]
     except Malformed as exc:
         raise ClientError(f'public results: {exc}') from None
-    return 'feeder_positions.csv', positions, csv_text(FEEDER_COLUMNS, feeder_rows(config, positions))
 
 
 def _bill_text(args, broker, participants):
@@ -425,10 +423,10 @@ def _flex_round(broker, args):
 
 
 def cmd_results(args):
-    from ..market.output import csv_text, public_columns, write_all
+    from ..market.output import csv_text, feeder_files, public_columns, write_all
     from ..net.client import BrokerClient, fetch_public
     from ..rpc import market_pb2
-    failures, extra = [], None
+    failures, extra = [], {}  # files written beside the main one (--out)
     if args.retailer:
         if args.all or len(args.participant or ()) > 1:
             raise InputError(COMMAND_LINE, 0, 'retailer', "the retailer's view is fetched with one key (--participant)")
@@ -461,7 +459,8 @@ def cmd_results(args):
             state, body = fetch_public(broker, args.keys, args.round)
             config = state.config
             text = csv_text(public_columns(config), body['slots'])
-            extra = _feeder_file(config, body)
+            positions = _feeder_positions(body)
+            extra = {} if positions is None else feeder_files(config, positions)
             summary = (f'round {state.round_id}: public results signed by all {state.manifest.m} nodes of the '
                        'deployment manifest; '
                        f'{body["participants"]} participants cleared, {body["excluded"]} excluded, '
@@ -473,7 +472,7 @@ def cmd_results(args):
                             f'{settled["invalid_readings"]} with an invalid one (settled as: '
                             f'{settled["missing_reading_rule"]})')
             if extra:
-                summary += (f'; per-zone planned net positions of {len({f.feeder for f in extra[1]})} zones '
+                summary += (f'; per-zone planned net positions of {len({f.feeder for f in positions})} zones '
                             f'(at least {config.feeder_min_cohort} participants each)')
             name = 'public.csv'
         elif several:
@@ -488,7 +487,7 @@ def cmd_results(args):
         if failures and several:  # never replace a complete file with one that lacks participants
             name = name.replace('.csv', '.partial.csv')
         if args.out:
-            files = {name: text, **({extra[0]: extra[2]} if extra else {})}
+            files = {name: text, **extra}
             write_all(args.out, files)
             print(f'{summary}; wrote {", ".join(os.path.join(args.out, n) for n in files)}')
         else:

@@ -273,12 +273,13 @@ def summary_text(excluded: list, stats: dict, provenance: Provenance | None = No
     return json.dumps(document, indent=1, default=str) + '\n'
 
 
-def feeder_files(config, result):
-    """{'feeder_positions.csv': ...} when the clearing released per-zone positions, else {}."""
+def feeder_files(config, positions):
+    """{'feeder_positions.csv': ...} of a clearing's released per-zone positions when the market
+    releases them (feeder_min_cohort), else {}."""
     from .feeders import FEEDER_COLUMNS, feeder_rows
     if not config.feeder_min_cohort:
         return {}
-    return {'feeder_positions.csv': csv_text(FEEDER_COLUMNS, feeder_rows(config, result.feeders))}
+    return {'feeder_positions.csv': csv_text(FEEDER_COLUMNS, feeder_rows(config, positions))}
 
 
 def write_results(out_dir, config, result, provenance: Provenance | None = None):
@@ -289,7 +290,7 @@ def write_results(out_dir, config, result, provenance: Provenance | None = None)
         'participants.csv': csv_text(participant_columns(config), participant_table(config, result)),
         'summary.json': summary_text(result.excluded, result.stats, provenance, volumes(config, result),
                                      units(config)),
-        **feeder_files(config, result),
+        **feeder_files(config, result.feeders),
     })
 
 
@@ -343,5 +344,5 @@ def write_settlement(out_dir, config, result, provenance: Provenance | None = No
         'retailer.csv': csv_text(RETAILER_COLUMNS, retailer),
         'summary.json': summary_text(result.clearing.excluded, result.stats, provenance,
                                      volumes(config, result.clearing), units(config)),
-        **feeder_files(config, result.clearing),
+        **feeder_files(config, result.clearing.feeders),
     })
