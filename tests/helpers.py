@@ -223,6 +223,28 @@ TOML = '[market]\nprice_floor = 0.10\nprice_ceiling = 0.20\ntick = 0.01\n'
 CONFIG = MarketConfig(Decimal('0.10'), Decimal('0.20'), Decimal('0.01'))
 
 
+def assert_lies_refused(deployment, round_id, field, lies, why):
+    """A broker showing round_id's state with field set to each lie (instead of what the nodes
+    signed) is refused by a client holding only its manifest; returns the true TrustedRound."""
+    import pytest
+
+    from mpc_market.net.client import client_manifest
+    from mpc_market.net.trusted import UntrustedRound, trusted_round
+    broker = BrokerClient(deployment.broker_address, deployment.keys)
+    try:
+        state = broker.status(round_id)
+    finally:
+        broker.close()
+    manifest = client_manifest(deployment.keys)
+    for lie in lies:
+        forged = type(state)()
+        forged.CopyFrom(state)
+        setattr(forged, field, lie)
+        with pytest.raises(UntrustedRound, match=why):
+            trusted_round(forged, manifest, round_id)
+    return trusted_round(state, manifest, round_id)
+
+
 def read_bytes(*parts):
     with open(os.path.join(*parts), 'rb') as f:
         return f.read()

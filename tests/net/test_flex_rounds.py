@@ -11,12 +11,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from mpc_market.net import metrics, webview
 from mpc_market.net.broker import BrokerStore
-from mpc_market.net.client import BrokerClient, client_manifest
+from mpc_market.net.client import BrokerClient
 from mpc_market.net.store import Round
-from mpc_market.net.trusted import UntrustedRound, trusted_round
 from mpc_market.rpc import market_pb2
 
-from ..helpers import cli, read_rows
+from ..helpers import assert_lies_refused, cli, read_rows
 
 
 def metrics_registry(store):
@@ -62,19 +61,9 @@ def test_flex_round_equals_the_local_reference_and_lying_brokers_are_refused(tmp
     assert refused.returncode != 0 and 'flexibility round' in refused.stderr, refused.stderr
 
     # a lying broker: other requests than the nodes signed, or none (shown as an energy round)
-    broker = BrokerClient(deployment.broker_address, deployment.keys)
-    try:
-        state = broker.status('fx1')
-    finally:
-        broker.close()
-    manifest = client_manifest(deployment.keys)
-    assert trusted_round(state, manifest, 'fx1').kind == 'flex'
-    for lie in (REQUESTS.replace('5000', '50'), ''):
-        forged = type(state)()
-        forged.CopyFrom(state)
-        forged.flex_requests = lie
-        with pytest.raises(UntrustedRound, match='flexibility requests are not the ones the nodes signed'):
-            trusted_round(forged, manifest, 'fx1')
+    trusted = assert_lies_refused(deployment, 'fx1', 'flex_requests', (REQUESTS.replace('5000', '50'), ''),
+                                  'flexibility requests are not the ones the nodes signed')
+    assert trusted.kind == 'flex'
 
     submitted = client('flex', 'submit', '--offers', paths['offers.csv'], '--round', 'fx1')
     assert "6 participants' offers accepted by every node" in submitted.stdout, submitted.stdout

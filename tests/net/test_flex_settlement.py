@@ -15,11 +15,10 @@ import dataclasses
 import pytest
 
 from mpc_market.net import webview
-from mpc_market.net.client import BrokerClient, client_manifest
+from mpc_market.net.client import BrokerClient
 from mpc_market.net.store import Round
-from mpc_market.net.trusted import UntrustedRound, trusted_round
 
-from ..helpers import cli, read_bytes, read_rows, wait_for
+from ..helpers import assert_lies_refused, cli, read_bytes, read_rows, wait_for
 
 DAY = '2026-12-01'
 MARKET = ('[market]\nprice_floor = 0.10\nprice_ceiling = 0.20\ntick = 0.01\nmax_order_wh = 1000\nzones = true\n'
@@ -99,19 +98,9 @@ def test_a_day_with_a_dso_flexibility_round_settles_to_the_local_bills(tmp_path,
     assert refused.returncode == 2 and '--flex' in refused.stderr, refused.stderr
 
     # the binding is signed: a broker hiding it (clients would settle without the activations) is refused
-    broker = BrokerClient(deployment.broker_address, deployment.keys)
-    try:
-        state = broker.status('fd-f1')
-    finally:
-        broker.close()
-    manifest = client_manifest(deployment.keys)
-    assert trusted_round(state, manifest, 'fd-f1').params.energy_round == 'fd-e1'
-    for lie in ('', 'fd-e2'):
-        forged = type(state)()
-        forged.CopyFrom(state)
-        forged.energy_round = lie
-        with pytest.raises(UntrustedRound, match='energy round settling it is not the one the nodes signed'):
-            trusted_round(forged, manifest, 'fd-f1')
+    trusted = assert_lies_refused(deployment, 'fd-f1', 'energy_round', ('', 'fd-e2'),
+                                  'energy round settling it is not the one the nodes signed')
+    assert trusted.params.energy_round == 'fd-e1'
 
     assert "6 participants' offers accepted by every node" in client(
         'flex', 'submit', '--offers', files['offers.csv'], '--round', 'fd-f1').stdout
