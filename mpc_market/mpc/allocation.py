@@ -34,20 +34,21 @@ def side_energies(weighted: np.ndarray, levels: int) -> tuple[np.ndarray, np.nda
             weighted[..., k:2 * k].sum(axis=-1) + weighted[..., 2 * k + 1])
 
 
-def floor_bits(spec: JobSpec, bound: int) -> tuple[int, int]:
+def floor_bits(spec: JobSpec, bound: int, slack: int = 1) -> tuple[int, int]:
     """The fraction bits of the rationing ratios and the bit length of their products.
 
     Args:
         spec: the job (energy_bits, max_order_wh).
         bound: the largest total a side can reach.
+        slack: how many units at f bits a ratio may overshoot (1: the ceiling's less than one).
 
     Returns:
-        (f, y_bits) with 2**f >= 2 * x * T for every order x and total T.
+        (f, y_bits) with 2**f >= 2 * slack * x * T for every order x and total T.
 
     Raises:
         BadParameter: the masked openings would not fit GF(2^127-1).
     """
-    f = spec.energy_bits + bound.bit_length() + 1  # 2**f >= 2 * x * T for every x, T
+    f = spec.energy_bits + bound.bit_length() + 1 + (slack - 1).bit_length()  # 2**f >= 2 * slack * x * T
     y_bits = spec.energy_bits + f + 1
     # masked openings need y + r < p with r about 2**(y_bits + SEC_PARAM + 6) (PRSS sums)
     if y_bits + SEC_PARAM + 8 > ff.MODULUS_BITS:

@@ -12,8 +12,9 @@ valid offers of its feeder, or of everyone the DSO did not reach, at levels <= i
 public volume V: one comparison gives T = min(V, S(cap)), which is opened (the procured volume
 before the floors); a binary search over 0..cap with opened comparisons gives the marginal level
 (opened anyway, and each comparison follows from it) and S there and just below it (public
-indices), from which the ratio ceil(R * 2**f / Q) follows as in the energy merit order (with f
-sized by the largest curve: a DSO's feeder, or everyone for the aggregator). Per offer one floor
+indices), from which a ratio just above R * 2**f / Q follows by a Newton reciprocal
+(primitives.approx_ratio: no comparison; f sized by the largest curve, a DSO's feeder or everyone
+for the aggregator, plus the ratio's slack). Per offer one floor
 (floor_of_ratio_product) at the marginal level of the DSO's or the aggregator's request (an
 offer is at most at one of them); which one and the price follow by multiplications with the
 one-hot level. Only T, the levels and the floors' residuals are opened.
@@ -177,31 +178,31 @@ async def merit_levels(curves: np.ndarray, target: np.ndarray, caps: np.ndarray,
 
 
 async def procure(curves: np.ndarray, rows: Sequence[PlannedRequest], bound: int,
-                  fractions: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  f: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every request's merit order: T = min(V, S(cap)) (opened), the marginal level (opened where
-    T > 0) and the shares of the ratio ceil(R * 2**f1 / Q) * 2**(f - f1) there (2**f where R = Q).
+    T > 0) and the shares of a ratio rho with R * 2**f / Q < rho < R * 2**f / Q + RATIO_SLACK
+    there (2**f where everything up to the cap is procured).
 
-    The ratio only needs 2**f1 >= 2 * x * Q for this call's curves (bound), not the job's f: the
-    floor of x times it overshoots x * R / Q by less than 1 / (2Q) as the job's own would
-    (primitives.floor_of_ratio_product), with f1 rounds of long division instead of f. Where T < V
-    (publicly short) everything up to the cap is procured: R = Q, no test and no division.
+    The ratio comes from primitives.approx_ratio (a Newton reciprocal, no comparison) instead of
+    f rounds of long division: the job's f carries the slack's bits (allocation.floor_bits), so
+    the floor of x times it is still floor(x * R / Q) (primitives.floor_of_ratio_product). Where
+    T < V (publicly short) everything up to the cap is procured: R = Q, no test and no division.
 
     Args:
         curves: shares (rows, K) of S(k), nondecreasing, S(K-1) = S(cap).
         rows: the requests (volume and cap level public).
         bound: the largest total one of these curves can reach.
-        fractions: (f, f1): the job's fraction bits and this call's (f1 <= f).
+        f: the job's fraction bits.
 
     Returns:
         (levels (-1: nothing procured), T, ratio shares), one a row each.
     """
-    from .primitives import P, bits_needed, ceil_fraction, is_zero, less_than_zero, open_values, reshare_values
+    from .primitives import P, approx_ratio, bits_needed, less_than_zero, open_values, reshare_values
     n = len(rows)
     levels = np.full(n, -1, dtype=object)
     rho = np.zeros(n, dtype=object)
     if not n:
         return levels, np.zeros(0, dtype=object), rho
-    f, f1 = fractions
     bits = bits_needed(bound)
     volume = np.array([min(r.volume_wh, bound) for r in rows], dtype=object)  # S(cap) <= bound: same minimum
     s_cap = curves[:, -1]
@@ -219,10 +220,7 @@ async def procure(curves: np.ndarray, rows: Sequence[PlannedRequest], bound: int
     split = np.flatnonzero(target[idx] == volume[idx])   # elsewhere T = S(cap) = S(k*): R = Q
     if split.size:
         remaining, at_level = (target[idx][split] - s_lo[split]) % P, (s_hi[split] - s_lo[split]) % P  # 0 < R <= Q
-        equal = await is_zero((at_level - remaining) % P, bits)
-        numerator, = await reshare_values([remaining * (1 - equal) % P])
-        ratio = await ceil_fraction(numerator, at_level, f1, bits_needed(2 * bound))
-        rho[idx[split]] = ((ratio << (f - f1)) + equal * (1 << f)) % P
+        rho[idx[split]] = await approx_ratio(remaining, at_level, f, bound)
     return levels, target, rho
 
 
@@ -234,7 +232,7 @@ class FlexClearing(Mechanism):
 
     async def clear(self, node: OrderShares, valid: np.ndarray, lap: Lap) -> Clearing:
         from . import allocation as alloc
-        from .primitives import P, open_values, reshare_values
+        from .primitives import RATIO_SLACK, P, open_values, reshare_values
         spec, k = node.spec, node.layout.levels
         plan = FlexPlan.from_json(spec.flex)
         groups = len(plan.feeders) + 1
@@ -246,10 +244,10 @@ class FlexClearing(Mechanism):
         feeder = max(1, max((int(members[r.group]) for r in dso), default=1)) * spec.max_order_wh
         everyone = max(1, int(valid.sum())) * spec.max_order_wh
         bound = everyone if agg else feeder   # the floors' denominators: a marginal level's volume
-        f, y_bits = alloc.floor_bits(spec, bound)
+        f, y_bits = alloc.floor_bits(spec, bound, RATIO_SLACK)
         width = totals.shape[-1]
         lv1, t1, rho1 = await procure(capped_curves(stacked([totals[r.group, r.slot] for r in dso], width), dso, k),
-                                      dso, feeder, (f, alloc.floor_bits(spec, feeder)[0]))
+                                      dso, feeder, f)
         first = np.full((groups, node.n_slots, 2), -1, dtype=np.int64)   # the DSO's level per group
         first_rho = np.zeros((groups, node.n_slots, 2), dtype=object)
         for i, r in enumerate(dso):
@@ -259,7 +257,7 @@ class FlexClearing(Mechanism):
         direction_cols = (np.arange(width) // k)[None, None, None, :] == np.arange(2)[None, None, :, None]
         masked = (totals[:, :, None, :] * (above & direction_cols)).sum(axis=0) % P  # (slots, 2, 2K+2)
         lv2, t2, rho2 = await procure(capped_curves(stacked([masked[r.slot, r.direction] for r in agg], width), agg, k),
-                                      agg, everyone, (f, f))
+                                      agg, everyone, f)
         second = np.full((node.n_slots, 2), -1, dtype=np.int64)
         second_rho = np.zeros((node.n_slots, 2), dtype=object)
         for i, r in enumerate(agg):

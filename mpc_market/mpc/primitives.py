@@ -10,12 +10,15 @@ explicitly and kept tight by the callers.
 import hashlib
 import math
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 from mpyc.runtime import mpc
 from numpy.typing import ArrayLike
 
+from ..common.errors import BadParameter
 from . import field as ff
 from . import mpyc_internals as internals
 from .randbits import random_bits as fast_random_bits
@@ -317,8 +320,10 @@ async def integer_divide(numerator: ArrayLike, denominator: ArrayLike, quotient_
 
 
 async def floor_of_ratio_product(y: ArrayLike, f: int, y_bits: int, denominator_bound: int) -> np.ndarray:
-    """Shares of floor(y / 2**f) when y = x * ceil(N * 2**f / T) for an integer ratio x*N/T with
-    T <= denominator_bound and 2**f >= 2 * max(x) * T (as chosen by the callers).
+    """Shares of floor(y / 2**f) when y = x * rho for an integer ratio x*N/T with T <=
+    denominator_bound and rho / 2**f at least N/T but less than N/T + 1/(2 * max(x) * T): rho =
+    ceil(N * 2**f / T) with 2**f >= 2 * max(x) * T, or approx_ratio's with 2**f >= 2 * RATIO_SLACK
+    * max(x) * T (as chosen by the callers).
 
     Such a ratio's fractional part is 0 or in [1/T, 1 - 1/T], and y / 2**f overshoots it by
     less than 1/(2T); so the low f - g bits can go by a cheap probabilistic truncation (PRSS
@@ -347,3 +352,173 @@ async def floor_of_ratio_product(y: ArrayLike, f: int, y_bits: int, denominator_
     coarse = (np.array([int(v) >> s for v in c], dtype=object) - r_hi) % P  # floor(y/2**s) + 1 + e
     coarse_bits = y_bits - s + 2
     return (await exact_floor_pow2(coarse, g, coarse_bits)).reshape(y.shape)
+
+
+async def _randoms(n: int, bound: int) -> np.ndarray:
+    """Shares of n random values whose sum over the PRSS subsets stays below bound (MPyC halves
+    each term's range by the subsets' number), without communication unless PRSS is off."""
+    randoms = internals.np_randoms(mpc, FIELD, n, bound)
+    if mpc.options.no_prss:
+        randoms = await randoms
+    return np.asarray(randoms.value, dtype=object)
+
+
+def _check_opening(y_bits: int) -> None:
+    """Raise BadParameter where a masked opening of y_bits-bit values would wrap the field."""
+    if y_bits + SEC_PARAM + 2 > ff.MODULUS_BITS:
+        raise BadParameter('bound', f'values of {y_bits} bits cannot be masked in GF(2^127-1) '
+                           f'with {SEC_PARAM} bits of statistical security')
+
+
+async def truncate(y: ArrayLike, s: int, y_bits: int) -> np.ndarray:
+    """Shares of floor(y / 2**s) or of one more: a PRSS mask below 2**s carries at most once into
+    the bits kept (one opening, no comparison; the error t - y / 2**s lies in (-1, 1)).
+
+    Args:
+        y: shares of 0 <= y < 2**y_bits (a flat array).
+        s: the bits to drop (>= 0).
+        y_bits: y's bit length.
+
+    Returns:
+        The truncations' shares.
+
+    Raises:
+        BadParameter: y_bits too large to mask in the field.
+    """
+    y = np.asarray(y, dtype=object)
+    if y.size == 0 or s == 0:
+        return y % P
+    _check_opening(y_bits)
+    r_lo = await _randoms(y.size, 1 << s)
+    r_hi = await _randoms(y.size, 1 << (SEC_PARAM + y_bits - s))
+    c = await open_values((y + r_lo + (r_hi << s)) % P)
+    return (np.array([int(v) >> s for v in c], dtype=object) - r_hi) % P
+
+
+async def secret_bits(values: ArrayLike, bits: int) -> np.ndarray:
+    """Shares of the bits of 0 <= v < 2**bits, least significant first (as MPyC's np_to_bits,
+    a la [ST06], but with the 3-party fast random bits: mask, open, add the mask's bits back).
+
+    Args:
+        values: shares (a flat array).
+        bits: the bit length.
+
+    Returns:
+        Shares (n, bits).
+
+    Raises:
+        BadParameter: bits too large to mask in the field.
+    """
+    values = np.asarray(values, dtype=object)
+    n = values.size
+    _check_opening(bits + 1)
+    r_bits = (await fast_random_bits(FIELD, n * bits)).reshape(n, bits)
+    r_mod = (r_bits * (1 << np.arange(bits, dtype=object))).sum(axis=1)
+    r_div = await _randoms(n, 1 << SEC_PARAM)
+    c = await open_values((values + ((r_div + 1) << bits) - r_mod) % P)   # (v - r_mod) mod 2**bits, masked
+    low = np.array([int(v) % (1 << bits) for v in c], dtype=object)
+    c_bits = np.int8((low[:, None] >> np.arange(bits)[None, :].astype(object)) & 1)
+    return await shares_of(mpc.np_add_bits(SECINT.array(FIELD.array(r_bits)), c_bits))
+
+
+@dataclass(frozen=True)
+class RatioPrecision:
+    """approx_ratio's public parameters for f fraction bits and denominators below 2**bound_bits:
+    the reciprocal's fraction bits, the Newton iterations, the first quotient digit's bits."""
+
+    reciprocal_bits: int
+    iterations: int
+    first_bits: int
+
+
+RATIO_SLACK = 4   # approx_ratio's overshoot: num * 2**f / den < rho < num * 2**f / den + RATIO_SLACK
+
+
+def ratio_precision(f: int, bound_bits: int) -> RatioPrecision:
+    """The smallest reciprocal precision G for which approx_ratio's error bound holds (its
+    docstring's analysis, evaluated exactly).
+
+    Args:
+        f: the ratio's fraction bits.
+        bound_bits: the denominators' bit length.
+
+    Returns:
+        The RatioPrecision.
+
+    Raises:
+        BadParameter: the values involved would not fit the field.
+    """
+    g = max(8, -(-(f + 7) // 2))
+    eps, iterations = Fraction(1, 17) + Fraction(2, 1 << g), 0
+    while eps > Fraction(3, 1 << g):
+        eps, iterations = eps * eps + (2 + eps) / (1 << g), iterations + 1
+    delta = 2 * (1 << g) * eps                          # |z - 2**G / u| <= delta (u >= 1/2)
+    first = g - math.ceil(math.log2(delta))             # delta * 2**(h - G) <= 1
+    if not (delta * Fraction(1 << first, 1 << g) <= 1 and 2 * delta * Fraction(1 << max(0, f - first), 1 << g) <= 1):
+        raise BadParameter('bound', f'no reciprocal precision for {f} fraction bits')
+    _check_opening(bound_bits + g + 4)
+    return RatioPrecision(g, iterations, first)
+
+
+async def approx_ratio(numerator: ArrayLike, denominator: ArrayLike, f: int, bound: int) -> np.ndarray:
+    """Shares of rho with num * 2**f / den < rho < num * 2**f / den + RATIO_SLACK, for
+    0 <= num <= den and 1 <= den <= bound: a Newton reciprocal and two quotient digits with
+    cheap truncations instead of f rounds of long division (one bit decomposition in all).
+
+    The denominator is normalised to q = den * 2**(L-1-lead) in [2**(L-1), 2**L) (L = bound's
+    bit length; the leading bit from the bits' suffix products), r = num * 2**(L-1-lead); with
+    u = q / 2**L in [1/2, 1), z approximates 2**G / u from z0 = 2**G (48 - 32 u) / 17 (relative
+    error 1/17) by z <- z (2 - u z / 2**G), whose relative error e becomes e**2 plus under
+    (2 + e) / 2**G for the two truncations; ratio_precision iterates that bound until it is
+    under 3 / 2**G, so |z - 2**G / u| <= delta <= 6. Then q1 = r z / 2**(L+G-h) (truncated) is
+    within 2 of r 2**h / q, the remainder r1 = r 2**h - q1 q is exact and |r1| < 2q, and
+    q2 = r1 z / 2**(L+G-f+h) is within 2 of r1 2**(f-h) / q; so q1 2**(f-h) + q2 is within 2
+    of num 2**f / den and rho adds 2.
+
+    Args:
+        numerator, denominator: shares, same shape.
+        f: the ratio's fraction bits.
+        bound: the largest denominator.
+
+    Returns:
+        The shares of rho, numerator's shape.
+
+    Raises:
+        BadParameter: the values involved would not fit the field.
+    """
+    shape = np.shape(numerator)
+    num = np.asarray(numerator, dtype=object).reshape(-1) % P
+    den = np.asarray(denominator, dtype=object).reshape(-1) % P
+    if num.size == 0:
+        return num.reshape(shape)
+    n, length = num.size, int(bound).bit_length()
+    precision = ratio_precision(f, length)
+    g, h = precision.reciprocal_bits, precision.first_bits
+    # suffix products of [bit j is 0]: zero_from[:, j] = [den < 2**j]; the leading bit's one-hot
+    zero_from = (1 - await secret_bits(den, length)) % P
+    step = 1
+    while step < length:
+        shifted = np.ones_like(zero_from)
+        shifted[:, :-step] = zero_from[:, step:]
+        zero_from = await reshare_values(zero_from * shifted)
+        step *= 2
+    above = np.concatenate([zero_from[:, 1:], np.ones((n, 1), dtype=object)], axis=1)
+    scale = ((above - zero_from) * (1 << np.arange(length - 1, -1, -1, dtype=object))).sum(axis=1)
+    q, r = await reshare_values(np.stack([den * scale, num * scale]))
+    # Newton's reciprocal z ~ 2**(G+L) / q
+    z = ((((1 << g) * 48 + 8) // 17) - await truncate(((((1 << g) * 32 + 8) // 17) * q) % P, length, g + length + 1))
+    for _ in range(precision.iterations):
+        w = await reshare_values(q * z)
+        e = (await truncate(((1 << (length + g)) - w + (1 << (length + g + 2))) % P, length, length + g + 3)
+             - (1 << (g + 2)))
+        v = await reshare_values(z * e)
+        z = z + await truncate((v + (1 << (2 * g - 1))) % P, g, 2 * g) - (1 << (g - 1))
+    rz = await reshare_values(r * z)
+    if f <= h:
+        return ((await truncate(rz, length + g - f, length + g + 2)) + 2).reshape(shape) % P
+    q1 = await truncate(rz, length + g - h, length + g + 2)
+    r1 = ((r << h) - await reshare_values(q1 * q)) % P
+    v = await reshare_values(r1 * z)
+    s = length + g - (f - h)
+    q2 = await truncate((v + (1 << (length + g + 3))) % P, s, length + g + 4) - (1 << (length + g + 3 - s))
+    return ((q1 << (f - h)) + q2 + 2).reshape(shape) % P

@@ -1,5 +1,7 @@
-"""Random bits and exact truncation primitives, run in real 3-, 5- and 7-party MPyC sessions."""
+"""Random bits, exact truncation and the approximate ratio, run in real 3- and 7-party MPyC sessions."""
 
+import random
+import socket
 import subprocess
 import sys
 import textwrap
@@ -12,7 +14,8 @@ SCRIPT = textwrap.dedent('''
     import sys
     import numpy as np
     from mpyc.runtime import mpc
-    from mpc_market.mpc.primitives import FIELD, SECINT, to_secure, exact_floor_pow2, floor_of_ratio_product
+    from mpc_market.mpc.primitives import (FIELD, SECINT, RATIO_SLACK, to_secure, approx_ratio, exact_floor_pow2,
+                                          floor_of_ratio_product)
     from mpc_market.mpc.randbits import random_bits
 
     async def main():
@@ -40,6 +43,16 @@ SCRIPT = textwrap.dedent('''
         q = await floor_of_ratio_product(np.array(ys, dtype=object), f, x_bits + f + 1, bound)
         q = np.asarray(await mpc.output(to_secure(q)), dtype=object)
         assert list(q) == [x * n // t for x, n, t in cases]
+
+        # the flexibility clearing's ratio: strictly within (n 2^f / t, n 2^f / t + RATIO_SLACK)
+        for f, bound in ((38, (1 << 21) - 1), (46, 1 << 26)):
+            pairs = [(0, 1), (1, 1), (1, 2), (2, 3), (bound, bound), (bound - 1, bound), (1, bound), (0, bound)]
+            pairs += [(int(n) % (int(t) + 1), int(t)) for n, t in
+                      zip(rng.integers(0, bound, 300), rng.integers(1, bound + 1, 300))]
+            rho = await approx_ratio(np.array([n for n, _ in pairs], dtype=object),
+                                     np.array([t for _, t in pairs], dtype=object), f, bound)
+            rho = [int(v) for v in await mpc.output(to_secure(rho))]
+            assert all((n << f) < r * t < (n << f) + RATIO_SLACK * t for (n, t), r in zip(pairs, rho)), f
         await mpc.shutdown()
         print('OK', mpc.pid)
 
@@ -47,10 +60,31 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
+def free_base_port(count: int) -> int:
+    """A base port with count free consecutive ports: MPyC's local parties all default to 11365
+    onwards, so two sessions at once (xdist workers) would otherwise connect to each other."""
+    for _ in range(100):
+        base = random.randrange(20000, 60000)
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(('127.0.0.1', port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError('no free consecutive ports')
+
+
 @pytest.mark.parametrize('parties', [3, 7])  # 5 parties: the settlement tests run with 5 nodes
 def test_random_bits_and_exact_truncation(tmp_path, parties):
     script = tmp_path / 'check.py'
     script.write_text(SCRIPT)
-    proc = subprocess.run([sys.executable, str(script), '-M', str(parties), '--no-log'], capture_output=True,
+    proc = subprocess.run([sys.executable, str(script), '-M', str(parties), '-B', str(free_base_port(parties)),
+                           '--no-log'], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0 and 'OK 0' in proc.stdout, proc.stdout + proc.stderr
