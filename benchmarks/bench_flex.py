@@ -147,10 +147,10 @@ def notes(rows):
     """The ratio the issue bounds: flexibility clearing over energy clearing of as many inputs."""
     flex = next(r for r in rows if r['kind'] == 'flexibility')
     verdict = 'at most' if flex['ratio'] <= 1 else 'MORE than'
-    grid = 'at most' if flex.get('ratio_grid', 2) <= 1 else 'MORE than'
+    grid = 'at most' if flex['ratio_grid'] <= 1 else 'MORE than'
     return [f'The flexibility clearing of {flex["n"]:,} offers took {flex["ratio"]} x the energy clearing of as '
             f'many orders of a community that orders in every slot ({verdict} its cost), and '
-            f'{flex.get("ratio_grid")} x that of as many orders on the offers\' own vectors ({grid} its cost).']
+            f'{flex["ratio_grid"]} x that of as many orders on the offers\' own vectors ({grid} its cost).']
 
 
 def figures(rows, directory):

@@ -216,10 +216,7 @@ async def exact_floor_pow2(y: ArrayLike, f: int, y_bits: int) -> np.ndarray:
     r_lo = np.zeros(n, dtype=object)
     for j in range(f - 1, -1, -1):
         r_lo = (r_lo << 1) + r_bits[j]
-    r_hi = internals.np_randoms(mpc, FIELD, n, 1 << (SEC_PARAM + y_bits - f))
-    if mpc.options.no_prss:
-        r_hi = await r_hi
-    r_hi = r_hi.value
+    r_hi = await _randoms(n, 1 << (SEC_PARAM + y_bits - f))
     c = await open_values(y + r_lo + (r_hi << f))
     c_lo = np.array([int(v) for v in c], dtype=object) & ((1 << f) - 1)
     c_hi = np.array([int(v) for v in c], dtype=object) >> f
@@ -346,10 +343,7 @@ async def floor_of_ratio_product(y: ArrayLike, f: int, y_bits: int, denominator_
     s = f - g
     if s <= 0 or y.size == 0 or mpc.options.no_prss:
         return await exact_floor_pow2(y, f, y_bits)
-    r_lo = internals.np_randoms(mpc, FIELD, y.size, 1 << s).value          # < subsets * 2**s, unknown to any t
-    r_hi = internals.np_randoms(mpc, FIELD, y.size, 1 << (SEC_PARAM + y_bits - s)).value
-    c = await open_values(y.reshape(-1) + (1 << s) + r_lo + (r_hi << s))
-    coarse = (np.array([int(v) >> s for v in c], dtype=object) - r_hi) % P  # floor(y/2**s) + 1 + e
+    coarse = await truncate((y.reshape(-1) + (1 << s)) % P, s, y_bits)   # floor(y/2**s) + 1 + e
     coarse_bits = y_bits - s + 2
     return (await exact_floor_pow2(coarse, g, coarse_bits)).reshape(y.shape)
 
@@ -506,7 +500,8 @@ async def approx_ratio(numerator: ArrayLike, denominator: ArrayLike, f: int, bou
     scale = ((above - zero_from) * (1 << np.arange(length - 1, -1, -1, dtype=object))).sum(axis=1)
     q, r = await reshare_values(np.stack([den * scale, num * scale]))
     # Newton's reciprocal z ~ 2**(G+L) / q
-    z = ((((1 << g) * 48 + 8) // 17) - await truncate(((((1 << g) * 32 + 8) // 17) * q) % P, length, g + length + 1))
+    start, slope = ((48 << g) + 8) // 17, ((32 << g) + 8) // 17   # 2**G * 48/17 and 2**G * 32/17, rounded
+    z = start - await truncate(slope * q % P, length, g + length + 1)
     for _ in range(precision.iterations):
         w = await reshare_values(q * z)
         e = (await truncate(((1 << (length + g)) - w + (1 << (length + g + 2))) % P, length, length + g + 3)
