@@ -378,9 +378,6 @@ async def allocate_chunk(node: OrderShares, start: int, stop: int, valid: np.nda
         l1 = first[group, :, d]                                    # (n, slots)
         l2 = np.broadcast_to(second[None, :, d], l1.shape)
         reach2 = l2 > l1                                           # the aggregator's level is above the DSO's
-        cols = weighted[..., d * k:(d + 1) * k]
-        level_weighted = np.concatenate([np.zeros(cols.shape[:-1] + (1,), dtype=np.uint64),
-                                         np.cumsum(cols * np.arange(k, dtype=np.uint64), axis=-1)], axis=-1)
         below1 = alloc.range_sum(prefix, np.zeros_like(l1), l1) * keep
         between = alloc.range_sum(prefix, l1 + 1, l2) * keep
         at1 = alloc.range_sum(prefix, l1, l1 + 1) * keep * (l1 >= 0)
@@ -394,6 +391,7 @@ async def allocate_chunk(node: OrderShares, start: int, stop: int, valid: np.nda
         rate += bid * keep if prices.pay_as_bid else reached1 * p1 + reached2 * p2
         penalty += reached1 * prices.penalty1[group, :, d] + reached2 * prices.penalty2[None, :, d]
         if prices.pay_as_bid:   # floor * E + tick * sum(level * E) over the levels activated in full
+            level_weighted = limb_prefix(weighted[..., d * k:(d + 1) * k] * np.arange(k, dtype=np.uint64))
             pay = (prices.floor_units * (below1 + between)
                    + prices.tick_units * (alloc.range_sum(level_weighted, np.zeros_like(l1), l1)
                                           + alloc.range_sum(level_weighted, l1 + 1, l2)) * keep)
@@ -430,27 +428,35 @@ def reach_terms(onehot: np.ndarray, l1: np.ndarray, top: np.ndarray,
                 prices: Prices) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Linear in an offer's one-hot level (no interaction): whether it is at or below the DSO's
     level l1, whether it is above l1 and at or below top (the aggregator's level where that is
-    above l1, else l1), and its own level's price where it is at or below top (pay-as-bid).
+    above l1, else l1), and its own level's price where it is at or below top (pay-as-bid; 0
+    otherwise). Prefix sums in limbs (allocation.range_sum): only the (n, slots) picks become ints.
 
     Args:
         onehot: limbs (4, n, slots, K) of one direction's one-hot columns.
         l1: the DSO's level per (n, slots), -1: none.
         top: the highest level that reached the offer per (n, slots), -1: none.
-        prices: the grid's floor and tick.
+        prices: the grid's floor and tick, and the pricing.
 
     Returns:
-        Shares (n, slots) of the two indicators and of the price.
+        Shares (n, slots) of the two indicators and of the price (0 unless pay-as-bid).
     """
-    from . import field as ff
-    ints = ff.to_ints(onehot)
-    zero = np.zeros(ints.shape[:-1] + (1,), dtype=object)
-    prefix = np.concatenate([zero, np.cumsum(ints, axis=-1)], axis=-1)          # prefix[j]: levels < j
-    weighted = np.concatenate([zero, np.cumsum(ints * np.arange(ints.shape[-1], dtype=object), axis=-1)], axis=-1)
+    from . import allocation as alloc
+    columns = onehot.astype(np.uint64)
+    zero = np.zeros(l1.shape, dtype=np.int64)
+    prefix = limb_prefix(columns)
+    below1, below_top = alloc.range_sum(prefix, zero, l1 + 1), alloc.range_sum(prefix, zero, top + 1)
+    bid = np.zeros(l1.shape, dtype=object)
+    if prices.pay_as_bid:
+        levels = np.arange(columns.shape[-1], dtype=np.uint64)
+        bid = (prices.floor_units * below_top
+               + prices.tick_units * alloc.range_sum(limb_prefix(columns * levels), zero, top + 1))
+    return below1, below_top - below1, bid
 
-    def upto(values: np.ndarray, level: np.ndarray) -> np.ndarray:
-        return np.take_along_axis(values, (level + 1)[..., None], -1)[..., 0]
-    below1, below_top = upto(prefix, l1), upto(prefix, top)
-    return below1, below_top - below1, prices.floor_units * below_top + prices.tick_units * upto(weighted, top)
+
+def limb_prefix(columns: np.ndarray) -> np.ndarray:
+    """Exclusive prefix sums along the last axis of uint64 limbs (4, ..., J) -> (4, ..., J + 1)."""
+    pad = np.zeros(columns.shape[:-1] + (1,), dtype=np.uint64)
+    return np.concatenate([pad, np.cumsum(columns, axis=-1)], axis=-1)
 
 
 def pick(columns: np.ndarray, at: np.ndarray) -> np.ndarray:

@@ -149,7 +149,28 @@ async def less_than_zero(values: ArrayLike, bits: int) -> np.ndarray:
     Returns:
         Shares of the bits, same shape.
     """
-    return await flat_apply(values, lambda v: shares_of(mpc.np_sgn(to_secure(v), l=bits, LT=True)))
+    return await flat_apply(values, lambda v: _less_than_zero_flat(v, bits))
+
+
+async def _less_than_zero_flat(values: np.ndarray, bits: int) -> np.ndarray:
+    """MPyC's np_sgn(LT=True) (Toft's comparison), its random bits from fast_random_bits: MPyC's
+    cost a modular square root each, and a comparison takes bits + 1 of them per value."""
+    n, top = len(values), 1 << bits
+    random = await fast_random_bits(FIELD, (bits + 1) * n)
+    sign = (2 * random[bits * n:] - 1) % P                      # shares of s in {-1, +1}
+    r_bits = random[:bits * n].reshape(n, bits)                 # most significant first
+    shifts = np.arange(bits - 1, -1, -1)
+    r_low = (r_bits << shifts).sum(axis=1)
+    r_high = await _randoms(n, 1 << SEC_PARAM)
+    masked = values + top + r_low
+    opened = np.array([int(c) & (top - 1) for c in await open_values((masked + (r_high << bits)) % P)], dtype=object)
+    c_bits = np.right_shift.outer(opened, shifts).T & 1         # (bits, n)
+    r_cols = r_bits.T
+    xors = np.cumsum(np.vstack((np.zeros((1, n), dtype=object), c_bits + r_cols - 2 * c_bits * r_cols)), axis=0)
+    e = (sign - np.vstack((c_bits - r_cols, np.ones((1, n), dtype=object))) + 3 * xors) % P
+    zero = np.asarray(await mpc.np_is_zero_public(mpc.np_prod(to_secure(e), axis=0)), dtype=bool)
+    h = (1 - 2 * zero.astype(object)) * sign + 3
+    return (opened - masked + h * (1 << (bits - 1))) * pow(top, -1, P) % P
 
 
 

@@ -1,4 +1,4 @@
-"""Random bits, exact truncation and the approximate ratio, run in real 3- and 7-party MPyC sessions."""
+"""Random bits, exact truncation, the approximate ratio and the comparison, run in real 3- and 7-party MPyC sessions."""
 
 import random
 import socket
@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent('''
     import numpy as np
     from mpyc.runtime import mpc
     from mpc_market.mpc.primitives import (FIELD, SECINT, RATIO_SLACK, to_secure, approx_ratio, exact_floor_pow2,
-                                          floor_of_ratio_product)
+                                          floor_of_ratio_product, less_than_zero)
     from mpc_market.mpc.randbits import random_bits
 
     async def main():
@@ -53,6 +53,12 @@ SCRIPT = textwrap.dedent('''
                                      np.array([t for _, t in pairs], dtype=object), f, bound)
             rho = [int(v) for v in await mpc.output(to_secure(rho))]
             assert all((n << f) < r * t < (n << f) + RATIO_SLACK * t for (n, t), r in zip(pairs, rho)), f
+        # the comparison (MPyC's protocol on these random bits): every signed value of 8 bits, edges of 40
+        for l, vs in ((8, list(range(-128, 128))), (40, [-(1 << 39), -(1 << 39) + 1, -1, 0, 1, (1 << 39) - 1]
+                                                       + [int(v) - (1 << 39) for v in rng.integers(0, 1 << 40, 100)])):
+            lt = await less_than_zero(np.array(vs, dtype=object) % FIELD.order, l)
+            lt = [int(v) for v in await mpc.output(to_secure(lt))]
+            assert lt == [int(v < 0) for v in vs], l
         await mpc.shutdown()
         print('OK', mpc.pid)
 
