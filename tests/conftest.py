@@ -88,6 +88,13 @@ def spread_long_tests(items, workers):
     return [i for chunk in chunks for i in chunk]
 
 
+def pytest_configure(config):
+    """The quick loop (-m "not slow", on the controller and every xdist worker) runs fewer examples
+    of each property test (helpers.run_examples); the full suite all of them."""
+    if (config.option.markexpr or '').replace(' ', '') == 'notslow':
+        os.environ['MPC_MARKET_QUICK_LOOP'] = '1'
+
+
 @pytest.hookimpl(trylast=True)  # after -m/-k have deselected: the chunks are of what runs
 def pytest_collection_modifyitems(config, items):
     """On xdist workers (each collects; all must agree on the order), the long tests first. The chunks

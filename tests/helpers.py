@@ -293,3 +293,16 @@ def load_simbench_once(monkeypatch):
             _SIMBENCH_NETS[code] = real(code)
         return copy.deepcopy(_SIMBENCH_NETS[code])
     monkeypatch.setattr(grid, 'load_net', load_net)
+
+
+# -- property tests -----------------------------------------------------------------------------
+QUICK_LOOP_SHARE = 10   # the quick loop runs a tenth of each property test's examples
+
+
+def run_examples(examples):
+    """Hypothesis examples for a property test: all of them in the full suite (CI), a tenth (at least
+    3) in the quick loop, ``pytest -m "not slow"`` (conftest sets MPC_MARKET_QUICK_LOOP): the same
+    properties on fewer random markets before each commit, every example before a merge."""
+    if os.environ.get('MPC_MARKET_QUICK_LOOP') == '1':
+        return max(3, examples // QUICK_LOOP_SHARE)
+    return examples

@@ -1,6 +1,7 @@
 """The package layout keeps its promises: layering by role, no cycles, no private imports, a documented API."""
 
 import ast
+import functools
 import inspect
 import os
 import pkgutil
@@ -35,6 +36,13 @@ def modules():
     return found
 
 
+@functools.cache
+def parsed(path):
+    """The syntax tree of a module's file, parsed once per test process (the tests only read it)."""
+    with open(path) as f:
+        return ast.parse(f.read())
+
+
 def role(module):
     parts = module.split('.')
     return '__init__' if len(parts) == 1 else parts[1]
@@ -43,7 +51,7 @@ def role(module):
 def imports(module, path):
     """(imported module, names, line) of every import, lazy ones included, resolved to absolute."""
     package = module if path.endswith('__init__.py') else module.rsplit('.', 1)[0]
-    for node in ast.walk(ast.parse(open(path).read())):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.ImportFrom):
             base = node.module or ''
             if node.level:
@@ -100,7 +108,7 @@ def test_no_import_cycles():
 
 
 def test_every_module_says_what_it_is_for():
-    undocumented = [m for m, path in MODULES.items() if not ast.get_docstring(ast.parse(open(path).read()))]
+    undocumented = [m for m, path in MODULES.items() if not ast.get_docstring(parsed(path))]
     assert not undocumented, undocumented
 
 
@@ -135,7 +143,7 @@ JOB_FILES = {'job.json', 'clearing.json', 'shares.npy', 'readings.npy', 'held.js
 def test_the_job_directory_is_named_only_by_jobdir():
     """The MPC job's files are a protocol between processes: one module (mpc/jobs.py) names them."""
     wrong = [f'{m}:{node.lineno} names {node.value!r}' for m, path in MODULES.items() if m != 'mpc_market.mpc.jobs'
-             for node in ast.walk(ast.parse(open(path).read()))
+             for node in ast.walk(parsed(path))
              if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in JOB_FILES]
     assert not wrong, wrong
 
@@ -144,7 +152,7 @@ def test_no_servicer_aborts_outside_the_one_map():
     """Servicers raise typed MarketErrors; net/server.py's abort (status_of) alone turns them into
     status codes, so a refusal has one code wherever it is raised."""
     wrong = [f'{m}:{node.lineno}' for m, path in MODULES.items() if m != 'mpc_market.net.server'
-             for node in ast.walk(ast.parse(open(path).read()))
+             for node in ast.walk(parsed(path))
              if isinstance(node, ast.Attribute) and node.attr == 'abort' and isinstance(node.value, ast.Name)
              and node.value.id == 'context']
     assert not wrong, wrong
@@ -153,7 +161,7 @@ def test_no_servicer_aborts_outside_the_one_map():
 def test_no_assert_decides_on_input_in_the_package():
     """python -O removes asserts: a check that input decides must be a real one."""
     wrong = [f'{m}:{node.lineno}' for m, path in MODULES.items()
-             for node in ast.walk(ast.parse(open(path).read())) if isinstance(node, ast.Assert)]
+             for node in ast.walk(parsed(path)) if isinstance(node, ast.Assert)]
     assert not wrong, wrong
 
 
@@ -174,7 +182,7 @@ FOREIGN_ATTRIBUTE_WRITES = {
 
 def foreign_attribute_writes(path):
     """(line, target) of every assignment to an attribute of something other than self or cls."""
-    for node in ast.walk(ast.parse(open(path).read())):
+    for node in ast.walk(parsed(path)):
         targets = node.targets if isinstance(node, ast.Assign) else \
             [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
         for target in targets:

@@ -20,7 +20,7 @@ from mpc_market.net.store import now_ms
 from mpc_market.net.trusted import UntrustedRound, trusted_round
 from mpc_market.rpc import market_pb2
 
-from helpers import TOML, cli
+from helpers import TOML, cli, run_examples
 
 ADDRESSES = ['127.0.0.1:7301', '127.0.0.1:7302', '127.0.0.1:7303']
 
@@ -143,7 +143,7 @@ def test_a_manifest_is_checked_strictly_and_refused_when_others_can_write_it(dep
         load_manifest(str(tmp_path / 'nowhere'))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=run_examples(200), deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
                     lambda inner: st.lists(inner, max_size=4)
                     | st.dictionaries(st.text(max_size=8), inner, max_size=4)))

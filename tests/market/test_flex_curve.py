@@ -14,6 +14,8 @@ from mpc_market.market.flex import FlexOffer, flex_curve_plain
 from mpc_market.mpc.flex_local import flex_curve_mpc
 from tests.market.test_flex_rule import CONFIG, SMALL, markets, worked_files
 
+from helpers import run_examples
+
 
 def test_worked_example_curve():
     offers = [FlexOffer('a', 0, 'up', 1000, Decimal('0.10')), FlexOffer('b', 0, 'up', 500, Decimal('0.10')),
@@ -31,7 +33,7 @@ def test_curve_of_no_offer_is_empty():
     assert flex_curve_mpc(CONFIG, [], 2, in_process=True) == flex_curve_plain(CONFIG, [], 2)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=run_examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(markets(), st.integers(1, 5))
 def test_mpc_curve_equals_the_reference(market, min_cohort):
     plain = flex_curve_plain(SMALL, market.offers, min_cohort)

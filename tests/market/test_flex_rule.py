@@ -27,6 +27,8 @@ from mpc_market.market.orders import Order
 from mpc_market.market.plain import clear_plain
 from mpc_market.market.settlement import deviation_price2
 
+from helpers import run_examples
+
 CONFIG = MarketConfig(Decimal('0.05'), Decimal('0.30'), Decimal('0.01'))  # 26 levels, 2 decimals
 
 FEEDERS = {'h1': 'F1', 'h2': 'F1', 'h3': 'F1', 'h4': 'F1', 'h6': 'F1', 'h8': 'F1', 'h5': 'F2'}  # h7: none
@@ -207,7 +209,7 @@ def markets(draw, config=SMALL):
                       draw(st.sampled_from(['pay-as-clear', 'pay-as-bid'])))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=run_examples(200), deadline=None)
 @given(markets())
 def test_invariants_of_the_clearing(market):
     result = clear_flex_plain(market)
@@ -250,7 +252,7 @@ def level_price(market, level):  # noqa: N802 - reads as the rule's P(level)
     return market.config.level_price_units(level)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=run_examples(200), deadline=None)
 @given(st.lists(st.tuples(st.one_of(st.none(), st.integers(0, 5)), st.integers(1, 50)), max_size=8),
        st.integers(1, 200), st.one_of(st.none(), st.integers(0, 5)))
 def test_one_request_takes_the_cheapest_first(entries, volume, cap):
@@ -265,7 +267,7 @@ def test_one_request_takes_the_cheapest_first(entries, volume, cap):
             assert a == e
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=run_examples(100), deadline=None)
 @given(markets(), st.data())
 def test_settlement_pays_delivered_and_charges_the_rest(market, data):
     result = clear_flex_plain(market)

@@ -26,7 +26,7 @@ from mpc_market.market.importer import (
     slot_energy,
 )
 
-from helpers import read_rows
+from helpers import read_rows, run_examples
 
 BASE = '[market]\nprice_floor = 0.047\nprice_ceiling = 0.139\ntick = 0.001\n'
 BERLIN = BASE + 'start = 2026-06-17T00:00:00+02:00\ntimezone = "Europe/Berlin"\n'
@@ -91,7 +91,7 @@ def test_the_rounding_rule():
     assert sum(round_exact({s: Fraction(1, 3) for s in range(9)}).values()) == 3
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=run_examples(200), deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 12), st.decimals(-5000, 5000, places=3)), min_size=1, max_size=30))
 def test_integration_keeps_every_slot_within_1_wh_and_the_total(steps):
     """Random steps of power, each a whole number of 5-minute slots: the exact energy by hand, and the

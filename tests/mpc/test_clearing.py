@@ -18,7 +18,7 @@ from mpc_market.mpc import field as ff
 from mpc_market.mpc.inprocess import clear_in_process
 from mpc_market.mpc.local import clear_mpc, clear_peers
 
-from helpers import cli, read_rows
+from helpers import cli, read_rows, run_examples
 from malicious import tamper_clients
 
 CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'))
@@ -48,7 +48,7 @@ order_strategy = st.tuples(
     st.decimals(Decimal('0.030'), Decimal('0.160'), places=4))
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=run_examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(order_strategy, min_size=1, max_size=30), min_size=3, max_size=4))
 def test_random_markets_agree_exactly(markets):
     """Several independent random markets in one MPC run: market j trades in slots 3j..3j+2

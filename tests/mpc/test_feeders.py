@@ -20,7 +20,7 @@ from mpc_market.market.orders import Order
 from mpc_market.market.plain import clear_plain
 from mpc_market.mpc.inprocess import clear_in_process
 
-from helpers import cli, read_rows
+from helpers import cli, read_rows, run_examples
 from malicious import tamper_clients
 
 SMALL = MarketConfig(Decimal('0.10'), Decimal('0.20'), Decimal('0.01'), 50000, zoned=True)
@@ -40,7 +40,7 @@ def book_of(orders, cohort, zones=3):
     return Book(replace(SMALL, feeder_min_cohort=cohort), kept)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=run_examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(order, min_size=1, max_size=30), st.integers(1, 5), st.integers(1, 4))
 def test_random_zoned_markets_release_the_reference_positions(orders, cohort, zones):
     book = book_of(orders, cohort, zones)

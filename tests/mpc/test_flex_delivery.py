@@ -19,6 +19,8 @@ from mpc_market.market.settlement import deviation_price2
 from mpc_market.mpc.flex_local import settle_flex_mpc
 from tests.market.test_flex_rule import CONFIG, SMALL, energy_book, markets, worked_market
 
+from helpers import run_examples
+
 
 def prices(config, orders):
     return {s.slot: deviation_price2(config, s) for s in clear_plain(Book(config, orders)).slots}
@@ -81,7 +83,7 @@ def rounds(draw):
     return market, orders, readings
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=run_examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rounds())
 def test_in_process_equals_the_reference(round_):
     market, orders, readings = round_

@@ -16,6 +16,7 @@ from mpc_market.mpc.flex import FlexBook
 from mpc_market.mpc.flex_local import clear_flex_in_process, clear_flex_mpc
 from tests.market.test_flex_rule import SMALL, flex_cli, markets, worked_market
 
+from helpers import run_examples
 from malicious import tamper_clients
 
 
@@ -25,7 +26,7 @@ def assert_same(secure, plain, excluded=()):
     assert secure.excluded == sorted(excluded)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=run_examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(markets())
 def test_in_process_equals_the_reference(market):
     assert_same(clear_flex_in_process(market, chunk=8), clear_flex_plain(market))

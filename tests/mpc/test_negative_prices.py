@@ -25,6 +25,8 @@ from mpc_market.mpc import field as ff
 from mpc_market.mpc.inprocess import clear_in_process, settle_in_process, single_party_runtime
 from mpc_market.mpc.local import clear_mpc, settle_mpc
 
+from helpers import run_examples
+
 # -- the range checker ------------------------------------------------------------------------------
 CONSUMERS = ('primitives', 'crossing', 'allocation', 'merit_order', 'zones', 'prorata', 'schemes', 'settlement',
              'validation', 'clearing')
@@ -167,7 +169,7 @@ def assert_settles_equal(book, net_of, engine='in-process', **kwargs):
     return secure
 
 
-SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+SETTINGS = settings(max_examples=run_examples(50), deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                            HealthCheck.function_scoped_fixture])
 
 

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from mpc_market.mpc.inprocess import single_party_runtime
 
+from helpers import run_examples
+
 MPC = single_party_runtime()
 from mpc_market.mpc import primitives  # noqa: E402  (after the runtime is set up for one party)
 
@@ -43,7 +45,7 @@ def test_edges(f, bound):
     assert_within(pairs, ratios(pairs, f, bound), f)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=run_examples(25), deadline=None)
 @given(st.integers(1, 26).flatmap(lambda bits: st.tuples(
     st.just((1 << bits) - 1), st.integers(bits + 1, 46),
     st.lists(st.integers(1, (1 << bits) - 1).flatmap(lambda den: st.tuples(st.integers(0, den), st.just(den))),

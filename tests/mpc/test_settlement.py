@@ -15,6 +15,7 @@ from mpc_market.market.orders import Order
 from mpc_market.mpc import local
 from mpc_market.mpc.inprocess import settle_in_process
 
+from helpers import run_examples
 from malicious import tamper_clients
 
 F, C = 10, 20  # floor and ceiling in price units
@@ -64,7 +65,7 @@ def random_markets(seeds, participants=14, slots=2):
     return Book(CONFIG, orders, extra_pairs=list(readings)), readings
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=run_examples(3), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.integers(0, 10**6), min_size=5, max_size=5))  # five random markets in one MPC run
 def test_mpc_settlement_equals_reference(seeds):
     """One party in this process; the edge cases, 5 and 7 nodes, two sessions and cheaters below

@@ -19,7 +19,7 @@ from mpc_market.market.plain import clear_plain, settle_plain
 from mpc_market.mpc.inprocess import clear_in_process
 from mpc_market.mpc.local import clear_mpc, clear_peers, settle_mpc
 
-from helpers import cli, read_rows
+from helpers import cli, read_rows, run_examples
 
 SMALL = MarketConfig(Decimal('0.10'), Decimal('0.20'), Decimal('0.01'), 50000)  # 11 levels, slack bits
 SEED_MARKET = '[market]\nprice_floor = 0.047\nprice_ceiling = 0.139\ntick = 0.001\n'
@@ -85,7 +85,7 @@ zoned_order = st.tuples(
     st.sampled_from(['0.05', '0.10', '0.13', '0.15', '0.17', '0.20', '0.25', '0.114', '0.186']))
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=run_examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(zoned_order, min_size=1, max_size=25), min_size=3, max_size=3),
        st.sampled_from(['0', '0.01', '0.03']), st.integers(1, 4))
 def test_random_zoned_markets_agree_exactly(markets, fee, zones):

@@ -28,7 +28,7 @@ from mpc_market.net.config import load_broker_config, load_node_config
 from mpc_market.stats.release import load_bundle
 from mpc_market.stats.submission import read_submissions
 
-from helpers import cli
+from helpers import cli, run_examples
 
 CONFIG = MarketConfig(Decimal('0.047'), Decimal('0.139'), Decimal('0.001'))
 TIMED = MarketConfig(Decimal('-0.05'), Decimal('0.139'), Decimal('0.001'), currency='CHF', timezone='Europe/Berlin',
@@ -70,7 +70,7 @@ def _csv_with(path, header, template, column, value):
 
 
 def _fuzz_settings(examples=60):
-    return settings(max_examples=examples, deadline=None,
+    return settings(max_examples=run_examples(examples), deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

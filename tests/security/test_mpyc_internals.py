@@ -19,6 +19,8 @@ from mpc_market.mpc import field as ff
 from mpc_market.mpc import mpyc_internals as internals
 from mpc_market.mpc import wire
 
+from helpers import run_examples
+
 # SHA-256 (first 16 hex digits) of the source of every MPyC internal that mpyc_internals patches,
 # replaces or calls, as reviewed for MPyC 0.11. A change in MPyC fails this test: review
 # mpyc_internals.py against the new source, then update the digest and SUPPORTED_VERSIONS.
@@ -76,13 +78,13 @@ values = st.recursive(
     lambda inner: st.lists(inner, max_size=5) | st.tuples(inner, inner), max_leaves=20)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=run_examples(200), deadline=None)
 @given(values)
 def test_wire_round_trip(value):
     assert wire.loads(wire.dumps(value)) == value
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=run_examples(50), deadline=None)
 @given(st.lists(st.integers(-2**200, 2**200), max_size=40), st.sampled_from([(-1,), (2, -1)]))
 def test_wire_round_trip_of_share_arrays(ints, shape):
     if shape == (2, -1) and len(ints) % 2:
@@ -94,7 +96,7 @@ def test_wire_round_trip_of_share_arrays(ints, shape):
     assert (wire.loads(wire.dumps(numeric)) == numeric).all()
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=run_examples(500), deadline=None)
 @given(st.binary(max_size=200))
 def test_wire_rejects_garbage_with_one_error(data):
     try:

@@ -20,7 +20,7 @@ from mpc_market.stats.reference import plain_totals
 from mpc_market.stats.release import decrypt_bundle
 from mpc_market.stats.submission import EncryptedDay, encrypt_day
 
-from helpers import cli
+from helpers import cli, run_examples
 
 DAY = '2026-11-20'
 SLOTS = 4
@@ -66,7 +66,7 @@ def bundle_file(tmp_path, bundle):
 
 
 # -- packing ------------------------------------------------------------------------------------
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=run_examples(200), deadline=None)
 @given(st.integers(1, 96), st.integers(1, 1 << 20), st.integers(2, 1 << 20), st.integers(0, 6), st.data())
 def test_packing_round_trip(slots, max_wh, max_meters, guard, data):
     layout = Layout(slots, max_wh, max_meters, guard, 2048)
