@@ -271,9 +271,11 @@ def flex_curve_mpc(config: MarketConfig, offers: Sequence[FlexOffer], min_cohort
 
 
 def delivery_book(market: FlexMarket, orders: Sequence[Order], readings: Mapping[tuple[str, int], int]) -> Book:
-    """The delivery session's rows: every energy order, reading and offer in a request slot."""
+    """The delivery session's rows: every energy order and reading, and every row of the clearing
+    (FlexBook's: each owner of an offer in a request slot, in every request slot)."""
     slots = set(market.request_slots)
-    pairs = set(readings) | {(o.participant, o.slot) for o in market.offers if o.slot in slots}
+    owners = {o.participant for o in market.offers if o.slot in slots}
+    pairs = set(readings) | {(p, s) for p in owners for s in slots}
     return Book(market.config, list(orders), extra_pairs=sorted(pairs, key=lambda k: (k[1], k[0])))
 
 

@@ -8,11 +8,11 @@ the clearing and none outside it."""
 from decimal import Decimal
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mpc_market.market.book import Book
-from mpc_market.market.flex import clear_flex_plain, flex_bills, settle_flex_plain
+from mpc_market.market.flex import FlexMarket, FlexOffer, FlexRequest, clear_flex_plain, flex_bills, settle_flex_plain
 from mpc_market.market.orders import Order
 from mpc_market.market.plain import clear_plain
 from mpc_market.market.settlement import deviation_price2
@@ -83,8 +83,19 @@ def rounds(draw):
     return market, orders, readings
 
 
+def offer_slot_without_orders():
+    """Found by hypothesis in CI: an owner offers in slot 0 only, requests cover slots 0 and 1, and
+    nobody orders or reads in slot 1 (the clearing's rows cover it, the delivery session's must too)."""
+    market = FlexMarket(SMALL, tuple(FlexRequest(f'aggregator{s}down', 'aggregator', '', s, 'down', 1,
+                                                 Decimal('0.05'), Decimal('0.10')) for s in (0, 1)),
+                        (FlexOffer('p2', 0, 'up', 1, Decimal('0.05')),), {p: 'F0' for p in ('p0', 'p1', 'p2', 'p3')})
+    orders = [Order(p, 0, 'buy', 1, Decimal('0.10')) for p in ('p2', 'y')]
+    return market, orders, {}
+
+
 @settings(max_examples=run_examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rounds())
+@example(offer_slot_without_orders())
 def test_in_process_equals_the_reference(round_):
     market, orders, readings = round_
     assert_same(settle_flex_mpc(market, orders, readings, prices(SMALL, orders), chunk=4, in_process=True),
