@@ -178,7 +178,7 @@ async def merit_levels(curves: np.ndarray, target: np.ndarray, caps: np.ndarray,
 
 
 async def procure(curves: np.ndarray, rows: Sequence[PlannedRequest], bound: int,
-                  f: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  f: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every request's merit order: T = min(V, S(cap)) (opened), the marginal level (opened where
     T > 0) and the shares of a ratio rho with R * 2**f / Q < rho < R * 2**f / Q + RATIO_SLACK
     there (2**f where everything up to the cap is procured).
@@ -195,14 +195,16 @@ async def procure(curves: np.ndarray, rows: Sequence[PlannedRequest], bound: int
         f: the job's fraction bits.
 
     Returns:
-        (levels (-1: nothing procured), T, ratio shares), one a row each.
+        (levels (-1: nothing procured), T, ratio shares, whether the ratio is the public 2**f), one a
+        row each; where it is, every floor at that level is exact without a truncation.
     """
     from .primitives import P, approx_ratio, bits_needed, less_than_zero, open_values, reshare_values
     n = len(rows)
     levels = np.full(n, -1, dtype=object)
     rho = np.zeros(n, dtype=object)
+    whole = np.ones(n, dtype=bool)
     if not n:
-        return levels, np.zeros(0, dtype=object), rho
+        return levels, np.zeros(0, dtype=object), rho, whole
     bits = bits_needed(bound)
     volume = np.array([min(r.volume_wh, bound) for r in rows], dtype=object)  # S(cap) <= bound: same minimum
     s_cap = curves[:, -1]
@@ -211,7 +213,7 @@ async def procure(curves: np.ndarray, rows: Sequence[PlannedRequest], bound: int
     target = np.array([int(v) for v in await open_values(t)], dtype=object)
     idx = np.flatnonzero(target > 0)
     if not idx.size:
-        return levels, target, rho
+        return levels, target, rho, whole
     at = await merit_levels(curves[idx], target[idx], np.array([rows[int(i)].cap_level for i in idx]), bits)
     levels[idx] = at.tolist()
     rho[idx] = 1 << f
@@ -221,7 +223,8 @@ async def procure(curves: np.ndarray, rows: Sequence[PlannedRequest], bound: int
     if split.size:
         remaining, at_level = (target[idx][split] - s_lo[split]) % P, (s_hi[split] - s_lo[split]) % P  # 0 < R <= Q
         rho[idx[split]] = await approx_ratio(remaining, at_level, f, bound)
-    return levels, target, rho
+        whole[idx[split]] = False
+    return levels, target, rho, whole
 
 
 @register
@@ -246,22 +249,26 @@ class FlexClearing(Mechanism):
         bound = everyone if agg else feeder   # the floors' denominators: a marginal level's volume
         f, y_bits = alloc.floor_bits(spec, bound, RATIO_SLACK)
         width = totals.shape[-1]
-        lv1, t1, rho1 = await procure(capped_curves(stacked([totals[r.group, r.slot] for r in dso], width), dso, k),
-                                      dso, feeder, f)
+        dso_curves = capped_curves(stacked([totals[r.group, r.slot] for r in dso], width), dso, k)
+        lv1, t1, rho1, whole1 = await procure(dso_curves, dso, feeder, f)
         first = np.full((groups, node.n_slots, 2), -1, dtype=np.int64)   # the DSO's level per group
         first_rho = np.zeros((groups, node.n_slots, 2), dtype=object)
+        first_whole = np.ones((groups, node.n_slots, 2), dtype=bool)
         for i, r in enumerate(dso):
             first[r.group, r.slot, r.direction], first_rho[r.group, r.slot, r.direction] = lv1[i], rho1[i]
+            first_whole[r.group, r.slot, r.direction] = whole1[i]
         # the aggregator's curves: every group's offers above its DSO's level (all where it reached none)
         above = np.arange(width)[None, None, None, :] > (first[..., None] + np.arange(2)[None, None, :, None] * k)
         direction_cols = (np.arange(width) // k)[None, None, None, :] == np.arange(2)[None, None, :, None]
         masked = (totals[:, :, None, :] * (above & direction_cols)).sum(axis=0) % P  # (slots, 2, 2K+2)
-        lv2, t2, rho2 = await procure(capped_curves(stacked([masked[r.slot, r.direction] for r in agg], width), agg, k),
-                                      agg, everyone, f)
+        agg_curves = capped_curves(stacked([masked[r.slot, r.direction] for r in agg], width), agg, k)
+        lv2, t2, rho2, whole2 = await procure(agg_curves, agg, everyone, f)
         second = np.full((node.n_slots, 2), -1, dtype=np.int64)
         second_rho = np.zeros((node.n_slots, 2), dtype=object)
+        second_whole = np.ones((node.n_slots, 2), dtype=bool)
         for i, r in enumerate(agg):
             second[r.slot, r.direction], second_rho[r.slot, r.direction] = lv2[i], rho2[i]
+            second_whole[r.slot, r.direction] = whole2[i]
         lap('clearing')
         penalty1 = np.zeros((groups, node.n_slots, 2), dtype=object)
         penalty2 = np.zeros((node.n_slots, 2), dtype=object)
@@ -273,10 +280,11 @@ class FlexClearing(Mechanism):
         results = np.zeros((4, node.n_participants, node.n_slots, len(FIELDS)), dtype=np.uint32)
         sums1 = np.zeros((groups, node.n_slots, 2), dtype=object)
         sums2 = np.zeros((node.n_slots, 2), dtype=object)
+        levels_both = Levels(first, first_rho, first_whole, second, second_rho, second_whole)
         for start in range(0, node.n_participants, spec.chunk):
             stop = min(start + spec.chunk, node.n_participants)
             chunk = await allocate_chunk(node, start, stop, valid[start:stop], group[start:stop],
-                                         (first, first_rho, second, second_rho), prices, (f, y_bits, bound))
+                                         levels_both, prices, (f, y_bits, bound))
             results[:, start:stop] = ff_from_ints(chunk.values)
             g = group[start:stop]
             for d in (0, 1):
@@ -330,6 +338,20 @@ class Prices:
 
 
 @dataclass(frozen=True)
+class Levels:
+    """The opened merit-order levels of both stages and their ratios: the DSO's per feeder group
+    (groups, slots, 2), the aggregator's per slot (slots, 2); -1 where nothing is procured. A ratio
+    whose `whole` is set is the public 2**f (everything at that level procured: publicly short)."""
+
+    first: np.ndarray
+    first_rho: np.ndarray
+    first_whole: np.ndarray
+    second: np.ndarray
+    second_rho: np.ndarray
+    second_whole: np.ndarray
+
+
+@dataclass(frozen=True)
 class ChunkAllocation:
     """A chunk's result shares (n, slots, FIELDS) and its activations per stage and direction."""
 
@@ -339,7 +361,7 @@ class ChunkAllocation:
 
 
 async def allocate_chunk(node: OrderShares, start: int, stop: int, valid: np.ndarray, group: np.ndarray,
-                         levels: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], prices: Prices,
+                         levels: Levels, prices: Prices,
                          floors: tuple[int, int, int]) -> ChunkAllocation:
     """Every offer's activation by the DSO and by the aggregator, and its payment, for one chunk.
 
@@ -353,8 +375,7 @@ async def allocate_chunk(node: OrderShares, start: int, stop: int, valid: np.nda
         start, stop: the chunk's participants.
         valid: their verdicts.
         group: their feeder groups.
-        levels: (DSO levels (groups, slots, 2), their ratio shares, aggregator levels (slots, 2),
-            their ratio shares).
+        levels: both stages' levels and ratios.
         prices: the level prices and the pricing.
         floors: (f, y_bits, bound) of allocation.floor_bits.
 
@@ -363,7 +384,7 @@ async def allocate_chunk(node: OrderShares, start: int, stop: int, valid: np.nda
     """
     from . import allocation as alloc
     from .primitives import P, floor_of_ratio_product, reshare_values
-    first, first_rho, second, second_rho = levels
+    first, first_rho, second, second_rho = levels.first, levels.first_rho, levels.second, levels.second_rho
     f, y_bits, bound = floors
     layout, k = node.layout, node.layout.levels
     block = np.asarray(node.shares[:, start:stop], dtype=np.uint32)
@@ -408,8 +429,11 @@ async def allocate_chunk(node: OrderShares, start: int, stop: int, valid: np.nda
         stage_full[0].append(below1)
         stage_full[1].append(between)
     y = await reshare_values(full[3] % P)
-    need = (valid[:, None] & ((first[group] >= 0) | (second[None] > first[group])).any(axis=-1))
-    floored = np.zeros(y.shape, dtype=object)
+    # a truncation only where a secret ratio reaches the offer: at a public 2**f, y / 2**f is exact
+    secret = (((first[group] >= 0) & ~levels.first_whole[group])
+              | ((second[None] > first[group]) & ~levels.second_whole[None]))
+    need = valid[:, None] & secret.any(axis=-1)
+    floored = y * pow(1 << f, -1, P) % P
     if need.any():
         floored[need] = await floor_of_ratio_product(y[need], f, y_bits, bound)
     # one resharing: the floor's part at each direction's DSO and aggregator level
