@@ -159,7 +159,7 @@ def figures(rows, directory):
     fig = figure(8.0, 4.0)
     left, right = fig.subplots(1, 2)
     seconds = [r['seconds'] for r in rows]
-    labels = [f'{r["kind"]}\nN = {r["n"]:,}\n{r["vectors"]:,} vectors' for r in rows]
+    labels = ['\n'.join([*r['kind'].split(', '), f'N = {r["n"]:,}', f'{r["vectors"]:,} vectors']) for r in rows]
     bottom = [0.0] * len(rows)   # the slowest node's phases, stacked; the rest: sharing, start-up, output
     for phase, color in (('validation', 'tab:gray'), ('clearing', 'tab:orange'), ('allocation', 'tab:green')):
         part = [r.get(f'{phase}_s') or 0.0 for r in rows]
@@ -172,7 +172,9 @@ def figures(rows, directory):
         left.text(i, value, f'{value:.2f} s', ha='center', va='bottom', fontsize=8)
     left.set_ylabel('seconds (end to end)')
     left.legend(fontsize=7, loc='upper right')
-    left.set_title(f'MPC clearing, {rows[0]["nodes"]} nodes: flex / energy = {rows[0]["ratio"]}', fontsize=10)
+    left.set_title(f'MPC clearing, {rows[0]["nodes"]} nodes: flex / energy = {rows[0]["ratio"]}\n'
+                   f'(same vectors: {rows[0]["ratio_grid"]})', fontsize=10)
+    left.tick_params(axis='x', labelsize=8)
     flex = rows[0]
     values = [flex['requested_wh'] / 1000, flex['procured_wh'] / 1000, flex['shortfall_wh'] / 1000]
     right.bar(['requested', 'procured', 'shortfall'], values, color=['tab:gray', 'tab:green', 'tab:red'])
@@ -181,7 +183,7 @@ def figures(rows, directory):
         right.text(i, value, f'{value:,.1f}' if value >= 1 or not value else f'{value * 1000:,.0f} Wh',
                    ha='center', va='bottom', fontsize=8)   # a small shortfall would read 0.0
     right.set_ylabel('kWh')
-    right.set_title(f'{flex["requests"]:,} DSO requests, mean price {flex["mean_price"]} {CONFIG.currency}/kWh',
+    right.set_title(f'{flex["requests"]:,} DSO requests\nmean price {flex["mean_price"]} {CONFIG.currency}/kWh',
                     fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
