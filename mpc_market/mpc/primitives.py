@@ -148,7 +148,11 @@ async def less_than_zero(values: ArrayLike, bits: int) -> np.ndarray:
 
     Returns:
         Shares of the bits, same shape.
+
+    Raises:
+        BadParameter: bits too large to mask in the field (the opening would wrap and leak).
     """
+    _check_opening(bits)   # v + 2**bits + r_low + r_high * 2**bits < 2**(bits + SEC_PARAM + 1)
     return await flat_apply(values, lambda v: _less_than_zero_flat(v, bits))
 
 

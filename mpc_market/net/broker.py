@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS settlement_public (
 UPDATABLE = frozenset(('state', 'reason', 'attempts', 'gate_closure_ms', 'settlement', 'settle_reason',
                        'settle_attempts', 'readings_deadline_ms', 'final', 'settle_final'))
 PUBLIC_TABLES = ('public_results', 'settlement_public')
+HEALTH_DEADLINE_S = 3.0   # a node's health check: an answer later than this counts as not serving
 
 Reply = tuple[Any, str | None]  # a node's reply (a generated message, None if it failed) and the error
 
@@ -223,10 +224,10 @@ class Nodes:
             return list(pool.map(one, self.stubs))
 
     def serving(self) -> list[bool]:
-        """Per node whether its health check answers SERVING (within 3 s)."""
+        """Per node whether its health check answers SERVING (within HEALTH_DEADLINE_S)."""
         def one(stub: Any) -> bool:
             try:
-                return bool(stub.Check(health_pb2.HealthCheckRequest(service=''), timeout=3).status ==
+                return bool(stub.Check(health_pb2.HealthCheckRequest(service=''), timeout=HEALTH_DEADLINE_S).status ==
                             health_pb2.HealthCheckResponse.SERVING)
             except grpc.RpcError:
                 return False

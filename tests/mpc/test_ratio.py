@@ -4,6 +4,8 @@ result must lie strictly inside (num * 2**f / den, num * 2**f / den + RATIO_SLAC
 test_primitives). The bounds are the analysis in its docstring; a looser result makes the
 floors of the allocation wrong, so every case is checked exactly."""
 
+import asyncio
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -59,3 +61,7 @@ def test_precision_is_checked():
     """Parameters whose values would wrap the field are refused, not computed wrongly."""
     with pytest.raises(primitives.BadParameter):
         primitives.ratio_precision(120, 60)
+    # a comparison whose masked opening would wrap GF(2^127 - 1): refused before any share is sent
+    too_wide = 127 - primitives.SEC_PARAM - 1
+    with pytest.raises(primitives.BadParameter, match='cannot be masked'):
+        asyncio.run(primitives.less_than_zero(np.zeros(3, dtype=object), too_wide))
