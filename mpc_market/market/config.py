@@ -18,7 +18,7 @@ import zoneinfo
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from fractions import Fraction
-from functools import cached_property
+from functools import cached_property, lru_cache
 from math import ceil, floor
 
 from ..common.errors import BadParameter, InputError
@@ -49,6 +49,15 @@ MAX_ZONES = 256  # each zone adds a crossing and a division per slot under MPC
 MAX_FEEDER_COHORT = 10_000  # feeder_min_cohort: beyond any LV feeder
 FLEX_PRICINGS = ('pay-as-clear', 'pay-as-bid')  # flex_pricing: an activation is paid its marginal or its own price
 
+
+@lru_cache(maxsize=65536)   # a market's prices are few, its orders many: each exact once
+def _scaled(price, scale):
+    return Fraction(price) * scale
+
+
+@lru_cache(maxsize=65536)
+def _ticks(limit, floor_, tick):
+    return (Fraction(limit) - floor_) / tick
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,7 @@ class MarketConfig:
 
     def price_units(self, price):
         """Exact integer price units of a price on the unit grid."""
-        units = Fraction(price) * self.price_scale
+        units = _scaled(price, self.price_scale)
         if units.denominator != 1:  # every price reaching here is on the grid; a caller's bug otherwise
             raise BadParameter('price', f'price {price} is not on the price unit grid')
         return int(units)
@@ -153,8 +162,12 @@ class MarketConfig:
     def ceiling_units(self):
         return self.price_units(self.price_ceiling)
 
+    @cached_property
+    def tick_units(self):
+        return self.price_units(self.tick)
+
     def level_price_units(self, k):
-        return self.floor_units + k * self.price_units(self.tick)
+        return self.floor_units + k * self.tick_units
 
     def level_price(self, k):
         return self.price_floor + k * self.tick
@@ -168,8 +181,7 @@ class MarketConfig:
         return Fraction(self.price_floor), Fraction(self.tick)
 
     def _ticks_above_floor(self, limit):
-        floor_, tick = self._grid
-        return (Fraction(limit) - floor_) / tick
+        return _ticks(limit, *self._grid)
 
     def sell_level(self, limit):
         """Level of a sell order, or None if it cannot trade locally (limit above the ceiling)."""

@@ -70,7 +70,7 @@ class FlexPlan:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of JobSpec.flex."""
-        return asdict(self)
+        return {**vars(self), 'requests': [dict(vars(r)) for r in self.requests]}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> FlexPlan:

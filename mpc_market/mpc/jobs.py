@@ -232,7 +232,8 @@ class JobDir:
 
     def save_spec(self, spec: 'JobSpec') -> None:
         os.makedirs(self.path, exist_ok=True)
-        write_json(self.spec_file, asdict(spec))
+        # its fields are JSON values already: no deep copy (asdict's) of a flexibility plan's requests
+        write_json(self.spec_file, {f.name: getattr(spec, f.name) for f in fields(spec)})
 
     def load_spec(self) -> 'JobSpec':
         with open(self.spec_file) as f:
