@@ -33,7 +33,7 @@ import numpy as np
 from ..common.errors import BadParameter
 from ..market.book import Book
 from ..market.flex import DIRECTIONS, FlexMarket
-from .jobs import JobDir, JobSpec, config_spec, write_json
+from .jobs import JobDir, JobSpec, config_spec, json_fields, write_json
 from .mechanism import Clearing, Lap, Mechanism, OrderShares, register
 
 # result shares per (participant, slot): the activations, the payment, and what the delivery
@@ -70,7 +70,7 @@ class FlexPlan:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of JobSpec.flex."""
-        return {**vars(self), 'requests': [dict(vars(r)) for r in self.requests]}
+        return {**json_fields(self), 'requests': [json_fields(r) for r in self.requests]}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> FlexPlan:
@@ -395,6 +395,7 @@ async def allocate_chunk(node: OrderShares, start: int, stop: int, valid: np.nda
     marginal1, marginal2, price1, price2 = [], [], [], []
     stage_full: list[list[np.ndarray]] = [[], []]
     rate, penalty = np.zeros(block.shape[1:3], dtype=object), np.zeros(block.shape[1:3], dtype=object)
+    secret = np.zeros(block.shape[1:3], dtype=bool)   # a secret ratio reaches the offer's y below
     for d, prefix in enumerate((up_prefix, down_prefix)):
         l1 = first[group, :, d]                                    # (n, slots)
         l2 = np.broadcast_to(second[None, :, d], l1.shape)
@@ -422,6 +423,7 @@ async def allocate_chunk(node: OrderShares, start: int, stop: int, valid: np.nda
         full[1] += between
         full[2] += pay
         full[3] += at1 * first_rho[group, :, d] + at2 * second_rho[None, :, d]
+        secret |= ((l1 >= 0) & ~levels.first_whole[group, :, d]) | (reach2 & ~levels.second_whole[None, :, d])
         marginal1.append(ind1)
         marginal2.append(ind2)
         price1.append(p1)
@@ -430,9 +432,7 @@ async def allocate_chunk(node: OrderShares, start: int, stop: int, valid: np.nda
         stage_full[1].append(between)
     y = await reshare_values(full[3] % P)
     # a truncation only where a secret ratio reaches the offer: at a public 2**f, y / 2**f is exact
-    secret = (((first[group] >= 0) & ~levels.first_whole[group])
-              | ((second[None] > first[group]) & ~levels.second_whole[None]))
-    need = valid[:, None] & secret.any(axis=-1)
+    need = valid[:, None] & secret
     floored = y * pow(1 << f, -1, P) % P
     if need.any():
         floored[need] = await floor_of_ratio_product(y[need], f, y_bits, bound)
