@@ -13,6 +13,8 @@ so nodes learn neither sides nor participation. Orders that cannot trade locally
 own hidden positions: they stay out of the curves but count in settlement (planned position).
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,8 +67,9 @@ class Layout:
         return self.slack.stop
 
     @classmethod
-    def for_config(cls, config: MarketConfig):
-        return cls(config.levels, config.energy_bits, config.max_order_wh)
+    def for_config(cls, config: MarketConfig, levels: int | None = None) -> Layout:
+        """The config's layout (levels: fewer than its K, a flexibility job's FlexMarket.levels)."""
+        return cls(config.levels if levels is None else levels, config.energy_bits, config.max_order_wh)
 
 
 def encode_entry(layout, position, energy):
@@ -90,11 +93,13 @@ def encode_entry(layout, position, energy):
 class Book:
     """All orders of one clearing run, indexed by participant and slot."""
 
-    def __init__(self, config: MarketConfig, orders: list[Order], extra_pairs=(), zones=None):
+    def __init__(self, config: MarketConfig, orders: list[Order], extra_pairs=(), zones=None,
+                 layout: Layout | None = None):
         """extra_pairs: (participant, slot) without an order that must still take part (readings).
-        zones: {participant: zone} of a zoned market (default: the orders' zones, else the config's map)."""
+        zones: {participant: zone} of a zoned market (default: the orders' zones, else the config's map).
+        layout: the vectors' layout (default: the config's; a flexibility job's has fewer levels)."""
         self.config = config
-        self.layout = Layout.for_config(config)
+        self.layout = layout or Layout.for_config(config)
         self.orders = orders
         self.participants = sorted({o.participant for o in orders} | {p for p, _ in extra_pairs})
         self.slots = sorted({o.slot for o in orders} | {s for _, s in extra_pairs})

@@ -90,6 +90,16 @@ class FlexMarket:
         return None if feeder is None else self._by_key.get(('dso', feeder, slot, direction))
 
     @cached_property
+    def levels(self) -> int:
+        """The price levels its offers are encoded on (the job's K): 0 up to the highest cap among
+        the requests, since an offer above every cap can never be activated (it is encoded as above
+        the ceiling, as the reference never activates it); all K without requests (the
+        aggregator's curve shows every level)."""
+        if not self.requests:
+            return self.config.levels
+        return max((c + 1 for r in self.requests if (c := self.cap_level(r)) is not None), default=1)
+
+    @cached_property
     def _by_key(self) -> dict[tuple[str, str, int, str], FlexRequest]:
         return {(r.buyer, r.feeder, r.slot, r.direction): r for r in self.requests}
 

@@ -3,7 +3,8 @@ order; equal exactly to the plaintext reference (mpc_market.market.flex.clear_fl
 
 Client side (this module's functions): every offer owner encodes one order-layout vector per
 request slot (an up offer at its level, a down offer at K + its level, 2K / 2K+1 above the
-ceiling, 'no offer' elsewhere: mpc_market.market.book.Layout), so the nodes validate offers exactly
+ceiling, 'no offer' elsewhere: mpc_market.market.book.Layout; K = FlexMarket.levels, the levels
+up to the highest cap, since no offer above it can be activated), so the nodes validate offers exactly
 as orders (one-hot, energy bits, max_order_wh: negative, oversize or two-direction vectors are
 excluded, the rest clears). The job's public FlexPlan (requests, feeders) rides in JobSpec.flex.
 
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..common.errors import BadParameter
-from ..market.book import Book
+from ..market.book import Book, Layout
 from ..market.flex import DIRECTIONS, FlexMarket
 from .jobs import JobDir, JobSpec, config_spec, json_fields, write_json
 from .mechanism import Clearing, Lap, Mechanism, OrderShares, register
@@ -94,15 +95,15 @@ class FlexBook(Book):
         offers = [o for o in market.offers if o.slot in slots]
         owners = sorted({o.participant for o in offers})
         pairs = [(p, min(slots)) for p in owners] + [(owners[0], s) for s in sorted(slots)] if owners else []
-        super().__init__(market.config, [], extra_pairs=pairs)
+        super().__init__(market.config, [], extra_pairs=pairs, layout=Layout.for_config(market.config, market.levels))
         self.market = market
         self.offers = offers
-        k = self.config.levels
+        k = self.layout.levels
         for o in offers:
             level = market.offer_level(o)
             d = DIRECTIONS.index(o.direction)
             i, j = self.participant_index[o.participant], self.slot_index[o.slot]
-            self.position_array[i, j] = self.layout.sell_out + d if level is None else d * k + level
+            self.position_array[i, j] = self.layout.sell_out + d if level is None or level >= k else d * k + level
             self.energy_array[i, j] = o.volume_wh
 
     def plan(self) -> FlexPlan:
@@ -123,6 +124,8 @@ class FlexBook(Book):
         """The job's JobSpec: the market's grid, these participants and slots, the plan (with
         min_cohort: the aggregator's curve, mechanism 'flex-curve', instead of the clearing)."""
         spec = config_spec(self.config, self.slots, nodes, chunk)
+        k = self.layout.levels   # the market's levels up to its highest cap: fewer to validate and allocate
+        spec = replace(spec, levels=k, ceiling_units=spec.floor_units + (k - 1) * spec.tick_units)
         plan = self.plan() if min_cohort is None else FlexPlan('', [], [0] * len(self.participants), [], min_cohort)
         return replace(spec, participants=list(self.participants), mechanism='double-auction', zone_names=[],
                        zone_of={}, fee_levels=0, fee_units=0, allocation='flex' if min_cohort is None else 'flex-curve',

@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 
 from ..common.errors import EngineError, InputError
+from ..market.book import Layout
 from ..market.config import MarketConfig, parse_config
 from ..market.flex import FlexMarket, FlexOffer, FlexRequest, FlexResult, RequestOutcome, load_requests
 from ..mpc.flex import FIELDS, FlexBook
@@ -88,6 +89,25 @@ def round_market(round_id: str, market_toml: str, flex_requests: str,
     config = parse_config(f'round {round_id}', market_toml)
     requests = load_round_requests(f'round {round_id} requests', flex_requests, config)
     return FlexMarket(config, tuple(requests), tuple(offers), dict(config.zone_of), config.flex_pricing)
+
+
+def offer_layout(round_: Round) -> Layout:
+    """The layout of a round's order packages: the market's, or for a flexibility round its
+    offers' (FlexMarket.levels: up to the highest cap), as its clients encode them (FlexBook).
+
+    Args:
+        round_: the round.
+
+    Returns:
+        The layout.
+
+    Raises:
+        InputError: the market text or the requests do not parse (they did when the round opened).
+    """
+    config = parse_config(f'round {round_.round_id}', round_.market_toml)
+    if not round_.flex_requests:
+        return Layout.for_config(config)
+    return Layout.for_config(config, round_market(round_.round_id, round_.market_toml, round_.flex_requests).levels)
 
 
 def flex_spec_problem(round_id: str, slots: Sequence[int], market_toml: str, flex_requests: str,

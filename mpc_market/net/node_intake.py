@@ -17,12 +17,13 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..common.errors import Overloaded, Refused, TooLarge
-from ..market.book import Layout, ReadingLayout
+from ..market.book import ReadingLayout
 from ..market.config import parse_config
 from ..mpc import field as ff
 from ..rpc import market_pb2, market_pb2_grpc
 from . import messages, metrics
 from .admission import Admission
+from .flexround import offer_layout
 from .messages import Envelope, RoundParams, receipt_bytes
 from .server import ClientNames, abort, status_of
 from .store import Round, Store
@@ -92,9 +93,10 @@ def package_values(round_: Round, kind: str) -> int:
     Raises:
         InputError: the round's market text does not parse (it did when the round opened).
     """
+    if kind == 'order':
+        return len(round_.slots) * offer_layout(round_).width
     config = parse_config(f'round {round_.round_id}', round_.market_toml)
-    layout = Layout.for_config(config) if kind == 'order' else ReadingLayout.for_config(config)
-    return len(round_.slots) * layout.width
+    return len(round_.slots) * ReadingLayout.for_config(config).width
 
 
 

@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..common.errors import EngineError
 from ..common.names import path_token
-from ..market.book import Layout
 from ..market.config import MarketConfig, parse_config
 from ..market.flex import clear_flex_plain
 from ..market.results import public_slot_rows
@@ -29,7 +28,7 @@ from ..market.settlement import deviation_price2
 from ..mpc.jobs import DETERMINISTIC_EXIT, JobDir, PublicOutputs, config_spec, write_packages
 from ..mpc.supervisor import PartyProcess, supervise
 from .config import NodeConfig
-from .flexround import flex_job_spec, flex_public_body, outcomes_of, round_market
+from .flexround import flex_job_spec, flex_public_body, offer_layout, outcomes_of, round_market
 from .messages import PUBLIC_DOMAIN, public_body
 from .store import Round, Store
 
@@ -69,7 +68,7 @@ def export_job(store: Store, round_: Round, index: int, nodes: int, keys_dir: st
         InputError: the round's market text does not parse (it did when the round opened).
     """
     config = parse_config(f'round {round_.round_id}', round_.market_toml)
-    layout = Layout.for_config(config)
+    layout = offer_layout(round_)
     submissions = store.submissions(round_.round_id, 'order')
     held = {p: hashlib.sha256(envelope).hexdigest() for p, (_, envelope, _, _) in submissions.items()}
     if round_.flex_requests:  # offers in the orders' layout, cleared by the 'flex' mechanism over the held set

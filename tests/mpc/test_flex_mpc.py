@@ -44,6 +44,31 @@ def test_no_offer_in_a_request_slot_needs_no_computation():
     assert_same(clear_flex_in_process(market), clear_flex_plain(market))
 
 
+def test_offers_are_encoded_on_the_levels_up_to_the_highest_cap():
+    # caps 0.13 and 0.15 on a 0.10..0.20 band: levels 0..5, an offer at 0.16 can never be activated
+    requests = (FlexRequest('a', 'aggregator', '', 0, 'up', 2500, Decimal('0.13'), Decimal(0)),
+                FlexRequest('d', 'dso', 'F', 0, 'down', 700, Decimal('0.15'), Decimal(0)))
+    offers = (FlexOffer('p', 0, 'up', 1000, Decimal('0.13')), FlexOffer('q', 0, 'up', 3000, Decimal('0.16')),
+              FlexOffer('r', 0, 'down', 800, Decimal('0.15')), FlexOffer('s', 0, 'down', 900, Decimal('0.151')))
+    market = FlexMarket(SMALL, requests, offers, {'r': 'F', 's': 'F'})
+    book = FlexBook(market)
+    assert (SMALL.levels, market.levels, book.layout.levels) == (11, 6, 6)
+    spec = book.spec(3, 64)
+    assert (spec.levels, spec.ceiling_units) == (6, spec.floor_units + 5 * spec.tick_units)
+    above = book.layout.sell_out
+    positions = [book.position_array[book.participant_index[o.participant], 0] for o in offers]
+    assert positions == [3, above, 6 + 5, above + 1]
+    plain = clear_flex_plain(market)
+    assert [a.activated_wh for a in plain.activations] == [1000, 0, 700, 0]
+    assert_same(clear_flex_in_process(market), plain)
+    # without requests (the aggregator's curve) every level of the band
+    assert FlexMarket(SMALL, (), offers).levels == 11
+    # caps all below the floor: one level, nothing procured
+    low = replace(market, requests=tuple(replace(r, price_cap=Decimal('0.05')) for r in requests))
+    assert low.levels == 1
+    assert_same(clear_flex_in_process(low), clear_flex_plain(low))
+
+
 def negative_price_market():
     """A market whose floor is negative: offers and caps below zero, payments signed."""
     config = replace(SMALL, price_floor=Decimal('-0.10'))
