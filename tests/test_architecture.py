@@ -43,15 +43,26 @@ def parsed(path):
         return ast.parse(f.read())
 
 
+@functools.cache
+def nodes(path):
+    """Every node of a module's tree, walked once per test process (each test filters the list)."""
+    return tuple(ast.walk(parsed(path)))
+
+
 def role(module):
     parts = module.split('.')
     return '__init__' if len(parts) == 1 else parts[1]
 
 
+@functools.cache
 def imports(module, path):
     """(imported module, names, line) of every import, lazy ones included, resolved to absolute."""
+    return tuple(_imports(module, path))
+
+
+def _imports(module, path):
     package = module if path.endswith('__init__.py') else module.rsplit('.', 1)[0]
-    for node in ast.walk(parsed(path)):
+    for node in nodes(path):
         if isinstance(node, ast.ImportFrom):
             base = node.module or ''
             if node.level:
@@ -143,7 +154,7 @@ JOB_FILES = {'job.json', 'clearing.json', 'shares.npy', 'readings.npy', 'held.js
 def test_the_job_directory_is_named_only_by_jobdir():
     """The MPC job's files are a protocol between processes: one module (mpc/jobs.py) names them."""
     wrong = [f'{m}:{node.lineno} names {node.value!r}' for m, path in MODULES.items() if m != 'mpc_market.mpc.jobs'
-             for node in ast.walk(parsed(path))
+             for node in nodes(path)
              if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in JOB_FILES]
     assert not wrong, wrong
 
@@ -152,7 +163,7 @@ def test_no_servicer_aborts_outside_the_one_map():
     """Servicers raise typed MarketErrors; net/server.py's abort (status_of) alone turns them into
     status codes, so a refusal has one code wherever it is raised."""
     wrong = [f'{m}:{node.lineno}' for m, path in MODULES.items() if m != 'mpc_market.net.server'
-             for node in ast.walk(parsed(path))
+             for node in nodes(path)
              if isinstance(node, ast.Attribute) and node.attr == 'abort' and isinstance(node.value, ast.Name)
              and node.value.id == 'context']
     assert not wrong, wrong
@@ -161,7 +172,7 @@ def test_no_servicer_aborts_outside_the_one_map():
 def test_no_assert_decides_on_input_in_the_package():
     """python -O removes asserts: a check that input decides must be a real one."""
     wrong = [f'{m}:{node.lineno}' for m, path in MODULES.items()
-             for node in ast.walk(parsed(path)) if isinstance(node, ast.Assert)]
+             for node in nodes(path) if isinstance(node, ast.Assert)]
     assert not wrong, wrong
 
 
@@ -182,7 +193,7 @@ FOREIGN_ATTRIBUTE_WRITES = {
 
 def foreign_attribute_writes(path):
     """(line, target) of every assignment to an attribute of something other than self or cls."""
-    for node in ast.walk(parsed(path)):
+    for node in nodes(path):
         targets = node.targets if isinstance(node, ast.Assign) else \
             [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
         for target in targets:
@@ -224,9 +235,9 @@ def test_the_attribute_check_catches_a_write():
 BUILTIN_ERRORS = {'ValueError', 'RuntimeError', 'TypeError', 'KeyError', 'Exception'}
 
 
-def builtin_raises(source):
+def builtin_raises(tree_nodes):
     """(line, name) of every ``raise Name(...)`` or ``raise Name`` of a class in BUILTIN_ERRORS."""
-    for node in ast.walk(ast.parse(source)):
+    for node in tree_nodes:
         if isinstance(node, ast.Raise) and node.exc is not None:
             raised = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
             if isinstance(raised, ast.Name) and raised.id in BUILTIN_ERRORS:
@@ -237,7 +248,7 @@ def test_every_error_raised_on_purpose_is_a_market_error():
     """Callers catch a class, never a message: BadParameter (a ValueError), Malformed, Tampered,
     EngineError, ... say what went wrong; a bare ValueError or RuntimeError says nothing."""
     wrong = [f'{m}:{line} raises {name}' for m, path in MODULES.items()
-             for line, name in builtin_raises(open(path).read())]
+             for line, name in builtin_raises(nodes(path))]
     assert not wrong, wrong
 
 
@@ -257,4 +268,4 @@ def test_the_raise_check_catches_a_builtin_error():
                 raise
             raise BadParameter('x', 'too large') from Exception('why')
     ''')
-    assert list(builtin_raises(sample)) == [(4, 'ValueError'), (6, 'RuntimeError')]
+    assert list(builtin_raises(ast.walk(ast.parse(sample)))) == [(4, 'ValueError'), (6, 'RuntimeError')]

@@ -176,3 +176,15 @@ def test_clear_reads_its_orders_from_a_pipe(tmp_path):
     summary = json.loads((tmp_path / 'pipe' / 'summary.json').read_text())
     assert [f['sha256'] for f in summary['provenance']['inputs'] if f['role'] == 'orders'] == ['']
     assert oct((tmp_path / 'pipe' / 'participants.csv').stat().st_mode & 0o777) == '0o600'
+
+
+def test_the_parser_built_once_keeps_no_state_between_commands():
+    # main() reuses one parser per process: a repeated option of one command must not reach the next
+    from mpc_market.cli.main import _parser
+    common = ['stats', 'encrypt', '--readings', 'r.csv', '--day', '2026-06-01', '--feeders', 'f.csv', '--keys', 'k',
+              '--out', 'o']
+    first = _parser().parse_args(common + ['--pubkey', 'a.pub', '--pubkey', 'b.pub', '--meter', 'm1'])
+    second = _parser().parse_args(common + ['--pubkey', 'c.pub'])
+    assert (first.pubkey, first.meter) == (['a.pub', 'b.pub'], ['m1'])
+    assert (second.pubkey, second.meter) == (['c.pub'], None)
+    assert _parser() is _parser()
