@@ -12,10 +12,12 @@ by nodes i and j; each key yields a pseudorandom sign b_ij = +-1, and the bit is
      point as two messages masked by a pseudorandom u (key {1,2}), which node 0 adds.
 
 Three messages of n field elements per n bits, no multiplications, no square roots.
-For other (m, t), or without PRSS, MPyC's own np_random_bits is used.
+A single party (m = 1, the in-process runs) holds its values itself: its bits are local random
+bits. For other (m, t), or without PRSS, MPyC's own np_random_bits is used.
 """
 
 import hashlib
+import os
 from typing import Any
 
 import numpy as np
@@ -56,6 +58,8 @@ async def random_bits(field: Any, n: int) -> np.ndarray:
     """
     if n == 0:
         return np.zeros(0, dtype=object)
+    if len(mpc.parties) == 1:   # a share is the value itself: nothing to hide from anyone else
+        return np.unpackbits(np.frombuffer(os.urandom((n + 7) // 8), dtype=np.uint8))[:n].astype(object)
     if len(mpc.parties) != 3 or mpc.threshold != 1 or mpc.options.no_prss:
         return (await mpc.np_random_bits(field, n)).value
     keys, uci, me = internals.prss_keys(mpc), internals.prss_uci(mpc), mpc.pid

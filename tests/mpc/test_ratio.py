@@ -65,3 +65,20 @@ def test_precision_is_checked():
     too_wide = 127 - primitives.SEC_PARAM - 1
     with pytest.raises(primitives.BadParameter, match='cannot be masked'):
         asyncio.run(primitives.less_than_zero(np.zeros(3, dtype=object), too_wide))
+
+
+def test_one_partys_random_bits_are_uniform_bits_and_exact_floors_hold():
+    # a single party's bits are local random bits (no square roots); the truncations built on them stay exact
+    from mpc_market.mpc.randbits import random_bits
+
+    async def run():
+        await MPC.start()
+        bits = await random_bits(primitives.FIELD, 20000)
+        ys = np.array([0, 1, (1 << 40) - 1, 1 << 40, (1 << 60) - 1] + [int(v) for v in range(0, 1 << 60, 1 << 52)],
+                      dtype=object)
+        floors = await primitives.open_values(await primitives.exact_floor_pow2(ys, 40, 60))
+        await MPC.shutdown()
+        return [int(b) for b in bits], [int(v) for v in floors], [int(y) >> 40 for y in ys]
+    bits, floors, expected = MPC.run(run())
+    assert set(bits) == {0, 1} and 9500 < sum(bits) < 10500
+    assert floors == expected
