@@ -52,7 +52,7 @@ def test_attacks_are_rejected_with_clear_errors_and_nothing_stored(node_services
     forged, forged_sig = sealed(bob, 'r1', 'alice', packages, stores[0])
     assert send(forged, forged_sig) == (grpc.StatusCode.UNAUTHENTICATED,
                                         'node 0: not authenticated: no valid signature of a registered alice')
-    code, details = send(env, sig, package=packages[0][:-1] + b'\x00')
+    code, details = send(env, sig, package=packages[0][:-1] + bytes([packages[0][-1] ^ 1]))  # never a no-op
     assert code == grpc.StatusCode.DATA_LOSS and 'tampered' in details
     assert send(env, sig, node_index=1)[0] == grpc.StatusCode.INVALID_ARGUMENT
     other, other_sig = messages.seal(alice, 'r2', 'alice', packages, params_sha256='0' * 64)
@@ -175,7 +175,7 @@ def test_reading_attacks_are_refused_with_clear_status_and_nothing_stored(node_s
     as_order, order_sig = sealed(alice, 'm1', 'alice', packages, stores[0])  # an order's signature, as readings
     assert send(as_order, order_sig)[0] == grpc.StatusCode.UNAUTHENTICATED
     env, sig = sealed(alice, 'm1', 'alice', packages, stores[0], kind='readings')
-    code, details = send(env, sig, package=packages[0][:-1] + b'\x00')
+    code, details = send(env, sig, package=packages[0][:-1] + bytes([packages[0][-1] ^ 1]))  # never a no-op
     assert code == grpc.StatusCode.DATA_LOSS and 'tampered' in details
     assert [store.count('m1', 'readings') for store in stores] == [0, 0, 0]
     assert [store.count('late', 'readings') for store in stores] == [0, 0, 0]
