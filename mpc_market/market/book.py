@@ -127,7 +127,7 @@ class Book:
 
     def position(self, order):
         """Encoded one-hot position of an order, None if it cannot trade locally."""
-        k = self.config.levels
+        k = self.layout.levels   # the config's K for orders (a flexibility book encodes its own positions)
         if order.side == 'sell':
             level = self.config.sell_level(order.limit_price)
             return level

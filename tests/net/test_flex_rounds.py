@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from mpc_market.net import metrics, webview
 from mpc_market.net.broker import BrokerStore
 from mpc_market.net.client import BrokerClient
+from mpc_market.net.flexround import round_market
 from mpc_market.net.store import Round
 from mpc_market.rpc import market_pb2
 
@@ -27,7 +28,8 @@ MARKET = ('[market]\nprice_floor = 0.10\nprice_ceiling = 0.20\ntick = 0.01\nmax_
           'network_fee = 0.01\n\n[zones]\nF1 = ["p00", "p01", "p02"]\nF2 = ["p03", "p04", "p05"]\n')
 REQUESTS = ('request,buyer,feeder,slot,direction,volume_wh,price_cap\n'
             'dso-f1,dso,F1,0,up,700,0.18\n'       # ties at the marginal level: the pro-rata floor
-            'agg-0,aggregator,,0,up,900,0.20\n'   # the offers the DSO did not reach
+            'agg-0,aggregator,,0,up,900,0.18\n'   # the offers the DSO did not reach; p04's 0.19 is above
+            # every cap, so the round's offers are encoded on 9 of the band's 11 levels (FlexMarket.levels)
             'dso-f2,dso,F2,1,down,5000,0.15\n')   # unmet: a shortfall
 OFFERS = ('participant,slot,direction,volume_wh,price\n'
           'p00,0,up,400,0.12\np01,0,up,300,0.14\np02,0,up,300,0.14\np03,0,up,500,0.16\np04,0,up,1000,0.19\n'
@@ -45,6 +47,7 @@ def test_flex_round_equals_the_local_reference_and_lying_brokers_are_refused(tmp
         '--config', paths['market.toml'], '--out', tmp_path / 'plain', check=True)
     plain = read_rows(tmp_path / 'plain' / 'activations.csv')
     assert {r['request'] for r in plain} >= {'dso-f1', 'agg-0', 'dso-f2'}, plain  # every stage activates someone
+    assert round_market('fx1', MARKET, REQUESTS).levels == 9   # the packages below carry 9 of 11 levels
 
     def client(*args, check=True):
         return cli(*args, '--broker', deployment.broker_address, '--keys', deployment.keys, check=check)
