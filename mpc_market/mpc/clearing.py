@@ -30,7 +30,6 @@ import numpy as np
 from mpyc.runtime import mpc
 
 from ..common.errors import EngineError, Tampered
-from ..market.book import Layout
 from ..market.feeders import FeederPosition
 from . import field as ff
 from . import flex, merit_order, prorata, schemes, zones  # noqa: F401 - each registers its mechanism
@@ -61,7 +60,7 @@ class MarketNode:
 
     def __init__(self, spec: JobSpec, shares: np.ndarray, held: Iterable[str], progress: Progress | None = None):
         self.spec = spec
-        self.layout = Layout(spec.levels, spec.energy_bits, spec.max_order_wh)
+        self.layout = spec.layout
         self.shares = shares  # limb-major uint32 (4, participants, slots, width)
         self.held = set(held)
         self.n_participants = len(spec.participants)

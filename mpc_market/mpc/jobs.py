@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..common.errors import EngineError
-from ..market.book import Book
+from ..market.book import Book, Layout
 from ..market.config import MarketConfig
 
 # orders (participant x slot vectors) a party streams through the secure computation at once;
@@ -72,6 +72,12 @@ class JobSpec:
     allocation: str = 'merit-order'  # the double auction's rule (mpc_market.mpc.mechanism); 'pro-rata': benchmarks
     flex: dict = field(default_factory=dict)  # allocation 'flex': the public FlexPlan (mpc_market.mpc.flex)
     feeder_min_cohort: int = 0  # > 0 (zoned): open each zone's planned net position where this many count
+
+    @property
+    def layout(self) -> Layout:
+        """The layout of the job's order vectors (its levels: a flexibility job's may be fewer than
+        its market's)."""
+        return Layout(self.levels, self.energy_bits, self.max_order_wh)
 
     def save(self, directory: str) -> None:
         """Write job.json into directory (created if needed)."""

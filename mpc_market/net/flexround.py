@@ -104,10 +104,10 @@ def offer_layout(round_: Round) -> Layout:
     Raises:
         InputError: the market text or the requests do not parse (they did when the round opened).
     """
-    config = parse_config(f'round {round_.round_id}', round_.market_toml)
     if not round_.flex_requests:
-        return Layout.for_config(config)
-    return Layout.for_config(config, round_market(round_.round_id, round_.market_toml, round_.flex_requests).levels)
+        return Layout.for_config(parse_config(f'round {round_.round_id}', round_.market_toml))
+    market = round_market(round_.round_id, round_.market_toml, round_.flex_requests)
+    return Layout.for_config(market.config, market.levels)
 
 
 def flex_spec_problem(round_id: str, slots: Sequence[int], market_toml: str, flex_requests: str,

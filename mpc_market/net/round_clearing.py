@@ -28,7 +28,7 @@ from ..market.settlement import deviation_price2
 from ..mpc.jobs import DETERMINISTIC_EXIT, JobDir, PublicOutputs, config_spec, write_packages
 from ..mpc.supervisor import PartyProcess, supervise
 from .config import NodeConfig
-from .flexround import flex_job_spec, flex_public_body, offer_layout, outcomes_of, round_market
+from .flexround import flex_job_spec, flex_public_body, outcomes_of, round_market
 from .messages import PUBLIC_DOMAIN, public_body
 from .store import Round, Store
 
@@ -68,7 +68,6 @@ def export_job(store: Store, round_: Round, index: int, nodes: int, keys_dir: st
         InputError: the round's market text does not parse (it did when the round opened).
     """
     config = parse_config(f'round {round_.round_id}', round_.market_toml)
-    layout = offer_layout(round_)
     submissions = store.submissions(round_.round_id, 'order')
     held = {p: hashlib.sha256(envelope).hexdigest() for p, (_, envelope, _, _) in submissions.items()}
     if round_.flex_requests:  # offers in the orders' layout, cleared by the 'flex' mechanism over the held set
@@ -79,7 +78,7 @@ def export_job(store: Store, round_: Round, index: int, nodes: int, keys_dir: st
     spec = replace(base, mode='deployment', round_id=round_.round_id)
     spec.save(job_dir)
     own = JobDir(job_dir).node(index).make()
-    write_packages(own.shares, [submissions[p][3] for p in sorted(held)], (len(round_.slots), layout.width))
+    write_packages(own.shares, [submissions[p][3] for p in sorted(held)], (len(round_.slots), spec.layout.width))
     own.write_held(held)
     own.mark_ready()
     return config, len(held)
