@@ -219,3 +219,58 @@ def test_only_a_node_certificate_names_a_party():
     assert internals.party_of_certificate(_cert('node1', 'MPyC party 1', 'node2', 'MPyC party 2')) is None
     assert internals.party_of_certificate({'subject': ((('commonName', 'MPyC party 0'),),)}) is None
     assert internals.party_of_certificate(None) is None
+
+
+def _handshake(server_context, client_context):
+    """Both sides of a TLS handshake over a socket pair: (server error, client error), None if it held."""
+    import socket
+    import ssl
+    import threading
+    left, right = socket.socketpair()
+    errors = [None, None]
+
+    def side(k, context, sock, **kwargs):
+        try:
+            with context.wrap_socket(sock, **kwargs) as tls:
+                tls.settimeout(5)
+                tls.sendall(b'x')
+                tls.recv(1)
+        except (ssl.SSLError, OSError) as exc:
+            errors[k] = exc
+    server = threading.Thread(target=side, args=(0, server_context, left), kwargs={'server_side': True})
+    server.start()
+    side(1, client_context, right, server_hostname='127.0.0.1')
+    server.join(10)
+    return errors
+
+
+def test_the_mpc_links_trust_only_the_deployment_ca_whatever_the_system_trusts(tmp_path, monkeypatch):
+    """A node's MPyC TLS context trusts its deployment's CA alone: not the system's CAs nor those of
+    SSL_CERT_FILE, here a foreign CA that certified its own 'node 0' and 'node 1'; neither side of a
+    link accepts them (the honest pair, in the same environment, does)."""
+    import ssl
+
+    from mpc_market.common import keys
+    ours, foreign = str(tmp_path / 'ours'), str(tmp_path / 'foreign')
+    for base in (ours, foreign):
+        keys.create_ca(base)
+        for i in (0, 1):
+            keys.create_node(base, i, hosts=('127.0.0.1',))
+    monkeypatch.setenv('SSL_CERT_FILE', f'{foreign}/ca/ca.pem')   # what OpenSSL's default paths would load
+    monkeypatch.setenv('SSL_CERT_DIR', f'{foreign}/ca')
+    listener = internals.tls_context(ssl.Purpose.CLIENT_AUTH, ours, 1)
+    connector = internals.tls_context(ssl.Purpose.SERVER_AUTH, ours, 0)
+    for context in (listener, connector):
+        assert context.cert_store_stats()['x509_ca'] == 1
+        assert context.get_ca_certs(binary_form=True) == [ssl.PEM_cert_to_DER_cert(open(f'{ours}/ca/ca.pem').read())]
+    assert _handshake(listener, connector) == [None, None]
+    # a foreign 'node 0' connecting to our node 1 (it trusts our CA, so only our side can refuse it)
+    intruder = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=f'{ours}/ca/ca.pem')
+    intruder.load_cert_chain(f'{foreign}/nodes/node0.pem', f'{foreign}/nodes/node0.key')
+    server_error, _ = _handshake(listener, intruder)
+    assert isinstance(server_error, ssl.SSLError) and 'certificate' in str(server_error).lower(), server_error
+    # a foreign 'node 1' listening where our node 0 connects
+    impostor = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=f'{ours}/ca/ca.pem')
+    impostor.load_cert_chain(f'{foreign}/nodes/node1.pem', f'{foreign}/nodes/node1.key')
+    _, client_error = _handshake(impostor, connector)
+    assert isinstance(client_error, ssl.SSLError) and 'certificate' in str(client_error).lower(), client_error
