@@ -16,6 +16,11 @@ from mpc_market.rpc import market_pb2_grpc
 
 from helpers import TOML, Market, SharedDeployment, SignedParams, node_fault_env, read_bytes
 
+# Every process the suite starts (xdist workers, CLI commands, servers) inherits this: none uses BLAS,
+# and OpenBLAS's thread pool costs about 0.1 s of CPU at each numpy import (as for the party processes,
+# mpc_market.mpc.supervisor.SINGLE_THREADED_BLAS).
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
+
 # The longest tests, with rough seconds on the 2-core machine (pytest --durations). Run first and spread
 # over the workers: one of them starting last would run on alone and stretch the suite's wall time.
 # A test missing here only runs in collection order; an id that no longer exists is ignored.
@@ -91,8 +96,13 @@ def spread_long_tests(items, workers):
 def pytest_configure(config):
     """The quick loop (-m "not slow", on the controller and every xdist worker) runs fewer examples
     of each property test (helpers.run_examples); the full suite all of them."""
-    if (config.option.markexpr or '').replace(' ', '') == 'notslow':
+    if quick_loop(config):
         os.environ['MPC_MARKET_QUICK_LOOP'] = '1'
+
+
+def quick_loop(config):
+    """Whether this run is the quick loop (-m "not slow")."""
+    return (config.option.markexpr or '').replace(' ', '') == 'notslow'
 
 
 @pytest.hookimpl(trylast=True)  # after -m/-k have deselected: the chunks are of what runs
