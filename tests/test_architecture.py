@@ -146,6 +146,18 @@ def test_importing_the_api_starts_no_mpc_runtime():
     assert 'clear(book' in proc.stdout and 'settle(book' in proc.stdout
 
 
+def test_a_daemon_loads_aiohttp_only_where_it_serves_http():
+    """aiohttp (the metrics endpoint, the operator page) is about 0.15 s of a daemon's start: a node,
+    broker or aggregator without an HTTP address never imports it; serving metrics does."""
+    import subprocess
+    import sys
+    code = ('import sys, mpc_market.net.node, mpc_market.net.broker, mpc_market.stats.service; '
+            'assert not [m for m in sys.modules if m.split(".")[0] == "aiohttp"]; '
+            'from mpc_market.net import metrics_endpoint; assert "aiohttp.web" in sys.modules')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
 JOB_FILES = {'job.json', 'clearing.json', 'shares.npy', 'readings.npy', 'held.json', 'results.npy', 'settlement.npy',
              'retailer.npy', 'public.json', 'own_orders.npy', 'own_results.npy', 'node.log', 'party.log', 'ready',
              'flex_results.npy', 'delivery.npy', 'delivery_public.json', 'delivery.json'}

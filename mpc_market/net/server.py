@@ -216,7 +216,8 @@ def run_server(who: str, listen: str, credentials: grpc.ServerCredentials,
     endpoint = None
     if metrics_address:
         try:
-            endpoint = metrics.start(metrics_address)
+            from . import metrics_endpoint  # aiohttp: only where metrics are served
+            endpoint = metrics_endpoint.start(metrics_address)
         except OSError:
             server.stop(None)
             raise

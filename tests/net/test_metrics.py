@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from mpc_market.common import logs
-from mpc_market.net import metrics, server, tls
+from mpc_market.net import metrics, metrics_endpoint, server, tls
 from mpc_market.net.config import load_node_config
 from mpc_market.net.localdeploy import LocalDeployment
 from mpc_market.net.store import Store
@@ -128,7 +128,7 @@ def test_metrics_of_a_deployment_move_during_a_round_and_name_nobody(tmp_path):
 
 
 def test_the_metrics_endpoint_serves_get_metrics_only_and_one_process_per_port():
-    endpoint = metrics.start('127.0.0.1:0')
+    endpoint = metrics_endpoint.start('127.0.0.1:0')
     try:
         host, port = endpoint.server_address
         assert host == '127.0.0.1' and endpoint.url == f'http://127.0.0.1:{port}/metrics'
@@ -142,7 +142,7 @@ def test_the_metrics_endpoint_serves_get_metrics_only_and_one_process_per_port()
             urllib.request.urlopen(urllib.request.Request(endpoint.url, data=b'x', method='POST'), timeout=10)
         assert posted.value.code == 405
         with pytest.raises(OSError, match=f'metrics: cannot listen on 127.0.0.1:{port}: address already in use'):
-            metrics.start(f'127.0.0.1:{port}')
+            metrics_endpoint.start(f'127.0.0.1:{port}')
     finally:
         endpoint.shutdown()
 
