@@ -16,10 +16,11 @@ from mpc_market.rpc import market_pb2_grpc
 
 from helpers import TOML, Market, SharedDeployment, SignedParams, node_fault_env, read_bytes
 
-# Every process the suite starts (xdist workers, CLI commands, servers) inherits this: none uses BLAS,
-# and OpenBLAS's thread pool costs about 0.1 s of CPU at each numpy import (as for the party processes,
-# mpc_market.mpc.supervisor.SINGLE_THREADED_BLAS).
-os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
+# Every process the suite starts (xdist workers, CLI commands, servers) inherits this: OpenBLAS's pool
+# costs CPU at each numpy import and the suite's BLAS products are small (as for the party processes:
+# mpc_market.mpc.supervisor.with_single_threaded_blas).
+if 'OMP_NUM_THREADS' not in os.environ:
+    os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
 
 # The longest tests, with rough seconds on the 2-core machine (pytest --durations). Run first and spread
 # over the workers: one of them starting last would run on alone and stretch the suite's wall time.

@@ -17,7 +17,7 @@ from ..common.errors import Unreachable
 from ..common.files import make_private_dir
 from ..common.manifest import manifest_from_keys, write_manifest
 from ..mpc.local import free_ports
-from ..mpc.supervisor import SINGLE_THREADED_BLAS
+from ..mpc.supervisor import with_single_threaded_blas
 
 NETNS_PREFIX = 'mm'        # namespaces PREFIX-node<i>, as parties/netns.sh makes them
 NETNS_SUBNET = '10.77.0'
@@ -184,7 +184,7 @@ class LocalDeployment:
         log = open(os.path.join(self.dir, f'{name}.log'), 'a')
         self.offsets[name] = log.tell()
         prefix = ['ip', 'netns', 'exec', netns] if netns else []
-        env = {**SINGLE_THREADED_BLAS, **os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})}
+        env = with_single_threaded_blas({**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})})
         self.procs[name] = subprocess.Popen(prefix + [sys.executable, *(module or ['-m', 'mpc_market', *argv])],
                                             stdout=log, stderr=subprocess.STDOUT, cwd=self.dir, env=env)
         log.close()

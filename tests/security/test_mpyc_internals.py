@@ -244,11 +244,15 @@ def _handshake(server_context, client_context):
     return errors
 
 
-def test_the_mpc_links_trust_only_the_deployment_ca_whatever_the_system_trusts(tmp_path, monkeypatch):
-    """A node's MPyC TLS context trusts its deployment's CA alone: not the system's CAs nor those of
-    SSL_CERT_FILE, here a foreign CA that certified its own 'node 0' and 'node 1'; neither side of a
-    link accepts them (the honest pair, in the same environment, does)."""
+@pytest.mark.parametrize('default_paths', ['SSL_CERT_FILE', 'SSL_CERT_DIR'])
+def test_the_mpc_links_trust_only_the_deployment_ca_whatever_the_system_trusts(tmp_path, monkeypatch, default_paths):
+    """A node's MPyC TLS context trusts its deployment's CA alone: not OpenSSL's default verify paths
+    (the system's CAs; here SSL_CERT_FILE or a hashed SSL_CERT_DIR holding a foreign CA that certified
+    its own 'node 0' and 'node 1'); neither side of a link accepts them, the honest pair does. (Before,
+    the connecting side trusted the default paths.)"""
+    import shutil
     import ssl
+    import subprocess
 
     from mpc_market.common import keys
     ours, foreign = str(tmp_path / 'ours'), str(tmp_path / 'foreign')
@@ -256,8 +260,18 @@ def test_the_mpc_links_trust_only_the_deployment_ca_whatever_the_system_trusts(t
         keys.create_ca(base)
         for i in (0, 1):
             keys.create_node(base, i, hosts=('127.0.0.1',))
-    monkeypatch.setenv('SSL_CERT_FILE', f'{foreign}/ca/ca.pem')   # what OpenSSL's default paths would load
-    monkeypatch.setenv('SSL_CERT_DIR', f'{foreign}/ca')
+    if default_paths == 'SSL_CERT_FILE':
+        monkeypatch.setenv('SSL_CERT_FILE', f'{foreign}/ca/ca.pem')
+        monkeypatch.setenv('SSL_CERT_DIR', str(tmp_path / 'none'))
+    else:
+        if not shutil.which('openssl'):
+            pytest.skip('no openssl command to hash a CA directory')
+        hashed = tmp_path / 'hashed'
+        hashed.mkdir()
+        shutil.copy(f'{foreign}/ca/ca.pem', hashed / 'foreign.pem')
+        subprocess.run(['openssl', 'rehash', str(hashed)], check=True)
+        monkeypatch.setenv('SSL_CERT_DIR', str(hashed))
+        monkeypatch.setenv('SSL_CERT_FILE', str(tmp_path / 'none.pem'))
     listener = internals.tls_context(ssl.Purpose.CLIENT_AUTH, ours, 1)
     connector = internals.tls_context(ssl.Purpose.SERVER_AUTH, ours, 0)
     for context in (listener, connector):
