@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from mpc_market.common import keys
+from mpc_market.mpc.supervisor import with_single_threaded_blas
 from mpc_market.net.node_intake import NodeService, RateLimiter, broker_only
 from mpc_market.net.store import Store, now_ms
 from mpc_market.net.submit import Submitter, load_endpoints, tls_credentials
@@ -19,8 +20,7 @@ from helpers import TOML, Market, SharedDeployment, SignedParams, node_fault_env
 # Every process the suite starts (xdist workers, CLI commands, servers) inherits this: OpenBLAS's pool
 # costs CPU at each numpy import and the suite's BLAS products are small (as for the party processes:
 # mpc_market.mpc.supervisor.with_single_threaded_blas).
-if 'OMP_NUM_THREADS' not in os.environ:
-    os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
+os.environ.update(with_single_threaded_blas(os.environ))
 
 # The longest tests, with rough seconds on the 2-core machine (pytest --durations). Run first and spread
 # over the workers: one of them starting last would run on alone and stretch the suite's wall time.
@@ -97,13 +97,8 @@ def spread_long_tests(items, workers):
 def pytest_configure(config):
     """The quick loop (-m "not slow", on the controller and every xdist worker) runs fewer examples
     of each property test (helpers.run_examples); the full suite all of them."""
-    if quick_loop(config):
+    if (config.option.markexpr or '').replace(' ', '') == 'notslow':
         os.environ['MPC_MARKET_QUICK_LOOP'] = '1'
-
-
-def quick_loop(config):
-    """Whether this run is the quick loop (-m "not slow")."""
-    return (config.option.markexpr or '').replace(' ', '') == 'notslow'
 
 
 @pytest.hookimpl(trylast=True)  # after -m/-k have deselected: the chunks are of what runs

@@ -147,7 +147,7 @@ def test_importing_the_api_starts_no_mpc_runtime():
 
 
 def test_a_daemon_loads_aiohttp_only_where_it_serves_http():
-    """aiohttp (the metrics endpoint, the operator page) is about 0.15 s of a daemon's start: a node,
+    """aiohttp (the metrics endpoint, the operator page) is about 0.1 s of a daemon's start: a node,
     broker or aggregator without an HTTP address never imports it; serving metrics does."""
     import subprocess
     import sys

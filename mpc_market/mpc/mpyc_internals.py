@@ -168,8 +168,7 @@ def tls_files(keys_dir: str, index: int) -> tuple[str, str, str]:
 def tls_context(purpose: ssl.Purpose, keys_dir: str, index: int) -> ssl.SSLContext:
     """A node's TLS context for its MPyC links: its own certificate, and the deployment's CA as the
     only trust anchor (never the system's default CAs, nor SSL_CERT_FILE/SSL_CERT_DIR: a peer
-    certified by any other CA is refused in the handshake; and loading the defaults cost 0.1 s of
-    every party process's start).
+    certified by any other CA is refused in the handshake).
 
     Args:
         purpose: ssl.Purpose.CLIENT_AUTH for the listener, SERVER_AUTH for the connecting side.

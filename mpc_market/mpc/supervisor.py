@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 POLL_S = 0.05
 BLAS_THREADS = ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS')   # OpenBLAS reads the first it finds set
+CONNECTED = 'connected'   # the line a party logs once every MPyC link is up (mpc/node.py)
+PROGRESS = 'progress '    # node 0's 'progress PHASE DONE TOTAL' lines
 
 
 def with_single_threaded_blas(env: Mapping[str, str]) -> dict[str, str]:
@@ -32,10 +34,6 @@ def with_single_threaded_blas(env: Mapping[str, str]) -> dict[str, str]:
     if any(name in env for name in BLAS_THREADS):
         return dict(env)
     return {**env, 'OPENBLAS_NUM_THREADS': '1'}
-
-
-CONNECTED = 'connected'   # the line a party logs once every MPyC link is up (mpc/node.py)
-PROGRESS = 'progress '    # node 0's 'progress PHASE DONE TOTAL' lines
 
 
 class PartyProcess:

@@ -20,7 +20,7 @@ all of it public or operational, never an identity or a per-participant value:
 No label takes a round id either: a label value per round would grow without bound.
 
 The text is served by mpc_market.net.metrics_endpoint (aiohttp, imported only by a process that
-serves it: its import costs a daemon about 0.15 s of start-up). An operator page on the same
+serves it: its import costs a daemon about 0.1 s of CPU at start-up). An operator page on the same
 process can serve ``metrics_text()`` itself.
 """
 

@@ -3,7 +3,7 @@ own event loop in a daemon thread, bound to the configured address only (never S
 /metrics only, each connection closed CONNECTION_S after accept and at most MAX_CONNECTIONS open:
 prometheus_client's own ``start_http_server`` runs a thread per request with no timeout, which a
 slow client can hold open. Imported only by a process that serves metrics (run_server with a
-metrics address): aiohttp's import is most of a daemon's start-up otherwise.
+metrics address): aiohttp's import costs a daemon about 0.1 s of CPU at start-up.
 """
 
 from __future__ import annotations
